@@ -1,0 +1,203 @@
+//! Validated identifiers and amounts.
+//!
+//! Every identifier that enters the ledger is checked here once, at the edge;
+//! inside the ledger a value of these types is known to be well formed. The
+//! rules are DESIGN §4's: reject anything else, never normalize.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest account or transfer id, in bytes (ASCII, so also characters).
+pub const ID_BYTES_MAX: usize = 64;
+/// Longest asset code, in bytes.
+pub const ASSET_BYTES_MAX: usize = 12;
+/// Longest organization name, in bytes (matches `scripts/new-org.sh`).
+pub const ORG_BYTES_MAX: usize = 32;
+
+fn is_lower_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// `first` must hold for the first byte, `rest` for every later one.
+fn check(s: &str, max: usize, first: fn(u8) -> bool, rest: fn(u8) -> bool) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= max
+        && first(bytes[0])
+        && bytes[1..].iter().all(|&b| rest(b))
+}
+
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Accepts `s` only if it follows the rule exactly.
+            pub fn parse(s: &str) -> Result<Self, InvalidId> {
+                if $check(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidId { what: $what })
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// An account id: `[a-z0-9][a-z0-9._:-]{0,63}`.
+    AccountId,
+    "account id must match [a-z0-9][a-z0-9._:-]{0,63}",
+    |s: &str| check(s, ID_BYTES_MAX, is_lower_alnum, |b| is_lower_alnum(b)
+        || matches!(b, b'.' | b'_' | b':' | b'-'))
+);
+
+validated_string!(
+    /// A transfer id, the client's idempotency key: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
+    TransferId,
+    "transfer id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
+    |s: &str| check(s, ID_BYTES_MAX, |b| b.is_ascii_alphanumeric(), |b| b
+        .is_ascii_alphanumeric()
+        || matches!(b, b'.' | b'_' | b':' | b'-'))
+);
+
+validated_string!(
+    /// An asset code: `[A-Z0-9]{1,12}`.
+    Asset,
+    "asset must match [A-Z0-9]{1,12}",
+    |s: &str| check(
+        s,
+        ASSET_BYTES_MAX,
+        |b| b.is_ascii_uppercase() || b.is_ascii_digit(),
+        |b| b.is_ascii_uppercase() || b.is_ascii_digit()
+    )
+);
+
+validated_string!(
+    /// An organization name: `[a-z0-9][a-z0-9-]{0,31}`.
+    OrgName,
+    "organization must match [a-z0-9][a-z0-9-]{0,31}",
+    |s: &str| check(s, ORG_BYTES_MAX, is_lower_alnum, |b| is_lower_alnum(b) || b == b'-')
+);
+
+/// Why an identifier was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidId {
+    pub what: &'static str,
+}
+
+impl fmt::Display for InvalidId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+/// A positive amount in minor units. Zero is not an amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Amount(u64);
+
+/// Why an amount was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidAmount {
+    Zero,
+    NotDecimal,
+    LeadingZero,
+    OutOfRange,
+}
+
+impl fmt::Display for InvalidAmount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Zero => "amount must be positive",
+            Self::NotDecimal => "amount must be a decimal integer of digits only",
+            Self::LeadingZero => "amount must not have leading zeros",
+            Self::OutOfRange => "amount must be at most 18446744073709551615",
+        })
+    }
+}
+
+impl Amount {
+    pub fn new(units: u64) -> Result<Self, InvalidAmount> {
+        if units == 0 {
+            Err(InvalidAmount::Zero)
+        } else {
+            Ok(Self(units))
+        }
+    }
+
+    /// Parses the decimal string form: digits only, no sign, no leading zero.
+    pub fn parse_decimal(s: &str) -> Result<Self, InvalidAmount> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidAmount::NotDecimal);
+        }
+        if s.len() > 1 && s.starts_with('0') {
+            return Err(InvalidAmount::LeadingZero);
+        }
+        let units: u64 = s.parse().map_err(|_| InvalidAmount::OutOfRange)?;
+        Self::new(units)
+    }
+
+    pub fn units(self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids() {
+        for ok in ["a", "org1.ops", "x:y-z_0", &"a".repeat(64)] {
+            assert!(AccountId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", ".a", "a b", "é", "a/b", &"a".repeat(65)] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transfer_ids_and_assets() {
+        assert!(TransferId::parse("Tx-1:2.3_4").is_ok());
+        assert!(TransferId::parse("-x").is_err());
+        assert!(TransferId::parse("tx\u{e9}").is_err());
+        assert!(Asset::parse("USD").is_ok());
+        assert!(Asset::parse("usd").is_err());
+        assert!(Asset::parse("ABCDEFGHIJKLM").is_err());
+        assert!(OrgName::parse("org-1").is_ok());
+        assert!(OrgName::parse("-org").is_err());
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(
+            Amount::parse_decimal("18446744073709551615").map(Amount::units),
+            Ok(u64::MAX)
+        );
+        assert_eq!(
+            Amount::parse_decimal("18446744073709551616"),
+            Err(InvalidAmount::OutOfRange)
+        );
+        assert_eq!(Amount::parse_decimal("0"), Err(InvalidAmount::Zero));
+        assert_eq!(Amount::parse_decimal("01"), Err(InvalidAmount::LeadingZero));
+        assert_eq!(Amount::parse_decimal("-1"), Err(InvalidAmount::NotDecimal));
+        assert_eq!(Amount::parse_decimal("1.5"), Err(InvalidAmount::NotDecimal));
+        assert_eq!(Amount::parse_decimal("+1"), Err(InvalidAmount::NotDecimal));
+        assert_eq!(Amount::parse_decimal(""), Err(InvalidAmount::NotDecimal));
+    }
+}
