@@ -1,0 +1,166 @@
+//! API errors: one closed set of codes, each with its HTTP status.
+//!
+//! Ledger rejections come from [`Rejection`]; the rest are the edge's own
+//! (malformed input, identity, availability). The README's table lists them.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ledger::Rejection;
+
+/// An error the API returns to a caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// The body is not the JSON the endpoint expects.
+    MalformedJson(String),
+    /// A field's value breaks its rule (ids, assets, amounts, memo).
+    InvalidField {
+        code: &'static str,
+        message: String,
+    },
+    InvalidQuery(String),
+    BodyTooLarge(usize),
+    /// The session's certificate is not a member identity.
+    Unauthenticated(String),
+    /// The caller's role may not do this.
+    Forbidden(&'static str),
+    /// Unknown route, or an object the caller may not see.
+    NotFound(&'static str),
+    Rejected(Rejection),
+    /// Too many writes in flight on this node.
+    Overloaded,
+    /// No leader reachable before the deadline; nothing was proposed.
+    NoQuorum,
+    /// A write may have been proposed, but no answer came before the deadline.
+    OutcomeUnknown,
+    /// This node is not the leader (peer channel only; followers retry).
+    NotLeader,
+    /// This node cannot serve now (storage failure, shutting down).
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidField { code, .. } => code,
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(what) => what,
+            Self::Rejected(r) => r.code(),
+            Self::Overloaded => "overloaded",
+            Self::NoQuorum => "no_quorum",
+            Self::OutcomeUnknown => "outcome_unknown",
+            Self::NotLeader => "not_leader",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidField { .. } | Self::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Rejected(r) => rejection_status(*r),
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoQuorum | Self::NotLeader | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::MalformedJson(m) | Self::InvalidQuery(m) | Self::Unauthenticated(m) | Self::Unavailable(m) => m.clone(),
+            Self::InvalidField { message, .. } => message.clone(),
+            Self::BodyTooLarge(max) => format!("request body is larger than {max} bytes"),
+            Self::Forbidden(m) => (*m).to_owned(),
+            Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
+            Self::Rejected(r) => r.message().to_owned(),
+            Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
+            Self::NoQuorum => "no leader with a quorum could be reached; nothing was written".to_owned(),
+            Self::OutcomeUnknown => {
+                "the write was proposed but not confirmed in time; retry with the same id to learn its outcome".to_owned()
+            }
+            Self::NotLeader => "this node is not the leader".to_owned(),
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        Reply {
+            status: self.status().as_u16(),
+            body: json!({"error": {"code": self.code(), "message": self.message()}}),
+        }
+    }
+}
+
+fn rejection_status(r: Rejection) -> StatusCode {
+    use Rejection::*;
+    match r {
+        RoleMayNotWrite | AllowNegativeRequiresAdmin | DebitAccountNotOwned => {
+            StatusCode::FORBIDDEN
+        }
+        DebitAccountNotFound | CreditAccountNotFound => StatusCode::NOT_FOUND,
+        AccountExists | ExistsWithDifferentFields => StatusCode::CONFLICT,
+        UnknownReaderOrg
+        | AccountsMustBeDifferent
+        | AssetMismatch
+        | InsufficientFunds
+        | Overflow => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+    fn error_response(&self) -> HttpResponse {
+        self.reply().into()
+    }
+}
+
+/// A finished answer: status and JSON body. It is what a leader sends back
+/// to a follower that forwarded a request, so it is serializable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    pub fn ok(body: serde_json::Value) -> Self {
+        Self { status: 200, body }
+    }
+
+    pub fn is_error(&self, e: &ApiError) -> bool {
+        self.status == e.status().as_u16() && self.body["error"]["code"] == e.code()
+    }
+}
+
+impl From<Reply> for HttpResponse {
+    fn from(r: Reply) -> Self {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status).json(r.body)
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        e.reply()
+    }
+}

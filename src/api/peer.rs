@@ -1,0 +1,82 @@
+//! Routes of the peer listener (`raft_addr`): Raft RPCs and request
+//! forwarding. Only member nodes get here ([`NodePrincipal`]); a Raft RPC
+//! must come from the node it claims to be sent by.
+
+use actix_web::{web, HttpResponse};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use super::error::ApiError;
+use super::service::{Forwarded, Service, EXECUTE_PATH};
+use super::types::parse_json;
+use super::{no_route, read_body};
+use crate::identity::{NodePrincipal, Principal};
+use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::raft::TypeConfig;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(APPEND_PATH, web::post().to(append))
+        .route(VOTE_PATH, web::post().to(vote))
+        .route(SNAPSHOT_PATH, web::post().to(snapshot))
+        .route(EXECUTE_PATH, web::post().to(execute))
+        .default_service(web::to(no_route));
+}
+
+async fn body_of<T: serde::de::DeserializeOwned>(
+    svc: &Service,
+    body: web::Payload,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, svc.limits.peer_body_bytes_max).await?;
+    parse_json(&bytes)
+}
+
+/// A Raft RPC's sender is the node whose vote it carries.
+fn ensure_sender(node: &NodePrincipal, claimed: Option<u64>) -> Result<(), ApiError> {
+    if claimed == Some(node.id) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "a node may only send Raft RPCs as itself",
+        ))
+    }
+}
+
+async fn append(
+    node: NodePrincipal,
+    svc: web::Data<Service>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let rpc: AppendEntriesRequest<TypeConfig> = body_of(&svc, body).await?;
+    ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(svc.raft.append_entries(rpc).await))
+}
+
+async fn vote(
+    node: NodePrincipal,
+    svc: web::Data<Service>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let rpc: VoteRequest<u64> = body_of(&svc, body).await?;
+    ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(svc.raft.vote(rpc).await))
+}
+
+async fn snapshot(
+    node: NodePrincipal,
+    svc: web::Data<Service>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let rpc: InstallSnapshotRequest<TypeConfig> = body_of(&svc, body).await?;
+    ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
+    Ok(HttpResponse::Ok().json(svc.raft.install_snapshot(rpc).await))
+}
+
+async fn execute(
+    node: NodePrincipal,
+    svc: web::Data<Service>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let fwd: Forwarded = body_of(&svc, body).await?;
+    let principal = Principal::forwarded(&node, fwd.principal);
+    // The whole Reply (status and body) travels back; the follower relays it.
+    Ok(HttpResponse::Ok().json(svc.execute_forwarded(&principal, &fwd.op).await))
+}

@@ -1,0 +1,280 @@
+//! Executing a request where it must run: on the leader.
+//!
+//! Any node serves any request. Writes and linearizable reads run on the
+//! leader; a follower forwards them over the peer channel with the caller's
+//! verified identity and relays the leader's [`Reply`]. Every write is
+//! idempotent by its id (transfer id, account id), so a request whose first
+//! attempt may or may not have been proposed can be retried safely until the
+//! deadline; if no attempt was confirmed by then, the caller gets 504
+//! `outcome_unknown` (if anything may have been proposed) or 503 `no_quorum`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::error::{ApiError, Reply};
+use super::types::{account_view, transfer_view};
+use crate::config::{Genesis, Limits, NodeId};
+use crate::identity::{ForwardedPrincipal, Principal};
+use crate::ledger::{AccountId, Command, Entry, Outcome, Role, TransferId};
+use crate::raft::state_machine::SharedState;
+use crate::raft::Raft;
+
+/// Path of request forwarding on the peer listener.
+pub const EXECUTE_PATH: &str = "/peer/v1/execute";
+
+/// First and longest pause between attempts while a leader is sought.
+const RETRY_BACKOFF_MIN_MS: u64 = 10;
+const RETRY_BACKOFF_MAX_MS: u64 = 200;
+
+/// What a request asks; the unit that is forwarded to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Op {
+    Write(Command),
+    GetAccount(AccountId),
+    GetTransfer(TransferId),
+}
+
+impl Op {
+    fn is_write(&self) -> bool {
+        matches!(self, Self::Write(_))
+    }
+}
+
+/// A forwarded request, as the peer channel carries it.
+#[derive(Serialize, Deserialize)]
+pub struct Forwarded {
+    pub principal: ForwardedPrincipal,
+    pub op: Op,
+}
+
+pub struct Service {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub genesis: Arc<Genesis>,
+    pub limits: Limits,
+    /// Client for the peer channel (pooled, mutual TLS).
+    pub peers: reqwest::Client,
+    in_flight: Semaphore,
+}
+
+/// Why one attempt did not produce a reply.
+enum Attempt {
+    /// Not sent, or refused before proposing: try again.
+    Retry,
+    /// May have been proposed: retry (writes are idempotent), but if the
+    /// deadline passes the outcome is unknown.
+    RetryMaybeProposed,
+}
+
+impl Service {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        state: SharedState,
+        genesis: Arc<Genesis>,
+        limits: Limits,
+        peers: reqwest::Client,
+    ) -> Self {
+        let in_flight = Semaphore::new(limits.in_flight_proposals_max);
+        Self {
+            id,
+            raft,
+            state,
+            genesis,
+            limits,
+            peers,
+            in_flight,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// Runs `op` for `principal` on the leader, wherever that is.
+    pub async fn execute(&self, principal: &Principal, op: &Op) -> Reply {
+        let deadline = Instant::now() + self.timeout();
+        let mut maybe_proposed = false;
+        let mut backoff = Duration::from_millis(RETRY_BACKOFF_MIN_MS);
+        let metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            let attempt = match leader {
+                Some(l) if l == self.id => self.execute_local(principal, op, deadline).await,
+                Some(l) => self.forward(l, principal, op, deadline).await,
+                None => Err(Attempt::Retry),
+            };
+            match attempt {
+                Ok(reply) => return reply,
+                Err(Attempt::RetryMaybeProposed) => maybe_proposed |= op.is_write(),
+                Err(Attempt::Retry) => {}
+            }
+            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                let e = if maybe_proposed {
+                    ApiError::OutcomeUnknown
+                } else {
+                    ApiError::NoQuorum
+                };
+                return e.reply();
+            }
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_millis(RETRY_BACKOFF_MAX_MS));
+        }
+    }
+
+    /// Runs `op` here if this node is the leader; a follower says so.
+    pub async fn execute_forwarded(&self, principal: &Principal, op: &Op) -> Reply {
+        let deadline = Instant::now() + self.timeout();
+        match self.execute_local(principal, op, deadline).await {
+            Ok(reply) => reply,
+            Err(Attempt::Retry) => ApiError::NotLeader.reply(),
+            Err(Attempt::RetryMaybeProposed) => ApiError::OutcomeUnknown.reply(),
+        }
+    }
+
+    async fn execute_local(
+        &self,
+        principal: &Principal,
+        op: &Op,
+        deadline: Instant,
+    ) -> Result<Reply, Attempt> {
+        match op {
+            Op::Write(command) => self.write(principal, command, deadline).await,
+            Op::GetAccount(id) => {
+                self.linearize(deadline).await?;
+                Ok(self.read_account(principal, id))
+            }
+            Op::GetTransfer(id) => {
+                self.linearize(deadline).await?;
+                Ok(self.read_transfer(principal, id))
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        principal: &Principal,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<Reply, Attempt> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Ok(ApiError::Overloaded.reply());
+        };
+        // The leader fixes the time before proposing: apply stays pure.
+        let timestamp_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let entry = Entry {
+            actor: principal.actor(),
+            timestamp_ms,
+            command: command.clone(),
+        };
+        match tokio::time::timeout_at(deadline, self.raft.client_write(entry)).await {
+            Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
+            Ok(Ok(resp)) => Ok(render_outcome(resp.data, resp.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Attempt::Retry)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "client_write failed");
+                Err(Attempt::RetryMaybeProposed)
+            }
+        }
+    }
+
+    /// Waits until this node, as leader, has applied everything committed
+    /// before the call (a read index confirmed by a quorum).
+    async fn linearize(&self, deadline: Instant) -> Result<(), Attempt> {
+        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(Attempt::Retry)
+            }
+            Ok(Err(_)) | Err(_) => Err(Attempt::Retry),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        principal: &Principal,
+        op: &Op,
+        deadline: Instant,
+    ) -> Result<Reply, Attempt> {
+        let Some(node) = self.genesis.node(leader) else {
+            return Err(Attempt::Retry);
+        };
+        let body = Forwarded {
+            principal: principal.forward(),
+            op: op.clone(),
+        };
+        let sent = self
+            .peers
+            .post(format!("https://{}{EXECUTE_PATH}", node.raft_addr))
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .json(&body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Err(Attempt::Retry),
+            Err(_) => return Err(Attempt::RetryMaybeProposed),
+        };
+        let reply: Reply = resp.json().await.map_err(|_| Attempt::RetryMaybeProposed)?;
+        if reply.is_error(&ApiError::NotLeader) {
+            Err(Attempt::Retry)
+        } else if reply.is_error(&ApiError::OutcomeUnknown) {
+            Err(Attempt::RetryMaybeProposed)
+        } else {
+            Ok(reply)
+        }
+    }
+
+    /// A read from this node's own applied state (`consistency=local`).
+    pub fn read_account(&self, principal: &Principal, id: &AccountId) -> Reply {
+        let applied = self.state.read();
+        let as_of = applied.last_applied.map_or(0, |l| l.index);
+        match applied.ledger.account(id) {
+            Some(a) if principal.role() != Role::Node && a.readable_by(principal.org()) => {
+                Reply::ok(account_view(a, as_of))
+            }
+            _ => ApiError::NotFound("account_not_found").reply(),
+        }
+    }
+
+    pub fn read_transfer(&self, principal: &Principal, id: &TransferId) -> Reply {
+        let applied = self.state.read();
+        match applied.ledger.transfer(id) {
+            Some(t)
+                if principal.role() != Role::Node
+                    && t.involves(principal.org(), &applied.ledger) =>
+            {
+                let mut view = transfer_view(t);
+                view["as_of"] = applied.last_applied.map_or(0, |l| l.index).into();
+                Reply::ok(view)
+            }
+            _ => ApiError::NotFound("transfer_not_found").reply(),
+        }
+    }
+}
+
+fn render_outcome(outcome: Option<Outcome>, log_index: u64) -> Reply {
+    match outcome {
+        Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, log_index)),
+        Some(Outcome::Transfers(results)) if results.len() == 1 => match results.into_iter().next()
+        {
+            Some(Ok(t)) => Reply::ok(transfer_view(&t)),
+            Some(Err(r)) => ApiError::Rejected(r).reply(),
+            None => unreachable!("length checked"),
+        },
+        Some(Outcome::Account(Err(r))) => ApiError::Rejected(r).reply(),
+        other => ApiError::Unavailable(format!("unexpected outcome {other:?}")).reply(),
+    }
+}

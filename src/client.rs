@@ -1,0 +1,138 @@
+//! An mTLS HTTP client for the API: `alliance client`, the demo and the
+//! integration tests all use this one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use rustls::RootCertStore;
+use serde_json::{json, Value};
+
+use crate::config::{ClientConfig, TlsFiles};
+use crate::error::{Error, Result};
+use crate::identity;
+
+/// A client bound to one node's API URL and one identity.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// A response: HTTP status and JSON body (`null` if the body was not JSON).
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The error code of an error response.
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+impl ApiClient {
+    pub fn from_config(config: &ClientConfig) -> Result<Self> {
+        let roots = identity::roots_from_files(&config.ca_certs)?;
+        Self::new(
+            &config.url,
+            roots,
+            &config.tls,
+            Duration::from_millis(config.timeout_ms),
+        )
+    }
+
+    pub fn new(
+        url: &str,
+        roots: Arc<RootCertStore>,
+        own: &TlsFiles,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let tls = identity::client_config(roots, own)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Sends a request; `Err` only when no HTTP response came back.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, reqwest::Error> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.finish(req).await
+    }
+
+    /// Sends raw bytes as the body (for tests of malformed input).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Response, reqwest::Error> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        self.finish(req).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Response, reqwest::Error> {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Response { status, body })
+    }
+
+    pub async fn create_account(
+        &self,
+        id: &str,
+        asset: &str,
+        allow_negative: bool,
+        readers: &[String],
+    ) -> Result<Response, reqwest::Error> {
+        let body =
+            json!({"id": id, "asset": asset, "allow_negative": allow_negative, "readers": readers});
+        self.call(Method::POST, "/v1/accounts", Some(&body)).await
+    }
+
+    pub async fn transfer(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        amount: u64,
+    ) -> Result<Response, reqwest::Error> {
+        let body = json!({"id": id, "debit_account": from, "credit_account": to, "amount": amount});
+        self.call(Method::POST, "/v1/transfers", Some(&body)).await
+    }
+
+    pub async fn account(&self, id: &str, local: bool) -> Result<Response, reqwest::Error> {
+        let q = if local { "?consistency=local" } else { "" };
+        self.call(Method::GET, &format!("/v1/accounts/{id}{q}"), None)
+            .await
+    }
+
+    pub async fn get_transfer(&self, id: &str) -> Result<Response, reqwest::Error> {
+        self.call(Method::GET, &format!("/v1/transfers/{id}"), None)
+            .await
+    }
+
+    pub async fn cluster(&self) -> Result<Response, reqwest::Error> {
+        self.call(Method::GET, "/v1/cluster", None).await
+    }
+}

@@ -1,0 +1,291 @@
+//! Node configuration, client configuration and the genesis file (TOML).
+//!
+//! Everything is validated once, at start, into typed values; a bad field is
+//! a clear error naming the field, and the node does not start.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ledger::OrgName;
+
+/// Largest config or genesis file read, in bytes: these are small by nature,
+/// and a bound keeps a wrong path (a device, a log) from eating memory.
+pub const CONFIG_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// A member node's numeric id: its Raft id and its certificate's CN.
+pub type NodeId = u64;
+
+/// The founding organizations and nodes of a consortium.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub consortium: String,
+    pub orgs: Vec<GenesisOrg>,
+    pub nodes: Vec<GenesisNode>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisOrg {
+    pub name: OrgName,
+    /// The organization's CA certificate, PEM.
+    pub ca_cert: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisNode {
+    pub id: NodeId,
+    pub org: OrgName,
+    pub api_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+}
+
+impl Genesis {
+    pub fn load(path: &Path) -> Result<Self> {
+        let genesis: Self = parse_toml(path)?;
+        genesis
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(genesis)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.orgs.is_empty() || self.nodes.is_empty() {
+            return Err("genesis needs at least one org and one node".into());
+        }
+        let mut names = BTreeSet::new();
+        for org in &self.orgs {
+            if !names.insert(&org.name) {
+                return Err(format!("org {} is listed twice", org.name));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id == 0 {
+                return Err("node id 0 is reserved".into());
+            }
+            if !ids.insert(node.id) {
+                return Err(format!("node {} is listed twice", node.id));
+            }
+            if !names.contains(&node.org) {
+                return Err(format!(
+                    "node {} belongs to unknown org {}",
+                    node.id, node.org
+                ));
+            }
+            if !addrs.insert(node.api_addr) || !addrs.insert(node.raft_addr) {
+                return Err(format!("node {} reuses an address", node.id));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&GenesisNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn org_names(&self) -> BTreeSet<OrgName> {
+        self.orgs.iter().map(|o| o.name.clone()).collect()
+    }
+}
+
+/// Configuration of one member node (`alliance node --config FILE`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must be in genesis and be the CN of `tls.cert`.
+    pub id: NodeId,
+    /// Where sled keeps the Raft log and the ledger. Created if missing.
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every input and queue has a limit; past it the caller gets a clear error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted on the API listener (413 past it).
+    pub body_bytes_max: usize,
+    /// Largest body accepted on the peer listener: Raft batches and snapshots.
+    pub peer_body_bytes_max: usize,
+    /// Longest transfer memo, in bytes.
+    pub memo_bytes_max: usize,
+    /// Most readers one account may grant.
+    pub readers_max: usize,
+    /// Open client connections per listener; more wait in the accept backlog.
+    pub connections_max: usize,
+    /// Writes proposed and not yet answered; more get 429.
+    pub in_flight_proposals_max: usize,
+    /// How long a request may take end to end; a proposed write past it is 504.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 64 * 1024,
+            peer_body_bytes_max: 256 * 1024 * 1024,
+            memo_bytes_max: 512,
+            readers_max: 64,
+            connections_max: 1024,
+            in_flight_proposals_max: 4096,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Raft timing and log compaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind the last snapshot for slow followers.
+    pub snapshot_logs_kept: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_logs_since_last: 10_000,
+            snapshot_logs_kept: 1_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and checks a node config. Relative paths are relative to the
+    /// config file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut config: Self = parse_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.data_dir,
+            &mut config.genesis,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let l = &self.limits;
+        let r = &self.raft;
+        let checks: [(bool, &str); 9] = [
+            (self.id > 0, "id must be positive"),
+            ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
+            (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
+            (l.memo_bytes_max <= 64 * 1024, "limits.memo_bytes_max must be <= 65536"),
+            (l.connections_max > 0 && l.in_flight_proposals_max > 0, "limits.*_max must be positive"),
+            ((100..=600_000).contains(&l.request_timeout_ms), "limits.request_timeout_ms must be 100..=600000"),
+            (r.heartbeat_interval_ms >= 10, "raft.heartbeat_interval_ms must be >= 10"),
+            (
+                r.heartbeat_interval_ms < r.election_timeout_min_ms
+                    && r.election_timeout_min_ms < r.election_timeout_max_ms,
+                "raft: need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
+            ),
+            (r.snapshot_logs_since_last > 0, "raft.snapshot_logs_since_last must be positive"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err((*why).to_owned()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Configuration of `alliance client`: whom to call and with which identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The node's API URL, `https://host:port`.
+    pub url: String,
+    /// PEM file(s) of the CA certificates to trust for the server.
+    pub ca_certs: Vec<PathBuf>,
+    pub tls: TlsFiles,
+    #[serde(default = "default_client_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_client_timeout_ms() -> u64 {
+    15_000
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut config: Self = parse_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let paths = config
+            .ca_certs
+            .iter_mut()
+            .chain([&mut config.tls.cert, &mut config.tls.key]);
+        for p in paths {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if !config.url.starts_with("https://") {
+            return Err(Error::Config(format!(
+                "{}: url must start with https://",
+                path.display()
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// Reads a bounded file.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::Config(format!(
+            "{}: larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_bounded(path, CONFIG_BYTES_MAX)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("{}: not UTF-8", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,571 @@
+//! `alliance demo`: a whole consortium on this machine in one command.
+//!
+//! [`prepare`] makes, under a directory, one organization per node with its
+//! CA and one certificate per role (by running our own `scripts/`, embedded in
+//! the binary), the genesis file, one config per node, one client config per
+//! organization and role, and `demo.json`, an index of all of it. Running it
+//! again on the same directory reuses what is there, so the consortium and its
+//! data resume. The integration tests build their clusters with it too.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::ApiClient;
+use crate::config::{ClientConfig, Limits, NodeConfig, RaftTuning, TlsFiles};
+use crate::error::{Error, Result};
+
+/// The admin scripts, embedded so the demo works from any directory.
+pub const SCRIPTS: [(&str, &str); 3] = [
+    ("new-org.sh", include_str!("../scripts/new-org.sh")),
+    ("issue-cert.sh", include_str!("../scripts/issue-cert.sh")),
+    ("new-genesis.sh", include_str!("../scripts/new-genesis.sh")),
+];
+
+/// Roles that get a client certificate in every demo organization.
+pub const CLIENT_ROLES: [&str; 3] = ["app", "partner", "admin"];
+
+/// Most nodes `alliance demo` will start: one per organization on one machine.
+pub const DEMO_NODES_MAX: usize = 9;
+
+/// How long the demo waits for a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(60);
+
+/// What to make.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nodes: usize,
+    pub raft: RaftTuning,
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            raft: RaftTuning::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// `demo.json`: what the demo made, for people and programs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Layout {
+    pub dir: PathBuf,
+    pub consortium: String,
+    pub genesis: PathBuf,
+    pub nodes: Vec<DemoNode>,
+    pub orgs: Vec<DemoOrg>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoNode {
+    pub id: u64,
+    pub org: String,
+    pub api_url: String,
+    pub peer_url: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoOrg {
+    pub name: String,
+    pub ca_cert: PathBuf,
+    /// Role → certificate, key and a ready `alliance client` config.
+    pub identities: BTreeMap<String, DemoIdentity>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_config: PathBuf,
+}
+
+impl Layout {
+    pub fn index_path(dir: &Path) -> PathBuf {
+        dir.join("demo.json")
+    }
+
+    pub fn org(&self, name: &str) -> &DemoOrg {
+        self.orgs
+            .iter()
+            .find(|o| o.name == name)
+            .expect("demo org exists")
+    }
+
+    /// A client for `org`'s `role` identity, talking to node `node`.
+    pub fn client(&self, org: &str, role: &str, node: u64, timeout: Duration) -> Result<ApiClient> {
+        let ident = &self.org(org).identities[role];
+        let mut config = ClientConfig::load(&ident.client_config)?;
+        config.url = self.node(node).api_url.clone();
+        config.timeout_ms = timeout.as_millis() as u64;
+        ApiClient::from_config(&config)
+    }
+
+    pub fn node(&self, id: u64) -> &DemoNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("demo node exists")
+    }
+
+    /// Every organization's CA certificate.
+    pub fn ca_certs(&self) -> Vec<PathBuf> {
+        self.orgs.iter().map(|o| o.ca_cert.clone()).collect()
+    }
+}
+
+/// Makes (or, if `dir/demo.json` exists, reopens) a consortium under `dir`.
+pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let index = Layout::index_path(&dir);
+    if index.exists() {
+        let bytes = crate::config::read_bounded(&index, crate::config::CONFIG_BYTES_MAX)?;
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: {e}", index.display())));
+    }
+    if !(1..=DEMO_NODES_MAX).contains(&opts.nodes) {
+        return Err(Error::Config(format!(
+            "--nodes must be 1..={DEMO_NODES_MAX}"
+        )));
+    }
+    let scripts = write_scripts(&dir)?;
+    let pki = dir.join("pki");
+    let mut orgs = Vec::new();
+    let mut ports = free_ports(2 * opts.nodes)?.into_iter();
+    let mut genesis_args = vec![
+        "--out".into(),
+        path_str(&dir.join("genesis.toml")),
+        "--name".into(),
+        "demo".into(),
+    ];
+    let mut node_addrs = Vec::new();
+    for i in 1..=opts.nodes {
+        let org = format!("org{i}");
+        run_script(
+            &scripts,
+            "new-org.sh",
+            &["--dir", &path_str(&pki), "--org", &org],
+        )?;
+        let id = i.to_string();
+        let node_args = [
+            "--dir",
+            &path_str(&pki),
+            "--org",
+            &org,
+            "--role",
+            "node",
+            "--name",
+            &id,
+        ];
+        run_script(
+            &scripts,
+            "issue-cert.sh",
+            &[
+                &node_args[..],
+                &["--host", "127.0.0.1", "--host", "localhost"],
+            ]
+            .concat(),
+        )?;
+        for role in CLIENT_ROLES {
+            run_script(
+                &scripts,
+                "issue-cert.sh",
+                &[
+                    "--dir",
+                    &path_str(&pki),
+                    "--org",
+                    &org,
+                    "--role",
+                    role,
+                    "--name",
+                    role,
+                ],
+            )?;
+        }
+        let ca = pki.join(&org).join("ca.crt");
+        genesis_args.extend(["--org".into(), format!("{org}={}", path_str(&ca))]);
+        let (api, raft) = (
+            ports.next().expect("enough ports"),
+            ports.next().expect("enough ports"),
+        );
+        genesis_args.extend(["--node".into(), format!("{i},{org},{api},{raft}")]);
+        node_addrs.push((i as u64, org.clone(), api, raft));
+        orgs.push(DemoOrg {
+            name: org,
+            ca_cert: ca,
+            identities: BTreeMap::new(),
+        });
+    }
+    let args: Vec<&str> = genesis_args.iter().map(String::as_str).collect();
+    run_script(&scripts, "new-genesis.sh", &args)?;
+
+    let ca_certs: Vec<PathBuf> = orgs.iter().map(|o| o.ca_cert.clone()).collect();
+    let mut nodes = Vec::new();
+    for (id, org, api, raft) in node_addrs {
+        nodes.push(write_node_config(&dir, id, &org, api, raft, opts)?);
+    }
+    for org in &mut orgs {
+        let node = nodes
+            .iter()
+            .find(|n| n.org == org.name)
+            .expect("one node per org");
+        for role in CLIENT_ROLES {
+            let tls = TlsFiles {
+                cert: pki.join(&org.name).join(format!("{role}-{role}.crt")),
+                key: pki.join(&org.name).join(format!("{role}-{role}.key")),
+            };
+            let client = ClientConfig {
+                url: node.api_url.clone(),
+                ca_certs: ca_certs.clone(),
+                tls: tls.clone(),
+                timeout_ms: 15_000,
+            };
+            let path = dir
+                .join("clients")
+                .join(format!("{}-{role}.toml", org.name));
+            write_toml(&path, &client)?;
+            org.identities.insert(
+                role.into(),
+                DemoIdentity {
+                    cert: tls.cert,
+                    key: tls.key,
+                    client_config: path,
+                },
+            );
+        }
+    }
+    let layout = Layout {
+        dir: dir.clone(),
+        consortium: "demo".into(),
+        genesis: dir.join("genesis.toml"),
+        nodes,
+        orgs,
+    };
+    std::fs::write(
+        &index,
+        serde_json::to_vec_pretty(&layout).expect("layout serializes"),
+    )?;
+    Ok(layout)
+}
+
+fn write_node_config(
+    dir: &Path,
+    id: u64,
+    org: &str,
+    api: SocketAddr,
+    raft: SocketAddr,
+    opts: &Options,
+) -> Result<DemoNode> {
+    let node_dir = dir.join(format!("node{id}"));
+    let config = NodeConfig {
+        id,
+        data_dir: node_dir.join("data"),
+        genesis: dir.join("genesis.toml"),
+        tls: TlsFiles {
+            cert: dir.join("pki").join(org).join(format!("node-{id}.crt")),
+            key: dir.join("pki").join(org).join(format!("node-{id}.key")),
+        },
+        limits: opts.limits.clone(),
+        raft: opts.raft.clone(),
+    };
+    let path = node_dir.join("config.toml");
+    write_toml(&path, &config)?;
+    Ok(DemoNode {
+        id,
+        org: org.into(),
+        api_url: format!("https://{api}"),
+        peer_url: format!("https://{raft}"),
+        config: path,
+        data_dir: config.data_dir,
+        log: node_dir.join("node.log"),
+    })
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let text = toml::to_string_pretty(value).map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Writes the embedded scripts under `dir/scripts` and returns that folder.
+pub fn write_scripts(dir: &Path) -> Result<PathBuf> {
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts)?;
+    for (name, text) in SCRIPTS {
+        std::fs::write(scripts.join(name), text)?;
+    }
+    Ok(scripts)
+}
+
+/// Runs one of our scripts with `sh`; its stderr is shown on failure.
+pub fn run_script(scripts: &Path, name: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("sh")
+        .arg(scripts.join(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Other(format!("running {name}: {e} (is `sh` installed?)")))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{name} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Ports free on loopback now. Another process could take one before the
+/// node binds it; the node then fails to start with a clear error.
+pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(Error::from))
+        .collect()
+}
+
+/// Starts a node process of this binary, logging to the node's log file.
+pub fn spawn_node(exe: &Path, node: &DemoNode) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)?;
+    Command::new(exe)
+        .args(["node", "--config"])
+        .arg(&node.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(Error::from)
+}
+
+/// Asks a process to stop (SIGTERM) and waits up to `grace` before SIGKILL.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Waits until `client`'s node reports a leader; returns its id.
+pub async fn wait_for_leader(client: &ApiClient, within: Duration) -> Result<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = client.cluster().await {
+            if let Some(leader) = r.body["leader"].as_u64() {
+                return Ok(leader);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Other(format!("no leader within {within:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `alliance demo`.
+pub async fn run(dir: &Path, opts: &Options, exit: bool) -> Result<()> {
+    let started = Instant::now();
+    let layout = prepare(dir, opts)?;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for node in &layout.nodes {
+        children.push(spawn_node(&exe, node)?);
+    }
+    let result = async {
+        let first = layout.nodes[0].id;
+        let status = layout.client(&layout.nodes[0].org, "app", first, Duration::from_secs(5))?;
+        let leader = wait_for_leader(&status, LEADER_WAIT).await?;
+        let balances = scenario(&layout).await?;
+        print_summary(&layout, leader, started.elapsed());
+        println!("\nBalances (minor units, read linearizably by each owner):");
+        for (account, balance) in balances {
+            println!("  {account:<16} {balance}");
+        }
+        if !exit {
+            println!("Ctrl-C stops the consortium; the same command resumes it.");
+            wait_for_stop(&mut children).await;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    for child in &mut children {
+        stop_child(child, Duration::from_secs(10));
+    }
+    result
+}
+
+async fn wait_for_stop(children: &mut [Child]) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = tick.tick() => {
+                for c in children.iter_mut() {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        eprintln!("a node (pid {}) exited ({status}); stopping the demo", c.id());
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A short, re-runnable scenario: accounts, an issuance and two transfers.
+/// Fixed ids make it idempotent, so a resumed demo runs it again harmlessly.
+async fn scenario(layout: &Layout) -> Result<Vec<(String, String)>> {
+    let timeout = Duration::from_secs(15);
+    let orgs: Vec<&str> = layout.orgs.iter().map(|o| o.name.as_str()).collect();
+    let node_of = |org: &str| {
+        layout
+            .nodes
+            .iter()
+            .find(|n| n.org == org)
+            .expect("node per org")
+            .id
+    };
+    let first = orgs[0];
+    let admin = layout.client(first, "admin", node_of(first), timeout)?;
+    expect_ok(
+        admin
+            .create_account(&format!("{first}.treasury"), "USD", true, &[])
+            .await,
+        "create treasury",
+    )?;
+    for (i, org) in orgs.iter().enumerate() {
+        let app = layout.client(org, "app", node_of(org), timeout)?;
+        // The next organization's partners may read this account.
+        let readers: Vec<String> = orgs.get(i + 1).map(|o| o.to_string()).into_iter().collect();
+        expect_ok(
+            app.create_account(&format!("{org}.ops"), "USD", false, &readers)
+                .await,
+            "create account",
+        )?;
+    }
+    let ops = format!("{first}.ops");
+    expect_ok(
+        admin
+            .transfer(
+                "demo-issue-1",
+                &format!("{first}.treasury"),
+                &ops,
+                1_000_000,
+            )
+            .await,
+        "issue",
+    )?;
+    let app = layout.client(first, "app", node_of(first), timeout)?;
+    for (n, org) in orgs.iter().enumerate().skip(1) {
+        let id = format!("demo-pay-{n}");
+        expect_ok(
+            app.transfer(&id, &ops, &format!("{org}.ops"), 25_000 * n as u64)
+                .await,
+            "transfer",
+        )?;
+    }
+    let mut balances = Vec::new();
+    for org in &orgs {
+        let owner = layout.client(org, "app", node_of(org), timeout)?;
+        let account = format!("{org}.ops");
+        let r = owner
+            .account(&account, false)
+            .await
+            .map_err(|e| Error::Other(format!("read {account}: {e}")))?;
+        balances.push((
+            account,
+            r.body["balance"].as_str().unwrap_or("?").to_owned(),
+        ));
+    }
+    Ok(balances)
+}
+
+fn expect_ok(
+    r: std::result::Result<crate::client::Response, reqwest::Error>,
+    what: &str,
+) -> Result<()> {
+    match r {
+        Ok(r) if r.is_success() => Ok(()),
+        Ok(r) => Err(Error::Other(format!("{what}: {} {}", r.status, r.body))),
+        Err(e) => Err(Error::Other(format!("{what}: {e}"))),
+    }
+}
+
+fn print_summary(layout: &Layout, leader: u64, elapsed: Duration) {
+    println!(
+        "alliance demo: consortium \"{}\" is up in {:.1}s under {}",
+        layout.consortium,
+        elapsed.as_secs_f64(),
+        layout.dir.display()
+    );
+    for n in &layout.nodes {
+        let tag = if n.id == leader { "  (leader)" } else { "" };
+        println!(
+            "  node {} ({})  api {}  peer {}  log {}{tag}",
+            n.id,
+            n.org,
+            n.api_url,
+            n.peer_url,
+            n.log.display()
+        );
+    }
+    let org1 = layout.org(&layout.nodes[0].org);
+    let app = &org1.identities["app"];
+    let curl = format!(
+        "curl -sS --cacert {} --cert {} --key {}",
+        org1.ca_cert.display(),
+        app.cert.display(),
+        app.key.display()
+    );
+    let url = &layout.nodes[0].api_url;
+    println!(
+        "\nTry it (as {}'s app, against node {}):",
+        org1.name, layout.nodes[0].id
+    );
+    println!("  {curl} {url}/v1/accounts/{}.ops", org1.name);
+    if let Some(other) = layout.orgs.get(1) {
+        println!(
+            "  {curl} -H 'content-type: application/json' -d '{{\"id\":\"my-first-transfer\",\"debit_account\":\"{}.ops\",\"credit_account\":\"{}.ops\",\"amount\":\"100\"}}' {url}/v1/transfers",
+            org1.name, other.name
+        );
+    }
+    println!("  {curl} {url}/v1/cluster");
+    println!(
+        "  alliance client --config {} balance {}.ops",
+        app.client_config.display(),
+        org1.name
+    );
+    println!(
+        "Everything made is listed in {}",
+        Layout::index_path(&layout.dir).display()
+    );
+}

@@ -1,0 +1,299 @@
+//! Who is calling, decided only from the verified TLS session.
+//!
+//! Every organization has its own CA (DESIGN §3); genesis lists them. A leaf
+//! is accepted in the handshake if any member CA signed it (rustls/webpki
+//! checks chain, validity and key usage). After the handshake, [`Principal`]
+//! is built from the leaf: the organization is the one whose CA verifies the
+//! leaf *by itself*, and the leaf's `O` must name that same organization, so
+//! one organization's CA cannot mint identities for another. The role is `OU`.
+//!
+//! A [`Principal`] can only be made here: handlers take one as proof that the
+//! caller was verified, and never parse a certificate or read a header.
+
+use std::sync::Arc;
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
+use crate::error::{Error, Result};
+use crate::ledger::{Actor, OrgName, Role};
+
+/// Largest PEM file read (certificate chains, keys).
+const PEM_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The one crypto provider of the whole binary.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The consortium's organizations and their CAs, as TLS trust.
+pub struct Trust {
+    roots: Arc<RootCertStore>,
+    /// One verifier per organization, trusting only that organization's CA.
+    by_org: Vec<(OrgName, Arc<dyn ClientCertVerifier>)>,
+    /// Node id → organization, for checking peer certificates.
+    nodes: Vec<(NodeId, OrgName)>,
+}
+
+impl Trust {
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        let mut by_org = Vec::new();
+        for org in &genesis.orgs {
+            let ca = parse_certs(org.ca_cert.as_bytes())
+                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    Error::Tls(format!("genesis org {}: no CA certificate", org.name))
+                })?;
+            let mut own = RootCertStore::empty();
+            own.add(ca.clone())
+                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?;
+            roots
+                .add(ca)
+                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(own), provider())
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            by_org.push((org.name.clone(), verifier));
+        }
+        let nodes = genesis
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.org.clone()))
+            .collect();
+        Ok(Self {
+            roots: Arc::new(roots),
+            by_org,
+            nodes,
+        })
+    }
+
+    /// A server config that requires a client certificate from a member CA.
+    pub fn server_config(&self, own: &TlsFiles) -> Result<ServerConfig> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let (chain, key) = load_identity(own)?;
+        ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Tls(e.to_string()))
+    }
+
+    /// A client config for calling peers: trusts member CAs, presents `own`.
+    pub fn client_config(&self, own: &TlsFiles) -> Result<ClientConfig> {
+        client_config(self.roots.clone(), own)
+    }
+
+    /// Identifies the holder of a verified certificate chain (leaf first).
+    pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
+        let (leaf, intermediates) = chain.split_first().ok_or(IdentityError::NoCertificate)?;
+        let now = UnixTime::now();
+        let org = self
+            .by_org
+            .iter()
+            .find(|(_, v)| v.verify_client_cert(leaf, intermediates, now).is_ok())
+            .map(|(name, _)| name.clone())
+            .ok_or(IdentityError::UnknownIssuer)?;
+        let subject = Subject::parse(leaf)?;
+        if subject.org != org.as_str() {
+            return Err(IdentityError::OrgMismatch);
+        }
+        let role = Role::parse(&subject.role).ok_or(IdentityError::UnknownRole)?;
+        Ok(Principal {
+            org,
+            role,
+            name: subject.name,
+        })
+    }
+
+    /// Identifies a peer: a `node` certificate whose CN is the id of a genesis
+    /// node of the same organization.
+    pub fn identify_node(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<NodePrincipal, IdentityError> {
+        let p = self.identify(chain)?;
+        if p.role != Role::Node {
+            return Err(IdentityError::NotANode);
+        }
+        let id: NodeId = p.name.parse().map_err(|_| IdentityError::NotANode)?;
+        match self.nodes.iter().find(|(n, _)| *n == id) {
+            Some((_, org)) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
+            _ => Err(IdentityError::NotANode),
+        }
+    }
+}
+
+/// Why a verified session was not accepted as an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no client certificate")]
+    NoCertificate,
+    #[error("the certificate was not issued by a member organization's CA")]
+    UnknownIssuer,
+    #[error("the certificate's subject must have exactly one O, OU and CN")]
+    BadSubject,
+    #[error("the certificate's O is not the organization whose CA issued it")]
+    OrgMismatch,
+    #[error("the certificate's OU is not a role (node, app, partner, admin)")]
+    UnknownRole,
+    #[error("this listener serves member nodes only")]
+    NotANode,
+}
+
+/// A verified caller of the API listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    org: OrgName,
+    role: Role,
+    /// The certificate's CN.
+    name: String,
+}
+
+impl Principal {
+    pub fn org(&self) -> &OrgName {
+        &self.org
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn actor(&self) -> Actor {
+        Actor {
+            org: self.org.clone(),
+            role: self.role,
+        }
+    }
+
+    /// The form in which a follower forwards its caller to the leader.
+    pub fn forward(&self) -> ForwardedPrincipal {
+        ForwardedPrincipal {
+            org: self.org.clone(),
+            role: self.role,
+            name: self.name.clone(),
+        }
+    }
+
+    /// Accepts a caller forwarded by a verified member node. Nodes trust each
+    /// other's forwarded identities (DESIGN §3, threat model).
+    pub fn forwarded(_by: &NodePrincipal, f: ForwardedPrincipal) -> Self {
+        Self {
+            org: f.org,
+            role: f.role,
+            name: f.name,
+        }
+    }
+}
+
+/// A caller's identity as carried over the peer channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardedPrincipal {
+    org: OrgName,
+    role: Role,
+    name: String,
+}
+
+/// A verified member node on the peer listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePrincipal {
+    pub id: NodeId,
+    pub org: OrgName,
+}
+
+struct Subject {
+    org: String,
+    role: String,
+    name: String,
+}
+
+impl Subject {
+    fn parse(leaf: &CertificateDer<'_>) -> Result<Self, IdentityError> {
+        use x509_parser::prelude::*;
+        let (_, cert) =
+            X509Certificate::from_der(leaf.as_ref()).map_err(|_| IdentityError::BadSubject)?;
+        let subject = cert.subject();
+        let one = |mut it: Box<dyn Iterator<Item = &AttributeTypeAndValue<'_>> + '_>| {
+            let first = it.next().ok_or(IdentityError::BadSubject)?;
+            if it.next().is_some() {
+                return Err(IdentityError::BadSubject);
+            }
+            first
+                .as_str()
+                .map(str::to_owned)
+                .map_err(|_| IdentityError::BadSubject)
+        };
+        Ok(Self {
+            org: one(Box::new(subject.iter_organization()))?,
+            role: one(Box::new(subject.iter_organizational_unit()))?,
+            name: one(Box::new(subject.iter_common_name()))?,
+        })
+    }
+}
+
+/// A client config trusting `roots` and presenting `own`.
+pub fn client_config(roots: Arc<RootCertStore>, own: &TlsFiles) -> Result<ClientConfig> {
+    let (chain, key) = load_identity(own)?;
+    let verifier: Arc<dyn ServerCertVerifier> =
+        WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| Error::Tls(e.to_string()))
+}
+
+/// A root store from PEM files of CA certificates.
+pub fn roots_from_files(paths: &[std::path::PathBuf]) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for path in paths {
+        let pem = read_bounded(path, PEM_BYTES_MAX)?;
+        for cert in parse_certs(&pem).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))? {
+            roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Loads a PEM certificate chain and its private key.
+pub fn load_identity(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain_pem = read_bounded(&files.cert, PEM_BYTES_MAX)?;
+    let chain = parse_certs(&chain_pem)
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.cert.display())))?;
+    if chain.is_empty() {
+        return Err(Error::Tls(format!(
+            "{}: no certificate",
+            files.cert.display()
+        )));
+    }
+    let key_pem = read_bounded(&files.key, PEM_BYTES_MAX)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?
+        .ok_or_else(|| Error::Tls(format!("{}: no private key", files.key.display())))?;
+    Ok((chain, key))
+}
+
+fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    rustls_pemfile::certs(&mut &pem[..]).collect()
+}

@@ -1,0 +1,53 @@
+//! # alliance
+//!
+//! A private ledger for a consortium of organizations. Each member runs one
+//! node; nodes replicate one ledger with Raft; every connection is mutual TLS
+//! with certificates issued by each organization's own CA.
+//!
+//! ## Layout
+//!
+//! - [`config`]: node and client configuration, genesis; validated at start.
+//! - [`ledger`]: the domain, pure and deterministic.
+//! - [`raft`]: openraft type config, sled log store and state machine, peer network.
+//! - [`identity`]: certificate → [`identity::Principal`], rustls configs.
+//! - [`api`]: actix-web routes, request validation, error → HTTP mapping,
+//!   and the service that runs each request on the leader.
+//! - [`node`]: wiring of one node.
+//! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
+//! - [`demo`]: the one-command local consortium.
+//!
+//! Modules depend downward only: `api → raft → ledger`, `api → identity`.
+//!
+//! ## The write path
+//!
+//! ```text
+//! HTTPS request (api_addr, client cert verified by rustls)
+//!   → identity: Principal from the verified leaf (org = the CA that signed it, role = OU)
+//!   → api::routes: parse and validate the body; role check at the edge
+//!   → api::service: on a follower, forward to the leader over raft_addr with the Principal
+//!   → leader stamps the time, Raft::client_write(Entry)
+//!   → raft::log_store: append + fsync on a majority → committed
+//!   → raft::state_machine: Ledger::apply (checks again, deterministically), one sled batch
+//!   → the outcome (transfer record or rejection code) → HTTP response
+//! ```
+//!
+//! ## The read path
+//!
+//! By default a read is linearizable: it runs on the leader after
+//! `ensure_linearizable` (a quorum confirms leadership and the leader has
+//! applied everything committed before the read began). `?consistency=local`
+//! reads this node's applied state and reports `as_of`, its applied index.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod identity;
+pub mod ledger;
+pub mod node;
+// openraft's trait signatures fix `StorageError` (large) as the error type.
+#[allow(clippy::result_large_err)]
+pub mod raft;

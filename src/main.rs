@@ -1,0 +1,182 @@
+//! `alliance`: command-line entry. Parses arguments and dispatches; no logic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use alliance::client::{ApiClient, Response};
+use alliance::config::ClientConfig;
+use alliance::{demo, node};
+
+#[derive(Parser)]
+#[command(
+    name = "alliance",
+    version,
+    about = "A private ledger for a consortium of organizations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make and run a local consortium: certificates, genesis, N nodes, sample data.
+    Demo {
+        /// Where to keep certificates, configs and data; reused on the next run.
+        #[arg(long, default_value = "alliance-demo")]
+        dir: PathBuf,
+        /// Number of organizations (one node each).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Stop after the sample scenario instead of running until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Run one member node.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Call a node's API with a member certificate.
+    Client {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ClientCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// Create an account owned by your organization.
+    Account {
+        id: String,
+        #[arg(long)]
+        asset: String,
+        /// Allow the balance to go below zero (admins only: issuance accounts).
+        #[arg(long)]
+        allow_negative: bool,
+        /// An organization allowed to read the account (repeatable).
+        #[arg(long = "reader")]
+        readers: Vec<String>,
+    },
+    /// Move an amount from one of your accounts to another account.
+    Transfer(TransferArgs),
+    /// Show an account's balance and details.
+    Balance {
+        id: String,
+        /// Read this node's own state instead of a linearizable read.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Show a transfer.
+    ShowTransfer { id: String },
+    /// Show the cluster as the node sees it.
+    Status,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// The transfer's id: its idempotency key. Re-sending the same transfer is safe.
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    /// Amount in minor units (a positive integer).
+    #[arg(long)]
+    amount: String,
+    #[arg(long)]
+    asset: Option<String>,
+    #[arg(long)]
+    memo: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Cmd::Node { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alliance: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(cmd: Cmd) -> ExitCode {
+    let result = match cmd {
+        Cmd::Demo { dir, nodes, exit } => {
+            let opts = demo::Options {
+                nodes,
+                ..Default::default()
+            };
+            demo::run(&dir, &opts, exit)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }
+        Cmd::Node { config } => node::run(&config).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Client { config, command } => client(&config, command).await,
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("alliance: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Result<ExitCode> {
+    let config = ClientConfig::load(config)?;
+    let api = ApiClient::from_config(&config)?;
+    let sent = match cmd {
+        ClientCmd::Account {
+            id,
+            asset,
+            allow_negative,
+            readers,
+        } => {
+            api.create_account(&id, &asset, allow_negative, &readers)
+                .await
+        }
+        ClientCmd::Transfer(t) => {
+            let body = serde_json::json!({
+                "id": t.id, "debit_account": t.from, "credit_account": t.to,
+                "amount": t.amount, "asset": t.asset, "memo": t.memo,
+            });
+            api.call(reqwest::Method::POST, "/v1/transfers", Some(&body))
+                .await
+        }
+        ClientCmd::Balance { id, local } => api.account(&id, local).await,
+        ClientCmd::ShowTransfer { id } => api.get_transfer(&id).await,
+        ClientCmd::Status => api.cluster().await,
+    };
+    let response: Response =
+        sent.map_err(|e| alliance::error::Error::Other(format!("{}: {e}", config.url)))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&response.body).unwrap_or_default()
+    );
+    Ok(if response.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

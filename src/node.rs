@@ -1,0 +1,177 @@
+//! Wiring of one member node: open storage, start Raft, form the cluster
+//! from genesis on first start, serve both listeners, stop on SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::api::{self, service::Service};
+use crate::config::{Genesis, NodeConfig};
+use crate::error::{Error, Result};
+use crate::identity::Trust;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::PeerNetwork;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::store::Store;
+use crate::raft::Raft;
+
+/// HTTP worker threads per listener; the machine this targets has two cores.
+const HTTP_WORKERS: usize = 2;
+/// How long an idle pooled peer connection is kept.
+const PEER_POOL_IDLE_MS: u64 = 90_000;
+
+/// Runs a node until it is told to stop.
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    let genesis = Arc::new(Genesis::load(&config.genesis)?);
+    let me = genesis
+        .node(config.id)
+        .ok_or_else(|| Error::Config(format!("node id {} is not in genesis", config.id)))?
+        .clone();
+    let trust = Arc::new(Trust::from_genesis(&genesis)?);
+    check_own_certificate(&trust, &config)?;
+
+    let store = Store::open(&config.data_dir.join("sled"))?;
+    let mut log_store = LogStore::new(store.clone());
+    let state_machine = StateMachine::open(store, genesis.org_names())
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let shared = state_machine.shared();
+
+    let peers = reqwest::Client::builder()
+        .use_preconfigured_tls(trust.client_config(&config.tls)?)
+        .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let raft_config = raft_config(&config, &genesis)?;
+    let log_state = log_store
+        .get_log_state()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let vote = log_store
+        .read_vote()
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        raft_config,
+        PeerNetwork::new(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
+
+    if log_state.last_log_id.is_none() && vote.is_none() {
+        form_cluster(&raft, &genesis).await?;
+    }
+
+    let service = Arc::new(Service::new(
+        config.id,
+        raft.clone(),
+        shared,
+        genesis.clone(),
+        config.limits.clone(),
+        peers,
+    ));
+    let api_tls = trust.server_config(&config.tls)?;
+    let peer_tls = trust.server_config(&config.tls)?;
+    let limits = config.limits.clone();
+
+    let api_service = service.clone();
+    let api = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::from(api_service.clone()))
+            .configure(api::routes::configure)
+    })
+    .on_connect(api::identify_api(trust.clone()))
+    .workers(HTTP_WORKERS)
+    .max_connections(limits.connections_max)
+    .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
+    .bind_rustls_0_23(me.api_addr, api_tls)?
+    .run();
+
+    let peer_service = service.clone();
+    let peer = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::from(peer_service.clone()))
+            .configure(api::peer::configure)
+    })
+    .on_connect(api::identify_peer(trust.clone()))
+    .workers(HTTP_WORKERS)
+    .max_connections(limits.connections_max)
+    .bind_rustls_0_23(me.raft_addr, peer_tls)?
+    .run();
+
+    tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
+    let (api_result, peer_result) = tokio::join!(api, peer);
+    tracing::info!(node = config.id, "listeners stopped; shutting down raft");
+    let _ = raft.shutdown().await;
+    api_result?;
+    peer_result?;
+    Ok(())
+}
+
+/// The node's own certificate must be a node certificate for its id.
+fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<()> {
+    let (chain, _) = crate::identity::load_identity(&config.tls)?;
+    let node = trust
+        .identify_node(&chain)
+        .map_err(|e| Error::Config(format!("{}: {e}", config.tls.cert.display())))?;
+    if node.id != config.id {
+        return Err(Error::Config(format!(
+            "{}: certificate is for node {}, config says {}",
+            config.tls.cert.display(),
+            node.id,
+            config.id
+        )));
+    }
+    Ok(())
+}
+
+fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::Config>> {
+    let r = &config.raft;
+    let c = openraft::Config {
+        cluster_name: genesis.consortium.clone(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: config.limits.request_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: r.snapshot_logs_kept,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        c.validate()
+            .map_err(|e| Error::Config(format!("raft: {e}")))?,
+    ))
+}
+
+/// First start: every genesis node proposes the same initial membership.
+/// openraft accepts identical initialization on each node; a node that has
+/// already joined (has a log or a vote) never gets here.
+async fn form_cluster(raft: &Raft, genesis: &Genesis) -> Result<()> {
+    let members: BTreeMap<u64, BasicNode> = genesis
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id,
+                BasicNode {
+                    addr: n.raft_addr.to_string(),
+                },
+            )
+        })
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
+        Err(e) => Err(Error::Raft(e.to_string())),
+    }
+}

@@ -1,0 +1,40 @@
+//! Replication: openraft 0.9 (storage-v2) on sled.
+//!
+//! - [`store`]: the sled database, its typed keys, and [`store::Durable`],
+//!   which makes writes reach the disk. sled's own `flush` only issues
+//!   `sync_file_range` on Linux (no metadata, no device cache flush) and never
+//!   syncs its blob files, so after every flush we `fdatasync` the files
+//!   ourselves before telling openraft a write is durable.
+//! - [`log_store`]: the Raft log, vote and purge marker. Appends, votes,
+//!   truncations and purges are durable before they are acknowledged.
+//! - [`state_machine`]: applies committed entries to the [`crate::ledger`] and
+//!   writes what each entry changed in one atomic sled batch; builds and
+//!   installs snapshots.
+//! - [`network`]: Raft RPCs to peers over mutual TLS (`raft_addr`).
+//!
+//! Each entry's payload is a [`crate::ledger::Entry`], stamped by the leader
+//! (time, caller) before it is proposed, so `apply` is deterministic.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod store;
+
+use std::io::Cursor;
+
+use crate::ledger::{Entry, Outcome};
+
+openraft::declare_raft_types!(
+    /// Alliance's Raft types: ledger entries in, ledger outcomes out.
+    pub TypeConfig:
+        D = Entry,
+        R = Option<Outcome>,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type StorageError = openraft::StorageError<u64>;
+pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;

@@ -1,0 +1,138 @@
+//! The node's sled database: trees, typed keys, and durable flushes.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::{ErrorSubject, ErrorVerb};
+
+use super::StorageError;
+use crate::ledger::{AccountId, TransferId};
+
+/// The sled trees of a node.
+#[derive(Clone)]
+pub struct Store {
+    pub db: sled::Db,
+    /// Raft log entries by index.
+    pub log: sled::Tree,
+    /// Vote, purge marker, committed index.
+    pub raft: sled::Tree,
+    /// Ledger state and apply progress, by [`StateKey`].
+    pub state: sled::Tree,
+    /// The current snapshot.
+    pub snapshot: sled::Tree,
+    pub durable: Durable,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(io::Error::other)?;
+        let tree = |name: &str| db.open_tree(name).map_err(io::Error::other);
+        Ok(Self {
+            log: tree("log")?,
+            raft: tree("raft")?,
+            state: tree("state")?,
+            snapshot: tree("snapshot")?,
+            durable: Durable::new(dir, &db)?,
+            db,
+        })
+    }
+}
+
+/// Makes sled's writes durable: flush, then `fdatasync` the files that hold
+/// them (the main file and any blob files).
+#[derive(Clone)]
+pub struct Durable {
+    db: sled::Db,
+    file: Arc<File>,
+    blobs: PathBuf,
+    /// Serializes syncs; a sync that waited covers the writes before it.
+    lock: Arc<Mutex<()>>,
+}
+
+impl Durable {
+    fn new(dir: &Path, db: &sled::Db) -> io::Result<Self> {
+        Ok(Self {
+            db: db.clone(),
+            file: Arc::new(File::open(dir.join("db"))?),
+            blobs: dir.join("blobs"),
+            lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Blocks until every write issued before the call is on disk.
+    pub fn sync(&self) -> io::Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.flush().map_err(io::Error::other)?;
+        self.file.sync_data()?;
+        // Large values live in blob files, which sled writes without syncing.
+        if let Ok(entries) = std::fs::read_dir(&self.blobs) {
+            for entry in entries {
+                File::open(entry?.path())?.sync_data()?;
+            }
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::sync`] off the async runtime's threads.
+    pub async fn sync_async(&self) -> io::Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync())
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// Keys of the `state` tree: a tag byte, then the id, so each kind scans in
+/// order on its own.
+pub enum StateKey<'a> {
+    LastApplied,
+    Membership,
+    Height,
+    Account(&'a AccountId),
+    Transfer(&'a TransferId),
+}
+
+pub const ACCOUNT_TAG: u8 = 0x10;
+pub const TRANSFER_TAG: u8 = 0x20;
+
+impl StateKey<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, id) = match self {
+            Self::LastApplied => (0x01, ""),
+            Self::Membership => (0x02, ""),
+            Self::Height => (0x03, ""),
+            Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
+            Self::Transfer(id) => (TRANSFER_TAG, id.as_str()),
+        };
+        let mut key = Vec::with_capacity(1 + id.len());
+        key.push(tag);
+        key.extend_from_slice(id.as_bytes());
+        key
+    }
+}
+
+/// Log keys: big-endian so that sled orders them by index.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// A storage failure, as openraft wants it: fatal to the node.
+pub fn storage_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageError::from_io_error(subject, verb, io::Error::other(e.to_string()))
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("our types always serialize")
+}
