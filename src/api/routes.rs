@@ -134,6 +134,7 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
         "last_log_index": m.last_log_index,
         "applied_index": m.last_applied.map(|l| l.index),
         "snapshot_index": m.snapshot.map(|l| l.index),
+        "purged_index": m.purged.map(|l| l.index),
         "height": svc.state.read().ledger.height(),
     });
     Reply::ok(body).into()

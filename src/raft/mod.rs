@@ -38,3 +38,6 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<u64>;
 pub type StorageError = openraft::StorageError<u64>;
 pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! Replication: formation from genesis, failover, durability, snapshots.
+
+use alliance::config::RaftTuning;
+
+use crate::harness::{eventually, ok, options, transfer_until_ok, Cluster};
+
+const ISSUED: u64 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_form_and_a_follower_write_commits_everywhere() {
+    let c = Cluster::start().await;
+    let leader = c.wait_for_leader().await;
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.seed(ISSUED).await;
+
+    let t = ok(c
+        .app(1, follower)
+        .transfer("f-1", "org1.ops", "org2.ops", 300)
+        .await);
+    assert_eq!(t.body["amount"], "300");
+    assert_eq!(t.body["posted_by"], "org1");
+
+    for node in c.ids() {
+        // Linearizable reads: the acknowledged write is visible at once.
+        assert_eq!(
+            c.balance(1, node, "org1.ops", false).await.as_deref(),
+            Some("999700"),
+            "node {node}"
+        );
+        assert_eq!(
+            c.balance(2, node, "org2.ops", false).await.as_deref(),
+            Some("300"),
+            "node {node}"
+        );
+        // Local reads converge to the same state.
+        eventually("local read to catch up", || async {
+            (c.balance(2, node, "org2.ops", true).await.as_deref() == Some("300")).then_some(())
+        })
+        .await;
+    }
+    let status = c.status(follower).await.unwrap();
+    assert_eq!(status["leader"].as_u64(), Some(leader));
+    assert_eq!(status["voters"].as_array().map(Vec::len), Some(3));
+
+    // The command-line client works against the same node.
+    let org1_app = &c.layout.org("org1").identities["app"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["client", "--config"])
+        .arg(&org1_app.client_config)
+        .args(["balance", "org1.ops"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["balance"], "999700");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_sigkill_loses_no_acknowledged_transfer() {
+    let mut c = Cluster::start().await;
+    c.seed(ISSUED).await;
+    let old_leader = c.wait_for_leader().await;
+    let mut acked = Vec::new();
+    for i in 0..10u64 {
+        let via = c.ids()[i as usize % 3];
+        let id = format!("before-{i}");
+        transfer_until_ok(&c.app(1, via), &id, "org1.ops", "org2.ops", i + 1).await;
+        acked.push((id, i + 1));
+    }
+
+    c.kill(old_leader);
+    let survivor = c.running()[0];
+    for i in 0..10u64 {
+        let id = format!("after-{i}");
+        transfer_until_ok(&c.app(1, survivor), &id, "org1.ops", "org2.ops", 100 + i).await;
+        acked.push((id, 100 + i));
+    }
+    let new_leader = c.wait_for_leader().await;
+    assert_ne!(new_leader, old_leader);
+
+    c.restart(old_leader);
+    let spent: u64 = acked.iter().map(|(_, a)| a).sum();
+    let expected = (ISSUED - spent).to_string();
+    eventually("the restarted node to catch up", || async {
+        (c.balance(1, old_leader, "org1.ops", true).await? == expected).then_some(())
+    })
+    .await;
+    for node in c.ids() {
+        assert_eq!(
+            c.balance(1, node, "org1.ops", false).await,
+            Some(expected.clone()),
+            "node {node}"
+        );
+        for (id, amount) in &acked {
+            let r = ok(c.app(1, node).get_transfer(id).await);
+            assert_eq!(
+                r.body["amount"],
+                amount.to_string(),
+                "transfer {id} on node {node}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_every_node_loses_no_acknowledged_transfer() {
+    let mut c = Cluster::start().await;
+    c.seed(ISSUED).await;
+    let mut spent = 0;
+    for i in 0..30u64 {
+        let via = c.ids()[i as usize % 3];
+        transfer_until_ok(
+            &c.app(1, via),
+            &format!("k-{i}"),
+            "org1.ops",
+            "org3.ops",
+            7 * (i + 1),
+        )
+        .await;
+        spent += 7 * (i + 1);
+    }
+    // Right after the last acknowledgement: no graceful anything.
+    for id in c.ids() {
+        c.kill(id);
+    }
+    for id in c.ids() {
+        c.restart(id);
+    }
+    c.wait_for_leader().await;
+    for node in c.ids() {
+        assert_eq!(
+            c.balance(1, node, "org1.ops", false).await,
+            Some((ISSUED - spent).to_string())
+        );
+        assert_eq!(
+            c.balance(3, node, "org3.ops", false).await,
+            Some(spent.to_string())
+        );
+    }
+    for i in 0..30u64 {
+        let r = ok(c.app(3, 3).get_transfer(&format!("k-{i}")).await);
+        assert_eq!(r.body["amount"], (7 * (i + 1)).to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_far_behind_catches_up_by_snapshot() {
+    let raft = RaftTuning {
+        snapshot_logs_since_last: 10,
+        snapshot_logs_kept: 0,
+        ..RaftTuning::default()
+    };
+    let mut c = Cluster::start_with(options(raft)).await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let left_at = c.status(lagging).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    c.kill(lagging);
+
+    for i in 0..40u64 {
+        transfer_until_ok(
+            &c.app(1, leader),
+            &format!("s-{i}"),
+            "org1.ops",
+            "org2.ops",
+            1,
+        )
+        .await;
+    }
+    // The leader has dropped log entries the lagging node never received,
+    // so only a snapshot can bring it up to date.
+    eventually(
+        "the leader to purge past the lagging node's log",
+        || async {
+            let purged = c.status(leader).await?["purged_index"].as_u64()?;
+            (purged > left_at).then_some(())
+        },
+    )
+    .await;
+
+    c.restart(lagging);
+    eventually("the lagging node to catch up", || async {
+        (c.balance(2, lagging, "org2.ops", true).await? == "40").then_some(())
+    })
+    .await;
+    let status = c.status(lagging).await.unwrap();
+    assert!(
+        status["snapshot_index"].as_u64().unwrap() > left_at,
+        "{status}"
+    );
+    let r = ok(c.app(1, lagging).get_transfer("s-39").await);
+    assert_eq!(r.body["amount"], "1");
+}

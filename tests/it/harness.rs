@@ -1,0 +1,209 @@
+//! The one cluster harness of the integration tests: real `alliance node`
+//! processes on ephemeral loopback ports, certificates made by our scripts
+//! (through `demo::prepare`), sled data in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use alliance::client::{ApiClient, Response};
+use alliance::config::RaftTuning;
+use alliance::demo::{self, Layout, Options};
+
+/// Deadline for anything the cluster should do by itself (elections,
+/// catch-up, restarts). Generous: CI runs debug builds on two cores.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+/// Per-request timeout of test clients.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Cluster {
+    pub layout: Layout,
+    nodes: BTreeMap<u64, Child>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn options(raft: RaftTuning) -> Options {
+    Options {
+        nodes: 3,
+        raft,
+        ..Options::default()
+    }
+}
+
+impl Cluster {
+    /// Three organizations, one node each, with default tuning.
+    pub async fn start() -> Self {
+        Self::start_with(options(RaftTuning::default())).await
+    }
+
+    pub async fn start_with(opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = demo::prepare(dir.path(), &opts).expect("prepare consortium");
+        let mut cluster = Self {
+            layout,
+            nodes: BTreeMap::new(),
+            _dir: dir,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.layout.nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let exe = Path::new(env!("CARGO_BIN_EXE_alliance"));
+        let child = demo::spawn_node(exe, self.layout.node(id)).expect("spawn node");
+        assert!(
+            self.nodes.insert(id, child).is_none(),
+            "node {id} already running"
+        );
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self, id: u64) {
+        let mut child = self.nodes.remove(&id).expect("node is running");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+
+    /// Starts a killed node again on its old data.
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// A client for `org`'s `role` certificate, calling node `node`.
+    pub fn client(&self, org: &str, role: &str, node: u64) -> ApiClient {
+        self.layout
+            .client(org, role, node, REQUEST_TIMEOUT)
+            .expect("client")
+    }
+
+    /// The app of organization `orgN` (N = 1, 2, 3), calling node `node`.
+    pub fn app(&self, org: usize, node: u64) -> ApiClient {
+        self.client(&format!("org{org}"), "app", node)
+    }
+
+    pub async fn status(&self, node: u64) -> Option<serde_json::Value> {
+        let r = self.app(1, node).cluster().await.ok()?;
+        r.is_success().then_some(r.body)
+    }
+
+    /// Waits until every running node names the same running leader.
+    pub async fn wait_for_leader(&self) -> u64 {
+        eventually("a leader that every running node agrees on", || async {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                leaders.push(self.status(id).await?["leader"].as_u64()?);
+            }
+            let first = *leaders.first()?;
+            (leaders.iter().all(|l| *l == first) && self.nodes.contains_key(&first))
+                .then_some(first)
+        })
+        .await
+    }
+
+    /// Creates `org1.treasury` (may go negative), `orgN.ops` for every org,
+    /// and issues `issued` into `org1.ops`.
+    pub async fn seed(&self, issued: u64) {
+        let admin = self.client("org1", "admin", 1);
+        ok(admin
+            .create_account("org1.treasury", "USD", true, &[])
+            .await);
+        for org in 1..=self.layout.orgs.len() {
+            let readers = vec![format!("org{}", org % self.layout.orgs.len() + 1)];
+            ok(self
+                .app(org, org as u64)
+                .create_account(&format!("org{org}.ops"), "USD", false, &readers)
+                .await);
+        }
+        ok(admin
+            .transfer("seed-issue", "org1.treasury", "org1.ops", issued)
+            .await);
+    }
+
+    /// `account`'s balance read by its owner `org` at `node`.
+    pub async fn balance(
+        &self,
+        org: usize,
+        node: u64,
+        account: &str,
+        local: bool,
+    ) -> Option<String> {
+        let r = self.app(org, node).account(account, local).await.ok()?;
+        r.is_success()
+            .then(|| r.body["balance"].as_str().map(str::to_owned))?
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.nodes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for node in &self.layout.nodes {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", node.id);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Unwraps a 2xx response.
+pub fn ok(r: Result<Response, reqwest::Error>) -> Response {
+    let r = r.expect("an HTTP response");
+    assert!(r.is_success(), "expected 2xx, got {} {}", r.status, r.body);
+    r
+}
+
+/// Sends a transfer until it gets a 2xx, as a real client would: the same id
+/// each time, so a retry after an unknown outcome cannot apply it twice.
+pub async fn transfer_until_ok(
+    client: &ApiClient,
+    id: &str,
+    from: &str,
+    to: &str,
+    amount: u64,
+) -> Response {
+    eventually(&format!("transfer {id} to be acknowledged"), || async {
+        let r = client.transfer(id, from, to, amount).await.ok()?;
+        match r.status {
+            200..=299 => Some(r),
+            503 | 504 => None,
+            other => panic!("transfer {id}: unexpected {other} {}", r.body),
+        }
+    })
+    .await
+}

@@ -1,0 +1,196 @@
+//! Ledger rules and input validation through the API: every refusal has a
+//! code and changes nothing.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{ok, Cluster};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_code_and_changes_nothing() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let app1 = c.app(1, 2); // through a node that may be a follower
+    let app2 = c.app(2, 3);
+
+    // Overdraft.
+    let r = app2
+        .transfer("od-1", "org2.ops", "org1.ops", 1)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
+    let r = app1
+        .transfer("od-2", "org1.ops", "org2.ops", 1_001)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
+
+    // Exactly once: the same body returns the original; another body is 409.
+    let first = ok(app1.transfer("once-1", "org1.ops", "org2.ops", 100).await);
+    let again = ok(c
+        .app(1, 3)
+        .transfer("once-1", "org1.ops", "org2.ops", 100)
+        .await);
+    assert_eq!(first.body, again.body);
+    let r = app1
+        .transfer("once-1", "org1.ops", "org2.ops", 101)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.code()),
+        (409, Some("exists_with_different_fields"))
+    );
+
+    let post = |body: serde_json::Value| {
+        let app1 = app1.clone();
+        async move {
+            app1.call(Method::POST, "/v1/transfers", Some(&body))
+                .await
+                .unwrap()
+        }
+    };
+    let t = |amount: serde_json::Value| json!({"id": "bad-1", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": amount});
+    let cases = [
+        (t(json!(1.5)), 400, "invalid_amount"),
+        (t(json!(1e3)), 400, "invalid_amount"),
+        (t(json!(-5)), 400, "invalid_amount"),
+        (t(json!(0)), 400, "invalid_amount"),
+        (t(json!("1.0")), 400, "invalid_amount"),
+        (t(json!("+1")), 400, "invalid_amount"),
+        (t(json!("007")), 400, "invalid_amount"),
+        (t(json!("18446744073709551616")), 400, "invalid_amount"),
+        (t(json!(null)), 400, "invalid_amount"),
+        // The largest amount parses exactly and is refused for funds, not form.
+        (t(json!(u64::MAX)), 422, "insufficient_funds"),
+        (t(json!("18446744073709551615")), 422, "insufficient_funds"),
+        (
+            json!({"id": "x".repeat(65), "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1}),
+            400,
+            "invalid_transfer_id",
+        ),
+        (
+            json!({"id": "tx-\u{e9}", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1}),
+            400,
+            "invalid_transfer_id",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "ORG1.ops", "credit_account": "org2.ops", "amount": 1}),
+            400,
+            "invalid_account_id",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "usd"}),
+            400,
+            "invalid_asset",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "m".repeat(513)}),
+            400,
+            "memo_too_long",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
+            400,
+            "malformed_json",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "amount": 1}),
+            400,
+            "malformed_json",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org1.ops", "amount": 1}),
+            422,
+            "accounts_must_be_different",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "nobody", "amount": 1}),
+            404,
+            "credit_account_not_found",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "EUR"}),
+            422,
+            "asset_mismatch",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = post(body.clone()).await;
+        assert_eq!((r.status, r.code()), (status, Some(code)), "{body}");
+    }
+    for raw in [
+        b"{not json".to_vec(),
+        b"".to_vec(),
+        b"[]".to_vec(),
+        vec![0xff, 0xfe],
+    ] {
+        let r = app1.post_raw("/v1/transfers", raw.clone()).await.unwrap();
+        assert_eq!(
+            (r.status, r.code()),
+            (400, Some("malformed_json")),
+            "{raw:?}"
+        );
+    }
+    let huge = format!("{{\"id\":\"big\",\"memo\":\"{}\"}}", "m".repeat(70 * 1024));
+    let r = app1
+        .post_raw("/v1/transfers", huge.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (413, Some("body_too_large")));
+    let r = app1
+        .call(Method::GET, "/v1/accounts/Not_Valid", None)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (400, Some("invalid_account_id")));
+    let r = app1
+        .call(
+            Method::GET,
+            "/v1/accounts/org1.ops?consistency=eventual",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (400, Some("invalid_query")));
+    let r = app1.call(Method::GET, "/v2/anything", None).await.unwrap();
+    assert_eq!((r.status, r.code()), (404, Some("route_not_found")));
+
+    // Accounts: duplicates with other fields, allow_negative for apps.
+    let r = c
+        .app(2, 1)
+        .create_account("org1.ops", "USD", false, &[])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (409, Some("account_exists")));
+    let r = app1
+        .create_account("org1.credit", "USD", true, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("allow_negative_requires_admin"))
+    );
+    let r = app1
+        .create_account("org1.x", "USD", false, &["nosuchorg".into()])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("unknown_reader_org")));
+
+    // Only the one accepted transfer moved money.
+    for node in c.ids() {
+        assert_eq!(
+            c.balance(1, node, "org1.ops", false).await.as_deref(),
+            Some("900")
+        );
+        assert_eq!(
+            c.balance(2, node, "org2.ops", false).await.as_deref(),
+            Some("100")
+        );
+    }
+    for id in ["od-1", "od-2", "bad-1", "ok-id", "big"] {
+        assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
+    }
+    assert_eq!(
+        app1.account("org1.credit", false).await.unwrap().status,
+        404
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real node processes, real TLS, real disk.
+
+mod cluster;
+mod harness;
+mod identity;
+mod ledger_api;
+mod scripts;
