@@ -4,7 +4,7 @@
 //! a clear error naming the field, and the node does not start.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,8 +41,59 @@ pub struct GenesisOrg {
 pub struct GenesisNode {
     pub id: NodeId,
     pub org: OrgName,
-    pub api_addr: SocketAddr,
-    pub raft_addr: SocketAddr,
+    /// Where apps, partners and admins reach this node.
+    pub api_addr: HostPort,
+    /// Where peers reach this node.
+    pub raft_addr: HostPort,
+}
+
+/// A `host:port` address: an IPv4 literal, a bracketed IPv6 literal or a DNS
+/// name, and a port 1..=65535. Node certificates need a SAN for the host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPort(String);
+
+impl HostPort {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        let bad = || format!("{s:?} is not host:port");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port_ok = !port.starts_with('0') && port.parse::<u16>().is_ok_and(|p| p > 0);
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            }
+        };
+        if port_ok && host_ok {
+            Ok(Self(s))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(h: HostPort) -> Self {
+        h.0
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 impl Genesis {
@@ -79,7 +130,7 @@ impl Genesis {
                     node.id, node.org
                 ));
             }
-            if !addrs.insert(node.api_addr) || !addrs.insert(node.raft_addr) {
+            if !addrs.insert(&node.api_addr) || !addrs.insert(&node.raft_addr) {
                 return Err(format!("node {} reuses an address", node.id));
             }
         }
@@ -105,6 +156,13 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub genesis: PathBuf,
     pub tls: TlsFiles,
+    /// Address to bind the API listener to; default: this node's genesis
+    /// `api_addr` (set it to e.g. `0.0.0.0:7101` behind NAT).
+    #[serde(default)]
+    pub api_listen: Option<HostPort>,
+    /// Address to bind the peer listener to; default: genesis `raft_addr`.
+    #[serde(default)]
+    pub raft_listen: Option<HostPort>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]

@@ -275,6 +275,8 @@ fn write_node_config(
             cert: dir.join("pki").join(org).join(format!("node-{id}.crt")),
             key: dir.join("pki").join(org).join(format!("node-{id}.key")),
         },
+        api_listen: None,
+        raft_listen: None,
         limits: opts.limits.clone(),
         raft: opts.raft.clone(),
     };

@@ -92,7 +92,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     .workers(HTTP_WORKERS)
     .max_connections(limits.connections_max)
     .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
-    .bind_rustls_0_23(me.api_addr, api_tls)?
+    .bind_rustls_0_23(
+        config.api_listen.as_ref().unwrap_or(&me.api_addr).as_str(),
+        api_tls,
+    )?
     .run();
 
     let peer_service = service.clone();
@@ -104,7 +107,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     .on_connect(api::identify_peer(trust.clone()))
     .workers(HTTP_WORKERS)
     .max_connections(limits.connections_max)
-    .bind_rustls_0_23(me.raft_addr, peer_tls)?
+    .bind_rustls_0_23(
+        config
+            .raft_listen
+            .as_ref()
+            .unwrap_or(&me.raft_addr)
+            .as_str(),
+        peer_tls,
+    )?
     .run();
 
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");

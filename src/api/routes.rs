@@ -120,7 +120,9 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
         .genesis
         .nodes
         .iter()
-        .map(|n| json!({"id": n.id, "org": n.org, "api_addr": n.api_addr.to_string(), "raft_addr": n.raft_addr.to_string()}))
+        .map(
+            |n| json!({"id": n.id, "org": n.org, "api_addr": n.api_addr, "raft_addr": n.raft_addr}),
+        )
         .collect();
     let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
     let body = json!({
