@@ -15,6 +15,7 @@
 //! - [`node`]: wiring of one node.
 //! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
 //! - [`demo`]: the one-command local consortium.
+//! - [`bench`]: a load generator against a running demo consortium.
 //!
 //! Modules depend downward only: `api → raft → ledger`, `api → identity`.
 //!
@@ -41,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod demo;

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use alliance::client::{ApiClient, Response};
 use alliance::config::ClientConfig;
-use alliance::{demo, node};
+use alliance::{bench, demo, node};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,21 @@ enum Cmd {
         /// Stop after the sample scenario instead of running until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+    /// Load a running demo consortium with transfers and report throughput and latency.
+    Bench {
+        /// The demo's directory (its demo.json says where the nodes are).
+        #[arg(long, default_value = "alliance-demo")]
+        dir: PathBuf,
+        /// The node to send to (e.g. the leader, or a follower).
+        #[arg(long, default_value_t = 1)]
+        node: u64,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
     },
     /// Run one member node.
     Node {
@@ -135,6 +150,21 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 .map(|_| ExitCode::SUCCESS)
         }
         Cmd::Node { config } => node::run(&config).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Bench {
+            dir,
+            node,
+            clients,
+            seconds,
+            warmup_seconds,
+        } => {
+            let opts = bench::Options {
+                node,
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                warmup: std::time::Duration::from_secs(warmup_seconds),
+            };
+            bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Client { config, command } => client(&config, command).await,
     };
     result.unwrap_or_else(|e| {

@@ -1,0 +1,177 @@
+//! `alliance bench`: a load generator against a running demo consortium.
+//!
+//! C concurrent clients, each on its own keep-alive mTLS connection, post
+//! single transfers of 1 unit from an issuance account to a sink account on
+//! one node for a fixed duration (after a warm-up), retrying a transfer with
+//! the same id on 503/504 as a real client would. It prints throughput and
+//! latency percentiles, errors by code, and checks at the end that the sink
+//! grew by exactly the number of acknowledged transfers (a benchmark that
+//! loses or doubles transfers is not a result).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::client::ApiClient;
+use crate::demo::Layout;
+use crate::error::{Error, Result};
+
+pub struct Options {
+    /// The node to send to.
+    pub node: u64,
+    pub clients: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+}
+
+/// Most concurrent clients: each holds a connection and a task.
+pub const CLIENTS_MAX: usize = 4096;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    acked: u64,
+}
+
+pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
+    if !(1..=CLIENTS_MAX).contains(&opts.clients) {
+        return Err(Error::Config(format!(
+            "--clients must be 1..={CLIENTS_MAX}"
+        )));
+    }
+    let bytes =
+        crate::config::read_bounded(&Layout::index_path(dir), crate::config::CONFIG_BYTES_MAX)?;
+    let layout: Layout =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config(e.to_string()))?;
+    let node = layout
+        .nodes
+        .iter()
+        .find(|n| n.id == opts.node)
+        .ok_or_else(|| Error::Config(format!("no node {}", opts.node)))?;
+    let org = node.org.clone();
+    let admin = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
+    let (issuer, sink) = (format!("{org}.bench.issuer"), format!("{org}.bench.sink"));
+    expect_ok(admin.create_account(&issuer, "BENCH", true, &[]).await)?;
+    expect_ok(admin.create_account(&sink, "BENCH", false, &[]).await)?;
+    let sink_before = balance(&admin, &sink).await?;
+
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let end = measure_from + opts.duration;
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let client = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
+        let (issuer, sink) = (issuer.clone(), sink.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let id = format!("b{run_id}-{c}-{i}");
+                i += 1;
+                loop {
+                    let sent = Instant::now();
+                    let r = client.transfer(&id, &issuer, &sink, 1).await;
+                    let code = match &r {
+                        Ok(r) if r.is_success() => None,
+                        Ok(r) => Some(r.code().unwrap_or("unknown").to_owned()),
+                        Err(_) => Some("no_response".to_owned()),
+                    };
+                    let measured = sent >= measure_from && sent < end;
+                    match code {
+                        None => {
+                            tally.acked += 1;
+                            if measured {
+                                tally.latencies.push(sent.elapsed());
+                            }
+                            break;
+                        }
+                        Some(code) => {
+                            let retry = matches!(
+                                code.as_str(),
+                                "no_quorum" | "outcome_unknown" | "no_response" | "overloaded"
+                            );
+                            *tally.errors.entry(code).or_default() += 1;
+                            if !retry {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        let t = t.await.map_err(|e| Error::Other(e.to_string()))?;
+        all.latencies.extend(t.latencies);
+        all.acked += t.acked;
+        for (k, v) in t.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+    }
+    let sink_after = balance(&admin, &sink).await?;
+    report(opts, &all);
+    let grew = sink_after - sink_before;
+    if grew != i128::from(all.acked) {
+        return Err(Error::Other(format!(
+            "conservation check FAILED: sink grew by {grew}, {} transfers acknowledged",
+            all.acked
+        )));
+    }
+    println!(
+        "check: sink grew by exactly the {} acknowledged transfers",
+        all.acked
+    );
+    Ok(())
+}
+
+fn report(opts: &Options, t: &Tally) {
+    let mut l = t.latencies.clone();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "node {} clients {} duration {:?}: {} transfers measured, {:.0} transfers/s",
+        opts.node,
+        opts.clients,
+        opts.duration,
+        l.len(),
+        l.len() as f64 / opts.duration.as_secs_f64()
+    );
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        l.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    println!("errors by code: {:?}", t.errors);
+}
+
+async fn balance(client: &ApiClient, account: &str) -> Result<i128> {
+    let r = client
+        .account(account, false)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?;
+    r.body["balance"]
+        .as_str()
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| Error::Other(format!("reading {account}: {} {}", r.status, r.body)))
+}
+
+fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) -> Result<()> {
+    match r {
+        Ok(r) if r.is_success() => Ok(()),
+        Ok(r) => Err(Error::Other(format!("{} {}", r.status, r.body))),
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
+}
