@@ -26,6 +26,9 @@ pub struct Genesis {
     pub consortium: String,
     pub orgs: Vec<GenesisOrg>,
     pub nodes: Vec<GenesisNode>,
+    /// SHA-256 of the genesis file, hex: peers must run the same one.
+    #[serde(skip)]
+    pub hash: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,7 +101,9 @@ impl fmt::Display for HostPort {
 
 impl Genesis {
     pub fn load(path: &Path) -> Result<Self> {
-        let genesis: Self = parse_toml(path)?;
+        use sha2::Digest;
+        let mut genesis: Self = parse_toml(path)?;
+        genesis.hash = hex::encode(sha2::Sha256::digest(read_bounded(path, CONFIG_BYTES_MAX)?));
         genesis
             .validate()
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;

@@ -465,11 +465,12 @@ async fn scenario(layout: &Layout) -> Result<Vec<(String, String)>> {
         "create treasury",
     )?;
     for (i, org) in orgs.iter().enumerate() {
-        let app = layout.client(org, "app", node_of(org), timeout)?;
-        // The next organization's partners may read this account.
+        let org_admin = layout.client(org, "admin", node_of(org), timeout)?;
+        // The next organization may read this account (granting is an admin's).
         let readers: Vec<String> = orgs.get(i + 1).map(|o| o.to_string()).into_iter().collect();
         expect_ok(
-            app.create_account(&format!("{org}.ops"), "USD", false, &readers)
+            org_admin
+                .create_account(&format!("{org}.ops"), "USD", false, &readers)
                 .await,
             "create account",
         )?;

@@ -15,7 +15,7 @@ use crate::config::{Genesis, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::PeerNetwork;
+use crate::raft::network::{PeerNetwork, Peers, GENESIS_HEADER};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::store::Store;
 use crate::raft::Raft;
@@ -42,11 +42,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .map_err(|e| Error::Storage(e.to_string()))?;
     let shared = state_machine.shared();
 
-    let peers = reqwest::Client::builder()
-        .use_preconfigured_tls(trust.client_config(&config.tls)?)
-        .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
-        .build()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+    let peers = peer_clients(&trust, &config, &genesis)?;
     let raft_config = raft_config(&config, &genesis)?;
     let log_state = log_store
         .get_log_state()
@@ -124,6 +120,26 @@ pub async fn run(config_path: &Path) -> Result<()> {
     api_result?;
     peer_result?;
     Ok(())
+}
+
+/// One client per other genesis node, each verifying that exact node and
+/// announcing our genesis hash.
+fn peer_clients(trust: &Trust, config: &NodeConfig, genesis: &Genesis) -> Result<Peers> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let hash = reqwest::header::HeaderValue::from_str(&genesis.hash)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    headers.insert(GENESIS_HEADER, hash);
+    let mut clients = BTreeMap::new();
+    for node in genesis.nodes.iter().filter(|n| n.id != config.id) {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(trust.peer_client_config(&config.tls, node.id)?)
+            .default_headers(headers.clone())
+            .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        clients.insert(node.id, client);
+    }
+    Ok(Peers::new(clients))
 }
 
 /// The node's own certificate must be a node certificate for its id.

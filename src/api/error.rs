@@ -106,9 +106,10 @@ impl ApiError {
 fn rejection_status(r: Rejection) -> StatusCode {
     use Rejection::*;
     match r {
-        RoleMayNotWrite | AllowNegativeRequiresAdmin | DebitAccountNotOwned => {
-            StatusCode::FORBIDDEN
-        }
+        RoleMayNotWrite
+        | AllowNegativeRequiresAdmin
+        | GrantRequiresAdmin
+        | DebitAccountNotOwned => StatusCode::FORBIDDEN,
         DebitAccountNotFound | CreditAccountNotFound => StatusCode::NOT_FOUND,
         AccountExists | ExistsWithDifferentFields => StatusCode::CONFLICT,
         UnknownReaderOrg

@@ -22,7 +22,9 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 
 use self::error::ApiError;
+use self::service::Service;
 use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
+use crate::raft::network::GENESIS_HEADER;
 
 /// The identity of an API connection, set when it opens.
 #[derive(Clone)]
@@ -75,7 +77,18 @@ impl FromRequest for NodePrincipal {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ours = req
+            .app_data::<web::Data<Service>>()
+            .map(|s| s.genesis.hash.as_str());
+        let theirs = req
+            .headers()
+            .get(GENESIS_HEADER)
+            .and_then(|h| h.to_str().ok());
         ready(match req.conn_data::<PeerIdentity>() {
+            // Same genesis, or the two nodes would apply the log differently.
+            Some(PeerIdentity(Ok(_))) if ours.is_none() || ours != theirs => Err(
+                ApiError::Forbidden("the peer runs a different genesis file"),
+            ),
             Some(PeerIdentity(Ok(p))) => Ok(p.clone()),
             Some(PeerIdentity(Err(IdentityError::NotANode))) => Err(ApiError::Forbidden(
                 "the peer listener serves member nodes only",

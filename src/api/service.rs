@@ -17,10 +17,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Reply};
-use super::types::{account_view, transfer_view};
+use super::types::{account_view, check_limits, transfer_view};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
-use crate::ledger::{AccountId, Command, Entry, Outcome, Role, TransferId};
+use crate::ledger::{AccountId, Command, Entry, Outcome, TransferId};
+use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
 use crate::raft::Raft;
 
@@ -59,7 +60,7 @@ pub struct Service {
     pub genesis: Arc<Genesis>,
     pub limits: Limits,
     /// Client for the peer channel (pooled, mutual TLS).
-    pub peers: reqwest::Client,
+    pub peers: Peers,
     in_flight: Semaphore,
 }
 
@@ -79,7 +80,7 @@ impl Service {
         state: SharedState,
         genesis: Arc<Genesis>,
         limits: Limits,
-        peers: reqwest::Client,
+        peers: Peers,
     ) -> Self {
         let in_flight = Semaphore::new(limits.in_flight_proposals_max);
         Self {
@@ -131,11 +132,17 @@ impl Service {
 
     /// Runs `op` here if this node is the leader; a follower says so.
     pub async fn execute_forwarded(&self, principal: &Principal, op: &Op) -> Reply {
+        if let Op::Write(command) = op {
+            if let Err(e) = check_limits(command, &self.limits) {
+                return e.reply();
+            }
+        }
         let deadline = Instant::now() + self.timeout();
         match self.execute_local(principal, op, deadline).await {
             Ok(reply) => reply,
             Err(Attempt::Retry) => ApiError::NotLeader.reply(),
-            Err(Attempt::RetryMaybeProposed) => ApiError::OutcomeUnknown.reply(),
+            Err(Attempt::RetryMaybeProposed) if op.is_write() => ApiError::OutcomeUnknown.reply(),
+            Err(Attempt::RetryMaybeProposed) => ApiError::NotLeader.reply(),
         }
     }
 
@@ -178,9 +185,12 @@ impl Service {
         };
         match tokio::time::timeout_at(deadline, self.raft.client_write(entry)).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
-            Ok(Ok(resp)) => Ok(render_outcome(resp.data, resp.log_id.index)),
+            Ok(Ok(resp)) => Ok(render_outcome(resp.data, principal, resp.log_id.index)),
+            // Usually "not leader, nothing appended"; but openraft also says
+            // so after appending and then losing leadership, when the entry
+            // may still commit. Retrying is safe; "nothing written" is not.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(Attempt::Retry)
+                Err(Attempt::RetryMaybeProposed)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "client_write failed");
@@ -208,15 +218,14 @@ impl Service {
         op: &Op,
         deadline: Instant,
     ) -> Result<Reply, Attempt> {
-        let Some(node) = self.genesis.node(leader) else {
+        let (Some(node), Some(http)) = (self.genesis.node(leader), self.peers.get(leader)) else {
             return Err(Attempt::Retry);
         };
         let body = Forwarded {
             principal: principal.forward(),
             op: op.clone(),
         };
-        let sent = self
-            .peers
+        let sent = http
             .post(format!("https://{}{EXECUTE_PATH}", node.raft_addr))
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .json(&body)
@@ -227,6 +236,13 @@ impl Service {
             Err(e) if e.is_connect() => return Err(Attempt::Retry),
             Err(_) => return Err(Attempt::RetryMaybeProposed),
         };
+        if !resp.status().is_success() {
+            // The leader's peer listener refused the forward itself (e.g. a
+            // body past its limit): relay its error as it is.
+            let status = resp.status().as_u16();
+            let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+            return Ok(Reply { status, body });
+        }
         let reply: Reply = resp.json().await.map_err(|_| Attempt::RetryMaybeProposed)?;
         if reply.is_error(&ApiError::NotLeader) {
             Err(Attempt::Retry)
@@ -242,8 +258,8 @@ impl Service {
         let applied = self.state.read();
         let as_of = applied.last_applied.map_or(0, |l| l.index);
         match applied.ledger.account(id) {
-            Some(a) if principal.role() != Role::Node && a.readable_by(principal.org()) => {
-                Reply::ok(account_view(a, as_of))
+            Some(a) if a.readable_by(&principal.actor()) => {
+                Reply::ok(account_view(a, principal.org(), as_of))
             }
             _ => ApiError::NotFound("account_not_found").reply(),
         }
@@ -252,10 +268,7 @@ impl Service {
     pub fn read_transfer(&self, principal: &Principal, id: &TransferId) -> Reply {
         let applied = self.state.read();
         match applied.ledger.transfer(id) {
-            Some(t)
-                if principal.role() != Role::Node
-                    && t.involves(principal.org(), &applied.ledger) =>
-            {
+            Some(t) if t.readable_by(&principal.actor(), &applied.ledger) => {
                 let mut view = transfer_view(t);
                 view["as_of"] = applied.last_applied.map_or(0, |l| l.index).into();
                 Reply::ok(view)
@@ -265,9 +278,9 @@ impl Service {
     }
 }
 
-fn render_outcome(outcome: Option<Outcome>, log_index: u64) -> Reply {
+fn render_outcome(outcome: Option<Outcome>, principal: &Principal, log_index: u64) -> Reply {
     match outcome {
-        Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, log_index)),
+        Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, principal.org(), log_index)),
         Some(Outcome::Transfers(results)) if results.len() == 1 => match results.into_iter().next()
         {
             Some(Ok(t)) => Reply::ok(transfer_view(&t)),

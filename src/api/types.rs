@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::config::Limits;
 use crate::ledger::{
-    Account, AccountId, Amount, Asset, NewAccount, NewTransfer, OrgName, Transfer, TransferId,
+    Account, AccountId, Amount, Asset, Command, NewAccount, NewTransfer, OrgName, Transfer,
+    TransferId,
 };
 
 #[derive(Deserialize)]
@@ -122,13 +123,43 @@ impl TransferBody {
     }
 }
 
-pub fn account_view(a: &Account, as_of: u64) -> Value {
+/// An account as `viewer`'s organization may see it: the readers list is
+/// shown to the owner only.
+/// Limits that the edge checks, checked again on the leader for commands
+/// forwarded by a peer.
+pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> {
+    match command {
+        Command::CreateAccount(a) if a.readers.len() > limits.readers_max => Err(invalid(
+            "too_many_readers",
+            format!("at most {} readers", limits.readers_max),
+        )),
+        Command::Transfers(ts) => match ts.iter().find(|t| {
+            t.memo
+                .as_ref()
+                .is_some_and(|m| m.len() > limits.memo_bytes_max)
+        }) {
+            Some(_) => Err(invalid(
+                "memo_too_long",
+                format!("memo is longer than {} bytes", limits.memo_bytes_max),
+            )),
+            None => Ok(()),
+        },
+        Command::CreateAccount(_) => Ok(()),
+    }
+}
+
+pub fn account_view(a: &Account, viewer: &OrgName, as_of: u64) -> Value {
+    let readers: Vec<&OrgName> = if &a.owner == viewer {
+        a.readers.iter().collect()
+    } else {
+        Vec::new()
+    };
     json!({
         "id": a.id,
         "owner": a.owner,
         "asset": a.asset,
         "allow_negative": a.allow_negative,
-        "readers": a.readers,
+        "readers": readers,
         "balance": a.balance().to_string(),
         "debits_posted": a.debits_posted.to_string(),
         "credits_posted": a.credits_posted.to_string(),

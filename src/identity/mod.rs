@@ -38,6 +38,8 @@ pub struct Trust {
     roots: Arc<RootCertStore>,
     /// One verifier per organization, trusting only that organization's CA.
     by_org: Vec<(OrgName, Arc<dyn ClientCertVerifier>)>,
+    /// Each organization's CA, for verifying one node as a server.
+    ca_by_org: Vec<(OrgName, CertificateDer<'static>)>,
     /// Node id → organization, for checking peer certificates.
     nodes: Vec<(NodeId, OrgName)>,
 }
@@ -46,6 +48,7 @@ impl Trust {
     pub fn from_genesis(genesis: &Genesis) -> Result<Self> {
         let mut roots = RootCertStore::empty();
         let mut by_org = Vec::new();
+        let mut ca_by_org = Vec::new();
         for org in &genesis.orgs {
             let ca = parse_certs(org.ca_cert.as_bytes())
                 .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?
@@ -54,6 +57,7 @@ impl Trust {
                 .ok_or_else(|| {
                     Error::Tls(format!("genesis org {}: no CA certificate", org.name))
                 })?;
+            ca_by_org.push((org.name.clone(), ca.clone()));
             let mut own = RootCertStore::empty();
             own.add(ca.clone())
                 .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?;
@@ -73,8 +77,45 @@ impl Trust {
         Ok(Self {
             roots: Arc::new(roots),
             by_org,
+            ca_by_org,
             nodes,
         })
+    }
+
+    /// A client config for calling one peer, which must prove to be that
+    /// node: a `node` certificate with CN = `target`, issued by the CA of the
+    /// node's own organization (another member's CA cannot impersonate it).
+    pub fn peer_client_config(&self, own: &TlsFiles, target: NodeId) -> Result<ClientConfig> {
+        let org = self
+            .nodes
+            .iter()
+            .find(|(id, _)| *id == target)
+            .map(|(_, org)| org.clone())
+            .ok_or_else(|| Error::Tls(format!("node {target} is not in genesis")))?;
+        let ca = self
+            .ca_by_org
+            .iter()
+            .find(|(name, _)| *name == org)
+            .map(|(_, ca)| ca.clone())
+            .ok_or_else(|| Error::Tls(format!("org {org} has no CA")))?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).map_err(|e| Error::Tls(e.to_string()))?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let verifier = Arc::new(NodeServerVerifier {
+            inner,
+            org,
+            id: target,
+        });
+        let (chain, key) = load_identity(own)?;
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| Error::Tls(e.to_string()))
     }
 
     /// A server config that requires a client certificate from a member CA.
@@ -89,11 +130,6 @@ impl Trust {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
             .map_err(|e| Error::Tls(e.to_string()))
-    }
-
-    /// A client config for calling peers: trusts member CAs, presents `own`.
-    pub fn client_config(&self, own: &TlsFiles) -> Result<ClientConfig> {
-        client_config(self.roots.clone(), own)
     }
 
     /// Identifies the holder of a verified certificate chain (leaf first).
@@ -133,6 +169,64 @@ impl Trust {
             Some((_, org)) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
             _ => Err(IdentityError::NotANode),
         }
+    }
+}
+
+/// Verifies that a peer's server certificate is node `id` of `org`: the
+/// chain and host name by webpki (trusting only `org`'s CA), then the subject.
+#[derive(Debug)]
+struct NodeServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    org: OrgName,
+    id: NodeId,
+}
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let subject =
+            Subject::parse(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        if subject.org != self.org.as_str()
+            || subject.role != "node"
+            || subject.name != self.id.to_string()
+        {
+            return Err(rustls::Error::General(format!(
+                "peer certificate is not node {} of {}",
+                self.id, self.org
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -31,9 +31,24 @@ fn check(s: &str, max: usize, first: fn(u8) -> bool, rest: fn(u8) -> bool) -> bo
 macro_rules! validated_string {
     ($(#[$doc:meta])* $name:ident, $what:literal, $check:expr) => {
         $(#[$doc])*
+        /// Deserializing validates too, so values arriving from a peer or
+        /// from the log are held to the same rule as those from a client.
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
 
         impl $name {
             /// Accepts `s` only if it follows the rule exactly.
@@ -108,8 +123,21 @@ impl fmt::Display for InvalidId {
 
 /// A positive amount in minor units. Zero is not an amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "u64", into = "u64")]
 pub struct Amount(u64);
+
+impl TryFrom<u64> for Amount {
+    type Error = InvalidAmount;
+    fn try_from(units: u64) -> Result<Self, InvalidAmount> {
+        Self::new(units)
+    }
+}
+
+impl From<Amount> for u64 {
+    fn from(a: Amount) -> u64 {
+        a.0
+    }
+}
 
 /// Why an amount was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +209,17 @@ mod tests {
         assert!(Asset::parse("ABCDEFGHIJKLM").is_err());
         assert!(OrgName::parse("org-1").is_ok());
         assert!(OrgName::parse("-org").is_err());
+    }
+
+    #[test]
+    fn deserializing_validates() {
+        assert!(serde_json::from_str::<AccountId>("\"ok.id\"").is_ok());
+        assert!(serde_json::from_str::<AccountId>("\"Bad\"").is_err());
+        assert!(serde_json::from_str::<Amount>("0").is_err());
+        assert_eq!(
+            serde_json::from_str::<Amount>("7").map(Amount::units).ok(),
+            Some(7)
+        );
     }
 
     #[test]

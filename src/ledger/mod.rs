@@ -76,8 +76,14 @@ impl Account {
         self.credits_posted as i128 - self.debits_posted as i128
     }
 
-    pub fn readable_by(&self, org: &OrgName) -> bool {
-        &self.owner == org || self.readers.contains(org)
+    /// The role table of DESIGN §3: apps and admins read their own
+    /// organization's accounts; any role but `node` reads a granted one.
+    pub fn readable_by(&self, actor: &Actor) -> bool {
+        match actor.role {
+            Role::Node => false,
+            Role::App | Role::Admin => self.owner == actor.org || self.readers.contains(&actor.org),
+            Role::Partner => self.readers.contains(&actor.org),
+        }
     }
 }
 
@@ -131,11 +137,12 @@ impl Transfer {
             && self.memo == req.memo
     }
 
-    pub fn involves(&self, org: &OrgName, ledger: &Ledger) -> bool {
+    /// A transfer is visible to whoever may read either of its accounts.
+    pub fn readable_by(&self, actor: &Actor, ledger: &Ledger) -> bool {
         [&self.debit_account, &self.credit_account]
             .into_iter()
             .filter_map(|id| ledger.account(id))
-            .any(|a| &a.owner == org)
+            .any(|a| a.readable_by(actor))
     }
 }
 
@@ -165,6 +172,8 @@ pub enum Rejection {
     RoleMayNotWrite,
     /// Only an admin may create an account that may go negative.
     AllowNegativeRequiresAdmin,
+    /// Only an admin may grant other organizations read access.
+    GrantRequiresAdmin,
     /// A reader organization is not a member of the consortium.
     UnknownReaderOrg,
     /// The account id is taken, with other fields than requested.
@@ -190,6 +199,7 @@ impl Rejection {
         match self {
             Self::RoleMayNotWrite => "role_may_not_write",
             Self::AllowNegativeRequiresAdmin => "allow_negative_requires_admin",
+            Self::GrantRequiresAdmin => "grant_requires_admin",
             Self::UnknownReaderOrg => "unknown_reader_org",
             Self::AccountExists => "account_exists",
             Self::AccountsMustBeDifferent => "accounts_must_be_different",
@@ -209,6 +219,7 @@ impl Rejection {
             Self::AllowNegativeRequiresAdmin => {
                 "only an admin may create an account with allow_negative"
             }
+            Self::GrantRequiresAdmin => "only an admin may grant other organizations read access",
             Self::UnknownReaderOrg => "a reader organization is not a member of the consortium",
             Self::AccountExists => "an account with this id exists with other fields",
             Self::AccountsMustBeDifferent => "debit and credit account must be different",
@@ -232,11 +243,20 @@ pub enum Outcome {
     Transfers(Vec<Result<Transfer, Rejection>>),
 }
 
+/// A transfer refused by a business rule after its caller was found to own
+/// the debit account. Kept so that a re-send gets the original answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedTransfer {
+    pub request: NewTransfer,
+    pub rejection: Rejection,
+}
+
 /// What an entry changed, for the caller to persist atomically.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub accounts: BTreeSet<AccountId>,
     pub transfers: Vec<TransferId>,
+    pub rejected: Vec<TransferId>,
 }
 
 /// The whole ledger state.
@@ -246,6 +266,7 @@ pub struct Ledger {
     orgs: BTreeSet<OrgName>,
     accounts: BTreeMap<AccountId, Account>,
     transfers: BTreeMap<TransferId, Transfer>,
+    rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Number of blocks applied so far.
     height: u64,
 }
@@ -266,12 +287,17 @@ impl Ledger {
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
         transfers: impl IntoIterator<Item = Transfer>,
+        rejected: impl IntoIterator<Item = RejectedTransfer>,
         height: u64,
     ) -> Self {
         Self {
             orgs,
             accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
             transfers: transfers.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            rejected: rejected
+                .into_iter()
+                .map(|r| (r.request.id.clone(), r))
+                .collect(),
             height,
         }
     }
@@ -294,6 +320,12 @@ impl Ledger {
     pub fn transfers(&self) -> impl Iterator<Item = &Transfer> {
         self.transfers.values()
     }
+    pub fn rejected(&self, id: &TransferId) -> Option<&RejectedTransfer> {
+        self.rejected.get(id)
+    }
+    pub fn all_rejected(&self) -> impl Iterator<Item = &RejectedTransfer> {
+        self.rejected.values()
+    }
 
     /// Applies one entry committed at `log_index`; it becomes the next block.
     pub fn apply(&mut self, entry: &Entry, log_index: u64) -> (Outcome, Changes) {
@@ -305,7 +337,7 @@ impl Ledger {
             }
             Command::Transfers(reqs) => Outcome::Transfers(
                 reqs.iter()
-                    .map(|req| self.transfer_one(entry, req, log_index, &mut changes))
+                    .map(|req| self.transfer_and_remember(entry, req, log_index, &mut changes))
                     .collect(),
             ),
         };
@@ -322,6 +354,10 @@ impl Ledger {
         ensure(
             !req.allow_negative || actor.role == Role::Admin,
             Rejection::AllowNegativeRequiresAdmin,
+        )?;
+        ensure(
+            req.readers.is_empty() || actor.role == Role::Admin,
+            Rejection::GrantRequiresAdmin,
         )?;
         ensure(
             req.readers.is_subset(&self.orgs),
@@ -354,6 +390,36 @@ impl Ledger {
         Ok(account)
     }
 
+    /// [`Self::transfer_one`], remembering a business-rule rejection (one
+    /// decided after ownership was established) under the transfer's id.
+    fn transfer_and_remember(
+        &mut self,
+        entry: &Entry,
+        req: &NewTransfer,
+        log_index: u64,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        let result = self.transfer_one(entry, req, log_index, changes);
+        if let Err(
+            rejection @ (Rejection::AssetMismatch
+            | Rejection::InsufficientFunds
+            | Rejection::Overflow),
+        ) = result
+        {
+            if !self.rejected.contains_key(&req.id) {
+                self.rejected.insert(
+                    req.id.clone(),
+                    RejectedTransfer {
+                        request: req.clone(),
+                        rejection,
+                    },
+                );
+                changes.rejected.push(req.id.clone());
+            }
+        }
+        result
+    }
+
     fn transfer_one(
         &mut self,
         entry: &Entry,
@@ -383,6 +449,14 @@ impl Ledger {
             } else {
                 Err(Rejection::ExistsWithDifferentFields)
             };
+        }
+        if let Some(refused) = self.rejected.get(&req.id) {
+            // A re-send of a refused transfer gets the original refusal.
+            return Err(if &refused.request == req {
+                refused.rejection
+            } else {
+                Rejection::ExistsWithDifferentFields
+            });
         }
         ensure(debit.asset == credit.asset, Rejection::AssetMismatch)?;
         ensure(

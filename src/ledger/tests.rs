@@ -171,7 +171,10 @@ fn overflow_is_refused_not_wrapped() {
     let got = transfer_result(&mut l, admin.clone(), new_transfer("o", "i1", "x", 6));
     assert_eq!(got, Err(Rejection::Overflow));
     assert_eq!(l.accounts, before.accounts);
-    assert!(transfer_result(&mut l, admin, new_transfer("o", "i1", "x", 5)).is_ok());
+    // The refusal is remembered under its id.
+    let again = transfer_result(&mut l, admin.clone(), new_transfer("o", "i1", "x", 6));
+    assert_eq!(again, Err(Rejection::Overflow));
+    assert!(transfer_result(&mut l, admin, new_transfer("o2", "i1", "x", 5)).is_ok());
 }
 
 #[test]
@@ -186,10 +189,48 @@ fn resend_returns_the_original() {
 }
 
 #[test]
+fn a_refused_transfer_is_refused_again_on_resend() {
+    let mut l = seeded();
+    let app1 = actor("org1", Role::App);
+    let t = new_transfer("big", "a1", "b1", 150);
+    assert_eq!(
+        transfer_result(&mut l, app1.clone(), t.clone()),
+        Err(Rejection::InsufficientFunds)
+    );
+    // Funds arrive; the same request still gets its original answer.
+    let top_up = new_transfer("top-up", "issue", "a1", 100);
+    assert!(transfer_result(&mut l, actor("org1", Role::Admin), top_up).is_ok());
+    assert_eq!(
+        transfer_result(&mut l, app1.clone(), t),
+        Err(Rejection::InsufficientFunds)
+    );
+    let other = new_transfer("big", "a1", "b1", 10);
+    assert_eq!(
+        transfer_result(&mut l, app1, other),
+        Err(Rejection::ExistsWithDifferentFields)
+    );
+    assert_eq!(l.account(&acct("b1")).unwrap().balance(), 0);
+    // Refusals before ownership is known are not remembered.
+    let not_mine = new_transfer("x1", "b1", "a1", 1);
+    assert_eq!(
+        transfer_result(&mut l, actor("org1", Role::App), not_mine),
+        Err(Rejection::DebitAccountNotOwned)
+    );
+    assert!(l.rejected(&TransferId::parse("x1").unwrap()).is_none());
+}
+
+#[test]
 fn create_account_rejections() {
     let mut readers = new_account("r", "USD", false);
     readers.readers.insert(org("nobody"));
+    let mut grant = new_account("g", "USD", false);
+    grant.readers.insert(org("org2"));
     let cases = vec![
+        (
+            actor("org1", Role::App),
+            grant,
+            Rejection::GrantRequiresAdmin,
+        ),
         (
             actor("org1", Role::Partner),
             new_account("n", "USD", false),
@@ -201,7 +242,7 @@ fn create_account_rejections() {
             Rejection::AllowNegativeRequiresAdmin,
         ),
         (
-            actor("org1", Role::App),
+            actor("org1", Role::Admin),
             readers,
             Rejection::UnknownReaderOrg,
         ),

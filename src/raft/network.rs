@@ -9,6 +9,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,15 +23,34 @@ pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 
-/// Makes one [`PeerClient`] per target, sharing the connection pool.
+/// Header carrying the SHA-256 of the sender's genesis file: nodes built
+/// from different genesis files would apply the same log differently.
+pub const GENESIS_HEADER: &str = "alliance-genesis";
+
+/// One pooled HTTPS client per peer, each verifying that it reaches exactly
+/// that node (see `Trust::peer_client_config`).
+#[derive(Clone, Default)]
+pub struct Peers(Arc<BTreeMap<u64, reqwest::Client>>);
+
+impl Peers {
+    pub fn new(clients: BTreeMap<u64, reqwest::Client>) -> Self {
+        Self(Arc::new(clients))
+    }
+
+    pub fn get(&self, id: u64) -> Option<&reqwest::Client> {
+        self.0.get(&id)
+    }
+}
+
+/// Makes one [`PeerClient`] per target.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    http: reqwest::Client,
+    peers: Peers,
 }
 
 impl PeerNetwork {
-    pub fn new(http: reqwest::Client) -> Self {
-        Self { http }
+    pub fn new(peers: Peers) -> Self {
+        Self { peers }
     }
 }
 
@@ -37,7 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
-            http: self.http.clone(),
+            http: self.peers.get(target).cloned(),
             base: format!("https://{}", node.addr),
             target,
         }
@@ -45,7 +67,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 }
 
 pub struct PeerClient {
-    http: reqwest::Client,
+    /// None for a target outside genesis: every call is then unreachable.
+    http: Option<reqwest::Client>,
     base: String,
     target: u64,
 }
@@ -62,8 +85,11 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let sent = self
-            .http
+        let Some(http) = &self.http else {
+            let e = std::io::Error::other(format!("node {} is not in genesis", self.target));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let sent = http
             .post(format!("{}{path}", self.base))
             .timeout(option.hard_ttl())
             .json(req)

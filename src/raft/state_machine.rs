@@ -13,9 +13,11 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::store::{storage_err, to_json, StateKey, Store, ACCOUNT_TAG, TRANSFER_TAG};
+use super::store::{
+    storage_err, to_json, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG,
+};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
-use crate::ledger::{Account, Changes, Ledger, OrgName, Outcome, Transfer};
+use crate::ledger::{Account, Changes, Ledger, OrgName, Outcome, RejectedTransfer, Transfer};
 
 /// The applied state: the ledger and how far it has applied.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ impl SharedState {
 pub struct StateMachine {
     store: Store,
     state: SharedState,
+    /// Serializes snapshot saves (builder and installer run concurrently).
+    snapshot_lock: Arc<std::sync::Mutex<()>>,
     /// Counts snapshots built, to give each a unique id.
     snapshots_built: u64,
 }
@@ -74,7 +78,8 @@ impl StateMachine {
         };
         let accounts: Vec<Account> = scan(&store.state, ACCOUNT_TAG)?;
         let transfers: Vec<Transfer> = scan(&store.state, TRANSFER_TAG)?;
-        let ledger = Ledger::from_parts(orgs, accounts, transfers, height);
+        let rejected: Vec<RejectedTransfer> = scan(&store.state, REJECTED_TAG)?;
+        let ledger = Ledger::from_parts(orgs, accounts, transfers, rejected, height);
         let state = SharedState(Arc::new(RwLock::new(Applied {
             ledger,
             last_applied,
@@ -83,6 +88,7 @@ impl StateMachine {
         Ok(Self {
             store,
             state,
+            snapshot_lock: Default::default(),
             snapshots_built: 0,
         })
     }
@@ -94,23 +100,7 @@ impl StateMachine {
     /// Writes one entry's effects and progress in one atomic batch.
     fn persist(&self, applied: &Applied, changes: &Changes) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
-        for id in &changes.accounts {
-            let account = applied.ledger.account(id).expect("changed accounts exist");
-            batch.insert(StateKey::Account(id).encode(), to_json(account));
-        }
-        for id in &changes.transfers {
-            let transfer = applied
-                .ledger
-                .transfer(id)
-                .expect("changed transfers exist");
-            batch.insert(StateKey::Transfer(id).encode(), to_json(transfer));
-        }
-        batch.insert(
-            StateKey::LastApplied.encode(),
-            to_json(&applied.last_applied),
-        );
-        batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
-        batch.insert(StateKey::Height.encode(), to_json(&applied.ledger.height()));
+        write_changes(&mut batch, applied, changes);
         self.store
             .state
             .apply_batch(batch)
@@ -124,33 +114,31 @@ impl StateMachine {
         for kv in self.store.state.iter() {
             batch.remove(kv.map_err(write)?.0);
         }
-        let changes = Changes {
-            accounts: applied.ledger.accounts().map(|a| a.id.clone()).collect(),
-            transfers: applied.ledger.transfers().map(|t| t.id.clone()).collect(),
+        let ledger = &applied.ledger;
+        let everything = Changes {
+            accounts: ledger.accounts().map(|a| a.id.clone()).collect(),
+            transfers: ledger.transfers().map(|t| t.id.clone()).collect(),
+            rejected: ledger
+                .all_rejected()
+                .map(|r| r.request.id.clone())
+                .collect(),
         };
-        for id in &changes.accounts {
-            batch.insert(
-                StateKey::Account(id).encode(),
-                to_json(&applied.ledger.account(id)),
-            );
-        }
-        for id in &changes.transfers {
-            batch.insert(
-                StateKey::Transfer(id).encode(),
-                to_json(&applied.ledger.transfer(id)),
-            );
-        }
-        batch.insert(
-            StateKey::LastApplied.encode(),
-            to_json(&applied.last_applied),
-        );
-        batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
-        batch.insert(StateKey::Height.encode(), to_json(&applied.ledger.height()));
+        write_changes(&mut batch, applied, &everything);
         self.store.state.apply_batch(batch).map_err(write)
     }
 
+    /// Stores `snapshot` unless a newer one is stored already: a snapshot
+    /// build runs concurrently with installs, and must not replace a newer
+    /// installed snapshot with an older view.
     fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
         let sig = Some(snapshot.meta.signature());
+        let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
+        let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
+            current.and_then(|m| serde_json::from_slice(&m).ok());
+        if current.is_some_and(|c| c.last_log_id > snapshot.meta.last_log_id) {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, to_json(&snapshot.meta));
         batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
@@ -162,6 +150,35 @@ impl StateMachine {
             StorageError::from_io_error(ErrorSubject::Snapshot(sig), ErrorVerb::Write, e)
         })
     }
+}
+
+/// Adds `changes` (read from `applied`) and the apply progress to `batch`.
+fn write_changes(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
+    let ledger = &applied.ledger;
+    for id in &changes.accounts {
+        batch.insert(
+            StateKey::Account(id).encode(),
+            to_json(&ledger.account(id).expect("changed accounts exist")),
+        );
+    }
+    for id in &changes.transfers {
+        batch.insert(
+            StateKey::Transfer(id).encode(),
+            to_json(&ledger.transfer(id).expect("changed transfers exist")),
+        );
+    }
+    for id in &changes.rejected {
+        batch.insert(
+            StateKey::Rejected(id).encode(),
+            to_json(&ledger.rejected(id).expect("refusals exist")),
+        );
+    }
+    batch.insert(
+        StateKey::LastApplied.encode(),
+        to_json(&applied.last_applied),
+    );
+    batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
+    batch.insert(StateKey::Height.encode(), to_json(&ledger.height()));
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -258,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Self {
             store: self.store.clone(),
             state: self.state.clone(),
+            snapshot_lock: self.snapshot_lock.clone(),
             snapshots_built: self.snapshots_built,
         }
     }

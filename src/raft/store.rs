@@ -98,10 +98,12 @@ pub enum StateKey<'a> {
     Height,
     Account(&'a AccountId),
     Transfer(&'a TransferId),
+    Rejected(&'a TransferId),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFER_TAG: u8 = 0x20;
+pub const REJECTED_TAG: u8 = 0x30;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
@@ -111,6 +113,7 @@ impl StateKey<'_> {
             Self::Height => (0x03, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Transfer(id) => (TRANSFER_TAG, id.as_str()),
+            Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };
         let mut key = Vec::with_capacity(1 + id.len());
         key.push(tag);

@@ -64,6 +64,9 @@ async fn leader_sigkill_loses_no_acknowledged_transfer() {
     let mut c = Cluster::start().await;
     c.seed(ISSUED).await;
     let old_leader = c.wait_for_leader().await;
+    let old_term = c.status(old_leader).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
     let mut acked = Vec::new();
     for i in 0..10u64 {
         let via = c.ids()[i as usize % 3];
@@ -79,8 +82,12 @@ async fn leader_sigkill_loses_no_acknowledged_transfer() {
         transfer_until_ok(&c.app(1, survivor), &id, "org1.ops", "org2.ops", 100 + i).await;
         acked.push((id, 100 + i));
     }
+    // A new leader was elected in a later term.
     let new_leader = c.wait_for_leader().await;
-    assert_ne!(new_leader, old_leader);
+    let new_term = c.status(new_leader).await.unwrap()["term"]
+        .as_u64()
+        .unwrap();
+    assert!(new_term > old_term, "term {old_term} -> {new_term}");
 
     c.restart(old_leader);
     let spent: u64 = acked.iter().map(|(_, a)| a).sum();

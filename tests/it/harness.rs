@@ -123,7 +123,7 @@ impl Cluster {
         for org in 1..=self.layout.orgs.len() {
             let readers = vec![format!("org{}", org % self.layout.orgs.len() + 1)];
             ok(self
-                .app(org, org as u64)
+                .client(&format!("org{org}"), "admin", org as u64)
                 .create_account(&format!("org{org}.ops"), "USD", false, &readers)
                 .await);
         }

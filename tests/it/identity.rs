@@ -7,6 +7,8 @@ use std::time::Duration;
 use alliance::client::ApiClient;
 use alliance::config::TlsFiles;
 use alliance::identity;
+use openraft::raft::VoteRequest;
+use openraft::Vote;
 use reqwest::Method;
 use serde_json::json;
 
@@ -15,6 +17,28 @@ use crate::harness::{ok, Cluster, REQUEST_TIMEOUT};
 fn client_with(c: &Cluster, node: u64, tls: &TlsFiles) -> ApiClient {
     let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
     ApiClient::new(&c.layout.node(node).api_url, roots, tls, REQUEST_TIMEOUT).unwrap()
+}
+
+/// The server refused the TLS session with `alert` (no HTTP response came).
+fn assert_tls_alert(err: &reqwest::Error, alert: &str) {
+    let mut chain = format!("{err:?}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        chain.push_str(&format!(" <- {s:?}"));
+        source = s.source();
+    }
+    assert!(
+        chain.contains(&format!("AlertReceived({alert})")),
+        "{chain}"
+    );
+}
+
+fn node_tls_of(c: &Cluster, id: u64) -> TlsFiles {
+    let org = &c.layout.node(id).org;
+    TlsFiles {
+        cert: c.layout.dir.join(format!("pki/{org}/node-{id}.crt")),
+        key: c.layout.dir.join(format!("pki/{org}/node-{id}.key")),
+    }
 }
 
 fn run(cmd: &mut Command) {
@@ -81,31 +105,34 @@ async fn identity_comes_only_from_the_verified_session() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    assert!(http
+    let err = http
         .get(format!("{api_url}/v1/cluster"))
         .send()
         .await
-        .is_err());
+        .unwrap_err();
+    // The listener is there (a member certificate gets through, below);
+    // this client is turned away in the TLS handshake.
+    assert_tls_alert(&err, "CertificateRequired");
+    ok(c.app(1, 1).cluster().await);
 
     // A certificate from a CA outside genesis: refused in the handshake.
     let rogue = tempfile::tempdir().unwrap();
     let pki = rogue.path().join("pki");
     let scripts = alliance::demo::write_scripts(rogue.path()).unwrap();
     let p = pki.to_str().unwrap();
-    alliance::demo::run_script(&scripts, "new-org.sh", &["--dir", p, "--org", "org1"]).unwrap();
-    alliance::demo::run_script(
-        &scripts,
-        "issue-cert.sh",
-        &[
-            "--dir", p, "--org", "org1", "--role", "admin", "--name", "x",
-        ],
-    )
-    .unwrap();
-    let outsider = TlsFiles {
-        cert: pki.join("org1/admin-x.crt"),
-        key: pki.join("org1/admin-x.key"),
-    };
-    assert!(client_with(&c, 1, &outsider).cluster().await.is_err());
+    // A CA named like a member's (same subject DN, other key) fails the
+    // signature check; a CA with a name of its own is simply unknown.
+    for (org, alert) in [("org1", "DecryptError"), ("mallory", "UnknownCA")] {
+        alliance::demo::run_script(&scripts, "new-org.sh", &["--dir", p, "--org", org]).unwrap();
+        let args = ["--dir", p, "--org", org, "--role", "admin", "--name", "x"];
+        alliance::demo::run_script(&scripts, "issue-cert.sh", &args).unwrap();
+        let outsider = TlsFiles {
+            cert: pki.join(format!("{org}/admin-x.crt")),
+            key: pki.join(format!("{org}/admin-x.key")),
+        };
+        let err = client_with(&c, 1, &outsider).cluster().await.unwrap_err();
+        assert_tls_alert(&err, alert);
+    }
 
     // org1's CA minting an identity for org2: the session is accepted, the
     // identity is not, and nothing can be done with it.
@@ -163,15 +190,62 @@ async fn identity_comes_only_from_the_verified_session() {
             .call(Method::POST, path, Some(&json!({})))
             .await
             .unwrap();
-        assert_eq!(r.status, 403, "{path}");
+        assert_eq!((r.status, r.code()), (403, Some("forbidden")), "{path}");
     }
 
-    // A node certificate on the API listener sees status but no data.
-    let node_tls = TlsFiles {
-        cert: c.layout.dir.join("pki/org1/node-1.crt"),
-        key: c.layout.dir.join("pki/org1/node-1.key"),
+    // A node may send Raft RPCs only as itself, and only with our genesis.
+    let genesis_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(&c.layout.genesis).unwrap(),
+        ))
     };
-    let node_client = client_with(&c, 1, &node_tls);
+    let peer_url = c.layout.node(2).peer_url.clone();
+    let vote_as = |candidate: u64| {
+        let req: VoteRequest<u64> = VoteRequest::new(Vote::new(0, candidate), None);
+        serde_json::to_value(req).unwrap()
+    };
+    let as_node1 = |genesis: &str| {
+        let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+        let tls = identity::client_config(roots, &node_tls_of(&c, 1)).unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("alliance-genesis", genesis.parse().unwrap());
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+    let post = |client: reqwest::Client, body: serde_json::Value| {
+        let url = format!("{peer_url}/raft/vote");
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, _) = post(as_node1(&genesis_hash), vote_as(1)).await;
+    assert_eq!(
+        status, 200,
+        "a stale vote request from node 1 as itself is answered"
+    );
+    let (status, body) = post(as_node1(&genesis_hash), vote_as(3)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (status, body) = post(as_node1(&"0".repeat(64)), vote_as(1)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // A node certificate on the API listener sees status but no data.
+    let node_client = client_with(&c, 1, &node_tls_of(&c, 1));
     ok(node_client.cluster().await);
     assert_eq!(
         node_client.account("org1.ops", false).await.unwrap().status,

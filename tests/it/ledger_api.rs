@@ -169,11 +169,17 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
         (r.status, r.code()),
         (403, Some("allow_negative_requires_admin"))
     );
-    let r = app1
+    let admin1 = c.client("org1", "admin", 1);
+    let r = admin1
         .create_account("org1.x", "USD", false, &["nosuchorg".into()])
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("unknown_reader_org")));
+    let r = app1
+        .create_account("org1.y", "USD", false, &["org2".into()])
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (403, Some("grant_requires_admin")));
 
     // Only the one accepted transfer moved money.
     for node in c.ids() {
@@ -192,5 +198,21 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     assert_eq!(
         app1.account("org1.credit", false).await.unwrap().status,
         404
+    );
+
+    // A refused transfer keeps its answer: re-sent after funds arrive, it is
+    // still refused (exactly once), while a new id goes through.
+    ok(admin1
+        .transfer("top-up", "org1.treasury", "org1.ops", 5_000)
+        .await);
+    let r = app1
+        .transfer("od-2", "org1.ops", "org2.ops", 1_001)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
+    ok(app1.transfer("od-2b", "org1.ops", "org2.ops", 1_001).await);
+    assert_eq!(
+        c.balance(2, 2, "org2.ops", false).await.as_deref(),
+        Some("1101")
     );
 }

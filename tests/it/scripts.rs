@@ -22,6 +22,7 @@ fn scripts_refuse_bad_input_and_never_overwrite_a_key() {
         assert_eq!(out.status.code(), Some(2), "org {bad:?}");
     }
     assert!(!Path::new(pki).join("x").exists());
+    assert!(!tmp.path().join("x").exists());
     assert_eq!(
         script(tmp.path(), "new-org.sh", &["--help"]).status.code(),
         Some(0)
