@@ -14,6 +14,7 @@ use crate::api::{self, service::Service};
 use crate::config::{Genesis, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
+use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, Peers, GENESIS_HEADER};
 use crate::raft::state_machine::StateMachine;
@@ -37,12 +38,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     check_own_certificate(&trust, &config)?;
 
     let store = Store::open(&config.data_dir.join("sled"))?;
+    let incarnations = Incarnations::open(&store, config.id)?;
     let mut log_store = LogStore::new(store.clone());
     let state_machine = StateMachine::open(store, genesis.org_names())
         .map_err(|e| Error::Storage(e.to_string()))?;
     let shared = state_machine.shared();
 
-    let peers = peer_clients(&trust, &config, &genesis)?;
+    let peers = peer_clients(&trust, &config, &genesis, incarnations.clone())?;
+    if incarnations.fresh() {
+        ensure_not_rejoining(&peers, &genesis, config.id).await?;
+    }
     let raft_config = raft_config(&config, &genesis)?;
     let log_state = log_store
         .get_log_state()
@@ -95,9 +100,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     .run();
 
     let peer_service = service.clone();
+    let own_incarnation = incarnations.own().to_owned();
     let peer = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::from(peer_service.clone()))
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((INCARNATION_HEADER, own_incarnation.clone())),
+            )
             .configure(api::peer::configure)
     })
     .on_connect(api::identify_peer(trust.clone()))
@@ -124,11 +134,18 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
 /// One client per other genesis node, each verifying that exact node and
 /// announcing our genesis hash.
-fn peer_clients(trust: &Trust, config: &NodeConfig, genesis: &Genesis) -> Result<Peers> {
+fn peer_clients(
+    trust: &Trust,
+    config: &NodeConfig,
+    genesis: &Genesis,
+    incarnations: Incarnations,
+) -> Result<Peers> {
+    let value = |v: &str| {
+        reqwest::header::HeaderValue::from_str(v).map_err(|e| Error::Other(e.to_string()))
+    };
     let mut headers = reqwest::header::HeaderMap::new();
-    let hash = reqwest::header::HeaderValue::from_str(&genesis.hash)
-        .map_err(|e| Error::Other(e.to_string()))?;
-    headers.insert(GENESIS_HEADER, hash);
+    headers.insert(GENESIS_HEADER, value(&genesis.hash)?);
+    headers.insert(INCARNATION_HEADER, value(incarnations.own())?);
     let mut clients = BTreeMap::new();
     for node in genesis.nodes.iter().filter(|n| n.id != config.id) {
         let client = reqwest::Client::builder()
@@ -139,7 +156,32 @@ fn peer_clients(trust: &Trust, config: &NodeConfig, genesis: &Genesis) -> Result
             .map_err(|e| Error::Tls(e.to_string()))?;
         clients.insert(node.id, client);
     }
-    Ok(Peers::new(clients))
+    Ok(Peers::new(clients, incarnations))
+}
+
+/// On empty storage: if any reachable peer remembers this node id under
+/// another incarnation, this node lost its storage and must not rejoin.
+async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Result<()> {
+    for node in genesis.nodes.iter().filter(|n| n.id != me) {
+        let Some(http) = peers.get(node.id) else {
+            continue;
+        };
+        let url = format!("https://{}{}", node.raft_addr, api::peer::HELLO_PATH);
+        let Ok(resp) = http.post(url).timeout(Duration::from_secs(5)).send().await else {
+            continue; // not up yet: it will refuse us later if it knows us
+        };
+        if resp.status() == reqwest::StatusCode::FORBIDDEN {
+            let body = resp.text().await.unwrap_or_default();
+            if body.contains("lost storage") {
+                return Err(Error::Config(format!(
+                    "node {me} started on empty storage, but node {} remembers it with other storage: \
+                     restore this node's data directory, or add it to the consortium under a new id",
+                    node.id
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The node's own certificate must be a node certificate for its id.

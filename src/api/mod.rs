@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use self::error::ApiError;
 use self::service::Service;
 use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
+use crate::raft::incarnation::INCARNATION_HEADER;
 use crate::raft::network::GENESIS_HEADER;
 
 /// The identity of an API connection, set when it opens.
@@ -77,25 +78,43 @@ impl FromRequest for NodePrincipal {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ours = req
-            .app_data::<web::Data<Service>>()
-            .map(|s| s.genesis.hash.as_str());
-        let theirs = req
-            .headers()
-            .get(GENESIS_HEADER)
-            .and_then(|h| h.to_str().ok());
-        ready(match req.conn_data::<PeerIdentity>() {
-            // Same genesis, or the two nodes would apply the log differently.
-            Some(PeerIdentity(Ok(_))) if ours.is_none() || ours != theirs => Err(
-                ApiError::Forbidden("the peer runs a different genesis file"),
-            ),
-            Some(PeerIdentity(Ok(p))) => Ok(p.clone()),
-            Some(PeerIdentity(Err(IdentityError::NotANode))) => Err(ApiError::Forbidden(
-                "the peer listener serves member nodes only",
-            )),
-            Some(PeerIdentity(Err(e))) => Err(ApiError::Unauthenticated(e.to_string())),
-            None => Err(ApiError::Unauthenticated("no verified TLS session".into())),
-        })
+        let header = |name: &str| req.headers().get(name).and_then(|h| h.to_str().ok());
+        let node = match req.conn_data::<PeerIdentity>() {
+            Some(PeerIdentity(Ok(p))) => p.clone(),
+            Some(PeerIdentity(Err(IdentityError::NotANode))) => {
+                return ready(Err(ApiError::Forbidden(
+                    "the peer listener serves member nodes only",
+                )))
+            }
+            Some(PeerIdentity(Err(e))) => {
+                return ready(Err(ApiError::Unauthenticated(e.to_string())))
+            }
+            None => {
+                return ready(Err(ApiError::Unauthenticated(
+                    "no verified TLS session".into(),
+                )))
+            }
+        };
+        let Some(svc) = req.app_data::<web::Data<Service>>() else {
+            return ready(Err(ApiError::Unavailable("not ready".into())));
+        };
+        // Same genesis, or the two nodes would apply the log differently.
+        if header(GENESIS_HEADER) != Some(svc.genesis.hash.as_str()) {
+            return ready(Err(ApiError::Forbidden(
+                "the peer runs a different genesis file",
+            )));
+        }
+        if let Err(why) = svc
+            .peers
+            .incarnations
+            .check(node.id, header(INCARNATION_HEADER))
+        {
+            tracing::error!(peer = node.id, "{why}");
+            return ready(Err(ApiError::Forbidden(
+                "this node id rejoined with lost storage",
+            )));
+        }
+        ready(Ok(node))
     }
 }
 

@@ -13,8 +13,12 @@ use crate::identity::{NodePrincipal, Principal};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::TypeConfig;
 
+/// A peer asks whether it is accepted (used by a node on empty storage).
+pub const HELLO_PATH: &str = "/peer/v1/hello";
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(APPEND_PATH, web::post().to(append))
+    cfg.route(HELLO_PATH, web::post().to(hello))
+        .route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
         .route(EXECUTE_PATH, web::post().to(execute))
@@ -27,6 +31,10 @@ async fn body_of<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes = read_body(body, svc.limits.peer_body_bytes_max).await?;
     parse_json(&bytes)
+}
+
+async fn hello(_node: NodePrincipal) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"ok": true}))
 }
 
 /// A Raft RPC's sender is the node whose vote it carries.

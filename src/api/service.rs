@@ -236,6 +236,9 @@ impl Service {
             Err(e) if e.is_connect() => return Err(Attempt::Retry),
             Err(_) => return Err(Attempt::RetryMaybeProposed),
         };
+        if self.peers.check_response(leader, &resp).is_err() {
+            return Err(Attempt::RetryMaybeProposed);
+        }
         if !resp.status().is_success() {
             // The leader's peer listener refused the forward itself (e.g. a
             // body past its limit): relay its error as it is.

@@ -11,10 +11,13 @@
 //!   writes what each entry changed in one atomic sled batch; builds and
 //!   installs snapshots.
 //! - [`network`]: Raft RPCs to peers over mutual TLS (`raft_addr`).
+//! - [`incarnation`]: a node whose storage was lost cannot rejoin under its
+//!   old id (it would have forgotten its votes and acknowledged entries).
 //!
 //! Each entry's payload is a [`crate::ledger::Entry`], stamped by the leader
 //! (time, caller) before it is proposed, so `apply` is deterministic.
 
+pub mod incarnation;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

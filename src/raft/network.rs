@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use openraft::BasicNode;
+
+use super::incarnation::{Incarnations, INCARNATION_HEADER};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -29,16 +31,33 @@ pub const GENESIS_HEADER: &str = "alliance-genesis";
 
 /// One pooled HTTPS client per peer, each verifying that it reaches exactly
 /// that node (see `Trust::peer_client_config`).
-#[derive(Clone, Default)]
-pub struct Peers(Arc<BTreeMap<u64, reqwest::Client>>);
+/// Each request carries this node's incarnation, each response must carry
+/// the peer's recorded one ([`Incarnations`]).
+#[derive(Clone)]
+pub struct Peers {
+    clients: Arc<BTreeMap<u64, reqwest::Client>>,
+    pub incarnations: Incarnations,
+}
 
 impl Peers {
-    pub fn new(clients: BTreeMap<u64, reqwest::Client>) -> Self {
-        Self(Arc::new(clients))
+    pub fn new(clients: BTreeMap<u64, reqwest::Client>, incarnations: Incarnations) -> Self {
+        Self {
+            clients: Arc::new(clients),
+            incarnations,
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&reqwest::Client> {
-        self.0.get(&id)
+        self.clients.get(&id)
+    }
+
+    /// Accepts a response only from the incarnation of `peer` on record.
+    pub fn check_response(&self, peer: u64, resp: &reqwest::Response) -> Result<(), String> {
+        let inc = resp
+            .headers()
+            .get(INCARNATION_HEADER)
+            .and_then(|h| h.to_str().ok());
+        self.incarnations.check(peer, inc)
     }
 }
 
@@ -59,6 +78,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
+            peers: self.peers.clone(),
             http: self.peers.get(target).cloned(),
             base: format!("https://{}", node.addr),
             target,
@@ -67,6 +87,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 }
 
 pub struct PeerClient {
+    peers: Peers,
     /// None for a target outside genesis: every call is then unreachable.
     http: Option<reqwest::Client>,
     base: String,
@@ -100,6 +121,13 @@ impl PeerClient {
             Err(e) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
         };
+        if let Err(e) = self.peers.check_response(self.target, &resp) {
+            // A vote or acknowledgement from a node that lost its storage
+            // must not count: treat it as unreachable.
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(e),
+            )));
+        }
         if !resp.status().is_success() {
             let err =
                 std::io::Error::other(format!("peer {} answered {}", self.target, resp.status()));

@@ -204,3 +204,26 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     let r = ok(c.app(1, lagging).get_transfer("s-39").await);
     assert_eq!(r.body["amount"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_storage_was_lost_cannot_rejoin_under_its_id() {
+    let mut c = Cluster::start().await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.kill(victim);
+    std::fs::remove_dir_all(&c.layout.node(victim).data_dir).unwrap();
+
+    c.restart(victim);
+    let status = c.wait_exit(victim).await;
+    assert!(!status.success(), "{status}");
+    let log = std::fs::read_to_string(&c.layout.node(victim).log).unwrap();
+    assert!(log.contains("remembers it with other storage"), "{log}");
+
+    // The rest of the consortium carries on.
+    transfer_until_ok(&c.app(1, leader), "after-wipe", "org1.ops", "org2.ops", 5).await;
+    assert_eq!(
+        c.balance(2, leader, "org2.ops", false).await.as_deref(),
+        Some("5")
+    );
+}

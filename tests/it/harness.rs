@@ -78,6 +78,20 @@ impl Cluster {
         self.spawn(id);
     }
 
+    /// Waits for node `id` to exit by itself and returns how it exited.
+    pub async fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let child = self.nodes.get_mut(&id).expect("node is running");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.nodes.remove(&id);
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {id} did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
     }
