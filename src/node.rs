@@ -40,6 +40,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let store = Store::open(&config.data_dir.join("sled"))?;
     let incarnations = Incarnations::open(&store, config.id)?;
     let mut log_store = LogStore::new(store.clone());
+    let commit_index = log_store.commit_index();
     let state_machine = StateMachine::open(store, genesis.org_names())
         .map_err(|e| Error::Storage(e.to_string()))?;
     let shared = state_machine.shared();
@@ -78,6 +79,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         genesis.clone(),
         config.limits.clone(),
         peers,
+        commit_index,
     ));
     let api_tls = trust.server_config(&config.tls)?;
     let peer_tls = trust.server_config(&config.tls)?;

@@ -22,6 +22,8 @@ pub enum ApiError {
     },
     InvalidQuery(String),
     BodyTooLarge(usize),
+    /// The body did not arrive within the request timeout.
+    BodyTimeout,
     /// The session's certificate is not a member identity.
     Unauthenticated(String),
     /// The caller's role may not do this.
@@ -48,6 +50,7 @@ impl ApiError {
             Self::InvalidField { code, .. } => code,
             Self::InvalidQuery(_) => "invalid_query",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(what) => what,
@@ -66,6 +69,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -83,6 +87,7 @@ impl ApiError {
             Self::MalformedJson(m) | Self::InvalidQuery(m) | Self::Unauthenticated(m) | Self::Unavailable(m) => m.clone(),
             Self::InvalidField { message, .. } => message.clone(),
             Self::BodyTooLarge(max) => format!("request body is larger than {max} bytes"),
+            Self::BodyTimeout => "the request body did not arrive in time".to_owned(),
             Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
             Self::Rejected(r) => r.message().to_owned(),

@@ -118,9 +118,20 @@ impl FromRequest for NodePrincipal {
     }
 }
 
-/// Reads a request body of at most `max` bytes; a larger one is refused
-/// before it is buffered (the limit bounds memory per request).
-pub async fn read_body(mut payload: web::Payload, max: usize) -> Result<web::Bytes, ApiError> {
+/// Reads a request body of at most `max` bytes within `within`; a larger
+/// one is refused before it is buffered (the limit bounds memory per
+/// request), a slower one is cut off (a trickled body holds a connection).
+pub async fn read_body(
+    payload: web::Payload,
+    max: usize,
+    within: std::time::Duration,
+) -> Result<web::Bytes, ApiError> {
+    tokio::time::timeout(within, read_all(payload, max))
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout))
+}
+
+async fn read_all(mut payload: web::Payload, max: usize) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {

@@ -29,7 +29,7 @@ async fn body_of<T: serde::de::DeserializeOwned>(
     svc: &Service,
     body: web::Payload,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(body, svc.limits.peer_body_bytes_max).await?;
+    let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
     parse_json(&bytes)
 }
 

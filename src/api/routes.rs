@@ -58,7 +58,7 @@ async fn create_account(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, svc.limits.body_bytes_max).await?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
     let account = parse_json::<CreateAccountBody>(&body)?.validate(&svc.limits)?;
     ensure_may_write(&principal)?;
     let op = Op::Write(Command::CreateAccount(account));
@@ -70,7 +70,7 @@ async fn post_transfer(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, svc.limits.body_bytes_max).await?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
     let transfer = parse_json::<TransferBody>(&body)?.validate(&svc.limits)?;
     ensure_may_write(&principal)?;
     // Edge check of ownership on this node's state; apply checks again.
@@ -134,6 +134,7 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
         "voters": voters,
         "members": members,
         "last_log_index": m.last_log_index,
+        "commit_index": svc.commit_index.get(),
         "applied_index": m.last_applied.map(|l| l.index),
         "snapshot_index": m.snapshot.map(|l| l.index),
         "purged_index": m.purged.map(|l| l.index),

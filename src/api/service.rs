@@ -21,6 +21,7 @@ use super::types::{account_view, check_limits, transfer_view};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
 use crate::ledger::{AccountId, Command, Entry, Outcome, TransferId};
+use crate::raft::log_store::CommitIndex;
 use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
 use crate::raft::Raft;
@@ -61,6 +62,7 @@ pub struct Service {
     pub limits: Limits,
     /// Client for the peer channel (pooled, mutual TLS).
     pub peers: Peers,
+    pub commit_index: CommitIndex,
     in_flight: Semaphore,
 }
 
@@ -81,6 +83,7 @@ impl Service {
         genesis: Arc<Genesis>,
         limits: Limits,
         peers: Peers,
+        commit_index: CommitIndex,
     ) -> Self {
         let in_flight = Semaphore::new(limits.in_flight_proposals_max);
         Self {
@@ -90,11 +93,12 @@ impl Service {
             genesis,
             limits,
             peers,
+            commit_index,
             in_flight,
         }
     }
 
-    fn timeout(&self) -> Duration {
+    pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.limits.request_timeout_ms)
     }
 

@@ -3,6 +3,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -18,11 +20,37 @@ const COMMITTED_KEY: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    committed: CommitIndex,
+}
+
+/// The latest commit index openraft reported to the store, for status.
+#[derive(Clone, Default)]
+pub struct CommitIndex(Arc<AtomicU64>);
+
+impl CommitIndex {
+    /// `None` until this node learns of a commit.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+
+    fn set(&self, index: Option<u64>) {
+        self.0.store(index.map_or(0, |i| i + 1), Ordering::Relaxed);
+    }
 }
 
 impl LogStore {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            committed: CommitIndex::default(),
+        }
+    }
+
+    pub fn commit_index(&self) -> CommitIndex {
+        self.committed.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -122,6 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// The committed index is a hint that lets a restarted node re-apply its
     /// log at once; it need not be synced (losing it only delays apply).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.committed.set(committed.map(|l| l.index));
         self.store
             .raft
             .insert(COMMITTED_KEY, to_json(&committed))

@@ -41,6 +41,14 @@ async fn three_nodes_form_and_a_follower_write_commits_everywhere() {
     let status = c.status(follower).await.unwrap();
     assert_eq!(status["leader"].as_u64(), Some(leader));
     assert_eq!(status["voters"].as_array().map(Vec::len), Some(3));
+    let (commit, applied) = (
+        status["commit_index"].as_u64().unwrap(),
+        status["applied_index"].as_u64().unwrap(),
+    );
+    assert!(
+        commit >= t.body["log_index"].as_u64().unwrap() && applied <= commit + 1,
+        "{status}"
+    );
 
     // The command-line client works against the same node.
     let org1_app = &c.layout.org("org1").identities["app"];
