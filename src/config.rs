@@ -200,18 +200,31 @@ pub struct Limits {
     pub in_flight_proposals_max: usize,
     /// How long a request may take end to end; a proposed write past it is 504.
     pub request_timeout_ms: u64,
+    /// Most transfers in one batch (one Raft entry).
+    pub batch_transfers_max: usize,
+    /// Longest `timeout_ms` a pending transfer may ask for.
+    pub pending_timeout_ms_max: u64,
+    /// Most items one page of a listing returns.
+    pub page_items_max: usize,
+    /// How often the leader looks for pending transfers due to expire.
+    pub expiry_check_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            body_bytes_max: 64 * 1024,
+            // Room for a full batch: 8190 transfers of ~300 bytes.
+            body_bytes_max: 4 * 1024 * 1024,
             peer_body_bytes_max: 256 * 1024 * 1024,
             memo_bytes_max: 512,
             readers_max: 64,
             connections_max: 1024,
             in_flight_proposals_max: 4096,
             request_timeout_ms: 10_000,
+            batch_transfers_max: 8190,
+            pending_timeout_ms_max: 366 * 24 * 3600 * 1000,
+            page_items_max: 1000,
+            expiry_check_ms: 100,
         }
     }
 }
@@ -266,7 +279,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 12] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -280,6 +293,9 @@ impl NodeConfig {
                 "raft: need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
             ),
             (r.snapshot_logs_since_last > 0, "raft.snapshot_logs_since_last must be positive"),
+            ((1..=100_000).contains(&l.batch_transfers_max), "limits.batch_transfers_max must be 1..=100000"),
+            ((1..=10_000).contains(&l.page_items_max), "limits.page_items_max must be 1..=10000"),
+            ((10..=60_000).contains(&l.expiry_check_ms), "limits.expiry_check_ms must be 10..=60000"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),

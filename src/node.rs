@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, App, HttpServer};
 use openraft::storage::RaftLogStorage;
@@ -14,6 +14,7 @@ use crate::api::{self, service::Service};
 use crate::config::{Genesis, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
+use crate::ledger::{Actor, Command, Entry, OrgName, Role};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetwork, Peers, GENESIS_HEADER};
@@ -81,6 +82,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         peers,
         commit_index,
     ));
+    spawn_expiry_ticker(service.clone(), me.org.clone());
     let api_tls = trust.server_config(&config.tls)?;
     let peer_tls = trust.server_config(&config.tls)?;
     let limits = config.limits.clone();
@@ -184,6 +186,42 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
         }
     }
     Ok(())
+}
+
+/// While this node leads, proposes a `Tick` whenever a pending transfer is
+/// due to expire and nothing else has advanced the ledger clock past it, so
+/// expiry happens (at one log position on every replica) even when idle.
+fn spawn_expiry_ticker(service: Arc<Service>, org: OrgName) {
+    let every = Duration::from_millis(service.limits.expiry_check_ms);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            interval.tick().await;
+            if service.raft.metrics().borrow().current_leader != Some(service.id) {
+                continue;
+            }
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let due = service.state.read().ledger.next_expiry_ms();
+            if due.is_some_and(|d| d <= now_ms) {
+                let actor = Actor {
+                    org: org.clone(),
+                    role: Role::Node,
+                };
+                let entry = Entry {
+                    actor,
+                    timestamp_ms: now_ms,
+                    command: Command::Tick,
+                };
+                if let Err(e) =
+                    tokio::time::timeout(service.timeout(), service.raft.client_write(entry)).await
+                {
+                    tracing::warn!("expiry tick not confirmed in time: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// The node's own certificate must be a node certificate for its id.

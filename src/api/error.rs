@@ -114,15 +114,35 @@ fn rejection_status(r: Rejection) -> StatusCode {
         RoleMayNotWrite
         | AllowNegativeRequiresAdmin
         | GrantRequiresAdmin
+        | CloseRequiresAdmin
+        | AccountNotOwned
         | DebitAccountNotOwned => StatusCode::FORBIDDEN,
-        DebitAccountNotFound | CreditAccountNotFound => StatusCode::NOT_FOUND,
-        AccountExists | ExistsWithDifferentFields => StatusCode::CONFLICT,
+        AccountNotFound
+        | DebitAccountNotFound
+        | CreditAccountNotFound
+        | PendingTransferNotFound => StatusCode::NOT_FOUND,
+        AccountExists
+        | ExistsWithDifferentFields
+        | PendingTransferAlreadyPosted
+        | PendingTransferAlreadyVoided
+        | PendingTransferExpired => StatusCode::CONFLICT,
         UnknownReaderOrg
         | AccountsMustBeDifferent
         | AssetMismatch
+        | DebitAccountClosed
+        | CreditAccountClosed
         | InsufficientFunds
-        | Overflow => StatusCode::UNPROCESSABLE_ENTITY,
+        | ExceedsBalanceMax
+        | Overflow
+        | LinkedTransferFailed
+        | PendingTransferNotPending
+        | ExceedsPendingAmount => StatusCode::UNPROCESSABLE_ENTITY,
     }
+}
+
+/// The HTTP status of a rejection code (for documentation and tests).
+pub fn status_of(r: Rejection) -> u16 {
+    rejection_status(r).as_u16()
 }
 
 impl std::fmt::Display for ApiError {

@@ -7,8 +7,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, Reply};
-use super::service::{Op, Service};
-use super::types::{account_id, parse_json, transfer_id, CreateAccountBody, TransferBody};
+use super::service::{Op, Read, Service};
+use super::types::{
+    account_id, parse_json, transfer_id, transfers_command, CreateAccountBody, PostBody,
+    ReadersBody,
+};
 use super::{no_route, read_body};
 use crate::identity::Principal;
 use crate::ledger::{Command, Rejection};
@@ -17,31 +20,69 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
             .route("/accounts", web::post().to(create_account))
+            .route("/accounts", web::get().to(list_accounts))
             .route("/accounts/{id}", web::get().to(get_account))
-            .route("/transfers", web::post().to(post_transfer))
+            .route("/accounts/{id}/transfers", web::get().to(account_history))
+            .route("/accounts/{id}/readers", web::put().to(set_readers))
+            .route("/accounts/{id}/close", web::post().to(close_account))
+            .route("/transfers", web::post().to(post_transfers))
             .route("/transfers/{id}", web::get().to(get_transfer))
+            .route("/transfers/{id}/post", web::post().to(post_pending))
+            .route("/transfers/{id}/void", web::post().to(void_pending))
             .route("/cluster", web::get().to(cluster)),
     )
     .default_service(web::to(no_route));
 }
 
-#[derive(Deserialize)]
+/// Query parameters of reads; each endpoint accepts the ones it uses.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ReadQuery {
     consistency: Option<String>,
+    at_height: Option<u64>,
+    cursor: Option<String>,
+    limit: Option<usize>,
 }
 
-/// Whether a read asked for `consistency=local`.
-fn local_read(query: &str) -> Result<bool, ApiError> {
-    let q: ReadQuery = web::Query::<ReadQuery>::from_query(query)
-        .map_err(|e| ApiError::InvalidQuery(e.to_string()))?
-        .into_inner();
-    match q.consistency.as_deref() {
-        None | Some("linearizable") => Ok(false),
-        Some("local") => Ok(true),
-        Some(_) => Err(ApiError::InvalidQuery(
-            "consistency must be linearizable or local".into(),
-        )),
+impl ReadQuery {
+    /// Parses `query`, refusing parameters outside `allowed`.
+    fn parse(query: &str, allowed: &[&str]) -> Result<Self, ApiError> {
+        let q: Self = web::Query::<Self>::from_query(query)
+            .map_err(|e| ApiError::InvalidQuery(e.to_string()))?
+            .into_inner();
+        let given = [
+            ("at_height", q.at_height.is_some()),
+            ("cursor", q.cursor.is_some()),
+            ("limit", q.limit.is_some()),
+        ];
+        if let Some((name, _)) = given
+            .iter()
+            .find(|(name, set)| *set && !allowed.contains(name))
+        {
+            return Err(ApiError::InvalidQuery(format!(
+                "{name} does not apply here"
+            )));
+        }
+        Ok(q)
+    }
+
+    /// Whether the read asked for `consistency=local`.
+    fn local(&self) -> Result<bool, ApiError> {
+        match self.consistency.as_deref() {
+            None | Some("linearizable") => Ok(false),
+            Some("local") => Ok(true),
+            Some(_) => Err(ApiError::InvalidQuery(
+                "consistency must be linearizable or local".into(),
+            )),
+        }
+    }
+
+    fn limit(&self, svc: &Service) -> Result<usize, ApiError> {
+        let max = svc.limits.page_items_max;
+        match self.limit.unwrap_or(100.min(max)) {
+            n if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::InvalidQuery(format!("limit must be 1..={max}"))),
+        }
     }
 }
 
@@ -53,6 +94,30 @@ fn ensure_may_write(p: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Runs a read linearizably (default) or on this node's state.
+async fn read(
+    svc: &Service,
+    principal: &Principal,
+    q: &ReadQuery,
+    read: Read,
+) -> Result<HttpResponse, ApiError> {
+    let reply = if q.local()? {
+        svc.read(principal, &read)
+    } else {
+        svc.execute(principal, &Op::Read(read)).await
+    };
+    Ok(reply.into())
+}
+
+async fn write(
+    svc: &Service,
+    principal: &Principal,
+    command: Command,
+) -> Result<HttpResponse, ApiError> {
+    ensure_may_write(principal)?;
+    Ok(svc.execute(principal, &Op::Write(command)).await.into())
+}
+
 async fn create_account(
     principal: Principal,
     svc: web::Data<Service>,
@@ -60,27 +125,98 @@ async fn create_account(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
     let account = parse_json::<CreateAccountBody>(&body)?.validate(&svc.limits)?;
-    ensure_may_write(&principal)?;
-    let op = Op::Write(Command::CreateAccount(account));
-    Ok(svc.execute(&principal, &op).await.into())
+    write(&svc, &principal, Command::CreateAccount(account)).await
 }
 
-async fn post_transfer(
+async fn post_transfers(
     principal: Principal,
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
-    let transfer = parse_json::<TransferBody>(&body)?.validate(&svc.limits)?;
-    ensure_may_write(&principal)?;
-    // Edge check of ownership on this node's state; apply checks again.
-    if let Some(debit) = svc.state.read().ledger.account(&transfer.debit_account) {
-        if &debit.owner != principal.org() {
-            return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
+    let (command, batch) = transfers_command(&body, &svc.limits)?;
+    if let (Command::Transfers { transfers, .. }, false) = (&command, batch) {
+        // Edge check of ownership on this node's state; apply checks again.
+        let state = svc.state.read();
+        if let Some(debit) = transfers
+            .first()
+            .and_then(|t| state.ledger.account(&t.debit_account))
+        {
+            if &debit.owner != principal.org() && principal.role().may_write() {
+                return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
+            }
         }
     }
-    let op = Op::Write(Command::Transfers(vec![transfer]));
-    Ok(svc.execute(&principal, &op).await.into())
+    write(&svc, &principal, command).await
+}
+
+async fn post_pending(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = transfer_id(&id)?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    let post = if body.is_empty() {
+        PostBody::default()
+    } else {
+        parse_json::<PostBody>(&body)?
+    };
+    write(
+        &svc,
+        &principal,
+        Command::PostPending {
+            id,
+            amount: post.amount()?,
+        },
+    )
+    .await
+}
+
+async fn void_pending(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = transfer_id(&id)?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    if !body.is_empty() {
+        parse_json::<EmptyBody>(&body)?;
+    }
+    write(&svc, &principal, Command::VoidPending { id }).await
+}
+
+/// `{}`: the only body `void` and `close` accept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+async fn close_account(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = account_id(&id)?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    if !body.is_empty() {
+        parse_json::<EmptyBody>(&body)?;
+    }
+    write(&svc, &principal, Command::CloseAccount { id }).await
+}
+
+async fn set_readers(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = account_id(&id)?;
+    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    let readers = parse_json::<ReadersBody>(&body)?.validate(&svc.limits)?;
+    write(&svc, &principal, Command::SetReaders { id, readers }).await
 }
 
 async fn get_account(
@@ -90,12 +226,43 @@ async fn get_account(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let reply = if local_read(req.query_string())? {
-        svc.read_account(&principal, &id)
-    } else {
-        svc.execute(&principal, &Op::GetAccount(id)).await
+    let q = ReadQuery::parse(req.query_string(), &["at_height"])?;
+    let at_height = q.at_height;
+    read(&svc, &principal, &q, Read::Account { id, at_height }).await
+}
+
+async fn account_history(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = account_id(&id)?;
+    let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
+    let from = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse()
+            .map_err(|_| ApiError::InvalidQuery("cursor is not one this API returned".into()))?,
     };
-    Ok(reply.into())
+    let limit = q.limit(&svc)?;
+    read(&svc, &principal, &q, Read::History { id, from, limit }).await
+}
+
+async fn list_accounts(
+    principal: Principal,
+    svc: web::Data<Service>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(account_id)
+        .transpose()
+        .map_err(|_| ApiError::InvalidQuery("bad cursor".into()))?;
+    let limit = q.limit(&svc)?;
+    read(&svc, &principal, &q, Read::Accounts { after, limit }).await
 }
 
 async fn get_transfer(
@@ -105,12 +272,8 @@ async fn get_transfer(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
-    let reply = if local_read(req.query_string())? {
-        svc.read_transfer(&principal, &id)
-    } else {
-        svc.execute(&principal, &Op::GetTransfer(id)).await
-    };
-    Ok(reply.into())
+    let q = ReadQuery::parse(req.query_string(), &[])?;
+    read(&svc, &principal, &q, Read::Transfer(id)).await
 }
 
 /// Cluster status from this node's view; any member certificate may ask.

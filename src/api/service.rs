@@ -13,14 +13,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Reply};
-use super::types::{account_view, check_limits, transfer_view};
+use super::types::{account_view, batch_item_view, check_limits, history_view, transfer_view};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
-use crate::ledger::{AccountId, Command, Entry, Outcome, TransferId};
+use crate::ledger::{
+    Account, AccountId, Command, Entry, HistoryItem, Outcome, Rejection, Transfer, TransferId,
+};
 use crate::raft::log_store::CommitIndex;
 use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
@@ -37,8 +40,27 @@ const RETRY_BACKOFF_MAX_MS: u64 = 200;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Op {
     Write(Command),
-    GetAccount(AccountId),
-    GetTransfer(TransferId),
+    Read(Read),
+}
+
+/// A read, served from the applied state (on the leader after a
+/// linearizable barrier, or locally).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Read {
+    Account {
+        id: AccountId,
+        at_height: Option<u64>,
+    },
+    Transfer(TransferId),
+    History {
+        id: AccountId,
+        from: u64,
+        limit: usize,
+    },
+    Accounts {
+        after: Option<AccountId>,
+        limit: usize,
+    },
 }
 
 impl Op {
@@ -158,13 +180,9 @@ impl Service {
     ) -> Result<Reply, Attempt> {
         match op {
             Op::Write(command) => self.write(principal, command, deadline).await,
-            Op::GetAccount(id) => {
+            Op::Read(read) => {
                 self.linearize(deadline).await?;
-                Ok(self.read_account(principal, id))
-            }
-            Op::GetTransfer(id) => {
-                self.linearize(deadline).await?;
-                Ok(self.read_transfer(principal, id))
+                Ok(self.read(principal, read))
             }
         }
     }
@@ -189,7 +207,12 @@ impl Service {
         };
         match tokio::time::timeout_at(deadline, self.raft.client_write(entry)).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
-            Ok(Ok(resp)) => Ok(render_outcome(resp.data, principal, resp.log_id.index)),
+            Ok(Ok(resp)) => Ok(render_outcome(
+                resp.data,
+                principal,
+                command,
+                resp.log_id.index,
+            )),
             // Usually "not leader, nothing appended"; but openraft also says
             // so after appending and then losing leadership, when the entry
             // may still commit. Retrying is safe; "nothing written" is not.
@@ -260,41 +283,149 @@ impl Service {
         }
     }
 
-    /// A read from this node's own applied state (`consistency=local`).
-    pub fn read_account(&self, principal: &Principal, id: &AccountId) -> Reply {
-        let applied = self.state.read();
-        let as_of = applied.last_applied.map_or(0, |l| l.index);
-        match applied.ledger.account(id) {
-            Some(a) if a.readable_by(&principal.actor()) => {
-                Reply::ok(account_view(a, principal.org(), as_of))
+    /// Serves `read` from this node's applied state. Called on the leader
+    /// after [`Self::linearize`], or directly for `consistency=local`.
+    pub fn read(&self, principal: &Principal, read: &Read) -> Reply {
+        let state = self.state.read();
+        let as_of = state.last_applied.map_or(0, |l| l.index);
+        let ledger = &state.ledger;
+        let actor = principal.actor();
+        let visible = |id: &AccountId| ledger.account(id).filter(|a| a.readable_by(&actor));
+        let not_found = || ApiError::NotFound("account_not_found").reply();
+        let storage =
+            |e: sled::Error| ApiError::Unavailable(format!("reading history: {e}")).reply();
+        match read {
+            Read::Account {
+                id,
+                at_height: None,
+            } => match visible(id) {
+                Some(a) => Reply::ok(account_view(a, principal.org(), as_of)),
+                None => not_found(),
+            },
+            Read::Account {
+                id,
+                at_height: Some(h),
+            } => {
+                let Some(a) = visible(id) else {
+                    return not_found();
+                };
+                if *h > ledger.height() {
+                    let msg = format!("at_height {h} is above the chain head {}", ledger.height());
+                    return ApiError::InvalidQuery(msg).reply();
+                }
+                if *h < a.created_height {
+                    return not_found();
+                }
+                match state.history_at_height(id, *h) {
+                    Ok(item) => Reply::ok(balance_at_view(a, *h, item.as_ref(), as_of)),
+                    Err(e) => storage(e),
+                }
             }
-            _ => ApiError::NotFound("account_not_found").reply(),
-        }
-    }
-
-    pub fn read_transfer(&self, principal: &Principal, id: &TransferId) -> Reply {
-        let applied = self.state.read();
-        match applied.ledger.transfer(id) {
-            Some(t) if t.readable_by(&principal.actor(), &applied.ledger) => {
-                let mut view = transfer_view(t);
-                view["as_of"] = applied.last_applied.map_or(0, |l| l.index).into();
-                Reply::ok(view)
+            Read::Transfer(id) => match ledger
+                .transfer(id)
+                .filter(|t| ledger.transfer_readable_by(t, &actor))
+            {
+                Some(t) => {
+                    let mut view = transfer_view(t);
+                    view["as_of"] = as_of.into();
+                    Reply::ok(view)
+                }
+                None => ApiError::NotFound("transfer_not_found").reply(),
+            },
+            Read::History { id, from, limit } => {
+                let Some(a) = visible(id) else {
+                    return not_found();
+                };
+                match state.history(id, *from, *limit) {
+                    Ok(items) => {
+                        let next = items
+                            .last()
+                            .map(|i| i.seq + 1)
+                            .filter(|n| *n < a.history_len);
+                        let items: Vec<_> = items.iter().map(history_view).collect();
+                        Reply::ok(
+                            json!({"items": items, "next_cursor": next.map(|n| n.to_string()), "as_of": as_of}),
+                        )
+                    }
+                    Err(e) => storage(e),
+                }
             }
-            _ => ApiError::NotFound("transfer_not_found").reply(),
+            Read::Accounts { after, limit } => {
+                let mut page: Vec<_> = ledger
+                    .accounts_after(after.as_ref())
+                    .filter(|a| a.readable_by(&actor))
+                    .take(limit + 1)
+                    .collect();
+                let more = page.len() > *limit;
+                page.truncate(*limit);
+                let next = if more {
+                    page.last().map(|a| a.id.to_string())
+                } else {
+                    None
+                };
+                let accounts: Vec<_> = page
+                    .iter()
+                    .map(|a| account_view(a, principal.org(), as_of))
+                    .collect();
+                Reply::ok(json!({"accounts": accounts, "next_cursor": next, "as_of": as_of}))
+            }
         }
     }
 }
 
-fn render_outcome(outcome: Option<Outcome>, principal: &Principal, log_index: u64) -> Reply {
+/// An account's balances as of block height `h`: after its last event at or
+/// below `h` (none: as created, all zero).
+fn balance_at_view(
+    a: &Account,
+    h: u64,
+    item: Option<&HistoryItem>,
+    as_of: u64,
+) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "asset": a.asset,
+        "at_height": h,
+        "balance": item.map_or(0, |i| i.balance_after).to_string(),
+        "debits_pending": item.map_or(0, |i| i.debits_pending_after).to_string(),
+        "credits_pending": item.map_or(0, |i| i.credits_pending_after).to_string(),
+        "as_of": as_of,
+    })
+}
+
+fn render_outcome(
+    outcome: Option<Outcome>,
+    principal: &Principal,
+    command: &Command,
+    log_index: u64,
+) -> Reply {
+    let batch = matches!(command, Command::Transfers { transfers, .. } if transfers.len() > 1);
     match outcome {
         Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, principal.org(), log_index)),
-        Some(Outcome::Transfers(results)) if results.len() == 1 => match results.into_iter().next()
-        {
+        Some(Outcome::Account(Err(r)) | Outcome::Transfer(Err(r))) => ApiError::Rejected(r).reply(),
+        Some(Outcome::Transfer(Ok(t))) => Reply::ok(transfer_view(&t)),
+        Some(Outcome::Transfers(results)) if batch || results.len() != 1 => {
+            batch_reply(command, &results)
+        }
+        Some(Outcome::Transfers(mut results)) => match results.pop() {
             Some(Ok(t)) => Reply::ok(transfer_view(&t)),
             Some(Err(r)) => ApiError::Rejected(r).reply(),
             None => unreachable!("length checked"),
         },
-        Some(Outcome::Account(Err(r))) => ApiError::Rejected(r).reply(),
         other => ApiError::Unavailable(format!("unexpected outcome {other:?}")).reply(),
     }
+}
+
+/// A batch's results in request order; an atomic batch that was refused is
+/// a 422 `batch_rejected` carrying every item's reason.
+fn batch_reply(command: &Command, results: &[Result<Transfer, Rejection>]) -> Reply {
+    let atomic = matches!(command, Command::Transfers { atomic: true, .. });
+    let items: Vec<_> = results.iter().map(batch_item_view).collect();
+    if atomic && results.iter().any(Result::is_err) {
+        let error = json!({"code": "batch_rejected", "message": "a transfer of this atomic batch was refused; nothing was applied"});
+        return Reply {
+            status: 422,
+            body: json!({"error": error, "atomic": true, "results": items}),
+        };
+    }
+    Reply::ok(json!({"atomic": atomic, "results": items}))
 }

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use crate::config::Limits;
 use crate::ledger::{
-    Account, AccountId, Amount, Asset, Command, NewAccount, NewTransfer, OrgName, Transfer,
-    TransferId,
+    Account, AccountId, Amount, Asset, Command, HistoryItem, NewAccount, NewTransfer, OrgName,
+    Rejection, Transfer, TransferId, TOTAL_MAX,
 };
 
 #[derive(Deserialize)]
@@ -26,6 +26,8 @@ pub struct CreateAccountBody {
     allow_negative: bool,
     #[serde(default)]
     readers: Vec<String>,
+    #[serde(default)]
+    balance_max: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +39,29 @@ pub struct TransferBody {
     amount: Value,
     asset: Option<String>,
     memo: Option<String>,
+    #[serde(default)]
+    pending: bool,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    transfers: Vec<TransferBody>,
+    #[serde(default)]
+    atomic: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PostBody {
+    amount: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadersBody {
+    readers: Vec<String>,
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -58,22 +83,54 @@ fn asset(s: &str) -> Result<Asset, ApiError> {
     Asset::parse(s).map_err(|e| invalid("invalid_asset", e.what))
 }
 
-/// An amount: a JSON integer or a decimal string, positive, at most 2^64-1.
-/// Floats (`1.0`, `1e3`) and integers past u64 (which JSON parsers turn into
-/// floats) are refused rather than rounded.
-fn amount(v: &Value) -> Result<Amount, ApiError> {
-    let bad = |e: crate::ledger::InvalidAmount| invalid("invalid_amount", e.to_string());
-    match v {
-        Value::Number(n) => match n.as_u64() {
-            Some(units) => Amount::new(units).map_err(bad),
-            None => Err(invalid(
-                "invalid_amount",
-                "amount must be a positive integer of at most 18446744073709551615 (no sign, fraction or exponent)",
-            )),
-        },
-        Value::String(s) => Amount::parse_decimal(s).map_err(bad),
-        _ => Err(invalid("invalid_amount", "amount must be a JSON integer or a decimal string")),
+fn readers(list: &[String], limits: &Limits) -> Result<BTreeSet<OrgName>, ApiError> {
+    if list.len() > limits.readers_max {
+        return Err(invalid(
+            "too_many_readers",
+            format!("at most {} readers", limits.readers_max),
+        ));
     }
+    list.iter()
+        .map(|r| OrgName::parse(r).map_err(|e| invalid("invalid_org", e.what)))
+        .collect()
+}
+
+/// A decimal integer as a JSON integer or string: digits only, no sign,
+/// fraction, exponent or leading zero. Integers JSON parsers would round
+/// (past u64) are refused unless sent as strings.
+fn decimal(v: &Value, code: &'static str) -> Result<u128, ApiError> {
+    let bad = || {
+        invalid(
+            code,
+            "must be a non-negative integer, as a JSON integer or a decimal string",
+        )
+    };
+    match v {
+        Value::Number(n) => n.as_u64().map(u128::from).ok_or_else(bad),
+        Value::String(s) => {
+            let digits = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            if digits {
+                s.parse().map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// An amount: positive, at most 2^64-1.
+fn amount(v: &Value) -> Result<Amount, ApiError> {
+    let units = decimal(v, "invalid_amount")?;
+    let units = u64::try_from(units).map_err(|_| {
+        invalid(
+            "invalid_amount",
+            "amount must be at most 18446744073709551615",
+        )
+    })?;
+    Amount::new(units).map_err(|e| invalid("invalid_amount", e.to_string()))
 }
 
 pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -82,33 +139,46 @@ pub fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError>
 
 impl CreateAccountBody {
     pub fn validate(self, limits: &Limits) -> Result<NewAccount, ApiError> {
-        if self.readers.len() > limits.readers_max {
-            return Err(invalid(
-                "too_many_readers",
-                format!("at most {} readers", limits.readers_max),
-            ));
-        }
-        let readers = self
-            .readers
-            .iter()
-            .map(|r| OrgName::parse(r).map_err(|e| invalid("invalid_org", e.what)))
-            .collect::<Result<BTreeSet<_>, _>>()?;
+        let balance_max = match &self.balance_max {
+            None => None,
+            Some(v) => match decimal(v, "invalid_balance_max")? {
+                max if max <= TOTAL_MAX => Some(max),
+                _ => return Err(invalid("invalid_balance_max", "balance_max is too large")),
+            },
+        };
         Ok(NewAccount {
             id: account_id(&self.id)?,
             asset: asset(&self.asset)?,
             allow_negative: self.allow_negative,
-            readers,
+            readers: readers(&self.readers, limits)?,
+            balance_max,
         })
     }
 }
 
 impl TransferBody {
     pub fn validate(self, limits: &Limits) -> Result<NewTransfer, ApiError> {
-        if let Some(memo) = &self.memo {
-            if memo.len() > limits.memo_bytes_max {
+        if self
+            .memo
+            .as_ref()
+            .is_some_and(|m| m.len() > limits.memo_bytes_max)
+        {
+            return Err(invalid(
+                "memo_too_long",
+                format!("memo is longer than {} bytes", limits.memo_bytes_max),
+            ));
+        }
+        if let Some(t) = self.timeout_ms {
+            if !self.pending {
                 return Err(invalid(
-                    "memo_too_long",
-                    format!("memo is longer than {} bytes", limits.memo_bytes_max),
+                    "invalid_timeout",
+                    "timeout_ms applies to pending transfers only",
+                ));
+            }
+            if t == 0 || t > limits.pending_timeout_ms_max {
+                return Err(invalid(
+                    "invalid_timeout",
+                    format!("timeout_ms must be 1..={}", limits.pending_timeout_ms_max),
                 ));
             }
         }
@@ -119,12 +189,62 @@ impl TransferBody {
             amount: amount(&self.amount)?,
             asset: self.asset.as_deref().map(asset).transpose()?,
             memo: self.memo,
+            pending: self.pending,
+            timeout_ms: self.timeout_ms,
         })
     }
 }
 
-/// An account as `viewer`'s organization may see it: the readers list is
-/// shown to the owner only.
+/// A single transfer or a batch: which one a `POST /v1/transfers` body is.
+pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, bool), ApiError> {
+    let value: Value = parse_json(body)?;
+    if value.get("transfers").is_some() {
+        let batch: BatchBody =
+            serde_json::from_value(value).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        if batch.transfers.is_empty() || batch.transfers.len() > limits.batch_transfers_max {
+            let max = limits.batch_transfers_max;
+            return Err(invalid(
+                "invalid_batch",
+                format!("a batch holds 1..={max} transfers"),
+            ));
+        }
+        let transfers = batch
+            .transfers
+            .into_iter()
+            .map(|t| t.validate(limits))
+            .collect::<Result<_, _>>()?;
+        Ok((
+            Command::Transfers {
+                transfers,
+                atomic: batch.atomic,
+            },
+            true,
+        ))
+    } else {
+        let one: TransferBody =
+            serde_json::from_value(value).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        Ok((
+            Command::Transfers {
+                transfers: vec![one.validate(limits)?],
+                atomic: false,
+            },
+            false,
+        ))
+    }
+}
+
+impl PostBody {
+    pub fn amount(&self) -> Result<Option<Amount>, ApiError> {
+        self.amount.as_ref().map(amount).transpose()
+    }
+}
+
+impl ReadersBody {
+    pub fn validate(self, limits: &Limits) -> Result<BTreeSet<OrgName>, ApiError> {
+        readers(&self.readers, limits)
+    }
+}
+
 /// Limits that the edge checks, checked again on the leader for commands
 /// forwarded by a peer.
 pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> {
@@ -133,21 +253,34 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
             "too_many_readers",
             format!("at most {} readers", limits.readers_max),
         )),
-        Command::Transfers(ts) => match ts.iter().find(|t| {
-            t.memo
-                .as_ref()
-                .is_some_and(|m| m.len() > limits.memo_bytes_max)
-        }) {
-            Some(_) => Err(invalid(
+        Command::SetReaders { readers, .. } if readers.len() > limits.readers_max => Err(invalid(
+            "too_many_readers",
+            format!("at most {} readers", limits.readers_max),
+        )),
+        Command::Transfers { transfers, .. } if transfers.len() > limits.batch_transfers_max => {
+            Err(invalid(
+                "invalid_batch",
+                format!("a batch holds 1..={} transfers", limits.batch_transfers_max),
+            ))
+        }
+        Command::Transfers { transfers, .. }
+            if transfers.iter().any(|t| {
+                t.memo
+                    .as_ref()
+                    .is_some_and(|m| m.len() > limits.memo_bytes_max)
+            }) =>
+        {
+            Err(invalid(
                 "memo_too_long",
                 format!("memo is longer than {} bytes", limits.memo_bytes_max),
-            )),
-            None => Ok(()),
-        },
-        Command::CreateAccount(_) => Ok(()),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
+/// An account as `viewer`'s organization may see it: the readers list is
+/// shown to the owner only.
 pub fn account_view(a: &Account, viewer: &OrgName, as_of: u64) -> Value {
     let readers: Vec<&OrgName> = if &a.owner == viewer {
         a.readers.iter().collect()
@@ -159,8 +292,13 @@ pub fn account_view(a: &Account, viewer: &OrgName, as_of: u64) -> Value {
         "owner": a.owner,
         "asset": a.asset,
         "allow_negative": a.allow_negative,
+        "closed": a.closed,
+        "balance_max": a.balance_max.map(|m| m.to_string()),
         "readers": readers,
         "balance": a.balance().to_string(),
+        "available": a.available().to_string(),
+        "debits_pending": a.debits_pending.to_string(),
+        "credits_pending": a.credits_pending.to_string(),
         "debits_posted": a.debits_posted.to_string(),
         "credits_posted": a.credits_posted.to_string(),
         "created_height": a.created_height,
@@ -180,5 +318,35 @@ pub fn transfer_view(t: &Transfer) -> Value {
         "timestamp_ms": t.timestamp_ms,
         "height": t.height,
         "log_index": t.log_index,
+        "pending": t.pending,
+        "timeout_ms": t.timeout_ms,
+        "expires_at_ms": t.expires_at_ms,
+        "state": t.state,
+        "posted_amount": t.posted_amount.map(|a| a.units().to_string()),
+        "resolved_height": t.resolved_height,
     })
+}
+
+pub fn history_view(h: &HistoryItem) -> Value {
+    json!({
+        "seq": h.seq,
+        "transfer": h.transfer,
+        "event": h.event,
+        "side": if h.debit { "debit" } else { "credit" },
+        "amount": h.amount.units().to_string(),
+        "balance_after": h.balance_after.to_string(),
+        "debits_pending_after": h.debits_pending_after.to_string(),
+        "credits_pending_after": h.credits_pending_after.to_string(),
+        "height": h.height,
+        "log_index": h.log_index,
+        "timestamp_ms": h.timestamp_ms,
+    })
+}
+
+/// One batch item's result.
+pub fn batch_item_view(r: &Result<Transfer, Rejection>) -> Value {
+    match r {
+        Ok(t) => json!({"ok": true, "transfer": transfer_view(t)}),
+        Err(e) => json!({"ok": false, "error": {"code": e.code(), "message": e.message()}}),
+    }
 }

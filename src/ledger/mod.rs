@@ -5,20 +5,37 @@
 //! proposes), no randomness, no I/O. Every replica that applies the same log
 //! ends with the same state, which is what makes Raft replication of it sound.
 //!
-//! The caller (the Raft state machine) persists what [`Changes`] names after
-//! each entry, in one atomic sled batch.
+//! - Time is the *ledger clock*: the largest entry timestamp applied so far,
+//!   so it never runs backwards even if a new leader's clock does. Before
+//!   each entry, pending transfers whose timeout has passed on the ledger
+//!   clock expire; so they expire at the same log position on every replica.
+//! - An atomic batch runs under a journal of what it touched; if any item is
+//!   refused, the journal restores the state and the batch changes nothing.
+//! - The caller (the Raft state machine) persists what [`Changes`] names
+//!   after each entry, in one atomic sled batch; history items exist only
+//!   there (the ledger needs none of them to decide anything).
 //!
 //! Checks run in a fixed, documented order, one line per check, and the first
 //! failing check is the answer (see [`Rejection`]). A rejected command changes
-//! nothing.
+//! nothing (except that a refusal decided after ownership is remembered under
+//! its transfer id, so a re-send gets the same answer).
 
+mod account;
 pub mod ids;
+mod rejection;
+mod transfer;
+pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
+pub use rejection::Rejection;
+pub use types::{
+    Account, Event, HistoryItem, NewAccount, NewTransfer, RejectedTransfer, Transfer,
+    TransferState, TOTAL_MAX,
+};
 
 /// What a certificate's `OU` says its holder may do (DESIGN §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,104 +71,34 @@ pub struct Actor {
     pub role: Role,
 }
 
-/// An account as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub id: AccountId,
-    pub owner: OrgName,
-    pub asset: Asset,
-    pub allow_negative: bool,
-    /// Organizations other than the owner that may read this account.
-    pub readers: BTreeSet<OrgName>,
-    pub debits_posted: u128,
-    pub credits_posted: u128,
-    /// Block height at which the account was created.
-    pub created_height: u64,
-}
-
-impl Account {
-    /// Credits minus debits. Cannot overflow: apply keeps both sums below
-    /// `i128::MAX` (see [`Rejection::Overflow`]).
-    pub fn balance(&self) -> i128 {
-        self.credits_posted as i128 - self.debits_posted as i128
-    }
-
-    /// The role table of DESIGN §3: apps and admins read their own
-    /// organization's accounts; any role but `node` reads a granted one.
-    pub fn readable_by(&self, actor: &Actor) -> bool {
-        match actor.role {
-            Role::Node => false,
-            Role::App | Role::Admin => self.owner == actor.org || self.readers.contains(&actor.org),
-            Role::Partner => self.readers.contains(&actor.org),
-        }
-    }
-}
-
-/// A request to create an account; the owner is the proposing organization.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewAccount {
-    pub id: AccountId,
-    pub asset: Asset,
-    pub allow_negative: bool,
-    pub readers: BTreeSet<OrgName>,
-}
-
-/// A request to move `amount` from `debit_account` to `credit_account`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewTransfer {
-    pub id: TransferId,
-    pub debit_account: AccountId,
-    pub credit_account: AccountId,
-    pub amount: Amount,
-    /// When given, must equal both accounts' asset.
-    pub asset: Option<Asset>,
-    pub memo: Option<String>,
-}
-
-/// A committed transfer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transfer {
-    pub id: TransferId,
-    pub debit_account: AccountId,
-    pub credit_account: AccountId,
-    pub amount: Amount,
-    pub asset: Asset,
-    pub memo: Option<String>,
-    /// The organization whose app or admin posted it.
-    pub posted_by: OrgName,
-    /// Leader's wall clock when it proposed the entry, ms since the Unix epoch.
-    pub timestamp_ms: u64,
-    /// Height of the block (applied ledger entry) that holds it.
-    pub height: u64,
-    /// Raft log index of that entry.
-    pub log_index: u64,
-}
-
-impl Transfer {
-    /// Whether `req` is a re-send of this transfer (same idempotency key and body).
-    fn same_request(&self, req: &NewTransfer) -> bool {
-        self.debit_account == req.debit_account
-            && self.credit_account == req.credit_account
-            && self.amount == req.amount
-            && req.asset.as_ref().is_none_or(|a| a == &self.asset)
-            && self.memo == req.memo
-    }
-
-    /// A transfer is visible to whoever may read either of its accounts.
-    pub fn readable_by(&self, actor: &Actor, ledger: &Ledger) -> bool {
-        [&self.debit_account, &self.credit_account]
-            .into_iter()
-            .filter_map(|id| ledger.account(id))
-            .any(|a| a.readable_by(actor))
-    }
-}
-
 /// A command in the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     CreateAccount(NewAccount),
-    /// Each transfer gets its own result, in order.
-    Transfers(Vec<NewTransfer>),
+    /// One or many transfers; each gets its own result, in order. With
+    /// `atomic`, one refusal refuses them all and nothing changes.
+    Transfers {
+        transfers: Vec<NewTransfer>,
+        atomic: bool,
+    },
+    /// Post a pending transfer, for its full amount or less.
+    PostPending {
+        id: TransferId,
+        amount: Option<Amount>,
+    },
+    VoidPending {
+        id: TransferId,
+    },
+    CloseAccount {
+        id: AccountId,
+    },
+    SetReaders {
+        id: AccountId,
+        readers: BTreeSet<OrgName>,
+    },
+    /// Proposed by the leader when pending transfers are due to expire and
+    /// nothing else is being written; it only advances the ledger clock.
+    Tick,
 }
 
 /// One proposed log entry: the command with who proposed it and when.
@@ -162,101 +109,22 @@ pub struct Entry {
     pub command: Command,
 }
 
-/// Why a command was refused. A closed set; the order of the variants within
-/// each command is the order in which they are checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rejection {
-    // create account, in check order
-    /// The caller's role may not write (partners, nodes).
-    RoleMayNotWrite,
-    /// Only an admin may create an account that may go negative.
-    AllowNegativeRequiresAdmin,
-    /// Only an admin may grant other organizations read access.
-    GrantRequiresAdmin,
-    /// A reader organization is not a member of the consortium.
-    UnknownReaderOrg,
-    /// The account id is taken, with other fields than requested.
-    AccountExists,
-
-    // transfer, in check order (RoleMayNotWrite first)
-    AccountsMustBeDifferent,
-    DebitAccountNotFound,
-    CreditAccountNotFound,
-    /// The debit account belongs to another organization.
-    DebitAccountNotOwned,
-    /// The transfer id was used before with another body.
-    ExistsWithDifferentFields,
-    AssetMismatch,
-    InsufficientFunds,
-    /// A posted total would pass what the ledger can represent.
-    Overflow,
-}
-
-impl Rejection {
-    /// The stable error code clients see.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::RoleMayNotWrite => "role_may_not_write",
-            Self::AllowNegativeRequiresAdmin => "allow_negative_requires_admin",
-            Self::GrantRequiresAdmin => "grant_requires_admin",
-            Self::UnknownReaderOrg => "unknown_reader_org",
-            Self::AccountExists => "account_exists",
-            Self::AccountsMustBeDifferent => "accounts_must_be_different",
-            Self::DebitAccountNotFound => "debit_account_not_found",
-            Self::CreditAccountNotFound => "credit_account_not_found",
-            Self::DebitAccountNotOwned => "debit_account_not_owned",
-            Self::ExistsWithDifferentFields => "exists_with_different_fields",
-            Self::AssetMismatch => "asset_mismatch",
-            Self::InsufficientFunds => "insufficient_funds",
-            Self::Overflow => "overflow",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::RoleMayNotWrite => "this certificate's role may not write",
-            Self::AllowNegativeRequiresAdmin => {
-                "only an admin may create an account with allow_negative"
-            }
-            Self::GrantRequiresAdmin => "only an admin may grant other organizations read access",
-            Self::UnknownReaderOrg => "a reader organization is not a member of the consortium",
-            Self::AccountExists => "an account with this id exists with other fields",
-            Self::AccountsMustBeDifferent => "debit and credit account must be different",
-            Self::DebitAccountNotFound => "the debit account does not exist",
-            Self::CreditAccountNotFound => "the credit account does not exist",
-            Self::DebitAccountNotOwned => "the debit account belongs to another organization",
-            Self::ExistsWithDifferentFields => "a transfer with this id exists with another body",
-            Self::AssetMismatch => {
-                "the accounts' assets (and the transfer's asset, if given) differ"
-            }
-            Self::InsufficientFunds => "the debit account's balance is lower than the amount",
-            Self::Overflow => "the transfer would overflow an account's posted totals",
-        }
-    }
-}
-
 /// The result of applying one entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Account(Result<Account, Rejection>),
     Transfers(Vec<Result<Transfer, Rejection>>),
-}
-
-/// A transfer refused by a business rule after its caller was found to own
-/// the debit account. Kept so that a re-send gets the original answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedTransfer {
-    pub request: NewTransfer,
-    pub rejection: Rejection,
+    Transfer(Result<Transfer, Rejection>),
+    Ticked,
 }
 
 /// What an entry changed, for the caller to persist atomically.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub accounts: BTreeSet<AccountId>,
-    pub transfers: Vec<TransferId>,
+    pub transfers: BTreeSet<TransferId>,
     pub rejected: Vec<TransferId>,
+    pub history: Vec<HistoryItem>,
 }
 
 /// The whole ledger state.
@@ -267,12 +135,34 @@ pub struct Ledger {
     accounts: BTreeMap<AccountId, Account>,
     transfers: BTreeMap<TransferId, Transfer>,
     rejected: BTreeMap<TransferId, RejectedTransfer>,
+    /// Pending transfers by (expiry on the ledger clock, id).
+    expiries: BTreeSet<(u64, TransferId)>,
     /// Number of blocks applied so far.
     height: u64,
+    /// Largest entry timestamp applied so far, ms.
+    clock_ms: u64,
+    /// Undo records while an atomic batch runs; never persisted.
+    #[serde(skip)]
+    journal: Option<Journal>,
 }
 
-/// Each posted total stays at or below this, so that balances fit an i128.
-const POSTED_MAX: u128 = i128::MAX as u128;
+/// What an atomic batch touched, to restore it if the batch is refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Journal {
+    accounts: BTreeMap<AccountId, Account>,
+    transfers: Vec<TransferId>,
+    expiries: Vec<(u64, TransferId)>,
+}
+
+/// The entry being applied: what every record made by it carries.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    actor: &'a Actor,
+    height: u64,
+    log_index: u64,
+    timestamp_ms: u64,
+    clock_ms: u64,
+}
 
 impl Ledger {
     pub fn new(orgs: BTreeSet<OrgName>) -> Self {
@@ -289,16 +179,27 @@ impl Ledger {
         transfers: impl IntoIterator<Item = Transfer>,
         rejected: impl IntoIterator<Item = RejectedTransfer>,
         height: u64,
+        clock_ms: u64,
     ) -> Self {
+        let transfers: BTreeMap<TransferId, Transfer> =
+            transfers.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let expiries = transfers
+            .values()
+            .filter(|t| t.state == TransferState::Pending)
+            .filter_map(|t| t.expires_at_ms.map(|at| (at, t.id.clone())))
+            .collect();
         Self {
             orgs,
             accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
-            transfers: transfers.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            transfers,
             rejected: rejected
                 .into_iter()
                 .map(|r| (r.request.id.clone(), r))
                 .collect(),
+            expiries,
             height,
+            clock_ms,
+            journal: None,
         }
     }
 
@@ -307,6 +208,9 @@ impl Ledger {
     }
     pub fn height(&self) -> u64 {
         self.height
+    }
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)
@@ -317,6 +221,14 @@ impl Ledger {
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
     }
+    /// Accounts with ids after `after`, in id order.
+    pub fn accounts_after(&self, after: Option<&AccountId>) -> impl Iterator<Item = &Account> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.accounts
+            .range((start, Bound::Unbounded))
+            .map(|(_, a)| a)
+    }
     pub fn transfers(&self) -> impl Iterator<Item = &Transfer> {
         self.transfers.values()
     }
@@ -326,204 +238,134 @@ impl Ledger {
     pub fn all_rejected(&self) -> impl Iterator<Item = &RejectedTransfer> {
         self.rejected.values()
     }
+    /// When the next pending transfer expires, on the ledger clock.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// A transfer is visible to whoever may read either of its accounts.
+    pub fn transfer_readable_by(&self, t: &Transfer, actor: &Actor) -> bool {
+        [&t.debit_account, &t.credit_account]
+            .into_iter()
+            .filter_map(|id| self.accounts.get(id))
+            .any(|a| a.readable_by(actor))
+    }
 
     /// Applies one entry committed at `log_index`; it becomes the next block.
     pub fn apply(&mut self, entry: &Entry, log_index: u64) -> (Outcome, Changes) {
         self.height += 1;
+        self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
+        let at = At {
+            actor: &entry.actor,
+            height: self.height,
+            log_index,
+            timestamp_ms: entry.timestamp_ms,
+            clock_ms: self.clock_ms,
+        };
         let mut changes = Changes::default();
+        self.expire_due(at, &mut changes);
         let outcome = match &entry.command {
             Command::CreateAccount(req) => {
-                Outcome::Account(self.create_account(&entry.actor, req, &mut changes))
+                Outcome::Account(self.create_account(at, req, &mut changes))
             }
-            Command::Transfers(reqs) => Outcome::Transfers(
-                reqs.iter()
-                    .map(|req| self.transfer_and_remember(entry, req, log_index, &mut changes))
+            Command::Transfers {
+                transfers,
+                atomic: false,
+            } => Outcome::Transfers(
+                transfers
+                    .iter()
+                    .map(|t| self.transfer_and_remember(at, t, &mut changes))
                     .collect(),
             ),
+            Command::Transfers {
+                transfers,
+                atomic: true,
+            } => Outcome::Transfers(self.atomic_batch(at, transfers, &mut changes)),
+            Command::PostPending { id, amount } => {
+                Outcome::Transfer(self.post_pending(at, id, *amount, &mut changes))
+            }
+            Command::VoidPending { id } => {
+                Outcome::Transfer(self.void_pending(at, id, &mut changes))
+            }
+            Command::CloseAccount { id } => {
+                Outcome::Account(self.close_account(at, id, &mut changes))
+            }
+            Command::SetReaders { id, readers } => {
+                Outcome::Account(self.set_readers(at, id, readers, &mut changes))
+            }
+            Command::Tick => Outcome::Ticked,
         };
+        debug_assert!(self.journal.is_none(), "a batch left its journal open");
         (outcome, changes)
     }
 
-    fn create_account(
-        &mut self,
-        actor: &Actor,
-        req: &NewAccount,
-        changes: &mut Changes,
-    ) -> Result<Account, Rejection> {
-        ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
-        ensure(
-            !req.allow_negative || actor.role == Role::Admin,
-            Rejection::AllowNegativeRequiresAdmin,
-        )?;
-        ensure(
-            req.readers.is_empty() || actor.role == Role::Admin,
-            Rejection::GrantRequiresAdmin,
-        )?;
-        ensure(
-            req.readers.is_subset(&self.orgs),
-            Rejection::UnknownReaderOrg,
-        )?;
-        if let Some(existing) = self.accounts.get(&req.id) {
-            let same = existing.owner == actor.org
-                && existing.asset == req.asset
-                && existing.allow_negative == req.allow_negative
-                && existing.readers == req.readers;
-            // A re-sent create returns the account as it is now.
-            return if same {
-                Ok(existing.clone())
-            } else {
-                Err(Rejection::AccountExists)
-            };
-        }
-        let account = Account {
-            id: req.id.clone(),
-            owner: actor.org.clone(),
-            asset: req.asset.clone(),
-            allow_negative: req.allow_negative,
-            readers: req.readers.clone(),
-            debits_posted: 0,
-            credits_posted: 0,
-            created_height: self.height,
-        };
-        self.accounts.insert(account.id.clone(), account.clone());
-        changes.accounts.insert(account.id.clone());
-        Ok(account)
-    }
-
-    /// [`Self::transfer_one`], remembering a business-rule rejection (one
-    /// decided after ownership was established) under the transfer's id.
-    fn transfer_and_remember(
-        &mut self,
-        entry: &Entry,
-        req: &NewTransfer,
-        log_index: u64,
-        changes: &mut Changes,
-    ) -> Result<Transfer, Rejection> {
-        let result = self.transfer_one(entry, req, log_index, changes);
-        if let Err(
-            rejection @ (Rejection::AssetMismatch
-            | Rejection::InsufficientFunds
-            | Rejection::Overflow),
-        ) = result
-        {
-            if !self.rejected.contains_key(&req.id) {
-                self.rejected.insert(
-                    req.id.clone(),
-                    RejectedTransfer {
-                        request: req.clone(),
-                        rejection,
-                    },
-                );
-                changes.rejected.push(req.id.clone());
-            }
-        }
-        result
-    }
-
-    fn transfer_one(
-        &mut self,
-        entry: &Entry,
-        req: &NewTransfer,
-        log_index: u64,
-        changes: &mut Changes,
-    ) -> Result<Transfer, Rejection> {
-        let actor = &entry.actor;
-        ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
-        ensure(
-            req.debit_account != req.credit_account,
-            Rejection::AccountsMustBeDifferent,
-        )?;
-        let debit = self
-            .accounts
-            .get(&req.debit_account)
-            .ok_or(Rejection::DebitAccountNotFound)?;
-        let credit = self
-            .accounts
-            .get(&req.credit_account)
-            .ok_or(Rejection::CreditAccountNotFound)?;
-        ensure(debit.owner == actor.org, Rejection::DebitAccountNotOwned)?;
-        if let Some(existing) = self.transfers.get(&req.id) {
-            // Exactly once: a re-send gets the original result.
-            return if existing.same_request(req) {
-                Ok(existing.clone())
-            } else {
-                Err(Rejection::ExistsWithDifferentFields)
-            };
-        }
-        if let Some(refused) = self.rejected.get(&req.id) {
-            // A re-send of a refused transfer gets the original refusal.
-            return Err(if &refused.request == req {
-                refused.rejection
-            } else {
-                Rejection::ExistsWithDifferentFields
-            });
-        }
-        ensure(debit.asset == credit.asset, Rejection::AssetMismatch)?;
-        ensure(
-            req.asset.as_ref().is_none_or(|a| a == &debit.asset),
-            Rejection::AssetMismatch,
-        )?;
-        let amount = u128::from(req.amount.units());
-        let new_debits = debit
-            .debits_posted
-            .checked_add(amount)
-            .filter(|d| *d <= POSTED_MAX);
-        let new_credits = credit
-            .credits_posted
-            .checked_add(amount)
-            .filter(|c| *c <= POSTED_MAX);
-        ensure(
-            debit.allow_negative
-                || debit
-                    .debits_posted
-                    .checked_add(amount)
-                    .is_some_and(|d| d <= debit.credits_posted),
-            Rejection::InsufficientFunds,
-        )?;
-        let (Some(new_debits), Some(new_credits)) = (new_debits, new_credits) else {
-            return Err(Rejection::Overflow);
-        };
-
-        let transfer = Transfer {
-            id: req.id.clone(),
-            debit_account: req.debit_account.clone(),
-            credit_account: req.credit_account.clone(),
-            amount: req.amount,
-            asset: debit.asset.clone(),
-            memo: req.memo.clone(),
-            posted_by: actor.org.clone(),
-            timestamp_ms: entry.timestamp_ms,
-            height: self.height,
-            log_index,
-        };
-        self.post(&req.debit_account, |a| a.debits_posted = new_debits);
-        self.post(&req.credit_account, |a| a.credits_posted = new_credits);
-        debug_assert!(
-            self.accounts[&req.debit_account].allow_negative
-                || self.accounts[&req.debit_account].balance() >= 0,
-            "apply let a non-negative account go below zero"
-        );
-        self.transfers.insert(transfer.id.clone(), transfer.clone());
-        changes.accounts.insert(req.debit_account.clone());
-        changes.accounts.insert(req.credit_account.clone());
-        changes.transfers.push(transfer.id.clone());
-        Ok(transfer)
-    }
-
-    fn post(&mut self, id: &AccountId, f: impl FnOnce(&mut Account)) {
+    /// A mutable account, journaled first if an atomic batch is running.
+    fn account_mut(&mut self, id: &AccountId) -> &mut Account {
         let account = self
             .accounts
             .get_mut(id)
-            .expect("account checked to exist before posting");
-        f(account);
+            .expect("account checked to exist before it changes");
+        if let Some(j) = &mut self.journal {
+            j.accounts
+                .entry(id.clone())
+                .or_insert_with(|| account.clone());
+        }
+        account
     }
 
-    /// Sum of all balances per asset. Every transfer moves money between two
-    /// accounts of one asset, so each sum is zero in a correct ledger.
-    pub fn totals(&self) -> BTreeMap<Asset, i128> {
-        let mut totals = BTreeMap::new();
+    fn insert_transfer(&mut self, t: Transfer) {
+        if let Some(j) = &mut self.journal {
+            j.transfers.push(t.id.clone());
+        }
+        self.transfers.insert(t.id.clone(), t);
+    }
+
+    fn insert_expiry(&mut self, at_ms: u64, id: TransferId) {
+        if let Some(j) = &mut self.journal {
+            j.expiries.push((at_ms, id.clone()));
+        }
+        self.expiries.insert((at_ms, id));
+    }
+
+    /// Appends an event to `id`'s history with its balances after it.
+    fn record(
+        &mut self,
+        at: At<'_>,
+        id: &AccountId,
+        t: &Transfer,
+        event: Event,
+        amount: Amount,
+        changes: &mut Changes,
+    ) {
+        let account = self.account_mut(id);
+        let item = HistoryItem {
+            account: id.clone(),
+            seq: account.history_len,
+            transfer: t.id.clone(),
+            event,
+            debit: &t.debit_account == id,
+            amount,
+            balance_after: account.balance(),
+            debits_pending_after: account.debits_pending,
+            credits_pending_after: account.credits_pending,
+            height: at.height,
+            log_index: at.log_index,
+            timestamp_ms: at.timestamp_ms,
+        };
+        account.history_len += 1;
+        changes.accounts.insert(id.clone());
+        changes.history.push(item);
+    }
+
+    /// Sum of all posted balances per asset, and of pending debits minus
+    /// pending credits. Every transfer moves money between two accounts of
+    /// one asset, so both are zero in a correct ledger.
+    pub fn totals(&self) -> BTreeMap<Asset, (i128, i128)> {
+        let mut totals: BTreeMap<Asset, (i128, i128)> = BTreeMap::new();
         for a in self.accounts.values() {
-            *totals.entry(a.asset.clone()).or_insert(0i128) += a.balance();
+            let t = totals.entry(a.asset.clone()).or_default();
+            t.0 += a.balance();
+            t.1 += a.debits_pending as i128 - a.credits_pending as i128;
         }
         totals
     }
@@ -537,5 +379,7 @@ fn ensure(condition: bool, rejection: Rejection) -> Result<(), Rejection> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -2,91 +2,152 @@
 //!
 //! The ledger lives in memory (shared with the API for reads) and on sled.
 //! Each applied entry's changes, with the new last-applied log id, go to sled
-//! in one atomic batch, so the stored state is always the state after some
-//! whole entry. Apply itself does not fsync: the log is durable, and a node
-//! that restarts re-applies committed entries past its stored last-applied.
+//! in one atomic batch while the state's write lock is held, so the stored
+//! state is always the state after some whole entry and a reader holding the
+//! read lock sees memory and sled agree. Apply itself does not fsync: the log
+//! is durable, and a node that restarts re-applies committed entries past its
+//! stored last-applied.
+//!
+//! A snapshot is every key and value of the state tree (ledger records and
+//! account histories), taken under the read lock: a consistent view at its
+//! last-applied index. Installing one replaces the tree and reloads memory.
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 
 use super::store::{
     storage_err, to_json, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG,
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
-use crate::ledger::{Account, Changes, Ledger, OrgName, Outcome, RejectedTransfer, Transfer};
+use crate::ledger::{AccountId, Changes, HistoryItem, Ledger, OrgName, Outcome};
 
 /// The applied state: the ledger and how far it has applied.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Applied {
     pub ledger: Ledger,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
 }
 
-/// Read access to the applied state, shared with the API.
+/// Read access to the applied state (and the histories on sled), shared
+/// with the API.
 #[derive(Clone)]
-pub struct SharedState(Arc<RwLock<Applied>>);
+pub struct SharedState {
+    applied: Arc<RwLock<Applied>>,
+    state: sled::Tree,
+}
+
+/// A read of the applied state; histories read through it are consistent
+/// with it.
+pub struct StateRead<'a> {
+    guard: RwLockReadGuard<'a, Applied>,
+    state: &'a sled::Tree,
+}
+
+impl std::ops::Deref for StateRead<'_> {
+    type Target = Applied;
+    fn deref(&self) -> &Applied {
+        &self.guard
+    }
+}
+
+impl StateRead<'_> {
+    /// Up to `limit` history items of `account` from sequence `from` on.
+    pub fn history(
+        &self,
+        account: &AccountId,
+        from: u64,
+        limit: usize,
+    ) -> sled::Result<Vec<HistoryItem>> {
+        let start = StateKey::History(account, from).encode();
+        let end = StateKey::History(account, u64::MAX).encode();
+        self.state
+            .range(start..=end)
+            .take(limit)
+            .map(|kv| kv.map(|(_, v)| serde_json::from_slice(&v).expect("history items are ours")))
+            .collect()
+    }
+
+    /// `account`'s last history item at or below `height`, if any.
+    pub fn history_at_height(
+        &self,
+        account: &AccountId,
+        height: u64,
+    ) -> sled::Result<Option<HistoryItem>> {
+        let Some(len) = self.ledger.account(account).map(|a| a.history_len) else {
+            return Ok(None);
+        };
+        // Heights grow with the sequence: binary search for the last item
+        // with height <= `height`.
+        let (mut lo, mut hi) = (0u64, len);
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let item = self.item(account, mid)?;
+            if item.height <= height {
+                found = Some(item);
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(found)
+    }
+
+    fn item(&self, account: &AccountId, seq: u64) -> sled::Result<HistoryItem> {
+        let v = self.state.get(StateKey::History(account, seq).encode())?;
+        let v = v.expect("items below history_len exist");
+        Ok(serde_json::from_slice(&v).expect("history items are ours"))
+    }
+}
 
 impl SharedState {
-    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+    pub fn read(&self) -> StateRead<'_> {
+        StateRead {
+            guard: self.applied.read().unwrap_or_else(|p| p.into_inner()),
+            state: &self.state,
+        }
     }
 }
 
 pub struct StateMachine {
     store: Store,
+    orgs: BTreeSet<OrgName>,
     state: SharedState,
     /// Serializes snapshot saves (builder and installer run concurrently).
-    snapshot_lock: Arc<std::sync::Mutex<()>>,
+    snapshot_lock: Arc<Mutex<()>>,
     /// Counts snapshots built, to give each a unique id.
     snapshots_built: u64,
 }
 
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, openraft::BasicNode>,
-    data: Vec<u8>,
-}
-
 const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
+/// First bytes of a snapshot's data: format and version.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v1\n";
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
 
 impl StateMachine {
     /// Loads the applied state from sled; `orgs` are genesis's organizations.
-    pub fn open(
-        store: Store,
-        orgs: std::collections::BTreeSet<OrgName>,
-    ) -> Result<Self, StorageError> {
-        let read = |e: sled::Error| storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e);
-        let decode_err =
-            |e: serde_json::Error| storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e);
-        let get = |key: StateKey| store.state.get(key.encode()).map_err(read);
-        let last_applied = match get(StateKey::LastApplied)? {
-            Some(v) => serde_json::from_slice(&v).map_err(decode_err)?,
-            None => None,
+    pub fn open(store: Store, orgs: BTreeSet<OrgName>) -> Result<Self, StorageError> {
+        let applied = load(&store.state, orgs.clone())?;
+        let state = SharedState {
+            applied: Arc::new(RwLock::new(applied)),
+            state: store.state.clone(),
         };
-        let membership = match get(StateKey::Membership)? {
-            Some(v) => serde_json::from_slice(&v).map_err(decode_err)?,
-            None => StoredMembership::default(),
-        };
-        let height = match get(StateKey::Height)? {
-            Some(v) => serde_json::from_slice(&v).map_err(decode_err)?,
-            None => 0,
-        };
-        let accounts: Vec<Account> = scan(&store.state, ACCOUNT_TAG)?;
-        let transfers: Vec<Transfer> = scan(&store.state, TRANSFER_TAG)?;
-        let rejected: Vec<RejectedTransfer> = scan(&store.state, REJECTED_TAG)?;
-        let ledger = Ledger::from_parts(orgs, accounts, transfers, rejected, height);
-        let state = SharedState(Arc::new(RwLock::new(Applied {
-            ledger,
-            last_applied,
-            membership,
-        })));
         Ok(Self {
             store,
+            orgs,
             state,
             snapshot_lock: Default::default(),
             snapshots_built: 0,
@@ -99,49 +160,61 @@ impl StateMachine {
 
     /// Writes one entry's effects and progress in one atomic batch.
     fn persist(&self, applied: &Applied, changes: &Changes) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        write_changes(&mut batch, applied, changes);
-        self.store
-            .state
-            .apply_batch(batch)
-            .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))
-    }
-
-    /// Replaces the whole stored state with `applied` (snapshot install).
-    fn persist_all(&self, applied: &Applied) -> Result<(), StorageError> {
-        let write = |e: sled::Error| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e);
-        let mut batch = sled::Batch::default();
-        for kv in self.store.state.iter() {
-            batch.remove(kv.map_err(write)?.0);
-        }
         let ledger = &applied.ledger;
-        let everything = Changes {
-            accounts: ledger.accounts().map(|a| a.id.clone()).collect(),
-            transfers: ledger.transfers().map(|t| t.id.clone()).collect(),
-            rejected: ledger
-                .all_rejected()
-                .map(|r| r.request.id.clone())
-                .collect(),
-        };
-        write_changes(&mut batch, applied, &everything);
-        self.store.state.apply_batch(batch).map_err(write)
+        let mut batch = sled::Batch::default();
+        for id in &changes.accounts {
+            batch.insert(
+                StateKey::Account(id).encode(),
+                to_json(&ledger.account(id).expect("changed accounts exist")),
+            );
+        }
+        for id in &changes.transfers {
+            batch.insert(
+                StateKey::Transfer(id).encode(),
+                to_json(&ledger.transfer(id).expect("changed transfers exist")),
+            );
+        }
+        for id in &changes.rejected {
+            batch.insert(
+                StateKey::Rejected(id).encode(),
+                to_json(&ledger.rejected(id).expect("refusals exist")),
+            );
+        }
+        for item in &changes.history {
+            batch.insert(
+                StateKey::History(&item.account, item.seq).encode(),
+                to_json(item),
+            );
+        }
+        batch.insert(
+            StateKey::LastApplied.encode(),
+            to_json(&applied.last_applied),
+        );
+        batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
+        batch.insert(StateKey::Height.encode(), to_json(&ledger.height()));
+        batch.insert(StateKey::Clock.encode(), to_json(&ledger.clock_ms()));
+        self.store.state.apply_batch(batch).map_err(write_err)
     }
 
     /// Stores `snapshot` unless a newer one is stored already: a snapshot
     /// build runs concurrently with installs, and must not replace a newer
     /// installed snapshot with an older view.
-    fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
-        let sig = Some(snapshot.meta.signature());
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
         let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
         let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
             current.and_then(|m| serde_json::from_slice(&m).ok());
-        if current.is_some_and(|c| c.last_log_id > snapshot.meta.last_log_id) {
+        if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, to_json(&snapshot.meta));
-        batch.insert(SNAPSHOT_DATA, snapshot.data.as_slice());
+        batch.insert(SNAPSHOT_META, to_json(meta));
+        batch.insert(SNAPSHOT_DATA, data);
         self.store
             .snapshot
             .apply_batch(batch)
@@ -152,33 +225,30 @@ impl StateMachine {
     }
 }
 
-/// Adds `changes` (read from `applied`) and the apply progress to `batch`.
-fn write_changes(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
-    let ledger = &applied.ledger;
-    for id in &changes.accounts {
-        batch.insert(
-            StateKey::Account(id).encode(),
-            to_json(&ledger.account(id).expect("changed accounts exist")),
-        );
+/// Reads the whole applied state from the state tree.
+fn load(tree: &sled::Tree, orgs: BTreeSet<OrgName>) -> Result<Applied, StorageError> {
+    fn get<T: serde::de::DeserializeOwned + Default>(
+        tree: &sled::Tree,
+        key: StateKey,
+    ) -> Result<T, StorageError> {
+        match tree.get(key.encode()).map_err(read_err)? {
+            Some(v) => serde_json::from_slice(&v).map_err(read_err),
+            None => Ok(T::default()),
+        }
     }
-    for id in &changes.transfers {
-        batch.insert(
-            StateKey::Transfer(id).encode(),
-            to_json(&ledger.transfer(id).expect("changed transfers exist")),
-        );
-    }
-    for id in &changes.rejected {
-        batch.insert(
-            StateKey::Rejected(id).encode(),
-            to_json(&ledger.rejected(id).expect("refusals exist")),
-        );
-    }
-    batch.insert(
-        StateKey::LastApplied.encode(),
-        to_json(&applied.last_applied),
+    let ledger = Ledger::from_parts(
+        orgs,
+        scan(tree, ACCOUNT_TAG)?,
+        scan(tree, TRANSFER_TAG)?,
+        scan(tree, REJECTED_TAG)?,
+        get(tree, StateKey::Height)?,
+        get(tree, StateKey::Clock)?,
     );
-    batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
-    batch.insert(StateKey::Height.encode(), to_json(&ledger.height()));
+    Ok(Applied {
+        ledger,
+        last_applied: get(tree, StateKey::LastApplied)?,
+        membership: get(tree, StateKey::Membership)?,
+    })
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -187,12 +257,51 @@ fn scan<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, StorageError> {
     tree.scan_prefix([tag])
         .map(|kv| {
-            let (_, v) =
-                kv.map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-            serde_json::from_slice(&v)
-                .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))
+            let (_, v) = kv.map_err(read_err)?;
+            serde_json::from_slice(&v).map_err(read_err)
         })
         .collect()
+}
+
+/// Encodes key/value pairs: the magic, then (u32 BE length, bytes) for each
+/// key and each value.
+fn encode_pairs(tree: &sled::Tree) -> Result<Vec<u8>, StorageError> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    for kv in tree.iter() {
+        let (k, v) = kv.map_err(read_err)?;
+        for part in [&k[..], &v[..]] {
+            let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    Ok(out)
+}
+
+/// A snapshot's key/value pairs, borrowed from its data.
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn decode_pairs(data: &[u8]) -> Result<Pairs<'_>, String> {
+    fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], String> {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or("truncated snapshot")?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err("truncated snapshot".into());
+        }
+        let (part, tail) = tail.split_at(len);
+        *rest = tail;
+        Ok(part)
+    }
+    let mut rest = data
+        .strip_prefix(SNAPSHOT_MAGIC)
+        .ok_or("not an alliance snapshot")?;
+    let mut pairs = Vec::new();
+    while !rest.is_empty() {
+        let k = take(&mut rest)?;
+        let v = take(&mut rest)?;
+        pairs.push((k, v));
+    }
+    Ok(pairs)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -200,7 +309,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (data, last_applied, membership) = {
             let applied = self.state.read();
             (
-                to_json(&*applied),
+                encode_pairs(&self.store.state)?,
                 applied.last_applied,
                 applied.membership.clone(),
             )
@@ -215,14 +324,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.save_snapshot(&stored)?;
+        self.save_snapshot(&meta, &data)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
@@ -242,7 +347,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut replies = Vec::new();
         for entry in entries {
-            let mut applied = self.state.0.write().unwrap_or_else(|p| p.into_inner());
+            let mut applied = self
+                .state
+                .applied
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             // Strictly increasing. (Not necessarily +1: openraft's storage
             // suite applies entries with gaps.)
             assert!(
@@ -274,6 +383,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Self {
             store: self.store.clone(),
+            orgs: self.orgs.clone(),
             state: self.state.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
             snapshots_built: self.snapshots_built,
@@ -291,19 +401,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let sig = Some(meta.signature());
-        let mut incoming: Applied = serde_json::from_slice(&data)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
-        incoming.last_applied = meta.last_log_id;
-        incoming.membership = meta.last_membership.clone();
+        let pairs = decode_pairs(&data).map_err(|e| {
+            storage_err(
+                ErrorSubject::Snapshot(sig.clone()),
+                ErrorVerb::Read,
+                std::io::Error::other(e),
+            )
+        })?;
         {
-            let mut applied = self.state.0.write().unwrap_or_else(|p| p.into_inner());
-            self.persist_all(&incoming)?;
-            *applied = incoming;
+            let mut applied = self
+                .state
+                .applied
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut batch = sled::Batch::default();
+            for kv in self.store.state.iter() {
+                batch.remove(kv.map_err(read_err)?.0);
+            }
+            for (k, v) in pairs {
+                batch.insert(k, v);
+            }
+            batch.insert(StateKey::LastApplied.encode(), to_json(&meta.last_log_id));
+            batch.insert(
+                StateKey::Membership.encode(),
+                to_json(&meta.last_membership),
+            );
+            self.store.state.apply_batch(batch).map_err(write_err)?;
+            *applied = load(&self.store.state, self.orgs.clone())?;
         }
-        self.save_snapshot(&StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        })
+        self.save_snapshot(meta, &data)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

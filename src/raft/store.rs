@@ -99,14 +99,25 @@ pub enum StateKey<'a> {
     Account(&'a AccountId),
     Transfer(&'a TransferId),
     Rejected(&'a TransferId),
+    Clock,
+    /// An account's history item `seq`: the id, a 0 byte (ids have none),
+    /// then the big-endian sequence, so one account's items scan in order.
+    History(&'a AccountId, u64),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFER_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
+pub const HISTORY_TAG: u8 = 0x40;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
+        if let Self::History(id, seq) = self {
+            return Self::history_prefix(id)
+                .into_iter()
+                .chain(seq.to_be_bytes())
+                .collect();
+        }
         let (tag, id) = match self {
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
@@ -114,10 +125,21 @@ impl StateKey<'_> {
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Transfer(id) => (TRANSFER_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
+            Self::Clock => (0x04, ""),
+            Self::History(..) => unreachable!("encoded above"),
         };
         let mut key = Vec::with_capacity(1 + id.len());
         key.push(tag);
         key.extend_from_slice(id.as_bytes());
+        key
+    }
+
+    /// The prefix under which all of `account`'s history items lie.
+    pub fn history_prefix(account: &AccountId) -> Vec<u8> {
+        let mut key = Vec::with_capacity(2 + account.as_str().len() + 8);
+        key.push(HISTORY_TAG);
+        key.extend_from_slice(account.as_str().as_bytes());
+        key.push(0);
         key
     }
 }

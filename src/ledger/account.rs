@@ -1,0 +1,112 @@
+//! Account commands: create, close, grant readers.
+
+use std::collections::BTreeSet;
+
+use super::{
+    ensure, Account, AccountId, At, Changes, Ledger, NewAccount, OrgName, Rejection, Role,
+};
+
+impl Ledger {
+    /// Checks, in order: `role_may_not_write`, `allow_negative_requires_admin`,
+    /// `grant_requires_admin`, `unknown_reader_org`, then the id (the same
+    /// request again returns the account; another → `account_exists`).
+    pub(super) fn create_account(
+        &mut self,
+        at: At<'_>,
+        req: &NewAccount,
+        changes: &mut Changes,
+    ) -> Result<Account, Rejection> {
+        let actor = at.actor;
+        ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
+        ensure(
+            !req.allow_negative || actor.role == Role::Admin,
+            Rejection::AllowNegativeRequiresAdmin,
+        )?;
+        ensure(
+            req.readers.is_empty() || actor.role == Role::Admin,
+            Rejection::GrantRequiresAdmin,
+        )?;
+        ensure(
+            req.readers.is_subset(&self.orgs),
+            Rejection::UnknownReaderOrg,
+        )?;
+        if let Some(existing) = self.accounts.get(&req.id) {
+            let same = existing.owner == actor.org
+                && existing.asset == req.asset
+                && existing.allow_negative == req.allow_negative
+                && existing.balance_max == req.balance_max;
+            return if same {
+                Ok(existing.clone())
+            } else {
+                Err(Rejection::AccountExists)
+            };
+        }
+        let account = Account {
+            id: req.id.clone(),
+            owner: actor.org.clone(),
+            asset: req.asset.clone(),
+            allow_negative: req.allow_negative,
+            readers: req.readers.clone(),
+            closed: false,
+            balance_max: req.balance_max,
+            debits_pending: 0,
+            credits_pending: 0,
+            debits_posted: 0,
+            credits_posted: 0,
+            created_height: at.height,
+            history_len: 0,
+        };
+        self.accounts.insert(account.id.clone(), account.clone());
+        changes.accounts.insert(account.id.clone());
+        Ok(account)
+    }
+
+    /// An admin's own account, for close and grants. Checks, in order: the
+    /// role (`admin_error` unless admin), `account_not_found`,
+    /// `account_not_owned`.
+    fn own_account_as_admin(
+        &self,
+        at: At<'_>,
+        id: &AccountId,
+        admin_error: Rejection,
+    ) -> Result<(), Rejection> {
+        ensure(at.actor.role == Role::Admin, admin_error)?;
+        let account = self.accounts.get(id).ok_or(Rejection::AccountNotFound)?;
+        ensure(account.owner == at.actor.org, Rejection::AccountNotOwned)
+    }
+
+    /// Closing is idempotent. Checks: `close_requires_admin`,
+    /// `account_not_found`, `account_not_owned`.
+    pub(super) fn close_account(
+        &mut self,
+        at: At<'_>,
+        id: &AccountId,
+        changes: &mut Changes,
+    ) -> Result<Account, Rejection> {
+        self.own_account_as_admin(at, id, Rejection::CloseRequiresAdmin)?;
+        let account = self.account_mut(id);
+        account.closed = true;
+        let account = account.clone();
+        changes.accounts.insert(id.clone());
+        Ok(account)
+    }
+
+    /// Replaces the organizations that may read `id`. Checks:
+    /// `grant_requires_admin`, `account_not_found`, `account_not_owned`,
+    /// `unknown_reader_org`.
+    pub(super) fn set_readers(
+        &mut self,
+        at: At<'_>,
+        id: &AccountId,
+        readers: &BTreeSet<OrgName>,
+        changes: &mut Changes,
+    ) -> Result<Account, Rejection> {
+        self.own_account_as_admin(at, id, Rejection::GrantRequiresAdmin)?;
+        ensure(readers.is_subset(&self.orgs), Rejection::UnknownReaderOrg)?;
+        let account = self.account_mut(id);
+        account.readers = readers.clone();
+        let account = account.clone();
+        changes.accounts.insert(id.clone());
+        Ok(account)
+    }
+}

@@ -1,0 +1,229 @@
+//! Property tests: random sequences of commands (duplicates, pendings,
+//! posts, voids, expiries, batches, clocks that go backwards). After every
+//! step: money is conserved per asset, no account without allow_negative is
+//! below zero, re-applying the step changes nothing, and two ledgers fed the
+//! same sequence are byte-identical.
+
+use proptest::prelude::*;
+
+use super::tests::{acct, actor, new_account, new_transfer, org, tid};
+use super::*;
+
+/// Accounts: (id, owner, asset, allow_negative).
+const ACCOUNTS: [(&str, &str, &str, bool); 5] = [
+    ("issue", "org1", "USD", true),
+    ("a", "org1", "USD", false),
+    ("b", "org2", "USD", false),
+    ("c", "org2", "USD", false),
+    ("e", "org2", "EUR", false),
+];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Transfer {
+        id: u8,
+        from: usize,
+        to: usize,
+        amount: u64,
+        pending: bool,
+        timeout: Option<u64>,
+    },
+    Batch {
+        items: Vec<(u8, usize, usize, u64)>,
+        atomic: bool,
+    },
+    Post {
+        id: u8,
+        amount: Option<u64>,
+    },
+    Void {
+        id: u8,
+    },
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let transfer = (
+        0u8..24,
+        0usize..5,
+        0usize..5,
+        1u64..300,
+        any::<bool>(),
+        proptest::option::of(1u64..400),
+    )
+        .prop_map(|(id, from, to, amount, pending, timeout)| Op::Transfer {
+            id,
+            from,
+            to,
+            amount,
+            pending,
+            timeout,
+        });
+    let batch = (
+        proptest::collection::vec((0u8..24, 0usize..5, 0usize..5, 1u64..300), 1..5),
+        any::<bool>(),
+    )
+        .prop_map(|(items, atomic)| Op::Batch { items, atomic });
+    prop_oneof![
+        4 => transfer,
+        2 => batch,
+        2 => (0u8..24, proptest::option::of(1u64..300)).prop_map(|(id, amount)| Op::Post { id, amount }),
+        1 => (0u8..24).prop_map(|id| Op::Void { id }),
+        1 => Just(Op::Tick),
+    ]
+}
+
+fn owner_of(i: usize) -> Actor {
+    let org = ACCOUNTS[i].1;
+    actor(org, if i == 0 { Role::Admin } else { Role::App })
+}
+
+fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
+    let t = |id: u8, from: usize, to: usize, amount: u64| {
+        new_transfer(&format!("t{id}"), ACCOUNTS[from].0, ACCOUNTS[to].0, amount)
+    };
+    let (actor, command) = match op {
+        Op::Transfer {
+            id,
+            from,
+            to,
+            amount,
+            pending,
+            timeout,
+        } => {
+            let mut nt = t(*id, *from, *to, *amount);
+            nt.pending = *pending;
+            nt.timeout_ms = timeout.filter(|_| *pending);
+            (
+                owner_of(*from),
+                Command::Transfers {
+                    transfers: vec![nt],
+                    atomic: false,
+                },
+            )
+        }
+        Op::Batch { items, atomic } => {
+            let transfers = items
+                .iter()
+                .map(|(id, f, to, a)| t(*id, *f, *to, *a))
+                .collect();
+            (
+                owner_of(items[0].1),
+                Command::Transfers {
+                    transfers,
+                    atomic: *atomic,
+                },
+            )
+        }
+        Op::Post { id, amount } => (
+            owner_of(1),
+            Command::PostPending {
+                id: tid(&format!("t{id}")),
+                amount: amount.map(|a| Amount::new(a).unwrap()),
+            },
+        ),
+        Op::Void { id } => (
+            owner_of(1),
+            Command::VoidPending {
+                id: tid(&format!("t{id}")),
+            },
+        ),
+        Op::Tick => (actor("org1", Role::Node), Command::Tick),
+    };
+    Entry {
+        actor,
+        timestamp_ms,
+        command,
+    }
+}
+
+fn genesis() -> Ledger {
+    let mut l = Ledger::new([org("org1"), org("org2")].into());
+    for (i, (id, _, asset, neg)) in ACCOUNTS.iter().enumerate() {
+        let entry = Entry {
+            actor: owner_of(i),
+            timestamp_ms: 0,
+            command: Command::CreateAccount(new_account(id, asset, *neg)),
+        };
+        l.apply(&entry, i as u64 + 1);
+    }
+    let fund = Entry {
+        actor: owner_of(0),
+        timestamp_ms: 0,
+        command: Command::Transfers {
+            transfers: vec![new_transfer("fund", "issue", "a", 1_000)],
+            atomic: false,
+        },
+    };
+    l.apply(&fund, 9);
+    l
+}
+
+fn check_invariants(l: &Ledger) {
+    for (asset, (posted, pending)) in l.totals() {
+        assert_eq!((posted, pending), (0, 0), "money not conserved in {asset}");
+    }
+    for a in l.accounts() {
+        if !a.allow_negative {
+            assert!(
+                a.available() >= 0 && a.balance() >= 0,
+                "{} below zero: {a:?}",
+                a.id
+            );
+        }
+        assert!(a.debits_pending <= TOTAL_MAX && a.credits_posted <= TOTAL_MAX);
+    }
+    let pending: u128 = l
+        .transfers()
+        .filter(|t| t.state == TransferState::Pending)
+        .map(|t| u128::from(t.amount.units()))
+        .sum();
+    let reserved: u128 = l.accounts().map(|a| a.debits_pending).sum();
+    assert_eq!(
+        pending, reserved,
+        "pending transfers and reservations disagree"
+    );
+    assert_eq!(
+        l.account(&acct("issue")).map(|a| a.asset.as_str()),
+        Some("USD")
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_sequences_keep_the_invariants(ops in proptest::collection::vec((op(), -200i64..400), 1..60)) {
+        let (mut l, mut twin) = (genesis(), genesis());
+        let mut now: i64 = 1_000;
+        for (i, (op, step)) in ops.iter().enumerate() {
+            now = (now + step).max(0);
+            let entry = to_entry(op, now as u64);
+            let index = 100 + 2 * i as u64;
+            let (first, _) = l.apply(&entry, index);
+            twin.apply(&entry, index);
+            check_invariants(&l);
+            // Re-applying the same entry (a retry) changes nothing.
+            let before = (l.accounts.clone(), l.transfers.clone(), l.rejected.clone(), l.expiries.clone());
+            let (again, changes) = l.apply(&entry, index + 1);
+            twin.apply(&entry, index + 1);
+            prop_assert_eq!(&before, &(l.accounts.clone(), l.transfers.clone(), l.rejected.clone(), l.expiries.clone()));
+            prop_assert!(changes.history.is_empty(), "a retry wrote history: {:?}", changes.history);
+            if !matches!(op, Op::Batch { atomic: true, .. }) {
+                prop_assert_eq!(outcome_codes(&first), outcome_codes(&again));
+            }
+        }
+        prop_assert_eq!(serde_json::to_vec(&l).unwrap(), serde_json::to_vec(&twin).unwrap());
+    }
+}
+
+/// Per item: Ok, or the refusal code (a retry's successes are the originals).
+fn outcome_codes(o: &Outcome) -> Vec<Result<(), &'static str>> {
+    let code = |r: &Result<Transfer, Rejection>| r.as_ref().map(|_| ()).map_err(|e| e.code());
+    match o {
+        Outcome::Transfers(rs) => rs.iter().map(code).collect(),
+        Outcome::Transfer(r) => vec![code(r)],
+        Outcome::Account(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
+        Outcome::Ticked => vec![],
+    }
+}

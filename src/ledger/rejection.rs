@@ -1,0 +1,64 @@
+//! Why a command was refused: one closed set, each code with its message.
+//! The order of checks is documented on each command's function and in the
+//! README; the first failing check answers.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! rejections {
+    ($($(#[$doc:meta])* $variant:ident => $code:literal, $message:literal;)*) => {
+        /// Why a command was refused.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Rejection {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Rejection {
+            /// Every rejection, for documentation and exhaustive tests.
+            pub const ALL: &'static [Rejection] = &[$(Rejection::$variant),*];
+
+            /// The stable error code clients see.
+            pub fn code(self) -> &'static str {
+                match self { $(Self::$variant => $code,)* }
+            }
+
+            pub fn message(self) -> &'static str {
+                match self { $(Self::$variant => $message,)* }
+            }
+        }
+    };
+}
+
+rejections! {
+    /// The caller's role may not write (partners, nodes).
+    RoleMayNotWrite => "role_may_not_write", "this certificate's role may not write";
+    AllowNegativeRequiresAdmin => "allow_negative_requires_admin", "only an admin may create an account with allow_negative";
+    GrantRequiresAdmin => "grant_requires_admin", "only an admin may grant or revoke other organizations' read access";
+    CloseRequiresAdmin => "close_requires_admin", "only an admin may close an account";
+    UnknownReaderOrg => "unknown_reader_org", "a reader organization is not a member of the consortium";
+    /// The account id is taken, with other fields than requested.
+    AccountExists => "account_exists", "an account with this id exists with other fields";
+    AccountNotFound => "account_not_found", "no such account, or not visible to this organization";
+    AccountNotOwned => "account_not_owned", "the account belongs to another organization";
+    AccountsMustBeDifferent => "accounts_must_be_different", "debit and credit account must be different";
+    DebitAccountNotFound => "debit_account_not_found", "the debit account does not exist";
+    CreditAccountNotFound => "credit_account_not_found", "the credit account does not exist";
+    DebitAccountNotOwned => "debit_account_not_owned", "the debit account belongs to another organization";
+    /// The transfer id was used before with another body.
+    ExistsWithDifferentFields => "exists_with_different_fields", "a transfer with this id exists with another body";
+    AssetMismatch => "asset_mismatch", "the accounts' assets (and the transfer's asset, if given) differ";
+    DebitAccountClosed => "debit_account_closed", "the debit account is closed";
+    CreditAccountClosed => "credit_account_closed", "the credit account is closed";
+    InsufficientFunds => "insufficient_funds", "the debit account's available balance is lower than the amount";
+    ExceedsBalanceMax => "exceeds_balance_max", "the credit account's balance would pass its balance_max";
+    /// A posted or pending total would pass what the ledger can represent.
+    Overflow => "overflow", "the transfer would overflow an account's totals";
+    /// Another transfer of the same atomic batch was refused.
+    LinkedTransferFailed => "linked_transfer_failed", "another transfer of this atomic batch was refused; nothing was applied";
+    PendingTransferNotFound => "pending_transfer_not_found", "no such transfer, or not visible to this organization";
+    PendingTransferNotPending => "pending_transfer_not_pending", "the transfer is not a pending (two-phase) transfer";
+    PendingTransferAlreadyPosted => "pending_transfer_already_posted", "the pending transfer was already posted";
+    PendingTransferAlreadyVoided => "pending_transfer_already_voided", "the pending transfer was already voided";
+    PendingTransferExpired => "pending_transfer_expired", "the pending transfer expired and its funds were released";
+    ExceedsPendingAmount => "exceeds_pending_amount", "a pending transfer cannot be posted for more than it reserved";
+}

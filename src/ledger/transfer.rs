@@ -1,0 +1,335 @@
+//! Transfer commands: single and batched transfers, two-phase (pending,
+//! post, void) and expiry on the ledger clock.
+
+use super::{
+    ensure, Amount, At, Changes, Event, Journal, Ledger, NewTransfer, RejectedTransfer, Rejection,
+    Transfer, TransferId, TransferState, TOTAL_MAX,
+};
+
+/// `a + b` if it stays at or below [`TOTAL_MAX`].
+fn add(a: u128, b: u128) -> Option<u128> {
+    a.checked_add(b).filter(|s| *s <= TOTAL_MAX)
+}
+
+impl Ledger {
+    /// [`Self::transfer_one`], remembering a business-rule refusal (one
+    /// decided after ownership was established) under the transfer's id.
+    pub(super) fn transfer_and_remember(
+        &mut self,
+        at: At<'_>,
+        req: &NewTransfer,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        use Rejection::*;
+        let result = self.transfer_one(at, req, changes);
+        if let Err(
+            r @ (AssetMismatch | DebitAccountClosed | CreditAccountClosed | InsufficientFunds
+            | ExceedsBalanceMax | Overflow),
+        ) = result
+        {
+            if !self.rejected.contains_key(&req.id) {
+                self.rejected.insert(
+                    req.id.clone(),
+                    RejectedTransfer {
+                        request: req.clone(),
+                        rejection: r,
+                    },
+                );
+                changes.rejected.push(req.id.clone());
+            }
+        }
+        result
+    }
+
+    /// All or nothing: every item is checked (so each refused one reports
+    /// its own code), and if any is refused the journal restores the state
+    /// and the others report `linked_transfer_failed`.
+    pub(super) fn atomic_batch(
+        &mut self,
+        at: At<'_>,
+        reqs: &[NewTransfer],
+        changes: &mut Changes,
+    ) -> Vec<Result<Transfer, Rejection>> {
+        let before = changes.clone();
+        self.journal = Some(Journal::default());
+        let results: Vec<_> = reqs
+            .iter()
+            .map(|req| self.transfer_one(at, req, changes))
+            .collect();
+        let journal = self.journal.take().expect("journal opened above");
+        if results.iter().all(Result::is_ok) {
+            return results;
+        }
+        for (id, account) in journal.accounts {
+            self.accounts.insert(id, account);
+        }
+        for id in journal.transfers {
+            self.transfers.remove(&id);
+        }
+        for expiry in journal.expiries {
+            self.expiries.remove(&expiry);
+        }
+        *changes = before;
+        results
+            .into_iter()
+            .map(|r| r.and(Err(Rejection::LinkedTransferFailed)))
+            .collect()
+    }
+
+    /// Checks, in order: `role_may_not_write`, `accounts_must_be_different`,
+    /// `debit_account_not_found`, `credit_account_not_found`,
+    /// `debit_account_not_owned`, the id (same request → the original
+    /// transfer or refusal; another → `exists_with_different_fields`),
+    /// `asset_mismatch`, `debit_account_closed`, `credit_account_closed`,
+    /// `insufficient_funds`, `exceeds_balance_max`, `overflow`.
+    pub(super) fn transfer_one(
+        &mut self,
+        at: At<'_>,
+        req: &NewTransfer,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        let actor = at.actor;
+        ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
+        ensure(
+            req.debit_account != req.credit_account,
+            Rejection::AccountsMustBeDifferent,
+        )?;
+        let debit = self
+            .accounts
+            .get(&req.debit_account)
+            .ok_or(Rejection::DebitAccountNotFound)?;
+        let credit = self
+            .accounts
+            .get(&req.credit_account)
+            .ok_or(Rejection::CreditAccountNotFound)?;
+        ensure(debit.owner == actor.org, Rejection::DebitAccountNotOwned)?;
+        if let Some(existing) = self.transfers.get(&req.id) {
+            // Exactly once: a re-send gets the original result.
+            return if existing.same_request(req) {
+                Ok(existing.clone())
+            } else {
+                Err(Rejection::ExistsWithDifferentFields)
+            };
+        }
+        if let Some(refused) = self.rejected.get(&req.id) {
+            return Err(if &refused.request == req {
+                refused.rejection
+            } else {
+                Rejection::ExistsWithDifferentFields
+            });
+        }
+        ensure(debit.asset == credit.asset, Rejection::AssetMismatch)?;
+        ensure(
+            req.asset.as_ref().is_none_or(|a| a == &debit.asset),
+            Rejection::AssetMismatch,
+        )?;
+        ensure(!debit.closed, Rejection::DebitAccountClosed)?;
+        ensure(!credit.closed, Rejection::CreditAccountClosed)?;
+        let amount = u128::from(req.amount.units());
+        ensure(debit.can_debit(amount), Rejection::InsufficientFunds)?;
+        ensure(credit.can_credit(amount), Rejection::ExceedsBalanceMax)?;
+        let fits = if req.pending {
+            add(debit.debits_pending, amount).is_some()
+                && add(credit.credits_pending, amount).is_some()
+        } else {
+            add(debit.debits_posted, amount).is_some()
+                && add(credit.credits_posted, amount).is_some()
+        };
+        ensure(fits, Rejection::Overflow)?;
+
+        let expires_at_ms = req
+            .timeout_ms
+            .filter(|_| req.pending)
+            .map(|t| at.clock_ms.saturating_add(t));
+        let transfer = Transfer {
+            id: req.id.clone(),
+            debit_account: req.debit_account.clone(),
+            credit_account: req.credit_account.clone(),
+            amount: req.amount,
+            asset: debit.asset.clone(),
+            memo: req.memo.clone(),
+            posted_by: actor.org.clone(),
+            timestamp_ms: at.timestamp_ms,
+            height: at.height,
+            log_index: at.log_index,
+            pending: req.pending,
+            timeout_ms: req.timeout_ms.filter(|_| req.pending),
+            expires_at_ms,
+            state: if req.pending {
+                TransferState::Pending
+            } else {
+                TransferState::Posted
+            },
+            posted_amount: None,
+            resolved_height: None,
+        };
+        let event = if req.pending {
+            self.account_mut(&req.debit_account).debits_pending += amount;
+            self.account_mut(&req.credit_account).credits_pending += amount;
+            Event::Pending
+        } else {
+            self.account_mut(&req.debit_account).debits_posted += amount;
+            self.account_mut(&req.credit_account).credits_posted += amount;
+            Event::Posted
+        };
+        debug_assert!(
+            self.accounts[&req.debit_account].can_debit(0),
+            "apply overdrew an account"
+        );
+        self.record(
+            at,
+            &req.debit_account,
+            &transfer,
+            event,
+            req.amount,
+            changes,
+        );
+        self.record(
+            at,
+            &req.credit_account,
+            &transfer,
+            event,
+            req.amount,
+            changes,
+        );
+        if let Some(expiry) = expires_at_ms {
+            self.insert_expiry(expiry, transfer.id.clone());
+        }
+        self.insert_transfer(transfer.clone());
+        changes.transfers.insert(transfer.id.clone());
+        Ok(transfer)
+    }
+
+    /// The pending transfer `id` as its debit account's owner may resolve it.
+    /// Checks, in order: `role_may_not_write`, `pending_transfer_not_found`
+    /// (also when not visible to the caller), `debit_account_not_owned`,
+    /// `pending_transfer_not_pending`.
+    fn pending_for(&self, at: At<'_>, id: &TransferId) -> Result<Transfer, Rejection> {
+        ensure(at.actor.role.may_write(), Rejection::RoleMayNotWrite)?;
+        let t = self
+            .transfers
+            .get(id)
+            .ok_or(Rejection::PendingTransferNotFound)?;
+        ensure(
+            self.transfer_readable_by(t, at.actor),
+            Rejection::PendingTransferNotFound,
+        )?;
+        ensure(
+            self.accounts[&t.debit_account].owner == at.actor.org,
+            Rejection::DebitAccountNotOwned,
+        )?;
+        ensure(t.pending, Rejection::PendingTransferNotPending)?;
+        Ok(t.clone())
+    }
+
+    /// Moves `amount` (default: all) of a pending transfer and releases the
+    /// rest. After [`Self::pending_for`]'s checks: already posted (the same
+    /// amount again → the transfer; another → `pending_transfer_already_posted`),
+    /// `pending_transfer_already_voided`, `pending_transfer_expired`,
+    /// `exceeds_pending_amount`, `overflow`.
+    pub(super) fn post_pending(
+        &mut self,
+        at: At<'_>,
+        id: &TransferId,
+        amount: Option<Amount>,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        let mut t = self.pending_for(at, id)?;
+        let amount = amount.unwrap_or(t.amount);
+        match t.state {
+            TransferState::Posted if t.posted_amount == Some(amount) => return Ok(t),
+            TransferState::Posted => return Err(Rejection::PendingTransferAlreadyPosted),
+            TransferState::Voided => return Err(Rejection::PendingTransferAlreadyVoided),
+            TransferState::Expired => return Err(Rejection::PendingTransferExpired),
+            TransferState::Pending => {}
+        }
+        ensure(amount <= t.amount, Rejection::ExceedsPendingAmount)?;
+        let units = u128::from(amount.units());
+        let fits = add(self.accounts[&t.debit_account].debits_posted, units).is_some()
+            && add(self.accounts[&t.credit_account].credits_posted, units).is_some();
+        ensure(fits, Rejection::Overflow)?;
+        self.release(&t);
+        self.account_mut(&t.debit_account).debits_posted += units;
+        self.account_mut(&t.credit_account).credits_posted += units;
+        t.state = TransferState::Posted;
+        t.posted_amount = Some(amount);
+        self.resolve(at, t, Event::PendingPosted, amount, changes)
+    }
+
+    /// Releases a pending transfer's funds. After [`Self::pending_for`]'s
+    /// checks: already voided → the transfer;
+    /// `pending_transfer_already_posted`, `pending_transfer_expired`.
+    pub(super) fn void_pending(
+        &mut self,
+        at: At<'_>,
+        id: &TransferId,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        let mut t = self.pending_for(at, id)?;
+        match t.state {
+            TransferState::Voided => return Ok(t),
+            TransferState::Posted => return Err(Rejection::PendingTransferAlreadyPosted),
+            TransferState::Expired => return Err(Rejection::PendingTransferExpired),
+            TransferState::Pending => {}
+        }
+        self.release(&t);
+        t.state = TransferState::Voided;
+        let amount = t.amount;
+        self.resolve(at, t, Event::PendingVoided, amount, changes)
+    }
+
+    /// Expires every pending transfer due on the ledger clock, in order of
+    /// expiry then id: the same on every replica.
+    pub(super) fn expire_due(&mut self, at: At<'_>, changes: &mut Changes) {
+        while let Some((due, id)) = self.expiries.first().cloned() {
+            if due > at.clock_ms {
+                break;
+            }
+            let mut t = self.transfers[&id].clone();
+            assert_eq!(
+                t.state,
+                TransferState::Pending,
+                "only pending transfers are indexed for expiry"
+            );
+            self.release(&t);
+            t.state = TransferState::Expired;
+            let amount = t.amount;
+            let _ = self.resolve(at, t, Event::PendingExpired, amount, changes);
+        }
+    }
+
+    /// Takes a pending transfer's reservation off both accounts.
+    fn release(&mut self, t: &Transfer) {
+        let units = u128::from(t.amount.units());
+        let debit = self.account_mut(&t.debit_account);
+        debit.debits_pending = debit
+            .debits_pending
+            .checked_sub(units)
+            .expect("pending debits cover the reservation");
+        let credit = self.account_mut(&t.credit_account);
+        credit.credits_pending = credit
+            .credits_pending
+            .checked_sub(units)
+            .expect("pending credits cover the reservation");
+    }
+
+    /// Stores a pending transfer's final state and its history events.
+    fn resolve(
+        &mut self,
+        at: At<'_>,
+        mut t: Transfer,
+        event: Event,
+        amount: Amount,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        t.resolved_height = Some(at.height);
+        if let Some(due) = t.expires_at_ms {
+            self.expiries.remove(&(due, t.id.clone()));
+        }
+        self.record(at, &t.debit_account, &t, event, amount, changes);
+        self.record(at, &t.credit_account, &t, event, amount, changes);
+        self.transfers.insert(t.id.clone(), t.clone());
+        changes.transfers.insert(t.id.clone());
+        Ok(t)
+    }
+}
