@@ -132,6 +132,82 @@ impl ApiClient {
             .await
     }
 
+    /// Posts a batch of transfers (each a JSON object as `POST /v1/transfers` takes).
+    pub async fn batch(
+        &self,
+        transfers: Vec<Value>,
+        atomic: bool,
+    ) -> Result<Response, reqwest::Error> {
+        let body = json!({"transfers": transfers, "atomic": atomic});
+        self.call(Method::POST, "/v1/transfers", Some(&body)).await
+    }
+
+    /// Posts a pending transfer, for `amount` or (None) all of it.
+    pub async fn post_pending(
+        &self,
+        id: &str,
+        amount: Option<u64>,
+    ) -> Result<Response, reqwest::Error> {
+        let body = match amount {
+            Some(a) => json!({"amount": a.to_string()}),
+            None => json!({}),
+        };
+        self.call(
+            Method::POST,
+            &format!("/v1/transfers/{id}/post"),
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn void_pending(&self, id: &str) -> Result<Response, reqwest::Error> {
+        self.call(
+            Method::POST,
+            &format!("/v1/transfers/{id}/void"),
+            Some(&json!({})),
+        )
+        .await
+    }
+
+    pub async fn close_account(&self, id: &str) -> Result<Response, reqwest::Error> {
+        self.call(
+            Method::POST,
+            &format!("/v1/accounts/{id}/close"),
+            Some(&json!({})),
+        )
+        .await
+    }
+
+    pub async fn set_readers(
+        &self,
+        id: &str,
+        readers: &[String],
+    ) -> Result<Response, reqwest::Error> {
+        let body = json!({"readers": readers});
+        self.call(
+            Method::PUT,
+            &format!("/v1/accounts/{id}/readers"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// One page of an account's history, from `cursor` (None: the start).
+    pub async fn history(
+        &self,
+        id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Response, reqwest::Error> {
+        let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+        self.call(
+            Method::GET,
+            &format!("/v1/accounts/{id}/transfers?limit={limit}{cursor}"),
+            None,
+        )
+        .await
+    }
+
     pub async fn cluster(&self) -> Result<Response, reqwest::Error> {
         self.call(Method::GET, "/v1/cluster", None).await
     }

@@ -88,6 +88,30 @@ enum ClientCmd {
     },
     /// Show a transfer.
     ShowTransfer { id: String },
+    /// Post a pending transfer, for all of it or --amount.
+    Post {
+        id: String,
+        #[arg(long)]
+        amount: Option<u64>,
+    },
+    /// Void a pending transfer, releasing its funds.
+    Void { id: String },
+    /// Close an account (admins): it takes part in no new transfer.
+    Close { id: String },
+    /// Set which organizations may read an account (admins).
+    Readers {
+        id: String,
+        #[arg(long = "reader")]
+        readers: Vec<String>,
+    },
+    /// An account's transfers, oldest first, a page at a time.
+    History {
+        id: String,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Show the cluster as the node sees it.
     Status,
 }
@@ -108,6 +132,12 @@ struct TransferArgs {
     asset: Option<String>,
     #[arg(long)]
     memo: Option<String>,
+    /// Reserve the amount now; post or void it later.
+    #[arg(long)]
+    pending: bool,
+    /// With --pending: release the reservation after this many ms.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -190,12 +220,20 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             let body = serde_json::json!({
                 "id": t.id, "debit_account": t.from, "credit_account": t.to,
                 "amount": t.amount, "asset": t.asset, "memo": t.memo,
+                "pending": t.pending, "timeout_ms": t.timeout_ms,
             });
             api.call(reqwest::Method::POST, "/v1/transfers", Some(&body))
                 .await
         }
         ClientCmd::Balance { id, local } => api.account(&id, local).await,
         ClientCmd::ShowTransfer { id } => api.get_transfer(&id).await,
+        ClientCmd::Post { id, amount } => api.post_pending(&id, amount).await,
+        ClientCmd::Void { id } => api.void_pending(&id).await,
+        ClientCmd::Close { id } => api.close_account(&id).await,
+        ClientCmd::Readers { id, readers } => api.set_readers(&id, &readers).await,
+        ClientCmd::History { id, cursor, limit } => {
+            api.history(&id, cursor.as_deref(), limit).await
+        }
         ClientCmd::Status => api.cluster().await,
     };
     let response: Response =

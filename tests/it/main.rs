@@ -5,3 +5,4 @@ mod harness;
 mod identity;
 mod ledger_api;
 mod scripts;
+mod semantics;
