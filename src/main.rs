@@ -73,9 +73,12 @@ enum ClientCmd {
         /// Allow the balance to go below zero (admins only: issuance accounts).
         #[arg(long)]
         allow_negative: bool,
-        /// An organization allowed to read the account (repeatable).
+        /// An organization allowed to read the account (repeatable; admins).
         #[arg(long = "reader")]
         readers: Vec<String>,
+        /// Ceiling on the balance, in minor units.
+        #[arg(long)]
+        balance_max: Option<String>,
     },
     /// Move an amount from one of your accounts to another account.
     Transfer(TransferArgs),
@@ -212,8 +215,13 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             asset,
             allow_negative,
             readers,
+            balance_max,
         } => {
-            api.create_account(&id, &asset, allow_negative, &readers)
+            let body = serde_json::json!({
+                "id": id, "asset": asset, "allow_negative": allow_negative,
+                "readers": readers, "balance_max": balance_max,
+            });
+            api.call(reqwest::Method::POST, "/v1/accounts", Some(&body))
                 .await
         }
         ClientCmd::Transfer(t) => {
