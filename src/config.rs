@@ -146,6 +146,13 @@ impl Genesis {
         self.nodes.iter().find(|n| n.id == id)
     }
 
+    /// The genesis file's SHA-256, from which block 0 is derived.
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        let mut out = [0; 32];
+        hex::decode_to_slice(&self.hash, &mut out).expect("genesis hash is 64 hex digits");
+        out
+    }
+
     pub fn org_names(&self) -> BTreeSet<OrgName> {
         self.orgs.iter().map(|o| o.name.clone()).collect()
     }

@@ -49,6 +49,11 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
     },
+    /// Check evidence offline, with nothing but the evidence and a hash.
+    Verify {
+        #[command(subcommand)]
+        what: VerifyCmd,
+    },
     /// Run one member node.
     Node {
         #[arg(long)]
@@ -60,6 +65,18 @@ enum Cmd {
         config: PathBuf,
         #[command(subcommand)]
         command: ClientCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerifyCmd {
+    /// A transfer's inclusion proof (as `alliance client proof` saves it)
+    /// against the hash of its block, obtained elsewhere (e.g. the public window).
+    Proof {
+        file: PathBuf,
+        /// The block's hash, 64 hex digits.
+        #[arg(long)]
+        head: String,
     },
 }
 
@@ -117,6 +134,10 @@ enum ClientCmd {
     },
     /// Show the cluster as the node sees it.
     Status,
+    /// A transfer's inclusion proof (save it, then `alliance verify proof`).
+    Proof { id: String },
+    /// A block header with its hash and leaf hashes.
+    Block { height: u64 },
 }
 
 #[derive(Args)]
@@ -199,11 +220,49 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }
         Cmd::Client { config, command } => client(&config, command).await,
+        Cmd::Verify {
+            what: VerifyCmd::Proof { file, head },
+        } => Ok(verify_proof(&file, &head)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("alliance: {e}");
         ExitCode::from(2)
     })
+}
+
+/// Exit 0 if the proof holds, 1 if it does not, 2 if it cannot be read.
+fn verify_proof(file: &std::path::Path, head: &str) -> ExitCode {
+    use alliance::ledger::chain::{from_hex, to_hex, Proof};
+    let Some(head) = from_hex(head) else {
+        eprintln!("alliance: --head must be 64 hex digits");
+        return ExitCode::from(2);
+    };
+    let proof: Proof = match alliance::config::read_bounded(file, 64 * 1024 * 1024)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", file.display())))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("alliance: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match proof.verify(&head) {
+        Ok(()) => {
+            println!(
+                "ok: leaf {} of block {} (hash {}) is {}",
+                proof.leaf_index,
+                proof.header.height,
+                to_hex(&head),
+                proof.leaf
+            );
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            println!("FAILED: {why}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Result<ExitCode> {
@@ -243,6 +302,18 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             api.history(&id, cursor.as_deref(), limit).await
         }
         ClientCmd::Status => api.cluster().await,
+        ClientCmd::Proof { id } => {
+            api.call(
+                reqwest::Method::GET,
+                &format!("/v1/transfers/{id}/proof"),
+                None,
+            )
+            .await
+        }
+        ClientCmd::Block { height } => {
+            api.call(reqwest::Method::GET, &format!("/v1/blocks/{height}"), None)
+                .await
+        }
     };
     let response: Response =
         sent.map_err(|e| alliance::error::Error::Other(format!("{}: {e}", config.url)))?;

@@ -42,7 +42,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let incarnations = Incarnations::open(&store, config.id)?;
     let mut log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
-    let state_machine = StateMachine::open(store, genesis.org_names())
+    let state_machine = StateMachine::open(store, genesis.org_names(), genesis.hash_bytes())
         .map_err(|e| Error::Storage(e.to_string()))?;
     let shared = state_machine.shared();
 

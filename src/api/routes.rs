@@ -29,6 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/transfers/{id}", web::get().to(get_transfer))
             .route("/transfers/{id}/post", web::post().to(post_pending))
             .route("/transfers/{id}/void", web::post().to(void_pending))
+            .route("/transfers/{id}/proof", web::get().to(transfer_proof))
+            .route("/blocks", web::get().to(list_blocks))
+            .route("/blocks/{height}", web::get().to(get_block))
             .route("/cluster", web::get().to(cluster)),
     )
     .default_service(web::to(no_route));
@@ -263,6 +266,55 @@ async fn list_accounts(
         .map_err(|_| ApiError::InvalidQuery("bad cursor".into()))?;
     let limit = q.limit(&svc)?;
     read(&svc, &principal, &q, Read::Accounts { after, limit }).await
+}
+
+async fn transfer_proof(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = transfer_id(&id)?;
+    let q = ReadQuery::parse(req.query_string(), &[])?;
+    read(&svc, &principal, &q, Read::Proof(id)).await
+}
+
+/// Block headers reveal no ledger data: any member certificate may read them.
+async fn get_block(
+    principal: Principal,
+    svc: web::Data<Service>,
+    height: web::Path<String>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let height = parse_height(&height)?;
+    let q = ReadQuery::parse(req.query_string(), &[])?;
+    read(&svc, &principal, &q, Read::Block(height)).await
+}
+
+async fn list_blocks(
+    principal: Principal,
+    svc: web::Data<Service>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
+    let from = q
+        .cursor
+        .as_deref()
+        .map(parse_height)
+        .transpose()?
+        .unwrap_or(0);
+    let limit = q.limit(&svc)?;
+    read(&svc, &principal, &q, Read::Blocks { from, limit }).await
+}
+
+/// A block height: decimal digits, no sign or leading zero.
+pub fn parse_height(s: &str) -> Result<u64, ApiError> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    s.parse()
+        .ok()
+        .filter(|_| canonical)
+        .ok_or_else(|| ApiError::InvalidQuery(format!("{s:?} is not a block height")))
 }
 
 async fn get_transfer(

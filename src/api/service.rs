@@ -21,12 +21,13 @@ use super::error::{ApiError, Reply};
 use super::types::{account_view, batch_item_view, check_limits, history_view, transfer_view};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
+use crate::ledger::chain::{self, BlockHeader, Proof};
 use crate::ledger::{
     Account, AccountId, Command, Entry, HistoryItem, Outcome, Rejection, Transfer, TransferId,
 };
 use crate::raft::log_store::CommitIndex;
 use crate::raft::network::Peers;
-use crate::raft::state_machine::SharedState;
+use crate::raft::state_machine::{SharedState, StateRead};
 use crate::raft::Raft;
 
 /// Path of request forwarding on the peer listener.
@@ -61,6 +62,12 @@ pub enum Read {
         after: Option<AccountId>,
         limit: usize,
     },
+    Block(u64),
+    Blocks {
+        from: u64,
+        limit: usize,
+    },
+    Proof(TransferId),
 }
 
 impl Op {
@@ -283,6 +290,15 @@ impl Service {
         }
     }
 
+    /// Block `h`: stored, or derived from genesis for 0, or None past the head.
+    fn block(&self, state: &StateRead<'_>, h: u64) -> sled::Result<Option<BlockHeader>> {
+        if h == 0 {
+            Ok(Some(BlockHeader::genesis(self.genesis.hash_bytes())))
+        } else {
+            state.block(h)
+        }
+    }
+
     /// Serves `read` from this node's applied state. Called on the leader
     /// after [`Self::linearize`], or directly for `consistency=local`.
     pub fn read(&self, principal: &Principal, read: &Read) -> Reply {
@@ -350,6 +366,76 @@ impl Service {
                     Err(e) => storage(e),
                 }
             }
+            Read::Block(h) => match self.block(&state, *h) {
+                Ok(Some(header)) => {
+                    let leaves = if *h == 0 {
+                        Ok(Some(vec![]))
+                    } else {
+                        state.leaves(*h)
+                    };
+                    match leaves {
+                        Ok(leaves) => {
+                            let hashes: Vec<String> = leaves
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|l| chain::to_hex(&chain::leaf_hash(l.as_bytes())))
+                                .collect();
+                            let mut view = block_view(&header);
+                            view["leaf_hashes"] = json!(hashes);
+                            view["as_of"] = as_of.into();
+                            Reply::ok(view)
+                        }
+                        Err(e) => storage(e),
+                    }
+                }
+                Ok(None) => ApiError::NotFound("block_not_found").reply(),
+                Err(e) => storage(e),
+            },
+            Read::Blocks { from, limit } => {
+                let to = ledger.height().min(from.saturating_add(*limit as u64 - 1));
+                let blocks: Result<Vec<_>, _> = (*from..=to)
+                    .map(|h| self.block(&state, h).map(|b| b.map(|b| block_view(&b))))
+                    .collect();
+                match blocks {
+                    Ok(blocks) => {
+                        let blocks: Vec<_> = blocks.into_iter().flatten().collect();
+                        let next = (to < ledger.height()).then(|| (to + 1).to_string());
+                        Reply::ok(
+                            json!({"blocks": blocks, "next_cursor": next, "head_height": ledger.height(), "as_of": as_of}),
+                        )
+                    }
+                    Err(e) => storage(e),
+                }
+            }
+            Read::Proof(id) => {
+                let Some(t) = ledger
+                    .transfer(id)
+                    .filter(|t| ledger.transfer_readable_by(t, &actor))
+                else {
+                    return ApiError::NotFound("transfer_not_found").reply();
+                };
+                match (state.block(t.height), state.leaves(t.height)) {
+                    (Ok(Some(header)), Ok(Some(leaves))) => {
+                        let hashes: Vec<_> = leaves
+                            .iter()
+                            .map(|l| chain::leaf_hash(l.as_bytes()))
+                            .collect();
+                        let index = t.leaf_index as usize;
+                        let proof = Proof {
+                            header,
+                            leaf_index: t.leaf_index,
+                            leaf: leaves.get(index).cloned().unwrap_or_default(),
+                            path: chain::inclusion_path(&hashes, index),
+                        };
+                        let mut view = serde_json::to_value(&proof).expect("proofs serialize");
+                        view["transfer"] = json!(t.id);
+                        view["block_hash"] = json!(chain::to_hex(&proof.header.hash()));
+                        Reply::ok(view)
+                    }
+                    (Err(e), _) | (_, Err(e)) => storage(e),
+                    _ => ApiError::Unavailable(format!("block {} is missing", t.height)).reply(),
+                }
+            }
             Read::Accounts { after, limit } => {
                 let mut page: Vec<_> = ledger
                     .accounts_after(after.as_ref())
@@ -371,6 +457,13 @@ impl Service {
             }
         }
     }
+}
+
+/// A block header with its hash, hashes in hex.
+pub fn block_view(h: &BlockHeader) -> serde_json::Value {
+    let mut v = serde_json::to_value(h).expect("headers serialize");
+    v["hash"] = json!(chain::to_hex(&h.hash()));
+    v
 }
 
 /// An account's balances as of block height `h`: after its last event at or

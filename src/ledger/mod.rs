@@ -21,6 +21,7 @@
 //! its transfer id, so a re-send gets the same answer).
 
 mod account;
+pub mod chain;
 pub mod ids;
 mod rejection;
 mod transfer;
@@ -30,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use chain::{BlockHeader, Hash, Proof};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
 pub use rejection::Rejection;
 pub use types::{
@@ -125,6 +127,24 @@ pub struct Changes {
     pub transfers: BTreeSet<TransferId>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
+    /// The block's leaves, in order: canonical JSON records.
+    pub leaves: Vec<String>,
+    /// The block this entry became.
+    pub block: Option<BlockHeader>,
+}
+
+/// A block leaf: one result of the entry, as canonical JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Leaf<'a> {
+    Transfer(&'a Transfer),
+    Expired(&'a Transfer),
+    Account(&'a Account),
+    Refused { code: &'static str },
+}
+
+fn leaf_json(leaf: &Leaf<'_>) -> String {
+    serde_json::to_string(leaf).expect("leaves serialize")
 }
 
 /// The whole ledger state.
@@ -141,6 +161,8 @@ pub struct Ledger {
     height: u64,
     /// Largest entry timestamp applied so far, ms.
     clock_ms: u64,
+    /// The last block's header (block 0 from genesis).
+    head: BlockHeader,
     /// Undo records while an atomic batch runs; never persisted.
     #[serde(skip)]
     journal: Option<Journal>,
@@ -165,11 +187,18 @@ struct At<'a> {
 }
 
 impl Ledger {
-    pub fn new(orgs: BTreeSet<OrgName>) -> Self {
+    /// A new ledger whose block 0 is derived from the genesis file's hash.
+    pub fn genesis(orgs: BTreeSet<OrgName>, genesis_hash: Hash) -> Self {
         Self {
             orgs,
+            head: BlockHeader::genesis(genesis_hash),
             ..Self::default()
         }
+    }
+
+    /// A new ledger for tests and benchmarks (a genesis hash of zeros).
+    pub fn new(orgs: BTreeSet<OrgName>) -> Self {
+        Self::genesis(orgs, [0; 32])
     }
 
     /// Rebuilds a ledger from persisted parts.
@@ -178,9 +207,10 @@ impl Ledger {
         accounts: impl IntoIterator<Item = Account>,
         transfers: impl IntoIterator<Item = Transfer>,
         rejected: impl IntoIterator<Item = RejectedTransfer>,
-        height: u64,
+        head: BlockHeader,
         clock_ms: u64,
     ) -> Self {
+        let height = head.height;
         let transfers: BTreeMap<TransferId, Transfer> =
             transfers.into_iter().map(|t| (t.id.clone(), t)).collect();
         let expiries = transfers
@@ -199,6 +229,7 @@ impl Ledger {
             expiries,
             height,
             clock_ms,
+            head,
             journal: None,
         }
     }
@@ -211,6 +242,10 @@ impl Ledger {
     }
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
+    }
+    /// The last block's header.
+    pub fn head(&self) -> &BlockHeader {
+        &self.head
     }
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)
@@ -251,8 +286,19 @@ impl Ledger {
             .any(|a| a.readable_by(actor))
     }
 
-    /// Applies one entry committed at `log_index`; it becomes the next block.
+    /// [`Self::apply_logged`] with log term 0 (tests, benchmarks).
     pub fn apply(&mut self, entry: &Entry, log_index: u64) -> (Outcome, Changes) {
+        self.apply_logged(entry, log_index, 0)
+    }
+
+    /// Applies one entry committed at (`log_term`, `log_index`); it becomes
+    /// the next block.
+    pub fn apply_logged(
+        &mut self,
+        entry: &Entry,
+        log_index: u64,
+        log_term: u64,
+    ) -> (Outcome, Changes) {
         self.height += 1;
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
         let at = At {
@@ -264,6 +310,7 @@ impl Ledger {
         };
         let mut changes = Changes::default();
         self.expire_due(at, &mut changes);
+        let base = changes.leaves.len() as u64;
         let outcome = match &entry.command {
             Command::CreateAccount(req) => {
                 Outcome::Account(self.create_account(at, req, &mut changes))
@@ -272,15 +319,15 @@ impl Ledger {
                 transfers,
                 atomic: false,
             } => Outcome::Transfers(
-                transfers
-                    .iter()
-                    .map(|t| self.transfer_and_remember(at, t, &mut changes))
+                (base..)
+                    .zip(transfers)
+                    .map(|(leaf, t)| self.transfer_and_remember(at, t, leaf, &mut changes))
                     .collect(),
             ),
             Command::Transfers {
                 transfers,
                 atomic: true,
-            } => Outcome::Transfers(self.atomic_batch(at, transfers, &mut changes)),
+            } => Outcome::Transfers(self.atomic_batch(at, transfers, base, &mut changes)),
             Command::PostPending { id, amount } => {
                 Outcome::Transfer(self.post_pending(at, id, *amount, &mut changes))
             }
@@ -296,7 +343,66 @@ impl Ledger {
             Command::Tick => Outcome::Ticked,
         };
         debug_assert!(self.journal.is_none(), "a batch left its journal open");
+        self.seal_block(at, &outcome, log_term, &mut changes);
         (outcome, changes)
+    }
+
+    /// Adds the outcome's leaves and makes the entry's block the new head.
+    fn seal_block(&mut self, at: At<'_>, outcome: &Outcome, log_term: u64, changes: &mut Changes) {
+        let refused = |r: &Rejection| leaf_json(&Leaf::Refused { code: r.code() });
+        let mut push = |leaf: String| changes.leaves.push(leaf);
+        match outcome {
+            Outcome::Account(Ok(a)) => push(leaf_json(&Leaf::Account(a))),
+            Outcome::Transfer(Ok(t)) => push(leaf_json(&Leaf::Transfer(t))),
+            Outcome::Account(Err(r)) | Outcome::Transfer(Err(r)) => push(refused(r)),
+            Outcome::Transfers(results) => {
+                for r in results {
+                    push(
+                        r.as_ref()
+                            .map_or_else(refused, |t| leaf_json(&Leaf::Transfer(t))),
+                    );
+                }
+            }
+            Outcome::Ticked => {}
+        }
+        let leaf_hashes: Vec<Hash> = changes
+            .leaves
+            .iter()
+            .map(|l| chain::leaf_hash(l.as_bytes()))
+            .collect();
+        let block = BlockHeader {
+            height: at.height,
+            prev_hash: self.head.hash(),
+            merkle_root: chain::merkle_root(&leaf_hashes),
+            leaf_count: leaf_hashes.len() as u64,
+            log_index: at.log_index,
+            log_term,
+            timestamp_ms: at.timestamp_ms,
+            state_digest: self.state_digest(changes),
+        };
+        self.head = block.clone();
+        changes.block = Some(block);
+    }
+
+    /// SHA-256 over every record `changes` names, in key order.
+    fn state_digest(&self, changes: &Changes) -> Hash {
+        fn json<T: Serialize>(v: &T) -> Vec<u8> {
+            serde_json::to_vec(v).expect("records serialize")
+        }
+        let mut d = chain::StateDigest::default();
+        for id in &changes.accounts {
+            d.add("account", &json(&self.accounts[id]));
+        }
+        for id in &changes.transfers {
+            d.add("transfer", &json(&self.transfers[id]));
+        }
+        for id in &changes.rejected {
+            d.add("rejected", &json(&self.rejected[id]));
+        }
+        for item in &changes.history {
+            d.add("history", &json(item));
+        }
+        d.finish()
     }
 
     /// A mutable account, journaled first if an atomic batch is running.

@@ -18,10 +18,11 @@ impl Ledger {
         &mut self,
         at: At<'_>,
         req: &NewTransfer,
+        leaf: u64,
         changes: &mut Changes,
     ) -> Result<Transfer, Rejection> {
         use Rejection::*;
-        let result = self.transfer_one(at, req, changes);
+        let result = self.transfer_one(at, req, leaf, changes);
         if let Err(
             r @ (AssetMismatch | DebitAccountClosed | CreditAccountClosed | InsufficientFunds
             | ExceedsBalanceMax | Overflow),
@@ -48,13 +49,14 @@ impl Ledger {
         &mut self,
         at: At<'_>,
         reqs: &[NewTransfer],
+        base_leaf: u64,
         changes: &mut Changes,
     ) -> Vec<Result<Transfer, Rejection>> {
         let before = changes.clone();
         self.journal = Some(Journal::default());
-        let results: Vec<_> = reqs
-            .iter()
-            .map(|req| self.transfer_one(at, req, changes))
+        let results: Vec<_> = (base_leaf..)
+            .zip(reqs)
+            .map(|(leaf, req)| self.transfer_one(at, req, leaf, changes))
             .collect();
         let journal = self.journal.take().expect("journal opened above");
         if results.iter().all(Result::is_ok) {
@@ -86,6 +88,7 @@ impl Ledger {
         &mut self,
         at: At<'_>,
         req: &NewTransfer,
+        leaf_index: u64,
         changes: &mut Changes,
     ) -> Result<Transfer, Rejection> {
         let actor = at.actor;
@@ -152,6 +155,7 @@ impl Ledger {
             timestamp_ms: at.timestamp_ms,
             height: at.height,
             log_index: at.log_index,
+            leaf_index,
             pending: req.pending,
             timeout_ms: req.timeout_ms.filter(|_| req.pending),
             expires_at_ms,
@@ -294,7 +298,11 @@ impl Ledger {
             self.release(&t);
             t.state = TransferState::Expired;
             let amount = t.amount;
-            let _ = self.resolve(at, t, Event::PendingExpired, amount, changes);
+            if let Ok(expired) = self.resolve(at, t, Event::PendingExpired, amount, changes) {
+                changes
+                    .leaves
+                    .push(super::leaf_json(&super::Leaf::Expired(&expired)));
+            }
         }
     }
 

@@ -137,6 +137,8 @@ pub struct Transfer {
     pub height: u64,
     /// Raft log index of that entry.
     pub log_index: u64,
+    /// Position of the transfer's leaf in that block's Merkle tree.
+    pub leaf_index: u64,
     pub pending: bool,
     pub timeout_ms: Option<u64>,
     /// Ledger time at which a pending transfer expires.

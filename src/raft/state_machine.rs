@@ -23,7 +23,7 @@ use super::store::{
     storage_err, to_json, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG,
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
-use crate::ledger::{AccountId, Changes, HistoryItem, Ledger, OrgName, Outcome};
+use crate::ledger::{AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome};
 
 /// The applied state: the ledger and how far it has applied.
 #[derive(Clone, Debug, Default)]
@@ -98,6 +98,18 @@ impl StateRead<'_> {
         Ok(found)
     }
 
+    /// The stored header of block `height` (block 0 is not stored).
+    pub fn block(&self, height: u64) -> sled::Result<Option<BlockHeader>> {
+        let v = self.state.get(StateKey::Block(height).encode())?;
+        Ok(v.map(|v| serde_json::from_slice(&v).expect("blocks are ours")))
+    }
+
+    /// Block `height`'s leaves.
+    pub fn leaves(&self, height: u64) -> sled::Result<Option<Vec<String>>> {
+        let v = self.state.get(StateKey::Leaves(height).encode())?;
+        Ok(v.map(|v| serde_json::from_slice(&v).expect("leaves are ours")))
+    }
+
     fn item(&self, account: &AccountId, seq: u64) -> sled::Result<HistoryItem> {
         let v = self.state.get(StateKey::History(account, seq).encode())?;
         let v = v.expect("items below history_len exist");
@@ -117,6 +129,7 @@ impl SharedState {
 pub struct StateMachine {
     store: Store,
     orgs: BTreeSet<OrgName>,
+    genesis_hash: Hash,
     state: SharedState,
     /// Serializes snapshot saves (builder and installer run concurrently).
     snapshot_lock: Arc<Mutex<()>>,
@@ -139,8 +152,12 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl StateMachine {
     /// Loads the applied state from sled; `orgs` are genesis's organizations.
-    pub fn open(store: Store, orgs: BTreeSet<OrgName>) -> Result<Self, StorageError> {
-        let applied = load(&store.state, orgs.clone())?;
+    pub fn open(
+        store: Store,
+        orgs: BTreeSet<OrgName>,
+        genesis_hash: Hash,
+    ) -> Result<Self, StorageError> {
+        let applied = load(&store.state, orgs.clone(), genesis_hash)?;
         let state = SharedState {
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
@@ -148,6 +165,7 @@ impl StateMachine {
         Ok(Self {
             store,
             orgs,
+            genesis_hash,
             state,
             snapshot_lock: Default::default(),
             snapshots_built: 0,
@@ -193,6 +211,14 @@ impl StateMachine {
         batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
         batch.insert(StateKey::Height.encode(), to_json(&ledger.height()));
         batch.insert(StateKey::Clock.encode(), to_json(&ledger.clock_ms()));
+        if let Some(block) = &changes.block {
+            batch.insert(StateKey::Block(block.height).encode(), to_json(block));
+            batch.insert(
+                StateKey::Leaves(block.height).encode(),
+                to_json(&changes.leaves),
+            );
+            batch.insert(StateKey::Head.encode(), to_json(block));
+        }
         self.store.state.apply_batch(batch).map_err(write_err)
     }
 
@@ -226,7 +252,11 @@ impl StateMachine {
 }
 
 /// Reads the whole applied state from the state tree.
-fn load(tree: &sled::Tree, orgs: BTreeSet<OrgName>) -> Result<Applied, StorageError> {
+fn load(
+    tree: &sled::Tree,
+    orgs: BTreeSet<OrgName>,
+    genesis_hash: Hash,
+) -> Result<Applied, StorageError> {
     fn get<T: serde::de::DeserializeOwned + Default>(
         tree: &sled::Tree,
         key: StateKey,
@@ -241,7 +271,10 @@ fn load(tree: &sled::Tree, orgs: BTreeSet<OrgName>) -> Result<Applied, StorageEr
         scan(tree, ACCOUNT_TAG)?,
         scan(tree, TRANSFER_TAG)?,
         scan(tree, REJECTED_TAG)?,
-        get(tree, StateKey::Height)?,
+        match tree.get(StateKey::Head.encode()).map_err(read_err)? {
+            Some(v) => serde_json::from_slice(&v).map_err(read_err)?,
+            None => BlockHeader::genesis(genesis_hash),
+        },
         get(tree, StateKey::Clock)?,
     );
     Ok(Applied {
@@ -366,7 +399,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (reply, changes) = match entry.payload {
                 EntryPayload::Blank => (None, Changes::default()),
                 EntryPayload::Normal(ref e) => {
-                    let (outcome, changes) = applied.ledger.apply(e, entry.log_id.index);
+                    let log = entry.log_id;
+                    let (outcome, changes) =
+                        applied
+                            .ledger
+                            .apply_logged(e, log.index, log.leader_id.term);
                     (Some(outcome), changes)
                 }
                 EntryPayload::Membership(ref m) => {
@@ -384,6 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Self {
             store: self.store.clone(),
             orgs: self.orgs.clone(),
+            genesis_hash: self.genesis_hash,
             state: self.state.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
             snapshots_built: self.snapshots_built,
@@ -427,7 +465,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 to_json(&meta.last_membership),
             );
             self.store.state.apply_batch(batch).map_err(write_err)?;
-            *applied = load(&self.store.state, self.orgs.clone())?;
+            *applied = load(&self.store.state, self.orgs.clone(), self.genesis_hash)?;
         }
         self.save_snapshot(meta, &data)
     }

@@ -100,6 +100,12 @@ pub enum StateKey<'a> {
     Transfer(&'a TransferId),
     Rejected(&'a TransferId),
     Clock,
+    /// The last block's header.
+    Head,
+    /// A block's header, by height (big-endian).
+    Block(u64),
+    /// A block's leaves (canonical JSON records), by height.
+    Leaves(u64),
     /// An account's history item `seq`: the id, a 0 byte (ids have none),
     /// then the big-endian sequence, so one account's items scan in order.
     History(&'a AccountId, u64),
@@ -109,24 +115,25 @@ pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFER_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
+pub const BLOCK_TAG: u8 = 0x50;
+pub const LEAVES_TAG: u8 = 0x51;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
-        if let Self::History(id, seq) = self {
-            return Self::history_prefix(id)
-                .into_iter()
-                .chain(seq.to_be_bytes())
-                .collect();
-        }
         let (tag, id) = match self {
+            Self::History(id, seq) => {
+                return [Self::history_prefix(id), seq.to_be_bytes().to_vec()].concat()
+            }
+            Self::Block(h) => return [&[BLOCK_TAG][..], &h.to_be_bytes()].concat(),
+            Self::Leaves(h) => return [&[LEAVES_TAG][..], &h.to_be_bytes()].concat(),
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
             Self::Height => (0x03, ""),
+            Self::Clock => (0x04, ""),
+            Self::Head => (0x05, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Transfer(id) => (TRANSFER_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
-            Self::Clock => (0x04, ""),
-            Self::History(..) => unreachable!("encoded above"),
         };
         let mut key = Vec::with_capacity(1 + id.len());
         key.push(tag);

@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open sled");
-        let sm = StateMachine::open(store.clone(), Default::default())?;
+        let sm = StateMachine::open(store.clone(), Default::default(), [0; 32])?;
         Ok((dir, LogStore::new(store), sm))
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: real node processes, real TLS, real disk.
 
+mod chain;
 mod cluster;
 mod harness;
 mod identity;
