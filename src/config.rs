@@ -175,6 +175,10 @@ pub struct NodeConfig {
     /// Address to bind the peer listener to; default: genesis `raft_addr`.
     #[serde(default)]
     pub raft_listen: Option<HostPort>,
+    /// The public window: chain head and block headers for anyone, with
+    /// server-only TLS. Off unless set.
+    #[serde(default)]
+    pub public_addr: Option<HostPort>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -215,6 +219,10 @@ pub struct Limits {
     pub page_items_max: usize,
     /// How often the leader looks for pending transfers due to expire.
     pub expiry_check_ms: u64,
+    /// Requests one client address may make to the public window per minute.
+    pub public_requests_per_minute: u32,
+    /// Client addresses the public window's rate table remembers.
+    pub public_clients_max: usize,
 }
 
 impl Default for Limits {
@@ -232,6 +240,8 @@ impl Default for Limits {
             pending_timeout_ms_max: 366 * 24 * 3600 * 1000,
             page_items_max: 1000,
             expiry_check_ms: 100,
+            public_requests_per_minute: 120,
+            public_clients_max: 10_000,
         }
     }
 }
@@ -286,7 +296,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 14] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -303,6 +313,8 @@ impl NodeConfig {
             ((1..=100_000).contains(&l.batch_transfers_max), "limits.batch_transfers_max must be 1..=100000"),
             ((1..=10_000).contains(&l.page_items_max), "limits.page_items_max must be 1..=10000"),
             ((10..=60_000).contains(&l.expiry_check_ms), "limits.expiry_check_ms must be 10..=60000"),
+            ((1..=1_000_000).contains(&l.public_requests_per_minute), "limits.public_requests_per_minute must be 1..=1000000"),
+            ((1..=1_000_000).contains(&l.public_clients_max), "limits.public_clients_max must be 1..=1000000"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ApiClient;
-use crate::config::{ClientConfig, Limits, NodeConfig, RaftTuning, TlsFiles};
+use crate::config::{ClientConfig, HostPort, Limits, NodeConfig, RaftTuning, TlsFiles};
 use crate::error::{Error, Result};
 
 /// The admin scripts, embedded so the demo works from any directory.
@@ -69,6 +69,8 @@ pub struct DemoNode {
     pub org: String,
     pub api_url: String,
     pub peer_url: String,
+    /// The public window (chain head and block headers, no client certificate).
+    pub public_url: String,
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -141,7 +143,7 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
     let scripts = write_scripts(&dir)?;
     let pki = dir.join("pki");
     let mut orgs = Vec::new();
-    let mut ports = free_ports(2 * opts.nodes)?.into_iter();
+    let mut ports = free_ports(3 * opts.nodes)?.into_iter();
     let mut genesis_args = vec![
         "--out".into(),
         path_str(&dir.join("genesis.toml")),
@@ -194,12 +196,10 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
         }
         let ca = pki.join(&org).join("ca.crt");
         genesis_args.extend(["--org".into(), format!("{org}={}", path_str(&ca))]);
-        let (api, raft) = (
-            ports.next().expect("enough ports"),
-            ports.next().expect("enough ports"),
-        );
+        let mut port = || ports.next().expect("enough ports");
+        let (api, raft, public) = (port(), port(), port());
         genesis_args.extend(["--node".into(), format!("{i},{org},{api},{raft}")]);
-        node_addrs.push((i as u64, org.clone(), api, raft));
+        node_addrs.push((i as u64, org.clone(), api, raft, public));
         orgs.push(DemoOrg {
             name: org,
             ca_cert: ca,
@@ -211,8 +211,14 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
 
     let ca_certs: Vec<PathBuf> = orgs.iter().map(|o| o.ca_cert.clone()).collect();
     let mut nodes = Vec::new();
-    for (id, org, api, raft) in node_addrs {
-        nodes.push(write_node_config(&dir, id, &org, api, raft, opts)?);
+    for (id, org, api, raft, public) in node_addrs {
+        nodes.push(write_node_config(
+            &dir,
+            id,
+            &org,
+            [api, raft, public],
+            opts,
+        )?);
     }
     for org in &mut orgs {
         let node = nodes
@@ -262,8 +268,7 @@ fn write_node_config(
     dir: &Path,
     id: u64,
     org: &str,
-    api: SocketAddr,
-    raft: SocketAddr,
+    [api, raft, public]: [SocketAddr; 3],
     opts: &Options,
 ) -> Result<DemoNode> {
     let node_dir = dir.join(format!("node{id}"));
@@ -277,6 +282,9 @@ fn write_node_config(
         },
         api_listen: None,
         raft_listen: None,
+        public_addr: Some(
+            HostPort::try_from(public.to_string()).expect("a socket address is host:port"),
+        ),
         limits: opts.limits.clone(),
         raft: opts.raft.clone(),
     };
@@ -287,6 +295,7 @@ fn write_node_config(
         org: org.into(),
         api_url: format!("https://{api}"),
         peer_url: format!("https://{raft}"),
+        public_url: format!("https://{public}"),
         config: path,
         data_dir: config.data_dir,
         log: node_dir.join("node.log"),
@@ -533,11 +542,12 @@ fn print_summary(layout: &Layout, leader: u64, elapsed: Duration) {
     for n in &layout.nodes {
         let tag = if n.id == leader { "  (leader)" } else { "" };
         println!(
-            "  node {} ({})  api {}  peer {}  log {}{tag}",
+            "  node {} ({})  api {}  peer {}  public {}  log {}{tag}",
             n.id,
             n.org,
             n.api_url,
             n.peer_url,
+            n.public_url,
             n.log.display()
         );
     }
@@ -562,6 +572,11 @@ fn print_summary(layout: &Layout, leader: u64, elapsed: Duration) {
         );
     }
     println!("  {curl} {url}/v1/cluster");
+    println!(
+        "  curl -sS --cacert {} {}/public/v1/head      # the public window: no client certificate",
+        org1.ca_cert.display(),
+        layout.nodes[0].public_url
+    );
     println!(
         "  alliance client --config {} balance {}.ops",
         app.client_config.display(),

@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 
-use crate::api::{self, service::Service};
+use crate::api::{self, public::RateLimiter, service::Service};
 use crate::config::{Genesis, NodeConfig};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
@@ -73,7 +73,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         form_cluster(&raft, &genesis).await?;
     }
 
-    let service = Arc::new(Service::new(
+    let mut service = Service::new(
         config.id,
         raft.clone(),
         shared,
@@ -81,7 +81,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         config.limits.clone(),
         peers,
         commit_index,
-    ));
+    );
+    if config.public_addr.is_some() {
+        let l = &config.limits;
+        service.public_limiter = Some(RateLimiter::new(
+            l.public_requests_per_minute,
+            l.public_clients_max,
+        ));
+    }
+    let service = Arc::new(service);
     spawn_expiry_ticker(service.clone(), me.org.clone());
     let api_tls = trust.server_config(&config.tls)?;
     let peer_tls = trust.server_config(&config.tls)?;
@@ -127,8 +135,37 @@ pub async fn run(config_path: &Path) -> Result<()> {
     )?
     .run();
 
+    let public = match &config.public_addr {
+        Some(addr) => {
+            let public_service = service.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::from(public_service.clone()))
+                    .configure(api::public::configure)
+            })
+            .workers(1)
+            .max_connections(limits.connections_max)
+            .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
+            .bind_rustls_0_23(
+                addr.as_str(),
+                crate::identity::public_server_config(&config.tls)?,
+            )?
+            .run();
+            tracing::info!(public = %addr, "public window open");
+            Some(server)
+        }
+        None => None,
+    };
+    let public = async move {
+        match public {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
+    };
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
-    let (api_result, peer_result) = tokio::join!(api, peer);
+    // SIGTERM or SIGINT stops every server; wait for all of them.
+    let (api_result, peer_result, public_result) = tokio::join!(api, peer, public);
+    public_result?;
     tracing::info!(node = config.id, "listeners stopped; shutting down raft");
     let _ = raft.shutdown().await;
     api_result?;

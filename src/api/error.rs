@@ -33,6 +33,8 @@ pub enum ApiError {
     Rejected(Rejection),
     /// Too many writes in flight on this node.
     Overloaded,
+    /// The public window's budget for this client is spent; retry after N s.
+    RateLimited(u64),
     /// No leader reachable before the deadline; nothing was proposed.
     NoQuorum,
     /// A write may have been proposed, but no answer came before the deadline.
@@ -56,6 +58,7 @@ impl ApiError {
             Self::NotFound(what) => what,
             Self::Rejected(r) => r.code(),
             Self::Overloaded => "overloaded",
+            Self::RateLimited(_) => "rate_limited",
             Self::NoQuorum => "no_quorum",
             Self::OutcomeUnknown => "outcome_unknown",
             Self::NotLeader => "not_leader",
@@ -74,7 +77,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Rejected(r) => rejection_status(*r),
-            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NoQuorum | Self::NotLeader | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -92,6 +95,7 @@ impl ApiError {
             Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
             Self::Rejected(r) => r.message().to_owned(),
             Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
+            Self::RateLimited(s) => format!("request budget spent; retry after {s} s"),
             Self::NoQuorum => "no leader with a quorum could be reached; nothing was written".to_owned(),
             Self::OutcomeUnknown => {
                 "the write was proposed but not confirmed in time; retry with the same id to learn its outcome".to_owned()

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod peer;
+pub mod public;
 pub mod routes;
 pub mod service;
 pub mod types;

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Reply};
+use super::public;
 use super::types::{account_view, batch_item_view, check_limits, history_view, transfer_view};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
@@ -92,6 +93,8 @@ pub struct Service {
     /// Client for the peer channel (pooled, mutual TLS).
     pub peers: Peers,
     pub commit_index: CommitIndex,
+    /// The public window's per-client budget, when the window is open.
+    pub public_limiter: Option<public::RateLimiter>,
     in_flight: Semaphore,
 }
 
@@ -123,6 +126,7 @@ impl Service {
             limits,
             peers,
             commit_index,
+            public_limiter: None,
             in_flight,
         }
     }

@@ -338,6 +338,18 @@ impl Subject {
     }
 }
 
+/// A server config for the public window: server-only TLS, no client
+/// certificate asked for (the one listener where that is the point).
+pub fn public_server_config(own: &TlsFiles) -> Result<ServerConfig> {
+    let (chain, key) = load_identity(own)?;
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::Tls(e.to_string()))
+}
+
 /// A client config trusting `roots` and presenting `own`.
 pub fn client_config(roots: Arc<RootCertStore>, own: &TlsFiles) -> Result<ClientConfig> {
     let (chain, key) = load_identity(own)?;

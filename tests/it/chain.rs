@@ -125,3 +125,99 @@ async fn proofs_verify_offline_and_every_replica_has_the_same_chain() {
     assert!(chains.len() == 3 && chains.windows(2).all(|w| w[0] == w[1]));
     assert!(chains[0].len() > 10);
 }
+
+/// A client of the public window: trusts the member CAs, presents no
+/// certificate, and connects from `from` (a loopback address of its own).
+fn outsider(c: &Cluster, from: [u8; 4]) -> reqwest::Client {
+    let roots = alliance::identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(alliance::identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address(Some(std::net::IpAddr::from(from)))
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn get(client: &reqwest::Client, url: String) -> (u16, Option<String>, String) {
+    let r = client.get(url).send().await.unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), retry, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
+    let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
+    opts.limits.public_requests_per_minute = 20;
+    let c = Cluster::start_with(opts).await;
+    c.seed(1_000).await;
+    let t = ok(c
+        .app(1, 1)
+        .transfer("pub-1", "org1.ops", "org2.ops", 7)
+        .await)
+    .body;
+    let height = t["height"].as_u64().unwrap();
+    let base = c.layout.node(2).public_url.clone();
+    let me = outsider(&c, [127, 0, 0, 1]);
+
+    // The head and a header, with no client certificate; a proof from a
+    // member verifies against the hash the window serves.
+    let (status, _, head) = get(&me, format!("{base}/public/v1/head")).await;
+    assert_eq!(status, 200, "{head}");
+    let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert!(head["height"].as_u64().unwrap() >= height);
+    let (status, _, block) = get(&me, format!("{base}/public/v1/blocks/{height}")).await;
+    assert_eq!(status, 200, "{block}");
+    for secret in ["pub-1", "org1", "org2", "leaf_hashes", "\"amount\""] {
+        assert!(
+            !block.contains(secret),
+            "the window revealed {secret}: {block}"
+        );
+    }
+    let block: serde_json::Value = serde_json::from_str(&block).unwrap();
+    let proof: Proof = serde_json::from_value(
+        ok(c.app(1, 3)
+            .call(Method::GET, "/v1/transfers/pub-1/proof", None)
+            .await)
+        .body,
+    )
+    .unwrap();
+    assert!(proof
+        .verify(&from_hex(block["hash"].as_str().unwrap()).unwrap())
+        .is_ok());
+
+    // Nothing else is reachable there.
+    for path in [
+        "/v1/cluster",
+        "/v1/accounts/org1.ops",
+        "/v1/transfers/pub-1",
+        "/v1/transfers/pub-1/proof",
+        "/raft/vote",
+    ] {
+        let (status, _, body) = get(&me, format!("{base}{path}")).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+
+    // Past the budget: 429 with Retry-After, for this client only.
+    let mut refused = None;
+    for _ in 0..25 {
+        let (status, retry, _) = get(&me, format!("{base}/public/v1/head")).await;
+        if status == 429 {
+            refused = retry;
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    let retry: u64 = refused.expect("a 429 within the budget").parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let other = outsider(&c, [127, 0, 0, 2]);
+    let (status, _, _) = get(&other, format!("{base}/public/v1/head")).await;
+    assert_eq!(status, 200, "another client is still served");
+}

@@ -1,0 +1,138 @@
+//! The public window (`public_addr`, off by default): what outsiders may see
+//! of the chain. Ordinary server-only TLS, no client certificate; only the
+//! chain head and block headers (hashes, heights, times), never a leaf or
+//! any ledger data. Every request spends a token from its client address's
+//! bucket; past the budget the answer is 429 with `Retry-After`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::service::{block_view, Service};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/public/v1/head", web::get().to(head))
+        .route("/public/v1/blocks/{height}", web::get().to(block))
+        .default_service(web::to(not_here));
+}
+
+/// A token bucket per client address, with a bounded table.
+pub struct RateLimiter {
+    per_minute: u32,
+    clients_max: usize,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, clients_max: usize) -> Self {
+        Self {
+            per_minute,
+            clients_max,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Spends one token of `ip`'s budget, or says how long until one is back.
+    pub fn spend(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let capacity = f64::from(self.per_minute);
+        let per_sec = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.contains_key(&ip) && buckets.len() >= self.clients_max {
+            // Forget the longest-idle client: the table stays bounded.
+            if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.at).map(|(ip, _)| *ip) {
+                buckets.remove(&oldest);
+            }
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(capacity);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
+        }
+    }
+}
+
+/// The 429 to send if `req`'s client has spent its budget, else None.
+fn limited(req: &HttpRequest, svc: &Service) -> Option<HttpResponse> {
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let limiter = svc.public_limiter.as_ref()?;
+    limiter.spend(ip).err().map(|wait| {
+        let secs = wait.as_secs() + 1;
+        let mut resp: HttpResponse = ApiError::RateLimited(secs).reply().into();
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+        resp
+    })
+}
+
+async fn head(req: HttpRequest, svc: web::Data<Service>) -> HttpResponse {
+    if let Some(resp) = limited(&req, &svc) {
+        return resp;
+    }
+    let state = svc.state.read();
+    let head = state.ledger.head().clone();
+    let genesis = crate::ledger::BlockHeader::genesis(svc.genesis.hash_bytes());
+    HttpResponse::Ok().json(json!({
+        "consortium": svc.genesis.consortium,
+        "genesis_hash": crate::ledger::chain::to_hex(&genesis.hash()),
+        "height": head.height,
+        "hash": crate::ledger::chain::to_hex(&head.hash()),
+        "timestamp_ms": head.timestamp_ms,
+    }))
+}
+
+async fn block(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    height: web::Path<String>,
+) -> HttpResponse {
+    if let Some(resp) = limited(&req, &svc) {
+        return resp;
+    }
+    let height = match super::routes::parse_height(&height) {
+        Ok(h) => h,
+        Err(e) => return e.reply().into(),
+    };
+    let state = svc.state.read();
+    let header = if height == 0 {
+        Ok(Some(crate::ledger::BlockHeader::genesis(
+            svc.genesis.hash_bytes(),
+        )))
+    } else {
+        state.block(height)
+    };
+    match header {
+        Ok(Some(h)) => HttpResponse::Ok().json(block_view(&h)),
+        Ok(None) => ApiError::NotFound("block_not_found").reply().into(),
+        Err(e) => ApiError::Unavailable(e.to_string()).reply().into(),
+    }
+}
+
+async fn not_here(req: HttpRequest, svc: web::Data<Service>) -> HttpResponse {
+    if let Some(resp) = limited(&req, &svc) {
+        return resp;
+    }
+    ApiError::NotFound("route_not_found").reply().into()
+}
