@@ -16,6 +16,7 @@
 //! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
 //! - [`demo`]: the one-command local consortium.
 //! - [`bench`]: a load generator against a running demo consortium.
+//! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
 //!
 //! Modules depend downward only: `api → raft → ledger`, `api → identity`.
 //!
@@ -42,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -49,6 +49,19 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
     },
+    /// Recompute the chain (and, on a stopped node's files, every balance)
+    /// and report the first mismatch. Exit 0 if all adds up, 1 if not.
+    Audit {
+        /// Walk the chain through this node's API (with --config's identity).
+        #[arg(long, requires = "config", conflicts_with = "data_dir")]
+        node: Option<String>,
+        /// A client config (identity and trusted CAs) for --node.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A stopped node's data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check evidence offline, with nothing but the evidence and a hash.
     Verify {
         #[command(subcommand)]
@@ -220,6 +233,11 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }
         Cmd::Client { config, command } => client(&config, command).await,
+        Cmd::Audit {
+            node,
+            config,
+            data_dir,
+        } => audit(node, config, data_dir).await,
         Cmd::Verify {
             what: VerifyCmd::Proof { file, head },
         } => Ok(verify_proof(&file, &head)),
@@ -227,6 +245,38 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("alliance: {e}");
         ExitCode::from(2)
+    })
+}
+
+async fn audit(
+    node: Option<String>,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> alliance::error::Result<ExitCode> {
+    use alliance::error::Error;
+    let report = match (node, config, data_dir) {
+        (Some(url), Some(config), None) => {
+            let mut config = ClientConfig::load(&config)?;
+            config.url = url;
+            let api = ApiClient::from_config(&config)?;
+            alliance::audit::audit_node(&api)
+                .await
+                .map_err(Error::Other)?
+        }
+        (None, _, Some(dir)) => {
+            alliance::audit::audit_data_dir(&dir.join("sled")).map_err(Error::Other)?
+        }
+        _ => {
+            return Err(Error::Config(
+                "give --node URL --config FILE, or --data-dir DIR".into(),
+            ))
+        }
+    };
+    report.print();
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

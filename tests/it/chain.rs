@@ -221,3 +221,110 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     let (status, _, _) = get(&other, format!("{base}/public/v1/head")).await;
     assert_eq!(status, 200, "another client is still served");
 }
+
+/// Runs `alliance audit` with `args`; returns (exit code, stdout).
+fn audit(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_recomputes_the_chain_and_finds_tampered_records() {
+    let mut c = Cluster::start().await;
+    c.seed(10_000).await;
+    let app1 = c.app(1, 1);
+    for i in 0..4 {
+        ok(app1
+            .transfer(&format!("au-{i}"), "org1.ops", "org2.ops", 100 + i)
+            .await);
+    }
+    let pending = serde_json::json!({"id": "au-p", "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 50, "pending": true});
+    ok(app1
+        .call(Method::POST, "/v1/transfers", Some(&pending))
+        .await);
+    ok(app1.post_pending("au-p", Some(20)).await);
+
+    // Through the API.
+    let org1_app = c.layout.org("org1").identities["app"].client_config.clone();
+    let url = c.layout.node(2).api_url.clone();
+    let (code, out) = audit(&[
+        "--node".as_ref(),
+        url.as_ref(),
+        "--config".as_ref(),
+        org1_app.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok: no mismatch"), "{out}");
+
+    // On a stopped node's files: clean, then tampered.
+    let leader = c.wait_for_leader().await;
+    let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    eventually("the victim to apply everything", || async {
+        let r = c
+            .app(1, victim)
+            .call(Method::GET, "/v1/transfers/au-p?consistency=local", None)
+            .await
+            .ok()?;
+        (r.body["state"] == "posted").then_some(())
+    })
+    .await;
+    c.kill(victim);
+    let data_dir = c.layout.node(victim).data_dir.clone();
+    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
+    assert_eq!(code, Some(0), "{out}");
+
+    tamper(&data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let id = alliance::ledger::TransferId::parse("au-2").unwrap();
+        let key = StateKey::Transfer(&id).encode();
+        let mut t: serde_json::Value =
+            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        t["amount"] = serde_json::json!(1);
+        store
+            .state
+            .insert(key, serde_json::to_vec(&t).unwrap())
+            .unwrap();
+    });
+    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("transfer au-2: stored record differs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("account org1.ops"),
+        "the balances no longer add up: {out}"
+    );
+
+    tamper(&data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let id = alliance::ledger::AccountId::parse("org3.ops").unwrap();
+        let key = StateKey::Account(&id).encode();
+        let mut a: serde_json::Value =
+            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        a["credits_posted"] = serde_json::json!(999_999);
+        store
+            .state
+            .insert(key, serde_json::to_vec(&a).unwrap())
+            .unwrap();
+    });
+    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("account org3.ops"), "{out}");
+}
+
+/// The test helper that edits a stopped node's stored state.
+fn tamper(sled_dir: &std::path::Path, edit: impl FnOnce(&alliance::raft::store::Store)) {
+    let store = alliance::raft::store::Store::open(sled_dir).unwrap();
+    edit(&store);
+    store.durable.sync().unwrap();
+}

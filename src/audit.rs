@@ -1,0 +1,279 @@
+//! `alliance audit`: recompute the chain (and, offline, the balances) and
+//! report the first thing that does not add up.
+//!
+//! - Through the API ([`audit_node`]): every block header is re-hashed, each
+//!   link to the previous block checked, and each Merkle root recomputed
+//!   from the block's leaf hashes.
+//! - On a stopped node's files ([`audit_data_dir`]): the same from the
+//!   stored headers and leaves, plus every stored transfer checked against
+//!   the leaf its block committed, and every account's totals recomputed
+//!   from the transfers and compared with the stored ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::client::ApiClient;
+use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
+use crate::ledger::{Account, AccountId, Transfer, TransferState};
+use crate::raft::store::{StateKey, Store, ACCOUNT_TAG, TRANSFER_TAG};
+
+/// What an audit found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub blocks: u64,
+    pub head: Option<(u64, Hash)>,
+    pub accounts: usize,
+    pub transfers: usize,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn print(&self) {
+        if let Some((h, hash)) = self.head {
+            println!(
+                "chain: {} blocks checked, head {h} {}",
+                self.blocks,
+                chain::to_hex(&hash)
+            );
+        }
+        if self.accounts + self.transfers > 0 {
+            println!(
+                "ledger: {} accounts and {} transfers recomputed",
+                self.accounts, self.transfers
+            );
+        }
+        match self.problems.first() {
+            None => println!("ok: no mismatch"),
+            Some(first) => {
+                println!("MISMATCH: {first}");
+                for p in &self.problems[1..] {
+                    println!("  also: {p}");
+                }
+            }
+        }
+    }
+}
+
+/// Checks one block against the previous block's hash; returns its hash.
+fn check_block(
+    header: &BlockHeader,
+    leaf_hashes: &[Hash],
+    prev: Option<Hash>,
+    problems: &mut Vec<String>,
+) -> Hash {
+    let h = header.height;
+    if let Some(prev) = prev {
+        if header.prev_hash != prev {
+            problems.push(format!(
+                "block {h}: prev_hash does not match block {}'s hash",
+                h - 1
+            ));
+        }
+    }
+    if h > 0 {
+        if header.leaf_count != leaf_hashes.len() as u64 {
+            problems.push(format!(
+                "block {h}: leaf_count {} but {} leaves",
+                header.leaf_count,
+                leaf_hashes.len()
+            ));
+        }
+        if chain::merkle_root(leaf_hashes) != header.merkle_root {
+            problems.push(format!("block {h}: Merkle root does not match its leaves"));
+        }
+    }
+    header.hash()
+}
+
+/// Walks blocks 0..=head through a node's API.
+pub async fn audit_node(client: &ApiClient) -> Result<Report, String> {
+    let get = |path: String| async move {
+        let r = client
+            .call(reqwest::Method::GET, &path, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.is_success() {
+            Ok(r.body)
+        } else {
+            Err(format!("{path}: {} {}", r.status, r.body))
+        }
+    };
+    let head = get("/v1/blocks?limit=1".into()).await?["head_height"]
+        .as_u64()
+        .ok_or("no head_height")?;
+    let mut report = Report::default();
+    let mut prev = None;
+    for h in 0..=head {
+        let b = get(format!("/v1/blocks/{h}")).await?;
+        let header: BlockHeader =
+            serde_json::from_value(b.clone()).map_err(|e| format!("block {h}: {e}"))?;
+        let leaves: Vec<Hash> = b["leaf_hashes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(from_hex)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hash = check_block(&header, &leaves, prev, &mut report.problems);
+        if b["hash"].as_str().and_then(from_hex) != Some(hash) {
+            report.problems.push(format!(
+                "block {h}: the node reports another hash than its header hashes to"
+            ));
+        }
+        prev = Some(hash);
+        report.blocks += 1;
+        report.head = Some((h, hash));
+    }
+    Ok(report)
+}
+
+/// Audits a stopped node's sled directory (`data_dir/sled`).
+pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
+    if !sled_dir.join("db").exists() {
+        return Err(format!(
+            "{}: no sled database here (give the node's data_dir/sled)",
+            sled_dir.display()
+        ));
+    }
+    let store = Store::open(sled_dir)
+        .map_err(|e| format!("{}: {e} (is the node stopped?)", sled_dir.display()))?;
+    let tree = &store.state;
+    let get = |key: StateKey| -> Result<Option<Vec<u8>>, String> {
+        tree.get(key.encode())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| e.to_string())
+    };
+    let mut report = Report::default();
+    let head: Option<BlockHeader> = get(StateKey::Head)?
+        .map(|v| serde_json::from_slice(&v))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut leaves_by_height = BTreeMap::new();
+    let mut prev: Option<Hash> = None;
+    for h in 1..=head.as_ref().map_or(0, |h| h.height) {
+        let header: BlockHeader = match get(StateKey::Block(h))? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("block {h}: {e}"))?,
+            None => {
+                report.problems.push(format!("block {h} is missing"));
+                continue;
+            }
+        };
+        let leaves: Vec<String> = match get(StateKey::Leaves(h))? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("leaves {h}: {e}"))?,
+            None => Vec::new(),
+        };
+        let hashes: Vec<Hash> = leaves
+            .iter()
+            .map(|l| chain::leaf_hash(l.as_bytes()))
+            .collect();
+        let hash = check_block(&header, &hashes, prev, &mut report.problems);
+        prev = Some(hash);
+        report.blocks += 1;
+        report.head = Some((h, hash));
+        leaves_by_height.insert(h, leaves);
+    }
+    if let (Some(head), Some((_, hash))) = (&head, report.head) {
+        if head.hash() != hash {
+            report
+                .problems
+                .push("the stored head is not the last stored block".into());
+        }
+    }
+
+    let mut expected: BTreeMap<AccountId, [u128; 4]> = BTreeMap::new();
+    for kv in tree.scan_prefix([TRANSFER_TAG]) {
+        let (_, v) = kv.map_err(|e| e.to_string())?;
+        let t: Transfer = serde_json::from_slice(&v).map_err(|e| format!("transfer: {e}"))?;
+        report.transfers += 1;
+        check_transfer_leaf(&t, &leaves_by_height, &mut report.problems);
+        let units = u128::from(t.amount.units());
+        let [debit, credit] =
+            [&t.debit_account, &t.credit_account].map(|a| *expected.entry(a.clone()).or_default());
+        let (mut debit, mut credit) = (debit, credit);
+        match (t.pending, t.state) {
+            (false, _) => (debit[0], credit[1]) = (debit[0] + units, credit[1] + units),
+            (true, TransferState::Pending) => {
+                (debit[2], credit[3]) = (debit[2] + units, credit[3] + units)
+            }
+            (true, TransferState::Posted) => {
+                let moved = u128::from(t.posted_amount.map_or(0, |a| a.units()));
+                (debit[0], credit[1]) = (debit[0] + moved, credit[1] + moved);
+            }
+            (true, TransferState::Voided | TransferState::Expired) => {}
+        }
+        expected.insert(t.debit_account.clone(), debit);
+        expected.insert(t.credit_account.clone(), credit);
+    }
+    for kv in tree.scan_prefix([ACCOUNT_TAG]) {
+        let (_, v) = kv.map_err(|e| e.to_string())?;
+        let a: Account = serde_json::from_slice(&v).map_err(|e| format!("account: {e}"))?;
+        report.accounts += 1;
+        let stored = [
+            a.debits_posted,
+            a.credits_posted,
+            a.debits_pending,
+            a.credits_pending,
+        ];
+        let recomputed = expected.get(&a.id).copied().unwrap_or_default();
+        if stored != recomputed {
+            report.problems.push(format!(
+                "account {}: stored [debits_posted, credits_posted, debits_pending, credits_pending] {stored:?} \
+                 but its transfers give {recomputed:?}",
+                a.id
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// A transfer's immutable fields must be those its block committed.
+fn check_transfer_leaf(
+    t: &Transfer,
+    leaves: &BTreeMap<u64, Vec<String>>,
+    problems: &mut Vec<String>,
+) {
+    let Some(leaf) = leaves
+        .get(&t.height)
+        .and_then(|l| l.get(t.leaf_index as usize))
+    else {
+        problems.push(format!(
+            "transfer {}: no leaf {} in block {}",
+            t.id, t.leaf_index, t.height
+        ));
+        return;
+    };
+    let committed: Option<Transfer> = serde_json::from_str::<Value>(leaf)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["transfer"].clone()).ok());
+    let same = committed.is_some_and(|c| {
+        (
+            &c.id,
+            &c.debit_account,
+            &c.credit_account,
+            c.amount,
+            &c.asset,
+            &c.memo,
+            c.pending,
+            c.timeout_ms,
+        ) == (
+            &t.id,
+            &t.debit_account,
+            &t.credit_account,
+            t.amount,
+            &t.asset,
+            &t.memo,
+            t.pending,
+            t.timeout_ms,
+        )
+    });
+    if !same {
+        problems.push(format!(
+            "transfer {}: stored record differs from the one block {} committed",
+            t.id, t.height
+        ));
+    }
+}
