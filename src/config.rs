@@ -223,6 +223,8 @@ pub struct Limits {
     pub public_requests_per_minute: u32,
     /// Client addresses the public window's rate table remembers.
     pub public_clients_max: usize,
+    /// How often a node compares its chain head with each peer's.
+    pub head_check_ms: u64,
 }
 
 impl Default for Limits {
@@ -242,6 +244,7 @@ impl Default for Limits {
             expiry_check_ms: 100,
             public_requests_per_minute: 120,
             public_clients_max: 10_000,
+            head_check_ms: 1_000,
         }
     }
 }
@@ -296,7 +299,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 14] = [
+        let checks: [(bool, &str); 15] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -315,6 +318,7 @@ impl NodeConfig {
             ((10..=60_000).contains(&l.expiry_check_ms), "limits.expiry_check_ms must be 10..=60000"),
             ((1..=1_000_000).contains(&l.public_requests_per_minute), "limits.public_requests_per_minute must be 1..=1000000"),
             ((1..=1_000_000).contains(&l.public_clients_max), "limits.public_clients_max must be 1..=1000000"),
+            ((100..=600_000).contains(&l.head_check_ms), "limits.head_check_ms must be 100..=600000"),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),

@@ -91,6 +91,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     let service = Arc::new(service);
     spawn_expiry_ticker(service.clone(), me.org.clone());
+    api::watch::spawn(
+        service.clone(),
+        service.watch.clone(),
+        Duration::from_millis(config.limits.head_check_ms),
+    );
     let api_tls = trust.server_config(&config.tls)?;
     let peer_tls = trust.server_config(&config.tls)?;
     let limits = config.limits.clone();

@@ -43,6 +43,8 @@ pub enum ApiError {
     NotLeader,
     /// This node cannot serve now (storage failure, shutting down).
     Unavailable(String),
+    /// This node's chain differs from its peers'; it serves no reads.
+    Diverged(String),
 }
 
 impl ApiError {
@@ -63,6 +65,7 @@ impl ApiError {
             Self::OutcomeUnknown => "outcome_unknown",
             Self::NotLeader => "not_leader",
             Self::Unavailable(_) => "unavailable",
+            Self::Diverged(_) => "diverged",
         }
     }
 
@@ -78,7 +81,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Rejected(r) => rejection_status(*r),
             Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoQuorum | Self::NotLeader | Self::Unavailable(_) => {
+            Self::NoQuorum | Self::NotLeader | Self::Unavailable(_) | Self::Diverged(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
@@ -87,7 +90,11 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
-            Self::MalformedJson(m) | Self::InvalidQuery(m) | Self::Unauthenticated(m) | Self::Unavailable(m) => m.clone(),
+            Self::MalformedJson(m)
+            | Self::InvalidQuery(m)
+            | Self::Unauthenticated(m)
+            | Self::Unavailable(m)
+            | Self::Diverged(m) => m.clone(),
             Self::InvalidField { message, .. } => message.clone(),
             Self::BodyTooLarge(max) => format!("request body is larger than {max} bytes"),
             Self::BodyTimeout => "the request body did not arrive in time".to_owned(),

@@ -11,6 +11,7 @@ pub mod public;
 pub mod routes;
 pub mod service;
 pub mod types;
+pub mod watch;
 
 use std::any::Any;
 use std::future::{ready, Ready};

@@ -18,6 +18,7 @@ pub const HELLO_PATH: &str = "/peer/v1/hello";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(HELLO_PATH, web::post().to(hello))
+        .route(super::watch::HEAD_PATH, web::post().to(head))
         .route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
@@ -31,6 +32,10 @@ async fn body_of<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
     parse_json(&bytes)
+}
+
+async fn head(_node: NodePrincipal, svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(svc.head())
 }
 
 async fn hello(_node: NodePrincipal) -> HttpResponse {

@@ -354,6 +354,7 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
         "snapshot_index": m.snapshot.map(|l| l.index),
         "purged_index": m.purged.map(|l| l.index),
         "height": svc.state.read().ledger.height(),
+        "replicas": svc.watch.lock().unwrap_or_else(|p| p.into_inner()).status(),
     });
     Reply::ok(body).into()
 }

@@ -95,6 +95,8 @@ pub struct Service {
     pub commit_index: CommitIndex,
     /// The public window's per-client budget, when the window is open.
     pub public_limiter: Option<public::RateLimiter>,
+    /// What this node knows of its peers' chains (see [`super::watch`]).
+    pub watch: Arc<std::sync::Mutex<super::watch::Watch>>,
     in_flight: Semaphore,
 }
 
@@ -127,6 +129,7 @@ impl Service {
             peers,
             commit_index,
             public_limiter: None,
+            watch: Default::default(),
             in_flight,
         }
     }
@@ -306,6 +309,14 @@ impl Service {
     /// Serves `read` from this node's applied state. Called on the leader
     /// after [`Self::linearize`], or directly for `consistency=local`.
     pub fn read(&self, principal: &Principal, read: &Read) -> Reply {
+        if let Some(why) = self
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .diverged()
+        {
+            return ApiError::Diverged(why.to_owned()).reply();
+        }
         let state = self.state.read();
         let as_of = state.last_applied.map_or(0, |l| l.index);
         let ledger = &state.ledger;

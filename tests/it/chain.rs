@@ -328,3 +328,71 @@ fn tamper(sled_dir: &std::path::Path, edit: impl FnOnce(&alliance::raft::store::
     edit(&store);
     store.durable.sync().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_replica_is_found_by_its_peers_once_the_account_is_touched() {
+    let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
+    opts.limits.head_check_ms = 200;
+    let mut c = Cluster::start_with(opts).await;
+    c.seed(10_000).await;
+    let leader = c.wait_for_leader().await;
+    let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    eventually("the victim to apply the seed", || async {
+        c.balance(1, victim, "org1.ops", true)
+            .await
+            .filter(|b| b == "10000")
+    })
+    .await;
+    c.kill(victim);
+    tamper(&c.layout.node(victim).data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let id = alliance::ledger::AccountId::parse("org2.ops").unwrap();
+        let key = StateKey::Account(&id).encode();
+        let mut a: serde_json::Value =
+            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        a["credits_posted"] = serde_json::json!(5_000);
+        store
+            .state
+            .insert(key, serde_json::to_vec(&a).unwrap())
+            .unwrap();
+    });
+    c.restart(victim);
+    c.wait_for_leader().await;
+
+    // Touch the account: the victim's block now digests another record.
+    ok(c.app(1, leader)
+        .transfer("touch", "org1.ops", "org2.ops", 1)
+        .await);
+    let why = eventually("the victim to find itself diverged", || async {
+        let status = c.status(victim).await?;
+        status["replicas"]["diverged"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(why.contains("differs"), "{why}");
+    let r = c.app(2, victim).account("org2.ops", true).await.unwrap();
+    assert_eq!((r.status, r.code()), (503, Some("diverged")));
+    let log = std::fs::read_to_string(&c.layout.node(victim).log).unwrap();
+    assert!(
+        log.contains("ERROR") && log.contains("DIVERGED"),
+        "no error-level report"
+    );
+
+    // The healthy nodes name the victim and keep serving.
+    let seen = eventually("the leader to see the victim disagree", || async {
+        let status = c.status(leader).await?;
+        let peers = status["replicas"]["peers"].as_array()?.clone();
+        peers
+            .into_iter()
+            .find(|p| p["node"] == victim && p["agrees"] == false)
+    })
+    .await;
+    assert_eq!(seen["node"], victim);
+    assert_eq!(
+        c.status(leader).await.unwrap()["replicas"]["diverged"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        c.balance(2, leader, "org2.ops", false).await.as_deref(),
+        Some("1")
+    );
+}
