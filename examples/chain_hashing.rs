@@ -31,7 +31,12 @@ fn main() {
             for r in &records {
                 d.add("record", r);
             }
-            let header = BlockHeader { merkle_root: root, state_digest: d.finish(), leaf_count: n as u64, ..Default::default() };
+            let header = BlockHeader {
+                merkle_root: root,
+                state_digest: d.finish(),
+                leaf_count: n as u64,
+                ..Default::default()
+            };
             black_box(header.hash());
         }
         let per_block = start.elapsed().as_secs_f64() / rounds as f64;
