@@ -343,13 +343,48 @@ pub fn run_script(scripts: &Path, name: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Ports free on loopback now. Another process could take one before the
-/// node binds it; the node then fails to start with a clear error.
+/// Lowest port handed out; below it are well-known and registered services.
+const PORT_MIN: u16 = 10_000;
+
+/// `n` ports free on loopback now, chosen below the kernel's ephemeral
+/// range: ports in that range are also handed out as the source ports of
+/// outgoing connections, and one could be taken between this check and the
+/// node's bind. Another process could still take one; the node then stops
+/// with a clear bind error.
 pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    listeners
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32_768)
+        .max(PORT_MIN + 1_000);
+    let span = u32::from(ephemeral_low - PORT_MIN);
+    // A start that differs between processes and calls, so that clusters
+    // made at the same moment do not try the same ports first.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut found = Vec::with_capacity(n);
+    for k in 0..span {
+        if found.len() == n {
+            break;
+        }
+        let port = PORT_MIN + ((seed.wrapping_add(k.wrapping_mul(7_919))) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            found.push(l);
+        }
+    }
+    if found.len() < n {
+        return Err(Error::Other(format!(
+            "found only {} free ports below {ephemeral_low}",
+            found.len()
+        )));
+    }
+    found
         .iter()
         .map(|l| l.local_addr().map_err(Error::from))
         .collect()

@@ -49,7 +49,9 @@ impl Cluster {
         for id in cluster.ids() {
             cluster.spawn(id);
         }
-        cluster.wait_for_leader().await;
+        let leader = tokio::time::timeout(DEADLINE, cluster.wait_for_leader()).await;
+        cluster.assert_alive();
+        assert!(leader.is_ok(), "no leader in {DEADLINE:?}");
         cluster
     }
 
@@ -111,6 +113,16 @@ impl Cluster {
     pub async fn status(&self, node: u64) -> Option<serde_json::Value> {
         let r = self.app(1, node).cluster().await.ok()?;
         r.is_success().then_some(r.body)
+    }
+
+    /// Panics at once (with the node's log) if a node has exited by itself.
+    fn assert_alive(&mut self) {
+        for (id, child) in &mut self.nodes {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&self.layout.node(*id).log).unwrap_or_default();
+                panic!("node {id} exited ({status}) on its own:\n{log}");
+            }
+        }
     }
 
     /// Waits until every running node names the same running leader.
