@@ -225,6 +225,11 @@ pub struct Limits {
     pub public_clients_max: usize,
     /// How often a node compares its chain head with each peer's.
     pub head_check_ms: u64,
+    /// Most single transfers the leader coalesces into one entry.
+    pub group_commit_max: usize,
+    /// Groups proposed and not yet committed at once; while all are busy,
+    /// arriving writes wait and form the next group.
+    pub group_commit_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -245,6 +250,8 @@ impl Default for Limits {
             public_requests_per_minute: 120,
             public_clients_max: 10_000,
             head_check_ms: 1_000,
+            group_commit_max: 1_000,
+            group_commit_in_flight: 2,
         }
     }
 }
@@ -299,7 +306,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 15] = [
+        let checks: [(bool, &str); 16] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -319,6 +326,10 @@ impl NodeConfig {
             ((1..=1_000_000).contains(&l.public_requests_per_minute), "limits.public_requests_per_minute must be 1..=1000000"),
             ((1..=1_000_000).contains(&l.public_clients_max), "limits.public_clients_max must be 1..=1000000"),
             ((100..=600_000).contains(&l.head_check_ms), "limits.head_check_ms must be 100..=600000"),
+            (
+                (1..=l.batch_transfers_max).contains(&l.group_commit_max) && (1..=64).contains(&l.group_commit_in_flight),
+                "limits.group_commit_max must be 1..=batch_transfers_max and group_commit_in_flight 1..=64",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err((*why).to_owned()),

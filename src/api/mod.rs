@@ -6,6 +6,7 @@
 //! [`NodePrincipal`] (peer) extractor; nothing else identifies a caller.
 
 pub mod error;
+pub mod group;
 pub mod peer;
 pub mod public;
 pub mod routes;

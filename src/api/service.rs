@@ -18,13 +18,14 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Reply};
-use super::public;
 use super::types::{account_view, batch_item_view, check_limits, history_view, transfer_view};
+use super::{group, public};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
 use crate::ledger::chain::{self, BlockHeader, Proof};
 use crate::ledger::{
-    Account, AccountId, Command, Entry, HistoryItem, Outcome, Rejection, Transfer, TransferId,
+    Account, AccountId, Actor, Command, Entry, HistoryItem, NewTransfer, Outcome, Rejection, Role,
+    Transfer, TransferId,
 };
 use crate::raft::log_store::CommitIndex;
 use crate::raft::network::Peers;
@@ -95,6 +96,8 @@ pub struct Service {
     pub commit_index: CommitIndex,
     /// The public window's per-client budget, when the window is open.
     pub public_limiter: Option<public::RateLimiter>,
+    /// Coalesces single-transfer writes on the leader (see [`group`]).
+    group: group::GroupCommit,
     /// What this node knows of its peers' chains (see [`super::watch`]).
     pub watch: Arc<std::sync::Mutex<super::watch::Watch>>,
     in_flight: Semaphore,
@@ -120,6 +123,20 @@ impl Service {
         commit_index: CommitIndex,
     ) -> Self {
         let in_flight = Semaphore::new(limits.in_flight_proposals_max);
+        let org = genesis
+            .node(id)
+            .map(|n| n.org.clone())
+            .expect("this node is in genesis");
+        let group = group::GroupCommit::start(
+            raft.clone(),
+            Actor {
+                org,
+                role: Role::Node,
+            },
+            limits.group_commit_max,
+            limits.group_commit_in_flight,
+            limits.in_flight_proposals_max,
+        );
         Self {
             id,
             raft,
@@ -129,6 +146,7 @@ impl Service {
             peers,
             commit_index,
             public_limiter: None,
+            group,
             watch: Default::default(),
             in_flight,
         }
@@ -210,6 +228,15 @@ impl Service {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Ok(ApiError::Overloaded.reply());
         };
+        if let Command::Transfers {
+            transfers,
+            atomic: false,
+        } = command
+        {
+            if let [one] = transfers.as_slice() {
+                return self.write_grouped(principal, command, one, deadline).await;
+            }
+        }
         // The leader fixes the time before proposing: apply stays pure.
         let timestamp_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -237,6 +264,28 @@ impl Service {
                 tracing::warn!(error = %e, "client_write failed");
                 Err(Attempt::RetryMaybeProposed)
             }
+        }
+    }
+
+    /// One transfer through group commit (the batcher stamps the time).
+    async fn write_grouped(
+        &self,
+        principal: &Principal,
+        command: &Command,
+        transfer: &NewTransfer,
+        deadline: Instant,
+    ) -> Result<Reply, Attempt> {
+        let queued = self.group.write(principal.actor(), transfer.clone());
+        match tokio::time::timeout_at(deadline, queued).await {
+            Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
+            Ok(Ok((result, index))) => Ok(render_outcome(
+                Some(Outcome::Transfers(vec![result])),
+                principal,
+                command,
+                index,
+            )),
+            Ok(Err(group::GroupError::NotLeader)) => Err(Attempt::Retry),
+            Ok(Err(group::GroupError::MaybeProposed)) => Err(Attempt::RetryMaybeProposed),
         }
     }
 

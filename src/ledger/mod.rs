@@ -101,6 +101,16 @@ pub enum Command {
     /// Proposed by the leader when pending transfers are due to expire and
     /// nothing else is being written; it only advances the ledger clock.
     Tick,
+    /// Single transfers from many callers, coalesced by the leader into one
+    /// entry (group commit). Each is checked as its own caller's, on its own.
+    Group(Vec<Grouped>),
+}
+
+/// One caller's transfer inside a [`Command::Group`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grouped {
+    pub actor: Actor,
+    pub transfer: NewTransfer,
 }
 
 /// One proposed log entry: the command with who proposed it and when.
@@ -341,6 +351,18 @@ impl Ledger {
                 Outcome::Account(self.set_readers(at, id, readers, &mut changes))
             }
             Command::Tick => Outcome::Ticked,
+            Command::Group(items) => Outcome::Transfers(
+                (base..)
+                    .zip(items)
+                    .map(|(leaf, g)| {
+                        let at = At {
+                            actor: &g.actor,
+                            ..at
+                        };
+                        self.transfer_and_remember(at, &g.transfer, leaf, &mut changes)
+                    })
+                    .collect(),
+            ),
         };
         debug_assert!(self.journal.is_none(), "a batch left its journal open");
         self.seal_block(at, &outcome, log_term, &mut changes);
