@@ -168,8 +168,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     };
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
-    // SIGTERM or SIGINT stops every server; wait for all of them.
-    let (api_result, peer_result, public_result) = tokio::join!(api, peer, public);
+    // SIGTERM or SIGINT stops every server; wait for all of them. A fatal
+    // Raft error (a storage failure) stops the node: better down than a
+    // zombie that answers 503 forever.
+    let servers = async { tokio::join!(api, peer, public) };
+    let (api_result, peer_result, public_result) = tokio::select! {
+        results = servers => results,
+        fatal = raft_fatal(&raft) => {
+            tracing::error!("raft stopped: {fatal}; the node exits");
+            return Err(Error::Raft(fatal));
+        }
+    };
     public_result?;
     tracing::info!(node = config.id, "listeners stopped; shutting down raft");
     let _ = raft.shutdown().await;
@@ -299,6 +308,19 @@ fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::C
         c.validate()
             .map_err(|e| Error::Config(format!("raft: {e}")))?,
     ))
+}
+
+/// Resolves when Raft has stopped with a fatal error.
+async fn raft_fatal(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "raft metrics closed".into();
+        }
+    }
 }
 
 /// First start: every genesis node proposes the same initial membership.

@@ -1,5 +1,7 @@
 //! The node's sled database: trees, typed keys, and durable flushes.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,10 @@ use openraft::{ErrorSubject, ErrorVerb};
 
 use super::StorageError;
 use crate::ledger::{AccountId, TransferId};
+
+/// sled's page cache. Its default (1 GiB) dominated a node's memory; the
+/// ledger keeps its hot state in memory anyway.
+pub const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// The sled trees of a node.
 #[derive(Clone)]
@@ -30,6 +36,7 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(io::Error::other)?;
@@ -52,8 +59,10 @@ pub struct Durable {
     db: sled::Db,
     file: Arc<File>,
     blobs: PathBuf,
-    /// Serializes syncs; a sync that waited covers the writes before it.
-    lock: Arc<Mutex<()>>,
+    /// Blob files already synced. sled writes a blob once and never changes
+    /// it, so each needs one fsync; also serializes syncs (a sync that
+    /// waited covers the writes before it).
+    synced_blobs: Arc<Mutex<HashSet<OsString>>>,
 }
 
 impl Durable {
@@ -62,25 +71,56 @@ impl Durable {
             db: db.clone(),
             file: Arc::new(File::open(dir.join("db"))?),
             blobs: dir.join("blobs"),
-            lock: Arc::new(Mutex::new(())),
+            synced_blobs: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
     /// Blocks until every write issued before the call is on disk.
     pub fn sync(&self) -> io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
         self.db.flush().map_err(io::Error::other)?;
         self.file.sync_data()?;
         // Large values live in blob files, which sled writes without syncing.
-        if let Ok(entries) = std::fs::read_dir(&self.blobs) {
-            for entry in entries {
-                File::open(entry?.path())?.sync_data()?;
-            }
-            File::open(&self.blobs)?.sync_all()?;
-        }
-        Ok(())
+        let Ok(entries) = std::fs::read_dir(&self.blobs) else {
+            return Ok(());
+        };
+        let names = entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
+        sync_blobs(&self.blobs, names, &mut synced)
     }
+}
 
+/// fsyncs the listed blob files not synced before, then the folder if any
+/// was new; `synced` becomes the set of names present. A listed file that is
+/// gone was removed by sled after the listing: nothing to sync.
+pub fn sync_blobs(
+    dir: &Path,
+    listed: Vec<OsString>,
+    synced: &mut HashSet<OsString>,
+) -> io::Result<()> {
+    let mut present = HashSet::new();
+    let mut new_blobs = false;
+    for name in listed {
+        if !synced.contains(&name) {
+            match File::open(dir.join(&name)) {
+                Ok(blob) => blob.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            new_blobs = true;
+        }
+        present.insert(name);
+    }
+    if new_blobs {
+        File::open(dir)?.sync_all()?;
+    }
+    // Forget blobs sled has removed, so the set stays as small as the folder.
+    *synced = present;
+    Ok(())
+}
+
+impl Durable {
     /// [`Self::sync`] off the async runtime's threads.
     pub async fn sync_async(&self) -> io::Result<()> {
         let this = self.clone();
