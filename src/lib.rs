@@ -27,9 +27,12 @@
 //!   → identity: Principal from the verified leaf (org = the CA that signed it, role = OU)
 //!   → api::routes: parse and validate the body; role check at the edge
 //!   → api::service: on a follower, forward to the leader over raft_addr with the Principal
+//!   → on the leader, single transfers queue for group commit (api::group):
+//!     one entry carries many callers' transfers, each checked as its caller's
 //!   → leader stamps the time, Raft::client_write(Entry)
 //!   → raft::log_store: append + fsync on a majority → committed
-//!   → raft::state_machine: Ledger::apply (checks again, deterministically), one sled batch
+//!   → raft::state_machine: Ledger::apply (checks again, deterministically;
+//!     seals the entry into a block of the hash chain), one sled batch
 //!   → the outcome (transfer record or rejection code) → HTTP response
 //! ```
 //!
