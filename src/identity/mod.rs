@@ -108,14 +108,7 @@ impl Trust {
             org,
             id: target,
         });
-        let (chain, key) = load_identity(own)?;
-        ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| Error::Tls(e.to_string()))
+        client_config_with(verifier, own)
     }
 
     /// A server config that requires a client certificate from a member CA.
@@ -352,11 +345,19 @@ pub fn public_server_config(own: &TlsFiles) -> Result<ServerConfig> {
 
 /// A client config trusting `roots` and presenting `own`.
 pub fn client_config(roots: Arc<RootCertStore>, own: &TlsFiles) -> Result<ClientConfig> {
-    let (chain, key) = load_identity(own)?;
     let verifier: Arc<dyn ServerCertVerifier> =
         WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
+    client_config_with(verifier, own)
+}
+
+/// A client config that checks servers with `verifier` and presents `own`.
+fn client_config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+    own: &TlsFiles,
+) -> Result<ClientConfig> {
+    let (chain, key) = load_identity(own)?;
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
