@@ -280,6 +280,10 @@ async fn audit(
     })
 }
 
+/// Largest proof file read: a proof of a leaf in an 8190-leaf block is a
+/// few KiB; the bound only keeps a wrong path from eating memory.
+const PROOF_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
 /// Exit 0 if the proof holds, 1 if it does not, 2 if it cannot be read.
 fn verify_proof(file: &std::path::Path, head: &str) -> ExitCode {
     use alliance::ledger::chain::{from_hex, to_hex, Proof};
@@ -287,7 +291,7 @@ fn verify_proof(file: &std::path::Path, head: &str) -> ExitCode {
         eprintln!("alliance: --head must be 64 hex digits");
         return ExitCode::from(2);
     };
-    let proof: Proof = match alliance::config::read_bounded(file, 64 * 1024 * 1024)
+    let proof: Proof = match alliance::config::read_bounded(file, PROOF_BYTES_MAX)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", file.display())))
     {
