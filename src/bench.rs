@@ -22,6 +22,9 @@ pub struct Options {
     pub clients: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Transfers per request: 1 posts single transfers, more post batches
+    /// (not atomic) of that size.
+    pub batch: usize,
 }
 
 /// Most concurrent clients: each holds a connection and a task.
@@ -30,9 +33,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Tally {
+    /// Per request.
     latencies: Vec<Duration>,
     errors: BTreeMap<String, u64>,
+    /// Transfers acknowledged (in the measured window or not).
     acked: u64,
+    /// Transfers acknowledged by requests sent in the measured window.
+    measured: u64,
 }
 
 pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
@@ -41,6 +48,12 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
             "--clients must be 1..={CLIENTS_MAX}"
         )));
     }
+    if !(1..=8190).contains(&opts.batch) {
+        return Err(Error::Config(
+            "--batch must be 1..=8190 (limits.batch_transfers_max)".into(),
+        ));
+    }
+    let batch = opts.batch;
     let bytes =
         crate::config::read_bounded(&Layout::index_path(dir), crate::config::CONFIG_BYTES_MAX)?;
     let layout: Layout =
@@ -75,7 +88,14 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                 i += 1;
                 loop {
                     let sent = Instant::now();
-                    let r = client.transfer(&id, &issuer, &sink, 1).await;
+                    let r = if batch == 1 {
+                        client.transfer(&id, &issuer, &sink, 1).await
+                    } else {
+                        let items = (0..batch)
+                            .map(|k| serde_json::json!({"id": format!("{id}-{k}"), "debit_account": issuer, "credit_account": sink, "amount": 1}))
+                            .collect();
+                        client.batch(items, false).await
+                    };
                     let code = match &r {
                         Ok(r) if r.is_success() => None,
                         Ok(r) => Some(r.code().unwrap_or("unknown").to_owned()),
@@ -84,8 +104,17 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                     let measured = sent >= measure_from && sent < end;
                     match code {
                         None => {
-                            tally.acked += 1;
+                            // Every item of a (non-atomic) batch must be ok.
+                            let ok_items = r.as_ref().map_or(0, |r| match r.body["results"].as_array() {
+                                Some(items) => items.iter().filter(|i| i["ok"] == true).count() as u64,
+                                None => 1,
+                            });
+                            if ok_items != batch as u64 {
+                                *tally.errors.entry("batch_item_refused".into()).or_default() += 1;
+                            }
+                            tally.acked += ok_items;
                             if measured {
+                                tally.measured += ok_items;
                                 tally.latencies.push(sent.elapsed());
                             }
                             break;
@@ -111,6 +140,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
         let t = t.await.map_err(|e| Error::Other(e.to_string()))?;
         all.latencies.extend(t.latencies);
         all.acked += t.acked;
+        all.measured += t.measured;
         for (k, v) in t.errors {
             *all.errors.entry(k).or_default() += v;
         }
@@ -139,12 +169,14 @@ fn report(opts: &Options, t: &Tally) {
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     println!(
-        "node {} clients {} duration {:?}: {} transfers measured, {:.0} transfers/s",
+        "node {} clients {} batch {} duration {:?}: {} requests, {} transfers measured, {:.0} transfers/s",
         opts.node,
         opts.clients,
+        opts.batch,
         opts.duration,
         l.len(),
-        l.len() as f64 / opts.duration.as_secs_f64()
+        t.measured,
+        t.measured as f64 / opts.duration.as_secs_f64()
     );
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",

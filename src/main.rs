@@ -48,6 +48,9 @@ enum Cmd {
         seconds: u64,
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
+        /// Transfers per request (1: single transfers; more: batches).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Recompute the chain (and, on a stopped node's files, every balance)
     /// and report the first mismatch. Exit 0 if all adds up, 1 if not.
@@ -223,12 +226,14 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             clients,
             seconds,
             warmup_seconds,
+            batch,
         } => {
             let opts = bench::Options {
                 node,
                 clients,
                 duration: std::time::Duration::from_secs(seconds),
                 warmup: std::time::Duration::from_secs(warmup_seconds),
+                batch,
             };
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }
