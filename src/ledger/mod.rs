@@ -167,8 +167,6 @@ pub struct Ledger {
     rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Pending transfers by (expiry on the ledger clock, id).
     expiries: BTreeSet<(u64, TransferId)>,
-    /// Number of blocks applied so far.
-    height: u64,
     /// Largest entry timestamp applied so far, ms.
     clock_ms: u64,
     /// The last block's header (block 0 from genesis).
@@ -220,7 +218,6 @@ impl Ledger {
         head: BlockHeader,
         clock_ms: u64,
     ) -> Self {
-        let height = head.height;
         let transfers: BTreeMap<TransferId, Transfer> =
             transfers.into_iter().map(|t| (t.id.clone(), t)).collect();
         let expiries = transfers
@@ -237,7 +234,6 @@ impl Ledger {
                 .map(|r| (r.request.id.clone(), r))
                 .collect(),
             expiries,
-            height,
             clock_ms,
             head,
             journal: None,
@@ -247,8 +243,9 @@ impl Ledger {
     pub fn orgs(&self) -> &BTreeSet<OrgName> {
         &self.orgs
     }
+    /// Number of blocks applied so far: the head's height.
     pub fn height(&self) -> u64 {
-        self.height
+        self.head.height
     }
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
@@ -309,11 +306,11 @@ impl Ledger {
         log_index: u64,
         log_term: u64,
     ) -> (Outcome, Changes) {
-        self.height += 1;
         self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
         let at = At {
             actor: &entry.actor,
-            height: self.height,
+            // seal_block makes this the head's height.
+            height: self.head.height + 1,
             log_index,
             timestamp_ms: entry.timestamp_ms,
             clock_ms: self.clock_ms,

@@ -367,7 +367,7 @@ fn every_rejection_is_triggered_and_changes_nothing() {
         assert_eq!(r.l.accounts, before.accounts, "{want:?}");
         assert_eq!(r.l.transfers, before.transfers, "{want:?}");
         assert_eq!(r.l.expiries, before.expiries, "{want:?}");
-        assert_eq!(r.l.height, before.height + 1, "{want:?}");
+        assert_eq!(r.l.height(), before.height() + 1, "{want:?}");
         covered.insert(want.code());
     }
     covered.insert(Overflow.code()); // overflow_is_refused_not_wrapped

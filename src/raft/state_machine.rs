@@ -209,7 +209,6 @@ impl StateMachine {
             to_json(&applied.last_applied),
         );
         batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
-        batch.insert(StateKey::Height.encode(), to_json(&ledger.height()));
         batch.insert(StateKey::Clock.encode(), to_json(&ledger.clock_ms()));
         if let Some(block) = &changes.block {
             batch.insert(StateKey::Block(block.height).encode(), to_json(block));

@@ -135,7 +135,6 @@ impl Durable {
 pub enum StateKey<'a> {
     LastApplied,
     Membership,
-    Height,
     Account(&'a AccountId),
     Transfer(&'a TransferId),
     Rejected(&'a TransferId),
@@ -168,7 +167,6 @@ impl StateKey<'_> {
             Self::Leaves(h) => return [&[LEAVES_TAG][..], &h.to_be_bytes()].concat(),
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
-            Self::Height => (0x03, ""),
             Self::Clock => (0x04, ""),
             Self::Head => (0x05, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
