@@ -179,10 +179,23 @@ pub struct NodeConfig {
     /// server-only TLS. Off unless set.
     #[serde(default)]
     pub public_addr: Option<HostPort>,
+    /// Reach these peers at another address than their genesis `raft_addr`
+    /// (a NAT, a tunnel, a TCP proxy). The peer is still verified by its
+    /// certificate, so the address must be covered by its SAN.
+    #[serde(default)]
+    pub peer_dial: Vec<PeerDial>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub raft: RaftTuning,
+}
+
+/// One `[[peer_dial]]` entry: dial node `id` at `addr`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerDial {
+    pub id: NodeId,
+    pub addr: HostPort,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -282,6 +295,30 @@ impl Default for RaftTuning {
 }
 
 impl NodeConfig {
+    /// The address to dial peer `id` at, if the config overrides genesis.
+    pub fn dial(&self, id: NodeId) -> Option<&HostPort> {
+        self.peer_dial.iter().find(|d| d.id == id).map(|d| &d.addr)
+    }
+
+    /// Checks what needs the genesis: `peer_dial` names other genesis
+    /// nodes, each once.
+    pub fn check_against(&self, genesis: &Genesis) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for d in &self.peer_dial {
+            let why = if d.id == self.id {
+                "is this node itself"
+            } else if genesis.node(d.id).is_none() {
+                "is not in genesis"
+            } else if !seen.insert(d.id) {
+                "is listed twice"
+            } else {
+                continue;
+            };
+            return Err(Error::Config(format!("peer_dial: node {} {why}", d.id)));
+        }
+        Ok(())
+    }
+
     /// Reads and checks a node config. Relative paths are relative to the
     /// config file's directory.
     pub fn load(path: &Path) -> Result<Self> {
@@ -401,4 +438,69 @@ fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::Config(format!("{}: not UTF-8", path.display())))?;
     toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis() -> Genesis {
+        toml::from_str(
+            r#"
+            consortium = "c"
+            [[orgs]]
+            name = "org1"
+            ca_cert = ""
+            [[nodes]]
+            id = 1
+            org = "org1"
+            api_addr = "127.0.0.1:7001"
+            raft_addr = "127.0.0.1:7002"
+            [[nodes]]
+            id = 2
+            org = "org1"
+            api_addr = "127.0.0.1:7003"
+            raft_addr = "127.0.0.1:7004"
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn config(peer_dial: &str) -> std::result::Result<NodeConfig, String> {
+        let text = format!(
+            "id = 1\ndata_dir = \"d\"\ngenesis = \"g\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n{peer_dial}"
+        );
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        config
+            .check_against(&genesis())
+            .map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn peer_dial_overrides_one_peer_and_refuses_nonsense() {
+        let ok = config("[[peer_dial]]\nid = 2\naddr = \"10.0.0.9:443\"").unwrap();
+        assert_eq!(ok.dial(2).map(HostPort::as_str), Some("10.0.0.9:443"));
+        assert_eq!(ok.dial(3), None);
+        assert!(config("").unwrap().peer_dial.is_empty());
+        for (bad, why) in [
+            ("[[peer_dial]]\nid = 1\naddr = \"h:1\"", "itself"),
+            ("[[peer_dial]]\nid = 9\naddr = \"h:1\"", "not in genesis"),
+            (
+                "[[peer_dial]]\nid = 2\naddr = \"h:1\"\n[[peer_dial]]\nid = 2\naddr = \"h:2\"",
+                "twice",
+            ),
+            ("[[peer_dial]]\nid = 2\naddr = \"h\"", "not host:port"),
+            ("[[peer_dial]]\nid = 2\naddr = \"h:0\"", "not host:port"),
+            ("[[peer_dial]]\nid = -2\naddr = \"h:1\"", "invalid value"),
+            ("[[peer_dial]]\nid = 2", "missing field `addr`"),
+            (
+                "[[peer_dial]]\nid = 2\naddr = \"h:1\"\nport = 3",
+                "unknown field",
+            ),
+        ] {
+            let err = config(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
 }

@@ -285,6 +285,7 @@ fn write_node_config(
         public_addr: Some(
             HostPort::try_from(public.to_string()).expect("a socket address is host:port"),
         ),
+        peer_dial: Vec::new(),
         limits: opts.limits.clone(),
         raft: opts.raft.clone(),
     };
@@ -302,7 +303,8 @@ fn write_node_config(
     })
 }
 
-fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes `value` as TOML, creating parent directories.
+pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

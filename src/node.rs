@@ -17,7 +17,7 @@ use crate::identity::Trust;
 use crate::ledger::{Actor, Command, Entry, OrgName, Role};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{PeerNetwork, Peers, GENESIS_HEADER};
+use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::store::Store;
 use crate::raft::Raft;
@@ -35,6 +35,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .node(config.id)
         .ok_or_else(|| Error::Config(format!("node id {} is not in genesis", config.id)))?
         .clone();
+    config.check_against(&genesis)?;
+
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
     check_own_certificate(&trust, &config)?;
 
@@ -201,28 +203,30 @@ fn peer_clients(
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(GENESIS_HEADER, value(&genesis.hash)?);
     headers.insert(INCARNATION_HEADER, value(incarnations.own())?);
-    let mut clients = BTreeMap::new();
+    let mut peers = BTreeMap::new();
     for node in genesis.nodes.iter().filter(|n| n.id != config.id) {
-        let client = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .use_preconfigured_tls(trust.peer_client_config(&config.tls, node.id)?)
             .default_headers(headers.clone())
             .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
-        clients.insert(node.id, client);
+        let dial = config.dial(node.id).unwrap_or(&node.raft_addr);
+        let base = format!("https://{dial}");
+        peers.insert(node.id, Peer { http, base });
     }
-    Ok(Peers::new(clients, incarnations))
+    Ok(Peers::new(peers, incarnations))
 }
 
 /// On empty storage: if any reachable peer remembers this node id under
 /// another incarnation, this node lost its storage and must not rejoin.
 async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Result<()> {
     for node in genesis.nodes.iter().filter(|n| n.id != me) {
-        let Some(http) = peers.get(node.id) else {
+        let Some(peer) = peers.get(node.id) else {
             continue;
         };
-        let url = format!("https://{}{}", node.raft_addr, api::peer::HELLO_PATH);
-        let Ok(resp) = http.post(url).timeout(Duration::from_secs(5)).send().await else {
+        let sent = peer.http.post(peer.url(api::peer::HELLO_PATH));
+        let Ok(resp) = sent.timeout(Duration::from_secs(5)).send().await else {
             continue; // not up yet: it will refuse us later if it knows us
         };
         if resp.status() == reqwest::StatusCode::FORBIDDEN {

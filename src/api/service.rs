@@ -308,15 +308,16 @@ impl Service {
         op: &Op,
         deadline: Instant,
     ) -> Result<Reply, Attempt> {
-        let (Some(node), Some(http)) = (self.genesis.node(leader), self.peers.get(leader)) else {
+        let Some(peer) = self.peers.get(leader) else {
             return Err(Attempt::Retry);
         };
         let body = Forwarded {
             principal: principal.forward(),
             op: op.clone(),
         };
-        let sent = http
-            .post(format!("https://{}{EXECUTE_PATH}", node.raft_addr))
+        let sent = peer
+            .http
+            .post(peer.url(EXECUTE_PATH))
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .json(&body)
             .send()

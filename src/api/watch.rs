@@ -112,11 +112,11 @@ pub fn spawn(service: Arc<Service>, watch: Arc<Mutex<Watch>>, every: Duration) {
         loop {
             interval.tick().await;
             for node in service.genesis.nodes.iter().filter(|n| n.id != service.id) {
-                let Some(http) = service.peers.get(node.id) else {
+                let Some(peer) = service.peers.get(node.id) else {
                     continue;
                 };
-                let url = format!("https://{}{HEAD_PATH}", node.raft_addr);
-                let Ok(resp) = http.post(url).timeout(every).send().await else {
+                let sent = peer.http.post(peer.url(HEAD_PATH)).timeout(every);
+                let Ok(resp) = sent.send().await else {
                     continue;
                 };
                 if service.peers.check_response(node.id, &resp).is_err()

@@ -35,20 +35,35 @@ pub const GENESIS_HEADER: &str = "alliance-genesis";
 /// the peer's recorded one ([`Incarnations`]).
 #[derive(Clone)]
 pub struct Peers {
-    clients: Arc<BTreeMap<u64, reqwest::Client>>,
+    peers: Arc<BTreeMap<u64, Peer>>,
     pub incarnations: Incarnations,
 }
 
+/// How this node reaches one peer.
+#[derive(Clone)]
+pub struct Peer {
+    pub http: reqwest::Client,
+    /// `https://host:port` this node dials: the peer's genesis `raft_addr`,
+    /// or the node config's `peer_dial` override for it.
+    pub base: String,
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
 impl Peers {
-    pub fn new(clients: BTreeMap<u64, reqwest::Client>, incarnations: Incarnations) -> Self {
+    pub fn new(peers: BTreeMap<u64, Peer>, incarnations: Incarnations) -> Self {
         Self {
-            clients: Arc::new(clients),
+            peers: Arc::new(peers),
             incarnations,
         }
     }
 
-    pub fn get(&self, id: u64) -> Option<&reqwest::Client> {
-        self.clients.get(&id)
+    pub fn get(&self, id: u64) -> Option<&Peer> {
+        self.peers.get(&id)
     }
 
     /// Accepts a response only from the incarnation of `peer` on record.
@@ -76,11 +91,12 @@ impl PeerNetwork {
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+    /// Dials the address this node has for `target` (see [`Peer::base`]);
+    /// membership records the genesis address, which every node shares.
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> PeerClient {
         PeerClient {
             peers: self.peers.clone(),
-            http: self.peers.get(target).cloned(),
-            base: format!("https://{}", node.addr),
+            peer: self.peers.get(target).cloned(),
             target,
         }
     }
@@ -89,8 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 pub struct PeerClient {
     peers: Peers,
     /// None for a target outside genesis: every call is then unreachable.
-    http: Option<reqwest::Client>,
-    base: String,
+    peer: Option<Peer>,
     target: u64,
 }
 
@@ -106,12 +121,13 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let Some(http) = &self.http else {
+        let Some(peer) = &self.peer else {
             let e = std::io::Error::other(format!("node {} is not in genesis", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
-        let sent = http
-            .post(format!("{}{path}", self.base))
+        let sent = peer
+            .http
+            .post(peer.url(path))
             .timeout(option.hard_ttl())
             .json(req)
             .send()
