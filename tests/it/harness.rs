@@ -1,6 +1,8 @@
 //! The one cluster harness of the integration tests: real `alliance node`
-//! processes on ephemeral loopback ports, certificates made by our scripts
-//! (through `demo::prepare`), sled data in a temporary directory.
+//! processes on loopback ports, certificates made by our scripts (through
+//! `demo::prepare`), sled data in a temporary directory. Every peer link and
+//! every client link runs through a [`Net`] of TCP proxies that the test
+//! controls; nodes can be killed, paused and restarted on their old data.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,8 +11,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use alliance::client::{ApiClient, Response};
-use alliance::config::RaftTuning;
+use alliance::config::{ClientConfig, HostPort, NodeConfig, PeerDial, RaftTuning};
 use alliance::demo::{self, Layout, Options};
+
+use crate::proxy::Net;
 
 /// Deadline for anything the cluster should do by itself (elections,
 /// catch-up, restarts). Generous: CI runs debug builds on two cores.
@@ -20,6 +24,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Cluster {
     pub layout: Layout,
+    pub net: Net,
     nodes: BTreeMap<u64, Child>,
     _dir: tempfile::TempDir,
 }
@@ -41,8 +46,10 @@ impl Cluster {
     pub async fn start_with(opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let layout = demo::prepare(dir.path(), &opts).expect("prepare consortium");
+        let net = route_through_proxies(&layout).await;
         let mut cluster = Self {
             layout,
+            net,
             nodes: BTreeMap::new(),
             _dir: dir,
         };
@@ -80,6 +87,25 @@ impl Cluster {
         self.spawn(id);
     }
 
+    /// SIGSTOP: the node is frozen, its sockets stay open.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, "-STOP");
+    }
+
+    /// SIGCONT: a paused node runs on.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, "-CONT");
+    }
+
+    fn signal(&self, id: u64, signal: &str) {
+        let pid = self.nodes[&id].id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Waits for node `id` to exit by itself and returns how it exited.
     pub async fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
         let deadline = Instant::now() + DEADLINE;
@@ -98,11 +124,29 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// A client for `org`'s `role` certificate, calling node `node`.
+    /// A client for `org`'s `role` certificate, calling node `node` through
+    /// its client link.
     pub fn client(&self, org: &str, role: &str, node: u64) -> ApiClient {
-        self.layout
-            .client(org, role, node, REQUEST_TIMEOUT)
-            .expect("client")
+        self.client_with_timeout(org, role, node, REQUEST_TIMEOUT)
+    }
+
+    pub fn client_with_timeout(
+        &self,
+        org: &str,
+        role: &str,
+        node: u64,
+        timeout: Duration,
+    ) -> ApiClient {
+        let ident = &self.layout.org(org).identities[role];
+        let mut config = ClientConfig::load(&ident.client_config).expect("client config");
+        config.url = format!("https://{}", self.net.api_addr(node));
+        config.timeout_ms = timeout.as_millis() as u64;
+        ApiClient::from_config(&config).expect("client")
+    }
+
+    /// Panics (with the node's log) if a node has exited by itself.
+    pub fn check_alive(&mut self) {
+        self.assert_alive();
     }
 
     /// The app of organization `orgN` (N = 1, 2, 3), calling node `node`.
@@ -117,12 +161,22 @@ impl Cluster {
 
     /// Panics at once (with the node's log) if a node has exited by itself.
     fn assert_alive(&mut self) {
+        if let Some(exit) = self.unexpected_exits().first() {
+            panic!("{exit}");
+        }
+    }
+
+    /// Nodes that exited by themselves (not killed by the test), each with
+    /// its log.
+    pub fn unexpected_exits(&mut self) -> Vec<String> {
+        let mut exits = Vec::new();
         for (id, child) in &mut self.nodes {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&self.layout.node(*id).log).unwrap_or_default();
-                panic!("node {id} exited ({status}) on its own:\n{log}");
+                exits.push(format!("node {id} exited ({status}) on its own:\n{log}"));
             }
         }
+        exits
     }
 
     /// Waits until every running node names the same running leader.
@@ -232,4 +286,34 @@ pub async fn transfer_until_ok(
         }
     })
     .await
+}
+
+/// Starts one proxy per link and points every node's config at them: node
+/// `i` dials node `j` through its own link `(i, j)`.
+async fn route_through_proxies(layout: &Layout) -> Net {
+    let addr = |url: &str| -> std::net::SocketAddr {
+        let hostport = url.strip_prefix("https://").expect("https URL");
+        hostport.parse().expect("a socket address")
+    };
+    let nodes: Vec<_> = layout
+        .nodes
+        .iter()
+        .map(|n| (n.id, addr(&n.peer_url), addr(&n.api_url)))
+        .collect();
+    let net = Net::start(&nodes).await;
+    for node in &layout.nodes {
+        let mut config = NodeConfig::load(&node.config).expect("node config");
+        config.peer_dial = layout
+            .nodes
+            .iter()
+            .filter(|other| other.id != node.id)
+            .map(|other| PeerDial {
+                id: other.id,
+                addr: HostPort::try_from(net.peer_addr(node.id, other.id).to_string())
+                    .expect("host:port"),
+            })
+            .collect();
+        demo::write_toml(&node.config, &config).expect("write node config");
+    }
+    net
 }

@@ -5,5 +5,7 @@ mod cluster;
 mod harness;
 mod identity;
 mod ledger_api;
+mod nemesis;
+mod proxy;
 mod scripts;
 mod semantics;

@@ -90,3 +90,26 @@ fn scripts_refuse_bad_input_and_never_overwrite_a_key() {
     assert_eq!(bad_node.status.code(), Some(2));
     assert!(!genesis.exists());
 }
+
+/// `chaos.sh` checks its arguments before it builds anything.
+#[test]
+fn chaos_script_refuses_bad_arguments() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chaos.sh");
+    let run = |args: &[&str]| Command::new("sh").arg(&path).args(args).output().unwrap();
+    for bad in [
+        &[][..],
+        &["--minutes"],
+        &["--minutes", "x"],
+        &["--minutes", "0"],
+        &["--minutes", "1441"],
+        &["--minutes", "99999999999999999999999"],
+        &["--minutes", "5", "--seed", "-1"],
+        &["--minutes", "5", "--seed", "18446744073709551616"],
+        &["--minutes", "5", "extra"],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("chaos.sh: "));
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
