@@ -170,8 +170,15 @@ impl Service {
                 None => Err(Attempt::Retry),
             };
             match attempt {
+                // After an attempt that may have been proposed, an answer
+                // that only says "not done this time" (overloaded, a body
+                // timeout, no quorum relayed by the leader's listener) does
+                // not settle that attempt's fate: try again, and say 504 at
+                // the deadline, never something that reads as "nothing done".
+                Ok(reply) if maybe_proposed && matches!(reply.status, 408 | 429 | 503) => {}
                 Ok(reply) => return reply,
                 Err(Attempt::RetryMaybeProposed) => maybe_proposed |= op.is_write(),
+
                 Err(Attempt::Retry) => {}
             }
             let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
