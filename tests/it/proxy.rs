@@ -70,8 +70,17 @@ impl Link {
         });
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                tokio::spawn(relay(inbound, target, accept_state.clone()));
+            loop {
+                match listener.accept().await {
+                    Ok((inbound, _)) => {
+                        tokio::spawn(relay(inbound, target, accept_state.clone()));
+                    }
+                    // Out of descriptors, say: the link must not die quietly.
+                    Err(e) => {
+                        eprintln!("proxy {addr} -> {target}: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
             }
         });
         Self {
@@ -150,9 +159,19 @@ async fn pump(
         tokio::select! {
             read = from.read(&mut buf) => {
                 let n = match read {
+                    // A close does not cross a cut either: the far side
+                    // hears of it when the link heals (and the connection,
+                    // having lost it, closes then).
+                    Ok(0) | Err(_) if state.is_cut(dir) => {
+                        lost_bytes.store(true, Ordering::SeqCst);
+                        let _ = healed.changed().await;
+                        writer.abort();
+                        return;
+                    }
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+
                 if state.is_cut(dir) {
                     lost_bytes.store(true, Ordering::SeqCst);
                     continue;

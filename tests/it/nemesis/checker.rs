@@ -3,6 +3,7 @@
 //! were told during the run.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use alliance::client::ApiClient;
 use reqwest::Method;
@@ -104,8 +105,14 @@ async fn replica(c: &Cluster, node: u64) -> Replica {
     }
 }
 
-/// Runs every check; `issued` is what the bank was funded with.
-pub async fn check(c: &Cluster, history: &History, issued: u64) -> Report {
+/// Runs every check; `issued` is what the bank was funded with, `kills`
+/// when the nemesis SIGKILLed which node.
+pub async fn check(
+    c: &Cluster,
+    history: &History,
+    issued: u64,
+    kills: &[(u64, Instant)],
+) -> Report {
     let mut report = Report::default();
     for v in &history.violations {
         report.violations.push(format!("during the run: {v}"));
@@ -231,27 +238,33 @@ pub async fn check(c: &Cluster, history: &History, issued: u64) -> Report {
         || format!("USD accounts total {total}, issued {issued}"),
     );
 
-    check_reads(&mut report, history, &first.histories);
+    check_reads(&mut report, history, &first.histories, kills);
     report
 }
 
-/// Every read returned the state at its `as_of`; a linearizable read saw
-/// every write acknowledged before it began; local reads on one node never
-/// went back.
-fn check_reads(report: &mut Report, history: &History, histories: &BTreeMap<String, Vec<Item>>) {
-    let mut acks: Vec<(std::time::Instant, u64)> = history
-        .transfers
-        .values()
-        .filter_map(|op| match op.known {
-            Known::Ok { log_index, acked } => Some((acked, log_index)),
-            _ => None,
-        })
+/// Every read returned the state at its `as_of`; a linearizable read was at
+/// least as new as everything a client saw complete before it began (an
+/// acknowledged write, or another read: an applied index is committed);
+/// local reads on one node process never went back. `kills` are the times
+/// the nemesis SIGKILLed each node: a restarted node may resume from an
+/// older (committed) index, see the README.
+fn check_reads(
+    report: &mut Report,
+    history: &History,
+    histories: &BTreeMap<String, Vec<Item>>,
+    kills: &[(u64, Instant)],
+) {
+    let acks = history.transfers.values().filter_map(|op| match op.known {
+        Known::Ok { log_index, acked } => Some((acked, log_index)),
+        _ => None,
+    });
+    let mut seen: Vec<(Instant, u64)> = acks
+        .chain(history.reads.iter().map(|r| (r.end, r.as_of)))
         .collect();
-    acks.sort();
+    seen.sort();
     let mut reads: Vec<_> = history.reads.iter().collect();
     reads.sort_by_key(|r| r.start);
-    let mut acked_before = 0; // highest index acknowledged before the read began
-    let mut next_ack = 0;
+    let (mut newest_seen, mut next) = (0, 0);
     for read in &reads {
         let items = histories
             .get(&read.account)
@@ -272,29 +285,37 @@ fn check_reads(report: &mut Report, history: &History, histories: &BTreeMap<Stri
                 )
             },
         );
-        while next_ack < acks.len() && acks[next_ack].0 < read.start {
-            acked_before = acked_before.max(acks[next_ack].1);
-            next_ack += 1;
+        while next < seen.len() && seen[next].0 < read.start {
+            newest_seen = newest_seen.max(seen[next].1);
+            next += 1;
         }
         if !read.local {
             report.check(
-                "linearizable read sees every earlier acknowledged write",
-                read.as_of >= acked_before,
+                "linearizable read no older than anything seen before it",
+                read.as_of >= newest_seen,
                 || {
                     format!(
-                        "{} read at node {} as_of {} after a write was acknowledged at index {acked_before}",
+                        "{} read at node {} as_of {}, but index {newest_seen} was acknowledged or read before it began",
                         read.account, read.node, read.as_of
                     )
                 },
             );
         }
     }
-    // Local reads per node: one that began after another ended is as new.
-    let mut by_node: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+    // Local reads per node process: one that began after another ended is
+    // at least as new.
+    let process = |node: u64, at: Instant| {
+        let restarts = kills.iter().filter(|(n, t)| *n == node && *t < at).count();
+        (node, restarts)
+    };
+    let mut by_process: BTreeMap<(u64, usize), Vec<_>> = BTreeMap::new();
     for read in reads.iter().filter(|r| r.local) {
-        by_node.entry(read.node).or_default().push(*read);
+        by_process
+            .entry(process(read.node, read.start))
+            .or_default()
+            .push(*read);
     }
-    for (node, reads) in by_node {
+    for ((node, _), reads) in by_process {
         let mut ended: Vec<_> = reads.iter().map(|r| (r.end, r.as_of)).collect();
         ended.sort();
         let (mut newest, mut next) = (0, 0);

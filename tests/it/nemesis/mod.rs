@@ -110,6 +110,8 @@ pub enum Schedule {
 #[derive(Default)]
 struct Damage {
     killed: Vec<u64>,
+    /// Every SIGKILL of the run: (node, when).
+    kills: Vec<(u64, Instant)>,
     paused: Vec<u64>,
 }
 
@@ -181,11 +183,13 @@ impl Nemesis {
                 let victim = self.leader_or_follower(c, fault == Fault::KillLeader).await;
                 c.kill(victim);
                 self.damage.killed.push(victim);
+                self.damage.kills.push((victim, Instant::now()));
                 format!("SIGKILL node {victim}")
             }
             Fault::KillAll => {
                 for id in &ids {
                     c.kill(*id);
+                    self.damage.kills.push((*id, Instant::now()));
                 }
                 self.damage.killed.extend(&ids);
                 "SIGKILL every node".into()
@@ -281,7 +285,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         .expect("workers are done")
         .into_inner()
         .unwrap();
-    let mut report = checker::check(&c, &history, issued).await;
+    let mut report = checker::check(&c, &history, issued, &nemesis.damage.kills).await;
     let exited = c.unexpected_exits();
     *report
         .checks
@@ -378,7 +382,7 @@ impl Summary {
                 count(|op| matches!(op.known, Known::Refused(_))),
             ),
             (
-                "transfers failed: only 503/429, nothing proposed",
+                "transfers failed: 503/429/408 first, nothing proposed",
                 count(|op| matches!(op.known, Known::NotProposed)),
             ),
             (

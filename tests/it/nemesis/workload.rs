@@ -35,7 +35,8 @@ pub enum Known {
     Ok { log_index: u64, acked: Instant },
     /// A definite refusal (4xx) with its code.
     Refused(String),
-    /// Every attempt was answered 503/429: nothing was proposed.
+    /// Answered 503/429/408 with no earlier attempt in doubt: nothing was
+    /// proposed, and the client gave up on it.
     NotProposed,
     /// A 2xx that does not describe what was sent.
     Broken(String),
@@ -114,6 +115,8 @@ pub async fn open_bank(c: &Cluster) -> u64 {
 pub struct Worker {
     pub id: usize,
     pub org: usize,
+    /// Organizations in the consortium.
+    pub orgs: usize,
     pub home: usize,
     pub clients: Vec<(u64, ApiClient)>,
     pub rng: Rng,
@@ -134,7 +137,9 @@ impl Worker {
         Self {
             id,
             org,
+            orgs,
             home: org - 1,
+
             clients,
             rng: Rng::new(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         }
@@ -142,7 +147,7 @@ impl Worker {
 
     /// Runs operations until `stop`.
     pub async fn run(mut self, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>) {
-        let all = accounts(self.clients.len());
+        let all = accounts(self.orgs);
         let own: Vec<String> = all
             .iter()
             .filter(|(o, _)| *o == self.org)
@@ -195,6 +200,12 @@ impl Worker {
                 Ok(Some(known)) => {
                     op.known = known;
                     op.was_unknown = unknown;
+                    break;
+                }
+                // A definite "nothing proposed": the client gives up, so
+                // the checker can hold the node to its word.
+                Ok(None) if !unknown => {
+                    op.known = Known::NotProposed;
                     break;
                 }
                 Ok(None) => {}
@@ -281,7 +292,7 @@ pub fn settle(
                 )))),
             }
         }
-        503 | 429 => Ok(None),
+        503 | 429 | 408 => Ok(None),
         400..=499 => Ok(Some(Known::Refused(
             r.code().unwrap_or("no code").to_owned(),
         ))),
