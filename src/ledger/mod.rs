@@ -141,6 +141,10 @@ pub struct Changes {
     pub leaves: Vec<String>,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
+    /// The changed records as JSON, in the order of `accounts`, `transfers`,
+    /// `rejected`, `history`: encoded once, for the block's state digest and
+    /// for the caller to persist.
+    pub encoded: Vec<Vec<u8>>,
 }
 
 /// A block leaf: one result of the entry, as canonical JSON.
@@ -389,6 +393,7 @@ impl Ledger {
             .iter()
             .map(|l| chain::leaf_hash(l.as_bytes()))
             .collect();
+        let state_digest = self.state_digest(changes);
         let block = BlockHeader {
             height: at.height,
             prev_hash: self.head.hash(),
@@ -397,30 +402,42 @@ impl Ledger {
             log_index: at.log_index,
             log_term,
             timestamp_ms: at.timestamp_ms,
-            state_digest: self.state_digest(changes),
+            state_digest,
         };
         self.head = block.clone();
         changes.block = Some(block);
     }
 
-    /// SHA-256 over every record `changes` names, in key order.
-    fn state_digest(&self, changes: &Changes) -> Hash {
+    /// SHA-256 over every record `changes` names, in key order; keeps each
+    /// record's encoding in `changes.encoded`.
+    fn state_digest(&self, changes: &mut Changes) -> Hash {
         fn json<T: Serialize>(v: &T) -> Vec<u8> {
             serde_json::to_vec(v).expect("records serialize")
         }
         let mut d = chain::StateDigest::default();
+        let mut encoded = Vec::with_capacity(
+            changes.accounts.len()
+                + changes.transfers.len()
+                + changes.rejected.len()
+                + changes.history.len(),
+        );
+        let mut add = |kind: &str, bytes: Vec<u8>| {
+            d.add(kind, &bytes);
+            encoded.push(bytes);
+        };
         for id in &changes.accounts {
-            d.add("account", &json(&self.accounts[id]));
+            add("account", json(&self.accounts[id]));
         }
         for id in &changes.transfers {
-            d.add("transfer", &json(&self.transfers[id]));
+            add("transfer", json(&self.transfers[id]));
         }
         for id in &changes.rejected {
-            d.add("rejected", &json(&self.rejected[id]));
+            add("rejected", json(&self.rejected[id]));
         }
         for item in &changes.history {
-            d.add("history", &json(item));
+            add("history", json(item));
         }
+        changes.encoded = encoded;
         d.finish()
     }
 

@@ -176,34 +176,29 @@ impl StateMachine {
         self.state.clone()
     }
 
-    /// Writes one entry's effects and progress in one atomic batch.
-    fn persist(&self, applied: &Applied, changes: &Changes) -> Result<(), StorageError> {
+    /// Writes one entry's effects and progress in one atomic batch. The
+    /// changed records are stored as the ledger encoded them for the block's
+    /// state digest: serialized once.
+    fn persist(&self, applied: &Applied, changes: Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
-        for id in &changes.accounts {
-            batch.insert(
-                StateKey::Account(id).encode(),
-                to_json(&ledger.account(id).expect("changed accounts exist")),
-            );
+        let keys = (changes.accounts.iter().map(StateKey::Account))
+            .chain(changes.transfers.iter().map(StateKey::Transfer))
+            .chain(changes.rejected.iter().map(StateKey::Rejected))
+            .chain((changes.history.iter()).map(|item| StateKey::History(&item.account, item.seq)));
+        let mut records = 0;
+        for (key, bytes) in keys.zip(changes.encoded) {
+            batch.insert(key.encode(), bytes);
+            records += 1;
         }
-        for id in &changes.transfers {
-            batch.insert(
-                StateKey::Transfer(id).encode(),
-                to_json(&ledger.transfer(id).expect("changed transfers exist")),
-            );
-        }
-        for id in &changes.rejected {
-            batch.insert(
-                StateKey::Rejected(id).encode(),
-                to_json(&ledger.rejected(id).expect("refusals exist")),
-            );
-        }
-        for item in &changes.history {
-            batch.insert(
-                StateKey::History(&item.account, item.seq).encode(),
-                to_json(item),
-            );
-        }
+        assert_eq!(
+            records,
+            changes.accounts.len()
+                + changes.transfers.len()
+                + changes.rejected.len()
+                + changes.history.len(),
+            "one encoding per changed record"
+        );
         batch.insert(
             StateKey::LastApplied.encode(),
             to_json(&applied.last_applied),
@@ -410,7 +405,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (None, Changes::default())
                 }
             };
-            self.persist(&applied, &changes)?;
+            self.persist(&applied, changes)?;
+
             replies.push(reply);
         }
         Ok(replies)
