@@ -472,11 +472,16 @@ pub async fn run(dir: &Path, opts: &Options, exit: bool) -> Result<()> {
     result
 }
 
+/// Until Ctrl-C or SIGTERM (a supervisor's stop must not orphan the nodes),
+/// or until a node exits by itself.
 async fn wait_for_stop(children: &mut [Child]) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
             _ = tick.tick() => {
                 for c in children.iter_mut() {
                     if let Ok(Some(status)) = c.try_wait() {

@@ -235,3 +235,67 @@ async fn a_node_whose_storage_was_lost_cannot_rejoin_under_its_id() {
         Some("5")
     );
 }
+
+/// A supervisor stops the demo with SIGTERM: its nodes must stop with it,
+/// not linger as orphans holding their ports and data.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_stops_its_nodes_on_sigterm() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    // Keep reading until EOF, so the demo never writes to a closed pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Ctrl-C stops") {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
+    assert!(up.await.unwrap().is_ok(), "the demo did not come up");
+    let dir_str = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let nodes_of_demo = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("node\0--config\0") && cmdline.contains(&dir_str)
+            })
+            .count()
+    };
+    assert_eq!(nodes_of_demo(), 3, "three nodes while the demo runs");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || demo.wait().unwrap());
+    let exited = tokio::time::timeout(crate::harness::DEADLINE, exited).await;
+    assert!(exited.is_ok(), "the demo did not exit on SIGTERM");
+
+    eventually("the demo's nodes to stop", || async {
+        (nodes_of_demo() == 0).then_some(())
+    })
+    .await;
+}
