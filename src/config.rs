@@ -280,6 +280,11 @@ pub struct RaftTuning {
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the last snapshot for slow followers.
     pub snapshot_logs_kept: u64,
+    /// Most log entries in one AppendEntries. openraft gives each append
+    /// one heartbeat interval to complete, and an entry may carry a whole
+    /// batch (megabytes): a lagging follower sent hundreds of them at once
+    /// times out on every retry and never catches up.
+    pub max_payload_entries: u64,
 }
 
 impl Default for RaftTuning {
@@ -290,6 +295,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 2000,
             snapshot_logs_since_last: 10_000,
             snapshot_logs_kept: 1_000,
+            max_payload_entries: 8,
         }
     }
 }
@@ -343,7 +349,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 16] = [
+        let checks: [(bool, &str); 17] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -357,6 +363,8 @@ impl NodeConfig {
                 "raft: need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms",
             ),
             (r.snapshot_logs_since_last > 0, "raft.snapshot_logs_since_last must be positive"),
+            ((1..=10_000).contains(&r.max_payload_entries), "raft.max_payload_entries must be 1..=10000"),
+
             ((1..=100_000).contains(&l.batch_transfers_max), "limits.batch_transfers_max must be 1..=100000"),
             ((1..=10_000).contains(&l.page_items_max), "limits.page_items_max must be 1..=10000"),
             ((10..=60_000).contains(&l.expiry_check_ms), "limits.expiry_check_ms must be 10..=60000"),
