@@ -69,6 +69,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
     expect_ok(admin.create_account(&issuer, "BENCH", true, &[]).await)?;
     expect_ok(admin.create_account(&sink, "BENCH", false, &[]).await)?;
     let sink_before = balance(&admin, &sink).await?;
+    let usage_before = usage::of_nodes(&layout);
 
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -147,6 +148,8 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
     }
     let sink_after = balance(&admin, &sink).await?;
     report(opts, &all);
+    usage::report(&layout, &usage_before, start.elapsed());
+
     let grew = sink_after - sink_before;
     if grew != i128::from(all.acked) {
         return Err(Error::Other(format!(
@@ -205,5 +208,108 @@ fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) ->
         Ok(r) if r.is_success() => Ok(()),
         Ok(r) => Err(Error::Other(format!("{} {}", r.status, r.body))),
         Err(e) => Err(Error::Other(e.to_string())),
+    }
+}
+
+/// CPU time and memory of the cluster's node processes on this machine,
+/// read from `/proc` (Linux): a node is found by its command line
+/// (`alliance node --config <its config>`).
+mod usage {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use crate::demo::Layout;
+
+    /// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 per second on
+    /// Linux whatever the kernel's own tick.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    pub struct Usage {
+        pid: u32,
+        cpu_seconds: f64,
+        rss_mb: f64,
+        peak_rss_mb: f64,
+    }
+
+    /// Each local node's usage now, by node id.
+    pub fn of_nodes(layout: &Layout) -> BTreeMap<u64, Usage> {
+        let mut out = BTreeMap::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        let configs: Vec<(u64, String)> = layout
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.config.to_string_lossy().into_owned()))
+            .collect();
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_node = args
+                .windows(3)
+                .find(|w| w[0] == b"node" && w[1] == b"--config");
+            let Some(config) = is_node.map(|w| String::from_utf8_lossy(w[2]).into_owned()) else {
+                continue;
+            };
+            if let Some((id, _)) = configs.iter().find(|(_, c)| *c == config) {
+                if let Some(u) = read(pid) {
+                    out.insert(*id, u);
+                }
+            }
+        }
+        out
+    }
+
+    fn read(pid: u32) -> Option<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb = |key: &str| -> Option<f64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        };
+        Some(Usage {
+            pid,
+            cpu_seconds: ticks as f64 / TICKS_PER_SECOND,
+            rss_mb: kb("VmRSS:")? / 1024.0,
+            peak_rss_mb: kb("VmHWM:")? / 1024.0,
+        })
+    }
+
+    /// Prints each node's CPU time over the run and its memory.
+    pub fn report(layout: &Layout, before: &BTreeMap<u64, Usage>, elapsed: Duration) {
+        let after = of_nodes(layout);
+        for node in &layout.nodes {
+            match (before.get(&node.id), after.get(&node.id)) {
+                (Some(b), Some(a)) if a.pid == b.pid => {
+                    let cpu = a.cpu_seconds - b.cpu_seconds;
+                    println!(
+                        "node {} (pid {}): cpu {cpu:.1} s over {:.1} s ({:.0}% of one core), rss {:.0} MB, peak rss {:.0} MB",
+                        node.id,
+                        a.pid,
+                        elapsed.as_secs_f64(),
+                        100.0 * cpu / elapsed.as_secs_f64(),
+                        a.rss_mb,
+                        a.peak_rss_mb
+                    );
+                }
+                _ => println!(
+                    "node {}: not a process on this machine (or restarted): no CPU or memory figures",
+                    node.id
+                ),
+            }
+        }
     }
 }

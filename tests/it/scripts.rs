@@ -113,3 +113,28 @@ fn chaos_script_refuses_bad_arguments() {
     }
     assert_eq!(run(&["--help"]).status.code(), Some(0));
 }
+
+/// `bench-etcd.sh` checks its arguments before it installs or builds anything.
+#[test]
+fn bench_etcd_script_refuses_bad_arguments() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-etcd.sh");
+    let run = |args: &[&str]| Command::new("sh").arg(&path).args(args).output().unwrap();
+    let here = env!("CARGO_MANIFEST_DIR");
+    for bad in [
+        &[][..],
+        &["--etcdbench"],
+        &["--etcdbench", "/no/such/path"],
+        &["--etcdbench", here, "--clients", ""],
+        &["--etcdbench", here, "--clients", "1 x"],
+        &["--etcdbench", here, "--clients", "0"],
+        &["--etcdbench", here, "--clients", "4097"],
+        &["--etcdbench", here, "--seconds", "0"],
+        &["--etcdbench", here, "--etcd-writes", "99999999999"],
+        &["--etcdbench", here, "--bogus"],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bench-etcd.sh: "));
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
