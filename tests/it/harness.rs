@@ -144,11 +144,6 @@ impl Cluster {
         ApiClient::from_config(&config).expect("client")
     }
 
-    /// Panics (with the node's log) if a node has exited by itself.
-    pub fn check_alive(&mut self) {
-        self.assert_alive();
-    }
-
     /// The app of organization `orgN` (N = 1, 2, 3), calling node `node`.
     pub fn app(&self, org: usize, node: u64) -> ApiClient {
         self.client(&format!("org{org}"), "app", node)
@@ -160,7 +155,7 @@ impl Cluster {
     }
 
     /// Panics at once (with the node's log) if a node has exited by itself.
-    fn assert_alive(&mut self) {
+    pub fn assert_alive(&mut self) {
         if let Some(exit) = self.unexpected_exits().first() {
             panic!("{exit}");
         }

@@ -268,7 +268,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         );
         tokio::time::sleep(Duration::from_millis(hold)).await;
         nemesis.heal(&mut c);
-        c.check_alive();
+        c.assert_alive();
         tokio::time::sleep(Duration::from_millis(nemesis.rng.between(CALM_MS))).await;
     }
     stop.store(true, Ordering::SeqCst);
