@@ -212,8 +212,7 @@ fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) ->
 }
 
 /// CPU time and memory of the cluster's node processes on this machine,
-/// read from `/proc` (Linux): a node is found by its command line
-/// (`alliance node --config <its config>`).
+/// read from `/proc` (Linux).
 mod usage {
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -233,40 +232,9 @@ mod usage {
 
     /// Each local node's usage now, by node id.
     pub fn of_nodes(layout: &Layout) -> BTreeMap<u64, Usage> {
-        let mut out = BTreeMap::new();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        let configs: Vec<(u64, String)> = layout
-            .nodes
-            .iter()
-            .map(|n| (n.id, n.config.to_string_lossy().into_owned()))
-            .collect();
-        for entry in procs.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let is_node = args
-                .windows(3)
-                .find(|w| w[0] == b"node" && w[1] == b"--config");
-            let Some(config) = is_node.map(|w| String::from_utf8_lossy(w[2]).into_owned()) else {
-                continue;
-            };
-            if let Some((id, _)) = configs.iter().find(|(_, c)| *c == config) {
-                if let Some(u) = read(pid) {
-                    out.insert(*id, u);
-                }
-            }
-        }
-        out
+        (layout.local_node_pids().into_iter())
+            .filter_map(|(id, pid)| Some((id, read(pid)?)))
+            .collect()
     }
 
     fn read(pid: u32) -> Option<Usage> {

@@ -105,11 +105,55 @@ impl Layout {
 
     /// A client for `org`'s `role` identity, talking to node `node`.
     pub fn client(&self, org: &str, role: &str, node: u64, timeout: Duration) -> Result<ApiClient> {
+        self.client_at(org, role, &self.node(node).api_url, timeout)
+    }
+
+    /// A client for `org`'s `role` identity, calling `url` (a node's API, or
+    /// something in front of it, such as a proxy).
+    pub fn client_at(
+        &self,
+        org: &str,
+        role: &str,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<ApiClient> {
         let ident = &self.org(org).identities[role];
         let mut config = ClientConfig::load(&ident.client_config)?;
-        config.url = self.node(node).api_url.clone();
+        config.url = url.to_owned();
         config.timeout_ms = timeout.as_millis() as u64;
         ApiClient::from_config(&config)
+    }
+
+    /// The running `alliance node` processes of this consortium on this
+    /// machine, by node id: found in `/proc` (Linux) by their command line,
+    /// `alliance node --config <the node's config>`.
+    pub fn local_node_pids(&self) -> BTreeMap<u64, u32> {
+        let mut pids = BTreeMap::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let config = args
+                .windows(3)
+                .find(|w| w[0] == b"node" && w[1] == b"--config")
+                .map(|w| w[2]);
+            let node = config.and_then(|c| {
+                self.nodes
+                    .iter()
+                    .find(|n| n.config.as_os_str().as_encoded_bytes() == c)
+            });
+            if let Some(node) = node {
+                pids.insert(node.id, pid);
+            }
+        }
+        pids
     }
 
     pub fn node(&self, id: u64) -> &DemoNode {

@@ -307,7 +307,6 @@ fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::C
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: r.snapshot_logs_kept,
         max_payload_entries: r.max_payload_entries,
-
         ..Default::default()
     };
     Ok(Arc::new(

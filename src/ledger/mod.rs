@@ -147,6 +147,13 @@ pub struct Changes {
     pub encoded: Vec<Vec<u8>>,
 }
 
+impl Changes {
+    /// Changed records: accounts, transfers, refusals and history items.
+    pub fn record_count(&self) -> usize {
+        self.accounts.len() + self.transfers.len() + self.rejected.len() + self.history.len()
+    }
+}
+
 /// A block leaf: one result of the entry, as canonical JSON.
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -415,12 +422,8 @@ impl Ledger {
             serde_json::to_vec(v).expect("records serialize")
         }
         let mut d = chain::StateDigest::default();
-        let mut encoded = Vec::with_capacity(
-            changes.accounts.len()
-                + changes.transfers.len()
-                + changes.rejected.len()
-                + changes.history.len(),
-        );
+        let mut encoded = Vec::with_capacity(changes.record_count());
+
         let mut add = |kind: &str, bytes: Vec<u8>| {
             d.add(kind, &bytes);
             encoded.push(bytes);

@@ -182,6 +182,7 @@ impl StateMachine {
     fn persist(&self, applied: &Applied, changes: Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
+        let expected = changes.record_count();
         let keys = (changes.accounts.iter().map(StateKey::Account))
             .chain(changes.transfers.iter().map(StateKey::Transfer))
             .chain(changes.rejected.iter().map(StateKey::Rejected))
@@ -191,14 +192,7 @@ impl StateMachine {
             batch.insert(key.encode(), bytes);
             records += 1;
         }
-        assert_eq!(
-            records,
-            changes.accounts.len()
-                + changes.transfers.len()
-                + changes.rejected.len()
-                + changes.history.len(),
-            "one encoding per changed record"
-        );
+        assert_eq!(records, expected, "one encoding per changed record");
         batch.insert(
             StateKey::LastApplied.encode(),
             to_json(&applied.last_applied),

@@ -266,23 +266,8 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     });
     let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
     assert!(up.await.unwrap().is_ok(), "the demo did not come up");
-    let dir_str = dir
-        .path()
-        .canonicalize()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let nodes_of_demo = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                cmdline.contains("node\0--config\0") && cmdline.contains(&dir_str)
-            })
-            .count()
-    };
+    let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
+    let nodes_of_demo = || layout.local_node_pids().len();
     assert_eq!(nodes_of_demo(), 3, "three nodes while the demo runs");
 
     let status = Command::new("kill")

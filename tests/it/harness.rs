@@ -11,7 +11,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use alliance::client::{ApiClient, Response};
-use alliance::config::{ClientConfig, HostPort, NodeConfig, PeerDial, RaftTuning};
+use alliance::config::{HostPort, NodeConfig, PeerDial, RaftTuning};
+
 use alliance::demo::{self, Layout, Options};
 
 use crate::proxy::Net;
@@ -137,11 +138,10 @@ impl Cluster {
         node: u64,
         timeout: Duration,
     ) -> ApiClient {
-        let ident = &self.layout.org(org).identities[role];
-        let mut config = ClientConfig::load(&ident.client_config).expect("client config");
-        config.url = format!("https://{}", self.net.api_addr(node));
-        config.timeout_ms = timeout.as_millis() as u64;
-        ApiClient::from_config(&config).expect("client")
+        let url = format!("https://{}", self.net.api_addr(node));
+        self.layout
+            .client_at(org, role, &url, timeout)
+            .expect("client")
     }
 
     /// The app of organization `orgN` (N = 1, 2, 3), calling node `node`.

@@ -49,11 +49,15 @@ struct LinkState {
 }
 
 impl LinkState {
-    fn is_cut(&self, dir: Dir) -> bool {
+    fn cut_flag(&self, dir: Dir) -> &AtomicBool {
         match dir {
-            Dir::Forward => self.forward_cut.load(Ordering::SeqCst),
-            Dir::Backward => self.backward_cut.load(Ordering::SeqCst),
+            Dir::Forward => &self.forward_cut,
+            Dir::Backward => &self.backward_cut,
         }
+    }
+
+    fn is_cut(&self, dir: Dir) -> bool {
+        self.cut_flag(dir).load(Ordering::SeqCst)
     }
 }
 
@@ -92,11 +96,7 @@ impl Link {
 
     /// Drops (or, `false`, passes again) the bytes flowing `dir`.
     pub fn set_cut(&self, dir: Dir, cut: bool) {
-        let flag = match dir {
-            Dir::Forward => &self.state.forward_cut,
-            Dir::Backward => &self.state.backward_cut,
-        };
-        flag.store(cut, Ordering::SeqCst);
+        self.state.cut_flag(dir).store(cut, Ordering::SeqCst);
     }
 
     /// Holds every chunk for `delay` before passing it on, both ways.
@@ -171,7 +171,6 @@ async fn pump(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-
                 if state.is_cut(dir) {
                     lost_bytes.store(true, Ordering::SeqCst);
                     continue;

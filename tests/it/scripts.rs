@@ -91,50 +91,57 @@ fn scripts_refuse_bad_input_and_never_overwrite_a_key() {
     assert!(!genesis.exists());
 }
 
+/// Runs our own script `name` (not embedded in the binary) with each of
+/// `bad`, expecting exit 2 and a message naming the script, and `--help`.
+fn refuses_bad_arguments(name: &str, bad: &[&[&str]]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let run = |args: &[&str]| Command::new("sh").arg(&path).args(args).output().unwrap();
+    for args in bad {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{name}: ")));
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
+
 /// `chaos.sh` checks its arguments before it builds anything.
 #[test]
 fn chaos_script_refuses_bad_arguments() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chaos.sh");
-    let run = |args: &[&str]| Command::new("sh").arg(&path).args(args).output().unwrap();
-    for bad in [
-        &[][..],
-        &["--minutes"],
-        &["--minutes", "x"],
-        &["--minutes", "0"],
-        &["--minutes", "1441"],
-        &["--minutes", "99999999999999999999999"],
-        &["--minutes", "5", "--seed", "-1"],
-        &["--minutes", "5", "--seed", "18446744073709551616"],
-        &["--minutes", "5", "extra"],
-    ] {
-        let out = run(bad);
-        assert_eq!(out.status.code(), Some(2), "{bad:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("chaos.sh: "));
-    }
-    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    refuses_bad_arguments(
+        "chaos.sh",
+        &[
+            &[],
+            &["--minutes"],
+            &["--minutes", "x"],
+            &["--minutes", "0"],
+            &["--minutes", "1441"],
+            &["--minutes", "99999999999999999999999"],
+            &["--minutes", "5", "--seed", "-1"],
+            &["--minutes", "5", "--seed", "18446744073709551616"],
+            &["--minutes", "5", "extra"],
+        ],
+    );
 }
 
 /// `bench-etcd.sh` checks its arguments before it installs or builds anything.
 #[test]
 fn bench_etcd_script_refuses_bad_arguments() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-etcd.sh");
-    let run = |args: &[&str]| Command::new("sh").arg(&path).args(args).output().unwrap();
     let here = env!("CARGO_MANIFEST_DIR");
-    for bad in [
-        &[][..],
-        &["--etcdbench"],
-        &["--etcdbench", "/no/such/path"],
-        &["--etcdbench", here, "--clients", ""],
-        &["--etcdbench", here, "--clients", "1 x"],
-        &["--etcdbench", here, "--clients", "0"],
-        &["--etcdbench", here, "--clients", "4097"],
-        &["--etcdbench", here, "--seconds", "0"],
-        &["--etcdbench", here, "--etcd-writes", "99999999999"],
-        &["--etcdbench", here, "--bogus"],
-    ] {
-        let out = run(bad);
-        assert_eq!(out.status.code(), Some(2), "{bad:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("bench-etcd.sh: "));
-    }
-    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    refuses_bad_arguments(
+        "bench-etcd.sh",
+        &[
+            &[],
+            &["--etcdbench"],
+            &["--etcdbench", "/no/such/path"],
+            &["--etcdbench", here, "--clients", ""],
+            &["--etcdbench", here, "--clients", "1 x"],
+            &["--etcdbench", here, "--clients", "0"],
+            &["--etcdbench", here, "--clients", "4097"],
+            &["--etcdbench", here, "--seconds", "0"],
+            &["--etcdbench", here, "--etcd-writes", "99999999999"],
+            &["--etcdbench", here, "--bogus"],
+        ],
+    );
 }

@@ -110,8 +110,6 @@ pub enum Schedule {
 #[derive(Default)]
 struct Damage {
     killed: Vec<u64>,
-    /// Every SIGKILL of the run: (node, when).
-    kills: Vec<(u64, Instant)>,
     paused: Vec<u64>,
 }
 
@@ -119,6 +117,8 @@ struct Nemesis {
     rng: Rng,
     injected: BTreeMap<Fault, u64>,
     damage: Damage,
+    /// Every SIGKILL of the run: (node, when).
+    kills: Vec<(u64, Instant)>,
 }
 
 impl Nemesis {
@@ -183,13 +183,13 @@ impl Nemesis {
                 let victim = self.leader_or_follower(c, fault == Fault::KillLeader).await;
                 c.kill(victim);
                 self.damage.killed.push(victim);
-                self.damage.kills.push((victim, Instant::now()));
+                self.kills.push((victim, Instant::now()));
                 format!("SIGKILL node {victim}")
             }
             Fault::KillAll => {
                 for id in &ids {
                     c.kill(*id);
-                    self.damage.kills.push((*id, Instant::now()));
+                    self.kills.push((*id, Instant::now()));
                 }
                 self.damage.killed.extend(&ids);
                 "SIGKILL every node".into()
@@ -247,6 +247,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         rng: Rng::new(seed),
         injected: BTreeMap::new(),
         damage: Damage::default(),
+        kills: Vec::new(),
     };
     let mut order = ALL_FAULTS.to_vec();
     for i in (1..order.len()).rev() {
@@ -285,7 +286,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         .expect("workers are done")
         .into_inner()
         .unwrap();
-    let mut report = checker::check(&c, &history, issued, &nemesis.damage.kills).await;
+    let mut report = checker::check(&c, &history, issued, &nemesis.kills).await;
     let exited = c.unexpected_exits();
     *report
         .checks

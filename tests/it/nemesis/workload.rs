@@ -208,14 +208,11 @@ impl Worker {
                     op.known = Known::NotProposed;
                     break;
                 }
-                Ok(None) => {}
-                Err(Maybe) => unknown = true,
+                Ok(None) | Err(Maybe) => unknown = true,
             }
-            op.known = if unknown {
-                Known::Unknown
-            } else {
-                Known::NotProposed
-            };
+            // Only an answer that may have been proposed gets here.
+            op.known = Known::Unknown;
+
             if stop.load(Ordering::SeqCst) {
                 break;
             }
