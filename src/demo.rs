@@ -414,16 +414,32 @@ pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())
         ^ std::process::id().wrapping_mul(2_654_435_761);
+    // The ports are free when found but released on return, and the nodes
+    // bind them only seconds later (after certificates and genesis): a
+    // second consortium made in this process meanwhile must not be handed
+    // the same ones. (Another process can still race for them.)
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     let mut found = Vec::with_capacity(n);
     for k in 0..span {
         if found.len() == n {
             break;
         }
         let port = PORT_MIN + ((seed.wrapping_add(k.wrapping_mul(7_919))) % span) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
             found.push(l);
         }
     }
+    for l in &found {
+        if let Ok(addr) = l.local_addr() {
+            handed_out.insert(addr.port());
+        }
+    }
+
     if found.len() < n {
         return Err(Error::Other(format!(
             "found only {} free ports below {ephemeral_low}",

@@ -244,6 +244,9 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
+    // Made here, so that its ports are chosen in this process with every
+    // other cluster's (see `demo::free_ports`); the demo resumes it.
+    let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
         .args(["demo", "--dir"])
         .arg(dir.path())
@@ -266,8 +269,8 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     });
     let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
     assert!(up.await.unwrap().is_ok(), "the demo did not come up");
-    let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
     let nodes_of_demo = || layout.local_node_pids().len();
+
     assert_eq!(nodes_of_demo(), 3, "three nodes while the demo runs");
 
     let status = Command::new("kill")
