@@ -15,6 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::client::ApiClient;
+use crate::codec;
 use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
 use crate::ledger::{Account, AccountId, Transfer, TransferState};
 use crate::raft::store::{StateKey, Store, ACCOUNT_TAG, TRANSFER_TAG};
@@ -149,21 +150,21 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     };
     let mut report = Report::default();
     let head: Option<BlockHeader> = get(StateKey::Head)?
-        .map(|v| serde_json::from_slice(&v))
+        .map(|v| codec::decode(&v))
         .transpose()
         .map_err(|e| e.to_string())?;
     let mut leaves_by_height = BTreeMap::new();
     let mut prev: Option<Hash> = None;
     for h in 1..=head.as_ref().map_or(0, |h| h.height) {
         let header: BlockHeader = match get(StateKey::Block(h))? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("block {h}: {e}"))?,
+            Some(v) => codec::decode(&v).map_err(|e| format!("block {h}: {e}"))?,
             None => {
                 report.problems.push(format!("block {h} is missing"));
                 continue;
             }
         };
         let leaves: Vec<String> = match get(StateKey::Leaves(h))? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| format!("leaves {h}: {e}"))?,
+            Some(v) => codec::decode(&v).map_err(|e| format!("leaves {h}: {e}"))?,
             None => Vec::new(),
         };
         let hashes: Vec<Hash> = leaves
@@ -187,7 +188,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     let mut expected: BTreeMap<AccountId, [u128; 4]> = BTreeMap::new();
     for kv in tree.scan_prefix([TRANSFER_TAG]) {
         let (_, v) = kv.map_err(|e| e.to_string())?;
-        let t: Transfer = serde_json::from_slice(&v).map_err(|e| format!("transfer: {e}"))?;
+        let t: Transfer = codec::decode(&v).map_err(|e| format!("transfer: {e}"))?;
         report.transfers += 1;
         check_transfer_leaf(&t, &leaves_by_height, &mut report.problems);
         let units = u128::from(t.amount.units());
@@ -210,7 +211,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     }
     for kv in tree.scan_prefix([ACCOUNT_TAG]) {
         let (_, v) = kv.map_err(|e| e.to_string())?;
-        let a: Account = serde_json::from_slice(&v).map_err(|e| format!("account: {e}"))?;
+        let a: Account = codec::decode(&v).map_err(|e| format!("account: {e}"))?;
         report.accounts += 1;
         let stored = [
             a.debits_posted,

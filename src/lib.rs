@@ -9,6 +9,7 @@
 //! - [`config`]: node and client configuration, genesis; validated at start.
 //! - [`ledger`]: the domain, pure and deterministic.
 //! - [`raft`]: openraft type config, sled log store and state machine, peer network.
+//! - [`codec`]: the binary encoding of stored records and peer messages.
 //! - [`identity`]: certificate → [`identity::Principal`], rustls configs.
 //! - [`api`]: actix-web routes, request validation, error → HTTP mapping,
 //!   and the service that runs each request on the leader.
@@ -18,7 +19,7 @@
 //! - [`bench`]: a load generator against a running demo consortium.
 //! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
 //!
-//! Modules depend downward only: `api → raft → ledger`, `api → identity`.
+//! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`.
 //!
 //! ## The write path
 //!
@@ -49,6 +50,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod error;

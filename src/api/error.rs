@@ -15,6 +15,8 @@ use crate::ledger::Rejection;
 pub enum ApiError {
     /// The body is not the JSON the endpoint expects.
     MalformedJson(String),
+    /// A peer's Raft RPC body is not the binary message the route expects.
+    MalformedRpc(String),
     /// A field's value breaks its rule (ids, assets, amounts, memo).
     InvalidField {
         code: &'static str,
@@ -51,6 +53,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed_json",
+            Self::MalformedRpc(_) => "malformed_rpc",
             Self::InvalidField { code, .. } => code,
             Self::InvalidQuery(_) => "invalid_query",
             Self::BodyTooLarge(_) => "body_too_large",
@@ -71,9 +74,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidField { .. } | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::MalformedRpc(_)
+            | Self::InvalidField { .. }
+            | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -91,6 +95,7 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             Self::MalformedJson(m)
+            | Self::MalformedRpc(m)
             | Self::InvalidQuery(m)
             | Self::Unauthenticated(m)
             | Self::Unavailable(m)

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::service::{Forwarded, Service, EXECUTE_PATH};
 use super::types::parse_json;
 use super::{no_route, read_body};
+use crate::codec;
 use crate::identity::{NodePrincipal, Principal};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::TypeConfig;
@@ -32,6 +33,22 @@ async fn body_of<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
     parse_json(&bytes)
+}
+
+/// A Raft RPC's request, in the binary peer encoding.
+async fn rpc_of<T: serde::de::DeserializeOwned>(
+    svc: &Service,
+    body: web::Payload,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
+    codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))
+}
+
+/// A Raft RPC's answer, in the binary peer encoding.
+fn rpc_reply<T: serde::Serialize>(answer: &T) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(codec::CONTENT_TYPE)
+        .body(codec::encode(answer))
 }
 
 async fn head(_node: NodePrincipal, svc: web::Data<Service>) -> HttpResponse {
@@ -58,9 +75,9 @@ async fn append(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: AppendEntriesRequest<TypeConfig> = body_of(&svc, body).await?;
+    let rpc: AppendEntriesRequest<TypeConfig> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(HttpResponse::Ok().json(svc.raft.append_entries(rpc).await))
+    Ok(rpc_reply(&svc.raft.append_entries(rpc).await))
 }
 
 async fn vote(
@@ -68,9 +85,9 @@ async fn vote(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: VoteRequest<u64> = body_of(&svc, body).await?;
+    let rpc: VoteRequest<u64> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(HttpResponse::Ok().json(svc.raft.vote(rpc).await))
+    Ok(rpc_reply(&svc.raft.vote(rpc).await))
 }
 
 async fn snapshot(
@@ -78,9 +95,9 @@ async fn snapshot(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: InstallSnapshotRequest<TypeConfig> = body_of(&svc, body).await?;
+    let rpc: InstallSnapshotRequest<TypeConfig> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(HttpResponse::Ok().json(svc.raft.install_snapshot(rpc).await))
+    Ok(rpc_reply(&svc.raft.install_snapshot(rpc).await))
 }
 
 async fn execute(

@@ -210,14 +210,23 @@ pub fn from_hex(s: &str) -> Option<Hash> {
     hex::decode(s).ok()?.try_into().ok()
 }
 
+/// A hash as 64 hex digits for people (JSON), as 32 raw bytes in the
+/// binary encoding.
 mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(h: &super::Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(h))
+        } else {
+            h.serialize(s)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Hash, D::Error> {
+        if !d.is_human_readable() {
+            return super::Hash::deserialize(d);
+        }
         let s = String::deserialize(d)?;
         super::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
     }

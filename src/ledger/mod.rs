@@ -141,7 +141,7 @@ pub struct Changes {
     pub leaves: Vec<String>,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
-    /// The changed records as JSON, in the order of `accounts`, `transfers`,
+    /// The changed records in their stored encoding, in the order of `accounts`, `transfers`,
     /// `rejected`, `history`: encoded once, for the block's state digest and
     /// for the caller to persist.
     pub encoded: Vec<Vec<u8>>,
@@ -415,12 +415,10 @@ impl Ledger {
         changes.block = Some(block);
     }
 
-    /// SHA-256 over every record `changes` names, in key order; keeps each
-    /// record's encoding in `changes.encoded`.
+    /// SHA-256 over every record `changes` names, in key order, each in its
+    /// stored (binary) encoding, which is kept in `changes.encoded`.
     fn state_digest(&self, changes: &mut Changes) -> Hash {
-        fn json<T: Serialize>(v: &T) -> Vec<u8> {
-            serde_json::to_vec(v).expect("records serialize")
-        }
+        use crate::codec::encode;
         let mut d = chain::StateDigest::default();
         let mut encoded = Vec::with_capacity(changes.record_count());
 
@@ -429,16 +427,16 @@ impl Ledger {
             encoded.push(bytes);
         };
         for id in &changes.accounts {
-            add("account", json(&self.accounts[id]));
+            add("account", encode(&self.accounts[id]));
         }
         for id in &changes.transfers {
-            add("transfer", json(&self.transfers[id]));
+            add("transfer", encode(&self.transfers[id]));
         }
         for id in &changes.rejected {
-            add("rejected", json(&self.rejected[id]));
+            add("rejected", encode(&self.rejected[id]));
         }
         for item in &changes.history {
-            add("history", json(item));
+            add("history", encode(item));
         }
         changes.encoded = encoded;
         d.finish()

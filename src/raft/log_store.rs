@@ -9,8 +9,9 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
 
-use super::store::{log_key, storage_err, to_json, Store};
+use super::store::{log_key, storage_err, Store};
 use super::{LogId, StorageError, TypeConfig};
+use crate::codec;
 
 const VOTE_KEY: &[u8] = b"vote";
 const PURGED_KEY: &[u8] = b"last_purged";
@@ -66,7 +67,7 @@ impl LogStore {
         else {
             return Ok(None);
         };
-        serde_json::from_slice(&bytes)
+        codec::decode(&bytes)
             .map(Some)
             .map_err(|e| storage_err(subject, ErrorVerb::Read, e))
     }
@@ -80,8 +81,7 @@ impl LogStore {
     }
 
     fn decode(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+        codec::decode(bytes).map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -138,7 +138,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         self.store
             .raft
-            .insert(VOTE_KEY, to_json(vote))
+            .insert(VOTE_KEY, codec::encode(vote))
             .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.sync(ErrorSubject::Vote).await
     }
@@ -153,7 +153,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.committed.set(committed.map(|l| l.index));
         self.store
             .raft
-            .insert(COMMITTED_KEY, to_json(&committed))
+            .insert(COMMITTED_KEY, codec::encode(&committed))
             .map_err(|e| storage_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
@@ -175,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(&log_key(entry.log_id.index), to_json(&entry));
+            batch.insert(&log_key(entry.log_id.index), codec::encode(&entry));
         }
         self.store
             .log
@@ -203,7 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // get_log_state already treats as purged.
         self.store
             .raft
-            .insert(PURGED_KEY, to_json(&log_id))
+            .insert(PURGED_KEY, codec::encode(&log_id))
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.remove_range(..=log_key(log_id.index), ErrorSubject::Logs)?;
         self.sync(ErrorSubject::Logs).await

@@ -1,4 +1,5 @@
-//! Raft RPCs to peers: JSON over HTTPS with mutual TLS on `raft_addr`.
+//! Raft RPCs to peers: the binary encoding of [`crate::codec`] over HTTPS
+//! with mutual TLS on `raft_addr`.
 //!
 //! One pooled [`reqwest::Client`] per node keeps connections alive, so steady
 //! state makes no TLS handshakes. The peer side is in `crate::api::peer`.
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::TypeConfig;
+use crate::codec;
 
 /// Paths of the Raft RPCs on the peer listener.
 pub const APPEND_PATH: &str = "/raft/append";
@@ -129,7 +131,8 @@ impl PeerClient {
             .http
             .post(peer.url(path))
             .timeout(option.hard_ttl())
-            .json(req)
+            .header(reqwest::header::CONTENT_TYPE, codec::CONTENT_TYPE)
+            .body(codec::encode(req))
             .send()
             .await;
         let resp = match sent {
@@ -149,10 +152,12 @@ impl PeerClient {
                 std::io::Error::other(format!("peer {} answered {}", self.target, resp.status()));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
-        let result: Result<Resp, E> = resp
-            .json()
+        let body = resp
+            .bytes()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, E> =
+            codec::decode(&body).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
     }
 }

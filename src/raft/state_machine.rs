@@ -19,10 +19,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
-use super::store::{
-    storage_err, to_json, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG,
-};
+use super::store::{storage_err, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
+use crate::codec::{decode, encode};
 use crate::ledger::{AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome};
 
 /// The applied state: the ledger and how far it has applied.
@@ -68,7 +67,7 @@ impl StateRead<'_> {
         self.state
             .range(start..=end)
             .take(limit)
-            .map(|kv| kv.map(|(_, v)| serde_json::from_slice(&v).expect("history items are ours")))
+            .map(|kv| kv.map(|(_, v)| decode(&v).expect("history items are ours")))
             .collect()
     }
 
@@ -101,19 +100,19 @@ impl StateRead<'_> {
     /// The stored header of block `height` (block 0 is not stored).
     pub fn block(&self, height: u64) -> sled::Result<Option<BlockHeader>> {
         let v = self.state.get(StateKey::Block(height).encode())?;
-        Ok(v.map(|v| serde_json::from_slice(&v).expect("blocks are ours")))
+        Ok(v.map(|v| decode(&v).expect("blocks are ours")))
     }
 
     /// Block `height`'s leaves.
     pub fn leaves(&self, height: u64) -> sled::Result<Option<Vec<String>>> {
         let v = self.state.get(StateKey::Leaves(height).encode())?;
-        Ok(v.map(|v| serde_json::from_slice(&v).expect("leaves are ours")))
+        Ok(v.map(|v| decode(&v).expect("leaves are ours")))
     }
 
     fn item(&self, account: &AccountId, seq: u64) -> sled::Result<HistoryItem> {
         let v = self.state.get(StateKey::History(account, seq).encode())?;
         let v = v.expect("items below history_len exist");
-        Ok(serde_json::from_slice(&v).expect("history items are ours"))
+        Ok(decode(&v).expect("history items are ours"))
     }
 }
 
@@ -195,17 +194,17 @@ impl StateMachine {
         assert_eq!(records, expected, "one encoding per changed record");
         batch.insert(
             StateKey::LastApplied.encode(),
-            to_json(&applied.last_applied),
+            encode(&applied.last_applied),
         );
-        batch.insert(StateKey::Membership.encode(), to_json(&applied.membership));
-        batch.insert(StateKey::Clock.encode(), to_json(&ledger.clock_ms()));
+        batch.insert(StateKey::Membership.encode(), encode(&applied.membership));
+        batch.insert(StateKey::Clock.encode(), encode(&ledger.clock_ms()));
         if let Some(block) = &changes.block {
-            batch.insert(StateKey::Block(block.height).encode(), to_json(block));
+            batch.insert(StateKey::Block(block.height).encode(), encode(block));
             batch.insert(
                 StateKey::Leaves(block.height).encode(),
-                to_json(&changes.leaves),
+                encode(&changes.leaves),
             );
-            batch.insert(StateKey::Head.encode(), to_json(block));
+            batch.insert(StateKey::Head.encode(), encode(block));
         }
         self.store.state.apply_batch(batch).map_err(write_err)
     }
@@ -222,12 +221,12 @@ impl StateMachine {
         let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
         let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
-            current.and_then(|m| serde_json::from_slice(&m).ok());
+            current.and_then(|m| decode(&m).ok());
         if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, to_json(meta));
+        batch.insert(SNAPSHOT_META, encode(meta));
         batch.insert(SNAPSHOT_DATA, data);
         self.store
             .snapshot
@@ -250,7 +249,7 @@ fn load(
         key: StateKey,
     ) -> Result<T, StorageError> {
         match tree.get(key.encode()).map_err(read_err)? {
-            Some(v) => serde_json::from_slice(&v).map_err(read_err),
+            Some(v) => decode(&v).map_err(read_err),
             None => Ok(T::default()),
         }
     }
@@ -260,7 +259,7 @@ fn load(
         scan(tree, TRANSFER_TAG)?,
         scan(tree, REJECTED_TAG)?,
         match tree.get(StateKey::Head.encode()).map_err(read_err)? {
-            Some(v) => serde_json::from_slice(&v).map_err(read_err)?,
+            Some(v) => decode(&v).map_err(read_err)?,
             None => BlockHeader::genesis(genesis_hash),
         },
         get(tree, StateKey::Clock)?,
@@ -279,7 +278,7 @@ fn scan<T: serde::de::DeserializeOwned>(
     tree.scan_prefix([tag])
         .map(|kv| {
             let (_, v) = kv.map_err(read_err)?;
-            serde_json::from_slice(&v).map_err(read_err)
+            decode(&v).map_err(read_err)
         })
         .collect()
 }
@@ -448,11 +447,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for (k, v) in pairs {
                 batch.insert(k, v);
             }
-            batch.insert(StateKey::LastApplied.encode(), to_json(&meta.last_log_id));
-            batch.insert(
-                StateKey::Membership.encode(),
-                to_json(&meta.last_membership),
-            );
+            batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
+            batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
             self.store.state.apply_batch(batch).map_err(write_err)?;
             *applied = load(&self.store.state, self.orgs.clone(), self.genesis_hash)?;
         }
@@ -476,7 +472,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (Some(meta), Some(data)) = (get(SNAPSHOT_META)?, get(SNAPSHOT_DATA)?) else {
             return Ok(None);
         };
-        let meta = serde_json::from_slice(&meta).map_err(|e| read(e.to_string()))?;
+        let meta = decode(&meta).map_err(|e| read(e.to_string()))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data.to_vec())),

@@ -40,6 +40,7 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(io::Error::other)?;
+        check_format(&db)?;
         let tree = |name: &str| db.open_tree(name).map_err(io::Error::other);
         Ok(Self {
             log: tree("log")?,
@@ -49,6 +50,37 @@ impl Store {
             durable: Durable::new(dir, &db)?,
             db,
         })
+    }
+}
+
+/// The encoding of everything stored (see [`crate::codec`]), kept in the
+/// default tree: a data dir written in another is refused, not misread.
+pub const FORMAT: &str = "alliance-postcard-1";
+const FORMAT_KEY: &[u8] = b"format";
+
+fn check_format(db: &sled::Db) -> io::Result<()> {
+    let found = db.get(FORMAT_KEY).map_err(io::Error::other)?;
+    match found {
+        Some(f) if *f == *FORMAT.as_bytes() => Ok(()),
+        Some(f) => Err(io::Error::other(format!(
+            "this data dir is in format {:?}; this alliance reads {FORMAT:?}",
+            String::from_utf8_lossy(&f)
+        ))),
+        None => {
+            for name in db.tree_names() {
+                let tree = db.open_tree(&name).map_err(io::Error::other)?;
+                if !tree.is_empty() {
+                    return Err(io::Error::other(format!(
+                        "this data dir was written by an earlier alliance (JSON records); \
+                         this one reads {FORMAT:?} and cannot convert it: run the earlier \
+                         version, or start the consortium anew"
+                    )));
+                }
+            }
+            db.insert(FORMAT_KEY, FORMAT.as_bytes())
+                .map_err(io::Error::other)?;
+            Ok(())
+        }
     }
 }
 
@@ -201,8 +233,4 @@ pub fn storage_err(
     e: impl std::error::Error + 'static,
 ) -> StorageError {
     StorageError::from_io_error(subject, verb, io::Error::other(e.to_string()))
-}
-
-pub fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("our types always serialize")
 }

@@ -43,3 +43,33 @@ fn a_blob_removed_after_listing_does_not_fail_the_sync() {
         "only present blobs are remembered"
     );
 }
+
+/// A data dir written before the binary encoding is refused with a clear
+/// error, not misread; a new one gets the format and opens again.
+#[test]
+fn a_data_dir_in_another_format_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(Store::open(dir.path()).expect("a new data dir opens"));
+    drop(Store::open(dir.path()).expect("and opens again"));
+
+    let old = tempfile::tempdir().expect("temp dir");
+    {
+        let db = sled::open(old.path()).expect("sled");
+        let log = db.open_tree("log").expect("tree");
+        log.insert(1u64.to_be_bytes(), &br#"{"log_id":{}}"#[..])
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let err = Store::open(old.path())
+        .err()
+        .expect("an old data dir is refused");
+    assert!(
+        err.to_string().contains("written by an earlier alliance"),
+        "{err}"
+    );
+    let log = sled::open(old.path())
+        .expect("sled")
+        .open_tree("log")
+        .expect("tree");
+    assert_eq!(log.len(), 1, "refusing changes nothing");
+}

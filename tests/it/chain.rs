@@ -2,6 +2,7 @@
 //! offline against a block hash served by another node, and fail if any byte
 //! of the proof or the transfer changes.
 
+use alliance::codec::{decode, encode};
 use alliance::ledger::chain::{from_hex, Proof};
 use reqwest::Method;
 
@@ -286,13 +287,10 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
         use alliance::raft::store::StateKey;
         let id = alliance::ledger::TransferId::parse("au-2").unwrap();
         let key = StateKey::Transfer(&id).encode();
-        let mut t: serde_json::Value =
-            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
-        t["amount"] = serde_json::json!(1);
-        store
-            .state
-            .insert(key, serde_json::to_vec(&t).unwrap())
-            .unwrap();
+        let mut t: alliance::ledger::Transfer =
+            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        t.amount = alliance::ledger::Amount::new(1).unwrap();
+        store.state.insert(key, encode(&t)).unwrap();
     });
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
@@ -309,13 +307,10 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
         use alliance::raft::store::StateKey;
         let id = alliance::ledger::AccountId::parse("org3.ops").unwrap();
         let key = StateKey::Account(&id).encode();
-        let mut a: serde_json::Value =
-            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
-        a["credits_posted"] = serde_json::json!(999_999);
-        store
-            .state
-            .insert(key, serde_json::to_vec(&a).unwrap())
-            .unwrap();
+        let mut a: alliance::ledger::Account =
+            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        a.credits_posted = 999_999;
+        store.state.insert(key, encode(&a)).unwrap();
     });
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
@@ -348,13 +343,10 @@ async fn a_tampered_replica_is_found_by_its_peers_once_the_account_is_touched() 
         use alliance::raft::store::StateKey;
         let id = alliance::ledger::AccountId::parse("org2.ops").unwrap();
         let key = StateKey::Account(&id).encode();
-        let mut a: serde_json::Value =
-            serde_json::from_slice(&store.state.get(&key).unwrap().unwrap()).unwrap();
-        a["credits_posted"] = serde_json::json!(5_000);
-        store
-            .state
-            .insert(key, serde_json::to_vec(&a).unwrap())
-            .unwrap();
+        let mut a: alliance::ledger::Account =
+            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        a.credits_posted = 5_000;
+        store.state.insert(key, encode(&a)).unwrap();
     });
     c.restart(victim);
     c.wait_for_leader().await;

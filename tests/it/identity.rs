@@ -220,7 +220,7 @@ async fn identity_comes_only_from_the_verified_session() {
     let peer_url = c.layout.node(2).peer_url.clone();
     let vote_as = |candidate: u64| {
         let req: VoteRequest<u64> = VoteRequest::new(Vote::new(0, candidate), None);
-        serde_json::to_value(req).unwrap()
+        alliance::codec::encode(&req)
     };
     let as_node1 = |genesis: &str, incarnation: &str| {
         let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
@@ -234,8 +234,8 @@ async fn identity_comes_only_from_the_verified_session() {
             .build()
             .unwrap()
     };
-    let post = |client: reqwest::Client, url: String, body: serde_json::Value| async move {
-        let r = client.post(url).json(&body).send().await.unwrap();
+    let post = |client: reqwest::Client, url: String, body: Vec<u8>| async move {
+        let r = client.post(url).body(body).send().await.unwrap();
         let incarnation = r
             .headers()
             .get("alliance-incarnation")
@@ -248,7 +248,8 @@ async fn identity_comes_only_from_the_verified_session() {
     };
     // Every answer of a peer listener names its node's incarnation.
     let node1_peer = format!("{}/peer/v1/hello", c.layout.node(1).peer_url);
-    let (_, _, node1_incarnation) = post(as_node1(&genesis_hash, "x"), node1_peer, json!({})).await;
+    let (_, _, node1_incarnation) =
+        post(as_node1(&genesis_hash, "x"), node1_peer, b"{}".to_vec()).await;
     let node1_incarnation = node1_incarnation.expect("incarnation header");
 
     let vote_url = format!("{peer_url}/raft/vote");
@@ -259,6 +260,24 @@ async fn identity_comes_only_from_the_verified_session() {
     )
     .await;
     assert_eq!(status, 200, "node 1 as itself is answered: {body}");
+    // A body that is not the binary RPC (here: the JSON of earlier
+    // versions, then a truncated message) is refused and changes nothing.
+    let json_vote = serde_json::to_vec(&VoteRequest::new(Vote::new(0, 1), None)).unwrap();
+    let mut truncated = vote_as(1);
+    truncated.truncate(3);
+    for bad in [json_vote, truncated] {
+        let (status, body, _) = post(
+            as_node1(&genesis_hash, &node1_incarnation),
+            vote_url.clone(),
+            bad,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("malformed_rpc")),
+            "{body}"
+        );
+    }
     for (genesis, incarnation, candidate, why) in [
         (
             genesis_hash.clone(),
