@@ -138,8 +138,9 @@ pub struct StateMachine {
 
 const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
-/// First bytes of a snapshot's data: format and version.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v1\n";
+/// First bytes of a snapshot's data: format and version (v2: values in
+/// the binary encoding of [`crate::codec`]).
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v2\n";
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)
