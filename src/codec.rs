@@ -19,8 +19,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("our types always serialize")
 }
 
+/// Decodes exactly one value: bytes left over are an error, as in JSON.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(bytes)
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(Error::DeserializeBadEncoding),
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +211,83 @@ mod tests {
             _,
             RaftError<u64, openraft::error::InstallSnapshotError>,
         >::Ok(InstallSnapshotResponse { vote }));
+    }
+
+    #[test]
+    fn bytes_after_the_value_are_refused() {
+        let mut bytes = encode(&Some(7u64));
+        assert_eq!(decode::<Option<u64>>(&bytes).unwrap(), Some(7));
+        bytes.push(0);
+        assert!(decode::<Option<u64>>(&bytes).is_err());
+    }
+
+    /// Postcard encodes an enum variant as its index, so the order of
+    /// variants is the stored and wire format. Reordering or inserting
+    /// before the end breaks stored data: append new variants, or change
+    /// `store::FORMAT`. These pin the order of the enums in stored records.
+    #[test]
+    fn stored_enum_variants_keep_their_order() {
+        let codes: Vec<&str> = (0u8..)
+            .map_while(|i| decode::<Rejection>(&[i]).ok())
+            .map(Rejection::code)
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "role_may_not_write",
+                "allow_negative_requires_admin",
+                "grant_requires_admin",
+                "close_requires_admin",
+                "unknown_reader_org",
+                "account_exists",
+                "account_not_found",
+                "account_not_owned",
+                "accounts_must_be_different",
+                "debit_account_not_found",
+                "credit_account_not_found",
+                "debit_account_not_owned",
+                "exists_with_different_fields",
+                "asset_mismatch",
+                "debit_account_closed",
+                "credit_account_closed",
+                "insufficient_funds",
+                "exceeds_balance_max",
+                "overflow",
+                "linked_transfer_failed",
+                "pending_transfer_not_found",
+                "pending_transfer_not_pending",
+                "pending_transfer_already_posted",
+                "pending_transfer_already_voided",
+                "pending_transfer_expired",
+                "exceeds_pending_amount",
+            ]
+        );
+        /// The JSON names of the variants with indexes 0, 1, 2, ...
+        fn names<T: Serialize + DeserializeOwned>() -> Vec<String> {
+            (0u8..)
+                .map_while(|i| decode::<T>(&[i]).ok())
+                .map(|v| serde_json::to_string(&v).unwrap().replace('"', ""))
+                .collect()
+        }
+        assert_eq!(
+            names::<TransferState>(),
+            ["posted", "pending", "voided", "expired"]
+        );
+        assert_eq!(
+            names::<Event>(),
+            [
+                "posted",
+                "pending",
+                "pending_posted",
+                "pending_voided",
+                "pending_expired"
+            ]
+        );
+        assert_eq!(names::<Role>(), ["node", "app", "partner", "admin"]);
+        // Commands in the log: the first byte is the variant.
+        let tick = encode(&Command::Tick);
+        let group = encode(&Command::Group(Vec::new()));
+        assert_eq!((tick[0], group[0]), (6, 7), "Command's variants moved");
     }
 
     /// Hashes are raw bytes in the binary encoding, hex only in JSON.
