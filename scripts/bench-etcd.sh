@@ -29,7 +29,7 @@ Options:
 EOF
 }
 
-die() {
+usage_error() {
 	printf '%s: %s\n' "$prog" "$1" >&2
 	printf "Try '%s --help'.\n" "$prog" >&2
 	exit 2
@@ -51,7 +51,7 @@ dir=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--etcdbench | --clients | --seconds | --etcd-writes | --dir)
-		[ $# -ge 2 ] || die "$1 needs a value"
+		[ $# -ge 2 ] || usage_error "$1 needs a value"
 		case $1 in
 		--etcdbench) etcdbench=$2 ;;
 		--clients) clients=$2 ;;
@@ -65,17 +65,17 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	*) die "unknown argument '$1'" ;;
+	*) usage_error "unknown argument '$1'" ;;
 	esac
 done
-[ -n "$etcdbench" ] || die "--etcdbench is required"
-[ -e "$etcdbench" ] || die "--etcdbench: no such file or folder: $etcdbench"
-[ -n "$clients" ] || die "--clients must list at least one number"
+[ -n "$etcdbench" ] || usage_error "--etcdbench is required"
+[ -e "$etcdbench" ] || usage_error "--etcdbench: no such file or folder: $etcdbench"
+[ -n "$clients" ] || usage_error "--clients must list at least one number"
 for c in $clients; do
-	in_range "$c" 1 4096 || die "--clients: '$c' is not 1..4096"
+	in_range "$c" 1 4096 || usage_error "--clients: '$c' is not 1..4096"
 done
-in_range "$seconds" 1 3600 || die "--seconds must be 1..3600"
-in_range "$writes" 1 10000000 || die "--etcd-writes must be 1..10000000"
+in_range "$seconds" 1 3600 || usage_error "--seconds must be 1..3600"
+in_range "$writes" 1 10000000 || usage_error "--etcd-writes must be 1..10000000"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$dir" ] || dir=$(mktemp -d /tmp/bench-etcd.XXXXXX)
@@ -98,12 +98,12 @@ if [ -d "$etcdbench" ]; then
 	(cd "$dir/etcdbench-src" && cargo build --release --quiet)
 	etcdbench=$dir/etcdbench-src/target/release/etcdbench
 fi
-[ -x "$etcdbench" ] || die "--etcdbench: $etcdbench is not executable"
+[ -x "$etcdbench" ] || usage_error "--etcdbench: $etcdbench is not executable"
 
 log "building alliance (release)"
 (cd "$root" && cargo build --release --locked --quiet)
-alliance=$root/target/release/alliance
-[ -x "$alliance" ] || alliance=${CARGO_TARGET_DIR:-$root/target}/release/alliance
+alliance=${CARGO_TARGET_DIR:-$root/target}/release/alliance
+[ -x "$alliance" ] || { log "no alliance binary at $alliance after the build"; exit 1; }
 
 pids=
 cleanup() {
@@ -111,6 +111,27 @@ cleanup() {
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
+
+# How long etcd and the demo may take to come up.
+WAIT_SECONDS=120
+# etcdbench's connections: at most this many, shared by its clients.
+ETCD_CONNS_MAX=100
+
+# wait_for WHAT COMMAND...: polls COMMAND every 0.5 s until it succeeds;
+# gives up after WAIT_SECONDS, or at once if a process we started died.
+wait_for() {
+	what=$1
+	shift
+	tries=0
+	until "$@"; do
+		for p in $pids; do
+			kill -0 "$p" 2>/dev/null || { log "$what: a process it needs exited (logs in $dir)"; exit 1; }
+		done
+		tries=$((tries + 1))
+		[ $tries -le $((WAIT_SECONDS * 2)) ] || { log "$what: not within ${WAIT_SECONDS}s (logs in $dir)"; exit 1; }
+		sleep 0.5
+	done
+}
 
 # Certificates for etcd, made by our own scripts: one CA, three members, a client.
 pki=$dir/etcd-pki
@@ -146,18 +167,16 @@ for i in 1 2 3; do
 	pids="$pids $!"
 done
 client_tls="--cacert $ca --cert $pki/etcd/app-bench.crt --key $pki/etcd/app-bench.key"
-tries=0
-until curl -sf $client_tls "https://127.0.0.1:$cport1/health" | grep -q '"health":"true"'; do
-	tries=$((tries + 1))
-	[ $tries -le 120 ] || { log "etcd did not become healthy (logs in $dir)"; exit 1; }
-	sleep 0.5
-done
+etcd_healthy() {
+	curl -sf $client_tls "https://127.0.0.1:$cport1/health" | grep -q '"health":"true"'
+}
+wait_for "etcd becoming healthy" etcd_healthy
 log "etcd is up; measuring it"
 results=$dir/results.txt
 : >"$results"
 for c in $clients; do
 	conns=$c
-	[ "$conns" -le 100 ] || conns=100
+	[ "$conns" -le $ETCD_CONNS_MAX ] || conns=$ETCD_CONNS_MAX
 	out=$("$etcdbench" --endpoints "$endpoints" --conns "$conns" --clients "$c" \
 		--total "$writes" --key-size 8 --val-size 256 $client_tls)
 	printf 'etcd clients=%s %s\n' "$c" "$out" | tee -a "$results" >&2
@@ -168,12 +187,7 @@ pids=
 log "starting the alliance demo consortium"
 "$alliance" demo --dir "$dir/alliance" >"$dir/alliance-demo.log" 2>&1 &
 pids=$!
-tries=0
-until grep -q "is up" "$dir/alliance-demo.log"; do
-	tries=$((tries + 1))
-	[ $tries -le 240 ] || { log "the demo did not come up (see $dir/alliance-demo.log)"; exit 1; }
-	sleep 0.5
-done
+wait_for "the alliance demo coming up" grep -q "is up" "$dir/alliance-demo.log"
 leader=$("$alliance" client --config "$dir/alliance/clients/org1-app.toml" status |
 	tr -d ' \n' | sed -n 's/.*"leader":\([0-9]*\).*/\1/p')
 [ -n "$leader" ] || { log "no leader reported"; exit 1; }
@@ -186,17 +200,24 @@ done
 # The table: per concurrency, both systems and alliance/etcd ratios.
 python3 - "$results" <<'PY'
 import re, sys
+
+def number(pattern, line):
+    m = re.search(pattern, line)
+    if not m:
+        sys.exit(f"bench-etcd.sh: no {pattern!r} in this result line: {line.strip()}")
+    return float(m.group(1))
+
 rows = {}
 for line in open(sys.argv[1]):
     who, c = re.match(r"(\w+) clients=(\d+)", line).groups()
     if who == "etcd":
-        rps = float(re.search(r"rps=([\d.]+)", line).group(1))
-        p50 = float(re.search(r"p50_ms=([\d.]+)", line).group(1))
-        p99 = float(re.search(r"p99_ms=([\d.]+)", line).group(1))
+        rps = number(r"rps=([\d.]+)", line)
+        p50 = number(r"p50_ms=([\d.]+)", line)
+        p99 = number(r"p99_ms=([\d.]+)", line)
     else:
-        rps = float(re.search(r"([\d.]+) transfers/s", line).group(1))
-        p50 = float(re.search(r"p50 ([\d.]+)", line).group(1))
-        p99 = float(re.search(r"p99 ([\d.]+)", line).group(1))
+        rps = number(r"([\d.]+) transfers/s", line)
+        p50 = number(r"p50 ([\d.]+)", line)
+        p99 = number(r"p99 ([\d.]+)", line)
     rows.setdefault(int(c), {})[who] = (rps, p50, p99)
 print("| clients | etcd writes/s | etcd p50 ms | etcd p99 ms | alliance transfers/s | alliance p50 ms | alliance p99 ms | throughput ratio | p50 ratio | p99 ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|")

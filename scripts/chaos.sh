@@ -28,7 +28,7 @@ Builds in release mode (the first build takes a few minutes).
 EOF
 }
 
-die() {
+usage_error() {
 	printf '%s: %s\n' "$prog" "$1" >&2
 	printf "Try '%s --help'.\n" "$prog" >&2
 	exit 2
@@ -46,8 +46,8 @@ seed=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--minutes | --seed)
-		[ $# -ge 2 ] || die "$1 needs a value"
-		is_number "$2" || die "$1 must be a non-negative integer, not '$2'"
+		[ $# -ge 2 ] || usage_error "$1 needs a value"
+		is_number "$2" || usage_error "$1 must be a non-negative integer, not '$2'"
 		if [ "$1" = --minutes ]; then minutes=$2; else seed=$2; fi
 		shift 2
 		;;
@@ -55,15 +55,15 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
-	*) die "unknown argument '$1'" ;;
+	*) usage_error "unknown argument '$1'" ;;
 	esac
 done
-[ -n "$minutes" ] || die "--minutes is required"
+[ -n "$minutes" ] || usage_error "--minutes is required"
 # Check the length first: a huge number would overflow the shell's test.
 { [ ${#minutes} -le 4 ] && [ "$minutes" -ge 1 ] && [ "$minutes" -le 1440 ]; } ||
-	die "--minutes must be 1..1440"
+	usage_error "--minutes must be 1..1440"
 if [ ${#seed} -eq 20 ] && [ "$seed" \> 18446744073709551615 ]; then
-	die "--seed must fit in 64 bits"
+	usage_error "--seed must fit in 64 bits"
 fi
 [ -n "$seed" ] || seed=$(date +%s)
 

@@ -48,10 +48,11 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
             "--clients must be 1..={CLIENTS_MAX}"
         )));
     }
-    if !(1..=8190).contains(&opts.batch) {
-        return Err(Error::Config(
-            "--batch must be 1..=8190 (limits.batch_transfers_max)".into(),
-        ));
+    let batch_max = crate::config::Limits::default().batch_transfers_max;
+    if !(1..=batch_max).contains(&opts.batch) {
+        return Err(Error::Config(format!(
+            "--batch must be 1..={batch_max} (the demo's limits.batch_transfers_max)"
+        )));
     }
     let batch = opts.batch;
     let bytes =
@@ -92,10 +93,9 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                     let r = if batch == 1 {
                         client.transfer(&id, &issuer, &sink, 1).await
                     } else {
-                        let items = (0..batch)
-                            .map(|k| serde_json::json!({"id": format!("{id}-{k}"), "debit_account": issuer, "credit_account": sink, "amount": 1}))
-                            .collect();
-                        client.batch(items, false).await
+                        client
+                            .batch(batch_items(&id, &issuer, &sink, batch), false)
+                            .await
                     };
                     let code = match &r {
                         Ok(r) if r.is_success() => None,
@@ -105,11 +105,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                     let measured = sent >= measure_from && sent < end;
                     match code {
                         None => {
-                            // Every item of a (non-atomic) batch must be ok.
-                            let ok_items = r.as_ref().map_or(0, |r| match r.body["results"].as_array() {
-                                Some(items) => items.iter().filter(|i| i["ok"] == true).count() as u64,
-                                None => 1,
-                            });
+                            let ok_items = r.as_ref().map_or(0, ok_items);
                             if ok_items != batch as u64 {
                                 *tally.errors.entry("batch_item_refused".into()).or_default() += 1;
                             }
@@ -149,7 +145,6 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
     let sink_after = balance(&admin, &sink).await?;
     report(opts, &all);
     usage::report(&layout, &usage_before, start.elapsed());
-
     let grew = sink_after - sink_before;
     if grew != i128::from(all.acked) {
         return Err(Error::Other(format!(
@@ -208,6 +203,29 @@ fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) ->
         Ok(r) if r.is_success() => Ok(()),
         Ok(r) => Err(Error::Other(format!("{} {}", r.status, r.body))),
         Err(e) => Err(Error::Other(e.to_string())),
+    }
+}
+
+/// `n` transfers of 1 unit from `issuer` to `sink`, ids `{id}-0`, `{id}-1`, ...
+fn batch_items(id: &str, issuer: &str, sink: &str, n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|k| {
+            serde_json::json!({
+                "id": format!("{id}-{k}"),
+                "debit_account": issuer,
+                "credit_account": sink,
+                "amount": 1,
+            })
+        })
+        .collect()
+}
+
+/// Transfers a 2xx answer acknowledged: each ok item of a (non-atomic)
+/// batch, or the one transfer of a single request.
+fn ok_items(r: &crate::client::Response) -> u64 {
+    match r.body["results"].as_array() {
+        Some(items) => items.iter().filter(|i| i["ok"] == true).count() as u64,
+        None => 1,
     }
 }
 

@@ -364,7 +364,6 @@ impl NodeConfig {
             ),
             (r.snapshot_logs_since_last > 0, "raft.snapshot_logs_since_last must be positive"),
             ((1..=10_000).contains(&r.max_payload_entries), "raft.max_payload_entries must be 1..=10000"),
-
             ((1..=100_000).contains(&l.batch_transfers_max), "limits.batch_transfers_max must be 1..=100000"),
             ((1..=10_000).contains(&l.page_items_max), "limits.page_items_max must be 1..=10000"),
             ((10..=60_000).contains(&l.expiry_check_ms), "limits.expiry_check_ms must be 10..=60000"),

@@ -439,7 +439,6 @@ pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
             handed_out.insert(addr.port());
         }
     }
-
     if found.len() < n {
         return Err(Error::Other(format!(
             "found only {} free ports below {ephemeral_low}",

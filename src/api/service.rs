@@ -178,7 +178,6 @@ impl Service {
                 Ok(reply) if maybe_proposed && matches!(reply.status, 408 | 429 | 503) => {}
                 Ok(reply) => return reply,
                 Err(Attempt::RetryMaybeProposed) => maybe_proposed |= op.is_write(),
-
                 Err(Attempt::Retry) => {}
             }
             let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));

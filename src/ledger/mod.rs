@@ -31,6 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::encode;
+
 pub use chain::{BlockHeader, Hash, Proof};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
 pub use rejection::Rejection;
@@ -141,9 +143,9 @@ pub struct Changes {
     pub leaves: Vec<String>,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
-    /// The changed records in their stored encoding, in the order of `accounts`, `transfers`,
-    /// `rejected`, `history`: encoded once, for the block's state digest and
-    /// for the caller to persist.
+    /// The changed records in their stored encoding, in the order of
+    /// `accounts`, `transfers`, `rejected`, `history`: encoded once, for the
+    /// block's state digest and for the caller to persist.
     pub encoded: Vec<Vec<u8>>,
 }
 
@@ -418,10 +420,8 @@ impl Ledger {
     /// SHA-256 over every record `changes` names, in key order, each in its
     /// stored (binary) encoding, which is kept in `changes.encoded`.
     fn state_digest(&self, changes: &mut Changes) -> Hash {
-        use crate::codec::encode;
         let mut d = chain::StateDigest::default();
         let mut encoded = Vec::with_capacity(changes.record_count());
-
         let mut add = |kind: &str, bytes: Vec<u8>| {
             d.add(kind, &bytes);
             encoded.push(bytes);

@@ -18,7 +18,6 @@
 //! (time, caller) before it is proposed, so `apply` is deterministic.
 
 pub mod incarnation;
-
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -182,17 +182,18 @@ impl StateMachine {
     fn persist(&self, applied: &Applied, changes: Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
-        let expected = changes.record_count();
+        assert_eq!(
+            changes.encoded.len(),
+            changes.record_count(),
+            "one encoding per changed record"
+        );
         let keys = (changes.accounts.iter().map(StateKey::Account))
             .chain(changes.transfers.iter().map(StateKey::Transfer))
             .chain(changes.rejected.iter().map(StateKey::Rejected))
             .chain((changes.history.iter()).map(|item| StateKey::History(&item.account, item.seq)));
-        let mut records = 0;
         for (key, bytes) in keys.zip(changes.encoded) {
             batch.insert(key.encode(), bytes);
-            records += 1;
         }
-        assert_eq!(records, expected, "one encoding per changed record");
         batch.insert(
             StateKey::LastApplied.encode(),
             encode(&applied.last_applied),
@@ -400,7 +401,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             };
             self.persist(&applied, changes)?;
-
             replies.push(reply);
         }
         Ok(replies)

@@ -121,6 +121,14 @@ impl Durable {
             .collect::<io::Result<Vec<_>>>()?;
         sync_blobs(&self.blobs, names, &mut synced)
     }
+
+    /// [`Self::sync`] off the async runtime's threads.
+    pub async fn sync_async(&self) -> io::Result<()> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync())
+            .await
+            .map_err(io::Error::other)?
+    }
 }
 
 /// fsyncs the listed blob files not synced before, then the folder if any
@@ -150,16 +158,6 @@ pub fn sync_blobs(
     // Forget blobs sled has removed, so the set stays as small as the folder.
     *synced = present;
     Ok(())
-}
-
-impl Durable {
-    /// [`Self::sync`] off the async runtime's threads.
-    pub async fn sync_async(&self) -> io::Result<()> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.sync())
-            .await
-            .map_err(io::Error::other)?
-    }
 }
 
 /// Keys of the `state` tree: a tag byte, then the id, so each kind scans in

@@ -247,14 +247,15 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     // Made here, so that its ports are chosen in this process with every
     // other cluster's (see `demo::free_ports`); the demo resumes it.
     let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
+    let demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
         .args(["demo", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = demo.stdout.take().unwrap();
+    let mut demo = DemoGuard { demo, layout };
+    let stdout = demo.demo.stdout.take().unwrap();
     let (up_tx, up_rx) = std::sync::mpsc::channel();
     // Keep reading until EOF, so the demo never writes to a closed pipe.
     std::thread::spawn(move || {
@@ -269,21 +270,34 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     });
     let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
     assert!(up.await.unwrap().is_ok(), "the demo did not come up");
-    let nodes_of_demo = || layout.local_node_pids().len();
+    assert_eq!(
+        demo.layout.local_node_pids().len(),
+        3,
+        "three nodes while the demo runs"
+    );
 
-    assert_eq!(nodes_of_demo(), 3, "three nodes while the demo runs");
-
-    let status = Command::new("kill")
-        .args(["-TERM", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = tokio::task::spawn_blocking(move || demo.wait().unwrap());
-    let exited = tokio::time::timeout(crate::harness::DEADLINE, exited).await;
-    assert!(exited.is_ok(), "the demo did not exit on SIGTERM");
+    assert!(crate::harness::send_signal(demo.demo.id(), "-TERM"));
+    crate::harness::wait_child("the demo to exit on SIGTERM", &mut demo.demo).await;
 
     eventually("the demo's nodes to stop", || async {
-        (nodes_of_demo() == 0).then_some(())
+        demo.layout.local_node_pids().is_empty().then_some(())
     })
     .await;
+}
+
+/// The demo of a test, and its nodes: killed if the test ends early, so a
+/// failure leaves no processes behind.
+struct DemoGuard {
+    demo: std::process::Child,
+    layout: alliance::demo::Layout,
+}
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = self.demo.kill();
+        let _ = self.demo.wait();
+        for pid in self.layout.local_node_pids().into_values() {
+            crate::harness::send_signal(pid, "-KILL");
+        }
+    }
 }

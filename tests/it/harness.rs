@@ -99,26 +99,16 @@ impl Cluster {
     }
 
     fn signal(&self, id: u64, signal: &str) {
-        let pid = self.nodes[&id].id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
+        let pid = self.nodes[&id].id();
+        assert!(send_signal(pid, signal), "kill {signal} {pid} failed");
     }
 
     /// Waits for node `id` to exit by itself and returns how it exited.
     pub async fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let child = self.nodes.get_mut(&id).expect("node is running");
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.nodes.remove(&id);
-                return status;
-            }
-            assert!(Instant::now() < deadline, "node {id} did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = self.nodes.get_mut(&id).expect("node is running");
+        let status = wait_child(&format!("node {id} to exit"), child).await;
+        self.nodes.remove(&id);
+        status
     }
 
     pub fn running(&self) -> Vec<u64> {
@@ -254,6 +244,25 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `signal` (as `kill` takes it: `-TERM`, `-STOP`, ...) to `pid`;
+/// whether it was delivered.
+pub fn send_signal(pid: u32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success()
+}
+
+/// Waits, up to [`DEADLINE`], for `child` to exit; how it exited.
+pub async fn wait_child(what: &str, child: &mut std::process::Child) -> std::process::ExitStatus {
+    eventually(what, || {
+        let exited = child.try_wait().expect("try_wait");
+        async move { exited }
+    })
+    .await
 }
 
 /// Unwraps a 2xx response.

@@ -113,6 +113,9 @@ struct Damage {
     paused: Vec<u64>,
 }
 
+/// How long a fault waits for a leader to aim at before picking any node.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
 struct Nemesis {
     rng: Rng,
     injected: BTreeMap<Fault, u64>,
@@ -122,11 +125,14 @@ struct Nemesis {
 }
 
 impl Nemesis {
+    /// The leader, or a random node if none emerges within
+    /// [`LEADER_WAIT`]. The random pick is drawn either way, so that a seed
+    /// replays the same schedule whether or not this run had a leader.
     async fn leader(&mut self, c: &Cluster) -> u64 {
-        match tokio::time::timeout(Duration::from_secs(10), c.wait_for_leader()).await {
-            Ok(l) => l,
-            Err(_) => *self.rng.pick(&c.ids()),
-        }
+        let fallback = *self.rng.pick(&c.ids());
+        tokio::time::timeout(LEADER_WAIT, c.wait_for_leader())
+            .await
+            .unwrap_or(fallback)
     }
 
     async fn follower(&mut self, c: &Cluster) -> u64 {
@@ -280,7 +286,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
 
     c.wait_for_leader().await;
     resolve_unknown(&c, &history).await;
-    settle(&c).await;
+    wait_for_replicas_to_agree(&c).await;
     let history = Arc::try_unwrap(history)
         .ok()
         .expect("workers are done")
@@ -327,7 +333,7 @@ async fn resolve_unknown(c: &Cluster, history: &Mutex<History>) {
 }
 
 /// Waits until every node has applied the same index.
-async fn settle(c: &Cluster) {
+async fn wait_for_replicas_to_agree(c: &Cluster) {
     eventually("every replica to apply the same index", || async {
         let mut applied = Vec::new();
         for id in c.ids() {

@@ -192,27 +192,23 @@ impl Worker {
             known: Known::NotProposed,
             was_unknown: false,
         };
-        let mut unknown = false;
         for attempt in 0..ATTEMPTS_MAX {
             let (_, client) = &self.clients[(self.home + attempt) % self.clients.len()];
             let answer = client.transfer(&id, &op.from, &op.to, amount).await;
+            let unknown = matches!(op.known, Known::Unknown);
             match settle(&id, &op, answer) {
                 Ok(Some(known)) => {
                     op.known = known;
                     op.was_unknown = unknown;
                     break;
                 }
-                // A definite "nothing proposed": the client gives up, so
-                // the checker can hold the node to its word.
-                Ok(None) if !unknown => {
-                    op.known = Known::NotProposed;
-                    break;
-                }
-                Ok(None) | Err(Maybe) => unknown = true,
+                // A definite "nothing proposed" (op.known still says so):
+                // the client gives up, so the checker can hold the node to
+                // its word.
+                Ok(None) if !unknown => break,
+                // Once in doubt, in doubt until an answer settles it.
+                Ok(None) | Err(Maybe) => op.known = Known::Unknown,
             }
-            // Only an answer that may have been proposed gets here.
-            op.known = Known::Unknown;
-
             if stop.load(Ordering::SeqCst) {
                 break;
             }
