@@ -18,7 +18,7 @@ use crate::client::ApiClient;
 use crate::codec;
 use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
 use crate::ledger::{Account, AccountId, Transfer, TransferState};
-use crate::raft::store::{StateKey, Store, ACCOUNT_TAG, TRANSFER_TAG};
+use crate::raft::store::{stored_transfers, StateKey, Store, ACCOUNT_TAG};
 
 /// What an audit found.
 #[derive(Debug, Default)]
@@ -186,9 +186,10 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     }
 
     let mut expected: BTreeMap<AccountId, [u128; 4]> = BTreeMap::new();
-    for kv in tree.scan_prefix([TRANSFER_TAG]) {
-        let (_, v) = kv.map_err(|e| e.to_string())?;
-        let t: Transfer = codec::decode(&v).map_err(|e| format!("transfer: {e}"))?;
+    for t in stored_transfers(tree)
+        .map_err(|e| e.to_string())?
+        .into_values()
+    {
         report.transfers += 1;
         check_transfer_leaf(&t, &leaves_by_height, &mut report.problems);
         let units = u128::from(t.amount.units());

@@ -19,6 +19,21 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("our types always serialize")
 }
 
+/// The encoding of a sequence whose elements are already encoded, as
+/// [`encode`] would write it: postcard writes a sequence as its length (a
+/// varint) followed by the elements. Records encoded once (for a block's
+/// state digest) are stored grouped without encoding them again.
+pub fn encode_seq<B: AsRef<[u8]>>(elements: &[B]) -> Vec<u8> {
+    let len = elements.len();
+    let body: usize = elements.iter().map(|e| e.as_ref().len()).sum();
+    let mut out = encode(&len);
+    out.reserve(body);
+    for e in elements {
+        out.extend_from_slice(e.as_ref());
+    }
+    out
+}
+
 /// Decodes exactly one value: bytes left over are an error, as in JSON.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match postcard::take_from_bytes(bytes)? {
@@ -211,6 +226,19 @@ mod tests {
             _,
             RaftError<u64, openraft::error::InstallSnapshotError>,
         >::Ok(InstallSnapshotResponse { vote }));
+    }
+
+    #[test]
+    fn a_sequence_of_encoded_elements_is_the_encoded_sequence() {
+        for n in [0usize, 1, 2, 127, 128, 300, 20_000] {
+            let items: Vec<(u64, String)> = (0..n)
+                .map(|i| (i as u64 * 977, "x".repeat(i % 7)))
+                .collect();
+            let parts: Vec<Vec<u8>> = items.iter().map(encode).collect();
+            assert_eq!(encode_seq(&parts), encode(&items), "{n} elements");
+            let back: Vec<(u64, String)> = decode(&encode_seq(&parts)).unwrap();
+            assert_eq!(back, items);
+        }
     }
 
     #[test]

@@ -12,16 +12,20 @@
 //! account histories), taken under the read lock: a consistent view at its
 //! last-applied index. Installing one replaces the tree and reloads memory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
-use super::store::{storage_err, StateKey, Store, ACCOUNT_TAG, REJECTED_TAG, TRANSFER_TAG};
+use super::store::{
+    storage_err, stored_transfers, StateKey, Store, ACCOUNT_TAG, HISTORY_AT_TAG, HISTORY_TAG,
+    REJECTED_TAG,
+};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, encode_seq};
+
 use crate::ledger::{AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome};
 
 /// The applied state: the ledger and how far it has applied.
@@ -62,39 +66,46 @@ impl StateRead<'_> {
         from: u64,
         limit: usize,
     ) -> sled::Result<Vec<HistoryItem>> {
-        let start = StateKey::History(account, from).encode();
+        // Start at the run that holds `from` (the last run starting at or
+        // before it), if there is one.
+        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
+        let start = self
+            .state
+            .range(prefix..=StateKey::History(account, from).encode())
+            .next_back()
+            .transpose()?
+            .map_or(from, |(k, _)| key_suffix(&k));
+        let start = StateKey::History(account, start).encode();
         let end = StateKey::History(account, u64::MAX).encode();
-        self.state
-            .range(start..=end)
-            .take(limit)
-            .map(|kv| kv.map(|(_, v)| decode(&v).expect("history items are ours")))
-            .collect()
+        let mut items = Vec::new();
+        for kv in self.state.range(start..=end) {
+            let run: Vec<HistoryItem> = decode(&kv?.1).expect("history runs are ours");
+            items.extend(run.into_iter().filter(|i| i.seq >= from));
+            if items.len() >= limit {
+                break;
+            }
+        }
+        items.truncate(limit);
+        Ok(items)
     }
 
-    /// `account`'s last history item at or below `height`, if any.
+    /// `account`'s last history item at or below `height`, if any: the
+    /// last item of the last run of a block at or below `height`.
     pub fn history_at_height(
         &self,
         account: &AccountId,
         height: u64,
     ) -> sled::Result<Option<HistoryItem>> {
-        let Some(len) = self.ledger.account(account).map(|a| a.history_len) else {
+        let prefix = StateKey::account_prefix(HISTORY_AT_TAG, account);
+        let at = StateKey::HistoryAt(account, height).encode();
+        let Some((_, first)) = self.state.range(prefix..=at).next_back().transpose()? else {
             return Ok(None);
         };
-        // Heights grow with the sequence: binary search for the last item
-        // with height <= `height`.
-        let (mut lo, mut hi) = (0u64, len);
-        let mut found = None;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let item = self.item(account, mid)?;
-            if item.height <= height {
-                found = Some(item);
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(found)
+        let first = u64::from_be_bytes(first[..].try_into().expect("runs start at a u64"));
+        let run = self.state.get(StateKey::History(account, first).encode())?;
+        let mut run: Vec<HistoryItem> =
+            decode(&run.expect("an indexed run exists")).expect("history runs are ours");
+        Ok(run.pop())
     }
 
     /// The stored header of block `height` (block 0 is not stored).
@@ -108,12 +119,13 @@ impl StateRead<'_> {
         let v = self.state.get(StateKey::Leaves(height).encode())?;
         Ok(v.map(|v| decode(&v).expect("leaves are ours")))
     }
+}
 
-    fn item(&self, account: &AccountId, seq: u64) -> sled::Result<HistoryItem> {
-        let v = self.state.get(StateKey::History(account, seq).encode())?;
-        let v = v.expect("items below history_len exist");
-        Ok(decode(&v).expect("history items are ours"))
-    }
+/// The big-endian u64 that ends a [`StateKey::History`] or
+/// [`StateKey::HistoryAt`] key.
+fn key_suffix(key: &[u8]) -> u64 {
+    let (_, tail) = key.split_last_chunk::<8>().expect("the key ends in a u64");
+    u64::from_be_bytes(*tail)
 }
 
 impl SharedState {
@@ -178,7 +190,9 @@ impl StateMachine {
 
     /// Writes one entry's effects and progress in one atomic batch. The
     /// changed records are stored as the ledger encoded them for the block's
-    /// state digest: serialized once.
+    /// state digest: serialized once. Accounts and refusals are a key each;
+    /// the block's transfers are one key, and each account's history items
+    /// in it one run (see [`StateKey`]).
     fn persist(&self, applied: &Applied, changes: Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
@@ -187,12 +201,44 @@ impl StateMachine {
             changes.record_count(),
             "one encoding per changed record"
         );
-        let keys = (changes.accounts.iter().map(StateKey::Account))
-            .chain(changes.transfers.iter().map(StateKey::Transfer))
-            .chain(changes.rejected.iter().map(StateKey::Rejected))
-            .chain((changes.history.iter()).map(|item| StateKey::History(&item.account, item.seq)));
-        for (key, bytes) in keys.zip(changes.encoded) {
-            batch.insert(key.encode(), bytes);
+        let mut encoded = changes.encoded.into_iter();
+        let mut next = |n: usize| encoded.by_ref().take(n).collect::<Vec<_>>();
+        let accounts = next(changes.accounts.len());
+        let transfers = next(changes.transfers.len());
+        let rejected = next(changes.rejected.len());
+        let history = next(changes.history.len());
+        for (id, bytes) in changes.accounts.iter().zip(accounts) {
+            batch.insert(StateKey::Account(id).encode(), bytes);
+        }
+        for (id, bytes) in changes.rejected.iter().zip(rejected) {
+            batch.insert(StateKey::Rejected(id).encode(), bytes);
+        }
+        if !transfers.is_empty() || !history.is_empty() {
+            let block = changes.block.as_ref();
+            let height = block
+                .expect("an entry that changes records is a block")
+                .height;
+            if !transfers.is_empty() {
+                batch.insert(StateKey::Transfers(height).encode(), encode_seq(&transfers));
+            }
+            // Each account's items of one entry are consecutive.
+            let mut runs: BTreeMap<&AccountId, (u64, Vec<Vec<u8>>)> = BTreeMap::new();
+            for (item, bytes) in changes.history.iter().zip(history) {
+                let (first, run) = runs.entry(&item.account).or_insert((item.seq, Vec::new()));
+                assert_eq!(
+                    *first + run.len() as u64,
+                    item.seq,
+                    "history runs are consecutive"
+                );
+                run.push(bytes);
+            }
+            for (account, (first, run)) in runs {
+                batch.insert(StateKey::History(account, first).encode(), encode_seq(&run));
+                batch.insert(
+                    StateKey::HistoryAt(account, height).encode(),
+                    &first.to_be_bytes(),
+                );
+            }
         }
         batch.insert(
             StateKey::LastApplied.encode(),
@@ -258,7 +304,7 @@ fn load(
     let ledger = Ledger::from_parts(
         orgs,
         scan(tree, ACCOUNT_TAG)?,
-        scan(tree, TRANSFER_TAG)?,
+        stored_transfers(tree).map_err(read_err)?.into_values(),
         scan(tree, REJECTED_TAG)?,
         match tree.get(StateKey::Head.encode()).map_err(read_err)? {
             Some(v) => decode(&v).map_err(read_err)?,

@@ -1,6 +1,6 @@
 //! The node's sled database: trees, typed keys, and durable flushes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use openraft::{ErrorSubject, ErrorVerb};
 
 use super::StorageError;
-use crate::ledger::{AccountId, TransferId};
+use crate::codec::decode;
+use crate::ledger::{AccountId, Transfer, TransferId};
 
 /// sled's page cache. Its default (1 GiB) dominated a node's memory; the
 /// ledger keeps its hot state in memory anyway.
@@ -55,7 +56,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-1";
+pub const FORMAT: &str = "alliance-postcard-2";
 const FORMAT_KEY: &[u8] = b"format";
 
 fn check_format(db: &sled::Db) -> io::Result<()> {
@@ -166,7 +167,11 @@ pub enum StateKey<'a> {
     LastApplied,
     Membership,
     Account(&'a AccountId),
-    Transfer(&'a TransferId),
+    /// The transfer records block `height` created or changed, each as the
+    /// block left it: a transfer's latest version is in the highest block
+    /// that holds it. One key per block, not per transfer: sled's cost
+    /// (memory and CPU) grows with its number of keys.
+    Transfers(u64),
     Rejected(&'a TransferId),
     Clock,
     /// The last block's header.
@@ -175,15 +180,21 @@ pub enum StateKey<'a> {
     Block(u64),
     /// A block's leaves (canonical JSON records), by height.
     Leaves(u64),
-    /// An account's history item `seq`: the id, a 0 byte (ids have none),
-    /// then the big-endian sequence, so one account's items scan in order.
+    /// An account's history items from one block, a consecutive run, keyed
+    /// by the run's first sequence: the id, a 0 byte (ids have none), then
+    /// the big-endian sequence, so one account's runs scan in order.
     History(&'a AccountId, u64),
+    /// Where an account's run of block `height` starts: the account's
+    /// first sequence in that block, keyed like [`Self::History`] by
+    /// height, so the history as of a height is one lookup.
+    HistoryAt(&'a AccountId, u64),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
-pub const TRANSFER_TAG: u8 = 0x20;
+pub const TRANSFERS_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
+pub const HISTORY_AT_TAG: u8 = 0x41;
 pub const BLOCK_TAG: u8 = 0x50;
 pub const LEAVES_TAG: u8 = 0x51;
 
@@ -191,8 +202,20 @@ impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, id) = match self {
             Self::History(id, seq) => {
-                return [Self::history_prefix(id), seq.to_be_bytes().to_vec()].concat()
+                return [
+                    Self::account_prefix(HISTORY_TAG, id),
+                    seq.to_be_bytes().to_vec(),
+                ]
+                .concat()
             }
+            Self::HistoryAt(id, h) => {
+                return [
+                    Self::account_prefix(HISTORY_AT_TAG, id),
+                    h.to_be_bytes().to_vec(),
+                ]
+                .concat()
+            }
+            Self::Transfers(h) => return [&[TRANSFERS_TAG][..], &h.to_be_bytes()].concat(),
             Self::Block(h) => return [&[BLOCK_TAG][..], &h.to_be_bytes()].concat(),
             Self::Leaves(h) => return [&[LEAVES_TAG][..], &h.to_be_bytes()].concat(),
             Self::LastApplied => (0x01, ""),
@@ -200,7 +223,6 @@ impl StateKey<'_> {
             Self::Clock => (0x04, ""),
             Self::Head => (0x05, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
-            Self::Transfer(id) => (TRANSFER_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };
         let mut key = Vec::with_capacity(1 + id.len());
@@ -209,14 +231,33 @@ impl StateKey<'_> {
         key
     }
 
-    /// The prefix under which all of `account`'s history items lie.
-    pub fn history_prefix(account: &AccountId) -> Vec<u8> {
+    /// The prefix under which all of `account`'s keys of kind `tag` lie.
+    pub fn account_prefix(tag: u8, account: &AccountId) -> Vec<u8> {
         let mut key = Vec::with_capacity(2 + account.as_str().len() + 8);
-        key.push(HISTORY_TAG);
+        key.push(tag);
+
         key.extend_from_slice(account.as_str().as_bytes());
         key.push(0);
         key
     }
+}
+
+/// Every stored transfer at its latest version: the blocks' transfer
+/// records replayed in height order, a later version replacing an earlier.
+pub fn stored_transfers(state: &sled::Tree) -> io::Result<BTreeMap<TransferId, Transfer>> {
+    let mut transfers = BTreeMap::new();
+    for kv in state.scan_prefix([TRANSFERS_TAG]) {
+        let (key, value) = kv.map_err(io::Error::other)?;
+        let block: Vec<Transfer> = decode(&value).map_err(|e| {
+            let height = key
+                .get(1..)
+                .and_then(|h| h.try_into().ok())
+                .map(u64::from_be_bytes);
+            io::Error::other(format!("transfers of block {height:?}: {e}"))
+        })?;
+        transfers.extend(block.into_iter().map(|t| (t.id.clone(), t)));
+    }
+    Ok(transfers)
 }
 
 /// Log keys: big-endian so that sled orders them by index.

@@ -284,14 +284,21 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     assert_eq!(code, Some(0), "{out}");
 
     tamper(&data_dir.join("sled"), |store| {
-        use alliance::raft::store::StateKey;
-        let id = alliance::ledger::TransferId::parse("au-2").unwrap();
-        let key = StateKey::Transfer(&id).encode();
-        let mut t: alliance::ledger::Transfer =
-            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        // au-2's latest version is in the highest block that holds it.
+        let blocks = store
+            .state
+            .scan_prefix([alliance::raft::store::TRANSFERS_TAG])
+            .rev()
+            .map(|kv| kv.unwrap());
+        let (key, mut block) = blocks
+            .map(|(k, v)| (k, decode::<Vec<alliance::ledger::Transfer>>(&v).unwrap()))
+            .find(|(_, block)| block.iter().any(|t| t.id.as_str() == "au-2"))
+            .expect("a block holds au-2");
+        let t = block.iter_mut().find(|t| t.id.as_str() == "au-2").unwrap();
         t.amount = alliance::ledger::Amount::new(1).unwrap();
-        store.state.insert(key, encode(&t)).unwrap();
+        store.state.insert(key, encode(&block)).unwrap();
     });
+
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
