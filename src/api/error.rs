@@ -3,10 +3,12 @@
 //! Ledger rejections come from [`Rejection`]; the rest are the edge's own
 //! (malformed input, identity, availability). The README's table lists them.
 
+use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::ledger::Rejection;
 
@@ -117,10 +119,8 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> Reply {
-        Reply {
-            status: self.status().as_u16(),
-            body: json!({"error": {"code": self.code(), "message": self.message()}}),
-        }
+        let body = json!({"error": {"code": self.code(), "message": self.message()}});
+        Reply::with(self.status().as_u16(), &body)
     }
 }
 
@@ -177,27 +177,48 @@ impl ResponseError for ApiError {
 }
 
 /// A finished answer: status and JSON body. It is what a leader sends back
-/// to a follower that forwarded a request, so it is serializable.
+/// to a follower that forwarded a request, so it is serializable. The body
+/// is kept as JSON text: a batch's results are written once, straight from
+/// the records, and a follower relays a forwarded answer without parsing it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reply {
     pub status: u16,
-    pub body: serde_json::Value,
+    pub body: Box<RawValue>,
 }
 
 impl Reply {
     pub fn ok(body: serde_json::Value) -> Self {
-        Self { status: 200, body }
+        Self::with(200, &body)
+    }
+
+    pub fn with(status: u16, body: &impl Serialize) -> Self {
+        let body = serde_json::value::to_raw_value(body).expect("API views serialize");
+        Self { status, body }
     }
 
     pub fn is_error(&self, e: &ApiError) -> bool {
-        self.status == e.status().as_u16() && self.body["error"]["code"] == e.code()
+        #[derive(Deserialize)]
+        struct Code<'a> {
+            #[serde(borrow)]
+            code: &'a str,
+        }
+        #[derive(Deserialize)]
+        struct Error<'a> {
+            #[serde(borrow)]
+            error: Code<'a>,
+        }
+        self.status == e.status().as_u16()
+            && serde_json::from_str::<Error<'_>>(self.body.get())
+                .is_ok_and(|b| b.error.code == e.code())
     }
 }
 
 impl From<Reply> for HttpResponse {
     fn from(r: Reply) -> Self {
         let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        HttpResponse::build(status).json(r.body)
+        HttpResponse::build(status)
+            .content_type(ContentType::json())
+            .body(String::from(Box::<str>::from(r.body)))
     }
 }
 

@@ -18,7 +18,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::error::{ApiError, Reply};
-use super::types::{account_view, batch_item_view, check_limits, history_view, transfer_view};
+use super::types::{
+    account_view, check_limits, history_view, transfer_view, BatchItemView, ErrorView, TransferView,
+};
 use super::{group, public};
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::{ForwardedPrincipal, Principal};
@@ -341,7 +343,7 @@ impl Service {
             // body past its limit): relay its error as it is.
             let status = resp.status().as_u16();
             let body = resp.json().await.unwrap_or(serde_json::Value::Null);
-            return Ok(Reply { status, body });
+            return Ok(Reply::with(status, &body));
         }
         let reply: Reply = resp.json().await.map_err(|_| Attempt::RetryMaybeProposed)?;
         if reply.is_error(&ApiError::NotLeader) {
@@ -566,12 +568,12 @@ fn render_outcome(
     match outcome {
         Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, principal.org(), log_index)),
         Some(Outcome::Account(Err(r)) | Outcome::Transfer(Err(r))) => ApiError::Rejected(r).reply(),
-        Some(Outcome::Transfer(Ok(t))) => Reply::ok(transfer_view(&t)),
+        Some(Outcome::Transfer(Ok(t))) => Reply::with(200, &TransferView::from(&t)),
         Some(Outcome::Transfers(results)) if batch || results.len() != 1 => {
             batch_reply(command, &results)
         }
         Some(Outcome::Transfers(mut results)) => match results.pop() {
-            Some(Ok(t)) => Reply::ok(transfer_view(&t)),
+            Some(Ok(t)) => Reply::with(200, &TransferView::from(&t)),
             Some(Err(r)) => ApiError::Rejected(r).reply(),
             None => unreachable!("length checked"),
         },
@@ -582,14 +584,34 @@ fn render_outcome(
 /// A batch's results in request order; an atomic batch that was refused is
 /// a 422 `batch_rejected` carrying every item's reason.
 fn batch_reply(command: &Command, results: &[Result<Transfer, Rejection>]) -> Reply {
-    let atomic = matches!(command, Command::Transfers { atomic: true, .. });
-    let items: Vec<_> = results.iter().map(batch_item_view).collect();
-    if atomic && results.iter().any(Result::is_err) {
-        let error = json!({"code": "batch_rejected", "message": "a transfer of this atomic batch was refused; nothing was applied"});
-        return Reply {
-            status: 422,
-            body: json!({"error": error, "atomic": true, "results": items}),
-        };
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorView>,
+        atomic: bool,
+        results: Vec<BatchItemView<'a>>,
     }
-    Reply::ok(json!({"atomic": atomic, "results": items}))
+    let atomic = matches!(command, Command::Transfers { atomic: true, .. });
+    let refused = atomic && results.iter().any(Result::is_err);
+    let results: Vec<_> = results.iter().map(BatchItemView::from).collect();
+    if refused {
+        let error = ErrorView {
+            code: "batch_rejected",
+            message: "a transfer of this atomic batch was refused; nothing was applied",
+        };
+        let body = Batch {
+            error: Some(error),
+            atomic,
+            results,
+        };
+        return Reply::with(422, &body);
+    }
+    Reply::with(
+        200,
+        &Batch {
+            error: None,
+            atomic,
+            results,
+        },
+    )
 }

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::config::Limits;
 use crate::ledger::{
     Account, AccountId, Amount, Asset, Command, HistoryItem, NewAccount, NewTransfer, OrgName,
-    Rejection, Transfer, TransferId, TOTAL_MAX,
+    Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
 };
 
 #[derive(Deserialize)]
@@ -306,25 +306,62 @@ pub fn account_view(a: &Account, viewer: &OrgName, as_of: u64) -> Value {
     })
 }
 
+/// A transfer as the API shows it. Serialized straight from the record:
+/// a batch's answer is thousands of these.
+#[derive(Serialize)]
+pub struct TransferView<'a> {
+    id: &'a TransferId,
+    debit_account: &'a AccountId,
+    credit_account: &'a AccountId,
+    amount: Units,
+    asset: &'a Asset,
+    memo: &'a Option<String>,
+    posted_by: &'a OrgName,
+    timestamp_ms: u64,
+    height: u64,
+    log_index: u64,
+    pending: bool,
+    timeout_ms: Option<u64>,
+    expires_at_ms: Option<u64>,
+    state: TransferState,
+    posted_amount: Option<Units>,
+    resolved_height: Option<u64>,
+}
+
+impl<'a> From<&'a Transfer> for TransferView<'a> {
+    fn from(t: &'a Transfer) -> Self {
+        Self {
+            id: &t.id,
+            debit_account: &t.debit_account,
+            credit_account: &t.credit_account,
+            amount: Units(t.amount.units()),
+            asset: &t.asset,
+            memo: &t.memo,
+            posted_by: &t.posted_by,
+            timestamp_ms: t.timestamp_ms,
+            height: t.height,
+            log_index: t.log_index,
+            pending: t.pending,
+            timeout_ms: t.timeout_ms,
+            expires_at_ms: t.expires_at_ms,
+            state: t.state,
+            posted_amount: t.posted_amount.map(|a| Units(a.units())),
+            resolved_height: t.resolved_height,
+        }
+    }
+}
+
+/// An amount in units, written as a decimal string (see the module docs).
+struct Units(u64);
+
+impl Serialize for Units {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 pub fn transfer_view(t: &Transfer) -> Value {
-    json!({
-        "id": t.id,
-        "debit_account": t.debit_account,
-        "credit_account": t.credit_account,
-        "amount": t.amount.units().to_string(),
-        "asset": t.asset,
-        "memo": t.memo,
-        "posted_by": t.posted_by,
-        "timestamp_ms": t.timestamp_ms,
-        "height": t.height,
-        "log_index": t.log_index,
-        "pending": t.pending,
-        "timeout_ms": t.timeout_ms,
-        "expires_at_ms": t.expires_at_ms,
-        "state": t.state,
-        "posted_amount": t.posted_amount.map(|a| a.units().to_string()),
-        "resolved_height": t.resolved_height,
-    })
+    serde_json::to_value(TransferView::from(t)).expect("views serialize")
 }
 
 pub fn history_view(h: &HistoryItem) -> Value {
@@ -343,10 +380,96 @@ pub fn history_view(h: &HistoryItem) -> Value {
     })
 }
 
-/// One batch item's result.
-pub fn batch_item_view(r: &Result<Transfer, Rejection>) -> Value {
-    match r {
-        Ok(t) => json!({"ok": true, "transfer": transfer_view(t)}),
-        Err(e) => json!({"ok": false, "error": {"code": e.code(), "message": e.message()}}),
+/// One batch item's result: `{"ok": true, "transfer": ...}` or
+/// `{"ok": false, "error": {"code", "message"}}`.
+#[derive(Serialize)]
+pub struct BatchItemView<'a> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer: Option<TransferView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorView>,
+}
+
+/// An error as every error body carries it.
+#[derive(Serialize)]
+pub struct ErrorView {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl<'a> From<&'a Result<Transfer, Rejection>> for BatchItemView<'a> {
+    fn from(r: &'a Result<Transfer, Rejection>) -> Self {
+        match r {
+            Ok(t) => Self {
+                ok: true,
+                transfer: Some(t.into()),
+                error: None,
+            },
+            Err(e) => Self {
+                ok: false,
+                transfer: None,
+                error: Some(ErrorView {
+                    code: e.code(),
+                    message: e.message(),
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::OrgName;
+
+    /// The views written straight from records keep the API's field names
+    /// and types: amounts as decimal strings, absent options as null.
+    #[test]
+    fn transfer_and_batch_views_keep_the_api_shape() {
+        let t = Transfer {
+            id: TransferId::parse("t-1").unwrap(),
+            debit_account: AccountId::parse("org1.ops").unwrap(),
+            credit_account: AccountId::parse("org2.ops").unwrap(),
+            amount: Amount::new(u64::MAX).unwrap(),
+            asset: Asset::parse("USD").unwrap(),
+            memo: Some("rent \"may\"".into()),
+            posted_by: OrgName::parse("org1").unwrap(),
+            timestamp_ms: 1_700_000_000_000,
+            height: 7,
+            log_index: 9,
+            leaf_index: 3,
+            pending: true,
+            timeout_ms: Some(5_000),
+            expires_at_ms: None,
+            state: TransferState::Posted,
+            posted_amount: Some(Amount::new(12).unwrap()),
+            resolved_height: None,
+        };
+        let transfer = json!({
+            "id": "t-1",
+            "debit_account": "org1.ops",
+            "credit_account": "org2.ops",
+            "amount": u64::MAX.to_string(),
+            "asset": "USD",
+            "memo": "rent \"may\"",
+            "posted_by": "org1",
+            "timestamp_ms": 1_700_000_000_000u64,
+            "height": 7,
+            "log_index": 9,
+            "pending": true,
+            "timeout_ms": 5_000,
+            "expires_at_ms": null,
+            "state": "posted",
+            "posted_amount": "12",
+            "resolved_height": null,
+        });
+        assert_eq!(transfer_view(&t), transfer);
+        let ok = serde_json::to_value(BatchItemView::from(&Ok(t))).unwrap();
+        assert_eq!(ok, json!({"ok": true, "transfer": transfer}));
+        let refused = Err(Rejection::InsufficientFunds);
+        let refused = serde_json::to_value(BatchItemView::from(&refused)).unwrap();
+        let error = json!({"code": "insufficient_funds", "message": Rejection::InsufficientFunds.message()});
+        assert_eq!(refused, json!({"ok": false, "error": error}));
     }
 }
