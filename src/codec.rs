@@ -145,7 +145,7 @@ mod tests {
                 refusals += 1;
             }
 
-            let payload = EntryPayload::<TypeConfig>::Normal(entry);
+            let payload = EntryPayload::<TypeConfig>::Normal(entry.into());
             let log_id = LogId::new(CommittedLeaderId::new(7, 2), i as u64 + 1);
             round_trip(&openraft::Entry::<TypeConfig> { log_id, payload });
         }
@@ -182,14 +182,14 @@ mod tests {
         let log_id = LogId::new(CommittedLeaderId::new(4, 2), 11);
         let entry = openraft::Entry::<TypeConfig> {
             log_id,
-            payload: EntryPayload::Normal(crate::ledger::Entry {
+            payload: EntryPayload::Normal(std::sync::Arc::new(crate::ledger::Entry {
                 actor: crate::ledger::Actor {
                     org: crate::ledger::OrgName::parse("org1").unwrap(),
                     role: crate::ledger::Role::App,
                 },
                 timestamp_ms: 5,
                 command: crate::ledger::Command::Tick,
-            }),
+            })),
         };
         round_trip_debug(&AppendEntriesRequest::<TypeConfig> {
             vote,

@@ -270,7 +270,8 @@ fn spawn_expiry_ticker(service: Arc<Service>, org: OrgName) {
                     command: Command::Tick,
                 };
                 if let Err(e) =
-                    tokio::time::timeout(service.timeout(), service.raft.client_write(entry)).await
+                    tokio::time::timeout(service.timeout(), service.raft.client_write(entry.into()))
+                        .await
                 {
                     tracing::warn!("expiry tick not confirmed in time: {e}");
                 }

@@ -111,7 +111,7 @@ async fn commit(raft: &Raft, node: Actor, group: Vec<Queued>) {
         timestamp_ms,
         command: Command::Group(items),
     };
-    match raft.client_write(entry).await {
+    match raft.client_write(entry.into()).await {
         Ok(resp) => {
             let index = resp.log_id.index;
             let Some(Outcome::Transfers(results)) = resp.data else {

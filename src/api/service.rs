@@ -254,7 +254,7 @@ impl Service {
             timestamp_ms,
             command: command.clone(),
         };
-        match tokio::time::timeout_at(deadline, self.raft.client_write(entry)).await {
+        match tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
             Ok(Ok(resp)) => Ok(render_outcome(
                 resp.data,

@@ -1,10 +1,11 @@
 //! The Raft log on sled: entries by big-endian index, plus vote, purge marker
 //! and committed index. Nothing is acknowledged before [`Durable::sync`].
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -22,6 +23,71 @@ const COMMITTED_KEY: &[u8] = b"committed";
 pub struct LogStore {
     store: Store,
     committed: CommitIndex,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Most entries, and most bytes of their stored encoding, kept in
+/// [`Recent`]. A follower normally lags by a few entries; one entry may
+/// carry a batch of thousands of transfers (about 80 bytes each).
+pub const RECENT_ENTRIES_MAX: usize = 256;
+pub const RECENT_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The last entries appended, as they were appended. The leader reads each
+/// new entry once per follower to replicate it and once more to apply it;
+/// from here those reads share it instead of decoding it from sled again.
+/// A contiguous run of indexes: an append that does not follow it starts
+/// it anew, and truncation and purges remove from it what they remove from
+/// sled (before sled, so it never holds an entry sled no longer has).
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        let next = self.entries.back().map(|(e, _)| e.log_id.index + 1);
+        if next.is_some_and(|next| next != entry.log_id.index) {
+            *self = Self::default();
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > RECENT_ENTRIES_MAX || self.bytes > RECENT_BYTES_MAX {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        let (_, size) = self.entries.pop_front().expect("not empty");
+        self.bytes -= size;
+    }
+
+    /// Forgets the entries from `index` on (a truncation).
+    fn truncate(&mut self, index: u64) {
+        while (self.entries.back()).is_some_and(|(e, _)| e.log_id.index >= index) {
+            let (_, size) = self.entries.pop_back().expect("not empty");
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets the entries up to `index` (a purge).
+    fn purge(&mut self, index: u64) {
+        while (self.entries.front()).is_some_and(|(e, _)| e.log_id.index <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// Entries `start..end` if all of them are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let after_last = first + self.entries.len() as u64;
+        let end = end.unwrap_or(after_last);
+        if start < first || end > after_last || start >= end {
+            return None;
+        }
+        let range = (start - first) as usize..(end - first) as usize;
+        Some(self.entries.range(range).map(|(e, _)| e.clone()).collect())
+    }
 }
 
 /// The latest commit index openraft reported to the store, for status.
@@ -47,6 +113,7 @@ impl LogStore {
         Self {
             store,
             committed: CommitIndex::default(),
+            recent: Default::default(),
         }
     }
 
@@ -83,6 +150,10 @@ impl LogStore {
     fn decode(bytes: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
         codec::decode(bytes).map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -95,6 +166,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let recent_end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.recent().get(start, recent_end) {
+            return Ok(entries);
+        }
         let end = match range.end_bound() {
             Bound::Included(i) => Bound::Included(log_key(*i)),
             Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
@@ -174,13 +253,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for entry in entries {
-            batch.insert(&log_key(entry.log_id.index), codec::encode(&entry));
+            let bytes = codec::encode(&entry);
+            appended.push((entry.clone(), bytes.len()));
+            batch.insert(&log_key(entry.log_id.index), bytes);
         }
         self.store
             .log
             .apply_batch(batch)
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        {
+            let mut recent = self.recent();
+            for (entry, size) in appended {
+                recent.push(entry, size);
+            }
+        }
+
         let result = self.store.durable.sync_async().await;
         let failed = result.as_ref().err().map(|e| {
             StorageError::from_io_error(
@@ -194,6 +283,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent().truncate(log_id.index);
         self.remove_range(log_key(log_id.index).., ErrorSubject::Logs)?;
         self.sync(ErrorSubject::Logs).await
     }
@@ -205,7 +295,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .raft
             .insert(PURGED_KEY, codec::encode(&log_id))
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.recent().purge(log_id.index);
+
         self.remove_range(..=log_key(log_id.index), ErrorSubject::Logs)?;
+
         self.sync(ErrorSubject::Logs).await
     }
 }
@@ -225,5 +318,58 @@ impl LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| storage_err(subject, ErrorVerb::Write, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_ranges_they_hold_whole() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(0, None)), None, "empty");
+        for i in 5..10 {
+            r.push(entry(i), 10);
+        }
+        assert_eq!(indexes(r.get(5, None)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(r.get(7, Some(9))), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(4, Some(7))), None, "starts before the first");
+        assert_eq!(indexes(r.get(8, Some(11))), None, "ends after the last");
+        assert_eq!(indexes(r.get(7, Some(7))), None, "empty ranges go to sled");
+
+        r.truncate(8);
+        assert_eq!(indexes(r.get(5, None)), Some(vec![5, 6, 7]));
+        r.purge(5);
+        assert_eq!(indexes(r.get(6, None)), Some(vec![6, 7]));
+        assert_eq!(r.bytes, 20);
+
+        r.push(entry(12), 10);
+        assert_eq!(
+            indexes(r.get(12, None)),
+            Some(vec![12]),
+            "a gap starts anew"
+        );
+        assert_eq!(r.bytes, 10);
+
+        r.push(entry(13), RECENT_BYTES_MAX);
+        assert_eq!(indexes(r.get(13, None)), Some(vec![13]), "bounded by bytes");
+        assert_eq!(r.bytes, RECENT_BYTES_MAX);
+        for i in 14..14 + RECENT_ENTRIES_MAX as u64 + 5 {
+            r.push(entry(i), 0);
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES_MAX, "bounded by count");
+        assert_eq!(r.bytes, 0);
     }
 }

@@ -24,13 +24,17 @@ pub mod state_machine;
 pub mod store;
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use crate::ledger::{Entry, Outcome};
 
 openraft::declare_raft_types!(
-    /// Alliance's Raft types: ledger entries in, ledger outcomes out.
+    /// Alliance's Raft types: ledger entries in, ledger outcomes out. An
+    /// entry is shared, not copied, between the log's cache, replication
+    /// to each follower and apply (it serializes as the entry itself).
     pub TypeConfig:
-        D = Entry,
+        D = Arc<Entry>,
+
         R = Option<Outcome>,
         NodeId = u64,
         Node = openraft::BasicNode,

@@ -93,11 +93,11 @@ async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine 
     };
     let entries = (1..).zip(commands).map(|(index, command)| openraft::Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
-        payload: openraft::EntryPayload::Normal(Entry {
+        payload: openraft::EntryPayload::Normal(std::sync::Arc::new(Entry {
             actor: admin.clone(),
             timestamp_ms: 1_700_000_000_000 + index,
             command,
-        }),
+        })),
     });
     sm.apply(entries.collect::<Vec<_>>()).await.expect("apply");
     sm
