@@ -151,8 +151,10 @@ pub struct StateMachine {
 const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
 /// First bytes of a snapshot's data: format and version (v2: values in
-/// the binary encoding of [`crate::codec`]).
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v2\n";
+/// the binary encoding of [`crate::codec`]; v3: transfers per block and
+/// history in runs, see [`StateKey`]). A node refuses a snapshot of
+/// another version rather than misread its keys.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v3\n";
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)

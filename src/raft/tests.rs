@@ -235,3 +235,27 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
         "a restart loads the same ledger"
     );
 }
+
+/// A snapshot in the earlier layout (one key per transfer and history item)
+/// is refused, not installed and misread.
+#[tokio::test]
+async fn a_snapshot_of_the_earlier_layout_is_refused() {
+    use openraft::storage::{RaftStateMachine, SnapshotMeta};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), Vec::new()).await;
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 0), 5)),
+        last_membership: Default::default(),
+        snapshot_id: "old".into(),
+    };
+    let old = b"alliance-state-v2\n".to_vec();
+    let err = sm
+        .install_snapshot(&meta, Box::new(std::io::Cursor::new(old)))
+        .await
+        .expect_err("an earlier layout is refused");
+    assert!(
+        err.to_string().contains("not an alliance snapshot"),
+        "{err}"
+    );
+    assert_eq!(sm.shared().read().last_applied, None, "nothing installed");
+}
