@@ -25,7 +25,6 @@ use super::store::{
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::{decode, encode, encode_seq};
-
 use crate::ledger::{AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome};
 
 /// The applied state: the ledger and how far it has applied.
