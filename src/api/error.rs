@@ -7,7 +7,6 @@ use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::ledger::Rejection;
@@ -119,8 +118,16 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> Reply {
-        let body = json!({"error": {"code": self.code(), "message": self.message()}});
-        Reply::with(self.status().as_u16(), &body)
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: ErrorView<'a>,
+        }
+        let message = self.message();
+        let error = ErrorView {
+            code: self.code(),
+            message: &message,
+        };
+        Reply::with(self.status().as_u16(), &Body { error })
     }
 }
 
@@ -174,6 +181,13 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         self.reply().into()
     }
+}
+
+/// An error as every error body carries it, under `"error"`.
+#[derive(Serialize)]
+pub struct ErrorView<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
 }
 
 /// A finished answer: status and JSON body. It is what a leader sends back

@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::error::{ApiError, Reply};
+use super::error::{ApiError, ErrorView, Reply};
 use super::types::{
-    account_view, check_limits, history_view, transfer_view, BatchItemView, ErrorView, TransferView,
+    account_view, check_limits, history_view, transfer_view, BatchItemView, TransferView,
 };
 use super::{group, public};
 use crate::config::{Genesis, Limits, NodeId};
@@ -587,7 +587,7 @@ fn batch_reply(command: &Command, results: &[Result<Transfer, Rejection>]) -> Re
     #[derive(Serialize)]
     struct Batch<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<ErrorView>,
+        error: Option<ErrorView<'static>>,
         atomic: bool,
         results: Vec<BatchItemView<'a>>,
     }

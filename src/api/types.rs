@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorView};
 use crate::config::Limits;
 use crate::ledger::{
     Account, AccountId, Amount, Asset, Command, HistoryItem, NewAccount, NewTransfer, OrgName,
@@ -388,14 +388,7 @@ pub struct BatchItemView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     transfer: Option<TransferView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorView>,
-}
-
-/// An error as every error body carries it.
-#[derive(Serialize)]
-pub struct ErrorView {
-    pub code: &'static str,
-    pub message: &'static str,
+    error: Option<ErrorView<'static>>,
 }
 
 impl<'a> From<&'a Result<Transfer, Rejection>> for BatchItemView<'a> {
