@@ -5,11 +5,12 @@
 //!   link to the previous block checked, and each Merkle root recomputed
 //!   from the block's leaf hashes.
 //! - On a stopped node's files ([`audit_data_dir`]): the same from the
-//!   stored headers and leaves, plus every stored transfer checked against
-//!   the leaf its block committed, and every account's totals recomputed
-//!   from the transfers and compared with the stored ones.
+//!   stored headers and leaf hashes, plus every stored version of every
+//!   transfer checked against the leaves of the block that stored it (its
+//!   leaf, rendered again, must be one of them), and every account's totals
+//!   recomputed from the transfers and compared with the stored ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde_json::Value;
@@ -17,7 +18,7 @@ use serde_json::Value;
 use crate::client::ApiClient;
 use crate::codec;
 use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
-use crate::ledger::{Account, AccountId, Transfer, TransferState};
+use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferState};
 use crate::raft::store::{stored_transfers, StateKey, Store, ACCOUNT_TAG};
 
 /// What an audit found.
@@ -153,7 +154,6 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         .map(|v| codec::decode(&v))
         .transpose()
         .map_err(|e| e.to_string())?;
-    let mut leaves_by_height = BTreeMap::new();
     let mut prev: Option<Hash> = None;
     for h in 1..=head.as_ref().map_or(0, |h| h.height) {
         let header: BlockHeader = match get(StateKey::Block(h))? {
@@ -163,19 +163,19 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
                 continue;
             }
         };
-        let leaves: Vec<String> = match get(StateKey::Leaves(h))? {
-            Some(v) => codec::decode(&v).map_err(|e| format!("leaves {h}: {e}"))?,
+        let hashes: Vec<Hash> = match get(StateKey::LeafHashes(h))? {
+            Some(v) => codec::decode(&v).map_err(|e| format!("leaf hashes {h}: {e}"))?,
             None => Vec::new(),
         };
-        let hashes: Vec<Hash> = leaves
-            .iter()
-            .map(|l| chain::leaf_hash(l.as_bytes()))
-            .collect();
         let hash = check_block(&header, &hashes, prev, &mut report.problems);
         prev = Some(hash);
         report.blocks += 1;
         report.head = Some((h, hash));
-        leaves_by_height.insert(h, leaves);
+        if let Some(v) = get(StateKey::Transfers(h))? {
+            let versions: Vec<Transfer> =
+                codec::decode(&v).map_err(|e| format!("transfers of block {h}: {e}"))?;
+            check_transfer_leaves(h, &versions, &hashes, &mut report.problems);
+        }
     }
     if let (Some(head), Some((_, hash))) = (&head, report.head) {
         if head.hash() != hash {
@@ -191,7 +191,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         .into_values()
     {
         report.transfers += 1;
-        check_transfer_leaf(&t, &leaves_by_height, &mut report.problems);
+
         let units = u128::from(t.amount.units());
         let [debit, credit] =
             [&t.debit_account, &t.credit_account].map(|a| *expected.entry(a.clone()).or_default());
@@ -232,50 +232,21 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     Ok(report)
 }
 
-/// A transfer's immutable fields must be those its block committed.
-fn check_transfer_leaf(
-    t: &Transfer,
-    leaves: &BTreeMap<u64, Vec<String>>,
+/// Every transfer version block `height` stored must be one of its leaves:
+/// the record as that block committed it, byte for byte.
+fn check_transfer_leaves(
+    height: u64,
+    versions: &[Transfer],
+    leaf_hashes: &[Hash],
     problems: &mut Vec<String>,
 ) {
-    let Some(leaf) = leaves
-        .get(&t.height)
-        .and_then(|l| l.get(t.leaf_index as usize))
-    else {
-        problems.push(format!(
-            "transfer {}: no leaf {} in block {}",
-            t.id, t.leaf_index, t.height
-        ));
-        return;
-    };
-    let committed: Option<Transfer> = serde_json::from_str::<Value>(leaf)
-        .ok()
-        .and_then(|v| serde_json::from_value(v["transfer"].clone()).ok());
-    let same = committed.is_some_and(|c| {
-        (
-            &c.id,
-            &c.debit_account,
-            &c.credit_account,
-            c.amount,
-            &c.asset,
-            &c.memo,
-            c.pending,
-            c.timeout_ms,
-        ) == (
-            &t.id,
-            &t.debit_account,
-            &t.credit_account,
-            t.amount,
-            &t.asset,
-            &t.memo,
-            t.pending,
-            t.timeout_ms,
-        )
-    });
-    if !same {
-        problems.push(format!(
-            "transfer {}: stored record differs from the one block {} committed",
-            t.id, t.height
-        ));
+    let committed: HashSet<&Hash> = leaf_hashes.iter().collect();
+    for t in versions {
+        if !committed.contains(&chain::leaf_hash(transfer_leaf(t).as_bytes())) {
+            problems.push(format!(
+                "transfer {}: stored record differs from the one block {height} committed",
+                t.id
+            ));
+        }
     }
 }

@@ -444,14 +444,14 @@ impl Service {
                     let leaves = if *h == 0 {
                         Ok(Some(vec![]))
                     } else {
-                        state.leaves(*h)
+                        state.leaf_hashes(*h)
                     };
                     match leaves {
                         Ok(leaves) => {
                             let hashes: Vec<String> = leaves
                                 .unwrap_or_default()
                                 .iter()
-                                .map(|l| chain::to_hex(&chain::leaf_hash(l.as_bytes())))
+                                .map(chain::to_hex)
                                 .collect();
                             let mut view = block_view(&header);
                             view["leaf_hashes"] = json!(hashes);
@@ -487,17 +487,28 @@ impl Service {
                 else {
                     return ApiError::NotFound("transfer_not_found").reply();
                 };
-                match (state.block(t.height), state.leaves(t.height)) {
-                    (Ok(Some(header)), Ok(Some(leaves))) => {
-                        let hashes: Vec<_> = leaves
-                            .iter()
-                            .map(|l| chain::leaf_hash(l.as_bytes()))
-                            .collect();
+                let committed = state.transfer_at(t.height, &t.id);
+                match (
+                    state.block(t.height),
+                    state.leaf_hashes(t.height),
+                    committed,
+                ) {
+                    (Ok(Some(header)), Ok(Some(hashes)), Ok(Some(committed))) => {
+                        // The leaf is the record as its block left it; a
+                        // stored record edited since no longer hashes to it.
+                        let leaf = crate::ledger::transfer_leaf(&committed);
                         let index = t.leaf_index as usize;
+                        if hashes.get(index) != Some(&chain::leaf_hash(leaf.as_bytes())) {
+                            return ApiError::Unavailable(format!(
+                                "the stored record of transfer {} differs from leaf {index} of block {}",
+                                t.id, t.height
+                            ))
+                            .reply();
+                        }
                         let proof = Proof {
                             header,
                             leaf_index: t.leaf_index,
-                            leaf: leaves.get(index).cloned().unwrap_or_default(),
+                            leaf,
                             path: chain::inclusion_path(&hashes, index),
                         };
                         let mut view = serde_json::to_value(&proof).expect("proofs serialize");
@@ -505,7 +516,8 @@ impl Service {
                         view["block_hash"] = json!(chain::to_hex(&proof.header.hash()));
                         Reply::ok(view)
                     }
-                    (Err(e), _) | (_, Err(e)) => storage(e),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => storage(e),
+
                     _ => ApiError::Unavailable(format!("block {} is missing", t.height)).reply(),
                 }
             }

@@ -139,8 +139,11 @@ pub struct Changes {
     pub transfers: BTreeSet<TransferId>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
-    /// The block's leaves, in order: canonical JSON records.
-    pub leaves: Vec<String>,
+    /// The block's leaf hashes, in order: each the hash of a canonical JSON
+    /// record (see [`transfer_leaf`]). The JSON itself is not kept: a
+    /// transfer's leaf is rendered again from its stored record when a
+    /// proof asks for it.
+    pub leaf_hashes: Vec<Hash>,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
     /// The changed records in their stored encoding, in the order of
@@ -154,6 +157,11 @@ impl Changes {
     pub fn record_count(&self) -> usize {
         self.accounts.len() + self.transfers.len() + self.rejected.len() + self.history.len()
     }
+
+    /// Renders `leaf` as canonical JSON and adds its hash.
+    fn push_leaf(&mut self, leaf: &Leaf<'_>) {
+        self.leaf_hashes.push(chain::leaf_hash(&leaf_json(leaf)));
+    }
 }
 
 /// A block leaf: one result of the entry, as canonical JSON.
@@ -166,8 +174,20 @@ enum Leaf<'a> {
     Refused { code: &'static str },
 }
 
-fn leaf_json(leaf: &Leaf<'_>) -> String {
-    serde_json::to_string(leaf).expect("leaves serialize")
+fn leaf_json(leaf: &Leaf<'_>) -> Vec<u8> {
+    serde_json::to_vec(leaf).expect("leaves serialize")
+}
+
+/// The leaf a block committed for this version of a transfer: `{"transfer":
+/// ...}` when it was created, posted or voided in that block, `{"expired":
+/// ...}` when it expired there.
+pub fn transfer_leaf(t: &Transfer) -> String {
+    let leaf = if t.state == TransferState::Expired {
+        Leaf::Expired(t)
+    } else {
+        Leaf::Transfer(t)
+    };
+    serde_json::to_string(&leaf).expect("leaves serialize")
 }
 
 /// The whole ledger state.
@@ -330,7 +350,7 @@ impl Ledger {
         };
         let mut changes = Changes::default();
         self.expire_due(at, &mut changes);
-        let base = changes.leaves.len() as u64;
+        let base = changes.leaf_hashes.len() as u64;
         let outcome = match &entry.command {
             Command::CreateAccount(req) => {
                 Outcome::Account(self.create_account(at, req, &mut changes))
@@ -381,33 +401,24 @@ impl Ledger {
 
     /// Adds the outcome's leaves and makes the entry's block the new head.
     fn seal_block(&mut self, at: At<'_>, outcome: &Outcome, log_term: u64, changes: &mut Changes) {
-        let refused = |r: &Rejection| leaf_json(&Leaf::Refused { code: r.code() });
-        let mut push = |leaf: String| changes.leaves.push(leaf);
+        let refused = |r: &Rejection| Leaf::Refused { code: r.code() };
         match outcome {
-            Outcome::Account(Ok(a)) => push(leaf_json(&Leaf::Account(a))),
-            Outcome::Transfer(Ok(t)) => push(leaf_json(&Leaf::Transfer(t))),
-            Outcome::Account(Err(r)) | Outcome::Transfer(Err(r)) => push(refused(r)),
+            Outcome::Account(Ok(a)) => changes.push_leaf(&Leaf::Account(a)),
+            Outcome::Transfer(Ok(t)) => changes.push_leaf(&Leaf::Transfer(t)),
+            Outcome::Account(Err(r)) | Outcome::Transfer(Err(r)) => changes.push_leaf(&refused(r)),
             Outcome::Transfers(results) => {
                 for r in results {
-                    push(
-                        r.as_ref()
-                            .map_or_else(refused, |t| leaf_json(&Leaf::Transfer(t))),
-                    );
+                    changes.push_leaf(&r.as_ref().map_or_else(refused, Leaf::Transfer));
                 }
             }
             Outcome::Ticked => {}
         }
-        let leaf_hashes: Vec<Hash> = changes
-            .leaves
-            .iter()
-            .map(|l| chain::leaf_hash(l.as_bytes()))
-            .collect();
         let state_digest = self.state_digest(changes);
         let block = BlockHeader {
             height: at.height,
             prev_hash: self.head.hash(),
-            merkle_root: chain::merkle_root(&leaf_hashes),
-            leaf_count: leaf_hashes.len() as u64,
+            merkle_root: chain::merkle_root(&changes.leaf_hashes),
+            leaf_count: changes.leaf_hashes.len() as u64,
             log_index: at.log_index,
             log_term,
             timestamp_ms: at.timestamp_ms,

@@ -299,9 +299,7 @@ impl Ledger {
             t.state = TransferState::Expired;
             let amount = t.amount;
             if let Ok(expired) = self.resolve(at, t, Event::PendingExpired, amount, changes) {
-                changes
-                    .leaves
-                    .push(super::leaf_json(&super::Leaf::Expired(&expired)));
+                changes.push_leaf(&super::Leaf::Expired(&expired));
             }
         }
     }

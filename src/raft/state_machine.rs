@@ -25,7 +25,10 @@ use super::store::{
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::{decode, encode, encode_seq};
-use crate::ledger::{AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome};
+use crate::ledger::{
+    AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome, Transfer,
+    TransferId,
+};
 
 /// The applied state: the ledger and how far it has applied.
 #[derive(Clone, Debug, Default)]
@@ -113,10 +116,18 @@ impl StateRead<'_> {
         Ok(v.map(|v| decode(&v).expect("blocks are ours")))
     }
 
-    /// Block `height`'s leaves.
-    pub fn leaves(&self, height: u64) -> sled::Result<Option<Vec<String>>> {
-        let v = self.state.get(StateKey::Leaves(height).encode())?;
-        Ok(v.map(|v| decode(&v).expect("leaves are ours")))
+    /// Block `height`'s leaf hashes.
+    pub fn leaf_hashes(&self, height: u64) -> sled::Result<Option<Vec<Hash>>> {
+        let v = self.state.get(StateKey::LeafHashes(height).encode())?;
+        Ok(v.map(|v| decode(&v).expect("leaf hashes are ours")))
+    }
+
+    /// Transfer `id` as block `height` left it, if that block changed it.
+    pub fn transfer_at(&self, height: u64, id: &TransferId) -> sled::Result<Option<Transfer>> {
+        let v = self.state.get(StateKey::Transfers(height).encode())?;
+        let block: Vec<Transfer> =
+            v.map_or_else(Vec::new, |v| decode(&v).expect("transfer blocks are ours"));
+        Ok(block.into_iter().find(|t| t.id == *id))
     }
 }
 
@@ -151,9 +162,9 @@ const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
 /// First bytes of a snapshot's data: format and version (v2: values in
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
-/// history in runs, see [`StateKey`]). A node refuses a snapshot of
-/// another version rather than misread its keys.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v3\n";
+/// history in runs, see [`StateKey`]; v4: leaf hashes, not leaves). A node
+/// refuses a snapshot of another version rather than misread its keys.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v4\n";
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)
@@ -250,8 +261,8 @@ impl StateMachine {
         if let Some(block) = &changes.block {
             batch.insert(StateKey::Block(block.height).encode(), encode(block));
             batch.insert(
-                StateKey::Leaves(block.height).encode(),
-                encode(&changes.leaves),
+                StateKey::LeafHashes(block.height).encode(),
+                encode(&changes.leaf_hashes),
             );
             batch.insert(StateKey::Head.encode(), encode(block));
         }

@@ -56,7 +56,8 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-2";
+pub const FORMAT: &str = "alliance-postcard-3";
+
 const FORMAT_KEY: &[u8] = b"format";
 
 fn check_format(db: &sled::Db) -> io::Result<()> {
@@ -178,8 +179,10 @@ pub enum StateKey<'a> {
     Head,
     /// A block's header, by height (big-endian).
     Block(u64),
-    /// A block's leaves (canonical JSON records), by height.
-    Leaves(u64),
+    /// A block's leaf hashes, by height. The leaves' JSON is not stored:
+    /// a transfer's leaf is its record as its block left it (see
+    /// [`crate::ledger::transfer_leaf`]).
+    LeafHashes(u64),
     /// An account's history items from one block, a consecutive run, keyed
     /// by the run's first sequence: the id, a 0 byte (ids have none), then
     /// the big-endian sequence, so one account's runs scan in order.
@@ -196,7 +199,7 @@ pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
 pub const HISTORY_AT_TAG: u8 = 0x41;
 pub const BLOCK_TAG: u8 = 0x50;
-pub const LEAVES_TAG: u8 = 0x51;
+pub const LEAF_HASHES_TAG: u8 = 0x51;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
@@ -217,7 +220,7 @@ impl StateKey<'_> {
             }
             Self::Transfers(h) => return [&[TRANSFERS_TAG][..], &h.to_be_bytes()].concat(),
             Self::Block(h) => return [&[BLOCK_TAG][..], &h.to_be_bytes()].concat(),
-            Self::Leaves(h) => return [&[LEAVES_TAG][..], &h.to_be_bytes()].concat(),
+            Self::LeafHashes(h) => return [&[LEAF_HASHES_TAG][..], &h.to_be_bytes()].concat(),
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
             Self::Clock => (0x04, ""),

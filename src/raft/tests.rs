@@ -103,21 +103,23 @@ async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine 
     sm
 }
 
+/// Opens a USD account; `org1.issue` may go negative (it issues money).
+fn account(id: &str) -> Command {
+    Command::CreateAccount(NewAccount {
+        id: AccountId::parse(id).unwrap(),
+        asset: Asset::parse("USD").unwrap(),
+        allow_negative: id == "org1.issue",
+        readers: Default::default(),
+        balance_max: None,
+    })
+}
+
 /// History is stored as one run per account and block, and transfers as one
 /// record set per block. Every page and every as-of-height read gives what
 /// item-by-item storage gave, and a restart loads each transfer's latest
 /// version.
 #[tokio::test]
 async fn grouped_history_and_transfers_read_back_item_by_item() {
-    let account = |id: &str| {
-        Command::CreateAccount(NewAccount {
-            id: AccountId::parse(id).unwrap(),
-            asset: Asset::parse("USD").unwrap(),
-            allow_negative: id == "org1.issue",
-            readers: Default::default(),
-            balance_max: None,
-        })
-    };
     let transfer = |id: &str, from: &str, to: &str, pending: bool| NewTransfer {
         id: TransferId::parse(id).unwrap(),
         debit_account: AccountId::parse(from).unwrap(),
@@ -236,8 +238,89 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     );
 }
 
-/// A snapshot in the earlier layout (one key per transfer and history item)
-/// is refused, not installed and misread.
+/// Only leaf hashes are stored. Every transfer version a block stored
+/// renders to one of that block's leaves (created, posted, voided and
+/// expired alike), and each transfer's proof leaf, rendered from the record
+/// its creating block stored, is the leaf at its index.
+#[tokio::test]
+async fn stored_transfer_records_render_to_their_blocks_leaves() {
+    use crate::ledger::{chain, transfer_leaf};
+    let transfer = |id: &str, pending: bool, timeout_ms: Option<u64>| NewTransfer {
+        id: TransferId::parse(id).unwrap(),
+        debit_account: AccountId::parse("org1.issue").unwrap(),
+        credit_account: AccountId::parse("org1.a").unwrap(),
+        amount: Amount::new(5).unwrap(),
+        asset: None,
+        memo: Some(format!("memo of {id}")),
+        pending,
+        timeout_ms,
+    };
+    let batch = |transfers: Vec<NewTransfer>| Command::Transfers {
+        transfers,
+        atomic: false,
+    };
+    let id = |s: &str| TransferId::parse(s).unwrap();
+    let commands = vec![
+        account("org1.issue"),
+        account("org1.a"),
+        batch(vec![
+            transfer("plain", false, None),
+            transfer("to-post", true, None),
+            transfer("to-void", true, None),
+            // Expires on the ledger clock (1 ms per entry here).
+            transfer("to-expire", true, Some(1)),
+        ]),
+        Command::PostPending {
+            id: id("to-post"),
+            amount: None,
+        },
+        Command::VoidPending { id: id("to-void") },
+        // A re-send: answered with the original, stores no new version.
+        batch(vec![transfer("plain", false, None)]),
+        Command::Tick,
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sm = applied(dir.path(), commands).await;
+    let state = sm.shared();
+    let read = state.read();
+    let ledger = &read.ledger;
+    let expired = ledger.transfer(&id("to-expire")).unwrap();
+    assert_eq!(expired.state, TransferState::Expired, "the expiry ran");
+
+    let mut versions = 0;
+
+    for h in 1..=ledger.height() {
+        let header = read.block(h).unwrap().expect("every block is stored");
+        let hashes = read.leaf_hashes(h).unwrap().expect("and its leaf hashes");
+        assert_eq!(hashes.len() as u64, header.leaf_count, "block {h}");
+        assert_eq!(chain::merkle_root(&hashes), header.merkle_root, "block {h}");
+        for t in ledger.transfers() {
+            if let Some(v) = read.transfer_at(h, &t.id).unwrap() {
+                versions += 1;
+                let leaf = chain::leaf_hash(transfer_leaf(&v).as_bytes());
+                assert!(hashes.contains(&leaf), "{} as block {h} left it", t.id);
+            }
+        }
+    }
+    assert_eq!(versions, 4 + 3, "four created, three resolved");
+    for t in ledger.transfers() {
+        let created = read.transfer_at(t.height, &t.id).unwrap().expect("stored");
+        let hashes = read.leaf_hashes(t.height).unwrap().unwrap();
+        assert_eq!(
+            chain::leaf_hash(transfer_leaf(&created).as_bytes()),
+            hashes[t.leaf_index as usize],
+            "{}: the proof leaf",
+            t.id
+        );
+    }
+    assert!(
+        transfer_leaf(expired).starts_with(r#"{"expired":"#),
+        "an expired version renders as the expiry leaf"
+    );
+}
+
+/// A snapshot in an earlier layout (v2: one key per transfer and history
+/// item; v3: leaves as JSON) is refused, not installed and misread.
 #[tokio::test]
 async fn a_snapshot_of_the_earlier_layout_is_refused() {
     use openraft::storage::{RaftStateMachine, SnapshotMeta};
@@ -248,14 +331,15 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         last_membership: Default::default(),
         snapshot_id: "old".into(),
     };
-    let old = b"alliance-state-v2\n".to_vec();
-    let err = sm
-        .install_snapshot(&meta, Box::new(std::io::Cursor::new(old)))
-        .await
-        .expect_err("an earlier layout is refused");
-    assert!(
-        err.to_string().contains("not an alliance snapshot"),
-        "{err}"
-    );
-    assert_eq!(sm.shared().read().last_applied, None, "nothing installed");
+    for old in [&b"alliance-state-v2\n"[..], b"alliance-state-v3\n"] {
+        let err = sm
+            .install_snapshot(&meta, Box::new(std::io::Cursor::new(old.to_vec())))
+            .await
+            .expect_err("an earlier layout is refused");
+        assert!(
+            err.to_string().contains("not an alliance snapshot"),
+            "{err}"
+        );
+        assert_eq!(sm.shared().read().last_applied, None, "nothing installed");
+    }
 }

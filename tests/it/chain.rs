@@ -322,6 +322,29 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("account org3.ops"), "{out}");
+
+    // The edited record no longer hashes to its leaf: the victim refuses
+    // to prove it rather than prove something its block did not commit.
+    c.restart(victim);
+    let r = eventually("the restarted victim to answer", || async {
+        c.app(1, victim)
+            .call(
+                Method::GET,
+                "/v1/transfers/au-2/proof?consistency=local",
+                None,
+            )
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("differs from leaf")),
+        "{:?}",
+        r.body
+    );
 }
 
 /// The test helper that edits a stopped node's stored state.
