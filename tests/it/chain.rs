@@ -310,21 +310,12 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
         "the balances no longer add up: {out}"
     );
 
-    tamper(&data_dir.join("sled"), |store| {
-        use alliance::raft::store::StateKey;
-        let id = alliance::ledger::AccountId::parse("org3.ops").unwrap();
-        let key = StateKey::Account(&id).encode();
-        let mut a: alliance::ledger::Account =
-            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
-        a.credits_posted = 999_999;
-        store.state.insert(key, encode(&a)).unwrap();
-    });
-    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("account org3.ops"), "{out}");
-
     // The edited record no longer hashes to its leaf: the victim refuses
     // to prove it rather than prove something its block did not commit.
+    // (Before the account is edited: a restarted victim re-applies the
+    // entries its stored state had not flushed, and one that touches an
+    // edited account makes its peers find it diverged, which refuses all
+    // reads. The edited transfer is in no entry after its own.)
     c.restart(victim);
     let r = eventually("the restarted victim to answer", || async {
         c.app(1, victim)
@@ -345,6 +336,20 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
         "{:?}",
         r.body
     );
+    c.kill(victim);
+
+    tamper(&data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let id = alliance::ledger::AccountId::parse("org3.ops").unwrap();
+        let key = StateKey::Account(&id).encode();
+        let mut a: alliance::ledger::Account =
+            decode(&store.state.get(&key).unwrap().unwrap()).unwrap();
+        a.credits_posted = 999_999;
+        store.state.insert(key, encode(&a)).unwrap();
+    });
+    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("account org3.ops"), "{out}");
 }
 
 /// The test helper that edits a stopped node's stored state.
