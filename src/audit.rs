@@ -191,7 +191,6 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         .into_values()
     {
         report.transfers += 1;
-
         let units = u128::from(t.amount.units());
         let [debit, credit] =
             [&t.debit_account, &t.credit_account].map(|a| *expected.entry(a.clone()).or_default());

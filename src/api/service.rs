@@ -517,7 +517,6 @@ impl Service {
                         Reply::ok(view)
                     }
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => storage(e),
-
                     _ => ApiError::Unavailable(format!("block {} is missing", t.height)).reply(),
                 }
             }

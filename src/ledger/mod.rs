@@ -187,7 +187,7 @@ pub fn transfer_leaf(t: &Transfer) -> String {
     } else {
         Leaf::Transfer(t)
     };
-    serde_json::to_string(&leaf).expect("leaves serialize")
+    String::from_utf8(leaf_json(&leaf)).expect("JSON is UTF-8")
 }
 
 /// The whole ledger state.
