@@ -381,8 +381,9 @@ impl Service {
         let actor = principal.actor();
         let visible = |id: &AccountId| ledger.account(id).filter(|a| a.readable_by(&actor));
         let not_found = || ApiError::NotFound("account_not_found").reply();
-        let storage =
-            |e: sled::Error| ApiError::Unavailable(format!("reading history: {e}")).reply();
+        let storage = |e: sled::Error| {
+            ApiError::Unavailable(format!("reading the stored state: {e}")).reply()
+        };
         match read {
             Read::Account {
                 id,
@@ -410,16 +411,14 @@ impl Service {
                     Err(e) => storage(e),
                 }
             }
-            Read::Transfer(id) => match ledger
-                .transfer(id)
-                .filter(|t| ledger.transfer_readable_by(t, &actor))
-            {
-                Some(t) => {
-                    let mut view = transfer_view(t);
+            Read::Transfer(id) => match state.transfer(id) {
+                Ok(Some(t)) if ledger.transfer_readable_by(&t, &actor) => {
+                    let mut view = transfer_view(&t);
                     view["as_of"] = as_of.into();
                     Reply::ok(view)
                 }
-                None => ApiError::NotFound("transfer_not_found").reply(),
+                Ok(_) => ApiError::NotFound("transfer_not_found").reply(),
+                Err(e) => storage(e),
             },
             Read::History { id, from, limit } => {
                 let Some(a) = visible(id) else {
@@ -481,11 +480,10 @@ impl Service {
                 }
             }
             Read::Proof(id) => {
-                let Some(t) = ledger
-                    .transfer(id)
-                    .filter(|t| ledger.transfer_readable_by(t, &actor))
-                else {
-                    return ApiError::NotFound("transfer_not_found").reply();
+                let t = match state.transfer(id) {
+                    Ok(Some(t)) if ledger.transfer_readable_by(&t, &actor) => t,
+                    Ok(_) => return ApiError::NotFound("transfer_not_found").reply(),
+                    Err(e) => return storage(e),
                 };
                 let committed = state.transfer_at(t.height, &t.id);
                 match (

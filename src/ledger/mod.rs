@@ -27,7 +27,7 @@ mod rejection;
 mod transfer;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -190,13 +190,27 @@ pub fn transfer_leaf(t: &Transfer) -> String {
     String::from_utf8(leaf_json(&leaf)).expect("JSON is UTF-8")
 }
 
-/// The whole ledger state.
+/// The ledger state a replica decides with.
+///
+/// Settled transfers (posted, voided, expired) need not stay in memory: a
+/// caller that stores each entry's changes may forget them
+/// ([`Self::forget_settled`]) and, before applying an entry, load back the
+/// ones it names ([`Self::to_load`], [`Self::load_settled`]). The ledger
+/// keeps every transfer's id and where its latest version is stored, so a
+/// re-send still gets its original answer; it refuses to decide about a
+/// stored transfer that was not loaded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Member organizations, from genesis.
     orgs: BTreeSet<OrgName>,
     accounts: BTreeMap<AccountId, Account>,
+    /// Transfers in memory: every pending one, and settled ones until the
+    /// caller forgets them (a ledger that never forgets holds all).
     transfers: BTreeMap<TransferId, Transfer>,
+    /// Every transfer, with the height of the block that stored its latest
+    /// version. Never iterated, so its order cannot reach a decision.
+    #[serde(serialize_with = "in_key_order")]
+    stored_at: HashMap<TransferId, u64>,
     rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Pending transfers by (expiry on the ledger clock, id).
     expiries: BTreeSet<(u64, TransferId)>,
@@ -242,26 +256,35 @@ impl Ledger {
         Self::genesis(orgs, [0; 32])
     }
 
-    /// Rebuilds a ledger from persisted parts.
+    /// Rebuilds a ledger from persisted parts: `stored_at` names every
+    /// transfer and the height that stored its latest version; `pending`
+    /// are the pending ones (settled ones are loaded when named).
     pub fn from_parts(
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
-        transfers: impl IntoIterator<Item = Transfer>,
+        stored_at: HashMap<TransferId, u64>,
+        pending: impl IntoIterator<Item = Transfer>,
         rejected: impl IntoIterator<Item = RejectedTransfer>,
         head: BlockHeader,
         clock_ms: u64,
     ) -> Self {
         let transfers: BTreeMap<TransferId, Transfer> =
-            transfers.into_iter().map(|t| (t.id.clone(), t)).collect();
+            pending.into_iter().map(|t| (t.id.clone(), t)).collect();
+        assert!(
+            transfers
+                .values()
+                .all(|t| t.state == TransferState::Pending),
+            "only pending transfers are loaded with the ledger"
+        );
         let expiries = transfers
             .values()
-            .filter(|t| t.state == TransferState::Pending)
             .filter_map(|t| t.expires_at_ms.map(|at| (at, t.id.clone())))
             .collect();
         Self {
             orgs,
             accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
             transfers,
+            stored_at,
             rejected: rejected
                 .into_iter()
                 .map(|r| (r.request.id.clone(), r))
@@ -290,8 +313,18 @@ impl Ledger {
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)
     }
+    /// Transfer `id` if it is in memory: pending, or settled and not
+    /// forgotten. Otherwise see [`Self::stored_height`].
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
         self.transfers.get(id)
+    }
+    /// The height of the block that stored transfer `id`'s latest version.
+    pub fn stored_height(&self, id: &TransferId) -> Option<u64> {
+        self.stored_at.get(id).copied()
+    }
+    /// Number of transfers ever made.
+    pub fn transfer_count(&self) -> usize {
+        self.stored_at.len()
     }
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
@@ -304,8 +337,73 @@ impl Ledger {
             .range((start, Bound::Unbounded))
             .map(|(_, a)| a)
     }
+    /// The transfers in memory (see [`Self::transfer`]).
     pub fn transfers(&self) -> impl Iterator<Item = &Transfer> {
         self.transfers.values()
+    }
+
+    /// The stored transfers `entry` names (re-sent ids, posts, voids) that
+    /// are not in memory, each with the height of the block that holds its
+    /// latest version: load them with [`Self::load_settled`] before
+    /// applying `entry`.
+    pub fn to_load(&self, entry: &Entry) -> Vec<(TransferId, u64)> {
+        let named: Vec<&TransferId> = match &entry.command {
+            Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
+            Command::Group(items) => items.iter().map(|g| &g.transfer.id).collect(),
+            Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
+            Command::CreateAccount(_)
+            | Command::CloseAccount { .. }
+            | Command::SetReaders { .. }
+            | Command::Tick => vec![],
+        };
+        named
+            .into_iter()
+            .filter(|id| !self.transfers.contains_key(*id))
+            .filter_map(|id| Some((id.clone(), *self.stored_at.get(id)?)))
+            .collect()
+    }
+
+    /// Puts a stored transfer back in memory; it must be the latest version
+    /// (the one stored at [`Self::stored_height`]).
+    pub fn load_settled(&mut self, t: Transfer) -> Result<(), String> {
+        let at = t.resolved_height.unwrap_or(t.height);
+        if self.stored_at.get(&t.id) != Some(&at) {
+            return Err(format!(
+                "the record of transfer {} from block {at} is not its latest version (block {:?})",
+                t.id,
+                self.stored_at.get(&t.id)
+            ));
+        }
+        self.transfers.insert(t.id.clone(), t);
+        Ok(())
+    }
+
+    /// Drops from memory those of `ids` that are settled (posted, voided,
+    /// expired): the caller has stored them and loads them again when an
+    /// entry names them. Pending transfers stay.
+    pub fn forget_settled<'a>(&mut self, ids: impl IntoIterator<Item = &'a TransferId>) {
+        debug_assert!(self.journal.is_none(), "forget between entries only");
+        for id in ids {
+            if self
+                .transfers
+                .get(id)
+                .is_some_and(|t| t.state != TransferState::Pending)
+            {
+                self.transfers.remove(id);
+            }
+        }
+    }
+
+    /// Transfer `id`, if it exists. A stored transfer that was not loaded
+    /// is a caller's bug that would make a re-send a second transfer: it
+    /// stops the replica rather than decide wrongly.
+    fn known(&self, id: &TransferId) -> Option<&Transfer> {
+        let t = self.transfers.get(id);
+        assert!(
+            t.is_some() || !self.stored_at.contains_key(id),
+            "transfer {id} is stored but was not loaded before an entry naming it"
+        );
+        t
     }
     pub fn rejected(&self, id: &TransferId) -> Option<&RejectedTransfer> {
         self.rejected.get(id)
@@ -467,10 +565,12 @@ impl Ledger {
         account
     }
 
+    /// A new transfer, stored by this entry's block.
     fn insert_transfer(&mut self, t: Transfer) {
         if let Some(j) = &mut self.journal {
             j.transfers.push(t.id.clone());
         }
+        self.stored_at.insert(t.id.clone(), t.height);
         self.transfers.insert(t.id.clone(), t);
     }
 
@@ -523,6 +623,14 @@ impl Ledger {
         }
         totals
     }
+}
+
+/// Serializes a map in key order, so equal ledgers serialize alike.
+fn in_key_order<S: serde::Serializer>(
+    map: &HashMap<TransferId, u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    map.iter().collect::<BTreeMap<_, _>>().serialize(s)
 }
 
 fn ensure(condition: bool, rejection: Rejection) -> Result<(), Rejection> {

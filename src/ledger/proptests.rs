@@ -217,6 +217,78 @@ proptest! {
     }
 }
 
+/// What a caller that forgets settled transfers stores: each block's
+/// transfer records, as the block left them.
+type Stored = BTreeMap<u64, Vec<Transfer>>;
+
+/// Applies `entry` as the Raft state machine does: loads the stored
+/// transfers it names, applies, stores the block's records, forgets.
+fn apply_forgetting(
+    l: &mut Ledger,
+    stored: &mut Stored,
+    entry: &Entry,
+    index: u64,
+) -> (Outcome, Changes) {
+    let wanted = l.to_load(entry);
+    for (id, height) in &wanted {
+        let t = stored[height]
+            .iter()
+            .find(|t| t.id == *id)
+            .expect("indexed where stored");
+        l.load_settled(t.clone()).expect("the latest version");
+    }
+    let (outcome, changes) = l.apply(entry, index);
+    let height = changes.block.as_ref().expect("a block").height;
+    let records: Vec<Transfer> = changes
+        .transfers
+        .iter()
+        .map(|id| l.transfers[id].clone())
+        .collect();
+    if !records.is_empty() {
+        stored.insert(height, records);
+    }
+    l.forget_settled(wanted.iter().map(|(id, _)| id).chain(&changes.transfers));
+    (outcome, changes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A ledger that keeps only pending transfers in memory, and loads the
+    /// settled ones an entry names from what earlier blocks stored, gives
+    /// every answer and every block exactly as one that keeps them all.
+    #[test]
+    fn forgetting_settled_transfers_changes_no_answer(ops in proptest::collection::vec((op(), -200i64..400), 1..60)) {
+        let (mut keeps, mut forgets) = (genesis(), genesis());
+        let mut stored = Stored::new();
+        for t in forgets.transfers.values() {
+            let height = forgets.stored_height(&t.id).expect("indexed");
+            stored.entry(height).or_default().push(t.clone());
+        }
+        let all: Vec<TransferId> = forgets.transfers.keys().cloned().collect();
+        forgets.forget_settled(&all);
+        let mut now: i64 = 1_000;
+        for (i, (op, step)) in ops.iter().enumerate() {
+            now = (now + step).max(0);
+            let entry = to_entry(op, now as u64);
+            // Each entry twice: the second is a re-send of everything in it.
+            for index in [100 + 2 * i as u64, 101 + 2 * i as u64] {
+                let (want, want_changes) = keeps.apply(&entry, index);
+                let (got, changes) = apply_forgetting(&mut forgets, &mut stored, &entry, index);
+                prop_assert_eq!(&got, &want, "{:?}", op);
+                prop_assert_eq!(&changes.block, &want_changes.block);
+                prop_assert!(forgets.transfers.values().all(|t| t.state == TransferState::Pending));
+            }
+        }
+        prop_assert_eq!(&forgets.accounts, &keeps.accounts);
+        prop_assert_eq!(&forgets.stored_at, &keeps.stored_at);
+        for (id, t) in &keeps.transfers {
+            let height = forgets.stored_at[id];
+            prop_assert_eq!(stored[&height].iter().find(|s| s.id == *id), Some(t));
+        }
+    }
+}
+
 /// Per item: Ok, or the refusal code (a retry's successes are the originals).
 fn outcome_codes(o: &Outcome) -> Vec<Result<(), &'static str>> {
     let code = |r: &Result<Transfer, Rejection>| r.as_ref().map(|_| ()).map_err(|e| e.code());

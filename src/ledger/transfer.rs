@@ -67,6 +67,7 @@ impl Ledger {
         }
         for id in journal.transfers {
             self.transfers.remove(&id);
+            self.stored_at.remove(&id);
         }
         for expiry in journal.expiries {
             self.expiries.remove(&expiry);
@@ -106,7 +107,7 @@ impl Ledger {
             .get(&req.credit_account)
             .ok_or(Rejection::CreditAccountNotFound)?;
         ensure(debit.owner == actor.org, Rejection::DebitAccountNotOwned)?;
-        if let Some(existing) = self.transfers.get(&req.id) {
+        if let Some(existing) = self.known(&req.id) {
             // Exactly once: a re-send gets the original result.
             return if existing.same_request(req) {
                 Ok(existing.clone())
@@ -210,10 +211,7 @@ impl Ledger {
     /// `pending_transfer_not_pending`.
     fn pending_for(&self, at: At<'_>, id: &TransferId) -> Result<Transfer, Rejection> {
         ensure(at.actor.role.may_write(), Rejection::RoleMayNotWrite)?;
-        let t = self
-            .transfers
-            .get(id)
-            .ok_or(Rejection::PendingTransferNotFound)?;
+        let t = self.known(id).ok_or(Rejection::PendingTransferNotFound)?;
         ensure(
             self.transfer_readable_by(t, at.actor),
             Rejection::PendingTransferNotFound,
@@ -334,6 +332,7 @@ impl Ledger {
         }
         self.record(at, &t.debit_account, &t, event, amount, changes);
         self.record(at, &t.credit_account, &t, event, amount, changes);
+        self.stored_at.insert(t.id.clone(), at.height);
         self.transfers.insert(t.id.clone(), t.clone());
         changes.transfers.insert(t.id.clone());
         Ok(t)

@@ -12,7 +12,7 @@
 //! account histories), taken under the read lock: a consistent view at its
 //! last-applied index. Installing one replaces the tree and reloads memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
@@ -20,14 +20,14 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use super::store::{
-    storage_err, stored_transfers, StateKey, Store, ACCOUNT_TAG, HISTORY_AT_TAG, HISTORY_TAG,
-    REJECTED_TAG,
+    for_each_transfer_block, storage_err, StateKey, Store, ACCOUNT_TAG, HISTORY_AT_TAG,
+    HISTORY_TAG, REJECTED_TAG,
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::{decode, encode, encode_seq};
 use crate::ledger::{
-    AccountId, BlockHeader, Changes, Hash, HistoryItem, Ledger, OrgName, Outcome, Transfer,
-    TransferId,
+    AccountId, BlockHeader, Changes, Entry, Hash, HistoryItem, Ledger, OrgName, Outcome, Transfer,
+    TransferId, TransferState,
 };
 
 /// The applied state: the ledger and how far it has applied.
@@ -124,11 +124,32 @@ impl StateRead<'_> {
 
     /// Transfer `id` as block `height` left it, if that block changed it.
     pub fn transfer_at(&self, height: u64, id: &TransferId) -> sled::Result<Option<Transfer>> {
-        let v = self.state.get(StateKey::Transfers(height).encode())?;
-        let block: Vec<Transfer> =
-            v.map_or_else(Vec::new, |v| decode(&v).expect("transfer blocks are ours"));
+        let block = block_transfers(self.state, height)?;
         Ok(block.into_iter().find(|t| t.id == *id))
     }
+
+    /// Transfer `id` at its latest version: from memory if it is pending,
+    /// else from the block that stored it.
+    pub fn transfer(&self, id: &TransferId) -> sled::Result<Option<Transfer>> {
+        if let Some(t) = self.ledger.transfer(id) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(height) = self.ledger.stored_height(id) else {
+            return Ok(None);
+        };
+        match self.transfer_at(height, id)? {
+            Some(t) => Ok(Some(t)),
+            None => Err(sled::Error::ReportableBug(format!(
+                "transfer {id} is indexed at block {height}, which does not hold it"
+            ))),
+        }
+    }
+}
+
+/// The transfer records block `height` stored (none if it stored none).
+fn block_transfers(state: &sled::Tree, height: u64) -> sled::Result<Vec<Transfer>> {
+    let v = state.get(StateKey::Transfers(height).encode())?;
+    Ok(v.map_or_else(Vec::new, |v| decode(&v).expect("transfer blocks are ours")))
 }
 
 /// The big-endian u64 that ends a [`StateKey::History`] or
@@ -205,7 +226,7 @@ impl StateMachine {
     /// state digest: serialized once. Accounts and refusals are a key each;
     /// the block's transfers are one key, and each account's history items
     /// in it one run (see [`StateKey`]).
-    fn persist(&self, applied: &Applied, changes: Changes) -> Result<(), StorageError> {
+    fn persist(&self, applied: &Applied, changes: &mut Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
         assert_eq!(
@@ -213,7 +234,7 @@ impl StateMachine {
             changes.record_count(),
             "one encoding per changed record"
         );
-        let mut encoded = changes.encoded.into_iter();
+        let mut encoded = std::mem::take(&mut changes.encoded).into_iter();
         let mut next = |n: usize| encoded.by_ref().take(n).collect::<Vec<_>>();
         let accounts = next(changes.accounts.len());
         let transfers = next(changes.transfers.len());
@@ -226,8 +247,9 @@ impl StateMachine {
             batch.insert(StateKey::Rejected(id).encode(), bytes);
         }
         if !transfers.is_empty() || !history.is_empty() {
-            let block = changes.block.as_ref();
-            let height = block
+            let height = changes
+                .block
+                .as_ref()
                 .expect("an entry that changes records is a block")
                 .height;
             if !transfers.is_empty() {
@@ -267,6 +289,35 @@ impl StateMachine {
             batch.insert(StateKey::Head.encode(), encode(block));
         }
         self.store.state.apply_batch(batch).map_err(write_err)
+    }
+
+    /// Loads into `ledger` the stored transfers `entry` names (re-sends,
+    /// posts, voids), one block read per height; returns their ids.
+    fn load_named(
+        &self,
+        ledger: &mut Ledger,
+        entry: &Entry,
+    ) -> Result<Vec<TransferId>, StorageError> {
+        let wanted = ledger.to_load(entry);
+        let mut by_height: BTreeMap<u64, BTreeSet<&TransferId>> = BTreeMap::new();
+        for (id, height) in &wanted {
+            by_height.entry(*height).or_default().insert(id);
+        }
+        for (height, ids) in by_height {
+            let block = block_transfers(&self.store.state, height).map_err(read_err)?;
+            let mut found = 0;
+            for t in block.into_iter().filter(|t| ids.contains(&t.id)) {
+                found += 1;
+                ledger
+                    .load_settled(t)
+                    .map_err(|e| read_err(std::io::Error::other(e)))?;
+            }
+            if found != ids.len() {
+                let e = format!("block {height} lacks transfers indexed there: {ids:?}");
+                return Err(read_err(std::io::Error::other(e)));
+            }
+        }
+        Ok(wanted.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Stores `snapshot` unless a newer one is stored already: a snapshot
@@ -313,10 +364,26 @@ fn load(
             None => Ok(T::default()),
         }
     }
+    // Settled transfers stay on disk: only where each is stored, and the
+    // pending ones, are kept.
+    let mut stored_at = HashMap::new();
+    let mut pending = HashMap::new();
+    for_each_transfer_block(tree, |height, block| {
+        for t in block {
+            stored_at.insert(t.id.clone(), height);
+            if t.state == TransferState::Pending {
+                pending.insert(t.id.clone(), t);
+            } else {
+                pending.remove(&t.id);
+            }
+        }
+    })
+    .map_err(read_err)?;
     let ledger = Ledger::from_parts(
         orgs,
         scan(tree, ACCOUNT_TAG)?,
-        stored_transfers(tree).map_err(read_err)?.into_values(),
+        stored_at,
+        pending.into_values(),
         scan(tree, REJECTED_TAG)?,
         match tree.get(StateKey::Head.encode()).map_err(read_err)? {
             Some(v) => decode(&v).map_err(read_err)?,
@@ -443,9 +510,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 applied.last_applied
             );
             applied.last_applied = Some(entry.log_id);
-            let (reply, changes) = match entry.payload {
+            let mut loaded = Vec::new();
+            let (reply, mut changes) = match entry.payload {
                 EntryPayload::Blank => (None, Changes::default()),
                 EntryPayload::Normal(ref e) => {
+                    loaded = self.load_named(&mut applied.ledger, e)?;
                     let log = entry.log_id;
                     let (outcome, changes) =
                         applied
@@ -458,7 +527,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (None, Changes::default())
                 }
             };
-            self.persist(&applied, changes)?;
+            self.persist(&applied, &mut changes)?;
+            // Stored now: settled records leave memory.
+            applied
+                .ledger
+                .forget_settled(loaded.iter().chain(&changes.transfers));
             replies.push(reply);
         }
         Ok(replies)

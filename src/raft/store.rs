@@ -245,21 +245,33 @@ impl StateKey<'_> {
     }
 }
 
+/// Calls `f` with each block's height and transfer records, in height
+/// order: one block decoded at a time.
+pub fn for_each_transfer_block(
+    state: &sled::Tree,
+    mut f: impl FnMut(u64, Vec<Transfer>),
+) -> io::Result<()> {
+    for kv in state.scan_prefix([TRANSFERS_TAG]) {
+        let (key, value) = kv.map_err(io::Error::other)?;
+        let height = key
+            .get(1..)
+            .and_then(|h| <[u8; 8]>::try_from(h).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))?;
+        let block: Vec<Transfer> = decode(&value)
+            .map_err(|e| io::Error::other(format!("transfers of block {height}: {e}")))?;
+        f(height, block);
+    }
+    Ok(())
+}
+
 /// Every stored transfer at its latest version: the blocks' transfer
 /// records replayed in height order, a later version replacing an earlier.
 pub fn stored_transfers(state: &sled::Tree) -> io::Result<BTreeMap<TransferId, Transfer>> {
     let mut transfers = BTreeMap::new();
-    for kv in state.scan_prefix([TRANSFERS_TAG]) {
-        let (key, value) = kv.map_err(io::Error::other)?;
-        let block: Vec<Transfer> = decode(&value).map_err(|e| {
-            let height = key
-                .get(1..)
-                .and_then(|h| h.try_into().ok())
-                .map(u64::from_be_bytes);
-            io::Error::other(format!("transfers of block {height:?}: {e}"))
-        })?;
+    for_each_transfer_block(state, |_, block| {
         transfers.extend(block.into_iter().map(|t| (t.id.clone(), t)));
-    }
+    })?;
     Ok(transfers)
 }
 

@@ -9,8 +9,8 @@ use super::state_machine::StateMachine;
 use super::store::Store;
 use super::{LogId, StorageError, TypeConfig};
 use crate::ledger::{
-    AccountId, Actor, Amount, Asset, Command, Entry, NewAccount, NewTransfer, OrgName, Role,
-    TransferId, TransferState,
+    AccountId, Actor, Amount, Asset, Command, Entry, NewAccount, NewTransfer, OrgName, Outcome,
+    Rejection, Role, TransferId, TransferState,
 };
 
 /// Each build gets a fresh sled directory; the guard removes it.
@@ -83,24 +83,76 @@ fn a_data_dir_in_another_format_is_refused() {
 /// Applies `commands` (one entry each, as org1's admin) to a state machine
 /// on a fresh sled directory.
 async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine {
-    use openraft::storage::RaftStateMachine;
     let store = Store::open(dir).expect("open sled");
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
     let mut sm = StateMachine::open(store, orgs.into(), [0; 32]).expect("open");
+    apply_more(&mut sm, commands).await;
+    sm
+}
+
+/// Opens the store of a dropped state machine. sled's background threads
+/// may hold the directory's lock for a moment after the drop, so this
+/// retries while the lock is taken, up to a deadline.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match Store::open(dir) {
+            Ok(store) => return store,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                assert!(std::time::Instant::now() < deadline, "still locked: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("reopen sled: {e}"),
+        }
+    }
+}
+
+/// Applies `commands` after the last applied entry, as org1's admin, one
+/// entry each; returns their outcomes.
+async fn apply_more(sm: &mut StateMachine, commands: Vec<Command>) -> Vec<Outcome> {
+    use openraft::storage::RaftStateMachine;
     let admin = Actor {
         org: OrgName::parse("org1").unwrap(),
         role: Role::Admin,
     };
-    let entries = (1..).zip(commands).map(|(index, command)| openraft::Entry {
-        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
-        payload: openraft::EntryPayload::Normal(std::sync::Arc::new(Entry {
-            actor: admin.clone(),
-            timestamp_ms: 1_700_000_000_000 + index,
-            command,
-        })),
-    });
-    sm.apply(entries.collect::<Vec<_>>()).await.expect("apply");
-    sm
+    let next = sm.shared().read().last_applied.map_or(1, |l| l.index + 1);
+    let entries = (next..)
+        .zip(commands)
+        .map(|(index, command)| openraft::Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: openraft::EntryPayload::Normal(std::sync::Arc::new(Entry {
+                actor: admin.clone(),
+                timestamp_ms: 1_700_000_000_000 + index,
+                command,
+            })),
+        });
+    let replies = sm.apply(entries.collect::<Vec<_>>()).await.expect("apply");
+    replies
+        .into_iter()
+        .map(|r| r.expect("a normal entry has an outcome"))
+        .collect()
+}
+
+/// A transfer without memo or timeout.
+fn new_transfer(id: &str, from: &str, to: &str, amount: u64, pending: bool) -> NewTransfer {
+    NewTransfer {
+        id: TransferId::parse(id).unwrap(),
+        debit_account: AccountId::parse(from).unwrap(),
+        credit_account: AccountId::parse(to).unwrap(),
+        amount: Amount::new(amount).unwrap(),
+        asset: None,
+        memo: None,
+        pending,
+        timeout_ms: None,
+    }
+}
+
+/// One entry of independent transfers.
+fn batch(transfers: Vec<NewTransfer>) -> Command {
+    Command::Transfers {
+        transfers,
+        atomic: false,
+    }
 }
 
 /// Opens a USD account; `org1.issue` may go negative (it issues money).
@@ -120,19 +172,8 @@ fn account(id: &str) -> Command {
 /// version.
 #[tokio::test]
 async fn grouped_history_and_transfers_read_back_item_by_item() {
-    let transfer = |id: &str, from: &str, to: &str, pending: bool| NewTransfer {
-        id: TransferId::parse(id).unwrap(),
-        debit_account: AccountId::parse(from).unwrap(),
-        credit_account: AccountId::parse(to).unwrap(),
-        amount: Amount::new(id.len() as u64).unwrap(),
-        asset: None,
-        memo: None,
-        pending,
-        timeout_ms: None,
-    };
-    let batch = |transfers: Vec<NewTransfer>| Command::Transfers {
-        transfers,
-        atomic: false,
+    let transfer = |id: &str, from: &str, to: &str, pending: bool| {
+        new_transfer(id, from, to, id.len() as u64, pending)
     };
     // Runs of one and of many items, two accounts interleaved in a block,
     // and a pending transfer posted two blocks later.
@@ -202,19 +243,18 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
         history_a.len() > heights.len(),
         "some block holds a run of many items"
     );
+    let pend = TransferId::parse("pend").unwrap();
     assert_eq!(
-        before
-            .transfer(&TransferId::parse("pend").unwrap())
-            .unwrap()
-            .state,
+        read.transfer(&pend).unwrap().unwrap().state,
         TransferState::Posted
     );
+    assert_eq!(before.transfer(&pend), None, "settled: on disk only");
     drop(read);
     drop((state, sm));
 
-    let store = Store::open(dir.path()).expect("reopen sled");
+    let store = reopen(dir.path());
     let stored = super::store::stored_transfers(&store.state).expect("stored transfers");
-    assert_eq!(stored.len(), before.transfers().count());
+    assert_eq!(stored.len(), before.transfer_count());
     let keys = |tag: u8| store.state.scan_prefix([tag]).count();
     let items: u64 = before.accounts().map(|a| a.history_len).sum();
     assert_eq!(
@@ -238,6 +278,97 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     );
 }
 
+/// Settled transfers live on disk only. An entry that names one again (a
+/// re-send, a post or void of a settled pending transfer) is answered from
+/// its stored record, as it was first answered, before and after a
+/// restart, and makes no second transfer.
+#[tokio::test]
+async fn a_settled_transfer_named_again_gets_its_original_answer() {
+    let id = |s: &str| TransferId::parse(s).unwrap();
+    let transfer = |name: &str, amount: u64, pending: bool| {
+        new_transfer(name, "org1.issue", "org1.a", amount, pending)
+    };
+    let originals = vec![
+        transfer("plain", 5, false),
+        transfer("held", 7, true),
+        transfer("posted", 9, true),
+    ];
+    let post = Command::PostPending {
+        id: id("posted"),
+        amount: Some(Amount::new(3).unwrap()),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.a")]).await;
+    let first = apply_more(&mut sm, vec![batch(originals.clone()), post.clone()]).await;
+    let a = AccountId::parse("org1.a").unwrap();
+    let state_of = |sm: &StateMachine| {
+        let shared = sm.shared();
+        let read = shared.read();
+        let in_memory: Vec<String> = read.ledger.transfers().map(|t| t.id.to_string()).collect();
+        let account = read.ledger.account(&a).cloned().unwrap();
+        (in_memory, read.ledger.transfer_count(), account)
+    };
+    let before = state_of(&sm);
+    assert_eq!(
+        before.0,
+        ["held"],
+        "only the pending transfer stays in memory"
+    );
+    assert_eq!(before.1, 3);
+
+    let current = |sm: &StateMachine| {
+        let shared = sm.shared();
+        let read = shared.read();
+        ["plain", "held", "posted"].map(|s| Ok(read.transfer(&id(s)).unwrap().unwrap()))
+    };
+    let Outcome::Transfers(created) = &first[0] else {
+        panic!("a batch answers per item: {:?}", first[0]);
+    };
+    let now = current(&sm);
+    assert_eq!(created[..2], now[..2], "plain and held are as created");
+    assert_eq!(now[2].as_ref().map(|t| t.state), Ok(TransferState::Posted));
+
+    let mut changed = transfer("plain", 6, false);
+    changed.memo = Some("another body".into());
+    let named_again = vec![
+        batch(originals.clone()),
+        post.clone(),
+        batch(vec![changed]),
+        Command::VoidPending { id: id("posted") },
+    ];
+    for round in ["before a restart", "after a restart"] {
+        let again = apply_more(&mut sm, named_again.clone()).await;
+        assert_eq!(
+            again[0],
+            Outcome::Transfers(current(&sm).to_vec()),
+            "{round}"
+        );
+        assert_eq!(again[1], first[1], "{round}: the post again");
+        assert_eq!(
+            again[2],
+            Outcome::Transfers(vec![Err(Rejection::ExistsWithDifferentFields)]),
+            "{round}"
+        );
+        assert_eq!(
+            again[3],
+            Outcome::Transfer(Err(Rejection::PendingTransferAlreadyPosted)),
+            "{round}"
+        );
+        assert_eq!(state_of(&sm), before, "{round}: nothing changed");
+
+        let ledger = sm.shared().read().ledger.clone();
+        drop(sm);
+        let store = reopen(dir.path());
+        let orgs = ledger.orgs().clone();
+        sm = StateMachine::open(store, orgs, [0; 32]).expect("reopen");
+        assert_eq!(
+            sm.shared().read().ledger,
+            ledger,
+            "a restart loads the same"
+        );
+    }
+}
+
 /// Only leaf hashes are stored. Every transfer version a block stored
 /// renders to one of that block's leaves (created, posted, voided and
 /// expired alike), and each transfer's proof leaf, rendered from the record
@@ -246,18 +377,9 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
 async fn stored_transfer_records_render_to_their_blocks_leaves() {
     use crate::ledger::{chain, transfer_leaf};
     let transfer = |id: &str, pending: bool, timeout_ms: Option<u64>| NewTransfer {
-        id: TransferId::parse(id).unwrap(),
-        debit_account: AccountId::parse("org1.issue").unwrap(),
-        credit_account: AccountId::parse("org1.a").unwrap(),
-        amount: Amount::new(5).unwrap(),
-        asset: None,
         memo: Some(format!("memo of {id}")),
-        pending,
         timeout_ms,
-    };
-    let batch = |transfers: Vec<NewTransfer>| Command::Transfers {
-        transfers,
-        atomic: false,
+        ..new_transfer(id, "org1.issue", "org1.a", 5, pending)
     };
     let id = |s: &str| TransferId::parse(s).unwrap();
     let commands = vec![
@@ -284,8 +406,12 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
     let state = sm.shared();
     let read = state.read();
     let ledger = &read.ledger;
-    let expired = ledger.transfer(&id("to-expire")).unwrap();
+    let expired = read.transfer(&id("to-expire")).unwrap().unwrap();
     assert_eq!(expired.state, TransferState::Expired, "the expiry ran");
+    let transfers: Vec<_> = ["plain", "to-post", "to-void", "to-expire"]
+        .map(|s| read.transfer(&id(s)).unwrap().expect("stored"))
+        .into();
+    assert_eq!(ledger.transfer_count(), transfers.len());
 
     let mut versions = 0;
 
@@ -294,7 +420,7 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
         let hashes = read.leaf_hashes(h).unwrap().expect("and its leaf hashes");
         assert_eq!(hashes.len() as u64, header.leaf_count, "block {h}");
         assert_eq!(chain::merkle_root(&hashes), header.merkle_root, "block {h}");
-        for t in ledger.transfers() {
+        for t in &transfers {
             if let Some(v) = read.transfer_at(h, &t.id).unwrap() {
                 versions += 1;
                 let leaf = chain::leaf_hash(transfer_leaf(&v).as_bytes());
@@ -303,7 +429,7 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
         }
     }
     assert_eq!(versions, 4 + 3, "four created, three resolved");
-    for t in ledger.transfers() {
+    for t in &transfers {
         let created = read.transfer_at(t.height, &t.id).unwrap().expect("stored");
         let hashes = read.leaf_hashes(t.height).unwrap().unwrap();
         assert_eq!(
@@ -314,7 +440,7 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
         );
     }
     assert!(
-        transfer_leaf(expired).starts_with(r#"{"expired":"#),
+        transfer_leaf(&expired).starts_with(r#"{"expired":"#),
         "an expired version renders as the expiry leaf"
     );
 }
