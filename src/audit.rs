@@ -19,7 +19,9 @@ use crate::client::ApiClient;
 use crate::codec;
 use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
 use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferState};
-use crate::raft::store::{stored_transfers, StateKey, Store, ACCOUNT_TAG};
+use crate::raft::store::{
+    read_chunks, stored_transfers, StateKey, Store, ACCOUNT_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG,
+};
 
 /// What an audit found.
 #[derive(Debug, Default)]
@@ -163,17 +165,16 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
                 continue;
             }
         };
-        let hashes: Vec<Hash> = match get(StateKey::LeafHashes(h))? {
-            Some(v) => codec::decode(&v).map_err(|e| format!("leaf hashes {h}: {e}"))?,
-            None => Vec::new(),
-        };
+        let hashes: Vec<Hash> = read_chunks(tree, &StateKey::height_prefix(LEAF_HASHES_TAG, h))
+            .map_err(|e| format!("leaf hashes of block {h}: {e}"))?
+            .unwrap_or_default();
         let hash = check_block(&header, &hashes, prev, &mut report.problems);
         prev = Some(hash);
         report.blocks += 1;
         report.head = Some((h, hash));
-        if let Some(v) = get(StateKey::Transfers(h))? {
-            let versions: Vec<Transfer> =
-                codec::decode(&v).map_err(|e| format!("transfers of block {h}: {e}"))?;
+        let versions = read_chunks::<Transfer>(tree, &StateKey::height_prefix(TRANSFERS_TAG, h))
+            .map_err(|e| format!("transfers of block {h}: {e}"))?;
+        if let Some(versions) = versions {
             check_transfer_leaves(h, &versions, &hashes, &mut report.problems);
         }
     }

@@ -20,11 +20,11 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use super::store::{
-    for_each_transfer_block, storage_err, StateKey, Store, ACCOUNT_TAG, HISTORY_AT_TAG,
-    HISTORY_TAG, REJECTED_TAG,
+    chunks, for_each_transfer_block, read_chunks, storage_err, StateKey, Store, ACCOUNT_TAG,
+    HISTORY_AT_TAG, HISTORY_TAG, LEAF_HASHES_TAG, REJECTED_TAG, TRANSFERS_TAG,
 };
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
-use crate::codec::{decode, encode, encode_seq};
+use crate::codec::{decode, encode};
 use crate::ledger::{
     AccountId, BlockHeader, Changes, Entry, Hash, HistoryItem, Ledger, OrgName, Outcome, Transfer,
     TransferId, TransferState,
@@ -118,14 +118,22 @@ impl StateRead<'_> {
 
     /// Block `height`'s leaf hashes.
     pub fn leaf_hashes(&self, height: u64) -> sled::Result<Option<Vec<Hash>>> {
-        let v = self.state.get(StateKey::LeafHashes(height).encode())?;
-        Ok(v.map(|v| decode(&v).expect("leaf hashes are ours")))
+        let prefix = StateKey::height_prefix(LEAF_HASHES_TAG, height);
+        read_chunks(self.state, &prefix).map_err(sled::Error::Io)
     }
 
     /// Transfer `id` as block `height` left it, if that block changed it.
     pub fn transfer_at(&self, height: u64, id: &TransferId) -> sled::Result<Option<Transfer>> {
-        let block = block_transfers(self.state, height)?;
-        Ok(block.into_iter().find(|t| t.id == *id))
+        for kv in self
+            .state
+            .scan_prefix(StateKey::height_prefix(TRANSFERS_TAG, height))
+        {
+            let chunk: Vec<Transfer> = decode(&kv?.1).expect("transfer chunks are ours");
+            if let Some(t) = chunk.into_iter().find(|t| t.id == *id) {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
     }
 
     /// Transfer `id` at its latest version: from memory if it is pending,
@@ -147,9 +155,9 @@ impl StateRead<'_> {
 }
 
 /// The transfer records block `height` stored (none if it stored none).
-fn block_transfers(state: &sled::Tree, height: u64) -> sled::Result<Vec<Transfer>> {
-    let v = state.get(StateKey::Transfers(height).encode())?;
-    Ok(v.map_or_else(Vec::new, |v| decode(&v).expect("transfer blocks are ours")))
+fn block_transfers(state: &sled::Tree, height: u64) -> std::io::Result<Vec<Transfer>> {
+    let prefix = StateKey::height_prefix(TRANSFERS_TAG, height);
+    Ok(read_chunks(state, &prefix)?.unwrap_or_default())
 }
 
 /// The big-endian u64 that ends a [`StateKey::History`] or
@@ -183,9 +191,10 @@ const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
 /// First bytes of a snapshot's data: format and version (v2: values in
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
-/// history in runs, see [`StateKey`]; v4: leaf hashes, not leaves). A node
+/// history in runs, see [`StateKey`]; v4: leaf hashes, not leaves; v5:
+/// records in chunks of about 4 KiB). A node
 /// refuses a snapshot of another version rather than misread its keys.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v4\n";
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v5\n";
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     storage_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)
@@ -253,7 +262,9 @@ impl StateMachine {
                 .expect("an entry that changes records is a block")
                 .height;
             if !transfers.is_empty() {
-                batch.insert(StateKey::Transfers(height).encode(), encode_seq(&transfers));
+                for (n, (_, chunk)) in (0..).zip(chunks(&transfers)) {
+                    batch.insert(StateKey::Transfers(height, n).encode(), chunk);
+                }
             }
             // Each account's items of one entry are consecutive.
             let mut runs: BTreeMap<&AccountId, (u64, Vec<Vec<u8>>)> = BTreeMap::new();
@@ -267,10 +278,14 @@ impl StateMachine {
                 run.push(bytes);
             }
             for (account, (first, run)) in runs {
-                batch.insert(StateKey::History(account, first).encode(), encode_seq(&run));
+                let mut last = first;
+                for (at, chunk) in chunks(&run) {
+                    last = first + at as u64;
+                    batch.insert(StateKey::History(account, last).encode(), chunk);
+                }
                 batch.insert(
                     StateKey::HistoryAt(account, height).encode(),
-                    &first.to_be_bytes(),
+                    &last.to_be_bytes(),
                 );
             }
         }
@@ -282,10 +297,10 @@ impl StateMachine {
         batch.insert(StateKey::Clock.encode(), encode(&ledger.clock_ms()));
         if let Some(block) = &changes.block {
             batch.insert(StateKey::Block(block.height).encode(), encode(block));
-            batch.insert(
-                StateKey::LeafHashes(block.height).encode(),
-                encode(&changes.leaf_hashes),
-            );
+            let hashes: Vec<Vec<u8>> = changes.leaf_hashes.iter().map(encode).collect();
+            for (n, (_, chunk)) in (0..).zip(chunks(&hashes)) {
+                batch.insert(StateKey::LeafHashes(block.height, n).encode(), chunk);
+            }
             batch.insert(StateKey::Head.encode(), encode(block));
         }
         self.store.state.apply_batch(batch).map_err(write_err)

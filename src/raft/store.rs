@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use openraft::{ErrorSubject, ErrorVerb};
 
 use super::StorageError;
-use crate::codec::decode;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{decode, encode_seq};
 use crate::ledger::{AccountId, Transfer, TransferId};
 
 /// sled's page cache. Its default (1 GiB) dominated a node's memory; the
@@ -56,7 +58,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-3";
+pub const FORMAT: &str = "alliance-postcard-4";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -169,27 +171,30 @@ pub enum StateKey<'a> {
     Membership,
     Account(&'a AccountId),
     /// The transfer records block `height` created or changed, each as the
-    /// block left it: a transfer's latest version is in the highest block
-    /// that holds it. One key per block, not per transfer: sled's cost
-    /// (memory and CPU) grows with its number of keys.
-    Transfers(u64),
+    /// block left it, in chunks numbered from 0 (see [`chunks`]): a
+    /// transfer's latest version is in the highest block that holds it.
+    /// Chunks of many records, not a key per transfer: sled's cost (memory
+    /// and CPU) grows with its number of keys.
+    Transfers(u64, u32),
     Rejected(&'a TransferId),
     Clock,
     /// The last block's header.
     Head,
     /// A block's header, by height (big-endian).
     Block(u64),
-    /// A block's leaf hashes, by height. The leaves' JSON is not stored:
-    /// a transfer's leaf is its record as its block left it (see
+    /// A block's leaf hashes, by height, in chunks numbered from 0 (a
+    /// block without leaves has one empty chunk). The leaves' JSON is not
+    /// stored: a transfer's leaf is its record as its block left it (see
     /// [`crate::ledger::transfer_leaf`]).
-    LeafHashes(u64),
-    /// An account's history items from one block, a consecutive run, keyed
-    /// by the run's first sequence: the id, a 0 byte (ids have none), then
-    /// the big-endian sequence, so one account's runs scan in order.
+    LeafHashes(u64, u32),
+    /// Consecutive history items of an account from one block (the block's
+    /// items in [`chunks`]), keyed by the first one's sequence: the id, a 0
+    /// byte (ids have none), then the big-endian sequence, so one
+    /// account's runs scan in order.
     History(&'a AccountId, u64),
-    /// Where an account's run of block `height` starts: the account's
-    /// first sequence in that block, keyed like [`Self::History`] by
-    /// height, so the history as of a height is one lookup.
+    /// Where the last run of an account's items in block `height` starts,
+    /// keyed like [`Self::History`] by height: the history as of a height
+    /// is one lookup.
     HistoryAt(&'a AccountId, u64),
 }
 
@@ -218,9 +223,21 @@ impl StateKey<'_> {
                 ]
                 .concat()
             }
-            Self::Transfers(h) => return [&[TRANSFERS_TAG][..], &h.to_be_bytes()].concat(),
-            Self::Block(h) => return [&[BLOCK_TAG][..], &h.to_be_bytes()].concat(),
-            Self::LeafHashes(h) => return [&[LEAF_HASHES_TAG][..], &h.to_be_bytes()].concat(),
+            Self::Transfers(h, n) => {
+                return [
+                    Self::height_prefix(TRANSFERS_TAG, *h),
+                    n.to_be_bytes().to_vec(),
+                ]
+                .concat()
+            }
+            Self::Block(h) => return Self::height_prefix(BLOCK_TAG, *h),
+            Self::LeafHashes(h, n) => {
+                return [
+                    Self::height_prefix(LEAF_HASHES_TAG, *h),
+                    n.to_be_bytes().to_vec(),
+                ]
+                .concat()
+            }
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
             Self::Clock => (0x04, ""),
@@ -234,15 +251,68 @@ impl StateKey<'_> {
         key
     }
 
+    /// The prefix under which all chunks of block `height`'s records of
+    /// kind `tag` lie.
+    pub fn height_prefix(tag: u8, height: u64) -> Vec<u8> {
+        [&[tag][..], &height.to_be_bytes()].concat()
+    }
+
     /// The prefix under which all of `account`'s keys of kind `tag` lie.
     pub fn account_prefix(tag: u8, account: &AccountId) -> Vec<u8> {
         let mut key = Vec::with_capacity(2 + account.as_str().len() + 8);
         key.push(tag);
-
         key.extend_from_slice(account.as_str().as_bytes());
         key.push(0);
         key
     }
+}
+
+/// Most bytes of records stored under one key (a chunk holds at least
+/// one record, so it may exceed this by one record).
+///
+/// sled 0.34 writes a tree node larger than a quarter of its 512 KiB
+/// segment as a blob file, and counts such a node against its cache by the
+/// size of its pointer: a node of large values is never evicted, and the
+/// node's memory grows with the data stored (measured: 500 KB values kept
+/// all 600 MB written resident; 4 and 8 KiB values stayed within the
+/// cache). A node splits past 16 items, so values of 4 KiB keep nodes
+/// inline and the cache bounds sled's memory.
+pub const CHUNK_BYTES: usize = 4096;
+
+/// Groups consecutive encoded records into chunks of about
+/// [`CHUNK_BYTES`]: (position of the chunk's first record, the chunk as
+/// an encoded sequence). No records make one empty chunk.
+pub fn chunks<B: AsRef<[u8]>>(records: &[B]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut first = 0;
+    let mut bytes = 0;
+    for (i, r) in records.iter().enumerate() {
+        if i > first && bytes + r.as_ref().len() > CHUNK_BYTES {
+            out.push((first, encode_seq(&records[first..i])));
+            (first, bytes) = (i, 0);
+        }
+        bytes += r.as_ref().len();
+    }
+    if first < records.len() || out.is_empty() {
+        out.push((first, encode_seq(&records[first..])));
+    }
+    out
+}
+
+/// The records of all chunks under `prefix`, in order; `None` if there is
+/// no chunk.
+pub fn read_chunks<T: DeserializeOwned>(
+    state: &sled::Tree,
+    prefix: &[u8],
+) -> io::Result<Option<Vec<T>>> {
+    let mut records = None;
+    for kv in state.scan_prefix(prefix) {
+        let (key, value) = kv.map_err(io::Error::other)?;
+        let chunk: Vec<T> = decode(&value)
+            .map_err(|e| io::Error::other(format!("the chunk at key {key:?}: {e}")))?;
+        records.get_or_insert_with(Vec::new).extend(chunk);
+    }
+    Ok(records)
 }
 
 /// Calls `f` with each block's height and transfer records, in height
@@ -251,16 +321,27 @@ pub fn for_each_transfer_block(
     state: &sled::Tree,
     mut f: impl FnMut(u64, Vec<Transfer>),
 ) -> io::Result<()> {
+    let mut block: Option<(u64, Vec<Transfer>)> = None;
     for kv in state.scan_prefix([TRANSFERS_TAG]) {
         let (key, value) = kv.map_err(io::Error::other)?;
         let height = key
-            .get(1..)
+            .get(1..9)
             .and_then(|h| <[u8; 8]>::try_from(h).ok())
             .map(u64::from_be_bytes)
             .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))?;
-        let block: Vec<Transfer> = decode(&value)
+        let chunk: Vec<Transfer> = decode(&value)
             .map_err(|e| io::Error::other(format!("transfers of block {height}: {e}")))?;
-        f(height, block);
+        match &mut block {
+            Some((h, records)) if *h == height => records.extend(chunk),
+            _ => {
+                if let Some((h, records)) = block.replace((height, chunk)) {
+                    f(h, records);
+                }
+            }
+        }
+    }
+    if let Some((h, records)) = block {
+        f(h, records);
     }
     Ok(())
 }

@@ -175,9 +175,10 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     let transfer = |id: &str, from: &str, to: &str, pending: bool| {
         new_transfer(id, from, to, id.len() as u64, pending)
     };
-    // Runs of one and of many items, two accounts interleaved in a block,
-    // and a pending transfer posted two blocks later.
-    let mut big: Vec<NewTransfer> = (0..40)
+    // Runs of one and of many items (more than one chunk holds), two
+    // accounts interleaved in a block, and a pending transfer posted two
+    // blocks later.
+    let mut big: Vec<NewTransfer> = (0..150)
         .map(|i| {
             let to = if i % 3 == 0 { "org1.b" } else { "org1.a" };
             transfer(&format!("t{i}"), "org1.issue", to, false)
@@ -255,19 +256,43 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     let store = reopen(dir.path());
     let stored = super::store::stored_transfers(&store.state).expect("stored transfers");
     assert_eq!(stored.len(), before.transfer_count());
-    let keys = |tag: u8| store.state.scan_prefix([tag]).count();
-    let items: u64 = before.accounts().map(|a| a.history_len).sum();
+    use super::store::{CHUNK_BYTES, HISTORY_AT_TAG, HISTORY_TAG, TRANSFERS_TAG};
+    let values = |tag: u8| -> Vec<(sled::IVec, sled::IVec)> {
+        let kvs = store.state.scan_prefix([tag]).map(|kv| kv.unwrap());
+        kvs.collect()
+    };
     assert_eq!(
-        keys(super::store::HISTORY_TAG),
+        values(HISTORY_AT_TAG).len(),
         11,
-        "one run per account and block"
+        "one per account and block"
     );
-    assert!(items > 11, "{items} items in 11 runs");
-    assert_eq!(
-        keys(super::store::TRANSFERS_TAG),
-        5,
-        "one key per block with transfers"
+    let (runs, chunks) = (values(HISTORY_TAG), values(TRANSFERS_TAG));
+    assert!(
+        runs.len() > 11,
+        "{} runs: a long run is chunked",
+        runs.len()
     );
+    let blocks: BTreeSet<&[u8]> = chunks.iter().map(|(k, _)| &k[1..9]).collect();
+    assert_eq!(blocks.len(), 5, "five blocks store transfers");
+    assert!(
+        chunks.len() > 5,
+        "{} chunks: a big block is chunked",
+        chunks.len()
+    );
+    let items: u64 = before.accounts().map(|a| a.history_len).sum();
+    assert!(
+        items > runs.len() as u64,
+        "{items} items in {} runs",
+        runs.len()
+    );
+    for (key, value) in runs.iter().chain(&chunks) {
+        // A chunk passes the limit by its last record at most.
+        assert!(
+            value.len() <= CHUNK_BYTES + 256,
+            "{key:?}: {} bytes",
+            value.len()
+        );
+    }
 
     let orgs = before.orgs().clone();
     let reopened = StateMachine::open(store, orgs, [0; 32]).expect("reopen");
