@@ -98,8 +98,13 @@ impl Cluster {
         self.signal(id, "-CONT");
     }
 
+    /// Node `id`'s process id.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.nodes[&id].id()
+    }
+
     fn signal(&self, id: u64, signal: &str) {
-        let pid = self.nodes[&id].id();
+        let pid = self.pid(id);
         assert!(send_signal(pid, signal), "kill {signal} {pid} failed");
     }
 
