@@ -190,6 +190,11 @@ pub fn transfer_leaf(t: &Transfer) -> String {
     String::from_utf8(leaf_json(&leaf)).expect("JSON is UTF-8")
 }
 
+/// Where each transfer's latest version is stored: its id, with the height
+/// of the block that stored it. Ids as boxed strings, not [`TransferId`]s:
+/// 8 bytes less for each of a million entries.
+pub type TransferIndex = HashMap<Box<str>, u64>;
+
 /// The ledger state a replica decides with.
 ///
 /// Settled transfers (posted, voided, expired) need not stay in memory: a
@@ -210,7 +215,7 @@ pub struct Ledger {
     /// Every transfer, with the height of the block that stored its latest
     /// version. Never iterated, so its order cannot reach a decision.
     #[serde(serialize_with = "in_key_order")]
-    stored_at: HashMap<TransferId, u64>,
+    stored_at: TransferIndex,
     rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Pending transfers by (expiry on the ledger clock, id).
     expiries: BTreeSet<(u64, TransferId)>,
@@ -262,7 +267,7 @@ impl Ledger {
     pub fn from_parts(
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
-        stored_at: HashMap<TransferId, u64>,
+        stored_at: TransferIndex,
         pending: impl IntoIterator<Item = Transfer>,
         rejected: impl IntoIterator<Item = RejectedTransfer>,
         head: BlockHeader,
@@ -320,7 +325,7 @@ impl Ledger {
     }
     /// The height of the block that stored transfer `id`'s latest version.
     pub fn stored_height(&self, id: &TransferId) -> Option<u64> {
-        self.stored_at.get(id).copied()
+        self.stored_at.get(id.as_str()).copied()
     }
     /// Number of transfers ever made.
     pub fn transfer_count(&self) -> usize {
@@ -359,7 +364,7 @@ impl Ledger {
         named
             .into_iter()
             .filter(|id| !self.transfers.contains_key(*id))
-            .filter_map(|id| Some((id.clone(), *self.stored_at.get(id)?)))
+            .filter_map(|id| Some((id.clone(), *self.stored_at.get(id.as_str())?)))
             .collect()
     }
 
@@ -367,11 +372,11 @@ impl Ledger {
     /// (the one stored at [`Self::stored_height`]).
     pub fn load_settled(&mut self, t: Transfer) -> Result<(), String> {
         let at = t.resolved_height.unwrap_or(t.height);
-        if self.stored_at.get(&t.id) != Some(&at) {
+        if self.stored_at.get(t.id.as_str()) != Some(&at) {
             return Err(format!(
                 "the record of transfer {} from block {at} is not its latest version (block {:?})",
                 t.id,
-                self.stored_at.get(&t.id)
+                self.stored_at.get(t.id.as_str())
             ));
         }
         self.transfers.insert(t.id.clone(), t);
@@ -400,7 +405,7 @@ impl Ledger {
     fn known(&self, id: &TransferId) -> Option<&Transfer> {
         let t = self.transfers.get(id);
         assert!(
-            t.is_some() || !self.stored_at.contains_key(id),
+            t.is_some() || !self.stored_at.contains_key(id.as_str()),
             "transfer {id} is stored but was not loaded before an entry naming it"
         );
         t
@@ -570,7 +575,7 @@ impl Ledger {
         if let Some(j) = &mut self.journal {
             j.transfers.push(t.id.clone());
         }
-        self.stored_at.insert(t.id.clone(), t.height);
+        self.stored_at.insert(t.id.as_str().into(), t.height);
         self.transfers.insert(t.id.clone(), t);
     }
 
@@ -626,10 +631,7 @@ impl Ledger {
 }
 
 /// Serializes a map in key order, so equal ledgers serialize alike.
-fn in_key_order<S: serde::Serializer>(
-    map: &HashMap<TransferId, u64>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn in_key_order<S: serde::Serializer>(map: &TransferIndex, s: S) -> Result<S::Ok, S::Error> {
     map.iter().collect::<BTreeMap<_, _>>().serialize(s)
 }
 

@@ -283,7 +283,7 @@ proptest! {
         prop_assert_eq!(&forgets.accounts, &keeps.accounts);
         prop_assert_eq!(&forgets.stored_at, &keeps.stored_at);
         for (id, t) in &keeps.transfers {
-            let height = forgets.stored_at[id];
+            let height = forgets.stored_at[id.as_str()];
             prop_assert_eq!(stored[&height].iter().find(|s| s.id == *id), Some(t));
         }
     }

@@ -67,7 +67,7 @@ impl Ledger {
         }
         for id in journal.transfers {
             self.transfers.remove(&id);
-            self.stored_at.remove(&id);
+            self.stored_at.remove(id.as_str());
         }
         for expiry in journal.expiries {
             self.expiries.remove(&expiry);
@@ -332,7 +332,7 @@ impl Ledger {
         }
         self.record(at, &t.debit_account, &t, event, amount, changes);
         self.record(at, &t.credit_account, &t, event, amount, changes);
-        self.stored_at.insert(t.id.clone(), at.height);
+        self.stored_at.insert(t.id.as_str().into(), at.height);
         self.transfers.insert(t.id.clone(), t.clone());
         changes.transfers.insert(t.id.clone());
         Ok(t)

@@ -28,9 +28,10 @@ pub struct LogStore {
 
 /// Most entries, and most bytes of their stored encoding, kept in
 /// [`Recent`]. A follower normally lags by a few entries; one entry may
-/// carry a batch of thousands of transfers (about 80 bytes each).
+/// carry a batch of thousands of transfers (about 40 bytes each encoded,
+/// about four times that decoded: 2 MiB of encoding hold about 8 MB).
 pub const RECENT_ENTRIES_MAX: usize = 256;
-pub const RECENT_BYTES_MAX: usize = 8 * 1024 * 1024;
+pub const RECENT_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// The last entries appended, as they were appended. The leader reads each
 /// new entry once per follower to replicate it and once more to apply it;

@@ -385,7 +385,7 @@ fn load(
     let mut pending = HashMap::new();
     for_each_transfer_block(tree, |height, block| {
         for t in block {
-            stored_at.insert(t.id.clone(), height);
+            stored_at.insert(t.id.as_str().into(), height);
             if t.state == TransferState::Pending {
                 pending.insert(t.id.clone(), t);
             } else {
