@@ -1,6 +1,10 @@
 //! The Raft state machine: committed entries applied to the ledger.
 //!
-//! The ledger lives in memory (shared with the API for reads) and on sled.
+//! The ledger lives in memory (shared with the API for reads) and on sled;
+//! settled transfers only on sled: before an entry is applied, the stored
+//! records it names are loaded, and after it is stored they are forgotten
+//! again (see [`Ledger::to_load`]).
+//!
 //! Each applied entry's changes, with the new last-applied log id, go to sled
 //! in one atomic batch while the state's write lock is held, so the stored
 //! state is always the state after some whole entry and a reader holding the
@@ -188,7 +192,8 @@ pub struct StateMachine {
 }
 
 const SNAPSHOT_META: &[u8] = b"meta";
-const SNAPSHOT_DATA: &[u8] = b"data";
+/// The name of the current snapshot's file in [`Store::snapshots`].
+const SNAPSHOT_FILE: &[u8] = b"file";
 /// First bytes of a snapshot's data: format and version (v2: values in
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
 /// history in runs, see [`StateKey`]; v4: leaf hashes, not leaves; v5:
@@ -338,12 +343,20 @@ impl StateMachine {
     /// Stores `snapshot` unless a newer one is stored already: a snapshot
     /// build runs concurrently with installs, and must not replace a newer
     /// installed snapshot with an older view.
+    ///
+    /// The data goes to a file of its own (written, synced, renamed into
+    /// place), then the metadata naming it to sled (synced), then older
+    /// files are removed: a crash at any point leaves the stored metadata
+    /// naming a complete file.
     fn save_snapshot(
         &self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         data: &[u8],
     ) -> Result<(), StorageError> {
         let sig = Some(meta.signature());
+        let io_err = |e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e)
+        };
         let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
         let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
@@ -351,17 +364,39 @@ impl StateMachine {
         if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
             return Ok(());
         }
+        // The id may come from a peer: name the file by its hash.
+        let id_hash = <sha2::Sha256 as sha2::Digest>::digest(meta.snapshot_id.as_bytes());
+        let name = format!("{}.snap", hex::encode(id_hash));
+        write_durably(&self.store.snapshots, &name, data).map_err(io_err)?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode(meta));
-        batch.insert(SNAPSHOT_DATA, data);
+        batch.insert(SNAPSHOT_FILE, name.as_bytes());
         self.store
             .snapshot
             .apply_batch(batch)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e))?;
-        self.store.durable.sync().map_err(|e| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(sig), ErrorVerb::Write, e)
-        })
+        self.store.durable.sync().map_err(io_err)?;
+        for entry in std::fs::read_dir(&self.store.snapshots).map_err(io_err)? {
+            let path = entry.map_err(io_err)?.path();
+            if path.file_name().is_some_and(|f| f != name.as_str()) {
+                std::fs::remove_file(&path).map_err(io_err)?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Writes `data` to `dir/name` so that it is whole on disk before the call
+/// returns: a temporary file, synced, renamed into place, the folder synced.
+fn write_durably(dir: &std::path::Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Reads the whole applied state from the state tree.
@@ -616,13 +651,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .get(key)
                 .map_err(|e| read(e.to_string()))
         };
-        let (Some(meta), Some(data)) = (get(SNAPSHOT_META)?, get(SNAPSHOT_DATA)?) else {
+        let (Some(meta), Some(name)) = (get(SNAPSHOT_META)?, get(SNAPSHOT_FILE)?) else {
             return Ok(None);
         };
         let meta = decode(&meta).map_err(|e| read(e.to_string()))?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let data = std::fs::read(self.store.snapshots.join(&name))
+            .map_err(|e| read(format!("snapshot file {name}: {e}")))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

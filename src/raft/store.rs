@@ -31,8 +31,11 @@ pub struct Store {
     pub raft: sled::Tree,
     /// Ledger state and apply progress, by [`StateKey`].
     pub state: sled::Tree,
-    /// The current snapshot.
+    /// The current snapshot's metadata and file name; its data is a file
+    /// in `snapshots` (a sled value that large would stay in memory).
     pub snapshot: sled::Tree,
+    /// The folder of snapshot files.
+    pub snapshots: PathBuf,
     pub durable: Durable,
 }
 
@@ -52,6 +55,7 @@ impl Store {
             raft: tree("raft")?,
             state: tree("state")?,
             snapshot: tree("snapshot")?,
+            snapshots: dir.join("snapshots"),
             durable: Durable::new(dir, &db)?,
             db,
         })
