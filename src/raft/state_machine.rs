@@ -238,8 +238,10 @@ impl StateMachine {
     /// Writes one entry's effects and progress in one atomic batch. The
     /// changed records are stored as the ledger encoded them for the block's
     /// state digest: serialized once. Accounts and refusals are a key each;
-    /// the block's transfers are one key, and each account's history items
-    /// in it one run (see [`StateKey`]).
+    /// the block's transfers, its leaf hashes and each account's history
+    /// items in it are stored in chunks of about 4 KiB (see [`StateKey`],
+    /// [`chunks`]). Takes `changes.encoded`; the rest of `changes` stays
+    /// for the caller.
     fn persist(&self, applied: &Applied, changes: &mut Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
         let mut batch = sled::Batch::default();
