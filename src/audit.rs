@@ -18,9 +18,9 @@ use serde_json::Value;
 use crate::client::ApiClient;
 use crate::codec;
 use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
-use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferState};
+use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferId, TransferState};
 use crate::raft::store::{
-    read_chunks, stored_transfers, StateKey, Store, ACCOUNT_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG,
+    for_each_transfer_block, read_chunks, StateKey, Store, ACCOUNT_TAG, LEAF_HASHES_TAG,
 };
 
 /// What an audit found.
@@ -157,6 +157,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     let mut prev: Option<Hash> = None;
+    let mut hashes_by_height: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
     for h in 1..=head.as_ref().map_or(0, |h| h.height) {
         let header: BlockHeader = match get(StateKey::Block(h))? {
             Some(v) => codec::decode(&v).map_err(|e| format!("block {h}: {e}"))?,
@@ -172,11 +173,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         prev = Some(hash);
         report.blocks += 1;
         report.head = Some((h, hash));
-        let versions = read_chunks::<Transfer>(tree, &StateKey::height_prefix(TRANSFERS_TAG, h))
-            .map_err(|e| format!("transfers of block {h}: {e}"))?;
-        if let Some(versions) = versions {
-            check_transfer_leaves(h, &versions, &hashes, &mut report.problems);
-        }
+        hashes_by_height.insert(h, hashes);
     }
     if let (Some(head), Some((_, hash))) = (&head, report.head) {
         if head.hash() != hash {
@@ -186,11 +183,20 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         }
     }
 
+    // One pass over the stored transfers: each block's versions checked
+    // against its leaves, and the latest version of each kept for totals.
+    let mut latest: BTreeMap<TransferId, Transfer> = BTreeMap::new();
+    for_each_transfer_block(tree, |h, versions| {
+        if let Some(hashes) = hashes_by_height.get(&h) {
+            check_transfer_leaves(h, &versions, hashes, &mut report.problems);
+        }
+        latest.extend(versions.into_iter().map(|t| (t.id.clone(), t)));
+    })
+    .map_err(|e| e.to_string())?;
+    drop(hashes_by_height);
+
     let mut expected: BTreeMap<AccountId, [u128; 4]> = BTreeMap::new();
-    for t in stored_transfers(tree)
-        .map_err(|e| e.to_string())?
-        .into_values()
-    {
+    for t in latest.into_values() {
         report.transfers += 1;
         let units = u128::from(t.amount.units());
         let [debit, credit] =

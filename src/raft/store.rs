@@ -1,6 +1,6 @@
 //! The node's sled database: trees, typed keys, and durable flushes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -354,8 +354,11 @@ pub fn for_each_transfer_block(
 
 /// Every stored transfer at its latest version: the blocks' transfer
 /// records replayed in height order, a later version replacing an earlier.
-pub fn stored_transfers(state: &sled::Tree) -> io::Result<BTreeMap<TransferId, Transfer>> {
-    let mut transfers = BTreeMap::new();
+#[cfg(test)]
+pub fn stored_transfers(
+    state: &sled::Tree,
+) -> io::Result<std::collections::BTreeMap<TransferId, Transfer>> {
+    let mut transfers = std::collections::BTreeMap::new();
     for_each_transfer_block(state, |_, block| {
         transfers.extend(block.into_iter().map(|t| (t.id.clone(), t)));
     })?;
