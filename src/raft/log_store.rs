@@ -253,17 +253,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut encoded = Vec::new();
         let mut appended = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry);
             appended.push((entry.clone(), bytes.len()));
-            batch.insert(&log_key(entry.log_id.index), bytes);
+            encoded.push((log_key(entry.log_id.index), bytes));
         }
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // One entry is one insert, atomic on its own. A sled batch costs
+        // two extra buffer writes (sled seals its write buffer before and
+        // after a batch), so it is kept for appends of several entries.
+        let written = if let [(key, bytes)] = &mut encoded[..] {
+            let bytes = std::mem::take(bytes);
+            self.store.log.insert(key, bytes).map(|_| ())
+        } else {
+            let mut batch = sled::Batch::default();
+            for (key, bytes) in encoded {
+                batch.insert(&key, bytes);
+            }
+            self.store.log.apply_batch(batch)
+        };
+        written.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         {
             let mut recent = self.recent();
             for (entry, size) in appended {
