@@ -177,6 +177,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let (api_result, peer_result, public_result) = tokio::select! {
         results = servers => results,
         fatal = raft_fatal(&raft) => {
+            let fatal = fatal.unwrap_or_else(|e| format!("raft watch failed: {e}"));
             tracing::error!("raft stopped: {fatal}; the node exits");
             return Err(Error::Raft(fatal));
         }
@@ -316,17 +317,22 @@ fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::C
     ))
 }
 
-/// Resolves when Raft has stopped with a fatal error.
-async fn raft_fatal(raft: &Raft) -> String {
+/// Resolves when Raft has stopped with a fatal error. The watch runs as a
+/// task on the runtime's workers: Raft's metrics change several times per
+/// write, and waking the thread that waits on the listeners (the process's
+/// main thread) for each change cost two context switches per write.
+fn raft_fatal(raft: &Raft) -> tokio::task::JoinHandle<String> {
     let mut metrics = raft.metrics();
-    loop {
-        if let Err(fatal) = &metrics.borrow().running_state {
-            return fatal.to_string();
+    tokio::spawn(async move {
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft metrics closed".into();
+            }
         }
-        if metrics.changed().await.is_err() {
-            return "raft metrics closed".into();
-        }
-    }
+    })
 }
 
 /// First start: every genesis node proposes the same initial membership.
