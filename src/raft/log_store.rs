@@ -263,15 +263,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One entry is one insert, atomic on its own. A sled batch costs
         // two extra buffer writes (sled seals its write buffer before and
         // after a batch), so it is kept for appends of several entries.
-        let written = if let [(key, bytes)] = &mut encoded[..] {
-            let bytes = std::mem::take(bytes);
-            self.store.log.insert(key, bytes).map(|_| ())
-        } else {
-            let mut batch = sled::Batch::default();
-            for (key, bytes) in encoded {
-                batch.insert(&key, bytes);
+        let written = match <[_; 1]>::try_from(encoded) {
+            Ok([(key, bytes)]) => self.store.log.insert(key, bytes).map(|_| ()),
+            Err(encoded) => {
+                let mut batch = sled::Batch::default();
+                for (key, bytes) in encoded {
+                    batch.insert(&key, bytes);
+                }
+                self.store.log.apply_batch(batch)
             }
-            self.store.log.apply_batch(batch)
         };
         written.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         {
