@@ -216,33 +216,17 @@ impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, id) = match self {
             Self::History(id, seq) => {
-                return [
-                    Self::account_prefix(HISTORY_TAG, id),
-                    seq.to_be_bytes().to_vec(),
-                ]
-                .concat()
+                return suffixed(Self::account_prefix(HISTORY_TAG, id), &seq.to_be_bytes())
             }
             Self::HistoryAt(id, h) => {
-                return [
-                    Self::account_prefix(HISTORY_AT_TAG, id),
-                    h.to_be_bytes().to_vec(),
-                ]
-                .concat()
+                return suffixed(Self::account_prefix(HISTORY_AT_TAG, id), &h.to_be_bytes())
             }
             Self::Transfers(h, n) => {
-                return [
-                    Self::height_prefix(TRANSFERS_TAG, *h),
-                    n.to_be_bytes().to_vec(),
-                ]
-                .concat()
+                return suffixed(Self::height_prefix(TRANSFERS_TAG, *h), &n.to_be_bytes())
             }
             Self::Block(h) => return Self::height_prefix(BLOCK_TAG, *h),
             Self::LeafHashes(h, n) => {
-                return [
-                    Self::height_prefix(LEAF_HASHES_TAG, *h),
-                    n.to_be_bytes().to_vec(),
-                ]
-                .concat()
+                return suffixed(Self::height_prefix(LEAF_HASHES_TAG, *h), &n.to_be_bytes())
             }
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
@@ -271,6 +255,12 @@ impl StateKey<'_> {
         key.push(0);
         key
     }
+}
+
+/// `prefix` followed by `suffix`: a key of a prefix-scanned kind.
+fn suffixed(mut prefix: Vec<u8>, suffix: &[u8]) -> Vec<u8> {
+    prefix.extend_from_slice(suffix);
+    prefix
 }
 
 /// Most bytes of records stored under one key (a chunk holds at least
