@@ -33,14 +33,27 @@ macro_rules! validated_string {
         $(#[$doc])*
         /// Deserializing validates too, so values arriving from a peer or
         /// from the log are held to the same rule as those from a client.
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
+
+        /// As a plain string, borrowed: serde's `into = "String"` would
+        /// clone the value at every serialization (records, replication,
+        /// answers).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
 
         impl TryFrom<String> for $name {
             type Error = InvalidId;
             fn try_from(s: String) -> Result<Self, InvalidId> {
-                Self::parse(&s)
+                if $check(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(InvalidId { what: $what })
+                }
             }
         }
 
@@ -53,11 +66,7 @@ macro_rules! validated_string {
         impl $name {
             /// Accepts `s` only if it follows the rule exactly.
             pub fn parse(s: &str) -> Result<Self, InvalidId> {
-                if $check(s) {
-                    Ok(Self(s.to_owned()))
-                } else {
-                    Err(InvalidId { what: $what })
-                }
+                Self::try_from(s.to_owned())
             }
 
             pub fn as_str(&self) -> &str {
@@ -220,6 +229,16 @@ mod tests {
             serde_json::from_str::<Amount>("7").map(Amount::units).ok(),
             Some(7)
         );
+    }
+
+    #[test]
+    fn ids_serialize_as_their_string() {
+        let id = TransferId::parse("Tx-1").expect("valid");
+        assert_eq!(serde_json::to_string(&id).ok(), Some("\"Tx-1\"".into()));
+        assert_eq!(crate::codec::encode(&id), crate::codec::encode(&"Tx-1"));
+        let back: Result<TransferId, _> = crate::codec::decode(&crate::codec::encode(&id));
+        assert_eq!(back.ok(), Some(id));
+        assert!(crate::codec::decode::<Asset>(&crate::codec::encode(&"usd")).is_err());
     }
 
     #[test]
