@@ -6,10 +6,15 @@
 //! the same id on 503/504 as a real client would. It prints throughput and
 //! latency percentiles, errors by code, and checks at the end that the sink
 //! grew by exactly the number of acknowledged transfers (a benchmark that
-//! loses or doubles transfers is not a result).
+//! loses or doubles transfers is not a result). With a transfer budget
+//! (`--transfers N`) the clients stop once N transfers have been sent, warm-up
+//! included, so a run can end "after exactly N transfers" (the memory
+//! figures); the duration then bounds the run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::ApiClient;
@@ -25,6 +30,45 @@ pub struct Options {
     /// Transfers per request: 1 posts single transfers, more post batches
     /// (not atomic) of that size.
     pub batch: usize,
+    /// Stop after sending this many transfers in all (warm-up included);
+    /// the last request carries what is left of the budget.
+    pub transfers: Option<u64>,
+}
+
+/// What a run acknowledged.
+#[derive(Debug)]
+pub struct Summary {
+    /// Transfers acknowledged, warm-up included (the sink grew by this).
+    pub acked: u64,
+    /// Transfers acknowledged by requests sent in the measured window.
+    pub measured: u64,
+}
+
+/// The transfers left to send: each request takes its share before it is
+/// sent, so clients together send exactly the budget.
+struct Budget(Option<AtomicU64>);
+
+impl Budget {
+    /// Up to `want` transfers for the next request; 0 when spent.
+    fn take(&self, want: u64) -> u64 {
+        let Some(left) = &self.0 else {
+            return want;
+        };
+        let mut now = left.load(Ordering::Relaxed);
+        loop {
+            let k = now.min(want);
+            match left.compare_exchange(now, now - k, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return k,
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|l| l.load(Ordering::Relaxed) == 0)
+    }
 }
 
 /// Most concurrent clients: each holds a connection and a task.
@@ -42,7 +86,7 @@ struct Tally {
     measured: u64,
 }
 
-pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
+pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     if !(1..=CLIENTS_MAX).contains(&opts.clients) {
         return Err(Error::Config(format!(
             "--clients must be 1..={CLIENTS_MAX}"
@@ -54,7 +98,11 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
             "--batch must be 1..={batch_max} (the demo's limits.batch_transfers_max)"
         )));
     }
+    if opts.transfers == Some(0) {
+        return Err(Error::Config("--transfers must be at least 1".into()));
+    }
     let batch = opts.batch;
+    let budget = Arc::new(Budget(opts.transfers.map(AtomicU64::new)));
     let bytes =
         crate::config::read_bounded(&Layout::index_path(dir), crate::config::CONFIG_BYTES_MAX)?;
     let layout: Layout =
@@ -81,11 +129,15 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
     let mut tasks = Vec::new();
     for c in 0..opts.clients {
         let client = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
-        let (issuer, sink) = (issuer.clone(), sink.clone());
+        let (issuer, sink, budget) = (issuer.clone(), sink.clone(), budget.clone());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             let mut i = 0u64;
             while Instant::now() < end {
+                let n = budget.take(batch as u64);
+                if n == 0 {
+                    break;
+                }
                 let id = format!("b{run_id}-{c}-{i}");
                 i += 1;
                 loop {
@@ -94,7 +146,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                         client.transfer(&id, &issuer, &sink, 1).await
                     } else {
                         client
-                            .batch(batch_items(&id, &issuer, &sink, batch), false)
+                            .batch(batch_items(&id, &issuer, &sink, n as usize), false)
                             .await
                     };
                     let code = match &r {
@@ -106,7 +158,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
                     match code {
                         None => {
                             let ok_items = r.as_ref().map_or(0, ok_items);
-                            if ok_items != batch as u64 {
+                            if ok_items != n {
                                 *tally.errors.entry("batch_item_refused".into()).or_default() += 1;
                             }
                             tally.acked += ok_items;
@@ -142,8 +194,20 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
             *all.errors.entry(k).or_default() += v;
         }
     }
+    // A budget can end the run before its duration: rate over the part of
+    // the measured window that had load.
+    let window = Instant::now()
+        .min(end)
+        .saturating_duration_since(measure_from);
     let sink_after = balance(&admin, &sink).await?;
-    report(opts, &all);
+    report(opts, &all, window);
+    if budget.spent() {
+        println!(
+            "stopped: the --transfers budget of {} was sent ({} acknowledged)",
+            opts.transfers.unwrap_or_default(),
+            all.acked
+        );
+    }
     usage::report(&layout, &usage_before, start.elapsed());
     let grew = sink_after - sink_before;
     if grew != i128::from(all.acked) {
@@ -156,10 +220,13 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<()> {
         "check: sink grew by exactly the {} acknowledged transfers",
         all.acked
     );
-    Ok(())
+    Ok(Summary {
+        acked: all.acked,
+        measured: all.measured,
+    })
 }
 
-fn report(opts: &Options, t: &Tally) {
+fn report(opts: &Options, t: &Tally, window: Duration) {
     let mut l = t.latencies.clone();
     l.sort();
     let pct = |p: f64| {
@@ -171,10 +238,10 @@ fn report(opts: &Options, t: &Tally) {
         opts.node,
         opts.clients,
         opts.batch,
-        opts.duration,
+        window,
         l.len(),
         t.measured,
-        t.measured as f64 / opts.duration.as_secs_f64()
+        if window.is_zero() { 0.0 } else { t.measured as f64 / window.as_secs_f64() }
     );
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",

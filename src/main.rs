@@ -79,6 +79,10 @@ enum Cmd {
         /// Transfers per request (1: single transfers; more: batches).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Stop after sending this many transfers in all, warm-up included
+        /// (`--seconds` still bounds the run).
+        #[arg(long)]
+        transfers: Option<u64>,
     },
     /// Recompute the chain (and, on a stopped node's files, every balance)
     /// and report the first mismatch. Exit 0 if all adds up, 1 if not.
@@ -259,6 +263,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             seconds,
             warmup_seconds,
             batch,
+            transfers,
         } => {
             let opts = bench::Options {
                 node,
@@ -266,6 +271,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 duration: std::time::Duration::from_secs(seconds),
                 warmup: std::time::Duration::from_secs(warmup_seconds),
                 batch,
+                transfers,
             };
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }

@@ -313,3 +313,43 @@ impl Drop for DemoGuard {
         }
     }
 }
+
+/// `alliance bench --transfers N` sends exactly N transfers, warm-up
+/// included, the last request carrying what is left of the budget; its own
+/// conservation check passes. A budget of 0 is refused before any load.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_stops_after_its_transfer_budget() {
+    use alliance::bench::{run, Options};
+
+    let c = Cluster::start().await;
+    let leader = c.wait_for_leader().await;
+    let opts = Options {
+        node: leader,
+        clients: 3,
+        duration: crate::harness::DEADLINE,
+        warmup: std::time::Duration::from_millis(1),
+        batch: 40,
+        transfers: Some(250),
+    };
+    let summary = run(&c.layout.dir, &opts).await.expect("bench runs");
+    assert_eq!(summary.acked, 250, "{summary:?}");
+    let sink = format!("{}.bench.sink", c.layout.node(leader).org);
+    let org = c.layout.node(leader).org.clone();
+    let org_no: usize = org.trim_start_matches("org").parse().unwrap();
+    assert_eq!(
+        c.balance(org_no, leader, &sink, false).await.as_deref(),
+        Some("250")
+    );
+
+    let zero = Options {
+        transfers: Some(0),
+        ..opts
+    };
+    let refused = run(&c.layout.dir, &zero).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("--transfers")));
+    assert_eq!(
+        c.balance(org_no, leader, &sink, false).await.as_deref(),
+        Some("250"),
+        "a refused run sends nothing"
+    );
+}
