@@ -201,10 +201,9 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         .saturating_duration_since(measure_from);
     let sink_after = balance(&admin, &sink).await?;
     report(opts, &all, window);
-    if budget.spent() {
+    if let Some(n) = opts.transfers.filter(|_| budget.spent()) {
         println!(
-            "stopped: the --transfers budget of {} was sent ({} acknowledged)",
-            opts.transfers.unwrap_or_default(),
+            "stopped: the --transfers budget of {n} was sent ({} acknowledged)",
             all.acked
         );
     }
