@@ -1,5 +1,9 @@
 //! The Raft log on sled: entries by big-endian index, plus vote, purge marker
-//! and committed index. Nothing is acknowledged before [`Durable::sync`].
+//! and committed index. Nothing is acknowledged before it is synced
+//! ([`super::store::Durable`]). An append returns once its entries are in sled and reports
+//! their durability through openraft's callback: a leader replicates its own
+//! entries meanwhile and counts itself towards a quorum only then (the
+//! vendored openraft's one change); a follower answers only then.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -281,16 +285,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
 
-        let result = self.store.durable.sync_async().await;
-        let failed = result.as_ref().err().map(|e| {
-            StorageError::from_io_error(
-                ErrorSubject::Logs,
-                ErrorVerb::Write,
-                std::io::Error::new(e.kind(), e.to_string()),
-            )
-        });
-        callback.log_io_completed(result);
-        failed.map_or(Ok(()), Err)
+        // Submitted: the callback reports when it is durable. openraft
+        // (patched, see vendor/README.md) replicates a leader's own entries
+        // meanwhile and counts them only then; a follower waits for it.
+        let durable = self.store.durable.clone();
+        let n = durable.issued();
+        tokio::task::spawn_blocking(move || callback.log_io_completed(durable.sync_after(n)));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -6,7 +6,10 @@
 //!   syncs its blob files, so after every flush we `fdatasync` the files
 //!   ourselves before telling openraft a write is durable.
 //! - [`log_store`]: the Raft log, vote and purge marker. Appends, votes,
-//!   truncations and purges are durable before they are acknowledged.
+//!   truncations and purges are durable before they are acknowledged. A
+//!   leader sends its new entries to the followers while it syncs them
+//!   (openraft is vendored with that one change, see `vendor/README.md`),
+//!   and counts its own copy towards a quorum only once it is synced.
 //! - [`state_machine`]: applies committed entries to the [`crate::ledger`] and
 //!   writes what each entry changed in one atomic sled batch; builds and
 //!   installs snapshots.

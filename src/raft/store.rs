@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::{ErrorSubject, ErrorVerb};
@@ -101,10 +102,24 @@ pub struct Durable {
     db: sled::Db,
     file: Arc<File>,
     blobs: PathBuf,
+    /// Counts writes handed to [`Self::sync_after`]: each gets the next
+    /// number, taken after the write.
+    issued: Arc<AtomicU64>,
+    /// Serializes syncs (a sync that waited covers the writes before it).
+    synced: Arc<Mutex<Synced>>,
+}
+
+/// What the syncs so far have made durable.
+#[derive(Default)]
+struct Synced {
     /// Blob files already synced. sled writes a blob once and never changes
-    /// it, so each needs one fsync; also serializes syncs (a sync that
-    /// waited covers the writes before it).
-    synced_blobs: Arc<Mutex<HashSet<OsString>>>,
+    /// it, so each needs one fsync.
+    blobs: HashSet<OsString>,
+    /// Every write numbered up to this one is on disk: the last sync began
+    /// after it.
+    upto: u64,
+    /// Syncs done (flush and fdatasync), for tests.
+    done: u64,
 }
 
 impl Durable {
@@ -113,23 +128,53 @@ impl Durable {
             db: db.clone(),
             file: Arc::new(File::open(dir.join("db"))?),
             blobs: dir.join("blobs"),
-            synced_blobs: Arc::new(Mutex::new(HashSet::new())),
+            issued: Arc::default(),
+            synced: Arc::default(),
         })
     }
 
     /// Blocks until every write issued before the call is on disk.
     pub fn sync(&self) -> io::Result<()> {
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_inner(None)
+    }
+
+    /// Numbers a write that has been issued, for [`Self::sync_after`].
+    pub fn issued(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Blocks until write number `n` (from [`Self::issued`]) is on disk;
+    /// returns at once if a sync that began after it has finished. So many
+    /// writes waiting together share one sync.
+    pub fn sync_after(&self, n: u64) -> io::Result<()> {
+        self.sync_inner(Some(n))
+    }
+
+    /// Syncs unless write number `after` is known to be on disk already.
+    fn sync_inner(&self, after: Option<u64>) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if after.is_some_and(|n| synced.upto >= n) {
+            return Ok(());
+        }
+        let covers = self.issued.load(Ordering::Acquire);
         self.db.flush().map_err(io::Error::other)?;
         self.file.sync_data()?;
         // Large values live in blob files, which sled writes without syncing.
-        let Ok(entries) = std::fs::read_dir(&self.blobs) else {
-            return Ok(());
-        };
-        let names = entries
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<Vec<_>>>()?;
-        sync_blobs(&self.blobs, names, &mut synced)
+        if let Ok(entries) = std::fs::read_dir(&self.blobs) {
+            let names = entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<_>>>()?;
+            sync_blobs(&self.blobs, names, &mut synced.blobs)?;
+        }
+        synced.upto = synced.upto.max(covers);
+        synced.done += 1;
+        Ok(())
+    }
+
+    /// Syncs done so far.
+    #[cfg(test)]
+    pub fn syncs_done(&self) -> u64 {
+        self.synced.lock().unwrap_or_else(|p| p.into_inner()).done
     }
 
     /// [`Self::sync`] off the async runtime's threads.

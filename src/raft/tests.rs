@@ -50,6 +50,35 @@ fn a_blob_removed_after_listing_does_not_fail_the_sync() {
     );
 }
 
+/// Appends waiting together share a sync: one that began after a write
+/// covers it. A plain sync (vote, truncation, snapshot) always runs, since
+/// its write is not numbered.
+#[test]
+fn a_sync_that_began_after_a_write_covers_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open sled");
+    let durable = &store.durable;
+    let before = durable.syncs_done();
+    store.log.insert(b"a", b"1").expect("write a");
+    let a = durable.issued();
+    store.log.insert(b"b", b"2").expect("write b");
+    let b = durable.issued();
+    durable.sync_after(b).expect("sync for b");
+    assert_eq!(durable.syncs_done(), before + 1, "b's sync ran");
+    durable.sync_after(a).expect("sync for a");
+    assert_eq!(durable.syncs_done(), before + 1, "b's sync began after a");
+    store.log.insert(b"c", b"3").expect("write c");
+    let c = durable.issued();
+    durable.sync_after(c).expect("sync for c");
+    assert_eq!(
+        durable.syncs_done(),
+        before + 2,
+        "c came after the last sync"
+    );
+    durable.sync().expect("plain sync");
+    assert_eq!(durable.syncs_done(), before + 3, "a plain sync always runs");
+}
+
 /// A data dir written before the binary encoding is refused with a clear
 /// error, not misread; a new one gets the format and opens again.
 #[test]

@@ -3,6 +3,7 @@ use crate::raft::VoteResponse;
 use crate::replication;
 use crate::MessageSummary;
 use crate::RaftTypeConfig;
+use crate::LogId;
 use crate::Vote;
 
 /// A message coming from the internal components.
@@ -34,6 +35,14 @@ where C: RaftTypeConfig
         // TODO: need this?
         // /// The cluster this replication works for.
         // membership_log_id: Option<LogId<C::NodeId>>,
+    },
+
+    /// alliance patch: the leader's own entries up to `upto`, appended under
+    /// `vote`, are flushed (or the flush failed).
+    LocalLogFlushed {
+        vote: Vote<C::NodeId>,
+        upto: LogId<C::NodeId>,
+        result: Result<(), std::io::Error>,
     },
 
     /// Result of executing a command sent from network worker.
@@ -78,6 +87,9 @@ where C: RaftTypeConfig
                     "Seen a higher vote: target: {}, vote: {}, server_state_vote: {}",
                     target, new_vote, vote
                 )
+            }
+            Self::LocalLogFlushed { vote, upto, result } => {
+                format!("Local log flushed: vote: {}, upto: {}, result: {:?}", vote, upto, result)
             }
             Self::Network { response } => {
                 format!("Replication command done: {}", response.summary())

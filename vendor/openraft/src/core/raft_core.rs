@@ -1327,6 +1327,19 @@ where
                 }
             }
 
+            // alliance patch: see `Command::AppendInputEntries`.
+            Notify::LocalLogFlushed { vote, upto, result } => {
+                if let Err(e) = result {
+                    let e = StorageIOError::write_logs(AnyError::error(e));
+                    return Err(Fatal::from(StorageError::from(e)));
+                }
+                if self.does_vote_match(&vote, "LocalLogFlushed") {
+                    if let Ok(mut lh) = self.engine.leader_handler() {
+                        lh.replication_handler().update_local_progress(Some(upto));
+                    }
+                }
+            }
+
             Notify::Network { response } => {
                 //
                 match response {
@@ -1636,6 +1649,35 @@ where
             Command::AppendInputEntries { vote, entries } => {
                 let last_log_id = entries.last().unwrap().get_log_id().clone();
                 tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
+
+                // alliance patch: a leader's own entries are replicated while they are
+                // flushed. Its own progress is counted when the flush is reported
+                // (`Notify::LocalLogFlushed`), so a quorum still means durable copies.
+                // A follower's entries keep the blocking path: it answers the leader
+                // only after its flush.
+                let own = vote.leader_id().voted_for().as_ref() == Some(&self.id)
+                    && self.engine.leader.as_ref().is_some_and(|l| l.vote == vote);
+                if own {
+                    let (tx, rx) = C::AsyncRuntime::oneshot();
+                    let log_io_id = LogIOId::new(vote.clone(), Some(last_log_id.clone()));
+                    self.log_store.append(entries, LogFlushed::new(log_io_id, tx)).await?;
+                    let tx_notify = self.tx_notify.clone();
+                    // False positive lint warning(`non-binding `let` on a future`): https://github.com/rust-lang/rust-clippy/issues/9932
+                    #[allow(clippy::let_underscore_future)]
+                    let _ = C::spawn(async move {
+                        let result = match rx.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(e),
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        };
+                        let _ = tx_notify.send(Notify::LocalLogFlushed {
+                            vote,
+                            upto: last_log_id,
+                            result,
+                        });
+                    });
+                    return Ok(None);
+                }
 
                 self.append_to_log(entries, vote, last_log_id.clone()).await?;
 
