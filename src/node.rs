@@ -41,6 +41,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     check_own_certificate(&trust, &config)?;
 
     let store = Store::open(&config.data_dir.join("sled"))?;
+    // What sled recovered may have reached only the page cache before a
+    // crash (SIGKILL), never the disk. A leader restoring itself counts its
+    // whole log as its own durable copy: make it one.
+    store.durable.sync()?;
     let incarnations = Incarnations::open(&store, config.id)?;
     let mut log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();

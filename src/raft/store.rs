@@ -111,7 +111,7 @@ pub struct Durable {
 
 /// What the syncs so far have made durable.
 #[derive(Default)]
-struct Synced {
+pub(super) struct Synced {
     /// Blob files already synced. sled writes a blob once and never changes
     /// it, so each needs one fsync.
     blobs: HashSet<OsString>,
@@ -120,6 +120,41 @@ struct Synced {
     upto: u64,
     /// Syncs done (flush and fdatasync), for tests.
     done: u64,
+    /// The first sync's failure. Every later sync fails with it: after a
+    /// failed fsync Linux may report the next one as a success although the
+    /// lost pages never reached the disk, and a later append's success must
+    /// not count an earlier, failed one as durable.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl Synced {
+    /// Every write numbered up to this one is on disk.
+    #[cfg(test)]
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// Records a sync's `result`; `covers` is the last write number issued
+    /// when it began.
+    pub(super) fn record(&mut self, result: io::Result<()>, covers: u64) -> io::Result<()> {
+        if let Some((kind, e)) = &self.failed {
+            return Err(io::Error::new(
+                *kind,
+                format!("an earlier sync failed: {e}"),
+            ));
+        }
+        match result {
+            Ok(()) => {
+                self.upto = self.upto.max(covers);
+                self.done += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some((e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Durable {
@@ -153,10 +188,19 @@ impl Durable {
     /// Syncs unless write number `after` is known to be on disk already.
     fn sync_inner(&self, after: Option<u64>) -> io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-        if after.is_some_and(|n| synced.upto >= n) {
+        if synced.failed.is_none() && after.is_some_and(|n| synced.upto >= n) {
             return Ok(());
         }
         let covers = self.issued.load(Ordering::Acquire);
+        let result = if synced.failed.is_some() {
+            Ok(()) // not tried again: `record` reports the first failure
+        } else {
+            self.flush_and_sync(&mut synced.blobs)
+        };
+        synced.record(result, covers)
+    }
+
+    fn flush_and_sync(&self, synced_blobs: &mut HashSet<OsString>) -> io::Result<()> {
         self.db.flush().map_err(io::Error::other)?;
         self.file.sync_data()?;
         // Large values live in blob files, which sled writes without syncing.
@@ -164,10 +208,8 @@ impl Durable {
             let names = entries
                 .map(|e| e.map(|e| e.file_name()))
                 .collect::<io::Result<Vec<_>>>()?;
-            sync_blobs(&self.blobs, names, &mut synced.blobs)?;
+            sync_blobs(&self.blobs, names, synced_blobs)?;
         }
-        synced.upto = synced.upto.max(covers);
-        synced.done += 1;
         Ok(())
     }
 
