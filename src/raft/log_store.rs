@@ -1,9 +1,10 @@
 //! The Raft log on sled: entries by big-endian index, plus vote, purge marker
 //! and committed index. Nothing is acknowledged before it is synced
-//! ([`super::store::Durable`]). An append returns once its entries are in sled and reports
-//! their durability through openraft's callback: a leader replicates its own
-//! entries meanwhile and counts itself towards a quorum only then (the
-//! vendored openraft's one change); a follower answers only then.
+//! ([`super::store::Durable`]). An append returns once its entries are in
+//! sled and reports their durability through openraft's callback: a leader
+//! replicates its own entries meanwhile and counts itself towards a quorum
+//! only then (the vendored openraft's one change); a follower answers only
+//! then.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;

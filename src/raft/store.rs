@@ -134,15 +134,19 @@ impl Synced {
         self.upto
     }
 
+    /// The first sync's failure, if one failed: every later sync fails
+    /// with it.
+    pub(super) fn failure(&self) -> Option<io::Error> {
+        let (kind, e) = self.failed.as_ref()?;
+        Some(io::Error::new(
+            *kind,
+            format!("an earlier sync failed: {e}"),
+        ))
+    }
+
     /// Records a sync's `result`; `covers` is the last write number issued
     /// when it began.
     pub(super) fn record(&mut self, result: io::Result<()>, covers: u64) -> io::Result<()> {
-        if let Some((kind, e)) = &self.failed {
-            return Err(io::Error::new(
-                *kind,
-                format!("an earlier sync failed: {e}"),
-            ));
-        }
         match result {
             Ok(()) => {
                 self.upto = self.upto.max(covers);
@@ -188,15 +192,14 @@ impl Durable {
     /// Syncs unless write number `after` is known to be on disk already.
     fn sync_inner(&self, after: Option<u64>) -> io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-        if synced.failed.is_none() && after.is_some_and(|n| synced.upto >= n) {
+        if let Some(e) = synced.failure() {
+            return Err(e);
+        }
+        if after.is_some_and(|n| synced.upto >= n) {
             return Ok(());
         }
         let covers = self.issued.load(Ordering::Acquire);
-        let result = if synced.failed.is_some() {
-            Ok(()) // not tried again: `record` reports the first failure
-        } else {
-            self.flush_and_sync(&mut synced.blobs)
-        };
+        let result = self.flush_and_sync(&mut synced.blobs);
         synced.record(result, covers)
     }
 
