@@ -582,3 +582,113 @@ async fn a_snapshot_is_stored_as_a_file() {
     assert_eq!(current.meta, second.meta, "after a restart");
     assert_eq!(current.snapshot.into_inner(), data, "after a restart");
 }
+
+/// Every key and value of a state tree.
+fn tree_contents(tree: &sled::Tree) -> Vec<(sled::IVec, sled::IVec)> {
+    tree.iter()
+        .collect::<Result<_, _>>()
+        .expect("read the tree")
+}
+
+/// A crash after a small entry's journal but before all of its records
+/// reached sled is completed on open: the stored state becomes the state
+/// after the whole entry. A later entry written as one batch is not undone
+/// by the older journal.
+#[tokio::test]
+async fn a_journaled_entry_cut_short_is_completed_on_open() {
+    let orgs = || ["org1", "org2"].map(|o| OrgName::parse(o).unwrap()).into();
+    let setup = vec![account("org1.issue"), account("org1.a")];
+    let small = batch(vec![new_transfer("t1", "org1.issue", "org1.a", 5, false)]);
+
+    // The whole entry, as a node that did not crash stores it.
+    let whole = tempfile::tempdir().expect("temp dir");
+    let mut all = setup.clone();
+    all.push(small);
+    let sm = applied(whole.path(), all).await;
+    let (id, pairs) = super::journal::stored(&sm.state_tree()).expect("a small entry is journaled");
+    assert_eq!(
+        id.map(|l| l.index),
+        Some(3),
+        "the journal is the last entry's"
+    );
+    assert!(pairs.len() > 2, "the entry writes several records");
+    let want = tree_contents(&sm.state_tree());
+
+    // The same entries, cut short after the journal and one record.
+    let cut = tempfile::tempdir().expect("temp dir");
+    let sm2 = applied(cut.path(), setup).await;
+    let tree = sm2.state_tree();
+    tree.insert(
+        super::store::StateKey::Journal.encode(),
+        sm.state_tree()
+            .get(super::store::StateKey::Journal.encode())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    tree.insert(&pairs[0].0, &pairs[0].1[..]).unwrap();
+    assert_ne!(tree_contents(&tree), want, "the cut entry is incomplete");
+    drop((tree, sm2));
+    let mut sm2 = StateMachine::open(reopen(cut.path()), orgs(), [0; 32]).expect("reopen");
+    assert_eq!(
+        tree_contents(&sm2.state_tree()),
+        want,
+        "the journal completes the entry"
+    );
+    assert_eq!(sm2.shared().read().last_applied.map(|l| l.index), Some(3));
+
+    // A large entry goes in one batch; reopening keeps it.
+    let large: Vec<NewTransfer> = (0..1000)
+        .map(|i| new_transfer(&format!("big{i}"), "org1.issue", "org1.a", 1, false))
+        .collect();
+    apply_more(&mut sm2, vec![batch(large)]).await;
+    let (id, _) = super::journal::stored(&sm2.state_tree()).expect("still there");
+    assert_eq!(
+        id.map(|l| l.index),
+        Some(3),
+        "a large entry is not journaled"
+    );
+    let want = tree_contents(&sm2.state_tree());
+    drop(sm2);
+    let sm2 = StateMachine::open(reopen(cut.path()), orgs(), [0; 32]).expect("reopen");
+    assert_eq!(sm2.shared().read().last_applied.map(|l| l.index), Some(4));
+    assert_eq!(
+        tree_contents(&sm2.state_tree()),
+        want,
+        "an older journal is not replayed"
+    );
+}
+
+/// A data dir of format 4 (before the state journal) opens and is marked
+/// format 5; one marked with any other format is refused and left as it is.
+#[test]
+fn format_4_is_upgraded_and_others_are_refused() {
+    let marked = |format: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::open(dir.path()).expect("sled");
+        db.insert(b"format", format.as_bytes()).expect("mark");
+        db.flush().expect("flush");
+        drop(db);
+        dir
+    };
+    let format_of = |dir: &std::path::Path| {
+        let db = sled::open(dir).expect("sled");
+        let f = db.get(b"format").expect("read").expect("marked");
+        String::from_utf8(f.to_vec()).expect("text")
+    };
+    let four = marked("alliance-postcard-4");
+    drop(reopen(four.path()));
+    assert_eq!(format_of(four.path()), super::store::FORMAT);
+    assert_eq!(super::store::FORMAT, "alliance-postcard-5");
+
+    let three = marked("alliance-postcard-3");
+    let err = Store::open(three.path())
+        .err()
+        .expect("format 3 is refused");
+    assert!(err.to_string().contains("alliance-postcard-3"), "{err}");
+    assert_eq!(
+        format_of(three.path()),
+        "alliance-postcard-3",
+        "left as it is"
+    );
+}
