@@ -131,6 +131,7 @@ impl Service {
             .expect("this node is in genesis");
         let group = group::GroupCommit::start(
             raft.clone(),
+            state.listeners(),
             Actor {
                 org,
                 role: Role::Node,

@@ -659,6 +659,72 @@ async fn a_journaled_entry_cut_short_is_completed_on_open() {
     );
 }
 
+/// The proposer's listener gets its entry's outcome, matched by the
+/// entry's allocation: openraft then gets `None`. An equal entry in another
+/// allocation (as read back from disk) is not matched.
+#[tokio::test]
+async fn a_listener_gets_the_outcome_of_its_own_entry_only() {
+    use openraft::storage::RaftStateMachine;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.a")]).await;
+    let entry = |id: &str| {
+        std::sync::Arc::new(Entry {
+            actor: Actor {
+                org: OrgName::parse("org1").unwrap(),
+                role: Role::Admin,
+            },
+            timestamp_ms: 1_700_000_000_000,
+            command: batch(vec![new_transfer(id, "org1.issue", "org1.a", 5, false)]),
+        })
+    };
+    let (mine, other) = (entry("t1"), entry("t2"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listeners = sm.shared().listeners();
+    listeners.listen(
+        mine.clone(),
+        Box::new(move |outcome, index| tx.send((outcome, index)).unwrap()),
+    );
+    let look_alike = std::sync::Arc::new((*other).clone());
+    listeners.listen(
+        look_alike.clone(),
+        Box::new(|_, _| panic!("not this entry")),
+    );
+    let log = |index| LogId::new(openraft::CommittedLeaderId::new(1, 0), index);
+    let replies = sm
+        .apply(vec![
+            openraft::Entry {
+                log_id: log(3),
+                payload: openraft::EntryPayload::Normal(mine.clone()),
+            },
+            openraft::Entry {
+                log_id: log(4),
+                payload: openraft::EntryPayload::Normal(other),
+            },
+        ])
+        .await
+        .expect("apply");
+    let (outcome, index) = rx.try_recv().expect("the listener was called");
+    assert_eq!(index, 3);
+    let Outcome::Transfers(results) = outcome else {
+        panic!("a transfers entry: {outcome:?}")
+    };
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].as_ref().expect("t1 moved money").id.as_str(),
+        "t1"
+    );
+    assert!(replies[0].is_none(), "the listener took the outcome");
+    assert!(
+        replies[1].is_some(),
+        "an unmatched entry's outcome goes to openraft"
+    );
+    assert!(listeners.forget(&mine).is_none(), "called once, then gone");
+    assert!(
+        listeners.forget(&look_alike).is_some(),
+        "an equal entry elsewhere does not match"
+    );
+}
+
 /// A data dir of format 4 (before the state journal) opens and is marked
 /// format 5; one marked with any other format is refused and left as it is.
 #[test]
