@@ -146,9 +146,6 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     let store = Store::open(sled_dir)
         .map_err(|e| format!("{}: {e} (is the node stopped?)", sled_dir.display()))?;
     let tree = &store.state;
-    // A node killed while it stored an entry completes it at its next start;
-    // the audit does the same first, or it would read the entry cut short.
-    crate::raft::journal::replay(tree).map_err(|e| format!("{}: {e}", sled_dir.display()))?;
     let get = |key: StateKey| -> Result<Option<Vec<u8>>, String> {
         tree.get(key.encode())
             .map(|v| v.map(|v| v.to_vec()))

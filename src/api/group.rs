@@ -10,9 +10,8 @@
 //! exactly as if it had been proposed alone.
 //!
 //! The state machine answers the group's callers itself when it applies the
-//! entry ([`Listeners`]); `client_write`'s own answer then tells of
-//! failures, and carries the outcome only when the entry was applied from a
-//! copy read back from disk.
+//! entry ([`Listeners`]); `client_write`'s own answer then only tells of
+//! failures.
 
 use std::sync::Arc;
 
@@ -125,8 +124,8 @@ async fn commit(raft: &Raft, listeners: &Listeners, node: Actor, group: Vec<Queu
         Box::new(move |outcome, index| answer(replies, outcome, index)),
     );
     let written = raft.client_write(entry.clone()).await;
-    // If the entry was applied, its listener has answered, unless the
-    // applied copy was read back from disk (then the outcome is in `resp`).
+    // Applied here: the listener has answered, unless the entry was read
+    // back from disk rather than shared (then its outcome is in `resp`).
     let unanswered = listeners.forget(&entry);
     match (written, unanswered) {
         (_, None) => {}
@@ -149,14 +148,10 @@ async fn commit(raft: &Raft, listeners: &Listeners, node: Actor, group: Vec<Queu
     }
 }
 
-/// Answers each caller of a group with its item's result. It runs on the
-/// state machine's worker, so it must not panic: an outcome of another kind
-/// (a bug) is logged, and dropping the replies gives each caller
-/// `MaybeProposed`.
+/// Answers each caller of a group with its item's result.
 fn answer(replies: Vec<oneshot::Sender<GroupReply>>, outcome: Outcome, index: u64) {
     let Outcome::Transfers(results) = outcome else {
-        tracing::error!(?outcome, "a group entry applied to another kind of outcome");
-        return;
+        unreachable!("a group entry applies to one result per item")
     };
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(Ok((result, index)));

@@ -9,9 +9,8 @@
 //!
 //! So a small entry's writes are journaled instead: first all of them under
 //! one key ([`StateKey::Journal`]), with the entry's log id, then each on
-//! its own. They stay in sled's buffer until sled next writes it (the
-//! Raft log's next sync, a full buffer, another batch, or sled's own
-//! periodic flush), not in a device write of their own. sled recovers its log as a prefix: it stops at the first
+//! its own. They stay in sled's buffer until the next sync (the Raft log's)
+//! writes them. sled recovers its log as a prefix: it stops at the first
 //! torn or missing message (`pagecache/iterator.rs`), and one thread's
 //! writes are logged in order. So a crash keeps the journal of any entry
 //! of which it keeps a single write, and on open [`replay`] writes the

@@ -287,9 +287,8 @@ pub enum StateKey<'a> {
     Clock,
     /// The last block's header.
     Head,
-    /// The last small entry's writes, kept until the next small entry's
-    /// replace them or a snapshot's install removes them (see
-    /// [`super::journal`]). Not part of a snapshot.
+    /// The last small entry's writes, kept until the next entry's replace
+    /// them (see [`super::journal`]). Not part of a snapshot.
     Journal,
     /// A block's header, by height (big-endian).
     Block(u64),
