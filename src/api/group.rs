@@ -8,10 +8,6 @@
 //! at once; under load, groups form from what arrives while earlier groups
 //! commit. Each item keeps its caller's identity and is checked on its own,
 //! exactly as if it had been proposed alone.
-//!
-//! The state machine answers the group's callers itself when it applies the
-//! entry ([`Listeners`]); `client_write`'s own answer then only tells of
-//! failures.
 
 use std::sync::Arc;
 
@@ -21,7 +17,6 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::ledger::{
     Actor, Command, Entry, Grouped, NewTransfer, Outcome, Rejection, Role, Transfer,
 };
-use crate::raft::state_machine::Listeners;
 use crate::raft::Raft;
 
 /// Why a grouped write has no result.
@@ -51,7 +46,6 @@ impl GroupCommit {
     /// marks who proposed the group; items carry their callers).
     pub fn start(
         raft: Raft,
-        listeners: Listeners,
         node: Actor,
         group_max: usize,
         in_flight_max: usize,
@@ -60,7 +54,6 @@ impl GroupCommit {
         let (tx, rx) = mpsc::channel(queue_max);
         tokio::spawn(batcher(
             raft,
-            listeners,
             node,
             rx,
             group_max,
@@ -82,7 +75,6 @@ impl GroupCommit {
 
 async fn batcher(
     raft: Raft,
-    listeners: Listeners,
     node: Actor,
     mut rx: mpsc::Receiver<Queued>,
     group_max: usize,
@@ -99,61 +91,45 @@ async fn batcher(
                 Err(_) => break,
             }
         }
-        let (raft, listeners, node) = (raft.clone(), listeners.clone(), node.clone());
+        let (raft, node) = (raft.clone(), node.clone());
         tokio::spawn(async move {
-            commit(&raft, &listeners, node, group).await;
+            commit(&raft, node, group).await;
             drop(slot);
         });
     }
 }
 
-async fn commit(raft: &Raft, listeners: &Listeners, node: Actor, group: Vec<Queued>) {
+async fn commit(raft: &Raft, node: Actor, group: Vec<Queued>) {
     let (items, replies): (Vec<Grouped>, Vec<_>) =
         group.into_iter().map(|q| (q.item, q.reply)).unzip();
     let timestamp_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     debug_assert_eq!(node.role, Role::Node);
-    let entry = Arc::new(Entry {
+    let entry = Entry {
         actor: node,
         timestamp_ms,
         command: Command::Group(items),
-    });
-    listeners.listen(
-        entry.clone(),
-        Box::new(move |outcome, index| answer(replies, outcome, index)),
-    );
-    let written = raft.client_write(entry.clone()).await;
-    // Applied here: the listener has answered, unless the entry was read
-    // back from disk rather than shared (then its outcome is in `resp`).
-    let unanswered = listeners.forget(&entry);
-    match (written, unanswered) {
-        (_, None) => {}
-        (Ok(resp), Some(listener)) => {
-            let outcome = resp
-                .data
-                .expect("an applied group entry has an outcome or a listener");
-            listener(outcome, resp.log_id.index);
+    };
+    match raft.client_write(entry.into()).await {
+        Ok(resp) => {
+            let index = resp.log_id.index;
+            let Some(Outcome::Transfers(results)) = resp.data else {
+                unreachable!("a group entry applies to one result per item")
+            };
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok((result, index)));
+            }
         }
-        (Err(e), Some(listener)) => {
+        Err(e) => {
             // As for a single write: ForwardToLeader can follow an append
-            // that may still commit, so only "maybe" is honest. Dropping
-            // the listener closes the callers' reply channels: each gets
-            // `MaybeProposed`.
+            // that may still commit, so only "maybe" is honest.
             if !matches!(e, RaftError::APIError(ClientWriteError::ForwardToLeader(_))) {
                 tracing::warn!(error = %e, "group write failed");
             }
-            drop(listener);
+            for reply in replies {
+                let _ = reply.send(Err(GroupError::MaybeProposed));
+            }
         }
-    }
-}
-
-/// Answers each caller of a group with its item's result.
-fn answer(replies: Vec<oneshot::Sender<GroupReply>>, outcome: Outcome, index: u64) {
-    let Outcome::Transfers(results) = outcome else {
-        unreachable!("a group entry applies to one result per item")
-    };
-    for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send(Ok((result, index)));
     }
 }

@@ -131,7 +131,6 @@ impl Service {
             .expect("this node is in genesis");
         let group = group::GroupCommit::start(
             raft.clone(),
-            state.listeners(),
             Actor {
                 org,
                 role: Role::Node,

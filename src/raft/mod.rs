@@ -36,9 +36,6 @@ openraft::declare_raft_types!(
     /// Alliance's Raft types: ledger entries in, ledger outcomes out. An
     /// entry is shared, not copied, between the log's cache, replication
     /// to each follower and apply (it serializes as the entry itself).
-    /// An outcome is `None` for blank and membership entries, and for an
-    /// entry whose outcome went to its proposer's listener
-    /// ([`state_machine::Listeners`]).
     pub TypeConfig:
         D = Arc<Entry>,
 

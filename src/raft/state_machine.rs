@@ -51,42 +51,6 @@ pub struct Applied {
 pub struct SharedState {
     applied: Arc<RwLock<Applied>>,
     state: sled::Tree,
-    listeners: Listeners,
-}
-
-/// Called with an entry's outcome and log index when it is applied.
-pub type Listener = Box<dyn FnOnce(Outcome, u64) + Send>;
-
-/// Who waits for the outcome of an entry this node proposed, by the
-/// entry's allocation: the state machine hands the outcome straight to
-/// them when it applies the entry, before storing it, instead of through
-/// openraft's core and `client_write` (two thread hand-offs fewer on each
-/// write). Only the process that made the entry holds that allocation, and
-/// holding it keeps it from being reused, so a match is exact. An entry
-/// read back from disk (after a restart) matches nothing; the proposer then
-/// gets its outcome from `client_write` as before.
-#[derive(Clone, Default)]
-pub struct Listeners(Arc<Mutex<Vec<Waiting>>>);
-
-/// A proposed entry and who waits for its outcome.
-type Waiting = (Arc<Entry>, Listener);
-
-impl Listeners {
-    /// `listener` gets `entry`'s outcome when it is applied here.
-    pub fn listen(&self, entry: Arc<Entry>, listener: Listener) {
-        self.lock().push((entry, listener));
-    }
-
-    /// Takes back the listener of `entry`, if it has not been called.
-    pub fn forget(&self, entry: &Arc<Entry>) -> Option<Listener> {
-        let mut listeners = self.lock();
-        let at = listeners.iter().position(|(e, _)| Arc::ptr_eq(e, entry))?;
-        Some(listeners.swap_remove(at).1)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// A read of the applied state; histories read through it are consistent
@@ -211,11 +175,6 @@ fn key_suffix(key: &[u8]) -> u64 {
 }
 
 impl SharedState {
-    /// Who waits for the outcomes of entries this node proposed.
-    pub fn listeners(&self) -> Listeners {
-        self.listeners.clone()
-    }
-
     pub fn read(&self) -> StateRead<'_> {
         StateRead {
             guard: self.applied.read().unwrap_or_else(|p| p.into_inner()),
@@ -267,7 +226,6 @@ impl StateMachine {
         let state = SharedState {
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
-            listeners: Listeners::default(),
         };
         Ok(Self {
             store,
@@ -624,7 +582,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             );
             applied.last_applied = Some(entry.log_id);
             let mut loaded = Vec::new();
-            let (mut reply, mut changes) = match entry.payload {
+            let (reply, mut changes) = match entry.payload {
                 EntryPayload::Blank => (None, Changes::default()),
                 EntryPayload::Normal(ref e) => {
                     loaded = self.load_named(&mut applied.ledger, e)?;
@@ -640,15 +598,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (None, Changes::default())
                 }
             };
-            // The outcome is final once computed: the entry is committed,
-            // and readers wait for the write lock, so none sees the state
-            // before it is stored. The listener gets it, openraft `None`.
-            if let EntryPayload::Normal(ref e) = entry.payload {
-                if let Some(listener) = self.state.listeners.forget(e) {
-                    let outcome = reply.take().expect("a normal entry has an outcome");
-                    listener(outcome, entry.log_id.index);
-                }
-            }
             self.persist(&applied, &mut changes)?;
             // Stored now: settled records leave memory.
             applied
