@@ -11,8 +11,8 @@
 //!   (openraft is vendored with that one change, see `vendor/README.md`),
 //!   and counts its own copy towards a quorum only once it is synced.
 //! - [`state_machine`]: applies committed entries to the [`crate::ledger`] and
-//!   writes what each entry changed so that a crash keeps it whole or not
-//!   at all ([`journal`]); builds and installs snapshots.
+//!   writes what each entry changed in one atomic sled batch; builds and
+//!   installs snapshots.
 //! - [`network`]: Raft RPCs to peers over mutual TLS (`raft_addr`).
 //! - [`incarnation`]: a node whose storage was lost cannot rejoin under its
 //!   old id (it would have forgotten its votes and acknowledged entries).
@@ -21,7 +21,6 @@
 //! (time, caller) before it is proposed, so `apply` is deterministic.
 
 pub mod incarnation;
-pub mod journal;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

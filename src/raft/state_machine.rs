@@ -6,17 +6,15 @@
 //! again (see [`Ledger::to_load`]).
 //!
 //! Each applied entry's changes, with the new last-applied log id, go to sled
-//! while the state's write lock is held, so a reader holding the read lock
-//! sees memory and sled agree; a crash leaves the stored state after some
-//! whole entry (a batch, or a journal replayed on open, see
-//! [`super::journal`]). Apply itself does not fsync: the log is durable,
-//! and a node that restarts re-applies committed entries past its stored
-//! last-applied.
+//! in one atomic batch while the state's write lock is held, so the stored
+//! state is always the state after some whole entry and a reader holding the
+//! read lock sees memory and sled agree. Apply itself does not fsync: the log
+//! is durable, and a node that restarts re-applies committed entries past its
+//! stored last-applied.
 //!
-//! A snapshot is every key and value of the state tree but the journal
-//! (ledger records and account histories), taken under the read lock: a
-//! consistent view at its last-applied index. Installing one replaces the
-//! tree and reloads memory.
+//! A snapshot is every key and value of the state tree (ledger records and
+//! account histories), taken under the read lock: a consistent view at its
+//! last-applied index. Installing one replaces the tree and reloads memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
@@ -25,7 +23,6 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
-use super::journal::{self, Writes};
 use super::store::{
     chunks, for_each_transfer_block, read_chunks, storage_err, StateKey, Store, ACCOUNT_TAG,
     HISTORY_AT_TAG, HISTORY_TAG, LEAF_HASHES_TAG, REJECTED_TAG, TRANSFERS_TAG,
@@ -219,9 +216,6 @@ impl StateMachine {
         orgs: BTreeSet<OrgName>,
         genesis_hash: Hash,
     ) -> Result<Self, StorageError> {
-        if journal::replay(&store.state).map_err(write_err)? {
-            tracing::info!("completed the last applied entry's state writes from its journal");
-        }
         let applied = load(&store.state, orgs.clone(), genesis_hash)?;
         let state = SharedState {
             applied: Arc::new(RwLock::new(applied)),
@@ -241,14 +235,7 @@ impl StateMachine {
         self.state.clone()
     }
 
-    /// The sled tree of the state.
-    #[cfg(test)]
-    pub fn state_tree(&self) -> sled::Tree {
-        self.store.state.clone()
-    }
-
-    /// Writes one entry's effects and progress, whole or not at all (see
-    /// [`super::journal`]). The
+    /// Writes one entry's effects and progress in one atomic batch. The
     /// changed records are stored as the ledger encoded them for the block's
     /// state digest: serialized once. Accounts and refusals are a key each;
     /// the block's transfers, its leaf hashes and each account's history
@@ -257,7 +244,7 @@ impl StateMachine {
     /// for the caller.
     fn persist(&self, applied: &Applied, changes: &mut Changes) -> Result<(), StorageError> {
         let ledger = &applied.ledger;
-        let mut writes = Writes::default();
+        let mut batch = sled::Batch::default();
         assert_eq!(
             changes.encoded.len(),
             changes.record_count(),
@@ -270,10 +257,10 @@ impl StateMachine {
         let rejected = next(changes.rejected.len());
         let history = next(changes.history.len());
         for (id, bytes) in changes.accounts.iter().zip(accounts) {
-            writes.insert(StateKey::Account(id).encode(), bytes);
+            batch.insert(StateKey::Account(id).encode(), bytes);
         }
         for (id, bytes) in changes.rejected.iter().zip(rejected) {
-            writes.insert(StateKey::Rejected(id).encode(), bytes);
+            batch.insert(StateKey::Rejected(id).encode(), bytes);
         }
         if !transfers.is_empty() || !history.is_empty() {
             let height = changes
@@ -283,7 +270,7 @@ impl StateMachine {
                 .height;
             if !transfers.is_empty() {
                 for (n, (_, chunk)) in (0..).zip(chunks(&transfers)) {
-                    writes.insert(StateKey::Transfers(height, n).encode(), chunk);
+                    batch.insert(StateKey::Transfers(height, n).encode(), chunk);
                 }
             }
             // Each account's items of one entry are consecutive.
@@ -301,31 +288,29 @@ impl StateMachine {
                 let mut last = first;
                 for (at, chunk) in chunks(&run) {
                     last = first + at as u64;
-                    writes.insert(StateKey::History(account, last).encode(), chunk);
+                    batch.insert(StateKey::History(account, last).encode(), chunk);
                 }
-                writes.insert(
+                batch.insert(
                     StateKey::HistoryAt(account, height).encode(),
-                    last.to_be_bytes(),
+                    &last.to_be_bytes(),
                 );
             }
         }
-        writes.insert(
+        batch.insert(
             StateKey::LastApplied.encode(),
             encode(&applied.last_applied),
         );
-        writes.insert(StateKey::Membership.encode(), encode(&applied.membership));
-        writes.insert(StateKey::Clock.encode(), encode(&ledger.clock_ms()));
+        batch.insert(StateKey::Membership.encode(), encode(&applied.membership));
+        batch.insert(StateKey::Clock.encode(), encode(&ledger.clock_ms()));
         if let Some(block) = &changes.block {
-            writes.insert(StateKey::Block(block.height).encode(), encode(block));
+            batch.insert(StateKey::Block(block.height).encode(), encode(block));
             let hashes: Vec<Vec<u8>> = changes.leaf_hashes.iter().map(encode).collect();
             for (n, (_, chunk)) in (0..).zip(chunks(&hashes)) {
-                writes.insert(StateKey::LeafHashes(block.height, n).encode(), chunk);
+                batch.insert(StateKey::LeafHashes(block.height, n).encode(), chunk);
             }
-            writes.insert(StateKey::Head.encode(), encode(block));
+            batch.insert(StateKey::Head.encode(), encode(block));
         }
-        writes
-            .store(&self.store.state, applied.last_applied)
-            .map_err(write_err)
+        self.store.state.apply_batch(batch).map_err(write_err)
     }
 
     /// Loads into `ledger` the stored transfers `entry` names (re-sends,
@@ -478,15 +463,11 @@ fn scan<T: serde::de::DeserializeOwned>(
 }
 
 /// Encodes key/value pairs: the magic, then (u32 BE length, bytes) for each
-/// key and each value. The journal is left out: its entry is whole already.
+/// key and each value.
 fn encode_pairs(tree: &sled::Tree) -> Result<Vec<u8>, StorageError> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
-    let journal = StateKey::Journal.encode();
     for kv in tree.iter() {
         let (k, v) = kv.map_err(read_err)?;
-        if *k == *journal {
-            continue;
-        }
         for part in [&k[..], &v[..]] {
             let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
             out.extend_from_slice(&len.to_be_bytes());

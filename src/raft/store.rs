@@ -65,13 +65,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-/// Format 5 added the state journal ([`super::journal`]): an older alliance
-/// would ignore it and could load an entry's writes cut short by a crash.
-pub const FORMAT: &str = "alliance-postcard-5";
-
-/// The format before [`FORMAT`], which this alliance reads as it is: it
-/// only lacks the journal. Opening such a data dir marks it [`FORMAT`].
-const FORMAT_BEFORE: &str = "alliance-postcard-4";
+pub const FORMAT: &str = "alliance-postcard-4";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -79,11 +73,6 @@ fn check_format(db: &sled::Db) -> io::Result<()> {
     let found = db.get(FORMAT_KEY).map_err(io::Error::other)?;
     match found {
         Some(f) if *f == *FORMAT.as_bytes() => Ok(()),
-        Some(f) if *f == *FORMAT_BEFORE.as_bytes() => {
-            db.insert(FORMAT_KEY, FORMAT.as_bytes())
-                .map_err(io::Error::other)?;
-            Ok(())
-        }
         Some(f) => Err(io::Error::other(format!(
             "this data dir is in format {:?}; this alliance reads {FORMAT:?}",
             String::from_utf8_lossy(&f)
@@ -287,9 +276,6 @@ pub enum StateKey<'a> {
     Clock,
     /// The last block's header.
     Head,
-    /// The last small entry's writes, kept until the next entry's replace
-    /// them (see [`super::journal`]). Not part of a snapshot.
-    Journal,
     /// A block's header, by height (big-endian).
     Block(u64),
     /// A block's leaf hashes, by height, in chunks numbered from 0 (a
@@ -336,7 +322,6 @@ impl StateKey<'_> {
             Self::Membership => (0x02, ""),
             Self::Clock => (0x04, ""),
             Self::Head => (0x05, ""),
-            Self::Journal => (0x06, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };
