@@ -3,11 +3,12 @@
 //! folded later; see BENCHMARKS.md, sessions 10 and 11) is only safe if it
 //! does. Run: `cargo run --release --example sled_prefix [-- ROUNDS]`.
 //!
-//! A child process writes numbered steps to a `state` tree from one thread.
-//! Step `i` writes `J` = i, then `A0`..`A9` = i, then `H`+i, then `LA` = i,
-//! and every 50th step an atomic batch of `B1` = `B2` = i. Meanwhile another
-//! thread appends to a `log` tree and flushes every 300 µs, as the Raft log
-//! store does. The parent kills the child (SIGKILL) after a random time,
+//! A child process opens a node's store ([`Store::open`]: the same sled
+//! configuration) and writes numbered steps to its `state` tree from one
+//! thread. Step `i` writes `J` = i, then `A0`..`A9` = i, then `H`+i, then
+//! `LA` = i, and every 50th step an atomic batch of `B1` = `B2` = i.
+//! Meanwhile another thread appends to the `log` tree and makes it durable
+//! ([`Durable::sync`]) every 300 µs, as the Raft log store does. The parent kills the child (SIGKILL) after a random time,
 //! reopens the database and checks that what survived is the state after
 //! some prefix of those writes; then the next child goes on from there.
 //! Exits non-zero at the first state that is not a prefix.
@@ -16,8 +17,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use alliance::raft::store::{Durable, Store};
+
 const ROUNDS_DEFAULT: u32 = 40;
-const FLUSH_EVERY_MICROS: u64 = 300;
+/// The writer is killed this long after its start, plus up to
+/// `KILL_WINDOW_MS`.
+const KILL_AFTER_MIN_MS: u64 = 50;
+const KILL_WINDOW_MS: u64 = 850;
+const SYNC_EVERY_MICROS: u64 = 300;
+/// About one Raft entry of a single transfer.
+const LOG_VALUE_BYTES: usize = 300;
+const BATCH_EVERY_STEPS: u64 = 50;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -26,10 +36,14 @@ fn main() {
             write_forever(Path::new(dir));
         }
     }
-    let rounds = args
-        .get(1)
-        .map(|r| r.parse().expect("ROUNDS is a number"))
-        .unwrap_or(ROUNDS_DEFAULT);
+    let rounds = match args.get(1).map(|r| r.parse::<u32>()) {
+        None => ROUNDS_DEFAULT,
+        Some(Ok(r)) if r > 0 => r,
+        Some(_) => {
+            eprintln!("usage: sled_prefix [ROUNDS] (a whole number above 0)");
+            std::process::exit(2);
+        }
+    };
     let dir = tempfile::tempdir().expect("a temporary directory");
     let me = std::env::current_exe().expect("this program's path");
     for round in 1..=rounds {
@@ -37,7 +51,8 @@ fn main() {
             .args(["write".as_ref(), dir.path().as_os_str()])
             .spawn()
             .expect("start the writer");
-        std::thread::sleep(Duration::from_millis(50 + random_below(850)));
+        let run_ms = KILL_AFTER_MIN_MS + random_below(KILL_WINDOW_MS);
+        std::thread::sleep(Duration::from_millis(run_ms));
         child.kill().expect("SIGKILL the writer");
         child.wait().expect("reap the writer");
         match check(dir.path()) {
@@ -60,13 +75,8 @@ fn random_below(n: u64) -> u64 {
     u64::from(nanos) % n
 }
 
-fn open(dir: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(16 << 20)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .expect("open sled")
+fn open(dir: &Path) -> Store {
+    Store::open(dir).expect("open the store")
 }
 
 fn num(v: sled::IVec) -> u64 {
@@ -78,18 +88,13 @@ fn history_key(i: u64) -> Vec<u8> {
 }
 
 fn write_forever(dir: &Path) -> ! {
-    let db = open(dir);
-    let state = db.open_tree("state").expect("state tree");
-    let log = db.open_tree("log").expect("log tree");
-    let flusher = db.clone();
-    std::thread::spawn(move || {
-        for n in 0u64.. {
-            log.insert(n.to_be_bytes(), vec![7u8; 300])
-                .expect("log insert");
-            flusher.flush().expect("flush");
-            std::thread::sleep(Duration::from_micros(FLUSH_EVERY_MICROS));
-        }
-    });
+    let Store {
+        state,
+        log,
+        durable,
+        ..
+    } = open(dir);
+    std::thread::spawn(move || append_forever(&log, &durable));
     let start = state.get("LA").expect("read LA").map_or(0, |v| num(v) + 1);
     for i in start.. {
         let v = i.to_be_bytes();
@@ -99,7 +104,7 @@ fn write_forever(dir: &Path) -> ! {
         }
         state.insert(history_key(i), &v).expect("insert");
         state.insert("LA", &v).expect("insert");
-        if i % 50 == 0 {
+        if i % BATCH_EVERY_STEPS == 0 {
             let mut batch = sled::Batch::default();
             batch.insert("B1", &v);
             batch.insert("B2", &v);
@@ -109,10 +114,19 @@ fn write_forever(dir: &Path) -> ! {
     unreachable!("u64 steps do not run out")
 }
 
+/// What the Raft log store does to the same database: append, make durable.
+fn append_forever(log: &sled::Tree, durable: &Durable) {
+    for n in 0u64.. {
+        log.insert(n.to_be_bytes(), vec![7u8; LOG_VALUE_BYTES])
+            .expect("log insert");
+        durable.sync().expect("sync");
+        std::thread::sleep(Duration::from_micros(SYNC_EVERY_MICROS));
+    }
+}
+
 /// The last whole step, if the state is one a prefix of the writes leaves.
 fn check(dir: &Path) -> Result<Option<u64>, String> {
-    let db = open(dir);
-    let state = db.open_tree("state").expect("state tree");
+    let state = open(dir).state;
     let get = |k: &[u8]| state.get(k).expect("read").map(num);
     let Some(la) = get(b"LA") else {
         return Ok(None);
