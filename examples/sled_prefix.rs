@@ -8,10 +8,11 @@
 //! thread. Step `i` writes `J` = i, then `A0`..`A9` = i, then `H`+i, then
 //! `LA` = i, and every 50th step an atomic batch of `B1` = `B2` = i.
 //! Meanwhile another thread appends to the `log` tree and makes it durable
-//! ([`Durable::sync`]) every 300 µs, as the Raft log store does. The parent kills the child (SIGKILL) after a random time,
-//! reopens the database and checks that what survived is the state after
-//! some prefix of those writes; then the next child goes on from there.
-//! Exits non-zero at the first state that is not a prefix.
+//! ([`Durable::sync`]) every 300 µs, as the Raft log store does. The parent
+//! kills the child (SIGKILL) after a random time, reopens the database and
+//! checks that what survived is the state after some prefix of those
+//! writes; then the next child goes on from there. Exits non-zero at the
+//! first state that is not a prefix.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,11 +29,15 @@ const SYNC_EVERY_MICROS: u64 = 300;
 /// About one Raft entry of a single transfer.
 const LOG_VALUE_BYTES: usize = 300;
 const BATCH_EVERY_STEPS: u64 = 50;
+/// Keys `A0`.. each step overwrites, like the accounts an entry changes.
+const A_KEYS: usize = 10;
+/// The first argument that makes this process the writer.
+const WRITER_MODE: &str = "write";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, mode, dir] = &args[..] {
-        if mode == "write" {
+        if mode == WRITER_MODE {
             write_forever(Path::new(dir));
         }
     }
@@ -48,7 +53,7 @@ fn main() {
     let me = std::env::current_exe().expect("this program's path");
     for round in 1..=rounds {
         let mut child = Command::new(&me)
-            .args(["write".as_ref(), dir.path().as_os_str()])
+            .args([WRITER_MODE.as_ref(), dir.path().as_os_str()])
             .spawn()
             .expect("start the writer");
         let run_ms = KILL_AFTER_MIN_MS + random_below(KILL_WINDOW_MS);
@@ -99,7 +104,7 @@ fn write_forever(dir: &Path) -> ! {
     for i in start.. {
         let v = i.to_be_bytes();
         state.insert("J", &v).expect("insert");
-        for k in 0..10 {
+        for k in 0..A_KEYS {
             state.insert(format!("A{k}"), &v).expect("insert");
         }
         state.insert(history_key(i), &v).expect("insert");
@@ -133,7 +138,7 @@ fn check(dir: &Path) -> Result<Option<u64>, String> {
     };
     let next = la + 1;
     let j = get(b"J").ok_or("LA without J")?;
-    let a: Vec<u64> = (0..10)
+    let a: Vec<u64> = (0..A_KEYS)
         .map(|k| get(format!("A{k}").as_bytes()).ok_or(format!("LA without A{k}")))
         .collect::<Result<_, _>>()?;
     let fail = |what: &str| Err(format!("{what}: LA {la}, J {j}, A {a:?}"));
@@ -141,7 +146,7 @@ fn check(dir: &Path) -> Result<Option<u64>, String> {
         return fail("J is neither the last step nor the next");
     }
     if a.iter().any(|&x| x != la && x != next) || a.windows(2).any(|w| w[0] < w[1]) {
-        return fail("A0..A9 are not the next step's up to some point, then the last's");
+        return fail("the A keys are not the next step's up to some point, then the last's");
     }
     if a[0] == next && j != next {
         return fail("the next step's A0 without its J");
@@ -149,8 +154,8 @@ fn check(dir: &Path) -> Result<Option<u64>, String> {
     if get(&history_key(la)).is_none() {
         return fail("the last step's H is missing");
     }
-    if get(&history_key(next)).is_some() && a[9] != next {
-        return fail("the next step's H without its A9");
+    if get(&history_key(next)).is_some() && a[A_KEYS - 1] != next {
+        return fail("the next step's H without its last A");
     }
     if get(&history_key(next + 1)).is_some() {
         return fail("an H beyond the next step");
