@@ -23,6 +23,7 @@
 mod account;
 pub mod chain;
 pub mod ids;
+mod leaf;
 mod rejection;
 mod transfer;
 pub mod types;
@@ -35,6 +36,8 @@ use crate::codec::encode;
 
 pub use chain::{BlockHeader, Hash, Proof};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
+pub use leaf::transfer_leaf;
+use leaf::{leaf_json, Leaf};
 pub use rejection::Rejection;
 pub use types::{
     Account, Event, HistoryItem, NewAccount, NewTransfer, RejectedTransfer, Transfer,
@@ -162,32 +165,6 @@ impl Changes {
     fn push_leaf(&mut self, leaf: &Leaf<'_>) {
         self.leaf_hashes.push(chain::leaf_hash(&leaf_json(leaf)));
     }
-}
-
-/// A block leaf: one result of the entry, as canonical JSON.
-#[derive(Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Leaf<'a> {
-    Transfer(&'a Transfer),
-    Expired(&'a Transfer),
-    Account(&'a Account),
-    Refused { code: &'static str },
-}
-
-fn leaf_json(leaf: &Leaf<'_>) -> Vec<u8> {
-    serde_json::to_vec(leaf).expect("leaves serialize")
-}
-
-/// The leaf a block committed for this version of a transfer: `{"transfer":
-/// ...}` when it was created, posted or voided in that block, `{"expired":
-/// ...}` when it expired there.
-pub fn transfer_leaf(t: &Transfer) -> String {
-    let leaf = if t.state == TransferState::Expired {
-        Leaf::Expired(t)
-    } else {
-        Leaf::Transfer(t)
-    };
-    String::from_utf8(leaf_json(&leaf)).expect("JSON is UTF-8")
 }
 
 /// Where each transfer's latest version is stored: its id, with the height
