@@ -142,6 +142,32 @@ impl ApiClient {
         self.call(Method::POST, "/v1/transfers", Some(&body)).await
     }
 
+    /// Posts a batch and asks for an answer that lists only the refused
+    /// items (`"answer": "refused"`); each item serializes as one transfer
+    /// of `POST /v1/transfers`.
+    pub async fn batch_refused_only<T: serde::Serialize>(
+        &self,
+        transfers: &[T],
+        atomic: bool,
+    ) -> Result<Response, reqwest::Error> {
+        #[derive(serde::Serialize)]
+        struct Body<'a, T> {
+            transfers: &'a [T],
+            atomic: bool,
+            answer: &'static str,
+        }
+        let body = Body {
+            transfers,
+            atomic,
+            answer: "refused",
+        };
+        let req = self
+            .http
+            .post(format!("{}/v1/transfers", self.base))
+            .json(&body);
+        self.finish(req).await
+    }
+
     /// Posts a pending transfer, for `amount` or (None) all of it.
     pub async fn post_pending(
         &self,

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::error::{ApiError, Reply};
 use super::service::{Op, Read, Service};
 use super::types::{
-    account_id, parse_json, transfer_id, transfers_command, CreateAccountBody, PostBody,
+    account_id, parse_json, transfer_id, transfers_command, Answer, CreateAccountBody, PostBody,
     ReadersBody,
 };
 use super::{no_route, read_body};
@@ -112,13 +112,26 @@ async fn read(
     Ok(reply.into())
 }
 
+/// A write whose answer is one record or one error.
 async fn write(
     svc: &Service,
     principal: &Principal,
     command: Command,
 ) -> Result<HttpResponse, ApiError> {
+    write_answering(svc, principal, command, Answer::One).await
+}
+
+async fn write_answering(
+    svc: &Service,
+    principal: &Principal,
+    command: Command,
+    answer: Answer,
+) -> Result<HttpResponse, ApiError> {
     ensure_may_write(principal)?;
-    Ok(svc.execute(principal, &Op::Write(command)).await.into())
+    Ok(svc
+        .execute(principal, &Op::Write(command, answer))
+        .await
+        .into())
 }
 
 async fn create_account(
@@ -137,8 +150,8 @@ async fn post_transfers(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
-    let (command, batch) = transfers_command(&body, &svc.limits)?;
-    if let (Command::Transfers { transfers, .. }, false) = (&command, batch) {
+    let (command, answer) = transfers_command(&body, &svc.limits)?;
+    if let (Command::Transfers { transfers, .. }, Answer::One) = (&command, answer) {
         // Edge check of ownership on this node's state; apply checks again.
         let state = svc.state.read();
         if let Some(debit) = transfers
@@ -150,7 +163,7 @@ async fn post_transfers(
             }
         }
     }
-    write(&svc, &principal, command).await
+    write_answering(&svc, &principal, command, answer).await
 }
 
 async fn post_pending(

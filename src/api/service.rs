@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::error::{ApiError, ErrorView, Reply};
 use super::types::{
-    account_view, check_limits, history_view, transfer_view, BatchItemView, TransferView,
+    account_view, check_limits, history_view, transfer_view, Answer, BatchItemView, RefusedView,
+    TransferView,
 };
 use super::{group, public};
 use crate::config::{Genesis, Limits, NodeId};
@@ -44,7 +45,7 @@ const RETRY_BACKOFF_MAX_MS: u64 = 200;
 /// What a request asks; the unit that is forwarded to the leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Op {
-    Write(Command),
+    Write(Command, Answer),
     Read(Read),
 }
 
@@ -76,7 +77,7 @@ pub enum Read {
 
 impl Op {
     fn is_write(&self) -> bool {
-        matches!(self, Self::Write(_))
+        matches!(self, Self::Write(..))
     }
 }
 
@@ -198,7 +199,7 @@ impl Service {
 
     /// Runs `op` here if this node is the leader; a follower says so.
     pub async fn execute_forwarded(&self, principal: &Principal, op: &Op) -> Reply {
-        if let Op::Write(command) = op {
+        if let Op::Write(command, _) = op {
             if let Err(e) = check_limits(command, &self.limits) {
                 return e.reply();
             }
@@ -219,7 +220,7 @@ impl Service {
         deadline: Instant,
     ) -> Result<Reply, Attempt> {
         match op {
-            Op::Write(command) => self.write(principal, command, deadline).await,
+            Op::Write(command, answer) => self.write(principal, command, *answer, deadline).await,
             Op::Read(read) => {
                 self.linearize(deadline).await?;
                 Ok(self.read(principal, read))
@@ -231,6 +232,7 @@ impl Service {
         &self,
         principal: &Principal,
         command: &Command,
+        answer: Answer,
         deadline: Instant,
     ) -> Result<Reply, Attempt> {
         let Ok(_permit) = self.in_flight.try_acquire() else {
@@ -242,7 +244,9 @@ impl Service {
         } = command
         {
             if let [one] = transfers.as_slice() {
-                return self.write_grouped(principal, command, one, deadline).await;
+                return self
+                    .write_grouped(principal, command, answer, one, deadline)
+                    .await;
             }
         }
         // The leader fixes the time before proposing: apply stays pure.
@@ -260,6 +264,7 @@ impl Service {
                 resp.data,
                 principal,
                 command,
+                answer,
                 resp.log_id.index,
             )),
             // Usually "not leader, nothing appended"; but openraft also says
@@ -280,6 +285,7 @@ impl Service {
         &self,
         principal: &Principal,
         command: &Command,
+        answer: Answer,
         transfer: &NewTransfer,
         deadline: Instant,
     ) -> Result<Reply, Attempt> {
@@ -290,6 +296,7 @@ impl Service {
                 Some(Outcome::Transfers(vec![result])),
                 principal,
                 command,
+                answer,
                 index,
             )),
             Ok(Err(group::GroupError::NotLeader)) => Err(Attempt::Retry),
@@ -571,17 +578,17 @@ fn render_outcome(
     outcome: Option<Outcome>,
     principal: &Principal,
     command: &Command,
+    answer: Answer,
     log_index: u64,
 ) -> Reply {
-    let batch = matches!(command, Command::Transfers { transfers, .. } if transfers.len() > 1);
     match outcome {
         Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, principal.org(), log_index)),
         Some(Outcome::Account(Err(r)) | Outcome::Transfer(Err(r))) => ApiError::Rejected(r).reply(),
         Some(Outcome::Transfer(Ok(t))) => Reply::with(200, &TransferView::from(&t)),
-        Some(Outcome::Transfers(results)) if batch || results.len() != 1 => {
-            batch_reply(command, &results)
+        Some(Outcome::Transfers(results)) if answer != Answer::One => {
+            batch_reply(command, &results, answer)
         }
-        Some(Outcome::Transfers(mut results)) => match results.pop() {
+        Some(Outcome::Transfers(mut results)) if results.len() == 1 => match results.pop() {
             Some(Ok(t)) => Reply::with(200, &TransferView::from(&t)),
             Some(Err(r)) => ApiError::Rejected(r).reply(),
             None => unreachable!("length checked"),
@@ -590,37 +597,68 @@ fn render_outcome(
     }
 }
 
-/// A batch's results in request order; an atomic batch that was refused is
-/// a 422 `batch_rejected` carrying every item's reason.
-fn batch_reply(command: &Command, results: &[Result<Transfer, Rejection>]) -> Reply {
+/// A batch's answer; an atomic batch that was refused is a 422
+/// `batch_rejected`. [`Answer::All`] lists every item's result in request
+/// order (in a refused atomic batch, the items refused only because
+/// another was say `linked_transfer_failed`); [`Answer::Refused`] counts
+/// the applied items and lists the refused ones with their index, leaving
+/// out the `linked_transfer_failed` ones that `batch_rejected` implies.
+fn batch_reply(
+    command: &Command,
+    results: &[Result<Transfer, Rejection>],
+    answer: Answer,
+) -> Reply {
     #[derive(Serialize)]
-    struct Batch<'a> {
+    struct All<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<ErrorView<'static>>,
         atomic: bool,
         results: Vec<BatchItemView<'a>>,
     }
-    let atomic = matches!(command, Command::Transfers { atomic: true, .. });
-    let refused = atomic && results.iter().any(Result::is_err);
-    let results: Vec<_> = results.iter().map(BatchItemView::from).collect();
-    if refused {
-        let error = ErrorView {
-            code: "batch_rejected",
-            message: "a transfer of this atomic batch was refused; nothing was applied",
-        };
-        let body = Batch {
-            error: Some(error),
-            atomic,
-            results,
-        };
-        return Reply::with(422, &body);
+    #[derive(Serialize)]
+    struct Refused<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorView<'static>>,
+        atomic: bool,
+        applied: usize,
+        refused: Vec<RefusedView<'a>>,
     }
+    let (atomic, requests) = match command {
+        Command::Transfers { transfers, atomic } => (*atomic, transfers),
+        other => unreachable!("a batch answer for {other:?}"),
+    };
+    let rejected = atomic && results.iter().any(Result::is_err);
+    let error = rejected.then_some(ErrorView {
+        code: "batch_rejected",
+        message: "a transfer of this atomic batch was refused; nothing was applied",
+    });
+    let status = if rejected { 422 } else { 200 };
+    if answer != Answer::Refused {
+        let results = results.iter().map(BatchItemView::from).collect();
+        return Reply::with(
+            status,
+            &All {
+                error,
+                atomic,
+                results,
+            },
+        );
+    }
+    let refused = (0..)
+        .zip(requests.iter().zip(results))
+        .filter_map(|(index, (request, result))| match result {
+            Ok(_) | Err(Rejection::LinkedTransferFailed) => None,
+            Err(e) => Some(RefusedView::new(index, &request.id, e)),
+        })
+        .collect();
+    let applied = results.iter().filter(|r| r.is_ok()).count();
     Reply::with(
-        200,
-        &Batch {
-            error: None,
+        status,
+        &Refused {
+            error,
             atomic,
-            results,
+            applied,
+            refused,
         },
     )
 }

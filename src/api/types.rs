@@ -50,6 +50,40 @@ pub struct BatchBody {
     transfers: Vec<TransferBody>,
     #[serde(default)]
     atomic: bool,
+    #[serde(default)]
+    answer: BatchAnswer,
+}
+
+/// What a batch's answer lists (the body's `answer`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BatchAnswer {
+    /// Every item's result, in request order.
+    #[default]
+    All,
+    /// Only the refused items, each with its index in the request.
+    Refused,
+}
+
+/// The shape of a write's answer. Not part of the Raft entry: it travels
+/// with a forwarded request, and the node that applies renders it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// One record or one error: a single transfer, an account, a post.
+    One,
+    /// A batch: every item's result, in request order.
+    All,
+    /// A batch: a count of applied items and the refused ones, by index.
+    Refused,
+}
+
+impl From<BatchAnswer> for Answer {
+    fn from(a: BatchAnswer) -> Self {
+        match a {
+            BatchAnswer::All => Self::All,
+            BatchAnswer::Refused => Self::Refused,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -195,42 +229,45 @@ impl TransferBody {
     }
 }
 
-/// A single transfer or a batch: which one a `POST /v1/transfers` body is.
-pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, bool), ApiError> {
-    let value: Value = parse_json(body)?;
-    if value.get("transfers").is_some() {
-        let batch: BatchBody =
-            serde_json::from_value(value).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        if batch.transfers.is_empty() || batch.transfers.len() > limits.batch_transfers_max {
-            let max = limits.batch_transfers_max;
-            return Err(invalid(
-                "invalid_batch",
-                format!("a batch holds 1..={max} transfers"),
-            ));
-        }
-        let transfers = batch
-            .transfers
-            .into_iter()
-            .map(|t| t.validate(limits))
-            .collect::<Result<_, _>>()?;
-        Ok((
-            Command::Transfers {
-                transfers,
-                atomic: batch.atomic,
-            },
-            true,
-        ))
-    } else {
-        let one: TransferBody =
-            serde_json::from_value(value).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        Ok((
-            Command::Transfers {
-                transfers: vec![one.validate(limits)?],
-                atomic: false,
-            },
-            false,
-        ))
+/// Whether a `POST /v1/transfers` body is a batch, read without building
+/// the body: its `transfers` is skipped over, not parsed.
+#[derive(Deserialize)]
+struct BodyShape<'a> {
+    #[serde(borrow)]
+    transfers: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A single transfer or a batch, as a `POST /v1/transfers` body says, with
+/// the answer it asks for. The body is parsed straight into its type (a
+/// batch of 8000 transfers is 8000 small structs, not a JSON tree first).
+pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, Answer), ApiError> {
+    let shape: BodyShape = parse_json(body)?;
+    if shape.transfers.is_none() {
+        let one: TransferBody = parse_json(body)?;
+        let command = Command::Transfers {
+            transfers: vec![one.validate(limits)?],
+            atomic: false,
+        };
+        return Ok((command, Answer::One));
     }
+    let batch: BatchBody = parse_json(body)?;
+    if batch.transfers.is_empty() || batch.transfers.len() > limits.batch_transfers_max {
+        let max = limits.batch_transfers_max;
+        return Err(invalid(
+            "invalid_batch",
+            format!("a batch holds 1..={max} transfers"),
+        ));
+    }
+    let transfers = batch
+        .transfers
+        .into_iter()
+        .map(|t| t.validate(limits))
+        .collect::<Result<_, _>>()?;
+    let command = Command::Transfers {
+        transfers,
+        atomic: batch.atomic,
+    };
+    Ok((command, batch.answer.into()))
 }
 
 impl PostBody {
@@ -378,6 +415,29 @@ pub fn history_view(h: &HistoryItem) -> Value {
         "log_index": h.log_index,
         "timestamp_ms": h.timestamp_ms,
     })
+}
+
+/// A refused batch item, when the batch asked for `"answer": "refused"`:
+/// `{"index", "id", "error": {"code", "message"}}`, `index` counting the
+/// request's items from 0.
+#[derive(Serialize)]
+pub struct RefusedView<'a> {
+    index: u64,
+    id: &'a TransferId,
+    error: ErrorView<'static>,
+}
+
+impl<'a> RefusedView<'a> {
+    pub fn new(index: u64, id: &'a TransferId, rejection: &Rejection) -> Self {
+        Self {
+            index,
+            id,
+            error: ErrorView {
+                code: rejection.code(),
+                message: rejection.message(),
+            },
+        }
+    }
 }
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or
