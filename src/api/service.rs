@@ -585,9 +585,13 @@ fn render_outcome(
         Some(Outcome::Account(Ok(a))) => Reply::ok(account_view(&a, principal.org(), log_index)),
         Some(Outcome::Account(Err(r)) | Outcome::Transfer(Err(r))) => ApiError::Rejected(r).reply(),
         Some(Outcome::Transfer(Ok(t))) => Reply::with(200, &TransferView::from(&t)),
-        Some(Outcome::Transfers(results)) if answer != Answer::One => {
-            batch_reply(command, &results, answer)
-        }
+        Some(Outcome::Transfers(results)) if answer != Answer::One => match command {
+            Command::Transfers { transfers, atomic } => {
+                batch_reply(*atomic, transfers, &results, answer)
+            }
+            // A group commit's entry is never a peer's to ask for.
+            other => ApiError::Unavailable(format!("a batch answer for {other:?}")).reply(),
+        },
         Some(Outcome::Transfers(mut results)) if results.len() == 1 => match results.pop() {
             Some(Ok(t)) => Reply::with(200, &TransferView::from(&t)),
             Some(Err(r)) => ApiError::Rejected(r).reply(),
@@ -601,13 +605,24 @@ fn render_outcome(
 /// `batch_rejected`. [`Answer::All`] lists every item's result in request
 /// order (in a refused atomic batch, the items refused only because
 /// another was say `linked_transfer_failed`); [`Answer::Refused`] counts
-/// the applied items and lists the refused ones with their index, leaving
-/// out the `linked_transfer_failed` ones that `batch_rejected` implies.
+/// the items answered ok and lists the refused ones with their index,
+/// leaving out the `linked_transfer_failed` ones that `batch_rejected`
+/// implies.
 fn batch_reply(
-    command: &Command,
+    atomic: bool,
+    requests: &[NewTransfer],
     results: &[Result<Transfer, Rejection>],
     answer: Answer,
 ) -> Reply {
+    let rejected = atomic && results.iter().any(Result::is_err);
+    let error = rejected.then_some(ErrorView {
+        code: "batch_rejected",
+        message: "a transfer of this atomic batch was refused; nothing was applied",
+    });
+    let status = if rejected { 422 } else { 200 };
+    if answer == Answer::Refused {
+        return Reply::with(status, &refused_only(error, atomic, requests, results));
+    }
     #[derive(Serialize)]
     struct All<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -615,35 +630,33 @@ fn batch_reply(
         atomic: bool,
         results: Vec<BatchItemView<'a>>,
     }
-    #[derive(Serialize)]
-    struct Refused<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<ErrorView<'static>>,
-        atomic: bool,
-        applied: usize,
-        refused: Vec<RefusedView<'a>>,
-    }
-    let (atomic, requests) = match command {
-        Command::Transfers { transfers, atomic } => (*atomic, transfers),
-        other => unreachable!("a batch answer for {other:?}"),
-    };
-    let rejected = atomic && results.iter().any(Result::is_err);
-    let error = rejected.then_some(ErrorView {
-        code: "batch_rejected",
-        message: "a transfer of this atomic batch was refused; nothing was applied",
-    });
-    let status = if rejected { 422 } else { 200 };
-    if answer != Answer::Refused {
-        let results = results.iter().map(BatchItemView::from).collect();
-        return Reply::with(
-            status,
-            &All {
-                error,
-                atomic,
-                results,
-            },
-        );
-    }
+    let results = results.iter().map(BatchItemView::from).collect();
+    Reply::with(
+        status,
+        &All {
+            error,
+            atomic,
+            results,
+        },
+    )
+}
+
+/// The body of an [`Answer::Refused`] batch answer.
+#[derive(Serialize)]
+struct RefusedOnly<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorView<'static>>,
+    atomic: bool,
+    applied: usize,
+    refused: Vec<RefusedView<'a>>,
+}
+
+fn refused_only<'a>(
+    error: Option<ErrorView<'static>>,
+    atomic: bool,
+    requests: &'a [NewTransfer],
+    results: &[Result<Transfer, Rejection>],
+) -> RefusedOnly<'a> {
     let refused = (0..)
         .zip(requests.iter().zip(results))
         .filter_map(|(index, (request, result))| match result {
@@ -651,14 +664,10 @@ fn batch_reply(
             Err(e) => Some(RefusedView::new(index, &request.id, e)),
         })
         .collect();
-    let applied = results.iter().filter(|r| r.is_ok()).count();
-    Reply::with(
-        status,
-        &Refused {
-            error,
-            atomic,
-            applied,
-            refused,
-        },
-    )
+    RefusedOnly {
+        error,
+        atomic,
+        applied: results.iter().filter(|r| r.is_ok()).count(),
+        refused,
+    }
 }

@@ -229,20 +229,17 @@ impl TransferBody {
     }
 }
 
-/// Whether a `POST /v1/transfers` body is a batch, read without building
-/// the body: its `transfers` is skipped over, not parsed.
-#[derive(Deserialize)]
-struct BodyShape<'a> {
-    #[serde(borrow)]
-    transfers: Option<&'a serde_json::value::RawValue>,
-}
+/// The top-level keys of a `POST /v1/transfers` body, values skipped over
+/// unparsed: whether it is a batch. Only a JSON object is a body (a derived
+/// struct would also take an array, field by field).
+type BodyKeys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
 
 /// A single transfer or a batch, as a `POST /v1/transfers` body says, with
 /// the answer it asks for. The body is parsed straight into its type (a
 /// batch of 8000 transfers is 8000 small structs, not a JSON tree first).
 pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, Answer), ApiError> {
-    let shape: BodyShape = parse_json(body)?;
-    if shape.transfers.is_none() {
+    let keys: BodyKeys = parse_json(body)?;
+    if !keys.contains_key("transfers") {
         let one: TransferBody = parse_json(body)?;
         let command = Command::Transfers {
             transfers: vec![one.validate(limits)?],

@@ -257,18 +257,20 @@ mod tests {
         #[test]
         fn every_transfer_leaf_is_serde_jsons(
             id in "[A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
-            account in "[a-z0-9][a-z0-9._:-]{0,63}",
+            debit in "[a-z0-9][a-z0-9._:-]{0,63}",
+            credit in "[a-z0-9][a-z0-9._:-]{0,63}",
             asset in "[A-Z0-9]{1,12}",
             org in "[a-z0-9][a-z0-9-]{0,31}",
             memo in proptest::option::of(".*"),
-            numbers in proptest::array::uniform4(proptest::num::u64::ANY),
+            numbers in proptest::array::uniform5(proptest::num::u64::ANY),
             optional in proptest::array::uniform4(proptest::option::of(proptest::num::u64::ANY)),
             pending: bool,
             state in state(),
         ) {
             let t = Transfer {
                 id: TransferId::parse(&id).expect("matches the rule"),
-                debit_account: AccountId::parse(&account).expect("matches the rule"),
+                debit_account: AccountId::parse(&debit).expect("matches the rule"),
+                credit_account: AccountId::parse(&credit).expect("matches the rule"),
                 amount: Amount::new(numbers[0].max(1)).expect("positive"),
                 asset: Asset::parse(&asset).expect("matches the rule"),
                 memo,
@@ -276,14 +278,13 @@ mod tests {
                 timestamp_ms: numbers[1],
                 height: numbers[2],
                 log_index: numbers[3],
-                leaf_index: numbers[0],
+                leaf_index: numbers[4],
                 pending,
                 timeout_ms: optional[0],
                 expires_at_ms: optional[1],
                 state,
                 posted_amount: optional[2].map(|n| Amount::new(n.max(1)).expect("positive")),
                 resolved_height: optional[3],
-                ..transfer()
             };
             let (ours, theirs) = both(&Leaf::Transfer(&t));
             proptest::prop_assert_eq!(ours, theirs);

@@ -118,18 +118,30 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
         let r = post(body.clone()).await;
         assert_eq!((r.status, r.code()), (status, Some(code)), "{body}");
     }
+    // A body is an object: a batch or a transfer written as an array is
+    // refused, and so is a key given twice.
+    let leg = r#"{"id":"arr-1","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#;
     for raw in [
         b"{not json".to_vec(),
         b"".to_vec(),
         b"[]".to_vec(),
         vec![0xff, 0xfe],
+        format!("[[{leg}]]").into_bytes(),
+        format!("[[{leg}], false, \"refused\"]").into_bytes(),
+        br#"["arr-1","org1.ops","org2.ops",1,null,null,false,null]"#.to_vec(),
+        br#"{"id":"arr-1","id":"arr-2","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#.to_vec(),
+        format!(r#"{{"transfers":[{leg}],"transfers":[{leg}]}}"#).into_bytes(),
     ] {
         let r = app1.post_raw("/v1/transfers", raw.clone()).await.unwrap();
         assert_eq!(
             (r.status, r.code()),
             (400, Some("malformed_json")),
-            "{raw:?}"
+            "{}",
+            String::from_utf8_lossy(&raw)
         );
+    }
+    for id in ["arr-1", "arr-2"] {
+        assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
     }
     let huge = format!(
         "{{\"id\":\"big\",\"memo\":\"{}\"}}",

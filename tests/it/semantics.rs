@@ -90,7 +90,18 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
     assert_eq!(r.body["applied"], 0, "{}", r.body);
     assert_eq!(r.body["refused"].as_array().map(Vec::len), Some(1));
     assert_eq!(r.body["refused"][0]["index"], 1);
+    assert_eq!(r.body["refused"][0]["id"], "ra-1");
+    assert_eq!(
+        r.body["refused"][0]["error"]["code"],
+        "credit_account_not_found"
+    );
     assert_eq!(app1.get_transfer("ra-0").await.unwrap().status, 404);
+    // A batch of one goes through group commit, and still answers as asked.
+    let r = ok(app1
+        .batch_refused_only(&[t("ro-0", "org1.ops", "nobody", 1)], false)
+        .await);
+    assert_eq!(r.body["applied"], 0, "{}", r.body);
+    assert_eq!(r.body["refused"][0]["id"], "ro-0", "{}", r.body);
     // An unknown answer is refused before anything is applied.
     let body = json!({"transfers": [t("rx-0", "org1.ops", "org2.ops", 1)], "answer": "some"});
     let r = app1
