@@ -101,7 +101,7 @@ fn a_failed_sync_fails_every_later_one() {
 fn a_data_dir_in_another_format_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     drop(Store::open(dir.path()).expect("a new data dir opens"));
-    drop(Store::open(dir.path()).expect("and opens again"));
+    drop(reopen(dir.path()));
 
     let old = tempfile::tempdir().expect("temp dir");
     {
@@ -111,14 +111,14 @@ fn a_data_dir_in_another_format_is_refused() {
             .expect("insert");
         db.flush().expect("flush");
     }
-    let err = Store::open(old.path())
+    let err = once_unlocked(|| Store::open(old.path()))
         .err()
         .expect("an old data dir is refused");
     assert!(
         err.to_string().contains("written by an earlier alliance"),
         "{err}"
     );
-    let log = sled::open(old.path())
+    let log = once_unlocked(|| sled::open(old.path()))
         .expect("sled")
         .open_tree("log")
         .expect("tree");
@@ -135,19 +135,24 @@ async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine 
     sm
 }
 
-/// Opens the store of a dropped state machine. sled's background threads
-/// may hold the directory's lock for a moment after the drop, so this
-/// retries while the lock is taken, up to a deadline.
+/// Opens the store of a dropped state machine (see [`once_unlocked`]).
 fn reopen(dir: &std::path::Path) -> Store {
+    once_unlocked(|| Store::open(dir)).expect("reopen sled")
+}
+
+/// Runs `open` until it no longer fails on sled's directory lock, up to a
+/// deadline. sled's background flusher keeps the database, and with it the
+/// lock, alive for a moment after the last handle is dropped, so opening a
+/// directory right after closing it in the same process can find it taken.
+fn once_unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
+        match open() {
             Err(e) if e.to_string().contains("could not acquire lock") => {
                 assert!(std::time::Instant::now() < deadline, "still locked: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Err(e) => panic!("reopen sled: {e}"),
+            other => return other,
         }
     }
 }
