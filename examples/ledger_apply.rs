@@ -34,6 +34,8 @@ fn run(label: &str, batch: usize, entries: usize) {
         role: Role::Admin,
     };
     let mut ledger = Ledger::new([org].into());
+    // As a node's: settled transfers are stored, not kept in memory.
+    ledger.forget_settled_from_now();
     let mut index = 0u64;
     let mut apply = |ledger: &mut Ledger, command: Command| {
         index += 1;

@@ -136,10 +136,7 @@ mod tests {
                 .accounts
                 .iter()
                 .for_each(|id| round_trip(ledger.account(id).unwrap()));
-            changes
-                .transfers
-                .iter()
-                .for_each(|id| round_trip(ledger.transfer(id).unwrap()));
+            changes.transfers.iter().for_each(round_trip);
             for id in &changes.rejected {
                 round_trip(ledger.rejected(id).unwrap());
                 refusals += 1;

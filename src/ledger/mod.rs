@@ -139,7 +139,19 @@ pub enum Outcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub accounts: BTreeSet<AccountId>,
-    pub transfers: BTreeSet<TransferId>,
+    /// The latest version of every transfer the entry made or changed, in
+    /// id order; filled when the block is sealed.
+    pub transfers: Vec<Transfer>,
+    /// While the entry runs: the ids of changed transfers that are in the
+    /// ledger's map (pending ones, and those resolved by this entry).
+    in_map: BTreeSet<TransferId>,
+    /// While the entry runs: the settled transfers it made, in the order
+    /// made. They never enter the ledger's map (see [`Ledger::seal_block`]),
+    /// so a batch of 8000 does not insert 8000 records there only to take
+    /// them out again after it is stored.
+    made: Vec<Transfer>,
+    /// Where each of `made` is, for a re-send within the same entry.
+    made_at: HashMap<TransferId, usize>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
     /// The block's leaf hashes, in order: each the hash of a canonical JSON
@@ -159,6 +171,17 @@ impl Changes {
     /// Changed records: accounts, transfers, refusals and history items.
     pub fn record_count(&self) -> usize {
         self.accounts.len() + self.transfers.len() + self.rejected.len() + self.history.len()
+    }
+
+    /// A settled transfer the entry made: kept here, not in the ledger.
+    fn push_made(&mut self, t: Transfer) {
+        self.made_at.insert(t.id.clone(), self.made.len());
+        self.made.push(t);
+    }
+
+    /// A transfer this entry made and settled, if `id` is one.
+    fn made(&self, id: &TransferId) -> Option<&Transfer> {
+        self.made_at.get(id).map(|&i| &self.made[i])
     }
 
     /// Renders `leaf` as canonical JSON and adds its hash.
@@ -203,6 +226,11 @@ pub struct Ledger {
     /// Undo records while an atomic batch runs; never persisted.
     #[serde(skip)]
     journal: Option<Journal>,
+    /// Whether settled transfers made by an entry stay out of `transfers`
+    /// (its caller stores them and loads them back when named; see
+    /// [`Self::from_parts`]). Otherwise the ledger keeps them all.
+    #[serde(skip)]
+    forgets_settled: bool,
 }
 
 /// What an atomic batch touched, to restore it if the batch is refused.
@@ -275,7 +303,16 @@ impl Ledger {
             clock_ms,
             head,
             journal: None,
+            forgets_settled: true,
         }
+    }
+
+    /// From now on, settled transfers made by an entry are not kept in
+    /// memory, as in a ledger rebuilt by [`Self::from_parts`]: the caller
+    /// stores each entry's `changes.transfers` and loads the ones an entry
+    /// names back with [`Self::load_settled`].
+    pub fn forget_settled_from_now(&mut self) {
+        self.forgets_settled = true;
     }
 
     pub fn orgs(&self) -> &BTreeSet<OrgName> {
@@ -376,13 +413,17 @@ impl Ledger {
         }
     }
 
-    /// Transfer `id`, if it exists. A stored transfer that was not loaded
-    /// is a caller's bug that would make a re-send a second transfer: it
-    /// stops the replica rather than decide wrongly.
-    fn known(&self, id: &TransferId) -> Option<&Transfer> {
-        let t = self.transfers.get(id);
+    /// Transfer `id`, if it exists: in memory, or made by the entry being
+    /// applied. A stored transfer that was not loaded is a caller's bug that
+    /// would make a re-send a second transfer: it stops the replica rather
+    /// than decide wrongly.
+    fn known<'a>(&'a self, id: &TransferId, changes: &'a Changes) -> Option<&'a Transfer> {
+        if !self.stored_at.contains_key(id.as_str()) {
+            return None;
+        }
+        let t = self.transfers.get(id).or_else(|| changes.made(id));
         assert!(
-            t.is_some() || !self.stored_at.contains_key(id.as_str()),
+            t.is_some(),
             "transfer {id} is stored but was not loaded before an entry naming it"
         );
         t
@@ -493,6 +534,7 @@ impl Ledger {
             }
             Outcome::Ticked => {}
         }
+        self.gather_transfers(changes);
         let state_digest = self.state_digest(changes);
         let block = BlockHeader {
             height: at.height,
@@ -508,6 +550,50 @@ impl Ledger {
         changes.block = Some(block);
     }
 
+    /// Fills `changes.transfers`: the changed transfers in the map and
+    /// those the entry made, merged in id order. A ledger that keeps
+    /// settled transfers puts the made ones in its map now.
+    fn gather_transfers(&mut self, changes: &mut Changes) {
+        changes.made_at = HashMap::new();
+        let mut made: Vec<Option<Transfer>> = std::mem::take(&mut changes.made)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut order: Vec<usize> = (0..made.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let id = |i: usize| &made[i].as_ref().expect("not taken yet").id;
+            id(a).cmp(id(b))
+        });
+        let mut made = order
+            .into_iter()
+            .map(|i| made[i].take().expect("taken once"))
+            .peekable();
+        let mut in_map = std::mem::take(&mut changes.in_map).into_iter().peekable();
+        let mut out = Vec::with_capacity(made.len() + in_map.len());
+        loop {
+            let from_map = match (made.peek(), in_map.peek()) {
+                (Some(t), Some(id)) => {
+                    debug_assert_ne!(&t.id, id, "a made transfer is not in the map");
+                    id < &t.id
+                }
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (None, None) => break,
+            };
+            if from_map {
+                let id = in_map.next().expect("peeked");
+                out.push(self.transfers[&id].clone());
+            } else {
+                let t = made.next().expect("peeked");
+                if !self.forgets_settled {
+                    self.transfers.insert(t.id.clone(), t.clone());
+                }
+                out.push(t);
+            }
+        }
+        changes.transfers = out;
+    }
+
     /// SHA-256 over every record `changes` names, in key order, each in its
     /// stored (binary) encoding, which is kept in `changes.encoded`.
     fn state_digest(&self, changes: &mut Changes) -> Hash {
@@ -520,8 +606,8 @@ impl Ledger {
         for id in &changes.accounts {
             add("account", encode(&self.accounts[id]));
         }
-        for id in &changes.transfers {
-            add("transfer", encode(&self.transfers[id]));
+        for t in &changes.transfers {
+            add("transfer", encode(t));
         }
         for id in &changes.rejected {
             add("rejected", encode(&self.rejected[id]));
@@ -547,13 +633,19 @@ impl Ledger {
         account
     }
 
-    /// A new transfer, stored by this entry's block.
-    fn insert_transfer(&mut self, t: Transfer) {
+    /// A new transfer, stored by this entry's block: a pending one in the
+    /// map, a settled one with the entry's changes.
+    fn insert_transfer(&mut self, t: Transfer, changes: &mut Changes) {
         if let Some(j) = &mut self.journal {
             j.transfers.push(t.id.clone());
         }
         self.stored_at.insert(t.id.as_str().into(), t.height);
-        self.transfers.insert(t.id.clone(), t);
+        if t.state == TransferState::Pending {
+            changes.in_map.insert(t.id.clone());
+            self.transfers.insert(t.id.clone(), t);
+        } else {
+            changes.push_made(t);
+        }
     }
 
     fn insert_expiry(&mut self, at_ms: u64, id: TransferId) {

@@ -239,15 +239,11 @@ fn apply_forgetting(
     }
     let (outcome, changes) = l.apply(entry, index);
     let height = changes.block.as_ref().expect("a block").height;
-    let records: Vec<Transfer> = changes
-        .transfers
-        .iter()
-        .map(|id| l.transfers[id].clone())
-        .collect();
-    if !records.is_empty() {
-        stored.insert(height, records);
+    if !changes.transfers.is_empty() {
+        stored.insert(height, changes.transfers.clone());
     }
-    l.forget_settled(wanted.iter().map(|(id, _)| id).chain(&changes.transfers));
+    let changed = changes.transfers.iter().map(|t| &t.id);
+    l.forget_settled(wanted.iter().map(|(id, _)| id).chain(changed));
     (outcome, changes)
 }
 
@@ -267,6 +263,7 @@ proptest! {
         }
         let all: Vec<TransferId> = forgets.transfers.keys().cloned().collect();
         forgets.forget_settled(&all);
+        forgets.forget_settled_from_now();
         let mut now: i64 = 1_000;
         for (i, (op, step)) in ops.iter().enumerate() {
             now = (now + step).max(0);

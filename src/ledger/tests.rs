@@ -541,6 +541,43 @@ fn atomic_batches_are_all_or_nothing_and_plain_ones_are_per_item() {
     assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 35);
 }
 
+/// A ledger that forgets settled transfers keeps the ones an entry makes
+/// with that entry's changes: a re-send later in the same batch still gets
+/// the original, and the block stores each made transfer once, in id order.
+#[test]
+fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
+    let mut r = seeded();
+    r.l.forget_settled_from_now();
+    let app1 = actor("org1", Role::App);
+    let entry = Entry {
+        actor: app1,
+        timestamp_ms: T0,
+        command: Command::Transfers {
+            transfers: vec![
+                new_transfer("z2", "a1", "b1", 10),
+                new_transfer("z1", "a1", "b1", 5),
+                new_transfer("z2", "a1", "b1", 10),
+                new_transfer("z2", "a1", "b1", 11),
+            ],
+            atomic: false,
+        },
+    };
+    r.index += 1;
+    let (out, changes) = r.l.apply(&entry, r.index);
+    let Outcome::Transfers(rs) = out else {
+        panic!("{out:?}")
+    };
+    let first = rs[0].clone().expect("z2 is made");
+    assert_eq!(rs[2], Ok(first.clone()), "the re-send is answered with z2");
+    assert_eq!(rs[3], Err(Rejection::ExistsWithDifferentFields));
+    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 15);
+    let ids: Vec<&str> = changes.transfers.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["z1", "z2"], "each made transfer once, in id order");
+    assert_eq!(changes.transfers[1], first);
+    assert!(r.l.transfer(&tid("z2")).is_none(), "settled: not kept");
+    assert_eq!(r.l.stored_height(&tid("z2")), Some(first.height));
+}
+
 #[test]
 fn history_records_every_event_with_the_balance_after_it() {
     let mut r = seeded();

@@ -107,7 +107,7 @@ impl Ledger {
             .get(&req.credit_account)
             .ok_or(Rejection::CreditAccountNotFound)?;
         ensure(debit.owner == actor.org, Rejection::DebitAccountNotOwned)?;
-        if let Some(existing) = self.known(&req.id) {
+        if let Some(existing) = self.known(&req.id, changes) {
             // Exactly once: a re-send gets the original result.
             return if existing.same_request(req) {
                 Ok(existing.clone())
@@ -200,8 +200,7 @@ impl Ledger {
         if let Some(expiry) = expires_at_ms {
             self.insert_expiry(expiry, transfer.id.clone());
         }
-        self.insert_transfer(transfer.clone());
-        changes.transfers.insert(transfer.id.clone());
+        self.insert_transfer(transfer.clone(), changes);
         Ok(transfer)
     }
 
@@ -209,9 +208,16 @@ impl Ledger {
     /// Checks, in order: `role_may_not_write`, `pending_transfer_not_found`
     /// (also when not visible to the caller), `debit_account_not_owned`,
     /// `pending_transfer_not_pending`.
-    fn pending_for(&self, at: At<'_>, id: &TransferId) -> Result<Transfer, Rejection> {
+    fn pending_for(
+        &self,
+        at: At<'_>,
+        id: &TransferId,
+        changes: &Changes,
+    ) -> Result<Transfer, Rejection> {
         ensure(at.actor.role.may_write(), Rejection::RoleMayNotWrite)?;
-        let t = self.known(id).ok_or(Rejection::PendingTransferNotFound)?;
+        let t = self
+            .known(id, changes)
+            .ok_or(Rejection::PendingTransferNotFound)?;
         ensure(
             self.transfer_readable_by(t, at.actor),
             Rejection::PendingTransferNotFound,
@@ -236,7 +242,7 @@ impl Ledger {
         amount: Option<Amount>,
         changes: &mut Changes,
     ) -> Result<Transfer, Rejection> {
-        let mut t = self.pending_for(at, id)?;
+        let mut t = self.pending_for(at, id, changes)?;
         let amount = amount.unwrap_or(t.amount);
         match t.state {
             TransferState::Posted if t.posted_amount == Some(amount) => return Ok(t),
@@ -267,7 +273,7 @@ impl Ledger {
         id: &TransferId,
         changes: &mut Changes,
     ) -> Result<Transfer, Rejection> {
-        let mut t = self.pending_for(at, id)?;
+        let mut t = self.pending_for(at, id, changes)?;
         match t.state {
             TransferState::Voided => return Ok(t),
             TransferState::Posted => return Err(Rejection::PendingTransferAlreadyPosted),
@@ -334,7 +340,7 @@ impl Ledger {
         self.record(at, &t.credit_account, &t, event, amount, changes);
         self.stored_at.insert(t.id.as_str().into(), at.height);
         self.transfers.insert(t.id.clone(), t.clone());
-        changes.transfers.insert(t.id.clone());
+        changes.in_map.insert(t.id.clone());
         Ok(t)
     }
 }

@@ -583,7 +583,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Stored now: settled records leave memory.
             applied
                 .ledger
-                .forget_settled(loaded.iter().chain(&changes.transfers));
+                .forget_settled(loaded.iter().chain(changes.transfers.iter().map(|t| &t.id)));
             replies.push(reply);
         }
         Ok(replies)
