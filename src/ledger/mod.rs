@@ -28,6 +28,7 @@ mod rejection;
 mod transfer;
 pub mod types;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,22 @@ pub enum Command {
     Group(Vec<Grouped>),
 }
 
+impl Command {
+    /// How many transfers the command names: new ones, or the pending one
+    /// it posts or voids.
+    pub fn transfers_named(&self) -> usize {
+        match self {
+            Command::Transfers { transfers, .. } => transfers.len(),
+            Command::Group(items) => items.len(),
+            Command::PostPending { .. } | Command::VoidPending { .. } => 1,
+            Command::CreateAccount(_)
+            | Command::CloseAccount { .. }
+            | Command::SetReaders { .. }
+            | Command::Tick => 0,
+        }
+    }
+}
+
 /// One caller's transfer inside a [`Command::Group`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grouped {
@@ -146,12 +163,14 @@ pub struct Changes {
     /// ledger's map (pending ones, and those resolved by this entry).
     in_map: BTreeSet<TransferId>,
     /// While the entry runs: the settled transfers it made, in the order
-    /// made. They never enter the ledger's map (see [`Ledger::seal_block`]),
-    /// so a batch of 8000 does not insert 8000 records there only to take
-    /// them out again after it is stored.
+    /// made. A ledger that forgets settled transfers never puts them in its
+    /// map (one that keeps them does when the block is sealed, see
+    /// [`Ledger::gather_transfers`]), so a batch of 8000 does not insert
+    /// 8000 records there only to take them out again once stored.
     made: Vec<Transfer>,
-    /// Where each of `made` is, for a re-send within the same entry.
-    made_at: HashMap<TransferId, usize>,
+    /// Where each of `made` is, for a re-send within the same entry: built
+    /// on the first such re-send, so an entry without one pays nothing.
+    made_at: OnceCell<HashMap<TransferId, usize>>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
     /// The block's leaf hashes, in order: each the hash of a canonical JSON
@@ -173,15 +192,34 @@ impl Changes {
         self.accounts.len() + self.transfers.len() + self.rejected.len() + self.history.len()
     }
 
+    /// Room for an entry that names `n` transfers: each makes at most one
+    /// record, two history items and one leaf.
+    fn for_transfers(n: usize) -> Self {
+        Self {
+            made: Vec::with_capacity(n),
+            history: Vec::with_capacity(2 * n),
+            leaf_hashes: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
     /// A settled transfer the entry made: kept here, not in the ledger.
     fn push_made(&mut self, t: Transfer) {
-        self.made_at.insert(t.id.clone(), self.made.len());
+        if let Some(at) = self.made_at.get_mut() {
+            at.insert(t.id.clone(), self.made.len());
+        }
         self.made.push(t);
     }
 
     /// A transfer this entry made and settled, if `id` is one.
     fn made(&self, id: &TransferId) -> Option<&Transfer> {
-        self.made_at.get(id).map(|&i| &self.made[i])
+        let at = self.made_at.get_or_init(|| {
+            (0..)
+                .zip(&self.made)
+                .map(|(i, t)| (t.id.clone(), i))
+                .collect()
+        });
+        at.get(id).map(|&i| &self.made[i])
     }
 
     /// Renders `leaf` as canonical JSON and adds its hash.
@@ -203,14 +241,18 @@ pub type TransferIndex = HashMap<Box<str>, u64>;
 /// ones it names ([`Self::to_load`], [`Self::load_settled`]). The ledger
 /// keeps every transfer's id and where its latest version is stored, so a
 /// re-send still gets its original answer; it refuses to decide about a
-/// stored transfer that was not loaded.
+/// stored transfer that was not loaded. A ledger rebuilt with
+/// [`Self::from_parts`], or told [`Self::forget_settled_from_now`], does not
+/// even put the settled transfers an entry makes in memory: that only saves
+/// work, the answers and blocks are the same.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Member organizations, from genesis.
     orgs: BTreeSet<OrgName>,
     accounts: BTreeMap<AccountId, Account>,
     /// Transfers in memory: every pending one, and settled ones until the
-    /// caller forgets them (a ledger that never forgets holds all).
+    /// caller forgets them (a ledger that never forgets holds all; one that
+    /// forgets settled ones never holds those an entry makes).
     transfers: BTreeMap<TransferId, Transfer>,
     /// Every transfer, with the height of the block that stored its latest
     /// version. Never iterated, so its order cannot reach a decision.
@@ -268,7 +310,8 @@ impl Ledger {
 
     /// Rebuilds a ledger from persisted parts: `stored_at` names every
     /// transfer and the height that stored its latest version; `pending`
-    /// are the pending ones (settled ones are loaded when named).
+    /// are the pending ones (settled ones are loaded when named). The ledger
+    /// forgets settled transfers (see [`Self::forget_settled_from_now`]).
     pub fn from_parts(
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
@@ -333,7 +376,8 @@ impl Ledger {
         self.accounts.get(id)
     }
     /// Transfer `id` if it is in memory: pending, or settled and not
-    /// forgotten. Otherwise see [`Self::stored_height`].
+    /// forgotten (a ledger that forgets settled transfers never holds one
+    /// an entry made). Otherwise see [`Self::stored_height`].
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
         self.transfers.get(id)
     }
@@ -469,7 +513,8 @@ impl Ledger {
             timestamp_ms: entry.timestamp_ms,
             clock_ms: self.clock_ms,
         };
-        let mut changes = Changes::default();
+        let mut changes = Changes::for_transfers(entry.command.transfers_named());
+        self.stored_at.reserve(changes.made.capacity());
         self.expire_due(at, &mut changes);
         let base = changes.leaf_hashes.len() as u64;
         let outcome = match &entry.command {
@@ -554,7 +599,7 @@ impl Ledger {
     /// those the entry made, merged in id order. A ledger that keeps
     /// settled transfers puts the made ones in its map now.
     fn gather_transfers(&mut self, changes: &mut Changes) {
-        changes.made_at = HashMap::new();
+        changes.made_at = OnceCell::new();
         let mut made: Vec<Option<Transfer>> = std::mem::take(&mut changes.made)
             .into_iter()
             .map(Some)
@@ -594,8 +639,8 @@ impl Ledger {
         changes.transfers = out;
     }
 
-    /// SHA-256 over every record `changes` names, in key order, each in its
-    /// stored (binary) encoding, which is kept in `changes.encoded`.
+    /// SHA-256 over every record `changes` holds or names, in key order, each
+    /// in its stored (binary) encoding, which is kept in `changes.encoded`.
     fn state_digest(&self, changes: &mut Changes) -> Hash {
         let mut d = chain::StateDigest::default();
         let mut encoded = Vec::with_capacity(changes.record_count());

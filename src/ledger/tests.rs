@@ -557,6 +557,8 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
                 new_transfer("z2", "a1", "b1", 10),
                 new_transfer("z1", "a1", "b1", 5),
                 new_transfer("z2", "a1", "b1", 10),
+                new_transfer("z3", "a1", "b1", 7),
+                new_transfer("z3", "a1", "b1", 7),
                 new_transfer("z2", "a1", "b1", 11),
             ],
             atomic: false,
@@ -569,10 +571,17 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
     };
     let first = rs[0].clone().expect("z2 is made");
     assert_eq!(rs[2], Ok(first.clone()), "the re-send is answered with z2");
-    assert_eq!(rs[3], Err(Rejection::ExistsWithDifferentFields));
-    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 15);
+    // z3 is made after the first re-send looked z2 up, and found too.
+    let third = rs[3].clone().expect("z3 is made");
+    assert_eq!(rs[4], Ok(third), "the re-send is answered with z3");
+    assert_eq!(rs[5], Err(Rejection::ExistsWithDifferentFields));
+    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 22);
     let ids: Vec<&str> = changes.transfers.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["z1", "z2"], "each made transfer once, in id order");
+    assert_eq!(
+        ids,
+        ["z1", "z2", "z3"],
+        "each made transfer once, in id order"
+    );
     assert_eq!(changes.transfers[1], first);
     assert!(r.l.transfer(&tid("z2")).is_none(), "settled: not kept");
     assert_eq!(r.l.stored_height(&tid("z2")), Some(first.height));
