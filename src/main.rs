@@ -16,12 +16,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc returns freed memory to the system this many ms after it is
 /// freed. A node frees large buffers all the time (requests and entries of
-/// thousands of transfers); at mimalloc's default a node held 410 MB after
-/// a million transfers, returning it at once 275 MB. mimalloc reads its
-/// options when the process starts, so `alliance node` sets this in its
-/// environment and runs itself again, unless the operator set it.
+/// thousands of transfers). At mimalloc's default (10 ms) a node held
+/// 410 MB after a million transfers: a thread that goes idle never returns
+/// what it freed. At 0 it held 250-256 MB, but every page freed was
+/// faulted in again by the next entry: 22% of a follower's CPU at batches
+/// of 8000, which ran at 75,700-78,400 transfers/s. At 100 ms: 84,800-
+/// 90,100 /s, and 276-287 MB two seconds after a million transfers (299-
+/// 310 MB at once); at 1000 ms 96,000-97,600 /s but 292-318 MB. mimalloc
+/// reads its options when the process starts, so `alliance node` sets this
+/// in its environment and runs itself again, unless the operator set it.
 const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
-const PURGE_DELAY_MS: &str = "0";
+const PURGE_DELAY_MS: &str = "100";
 
 /// Runs this executable again, as it was called, with the allocator's
 /// purge delay set; returns only if that fails.
