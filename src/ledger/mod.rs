@@ -513,8 +513,9 @@ impl Ledger {
             timestamp_ms: entry.timestamp_ms,
             clock_ms: self.clock_ms,
         };
-        let mut changes = Changes::for_transfers(entry.command.transfers_named());
-        self.stored_at.reserve(changes.made.capacity());
+        let named = entry.command.transfers_named();
+        let mut changes = Changes::for_transfers(named);
+        self.stored_at.reserve(named);
         self.expire_due(at, &mut changes);
         let base = changes.leaf_hashes.len() as u64;
         let outcome = match &entry.command {
@@ -600,43 +601,23 @@ impl Ledger {
     /// settled transfers puts the made ones in its map now.
     fn gather_transfers(&mut self, changes: &mut Changes) {
         changes.made_at = OnceCell::new();
-        let mut made: Vec<Option<Transfer>> = std::mem::take(&mut changes.made)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut order: Vec<usize> = (0..made.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let id = |i: usize| &made[i].as_ref().expect("not taken yet").id;
-            id(a).cmp(id(b))
-        });
-        let mut made = order
-            .into_iter()
-            .map(|i| made[i].take().expect("taken once"))
-            .peekable();
-        let mut in_map = std::mem::take(&mut changes.in_map).into_iter().peekable();
-        let mut out = Vec::with_capacity(made.len() + in_map.len());
-        loop {
-            let from_map = match (made.peek(), in_map.peek()) {
-                (Some(t), Some(id)) => {
-                    debug_assert_ne!(&t.id, id, "a made transfer is not in the map");
-                    id < &t.id
-                }
-                (None, Some(_)) => true,
-                (Some(_), None) => false,
-                (None, None) => break,
-            };
-            if from_map {
-                let id = in_map.next().expect("peeked");
-                out.push(self.transfers[&id].clone());
-            } else {
-                let t = made.next().expect("peeked");
-                if !self.forgets_settled {
-                    self.transfers.insert(t.id.clone(), t.clone());
-                }
-                out.push(t);
+        let made = std::mem::take(&mut changes.made);
+        if !self.forgets_settled {
+            for t in &made {
+                self.transfers.insert(t.id.clone(), t.clone());
             }
         }
-        changes.transfers = out;
+        let in_map = std::mem::take(&mut changes.in_map);
+        let mut all = made;
+        all.extend(in_map.iter().map(|id| self.transfers[id].clone()));
+        // Ids are unique: a made transfer is settled and new, a transfer
+        // in the map was pending or loaded.
+        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        debug_assert!(
+            all.windows(2).all(|w| w[0].id < w[1].id),
+            "one record per id"
+        );
+        changes.transfers = all;
     }
 
     /// SHA-256 over every record `changes` holds or names, in key order, each
