@@ -17,8 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc returns freed memory to the system this many ms after it is
 /// freed. A node frees large buffers all the time (requests and entries of
 /// thousands of transfers). At mimalloc's default (10 ms) a node held
-/// 410 MB after a million transfers: a thread that goes idle never returns
-/// what it freed. At 0 it held 250-256 MB, but every page freed was
+/// 410 MB after a million transfers (session 6, before later savings); a
+/// thread seems to return what it freed only when it allocates again, so
+/// threads that go idle keep it. At 0 a node held 250-256 MB, but every page freed was
 /// faulted in again by the next entry: 22% of a follower's CPU at batches
 /// of 8000, which ran at 75,700-78,400 transfers/s. At 100 ms: 84,800-
 /// 90,100 /s, and 276-287 MB two seconds after a million transfers (299-
