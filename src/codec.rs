@@ -34,6 +34,73 @@ pub fn encode_seq<B: AsRef<[u8]>>(elements: &[B]) -> Vec<u8> {
     out
 }
 
+/// Records encoded back to back in one buffer, each exactly as [`encode`]
+/// writes it. An entry of 8000 transfers changes about 24,000 records:
+/// one buffer for all of them, instead of one allocation (and its
+/// regrowths) for each, which a follower's profile showed as its top cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    /// Room for `records` records of `bytes` bytes in all.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
+    /// Encodes `value` as the next record and returns its bytes.
+    pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> &[u8] {
+        let start = self.bytes.len();
+        postcard::serialize_with_flavor(value, Tail(&mut self.bytes))
+            .expect("our types always serialize");
+        self.ends.push(self.bytes.len());
+        &self.bytes[start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The records, in the order pushed.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.ends.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.bytes[start..self.ends[i]]
+        })
+    }
+}
+
+/// A postcard output that appends to a vector it borrows.
+struct Tail<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Tail<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes exactly one value: bytes left over are an error, as in JSON.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match postcard::take_from_bytes(bytes)? {
@@ -141,6 +208,21 @@ mod tests {
                 round_trip(ledger.rejected(id).unwrap());
                 refusals += 1;
             }
+            let each: Vec<Vec<u8>> = (changes.accounts.iter())
+                .map(|id| encode(ledger.account(id).unwrap()))
+                .chain(changes.transfers.iter().map(encode))
+                .chain(
+                    changes
+                        .rejected
+                        .iter()
+                        .map(|id| encode(ledger.rejected(id).unwrap())),
+                )
+                .chain(changes.history.iter().map(encode))
+                .collect();
+            assert!(
+                changes.encoded.iter().eq(each.iter().map(Vec::as_slice)),
+                "the entry's records, encoded together, are each as encode writes it"
+            );
 
             let payload = EntryPayload::<TypeConfig>::Normal(entry.into());
             let log_id = LogId::new(CommittedLeaderId::new(7, 2), i as u64 + 1);
@@ -236,6 +318,30 @@ mod tests {
             let back: Vec<(u64, String)> = decode(&encode_seq(&parts)).unwrap();
             assert_eq!(back, items);
         }
+    }
+
+    #[test]
+    fn records_encoded_together_keep_their_bounds() {
+        let mut all = Encoded::with_capacity(1, 1);
+        assert!(all.is_empty());
+        assert_eq!(all.push(&"first"), &encode(&"first")[..]);
+        assert_eq!(all.push(&()), &[] as &[u8], "a record may be empty");
+        assert_eq!(all.push(&u128::MAX), &encode(&u128::MAX)[..]);
+        let long = "x".repeat(1000);
+        assert_eq!(
+            all.push(&long),
+            &encode(&long)[..],
+            "past the reserved room"
+        );
+        let got: Vec<&[u8]> = all.iter().collect();
+        let want = [
+            encode(&"first"),
+            Vec::new(),
+            encode(&u128::MAX),
+            encode(&long),
+        ];
+        assert_eq!(got, want.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(all.len(), 4);
     }
 
     #[test]

@@ -250,7 +250,8 @@ impl StateMachine {
             changes.record_count(),
             "one encoding per changed record"
         );
-        let mut encoded = std::mem::take(&mut changes.encoded).into_iter();
+        let encoded = std::mem::take(&mut changes.encoded);
+        let mut encoded = encoded.iter();
         let mut next = |n: usize| encoded.by_ref().take(n).collect::<Vec<_>>();
         let accounts = next(changes.accounts.len());
         let transfers = next(changes.transfers.len());
@@ -274,7 +275,7 @@ impl StateMachine {
                 }
             }
             // Each account's items of one entry are consecutive.
-            let mut runs: BTreeMap<&AccountId, (u64, Vec<Vec<u8>>)> = BTreeMap::new();
+            let mut runs: BTreeMap<&AccountId, (u64, Vec<&[u8]>)> = BTreeMap::new();
             for (item, bytes) in changes.history.iter().zip(history) {
                 let (first, run) = runs.entry(&item.account).or_insert((item.seq, Vec::new()));
                 assert_eq!(
