@@ -31,7 +31,7 @@ use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::{decode, encode};
 use crate::ledger::{
     AccountId, BlockHeader, Changes, Entry, Hash, HistoryItem, Ledger, OrgName, Outcome, Transfer,
-    TransferId, TransferState,
+    TransferId, TransferIndex, TransferState,
 };
 
 /// The applied state: the ledger and how far it has applied.
@@ -419,7 +419,7 @@ fn load(
     }
     // Settled transfers stay on disk: only where each is stored, and the
     // pending ones, are kept.
-    let mut stored_at = HashMap::new();
+    let mut stored_at = TransferIndex::default();
     let mut pending = HashMap::new();
     for_each_transfer_block(tree, |height, block| {
         for t in block {
