@@ -5,7 +5,10 @@
 //! rules are DESIGN §4's: reject anything else, never normalize.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
+use serde::de::Visitor;
 use serde::{Deserialize, Serialize};
 
 /// Longest account or transfer id, in bytes (ASCII, so also characters).
@@ -33,9 +36,10 @@ macro_rules! validated_string {
         $(#[$doc])*
         /// Deserializing validates too, so values arriving from a peer or
         /// from the log are held to the same rule as those from a client.
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-        #[serde(try_from = "String")]
-        pub struct $name(String);
+        /// Held as a shared string: each history item and record names its
+        /// ids, and a clone is a count, not an allocation and a copy.
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         /// As a plain string, borrowed: serde's `into = "String"` would
         /// clone the value at every serialization (records, replication,
@@ -46,27 +50,41 @@ macro_rules! validated_string {
             }
         }
 
-        impl TryFrom<String> for $name {
+        /// From the input's string as it is, without an owned copy first.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(Checked(PhantomData))
+            }
+        }
+
+        impl<'a> TryFrom<&'a str> for $name {
             type Error = InvalidId;
-            fn try_from(s: String) -> Result<Self, InvalidId> {
-                if $check(&s) {
-                    Ok(Self(s))
+            fn try_from(s: &'a str) -> Result<Self, InvalidId> {
+                if $check(s) {
+                    Ok(Self(s.into()))
                 } else {
                     Err(InvalidId { what: $what })
                 }
             }
         }
 
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                Self::parse(&s)
+            }
+        }
+
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0
+                v.0.as_ref().to_owned()
             }
         }
 
         impl $name {
             /// Accepts `s` only if it follows the rule exactly.
             pub fn parse(s: &str) -> Result<Self, InvalidId> {
-                Self::try_from(s.to_owned())
+                Self::try_from(s)
             }
 
             pub fn as_str(&self) -> &str {
@@ -80,6 +98,24 @@ macro_rules! validated_string {
             }
         }
     };
+}
+
+/// Deserializes a validated string from the input's `&str`.
+struct Checked<T>(PhantomData<T>);
+
+impl<T> Visitor<'_> for Checked<T>
+where
+    T: for<'a> TryFrom<&'a str, Error = InvalidId>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+        T::try_from(s).map_err(E::custom)
+    }
 }
 
 validated_string!(
