@@ -259,11 +259,12 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
     // Made here, so that its ports are chosen in this process with every
     // other cluster's (see `demo::free_ports`); the demo resumes it.
     let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
+    let stderr_path = dir.path().join("demo.stderr");
     let demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
         .args(["demo", "--dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let mut demo = DemoGuard { demo, layout };
@@ -281,7 +282,11 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
         }
     });
     let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
-    assert!(up.await.unwrap().is_ok(), "the demo did not come up");
+    if up.await.unwrap().is_err() {
+        let status = demo.demo.try_wait();
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        panic!("the demo did not come up (exit: {status:?}); it wrote:\n{stderr}");
+    }
     assert_eq!(
         demo.layout.local_node_pids().len(),
         3,
