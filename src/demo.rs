@@ -613,12 +613,14 @@ async fn scenario(layout: &Layout) -> Result<Vec<(String, String)>> {
     Ok(balances)
 }
 
-/// How long the scenario re-sends a step that failed for a passing reason.
+/// How long the scenario re-sends a step that failed for a passing reason,
+/// and how long it pauses between two sends.
 const STEP_WAIT: Duration = Duration::from_secs(60);
+const STEP_PAUSE: Duration = Duration::from_millis(200);
 
 /// Runs `step` until it succeeds. A transport error, a 503 or a 504 (no
 /// leader yet, a leader change, a timeout on a busy machine) is tried again
-/// every 200 ms for up to [`STEP_WAIT`]: the scenario's ids are fixed, so a
+/// every [`STEP_PAUSE`] for up to [`STEP_WAIT`]: the scenario's ids are fixed, so a
 /// re-sent step is answered as the first was. Any other answer is final.
 async fn until_ok<F, Fut>(what: &str, mut step: F) -> Result<crate::client::Response>
 where
@@ -638,7 +640,7 @@ where
         if Instant::now() >= deadline {
             return Err(Error::Other(failure));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(STEP_PAUSE).await;
     }
 }
 
