@@ -4,21 +4,24 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 
-use crate::api::{self, public::RateLimiter, service::Service};
-use crate::config::{Genesis, NodeConfig};
+use crate::api::identify::{identify_api, identify_peer, PeerGate};
+use crate::api::public::RateLimiter;
+use crate::api::service::Service;
+use crate::api::{self};
+use crate::config::{Genesis, GenesisNode, NodeConfig, NodeId};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
-use crate::ledger::{Actor, Command, Entry, OrgName, Role};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{CommitIndex, LogStore};
 use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{SharedState, StateMachine};
 use crate::raft::store::Store;
 use crate::raft::Raft;
 
@@ -36,27 +39,94 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .ok_or_else(|| Error::Config(format!("node id {} is not in genesis", config.id)))?
         .clone();
     config.check_against(&genesis)?;
-
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
     check_own_certificate(&trust, &config)?;
 
+    let opened = open_storage(&config, &genesis)?;
+    let peers = peer_clients(&trust, &config, &genesis, opened.incarnations.clone())?;
+    if opened.incarnations.fresh() {
+        ensure_not_rejoining(&peers, &genesis, config.id).await?;
+    }
+    let raft = start_raft(
+        &config,
+        &genesis,
+        &peers,
+        opened.log_store,
+        opened.state_machine,
+    )
+    .await?;
+    let service = Arc::new(Service::new(
+        config.id,
+        raft.clone(),
+        opened.shared,
+        genesis.clone(),
+        config.limits.clone(),
+        peers,
+        opened.commit_index,
+    ));
+    service.clone().spawn_expiry_ticker();
+    service
+        .watch()
+        .clone()
+        .spawn(Duration::from_millis(config.limits.head_check_ms));
+    let gate = web::Data::new(PeerGate {
+        genesis_hash: genesis.hash.clone(),
+        incarnations: opened.incarnations,
+    });
+    let listeners = Listeners {
+        config: &config,
+        me: &me,
+        trust: &trust,
+        service,
+        raft: web::Data::new(raft.clone()),
+    };
+    let api = listeners.api()?;
+    let peer = listeners.peer(gate)?;
+    let public = listeners.public()?;
+    tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
+    serve(config.id, &raft, api, peer, public).await
+}
+
+/// What the node opens on its data directory.
+struct Opened {
+    incarnations: Incarnations,
+    log_store: LogStore,
+    commit_index: CommitIndex,
+    state_machine: StateMachine,
+    shared: SharedState,
+}
+
+fn open_storage(config: &NodeConfig, genesis: &Genesis) -> Result<Opened> {
     let store = Store::open(&config.data_dir.join("sled"))?;
     // What sled recovered may have reached only the page cache before a
     // crash (SIGKILL), never the disk. A leader restoring itself counts its
     // whole log as its own durable copy: make it one.
     store.durable.sync()?;
     let incarnations = Incarnations::open(&store, config.id)?;
-    let mut log_store = LogStore::new(store.clone());
+    let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
     let state_machine = StateMachine::open(store, genesis.org_names(), genesis.hash_bytes())
         .map_err(|e| Error::Storage(e.to_string()))?;
     let shared = state_machine.shared();
+    Ok(Opened {
+        incarnations,
+        log_store,
+        commit_index,
+        state_machine,
+        shared,
+    })
+}
 
-    let peers = peer_clients(&trust, &config, &genesis, incarnations.clone())?;
-    if incarnations.fresh() {
-        ensure_not_rejoining(&peers, &genesis, config.id).await?;
-    }
-    let raft_config = raft_config(&config, &genesis)?;
+/// Starts Raft on the opened stores; on a first start (no log, no vote),
+/// forms the cluster from genesis.
+async fn start_raft(
+    config: &NodeConfig,
+    genesis: &Genesis,
+    peers: &Peers,
+    mut log_store: LogStore,
+    state_machine: StateMachine,
+) -> Result<Raft> {
+    let raft_config = raft_config(config, genesis)?;
     let log_state = log_store
         .get_log_state()
         .await
@@ -74,120 +144,123 @@ pub async fn run(config_path: &Path) -> Result<()> {
     )
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
-
     if log_state.last_log_id.is_none() && vote.is_none() {
-        form_cluster(&raft, &genesis).await?;
+        form_cluster(&raft, genesis).await?;
+    }
+    Ok(raft)
+}
+
+/// Builds the node's listeners, each an actix server bound to its address.
+struct Listeners<'a> {
+    config: &'a NodeConfig,
+    me: &'a GenesisNode,
+    trust: &'a Arc<Trust>,
+    service: Arc<Service>,
+    raft: web::Data<Raft>,
+}
+
+impl Listeners<'_> {
+    /// The API listener: members' apps, partners and admins.
+    fn api(&self) -> Result<Server> {
+        let (service, limits) = (self.service.clone(), &self.config.limits);
+        let addr = self.config.api_listen.as_ref().unwrap_or(&self.me.api_addr);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(service.clone()))
+                .configure(api::routes::configure)
+        })
+        .on_connect(identify_api(self.trust.clone()))
+        .workers(HTTP_WORKERS)
+        .max_connections(limits.connections_max)
+        .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
+        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)?;
+        Ok(server.run())
     }
 
-    let mut service = Service::new(
-        config.id,
-        raft.clone(),
-        shared,
-        genesis.clone(),
-        config.limits.clone(),
-        peers,
-        commit_index,
-    );
-    if config.public_addr.is_some() {
-        let l = &config.limits;
-        service.public_limiter = Some(RateLimiter::new(
-            l.public_requests_per_minute,
-            l.public_clients_max,
-        ));
-    }
-    let service = Arc::new(service);
-    spawn_expiry_ticker(service.clone(), me.org.clone());
-    api::watch::spawn(
-        service.clone(),
-        service.watch.clone(),
-        Duration::from_millis(config.limits.head_check_ms),
-    );
-    let api_tls = trust.server_config(&config.tls)?;
-    let peer_tls = trust.server_config(&config.tls)?;
-    let limits = config.limits.clone();
-
-    let api_service = service.clone();
-    let api = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::from(api_service.clone()))
-            .configure(api::routes::configure)
-    })
-    .on_connect(api::identify_api(trust.clone()))
-    .workers(HTTP_WORKERS)
-    .max_connections(limits.connections_max)
-    .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
-    .bind_rustls_0_23(
-        config.api_listen.as_ref().unwrap_or(&me.api_addr).as_str(),
-        api_tls,
-    )?
-    .run();
-
-    let peer_service = service.clone();
-    let own_incarnation = incarnations.own().to_owned();
-    let peer = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::from(peer_service.clone()))
-            .wrap(
-                actix_web::middleware::DefaultHeaders::new()
-                    .add((INCARNATION_HEADER, own_incarnation.clone())),
-            )
-            .configure(api::peer::configure)
-    })
-    .on_connect(api::identify_peer(trust.clone()))
-    .workers(HTTP_WORKERS)
-    .max_connections(limits.connections_max)
-    .bind_rustls_0_23(
-        config
+    /// The peer listener: Raft RPCs, forwarded requests, head exchange.
+    fn peer(&self, gate: web::Data<PeerGate>) -> Result<Server> {
+        let (service, raft) = (self.service.clone(), self.raft.clone());
+        let watch = web::Data::from(self.service.watch().clone());
+        let addr = self
+            .config
             .raft_listen
             .as_ref()
-            .unwrap_or(&me.raft_addr)
-            .as_str(),
-        peer_tls,
-    )?
-    .run();
+            .unwrap_or(&self.me.raft_addr);
+        let incarnation = gate.incarnations.own().to_owned();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(service.clone()))
+                .app_data(raft.clone())
+                .app_data(watch.clone())
+                .app_data(gate.clone())
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add((INCARNATION_HEADER, incarnation.clone())),
+                )
+                .configure(api::peer::configure)
+        })
+        .on_connect(identify_peer(self.trust.clone()))
+        .workers(HTTP_WORKERS)
+        .max_connections(self.config.limits.connections_max)
+        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)?;
+        Ok(server.run())
+    }
 
-    let public = match &config.public_addr {
-        Some(addr) => {
-            let public_service = service.clone();
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(web::Data::from(public_service.clone()))
-                    .configure(api::public::configure)
-            })
-            .workers(1)
-            .max_connections(limits.connections_max)
-            .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
-            .bind_rustls_0_23(
-                addr.as_str(),
-                crate::identity::public_server_config(&config.tls)?,
-            )?
-            .run();
-            tracing::info!(public = %addr, "public window open");
-            Some(server)
-        }
-        None => None,
-    };
+    /// The public window, if the config opens one.
+    fn public(&self) -> Result<Option<Server>> {
+        let Some(addr) = &self.config.public_addr else {
+            return Ok(None);
+        };
+        let limits = &self.config.limits;
+        let limiter = web::Data::new(RateLimiter::new(
+            limits.public_requests_per_minute,
+            limits.public_clients_max,
+        ));
+        let service = self.service.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(service.clone()))
+                .configure(|cfg| api::public::configure(cfg, limiter.clone()))
+        })
+        .workers(1)
+        .max_connections(limits.connections_max)
+        .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
+        .bind_rustls_0_23(
+            addr.as_str(),
+            crate::identity::public_server_config(&self.config.tls)?,
+        )?;
+        tracing::info!(public = %addr, "public window open");
+        Ok(Some(server.run()))
+    }
+}
+
+/// Serves until SIGTERM or SIGINT stops every server, or Raft stops with a
+/// fatal error (a storage failure): better down than a zombie that answers
+/// 503 forever.
+async fn serve(
+    id: NodeId,
+    raft: &Raft,
+    api: Server,
+    peer: Server,
+    public: Option<Server>,
+) -> Result<()> {
     let public = async move {
         match public {
             Some(server) => server.await,
             None => Ok(()),
         }
     };
-    tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
-    // SIGTERM or SIGINT stops every server; wait for all of them. A fatal
-    // Raft error (a storage failure) stops the node: better down than a
-    // zombie that answers 503 forever.
     let servers = async { tokio::join!(api, peer, public) };
     let (api_result, peer_result, public_result) = tokio::select! {
         results = servers => results,
-        fatal = raft_fatal(&raft) => {
+        fatal = raft_fatal(raft) => {
             let fatal = fatal.unwrap_or_else(|e| format!("raft watch failed: {e}"));
             tracing::error!("raft stopped: {fatal}; the node exits");
             return Err(Error::Raft(fatal));
         }
     };
     public_result?;
-    tracing::info!(node = config.id, "listeners stopped; shutting down raft");
+    tracing::info!(node = id, "listeners stopped; shutting down raft");
     let _ = raft.shutdown().await;
     api_result?;
     peer_result?;
@@ -246,43 +319,6 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
         }
     }
     Ok(())
-}
-
-/// While this node leads, proposes a `Tick` whenever a pending transfer is
-/// due to expire and nothing else has advanced the ledger clock past it, so
-/// expiry happens (at one log position on every replica) even when idle.
-fn spawn_expiry_ticker(service: Arc<Service>, org: OrgName) {
-    let every = Duration::from_millis(service.limits.expiry_check_ms);
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        loop {
-            interval.tick().await;
-            if service.raft.metrics().borrow().current_leader != Some(service.id) {
-                continue;
-            }
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let due = service.state.read().ledger.next_expiry_ms();
-            if due.is_some_and(|d| d <= now_ms) {
-                let actor = Actor {
-                    org: org.clone(),
-                    role: Role::Node,
-                };
-                let entry = Entry {
-                    actor,
-                    timestamp_ms: now_ms,
-                    command: Command::Tick,
-                };
-                if let Err(e) =
-                    tokio::time::timeout(service.timeout(), service.raft.client_write(entry.into()))
-                        .await
-                {
-                    tracing::warn!("expiry tick not confirmed in time: {e}");
-                }
-            }
-        }
-    });
 }
 
 /// The node's own certificate must be a node certificate for its id.

@@ -3,12 +3,10 @@
 //! Ledger rejections come from [`Rejection`]; the rest are the edge's own
 //! (malformed input, identity, availability). The README's table lists them.
 
-use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
+use super::views::{Answer, ErrorBody, ErrorView, Rendered};
 use crate::ledger::Rejection;
 
 /// An error the API returns to a caller.
@@ -42,8 +40,6 @@ pub enum ApiError {
     NoQuorum,
     /// A write may have been proposed, but no answer came before the deadline.
     OutcomeUnknown,
-    /// This node is not the leader (peer channel only; followers retry).
-    NotLeader,
     /// This node cannot serve now (storage failure, shutting down).
     Unavailable(String),
     /// This node's chain differs from its peers'; it serves no reads.
@@ -67,7 +63,6 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limited",
             Self::NoQuorum => "no_quorum",
             Self::OutcomeUnknown => "outcome_unknown",
-            Self::NotLeader => "not_leader",
             Self::Unavailable(_) => "unavailable",
             Self::Diverged(_) => "diverged",
         }
@@ -86,7 +81,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Rejected(r) => rejection_status(*r),
             Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoQuorum | Self::NotLeader | Self::Unavailable(_) | Self::Diverged(_) => {
+            Self::NoQuorum | Self::Unavailable(_) | Self::Diverged(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
@@ -113,21 +108,25 @@ impl ApiError {
             Self::OutcomeUnknown => {
                 "the write was proposed but not confirmed in time; retry with the same id to learn its outcome".to_owned()
             }
-            Self::NotLeader => "this node is not the leader".to_owned(),
         }
     }
 
-    pub fn reply(&self) -> Reply {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: ErrorView<'a>,
-        }
+    /// The error's JSON body and status.
+    pub fn render(&self) -> Rendered {
         let message = self.message();
         let error = ErrorView {
             code: self.code(),
             message: &message,
         };
-        Reply::with(self.status().as_u16(), &Body { error })
+        Rendered::with(self.status().as_u16(), &ErrorBody { error })
+    }
+}
+
+/// The HTTP response for a service result.
+pub fn respond(result: Result<Answer, ApiError>) -> HttpResponse {
+    match result {
+        Ok(answer) => answer.render().into(),
+        Err(e) => e.render().into(),
     }
 }
 
@@ -179,65 +178,11 @@ impl ResponseError for ApiError {
         self.status()
     }
     fn error_response(&self) -> HttpResponse {
-        self.reply().into()
+        self.render().into()
     }
 }
 
-/// An error as every error body carries it, under `"error"`.
-#[derive(Serialize)]
-pub struct ErrorView<'a> {
-    pub code: &'a str,
-    pub message: &'a str,
-}
-
-/// A finished answer: status and JSON body. It is what a leader sends back
-/// to a follower that forwarded a request, so it is serializable. The body
-/// is kept as JSON text: a batch's results are written once, straight from
-/// the records, and a follower relays a forwarded answer without parsing it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Reply {
-    pub status: u16,
-    pub body: Box<RawValue>,
-}
-
-impl Reply {
-    pub fn ok(body: serde_json::Value) -> Self {
-        Self::with(200, &body)
-    }
-
-    pub fn with(status: u16, body: &impl Serialize) -> Self {
-        let body = serde_json::value::to_raw_value(body).expect("API views serialize");
-        Self { status, body }
-    }
-
-    pub fn is_error(&self, e: &ApiError) -> bool {
-        #[derive(Deserialize)]
-        struct Code<'a> {
-            #[serde(borrow)]
-            code: &'a str,
-        }
-        #[derive(Deserialize)]
-        struct Error<'a> {
-            #[serde(borrow)]
-            error: Code<'a>,
-        }
-        self.status == e.status().as_u16()
-            && serde_json::from_str::<Error<'_>>(self.body.get())
-                .is_ok_and(|b| b.error.code == e.code())
-    }
-}
-
-impl From<Reply> for HttpResponse {
-    fn from(r: Reply) -> Self {
-        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        HttpResponse::build(status)
-            .content_type(ContentType::json())
-            .body(String::from(Box::<str>::from(r.body)))
-    }
-}
-
-impl From<ApiError> for Reply {
-    fn from(e: ApiError) -> Self {
-        e.reply()
-    }
+/// Any route not served: a JSON 404.
+pub async fn no_route() -> HttpResponse {
+    ApiError::NotFound("route_not_found").render().into()
 }

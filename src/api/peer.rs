@@ -5,21 +5,21 @@
 use actix_web::{web, HttpResponse};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
-use super::error::ApiError;
+use super::body::{self, parse_json};
+use super::error::{no_route, ApiError};
 use super::service::{Forwarded, Service, EXECUTE_PATH};
-use super::types::parse_json;
-use super::{no_route, read_body};
+use super::watch::{Watch, HEAD_PATH};
 use crate::codec;
 use crate::identity::{NodePrincipal, Principal};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::TypeConfig;
+use crate::raft::{Raft, TypeConfig};
 
 /// A peer asks whether it is accepted (used by a node on empty storage).
 pub const HELLO_PATH: &str = "/peer/v1/hello";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(HELLO_PATH, web::post().to(hello))
-        .route(super::watch::HEAD_PATH, web::post().to(head))
+        .route(HEAD_PATH, web::post().to(head))
         .route(APPEND_PATH, web::post().to(append))
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
@@ -27,12 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(no_route));
 }
 
-async fn body_of<T: serde::de::DeserializeOwned>(
-    svc: &Service,
-    body: web::Payload,
-) -> Result<T, ApiError> {
-    let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
-    parse_json(&bytes)
+/// A peer's request body, within the peer channel's limit.
+async fn read_body(svc: &Service, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    body::read(payload, svc.limits().peer_body_bytes_max, svc.timeout()).await
 }
 
 /// A Raft RPC's request, in the binary peer encoding.
@@ -40,7 +37,7 @@ async fn rpc_of<T: serde::de::DeserializeOwned>(
     svc: &Service,
     body: web::Payload,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(body, svc.limits.peer_body_bytes_max, svc.timeout()).await?;
+    let bytes = read_body(svc, body).await?;
     codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))
 }
 
@@ -51,8 +48,8 @@ fn rpc_reply<T: serde::Serialize>(answer: &T) -> HttpResponse {
         .body(codec::encode(answer))
 }
 
-async fn head(_node: NodePrincipal, svc: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(svc.head())
+async fn head(_node: NodePrincipal, watch: web::Data<Watch>) -> HttpResponse {
+    HttpResponse::Ok().json(watch.head())
 }
 
 async fn hello(_node: NodePrincipal) -> HttpResponse {
@@ -73,31 +70,34 @@ fn ensure_sender(node: &NodePrincipal, claimed: Option<u64>) -> Result<(), ApiEr
 async fn append(
     node: NodePrincipal,
     svc: web::Data<Service>,
+    raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let rpc: AppendEntriesRequest<TypeConfig> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(rpc_reply(&svc.raft.append_entries(rpc).await))
+    Ok(rpc_reply(&raft.append_entries(rpc).await))
 }
 
 async fn vote(
     node: NodePrincipal,
     svc: web::Data<Service>,
+    raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let rpc: VoteRequest<u64> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(rpc_reply(&svc.raft.vote(rpc).await))
+    Ok(rpc_reply(&raft.vote(rpc).await))
 }
 
 async fn snapshot(
     node: NodePrincipal,
     svc: web::Data<Service>,
+    raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let rpc: InstallSnapshotRequest<TypeConfig> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(rpc_reply(&svc.raft.install_snapshot(rpc).await))
+    Ok(rpc_reply(&raft.install_snapshot(rpc).await))
 }
 
 async fn execute(
@@ -105,8 +105,7 @@ async fn execute(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let fwd: Forwarded = body_of(&svc, body).await?;
+    let fwd: Forwarded = parse_json(&read_body(&svc, body).await?)?;
     let principal = Principal::forwarded(&node, fwd.principal);
-    // The whole Reply (status and body) travels back; the follower relays it.
     Ok(HttpResponse::Ok().json(svc.execute_forwarded(&principal, &fwd.op).await))
 }

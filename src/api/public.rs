@@ -10,13 +10,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use super::error::ApiError;
-use super::service::{block_view, Service};
+use super::query::parse_height;
+use super::service::Service;
+use super::views::BlockView;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/public/v1/head", web::get().to(head))
+/// The public window's routes; every one spends from `limiter`.
+pub fn configure(cfg: &mut web::ServiceConfig, limiter: web::Data<RateLimiter>) {
+    cfg.app_data(limiter)
+        .route("/public/v1/head", web::get().to(head))
         .route("/public/v1/blocks/{height}", web::get().to(block))
         .default_service(web::to(not_here));
 }
@@ -70,15 +73,14 @@ impl RateLimiter {
 }
 
 /// The 429 to send if `req`'s client has spent its budget, else None.
-fn limited(req: &HttpRequest, svc: &Service) -> Option<HttpResponse> {
+fn limited(req: &HttpRequest, limiter: &RateLimiter) -> Option<HttpResponse> {
     let ip = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let limiter = svc.public_limiter.as_ref()?;
     limiter.spend(ip).err().map(|wait| {
         let secs = wait.as_secs() + 1;
-        let mut resp: HttpResponse = ApiError::RateLimited(secs).reply().into();
+        let mut resp: HttpResponse = ApiError::RateLimited(secs).render().into();
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut()
                 .insert(actix_web::http::header::RETRY_AFTER, v);
@@ -87,52 +89,37 @@ fn limited(req: &HttpRequest, svc: &Service) -> Option<HttpResponse> {
     })
 }
 
-async fn head(req: HttpRequest, svc: web::Data<Service>) -> HttpResponse {
-    if let Some(resp) = limited(&req, &svc) {
+async fn head(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    limiter: web::Data<RateLimiter>,
+) -> HttpResponse {
+    if let Some(resp) = limited(&req, &limiter) {
         return resp;
     }
-    let state = svc.state.read();
-    let head = state.ledger.head().clone();
-    let genesis = crate::ledger::BlockHeader::genesis(svc.genesis.hash_bytes());
-    HttpResponse::Ok().json(json!({
-        "consortium": svc.genesis.consortium,
-        "genesis_hash": crate::ledger::chain::to_hex(&genesis.hash()),
-        "height": head.height,
-        "hash": crate::ledger::chain::to_hex(&head.hash()),
-        "timestamp_ms": head.timestamp_ms,
-    }))
+    HttpResponse::Ok().json(svc.head_view())
 }
 
 async fn block(
     req: HttpRequest,
     svc: web::Data<Service>,
+    limiter: web::Data<RateLimiter>,
     height: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(resp) = limited(&req, &svc) {
+    if let Some(resp) = limited(&req, &limiter) {
         return resp;
     }
-    let height = match super::routes::parse_height(&height) {
-        Ok(h) => h,
-        Err(e) => return e.reply().into(),
-    };
-    let state = svc.state.read();
-    let header = if height == 0 {
-        Ok(Some(crate::ledger::BlockHeader::genesis(
-            svc.genesis.hash_bytes(),
-        )))
-    } else {
-        state.block(height)
-    };
+    let header = parse_height(&height).and_then(|h| svc.block_header(h));
     match header {
-        Ok(Some(h)) => HttpResponse::Ok().json(block_view(&h)),
-        Ok(None) => ApiError::NotFound("block_not_found").reply().into(),
-        Err(e) => ApiError::Unavailable(e.to_string()).reply().into(),
+        Ok(Some(h)) => HttpResponse::Ok().json(BlockView::from(&h)),
+        Ok(None) => ApiError::NotFound("block_not_found").render().into(),
+        Err(e) => e.render().into(),
     }
 }
 
-async fn not_here(req: HttpRequest, svc: web::Data<Service>) -> HttpResponse {
-    if let Some(resp) = limited(&req, &svc) {
+async fn not_here(req: HttpRequest, limiter: web::Data<RateLimiter>) -> HttpResponse {
+    if let Some(resp) = limited(&req, &limiter) {
         return resp;
     }
-    ApiError::NotFound("route_not_found").reply().into()
+    ApiError::NotFound("route_not_found").render().into()
 }

@@ -1,18 +1,18 @@
 //! `/v1` routes of the API listener. Each handler validates its input,
-//! checks the caller's role at the edge (apply checks again), and hands an
-//! [`Op`] to the [`Service`].
+//! checks the caller's role at the edge (apply checks again), hands an
+//! [`Op`] to the [`Service`] and renders its answer.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::error::{ApiError, Reply};
-use super::service::{Op, Read, Service};
-use super::types::{
-    account_id, parse_json, transfer_id, transfers_command, Answer, CreateAccountBody, PostBody,
-    ReadersBody,
+use super::body::{
+    self, account_id, parse_json, transfer_id, transfers_command, CreateAccountBody, PostBody,
+    ReadersBody, Shape,
 };
-use super::{no_route, read_body};
+use super::error::{no_route, respond, ApiError};
+use super::query::{parse_height, ReadQuery};
+use super::service::{Op, Read, Service};
+use super::views::Answer;
 use crate::identity::Principal;
 use crate::ledger::{Command, Rejection};
 
@@ -37,58 +37,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(no_route));
 }
 
-/// Query parameters of reads; each endpoint accepts the ones it uses.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    consistency: Option<String>,
-    at_height: Option<u64>,
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
-impl ReadQuery {
-    /// Parses `query`, refusing parameters outside `allowed`.
-    fn parse(query: &str, allowed: &[&str]) -> Result<Self, ApiError> {
-        let q: Self = web::Query::<Self>::from_query(query)
-            .map_err(|e| ApiError::InvalidQuery(e.to_string()))?
-            .into_inner();
-        let given = [
-            ("at_height", q.at_height.is_some()),
-            ("cursor", q.cursor.is_some()),
-            ("limit", q.limit.is_some()),
-        ];
-        if let Some((name, _)) = given
-            .iter()
-            .find(|(name, set)| *set && !allowed.contains(name))
-        {
-            return Err(ApiError::InvalidQuery(format!(
-                "{name} does not apply here"
-            )));
-        }
-        Ok(q)
-    }
-
-    /// Whether the read asked for `consistency=local`.
-    fn local(&self) -> Result<bool, ApiError> {
-        match self.consistency.as_deref() {
-            None | Some("linearizable") => Ok(false),
-            Some("local") => Ok(true),
-            Some(_) => Err(ApiError::InvalidQuery(
-                "consistency must be linearizable or local".into(),
-            )),
-        }
-    }
-
-    fn limit(&self, svc: &Service) -> Result<usize, ApiError> {
-        let max = svc.limits.page_items_max;
-        match self.limit.unwrap_or(100.min(max)) {
-            n if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::InvalidQuery(format!("limit must be 1..={max}"))),
-        }
-    }
-}
-
 fn ensure_may_write(p: &Principal) -> Result<(), ApiError> {
     if p.role().may_write() {
         Ok(())
@@ -104,12 +52,12 @@ async fn read(
     q: &ReadQuery,
     read: Read,
 ) -> Result<HttpResponse, ApiError> {
-    let reply = if q.local()? {
+    let outcome = if q.local()? {
         svc.read(principal, &read)
     } else {
         svc.execute(principal, &Op::Read(read)).await
     };
-    Ok(reply.into())
+    Ok(respond(outcome))
 }
 
 /// A write whose answer is one record or one error.
@@ -118,20 +66,24 @@ async fn write(
     principal: &Principal,
     command: Command,
 ) -> Result<HttpResponse, ApiError> {
-    write_answering(svc, principal, command, Answer::One).await
+    write_shaped(svc, principal, command, Shape::One).await
 }
 
-async fn write_answering(
+async fn write_shaped(
     svc: &Service,
     principal: &Principal,
     command: Command,
-    answer: Answer,
+    shape: Shape,
 ) -> Result<HttpResponse, ApiError> {
     ensure_may_write(principal)?;
-    Ok(svc
-        .execute(principal, &Op::Write(command, answer))
-        .await
-        .into())
+    Ok(respond(
+        svc.execute(principal, &Op::Write(command, shape)).await,
+    ))
+}
+
+/// Reads a request body within the API's limits.
+async fn read_body(svc: &Service, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    body::read(payload, svc.limits().body_bytes_max, svc.timeout()).await
 }
 
 async fn create_account(
@@ -139,8 +91,8 @@ async fn create_account(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
-    let account = parse_json::<CreateAccountBody>(&body)?.validate(&svc.limits)?;
+    let body = read_body(&svc, body).await?;
+    let account = parse_json::<CreateAccountBody>(&body)?.validate(svc.limits())?;
     write(&svc, &principal, Command::CreateAccount(account)).await
 }
 
@@ -149,21 +101,18 @@ async fn post_transfers(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
-    let (command, answer) = transfers_command(&body, &svc.limits)?;
-    if let (Command::Transfers { transfers, .. }, Answer::One) = (&command, answer) {
+    let body = read_body(&svc, body).await?;
+    let (command, shape) = transfers_command(&body, svc.limits())?;
+    if let (Command::Transfers { transfers, .. }, Shape::One) = (&command, shape) {
         // Edge check of ownership on this node's state; apply checks again.
-        let state = svc.state.read();
-        if let Some(debit) = transfers
+        let owner = transfers
             .first()
-            .and_then(|t| state.ledger.account(&t.debit_account))
-        {
-            if &debit.owner != principal.org() && principal.role().may_write() {
-                return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
-            }
+            .and_then(|t| svc.account_owner(&t.debit_account));
+        if owner.is_some_and(|o| &o != principal.org()) && principal.role().may_write() {
+            return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
         }
     }
-    write_answering(&svc, &principal, command, answer).await
+    write_shaped(&svc, &principal, command, shape).await
 }
 
 async fn post_pending(
@@ -173,7 +122,7 @@ async fn post_pending(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    let body = read_body(&svc, body).await?;
     let post = if body.is_empty() {
         PostBody::default()
     } else {
@@ -197,7 +146,7 @@ async fn void_pending(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    let body = read_body(&svc, body).await?;
     if !body.is_empty() {
         parse_json::<EmptyBody>(&body)?;
     }
@@ -216,7 +165,7 @@ async fn close_account(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
+    let body = read_body(&svc, body).await?;
     if !body.is_empty() {
         parse_json::<EmptyBody>(&body)?;
     }
@@ -230,8 +179,8 @@ async fn set_readers(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let body = read_body(body, svc.limits.body_bytes_max, svc.timeout()).await?;
-    let readers = parse_json::<ReadersBody>(&body)?.validate(&svc.limits)?;
+    let body = read_body(&svc, body).await?;
+    let readers = parse_json::<ReadersBody>(&body)?.validate(svc.limits())?;
     write(&svc, &principal, Command::SetReaders { id, readers }).await
 }
 
@@ -239,7 +188,7 @@ async fn get_account(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
     let q = ReadQuery::parse(req.query_string(), &["at_height"])?;
@@ -251,33 +200,23 @@ async fn account_history(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
     let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
-    let from = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => c
-            .parse()
-            .map_err(|_| ApiError::InvalidQuery("cursor is not one this API returned".into()))?,
-    };
-    let limit = q.limit(&svc)?;
+    let from = q.history_cursor()?;
+    let limit = q.limit(svc.limits().page_items_max)?;
     read(&svc, &principal, &q, Read::History { id, from, limit }).await
 }
 
 async fn list_accounts(
     principal: Principal,
     svc: web::Data<Service>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(account_id)
-        .transpose()
-        .map_err(|_| ApiError::InvalidQuery("bad cursor".into()))?;
-    let limit = q.limit(&svc)?;
+    let after = q.account_cursor()?;
+    let limit = q.limit(svc.limits().page_items_max)?;
     read(&svc, &principal, &q, Read::Accounts { after, limit }).await
 }
 
@@ -285,7 +224,7 @@ async fn transfer_proof(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
     let q = ReadQuery::parse(req.query_string(), &[])?;
@@ -297,7 +236,7 @@ async fn get_block(
     principal: Principal,
     svc: web::Data<Service>,
     height: web::Path<String>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let height = parse_height(&height)?;
     let q = ReadQuery::parse(req.query_string(), &[])?;
@@ -307,34 +246,19 @@ async fn get_block(
 async fn list_blocks(
     principal: Principal,
     svc: web::Data<Service>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
-    let from = q
-        .cursor
-        .as_deref()
-        .map(parse_height)
-        .transpose()?
-        .unwrap_or(0);
-    let limit = q.limit(&svc)?;
+    let from = q.block_cursor()?;
+    let limit = q.limit(svc.limits().page_items_max)?;
     read(&svc, &principal, &q, Read::Blocks { from, limit }).await
-}
-
-/// A block height: decimal digits, no sign or leading zero.
-pub fn parse_height(s: &str) -> Result<u64, ApiError> {
-    let canonical =
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
-    s.parse()
-        .ok()
-        .filter(|_| canonical)
-        .ok_or_else(|| ApiError::InvalidQuery(format!("{s:?} is not a block height")))
 }
 
 async fn get_transfer(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
-    req: actix_web::HttpRequest,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
     let q = ReadQuery::parse(req.query_string(), &[])?;
@@ -343,31 +267,5 @@ async fn get_transfer(
 
 /// Cluster status from this node's view; any member certificate may ask.
 async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse {
-    let m = svc.raft.metrics().borrow().clone();
-    let members: Vec<_> = svc
-        .genesis
-        .nodes
-        .iter()
-        .map(
-            |n| json!({"id": n.id, "org": n.org, "api_addr": n.api_addr, "raft_addr": n.raft_addr}),
-        )
-        .collect();
-    let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-    let body = json!({
-        "consortium": svc.genesis.consortium,
-        "node_id": svc.id,
-        "state": format!("{:?}", m.state),
-        "leader": m.current_leader,
-        "term": m.current_term,
-        "voters": voters,
-        "members": members,
-        "last_log_index": m.last_log_index,
-        "commit_index": svc.commit_index.get(),
-        "applied_index": m.last_applied.map(|l| l.index),
-        "snapshot_index": m.snapshot.map(|l| l.index),
-        "purged_index": m.purged.map(|l| l.index),
-        "height": svc.state.read().ledger.height(),
-        "replicas": svc.watch.lock().unwrap_or_else(|p| p.into_inner()).status(),
-    });
-    Reply::ok(body).into()
+    Answer::Cluster(Box::new(svc.cluster())).render().into()
 }

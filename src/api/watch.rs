@@ -8,83 +8,98 @@
 //! (e.g. from a healthy replica's snapshot) and restarts it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
-use super::service::Service;
-use crate::ledger::chain::{self, Hash};
-use crate::ledger::BlockHeader;
+use super::chain::{self, Head};
+use super::views::{PeerHeadView, ReplicasView};
+use crate::config::NodeId;
+use crate::ledger::chain::{to_hex, Hash};
+use crate::raft::network::Peers;
+use crate::raft::state_machine::SharedState;
 
 /// Path of the head exchange on the peer listener.
 pub const HEAD_PATH: &str = "/peer/v1/head";
 
-/// A chain head as peers exchange it.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Head {
-    pub height: u64,
-    #[serde(with = "hex32")]
-    pub hash: Hash,
+/// This node's watch over its peers' chains.
+pub struct Watch {
+    state: SharedState,
+    genesis_hash: Hash,
+    peers: Peers,
+    peer_ids: Vec<NodeId>,
+    verdict: Mutex<Verdict>,
 }
 
 /// What this node last learned from each peer.
 #[derive(Default)]
-pub struct Watch {
+struct Verdict {
     /// Peer → (their head, whether our block at that height agrees).
-    peers: BTreeMap<u64, (Head, Option<bool>)>,
+    peers: BTreeMap<NodeId, (Head, Option<bool>)>,
     /// Set once this node finds itself in the minority; never cleared
     /// without a restart.
     diverged: Option<String>,
 }
 
 impl Watch {
-    pub fn diverged(&self) -> Option<&str> {
-        self.diverged.as_deref()
+    pub fn new(
+        state: SharedState,
+        genesis_hash: Hash,
+        peers: Peers,
+        peer_ids: Vec<NodeId>,
+    ) -> Self {
+        Self {
+            state,
+            genesis_hash,
+            peers,
+            peer_ids,
+            verdict: Mutex::default(),
+        }
     }
 
-    pub fn status(&self) -> Value {
-        let peers: Vec<Value> = self
+    fn verdict(&self) -> MutexGuard<'_, Verdict> {
+        self.verdict.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why this node's chain differs from its peers', once it does.
+    pub fn diverged(&self) -> Option<String> {
+        self.verdict().diverged.clone()
+    }
+
+    pub fn status(&self) -> ReplicasView {
+        let v = self.verdict();
+        let peers = v
             .peers
             .iter()
-            .map(|(id, (head, agrees))| {
-                json!({"node": id, "height": head.height, "hash": chain::to_hex(&head.hash), "agrees": agrees})
+            .map(|(id, (head, agrees))| PeerHeadView {
+                node: *id,
+                height: head.height,
+                hash: to_hex(&head.hash),
+                agrees: *agrees,
             })
             .collect();
-        json!({"diverged": self.diverged, "peers": peers})
+        ReplicasView {
+            diverged: v.diverged.clone(),
+            peers,
+        }
     }
-}
 
-impl Service {
     /// This node's head.
     pub fn head(&self) -> Head {
-        let head = self.state.read().ledger.head().clone();
-        Head {
-            height: head.height,
-            hash: head.hash(),
-        }
+        Head::of(&self.state.read())
     }
 
     /// Our block hash at `height`, if we have that block.
     fn hash_at(&self, height: u64) -> Option<Hash> {
         let state = self.state.read();
-        if height > state.ledger.height() {
-            return None;
-        }
-        if height == 0 {
-            return Some(BlockHeader::genesis(self.genesis.hash_bytes()).hash());
-        }
-        state.block(height).ok().flatten().map(|b| b.hash())
+        chain::header(&state, self.genesis_hash, height)
+            .ok()
+            .flatten()
+            .map(|b| b.hash())
     }
 
     /// Compares one peer's head with our chain and updates the verdict.
-    fn compare(&self, peer: u64, head: Head, watch: &Mutex<Watch>) {
+    fn compare(&self, peer: NodeId, head: Head) {
         let agrees = self.hash_at(head.height).map(|ours| ours == head.hash);
-        let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
-        w.peers.insert(peer, (head, agrees));
-        let disagree = w.peers.values().filter(|(_, a)| *a == Some(false)).count();
-        let agree = 1 + w.peers.values().filter(|(_, a)| *a == Some(true)).count();
         if agrees == Some(false) {
             tracing::error!(
                 peer,
@@ -92,56 +107,51 @@ impl Service {
                 "replica heads differ at the same height"
             );
         }
-        if disagree > 0 && disagree >= agree && w.diverged.is_none() {
+        let mut v = self.verdict();
+        v.peers.insert(peer, (head, agrees));
+        let disagree = v.peers.values().filter(|(_, a)| *a == Some(false)).count();
+        let agree = 1 + v.peers.values().filter(|(_, a)| *a == Some(true)).count();
+        if disagree > 0 && disagree >= agree && v.diverged.is_none() {
             let why = format!(
                 "this node's chain differs from {disagree} of {} peers at the same height (first at {}): its stored state \
                  was changed outside Raft; it serves no reads until restored and restarted",
-                w.peers.len(),
+                v.peers.len(),
                 head.height
             );
             tracing::error!("DIVERGED: {why}");
-            w.diverged = Some(why);
+            v.diverged = Some(why);
         }
     }
-}
 
-/// Asks every peer for its head every `every`, for as long as the node runs.
-pub fn spawn(service: Arc<Service>, watch: Arc<Mutex<Watch>>, every: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        loop {
-            interval.tick().await;
-            for node in service.genesis.nodes.iter().filter(|n| n.id != service.id) {
-                let Some(peer) = service.peers.get(node.id) else {
-                    continue;
-                };
-                let sent = peer.http.post(peer.url(HEAD_PATH)).timeout(every);
-                let Ok(resp) = sent.send().await else {
-                    continue;
-                };
-                if service.peers.check_response(node.id, &resp).is_err()
-                    || !resp.status().is_success()
-                {
-                    continue;
-                }
-                if let Ok(head) = resp.json::<Head>().await {
-                    service.compare(node.id, head, &watch);
+    /// Asks one peer for its head; None if it did not answer as itself.
+    async fn ask(&self, peer: NodeId, within: Duration) -> Option<Head> {
+        let client = self.peers.get(peer)?;
+        let resp = client
+            .http
+            .post(client.url(HEAD_PATH))
+            .timeout(within)
+            .send()
+            .await
+            .ok()?;
+        if self.peers.check_response(peer, &resp).is_err() || !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<Head>().await.ok()
+    }
+
+    /// Asks every peer for its head every `every`, for as long as the node
+    /// runs.
+    pub fn spawn(self: Arc<Self>, every: Duration) {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                interval.tick().await;
+                for &peer in &self.peer_ids {
+                    if let Some(head) = self.ask(peer, every).await {
+                        self.compare(peer, head);
+                    }
                 }
             }
-        }
-    });
-}
-
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        crate::ledger::chain::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        });
     }
 }

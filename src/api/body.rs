@@ -1,21 +1,51 @@
-//! Request bodies, their validation into ledger commands, and response views.
+//! Request bodies: read within their limits, parsed, and validated into
+//! ledger commands.
 //!
-//! Bodies are parsed strictly (unknown fields refused) and every field is
-//! checked into a ledger type here, so the ledger only sees valid values.
-//! Amounts and balances go out as decimal strings so no client loses
-//! precision past 2^53.
+//! A body is read whole before it is parsed, up to a byte limit and within
+//! the request timeout. Bodies are parsed strictly (unknown fields refused)
+//! and every field is checked into a ledger type here, so the ledger only
+//! sees valid values.
 
 use std::collections::BTreeSet;
 
+use actix_web::web;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::error::{ApiError, ErrorView};
+use super::error::ApiError;
 use crate::config::Limits;
 use crate::ledger::{
-    Account, AccountId, Amount, Asset, Command, HistoryItem, NewAccount, NewTransfer, OrgName,
-    Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
+    AccountId, Amount, Asset, Command, NewAccount, NewTransfer, OrgName, TransferId, TOTAL_MAX,
 };
+
+/// Reads a request body of at most `max` bytes within `within`; a larger
+/// one is refused before it is buffered (the limit bounds memory per
+/// request), a slower one is cut off (a trickled body holds a connection).
+pub async fn read(
+    payload: web::Payload,
+    max: usize,
+    within: std::time::Duration,
+) -> Result<web::Bytes, ApiError> {
+    tokio::time::timeout(within, read_all(payload, max))
+        .await
+        .unwrap_or(Err(ApiError::BodyTimeout))
+}
+
+async fn read_all(mut payload: web::Payload, max: usize) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => ApiError::BodyTooLarge(max),
+            other => ApiError::MalformedJson(other.to_string()),
+        })?;
+        if body.len() + chunk.len() > max {
+            return Err(ApiError::BodyTooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +98,7 @@ enum BatchAnswer {
 /// The shape of a write's answer. Not part of the Raft entry: it travels
 /// with a forwarded request, and the node that applies renders it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Answer {
+pub enum Shape {
     /// One record or one error: a single transfer, an account, a post.
     One,
     /// A batch: every item's result, in request order.
@@ -77,7 +107,7 @@ pub enum Answer {
     Refused,
 }
 
-impl From<BatchAnswer> for Answer {
+impl From<BatchAnswer> for Shape {
     fn from(a: BatchAnswer) -> Self {
         match a {
             BatchAnswer::All => Self::All,
@@ -237,7 +267,7 @@ type BodyKeys = std::collections::BTreeMap<String, serde::de::IgnoredAny>;
 /// A single transfer or a batch, as a `POST /v1/transfers` body says, with
 /// the answer it asks for. The body is parsed straight into its type (a
 /// batch of 8000 transfers is 8000 small structs, not a JSON tree first).
-pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, Answer), ApiError> {
+pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, Shape), ApiError> {
     let keys: BodyKeys = parse_json(body)?;
     if !keys.contains_key("transfers") {
         let one: TransferBody = parse_json(body)?;
@@ -245,7 +275,7 @@ pub fn transfers_command(body: &[u8], limits: &Limits) -> Result<(Command, Answe
             transfers: vec![one.validate(limits)?],
             atomic: false,
         };
-        return Ok((command, Answer::One));
+        return Ok((command, Shape::One));
     }
     let batch: BatchBody = parse_json(body)?;
     if batch.transfers.is_empty() || batch.transfers.len() > limits.batch_transfers_max {
@@ -310,216 +340,5 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
             ))
         }
         _ => Ok(()),
-    }
-}
-
-/// An account as `viewer`'s organization may see it: the readers list is
-/// shown to the owner only.
-pub fn account_view(a: &Account, viewer: &OrgName, as_of: u64) -> Value {
-    let readers: Vec<&OrgName> = if &a.owner == viewer {
-        a.readers.iter().collect()
-    } else {
-        Vec::new()
-    };
-    json!({
-        "id": a.id,
-        "owner": a.owner,
-        "asset": a.asset,
-        "allow_negative": a.allow_negative,
-        "closed": a.closed,
-        "balance_max": a.balance_max.map(|m| m.to_string()),
-        "readers": readers,
-        "balance": a.balance().to_string(),
-        "available": a.available().to_string(),
-        "debits_pending": a.debits_pending.to_string(),
-        "credits_pending": a.credits_pending.to_string(),
-        "debits_posted": a.debits_posted.to_string(),
-        "credits_posted": a.credits_posted.to_string(),
-        "created_height": a.created_height,
-        "as_of": as_of,
-    })
-}
-
-/// A transfer as the API shows it. Serialized straight from the record:
-/// a batch's answer is thousands of these.
-#[derive(Serialize)]
-pub struct TransferView<'a> {
-    id: &'a TransferId,
-    debit_account: &'a AccountId,
-    credit_account: &'a AccountId,
-    amount: Units,
-    asset: &'a Asset,
-    memo: &'a Option<String>,
-    posted_by: &'a OrgName,
-    timestamp_ms: u64,
-    height: u64,
-    log_index: u64,
-    pending: bool,
-    timeout_ms: Option<u64>,
-    expires_at_ms: Option<u64>,
-    state: TransferState,
-    posted_amount: Option<Units>,
-    resolved_height: Option<u64>,
-}
-
-impl<'a> From<&'a Transfer> for TransferView<'a> {
-    fn from(t: &'a Transfer) -> Self {
-        Self {
-            id: &t.id,
-            debit_account: &t.debit_account,
-            credit_account: &t.credit_account,
-            amount: Units(t.amount.units()),
-            asset: &t.asset,
-            memo: &t.memo,
-            posted_by: &t.posted_by,
-            timestamp_ms: t.timestamp_ms,
-            height: t.height,
-            log_index: t.log_index,
-            pending: t.pending,
-            timeout_ms: t.timeout_ms,
-            expires_at_ms: t.expires_at_ms,
-            state: t.state,
-            posted_amount: t.posted_amount.map(|a| Units(a.units())),
-            resolved_height: t.resolved_height,
-        }
-    }
-}
-
-/// An amount in units, written as a decimal string (see the module docs).
-struct Units(u64);
-
-impl Serialize for Units {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-pub fn transfer_view(t: &Transfer) -> Value {
-    serde_json::to_value(TransferView::from(t)).expect("views serialize")
-}
-
-pub fn history_view(h: &HistoryItem) -> Value {
-    json!({
-        "seq": h.seq,
-        "transfer": h.transfer,
-        "event": h.event,
-        "side": if h.debit { "debit" } else { "credit" },
-        "amount": h.amount.units().to_string(),
-        "balance_after": h.balance_after.to_string(),
-        "debits_pending_after": h.debits_pending_after.to_string(),
-        "credits_pending_after": h.credits_pending_after.to_string(),
-        "height": h.height,
-        "log_index": h.log_index,
-        "timestamp_ms": h.timestamp_ms,
-    })
-}
-
-/// A refused batch item, when the batch asked for `"answer": "refused"`:
-/// `{"index", "id", "error": {"code", "message"}}`, `index` counting the
-/// request's items from 0.
-#[derive(Serialize)]
-pub struct RefusedView<'a> {
-    index: u64,
-    id: &'a TransferId,
-    error: ErrorView<'static>,
-}
-
-impl<'a> RefusedView<'a> {
-    pub fn new(index: u64, id: &'a TransferId, rejection: &Rejection) -> Self {
-        Self {
-            index,
-            id,
-            error: ErrorView {
-                code: rejection.code(),
-                message: rejection.message(),
-            },
-        }
-    }
-}
-
-/// One batch item's result: `{"ok": true, "transfer": ...}` or
-/// `{"ok": false, "error": {"code", "message"}}`.
-#[derive(Serialize)]
-pub struct BatchItemView<'a> {
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transfer: Option<TransferView<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorView<'static>>,
-}
-
-impl<'a> From<&'a Result<Transfer, Rejection>> for BatchItemView<'a> {
-    fn from(r: &'a Result<Transfer, Rejection>) -> Self {
-        match r {
-            Ok(t) => Self {
-                ok: true,
-                transfer: Some(t.into()),
-                error: None,
-            },
-            Err(e) => Self {
-                ok: false,
-                transfer: None,
-                error: Some(ErrorView {
-                    code: e.code(),
-                    message: e.message(),
-                }),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ledger::OrgName;
-
-    /// The views written straight from records keep the API's field names
-    /// and types: amounts as decimal strings, absent options as null.
-    #[test]
-    fn transfer_and_batch_views_keep_the_api_shape() {
-        let t = Transfer {
-            id: TransferId::parse("t-1").unwrap(),
-            debit_account: AccountId::parse("org1.ops").unwrap(),
-            credit_account: AccountId::parse("org2.ops").unwrap(),
-            amount: Amount::new(u64::MAX).unwrap(),
-            asset: Asset::parse("USD").unwrap(),
-            memo: Some("rent \"may\"".into()),
-            posted_by: OrgName::parse("org1").unwrap(),
-            timestamp_ms: 1_700_000_000_000,
-            height: 7,
-            log_index: 9,
-            leaf_index: 3,
-            pending: true,
-            timeout_ms: Some(5_000),
-            expires_at_ms: None,
-            state: TransferState::Posted,
-            posted_amount: Some(Amount::new(12).unwrap()),
-            resolved_height: None,
-        };
-        let transfer = json!({
-            "id": "t-1",
-            "debit_account": "org1.ops",
-            "credit_account": "org2.ops",
-            "amount": u64::MAX.to_string(),
-            "asset": "USD",
-            "memo": "rent \"may\"",
-            "posted_by": "org1",
-            "timestamp_ms": 1_700_000_000_000u64,
-            "height": 7,
-            "log_index": 9,
-            "pending": true,
-            "timeout_ms": 5_000,
-            "expires_at_ms": null,
-            "state": "posted",
-            "posted_amount": "12",
-            "resolved_height": null,
-        });
-        assert_eq!(transfer_view(&t), transfer);
-        let ok = serde_json::to_value(BatchItemView::from(&Ok(t))).unwrap();
-        assert_eq!(ok, json!({"ok": true, "transfer": transfer}));
-        let refused = Err(Rejection::InsufficientFunds);
-        let refused = serde_json::to_value(BatchItemView::from(&refused)).unwrap();
-        let error = json!({"code": "insufficient_funds", "message": Rejection::InsufficientFunds.message()});
-        assert_eq!(refused, json!({"ok": false, "error": error}));
     }
 }

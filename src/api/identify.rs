@@ -1,0 +1,110 @@
+//! Who is calling: the identity of each connection, computed once from the
+//! verified TLS session when it opens, and handed to handlers as a
+//! [`Principal`] (API listener) or [`NodePrincipal`] (peer listener)
+//! extractor. Nothing else identifies a caller.
+
+use std::any::Any;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::{Extensions, Payload};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, FromRequest, HttpRequest};
+
+use super::error::ApiError;
+use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
+use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
+use crate::raft::network::GENESIS_HEADER;
+
+/// The identity of an API connection, set when it opens.
+#[derive(Clone)]
+struct ApiIdentity(Result<Principal, IdentityError>);
+
+/// The identity of a peer connection, set when it opens.
+#[derive(Clone)]
+struct PeerIdentity(Result<NodePrincipal, IdentityError>);
+
+/// What a peer's request must show besides its node certificate: the same
+/// genesis, and the incarnation of its storage this node knows.
+pub struct PeerGate {
+    pub genesis_hash: String,
+    pub incarnations: Incarnations,
+}
+
+fn peer_chain(conn: &dyn Any) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    conn.downcast_ref::<TlsStream<TcpStream>>()
+        .and_then(|tls| tls.get_ref().1.peer_certificates())
+        .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// `on_connect` hook of the API listener.
+pub fn identify_api(
+    trust: Arc<Trust>,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    move |conn, ext| {
+        ext.insert(ApiIdentity(trust.identify(&peer_chain(conn))));
+    }
+}
+
+/// `on_connect` hook of the peer listener.
+pub fn identify_peer(
+    trust: Arc<Trust>,
+) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+    move |conn, ext| {
+        ext.insert(PeerIdentity(trust.identify_node(&peer_chain(conn))));
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match req.conn_data::<ApiIdentity>() {
+            Some(ApiIdentity(Ok(p))) => Ok(p.clone()),
+            Some(ApiIdentity(Err(e))) => Err(ApiError::Unauthenticated(e.to_string())),
+            None => Err(ApiError::Unauthenticated("no verified TLS session".into())),
+        })
+    }
+}
+
+impl FromRequest for NodePrincipal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(node_principal(req))
+    }
+}
+
+fn node_principal(req: &HttpRequest) -> Result<NodePrincipal, ApiError> {
+    let node = match req.conn_data::<PeerIdentity>() {
+        Some(PeerIdentity(Ok(p))) => p.clone(),
+        Some(PeerIdentity(Err(IdentityError::NotANode))) => {
+            return Err(ApiError::Forbidden(
+                "the peer listener serves member nodes only",
+            ))
+        }
+        Some(PeerIdentity(Err(e))) => return Err(ApiError::Unauthenticated(e.to_string())),
+        None => return Err(ApiError::Unauthenticated("no verified TLS session".into())),
+    };
+    let Some(gate) = req.app_data::<web::Data<PeerGate>>() else {
+        return Err(ApiError::Unavailable("not ready".into()));
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|h| h.to_str().ok());
+    // Same genesis, or the two nodes would apply the log differently.
+    if header(GENESIS_HEADER) != Some(gate.genesis_hash.as_str()) {
+        return Err(ApiError::Forbidden(
+            "the peer runs a different genesis file",
+        ));
+    }
+    if let Err(why) = gate.incarnations.check(node.id, header(INCARNATION_HEADER)) {
+        tracing::error!(peer = node.id, "{why}");
+        return Err(ApiError::Forbidden(
+            "this node id rejoined with lost storage",
+        ));
+    }
+    Ok(node)
+}

@@ -1,0 +1,164 @@
+//! Writes on the leader: one entry through Raft, or one transfer through
+//! group commit, and the typed answer to its outcome.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::time::Instant;
+
+use super::{Attempt, Outcome, Service};
+use crate::api::body::Shape;
+use crate::api::error::ApiError;
+use crate::api::group::GroupError;
+use crate::api::views::Answer;
+use crate::identity::Principal;
+use crate::ledger::{self, Command, Entry, NewTransfer, Rejection, Transfer};
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Service {
+    pub(super) async fn write(
+        &self,
+        principal: &Principal,
+        command: &Command,
+        shape: Shape,
+        deadline: Instant,
+    ) -> Result<Outcome, Attempt> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Ok(Err(ApiError::Overloaded));
+        };
+        if let Command::Transfers {
+            transfers,
+            atomic: false,
+        } = command
+        {
+            if let [one] = transfers.as_slice() {
+                return self
+                    .write_grouped(principal, command, shape, one, deadline)
+                    .await;
+            }
+        }
+        // The leader fixes the time before proposing: apply stays pure.
+        let entry = Entry {
+            actor: principal.actor(),
+            timestamp_ms: now_ms(),
+            command: command.clone(),
+        };
+        match tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await {
+            Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
+            Ok(Ok(resp)) => Ok(answer(
+                resp.data,
+                principal,
+                command,
+                shape,
+                resp.log_id.index,
+            )),
+            // Usually "not leader, nothing appended"; but openraft also says
+            // so after appending and then losing leadership, when the entry
+            // may still commit. Retrying is safe; "nothing written" is not.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Attempt::RetryMaybeProposed)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "client_write failed");
+                Err(Attempt::RetryMaybeProposed)
+            }
+        }
+    }
+
+    /// One transfer through group commit (the batcher stamps the time).
+    async fn write_grouped(
+        &self,
+        principal: &Principal,
+        command: &Command,
+        shape: Shape,
+        transfer: &NewTransfer,
+        deadline: Instant,
+    ) -> Result<Outcome, Attempt> {
+        let queued = self.group.write(principal.actor(), transfer.clone());
+        match tokio::time::timeout_at(deadline, queued).await {
+            Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
+            Ok(Ok((result, index))) => {
+                let outcome = ledger::Outcome::Transfers(vec![result]);
+                Ok(answer(Some(outcome), principal, command, shape, index))
+            }
+            Ok(Err(GroupError::NotLeader)) => Err(Attempt::Retry),
+            Ok(Err(GroupError::MaybeProposed)) => Err(Attempt::RetryMaybeProposed),
+        }
+    }
+}
+
+/// The answer to an applied entry's outcome, in the shape the request
+/// asked for.
+fn answer(
+    outcome: Option<ledger::Outcome>,
+    principal: &Principal,
+    command: &Command,
+    shape: Shape,
+    log_index: u64,
+) -> Outcome {
+    use ledger::Outcome as O;
+    match outcome {
+        Some(O::Account(Ok(account))) => Ok(Answer::Account {
+            account,
+            viewer: principal.org().clone(),
+            as_of: log_index,
+        }),
+        Some(O::Account(Err(r)) | O::Transfer(Err(r))) => Err(ApiError::Rejected(r)),
+        Some(O::Transfer(Ok(transfer))) => Ok(Answer::Transfer {
+            transfer,
+            as_of: None,
+        }),
+        Some(O::Transfers(results)) if shape != Shape::One => match command {
+            Command::Transfers { transfers, atomic } => {
+                Ok(batch(*atomic, transfers, results, shape))
+            }
+            // A group commit's entry is never a peer's to ask for.
+            other => Err(ApiError::Unavailable(format!(
+                "a batch answer for {other:?}"
+            ))),
+        },
+        Some(O::Transfers(mut results)) if results.len() == 1 => match results.pop() {
+            Some(Ok(transfer)) => Ok(Answer::Transfer {
+                transfer,
+                as_of: None,
+            }),
+            Some(Err(r)) => Err(ApiError::Rejected(r)),
+            None => unreachable!("length checked"),
+        },
+        other => Err(ApiError::Unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+/// A batch's answer: every result, or (for [`Shape::Refused`]) the count
+/// applied and the items refused for a reason of their own.
+fn batch(
+    atomic: bool,
+    requests: &[NewTransfer],
+    results: Vec<Result<Transfer, Rejection>>,
+    shape: Shape,
+) -> Answer {
+    if shape != Shape::Refused {
+        return Answer::Batch { atomic, results };
+    }
+    let refused = (0..)
+        .zip(requests.iter().zip(&results))
+        .filter_map(|(index, (request, result))| match result {
+            Ok(_) | Err(Rejection::LinkedTransferFailed) => None,
+            Err(e) => Some((index, request.id.clone(), *e)),
+        })
+        .collect();
+    Answer::BatchRefused {
+        atomic,
+        items: results.len(),
+        applied: results.iter().filter(|r| r.is_ok()).count(),
+        refused,
+    }
+}
