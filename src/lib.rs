@@ -11,8 +11,8 @@
 //! - [`raft`]: openraft type config, sled log store and state machine, peer network.
 //! - [`codec`]: the binary encoding of stored records and peer messages.
 //! - [`identity`]: certificate → [`identity::Principal`], rustls configs.
-//! - [`api`]: actix-web routes, request validation, error → HTTP mapping,
-//!   and the service that runs each request on the leader.
+//! - [`api`]: the listeners' routes, request parsing, the service that runs
+//!   each request on the leader, typed answers rendered to JSON at the edge.
 //! - [`node`]: wiring of one node.
 //! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
 //! - [`demo`]: the one-command local consortium.
@@ -25,24 +25,34 @@
 //!
 //! ```text
 //! HTTPS request (api_addr, client cert verified by rustls)
-//!   → identity: Principal from the verified leaf (org = the CA that signed it, role = OU)
-//!   → api::routes: parse and validate the body; role check at the edge
-//!   → api::service: on a follower, forward to the leader over raft_addr with the Principal
+//!   → api::identify: Principal from the verified leaf (org = the CA that signed it, role = OU)
+//!   → api::routes: api::body parses and validates the body; role check at the edge
+//!   → api::service: on a follower, forward to the leader over raft_addr with the
+//!     Principal (api::service::forward); the leader answers a typed PeerAnswer
 //!   → on the leader, single transfers queue for group commit (api::group):
 //!     one entry carries many callers' transfers, each checked as its caller's
 //!   → leader stamps the time, Raft::client_write(Entry)
 //!   → raft::log_store: append + fsync on a majority → committed
 //!   → raft::state_machine: Ledger::apply (checks again, deterministically;
 //!     seals the entry into a block of the hash chain), one sled batch
-//!   → the outcome (transfer record or rejection code) → HTTP response
+//!   → the outcome (transfer record or rejection) → api::views::Answer
+//!   → rendered to JSON by the listener that received the request
 //! ```
 //!
 //! ## The read path
 //!
-//! By default a read is linearizable: it runs on the leader after
-//! `ensure_linearizable` (a quorum confirms leadership and the leader has
-//! applied everything committed before the read began). `?consistency=local`
-//! reads this node's applied state and reports `as_of`, its applied index.
+//! ```text
+//! HTTPS request → api::identify → api::routes (api::query parses the query string)
+//!   → api::service: forwarded to the leader like a write, unless `?consistency=local`
+//!   → on the leader, Raft::ensure_linearizable: a quorum confirms leadership and the
+//!     leader has applied everything committed before the read began
+//!   → api::service::read: the applied state under its read lock (raft::state_machine),
+//!     settled records and histories from sled → api::views::Answer with `as_of`
+//!   → rendered to JSON by the listener that received the request
+//! ```
+//!
+//! `?consistency=local` reads this node's applied state directly and reports
+//! `as_of`, its applied index.
 
 #![forbid(unsafe_code)]
 
