@@ -80,13 +80,22 @@ impl ApiClient {
         self.finish(req).await
     }
 
-    /// Sends raw bytes as the body (for tests of malformed input).
+    /// Sends raw bytes as a JSON body (for tests of malformed input).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Response, reqwest::Error> {
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body);
+        self.post_typed(path, Some("application/json"), body).await
+    }
+
+    /// Sends raw bytes with the given `content-type` (None: no header).
+    pub async fn post_typed(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Response, reqwest::Error> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
         self.finish(req).await
     }
 

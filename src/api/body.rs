@@ -8,7 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use actix_web::web;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +19,22 @@ use crate::config::Limits;
 use crate::ledger::{
     AccountId, Amount, Asset, Command, NewAccount, NewTransfer, OrgName, TransferId, TOTAL_MAX,
 };
+
+/// Whether `req` declares a JSON body. Every write requires it, so that a
+/// browser holding a member certificate cannot be made to post a form (a
+/// cross-site form can only send form and text types).
+pub fn ensure_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match declared {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::NotJson),
+    }
+}
 
 /// Reads a request body of at most `max` bytes within `within`; a larger
 /// one is refused before it is buffered (the limit bounds memory per

@@ -23,6 +23,8 @@ pub enum ApiError {
     },
     InvalidQuery(String),
     BodyTooLarge(usize),
+    /// A write's body is not declared as JSON (`content-type`).
+    NotJson,
     /// The body did not arrive within the request timeout.
     BodyTimeout,
     /// The session's certificate is not a member identity.
@@ -54,6 +56,7 @@ impl ApiError {
             Self::InvalidField { code, .. } => code,
             Self::InvalidQuery(_) => "invalid_query",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::NotJson => "unsupported_media_type",
             Self::BodyTimeout => "body_timeout",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
@@ -75,6 +78,7 @@ impl ApiError {
             | Self::InvalidField { .. }
             | Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -99,6 +103,9 @@ impl ApiError {
             Self::InvalidField { message, .. } => message.clone(),
             Self::BodyTooLarge(max) => format!("request body is larger than {max} bytes"),
             Self::BodyTimeout => "the request body did not arrive in time".to_owned(),
+            Self::NotJson => {
+                "a write's body is JSON: send the header content-type: application/json".to_owned()
+            }
             Self::Forbidden(m) => (*m).to_owned(),
             Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
             Self::Rejected(r) => r.message().to_owned(),

@@ -81,17 +81,23 @@ async fn write_shaped(
     ))
 }
 
-/// Reads a request body within the API's limits.
-async fn read_body(svc: &Service, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads a write's body: declared as JSON, within the API's limits.
+async fn read_body(
+    svc: &Service,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    body::ensure_json(req)?;
     body::read(payload, svc.limits().body_bytes_max, svc.timeout()).await
 }
 
 async fn create_account(
     principal: Principal,
     svc: web::Data<Service>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     let account = parse_json::<CreateAccountBody>(&body)?.validate(svc.limits())?;
     write(&svc, &principal, Command::CreateAccount(account)).await
 }
@@ -99,9 +105,10 @@ async fn create_account(
 async fn post_transfers(
     principal: Principal,
     svc: web::Data<Service>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     let (command, shape) = transfers_command(&body, svc.limits())?;
     if let (Command::Transfers { transfers, .. }, Shape::One) = (&command, shape) {
         // Edge check of ownership on this node's state; apply checks again.
@@ -119,10 +126,11 @@ async fn post_pending(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     let post = if body.is_empty() {
         PostBody::default()
     } else {
@@ -143,10 +151,11 @@ async fn void_pending(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = transfer_id(&id)?;
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     if !body.is_empty() {
         parse_json::<EmptyBody>(&body)?;
     }
@@ -162,10 +171,11 @@ async fn close_account(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     if !body.is_empty() {
         parse_json::<EmptyBody>(&body)?;
     }
@@ -176,10 +186,11 @@ async fn set_readers(
     principal: Principal,
     svc: web::Data<Service>,
     id: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = account_id(&id)?;
-    let body = read_body(&svc, body).await?;
+    let body = read_body(&svc, &req, body).await?;
     let readers = parse_json::<ReadersBody>(&body)?.validate(svc.limits())?;
     write(&svc, &principal, Command::SetReaders { id, readers }).await
 }

@@ -143,6 +143,47 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     for id in ["arr-1", "arr-2"] {
         assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
     }
+    // A write's body must be declared JSON: a browser holding a member
+    // certificate can be made to post a form, never JSON. Nothing moves.
+    for (path, body) in [
+        ("/v1/transfers", leg.as_bytes().to_vec()),
+        ("/v1/transfers/arr-1/void", Vec::new()),
+        (
+            "/v1/accounts",
+            br#"{"id":"org1.form","asset":"USD"}"#.to_vec(),
+        ),
+    ] {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+        ] {
+            let r = app1
+                .post_typed(path, content_type, body.clone())
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.status, r.code()),
+                (415, Some("unsupported_media_type")),
+                "{path} {content_type:?}"
+            );
+        }
+    }
+    assert_eq!(app1.get_transfer("arr-1").await.unwrap().status, 404);
+    assert_eq!(app1.account("org1.form", false).await.unwrap().status, 404);
+    // The media type's case and parameters do not matter.
+    let typed = br#"{"id":"org1.typed","asset":"USD"}"#.to_vec();
+    let typed = app1
+        .post_typed(
+            "/v1/accounts",
+            Some("Application/JSON; charset=utf-8"),
+            typed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(typed.status, 200, "{:?}", typed.body);
     let huge = format!(
         "{{\"id\":\"big\",\"memo\":\"{}\"}}",
         "m".repeat(5 * 1024 * 1024)
