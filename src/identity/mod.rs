@@ -136,6 +136,9 @@ impl Trust {
             .map(|(name, _)| name.clone())
             .ok_or(IdentityError::UnknownIssuer)?;
         let subject = Subject::parse(leaf)?;
+        if !subject.client_auth {
+            return Err(IdentityError::NoClientAuth);
+        }
         if subject.org != org.as_str() {
             return Err(IdentityError::OrgMismatch);
         }
@@ -238,6 +241,8 @@ pub enum IdentityError {
     UnknownRole,
     #[error("this listener serves member nodes only")]
     NotANode,
+    #[error("the certificate lacks the clientAuth extended key usage (issue it with scripts/issue-cert.sh)")]
+    NoClientAuth,
 }
 
 /// A verified caller of the API listener.
@@ -305,6 +310,10 @@ struct Subject {
     org: String,
     role: String,
     name: String,
+    /// Whether the certificate names `clientAuth` among its extended key
+    /// usages. The chain check accepts a leaf without that extension at
+    /// all; a member identity must have it.
+    client_auth: bool,
 }
 
 impl Subject {
@@ -323,10 +332,15 @@ impl Subject {
                 .map(str::to_owned)
                 .map_err(|_| IdentityError::BadSubject)
         };
+        let client_auth = matches!(
+            cert.extended_key_usage(),
+            Ok(Some(eku)) if eku.value.client_auth
+        );
         Ok(Self {
             org: one(Box::new(subject.iter_organization()))?,
             role: one(Box::new(subject.iter_organizational_unit()))?,
             name: one(Box::new(subject.iter_common_name()))?,
+            client_auth,
         })
     }
 }

@@ -61,11 +61,28 @@ fn run(cmd: &mut Command) {
 /// A leaf signed by `ca_dir`'s CA with whatever subject we like: what a
 /// misbehaving organization's CA could issue.
 fn forge_leaf(ca_dir: &Path, out: &Path, subject: &str) -> TlsFiles {
-    let key = out.join("forged.key");
-    let csr = out.join("forged.csr");
-    let crt = out.join("forged.crt");
-    let ext = out.join("forged.ext");
-    std::fs::write(&ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n").unwrap();
+    forge_leaf_with(ca_dir, out, subject, "forged", Some("clientAuth"))
+}
+
+/// [`forge_leaf`] into files named `name.*`, with the extended key usage
+/// `eku` (None: no such extension).
+fn forge_leaf_with(
+    ca_dir: &Path,
+    out: &Path,
+    subject: &str,
+    name: &str,
+    eku: Option<&str>,
+) -> TlsFiles {
+    let key = out.join(format!("{name}.key"));
+    let csr = out.join(format!("{name}.csr"));
+    let crt = out.join(format!("{name}.crt"));
+    let ext = out.join(format!("{name}.ext"));
+    let mut extensions =
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n".to_owned();
+    if let Some(eku) = eku {
+        extensions.push_str(&format!("extendedKeyUsage={eku}\n"));
+    }
+    std::fs::write(&ext, extensions).unwrap();
     run(Command::new("openssl")
         .args([
             "genpkey",
@@ -166,6 +183,30 @@ async fn identity_comes_only_from_the_verified_session() {
         .await
         .unwrap();
     assert_eq!(r.status, 401);
+
+    // A leaf of org1's CA with no extended key usage at all: the chain
+    // check lets it through, the identity check does not.
+    let no_eku = forge_leaf_with(
+        &c.layout.dir.join("pki/org1"),
+        rogue.path(),
+        "/O=org1/OU=app/CN=no-eku",
+        "no-eku",
+        None,
+    );
+    let no_eku = client_with(&c, 1, &no_eku);
+    let r = no_eku.cluster().await.unwrap();
+    assert_eq!((r.status, r.code()), (401, Some("unauthenticated")));
+    let message = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("clientAuth"), "{message}");
+    let r = no_eku
+        .transfer("no-eku-1", "org1.ops", "org2.ops", 1)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        c.app(1, 1).get_transfer("no-eku-1").await.unwrap().status,
+        404
+    );
 
     // A partner cannot write, but may read what was granted to it.
     let partner = c.client("org2", "partner", 2);
