@@ -237,18 +237,41 @@ impl CreateAccountBody {
     }
 }
 
+/// Whether `c` may not appear in a memo: a control character (C0, DEL, C1)
+/// or a bidirectional override or isolate, which can make a memo display
+/// as something other than what it holds.
+fn unsafe_in_memo(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A memo: at most `memo_bytes_max` bytes, nothing that hides what it says.
+fn check_memo(memo: Option<&String>, limits: &Limits) -> Result<(), ApiError> {
+    let Some(memo) = memo else {
+        return Ok(());
+    };
+    if memo.len() > limits.memo_bytes_max {
+        return Err(invalid(
+            "memo_too_long",
+            format!("memo is longer than {} bytes", limits.memo_bytes_max),
+        ));
+    }
+    match memo.char_indices().find(|(_, c)| unsafe_in_memo(*c)) {
+        Some((at, c)) => Err(invalid(
+            "invalid_memo",
+            format!(
+                "memo holds U+{:04X} at byte {at}: control characters and bidirectional \
+                 overrides (U+0000-U+001F, U+007F-U+009F, U+202A-U+202E, U+2066-U+2069) \
+                 are refused",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl TransferBody {
     pub fn validate(self, limits: &Limits) -> Result<NewTransfer, ApiError> {
-        if self
-            .memo
-            .as_ref()
-            .is_some_and(|m| m.len() > limits.memo_bytes_max)
-        {
-            return Err(invalid(
-                "memo_too_long",
-                format!("memo is longer than {} bytes", limits.memo_bytes_max),
-            ));
-        }
+        check_memo(self.memo.as_ref(), limits)?;
         if let Some(t) = self.timeout_ms {
             if !self.pending {
                 return Err(invalid(
@@ -344,18 +367,46 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
                 format!("a batch holds 1..={} transfers", limits.batch_transfers_max),
             ))
         }
-        Command::Transfers { transfers, .. }
-            if transfers.iter().any(|t| {
-                t.memo
-                    .as_ref()
-                    .is_some_and(|m| m.len() > limits.memo_bytes_max)
-            }) =>
-        {
-            Err(invalid(
-                "memo_too_long",
-                format!("memo is longer than {} bytes", limits.memo_bytes_max),
-            ))
-        }
+        Command::Transfers { transfers, .. } => transfers
+            .iter()
+            .try_for_each(|t| check_memo(t.memo.as_ref(), limits)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_refuses_what_would_hide_its_text_and_keeps_the_rest() {
+        let limits = Limits::default();
+        let memo = |m: &str| check_memo(Some(&m.to_owned()), &limits).map_err(|e| e.code());
+        for ok in [
+            "",
+            "rent for March",
+            "Zahlung für März ✓",
+            "请付款",
+            "a\u{200F}b",
+        ] {
+            assert_eq!(memo(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "\u{0}",
+            "tab\t",
+            "new\nline",
+            "\u{1F}",
+            "\u{7F}",
+            "\u{80}",
+            "\u{9F}",
+            "\u{202A}",
+            "\u{202E}",
+            "\u{2066}",
+            "\u{2069}",
+        ] {
+            assert_eq!(memo(bad), Err("invalid_memo"), "{bad:?}");
+        }
+        let long = "m".repeat(limits.memo_bytes_max + 1);
+        assert_eq!(memo(&long), Err("memo_too_long"));
     }
 }

@@ -89,6 +89,26 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             "memo_too_long",
         ),
         (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "pay\u{0007}"}),
+            400,
+            "invalid_memo",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "invoice \u{202E}fdp.exe"}),
+            400,
+            "invalid_memo",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "\u{2066}isolated\u{2069}"}),
+            400,
+            "invalid_memo",
+        ),
+        (
+            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "c1 \u{009B}"}),
+            400,
+            "invalid_memo",
+        ),
+        (
             json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
             400,
             "malformed_json",
