@@ -1,12 +1,12 @@
 //! Node and client configs, written as TOML.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{DemoNode, Options};
-use crate::config::{HostPort, NodeConfig, TlsFiles};
+use crate::config::{ClientConfig, HostPort, NodeConfig, TlsFiles};
 use crate::error::{Error, Result};
 
 pub(super) fn write_node_config(
@@ -46,6 +46,26 @@ pub(super) fn write_node_config(
         data_dir: config.data_dir,
         log: node_dir.join("node.log"),
     })
+}
+
+/// How long `alliance client`, run with a demo client config, waits for an
+/// answer before it gives up.
+const CLIENT_TIMEOUT_MS: u64 = 15_000;
+
+/// Writes a client config at `path` for the identity `tls`, calling `url`.
+pub(super) fn write_client_config(
+    path: &Path,
+    url: &str,
+    ca_certs: &[PathBuf],
+    tls: &TlsFiles,
+) -> Result<()> {
+    let client = ClientConfig {
+        url: url.to_owned(),
+        ca_certs: ca_certs.to_vec(),
+        tls: tls.clone(),
+        timeout_ms: CLIENT_TIMEOUT_MS,
+    };
+    write_toml(path, &client)
 }
 
 /// Writes `value` as TOML, creating parent directories.

@@ -13,22 +13,9 @@ const PORT_MIN: u16 = 10_000;
 /// node's bind. Another process could still take one; the node then stops
 /// with a clear bind error.
 pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-        })
-        .unwrap_or(32_768)
-        .max(PORT_MIN + 1_000);
+    let ephemeral_low = ephemeral_port_low();
     let span = u32::from(ephemeral_low - PORT_MIN);
-    // A start that differs between processes and calls, so that clusters
-    // made at the same moment do not try the same ports first.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let seed = search_seed();
     // The ports are free when found but released on return, and the nodes
     // bind them only seconds later (after certificates and genesis): a
     // second consortium made in this process meanwhile must not be handed
@@ -64,4 +51,27 @@ pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
         .iter()
         .map(|l| l.local_addr().map_err(Error::from))
         .collect()
+}
+
+/// The lowest port of the kernel's ephemeral range (Linux; 32768 if it
+/// cannot be read), and at least 1000 above [`PORT_MIN`].
+fn ephemeral_port_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32_768)
+        .max(PORT_MIN + 1_000)
+}
+
+/// Where the search starts: it differs between processes and calls, so
+/// that clusters made at the same moment do not try the same ports first.
+fn search_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761)
 }

@@ -2,14 +2,23 @@
 //! consortium, made in that order, or reopened from its index.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::configs::{write_node_config, write_toml};
+use super::configs::{write_client_config, write_node_config};
 use super::ports::free_ports;
 use super::scripts::{run_script, write_scripts};
-use super::{DemoIdentity, DemoOrg, Layout, Options, CLIENT_ROLES, DEMO_NODES_MAX};
-use crate::config::{ClientConfig, TlsFiles};
+use super::{DemoIdentity, DemoNode, DemoOrg, Layout, Options, CLIENT_ROLES, DEMO_NODES_MAX};
+use crate::config::TlsFiles;
 use crate::error::{Error, Result};
+
+/// One node to make: its id, its organization (one per node) and its
+/// listeners, in the order API, peer, public window.
+struct NodePlan {
+    id: u64,
+    org: String,
+    addrs: [SocketAddr; 3],
+}
 
 /// Makes (or, if `dir/demo.json` exists, reopens) a consortium under `dir`.
 pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
@@ -17,9 +26,7 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
     let dir = dir.canonicalize()?;
     let index = Layout::index_path(&dir);
     if index.exists() {
-        let bytes = crate::config::read_bounded(&index, crate::config::CONFIG_BYTES_MAX)?;
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("{}: {e}", index.display())));
+        return reopen(&index);
     }
     if !(1..=DEMO_NODES_MAX).contains(&opts.nodes) {
         return Err(Error::Config(format!(
@@ -27,114 +34,25 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
         )));
     }
     let scripts = write_scripts(&dir)?;
+    let plans = plan_nodes(opts.nodes)?;
     let pki = dir.join("pki");
-    let mut orgs = Vec::new();
-    let mut ports = free_ports(3 * opts.nodes)?.into_iter();
-    let mut genesis_args = vec![
-        "--out".into(),
-        path_str(&dir.join("genesis.toml")),
-        "--name".into(),
-        "demo".into(),
-    ];
-    let mut node_addrs = Vec::new();
-    for i in 1..=opts.nodes {
-        let org = format!("org{i}");
-        run_script(
-            &scripts,
-            "new-org.sh",
-            &["--dir", &path_str(&pki), "--org", &org],
-        )?;
-        let id = i.to_string();
-        let node_args = [
-            "--dir",
-            &path_str(&pki),
-            "--org",
-            &org,
-            "--role",
-            "node",
-            "--name",
-            &id,
-        ];
-        run_script(
-            &scripts,
-            "issue-cert.sh",
-            &[
-                &node_args[..],
-                &["--host", "127.0.0.1", "--host", "localhost"],
-            ]
-            .concat(),
-        )?;
-        for role in CLIENT_ROLES {
-            run_script(
-                &scripts,
-                "issue-cert.sh",
-                &[
-                    "--dir",
-                    &path_str(&pki),
-                    "--org",
-                    &org,
-                    "--role",
-                    role,
-                    "--name",
-                    role,
-                ],
-            )?;
-        }
-        let ca = pki.join(&org).join("ca.crt");
-        genesis_args.extend(["--org".into(), format!("{org}={}", path_str(&ca))]);
-        let mut port = || ports.next().expect("enough ports");
-        let (api, raft, public) = (port(), port(), port());
-        genesis_args.extend(["--node".into(), format!("{i},{org},{api},{raft}")]);
-        node_addrs.push((i as u64, org.clone(), api, raft, public));
-        orgs.push(DemoOrg {
-            name: org,
-            ca_cert: ca,
-            identities: BTreeMap::new(),
-        });
+    for plan in &plans {
+        issue_certificates(&scripts, &pki, plan)?;
     }
+    let genesis_args = genesis_args(&dir, &pki, &plans);
     let args: Vec<&str> = genesis_args.iter().map(String::as_str).collect();
     run_script(&scripts, "new-genesis.sh", &args)?;
 
-    let ca_certs: Vec<PathBuf> = orgs.iter().map(|o| o.ca_cert.clone()).collect();
+    let ca_certs: Vec<PathBuf> = plans.iter().map(|p| ca_cert(&pki, &p.org)).collect();
     let mut nodes = Vec::new();
-    for (id, org, api, raft, public) in node_addrs {
+    for plan in &plans {
         nodes.push(write_node_config(
-            &dir,
-            id,
-            &org,
-            [api, raft, public],
-            opts,
+            &dir, plan.id, &plan.org, plan.addrs, opts,
         )?);
     }
-    for org in &mut orgs {
-        let node = nodes
-            .iter()
-            .find(|n| n.org == org.name)
-            .expect("one node per org");
-        for role in CLIENT_ROLES {
-            let tls = TlsFiles {
-                cert: pki.join(&org.name).join(format!("{role}-{role}.crt")),
-                key: pki.join(&org.name).join(format!("{role}-{role}.key")),
-            };
-            let client = ClientConfig {
-                url: node.api_url.clone(),
-                ca_certs: ca_certs.clone(),
-                tls: tls.clone(),
-                timeout_ms: 15_000,
-            };
-            let path = dir
-                .join("clients")
-                .join(format!("{}-{role}.toml", org.name));
-            write_toml(&path, &client)?;
-            org.identities.insert(
-                role.into(),
-                DemoIdentity {
-                    cert: tls.cert,
-                    key: tls.key,
-                    client_config: path,
-                },
-            );
-        }
+    let mut orgs = Vec::new();
+    for node in &nodes {
+        orgs.push(write_org_clients(&dir, &pki, node, &ca_certs)?);
     }
     let layout = Layout {
         dir: dir.clone(),
@@ -148,6 +66,108 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
         serde_json::to_vec_pretty(&layout).expect("layout serializes"),
     )?;
     Ok(layout)
+}
+
+/// The layout a previous run wrote to `index`.
+fn reopen(index: &Path) -> Result<Layout> {
+    let bytes = crate::config::read_bounded(index, crate::config::CONFIG_BYTES_MAX)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{}: {e}", index.display())))
+}
+
+/// Nodes 1..=`nodes`, node `i` in organization `org{i}`, each with three free ports.
+fn plan_nodes(nodes: usize) -> Result<Vec<NodePlan>> {
+    let mut ports = free_ports(3 * nodes)?.into_iter();
+    let mut port = || ports.next().expect("enough ports");
+    Ok((1..=nodes)
+        .map(|i| NodePlan {
+            id: i as u64,
+            org: format!("org{i}"),
+            addrs: [port(), port(), port()],
+        })
+        .collect())
+}
+
+/// The organization's CA, its node's certificate (for loopback) and one
+/// client certificate per role in [`CLIENT_ROLES`].
+fn issue_certificates(scripts: &Path, pki: &Path, plan: &NodePlan) -> Result<()> {
+    let (pki, org, id) = (path_str(pki), plan.org.as_str(), plan.id.to_string());
+    run_script(scripts, "new-org.sh", &["--dir", &pki, "--org", org])?;
+    let node_args = [
+        "--dir",
+        &pki,
+        "--org",
+        org,
+        "--role",
+        "node",
+        "--name",
+        &id,
+        "--host",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+    ];
+    run_script(scripts, "issue-cert.sh", &node_args)?;
+    for role in CLIENT_ROLES {
+        let args = ["--dir", &pki, "--org", org, "--role", role, "--name", role];
+        run_script(scripts, "issue-cert.sh", &args)?;
+    }
+    Ok(())
+}
+
+/// `new-genesis.sh`'s arguments: the consortium's name, then each
+/// organization's CA and its node's API and peer addresses.
+fn genesis_args(dir: &Path, pki: &Path, plans: &[NodePlan]) -> Vec<String> {
+    let mut args = vec![
+        "--out".into(),
+        path_str(&dir.join("genesis.toml")),
+        "--name".into(),
+        "demo".into(),
+    ];
+    for NodePlan { id, org, addrs } in plans {
+        let [api, raft, _public] = addrs;
+        args.extend([
+            "--org".into(),
+            format!("{org}={}", path_str(&ca_cert(pki, org))),
+        ]);
+        args.extend(["--node".into(), format!("{id},{org},{api},{raft}")]);
+    }
+    args
+}
+
+/// `node`'s organization: its CA and a client config per role, each
+/// calling `node`.
+fn write_org_clients(
+    dir: &Path,
+    pki: &Path,
+    node: &DemoNode,
+    ca_certs: &[PathBuf],
+) -> Result<DemoOrg> {
+    let mut identities = BTreeMap::new();
+    for role in CLIENT_ROLES {
+        let tls = TlsFiles {
+            cert: pki.join(&node.org).join(format!("{role}-{role}.crt")),
+            key: pki.join(&node.org).join(format!("{role}-{role}.key")),
+        };
+        let path = dir
+            .join("clients")
+            .join(format!("{}-{role}.toml", node.org));
+        write_client_config(&path, &node.api_url, ca_certs, &tls)?;
+        let identity = DemoIdentity {
+            cert: tls.cert,
+            key: tls.key,
+            client_config: path,
+        };
+        identities.insert(role.into(), identity);
+    }
+    Ok(DemoOrg {
+        name: node.org.clone(),
+        ca_cert: ca_cert(pki, &node.org),
+        identities,
+    })
+}
+
+fn ca_cert(pki: &Path, org: &str) -> PathBuf {
+    pki.join(org).join("ca.crt")
 }
 
 fn path_str(p: &Path) -> String {

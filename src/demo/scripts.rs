@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 pub const SCRIPTS: [(&str, &str); 3] = [
     ("new-org.sh", include_str!("../../scripts/new-org.sh")),
     ("issue-cert.sh", include_str!("../../scripts/issue-cert.sh")),
-    ("new-genesis.sh", include_str!("../../scripts/new-genesis.sh")),
+    (
+        "new-genesis.sh",
+        include_str!("../../scripts/new-genesis.sh"),
+    ),
 ];
 
 /// Writes the embedded scripts under `dir/scripts` and returns that folder.
