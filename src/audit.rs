@@ -137,36 +137,60 @@ pub async fn audit_node(client: &ApiClient) -> Result<Report, String> {
 
 /// Audits a stopped node's sled directory (`data_dir/sled`).
 pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
+    let store = open_stopped(sled_dir)?;
+    let mut report = Report::default();
+    let leaves_by_height = check_stored_blocks(&store, &mut report)?;
+    let latest = latest_transfers(&store, &leaves_by_height, &mut report.problems)?;
+    drop(leaves_by_height);
+    report.transfers = latest.len();
+    let expected = expected_totals(latest.into_values());
+    check_accounts(&store, &expected, &mut report)?;
+    Ok(report)
+}
+
+/// The store under `sled_dir`, which must hold a database and not be open
+/// in a running node.
+fn open_stopped(sled_dir: &Path) -> Result<Store, String> {
     if !sled_dir.join("db").exists() {
         return Err(format!(
             "{}: no sled database here (give the node's data_dir/sled)",
             sled_dir.display()
         ));
     }
-    let store = Store::open(sled_dir)
-        .map_err(|e| format!("{}: {e} (is the node stopped?)", sled_dir.display()))?;
-    let tree = &store.state;
-    let get = |key: StateKey| -> Result<Option<Vec<u8>>, String> {
-        tree.get(key.encode())
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| e.to_string())
-    };
-    let mut report = Report::default();
-    let head: Option<BlockHeader> = get(StateKey::Head)?
+    Store::open(sled_dir).map_err(|e| format!("{}: {e} (is the node stopped?)", sled_dir.display()))
+}
+
+fn get(store: &Store, key: StateKey) -> Result<Option<Vec<u8>>, String> {
+    store
+        .state
+        .get(key.encode())
+        .map(|v| v.map(|v| v.to_vec()))
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the stored blocks 1..=head, each against its leaf hashes and the
+/// block before it, and the stored head against the last of them; returns
+/// each block's leaf hashes by height.
+fn check_stored_blocks(
+    store: &Store,
+    report: &mut Report,
+) -> Result<BTreeMap<u64, Vec<Hash>>, String> {
+    let head: Option<BlockHeader> = get(store, StateKey::Head)?
         .map(|v| codec::decode(&v))
         .transpose()
         .map_err(|e| e.to_string())?;
     let mut prev: Option<Hash> = None;
     let mut hashes_by_height: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
     for h in 1..=head.as_ref().map_or(0, |h| h.height) {
-        let header: BlockHeader = match get(StateKey::Block(h))? {
+        let header: BlockHeader = match get(store, StateKey::Block(h))? {
             Some(v) => codec::decode(&v).map_err(|e| format!("block {h}: {e}"))?,
             None => {
                 report.problems.push(format!("block {h} is missing"));
                 continue;
             }
         };
-        let hashes: Vec<Hash> = read_chunks(tree, &StateKey::height_prefix(LEAF_HASHES_TAG, h))
+        let prefix = StateKey::height_prefix(LEAF_HASHES_TAG, h);
+        let hashes: Vec<Hash> = read_chunks(&store.state, &prefix)
             .map_err(|e| format!("leaf hashes of block {h}: {e}"))?
             .unwrap_or_default();
         let hash = check_block(&header, &hashes, prev, &mut report.problems);
@@ -182,22 +206,32 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
                 .push("the stored head is not the last stored block".into());
         }
     }
+    Ok(hashes_by_height)
+}
 
-    // One pass over the stored transfers: each block's versions checked
-    // against its leaves, and the latest version of each kept for totals.
+/// One pass over the stored transfers: each block's versions checked
+/// against its leaves, and the latest version of each transfer returned.
+fn latest_transfers(
+    store: &Store,
+    hashes_by_height: &BTreeMap<u64, Vec<Hash>>,
+    problems: &mut Vec<String>,
+) -> Result<BTreeMap<TransferId, Transfer>, String> {
     let mut latest: BTreeMap<TransferId, Transfer> = BTreeMap::new();
-    for_each_transfer_block(tree, |h, versions| {
+    for_each_transfer_block(&store.state, |h, versions| {
         if let Some(hashes) = hashes_by_height.get(&h) {
-            check_transfer_leaves(h, &versions, hashes, &mut report.problems);
+            check_transfer_leaves(h, &versions, hashes, problems);
         }
         latest.extend(versions.into_iter().map(|t| (t.id.clone(), t)));
     })
     .map_err(|e| e.to_string())?;
-    drop(hashes_by_height);
+    Ok(latest)
+}
 
+/// Each account's totals as its transfers give them: `[debits_posted,
+/// credits_posted, debits_pending, credits_pending]`.
+fn expected_totals(transfers: impl Iterator<Item = Transfer>) -> BTreeMap<AccountId, [u128; 4]> {
     let mut expected: BTreeMap<AccountId, [u128; 4]> = BTreeMap::new();
-    for t in latest.into_values() {
-        report.transfers += 1;
+    for t in transfers {
         let units = u128::from(t.amount.units());
         let [debit, credit] =
             [&t.debit_account, &t.credit_account].map(|a| *expected.entry(a.clone()).or_default());
@@ -216,7 +250,16 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
         expected.insert(t.debit_account.clone(), debit);
         expected.insert(t.credit_account.clone(), credit);
     }
-    for kv in tree.scan_prefix([ACCOUNT_TAG]) {
+    expected
+}
+
+/// Every stored account's totals against the ones its transfers give.
+fn check_accounts(
+    store: &Store,
+    expected: &BTreeMap<AccountId, [u128; 4]>,
+    report: &mut Report,
+) -> Result<(), String> {
+    for kv in store.state.scan_prefix([ACCOUNT_TAG]) {
         let (_, v) = kv.map_err(|e| e.to_string())?;
         let a: Account = codec::decode(&v).map_err(|e| format!("account: {e}"))?;
         report.accounts += 1;
@@ -235,7 +278,7 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
             ));
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Every transfer version block `height` stored must be one of its leaves:

@@ -81,7 +81,107 @@ struct Tally {
     measured: u64,
 }
 
+impl Tally {
+    /// A 2xx answer to a request for `asked` transfers, `acked` of them
+    /// applied; `latency` is the request's if it was sent in the measured
+    /// window.
+    fn ack(&mut self, asked: u64, acked: u64, latency: Option<Duration>) {
+        if acked != asked {
+            self.error("batch_item_refused".into());
+        }
+        self.acked += acked;
+        if let Some(latency) = latency {
+            self.measured += acked;
+            self.latencies.push(latency);
+        }
+    }
+
+    fn error(&mut self, code: String) {
+        *self.errors.entry(code).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.acked += other.acked;
+        self.measured += other.measured;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// What every client task of a run shares.
+struct Load {
+    issuer: String,
+    sink: String,
+    batch: usize,
+    /// Makes this run's transfer ids differ from earlier runs'.
+    run_id: u128,
+    /// Requests sent from here until `end` are measured.
+    measure_from: Instant,
+    end: Instant,
+    budget: Budget,
+}
+
 pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
+    check_options(opts)?;
+    let layout = read_layout(dir)?;
+    let org = layout
+        .nodes
+        .iter()
+        .find(|n| n.id == opts.node)
+        .ok_or_else(|| Error::Config(format!("no node {}", opts.node)))?
+        .org
+        .clone();
+    let admin = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
+    let (issuer, sink) = (format!("{org}.bench.issuer"), format!("{org}.bench.sink"));
+    expect_ok(admin.create_account(&issuer, "BENCH", true, &[]).await)?;
+    expect_ok(admin.create_account(&sink, "BENCH", false, &[]).await)?;
+    let sink_before = balance(&admin, &sink).await?;
+    let usage_before = usage::of_nodes(&layout);
+
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let load = Arc::new(Load {
+        issuer,
+        sink,
+        batch: opts.batch,
+        run_id,
+        measure_from,
+        end: measure_from + opts.duration,
+        budget: Budget(opts.transfers.map(AtomicU64::new)),
+    });
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let client = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
+        tasks.push(tokio::spawn(drive(client, load.clone(), c)));
+    }
+    let mut all = Tally::default();
+    for t in tasks {
+        all.merge(t.await.map_err(|e| Error::Other(e.to_string()))?);
+    }
+    // A budget can end the run before its duration: rate over the part of
+    // the measured window that had load.
+    let window = Instant::now()
+        .min(load.end)
+        .saturating_duration_since(measure_from);
+    let sink_after = balance(&admin, &load.sink).await?;
+    report(opts, &all, window);
+    if let Some(n) = opts.transfers.filter(|_| load.budget.spent()) {
+        println!(
+            "stopped: the --transfers budget of {n} was sent ({} acknowledged)",
+            all.acked
+        );
+    }
+    usage::report(&layout, &usage_before, start.elapsed());
+    check_conservation(sink_after - sink_before, all.acked)?;
+    Ok(Summary { acked: all.acked })
+}
+
+fn check_options(opts: &Options) -> Result<()> {
     if !(1..=CLIENTS_MAX).contains(&opts.clients) {
         return Err(Error::Config(format!(
             "--clients must be 1..={CLIENTS_MAX}"
@@ -96,124 +196,81 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     if opts.transfers == Some(0) {
         return Err(Error::Config("--transfers must be at least 1".into()));
     }
-    let batch = opts.batch;
-    let budget = Arc::new(Budget(opts.transfers.map(AtomicU64::new)));
+    Ok(())
+}
+
+/// The demo's `demo.json` under `dir`.
+fn read_layout(dir: &Path) -> Result<Layout> {
     let bytes =
         crate::config::read_bounded(&Layout::index_path(dir), crate::config::CONFIG_BYTES_MAX)?;
-    let layout: Layout =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Config(e.to_string()))?;
-    let node = layout
-        .nodes
-        .iter()
-        .find(|n| n.id == opts.node)
-        .ok_or_else(|| Error::Config(format!("no node {}", opts.node)))?;
-    let org = node.org.clone();
-    let admin = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
-    let (issuer, sink) = (format!("{org}.bench.issuer"), format!("{org}.bench.sink"));
-    expect_ok(admin.create_account(&issuer, "BENCH", true, &[]).await)?;
-    expect_ok(admin.create_account(&sink, "BENCH", false, &[]).await)?;
-    let sink_before = balance(&admin, &sink).await?;
-    let usage_before = usage::of_nodes(&layout);
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config(e.to_string()))
+}
 
-    let run_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let start = Instant::now();
-    let measure_from = start + opts.warmup;
-    let end = measure_from + opts.duration;
-    let mut tasks = Vec::new();
-    for c in 0..opts.clients {
-        let client = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
-        let (issuer, sink, budget) = (issuer.clone(), sink.clone(), budget.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut i = 0u64;
-            while Instant::now() < end {
-                let n = budget.take(batch as u64);
-                if n == 0 {
-                    break;
-                }
-                let id = format!("b{run_id}-{c}-{i}");
-                i += 1;
-                loop {
-                    let sent = Instant::now();
-                    let r = if batch == 1 {
-                        client.transfer(&id, &issuer, &sink, 1).await
-                    } else {
-                        let items = batch_items(&id, &issuer, &sink, n as usize);
-                        client.batch_refused_only(&items, false).await
-                    };
-                    let code = match &r {
-                        Ok(r) if r.is_success() => None,
-                        Ok(r) => Some(r.code().unwrap_or("unknown").to_owned()),
-                        Err(_) => Some("no_response".to_owned()),
-                    };
-                    let measured = sent >= measure_from && sent < end;
-                    match code {
-                        None => {
-                            let ok_items = r.as_ref().map_or(0, ok_items);
-                            if ok_items != n {
-                                *tally.errors.entry("batch_item_refused".into()).or_default() += 1;
-                            }
-                            tally.acked += ok_items;
-                            if measured {
-                                tally.measured += ok_items;
-                                tally.latencies.push(sent.elapsed());
-                            }
-                            break;
-                        }
-                        Some(code) => {
-                            let retry = matches!(
-                                code.as_str(),
-                                "no_quorum" | "outcome_unknown" | "no_response" | "overloaded"
-                            );
-                            *tally.errors.entry(code).or_default() += 1;
-                            if !retry {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            tally
-        }));
-    }
-    let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.map_err(|e| Error::Other(e.to_string()))?;
-        all.latencies.extend(t.latencies);
-        all.acked += t.acked;
-        all.measured += t.measured;
-        for (k, v) in t.errors {
-            *all.errors.entry(k).or_default() += v;
-        }
-    }
-    // A budget can end the run before its duration: rate over the part of
-    // the measured window that had load.
-    let window = Instant::now()
-        .min(end)
-        .saturating_duration_since(measure_from);
-    let sink_after = balance(&admin, &sink).await?;
-    report(opts, &all, window);
-    if let Some(n) = opts.transfers.filter(|_| budget.spent()) {
-        println!(
-            "stopped: the --transfers budget of {n} was sent ({} acknowledged)",
-            all.acked
-        );
-    }
-    usage::report(&layout, &usage_before, start.elapsed());
-    let grew = sink_after - sink_before;
-    if grew != i128::from(all.acked) {
+/// The sink must have grown by exactly the transfers acknowledged.
+fn check_conservation(grew: i128, acked: u64) -> Result<()> {
+    if grew != i128::from(acked) {
         return Err(Error::Other(format!(
-            "conservation check FAILED: sink grew by {grew}, {} transfers acknowledged",
-            all.acked
+            "conservation check FAILED: sink grew by {grew}, {acked} transfers acknowledged"
         )));
     }
-    println!(
-        "check: sink grew by exactly the {} acknowledged transfers",
-        all.acked
-    );
-    Ok(Summary { acked: all.acked })
+    println!("check: sink grew by exactly the {acked} acknowledged transfers");
+    Ok(())
+}
+
+/// One client task: requests until the run ends or the budget is spent.
+async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
+    let mut tally = Tally::default();
+    let mut i = 0u64;
+    while Instant::now() < load.end {
+        let n = load.budget.take(load.batch as u64);
+        if n == 0 {
+            break;
+        }
+        let id = format!("b{}-{c}-{i}", load.run_id);
+        i += 1;
+        send_until_answered(&client, &load, &id, n, &mut tally).await;
+    }
+    tally
+}
+
+/// Sends one request of `n` transfers under `id`, and sends it again with
+/// the same id for as long as the answer is one a real client retries.
+async fn send_until_answered(client: &ApiClient, load: &Load, id: &str, n: u64, tally: &mut Tally) {
+    loop {
+        let sent = Instant::now();
+        let r = if load.batch == 1 {
+            client.transfer(id, &load.issuer, &load.sink, 1).await
+        } else {
+            let items = batch_items(id, &load.issuer, &load.sink, n as usize);
+            client.batch_refused_only(&items, false).await
+        };
+        let measured = sent >= load.measure_from && sent < load.end;
+        match r {
+            Ok(r) if r.is_success() => {
+                tally.ack(n, ok_items(&r), measured.then(|| sent.elapsed()));
+                return;
+            }
+            answer => {
+                let code = match answer {
+                    Ok(r) => r.code().unwrap_or("unknown").to_owned(),
+                    Err(_) => "no_response".to_owned(),
+                };
+                let retry = is_retried(&code);
+                tally.error(code);
+                if !retry {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The error codes a real client sends the same transfer again on.
+fn is_retried(code: &str) -> bool {
+    matches!(
+        code,
+        "no_quorum" | "outcome_unknown" | "no_response" | "overloaded"
+    )
 }
 
 fn report(opts: &Options, t: &Tally, window: Duration) {

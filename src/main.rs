@@ -9,23 +9,25 @@ use alliance::client::{ApiClient, Response};
 use alliance::config::ClientConfig;
 use alliance::{bench, demo, node};
 
-/// mimalloc: with glibc's malloc a node held about twice the memory it
-/// used (freed chunks stranded in per-thread arenas), and ran slower.
+/// mimalloc, because with glibc's malloc a node holds about twice the
+/// memory it uses (freed chunks stranded in per-thread arenas) and runs
+/// slower.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc returns freed memory to the system this many ms after it is
 /// freed. A node frees large buffers all the time (requests and entries of
-/// thousands of transfers). At mimalloc's default (10 ms) a node held
-/// 410 MB after a million transfers (session 6, before later savings); a
-/// thread seems to return what it freed only when it allocates again, so
-/// threads that go idle keep it. At 0 a node held 250-256 MB, but every page freed was
-/// faulted in again by the next entry: 22% of a follower's CPU at batches
-/// of 8000, which ran at 75,700-78,400 transfers/s. At 100 ms: 84,800-
-/// 90,100 /s, and 276-287 MB two seconds after a million transfers (299-
-/// 310 MB at once); at 1000 ms 96,000-97,600 /s but 292-318 MB. mimalloc
-/// reads its options when the process starts, so `alliance node` sets this
-/// in its environment and runs itself again, unless the operator set it.
+/// thousands of transfers), so the delay trades memory held for CPU. At 0
+/// every page freed is faulted in again by the next entry: 22% of a
+/// follower's CPU at batches of 8000, which then run at 75,700-78,400
+/// transfers/s (250-256 MB held after a million transfers). At 100 ms:
+/// 84,800-90,100 /s, and 276-287 MB two seconds after a million transfers
+/// (299-310 MB at once); at 1000 ms 96,000-97,600 /s but 292-318 MB. At
+/// mimalloc's default (10 ms) a node holds more than at 100 ms: a thread
+/// seems to return what it freed only when it allocates again, so threads
+/// that go idle keep it. mimalloc reads its options when the process
+/// starts, so `alliance node` sets this in its environment and runs itself
+/// again, unless the operator set it.
 const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
 const PURGE_DELAY_MS: &str = "100";
 
