@@ -1,6 +1,6 @@
 //! Who is calling, decided only from the verified TLS session.
 //!
-//! Every organization has its own CA (DESIGN §3); genesis lists them. A leaf
+//! Every organization has its own CA (docs/design.md, "Trust model"); genesis lists them. A leaf
 //! is accepted in the handshake if any member CA signed it (rustls/webpki
 //! checks chain, validity and key usage). After the handshake, [`Principal`]
 //! is built from the leaf: the organization is the one whose CA verifies the
@@ -281,7 +281,7 @@ impl Principal {
     }
 
     /// Accepts a caller forwarded by a verified member node. Nodes trust each
-    /// other's forwarded identities (DESIGN §3, threat model).
+    /// other's forwarded identities (docs/design.md, "Trust model").
     pub fn forwarded(_by: &NodePrincipal, f: ForwardedPrincipal) -> Self {
         Self {
             org: f.org,
