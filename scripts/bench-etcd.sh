@@ -11,9 +11,11 @@ Usage: $prog --etcdbench PATH [--clients "1 256"] [--seconds S] [--etcd-writes N
 
 Starts a three-member etcd (Debian's etcd-server, installed if missing) on
 loopback with mutual TLS on client and peer links, certificates made by our
-own scripts, and measures it with the etcd load generator at PATH (a built
-binary, or a source folder such as ../shared/anchors/etcdbench, which is
-copied and built; it needs protobuf-compiler, installed if missing). Then
+own scripts, and measures it with the etcd load generator at PATH: a built
+binary, or the source folder of a Cargo crate that re-implements etcd's
+'benchmark put' (flags --endpoints --conns --clients --total --key-size
+--val-size --cacert --cert --key), which is copied and built; it needs
+protobuf-compiler, installed if missing. Then
 starts an alliance demo consortium (release build) and measures it with
 'alliance bench' via the leader at the same concurrencies. Prints both and
 their ratios; everything is kept under DIR.
