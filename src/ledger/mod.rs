@@ -45,7 +45,8 @@ pub use types::{
     TransferState, TOTAL_MAX,
 };
 
-/// What a certificate's `OU` says its holder may do (DESIGN §3).
+/// What a certificate's `OU` says its holder may do (`docs/design.md`,
+/// "Trust model").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -358,7 +359,7 @@ impl Ledger {
         }
     }
 
-    /// From now on, settled transfers made by an entry are not kept in
+    /// After this call, settled transfers made by an entry are not kept in
     /// memory, as in a ledger rebuilt by [`Self::from_parts`]: the caller
     /// stores each entry's `changes.transfers` and loads the ones an entry
     /// names back with [`Self::load_settled`].
@@ -606,7 +607,7 @@ impl Ledger {
 
     /// Fills `changes.transfers`: the changed transfers in the map and
     /// those the entry made, merged in id order. A ledger that keeps
-    /// settled transfers puts the made ones in its map now.
+    /// settled transfers puts the made ones in its map here.
     fn gather_transfers(&mut self, changes: &mut Changes) {
         changes.made_at = OnceCell::new();
         let made = std::mem::take(&mut changes.made);

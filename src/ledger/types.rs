@@ -47,8 +47,9 @@ impl Account {
         self.balance() - self.debits_pending as i128
     }
 
-    /// The role table of DESIGN §3: apps and admins read their own
-    /// organization's accounts; any role but `node` reads a granted one.
+    /// The role table (`docs/design.md`, "Trust model"): apps and admins
+    /// read their own organization's accounts; any role but `node` reads a
+    /// granted one.
     pub fn readable_by(&self, actor: &Actor) -> bool {
         match actor.role {
             Role::Node => false,
