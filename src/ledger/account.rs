@@ -2,9 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    ensure, Account, AccountId, At, Changes, Ledger, NewAccount, OrgName, Rejection, Role,
-};
+use super::state::At;
+use super::{ensure, Account, AccountId, Changes, Ledger, NewAccount, OrgName, Rejection, Role};
 
 impl Ledger {
     /// Checks, in order: `role_may_not_write`, `allow_negative_requires_admin`,

@@ -1,6 +1,8 @@
 //! Unit tests of the pure ledger: every rejection code, in its check order,
 //! changes nothing; two-phase transfers, expiry, atomic batches, history.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 pub(super) fn org(s: &str) -> OrgName {

@@ -1,9 +1,12 @@
 //! Transfer commands: single and batched transfers, two-phase (pending,
 //! post, void) and expiry on the ledger clock.
 
+use super::leaf::Leaf;
+use super::mutate::Journal;
+use super::state::At;
 use super::{
-    ensure, Amount, At, Changes, Event, Journal, Ledger, NewTransfer, RejectedTransfer, Rejection,
-    Transfer, TransferId, TransferState, TOTAL_MAX,
+    ensure, Amount, Changes, Event, Ledger, NewTransfer, RejectedTransfer, Rejection, Transfer,
+    TransferId, TransferState, TOTAL_MAX,
 };
 
 /// `a + b` if it stays at or below [`TOTAL_MAX`].
@@ -62,16 +65,7 @@ impl Ledger {
         if results.iter().all(Result::is_ok) {
             return results;
         }
-        for (id, account) in journal.accounts {
-            self.accounts.insert(id, account);
-        }
-        for id in journal.transfers {
-            self.transfers.remove(&id);
-            self.stored_at.remove(id.as_str());
-        }
-        for expiry in journal.expiries {
-            self.expiries.remove(&expiry);
-        }
+        self.undo(journal);
         *changes = before;
         results
             .into_iter()
@@ -303,7 +297,7 @@ impl Ledger {
             t.state = TransferState::Expired;
             let amount = t.amount;
             if let Ok(expired) = self.resolve(at, t, Event::PendingExpired, amount, changes) {
-                changes.push_leaf(&super::Leaf::Expired(&expired));
+                changes.push_leaf(&Leaf::Expired(&expired));
             }
         }
     }
