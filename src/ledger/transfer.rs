@@ -5,13 +5,51 @@ use super::leaf::Leaf;
 use super::mutate::Journal;
 use super::state::At;
 use super::{
-    ensure, Amount, Changes, Event, Ledger, NewTransfer, RejectedTransfer, Rejection, Transfer,
-    TransferId, TransferState, TOTAL_MAX,
+    ensure, Account, Amount, Asset, Changes, Event, Ledger, NewTransfer, RejectedTransfer,
+    Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
 };
 
 /// `a + b` if it stays at or below [`TOTAL_MAX`].
 fn add(a: u128, b: u128) -> Option<u128> {
     a.checked_add(b).filter(|s| *s <= TOTAL_MAX)
+}
+
+/// Whether both totals a new transfer adds to (pending or posted) stay
+/// at or below [`TOTAL_MAX`].
+fn totals_fit(pending: bool, debit: &Account, credit: &Account, amount: u128) -> bool {
+    if pending {
+        add(debit.debits_pending, amount).is_some() && add(credit.credits_pending, amount).is_some()
+    } else {
+        add(debit.debits_posted, amount).is_some() && add(credit.credits_posted, amount).is_some()
+    }
+}
+
+/// The record of a new transfer that passed every check.
+fn transfer_record(at: At<'_>, req: &NewTransfer, asset: &Asset, leaf_index: u64) -> Transfer {
+    let timeout_ms = req.timeout_ms.filter(|_| req.pending);
+    Transfer {
+        id: req.id.clone(),
+        debit_account: req.debit_account.clone(),
+        credit_account: req.credit_account.clone(),
+        amount: req.amount,
+        asset: asset.clone(),
+        memo: req.memo.clone(),
+        posted_by: at.actor.org.clone(),
+        timestamp_ms: at.timestamp_ms,
+        height: at.height,
+        log_index: at.log_index,
+        leaf_index,
+        pending: req.pending,
+        timeout_ms,
+        expires_at_ms: timeout_ms.map(|t| at.clock_ms.saturating_add(t)),
+        state: if req.pending {
+            TransferState::Pending
+        } else {
+            TransferState::Posted
+        },
+        posted_amount: None,
+        resolved_height: None,
+    }
 }
 
 impl Ledger {
@@ -126,76 +164,40 @@ impl Ledger {
         let amount = u128::from(req.amount.units());
         ensure(debit.can_debit(amount), Rejection::InsufficientFunds)?;
         ensure(credit.can_credit(amount), Rejection::ExceedsBalanceMax)?;
-        let fits = if req.pending {
-            add(debit.debits_pending, amount).is_some()
-                && add(credit.credits_pending, amount).is_some()
-        } else {
-            add(debit.debits_posted, amount).is_some()
-                && add(credit.credits_posted, amount).is_some()
-        };
-        ensure(fits, Rejection::Overflow)?;
+        ensure(
+            totals_fit(req.pending, debit, credit, amount),
+            Rejection::Overflow,
+        )?;
+        let transfer = transfer_record(at, req, &debit.asset, leaf_index);
+        self.move_funds(at, &transfer, changes);
+        Ok(transfer)
+    }
 
-        let expires_at_ms = req
-            .timeout_ms
-            .filter(|_| req.pending)
-            .map(|t| at.clock_ms.saturating_add(t));
-        let transfer = Transfer {
-            id: req.id.clone(),
-            debit_account: req.debit_account.clone(),
-            credit_account: req.credit_account.clone(),
-            amount: req.amount,
-            asset: debit.asset.clone(),
-            memo: req.memo.clone(),
-            posted_by: actor.org.clone(),
-            timestamp_ms: at.timestamp_ms,
-            height: at.height,
-            log_index: at.log_index,
-            leaf_index,
-            pending: req.pending,
-            timeout_ms: req.timeout_ms.filter(|_| req.pending),
-            expires_at_ms,
-            state: if req.pending {
-                TransferState::Pending
-            } else {
-                TransferState::Posted
-            },
-            posted_amount: None,
-            resolved_height: None,
-        };
-        let event = if req.pending {
-            self.account_mut(&req.debit_account).debits_pending += amount;
-            self.account_mut(&req.credit_account).credits_pending += amount;
+    /// Reserves (pending) or moves (posted) a new transfer's amount, with
+    /// a history item on each side, and stores the transfer.
+    fn move_funds(&mut self, at: At<'_>, transfer: &Transfer, changes: &mut Changes) {
+        let amount = u128::from(transfer.amount.units());
+        let event = if transfer.pending {
+            self.account_mut(&transfer.debit_account).debits_pending += amount;
+            self.account_mut(&transfer.credit_account).credits_pending += amount;
             Event::Pending
         } else {
-            self.account_mut(&req.debit_account).debits_posted += amount;
-            self.account_mut(&req.credit_account).credits_posted += amount;
+            self.account_mut(&transfer.debit_account).debits_posted += amount;
+            self.account_mut(&transfer.credit_account).credits_posted += amount;
             Event::Posted
         };
         debug_assert!(
-            self.accounts[&req.debit_account].can_debit(0),
+            self.accounts[&transfer.debit_account].can_debit(0),
             "apply overdrew an account"
         );
-        self.record(
-            at,
-            &req.debit_account,
-            &transfer,
-            event,
-            req.amount,
-            changes,
-        );
-        self.record(
-            at,
-            &req.credit_account,
-            &transfer,
-            event,
-            req.amount,
-            changes,
-        );
-        if let Some(expiry) = expires_at_ms {
+        let sides = [&transfer.debit_account, &transfer.credit_account];
+        for id in sides {
+            self.record(at, id, transfer, event, transfer.amount, changes);
+        }
+        if let Some(expiry) = transfer.expires_at_ms {
             self.insert_expiry(expiry, transfer.id.clone());
         }
         self.insert_transfer(transfer.clone(), changes);
-        Ok(transfer)
     }
 
     /// The pending transfer `id` as its debit account's owner may resolve it.
