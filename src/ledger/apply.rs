@@ -18,48 +18,53 @@ impl Ledger {
         log_index: u64,
         log_term: u64,
     ) -> (Outcome, Changes) {
-        self.clock_ms = self.clock_ms.max(entry.timestamp_ms);
         let at = At {
             actor: &entry.actor,
             // seal_block makes this the head's height.
             height: self.head.height + 1,
             log_index,
             timestamp_ms: entry.timestamp_ms,
-            clock_ms: self.clock_ms,
+            // seal_block makes this the ledger clock.
+            clock_ms: self.clock_ms.max(entry.timestamp_ms),
         };
         let named = entry.command.transfers_named();
         let mut changes = Changes::for_transfers(named);
         self.stored_at.reserve(named);
         self.expire_due(at, &mut changes);
+        let outcome = self.run_command(at, &entry.command, &mut changes);
+        assert!(
+            self.journal.is_none(),
+            "a batch left its journal open: a refused batch would not be undone"
+        );
+        self.seal_block(at, &outcome, log_term, &mut changes);
+        (outcome, changes)
+    }
+
+    /// Runs `command`, after the entry's expiries, and returns its outcome.
+    fn run_command(&mut self, at: At<'_>, command: &Command, changes: &mut Changes) -> Outcome {
         let base = changes.leaf_hashes.len() as u64;
-        let outcome = match &entry.command {
-            Command::CreateAccount(req) => {
-                Outcome::Account(self.create_account(at, req, &mut changes))
-            }
+        match command {
+            Command::CreateAccount(req) => Outcome::Account(self.create_account(at, req, changes)),
             Command::Transfers {
                 transfers,
                 atomic: false,
             } => Outcome::Transfers(
                 (base..)
                     .zip(transfers)
-                    .map(|(leaf, t)| self.transfer_and_remember(at, t, leaf, &mut changes))
+                    .map(|(leaf, t)| self.transfer_and_remember(at, t, leaf, changes))
                     .collect(),
             ),
             Command::Transfers {
                 transfers,
                 atomic: true,
-            } => Outcome::Transfers(self.atomic_batch(at, transfers, base, &mut changes)),
+            } => Outcome::Transfers(self.atomic_batch(at, transfers, base, changes)),
             Command::PostPending { id, amount } => {
-                Outcome::Transfer(self.post_pending(at, id, *amount, &mut changes))
+                Outcome::Transfer(self.post_pending(at, id, *amount, changes))
             }
-            Command::VoidPending { id } => {
-                Outcome::Transfer(self.void_pending(at, id, &mut changes))
-            }
-            Command::CloseAccount { id } => {
-                Outcome::Account(self.close_account(at, id, &mut changes))
-            }
+            Command::VoidPending { id } => Outcome::Transfer(self.void_pending(at, id, changes)),
+            Command::CloseAccount { id } => Outcome::Account(self.close_account(at, id, changes)),
             Command::SetReaders { id, readers } => {
-                Outcome::Account(self.set_readers(at, id, readers, &mut changes))
+                Outcome::Account(self.set_readers(at, id, readers, changes))
             }
             Command::Tick => Outcome::Ticked,
             Command::Group(items) => Outcome::Transfers(
@@ -70,13 +75,10 @@ impl Ledger {
                             actor: &g.actor,
                             ..at
                         };
-                        self.transfer_and_remember(at, &g.transfer, leaf, &mut changes)
+                        self.transfer_and_remember(at, &g.transfer, leaf, changes)
                     })
                     .collect(),
             ),
-        };
-        debug_assert!(self.journal.is_none(), "a batch left its journal open");
-        self.seal_block(at, &outcome, log_term, &mut changes);
-        (outcome, changes)
+        }
     }
 }

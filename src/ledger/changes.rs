@@ -10,7 +10,7 @@ use super::chain::{self, BlockHeader, Hash};
 use super::leaf::{leaf_json, Leaf};
 #[cfg(doc)]
 use super::{transfer_leaf, Ledger};
-use super::{AccountId, HistoryItem, Transfer, TransferId};
+use super::{Account, AccountId, HistoryItem, Transfer, TransferId};
 
 /// What an entry changed, for the caller to persist atomically.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,6 +31,10 @@ pub struct Changes {
     /// Where each of `made` is, for a re-send within the same entry: built
     /// on the first such re-send, so an entry without one pays nothing.
     pub(super) made_at: OnceCell<HashMap<TransferId, usize>>,
+    /// While the entry runs: each changed account's money before the
+    /// entry, taken when the entry first changes it, for
+    /// [`Ledger::assert_balanced`].
+    pub(super) before: Vec<Before>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
     /// The block's leaf hashes, in order: each the hash of a canonical JSON
@@ -46,6 +50,32 @@ pub struct Changes {
     pub encoded: Encoded,
 }
 
+/// An account's money before the entry being applied changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Before {
+    pub(super) account: AccountId,
+    /// [`Account::balance`].
+    pub(super) balance: i128,
+    /// Pending debits minus pending credits.
+    pub(super) pending: i128,
+}
+
+impl Before {
+    pub(super) fn of(account: &Account) -> Self {
+        Self {
+            account: account.id.clone(),
+            balance: account.balance(),
+            pending: pending_net(account),
+        }
+    }
+}
+
+/// Pending debits minus pending credits: each at or below
+/// [`super::TOTAL_MAX`], so the difference fits an i128.
+pub(super) fn pending_net(account: &Account) -> i128 {
+    account.debits_pending as i128 - account.credits_pending as i128
+}
+
 impl Changes {
     /// Changed records: accounts, transfers, refusals and history items.
     pub fn record_count(&self) -> usize {
@@ -57,6 +87,7 @@ impl Changes {
     pub(super) fn for_transfers(n: usize) -> Self {
         Self {
             made: Vec::with_capacity(n),
+            before: Vec::with_capacity(2 * n),
             history: Vec::with_capacity(2 * n),
             leaf_hashes: Vec::with_capacity(n),
             ..Self::default()

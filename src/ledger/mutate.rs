@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::changes::Before;
 use super::state::At;
 use super::{
     Account, AccountId, Amount, Changes, Event, HistoryItem, Ledger, Transfer, TransferId,
@@ -32,8 +33,9 @@ impl Ledger {
         }
     }
 
-    /// A mutable account, journaled first if an atomic batch is running.
-    pub(super) fn account_mut(&mut self, id: &AccountId) -> &mut Account {
+    /// A mutable account, journaled first if an atomic batch is running,
+    /// and named in `changes` with its money as it was before the entry.
+    pub(super) fn account_mut(&mut self, id: &AccountId, changes: &mut Changes) -> &mut Account {
         let account = self
             .accounts
             .get_mut(id)
@@ -42,6 +44,10 @@ impl Ledger {
             j.accounts
                 .entry(id.clone())
                 .or_insert_with(|| account.clone());
+        }
+        if !changes.accounts.contains(id) {
+            changes.accounts.insert(id.clone());
+            changes.before.push(Before::of(account));
         }
         account
     }
@@ -78,7 +84,7 @@ impl Ledger {
         amount: Amount,
         changes: &mut Changes,
     ) {
-        let account = self.account_mut(id);
+        let account = self.account_mut(id, changes);
         let item = HistoryItem {
             account: id.clone(),
             seq: account.history_len,
@@ -94,7 +100,6 @@ impl Ledger {
             timestamp_ms: at.timestamp_ms,
         };
         account.history_len += 1;
-        changes.accounts.insert(id.clone());
         changes.history.push(item);
     }
 }

@@ -6,6 +6,7 @@ use std::cell::OnceCell;
 use crate::codec::Encoded;
 
 use super::chain::{self, BlockHeader, Hash};
+use super::invariants::assert_follows;
 use super::leaf::Leaf;
 use super::state::At;
 use super::{Changes, Ledger, Outcome, Rejection};
@@ -16,7 +17,8 @@ use super::{Changes, Ledger, Outcome, Rejection};
 const RECORD_BYTES_GUESS: usize = 64;
 
 impl Ledger {
-    /// Adds the outcome's leaves and makes the entry's block the new head.
+    /// Adds the outcome's leaves and makes the entry's block the new head,
+    /// and its clock the ledger clock.
     pub(super) fn seal_block(
         &mut self,
         at: At<'_>,
@@ -24,6 +26,7 @@ impl Ledger {
         log_term: u64,
         changes: &mut Changes,
     ) {
+        assert_follows(&self.head, self.clock_ms, at);
         let refused = |r: &Rejection| Leaf::Refused { code: r.code() };
         match outcome {
             Outcome::Account(Ok(a)) => changes.push_leaf(&Leaf::Account(a)),
@@ -37,6 +40,7 @@ impl Ledger {
             Outcome::Ticked => {}
         }
         self.gather_transfers(changes);
+        self.assert_balanced(changes, at.height);
         let state_digest = self.state_digest(changes);
         let block = BlockHeader {
             height: at.height,
@@ -49,6 +53,7 @@ impl Ledger {
             state_digest,
         };
         self.head = block.clone();
+        self.clock_ms = at.clock_ms;
         changes.block = Some(block);
     }
 
@@ -69,9 +74,9 @@ impl Ledger {
         // Ids are unique: a made transfer is settled and new, a transfer
         // in the map was pending or loaded.
         all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        debug_assert!(
+        assert!(
             all.windows(2).all(|w| w[0].id < w[1].id),
-            "one record per id"
+            "an entry stored two versions of one transfer"
         );
         changes.transfers = all;
     }

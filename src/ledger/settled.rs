@@ -52,7 +52,10 @@ impl Ledger {
     /// expired): the caller has stored them and loads them again when an
     /// entry names them. Pending transfers stay.
     pub fn forget_settled<'a>(&mut self, ids: impl IntoIterator<Item = &'a TransferId>) {
-        debug_assert!(self.journal.is_none(), "forget between entries only");
+        assert!(
+            self.journal.is_none(),
+            "settled transfers are forgotten between entries only"
+        );
         for id in ids {
             if self
                 .transfers

@@ -652,3 +652,107 @@ fn same_log_same_state() {
         serde_json::to_vec(&b.l).unwrap()
     );
 }
+
+/// The entry after `r`'s head, as `apply` would make it.
+fn next_at<'a>(r: &Run, who: &'a Actor) -> state::At<'a> {
+    state::At {
+        actor: who,
+        height: r.l.height() + 1,
+        log_index: r.index + 1,
+        timestamp_ms: r.l.clock_ms(),
+        clock_ms: r.l.clock_ms(),
+    }
+}
+
+#[test]
+#[should_panic(expected = "block 12 does not follow the head, block 10")]
+fn a_block_that_skips_a_height_stops_the_replica() {
+    let mut r = seeded();
+    let admin = actor("org1", Role::Admin);
+    let at = state::At {
+        height: r.l.height() + 2,
+        ..next_at(&r, &admin)
+    };
+    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+}
+
+#[test]
+#[should_panic(expected = "the ledger clock went back")]
+fn a_ledger_clock_that_goes_back_stops_the_replica() {
+    let mut r = seeded();
+    let admin = actor("org1", Role::Admin);
+    let at = state::At {
+        clock_ms: r.l.clock_ms() - 1,
+        timestamp_ms: r.l.clock_ms() - 1,
+        ..next_at(&r, &admin)
+    };
+    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+}
+
+#[test]
+#[should_panic(expected = "does not balance in USD: balances moved by 1 in sum")]
+fn an_entry_that_makes_money_stops_the_replica() {
+    let mut r = seeded();
+    let mut changes = Changes::default();
+    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 1;
+    r.l.assert_balanced(&changes, r.l.height() + 1);
+}
+
+#[test]
+#[should_panic(expected = "pending debits less credits by 1")]
+fn an_entry_that_reserves_on_one_side_only_stops_the_replica() {
+    let mut r = seeded();
+    let mut changes = Changes::default();
+    r.l.account_mut(&acct("issue"), &mut changes).debits_pending += 1;
+    r.l.assert_balanced(&changes, r.l.height() + 1);
+}
+
+#[test]
+#[should_panic(expected = "apply overdrew account a1")]
+fn apply_that_overdraws_an_account_stops_the_replica() {
+    let mut r = seeded();
+    let mut changes = Changes::default();
+    // a1 holds 100, 30 of it reserved: 71 more balances but overdraws.
+    r.l.account_mut(&acct("a1"), &mut changes).debits_posted += 71;
+    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 71;
+    r.l.assert_balanced(&changes, r.l.height() + 1);
+}
+
+#[test]
+fn an_entry_that_moves_money_between_accounts_balances() {
+    let mut r = seeded();
+    let mut changes = Changes::default();
+    r.l.account_mut(&acct("a1"), &mut changes).debits_posted += 70;
+    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 70;
+    r.l.account_mut(&acct("issue"), &mut changes).debits_pending += 5;
+    r.l.account_mut(&acct("capped"), &mut changes)
+        .credits_pending += 5;
+    r.l.assert_balanced(&changes, r.l.height() + 1);
+}
+
+#[test]
+#[should_panic(expected = "a batch left its journal open")]
+fn an_entry_that_leaves_a_journal_open_stops_the_replica() {
+    let mut r = seeded();
+    r.l.journal = Some(mutate::Journal::default());
+    r.at(&actor("org1", Role::Admin), 0, Command::Tick);
+}
+
+#[test]
+#[should_panic(expected = "settled transfers are forgotten between entries only")]
+fn forgetting_while_a_batch_runs_stops_the_replica() {
+    let mut r = seeded();
+    r.l.journal = Some(mutate::Journal::default());
+    r.l.forget_settled([&tid("seed")]);
+}
+
+#[test]
+#[should_panic(expected = "an entry stored two versions of one transfer")]
+fn an_entry_that_stores_a_transfer_twice_stops_the_replica() {
+    let mut r = seeded();
+    let p1 = r.l.transfer(&tid("p1")).unwrap().clone();
+    let mut changes = Changes::default();
+    changes.in_map.insert(p1.id.clone());
+    changes.push_made(p1);
+    r.l.gather_transfers(&mut changes);
+}

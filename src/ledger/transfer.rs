@@ -178,18 +178,18 @@ impl Ledger {
     fn move_funds(&mut self, at: At<'_>, transfer: &Transfer, changes: &mut Changes) {
         let amount = u128::from(transfer.amount.units());
         let event = if transfer.pending {
-            self.account_mut(&transfer.debit_account).debits_pending += amount;
-            self.account_mut(&transfer.credit_account).credits_pending += amount;
+            self.account_mut(&transfer.debit_account, changes)
+                .debits_pending += amount;
+            self.account_mut(&transfer.credit_account, changes)
+                .credits_pending += amount;
             Event::Pending
         } else {
-            self.account_mut(&transfer.debit_account).debits_posted += amount;
-            self.account_mut(&transfer.credit_account).credits_posted += amount;
+            self.account_mut(&transfer.debit_account, changes)
+                .debits_posted += amount;
+            self.account_mut(&transfer.credit_account, changes)
+                .credits_posted += amount;
             Event::Posted
         };
-        debug_assert!(
-            self.accounts[&transfer.debit_account].can_debit(0),
-            "apply overdrew an account"
-        );
         let sides = [&transfer.debit_account, &transfer.credit_account];
         for id in sides {
             self.record(at, id, transfer, event, transfer.amount, changes);
@@ -252,9 +252,9 @@ impl Ledger {
         let fits = add(self.accounts[&t.debit_account].debits_posted, units).is_some()
             && add(self.accounts[&t.credit_account].credits_posted, units).is_some();
         ensure(fits, Rejection::Overflow)?;
-        self.release(&t);
-        self.account_mut(&t.debit_account).debits_posted += units;
-        self.account_mut(&t.credit_account).credits_posted += units;
+        self.release(&t, changes);
+        self.account_mut(&t.debit_account, changes).debits_posted += units;
+        self.account_mut(&t.credit_account, changes).credits_posted += units;
         t.state = TransferState::Posted;
         t.posted_amount = Some(amount);
         self.resolve(at, t, Event::PendingPosted, amount, changes)
@@ -276,7 +276,7 @@ impl Ledger {
             TransferState::Expired => return Err(Rejection::PendingTransferExpired),
             TransferState::Pending => {}
         }
-        self.release(&t);
+        self.release(&t, changes);
         t.state = TransferState::Voided;
         let amount = t.amount;
         self.resolve(at, t, Event::PendingVoided, amount, changes)
@@ -295,7 +295,7 @@ impl Ledger {
                 TransferState::Pending,
                 "only pending transfers are indexed for expiry"
             );
-            self.release(&t);
+            self.release(&t, changes);
             t.state = TransferState::Expired;
             let amount = t.amount;
             if let Ok(expired) = self.resolve(at, t, Event::PendingExpired, amount, changes) {
@@ -305,14 +305,14 @@ impl Ledger {
     }
 
     /// Takes a pending transfer's reservation off both accounts.
-    fn release(&mut self, t: &Transfer) {
+    fn release(&mut self, t: &Transfer, changes: &mut Changes) {
         let units = u128::from(t.amount.units());
-        let debit = self.account_mut(&t.debit_account);
+        let debit = self.account_mut(&t.debit_account, changes);
         debit.debits_pending = debit
             .debits_pending
             .checked_sub(units)
             .expect("pending debits cover the reservation");
-        let credit = self.account_mut(&t.credit_account);
+        let credit = self.account_mut(&t.credit_account, changes);
         credit.credits_pending = credit
             .credits_pending
             .checked_sub(units)
