@@ -653,81 +653,81 @@ fn same_log_same_state() {
     );
 }
 
-/// The entry after `r`'s head, as `apply` would make it.
-fn next_at<'a>(r: &Run, who: &'a Actor) -> state::At<'a> {
-    state::At {
-        actor: who,
+/// Seals an empty block on the seeded ledger for the entry after its head,
+/// as `apply` would make it and then `edit` changes it.
+fn seal_next(edit: impl FnOnce(&mut state::At<'_>)) {
+    let mut r = seeded();
+    let admin = actor("org1", Role::Admin);
+    let mut at = state::At {
+        actor: &admin,
         height: r.l.height() + 1,
         log_index: r.index + 1,
         timestamp_ms: r.l.clock_ms(),
         clock_ms: r.l.clock_ms(),
-    }
+    };
+    edit(&mut at);
+    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+}
+
+#[test]
+fn the_entry_after_the_head_seals() {
+    seal_next(|_| {});
 }
 
 #[test]
 #[should_panic(expected = "block 12 does not follow the head, block 10")]
 fn a_block_that_skips_a_height_stops_the_replica() {
-    let mut r = seeded();
-    let admin = actor("org1", Role::Admin);
-    let at = state::At {
-        height: r.l.height() + 2,
-        ..next_at(&r, &admin)
-    };
-    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+    seal_next(|at| at.height += 1);
 }
 
 #[test]
 #[should_panic(expected = "the ledger clock went back")]
 fn a_ledger_clock_that_goes_back_stops_the_replica() {
+    seal_next(|at| {
+        at.clock_ms -= 1;
+        at.timestamp_ms -= 1;
+    });
+}
+
+/// Checks, as one entry's, the money `edit` changes directly (as a broken
+/// apply would) in the seeded accounts.
+fn check_entry(edit: impl FnOnce(&mut Ledger, &mut Changes)) {
     let mut r = seeded();
-    let admin = actor("org1", Role::Admin);
-    let at = state::At {
-        clock_ms: r.l.clock_ms() - 1,
-        timestamp_ms: r.l.clock_ms() - 1,
-        ..next_at(&r, &admin)
-    };
-    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+    let mut changes = Changes::default();
+    edit(&mut r.l, &mut changes);
+    r.l.assert_balanced(&changes, r.l.height() + 1);
 }
 
 #[test]
 #[should_panic(expected = "does not balance in USD: balances moved by 1 in sum")]
 fn an_entry_that_makes_money_stops_the_replica() {
-    let mut r = seeded();
-    let mut changes = Changes::default();
-    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 1;
-    r.l.assert_balanced(&changes, r.l.height() + 1);
+    check_entry(|l, c| l.account_mut(&acct("b1"), c).credits_posted += 1);
 }
 
 #[test]
 #[should_panic(expected = "pending debits less credits by 1")]
 fn an_entry_that_reserves_on_one_side_only_stops_the_replica() {
-    let mut r = seeded();
-    let mut changes = Changes::default();
-    r.l.account_mut(&acct("issue"), &mut changes).debits_pending += 1;
-    r.l.assert_balanced(&changes, r.l.height() + 1);
+    check_entry(|l, c| l.account_mut(&acct("issue"), c).debits_pending += 1);
 }
 
 #[test]
 #[should_panic(expected = "apply overdrew account a1")]
 fn apply_that_overdraws_an_account_stops_the_replica() {
-    let mut r = seeded();
-    let mut changes = Changes::default();
     // a1 holds 100, 30 of it reserved: 71 more balances but overdraws.
-    r.l.account_mut(&acct("a1"), &mut changes).debits_posted += 71;
-    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 71;
-    r.l.assert_balanced(&changes, r.l.height() + 1);
+    check_entry(|l, c| {
+        l.account_mut(&acct("a1"), c).debits_posted += 71;
+        l.account_mut(&acct("b1"), c).credits_posted += 71;
+    });
 }
 
 #[test]
 fn an_entry_that_moves_money_between_accounts_balances() {
-    let mut r = seeded();
-    let mut changes = Changes::default();
-    r.l.account_mut(&acct("a1"), &mut changes).debits_posted += 70;
-    r.l.account_mut(&acct("b1"), &mut changes).credits_posted += 70;
-    r.l.account_mut(&acct("issue"), &mut changes).debits_pending += 5;
-    r.l.account_mut(&acct("capped"), &mut changes)
-        .credits_pending += 5;
-    r.l.assert_balanced(&changes, r.l.height() + 1);
+    check_entry(|l, c| {
+        l.account_mut(&acct("a1"), c).debits_posted += 70;
+        l.account_mut(&acct("b1"), c).credits_posted += 70;
+        l.account_mut(&acct("issue"), c).debits_pending += 5;
+        l.account_mut(&acct("capped"), c).credits_pending += 5;
+    });
 }
 
 #[test]
