@@ -19,6 +19,29 @@
 //! failing check is the answer (see [`Rejection`]). A rejected command changes
 //! nothing (except that a refusal decided after ownership is remembered under
 //! its transfer id, so a re-send gets the same answer).
+//!
+//! Invariants that only a bug could break are asserted in every build, not
+//! only in debug ones: each block follows the head by one, the ledger clock
+//! never goes back, and per asset the money an entry moves sums to zero with
+//! no account without `allow_negative` left below zero. A replica that
+//! breaks one has diverged from the others: its apply panics before the
+//! caller stores the entry's changes.
+//!
+//! # Layout
+//!
+//! - `command.rs`: what the log carries ([`Entry`], [`Command`]) and the
+//!   [`Outcome`] of applying it; `actor.rs`: who proposed it.
+//! - `state.rs`: the [`Ledger`] struct, how it is built, and its reads.
+//! - `apply.rs`: one entry, from the ledger clock to the sealed block;
+//!   `account.rs` and `transfer.rs`: each command's checks and effects.
+//! - `mutate.rs`: every write to the ledger's maps, journaled while an atomic
+//!   batch runs; `changes.rs`: what an entry changed, for the caller to store.
+//! - `seal.rs`: an entry's leaves, state digest and block header;
+//!   `chain.rs`, `leaf.rs`: hashing and proofs.
+//! - `settled.rs`: forgetting settled transfers and loading them back.
+//! - `invariants.rs`: the release-build assertions above, and [`Ledger::totals`].
+//! - `ids.rs`, `types.rs`, `rejection.rs`: the values and refusals all of the
+//!   above speak in.
 
 mod account;
 mod actor;
