@@ -1,5 +1,9 @@
-//! The writes apply makes to the ledger's maps. Each goes through here so
-//! that, while an atomic batch runs, its journal records how to undo it.
+//! Writes to the ledger that an atomic batch may have to undo: changes to
+//! accounts, new transfers and their expiries. While a batch runs, each
+//! records in the journal what restores it (a batch only makes transfers,
+//! so posting, voiding and expiring write directly). Every account change
+//! goes through [`Ledger::account_mut`], which also keeps the account's
+//! money as it was before the entry, for the entry's balance check.
 
 use std::collections::BTreeMap;
 
