@@ -2,14 +2,14 @@
 //! the caller to persist in one atomic batch.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::codec::Encoded;
 
 use super::chain::{self, BlockHeader, Hash};
 use super::leaf::{leaf_json, Leaf};
 #[cfg(doc)]
-use super::{transfer_leaf, Ledger};
+use super::{invariants::BalanceCheck, transfer_leaf, Ledger};
 use super::{Account, AccountId, HistoryItem, Transfer, TransferId};
 
 /// What an entry changed, for the caller to persist atomically.
@@ -32,9 +32,9 @@ pub struct Changes {
     /// on the first such re-send, so an entry without one pays nothing.
     pub(super) made_at: OnceCell<HashMap<TransferId, usize>>,
     /// While the entry runs: each changed account's money before the
-    /// entry, taken when the entry first changes it, for
-    /// [`Ledger::assert_balanced`].
-    pub(super) before: Vec<Before>,
+    /// entry, taken when the entry first changes it, for the balance check
+    /// made when the block is sealed ([`BalanceCheck`]).
+    pub(super) before: BTreeMap<AccountId, Money>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
     /// The block's leaf hashes, in order: each the hash of a canonical JSON
@@ -50,30 +50,23 @@ pub struct Changes {
     pub encoded: Encoded,
 }
 
-/// An account's money before the entry being applied changed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Before {
-    pub(super) account: AccountId,
+/// An account's money, as the balance check compares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Money {
     /// [`Account::balance`].
     pub(super) balance: i128,
-    /// Pending debits minus pending credits.
+    /// Pending debits minus pending credits: each at or below
+    /// [`super::TOTAL_MAX`], so the difference fits an i128.
     pub(super) pending: i128,
 }
 
-impl Before {
+impl Money {
     pub(super) fn of(account: &Account) -> Self {
         Self {
-            account: account.id.clone(),
             balance: account.balance(),
-            pending: pending_net(account),
+            pending: account.debits_pending as i128 - account.credits_pending as i128,
         }
     }
-}
-
-/// Pending debits minus pending credits: each at or below
-/// [`super::TOTAL_MAX`], so the difference fits an i128.
-pub(super) fn pending_net(account: &Account) -> i128 {
-    account.debits_pending as i128 - account.credits_pending as i128
 }
 
 impl Changes {
@@ -87,7 +80,6 @@ impl Changes {
     pub(super) fn for_transfers(n: usize) -> Self {
         Self {
             made: Vec::with_capacity(n),
-            before: Vec::with_capacity(2 * n),
             history: Vec::with_capacity(2 * n),
             leaf_hashes: Vec::with_capacity(n),
             ..Self::default()

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::changes::Before;
+use super::changes::Money;
 use super::state::At;
 use super::{
     Account, AccountId, Amount, Changes, Event, HistoryItem, Ledger, Transfer, TransferId,
@@ -51,7 +51,7 @@ impl Ledger {
         }
         if !changes.accounts.contains(id) {
             changes.accounts.insert(id.clone());
-            changes.before.push(Before::of(account));
+            changes.before.insert(id.clone(), Money::of(account));
         }
         account
     }
@@ -77,33 +77,31 @@ impl Ledger {
         }
         self.expiries.insert((at_ms, id));
     }
+}
 
-    /// Appends an event to `id`'s history with its balances after it.
-    pub(super) fn record(
-        &mut self,
-        at: At<'_>,
-        id: &AccountId,
-        t: &Transfer,
-        event: Event,
-        amount: Amount,
-        changes: &mut Changes,
-    ) {
-        let account = self.account_mut(id, changes);
-        let item = HistoryItem {
-            account: id.clone(),
-            seq: account.history_len,
-            transfer: t.id.clone(),
-            event,
-            debit: &t.debit_account == id,
-            amount,
-            balance_after: account.balance(),
-            debits_pending_after: account.debits_pending,
-            credits_pending_after: account.credits_pending,
-            height: at.height,
-            log_index: at.log_index,
-            timestamp_ms: at.timestamp_ms,
-        };
-        account.history_len += 1;
-        changes.history.push(item);
-    }
+/// Appends an event to `account`'s history with its balances after it.
+pub(super) fn record(
+    at: At<'_>,
+    account: &mut Account,
+    t: &Transfer,
+    event: Event,
+    amount: Amount,
+    changes: &mut Changes,
+) {
+    let item = HistoryItem {
+        account: account.id.clone(),
+        seq: account.history_len,
+        transfer: t.id.clone(),
+        event,
+        debit: t.debit_account == account.id,
+        amount,
+        balance_after: account.balance(),
+        debits_pending_after: account.debits_pending,
+        credits_pending_after: account.credits_pending,
+        height: at.height,
+        log_index: at.log_index,
+        timestamp_ms: at.timestamp_ms,
+    };
+    account.history_len += 1;
+    changes.history.push(item);
 }

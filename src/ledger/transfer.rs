@@ -2,7 +2,7 @@
 //! post, void) and expiry on the ledger clock.
 
 use super::leaf::Leaf;
-use super::mutate::Journal;
+use super::mutate::{record, Journal};
 use super::state::At;
 use super::{
     ensure, Account, Amount, Asset, Changes, Event, Ledger, NewTransfer, RejectedTransfer,
@@ -176,23 +176,20 @@ impl Ledger {
     /// Reserves (pending) or moves (posted) a new transfer's amount, with
     /// a history item on each side, and stores the transfer.
     fn move_funds(&mut self, at: At<'_>, transfer: &Transfer, changes: &mut Changes) {
-        let amount = u128::from(transfer.amount.units());
-        let event = if transfer.pending {
-            self.account_mut(&transfer.debit_account, changes)
-                .debits_pending += amount;
-            self.account_mut(&transfer.credit_account, changes)
-                .credits_pending += amount;
+        let (units, pending) = (u128::from(transfer.amount.units()), transfer.pending);
+        let event = if pending {
             Event::Pending
         } else {
-            self.account_mut(&transfer.debit_account, changes)
-                .debits_posted += amount;
-            self.account_mut(&transfer.credit_account, changes)
-                .credits_posted += amount;
             Event::Posted
         };
-        let sides = [&transfer.debit_account, &transfer.credit_account];
-        for id in sides {
-            self.record(at, id, transfer, event, transfer.amount, changes);
+        let sides = [
+            (&transfer.debit_account, true),
+            (&transfer.credit_account, false),
+        ];
+        for (id, debit) in sides {
+            let account = self.account_mut(id, changes);
+            *account.total_mut(debit, pending) += units;
+            record(at, account, transfer, event, transfer.amount, changes);
         }
         if let Some(expiry) = transfer.expires_at_ms {
             self.insert_expiry(expiry, transfer.id.clone());
@@ -332,8 +329,10 @@ impl Ledger {
         if let Some(due) = t.expires_at_ms {
             self.expiries.remove(&(due, t.id.clone()));
         }
-        self.record(at, &t.debit_account, &t, event, amount, changes);
-        self.record(at, &t.credit_account, &t, event, amount, changes);
+        for id in [&t.debit_account, &t.credit_account] {
+            let account = self.account_mut(id, changes);
+            record(at, account, &t, event, amount, changes);
+        }
         self.stored_at.insert(t.id.as_str().into(), at.height);
         self.transfers.insert(t.id.clone(), t.clone());
         changes.in_map.insert(t.id.clone());

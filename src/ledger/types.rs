@@ -68,6 +68,17 @@ impl Account {
                 .is_some_and(|d| d <= self.credits_posted)
     }
 
+    /// The total a transfer adds to on this side of it: debits or credits,
+    /// pending or posted.
+    pub(super) fn total_mut(&mut self, debit: bool, pending: bool) -> &mut u128 {
+        match (debit, pending) {
+            (true, true) => &mut self.debits_pending,
+            (true, false) => &mut self.debits_posted,
+            (false, true) => &mut self.credits_pending,
+            (false, false) => &mut self.credits_posted,
+        }
+    }
+
     /// Whether a credit of `amount` more stays within `balance_max`.
     pub(super) fn can_credit(&self, amount: u128) -> bool {
         let Some(max) = self.balance_max else {
