@@ -1,10 +1,8 @@
 //! Invariants of the ledger's state, and the assertions that hold apply to
 //! them in every build: a replica whose state breaks one has diverged, and
-//! stops rather than serve or store it.
+//! its apply panics before the entry's changes are stored.
 
-use std::collections::BTreeMap;
-
-use std::collections::btree_map;
+use std::collections::{btree_map, BTreeMap};
 use std::iter::Peekable;
 
 use super::changes::Money;
@@ -19,8 +17,9 @@ impl Ledger {
         let mut totals: BTreeMap<Asset, (i128, i128)> = BTreeMap::new();
         for a in self.accounts.values() {
             let t = totals.entry(a.asset.clone()).or_default();
-            t.0 += a.balance();
-            t.1 += Money::of(a).pending;
+            let money = Money::of(a);
+            t.0 += money.balance;
+            t.1 += money.pending;
         }
         totals
     }

@@ -721,6 +721,15 @@ fn apply_that_overdraws_an_account_stops_the_replica() {
 }
 
 #[test]
+#[should_panic(expected = "1 changed accounts escaped the balance check")]
+fn an_account_changed_but_not_stored_stops_the_replica() {
+    check_entry(|l, c| {
+        let a1 = &l.accounts[&acct("a1")];
+        c.before.insert(a1.id.clone(), changes::Money::of(a1));
+    });
+}
+
+#[test]
 fn an_entry_that_moves_money_between_accounts_balances() {
     check_entry(|l, c| {
         l.account_mut(&acct("a1"), c).debits_posted += 70;
