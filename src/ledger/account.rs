@@ -2,9 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    ensure, Account, AccountId, At, Changes, Ledger, NewAccount, OrgName, Rejection, Role,
-};
+use super::state::At;
+use super::{ensure, Account, AccountId, Changes, Ledger, NewAccount, OrgName, Rejection, Role};
 
 impl Ledger {
     /// Checks, in order: `role_may_not_write`, `allow_negative_requires_admin`,
@@ -84,11 +83,9 @@ impl Ledger {
         changes: &mut Changes,
     ) -> Result<Account, Rejection> {
         self.own_account_as_admin(at, id, Rejection::CloseRequiresAdmin)?;
-        let account = self.account_mut(id);
+        let account = self.account_mut(id, changes);
         account.closed = true;
-        let account = account.clone();
-        changes.accounts.insert(id.clone());
-        Ok(account)
+        Ok(account.clone())
     }
 
     /// Replaces the organizations that may read `id`. Checks:
@@ -103,10 +100,8 @@ impl Ledger {
     ) -> Result<Account, Rejection> {
         self.own_account_as_admin(at, id, Rejection::GrantRequiresAdmin)?;
         ensure(readers.is_subset(&self.orgs), Rejection::UnknownReaderOrg)?;
-        let account = self.account_mut(id);
+        let account = self.account_mut(id, changes);
         account.readers = readers.clone();
-        let account = account.clone();
-        changes.accounts.insert(id.clone());
-        Ok(account)
+        Ok(account.clone())
     }
 }

@@ -55,7 +55,7 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
     }
 }
 
-/// RFC 6962 PATH(m, D[n]): the sibling hashes from leaf `index` up.
+/// RFC 6962 `PATH(m, D[n])`: the sibling hashes from leaf `index` up.
 pub fn inclusion_path(leaves: &[Hash], index: usize) -> Vec<Hash> {
     let n = leaves.len();
     if n <= 1 {

@@ -2,7 +2,8 @@
 //!
 //! Every identifier that enters the ledger is checked here once, at the edge;
 //! inside the ledger a value of these types is known to be well formed. The
-//! rules are DESIGN §4's: reject anything else, never normalize.
+//! rules are those of `docs/design.md`, "Identifiers": reject anything
+//! else, never normalize.
 
 use std::fmt;
 use std::marker::PhantomData;

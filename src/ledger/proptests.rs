@@ -4,6 +4,8 @@
 //! below zero, re-applying the step changes nothing, and two ledgers fed the
 //! same sequence are byte-identical.
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 
 use super::tests::{acct, actor, new_account, new_transfer, org, tid};

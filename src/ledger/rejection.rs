@@ -62,3 +62,12 @@ rejections! {
     PendingTransferExpired => "pending_transfer_expired", "the pending transfer expired and its funds were released";
     ExceedsPendingAmount => "exceeds_pending_amount", "a pending transfer cannot be posted for more than it reserved";
 }
+
+/// `Ok` if `condition` holds, else `rejection`: one line per check.
+pub(super) fn ensure(condition: bool, rejection: Rejection) -> Result<(), Rejection> {
+    if condition {
+        Ok(())
+    } else {
+        Err(rejection)
+    }
+}

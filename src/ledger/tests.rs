@@ -1,6 +1,8 @@
 //! Unit tests of the pure ledger: every rejection code, in its check order,
 //! changes nothing; two-phase transfers, expiry, atomic batches, history.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 pub(super) fn org(s: &str) -> OrgName {
@@ -649,4 +651,117 @@ fn same_log_same_state() {
         serde_json::to_vec(&a.l).unwrap(),
         serde_json::to_vec(&b.l).unwrap()
     );
+}
+
+/// Seals an empty block on the seeded ledger for the entry after its head,
+/// as `apply` would make it and then `edit` changes it.
+fn seal_next(edit: impl FnOnce(&mut state::At<'_>)) {
+    let mut r = seeded();
+    let admin = actor("org1", Role::Admin);
+    let mut at = state::At {
+        actor: &admin,
+        height: r.l.height() + 1,
+        log_index: r.index + 1,
+        timestamp_ms: r.l.clock_ms(),
+        clock_ms: r.l.clock_ms(),
+    };
+    edit(&mut at);
+    r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());
+}
+
+#[test]
+fn the_entry_after_the_head_seals() {
+    seal_next(|_| {});
+}
+
+#[test]
+#[should_panic(expected = "block 12 does not follow the head, block 10")]
+fn a_block_that_skips_a_height_stops_the_replica() {
+    seal_next(|at| at.height += 1);
+}
+
+#[test]
+#[should_panic(expected = "the ledger clock went back")]
+fn a_ledger_clock_that_goes_back_stops_the_replica() {
+    seal_next(|at| {
+        at.clock_ms -= 1;
+        at.timestamp_ms -= 1;
+    });
+}
+
+/// Checks, as one entry's, the money `edit` changes directly (as a broken
+/// apply would) in the seeded accounts.
+fn check_entry(edit: impl FnOnce(&mut Ledger, &mut Changes)) {
+    let mut r = seeded();
+    let mut changes = Changes::default();
+    edit(&mut r.l, &mut changes);
+    r.l.state_digest(&mut changes, r.l.height() + 1);
+}
+
+#[test]
+#[should_panic(expected = "does not balance in USD: balances moved by 1 in sum")]
+fn an_entry_that_makes_money_stops_the_replica() {
+    check_entry(|l, c| l.account_mut(&acct("b1"), c).credits_posted += 1);
+}
+
+#[test]
+#[should_panic(expected = "pending debits less credits by 1")]
+fn an_entry_that_reserves_on_one_side_only_stops_the_replica() {
+    check_entry(|l, c| l.account_mut(&acct("issue"), c).debits_pending += 1);
+}
+
+#[test]
+#[should_panic(expected = "apply overdrew account a1")]
+fn apply_that_overdraws_an_account_stops_the_replica() {
+    // a1 holds 100, 30 of it reserved: 71 more balances but overdraws.
+    check_entry(|l, c| {
+        l.account_mut(&acct("a1"), c).debits_posted += 71;
+        l.account_mut(&acct("b1"), c).credits_posted += 71;
+    });
+}
+
+#[test]
+#[should_panic(expected = "1 changed accounts escaped the balance check")]
+fn an_account_changed_but_not_stored_stops_the_replica() {
+    check_entry(|l, c| {
+        let a1 = &l.accounts[&acct("a1")];
+        c.before.insert(a1.id.clone(), changes::Money::of(a1));
+    });
+}
+
+#[test]
+fn an_entry_that_moves_money_between_accounts_balances() {
+    check_entry(|l, c| {
+        l.account_mut(&acct("a1"), c).debits_posted += 70;
+        l.account_mut(&acct("b1"), c).credits_posted += 70;
+        l.account_mut(&acct("issue"), c).debits_pending += 5;
+        l.account_mut(&acct("capped"), c).credits_pending += 5;
+    });
+}
+
+#[test]
+#[should_panic(expected = "a batch left its journal open")]
+fn an_entry_that_leaves_a_journal_open_stops_the_replica() {
+    let mut r = seeded();
+    r.l.journal = Some(mutate::Journal::default());
+    r.at(&actor("org1", Role::Admin), 0, Command::Tick);
+}
+
+#[test]
+#[should_panic(expected = "settled transfers are forgotten between entries only")]
+fn forgetting_while_a_batch_runs_stops_the_replica() {
+    let mut r = seeded();
+    r.l.journal = Some(mutate::Journal::default());
+    r.l.forget_settled([&tid("seed")]);
+}
+
+#[test]
+#[should_panic(expected = "an entry stored two versions of one transfer")]
+fn an_entry_that_stores_a_transfer_twice_stops_the_replica() {
+    let mut r = seeded();
+    let p1 = r.l.transfer(&tid("p1")).unwrap().clone();
+    let mut changes = Changes::default();
+    changes.in_map.insert(p1.id.clone());
+    changes.push_made(p1);
+    r.l.gather_transfers(&mut changes);
 }

@@ -1,14 +1,55 @@
 //! Transfer commands: single and batched transfers, two-phase (pending,
 //! post, void) and expiry on the ledger clock.
 
+use super::leaf::Leaf;
+use super::mutate::{record, Journal};
+use super::state::At;
 use super::{
-    ensure, Amount, At, Changes, Event, Journal, Ledger, NewTransfer, RejectedTransfer, Rejection,
-    Transfer, TransferId, TransferState, TOTAL_MAX,
+    ensure, Account, Amount, Asset, Changes, Event, Ledger, NewTransfer, RejectedTransfer,
+    Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
 };
 
 /// `a + b` if it stays at or below [`TOTAL_MAX`].
 fn add(a: u128, b: u128) -> Option<u128> {
     a.checked_add(b).filter(|s| *s <= TOTAL_MAX)
+}
+
+/// Whether both totals a new transfer adds to (pending or posted) stay
+/// at or below [`TOTAL_MAX`].
+fn totals_fit(pending: bool, debit: &Account, credit: &Account, amount: u128) -> bool {
+    if pending {
+        add(debit.debits_pending, amount).is_some() && add(credit.credits_pending, amount).is_some()
+    } else {
+        add(debit.debits_posted, amount).is_some() && add(credit.credits_posted, amount).is_some()
+    }
+}
+
+/// The record of a new transfer that passed every check.
+fn transfer_record(at: At<'_>, req: &NewTransfer, asset: &Asset, leaf_index: u64) -> Transfer {
+    let timeout_ms = req.timeout_ms.filter(|_| req.pending);
+    Transfer {
+        id: req.id.clone(),
+        debit_account: req.debit_account.clone(),
+        credit_account: req.credit_account.clone(),
+        amount: req.amount,
+        asset: asset.clone(),
+        memo: req.memo.clone(),
+        posted_by: at.actor.org.clone(),
+        timestamp_ms: at.timestamp_ms,
+        height: at.height,
+        log_index: at.log_index,
+        leaf_index,
+        pending: req.pending,
+        timeout_ms,
+        expires_at_ms: timeout_ms.map(|t| at.clock_ms.saturating_add(t)),
+        state: if req.pending {
+            TransferState::Pending
+        } else {
+            TransferState::Posted
+        },
+        posted_amount: None,
+        resolved_height: None,
+    }
 }
 
 impl Ledger {
@@ -62,16 +103,7 @@ impl Ledger {
         if results.iter().all(Result::is_ok) {
             return results;
         }
-        for (id, account) in journal.accounts {
-            self.accounts.insert(id, account);
-        }
-        for id in journal.transfers {
-            self.transfers.remove(&id);
-            self.stored_at.remove(id.as_str());
-        }
-        for expiry in journal.expiries {
-            self.expiries.remove(&expiry);
-        }
+        self.undo(journal);
         *changes = before;
         results
             .into_iter()
@@ -132,76 +164,37 @@ impl Ledger {
         let amount = u128::from(req.amount.units());
         ensure(debit.can_debit(amount), Rejection::InsufficientFunds)?;
         ensure(credit.can_credit(amount), Rejection::ExceedsBalanceMax)?;
-        let fits = if req.pending {
-            add(debit.debits_pending, amount).is_some()
-                && add(credit.credits_pending, amount).is_some()
-        } else {
-            add(debit.debits_posted, amount).is_some()
-                && add(credit.credits_posted, amount).is_some()
-        };
-        ensure(fits, Rejection::Overflow)?;
+        ensure(
+            totals_fit(req.pending, debit, credit, amount),
+            Rejection::Overflow,
+        )?;
+        let transfer = transfer_record(at, req, &debit.asset, leaf_index);
+        self.move_funds(at, &transfer, changes);
+        Ok(transfer)
+    }
 
-        let expires_at_ms = req
-            .timeout_ms
-            .filter(|_| req.pending)
-            .map(|t| at.clock_ms.saturating_add(t));
-        let transfer = Transfer {
-            id: req.id.clone(),
-            debit_account: req.debit_account.clone(),
-            credit_account: req.credit_account.clone(),
-            amount: req.amount,
-            asset: debit.asset.clone(),
-            memo: req.memo.clone(),
-            posted_by: actor.org.clone(),
-            timestamp_ms: at.timestamp_ms,
-            height: at.height,
-            log_index: at.log_index,
-            leaf_index,
-            pending: req.pending,
-            timeout_ms: req.timeout_ms.filter(|_| req.pending),
-            expires_at_ms,
-            state: if req.pending {
-                TransferState::Pending
-            } else {
-                TransferState::Posted
-            },
-            posted_amount: None,
-            resolved_height: None,
-        };
-        let event = if req.pending {
-            self.account_mut(&req.debit_account).debits_pending += amount;
-            self.account_mut(&req.credit_account).credits_pending += amount;
+    /// Reserves (pending) or moves (posted) a new transfer's amount, with
+    /// a history item on each side, and stores the transfer.
+    fn move_funds(&mut self, at: At<'_>, transfer: &Transfer, changes: &mut Changes) {
+        let (units, pending) = (u128::from(transfer.amount.units()), transfer.pending);
+        let event = if pending {
             Event::Pending
         } else {
-            self.account_mut(&req.debit_account).debits_posted += amount;
-            self.account_mut(&req.credit_account).credits_posted += amount;
             Event::Posted
         };
-        debug_assert!(
-            self.accounts[&req.debit_account].can_debit(0),
-            "apply overdrew an account"
-        );
-        self.record(
-            at,
-            &req.debit_account,
-            &transfer,
-            event,
-            req.amount,
-            changes,
-        );
-        self.record(
-            at,
-            &req.credit_account,
-            &transfer,
-            event,
-            req.amount,
-            changes,
-        );
-        if let Some(expiry) = expires_at_ms {
+        let sides = [
+            (&transfer.debit_account, true),
+            (&transfer.credit_account, false),
+        ];
+        for (id, debit) in sides {
+            let account = self.account_mut(id, changes);
+            *account.total_mut(debit, pending) += units;
+            record(at, account, transfer, event, transfer.amount, changes);
+        }
+        if let Some(expiry) = transfer.expires_at_ms {
             self.insert_expiry(expiry, transfer.id.clone());
         }
         self.insert_transfer(transfer.clone(), changes);
-        Ok(transfer)
     }
 
     /// The pending transfer `id` as its debit account's owner may resolve it.
@@ -256,9 +249,9 @@ impl Ledger {
         let fits = add(self.accounts[&t.debit_account].debits_posted, units).is_some()
             && add(self.accounts[&t.credit_account].credits_posted, units).is_some();
         ensure(fits, Rejection::Overflow)?;
-        self.release(&t);
-        self.account_mut(&t.debit_account).debits_posted += units;
-        self.account_mut(&t.credit_account).credits_posted += units;
+        self.release(&t, changes);
+        self.account_mut(&t.debit_account, changes).debits_posted += units;
+        self.account_mut(&t.credit_account, changes).credits_posted += units;
         t.state = TransferState::Posted;
         t.posted_amount = Some(amount);
         self.resolve(at, t, Event::PendingPosted, amount, changes)
@@ -280,7 +273,7 @@ impl Ledger {
             TransferState::Expired => return Err(Rejection::PendingTransferExpired),
             TransferState::Pending => {}
         }
-        self.release(&t);
+        self.release(&t, changes);
         t.state = TransferState::Voided;
         let amount = t.amount;
         self.resolve(at, t, Event::PendingVoided, amount, changes)
@@ -299,24 +292,24 @@ impl Ledger {
                 TransferState::Pending,
                 "only pending transfers are indexed for expiry"
             );
-            self.release(&t);
+            self.release(&t, changes);
             t.state = TransferState::Expired;
             let amount = t.amount;
             if let Ok(expired) = self.resolve(at, t, Event::PendingExpired, amount, changes) {
-                changes.push_leaf(&super::Leaf::Expired(&expired));
+                changes.push_leaf(&Leaf::Expired(&expired));
             }
         }
     }
 
     /// Takes a pending transfer's reservation off both accounts.
-    fn release(&mut self, t: &Transfer) {
+    fn release(&mut self, t: &Transfer, changes: &mut Changes) {
         let units = u128::from(t.amount.units());
-        let debit = self.account_mut(&t.debit_account);
+        let debit = self.account_mut(&t.debit_account, changes);
         debit.debits_pending = debit
             .debits_pending
             .checked_sub(units)
             .expect("pending debits cover the reservation");
-        let credit = self.account_mut(&t.credit_account);
+        let credit = self.account_mut(&t.credit_account, changes);
         credit.credits_pending = credit
             .credits_pending
             .checked_sub(units)
@@ -336,8 +329,10 @@ impl Ledger {
         if let Some(due) = t.expires_at_ms {
             self.expiries.remove(&(due, t.id.clone()));
         }
-        self.record(at, &t.debit_account, &t, event, amount, changes);
-        self.record(at, &t.credit_account, &t, event, amount, changes);
+        for id in [&t.debit_account, &t.credit_account] {
+            let account = self.account_mut(id, changes);
+            record(at, account, &t, event, amount, changes);
+        }
         self.stored_at.insert(t.id.as_str().into(), at.height);
         self.transfers.insert(t.id.clone(), t.clone());
         changes.in_map.insert(t.id.clone());

@@ -47,8 +47,9 @@ impl Account {
         self.balance() - self.debits_pending as i128
     }
 
-    /// The role table of DESIGN §3: apps and admins read their own
-    /// organization's accounts; any role but `node` reads a granted one.
+    /// The role table (`docs/design.md`, "Trust model"): apps and admins
+    /// read their own organization's accounts; any role but `node` reads a
+    /// granted one.
     pub fn readable_by(&self, actor: &Actor) -> bool {
         match actor.role {
             Role::Node => false,
@@ -65,6 +66,17 @@ impl Account {
                 .checked_add(self.debits_pending)
                 .and_then(|d| d.checked_add(amount))
                 .is_some_and(|d| d <= self.credits_posted)
+    }
+
+    /// The total a transfer adds to on this side of it: debits or credits,
+    /// pending or posted.
+    pub(super) fn total_mut(&mut self, debit: bool, pending: bool) -> &mut u128 {
+        match (debit, pending) {
+            (true, true) => &mut self.debits_pending,
+            (true, false) => &mut self.debits_posted,
+            (false, true) => &mut self.credits_pending,
+            (false, false) => &mut self.credits_posted,
+        }
     }
 
     /// Whether a credit of `amount` more stays within `balance_max`.

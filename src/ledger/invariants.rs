@@ -1,0 +1,133 @@
+//! Invariants of the ledger's state, and the assertions that hold apply to
+//! them in every build: a replica whose state breaks one has diverged, and
+//! its apply panics before the entry's changes are stored.
+
+use std::collections::{btree_map, BTreeMap};
+use std::iter::Peekable;
+
+use super::changes::Money;
+use super::state::At;
+use super::{Account, AccountId, Asset, BlockHeader, Ledger};
+
+impl Ledger {
+    /// Sum of all posted balances per asset, and of pending debits minus
+    /// pending credits. Every transfer moves money between two accounts of
+    /// one asset, so both are zero in a correct ledger.
+    pub fn totals(&self) -> BTreeMap<Asset, (i128, i128)> {
+        let mut totals: BTreeMap<Asset, (i128, i128)> = BTreeMap::new();
+        for a in self.accounts.values() {
+            let t = totals.entry(a.asset.clone()).or_default();
+            let money = Money::of(a);
+            t.0 += money.balance;
+            t.1 += money.pending;
+        }
+        totals
+    }
+}
+
+/// [`Ledger::totals`] stays zero across an entry, checked over the accounts
+/// it changed only: per asset, their balances moved by zero in sum, and so
+/// did their pending debits less pending credits. Also no account the
+/// entry changed is left below zero unless it has `allow_negative`. Fed
+/// each changed account as the entry left it, in id order, by the loop that
+/// encodes them for the block: no lookup of its own, O(accounts changed).
+pub(super) struct BalanceCheck<'a> {
+    before: Peekable<btree_map::Iter<'a, AccountId, Money>>,
+    moved: Moved<'a>,
+    height: u64,
+}
+
+impl<'a> BalanceCheck<'a> {
+    /// `before`: the changed accounts' money before the entry of block
+    /// `height` (accounts it created have none).
+    pub(super) fn new(before: &'a BTreeMap<AccountId, Money>, height: u64) -> Self {
+        Self {
+            before: before.iter().peekable(),
+            moved: Moved::default(),
+            height,
+        }
+    }
+
+    /// The next changed account, in id order, as the entry left it.
+    pub(super) fn account(&mut self, account: &'a Account) {
+        assert!(
+            account.can_debit(0),
+            "apply overdrew account {} in block {}: balance {}, pending debits {}",
+            account.id,
+            self.height,
+            account.balance(),
+            account.debits_pending
+        );
+        if let Some((_, was)) = self.before.next_if(|(id, _)| **id == account.id) {
+            let now = Money::of(account);
+            self.moved.add(
+                &account.asset,
+                now.balance.wrapping_sub(was.balance),
+                now.pending.wrapping_sub(was.pending),
+            );
+        }
+    }
+
+    /// Asserts the sums, once every changed account was given.
+    pub(super) fn finish(self) {
+        let height = self.height;
+        let unseen = self.before.count();
+        assert!(
+            unseen == 0,
+            "block {height}: {unseen} changed accounts escaped the balance check"
+        );
+        self.moved.for_each(|asset, (balance, pending)| {
+            assert!(
+                balance == 0 && pending == 0,
+                "block {height} does not balance in {asset}: balances moved by {balance} \
+                 in sum, pending debits less credits by {pending}"
+            );
+        });
+    }
+}
+
+/// How much an entry moved balances and pending nets, summed per asset.
+/// An entry's transfers are nearly always in one asset, which is kept
+/// inline: summing those allocates nothing. Sums wrap: a balance moves by
+/// up to twice [`super::TOTAL_MAX`], and a sum that is zero modulo 2^128
+/// is zero.
+#[derive(Default)]
+struct Moved<'a> {
+    first: Option<(&'a Asset, (i128, i128))>,
+    others: BTreeMap<&'a Asset, (i128, i128)>,
+}
+
+impl<'a> Moved<'a> {
+    fn add(&mut self, asset: &'a Asset, balance: i128, pending: i128) {
+        let sum = match &mut self.first {
+            Some((first, sum)) if *first == asset => sum,
+            Some(_) => self.others.entry(asset).or_default(),
+            None => &mut self.first.insert((asset, (0, 0))).1,
+        };
+        sum.0 = sum.0.wrapping_add(balance);
+        sum.1 = sum.1.wrapping_add(pending);
+    }
+
+    fn for_each(self, mut f: impl FnMut(&Asset, (i128, i128))) {
+        for (asset, sum) in self.first.into_iter().chain(self.others) {
+            f(asset, sum);
+        }
+    }
+}
+
+/// The entry at `at` follows the head: its block is the head's height plus
+/// one, and the ledger clock (`clock_ms` before the entry) does not go back.
+pub(super) fn assert_follows(head: &BlockHeader, clock_ms: u64, at: At<'_>) {
+    assert!(
+        at.height == head.height + 1,
+        "block {} does not follow the head, block {}",
+        at.height,
+        head.height
+    );
+    assert!(
+        at.clock_ms >= clock_ms && at.clock_ms >= at.timestamp_ms,
+        "the ledger clock went back: {} ms after {clock_ms} ms, for an entry stamped {} ms",
+        at.clock_ms,
+        at.timestamp_ms
+    );
+}
