@@ -32,6 +32,7 @@ const PEER_POOL_IDLE_MS: u64 = 90_000;
 
 /// Runs a node until it is told to stop.
 pub async fn run(config_path: &Path) -> Result<()> {
+    stop_on_panic();
     let config = NodeConfig::load(config_path)?;
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
     let me = genesis
@@ -85,6 +86,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let public = listeners.public()?;
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
     serve(config.id, &raft, api, peer, public).await
+}
+
+/// Makes any panic stop the whole process. A panic is a failed invariant
+/// (the ledger's and the log's assertions run in release builds): the
+/// replica's state can no longer be trusted, and a thread of the node
+/// must not go on serving or storing it while another has died.
+fn stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("{info}; the node stops");
+        std::process::abort();
+    }));
 }
 
 /// What the node opens on its data directory.
