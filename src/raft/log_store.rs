@@ -29,6 +29,9 @@ pub struct LogStore {
     store: Store,
     committed: CommitIndex,
     recent: Arc<Mutex<Recent>>,
+    /// The index after the last entry the log holds or purged (0: none):
+    /// where the next append must start.
+    next_index: Arc<AtomicU64>,
 }
 
 /// Most entries, and most bytes of their stored encoding, kept in
@@ -116,10 +119,47 @@ impl CommitIndex {
 
 impl LogStore {
     pub fn new(store: Store) -> Self {
+        let last = store.log.last().ok().flatten().map(|(k, _)| k);
+        let last = last
+            .and_then(|k| <[u8; 8]>::try_from(&k[..]).ok())
+            .map(u64::from_be_bytes);
+        let purged: Option<LogId> = store
+            .raft
+            .get(PURGED_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| codec::decode(&v).ok());
+        let last = last.max(purged.map(|p| p.index));
         Self {
             store,
             committed: CommitIndex::default(),
             recent: Default::default(),
+            next_index: Arc::new(AtomicU64::new(last.map_or(0, |l| l + 1))),
+        }
+    }
+
+    /// Asserts that `entries` leave no hole in the log: each index one past
+    /// the one before it, the first no further than where the log ends (or
+    /// anywhere, on a log that never held an entry). openraft relies on a
+    /// log without holes; a node whose log has one must stop.
+    fn assert_continues(&self, entries: &[(Entry<TypeConfig>, usize)]) {
+        let end = self.next_index.load(Ordering::Relaxed);
+        let mut next = None;
+        for (entry, _) in entries {
+            let index = entry.log_id.index;
+            let expected = next.unwrap_or(end);
+            assert!(
+                if next.is_some() {
+                    index == expected
+                } else {
+                    end == 0 || index <= end
+                },
+                "a hole in the log: entry {index} appended where the log continues at {expected}"
+            );
+            next = Some(index + 1);
+        }
+        if let Some(next) = next {
+            self.next_index.fetch_max(next, Ordering::Relaxed);
         }
     }
 
@@ -265,6 +305,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push((entry.clone(), bytes.len()));
             encoded.push((log_key(entry.log_id.index), bytes));
         }
+        self.assert_continues(&appended);
         // One entry is one insert, atomic on its own. A sled batch costs
         // two extra buffer writes (sled seals its write buffer before and
         // after a batch), so it is kept for appends of several entries.
@@ -296,6 +337,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let committed = self.committed.get();
+        assert!(
+            committed.is_none_or(|c| log_id.index > c),
+            "log truncation from entry {} would remove committed entries (committed: {committed:?})",
+            log_id.index
+        );
+        self.next_index.store(log_id.index, Ordering::Relaxed);
         self.recent().truncate(log_id.index);
         self.remove_range(log_key(log_id.index).., ErrorSubject::Logs)?;
         self.sync(ErrorSubject::Logs).await
@@ -309,6 +357,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .insert(PURGED_KEY, codec::encode(&log_id))
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.recent().purge(log_id.index);
+        self.next_index
+            .fetch_max(log_id.index + 1, Ordering::Relaxed);
 
         self.remove_range(..=log_key(log_id.index), ErrorSubject::Logs)?;
 
@@ -347,6 +397,68 @@ mod tests {
 
     fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
         entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    fn log_store() -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open sled");
+        (dir, LogStore::new(store))
+    }
+
+    fn appended(indexes: &[u64]) -> Vec<(Entry<TypeConfig>, usize)> {
+        indexes.iter().map(|i| (entry(*i), 1)).collect()
+    }
+
+    #[test]
+    fn appends_that_leave_no_hole_pass() {
+        let (_dir, log) = log_store();
+        log.assert_continues(&appended(&[10, 11, 12]));
+        log.assert_continues(&appended(&[12, 13])); // overwrites 12
+        log.assert_continues(&appended(&[14]));
+        assert_eq!(log.next_index.load(Ordering::Relaxed), 15);
+    }
+
+    #[test]
+    #[should_panic(expected = "a hole in the log: entry 12 appended where the log continues at 11")]
+    fn an_append_past_the_end_stops_the_node() {
+        let (_dir, log) = log_store();
+        log.assert_continues(&appended(&[10]));
+        log.assert_continues(&appended(&[12]));
+    }
+
+    #[test]
+    #[should_panic(expected = "a hole in the log: entry 3 appended where the log continues at 2")]
+    fn an_append_with_a_gap_inside_stops_the_node() {
+        let (_dir, log) = log_store();
+        log.assert_continues(&appended(&[1, 3]));
+    }
+
+    #[tokio::test]
+    async fn a_truncation_above_the_committed_index_moves_the_end() {
+        let (_dir, mut log) = log_store();
+        log.assert_continues(&appended(&[1, 2, 3, 4]));
+        log.save_committed(Some(entry(2).log_id)).await.unwrap();
+        log.truncate(entry(3).log_id).await.unwrap();
+        log.assert_continues(&appended(&[3]));
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "log truncation from entry 2 would remove committed entries")]
+    async fn a_truncation_of_committed_entries_stops_the_node() {
+        let (_dir, mut log) = log_store();
+        log.assert_continues(&appended(&[1, 2, 3]));
+        log.save_committed(Some(entry(2).log_id)).await.unwrap();
+        let _ = log.truncate(entry(2).log_id).await;
+    }
+
+    #[tokio::test]
+    async fn a_reopened_log_continues_where_it_ended() {
+        let (dir, mut log) = log_store();
+        log.assert_continues(&appended(&[1, 2, 3]));
+        log.purge(entry(7).log_id).await.unwrap(); // past the end: a snapshot's
+        drop(log);
+        let store = crate::raft::tests::reopen(dir.path());
+        assert_eq!(LogStore::new(store).next_index.load(Ordering::Relaxed), 8);
     }
 
     #[test]
