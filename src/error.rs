@@ -10,8 +10,9 @@ pub enum Error {
     Config(String),
     #[error("tls: {0}")]
     Tls(String),
+    /// A failure of the node's store (log or state), with its source.
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[source] Box<crate::raft::StorageError>),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("raft: {0}")]
@@ -20,9 +21,9 @@ pub enum Error {
     Other(String),
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Self::Storage(e.to_string())
+impl From<crate::raft::StorageError> for Error {
+    fn from(e: crate::raft::StorageError) -> Self {
+        Self::Storage(Box::new(e))
     }
 }
 

@@ -119,8 +119,7 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis) -> Result<Opened> {
     let incarnations = Incarnations::open(&store, config.id)?;
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
-    let state_machine = StateMachine::open(store, genesis.org_names(), genesis.hash_bytes())
-        .map_err(|e| Error::Storage(e.to_string()))?;
+    let state_machine = StateMachine::open(store, genesis.org_names(), genesis.hash_bytes())?;
     let shared = state_machine.shared();
     Ok(Opened {
         incarnations,
@@ -141,14 +140,8 @@ async fn start_raft(
     state_machine: StateMachine,
 ) -> Result<Raft> {
     let raft_config = raft_config(config, genesis)?;
-    let log_state = log_store
-        .get_log_state()
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?;
-    let vote = log_store
-        .read_vote()
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?;
+    let log_state = log_store.get_log_state().await?;
+    let vote = log_store.read_vote().await?;
     let raft = Raft::new(
         config.id,
         raft_config,

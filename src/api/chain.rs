@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::chain::Hash;
 use crate::ledger::BlockHeader;
-use crate::raft::state_machine::StateRead;
+use crate::raft::state_machine::{ReadError, StateRead};
 
 /// Block `height`: derived from genesis for 0, stored otherwise, None past
 /// the head.
@@ -13,7 +13,7 @@ pub fn header(
     state: &StateRead<'_>,
     genesis_hash: Hash,
     height: u64,
-) -> sled::Result<Option<BlockHeader>> {
+) -> Result<Option<BlockHeader>, ReadError> {
     if height == 0 {
         Ok(Some(BlockHeader::genesis(genesis_hash)))
     } else if height > state.ledger.height() {

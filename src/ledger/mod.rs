@@ -68,6 +68,7 @@ pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, Trans
 pub use leaf::transfer_leaf;
 use rejection::ensure;
 pub use rejection::Rejection;
+pub use settled::StaleRecord;
 pub use state::{Ledger, TransferIndex};
 pub use types::{
     Account, Event, HistoryItem, NewAccount, NewTransfer, RejectedTransfer, Transfer,

@@ -35,14 +35,15 @@ impl Ledger {
 
     /// Puts a stored transfer back in memory; it must be the latest version
     /// (the one stored at [`Self::stored_height`]).
-    pub fn load_settled(&mut self, t: Transfer) -> Result<(), String> {
+    pub fn load_settled(&mut self, t: Transfer) -> Result<(), StaleRecord> {
         let at = t.resolved_height.unwrap_or(t.height);
-        if self.stored_at.get(t.id.as_str()) != Some(&at) {
-            return Err(format!(
-                "the record of transfer {} from block {at} is not its latest version (block {:?})",
-                t.id,
-                self.stored_at.get(t.id.as_str())
-            ));
+        let latest = self.stored_at.get(t.id.as_str()).copied();
+        if latest != Some(at) {
+            return Err(StaleRecord {
+                id: t.id,
+                at,
+                latest,
+            });
         }
         self.transfers.insert(t.id.clone(), t);
         Ok(())
@@ -86,4 +87,15 @@ impl Ledger {
         );
         t
     }
+}
+
+/// A stored transfer record offered to [`Ledger::load_settled`] that is not
+/// the transfer's latest version: the store and the ledger's index of it
+/// disagree.
+#[derive(Debug, thiserror::Error)]
+#[error("the record of transfer {id} from block {at} is not its latest version (block {latest:?})")]
+pub struct StaleRecord {
+    pub id: TransferId,
+    pub at: u64,
+    pub latest: Option<u64>,
 }

@@ -450,11 +450,12 @@ pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-/// A storage failure, as openraft wants it: fatal to the node.
+/// A storage failure, as openraft wants it (fatal to the node), keeping
+/// the failure as its source.
 pub fn storage_err(
     subject: ErrorSubject<u64>,
     verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
+    e: impl std::error::Error + Send + Sync + 'static,
 ) -> StorageError {
-    StorageError::from_io_error(subject, verb, io::Error::other(e.to_string()))
+    StorageError::from_io_error(subject, verb, io::Error::other(e))
 }

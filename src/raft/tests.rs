@@ -136,7 +136,7 @@ async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine 
 }
 
 /// Opens the store of a dropped state machine (see [`once_unlocked`]).
-fn reopen(dir: &std::path::Path) -> Store {
+pub(super) fn reopen(dir: &std::path::Path) -> Store {
     once_unlocked(|| Store::open(dir)).expect("reopen sled")
 }
 
@@ -586,4 +586,60 @@ async fn a_snapshot_is_stored_as_a_file() {
     let current = sm.get_current_snapshot().await.expect("read").expect("one");
     assert_eq!(current.meta, second.meta, "after a restart");
     assert_eq!(current.snapshot.into_inner(), data, "after a restart");
+}
+
+/// Stored bytes that are not the record their key names (a disk fault, an
+/// edit outside the node) make each read that meets them an error that
+/// names the key, never a panic in the thread that serves the read.
+#[tokio::test]
+async fn corrupt_stored_records_are_read_errors() {
+    use super::state_machine::ReadError;
+    use super::store::StateKey;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open sled");
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let mut sm = StateMachine::open(store.clone(), orgs.into(), [0; 32]).expect("open");
+    let t = new_transfer("t-1", "org1.issue", "org1.ops", 5, false);
+    apply_more(
+        &mut sm,
+        vec![account("org1.issue"), account("org1.ops"), batch(vec![t])],
+    )
+    .await;
+    let shared = sm.shared();
+    let (id, ops) = (
+        TransferId::parse("t-1").unwrap(),
+        AccountId::parse("org1.ops").unwrap(),
+    );
+    let height = shared.read().ledger.height();
+    assert!(
+        shared.read().transfer(&id).unwrap().is_some(),
+        "readable before"
+    );
+    assert_eq!(shared.read().history(&ops, 0, 10).unwrap().len(), 1);
+
+    let garbage: &[u8] = &[0xff; 3];
+    let plant = |key: Vec<u8>| {
+        assert!(store.state.get(&key).unwrap().is_some(), "a real key");
+        store.state.insert(key, garbage).unwrap();
+    };
+    let corrupt = |r: Result<(), ReadError>, what: &str| match r {
+        Err(e @ ReadError::Corrupt { .. }) => assert!(e.to_string().contains(what), "{e}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    plant(StateKey::Transfers(height, 0).encode());
+    corrupt(shared.read().transfer(&id).map(drop), "transfer chunk");
+    plant(StateKey::History(&ops, 0).encode());
+    corrupt(shared.read().history(&ops, 0, 10).map(drop), "history run");
+    corrupt(
+        shared.read().history_at_height(&ops, height).map(drop),
+        "history run",
+    );
+    plant(StateKey::Block(height).encode());
+    corrupt(shared.read().block(height).map(drop), "block header");
+    plant(StateKey::HistoryAt(&ops, height).encode());
+    let e = shared.read().history_at_height(&ops, height).unwrap_err();
+    assert!(e.to_string().contains("is not 8 bytes"), "{e}");
+    plant(StateKey::LeafHashes(height, 0).encode());
+    let e = shared.read().leaf_hashes(height).unwrap_err();
+    assert!(e.to_string().contains("chunk"), "{e}");
 }

@@ -352,6 +352,83 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     assert!(out.contains("account org3.ops"), "{out}");
 }
 
+/// Stored bytes that no longer decode (a disk fault, an edit outside the
+/// node) are answered 503 by the reads that meet them, naming the record;
+/// the node keeps serving everything else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_stored_record_is_answered_503_and_the_node_serves_on() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000).await;
+    let leader = c.wait_for_leader().await;
+    let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let local = |path: &str| format!("{path}?consistency=local");
+    let seeded = local("/v1/transfers/seed-issue");
+    eventually("the victim to apply the seed", || async {
+        let r = c
+            .app(1, victim)
+            .call(Method::GET, &seeded, None)
+            .await
+            .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    // A clean stop: the node's state is on disk when it exits.
+    assert!(crate::harness::send_signal(c.pid(victim), "-TERM"));
+    assert!(c.wait_exit(victim).await.success());
+    let data_dir = c.layout.node(victim).data_dir.clone();
+    tamper(&data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let ops = alliance::ledger::AccountId::parse("org1.ops").unwrap();
+        for key in [
+            StateKey::History(&ops, 0).encode(),
+            StateKey::Block(1).encode(),
+        ] {
+            assert!(store.state.get(&key).unwrap().is_some(), "a stored record");
+            store.state.insert(key, &[0xff, 0xff, 0xff][..]).unwrap();
+        }
+    });
+    c.restart(victim);
+    let app = c.app(1, victim);
+    let r = eventually("the restarted victim to answer", || async {
+        app.call(Method::GET, &local("/v1/accounts/org1.ops/transfers"), None)
+            .await
+            .ok()
+    })
+    .await;
+    let message = |r: &alliance::client::Response| {
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("unavailable")),
+        "{:?}",
+        r.body
+    );
+    assert!(message(&r).contains("history run"), "{}", message(&r));
+    let r = app
+        .call(Method::GET, &local("/v1/blocks/1"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.code()),
+        (503, Some("unavailable")),
+        "{:?}",
+        r.body
+    );
+    assert!(message(&r).contains("block header"), "{}", message(&r));
+    // Everything else is served as before.
+    let r = ok(app.account("org1.ops", true).await);
+    assert_eq!(r.body["balance"], "1000");
+    ok(app.call(Method::GET, &local("/v1/blocks/2"), None).await);
+    ok(app
+        .call(Method::GET, &local("/v1/transfers/seed-issue"), None)
+        .await);
+    c.assert_alive();
+}
+
 /// The test helper that edits a stopped node's stored state.
 fn tamper(sled_dir: &std::path::Path, edit: impl FnOnce(&alliance::raft::store::Store)) {
     let store = alliance::raft::store::Store::open(sled_dir).unwrap();
