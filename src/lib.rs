@@ -6,20 +6,29 @@
 //!
 //! ## Layout
 //!
+//! The design these modules rely on (guarantees, trust model, identifiers,
+//! replication, limits) is `docs/design.md`.
+//!
 //! - [`config`]: node and client configuration, genesis; validated at start.
-//! - [`ledger`]: the domain, pure and deterministic.
-//! - [`raft`]: openraft type config, sled log store and state machine, peer network.
+//! - [`ledger`]: the domain, pure and deterministic: commands, `apply` and
+//!   the checks of each command, sealing entries into blocks of the hash
+//!   chain, the invariants asserted after every entry.
+//! - [`raft`]: openraft type config; the sled store and log store; the state
+//!   machine (`apply`, persist, reads, load, snapshots); the peer network.
 //! - [`codec`]: the binary encoding of stored records and peer messages.
 //! - [`identity`]: certificate → [`identity::Principal`], rustls configs.
-//! - [`api`]: the listeners' routes, request parsing, the service that runs
-//!   each request on the leader, typed answers rendered to JSON at the edge.
-//! - [`node`]: wiring of one node.
+//! - [`api`]: the listeners (routes, peer, public window), request bodies and
+//!   queries, the service that runs each request on the leader (reads,
+//!   writes, forwarding, group commit), typed answers rendered to JSON at
+//!   the edge. Its module docs draw its one-way imports.
+//! - [`node`]: wiring of one node; any panic (a failed invariant) stops it.
 //! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
-//! - [`demo`]: the one-command local consortium.
+//! - [`demo`]: the one-command local consortium (also the tests' harness).
 //! - [`bench`]: a load generator against a running demo consortium.
 //! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
 //!
-//! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`.
+//! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`;
+//! no sled type leaves `raft` (and `audit`, which opens a stopped node's files).
 //!
 //! ## The write path
 //!
