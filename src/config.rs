@@ -179,6 +179,12 @@ pub struct NodeConfig {
     /// server-only TLS. Off unless set.
     #[serde(default)]
     pub public_addr: Option<HostPort>,
+    /// The operations listener: health probes (`/livez`, `/readyz`) for a
+    /// load balancer or an orchestrator, plain HTTP with no client
+    /// certificate. They reveal no ledger data; bind it to loopback or a
+    /// private interface. Off unless set.
+    #[serde(default)]
+    pub ops_addr: Option<HostPort>,
     /// Reach these peers at another address than their genesis `raft_addr`
     /// (a NAT, a tunnel, a TCP proxy). The peer is still verified by its
     /// certificate, so the address must be covered by its SAN.
@@ -243,6 +249,9 @@ pub struct Limits {
     /// Groups proposed and not yet committed at once; while all are busy,
     /// arriving writes wait and form the next group.
     pub group_commit_in_flight: usize,
+    /// How many committed entries this node may have left to apply and
+    /// still answer `/readyz` with 200.
+    pub ready_lag_entries_max: u64,
 }
 
 impl Default for Limits {
@@ -265,6 +274,7 @@ impl Default for Limits {
             head_check_ms: 1_000,
             group_commit_max: 1_000,
             group_commit_in_flight: 2,
+            ready_lag_entries_max: 1_000,
         }
     }
 }
@@ -349,7 +359,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 17] = [
+        let checks: [(bool, &str); 18] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -370,6 +380,7 @@ impl NodeConfig {
             ((1..=1_000_000).contains(&l.public_requests_per_minute), "limits.public_requests_per_minute must be 1..=1000000"),
             ((1..=1_000_000).contains(&l.public_clients_max), "limits.public_clients_max must be 1..=1000000"),
             ((100..=600_000).contains(&l.head_check_ms), "limits.head_check_ms must be 100..=600000"),
+            ((1..=1_000_000_000).contains(&l.ready_lag_entries_max), "limits.ready_lag_entries_max must be 1..=1000000000"),
             (
                 (1..=l.batch_transfers_max).contains(&l.group_commit_max) && (1..=64).contains(&l.group_commit_in_flight),
                 "limits.group_commit_max must be 1..=batch_transfers_max and group_commit_in_flight 1..=64",
@@ -508,6 +519,33 @@ mod tests {
         ] {
             let err = config(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_operations_listener_and_its_readiness_limit_are_checked() {
+        let with_ops = |addr: &str| {
+            let text = format!(
+                "id = 1\ndata_dir = \"d\"\ngenesis = \"g\"\nops_addr = \"{addr}\"\n\
+                 [tls]\ncert = \"c\"\nkey = \"k\"\n"
+            );
+            toml::from_str::<NodeConfig>(&text).map_err(|e| e.to_string())
+        };
+        let ok = with_ops("127.0.0.1:7401").unwrap();
+        assert_eq!(
+            ok.ops_addr.as_ref().map(HostPort::as_str),
+            Some("127.0.0.1:7401")
+        );
+        assert_eq!(ok.limits.ready_lag_entries_max, 1_000);
+        assert!(config("").unwrap().ops_addr.is_none(), "off unless set");
+        let err = with_ops("127.0.0.1").unwrap_err();
+        assert!(err.contains("not host:port"), "{err}");
+        for bad in ["0", "1000000001"] {
+            let mut c = config(&format!("[limits]\nready_lag_entries_max = {bad}")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("limits.ready_lag_entries_max"), "{bad}: {err}");
+            c.limits.ready_lag_entries_max = 1;
+            assert_eq!(c.validate(), Ok(()));
         }
     }
 }

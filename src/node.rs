@@ -84,8 +84,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let api = listeners.api()?;
     let peer = listeners.peer(gate)?;
     let public = listeners.public()?;
+    let ops = listeners.ops()?;
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
-    serve(config.id, &raft, api, peer, public).await
+    serve(config.id, &raft, api, peer, [public, ops]).await
 }
 
 /// Makes any panic stop the whole process. A panic is a failed invariant
@@ -213,6 +214,25 @@ impl Listeners<'_> {
         Ok(server.run())
     }
 
+    /// The operations listener (health probes), if the config opens one.
+    fn ops(&self) -> Result<Option<Server>> {
+        let Some(addr) = &self.config.ops_addr else {
+            return Ok(None);
+        };
+        let service = self.service.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::from(service.clone()))
+                .configure(api::ops::configure)
+        })
+        .workers(1)
+        .max_connections(self.config.limits.connections_max)
+        .client_request_timeout(Duration::from_millis(self.config.limits.request_timeout_ms))
+        .bind(addr.as_str())?;
+        tracing::info!(ops = %addr, "operations listener open");
+        Ok(Some(server.run()))
+    }
+
     /// The public window, if the config opens one.
     fn public(&self) -> Result<Option<Server>> {
         let Some(addr) = &self.config.public_addr else {
@@ -241,24 +261,21 @@ impl Listeners<'_> {
     }
 }
 
-/// Serves until SIGTERM or SIGINT stops every server, or Raft stops with a
-/// fatal error (a storage failure): better down than a zombie that answers
-/// 503 forever.
+/// Serves until SIGTERM or SIGINT stops every server (the API and peer
+/// listeners, and the optional public window and operations listener), or
+/// Raft stops with a fatal error (a storage failure): better down than a
+/// zombie that answers 503 forever.
 async fn serve(
     id: NodeId,
     raft: &Raft,
     api: Server,
     peer: Server,
-    public: Option<Server>,
+    optional: [Option<Server>; 2],
 ) -> Result<()> {
-    let public = async move {
-        match public {
-            Some(server) => server.await,
-            None => Ok(()),
-        }
-    };
-    let servers = async { tokio::join!(api, peer, public) };
-    let (api_result, peer_result, public_result) = tokio::select! {
+    let optional = futures_util::future::join_all(optional.into_iter().flatten());
+    let optional = async move { optional.await.into_iter().collect::<std::io::Result<()>>() };
+    let servers = async { tokio::join!(api, peer, optional) };
+    let (api_result, peer_result, optional_result) = tokio::select! {
         results = servers => results,
         fatal = raft_fatal(raft) => {
             let fatal = fatal.unwrap_or_else(|e| format!("raft watch failed: {e}"));
@@ -266,7 +283,7 @@ async fn serve(
             return Err(Error::Raft(fatal));
         }
     };
-    public_result?;
+    optional_result?;
     tracing::info!(node = id, "listeners stopped; shutting down raft");
     let _ = raft.shutdown().await;
     api_result?;

@@ -1,10 +1,10 @@
-//! The HTTPS API (`api_addr`), the peer channel (`raft_addr`) and the
-//! public window (`public_addr`).
+//! The HTTPS API (`api_addr`), the peer channel (`raft_addr`), the public
+//! window (`public_addr`) and the operations listener (`ops_addr`).
 //!
 //! Imports run one way, from the listeners down to the core:
 //!
 //! ```text
-//! routes, peer, public        the listeners' handlers: parse, check at the edge, render
+//! routes, peer, public, ops   the listeners' handlers: parse, check at the edge, render
 //!   → service                 the core: runs each request on the leader (forwarding,
 //!                             group commit, reads), answers in types
 //!   → group, watch, chain     group commit; replicas comparing heads; reading the chain
@@ -22,6 +22,7 @@ pub mod chain;
 pub mod error;
 pub mod group;
 pub mod identify;
+pub mod ops;
 pub mod peer;
 pub mod public;
 pub mod query;

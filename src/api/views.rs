@@ -622,6 +622,18 @@ fn batch_refused(
     )
 }
 
+/// `GET /readyz` on the operations listener: whether this node serves now,
+/// and if not, why.
+#[derive(Debug, Serialize)]
+pub struct ReadyView {
+    pub ready: bool,
+    /// Why the node is not ready (empty when it is).
+    pub reasons: Vec<String>,
+    pub leader: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -13,7 +13,7 @@ pub(super) fn write_node_config(
     dir: &Path,
     id: u64,
     org: &str,
-    [api, raft, public]: [SocketAddr; 3],
+    [api, raft, public, ops]: [SocketAddr; 4],
     opts: &Options,
 ) -> Result<DemoNode> {
     let node_dir = dir.join(format!("node{id}"));
@@ -30,6 +30,7 @@ pub(super) fn write_node_config(
         public_addr: Some(
             HostPort::try_from(public.to_string()).expect("a socket address is host:port"),
         ),
+        ops_addr: Some(HostPort::try_from(ops.to_string()).expect("a socket address is host:port")),
         peer_dial: Vec::new(),
         limits: opts.limits.clone(),
         raft: opts.raft.clone(),
@@ -42,6 +43,7 @@ pub(super) fn write_node_config(
         api_url: format!("https://{api}"),
         peer_url: format!("https://{raft}"),
         public_url: format!("https://{public}"),
+        ops_url: format!("http://{ops}"),
         config: path,
         data_dir: config.data_dir,
         log: node_dir.join("node.log"),

@@ -28,6 +28,10 @@ pub struct DemoNode {
     pub peer_url: String,
     /// The public window (chain head and block headers, no client certificate).
     pub public_url: String,
+    /// The operations listener (health probes; plain HTTP). Empty in a
+    /// demo.json written before the demo opened one.
+    #[serde(default)]
+    pub ops_url: String,
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 struct NodePlan {
     id: u64,
     org: String,
-    addrs: [SocketAddr; 3],
+    addrs: [SocketAddr; 4],
 }
 
 /// Makes (or, if `dir/demo.json` exists, reopens) a consortium under `dir`.
@@ -74,15 +74,16 @@ fn reopen(index: &Path) -> Result<Layout> {
     serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{}: {e}", index.display())))
 }
 
-/// Nodes 1..=`nodes`, node `i` in organization `org{i}`, each with three free ports.
+/// Nodes 1..=`nodes`, node `i` in organization `org{i}`, each with four free
+/// ports (API, peer, public window, operations).
 fn plan_nodes(nodes: usize) -> Result<Vec<NodePlan>> {
-    let mut ports = free_ports(3 * nodes)?.into_iter();
+    let mut ports = free_ports(4 * nodes)?.into_iter();
     let mut port = || ports.next().expect("enough ports");
     Ok((1..=nodes)
         .map(|i| NodePlan {
             id: i as u64,
             org: format!("org{i}"),
-            addrs: [port(), port(), port()],
+            addrs: [port(), port(), port(), port()],
         })
         .collect())
 }
@@ -124,7 +125,7 @@ fn genesis_args(dir: &Path, pki: &Path, plans: &[NodePlan]) -> Vec<String> {
         "demo".into(),
     ];
     for NodePlan { id, org, addrs } in plans {
-        let [api, raft, _public] = addrs;
+        let [api, raft, _public, _ops] = addrs;
         args.extend([
             "--org".into(),
             format!("{org}={}", path_str(&ca_cert(pki, org))),

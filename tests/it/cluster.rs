@@ -358,3 +358,69 @@ async fn bench_stops_after_its_transfer_budget() {
         "a refused run sends nothing"
     );
 }
+
+/// A plain-HTTP GET of the operations listener: status and JSON body.
+async fn probe(c: &Cluster, id: u64, path: &str) -> Option<(u16, serde_json::Value)> {
+    let tls = rustls::ClientConfig::builder_with_provider(alliance::identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("{}{path}", c.layout.node(id).ops_url);
+    let r = http.get(url).send().await.ok()?;
+    Some((r.status().as_u16(), r.json().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_say_whether_each_node_serves() {
+    let mut c = Cluster::start().await;
+    let leader = c.wait_for_leader().await;
+    for id in c.ids() {
+        let (status, body) = eventually("the node to be ready", || async {
+            probe(&c, id, "/readyz").await.filter(|(s, _)| *s == 200)
+        })
+        .await;
+        assert_eq!((status, &body["ready"]), (200, &true.into()), "{body}");
+        assert_eq!(body["leader"], leader, "{body}");
+        assert_eq!(body["reasons"], serde_json::json!([]), "{body}");
+        let (status, body) = probe(&c, id, "/livez").await.unwrap();
+        assert_eq!((status, body), (200, serde_json::json!({"live": true})));
+        let (status, body) = probe(&c, id, "/v1/cluster").await.unwrap();
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &"route_not_found".into())
+        );
+    }
+
+    // Without a majority the last node is live but not ready, and says why.
+    let ids = c.ids();
+    c.kill(ids[0]);
+    c.kill(ids[1]);
+    let (_, body) = eventually("the last node to find no leader", || async {
+        probe(&c, ids[2], "/readyz")
+            .await
+            .filter(|(s, _)| *s == 503)
+    })
+    .await;
+    assert_eq!(body["ready"], false, "{body}");
+    let reasons = body["reasons"].to_string();
+    assert!(
+        reasons.contains("a majority of nodes may be unreachable"),
+        "{body}"
+    );
+    assert_eq!(probe(&c, ids[2], "/livez").await.unwrap().0, 200);
+
+    // Back to a majority: ready again.
+    c.restart(ids[0]);
+    eventually("the majority to be back", || async {
+        probe(&c, ids[2], "/readyz")
+            .await
+            .filter(|(s, _)| *s == 200)
+    })
+    .await;
+}

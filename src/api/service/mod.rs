@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::body::Shape;
 use super::error::ApiError;
 use super::group;
-use super::views::{Answer, ClusterView, MemberView};
+use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::Principal;
@@ -38,6 +38,9 @@ use crate::raft::state_machine::SharedState;
 use crate::raft::Raft;
 
 pub use forward::{Forwarded, PeerAnswer, EXECUTE_PATH};
+
+/// How long `/readyz` on the leader waits for a quorum to confirm it.
+const READY_QUORUM_WAIT_MS: u64 = 1_000;
 
 /// First and longest pause between attempts while a leader is sought.
 const RETRY_BACKOFF_MIN_MS: u64 = 10;
@@ -261,6 +264,54 @@ impl Service {
             purged_index: m.purged.map(|l| l.index),
             height: self.state.read().ledger.height(),
             replicas: self.watch.status(),
+        }
+    }
+}
+
+impl Service {
+    /// Whether this node serves reads and writes now: Raft runs (a storage
+    /// failure stops it), a leader is known (and if it is this node, a
+    /// quorum confirms it within [`READY_QUORUM_WAIT_MS`]), this node has
+    /// applied all but at most `limits.ready_lag_entries_max` committed
+    /// entries, and its chain agrees with its peers'.
+    pub async fn readiness(&self) -> ReadyView {
+        let m = self.raft.metrics().borrow().clone();
+        let commit_index = self.commit_index.get();
+        let applied_index = m.last_applied.map(|l| l.index);
+        let mut reasons = Vec::new();
+        if let Err(fatal) = &m.running_state {
+            reasons.push(format!("raft has stopped: {fatal}"));
+        }
+        if m.current_leader.is_none() {
+            reasons.push("no leader is known: a majority of nodes may be unreachable".into());
+        } else if m.current_leader == Some(self.id) {
+            let wait = Duration::from_millis(READY_QUORUM_WAIT_MS);
+            let confirmed = tokio::time::timeout(wait, self.raft.ensure_linearizable()).await;
+            if !matches!(confirmed, Ok(Ok(_))) {
+                reasons.push(format!(
+                    "this node leads, but no quorum confirmed it within {READY_QUORUM_WAIT_MS} ms: \
+                     a majority of nodes may be unreachable"
+                ));
+            }
+        }
+        let lag = commit_index
+            .unwrap_or(0)
+            .saturating_sub(applied_index.unwrap_or(0));
+        if lag > self.limits.ready_lag_entries_max {
+            reasons.push(format!(
+                "{lag} committed entries are not applied yet (ready at {} or fewer)",
+                self.limits.ready_lag_entries_max
+            ));
+        }
+        if let Some(why) = self.watch.diverged() {
+            reasons.push(why);
+        }
+        ReadyView {
+            ready: reasons.is_empty(),
+            reasons,
+            leader: m.current_leader,
+            commit_index,
+            applied_index,
         }
     }
 }
