@@ -415,12 +415,41 @@ async fn health_probes_say_whether_each_node_serves() {
     );
     assert_eq!(probe(&c, ids[2], "/livez").await.unwrap().0, 200);
 
-    // Back to a majority: ready again.
-    c.restart(ids[0]);
+    // Back to a majority: ready again. The returning node writes its log
+    // as JSON lines, and no node's log file holds terminal colour codes.
+    let back = c.layout.node(ids[0]).clone();
+    let json_log = back.log.with_extension("json.log");
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["--log-format", "json", "node", "--config"])
+        .arg(&back.config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&json_log).unwrap())
+        .spawn()
+        .unwrap();
     eventually("the majority to be back", || async {
         probe(&c, ids[2], "/readyz")
             .await
             .filter(|(s, _)| *s == 200)
     })
     .await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let lines = std::fs::read_to_string(&json_log).unwrap();
+    assert!(lines.contains("node started"), "{lines}");
+    for line in lines.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    for id in &ids {
+        let text = std::fs::read_to_string(&c.layout.node(*id).log).unwrap();
+        assert!(
+            !text.is_empty() && !text.contains('\u{1b}'),
+            "node {id}'s log"
+        );
+    }
 }
