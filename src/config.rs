@@ -179,10 +179,10 @@ pub struct NodeConfig {
     /// server-only TLS. Off unless set.
     #[serde(default)]
     pub public_addr: Option<HostPort>,
-    /// The operations listener: health probes (`/livez`, `/readyz`) for a
-    /// load balancer or an orchestrator, plain HTTP with no client
-    /// certificate. They reveal no ledger data; bind it to loopback or a
-    /// private interface. Off unless set.
+    /// The operations listener: health probes (`/livez`, `/readyz`) and
+    /// `/metrics` for a load balancer, an orchestrator or Prometheus; plain
+    /// HTTP with no client certificate. They reveal no ledger data; bind it
+    /// to loopback or a private interface. Off unless set.
     #[serde(default)]
     pub ops_addr: Option<HostPort>,
     /// Reach these peers at another address than their genesis `raft_addr`

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{web, App, HttpServer};
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
@@ -173,8 +173,17 @@ impl Listeners<'_> {
         let (service, limits) = (self.service.clone(), &self.config.limits);
         let addr = self.config.api_listen.as_ref().unwrap_or(&self.me.api_addr);
         let server = HttpServer::new(move || {
+            let responses = service.responses().clone();
             App::new()
                 .app_data(web::Data::from(service.clone()))
+                .wrap_fn(move |req, app| {
+                    let (answer, responses) = (app.call(req), responses.clone());
+                    async move {
+                        let answer = answer.await?;
+                        responses.record(answer.status().as_u16());
+                        Ok(answer)
+                    }
+                })
                 .configure(api::routes::configure)
         })
         .on_connect(identify_api(self.trust.clone()))

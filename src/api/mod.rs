@@ -9,6 +9,7 @@
 //!                             group commit, reads), answers in types
 //!   → group, watch, chain     group commit; replicas comparing heads; reading the chain
 //!   → views, error            typed answers and errors, rendered to JSON at the edge
+//! metrics                     the API's answers by status; /metrics on the ops listener
 //! identify                    connection → Principal / NodePrincipal extractors
 //! body, query                 request bodies and query strings → typed values
 //! ```
@@ -22,6 +23,7 @@ pub mod chain;
 pub mod error;
 pub mod group;
 pub mod identify;
+pub mod metrics;
 pub mod ops;
 pub mod peer;
 pub mod public;

@@ -5,6 +5,7 @@
 //! - `GET /livez`: 200 while the process serves requests at all.
 //! - `GET /readyz`: 200 when this node can serve reads and writes now (see
 //!   [`Service::readiness`]), else 503; both with a short JSON reason.
+//! - `GET /metrics`: the Prometheus text format (see [`super::metrics`]).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -14,6 +15,7 @@ use super::service::Service;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/livez", web::get().to(livez))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .default_service(web::to(not_here));
 }
 
@@ -30,9 +32,15 @@ async fn readyz(svc: web::Data<Service>) -> HttpResponse {
     }
 }
 
+async fn metrics(svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(super::metrics::render(&svc.cluster(), svc.responses()))
+}
+
 async fn not_here() -> HttpResponse {
     HttpResponse::NotFound().json(json!({"error": {
         "code": "route_not_found",
-        "message": "the operations listener serves GET /livez and GET /readyz",
+        "message": "the operations listener serves GET /livez, /readyz and /metrics",
     }}))
 }

@@ -359,8 +359,8 @@ async fn bench_stops_after_its_transfer_budget() {
     );
 }
 
-/// A plain-HTTP GET of the operations listener: status and JSON body.
-async fn probe(c: &Cluster, id: u64, path: &str) -> Option<(u16, serde_json::Value)> {
+/// A plain-HTTP GET of the operations listener: status and body text.
+async fn probe_text(c: &Cluster, id: u64, path: &str) -> Option<(u16, String)> {
     let tls = rustls::ClientConfig::builder_with_provider(alliance::identity::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -373,7 +373,67 @@ async fn probe(c: &Cluster, id: u64, path: &str) -> Option<(u16, serde_json::Val
         .unwrap();
     let url = format!("{}{path}", c.layout.node(id).ops_url);
     let r = http.get(url).send().await.ok()?;
-    Some((r.status().as_u16(), r.json().await.unwrap_or_default()))
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+/// [`probe_text`] with the body read as JSON.
+async fn probe(c: &Cluster, id: u64, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (status, text) = probe_text(c, id, path).await?;
+    Some((status, serde_json::from_str(&text).unwrap_or_default()))
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
+    let c = Cluster::start().await;
+    let leader = c.wait_for_leader().await;
+    let app = c.app(1, leader);
+    let r = app
+        .call(reqwest::Method::GET, "/v1/no-such-route", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404);
+    let (status, text) = probe_text(&c, leader, "/metrics").await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sample(&text, "alliance_is_leader"), Some(1), "{text}");
+    assert_eq!(
+        sample(&text, "alliance_api_responses_total{status=\"404\"}"),
+        Some(1),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "alliance_api_responses_total{status=\"200\"}") >= Some(1),
+        "{text}"
+    );
+    assert!(sample(&text, "alliance_raft_term") >= Some(1), "{text}");
+    // Every sample line belongs to a metric announced by HELP and TYPE.
+    let announced: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            announced.iter().any(|t| t.starts_with(&format!("{name} "))),
+            "{line}"
+        );
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<u64>().is_ok(), "{line}");
+    }
+    for id in c.ids().into_iter().filter(|id| *id != leader) {
+        let text = eventually("a follower to know the leader", || async {
+            let (_, text) = probe_text(&c, id, "/metrics").await?;
+            (sample(&text, "alliance_has_leader") == Some(1)).then_some(text)
+        })
+        .await;
+        assert_eq!(sample(&text, "alliance_is_leader"), Some(0), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::body::Shape;
 use super::error::ApiError;
 use super::group;
+use super::metrics::Responses;
 use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
 use crate::config::{Genesis, Limits, NodeId};
@@ -105,6 +106,8 @@ pub struct Service {
     /// What this node knows of its peers' chains.
     watch: Arc<Watch>,
     in_flight: Semaphore,
+    /// The API listener's answers by status, for `/metrics`.
+    responses: Arc<Responses>,
 }
 
 /// Why one attempt did not produce an answer.
@@ -159,6 +162,7 @@ impl Service {
             commit_index,
             group,
             watch: Arc::new(watch),
+            responses: Arc::default(),
         }
     }
 
@@ -176,6 +180,10 @@ impl Service {
 
     pub fn watch(&self) -> &Arc<Watch> {
         &self.watch
+    }
+
+    pub fn responses(&self) -> &Arc<Responses> {
+        &self.responses
     }
 
     /// Runs `op` for `principal` on the leader, wherever that is.
