@@ -15,7 +15,7 @@ use crate::api::identify::{identify_api, identify_peer, PeerGate};
 use crate::api::public::RateLimiter;
 use crate::api::service::Service;
 use crate::api::{self};
-use crate::config::{Genesis, GenesisNode, NodeConfig, NodeId};
+use crate::config::{Genesis, GenesisNode, HostPort, NodeConfig, NodeId};
 use crate::error::{Error, Result};
 use crate::identity::Trust;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
@@ -112,7 +112,7 @@ struct Opened {
 }
 
 fn open_storage(config: &NodeConfig, genesis: &Genesis) -> Result<Opened> {
-    let store = Store::open(&config.data_dir.join("sled"))?;
+    let store = open_store(&config.data_dir.join("sled"))?;
     // What sled recovered may have reached only the page cache before a
     // crash (SIGKILL), never the disk. A leader restoring itself counts its
     // whole log as its own durable copy: make it one.
@@ -190,7 +190,8 @@ impl Listeners<'_> {
         .workers(HTTP_WORKERS)
         .max_connections(limits.connections_max)
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
-        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)?;
+        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
+        .map_err(|e| bind_error("API", "api_listen, or api_addr in genesis", addr, e))?;
         Ok(server.run())
     }
 
@@ -219,7 +220,8 @@ impl Listeners<'_> {
         .on_connect(identify_peer(self.trust.clone()))
         .workers(HTTP_WORKERS)
         .max_connections(self.config.limits.connections_max)
-        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)?;
+        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
+        .map_err(|e| bind_error("peer", "raft_listen, or raft_addr in genesis", addr, e))?;
         Ok(server.run())
     }
 
@@ -237,7 +239,8 @@ impl Listeners<'_> {
         .workers(1)
         .max_connections(self.config.limits.connections_max)
         .client_request_timeout(Duration::from_millis(self.config.limits.request_timeout_ms))
-        .bind(addr.as_str())?;
+        .bind(addr.as_str())
+        .map_err(|e| bind_error("operations", "ops_addr", addr, e))?;
         tracing::info!(ops = %addr, "operations listener open");
         Ok(Some(server.run()))
     }
@@ -264,10 +267,41 @@ impl Listeners<'_> {
         .bind_rustls_0_23(
             addr.as_str(),
             crate::identity::public_server_config(&self.config.tls)?,
-        )?;
+        )
+        .map_err(|e| bind_error("public window", "public_addr", addr, e))?;
         tracing::info!(public = %addr, "public window open");
         Ok(Some(server.run()))
     }
+}
+
+/// A listener that could not bind, named with the config field that set
+/// its address.
+fn bind_error(listener: &str, field: &str, addr: &HostPort, e: std::io::Error) -> Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another process listens there (this node already running?)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => ": no interface of this machine has that address",
+        _ => "",
+    };
+    Error::Config(format!(
+        "the {listener} listener cannot bind {addr} (set by {field}): {e}{hint}"
+    ))
+}
+
+/// Opens the node's sled directory; one that another process holds is
+/// said to be in use.
+fn open_store(dir: &Path) -> Result<Store> {
+    Store::open(dir).map_err(|e| {
+        if e.to_string().contains("could not acquire lock") {
+            Error::Config(format!(
+                "data_dir: {} is in use by another process (is this node already running?)",
+                dir.display()
+            ))
+        } else {
+            Error::Io(e)
+        }
+    })
 }
 
 /// Serves until SIGTERM or SIGINT stops every server (the API and peer

@@ -513,3 +513,50 @@ async fn health_probes_say_whether_each_node_serves() {
         );
     }
 }
+
+/// Runs `alliance node --config CONFIG` to its exit; returns its stderr.
+async fn node_exit_message(config: &std::path::Path) -> String {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["node", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let status = crate::harness::wait_child("the second node to exit", &mut node).await;
+    let message = std::fs::read_to_string(err.path()).unwrap();
+    assert!(!status.success(), "{message}");
+    message
+}
+
+/// A second process started on a running node's config is refused, and
+/// says what is in use and which config field set it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_node_on_a_running_nodes_config_says_what_is_in_use() {
+    let mut c = Cluster::start().await;
+    c.wait_for_leader().await;
+    let node = c.layout.node(1).clone();
+    let message = node_exit_message(&node.config).await;
+    assert!(message.contains("data_dir"), "{message}");
+    assert!(message.contains("in use by another process"), "{message}");
+
+    // Stopped, on its own data, while another process holds its API port.
+    c.kill(1);
+    let api = node.api_url.trim_start_matches("https://").to_owned();
+    let _squatter = std::net::TcpListener::bind(&api).unwrap();
+    let message = node_exit_message(&node.config).await;
+    assert!(
+        message.contains("the API listener cannot bind"),
+        "{message}"
+    );
+    assert!(
+        message.contains("api_listen, or api_addr in genesis"),
+        "{message}"
+    );
+    assert!(
+        message.contains("another process listens there"),
+        "{message}"
+    );
+}
