@@ -39,10 +39,12 @@ impl Service {
     /// Runs a forwarded `op` here if this node is the leader; a follower
     /// says so.
     pub async fn execute_forwarded(&self, principal: &Principal, op: &Op) -> PeerAnswer {
-        if let Op::Write(command, _) = op {
-            if let Err(e) = check_limits(command, &self.limits) {
-                return PeerAnswer::Done(e.render());
-            }
+        let checked = match op {
+            Op::Write(command, _) => check_limits(command, &self.limits),
+            Op::Read(read) => read.check_limits(self.limits.page_items_max),
+        };
+        if let Err(e) = checked {
+            return PeerAnswer::Done(e.render());
         }
         let deadline = Instant::now() + self.timeout();
         match self.execute_local(principal, op, deadline).await {

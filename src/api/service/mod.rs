@@ -86,6 +86,26 @@ impl Op {
     }
 }
 
+impl Read {
+    /// The page limit the edge checks, checked again on the leader for a
+    /// read forwarded by a peer: a page holds 1..=`page_items_max` items.
+    fn check_limits(&self, page_items_max: usize) -> Result<(), ApiError> {
+        let limit = match self {
+            Self::History { limit, .. }
+            | Self::Accounts { limit, .. }
+            | Self::Blocks { limit, .. } => *limit,
+            _ => return Ok(()),
+        };
+        if (1..=page_items_max).contains(&limit) {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidQuery(format!(
+                "limit must be 1..={page_items_max}"
+            )))
+        }
+    }
+}
+
 /// The result of a request as the service gives it.
 pub type Outcome = Result<Answer, ApiError>;
 
@@ -297,8 +317,9 @@ impl Service {
             let confirmed = tokio::time::timeout(wait, self.raft.ensure_linearizable()).await;
             if !matches!(confirmed, Ok(Ok(_))) {
                 reasons.push(format!(
-                    "this node leads, but no quorum confirmed it within {READY_QUORUM_WAIT_MS} ms: \
-                     a majority of nodes may be unreachable"
+                    "this node leads, but within {READY_QUORUM_WAIT_MS} ms no quorum confirmed it \
+                     or it did not apply what was committed: a majority of nodes may be \
+                     unreachable"
                 ));
             }
         }
@@ -333,4 +354,46 @@ fn not_done_this_time(outcome: &Outcome) -> bool {
         Err(e) => e.status().as_u16(),
     };
     matches!(status, 408 | 429 | 503)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_read_asks_for_a_page_within_the_limit() {
+        let id = AccountId::parse("org1.ops").unwrap();
+        let code = |read: Read| read.check_limits(100).map_err(|e| e.code());
+        assert_eq!(
+            code(Read::Blocks { from: 0, limit: 0 }),
+            Err("invalid_query")
+        );
+        let (after, limit) = (None, usize::MAX);
+        assert_eq!(code(Read::Accounts { after, limit }), Err("invalid_query"));
+        let (from, limit) = (0, 101);
+        assert_eq!(
+            code(Read::History {
+                id: id.clone(),
+                from,
+                limit
+            }),
+            Err("invalid_query")
+        );
+        assert_eq!(
+            code(Read::History {
+                id: id.clone(),
+                from,
+                limit: 100
+            }),
+            Ok(())
+        );
+        assert_eq!(code(Read::Blocks { from: 9, limit: 1 }), Ok(()));
+        assert_eq!(
+            code(Read::Account {
+                id,
+                at_height: None
+            }),
+            Ok(())
+        );
+    }
 }
