@@ -284,9 +284,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self
+        let committed = self
             .get_meta::<Option<LogId>>(COMMITTED_KEY, ErrorSubject::Store)?
-            .flatten())
+            .flatten();
+        // Known from the start: readiness and the truncation check use it.
+        self.committed.set(committed.map(|l| l.index));
+        Ok(committed)
     }
 
     async fn append<I>(
@@ -439,6 +442,7 @@ mod tests {
         log.assert_continues(&appended(&[1, 2, 3, 4]));
         log.save_committed(Some(entry(2).log_id)).await.unwrap();
         log.truncate(entry(3).log_id).await.unwrap();
+        assert_eq!(log.next_index.load(Ordering::Relaxed), 3);
         log.assert_continues(&appended(&[3]));
     }
 
@@ -449,6 +453,17 @@ mod tests {
         log.assert_continues(&appended(&[1, 2, 3]));
         log.save_committed(Some(entry(2).log_id)).await.unwrap();
         let _ = log.truncate(entry(2).log_id).await;
+    }
+
+    #[test]
+    fn a_reopened_log_continues_after_its_last_stored_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open sled");
+        for i in 1..=3 {
+            let bytes = codec::encode(&entry(i));
+            store.log.insert(log_key(i), bytes).unwrap();
+        }
+        assert_eq!(LogStore::new(store).next_index.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test]
