@@ -28,7 +28,8 @@
 //! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
 //!
 //! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`;
-//! no sled type leaves `raft` (and `audit`, which opens a stopped node's files).
+//! the API names no sled type: it reads through `raft`'s own types and errors
+//! (only `audit`, which opens a stopped node's files, uses sled's).
 //!
 //! ## The write path
 //!

@@ -89,15 +89,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
     serve(config.id, &raft, api, peer, [public, ops]).await
 }
 
-/// Makes any panic stop the whole process. A panic is a failed invariant
-/// (the ledger's and the log's assertions run in release builds): the
-/// replica's state can no longer be trusted, and a thread of the node
-/// must not go on serving or storing it while another has died.
+/// Makes any panic stop the whole process, after the standard report of
+/// it on standard error. A panic is a failed invariant (the ledger's and
+/// the log's assertions run in release builds): the replica's state can no
+/// longer be trusted, and a thread of the node must not go on serving or
+/// storing it while another has died. The hook logs nothing through
+/// `tracing`: the panic may have happened inside its writer.
 fn stop_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);
-        tracing::error!("{info}; the node stops");
+        eprintln!("alliance: the node stops (a panic is a failed invariant)");
         std::process::abort();
     }));
 }

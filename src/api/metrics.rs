@@ -139,7 +139,7 @@ pub fn render(cluster: &ClusterView, responses: &Responses) -> String {
         &mut out,
         "alliance_api_responses_total",
         "counter",
-        "Answers of the API listener, by HTTP status.",
+        "Answers the API listener's routes gave, by HTTP status (not those actix gives itself, such as a request timeout).",
         &answers,
     );
     out

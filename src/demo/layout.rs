@@ -28,8 +28,8 @@ pub struct DemoNode {
     pub peer_url: String,
     /// The public window (chain head and block headers, no client certificate).
     pub public_url: String,
-    /// The operations listener (health probes; plain HTTP). Empty in a
-    /// demo.json written before the demo opened one.
+    /// The operations listener (health probes, metrics; plain HTTP). Empty
+    /// when the node's config opens none.
     #[serde(default)]
     pub ops_url: String,
     pub config: PathBuf,

@@ -1,6 +1,6 @@
 //! Invariants of the ledger's state, and the assertions that hold apply to
-//! them in every build: a replica whose state breaks one has diverged, and
-//! its apply panics before the entry's changes are stored.
+//! them in every build: apply panics before the changes of an entry that
+//! breaks one are stored (see the module docs of [`crate::ledger`]).
 
 use std::collections::{btree_map, BTreeMap};
 use std::iter::Peekable;

@@ -23,9 +23,13 @@
 //! Invariants that only a bug could break are asserted in every build, not
 //! only in debug ones: each block follows the head by one, the ledger clock
 //! never goes back, and per asset the money an entry moves sums to zero with
-//! no account without `allow_negative` left below zero. A replica that
-//! breaks one has diverged from the others: its apply panics before the
-//! caller stores the entry's changes.
+//! no account without `allow_negative` left below zero. One that fails means
+//! the ledger's own rules were broken (a bug, or stored state changed
+//! outside Raft): apply panics before the caller stores the entry's
+//! changes, and the node stops rather than store or serve a wrong state.
+//! Apply is deterministic, so a bug stops every replica at the same entry,
+//! and a restart stops at it again: the cluster halts (fail-stop) until a
+//! fixed build runs, and nothing wrong is sealed into a block.
 //!
 //! # Layout
 //!
