@@ -54,10 +54,7 @@ impl ReadQuery {
 
     /// The page size asked for, at most `max`.
     pub fn limit(&self, max: usize) -> Result<usize, ApiError> {
-        match self.limit.unwrap_or(PAGE_ITEMS_DEFAULT.min(max)) {
-            n if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::InvalidQuery(format!("limit must be 1..={max}"))),
-        }
+        page_limit(self.limit.unwrap_or(PAGE_ITEMS_DEFAULT.min(max)), max)
     }
 
     /// A history cursor: the sequence number to start from (0 if none).
@@ -86,6 +83,15 @@ impl ReadQuery {
             .map(parse_height)
             .transpose()?
             .unwrap_or(0))
+    }
+}
+
+/// A page size: 1..=`max` items.
+pub fn page_limit(limit: usize, max: usize) -> Result<usize, ApiError> {
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::InvalidQuery(format!("limit must be 1..={max}")))
     }
 }
 

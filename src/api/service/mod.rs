@@ -28,6 +28,7 @@ use super::body::Shape;
 use super::error::ApiError;
 use super::group;
 use super::metrics::Responses;
+use super::query::page_limit;
 use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
 use crate::config::{Genesis, Limits, NodeId};
@@ -96,13 +97,7 @@ impl Read {
             | Self::Blocks { limit, .. } => *limit,
             _ => return Ok(()),
         };
-        if (1..=page_items_max).contains(&limit) {
-            Ok(())
-        } else {
-            Err(ApiError::InvalidQuery(format!(
-                "limit must be 1..={page_items_max}"
-            )))
-        }
+        page_limit(limit, page_items_max).map(drop)
     }
 }
 
