@@ -479,7 +479,7 @@ async fn health_probes_say_whether_each_node_serves() {
     // as JSON lines, and no node's log file holds terminal colour codes.
     let back = c.layout.node(ids[0]).clone();
     let json_log = back.log.with_extension("json.log");
-    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+    let node = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
         .args(["--log-format", "json", "node", "--config"])
         .arg(&back.config)
         .env("RUST_LOG", "info")
@@ -487,14 +487,14 @@ async fn health_probes_say_whether_each_node_serves() {
         .stderr(std::fs::File::create(&json_log).unwrap())
         .spawn()
         .unwrap();
+    let node = KilledOnDrop(node);
     eventually("the majority to be back", || async {
         probe(&c, ids[2], "/readyz")
             .await
             .filter(|(s, _)| *s == 200)
     })
     .await;
-    node.kill().unwrap();
-    node.wait().unwrap();
+    drop(node);
     let lines = std::fs::read_to_string(&json_log).unwrap();
     assert!(lines.contains("node started"), "{lines}");
     for line in lines.lines() {
@@ -511,6 +511,17 @@ async fn health_probes_say_whether_each_node_serves() {
             !text.is_empty() && !text.contains('\u{1b}'),
             "node {id}'s log"
         );
+    }
+}
+
+/// A node started outside the harness, SIGKILLed and reaped when dropped,
+/// also when the test fails before it is done with it.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
