@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use alliance::ledger::{
-    AccountId, Actor, Amount, Asset, Command, Entry, Ledger, NewAccount, NewTransfer, OrgName,
-    Role, TransferId,
+    AccountId, Actor, Amount, Asset, Command, Entry, Evidence, Ledger, NewAccount, NewTransfer,
+    OrgName, Role, TransferId,
 };
 
 const ACCOUNTS: usize = 1000;
@@ -43,6 +43,7 @@ fn run(label: &str, batch: usize, entries: usize) {
             actor: admin.clone(),
             timestamp_ms: 1_700_000_000_000 + index,
             command,
+            evidence: Evidence::Leader,
         };
         black_box(ledger.apply(&entry, index));
     };

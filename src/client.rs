@@ -1,5 +1,7 @@
 //! An mTLS HTTP client for the API: `alliance client`, the demo and the
-//! integration tests all use this one.
+//! integration tests all use this one. It signs every write with its
+//! certificate's key (`crate::identity::request`), so any member's node
+//! can carry it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +13,18 @@ use serde_json::{json, Value};
 use crate::config::{ClientConfig, TlsFiles};
 use crate::error::{Error, Result};
 use crate::identity;
+use crate::identity::request::{KeySigner, SIGNATURE_HEADER};
 
 /// A client bound to one node's API URL and one identity.
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
+    /// Signs writes; `None` sends them unsigned.
+    signer: Option<KeySigner>,
+    /// The consortium's genesis hash, learned from `GET /v1/cluster` for
+    /// the first signed write.
+    genesis_hex: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// A response: HTTP status and JSON body (`null` if the body was not JSON).
@@ -63,7 +71,55 @@ impl ApiClient {
         Ok(Self {
             http,
             base: url.trim_end_matches('/').to_owned(),
+            signer: KeySigner::load(own).ok(),
+            genesis_hex: Arc::default(),
         })
+    }
+
+    /// The same client, sending writes unsigned: its node then takes them
+    /// only from its own organization's callers.
+    pub fn unsigned(&self) -> Self {
+        Self {
+            signer: None,
+            ..self.clone()
+        }
+    }
+
+    /// The genesis hash, asked of the node once.
+    async fn genesis_hex(&self) -> Option<&str> {
+        let ask = || async {
+            let resp = self.http.get(format!("{}/v1/cluster", self.base)).send();
+            let body: Value = resp.await.ok()?.json().await.ok()?;
+            body["genesis_hash"].as_str().map(str::to_owned)
+        };
+        let hex = self
+            .genesis_hex
+            .get_or_try_init(|| async { ask().await.ok_or(()) });
+        hex.await.ok().map(String::as_str)
+    }
+
+    /// Sends `body` with `method` to `path`, signed if this client signs
+    /// and the node told it the genesis hash (else unsigned: the node's
+    /// answer then says what is wrong).
+    async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Response, reqwest::Error> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), url);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        if let (Some(signer), Some(genesis)) = (&self.signer, self.genesis_hex().await) {
+            let bare_path = path.split('?').next().unwrap_or(path);
+            let now = crate::api::service::write::now_ms();
+            let signature = signer.sign_request(genesis, method.as_str(), bare_path, now, &body);
+            req = req.header(SIGNATURE_HEADER, signature.header_value());
+        }
+        self.finish(req.body(body)).await
     }
 
     /// Sends a request; `Err` only when no HTTP response came back.
@@ -73,11 +129,17 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, reqwest::Error> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(b);
+        match body {
+            None => {
+                let req = self.http.request(method, format!("{}{path}", self.base));
+                self.finish(req).await
+            }
+            Some(b) => {
+                let bytes = serde_json::to_vec(b).expect("JSON values serialize");
+                self.send_bytes(method, path, Some("application/json"), bytes)
+                    .await
+            }
         }
-        self.finish(req).await
     }
 
     /// Sends raw bytes as a JSON body (for tests of malformed input).
@@ -92,11 +154,8 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Response, reqwest::Error> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
-        if let Some(t) = content_type {
-            req = req.header("content-type", t);
-        }
-        self.finish(req).await
+        self.send_bytes(Method::POST, path, content_type, body)
+            .await
     }
 
     async fn finish(&self, req: reqwest::RequestBuilder) -> Result<Response, reqwest::Error> {
@@ -170,11 +229,14 @@ impl ApiClient {
             atomic,
             answer: "refused",
         };
-        let req = self
-            .http
-            .post(format!("{}/v1/transfers", self.base))
-            .json(&body);
-        self.finish(req).await
+        let bytes = serde_json::to_vec(&body).expect("a batch serializes");
+        self.send_bytes(
+            Method::POST,
+            "/v1/transfers",
+            Some("application/json"),
+            bytes,
+        )
+        .await
     }
 
     /// Posts a pending transfer, for `amount` or (None) all of it.

@@ -168,9 +168,12 @@ mod tests {
                 amount: Some(Amount::new(1).unwrap()),
             },
             Command::VoidPending { id: tid("t2") },
-            Command::Group(vec![Grouped {
-                actor: admin.clone(),
-                transfer: transfer("t3", false),
+            Command::Group(vec![Bundle {
+                evidence: Evidence::Leader,
+                items: vec![Grouped {
+                    actor: admin.clone(),
+                    transfer: transfer("t3", false),
+                }],
             }]),
             Command::SetReaders {
                 id: acct("org1.ops"),
@@ -193,9 +196,10 @@ mod tests {
                 actor: admin.clone(),
                 timestamp_ms: 1_700_000_000_000,
                 command,
+                evidence: Evidence::Leader,
             };
             round_trip(&entry);
-            let (outcome, changes) = ledger.apply_logged(&entry, i as u64 + 1, 7);
+            let (outcome, changes) = ledger.apply_logged(&entry, i as u64 + 1, 7, &[Ok(())]);
             round_trip(&outcome);
             round_trip(changes.block.as_ref().expect("every entry is a block"));
             changes.history.iter().for_each(round_trip);
@@ -268,6 +272,7 @@ mod tests {
                 },
                 timestamp_ms: 5,
                 command: crate::ledger::Command::Tick,
+                evidence: Evidence::Leader,
             })),
         };
         round_trip_debug(&AppendEntriesRequest::<TypeConfig> {
@@ -391,6 +396,10 @@ mod tests {
                 "pending_transfer_already_voided",
                 "pending_transfer_expired",
                 "exceeds_pending_amount",
+                "origin_missing",
+                "origin_invalid",
+                "origin_foreign",
+                "origin_stale",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -13,10 +13,11 @@ use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::api::identify::{identify_api, identify_peer, PeerGate};
 use crate::api::public::RateLimiter;
-use crate::api::service::Service;
+use crate::api::service::{Replica, Service};
 use crate::api::{self};
 use crate::config::{Genesis, GenesisNode, HostPort, NodeConfig, NodeId};
 use crate::error::{Error, Result};
+use crate::identity::attest::{Attester, Witness};
 use crate::identity::Trust;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
@@ -43,7 +44,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
     check_own_certificate(&trust, &config)?;
 
-    let opened = open_storage(&config, &genesis)?;
+    let witness = Arc::new(Witness::new(
+        trust.clone(),
+        genesis.hash_bytes(),
+        api::body::decode_signed,
+    ));
+    let attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
+    let opened = open_storage(&config, &genesis, witness.clone())?;
     let peers = peer_clients(&trust, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {
         ensure_not_rejoining(&peers, &genesis, config.id).await?;
@@ -56,14 +63,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
         opened.state_machine,
     )
     .await?;
+    let replica = Replica {
+        raft: raft.clone(),
+        state: opened.shared,
+        commit_index: opened.commit_index,
+        peers,
+        witness,
+    };
     let service = Arc::new(Service::new(
         config.id,
-        raft.clone(),
-        opened.shared,
+        replica,
         genesis.clone(),
         config.limits.clone(),
-        peers,
-        opened.commit_index,
+        attester,
     ));
     service.clone().spawn_expiry_ticker();
     service
@@ -113,7 +125,7 @@ struct Opened {
     shared: SharedState,
 }
 
-fn open_storage(config: &NodeConfig, genesis: &Genesis) -> Result<Opened> {
+fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -> Result<Opened> {
     let store = open_store(&config.data_dir.join("sled"))?;
     // What sled recovered may have reached only the page cache before a
     // crash (SIGKILL), never the disk. A leader restoring itself counts its
@@ -122,7 +134,8 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis) -> Result<Opened> {
     let incarnations = Incarnations::open(&store, config.id)?;
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
-    let state_machine = StateMachine::open(store, genesis.org_names(), genesis.hash_bytes())?;
+    let state_machine =
+        StateMachine::open(store, genesis.org_names(), genesis.hash_bytes(), witness)?;
     let shared = state_machine.shared();
     Ok(Opened {
         incarnations,

@@ -245,7 +245,7 @@ fn unsafe_in_memo(c: char) -> bool {
 }
 
 /// A memo: at most `memo_bytes_max` bytes, nothing that hides what it says.
-fn check_memo(memo: Option<&String>, limits: &Limits) -> Result<(), ApiError> {
+pub fn check_memo(memo: Option<&String>, limits: &Limits) -> Result<(), ApiError> {
     let Some(memo) = memo else {
         return Ok(());
     };
@@ -372,6 +372,80 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
             .try_for_each(|t| check_memo(t.memo.as_ref(), limits)),
         _ => Ok(()),
     }
+}
+
+/// `{}`: the only body `void` and `close` accept (or none at all).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+fn empty_body(body: &[u8]) -> Result<(), ApiError> {
+    if !body.is_empty() {
+        parse_json::<EmptyBody>(body)?;
+    }
+    Ok(())
+}
+
+/// The command a write request makes, and the shape of its answer: the one
+/// parser of every write route's method, path and body. The API listener
+/// runs it on each write; every replica runs it again, without node-local
+/// limits ([`decode_signed`]), on a request its caller signed.
+pub fn write_command(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<(Command, Shape), ApiError> {
+    let segments: Vec<&str> = path.strip_prefix("/v1/").unwrap_or("").split('/').collect();
+    let one = |command| Ok((command, Shape::One));
+    match (method, segments.as_slice()) {
+        ("POST", ["accounts"]) => one(Command::CreateAccount(
+            parse_json::<CreateAccountBody>(body)?.validate(limits)?,
+        )),
+        ("POST", ["transfers"]) => transfers_command(body, limits),
+        ("POST", ["transfers", id, "post"]) => {
+            let id = transfer_id(id)?;
+            let post = if body.is_empty() {
+                PostBody::default()
+            } else {
+                parse_json::<PostBody>(body)?
+            };
+            let amount = post.amount()?;
+            one(Command::PostPending { id, amount })
+        }
+        ("POST", ["transfers", id, "void"]) => {
+            let id = transfer_id(id)?;
+            empty_body(body)?;
+            one(Command::VoidPending { id })
+        }
+        ("POST", ["accounts", id, "close"]) => {
+            let id = account_id(id)?;
+            empty_body(body)?;
+            one(Command::CloseAccount { id })
+        }
+        ("PUT", ["accounts", id, "readers"]) => {
+            let id = account_id(id)?;
+            let readers = parse_json::<ReadersBody>(body)?.validate(limits)?;
+            one(Command::SetReaders { id, readers })
+        }
+        _ => Err(ApiError::NotFound("route_not_found")),
+    }
+}
+
+/// [`write_command`] for a signed request in a log entry: the same parser
+/// with no node-local limits (nodes may configure theirs differently, and
+/// every replica must decode alike).
+pub fn decode_signed(method: &str, path: &str, body: &[u8]) -> Option<Command> {
+    let unbounded = Limits {
+        readers_max: usize::MAX,
+        memo_bytes_max: usize::MAX,
+        batch_transfers_max: usize::MAX,
+        pending_timeout_ms_max: u64::MAX,
+        ..Limits::default()
+    };
+    write_command(method, path, body, &unbounded)
+        .ok()
+        .map(|(command, _)| command)
 }
 
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub enum ApiError {
     Unauthenticated(String),
     /// The caller's role may not do this.
     Forbidden(&'static str),
+    /// A request's `alliance-signature` is malformed or does not verify.
+    InvalidSignature(String),
+    /// A write of another organization's caller, not signed by the caller:
+    /// this node may not vouch for it (the argument is this node's org).
+    SignOrUseOwnNode(String),
     /// Unknown route, or an object the caller may not see.
     NotFound(&'static str),
     Rejected(Rejection),
@@ -60,6 +65,8 @@ impl ApiError {
             Self::BodyTimeout => "body_timeout",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
+            Self::SignOrUseOwnNode(_) => "sign_or_use_own_node",
+            Self::InvalidSignature(_) => "invalid_signature",
             Self::NotFound(what) => what,
             Self::Rejected(r) => r.code(),
             Self::Overloaded => "overloaded",
@@ -80,8 +87,8 @@ impl ApiError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unauthenticated(_) | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::SignOrUseOwnNode(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Rejected(r) => rejection_status(*r),
             Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -98,6 +105,7 @@ impl ApiError {
             | Self::MalformedRpc(m)
             | Self::InvalidQuery(m)
             | Self::Unauthenticated(m)
+            | Self::InvalidSignature(m)
             | Self::Unavailable(m)
             | Self::Diverged(m) => m.clone(),
             Self::InvalidField { message, .. } => message.clone(),
@@ -107,6 +115,11 @@ impl ApiError {
                 "a write's body is JSON: send the header content-type: application/json".to_owned()
             }
             Self::Forbidden(m) => (*m).to_owned(),
+            Self::SignOrUseOwnNode(org) => format!(
+                "this node belongs to {org} and vouches only for {org}'s callers: send the \
+                 write to a node of your own organization, or sign it with your \
+                 certificate's key (alliance-signature header)"
+            ),
             Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
             Self::Rejected(r) => r.message().to_owned(),
             Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
@@ -141,6 +154,10 @@ fn rejection_status(r: Rejection) -> StatusCode {
     use Rejection::*;
     match r {
         RoleMayNotWrite
+        | OriginMissing
+        | OriginInvalid
+        | OriginForeign
+        | OriginStale
         | AllowNegativeRequiresAdmin
         | GrantRequiresAdmin
         | CloseRequiresAdmin

@@ -1,21 +1,22 @@
 //! Group commit: concurrent single-transfer writes on the leader become one
 //! Raft entry, so one fsync and one replication round carry many transfers.
 //!
-//! Writes queue in a channel. The batcher takes the first, waits for one of
-//! `in_flight_max` group slots (while it waits, more writes queue up), then
-//! takes everything queued up to `group_max` and proposes it as one
-//! [`Command::Group`]. There is no artificial delay: a lone write is proposed
-//! at once; under load, groups form from what arrives while earlier groups
-//! commit. Each item keeps its caller's identity and is checked on its own,
-//! exactly as if it had been proposed alone.
+//! The leader's own callers' transfers and the bundles its followers
+//! forward queue in one [`Batcher`]. Each group becomes one
+//! [`Command::Group`]: the leader's callers in one bundle that the leader
+//! seals, each forwarded bundle as its node sealed it. Each transfer keeps
+//! its caller's identity and is checked on its own, exactly as if it had
+//! been proposed alone.
 
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::batcher::{Batcher, Queued};
+use super::service::write::now_ms;
+use crate::identity::attest::{Attested, Attester};
 use crate::ledger::{
-    Actor, Command, Entry, Grouped, NewTransfer, Outcome, Rejection, Role, Transfer,
+    Actor, Bundle, Command, Entry, Evidence, Grouped, Outcome, Rejection, Role, Transfer,
 };
 use crate::raft::Raft;
 
@@ -28,17 +29,30 @@ pub enum GroupError {
     MaybeProposed,
 }
 
-/// A grouped write's result and the log index of its entry.
-pub type GroupReply = Result<(Result<Transfer, Rejection>, u64), GroupError>;
+/// The results of a unit's transfers, in order, and the log index of
+/// their entry.
+pub type GroupReply = Result<(Vec<Result<Transfer, Rejection>>, u64), GroupError>;
 
-struct Queued {
-    item: Grouped,
-    reply: oneshot::Sender<GroupReply>,
+/// What queues for group commit.
+pub enum Unit {
+    /// A transfer of this node's caller; the leader seals it.
+    Local(Grouped),
+    /// Transfers a follower accepted and sealed.
+    Forwarded(Bundle),
+}
+
+impl Unit {
+    fn transfers(&self) -> usize {
+        match self {
+            Self::Local(_) => 1,
+            Self::Forwarded(b) => b.items.len(),
+        }
+    }
 }
 
 /// The handle writes queue on.
 pub struct GroupCommit {
-    tx: mpsc::Sender<Queued>,
+    batcher: Batcher<Unit, GroupReply>,
 }
 
 impl GroupCommit {
@@ -47,78 +61,66 @@ impl GroupCommit {
     pub fn start(
         raft: Raft,
         node: Actor,
+        attester: Arc<Attester>,
         group_max: usize,
         in_flight_max: usize,
         queue_max: usize,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(queue_max);
-        tokio::spawn(batcher(
-            raft,
-            node,
-            rx,
+        debug_assert_eq!(node.role, Role::Node);
+        let batcher = Batcher::start(
             group_max,
-            Arc::new(Semaphore::new(in_flight_max)),
-        ));
-        Self { tx }
+            in_flight_max,
+            queue_max,
+            Unit::transfers,
+            move |group| commit(raft.clone(), node.clone(), attester.clone(), group),
+        );
+        Self { batcher }
     }
 
-    /// Queues one caller's transfer and waits for its result.
-    pub async fn write(&self, actor: Actor, transfer: NewTransfer) -> GroupReply {
-        let (reply, rx) = oneshot::channel();
-        let item = Grouped { actor, transfer };
-        if self.tx.send(Queued { item, reply }).await.is_err() {
-            return Err(GroupError::NotLeader);
-        }
-        rx.await.unwrap_or(Err(GroupError::MaybeProposed))
+    /// Queues one caller's transfer, or a follower's bundle, and waits for
+    /// its results.
+    pub async fn write(&self, unit: Unit) -> GroupReply {
+        self.batcher
+            .submit(unit)
+            .await
+            .unwrap_or(Err(GroupError::MaybeProposed))
     }
 }
 
-async fn batcher(
+async fn commit(
     raft: Raft,
     node: Actor,
-    mut rx: mpsc::Receiver<Queued>,
-    group_max: usize,
-    slots: Arc<Semaphore>,
+    attester: Arc<Attester>,
+    group: Vec<Queued<Unit, GroupReply>>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut group = vec![first];
-        while group.len() < group_max {
-            match rx.try_recv() {
-                Ok(q) => group.push(q),
-                Err(_) => break,
-            }
-        }
-        let (raft, node) = (raft.clone(), node.clone());
-        tokio::spawn(async move {
-            commit(&raft, node, group).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn commit(raft: &Raft, node: Actor, group: Vec<Queued>) {
-    let (items, replies): (Vec<Grouped>, Vec<_>) =
-        group.into_iter().map(|q| (q.item, q.reply)).unzip();
-    let timestamp_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    debug_assert_eq!(node.role, Role::Node);
+    let timestamp_ms = now_ms();
+    // The leader's own callers first, so that one seal covers them all.
+    let (local, forwarded): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .partition(|q| matches!(q.request, Unit::Local(_)));
+    let (units, replies): (Vec<Unit>, Vec<_>) = local
+        .into_iter()
+        .chain(forwarded)
+        .map(|q| (q.request, q.reply))
+        .unzip();
+    let sizes: Vec<usize> = units.iter().map(Unit::transfers).collect();
     let entry = Entry {
         actor: node,
         timestamp_ms,
-        command: Command::Group(items),
+        command: Command::Group(bundles(units, &attester, timestamp_ms)),
+        evidence: Evidence::Leader,
     };
+    let transfers: usize = sizes.iter().sum();
     match raft.client_write(entry.into()).await {
         Ok(resp) => {
             let index = resp.log_id.index;
             let Some(Outcome::Transfers(results)) = resp.data else {
                 unreachable!("a group entry applies to one result per item")
             };
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok((result, index)));
+            assert_eq!(results.len(), transfers, "one result per grouped transfer");
+            let mut results = results.into_iter();
+            for (reply, size) in replies.into_iter().zip(sizes) {
+                let _ = reply.send(Ok((results.by_ref().take(size).collect(), index)));
             }
         }
         Err(e) => {
@@ -132,4 +134,30 @@ async fn commit(raft: &Raft, node: Actor, group: Vec<Queued>) {
             }
         }
     }
+}
+
+/// The group's bundles, in the order of `units`: each run of the leader's
+/// own callers' transfers sealed by it as one bundle, each forwarded
+/// bundle as it came.
+fn bundles(units: Vec<Unit>, attester: &Attester, now_ms: u64) -> Vec<Bundle> {
+    let mut out: Vec<Bundle> = Vec::new();
+    let mut local: Vec<Grouped> = Vec::new();
+    let seal_local = |local: &mut Vec<Grouped>, out: &mut Vec<Bundle>| {
+        if !local.is_empty() {
+            let items = std::mem::take(local);
+            let evidence = attester.seal(&Attested::Bundle(&items), now_ms);
+            out.push(Bundle { evidence, items });
+        }
+    };
+    for unit in units {
+        match unit {
+            Unit::Local(g) => local.push(g),
+            Unit::Forwarded(b) => {
+                seal_local(&mut local, &mut out);
+                out.push(b);
+            }
+        }
+    }
+    seal_local(&mut local, &mut out);
+    out
 }

@@ -7,7 +7,9 @@
 //! routes, peer, public, ops   the listeners' handlers: parse, check at the edge, render
 //!   → service                 the core: runs each request on the leader (forwarding,
 //!                             group commit, reads), answers in types
-//!   → group, watch, chain     group commit; replicas comparing heads; reading the chain
+//!   → group, relay, watch,    group commit on the leader; bundles from a follower;
+//!     chain                   replicas comparing heads; reading the chain
+//!   → batcher                 coalescing concurrent requests (group and relay)
 //!   → views, error            typed answers and errors, rendered to JSON at the edge
 //! metrics                     the API's answers by status; /metrics on the ops listener
 //! identify                    connection → Principal / NodePrincipal extractors
@@ -18,6 +20,7 @@
 //! handshake; the caller's identity is computed once per connection, from
 //! the verified session ([`identify`]).
 
+pub mod batcher;
 pub mod body;
 pub mod chain;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod ops;
 pub mod peer;
 pub mod public;
 pub mod query;
+pub mod relay;
 pub mod routes;
 pub mod service;
 pub mod views;

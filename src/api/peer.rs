@@ -1,5 +1,5 @@
-//! Routes of the peer listener (`raft_addr`): Raft RPCs and request
-//! forwarding. Only member nodes get here ([`NodePrincipal`]); a Raft RPC
+//! Routes of the peer listener (`raft_addr`): Raft RPCs, forwarded writes
+//! and bundles, and read indexes. Only member nodes get here ([`NodePrincipal`]); a Raft RPC
 //! must come from the node it claims to be sent by.
 
 use actix_web::{web, HttpResponse};
@@ -7,10 +7,12 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::body::{self, parse_json};
 use super::error::{no_route, ApiError};
-use super::service::{Forwarded, Service, EXECUTE_PATH};
+use super::relay::BUNDLE_PATH;
+use super::service::{Forwarded, Service, EXECUTE_PATH, READ_INDEX_PATH};
 use super::watch::{Watch, HEAD_PATH};
 use crate::codec;
-use crate::identity::{NodePrincipal, Principal};
+use crate::identity::NodePrincipal;
+use crate::ledger::Bundle;
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{Raft, TypeConfig};
 
@@ -24,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(VOTE_PATH, web::post().to(vote))
         .route(SNAPSHOT_PATH, web::post().to(snapshot))
         .route(EXECUTE_PATH, web::post().to(execute))
+        .route(BUNDLE_PATH, web::post().to(bundle))
+        .route(READ_INDEX_PATH, web::post().to(read_index))
         .default_service(web::to(no_route));
 }
 
@@ -106,6 +110,20 @@ async fn execute(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let fwd: Forwarded = parse_json(&read_body(&svc, body).await?)?;
-    let principal = Principal::forwarded(&node, fwd.principal);
-    Ok(HttpResponse::Ok().json(svc.execute_forwarded(&principal, &fwd.op).await))
+    Ok(HttpResponse::Ok().json(svc.execute_forwarded(&node, fwd).await))
+}
+
+/// Single transfers that a follower sealed for its callers, for the next
+/// group commit (binary peer encoding both ways).
+async fn bundle(
+    node: NodePrincipal,
+    svc: web::Data<Service>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bundle: Bundle = rpc_of(&svc, body).await?;
+    Ok(rpc_reply(&svc.accept_bundle(&node, bundle).await?))
+}
+
+async fn read_index(_node: NodePrincipal, svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(svc.read_index().await)
 }

@@ -1,48 +1,39 @@
 //! `/v1` routes of the API listener. Each handler validates its input,
 //! checks the caller's role at the edge (apply checks again), hands an
-//! [`Op`] to the [`Service`] and renders its answer.
+//! [`Op`] to the [`Service`] and renders its answer. Every write route is
+//! one handler, [`write`]: what a write asks is decided by its method, path
+//! and body alone, so that a signed request means the same on every replica.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
-use super::body::{
-    self, account_id, parse_json, transfer_id, transfers_command, CreateAccountBody, PostBody,
-    ReadersBody, Shape,
-};
+use super::body::{self, account_id, transfer_id, write_command, Shape};
 use super::error::{no_route, respond, ApiError};
 use super::query::{parse_height, ReadQuery};
 use super::service::{Op, Read, Service};
 use super::views::Answer;
+use crate::identity::request::SIGNATURE_HEADER;
 use crate::identity::Principal;
-use crate::ledger::{Command, Rejection};
+use crate::ledger::Rejection;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .route("/accounts", web::post().to(create_account))
+            .route("/accounts", web::post().to(write))
             .route("/accounts", web::get().to(list_accounts))
             .route("/accounts/{id}", web::get().to(get_account))
             .route("/accounts/{id}/transfers", web::get().to(account_history))
-            .route("/accounts/{id}/readers", web::put().to(set_readers))
-            .route("/accounts/{id}/close", web::post().to(close_account))
-            .route("/transfers", web::post().to(post_transfers))
+            .route("/accounts/{id}/readers", web::put().to(write))
+            .route("/accounts/{id}/close", web::post().to(write))
+            .route("/transfers", web::post().to(write))
             .route("/transfers/{id}", web::get().to(get_transfer))
-            .route("/transfers/{id}/post", web::post().to(post_pending))
-            .route("/transfers/{id}/void", web::post().to(void_pending))
+            .route("/transfers/{id}/post", web::post().to(write))
+            .route("/transfers/{id}/void", web::post().to(write))
             .route("/transfers/{id}/proof", web::get().to(transfer_proof))
             .route("/blocks", web::get().to(list_blocks))
             .route("/blocks/{height}", web::get().to(get_block))
             .route("/cluster", web::get().to(cluster)),
     )
     .default_service(web::to(no_route));
-}
-
-fn ensure_may_write(p: &Principal) -> Result<(), ApiError> {
-    if p.role().may_write() {
-        Ok(())
-    } else {
-        Err(ApiError::Rejected(Rejection::RoleMayNotWrite))
-    }
 }
 
 /// Runs a read linearizably (default) or on this node's state.
@@ -60,27 +51,6 @@ async fn read(
     Ok(respond(outcome))
 }
 
-/// A write whose answer is one record or one error.
-async fn write(
-    svc: &Service,
-    principal: &Principal,
-    command: Command,
-) -> Result<HttpResponse, ApiError> {
-    write_shaped(svc, principal, command, Shape::One).await
-}
-
-async fn write_shaped(
-    svc: &Service,
-    principal: &Principal,
-    command: Command,
-    shape: Shape,
-) -> Result<HttpResponse, ApiError> {
-    ensure_may_write(principal)?;
-    Ok(respond(
-        svc.execute(principal, &Op::Write(command, shape)).await,
-    ))
-}
-
 /// Reads a write's body: declared as JSON, within the API's limits.
 async fn read_body(
     svc: &Service,
@@ -91,108 +61,40 @@ async fn read_body(
     body::read(payload, svc.limits().body_bytes_max, svc.timeout()).await
 }
 
-async fn create_account(
+/// Every write route: the body parsed into its command ([`write_command`]),
+/// checked at the edge, and run on the leader with the evidence of its
+/// origin: this node's seal for its own organization's caller, or the
+/// caller's signature, checked here, for any caller.
+async fn write(
     principal: Principal,
     svc: web::Data<Service>,
     req: HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&svc, &req, body).await?;
-    let account = parse_json::<CreateAccountBody>(&body)?.validate(svc.limits())?;
-    write(&svc, &principal, Command::CreateAccount(account)).await
-}
-
-async fn post_transfers(
-    principal: Principal,
-    svc: web::Data<Service>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&svc, &req, body).await?;
-    let (command, shape) = transfers_command(&body, svc.limits())?;
-    if let (Command::Transfers { transfers, .. }, Shape::One) = (&command, shape) {
+    let body = read_body(&svc, &req, payload).await?;
+    let (method, path) = (req.method().as_str(), req.path());
+    let (command, shape) = write_command(method, path, &body, svc.limits())?;
+    if !principal.role().may_write() {
+        return Err(ApiError::Rejected(Rejection::RoleMayNotWrite));
+    }
+    let signed = match req.headers().get(SIGNATURE_HEADER) {
+        None => None,
+        Some(header) => Some(svc.client_seal(&principal, header, method, path, &body)?),
+    };
+    if signed.is_none() && principal.org() != svc.org() {
+        return Err(ApiError::SignOrUseOwnNode(svc.org().to_string()));
+    }
+    if let (Some(one), Shape::One) = (command.single_transfer(), shape) {
         // Edge check of ownership on this node's state; apply checks again.
-        let owner = transfers
-            .first()
-            .and_then(|t| svc.account_owner(&t.debit_account));
-        if owner.is_some_and(|o| &o != principal.org()) && principal.role().may_write() {
+        let owner = svc.account_owner(&one.debit_account);
+        if owner.is_some_and(|o| &o != principal.org()) {
             return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
         }
     }
-    write_shaped(&svc, &principal, command, shape).await
-}
-
-async fn post_pending(
-    principal: Principal,
-    svc: web::Data<Service>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = transfer_id(&id)?;
-    let body = read_body(&svc, &req, body).await?;
-    let post = if body.is_empty() {
-        PostBody::default()
-    } else {
-        parse_json::<PostBody>(&body)?
-    };
-    write(
-        &svc,
-        &principal,
-        Command::PostPending {
-            id,
-            amount: post.amount()?,
-        },
-    )
-    .await
-}
-
-async fn void_pending(
-    principal: Principal,
-    svc: web::Data<Service>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = transfer_id(&id)?;
-    let body = read_body(&svc, &req, body).await?;
-    if !body.is_empty() {
-        parse_json::<EmptyBody>(&body)?;
-    }
-    write(&svc, &principal, Command::VoidPending { id }).await
-}
-
-/// `{}`: the only body `void` and `close` accept.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmptyBody {}
-
-async fn close_account(
-    principal: Principal,
-    svc: web::Data<Service>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = account_id(&id)?;
-    let body = read_body(&svc, &req, body).await?;
-    if !body.is_empty() {
-        parse_json::<EmptyBody>(&body)?;
-    }
-    write(&svc, &principal, Command::CloseAccount { id }).await
-}
-
-async fn set_readers(
-    principal: Principal,
-    svc: web::Data<Service>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = account_id(&id)?;
-    let body = read_body(&svc, &req, body).await?;
-    let readers = parse_json::<ReadersBody>(&body)?.validate(svc.limits())?;
-    write(&svc, &principal, Command::SetReaders { id, readers }).await
+    // This node vouches for its own organization's callers itself.
+    let signed = signed.filter(|_| principal.org() != svc.org());
+    let op = Op::Write(command, shape, signed);
+    Ok(respond(svc.execute(&principal, &op).await))
 }
 
 async fn get_account(

@@ -478,6 +478,8 @@ pub struct HeadView {
 #[derive(Debug, Serialize)]
 pub struct ClusterView {
     pub consortium: String,
+    /// SHA-256 of the genesis file, hex: what a signed request names.
+    pub genesis_hash: String,
     pub node_id: u64,
     pub state: String,
     pub leader: Option<u64>,

@@ -25,6 +25,9 @@ use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
 use crate::ledger::{Actor, OrgName, Role};
 
+pub mod attest;
+pub mod request;
+
 /// Largest PEM file read (certificate chains, keys).
 const PEM_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -127,8 +130,18 @@ impl Trust {
 
     /// Identifies the holder of a verified certificate chain (leaf first).
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
+        self.identify_at(chain, UnixTime::now())
+    }
+
+    /// Identifies the holder of a certificate chain (leaf first) as of
+    /// `now`: the chain must lead to a member CA, every certificate in it
+    /// valid at `now`.
+    pub fn identify_at(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Principal, IdentityError> {
         let (leaf, intermediates) = chain.split_first().ok_or(IdentityError::NoCertificate)?;
-        let now = UnixTime::now();
         let org = self
             .by_org
             .iter()
@@ -147,6 +160,7 @@ impl Trust {
             org,
             role,
             name: subject.name,
+            cert: Arc::from(leaf.as_ref()),
         })
     }
 
@@ -156,7 +170,19 @@ impl Trust {
         &self,
         chain: &[CertificateDer<'_>],
     ) -> Result<NodePrincipal, IdentityError> {
-        let p = self.identify(chain)?;
+        self.node_of(self.identify(chain)?)
+    }
+
+    /// The CA certificate (DER) of member organization `org`.
+    pub fn ca_of(&self, org: &OrgName) -> Option<&[u8]> {
+        self.ca_by_org
+            .iter()
+            .find(|(name, _)| name == org)
+            .map(|(_, ca)| ca.as_ref())
+    }
+
+    /// The member node a principal is, if it is one.
+    pub fn node_of(&self, p: Principal) -> Result<NodePrincipal, IdentityError> {
         if p.role != Role::Node {
             return Err(IdentityError::NotANode);
         }
@@ -252,6 +278,9 @@ pub struct Principal {
     role: Role,
     /// The certificate's CN.
     name: String,
+    /// The certificate (DER); empty for a caller forwarded by a peer.
+    #[serde(skip)]
+    cert: Arc<[u8]>,
 }
 
 impl Principal {
@@ -263,6 +292,14 @@ impl Principal {
     }
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The caller's certificate (DER), as its TLS session presented it.
+    pub fn cert(&self) -> &[u8] {
+        &self.cert
+    }
+    /// Whether `other` names the same caller (organization, role, name).
+    pub fn is(&self, other: &Principal) -> bool {
+        (&self.org, self.role, &self.name) == (&other.org, other.role, &other.name)
     }
     pub fn actor(&self) -> Actor {
         Actor {
@@ -280,14 +317,16 @@ impl Principal {
         }
     }
 
-    /// Accepts a caller forwarded by a verified member node. Nodes trust each
-    /// other's forwarded identities (docs/design.md, "Trust model").
-    pub fn forwarded(_by: &NodePrincipal, f: ForwardedPrincipal) -> Self {
-        Self {
+    /// Accepts a caller forwarded by a verified member node, if it is of
+    /// that node's own organization: a node vouches for its own
+    /// organization's callers only (docs/design.md, "Trust model").
+    pub fn forwarded(by: &NodePrincipal, f: ForwardedPrincipal) -> Option<Self> {
+        (f.org == by.org && f.role != Role::Node).then(|| Self {
             org: f.org,
             role: f.role,
             name: f.name,
-        }
+            cert: Arc::from(&[][..]),
+        })
     }
 }
 
@@ -297,6 +336,13 @@ pub struct ForwardedPrincipal {
     org: OrgName,
     role: Role,
     name: String,
+}
+
+impl ForwardedPrincipal {
+    /// Whether this names `p` (organization, role, name).
+    pub fn names(&self, p: &Principal) -> bool {
+        (&self.org, self.role, &self.name) == (&p.org, p.role, &p.name)
+    }
 }
 
 /// A verified member node on the peer listener.

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Account, AccountId, Actor, Amount, NewAccount, NewTransfer, OrgName, Rejection, Transfer,
-    TransferId,
+    Account, AccountId, Actor, Amount, Bundle, Evidence, NewAccount, NewTransfer, OrgName,
+    Rejection, Transfer, TransferId,
 };
 
 /// A command in the replicated log.
@@ -39,17 +39,42 @@ pub enum Command {
     /// nothing else is being written; it only advances the ledger clock.
     Tick,
     /// Single transfers from many callers, coalesced by the leader into one
-    /// entry (group commit). Each is checked as its own caller's, on its own.
-    Group(Vec<Grouped>),
+    /// entry (group commit), in bundles that each carry the evidence of the
+    /// node that accepted them. Each transfer is checked as its own
+    /// caller's, on its own.
+    Group(Vec<Bundle>),
 }
 
 impl Command {
+    /// A non-atomic batch of one transfer.
+    pub fn single(transfer: NewTransfer) -> Self {
+        Command::Transfers {
+            transfers: vec![transfer],
+            atomic: false,
+        }
+    }
+
+    /// The one transfer of a non-atomic batch of one: what group commit
+    /// takes.
+    pub fn single_transfer(&self) -> Option<&NewTransfer> {
+        match self {
+            Command::Transfers {
+                transfers,
+                atomic: false,
+            } => match transfers.as_slice() {
+                [one] => Some(one),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// How many transfers the command names: new ones, or the pending one
     /// it posts or voids.
     pub fn transfers_named(&self) -> usize {
         match self {
             Command::Transfers { transfers, .. } => transfers.len(),
-            Command::Group(items) => items.len(),
+            Command::Group(bundles) => bundles.iter().map(|b| b.items.len()).sum(),
             Command::PostPending { .. } | Command::VoidPending { .. } => 1,
             Command::CreateAccount(_)
             | Command::CloseAccount { .. }
@@ -59,19 +84,33 @@ impl Command {
     }
 }
 
-/// One caller's transfer inside a [`Command::Group`].
+/// One caller's transfer inside a [`Bundle`] of a [`Command::Group`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grouped {
     pub actor: Actor,
     pub transfer: NewTransfer,
 }
 
-/// One proposed log entry: the command with who proposed it and when.
+/// One proposed log entry: the command with who proposed it, when, and the
+/// evidence that the proposer is who it says (for a group, each bundle
+/// carries its own and this is [`Evidence::Leader`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub actor: Actor,
     pub timestamp_ms: u64,
     pub command: Command,
+    pub evidence: Evidence,
+}
+
+impl Entry {
+    /// How many units carry evidence of their own: a group's bundles, or
+    /// the entry as a whole.
+    pub fn units(&self) -> usize {
+        match &self.command {
+            Command::Group(bundles) => bundles.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// The result of applying one entry.

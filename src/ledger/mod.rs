@@ -34,7 +34,8 @@
 //! # Layout
 //!
 //! - `command.rs`: what the log carries ([`Entry`], [`Command`]) and the
-//!   [`Outcome`] of applying it; `actor.rs`: who proposed it.
+//!   [`Outcome`] of applying it; `actor.rs`: who proposed it; `origin.rs`:
+//!   the evidence that proves it, and the [`Verdict`] on that evidence.
 //! - `state.rs`: the [`Ledger`] struct, how it is built, and its reads.
 //! - `apply.rs`: one entry, from the ledger clock to the sealed block;
 //!   `account.rs` and `transfer.rs`: each command's checks and effects.
@@ -57,6 +58,7 @@ pub mod ids;
 mod invariants;
 mod leaf;
 mod mutate;
+mod origin;
 mod rejection;
 mod seal;
 mod settled;
@@ -70,6 +72,7 @@ pub use changes::Changes;
 pub use command::{Command, Entry, Grouped, Outcome};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
 pub use leaf::transfer_leaf;
+pub use origin::{Bundle, ClientSeal, Evidence, Seal, Verdict};
 use rejection::ensure;
 pub use rejection::Rejection;
 pub use settled::StaleRecord;

@@ -136,6 +136,7 @@ fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
         actor,
         timestamp_ms,
         command,
+        evidence: Evidence::Leader,
     }
 }
 
@@ -146,6 +147,7 @@ fn genesis() -> Ledger {
             actor: owner_of(i),
             timestamp_ms: 0,
             command: Command::CreateAccount(new_account(id, asset, *neg)),
+            evidence: Evidence::Leader,
         };
         l.apply(&entry, i as u64 + 1);
     }
@@ -156,6 +158,7 @@ fn genesis() -> Ledger {
             transfers: vec![new_transfer("fund", "issue", "a", 1_000)],
             atomic: false,
         },
+        evidence: Evidence::Leader,
     };
     l.apply(&fund, 9);
     l

@@ -61,6 +61,15 @@ rejections! {
     PendingTransferAlreadyVoided => "pending_transfer_already_voided", "the pending transfer was already voided";
     PendingTransferExpired => "pending_transfer_expired", "the pending transfer expired and its funds were released";
     ExceedsPendingAmount => "exceeds_pending_amount", "a pending transfer cannot be posted for more than it reserved";
+    /// A write without evidence of its sender (only the leader's own ticks
+    /// carry none).
+    OriginMissing => "origin_missing", "the write carries no signature of the node or client that sent it";
+    /// The seal's signature or certificate does not verify.
+    OriginInvalid => "origin_invalid", "the signature or certificate that attests this write's sender does not verify";
+    /// The sealing node belongs to another organization than the caller.
+    OriginForeign => "origin_foreign", "the write was attested by a node of another organization than its caller";
+    /// Signed too long before, or after, the ledger clock.
+    OriginStale => "origin_stale", "the write was signed too long before (or after) the ledger clock: check the signer's clock";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

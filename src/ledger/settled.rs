@@ -19,7 +19,11 @@ impl Ledger {
     pub fn to_load(&self, entry: &Entry) -> Vec<(TransferId, u64)> {
         let named: Vec<&TransferId> = match &entry.command {
             Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
-            Command::Group(items) => items.iter().map(|g| &g.transfer.id).collect(),
+            Command::Group(bundles) => bundles
+                .iter()
+                .flat_map(|b| &b.items)
+                .map(|g| &g.transfer.id)
+                .collect(),
             Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
             Command::CreateAccount(_)
             | Command::CloseAccount { .. }

@@ -67,6 +67,7 @@ impl Run {
             actor: who.clone(),
             timestamp_ms: T0 + ms,
             command,
+            evidence: Evidence::Leader,
         };
         self.l.apply(&entry, self.index).0
     }
@@ -373,8 +374,63 @@ fn every_rejection_is_triggered_and_changes_nothing() {
         covered.insert(want.code());
     }
     covered.insert(Overflow.code()); // overflow_is_refused_not_wrapped
+    for r in ORIGIN_REJECTIONS {
+        covered.insert(r.code()); // a_refused_origin_refuses_its_unit_and_changes_nothing
+    }
     let all: BTreeSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(covered, all, "every rejection code has a case");
+}
+
+const ORIGIN_REJECTIONS: [Rejection; 4] = [
+    Rejection::OriginMissing,
+    Rejection::OriginInvalid,
+    Rejection::OriginForeign,
+    Rejection::OriginStale,
+];
+
+/// A unit whose evidence was refused is refused whole, changes nothing and
+/// leaves no refusal under its ids (they stay their owners' to use); the
+/// other bundles of a group apply.
+#[test]
+fn a_refused_origin_refuses_its_unit_and_changes_nothing() {
+    let app1 = actor("org1", Role::App);
+    for r in ORIGIN_REJECTIONS {
+        let mut run = seeded();
+        let before = run.l.clone();
+        let entry = |command| Entry {
+            actor: app1.clone(),
+            timestamp_ms: T0,
+            command,
+            evidence: Evidence::Leader,
+        };
+        let batch = entry(one(new_transfer("o1", "a1", "b1", 5)));
+        let (out, _) = run.l.apply_logged(&batch, 100, 1, &[Err(r)]);
+        assert_eq!(out, Outcome::Transfers(vec![Err(r)]));
+        let create = entry(Command::CreateAccount(new_account("o2", "USD", false)));
+        let (out, _) = run.l.apply_logged(&create, 101, 1, &[Err(r)]);
+        assert_eq!(out, Outcome::Account(Err(r)));
+        assert_eq!(run.l.accounts, before.accounts, "{r:?}");
+        assert_eq!(run.l.transfers, before.transfers, "{r:?}");
+        assert_eq!(run.l.rejected, before.rejected, "{r:?}");
+        assert_eq!(run.l.height(), before.height() + 2, "{r:?}");
+
+        let bundle = |id: &str| Bundle {
+            evidence: Evidence::Leader,
+            items: vec![Grouped {
+                actor: app1.clone(),
+                transfer: new_transfer(id, "a1", "b1", 5),
+            }],
+        };
+        let group = entry(Command::Group(vec![bundle("o1"), bundle("o3")]));
+        let (out, _) = run.l.apply_logged(&group, 102, 1, &[Err(r), Ok(())]);
+        let Outcome::Transfers(results) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(results[0], Err(r));
+        assert!(results[1].is_ok(), "{results:?}");
+        // The refused id is still free for its owner.
+        run.ok(&app1, one(new_transfer("o1", "a1", "b1", 5)));
+    }
 }
 
 #[test]
@@ -565,6 +621,7 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
             ],
             atomic: false,
         },
+        evidence: Evidence::Leader,
     };
     r.index += 1;
     let (out, changes) = r.l.apply(&entry, r.index);
@@ -600,6 +657,7 @@ fn history_records_every_event_with_the_balance_after_it() {
             actor: app1.clone(),
             timestamp_ms: T0 + ms,
             command: one(new_transfer(&format!("h{i}"), "a1", "b1", 5)),
+            evidence: Evidence::Leader,
         };
         changes = r.l.apply(&entry, r.index).1;
     }

@@ -65,7 +65,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-4";
+pub const FORMAT: &str = "alliance-postcard-5";
 
 const FORMAT_KEY: &[u8] = b"format";
 

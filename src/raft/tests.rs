@@ -9,9 +9,23 @@ use super::state_machine::StateMachine;
 use super::store::Store;
 use super::{LogId, StorageError, TypeConfig};
 use crate::ledger::{
-    AccountId, Actor, Amount, Asset, Command, Entry, NewAccount, NewTransfer, OrgName, Outcome,
-    Rejection, Role, TransferId, TransferState,
+    AccountId, Actor, Amount, Asset, Command, Entry, Evidence, NewAccount, NewTransfer, OrgName,
+    Outcome, Rejection, Role, TransferId, TransferState,
 };
+
+/// Accepts every unit's evidence: these tests are of storage; evidence is
+/// checked by `identity::attest`'s tests and the cluster tests.
+struct AcceptAll;
+
+impl super::state_machine::OriginCheck for AcceptAll {
+    fn verdicts(&self, entry: &Entry, _clock_ms: u64) -> Vec<crate::ledger::Verdict> {
+        vec![Ok(()); entry.units()]
+    }
+}
+
+fn accept_all() -> std::sync::Arc<AcceptAll> {
+    std::sync::Arc::new(AcceptAll)
+}
 
 /// Each build gets a fresh sled directory; the guard removes it.
 struct SledBuilder;
@@ -20,7 +34,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Sle
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open sled");
-        let sm = StateMachine::open(store.clone(), Default::default(), [0; 32])?;
+        let sm = StateMachine::open(store.clone(), Default::default(), [0; 32], accept_all())?;
         Ok((dir, LogStore::new(store), sm))
     }
 }
@@ -130,7 +144,7 @@ fn a_data_dir_in_another_format_is_refused() {
 async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine {
     let store = Store::open(dir).expect("open sled");
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
-    let mut sm = StateMachine::open(store, orgs.into(), [0; 32]).expect("open");
+    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("open");
     apply_more(&mut sm, commands).await;
     sm
 }
@@ -174,6 +188,7 @@ async fn apply_more(sm: &mut StateMachine, commands: Vec<Command>) -> Vec<Outcom
                 actor: admin.clone(),
                 timestamp_ms: 1_700_000_000_000 + index,
                 command,
+                evidence: Evidence::Leader,
             })),
         });
     let replies = sm.apply(entries.collect::<Vec<_>>()).await.expect("apply");
@@ -345,7 +360,7 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     }
 
     let orgs = before.orgs().clone();
-    let reopened = StateMachine::open(store, orgs, [0; 32]).expect("reopen");
+    let reopened = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
     assert_eq!(
         reopened.shared().read().ledger,
         before,
@@ -435,7 +450,7 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
         drop(sm);
         let store = reopen(dir.path());
         let orgs = ledger.orgs().clone();
-        sm = StateMachine::open(store, orgs, [0; 32]).expect("reopen");
+        sm = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
         assert_eq!(
             sm.shared().read().ledger,
             ledger,
@@ -582,7 +597,7 @@ async fn a_snapshot_is_stored_as_a_file() {
         .unwrap_or(0);
     assert!(largest < 1024, "sled holds metadata only: {largest} bytes");
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
-    let mut sm = StateMachine::open(store, orgs.into(), [0; 32]).expect("reopen");
+    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("reopen");
     let current = sm.get_current_snapshot().await.expect("read").expect("one");
     assert_eq!(current.meta, second.meta, "after a restart");
     assert_eq!(current.snapshot.into_inner(), data, "after a restart");
@@ -598,7 +613,8 @@ async fn corrupt_stored_records_are_read_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("open sled");
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
-    let mut sm = StateMachine::open(store.clone(), orgs.into(), [0; 32]).expect("open");
+    let mut sm =
+        StateMachine::open(store.clone(), orgs.into(), [0; 32], accept_all()).expect("open");
     let t = new_transfer("t-1", "org1.issue", "org1.ops", 5, false);
     apply_more(
         &mut sm,
@@ -642,4 +658,45 @@ async fn corrupt_stored_records_are_read_errors() {
     plant(StateKey::LeafHashes(height, 0).encode());
     let e = shared.read().leaf_hashes(height).unwrap_err();
     assert!(e.to_string().contains("chunk"), "{e}");
+}
+
+/// A member's node vouching for another member's caller: the entry reaches
+/// every replica's apply (as a leader could put it in the log), and every
+/// replica refuses it with the same code and seals the same block.
+#[tokio::test]
+async fn every_replica_refuses_a_caller_vouched_for_by_another_organizations_node() {
+    use crate::identity::attest::tests::{app, sealed, transfer, Consortium};
+    use openraft::storage::RaftStateMachine;
+    let c = Consortium::new();
+    let t = crate::identity::attest::tests::now();
+    let forged = sealed(
+        &c.attester(1),
+        app("org2"),
+        transfer("steal-1", "org2.ops", "org1.ops", 1),
+        t,
+    );
+    let mut heads = Vec::new();
+    for _replica in 0..3 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open sled");
+        let witness = std::sync::Arc::new(c.witness());
+        let mut sm =
+            StateMachine::open(store, c.orgs(), c.genesis.hash_bytes(), witness).expect("open");
+        let entry = openraft::Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), 1),
+            payload: openraft::EntryPayload::Normal(std::sync::Arc::new(forged.clone())),
+        };
+        let replies = sm.apply(vec![entry]).await.expect("apply");
+        assert_eq!(
+            replies,
+            vec![Some(Outcome::Transfers(vec![Err(
+                Rejection::OriginForeign
+            )]))]
+        );
+        let state = sm.shared();
+        let read = state.read();
+        assert_eq!(read.ledger.height(), 1, "the refusal is a block");
+        heads.push(read.ledger.head().hash());
+    }
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
 }

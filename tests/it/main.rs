@@ -1,5 +1,6 @@
 //! Integration tests: real node processes, real TLS, real disk.
 
+mod attest;
 mod chain;
 mod cluster;
 mod harness;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::write::now_ms;
 use super::Service;
-use crate::ledger::{Actor, Command, Entry, Role};
+use crate::ledger::{Actor, Command, Entry, Evidence, Role};
 
 impl Service {
     /// While this node leads, proposes a `Tick` whenever a pending transfer
@@ -39,6 +39,7 @@ impl Service {
             },
             timestamp_ms: now_ms,
             command: Command::Tick,
+            evidence: Evidence::Leader,
         };
         let proposed = self.raft.client_write(entry.into());
         if let Err(e) = tokio::time::timeout(self.timeout(), proposed).await {

@@ -1,30 +1,43 @@
-//! Follower → leader: a request forwarded over the peer channel, and the
-//! leader's answer as a typed signal.
+//! Follower → leader over the peer channel: a write this node sealed for its
+//! caller, a bundle of single transfers ([`crate::api::relay`]), or a
+//! request for a read index; and the leader's answers as typed signals.
 //!
-//! The leader answers [`PeerAnswer::Done`] with its rendered answer, which
-//! the follower relays as it is, or a control signal that tells the
-//! follower's retry loop what happened.
+//! The leader accepts a forwarded caller of the forwarding node's own
+//! organization, or one whose own signature it checks: a node vouches for
+//! its own callers, never for another member's (and every replica checks
+//! the seal again in apply).
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Attempt, Op, Outcome, Service};
-use crate::api::body::check_limits;
+use super::{Attempt, Outcome, Service};
+use crate::api::body::{check_limits, check_memo, Shape};
+use crate::api::error::ApiError;
+use crate::api::group::{GroupError, Unit};
+use crate::api::relay::BundleAnswer;
 use crate::api::views::{Answer, Rendered};
 use crate::config::NodeId;
-use crate::identity::{ForwardedPrincipal, Principal};
+use crate::identity::attest::Attested;
+use crate::identity::{ForwardedPrincipal, NodePrincipal, Principal};
+use crate::ledger::{Bundle, ClientSeal, Command, Evidence};
 
-/// Path of request forwarding on the peer listener.
+/// Path of write forwarding on the peer listener.
 pub const EXECUTE_PATH: &str = "/peer/v1/execute";
+/// Path of read-index requests on the peer listener.
+pub const READ_INDEX_PATH: &str = "/peer/v1/read-index";
 
-/// A forwarded request, as the peer channel carries it.
+/// A forwarded write, as the peer channel carries it.
 #[derive(Serialize, Deserialize)]
 pub struct Forwarded {
     pub principal: ForwardedPrincipal,
-    pub op: Op,
+    pub command: Command,
+    pub shape: Shape,
+    /// The forwarding node's seal over the caller and the command, or the
+    /// caller's own.
+    pub evidence: Evidence,
 }
 
-/// The leader's answer to a forwarded request.
+/// The leader's answer to a forwarded write.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerAnswer {
     /// The finished answer, to relay as it is.
@@ -35,39 +48,126 @@ pub enum PeerAnswer {
     OutcomeUnknown,
 }
 
+/// The leader's answer to a read-index request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ReadIndex {
+    /// A quorum confirmed this node's leadership, and everything committed
+    /// before the request is at or below this log index.
+    At(u64),
+    /// The node asked is not (or no longer) the leader.
+    NotLeader,
+}
+
+/// Why a peer may not forward this: it vouches for its own callers only.
+fn foreign(node: &NodePrincipal) -> ApiError {
+    ApiError::SignOrUseOwnNode(node.org.to_string())
+}
+
 impl Service {
-    /// Runs a forwarded `op` here if this node is the leader; a follower
-    /// says so.
-    pub async fn execute_forwarded(&self, principal: &Principal, op: &Op) -> PeerAnswer {
-        let checked = match op {
-            Op::Write(command, _) => check_limits(command, &self.limits),
-            Op::Read(read) => read.check_limits(self.limits.page_items_max),
+    /// Runs a write forwarded by `node` here if this node is the leader; a
+    /// follower says so.
+    pub async fn execute_forwarded(&self, node: &NodePrincipal, fwd: Forwarded) -> PeerAnswer {
+        let principal = match &fwd.evidence {
+            Evidence::Client(seal) => self.forwarded_signer(seal, &fwd.principal),
+            _ => Principal::forwarded(node, fwd.principal).ok_or_else(|| foreign(node)),
         };
-        if let Err(e) = checked {
+        let principal = match principal {
+            Ok(p) => p,
+            Err(e) => return PeerAnswer::Done(e.render()),
+        };
+        if let Err(e) = check_limits(&fwd.command, &self.limits) {
             return PeerAnswer::Done(e.render());
         }
         let deadline = Instant::now() + self.timeout();
-        match self.execute_local(principal, op, deadline).await {
+        let evidence = Some(fwd.evidence);
+        match self
+            .write(&principal, &fwd.command, fwd.shape, evidence, deadline)
+            .await
+        {
             Ok(Ok(answer)) => PeerAnswer::Done(answer.render()),
             Ok(Err(e)) => PeerAnswer::Done(e.render()),
-            Err(Attempt::RetryMaybeProposed) if op.is_write() => PeerAnswer::OutcomeUnknown,
-            Err(_) => PeerAnswer::NotLeader,
+            Err(Attempt::RetryMaybeProposed) => PeerAnswer::OutcomeUnknown,
+            Err(Attempt::Retry) => PeerAnswer::NotLeader,
         }
     }
 
+    /// Puts a bundle that `node` forwarded into this leader's next group.
+    /// `Err` if `node` may not send it (it is the edge's check; apply
+    /// checks the seal itself).
+    pub async fn accept_bundle(
+        &self,
+        node: &NodePrincipal,
+        bundle: Bundle,
+    ) -> Result<BundleAnswer, ApiError> {
+        let sealed_by_sender = matches!(&bundle.evidence, Evidence::Node(s) if s.node == node.id);
+        if !sealed_by_sender || bundle.items.iter().any(|g| g.actor.org != node.org) {
+            return Err(foreign(node));
+        }
+        if bundle.items.is_empty() || bundle.items.len() > self.limits.group_commit_max {
+            return Err(ApiError::Forbidden(
+                "a bundle holds 1..=group_commit_max transfers",
+            ));
+        }
+        for g in &bundle.items {
+            check_memo(g.transfer.memo.as_ref(), &self.limits)?;
+        }
+        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+            return Ok(BundleAnswer::NotLeader);
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(ApiError::Overloaded);
+        };
+        let written = self.group.write(Unit::Forwarded(bundle));
+        Ok(match tokio::time::timeout(self.timeout(), written).await {
+            Ok(Ok((results, log_index))) => BundleAnswer::Done { log_index, results },
+            Ok(Err(GroupError::NotLeader)) => BundleAnswer::NotLeader,
+            Ok(Err(GroupError::MaybeProposed)) | Err(_) => BundleAnswer::OutcomeUnknown,
+        })
+    }
+
+    /// A read index, if this node leads and a quorum confirms it.
+    pub async fn read_index(&self) -> ReadIndex {
+        let deadline = Instant::now() + self.timeout();
+        match self.linearize(deadline).await {
+            Ok(index) => ReadIndex::At(index),
+            Err(_) => ReadIndex::NotLeader,
+        }
+    }
+
+    /// Forwards a write to `leader`, sealed by this node for `principal`.
     pub(super) async fn forward(
         &self,
         leader: NodeId,
         principal: &Principal,
-        op: &Op,
+        command: &Command,
+        shape: Shape,
+        signed: &Option<ClientSeal>,
         deadline: Instant,
     ) -> Result<Outcome, Attempt> {
+        let evidence = match (signed, command.single_transfer()) {
+            (Some(seal), _) => Evidence::Client(seal.clone()),
+            (None, Some(one)) => {
+                return self
+                    .write_grouped(principal, command, shape, one, false, deadline)
+                    .await;
+            }
+            (None, None) => {
+                let actor = principal.actor();
+                let what = Attested::Command {
+                    actor: &actor,
+                    command,
+                };
+                self.attester.seal(&what, super::write::now_ms())
+            }
+        };
         let Some(peer) = self.peers.get(leader) else {
             return Err(Attempt::Retry);
         };
         let body = Forwarded {
             principal: principal.forward(),
-            op: op.clone(),
+            command: command.clone(),
+            shape,
+            evidence,
         };
         let sent = peer
             .http
@@ -95,6 +195,29 @@ impl Service {
             Ok(PeerAnswer::Done(rendered)) => Ok(Ok(Answer::Relayed(rendered))),
             Ok(PeerAnswer::NotLeader) => Err(Attempt::Retry),
             Ok(PeerAnswer::OutcomeUnknown) | Err(_) => Err(Attempt::RetryMaybeProposed),
+        }
+    }
+
+    /// Asks `leader` for a read index.
+    pub(super) async fn ask_read_index(
+        &self,
+        leader: NodeId,
+        deadline: Instant,
+    ) -> Result<u64, Attempt> {
+        let peer = self.peers.get(leader).ok_or(Attempt::Retry)?;
+        let resp = peer
+            .http
+            .post(peer.url(READ_INDEX_PATH))
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .send()
+            .await
+            .map_err(|_| Attempt::Retry)?;
+        if self.peers.check_response(leader, &resp).is_err() || !resp.status().is_success() {
+            return Err(Attempt::Retry);
+        }
+        match resp.json().await {
+            Ok(ReadIndex::At(index)) => Ok(index),
+            Ok(ReadIndex::NotLeader) | Err(_) => Err(Attempt::Retry),
         }
     }
 }

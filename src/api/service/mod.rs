@@ -1,8 +1,12 @@
 //! Executing a request where it must run: on the leader.
 //!
-//! Any node serves any request. Writes and linearizable reads run on the
-//! leader; a follower forwards them over the peer channel with the caller's
-//! verified identity ([`forward`]) and relays the leader's answer. Every
+//! Any node serves its own organization's callers. Writes run on the
+//! leader: a follower seals what its caller asked (see
+//! [`crate::identity::attest`]) and forwards it over the peer channel
+//! ([`forward`]; single transfers in bundles, [`crate::api::relay`]), and
+//! relays the leader's answer. A linearizable read on a follower asks the
+//! leader for a read index confirmed by a quorum, waits until it has
+//! applied that index, and is served here. Every
 //! write is idempotent by its id (transfer id, account id), so a request
 //! whose first attempt may or may not have been proposed can be retried
 //! safely until the deadline; if no attempt was confirmed by then, the
@@ -15,7 +19,8 @@
 mod expiry;
 pub mod forward;
 mod read;
-mod write;
+mod signed;
+pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,18 +33,19 @@ use super::body::Shape;
 use super::error::ApiError;
 use super::group;
 use super::metrics::Responses;
-use super::query::page_limit;
+use super::relay::Relay;
 use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
 use crate::config::{Genesis, Limits, NodeId};
+use crate::identity::attest::{Attester, Witness};
 use crate::identity::Principal;
-use crate::ledger::{AccountId, Actor, Command, OrgName, Role, TransferId};
+use crate::ledger::{AccountId, Actor, ClientSeal, Command, Evidence, OrgName, Role, TransferId};
 use crate::raft::log_store::CommitIndex;
 use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
 use crate::raft::Raft;
 
-pub use forward::{Forwarded, PeerAnswer, EXECUTE_PATH};
+pub use forward::{Forwarded, PeerAnswer, ReadIndex, EXECUTE_PATH, READ_INDEX_PATH};
 
 /// How long `/readyz` on the leader waits for a quorum to confirm it.
 const READY_QUORUM_WAIT_MS: u64 = 1_000;
@@ -48,15 +54,17 @@ const READY_QUORUM_WAIT_MS: u64 = 1_000;
 const RETRY_BACKOFF_MIN_MS: u64 = 10;
 const RETRY_BACKOFF_MAX_MS: u64 = 200;
 
-/// What a request asks; the unit that is forwarded to the leader.
+/// What a request asks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Op {
-    Write(Command, Shape),
+    /// A write, with the caller's own seal if this node may not vouch for
+    /// the caller (another organization's).
+    Write(Command, Shape, Option<ClientSeal>),
     Read(Read),
 }
 
-/// A read, served from the applied state (on the leader after a
-/// linearizable barrier, or locally).
+/// A read, served from the applied state (after a linearizable barrier,
+/// or locally).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Read {
     Account {
@@ -87,20 +95,6 @@ impl Op {
     }
 }
 
-impl Read {
-    /// The page limit the edge checks, checked again on the leader for a
-    /// read forwarded by a peer: a page holds 1..=`page_items_max` items.
-    fn check_limits(&self, page_items_max: usize) -> Result<(), ApiError> {
-        let limit = match self {
-            Self::History { limit, .. }
-            | Self::Accounts { limit, .. }
-            | Self::Blocks { limit, .. } => *limit,
-            _ => return Ok(()),
-        };
-        page_limit(limit, page_items_max).map(drop)
-    }
-}
-
 /// The result of a request as the service gives it.
 pub type Outcome = Result<Answer, ApiError>;
 
@@ -118,6 +112,14 @@ pub struct Service {
     commit_index: CommitIndex,
     /// Coalesces single-transfer writes on the leader (see [`group`]).
     group: group::GroupCommit,
+    /// Bundles this node's callers' single transfers while another node
+    /// leads.
+    relay: Relay,
+    /// Seals what this node accepts from its callers.
+    attester: Arc<Attester>,
+    /// Checks callers' own seals at the edge (and, in the state machine,
+    /// every seal in apply).
+    witness: Arc<Witness>,
     /// What this node knows of its peers' chains.
     watch: Arc<Watch>,
     in_flight: Semaphore,
@@ -134,29 +136,58 @@ enum Attempt {
     RetryMaybeProposed,
 }
 
+/// What a node's service runs on: its Raft, the applied state, the
+/// committed index and its peers.
+pub struct Replica {
+    pub raft: Raft,
+    pub state: SharedState,
+    pub commit_index: CommitIndex,
+    pub peers: Peers,
+    pub witness: Arc<Witness>,
+}
+
 impl Service {
     pub fn new(
         id: NodeId,
-        raft: Raft,
-        state: SharedState,
+        replica: Replica,
         genesis: Arc<Genesis>,
         limits: Limits,
-        peers: Peers,
-        commit_index: CommitIndex,
+        attester: Attester,
     ) -> Self {
+        let Replica {
+            raft,
+            state,
+            commit_index,
+            peers,
+            witness,
+        } = replica;
         let org = genesis
             .node(id)
             .map(|n| n.org.clone())
             .expect("this node is in genesis");
+        let attester = Arc::new(attester);
         let group = group::GroupCommit::start(
             raft.clone(),
             Actor {
                 org: org.clone(),
                 role: Role::Node,
             },
+            attester.clone(),
             limits.group_commit_max,
             limits.group_commit_in_flight,
             limits.in_flight_proposals_max,
+        );
+        let relay = Relay::start(
+            raft.clone(),
+            id,
+            peers.clone(),
+            attester.clone(),
+            Duration::from_millis(limits.request_timeout_ms),
+            (
+                limits.group_commit_max,
+                limits.group_commit_in_flight,
+                limits.in_flight_proposals_max,
+            ),
         );
         let peer_ids = genesis.nodes.iter().map(|n| n.id).filter(|n| *n != id);
         let watch = Watch::new(
@@ -176,12 +207,15 @@ impl Service {
             peers,
             commit_index,
             group,
+            relay,
+            attester,
+            witness,
             watch: Arc::new(watch),
             responses: Arc::default(),
         }
     }
 
-    fn org(&self) -> &OrgName {
+    pub fn org(&self) -> &OrgName {
         &self.org
     }
 
@@ -201,7 +235,8 @@ impl Service {
         &self.responses
     }
 
-    /// Runs `op` for `principal` on the leader, wherever that is.
+    /// Runs `op` for `principal`: a write on the leader, wherever that is;
+    /// a read here, after a read index from the leader (linearizable).
     pub async fn execute(&self, principal: &Principal, op: &Op) -> Outcome {
         let deadline = Instant::now() + self.timeout();
         let mut maybe_proposed = false;
@@ -211,7 +246,13 @@ impl Service {
             let leader = metrics.borrow().current_leader;
             let attempt = match leader {
                 Some(l) if l == self.id => self.execute_local(principal, op, deadline).await,
-                Some(l) => self.forward(l, principal, op, deadline).await,
+                Some(l) => match op {
+                    Op::Write(command, shape, signed) => {
+                        self.forward(l, principal, command, *shape, signed, deadline)
+                            .await
+                    }
+                    Op::Read(read) => self.read_via(l, principal, read, deadline).await,
+                },
                 None => Err(Attempt::Retry),
             };
             match attempt {
@@ -245,7 +286,11 @@ impl Service {
         deadline: Instant,
     ) -> Result<Outcome, Attempt> {
         match op {
-            Op::Write(command, shape) => self.write(principal, command, *shape, deadline).await,
+            Op::Write(command, shape, signed) => {
+                let evidence = signed.clone().map(Evidence::Client);
+                self.write(principal, command, *shape, evidence, deadline)
+                    .await
+            }
             Op::Read(read) => {
                 self.linearize(deadline).await?;
                 Ok(self.read(principal, read))
@@ -274,6 +319,7 @@ impl Service {
         });
         ClusterView {
             consortium: self.genesis.consortium.clone(),
+            genesis_hash: self.genesis.hash.clone(),
             node_id: self.id,
             state: format!("{:?}", m.state),
             leader: m.current_leader,
@@ -349,46 +395,4 @@ fn not_done_this_time(outcome: &Outcome) -> bool {
         Err(e) => e.status().as_u16(),
     };
     matches!(status, 408 | 429 | 503)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_forwarded_read_asks_for_a_page_within_the_limit() {
-        let id = AccountId::parse("org1.ops").unwrap();
-        let code = |read: Read| read.check_limits(100).map_err(|e| e.code());
-        assert_eq!(
-            code(Read::Blocks { from: 0, limit: 0 }),
-            Err("invalid_query")
-        );
-        let (after, limit) = (None, usize::MAX);
-        assert_eq!(code(Read::Accounts { after, limit }), Err("invalid_query"));
-        let (from, limit) = (0, 101);
-        assert_eq!(
-            code(Read::History {
-                id: id.clone(),
-                from,
-                limit
-            }),
-            Err("invalid_query")
-        );
-        assert_eq!(
-            code(Read::History {
-                id: id.clone(),
-                from,
-                limit: 100
-            }),
-            Ok(())
-        );
-        assert_eq!(code(Read::Blocks { from: 9, limit: 1 }), Ok(()));
-        assert_eq!(
-            code(Read::Account {
-                id,
-                at_height: None
-            }),
-            Ok(())
-        );
-    }
 }

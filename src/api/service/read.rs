@@ -9,6 +9,7 @@ use super::{Attempt, Outcome, Read, Service};
 use crate::api::chain;
 use crate::api::error::ApiError;
 use crate::api::views::{Answer, HeadView};
+use crate::config::NodeId;
 use crate::identity::Principal;
 use crate::ledger::chain::{inclusion_path, leaf_hash, to_hex, BlockHeader, Proof};
 use crate::ledger::{transfer_leaf, Account, AccountId, Actor, Transfer, TransferId};
@@ -30,15 +31,36 @@ fn storage(e: impl std::fmt::Display) -> ApiError {
 
 impl Service {
     /// Waits until this node, as leader, has applied everything committed
-    /// before the call (a read index confirmed by a quorum).
-    pub(super) async fn linearize(&self, deadline: Instant) -> Result<(), Attempt> {
+    /// before the call (a read index confirmed by a quorum), and returns
+    /// that index.
+    pub(super) async fn linearize(&self, deadline: Instant) -> Result<u64, Attempt> {
         match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(index)) => Ok(index.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                 Err(Attempt::Retry)
             }
             Ok(Err(_)) | Err(_) => Err(Attempt::Retry),
         }
+    }
+
+    /// A linearizable read on a follower: `leader` confirms a read index
+    /// with a quorum, and once this node has applied that index the read is
+    /// served from its own state.
+    pub(super) async fn read_via(
+        &self,
+        leader: NodeId,
+        principal: &Principal,
+        read: &Read,
+        deadline: Instant,
+    ) -> Result<Outcome, Attempt> {
+        let index = self.ask_read_index(leader, deadline).await?;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|_| Attempt::Retry)?;
+        Ok(self.read(principal, read))
     }
 
     /// Serves `read` from this node's applied state. Called on the leader

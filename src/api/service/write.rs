@@ -9,45 +9,58 @@ use tokio::time::Instant;
 use super::{Attempt, Outcome, Service};
 use crate::api::body::Shape;
 use crate::api::error::ApiError;
-use crate::api::group::GroupError;
+use crate::api::group::{GroupError, Unit};
 use crate::api::views::Answer;
+use crate::identity::attest::Attested;
 use crate::identity::Principal;
-use crate::ledger::{self, Command, Entry, NewTransfer, Rejection, Transfer};
+use crate::ledger::{self, Command, Entry, Evidence, Grouped, NewTransfer, Rejection, Transfer};
 
 /// Milliseconds since the Unix epoch on this node's clock.
-pub(super) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Service {
+    /// Proposes `command` for `principal` on this node, the leader. The
+    /// evidence is the forwarding node's seal, or `None` for this node's own
+    /// caller, whom this node seals for (a single transfer through group
+    /// commit).
     pub(super) async fn write(
         &self,
         principal: &Principal,
         command: &Command,
         shape: Shape,
+        evidence: Option<Evidence>,
         deadline: Instant,
     ) -> Result<Outcome, Attempt> {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Ok(Err(ApiError::Overloaded));
         };
-        if let Command::Transfers {
-            transfers,
-            atomic: false,
-        } = command
-        {
-            if let [one] = transfers.as_slice() {
+        let actor = principal.actor();
+        // The leader fixes the time before proposing: apply stays pure.
+        let timestamp_ms = now_ms();
+        let evidence = match (evidence, command.single_transfer()) {
+            (Some(sealed), _) => sealed,
+            (None, Some(one)) => {
                 return self
-                    .write_grouped(principal, command, shape, one, deadline)
+                    .write_grouped(principal, command, shape, one, true, deadline)
                     .await;
             }
-        }
-        // The leader fixes the time before proposing: apply stays pure.
+            (None, None) => self.attester.seal(
+                &Attested::Command {
+                    actor: &actor,
+                    command,
+                },
+                timestamp_ms,
+            ),
+        };
         let entry = Entry {
-            actor: principal.actor(),
-            timestamp_ms: now_ms(),
+            actor,
+            timestamp_ms,
             command: command.clone(),
+            evidence,
         };
         match tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
@@ -71,20 +84,32 @@ impl Service {
         }
     }
 
-    /// One transfer through group commit (the batcher stamps the time).
-    async fn write_grouped(
+    /// One transfer through group commit: on this node if it leads
+    /// (`leading`), else bundled to the leader. The batcher stamps the time.
+    pub(super) async fn write_grouped(
         &self,
         principal: &Principal,
         command: &Command,
         shape: Shape,
         transfer: &NewTransfer,
+        leading: bool,
         deadline: Instant,
     ) -> Result<Outcome, Attempt> {
-        let queued = self.group.write(principal.actor(), transfer.clone());
+        let item = Grouped {
+            actor: principal.actor(),
+            transfer: transfer.clone(),
+        };
+        let queued = async {
+            if leading {
+                self.group.write(Unit::Local(item)).await
+            } else {
+                self.relay.write(item).await
+            }
+        };
         match tokio::time::timeout_at(deadline, queued).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
-            Ok(Ok((result, index))) => {
-                let outcome = ledger::Outcome::Transfers(vec![result]);
+            Ok(Ok((results, index))) => {
+                let outcome = ledger::Outcome::Transfers(results);
                 Ok(answer(Some(outcome), principal, command, shape, index))
             }
             Ok(Err(GroupError::NotLeader)) => Err(Attempt::Retry),

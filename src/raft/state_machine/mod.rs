@@ -33,7 +33,7 @@ use self::snapshot::{decode_pairs, encode_pairs};
 use super::store::{storage_err, StateKey, Store};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::encode;
-use crate::ledger::{Changes, Hash, Ledger, OrgName, Outcome};
+use crate::ledger::{Changes, Entry, Hash, Ledger, OrgName, Outcome, Verdict};
 
 pub use self::read::{ReadError, StateRead};
 pub use self::snapshot::SnapshotError;
@@ -63,8 +63,22 @@ impl SharedState {
     }
 }
 
+/// Checks the evidence of who sent each unit of an entry, at the ledger
+/// clock of its apply; the same way on every replica
+/// (`crate::identity::attest::Witness`).
+pub trait OriginCheck: Send + Sync + 'static {
+    fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict>;
+}
+
+impl OriginCheck for crate::identity::attest::Witness {
+    fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict> {
+        crate::identity::attest::Witness::verdicts(self, entry, clock_ms)
+    }
+}
+
 pub struct StateMachine {
     store: Store,
+    origins: Arc<dyn OriginCheck>,
     orgs: BTreeSet<OrgName>,
     genesis_hash: Hash,
     state: SharedState,
@@ -88,6 +102,7 @@ impl StateMachine {
         store: Store,
         orgs: BTreeSet<OrgName>,
         genesis_hash: Hash,
+        origins: Arc<dyn OriginCheck>,
     ) -> Result<Self, StorageError> {
         let applied = load(&store.state, orgs.clone(), genesis_hash)?;
         let state = SharedState {
@@ -96,6 +111,7 @@ impl StateMachine {
         };
         Ok(Self {
             store,
+            origins,
             orgs,
             genesis_hash,
             state,
@@ -174,10 +190,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(ref e) => {
                     loaded = self.load_named(&mut applied.ledger, e)?;
                     let log = entry.log_id;
+                    let clock_ms = applied.ledger.clock_for(e);
+                    let verdicts = self.origins.verdicts(e, clock_ms);
                     let (outcome, changes) =
                         applied
                             .ledger
-                            .apply_logged(e, log.index, log.leader_id.term);
+                            .apply_logged(e, log.index, log.leader_id.term, &verdicts);
                     (Some(outcome), changes)
                 }
                 EntryPayload::Membership(ref m) => {
@@ -198,6 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Self {
             store: self.store.clone(),
+            origins: self.origins.clone(),
             orgs: self.orgs.clone(),
             genesis_hash: self.genesis_hash,
             state: self.state.clone(),

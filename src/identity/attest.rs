@@ -1,0 +1,314 @@
+//! Attestations: a member node's signature over the writes it accepted from
+//! its callers, or a caller's own signature over its request
+//! ([`super::request`]), and the check every replica makes of them before
+//! apply.
+//!
+//! A node that authenticated a caller over mutual TLS signs, with its node
+//! key, what it accepted: the caller and the command (or a bundle of its
+//! callers' single transfers), the genesis hash, its node id and its clock.
+//! A replica accepts the [`Seal`] only if
+//!
+//! 1. it was signed at most [`SEAL_AGE_MAX_MS`] before the ledger clock and
+//!    at most [`SEAL_AHEAD_MAX_MS`] after it (`origin_stale`);
+//! 2. its certificate is node `seal.node`'s, issued by the CA of that node's
+//!    organization and valid at the ledger clock (`origin_invalid`);
+//! 3. every caller it names belongs to that node's organization
+//!    (`origin_foreign`);
+//! 4. the signature verifies under that certificate (`origin_invalid`).
+//!
+//! A [`ClientSeal`] passes the same age check; its certificate must name
+//! the caller exactly (organization and role) and be valid at the ledger
+//! clock; its signature must verify over the request message; and the
+//! request's method, path and body must decode to exactly the entry's
+//! command (`origin_invalid` otherwise). Decoding is the API's own body
+//! parsing without node-local limits, handed in as a [`Decode`].
+//!
+//! Every input is in the log entry or in genesis, and time is the ledger
+//! clock, so every replica reaches the same verdict. A node can therefore
+//! speak only for its own organization's callers, and a leader can neither
+//! forge a caller of another organization nor alter what a node signed.
+//!
+//! The signed message is `"alliance attestation v1\0"`, the 32-byte genesis
+//! hash, the node id and `signed_at_ms` as 8-byte big-endian integers, and
+//! the SHA-256 of the binary encoding of what was attested ([`Attested`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::request::{ecdsa_p256, public_key, request_message, KeySigner};
+use super::{load_identity, Principal, Trust};
+use crate::config::{NodeId, TlsFiles};
+use crate::error::Result;
+use crate::ledger::{
+    Actor, ClientSeal, Command, Entry, Evidence, Grouped, Hash, Rejection, Role, Seal, Verdict,
+};
+
+/// Decodes a signed request (method, path, body) into the command the API
+/// would make of it, with no node-local limits; `None` if it is not a
+/// write the API takes.
+pub type Decode = fn(&str, &str, &[u8]) -> Option<Command>;
+
+/// How long before the ledger clock a seal may have been signed. A write
+/// waits at most its request timeout (and retries) before it is proposed;
+/// the rest is room for the nodes' clocks to differ. Within this window a
+/// leader could propose a sealed command a second time: transfers,
+/// accounts, posts and voids are idempotent by id, so only a grant change
+/// could be replayed, and only within it.
+pub const SEAL_AGE_MAX_MS: u64 = 5 * 60 * 1000;
+/// How far after the ledger clock a seal may have been signed: the signing
+/// node's clock may run ahead of the leader's by this much.
+pub const SEAL_AHEAD_MAX_MS: u64 = 60 * 1000;
+/// Certificates whose checks are remembered; past this the memory is
+/// cleared (it only saves work, it never changes a verdict).
+const KNOWN_CERTS_MAX: usize = 10_000;
+
+const CONTEXT: &[u8] = b"alliance attestation v1\0";
+
+/// What a seal covers.
+#[derive(Serialize)]
+pub enum Attested<'a> {
+    /// One caller's command.
+    Command {
+        actor: &'a Actor,
+        command: &'a Command,
+    },
+    /// Single transfers of the node's callers, for a group commit.
+    Bundle(&'a [Grouped]),
+}
+
+impl Attested<'_> {
+    fn digest(&self) -> Hash {
+        Sha256::digest(crate::codec::encode(self)).into()
+    }
+
+    fn actors(&self) -> Box<dyn Iterator<Item = &Actor> + '_> {
+        match self {
+            Self::Command { actor, .. } => Box::new(std::iter::once(*actor)),
+            Self::Bundle(items) => Box::new(items.iter().map(|g| &g.actor)),
+        }
+    }
+}
+
+/// A seal signed at `signed_at_ms` is usable at ledger clock `clock_ms`.
+fn fresh(signed_at_ms: u64, clock_ms: u64) -> Verdict {
+    let age_ok = clock_ms.saturating_sub(signed_at_ms) <= SEAL_AGE_MAX_MS;
+    let ahead_ok = signed_at_ms.saturating_sub(clock_ms) <= SEAL_AHEAD_MAX_MS;
+    if age_ok && ahead_ok {
+        Ok(())
+    } else {
+        Err(Rejection::OriginStale)
+    }
+}
+
+fn message(genesis: &Hash, node: NodeId, signed_at_ms: u64, digest: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CONTEXT.len() + 32 + 8 + 8 + 32);
+    m.extend_from_slice(CONTEXT);
+    m.extend_from_slice(genesis);
+    m.extend_from_slice(&node.to_be_bytes());
+    m.extend_from_slice(&signed_at_ms.to_be_bytes());
+    m.extend_from_slice(digest);
+    m
+}
+
+/// This node's signer of attestations.
+pub struct Attester {
+    node: NodeId,
+    cert: Vec<u8>,
+    signer: KeySigner,
+    genesis: Hash,
+}
+
+impl Attester {
+    /// The signer for node `node` with its TLS certificate and key, which
+    /// must be ECDSA P-256 (the certificate profile's).
+    pub fn new(node: NodeId, tls: &TlsFiles, genesis: Hash) -> Result<Self> {
+        let (chain, _) = load_identity(tls)?;
+        Ok(Self {
+            node,
+            cert: chain[0].to_vec(),
+            signer: KeySigner::load(tls)?,
+            genesis,
+        })
+    }
+
+    /// Seals `what`, signed at `now_ms` on this node's clock.
+    pub fn seal(&self, what: &Attested<'_>, now_ms: u64) -> Evidence {
+        let m = message(&self.genesis, self.node, now_ms, &what.digest());
+        let signature = self.signer.sign(&m);
+        Evidence::Node(Seal {
+            node: self.node,
+            cert: self.cert.clone(),
+            signed_at_ms: now_ms,
+            signature,
+        })
+    }
+}
+
+/// A certificate already checked: who it names, when it (and its CA) are
+/// valid, in seconds since the Unix epoch, and its public key.
+struct Known {
+    principal: Principal,
+    valid_secs: (u64, u64),
+    public_key: Vec<u8>,
+}
+
+/// Checks the evidence of log entries, the same way on every replica.
+pub struct Witness {
+    trust: Arc<Trust>,
+    genesis: Hash,
+    genesis_hex: String,
+    decode: Decode,
+    ecdsa_p256: &'static dyn SignatureVerificationAlgorithm,
+    known: Mutex<HashMap<Hash, Arc<Known>>>,
+}
+
+impl Witness {
+    pub fn new(trust: Arc<Trust>, genesis: Hash, decode: Decode) -> Self {
+        Self {
+            trust,
+            genesis,
+            genesis_hex: hex::encode(genesis),
+            decode,
+            ecdsa_p256: ecdsa_p256(),
+            known: Mutex::default(),
+        }
+    }
+
+    /// One verdict per unit of `entry` ([`Entry::units`]), at ledger clock
+    /// `clock_ms`. A group's own evidence is not used: each bundle carries
+    /// its own.
+    pub fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict> {
+        match (&entry.command, &entry.evidence) {
+            (Command::Group(bundles), _) => bundles
+                .iter()
+                .map(|b| self.check(&b.evidence, &Attested::Bundle(&b.items), clock_ms))
+                .collect(),
+            (Command::Tick, _) => vec![Ok(())],
+            (command, evidence) => {
+                let actor = &entry.actor;
+                vec![self.check(evidence, &Attested::Command { actor, command }, clock_ms)]
+            }
+        }
+    }
+
+    fn check(&self, evidence: &Evidence, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+        match evidence {
+            Evidence::Leader => Err(Rejection::OriginMissing),
+            Evidence::Node(seal) => self.check_node(seal, what, clock_ms),
+            Evidence::Client(seal) => self.check_client(seal, what, clock_ms),
+        }
+    }
+
+    fn check_node(&self, seal: &Seal, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+        fresh(seal.signed_at_ms, clock_ms)?;
+        let signer = self.node_cert(seal, clock_ms)?;
+        if what.actors().any(|a| &a.org != signer.principal.org()) {
+            return Err(Rejection::OriginForeign);
+        }
+        let m = message(&self.genesis, seal.node, seal.signed_at_ms, &what.digest());
+        self.ecdsa_p256
+            .verify_signature(&signer.public_key, &m, &seal.signature)
+            .map_err(|_| Rejection::OriginInvalid)
+    }
+
+    fn check_client(&self, seal: &ClientSeal, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+        fresh(seal.signed_at_ms, clock_ms)?;
+        let (actor, command) = match what {
+            Attested::Command { actor, command } => (*actor, (*command).clone()),
+            Attested::Bundle([one]) => (&one.actor, Command::single(one.transfer.clone())),
+            Attested::Bundle(_) => return Err(Rejection::OriginInvalid),
+        };
+        let caller = self
+            .client_principal(seal, clock_ms)
+            .ok_or(Rejection::OriginInvalid)?;
+        if caller.actor() != *actor || actor.role == Role::Node {
+            return Err(Rejection::OriginInvalid);
+        }
+        let decoded = (self.decode)(&seal.method, &seal.path, &seal.body);
+        if decoded.as_ref() != Some(&command) {
+            return Err(Rejection::OriginInvalid);
+        }
+        Ok(())
+    }
+
+    /// The principal a client seal's certificate names, if it is valid at
+    /// `now_ms` and its signature verifies over the seal's request (what the
+    /// edge checks; apply also checks the caller, the age and the command).
+    pub fn client_principal(&self, seal: &ClientSeal, now_ms: u64) -> Option<Principal> {
+        let caller = self.certificate(&seal.cert, now_ms).ok()?;
+        let m = request_message(
+            &self.genesis_hex,
+            &seal.method,
+            &seal.path,
+            seal.signed_at_ms,
+            &seal.body,
+        );
+        self.ecdsa_p256
+            .verify_signature(&caller.public_key, &m, &seal.signature)
+            .ok()?;
+        Some(caller.principal.clone())
+    }
+
+    /// The seal's certificate, if it is node `seal.node`'s and valid at
+    /// `clock_ms`.
+    fn node_cert(&self, seal: &Seal, clock_ms: u64) -> Result<Arc<Known>, Rejection> {
+        let known = self.certificate(&seal.cert, clock_ms)?;
+        match self.trust.node_of(known.principal.clone()) {
+            Ok(node) if node.id == seal.node => Ok(known),
+            _ => Err(Rejection::OriginInvalid),
+        }
+    }
+
+    /// A certificate checked against the member CAs as of `clock_ms`.
+    fn certificate(&self, der: &[u8], clock_ms: u64) -> Result<Arc<Known>, Rejection> {
+        let secs = clock_ms / 1000;
+        let key: Hash = Sha256::digest(der).into();
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = known.get(&key) {
+            let (from, until) = k.valid_secs;
+            return if (from..=until).contains(&secs) {
+                Ok(k.clone())
+            } else {
+                Err(Rejection::OriginInvalid)
+            };
+        }
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(secs));
+        let cert = CertificateDer::from(der);
+        let principal = self
+            .trust
+            .identify_at(std::slice::from_ref(&cert), now)
+            .map_err(|_| Rejection::OriginInvalid)?;
+        let k = Arc::new(self.facts(der, principal).ok_or(Rejection::OriginInvalid)?);
+        if known.len() >= KNOWN_CERTS_MAX {
+            known.clear();
+        }
+        known.insert(key, k.clone());
+        Ok(k)
+    }
+
+    /// What a verified certificate's check depends on besides its chain:
+    /// its validity and its CA's, and its public key.
+    fn facts(&self, der: &[u8], principal: Principal) -> Option<Known> {
+        use x509_parser::prelude::*;
+        let (_, leaf) = X509Certificate::from_der(der).ok()?;
+        let public_key = public_key(der)?;
+        let ca_der = self.trust.ca_of(principal.org())?;
+        let (_, ca) = X509Certificate::from_der(ca_der).ok()?;
+        let secs = |t: ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0);
+        let from = secs(leaf.validity().not_before).max(secs(ca.validity().not_before));
+        let until = secs(leaf.validity().not_after).min(secs(ca.validity().not_after));
+        Some(Known {
+            public_key,
+            valid_secs: (from, until),
+            principal,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

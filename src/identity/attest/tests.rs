@@ -1,0 +1,361 @@
+//! Seals made with real node keys (certificates from our scripts, through
+//! `demo::prepare`), checked as every replica checks them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{Genesis, NodeConfig};
+use crate::demo::{self, Layout, Options};
+use crate::ledger::{AccountId, Amount, ClientSeal, NewTransfer, OrgName, TransferId};
+
+/// A three-organization consortium's certificates and genesis, on disk.
+pub(crate) struct Consortium {
+    _dir: tempfile::TempDir,
+    pub layout: Layout,
+    pub genesis: Genesis,
+    pub trust: Arc<Trust>,
+}
+
+impl Consortium {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = demo::prepare(dir.path(), &Options::default()).expect("prepare consortium");
+        let genesis = Genesis::load(&layout.genesis).expect("genesis");
+        let trust = Arc::new(Trust::from_genesis(&genesis).expect("trust"));
+        Self {
+            _dir: dir,
+            layout,
+            genesis,
+            trust,
+        }
+    }
+
+    pub fn tls(&self, node: NodeId) -> TlsFiles {
+        NodeConfig::load(&self.layout.node(node).config)
+            .expect("node config")
+            .tls
+    }
+
+    /// Node `node`'s attester (node 1 is org1's, 2 org2's, 3 org3's).
+    pub fn attester(&self, node: NodeId) -> Attester {
+        Attester::new(node, &self.tls(node), self.genesis.hash_bytes()).expect("attester")
+    }
+
+    pub fn witness(&self) -> Witness {
+        Witness::new(
+            self.trust.clone(),
+            self.genesis.hash_bytes(),
+            crate::api::body::decode_signed,
+        )
+    }
+
+    pub fn orgs(&self) -> BTreeSet<OrgName> {
+        self.genesis.org_names()
+    }
+}
+
+pub(crate) fn app(org: &str) -> Actor {
+    Actor {
+        org: OrgName::parse(org).unwrap(),
+        role: crate::ledger::Role::App,
+    }
+}
+
+pub(crate) fn transfer(id: &str, from: &str, to: &str, amount: u64) -> Command {
+    Command::Transfers {
+        transfers: vec![NewTransfer {
+            id: TransferId::parse(id).unwrap(),
+            debit_account: AccountId::parse(from).unwrap(),
+            credit_account: AccountId::parse(to).unwrap(),
+            amount: Amount::new(amount).unwrap(),
+            asset: None,
+            memo: None,
+            pending: false,
+            timeout_ms: None,
+        }],
+        atomic: false,
+    }
+}
+
+/// An entry at `at_ms` whose caller is `actor`, sealed by `attester`.
+pub(crate) fn sealed(attester: &Attester, actor: Actor, command: Command, at_ms: u64) -> Entry {
+    let evidence = attester.seal(
+        &Attested::Command {
+            actor: &actor,
+            command: &command,
+        },
+        at_ms,
+    );
+    Entry {
+        actor,
+        timestamp_ms: at_ms,
+        command,
+        evidence,
+    }
+}
+
+/// The clock of these tests: within the certificates' validity.
+pub(crate) fn now() -> u64 {
+    crate::api::service::write::now_ms()
+}
+
+#[test]
+fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
+    let c = Consortium::new();
+    let witness = c.witness();
+    let node1 = c.attester(1);
+    let t = now();
+    let pay = || transfer("t1", "org1.ops", "org2.ops", 5);
+
+    let own = sealed(&node1, app("org1"), pay(), t);
+    assert_eq!(witness.verdicts(&own, t), vec![Ok(())]);
+
+    // Node 1 (org1) vouching for org2's app.
+    let foreign = sealed(
+        &node1,
+        app("org2"),
+        transfer("t2", "org2.ops", "org1.ops", 5),
+        t,
+    );
+    assert_eq!(
+        witness.verdicts(&foreign, t),
+        vec![Err(Rejection::OriginForeign)]
+    );
+
+    // What was sealed, altered afterwards: the command, the caller, or the
+    // node the seal claims.
+    let mut altered = own.clone();
+    altered.command = transfer("t1", "org1.ops", "org2.ops", 500);
+    assert_eq!(
+        witness.verdicts(&altered, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    let mut admin = own.clone();
+    admin.actor.role = crate::ledger::Role::Admin;
+    assert_eq!(
+        witness.verdicts(&admin, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    let mut renamed = own.clone();
+    let Evidence::Node(seal) = &mut renamed.evidence else {
+        unreachable!()
+    };
+    seal.node = 2;
+    assert_eq!(
+        witness.verdicts(&renamed, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    // Node 1's signature for org2's caller, under node 2's certificate.
+    let mut borrowed = foreign.clone();
+    let Evidence::Node(seal) = &mut borrowed.evidence else {
+        unreachable!()
+    };
+    let Evidence::Node(node2_seal) = c.attester(2).seal(&Attested::Bundle(&[]), t) else {
+        unreachable!()
+    };
+    seal.cert = node2_seal.cert;
+    seal.node = 2;
+    assert_eq!(
+        witness.verdicts(&borrowed, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+
+    // No evidence: refused, except for the leader's tick.
+    let mut bare = own.clone();
+    bare.evidence = Evidence::Leader;
+    assert_eq!(
+        witness.verdicts(&bare, t),
+        vec![Err(Rejection::OriginMissing)]
+    );
+    bare.command = Command::Tick;
+    assert_eq!(witness.verdicts(&bare, t), vec![Ok(())]);
+}
+
+#[test]
+fn a_seal_is_valid_only_near_the_ledger_clock_and_within_its_certificate() {
+    let c = Consortium::new();
+    let witness = c.witness();
+    let t = now();
+    let own = sealed(
+        &c.attester(1),
+        app("org1"),
+        transfer("t1", "org1.ops", "org2.ops", 5),
+        t,
+    );
+    assert_eq!(witness.verdicts(&own, t + SEAL_AGE_MAX_MS), vec![Ok(())]);
+    assert_eq!(
+        witness.verdicts(&own, t + SEAL_AGE_MAX_MS + 1),
+        vec![Err(Rejection::OriginStale)]
+    );
+    // Signed on a clock ahead of the leader's.
+    let pay = || transfer("t1", "org1.ops", "org2.ops", 5);
+    let ahead = sealed(&c.attester(1), app("org1"), pay(), t + SEAL_AHEAD_MAX_MS);
+    assert_eq!(witness.verdicts(&ahead, t), vec![Ok(())]);
+    let too_far = sealed(
+        &c.attester(1),
+        app("org1"),
+        pay(),
+        t + SEAL_AHEAD_MAX_MS + 1,
+    );
+    assert_eq!(
+        witness.verdicts(&too_far, t),
+        vec![Err(Rejection::OriginStale)]
+    );
+    // Signed and applied two centuries on: the certificate (now known to
+    // the witness) has expired by then; a fresh witness agrees.
+    let later = t + 200 * 365 * 24 * 3600 * 1000;
+    let late = sealed(
+        &c.attester(1),
+        app("org1"),
+        transfer("t1", "org1.ops", "org2.ops", 5),
+        later,
+    );
+    for w in [&witness, &c.witness()] {
+        assert_eq!(
+            w.verdicts(&late, later),
+            vec![Err(Rejection::OriginInvalid)]
+        );
+    }
+}
+
+#[test]
+fn a_bundle_is_refused_whole_if_any_caller_is_of_another_organization() {
+    let c = Consortium::new();
+    let witness = c.witness();
+    let node1 = c.attester(1);
+    let t = now();
+    let item = |org: &str, id: &str| crate::ledger::Grouped {
+        actor: app(org),
+        transfer: match transfer(id, &format!("{org}.ops"), "org3.ops", 1) {
+            Command::Transfers { mut transfers, .. } => transfers.remove(0),
+            _ => unreachable!(),
+        },
+    };
+    let bundle = |items: Vec<crate::ledger::Grouped>| crate::ledger::Bundle {
+        evidence: node1.seal(&Attested::Bundle(&items), t),
+        items,
+    };
+    let entry = Entry {
+        actor: Actor {
+            org: OrgName::parse("org1").unwrap(),
+            role: crate::ledger::Role::Node,
+        },
+        timestamp_ms: t,
+        command: Command::Group(vec![
+            bundle(vec![item("org1", "a"), item("org1", "b")]),
+            bundle(vec![item("org1", "c"), item("org2", "d")]),
+        ]),
+        evidence: Evidence::Leader,
+    };
+    assert_eq!(
+        witness.verdicts(&entry, t),
+        vec![Ok(()), Err(Rejection::OriginForeign)]
+    );
+}
+
+#[test]
+fn only_a_node_certificate_seals() {
+    let c = Consortium::new();
+    let app_key = &c.layout.org("org1").identities["app"];
+    let tls = TlsFiles {
+        cert: app_key.cert.clone(),
+        key: app_key.key.clone(),
+    };
+    let as_app = Attester::new(1, &tls, c.genesis.hash_bytes()).expect("an app's key signs");
+    let t = now();
+    let entry = sealed(
+        &as_app,
+        app("org1"),
+        transfer("t1", "org1.ops", "org2.ops", 5),
+        t,
+    );
+    assert_eq!(
+        c.witness().verdicts(&entry, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+}
+
+/// A caller's own signature, carried by any node: valid for exactly the
+/// request it signed, under its own certificate.
+#[test]
+fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
+    use crate::identity::request::KeySigner;
+    let c = Consortium::new();
+    let witness = c.witness();
+    let files = |org: &str| {
+        let id = &c.layout.org(org).identities["app"];
+        TlsFiles {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+        }
+    };
+    let cert = |org: &str| load_identity(&files(org)).unwrap().0[0].to_vec();
+    let t = now();
+    let body = br#"{"id":"c1","debit_account":"org2.ops","credit_account":"org1.ops","amount":5}"#;
+    let seal = |key_of: &str, body: &[u8]| {
+        let signer = KeySigner::load(&files(key_of)).unwrap();
+        let genesis = hex::encode(c.genesis.hash_bytes());
+        let s = signer.sign_request(&genesis, "POST", "/v1/transfers", t, body);
+        ClientSeal {
+            cert: cert("org2"),
+            signed_at_ms: s.signed_at_ms,
+            signature: s.signature,
+            method: "POST".into(),
+            path: "/v1/transfers".into(),
+            body: body.to_vec(),
+        }
+    };
+    let entry = |seal: ClientSeal, amount: u64| Entry {
+        actor: app("org2"),
+        timestamp_ms: t,
+        command: transfer("c1", "org2.ops", "org1.ops", amount),
+        evidence: Evidence::Client(seal),
+    };
+    assert_eq!(
+        witness.verdicts(&entry(seal("org2", body), 5), t),
+        vec![Ok(())]
+    );
+
+    // One byte of the body changed after signing.
+    let mut altered = seal("org2", body);
+    altered.body[body.len() - 2] = b'6';
+    assert_eq!(
+        witness.verdicts(&entry(altered, 6), t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    // Signed by another key than the certificate's.
+    assert_eq!(
+        witness.verdicts(&entry(seal("org1", body), 5), t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    // A command other than the one the request decodes to.
+    assert_eq!(
+        witness.verdicts(&entry(seal("org2", body), 6), t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    // The caller named as another role of its organization.
+    let mut as_admin = entry(seal("org2", body), 5);
+    as_admin.actor.role = crate::ledger::Role::Admin;
+    assert_eq!(
+        witness.verdicts(&as_admin, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    // In a group, as a bundle of one.
+    let group = Entry {
+        actor: app("org1"),
+        timestamp_ms: t,
+        command: Command::Group(vec![crate::ledger::Bundle {
+            evidence: Evidence::Client(seal("org2", body)),
+            items: vec![crate::ledger::Grouped {
+                actor: app("org2"),
+                transfer: match transfer("c1", "org2.ops", "org1.ops", 5) {
+                    Command::Transfers { mut transfers, .. } => transfers.remove(0),
+                    _ => unreachable!(),
+                },
+            }],
+        }]),
+        evidence: Evidence::Leader,
+    };
+    assert_eq!(witness.verdicts(&group, t), vec![Ok(())]);
+}
