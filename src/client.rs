@@ -113,11 +113,14 @@ impl ApiClient {
         if let Some(t) = content_type {
             req = req.header("content-type", t);
         }
-        if let (Some(signer), Some(genesis)) = (&self.signer, self.genesis_hex().await) {
-            let bare_path = path.split('?').next().unwrap_or(path);
-            let now = crate::api::service::write::now_ms();
-            let signature = signer.sign_request(genesis, method.as_str(), bare_path, now, &body);
-            req = req.header(SIGNATURE_HEADER, signature.header_value());
+        if let Some(signer) = &self.signer {
+            if let Some(genesis) = self.genesis_hex().await {
+                let bare_path = path.split('?').next().unwrap_or(path);
+                let now = crate::api::service::write::now_ms();
+                let signature =
+                    signer.sign_request(genesis, method.as_str(), bare_path, now, &body);
+                req = req.header(SIGNATURE_HEADER, signature.header_value());
+            }
         }
         self.finish(req.body(body)).await
     }

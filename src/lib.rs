@@ -27,7 +27,8 @@
 //! - [`bench`]: a load generator against a running demo consortium.
 //! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
 //!
-//! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`;
+//! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`,
+//! `raft → identity` (evidence checked in apply);
 //! the API names no sled type: it reads through `raft`'s own types and errors
 //! (only `audit`, which opens a stopped node's files, uses sled's).
 //!
@@ -36,15 +37,18 @@
 //! ```text
 //! HTTPS request (api_addr, client cert verified by rustls)
 //!   → api::identify: Principal from the verified leaf (org = the CA that signed it, role = OU)
-//!   → api::routes: api::body parses and validates the body; role check at the edge
-//!   → api::service: on a follower, forward to the leader over raft_addr with the
-//!     Principal (api::service::forward); the leader answers a typed PeerAnswer
+//!   → api::routes: api::body::write_command parses and validates the body; role check at
+//!     the edge; a caller of another organization must sign (api::service::signed)
+//!   → api::service: on a follower, forward to the leader over raft_addr, sealed with
+//!     this node's key (identity::attest; single transfers in bundles, api::relay);
+//!     the leader answers a typed PeerAnswer
 //!   → on the leader, single transfers queue for group commit (api::group):
-//!     one entry carries many callers' transfers, each checked as its caller's
+//!     one entry carries many callers' transfers in sealed bundles
 //!   → leader stamps the time, Raft::client_write(Entry)
 //!   → raft::log_store: append + fsync on a majority → committed
-//!   → raft::state_machine: Ledger::apply (checks again, deterministically;
-//!     seals the entry into a block of the hash chain), one sled batch
+//!   → raft::state_machine: the evidence of each unit checked (identity::attest::Witness),
+//!     then Ledger::apply (checks again, deterministically; seals the entry into a
+//!     block of the hash chain), one sled batch
 //!   → the outcome (transfer record or rejection) → api::views::Answer
 //!   → rendered to JSON by the listener that received the request
 //! ```
@@ -53,9 +57,10 @@
 //!
 //! ```text
 //! HTTPS request → api::identify → api::routes (api::query parses the query string)
-//!   → api::service: forwarded to the leader like a write, unless `?consistency=local`
-//!   → on the leader, Raft::ensure_linearizable: a quorum confirms leadership and the
-//!     leader has applied everything committed before the read began
+//!   → api::service: unless `?consistency=local`, a read index: on the leader,
+//!     Raft::ensure_linearizable (a quorum confirms leadership and the leader has
+//!     applied everything committed before the read began); on a follower, the
+//!     leader's read index over raft_addr, then wait until applied that far
 //!   → api::service::read: the applied state under its read lock (raft::state_machine),
 //!     settled records and histories from sled → api::views::Answer with `as_of`
 //!   → rendered to JSON by the listener that received the request

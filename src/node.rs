@@ -44,12 +44,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
     check_own_certificate(&trust, &config)?;
 
-    let witness = Arc::new(Witness::new(
+    let attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
+    let witness = Witness::new(
         trust.clone(),
         genesis.hash_bytes(),
         api::body::decode_signed,
-    ));
-    let attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
+    );
+    let witness = Arc::new(witness.with_own_seals(attester.own_seals()));
     let opened = open_storage(&config, &genesis, witness.clone())?;
     let peers = peer_clients(&trust, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {

@@ -115,12 +115,54 @@ fn message(genesis: &Hash, node: NodeId, signed_at_ms: u64, digest: &Hash) -> Ve
     m
 }
 
+/// Seals this node made that its own apply has not met yet: there, a seal
+/// found here with the same message, signature and certificate needs no
+/// second signature check (the verdict is the one the check would give,
+/// since this node made that signature with the certificate's key). It
+/// takes a signature check off the leader's path to its answer; every
+/// other replica checks as usual.
+#[derive(Default)]
+pub struct OwnSeals {
+    cert: Vec<u8>,
+    /// SHA-256 of a signed message → the signature made over it.
+    made: Mutex<HashMap<Hash, Vec<u8>>>,
+}
+
+/// Own seals remembered at most; past this they are forgotten (apply then
+/// checks their signatures like anyone else's).
+const OWN_SEALS_MAX: usize = 4096;
+
+impl OwnSeals {
+    fn remember(&self, message: &[u8], signature: &[u8]) {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if made.len() >= OWN_SEALS_MAX {
+            made.clear();
+        }
+        made.insert(Sha256::digest(message).into(), signature.to_vec());
+    }
+
+    /// Whether this node made `signature` over `message` with `cert`
+    /// (forgetting it: apply meets each seal once).
+    fn made(&self, cert: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        if cert != self.cert {
+            return false;
+        }
+        let key: Hash = Sha256::digest(message).into();
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        match made.get(&key) {
+            Some(s) if s == signature => made.remove(&key).is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// This node's signer of attestations.
 pub struct Attester {
     node: NodeId,
     cert: Vec<u8>,
     signer: KeySigner,
     genesis: Hash,
+    own: Arc<OwnSeals>,
 }
 
 impl Attester {
@@ -128,18 +170,29 @@ impl Attester {
     /// must be ECDSA P-256 (the certificate profile's).
     pub fn new(node: NodeId, tls: &TlsFiles, genesis: Hash) -> Result<Self> {
         let (chain, _) = load_identity(tls)?;
+        let cert = chain[0].to_vec();
         Ok(Self {
             node,
-            cert: chain[0].to_vec(),
+            own: Arc::new(OwnSeals {
+                cert: cert.clone(),
+                made: Mutex::default(),
+            }),
+            cert,
             signer: KeySigner::load(tls)?,
             genesis,
         })
+    }
+
+    /// The seals this attester makes, for this node's [`Witness`].
+    pub fn own_seals(&self) -> Arc<OwnSeals> {
+        self.own.clone()
     }
 
     /// Seals `what`, signed at `now_ms` on this node's clock.
     pub fn seal(&self, what: &Attested<'_>, now_ms: u64) -> Evidence {
         let m = message(&self.genesis, self.node, now_ms, &what.digest());
         let signature = self.signer.sign(&m);
+        self.own.remember(&m, &signature);
         Evidence::Node(Seal {
             node: self.node,
             cert: self.cert.clone(),
@@ -165,6 +218,7 @@ pub struct Witness {
     decode: Decode,
     ecdsa_p256: &'static dyn SignatureVerificationAlgorithm,
     known: Mutex<HashMap<Hash, Arc<Known>>>,
+    own: Arc<OwnSeals>,
 }
 
 impl Witness {
@@ -176,7 +230,13 @@ impl Witness {
             decode,
             ecdsa_p256: ecdsa_p256(),
             known: Mutex::default(),
+            own: Arc::default(),
         }
+    }
+
+    /// This witness's node seals with `own` (see [`OwnSeals`]).
+    pub fn with_own_seals(self, own: Arc<OwnSeals>) -> Self {
+        Self { own, ..self }
     }
 
     /// One verdict per unit of `entry` ([`Entry::units`]), at ledger clock
@@ -211,6 +271,9 @@ impl Witness {
             return Err(Rejection::OriginForeign);
         }
         let m = message(&self.genesis, seal.node, seal.signed_at_ms, &what.digest());
+        if self.own.made(&seal.cert, &m, &seal.signature) {
+            return Ok(());
+        }
         self.ecdsa_p256
             .verify_signature(&signer.public_key, &m, &seal.signature)
             .map_err(|_| Rejection::OriginInvalid)
