@@ -112,6 +112,8 @@ impl Tally {
 
 /// What every client task of a run shares.
 struct Load {
+    /// The organization whose namespace the transfer ids are in.
+    org: String,
     issuer: String,
     sink: String,
     batch: usize,
@@ -146,6 +148,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     let measure_from = start + opts.warmup;
     let load = Arc::new(Load {
+        org: org.to_string(),
         issuer,
         sink,
         batch: opts.batch,
@@ -230,7 +233,7 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
         if n == 0 {
             break;
         }
-        let id = format!("b{}-{c}-{i}", load.run_id);
+        let id = format!("{}.b{}-{c}-{i}", load.org, load.run_id);
         i += 1;
         send_until_answered(&client, &load, &id, n, &mut tally).await;
     }

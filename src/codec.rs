@@ -156,23 +156,23 @@ mod tests {
             Command::CreateAccount(new_account("org1.issuer", true)),
             Command::CreateAccount(new_account("org1.ops", false)),
             Command::Transfers {
-                transfers: vec![transfer("t1", false)],
+                transfers: vec![transfer("org1.t1", false)],
                 atomic: false,
             },
             Command::Transfers {
-                transfers: vec![transfer("t2", true)],
+                transfers: vec![transfer("org1.t2", true)],
                 atomic: true,
             },
             Command::PostPending {
-                id: tid("t2"),
+                id: tid("org1.t2"),
                 amount: Some(Amount::new(1).unwrap()),
             },
-            Command::VoidPending { id: tid("t2") },
+            Command::VoidPending { id: tid("org1.t2") },
             Command::Group(vec![Bundle {
                 evidence: Evidence::Leader,
                 items: vec![Grouped {
                     actor: admin.clone(),
-                    transfer: transfer("t3", false),
+                    transfer: transfer("org1.t3", false),
                 }],
             }]),
             Command::SetReaders {
@@ -185,7 +185,7 @@ mod tests {
             },
             // Refused (closed account): a remembered refusal.
             Command::Transfers {
-                transfers: vec![transfer("t4", false)],
+                transfers: vec![transfer("org1.t4", false)],
                 atomic: false,
             },
         ];
@@ -400,6 +400,7 @@ mod tests {
                 "origin_invalid",
                 "origin_foreign",
                 "origin_stale",
+                "id_outside_namespace",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

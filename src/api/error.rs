@@ -158,6 +158,7 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | OriginInvalid
         | OriginForeign
         | OriginStale
+        | IdOutsideNamespace
         | AllowNegativeRequiresAdmin
         | GrantRequiresAdmin
         | CloseRequiresAdmin

@@ -37,13 +37,14 @@ pub(super) async fn scenario(layout: &Layout) -> Result<Vec<(String, String)>> {
         .await?;
     }
     let ops = format!("{first}.ops");
+    let issue = format!("{first}.demo-issue-1");
     until_ok("issue", || {
-        admin.transfer("demo-issue-1", &treasury, &ops, 1_000_000)
+        admin.transfer(&issue, &treasury, &ops, 1_000_000)
     })
     .await?;
     let app = layout.client(first, "app", node_of(first), timeout)?;
     for (n, org) in orgs.iter().enumerate().skip(1) {
-        let id = format!("demo-pay-{n}");
+        let id = format!("{first}.demo-pay-{n}");
         let to = format!("{org}.ops");
         until_ok("transfer", || {
             app.transfer(&id, &ops, &to, 25_000 * n as u64)

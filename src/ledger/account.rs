@@ -6,9 +6,10 @@ use super::state::At;
 use super::{ensure, Account, AccountId, Changes, Ledger, NewAccount, OrgName, Rejection, Role};
 
 impl Ledger {
-    /// Checks, in order: `role_may_not_write`, `allow_negative_requires_admin`,
-    /// `grant_requires_admin`, `unknown_reader_org`, then the id (the same
-    /// request again returns the account; another → `account_exists`).
+    /// Checks, in order: `role_may_not_write`, `id_outside_namespace`,
+    /// `allow_negative_requires_admin`, `grant_requires_admin`,
+    /// `unknown_reader_org`, then the id (the same request again returns the
+    /// account; another → `account_exists`).
     pub(super) fn create_account(
         &mut self,
         at: At<'_>,
@@ -17,6 +18,10 @@ impl Ledger {
     ) -> Result<Account, Rejection> {
         let actor = at.actor;
         ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
+        ensure(
+            req.id.in_namespace_of(&actor.org),
+            Rejection::IdOutsideNamespace,
+        )?;
         ensure(
             !req.allow_negative || actor.role == Role::Admin,
             Rejection::AllowNegativeRequiresAdmin,

@@ -136,6 +136,27 @@ validated_string!(
         || matches!(b, b'.' | b'_' | b':' | b'-'))
 );
 
+/// Whether `id` is in `org`'s namespace: it begins with the organization's
+/// name and a dot, and has more after it (`org1.payroll`, `org1.pay-0001`).
+/// Account and transfer ids belong to the organization that creates them.
+fn in_namespace(id: &str, org: &OrgName) -> bool {
+    id.strip_prefix(org.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+impl AccountId {
+    pub fn in_namespace_of(&self, org: &OrgName) -> bool {
+        in_namespace(self.as_str(), org)
+    }
+}
+
+impl TransferId {
+    pub fn in_namespace_of(&self, org: &OrgName) -> bool {
+        in_namespace(self.as_str(), org)
+    }
+}
+
 validated_string!(
     /// An asset code: `[A-Z0-9]{1,12}`.
     Asset,

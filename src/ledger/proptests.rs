@@ -13,11 +13,11 @@ use super::*;
 
 /// Accounts: (id, owner, asset, allow_negative).
 const ACCOUNTS: [(&str, &str, &str, bool); 5] = [
-    ("issue", "org1", "USD", true),
-    ("a", "org1", "USD", false),
-    ("b", "org2", "USD", false),
-    ("c", "org2", "USD", false),
-    ("e", "org2", "EUR", false),
+    ("org1.issue", "org1", "USD", true),
+    ("org1.a", "org1", "USD", false),
+    ("org2.b", "org2", "USD", false),
+    ("org2.c", "org2", "USD", false),
+    ("org2.e", "org2", "EUR", false),
 ];
 
 #[derive(Clone, Debug)]
@@ -80,9 +80,13 @@ fn owner_of(i: usize) -> Actor {
     actor(org, if i == 0 { Role::Admin } else { Role::App })
 }
 
+/// Transfer ids are in the namespace of the organization that sends them:
+/// for a batch, the owner of its first item's debit account; posts and voids
+/// are org1's.
 fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
-    let t = |id: u8, from: usize, to: usize, amount: u64| {
-        new_transfer(&format!("t{id}"), ACCOUNTS[from].0, ACCOUNTS[to].0, amount)
+    let t = |by: &Actor, id: u8, from: usize, to: usize, amount: u64| {
+        let id = format!("{}.t{id}", by.org);
+        new_transfer(&id, ACCOUNTS[from].0, ACCOUNTS[to].0, amount)
     };
     let (actor, command) = match op {
         Op::Transfer {
@@ -93,11 +97,12 @@ fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
             pending,
             timeout,
         } => {
-            let mut nt = t(*id, *from, *to, *amount);
+            let by = owner_of(*from);
+            let mut nt = t(&by, *id, *from, *to, *amount);
             nt.pending = *pending;
             nt.timeout_ms = timeout.filter(|_| *pending);
             (
-                owner_of(*from),
+                by,
                 Command::Transfers {
                     transfers: vec![nt],
                     atomic: false,
@@ -105,12 +110,13 @@ fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
             )
         }
         Op::Batch { items, atomic } => {
+            let by = owner_of(items[0].1);
             let transfers = items
                 .iter()
-                .map(|(id, f, to, a)| t(*id, *f, *to, *a))
+                .map(|(id, f, to, a)| t(&by, *id, *f, *to, *a))
                 .collect();
             (
-                owner_of(items[0].1),
+                by,
                 Command::Transfers {
                     transfers,
                     atomic: *atomic,
@@ -120,14 +126,14 @@ fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
         Op::Post { id, amount } => (
             owner_of(1),
             Command::PostPending {
-                id: tid(&format!("t{id}")),
+                id: tid(&format!("org1.t{id}")),
                 amount: amount.map(|a| Amount::new(a).unwrap()),
             },
         ),
         Op::Void { id } => (
             owner_of(1),
             Command::VoidPending {
-                id: tid(&format!("t{id}")),
+                id: tid(&format!("org1.t{id}")),
             },
         ),
         Op::Tick => (actor("org1", Role::Node), Command::Tick),
@@ -155,7 +161,7 @@ fn genesis() -> Ledger {
         actor: owner_of(0),
         timestamp_ms: 0,
         command: Command::Transfers {
-            transfers: vec![new_transfer("fund", "issue", "a", 1_000)],
+            transfers: vec![new_transfer("org1.fund", "org1.issue", "org1.a", 1_000)],
             atomic: false,
         },
         evidence: Evidence::Leader,
@@ -189,7 +195,7 @@ fn check_invariants(l: &Ledger) {
         "pending transfers and reservations disagree"
     );
     assert_eq!(
-        l.account(&acct("issue")).map(|a| a.asset.as_str()),
+        l.account(&acct("org1.issue")).map(|a| a.asset.as_str()),
         Some("USD")
     );
 }

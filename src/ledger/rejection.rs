@@ -70,6 +70,8 @@ rejections! {
     OriginForeign => "origin_foreign", "the write was attested by a node of another organization than its caller";
     /// Signed too long before, or after, the ledger clock.
     OriginStale => "origin_stale", "the write was signed too long before (or after) the ledger clock: check the signer's clock";
+    /// An account or transfer id outside the creating organization's namespace.
+    IdOutsideNamespace => "id_outside_namespace", "an account or transfer id begins with the name of the organization that creates it and a dot, e.g. org1.payroll or org1.pay-0001";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

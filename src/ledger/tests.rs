@@ -95,39 +95,50 @@ fn seeded() -> Run {
     let (admin2, app2) = (actor("org2", Role::Admin), actor("org2", Role::App));
     r.ok(
         &admin1,
-        Command::CreateAccount(new_account("issue", "USD", true)),
+        Command::CreateAccount(new_account("org1.issue", "USD", true)),
     );
     r.ok(
         &app1,
-        Command::CreateAccount(new_account("a1", "USD", false)),
+        Command::CreateAccount(new_account("org1.a1", "USD", false)),
     );
     r.ok(
         &admin1,
-        Command::CreateAccount(new_account("closed1", "USD", false)),
+        Command::CreateAccount(new_account("org1.closed1", "USD", false)),
     );
     r.ok(
         &app2,
-        Command::CreateAccount(new_account("b1", "USD", false)),
+        Command::CreateAccount(new_account("org2.b1", "USD", false)),
     );
     r.ok(
         &app2,
-        Command::CreateAccount(new_account("e1", "EUR", false)),
+        Command::CreateAccount(new_account("org2.e1", "EUR", false)),
     );
     let capped = NewAccount {
         balance_max: Some(150),
-        ..new_account("capped", "USD", false)
+        ..new_account("org2.capped", "USD", false)
     };
     r.ok(&admin2, Command::CreateAccount(capped));
-    r.ok(&admin1, one(new_transfer("seed", "issue", "a1", 100)));
     r.ok(
         &admin1,
-        one(new_transfer("seed-cap", "issue", "capped", 100)),
+        one(new_transfer("org1.seed", "org1.issue", "org1.a1", 100)),
     );
-    r.ok(&app1, one(pending("p1", "a1", "b1", 30, Some(1000))));
+    r.ok(
+        &admin1,
+        one(new_transfer(
+            "org1.seed-cap",
+            "org1.issue",
+            "org2.capped",
+            100,
+        )),
+    );
+    r.ok(
+        &app1,
+        one(pending("org1.p1", "org1.a1", "org2.b1", 30, Some(1000))),
+    );
     r.ok(
         &admin1,
         Command::CloseAccount {
-            id: acct("closed1"),
+            id: acct("org1.closed1"),
         },
     );
     r
@@ -155,9 +166,9 @@ fn every_rejection_is_triggered_and_changes_nothing() {
         actor("org2", Role::App),
         actor("org1", Role::Partner),
     );
-    let mut granted = new_account("g", "USD", false);
+    let mut granted = new_account("org1.g", "USD", false);
     granted.readers.insert(org("org2"));
-    let mut to_nobody = new_account("g", "USD", false);
+    let mut to_nobody = new_account("org1.g", "USD", false);
     to_nobody.readers.insert(org("nobody"));
     let post = |id: &str, amount: Option<u64>| Command::PostPending {
         id: tid(id),
@@ -171,14 +182,14 @@ fn every_rejection_is_triggered_and_changes_nothing() {
             vec![],
             partner1.clone(),
             0,
-            one(new_transfer("t", "a1", "b1", 1)),
+            one(new_transfer("org1.t", "org1.a1", "org2.b1", 1)),
         ),
         (
             AllowNegativeRequiresAdmin,
             vec![],
             app1.clone(),
             0,
-            Command::CreateAccount(new_account("n", "USD", true)),
+            Command::CreateAccount(new_account("org1.n", "USD", true)),
         ),
         (
             GrantRequiresAdmin,
@@ -192,7 +203,9 @@ fn every_rejection_is_triggered_and_changes_nothing() {
             vec![],
             app1.clone(),
             0,
-            Command::CloseAccount { id: acct("a1") },
+            Command::CloseAccount {
+                id: acct("org1.a1"),
+            },
         ),
         (
             UnknownReaderOrg,
@@ -204,79 +217,90 @@ fn every_rejection_is_triggered_and_changes_nothing() {
         (
             AccountExists,
             vec![],
-            app2.clone(),
+            app1.clone(),
             0,
-            Command::CreateAccount(new_account("a1", "USD", false)),
+            Command::CreateAccount(new_account("org1.a1", "EUR", false)),
         ),
         (
             AccountNotFound,
             vec![],
             admin1.clone(),
             0,
-            Command::CloseAccount { id: acct("zz") },
+            Command::CloseAccount {
+                id: acct("org1.zz"),
+            },
         ),
         (
             AccountNotOwned,
             vec![],
             admin1.clone(),
             0,
-            Command::CloseAccount { id: acct("b1") },
+            Command::CloseAccount {
+                id: acct("org2.b1"),
+            },
         ),
         (
             AccountsMustBeDifferent,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "a1", 1)),
+            one(new_transfer("org1.t", "org1.a1", "org1.a1", 1)),
         ),
         (
             DebitAccountNotFound,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "zz", "b1", 1)),
+            one(new_transfer("org1.t", "org1.zz", "org2.b1", 1)),
         ),
         (
             CreditAccountNotFound,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "zz", 1)),
+            one(new_transfer("org1.t", "org1.a1", "org1.zz", 1)),
         ),
         (
             DebitAccountNotOwned,
             vec![],
             app2.clone(),
             0,
-            one(new_transfer("t", "a1", "b1", 1)),
+            one(new_transfer("org2.t", "org1.a1", "org2.b1", 1)),
+        ),
+        (
+            IdOutsideNamespace,
+            vec![],
+            app2.clone(),
+            0,
+            one(new_transfer("org1.t", "org2.b1", "org1.a1", 1)),
         ),
         (
             ExistsWithDifferentFields,
             vec![],
             admin1.clone(),
             0,
-            one(new_transfer("seed", "issue", "a1", 99)),
+            one(new_transfer("org1.seed", "org1.issue", "org1.a1", 99)),
         ),
         (
             AssetMismatch,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "e1", 1)),
+            one(new_transfer("org1.t", "org1.a1", "org2.e1", 1)),
         ),
         (
             DebitAccountClosed,
             vec![],
             admin1.clone(),
             0,
-            one(new_transfer("t", "closed1", "a1", 1)),
+            one(new_transfer("org1.t", "org1.closed1", "org1.a1", 1)),
         ),
         (
             CreditAccountClosed,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "closed1", 1)),
+            one(new_transfer("org1.t", "org1.a1", "org1.closed1", 1)),
         ),
         // 100 posted, 30 reserved: 70 available.
         (
@@ -284,14 +308,14 @@ fn every_rejection_is_triggered_and_changes_nothing() {
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "b1", 71)),
+            one(new_transfer("org1.t", "org1.a1", "org2.b1", 71)),
         ),
         (
             ExceedsBalanceMax,
             vec![],
             app1.clone(),
             0,
-            one(new_transfer("t", "a1", "capped", 51)),
+            one(new_transfer("org1.t", "org1.a1", "org2.capped", 51)),
         ),
         (
             LinkedTransferFailed,
@@ -300,8 +324,8 @@ fn every_rejection_is_triggered_and_changes_nothing() {
             0,
             Command::Transfers {
                 transfers: vec![
-                    new_transfer("t1", "a1", "b1", 10),
-                    new_transfer("t2", "a1", "b1", 61),
+                    new_transfer("org1.t1", "org1.a1", "org2.b1", 10),
+                    new_transfer("org1.t2", "org1.a1", "org2.b1", 61),
                 ],
                 atomic: true,
             },
@@ -311,42 +335,42 @@ fn every_rejection_is_triggered_and_changes_nothing() {
             vec![],
             app1.clone(),
             0,
-            post("nope", None),
+            post("org1.nope", None),
         ),
         (
             PendingTransferNotPending,
             vec![],
             admin1.clone(),
             0,
-            post("seed", None),
+            post("org1.seed", None),
         ),
         (
             PendingTransferAlreadyPosted,
-            vec![(app1.clone(), 0, post("p1", Some(10)))],
+            vec![(app1.clone(), 0, post("org1.p1", Some(10)))],
             app1.clone(),
             0,
-            post("p1", Some(20)),
+            post("org1.p1", Some(20)),
         ),
         (
             PendingTransferAlreadyVoided,
-            vec![(app1.clone(), 0, void("p1"))],
+            vec![(app1.clone(), 0, void("org1.p1"))],
             app1.clone(),
             0,
-            post("p1", None),
+            post("org1.p1", None),
         ),
         (
             PendingTransferExpired,
             vec![(app1.clone(), 2000, Command::Tick)],
             app1.clone(),
             2000,
-            void("p1"),
+            void("org1.p1"),
         ),
         (
             ExceedsPendingAmount,
             vec![],
             app1.clone(),
             0,
-            post("p1", Some(31)),
+            post("org1.p1", Some(31)),
         ),
     ];
     let mut covered = BTreeSet::new();
@@ -403,10 +427,10 @@ fn a_refused_origin_refuses_its_unit_and_changes_nothing() {
             command,
             evidence: Evidence::Leader,
         };
-        let batch = entry(one(new_transfer("o1", "a1", "b1", 5)));
+        let batch = entry(one(new_transfer("org1.o1", "org1.a1", "org2.b1", 5)));
         let (out, _) = run.l.apply_logged(&batch, 100, 1, &[Err(r)]);
         assert_eq!(out, Outcome::Transfers(vec![Err(r)]));
-        let create = entry(Command::CreateAccount(new_account("o2", "USD", false)));
+        let create = entry(Command::CreateAccount(new_account("org1.o2", "USD", false)));
         let (out, _) = run.l.apply_logged(&create, 101, 1, &[Err(r)]);
         assert_eq!(out, Outcome::Account(Err(r)));
         assert_eq!(run.l.accounts, before.accounts, "{r:?}");
@@ -418,10 +442,10 @@ fn a_refused_origin_refuses_its_unit_and_changes_nothing() {
             evidence: Evidence::Leader,
             items: vec![Grouped {
                 actor: app1.clone(),
-                transfer: new_transfer(id, "a1", "b1", 5),
+                transfer: new_transfer(id, "org1.a1", "org2.b1", 5),
             }],
         };
-        let group = entry(Command::Group(vec![bundle("o1"), bundle("o3")]));
+        let group = entry(Command::Group(vec![bundle("org1.o1"), bundle("org1.o3")]));
         let (out, _) = run.l.apply_logged(&group, 102, 1, &[Err(r), Ok(())]);
         let Outcome::Transfers(results) = out else {
             panic!("{out:?}")
@@ -429,8 +453,58 @@ fn a_refused_origin_refuses_its_unit_and_changes_nothing() {
         assert_eq!(results[0], Err(r));
         assert!(results[1].is_ok(), "{results:?}");
         // The refused id is still free for its owner.
-        run.ok(&app1, one(new_transfer("o1", "a1", "b1", 5)));
+        run.ok(&app1, one(new_transfer("org1.o1", "org1.a1", "org2.b1", 5)));
     }
+}
+
+/// Ids belong to the organization that creates them: another organization
+/// cannot create an account or a transfer in its namespace, and so cannot
+/// learn from a conflict whether one of its ids exists.
+#[test]
+fn no_organization_creates_an_id_in_anothers_namespace() {
+    let mut r = seeded();
+    let (app1, app2) = (actor("org1", Role::App), actor("org2", Role::App));
+    let before = r.l.clone();
+    for (who, command) in [
+        (
+            &app2,
+            Command::CreateAccount(new_account("org1.a1", "USD", false)),
+        ),
+        (
+            &app2,
+            Command::CreateAccount(new_account("org1.fresh", "USD", false)),
+        ),
+        (
+            &app2,
+            one(new_transfer("org1.seed", "org2.b1", "org1.a1", 1)),
+        ),
+        (
+            &app2,
+            one(new_transfer("org1.unused", "org2.b1", "org1.a1", 1)),
+        ),
+        (
+            &app1,
+            Command::CreateAccount(new_account("org1", "USD", false)),
+        ),
+        (
+            &app1,
+            Command::CreateAccount(new_account("org10.x", "USD", false)),
+        ),
+        (&app1, one(new_transfer("org1.", "org1.a1", "org2.b1", 1))),
+        (&app1, one(new_transfer("org1x.t", "org1.a1", "org2.b1", 1))),
+    ] {
+        let out = r.at(who, 0, command);
+        // The same answer whether the id exists or not.
+        assert_eq!(rejection_of(&out), Some(Rejection::IdOutsideNamespace));
+    }
+    assert_eq!(r.l.accounts, before.accounts);
+    assert_eq!(r.l.transfers, before.transfers);
+    assert_eq!(r.l.rejected, before.rejected);
+    // In its own namespace, org2 creates what it likes.
+    r.ok(
+        &app2,
+        Command::CreateAccount(new_account("org2.a1", "USD", false)),
+    );
 }
 
 #[test]
@@ -439,56 +513,73 @@ fn overflow_is_refused_not_wrapped() {
     let admin = actor("org1", Role::Admin);
     r.ok(
         &admin,
-        Command::CreateAccount(new_account("x", "USD", false)),
+        Command::CreateAccount(new_account("org1.x", "USD", false)),
     );
-    r.l.accounts.get_mut(&acct("x")).unwrap().credits_posted = TOTAL_MAX - 5;
-    r.l.accounts.get_mut(&acct("issue")).unwrap().debits_posted = TOTAL_MAX - 5;
+    r.l.accounts
+        .get_mut(&acct("org1.x"))
+        .unwrap()
+        .credits_posted = TOTAL_MAX - 5;
+    r.l.accounts
+        .get_mut(&acct("org1.issue"))
+        .unwrap()
+        .debits_posted = TOTAL_MAX - 5;
     let before = r.l.clone();
-    let out = r.at(&admin, 0, one(new_transfer("o", "issue", "x", 6)));
+    let out = r.at(
+        &admin,
+        0,
+        one(new_transfer("org1.o", "org1.issue", "org1.x", 6)),
+    );
     assert_eq!(rejection_of(&out), Some(Rejection::Overflow));
     assert_eq!(r.l.accounts, before.accounts);
     // The refusal is remembered under its id; a new id within range works.
-    let again = r.at(&admin, 0, one(new_transfer("o", "issue", "x", 6)));
+    let again = r.at(
+        &admin,
+        0,
+        one(new_transfer("org1.o", "org1.issue", "org1.x", 6)),
+    );
     assert_eq!(rejection_of(&again), Some(Rejection::Overflow));
-    r.ok(&admin, one(new_transfer("o2", "issue", "x", 5)));
+    r.ok(
+        &admin,
+        one(new_transfer("org1.o2", "org1.issue", "org1.x", 5)),
+    );
 }
 
 #[test]
 fn a_refused_transfer_is_refused_again_on_resend() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);
-    let big = new_transfer("big", "a1", "b1", 150);
+    let big = new_transfer("org1.big", "org1.a1", "org2.b1", 150);
     assert_eq!(
         rejection_of(&r.at(&app1, 0, one(big.clone()))),
         Some(Rejection::InsufficientFunds)
     );
     r.ok(
         &actor("org1", Role::Admin),
-        one(new_transfer("top-up", "issue", "a1", 100)),
+        one(new_transfer("org1.top-up", "org1.issue", "org1.a1", 100)),
     );
     assert_eq!(
         rejection_of(&r.at(&app1, 0, one(big))),
         Some(Rejection::InsufficientFunds)
     );
-    let other = new_transfer("big", "a1", "b1", 10);
+    let other = new_transfer("org1.big", "org1.a1", "org2.b1", 10);
     assert_eq!(
         rejection_of(&r.at(&app1, 0, one(other))),
         Some(Rejection::ExistsWithDifferentFields)
     );
     // Refusals before ownership is known are not remembered.
-    let not_mine = new_transfer("x1", "b1", "a1", 1);
+    let not_mine = new_transfer("org1.x1", "org2.b1", "org1.a1", 1);
     assert_eq!(
         rejection_of(&r.at(&app1, 0, one(not_mine))),
         Some(Rejection::DebitAccountNotOwned)
     );
-    assert!(r.l.rejected(&tid("x1")).is_none());
+    assert!(r.l.rejected(&tid("org1.x1")).is_none());
 }
 
 #[test]
 fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);
-    let a1 = |l: &Ledger| l.account(&acct("a1")).unwrap().clone();
+    let a1 = |l: &Ledger| l.account(&acct("org1.a1")).unwrap().clone();
     assert_eq!(
         (
             a1(&r.l).balance(),
@@ -501,7 +592,7 @@ fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
         &app1,
         0,
         Command::PostPending {
-            id: tid("p1"),
+            id: tid("org1.p1"),
             amount: Some(Amount::new(20).unwrap()),
         },
     );
@@ -520,14 +611,14 @@ fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
         ),
         (80, 80, 0)
     );
-    let b1 = r.l.account(&acct("b1")).unwrap();
+    let b1 = r.l.account(&acct("org2.b1")).unwrap();
     assert_eq!((b1.balance(), b1.credits_pending), (20, 0));
     // The same post again is idempotent; the pending left the expiry index.
     let again = r.at(
         &app1,
         0,
         Command::PostPending {
-            id: tid("p1"),
+            id: tid("org1.p1"),
             amount: Some(Amount::new(20).unwrap()),
         },
     );
@@ -539,28 +630,35 @@ fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
 fn void_releases_and_expiry_happens_on_the_ledger_clock() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);
-    r.ok(&app1, Command::VoidPending { id: tid("p1") });
-    assert_eq!(r.l.account(&acct("a1")).unwrap().available(), 100);
-    r.ok(&app1, Command::VoidPending { id: tid("p1") }); // idempotent
+    r.ok(&app1, Command::VoidPending { id: tid("org1.p1") });
+    assert_eq!(r.l.account(&acct("org1.a1")).unwrap().available(), 100);
+    r.ok(&app1, Command::VoidPending { id: tid("org1.p1") }); // idempotent
 
-    r.ok(&app1, one(pending("p2", "a1", "b1", 40, Some(500))));
-    let expires = r.l.transfer(&tid("p2")).unwrap().expires_at_ms.unwrap();
+    r.ok(
+        &app1,
+        one(pending("org1.p2", "org1.a1", "org2.b1", 40, Some(500))),
+    );
+    let expires =
+        r.l.transfer(&tid("org1.p2"))
+            .unwrap()
+            .expires_at_ms
+            .unwrap();
     assert_eq!(r.l.next_expiry_ms(), Some(expires));
     // A leader whose clock runs behind cannot turn the ledger clock back.
     r.at(&app1, 0, Command::Tick);
     assert_eq!(
-        r.l.transfer(&tid("p2")).unwrap().state,
+        r.l.transfer(&tid("org1.p2")).unwrap().state,
         TransferState::Pending
     );
     let height = r.l.height() + 1;
     r.at(&app1, 499 + 1, Command::Tick);
-    let p2 = r.l.transfer(&tid("p2")).unwrap();
+    let p2 = r.l.transfer(&tid("org1.p2")).unwrap();
     assert_eq!(
         (p2.state, p2.resolved_height),
         (TransferState::Expired, Some(height))
     );
-    assert_eq!(r.l.account(&acct("a1")).unwrap().available(), 100);
-    assert_eq!(r.l.account(&acct("b1")).unwrap().credits_pending, 0);
+    assert_eq!(r.l.account(&acct("org1.a1")).unwrap().available(), 100);
+    assert_eq!(r.l.account(&acct("org2.b1")).unwrap().credits_pending, 0);
 }
 
 #[test]
@@ -568,8 +666,8 @@ fn atomic_batches_are_all_or_nothing_and_plain_ones_are_per_item() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);
     let ok_batch = vec![
-        new_transfer("x1", "a1", "b1", 10),
-        new_transfer("x2", "a1", "b1", 20),
+        new_transfer("org1.x1", "org1.a1", "org2.b1", 10),
+        new_transfer("org1.x2", "org1.a1", "org2.b1", 20),
     ];
     r.ok(
         &app1,
@@ -578,11 +676,11 @@ fn atomic_batches_are_all_or_nothing_and_plain_ones_are_per_item() {
             atomic: true,
         },
     );
-    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 30);
+    assert_eq!(r.l.account(&acct("org2.b1")).unwrap().balance(), 30);
 
     let mixed = vec![
-        new_transfer("y1", "a1", "b1", 5),
-        new_transfer("y2", "a1", "zz", 5),
+        new_transfer("org1.y1", "org1.a1", "org2.b1", 5),
+        new_transfer("org1.y2", "org1.a1", "org1.zz", 5),
     ];
     let out = r.at(
         &app1,
@@ -596,7 +694,7 @@ fn atomic_batches_are_all_or_nothing_and_plain_ones_are_per_item() {
         panic!()
     };
     assert!(rs[0].is_ok() && rs[1] == Err(Rejection::CreditAccountNotFound));
-    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 35);
+    assert_eq!(r.l.account(&acct("org2.b1")).unwrap().balance(), 35);
 }
 
 /// A ledger that forgets settled transfers keeps the ones an entry makes
@@ -612,12 +710,12 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
         timestamp_ms: T0,
         command: Command::Transfers {
             transfers: vec![
-                new_transfer("z2", "a1", "b1", 10),
-                new_transfer("z1", "a1", "b1", 5),
-                new_transfer("z2", "a1", "b1", 10),
-                new_transfer("z3", "a1", "b1", 7),
-                new_transfer("z3", "a1", "b1", 7),
-                new_transfer("z2", "a1", "b1", 11),
+                new_transfer("org1.z2", "org1.a1", "org2.b1", 10),
+                new_transfer("org1.z1", "org1.a1", "org2.b1", 5),
+                new_transfer("org1.z2", "org1.a1", "org2.b1", 10),
+                new_transfer("org1.z3", "org1.a1", "org2.b1", 7),
+                new_transfer("org1.z3", "org1.a1", "org2.b1", 7),
+                new_transfer("org1.z2", "org1.a1", "org2.b1", 11),
             ],
             atomic: false,
         },
@@ -634,16 +732,16 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
     let third = rs[3].clone().expect("z3 is made");
     assert_eq!(rs[4], Ok(third), "the re-send is answered with z3");
     assert_eq!(rs[5], Err(Rejection::ExistsWithDifferentFields));
-    assert_eq!(r.l.account(&acct("b1")).unwrap().balance(), 22);
+    assert_eq!(r.l.account(&acct("org2.b1")).unwrap().balance(), 22);
     let ids: Vec<&str> = changes.transfers.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(
         ids,
-        ["z1", "z2", "z3"],
+        ["org1.z1", "org1.z2", "org1.z3"],
         "each made transfer once, in id order"
     );
     assert_eq!(changes.transfers[1], first);
-    assert!(r.l.transfer(&tid("z2")).is_none(), "settled: not kept");
-    assert_eq!(r.l.stored_height(&tid("z2")), Some(first.height));
+    assert!(r.l.transfer(&tid("org1.z2")).is_none(), "settled: not kept");
+    assert_eq!(r.l.stored_height(&tid("org1.z2")), Some(first.height));
 }
 
 #[test]
@@ -656,7 +754,7 @@ fn history_records_every_event_with_the_balance_after_it() {
         let entry = Entry {
             actor: app1.clone(),
             timestamp_ms: T0 + ms,
-            command: one(new_transfer(&format!("h{i}"), "a1", "b1", 5)),
+            command: one(new_transfer(&format!("org1.h{i}"), "org1.a1", "org2.b1", 5)),
             evidence: Evidence::Leader,
         };
         changes = r.l.apply(&entry, r.index).1;
@@ -664,7 +762,7 @@ fn history_records_every_event_with_the_balance_after_it() {
     let item = changes
         .history
         .iter()
-        .find(|h| h.account == acct("a1"))
+        .find(|h| h.account == acct("org1.a1"))
         .unwrap();
     // a1: seed (credit), p1 (pending), h0, h1 → the fourth item, seq 3.
     assert_eq!(
@@ -676,30 +774,42 @@ fn history_records_every_event_with_the_balance_after_it() {
         ),
         (3, 90, 30, Event::Posted)
     );
-    assert_eq!(r.l.account(&acct("a1")).unwrap().history_len, 4);
+    assert_eq!(r.l.account(&acct("org1.a1")).unwrap().history_len, 4);
 }
 
 #[test]
 fn grants_change_who_reads() {
     let mut r = seeded();
     let partner2 = actor("org2", Role::Partner);
-    assert!(!r.l.account(&acct("a1")).unwrap().readable_by(&partner2));
+    assert!(!r
+        .l
+        .account(&acct("org1.a1"))
+        .unwrap()
+        .readable_by(&partner2));
     r.ok(
         &actor("org1", Role::Admin),
         Command::SetReaders {
-            id: acct("a1"),
+            id: acct("org1.a1"),
             readers: [org("org2")].into(),
         },
     );
-    assert!(r.l.account(&acct("a1")).unwrap().readable_by(&partner2));
+    assert!(r
+        .l
+        .account(&acct("org1.a1"))
+        .unwrap()
+        .readable_by(&partner2));
     r.ok(
         &actor("org1", Role::Admin),
         Command::SetReaders {
-            id: acct("a1"),
+            id: acct("org1.a1"),
             readers: BTreeSet::new(),
         },
     );
-    assert!(!r.l.account(&acct("a1")).unwrap().readable_by(&partner2));
+    assert!(!r
+        .l
+        .account(&acct("org1.a1"))
+        .unwrap()
+        .readable_by(&partner2));
 }
 
 #[test]
@@ -759,22 +869,22 @@ fn check_entry(edit: impl FnOnce(&mut Ledger, &mut Changes)) {
 #[test]
 #[should_panic(expected = "does not balance in USD: balances moved by 1 in sum")]
 fn an_entry_that_makes_money_stops_the_replica() {
-    check_entry(|l, c| l.account_mut(&acct("b1"), c).credits_posted += 1);
+    check_entry(|l, c| l.account_mut(&acct("org2.b1"), c).credits_posted += 1);
 }
 
 #[test]
 #[should_panic(expected = "pending debits less credits by 1")]
 fn an_entry_that_reserves_on_one_side_only_stops_the_replica() {
-    check_entry(|l, c| l.account_mut(&acct("issue"), c).debits_pending += 1);
+    check_entry(|l, c| l.account_mut(&acct("org1.issue"), c).debits_pending += 1);
 }
 
 #[test]
-#[should_panic(expected = "apply overdrew account a1")]
+#[should_panic(expected = "apply overdrew account org1.a1")]
 fn apply_that_overdraws_an_account_stops_the_replica() {
     // a1 holds 100, 30 of it reserved: 71 more balances but overdraws.
     check_entry(|l, c| {
-        l.account_mut(&acct("a1"), c).debits_posted += 71;
-        l.account_mut(&acct("b1"), c).credits_posted += 71;
+        l.account_mut(&acct("org1.a1"), c).debits_posted += 71;
+        l.account_mut(&acct("org2.b1"), c).credits_posted += 71;
     });
 }
 
@@ -782,7 +892,7 @@ fn apply_that_overdraws_an_account_stops_the_replica() {
 #[should_panic(expected = "1 changed accounts escaped the balance check")]
 fn an_account_changed_but_not_stored_stops_the_replica() {
     check_entry(|l, c| {
-        let a1 = &l.accounts[&acct("a1")];
+        let a1 = &l.accounts[&acct("org1.a1")];
         c.before.insert(a1.id.clone(), changes::Money::of(a1));
     });
 }
@@ -790,10 +900,10 @@ fn an_account_changed_but_not_stored_stops_the_replica() {
 #[test]
 fn an_entry_that_moves_money_between_accounts_balances() {
     check_entry(|l, c| {
-        l.account_mut(&acct("a1"), c).debits_posted += 70;
-        l.account_mut(&acct("b1"), c).credits_posted += 70;
-        l.account_mut(&acct("issue"), c).debits_pending += 5;
-        l.account_mut(&acct("capped"), c).credits_pending += 5;
+        l.account_mut(&acct("org1.a1"), c).debits_posted += 70;
+        l.account_mut(&acct("org2.b1"), c).credits_posted += 70;
+        l.account_mut(&acct("org1.issue"), c).debits_pending += 5;
+        l.account_mut(&acct("org2.capped"), c).credits_pending += 5;
     });
 }
 
@@ -810,14 +920,14 @@ fn an_entry_that_leaves_a_journal_open_stops_the_replica() {
 fn forgetting_while_a_batch_runs_stops_the_replica() {
     let mut r = seeded();
     r.l.journal = Some(mutate::Journal::default());
-    r.l.forget_settled([&tid("seed")]);
+    r.l.forget_settled([&tid("org1.seed")]);
 }
 
 #[test]
 #[should_panic(expected = "an entry stored two versions of one transfer")]
 fn an_entry_that_stores_a_transfer_twice_stops_the_replica() {
     let mut r = seeded();
-    let p1 = r.l.transfer(&tid("p1")).unwrap().clone();
+    let p1 = r.l.transfer(&tid("org1.p1")).unwrap().clone();
     let mut changes = Changes::default();
     changes.in_map.insert(p1.id.clone());
     changes.push_made(p1);

@@ -111,7 +111,8 @@ impl Ledger {
             .collect()
     }
 
-    /// Checks, in order: `role_may_not_write`, `accounts_must_be_different`,
+    /// Checks, in order: `role_may_not_write`, `id_outside_namespace`,
+    /// `accounts_must_be_different`,
     /// `debit_account_not_found`, `credit_account_not_found`,
     /// `debit_account_not_owned`, the id (same request → the original
     /// transfer or refusal; another → `exists_with_different_fields`),
@@ -126,6 +127,10 @@ impl Ledger {
     ) -> Result<Transfer, Rejection> {
         let actor = at.actor;
         ensure(actor.role.may_write(), Rejection::RoleMayNotWrite)?;
+        ensure(
+            req.id.in_namespace_of(&actor.org),
+            Rejection::IdOutsideNamespace,
+        )?;
         ensure(
             req.debit_account != req.credit_account,
             Rejection::AccountsMustBeDifferent,

@@ -246,24 +246,24 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     let mut big: Vec<NewTransfer> = (0..150)
         .map(|i| {
             let to = if i % 3 == 0 { "org1.b" } else { "org1.a" };
-            transfer(&format!("t{i}"), "org1.issue", to, false)
+            transfer(&format!("org1.t{i}"), "org1.issue", to, false)
         })
         .collect();
-    big.push(transfer("pend", "org1.a", "org1.b", true));
+    big.push(transfer("org1.pend", "org1.a", "org1.b", true));
     let commands = vec![
         account("org1.issue"),
         account("org1.a"),
         account("org1.b"),
-        batch(vec![transfer("first", "org1.issue", "org1.a", false)]),
+        batch(vec![transfer("org1.first", "org1.issue", "org1.a", false)]),
         batch(big),
-        batch(vec![transfer("x", "org1.a", "org1.b", false)]),
+        batch(vec![transfer("org1.x", "org1.a", "org1.b", false)]),
         Command::PostPending {
-            id: TransferId::parse("pend").unwrap(),
+            id: TransferId::parse("org1.pend").unwrap(),
             amount: None,
         },
         batch(
             (0..5)
-                .map(|i| transfer(&format!("u{i}"), "org1.b", "org1.a", false))
+                .map(|i| transfer(&format!("org1.u{i}"), "org1.b", "org1.a", false))
                 .collect(),
         ),
     ];
@@ -309,7 +309,7 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
         history_a.len() > heights.len(),
         "some block holds a run of many items"
     );
-    let pend = TransferId::parse("pend").unwrap();
+    let pend = TransferId::parse("org1.pend").unwrap();
     assert_eq!(
         read.transfer(&pend).unwrap().unwrap().state,
         TransferState::Posted
@@ -379,12 +379,12 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
         new_transfer(name, "org1.issue", "org1.a", amount, pending)
     };
     let originals = vec![
-        transfer("plain", 5, false),
-        transfer("held", 7, true),
-        transfer("posted", 9, true),
+        transfer("org1.plain", 5, false),
+        transfer("org1.held", 7, true),
+        transfer("org1.posted", 9, true),
     ];
     let post = Command::PostPending {
-        id: id("posted"),
+        id: id("org1.posted"),
         amount: Some(Amount::new(3).unwrap()),
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -401,7 +401,7 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
     let before = state_of(&sm);
     assert_eq!(
         before.0,
-        ["held"],
+        ["org1.held"],
         "only the pending transfer stays in memory"
     );
     assert_eq!(before.1, 3);
@@ -409,7 +409,8 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
     let current = |sm: &StateMachine| {
         let shared = sm.shared();
         let read = shared.read();
-        ["plain", "held", "posted"].map(|s| Ok(read.transfer(&id(s)).unwrap().unwrap()))
+        ["org1.plain", "org1.held", "org1.posted"]
+            .map(|s| Ok(read.transfer(&id(s)).unwrap().unwrap()))
     };
     let Outcome::Transfers(created) = &first[0] else {
         panic!("a batch answers per item: {:?}", first[0]);
@@ -418,13 +419,15 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
     assert_eq!(created[..2], now[..2], "plain and held are as created");
     assert_eq!(now[2].as_ref().map(|t| t.state), Ok(TransferState::Posted));
 
-    let mut changed = transfer("plain", 6, false);
+    let mut changed = transfer("org1.plain", 6, false);
     changed.memo = Some("another body".into());
     let named_again = vec![
         batch(originals.clone()),
         post.clone(),
         batch(vec![changed]),
-        Command::VoidPending { id: id("posted") },
+        Command::VoidPending {
+            id: id("org1.posted"),
+        },
     ];
     for round in ["before a restart", "after a restart"] {
         let again = apply_more(&mut sm, named_again.clone()).await;
@@ -476,19 +479,21 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
         account("org1.issue"),
         account("org1.a"),
         batch(vec![
-            transfer("plain", false, None),
-            transfer("to-post", true, None),
-            transfer("to-void", true, None),
+            transfer("org1.plain", false, None),
+            transfer("org1.to-post", true, None),
+            transfer("org1.to-void", true, None),
             // Expires on the ledger clock (1 ms per entry here).
-            transfer("to-expire", true, Some(1)),
+            transfer("org1.to-expire", true, Some(1)),
         ]),
         Command::PostPending {
-            id: id("to-post"),
+            id: id("org1.to-post"),
             amount: None,
         },
-        Command::VoidPending { id: id("to-void") },
+        Command::VoidPending {
+            id: id("org1.to-void"),
+        },
         // A re-send: answered with the original, stores no new version.
-        batch(vec![transfer("plain", false, None)]),
+        batch(vec![transfer("org1.plain", false, None)]),
         Command::Tick,
     ];
     let dir = tempfile::tempdir().expect("temp dir");
@@ -496,11 +501,16 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
     let state = sm.shared();
     let read = state.read();
     let ledger = &read.ledger;
-    let expired = read.transfer(&id("to-expire")).unwrap().unwrap();
+    let expired = read.transfer(&id("org1.to-expire")).unwrap().unwrap();
     assert_eq!(expired.state, TransferState::Expired, "the expiry ran");
-    let transfers: Vec<_> = ["plain", "to-post", "to-void", "to-expire"]
-        .map(|s| read.transfer(&id(s)).unwrap().expect("stored"))
-        .into();
+    let transfers: Vec<_> = [
+        "org1.plain",
+        "org1.to-post",
+        "org1.to-void",
+        "org1.to-expire",
+    ]
+    .map(|s| read.transfer(&id(s)).unwrap().expect("stored"))
+    .into();
     assert_eq!(ledger.transfer_count(), transfers.len());
 
     let mut versions = 0;
@@ -570,7 +580,13 @@ async fn a_snapshot_is_stored_as_a_file() {
     let commands = vec![
         account("org1.issue"),
         account("org1.a"),
-        batch(vec![new_transfer("s-1", "org1.issue", "org1.a", 5, false)]),
+        batch(vec![new_transfer(
+            "org1.s-1",
+            "org1.issue",
+            "org1.a",
+            5,
+            false,
+        )]),
     ];
     let mut sm = applied(dir.path(), commands).await;
     let first = sm.build_snapshot().await.expect("snapshot");
@@ -615,7 +631,7 @@ async fn corrupt_stored_records_are_read_errors() {
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
     let mut sm =
         StateMachine::open(store.clone(), orgs.into(), [0; 32], accept_all()).expect("open");
-    let t = new_transfer("t-1", "org1.issue", "org1.ops", 5, false);
+    let t = new_transfer("org1.t-1", "org1.issue", "org1.ops", 5, false);
     apply_more(
         &mut sm,
         vec![account("org1.issue"), account("org1.ops"), batch(vec![t])],
@@ -623,7 +639,7 @@ async fn corrupt_stored_records_are_read_errors() {
     .await;
     let shared = sm.shared();
     let (id, ops) = (
-        TransferId::parse("t-1").unwrap(),
+        TransferId::parse("org1.t-1").unwrap(),
         AccountId::parse("org1.ops").unwrap(),
     );
     let height = shared.read().ledger.height();

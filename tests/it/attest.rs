@@ -88,7 +88,7 @@ async fn a_node_cannot_forward_a_write_for_another_organizations_caller() {
     let c = Cluster::start().await;
     c.seed(1_000).await;
     ok(c.client("org1", "admin", 1)
-        .transfer("to-org2", "org1.ops", "org2.ops", 100)
+        .transfer("org1.to-org2", "org1.ops", "org2.ops", 100)
         .await);
     let leader = c.wait_for_leader().await;
     let leader_peer = c.layout.node(leader).peer_url.clone();
@@ -218,7 +218,7 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
     let c = Cluster::start().await;
     c.seed(1_000).await;
     ok(c.client("org1", "admin", 1)
-        .transfer("to-org2", "org1.ops", "org2.ops", 100)
+        .transfer("org1.to-org2", "org1.ops", "org2.ops", 100)
         .await);
     let org2_app = role_tls(&c, "org2", "app");
     let body = |id: &str| {
@@ -230,7 +230,7 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
     // Unsigned: org1's node will not vouch for org2's caller.
     let unsigned = c.app(2, 1).unsigned();
     let r = unsigned
-        .transfer("u-1", "org2.ops", "org1.ops", 7)
+        .transfer("org2.u-1", "org2.ops", "org1.ops", 7)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (403, Some("sign_or_use_own_node")));
@@ -239,15 +239,33 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
 
     // One byte changed after signing; signed by org1's app key; signed
     // ten minutes ago; a malformed header.
-    let mut changed = body("s-2");
+    let mut changed = body("org2.s-2");
     let at = changed.iter().position(|b| *b == b'7').expect("the amount");
     changed[at] = b'8';
     let t = now_ms();
     let org1_app = role_tls(&c, "org1", "app");
     for (key, signed, sent, when, why) in [
-        (&org2_app, body("s-2"), changed.clone(), t, "altered body"),
-        (&org1_app, body("s-3"), body("s-3"), t, "another key"),
-        (&org2_app, body("s-4"), body("s-4"), t - 600_000, "stale"),
+        (
+            &org2_app,
+            body("org2.s-2"),
+            changed.clone(),
+            t,
+            "altered body",
+        ),
+        (
+            &org1_app,
+            body("org2.s-3"),
+            body("org2.s-3"),
+            t,
+            "another key",
+        ),
+        (
+            &org2_app,
+            body("org2.s-4"),
+            body("org2.s-4"),
+            t - 600_000,
+            "stale",
+        ),
     ] {
         let (status, answer) = signed_post(&c, &org2_app, key, &signed, &sent, when).await;
         assert_eq!(
@@ -261,15 +279,22 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
         .post(format!("{}/v1/transfers", c.layout.node(1).api_url))
         .header("content-type", "application/json")
         .header(SIGNATURE_HEADER, "t=1, sig=zz")
-        .body(body("s-5"))
+        .body(body("org2.s-5"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
     // Signed as it is sent: it commits, through org1's node, as org2's.
-    let (status, answer) =
-        signed_post(&c, &org2_app, &org2_app, &body("s-1"), &body("s-1"), t).await;
+    let (status, answer) = signed_post(
+        &c,
+        &org2_app,
+        &org2_app,
+        &body("org2.s-1"),
+        &body("org2.s-1"),
+        t,
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["posted_by"], "org2", "{answer}");
     // The signing client does the same for every write it sends, to any
@@ -280,7 +305,7 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
         .await);
     ok(signing
         .batch(
-            vec![json!({"id": "s-6", "debit_account": "org2.ops", "credit_account": "org2.signed", "amount": 3})],
+            vec![json!({"id": "org2.s-6", "debit_account": "org2.ops", "credit_account": "org2.signed", "amount": 3})],
             true,
         )
         .await);
@@ -291,7 +316,7 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
             Some("90"),
             "node {node}"
         );
-        for refused in ["u-1", "s-2", "s-3", "s-4", "s-5"] {
+        for refused in ["org2.u-1", "org2.s-2", "org2.s-3", "org2.s-4", "org2.s-5"] {
             let r = c.app(2, node).get_transfer(refused).await.unwrap();
             assert_eq!(r.status, 404, "{refused} on node {node}");
         }

@@ -14,18 +14,18 @@ async fn proofs_verify_offline_and_every_replica_has_the_same_chain() {
     c.seed(1_000_000).await;
     for i in 0..5 {
         ok(c.app(1, 1)
-            .transfer(&format!("c-{i}"), "org1.ops", "org2.ops", 10 + i)
+            .transfer(&format!("org1.c-{i}"), "org1.ops", "org2.ops", 10 + i)
             .await);
     }
     let batch: Vec<_> = (0..9)
-        .map(|i| serde_json::json!({"id": format!("cb-{i}"), "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 1}))
+        .map(|i| serde_json::json!({"id": format!("org1.cb-{i}"), "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 1}))
         .collect();
     ok(c.app(1, 2).batch(batch, false).await);
 
     // The proof from node 1, the block hash from node 2.
     let proof_json = ok(c
         .app(1, 1)
-        .call(Method::GET, "/v1/transfers/cb-5/proof", None)
+        .call(Method::GET, "/v1/transfers/org1.cb-5/proof", None)
         .await)
     .body;
     let proof: Proof = serde_json::from_value(proof_json.clone()).unwrap();
@@ -161,7 +161,7 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     c.seed(1_000).await;
     let t = ok(c
         .app(1, 1)
-        .transfer("pub-1", "org1.ops", "org2.ops", 7)
+        .transfer("org1.pub-1", "org1.ops", "org2.ops", 7)
         .await)
     .body;
     let height = t["height"].as_u64().unwrap();
@@ -176,7 +176,7 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     assert!(head["height"].as_u64().unwrap() >= height);
     let (status, _, block) = get(&me, format!("{base}/public/v1/blocks/{height}")).await;
     assert_eq!(status, 200, "{block}");
-    for secret in ["pub-1", "org1", "org2", "leaf_hashes", "\"amount\""] {
+    for secret in ["org1.pub-1", "org1", "org2", "leaf_hashes", "\"amount\""] {
         assert!(
             !block.contains(secret),
             "the window revealed {secret}: {block}"
@@ -185,7 +185,7 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     let block: serde_json::Value = serde_json::from_str(&block).unwrap();
     let proof: Proof = serde_json::from_value(
         ok(c.app(1, 3)
-            .call(Method::GET, "/v1/transfers/pub-1/proof", None)
+            .call(Method::GET, "/v1/transfers/org1.pub-1/proof", None)
             .await)
         .body,
     )
@@ -198,8 +198,8 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     for path in [
         "/v1/cluster",
         "/v1/accounts/org1.ops",
-        "/v1/transfers/pub-1",
-        "/v1/transfers/pub-1/proof",
+        "/v1/transfers/org1.pub-1",
+        "/v1/transfers/org1.pub-1/proof",
         "/raft/vote",
     ] {
         let (status, _, body) = get(&me, format!("{base}{path}")).await;
@@ -245,14 +245,14 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     let app1 = c.app(1, 1);
     for i in 0..4 {
         ok(app1
-            .transfer(&format!("au-{i}"), "org1.ops", "org2.ops", 100 + i)
+            .transfer(&format!("org1.au-{i}"), "org1.ops", "org2.ops", 100 + i)
             .await);
     }
-    let pending = serde_json::json!({"id": "au-p", "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 50, "pending": true});
+    let pending = serde_json::json!({"id": "org1.au-p", "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 50, "pending": true});
     ok(app1
         .call(Method::POST, "/v1/transfers", Some(&pending))
         .await);
-    ok(app1.post_pending("au-p", Some(20)).await);
+    ok(app1.post_pending("org1.au-p", Some(20)).await);
 
     // Through the API.
     let org1_app = c.layout.org("org1").identities["app"].client_config.clone();
@@ -272,7 +272,11 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     eventually("the victim to apply everything", || async {
         let r = c
             .app(1, victim)
-            .call(Method::GET, "/v1/transfers/au-p?consistency=local", None)
+            .call(
+                Method::GET,
+                "/v1/transfers/org1.au-p?consistency=local",
+                None,
+            )
             .await
             .ok()?;
         (r.body["state"] == "posted").then_some(())
@@ -292,9 +296,12 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
             .map(|kv| kv.unwrap());
         let (key, mut block) = blocks
             .map(|(k, v)| (k, decode::<Vec<alliance::ledger::Transfer>>(&v).unwrap()))
-            .find(|(_, block)| block.iter().any(|t| t.id.as_str() == "au-2"))
+            .find(|(_, block)| block.iter().any(|t| t.id.as_str() == "org1.au-2"))
             .expect("a block holds au-2");
-        let t = block.iter_mut().find(|t| t.id.as_str() == "au-2").unwrap();
+        let t = block
+            .iter_mut()
+            .find(|t| t.id.as_str() == "org1.au-2")
+            .unwrap();
         t.amount = alliance::ledger::Amount::new(1).unwrap();
         store.state.insert(key, encode(&block)).unwrap();
     });
@@ -302,7 +309,7 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("transfer au-2: stored record differs"),
+        out.contains("transfer org1.au-2: stored record differs"),
         "{out}"
     );
     assert!(
@@ -321,7 +328,7 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
         c.app(1, victim)
             .call(
                 Method::GET,
-                "/v1/transfers/au-2/proof?consistency=local",
+                "/v1/transfers/org1.au-2/proof?consistency=local",
                 None,
             )
             .await
@@ -362,7 +369,7 @@ async fn a_corrupt_stored_record_is_answered_503_and_the_node_serves_on() {
     let leader = c.wait_for_leader().await;
     let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
     let local = |path: &str| format!("{path}?consistency=local");
-    let seeded = local("/v1/transfers/seed-issue");
+    let seeded = local("/v1/transfers/org1.seed-issue");
     eventually("the victim to apply the seed", || async {
         let r = c
             .app(1, victim)
@@ -424,7 +431,7 @@ async fn a_corrupt_stored_record_is_answered_503_and_the_node_serves_on() {
     assert_eq!(r.body["balance"], "1000");
     ok(app.call(Method::GET, &local("/v1/blocks/2"), None).await);
     ok(app
-        .call(Method::GET, &local("/v1/transfers/seed-issue"), None)
+        .call(Method::GET, &local("/v1/transfers/org1.seed-issue"), None)
         .await);
     c.assert_alive();
 }
@@ -465,7 +472,7 @@ async fn a_tampered_replica_is_found_by_its_peers_once_the_account_is_touched() 
 
     // Touch the account: the victim's block now digests another record.
     ok(c.app(1, leader)
-        .transfer("touch", "org1.ops", "org2.ops", 1)
+        .transfer("org1.touch", "org1.ops", "org2.ops", 1)
         .await);
     let why = eventually("the victim to find itself diverged", || async {
         let status = c.status(victim).await?;

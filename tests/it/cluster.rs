@@ -15,7 +15,7 @@ async fn three_nodes_form_and_a_follower_write_commits_everywhere() {
 
     let t = ok(c
         .app(1, follower)
-        .transfer("f-1", "org1.ops", "org2.ops", 300)
+        .transfer("org1.f-1", "org1.ops", "org2.ops", 300)
         .await);
     assert_eq!(t.body["amount"], "300");
     assert_eq!(t.body["posted_by"], "org1");
@@ -90,7 +90,7 @@ async fn leader_sigkill_loses_no_acknowledged_transfer() {
     let mut acked = Vec::new();
     for i in 0..10u64 {
         let via = c.ids()[i as usize % 3];
-        let id = format!("before-{i}");
+        let id = format!("org1.before-{i}");
         transfer_until_ok(&c.app(1, via), &id, "org1.ops", "org2.ops", i + 1).await;
         acked.push((id, i + 1));
     }
@@ -98,7 +98,7 @@ async fn leader_sigkill_loses_no_acknowledged_transfer() {
     c.kill(old_leader);
     let survivor = c.running()[0];
     for i in 0..10u64 {
-        let id = format!("after-{i}");
+        let id = format!("org1.after-{i}");
         transfer_until_ok(&c.app(1, survivor), &id, "org1.ops", "org2.ops", 100 + i).await;
         acked.push((id, 100 + i));
     }
@@ -142,7 +142,7 @@ async fn sigkill_of_every_node_loses_no_acknowledged_transfer() {
         let via = c.ids()[i as usize % 3];
         transfer_until_ok(
             &c.app(1, via),
-            &format!("k-{i}"),
+            &format!("org1.k-{i}"),
             "org1.ops",
             "org3.ops",
             7 * (i + 1),
@@ -169,7 +169,7 @@ async fn sigkill_of_every_node_loses_no_acknowledged_transfer() {
         );
     }
     for i in 0..30u64 {
-        let r = ok(c.app(3, 3).get_transfer(&format!("k-{i}")).await);
+        let r = ok(c.app(3, 3).get_transfer(&format!("org1.k-{i}")).await);
         assert_eq!(r.body["amount"], (7 * (i + 1)).to_string());
     }
 }
@@ -193,7 +193,7 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     for i in 0..40u64 {
         transfer_until_ok(
             &c.app(1, leader),
-            &format!("s-{i}"),
+            &format!("org1.s-{i}"),
             "org1.ops",
             "org2.ops",
             1,
@@ -221,7 +221,7 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
         status["snapshot_index"].as_u64().unwrap() > left_at,
         "{status}"
     );
-    let r = ok(c.app(1, lagging).get_transfer("s-39").await);
+    let r = ok(c.app(1, lagging).get_transfer("org1.s-39").await);
     assert_eq!(r.body["amount"], "1");
 }
 
@@ -241,7 +241,14 @@ async fn a_node_whose_storage_was_lost_cannot_rejoin_under_its_id() {
     assert!(log.contains("remembers it with other storage"), "{log}");
 
     // The rest of the consortium carries on.
-    transfer_until_ok(&c.app(1, leader), "after-wipe", "org1.ops", "org2.ops", 5).await;
+    transfer_until_ok(
+        &c.app(1, leader),
+        "org1.after-wipe",
+        "org1.ops",
+        "org2.ops",
+        5,
+    )
+    .await;
     assert_eq!(
         c.balance(2, leader, "org2.ops", false).await.as_deref(),
         Some("5")

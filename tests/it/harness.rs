@@ -198,7 +198,7 @@ impl Cluster {
                 .await);
         }
         ok(admin
-            .transfer("seed-issue", "org1.treasury", "org1.ops", issued)
+            .transfer("org1.seed-issue", "org1.treasury", "org1.ops", issued)
             .await);
     }
 

@@ -179,7 +179,7 @@ async fn identity_comes_only_from_the_verified_session() {
     let r = evil.cluster().await.unwrap();
     assert_eq!((r.status, r.code()), (401, Some("unauthenticated")));
     let r = evil
-        .transfer("evil-1", "org2.ops", "org1.ops", 1)
+        .transfer("org2.evil-1", "org2.ops", "org1.ops", 1)
         .await
         .unwrap();
     assert_eq!(r.status, 401);
@@ -199,19 +199,23 @@ async fn identity_comes_only_from_the_verified_session() {
     let message = r.body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("clientAuth"), "{message}");
     let r = no_eku
-        .transfer("no-eku-1", "org1.ops", "org2.ops", 1)
+        .transfer("org1.no-eku-1", "org1.ops", "org2.ops", 1)
         .await
         .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(
-        c.app(1, 1).get_transfer("no-eku-1").await.unwrap().status,
+        c.app(1, 1)
+            .get_transfer("org1.no-eku-1")
+            .await
+            .unwrap()
+            .status,
         404
     );
 
     // A partner cannot write, but may read what was granted to it.
     let partner = c.client("org2", "partner", 2);
     let r = partner
-        .transfer("p-1", "org2.ops", "org1.ops", 1)
+        .transfer("org2.p-1", "org2.ops", "org1.ops", 1)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (403, Some("role_may_not_write")));
@@ -227,11 +231,11 @@ async fn identity_comes_only_from_the_verified_session() {
     // An app of org1 cannot debit org2's account.
     let r = c
         .app(1, 2)
-        .transfer("steal-1", "org2.ops", "org1.ops", 1)
+        .transfer("org1.steal-1", "org2.ops", "org1.ops", 1)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (403, Some("debit_account_not_owned")));
-    let r = c.app(1, 1).get_transfer("steal-1").await.unwrap();
+    let r = c.app(1, 1).get_transfer("org1.steal-1").await.unwrap();
     assert_eq!(r.status, 404);
 
     // An app certificate on the peer listener is refused.

@@ -15,25 +15,27 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
 
     // Overdraft.
     let r = app2
-        .transfer("od-1", "org2.ops", "org1.ops", 1)
+        .transfer("org2.od-1", "org2.ops", "org1.ops", 1)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
     let r = app1
-        .transfer("od-2", "org1.ops", "org2.ops", 1_001)
+        .transfer("org1.od-2", "org1.ops", "org2.ops", 1_001)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
 
     // Exactly once: the same body returns the original; another body is 409.
-    let first = ok(app1.transfer("once-1", "org1.ops", "org2.ops", 100).await);
+    let first = ok(app1
+        .transfer("org1.once-1", "org1.ops", "org2.ops", 100)
+        .await);
     let again = ok(c
         .app(1, 3)
-        .transfer("once-1", "org1.ops", "org2.ops", 100)
+        .transfer("org1.once-1", "org1.ops", "org2.ops", 100)
         .await);
     assert_eq!(first.body, again.body);
     let r = app1
-        .transfer("once-1", "org1.ops", "org2.ops", 101)
+        .transfer("org1.once-1", "org1.ops", "org2.ops", 101)
         .await
         .unwrap();
     assert_eq!(
@@ -49,7 +51,7 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
                 .unwrap()
         }
     };
-    let t = |amount: serde_json::Value| json!({"id": "bad-1", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": amount});
+    let t = |amount: serde_json::Value| json!({"id": "org1.bad-1", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": amount});
     let cases = [
         (t(json!(1.5)), 400, "invalid_amount"),
         (t(json!(1e3)), 400, "invalid_amount"),
@@ -64,7 +66,7 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
         (t(json!(u64::MAX)), 422, "insufficient_funds"),
         (t(json!("18446744073709551615")), 422, "insufficient_funds"),
         (
-            json!({"id": "x".repeat(65), "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1}),
+            json!({"id": "org1.x".repeat(65), "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1}),
             400,
             "invalid_transfer_id",
         ),
@@ -74,62 +76,62 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             "invalid_transfer_id",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "ORG1.ops", "credit_account": "org2.ops", "amount": 1}),
+            json!({"id": "org1.ok-id", "debit_account": "ORG1.ops", "credit_account": "org2.ops", "amount": 1}),
             400,
             "invalid_account_id",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "usd"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "usd"}),
             400,
             "invalid_asset",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "m".repeat(513)}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "m".repeat(513)}),
             400,
             "memo_too_long",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "pay\u{0007}"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "pay\u{0007}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "invoice \u{202E}fdp.exe"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "invoice \u{202E}fdp.exe"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "\u{2066}isolated\u{2069}"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "\u{2066}isolated\u{2069}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "c1 \u{009B}"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "c1 \u{009B}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
             400,
             "malformed_json",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "amount": 1}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "amount": 1}),
             400,
             "malformed_json",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org1.ops", "amount": 1}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org1.ops", "amount": 1}),
             422,
             "accounts_must_be_different",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "nobody", "amount": 1}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "nobody", "amount": 1}),
             404,
             "credit_account_not_found",
         ),
         (
-            json!({"id": "ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "EUR"}),
+            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "EUR"}),
             422,
             "asset_mismatch",
         ),
@@ -140,7 +142,8 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     }
     // A body is an object: a batch or a transfer written as an array is
     // refused, and so is a key given twice.
-    let leg = r#"{"id":"arr-1","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#;
+    let leg =
+        r#"{"id":"org1.arr-1","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#;
     for raw in [
         b"{not json".to_vec(),
         b"".to_vec(),
@@ -148,8 +151,8 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
         vec![0xff, 0xfe],
         format!("[[{leg}]]").into_bytes(),
         format!("[[{leg}], false, \"refused\"]").into_bytes(),
-        br#"["arr-1","org1.ops","org2.ops",1,null,null,false,null]"#.to_vec(),
-        br#"{"id":"arr-1","id":"arr-2","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#.to_vec(),
+        br#"["org1.arr-1","org1.ops","org2.ops",1,null,null,false,null]"#.to_vec(),
+        br#"{"id":"org1.arr-1","id":"org1.arr-2","debit_account":"org1.ops","credit_account":"org2.ops","amount":1}"#.to_vec(),
         format!(r#"{{"transfers":[{leg}],"transfers":[{leg}]}}"#).into_bytes(),
     ] {
         let r = app1.post_raw("/v1/transfers", raw.clone()).await.unwrap();
@@ -160,14 +163,14 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             String::from_utf8_lossy(&raw)
         );
     }
-    for id in ["arr-1", "arr-2"] {
+    for id in ["org1.arr-1", "org1.arr-2"] {
         assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
     }
     // A write's body must be declared JSON: a browser holding a member
     // certificate can be made to post a form, never JSON. Nothing moves.
     for (path, body) in [
         ("/v1/transfers", leg.as_bytes().to_vec()),
-        ("/v1/transfers/arr-1/void", Vec::new()),
+        ("/v1/transfers/org1.arr-1/void", Vec::new()),
         (
             "/v1/accounts",
             br#"{"id":"org1.form","asset":"USD"}"#.to_vec(),
@@ -191,7 +194,7 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             );
         }
     }
-    assert_eq!(app1.get_transfer("arr-1").await.unwrap().status, 404);
+    assert_eq!(app1.get_transfer("org1.arr-1").await.unwrap().status, 404);
     assert_eq!(app1.account("org1.form", false).await.unwrap().status, 404);
     // The media type's case and parameters do not matter.
     let typed = br#"{"id":"org1.typed","asset":"USD"}"#.to_vec();
@@ -230,13 +233,25 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     let r = app1.call(Method::GET, "/v2/anything", None).await.unwrap();
     assert_eq!((r.status, r.code()), (404, Some("route_not_found")));
 
-    // Accounts: duplicates with other fields, allow_negative for apps.
-    let r = c
-        .app(2, 1)
-        .create_account("org1.ops", "USD", false, &[])
+    // Accounts: duplicates with other fields, another organization's
+    // namespace, allow_negative for apps.
+    let r = app1
+        .create_account("org1.ops", "EUR", false, &[])
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (409, Some("account_exists")));
+    // The same answer for an org1 id that exists and one that does not.
+    for id in ["org1.ops", "org1.never-made"] {
+        let r = c
+            .app(2, 1)
+            .create_account(id, "USD", false, &[])
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.code()), (403, Some("id_outside_namespace")));
+        let r = c.app(2, 1).transfer(id, "org2.ops", "org1.ops", 1).await;
+        let r = r.unwrap();
+        assert_eq!((r.status, r.code()), (403, Some("id_outside_namespace")));
+    }
     let r = app1
         .create_account("org1.credit", "USD", true, &[])
         .await
@@ -268,7 +283,7 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             Some("100")
         );
     }
-    for id in ["od-1", "od-2", "bad-1", "ok-id", "big"] {
+    for id in ["org2.od-1", "org1.od-2", "org1.bad-1", "org1.ok-id", "big"] {
         assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
     }
     assert_eq!(
@@ -279,14 +294,16 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     // A refused transfer keeps its answer: re-sent after funds arrive, it is
     // still refused (exactly once), while a new id goes through.
     ok(admin1
-        .transfer("top-up", "org1.treasury", "org1.ops", 5_000)
+        .transfer("org1.top-up", "org1.treasury", "org1.ops", 5_000)
         .await);
     let r = app1
-        .transfer("od-2", "org1.ops", "org2.ops", 1_001)
+        .transfer("org1.od-2", "org1.ops", "org2.ops", 1_001)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("insufficient_funds")));
-    ok(app1.transfer("od-2b", "org1.ops", "org2.ops", 1_001).await);
+    ok(app1
+        .transfer("org1.od-2b", "org1.ops", "org2.ops", 1_001)
+        .await);
     assert_eq!(
         c.balance(2, 2, "org2.ops", false).await.as_deref(),
         Some("1101")

@@ -19,8 +19,8 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
 
     // Atomic with one bad leg: nothing changes; every item says why.
     let bad = vec![
-        t("ab-1", "org1.ops", "org2.ops", 10),
-        t("ab-2", "org1.ops", "nobody", 5),
+        t("org1.ab-1", "org1.ops", "org2.ops", 10),
+        t("org1.ab-2", "org1.ops", "nobody", 5),
     ];
     let r = app1.batch(bad.clone(), true).await.unwrap();
     assert_eq!(
@@ -37,7 +37,7 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
         r.body["results"][1]["error"]["code"],
         "credit_account_not_found"
     );
-    assert_eq!(app1.get_transfer("ab-1").await.unwrap().status, 404);
+    assert_eq!(app1.get_transfer("org1.ab-1").await.unwrap().status, 404);
     assert_eq!(
         c.balance(2, 2, "org2.ops", false).await.as_deref(),
         Some("0")
@@ -56,9 +56,9 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
     let mut moved = 0; // by this part, from org1.ops to org2.ops
     for node in c.ids() {
         let items = [
-            t(&format!("rf-{node}-0"), "org1.ops", "org2.ops", 1),
-            t(&format!("rf-{node}-1"), "org1.ops", "nobody", 1),
-            t(&format!("rf-{node}-2"), "org1.ops", "org2.ops", 2),
+            t(&format!("org1.rf-{node}-0"), "org1.ops", "org2.ops", 1),
+            t(&format!("org1.rf-{node}-1"), "org1.ops", "nobody", 1),
+            t(&format!("org1.rf-{node}-2"), "org1.ops", "org2.ops", 2),
         ];
         let r = ok(c.app(1, node).batch_refused_only(&items, false).await);
         assert_eq!(r.body["applied"], 2, "{}", r.body);
@@ -66,10 +66,10 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
         let refused = r.body["refused"].as_array().unwrap();
         assert_eq!(refused.len(), 1, "{}", r.body);
         assert_eq!(refused[0]["index"], 1);
-        assert_eq!(refused[0]["id"], format!("rf-{node}-1"));
+        assert_eq!(refused[0]["id"], format!("org1.rf-{node}-1"));
         assert_eq!(refused[0]["error"]["code"], "credit_account_not_found");
         assert_eq!(
-            ok(app1.get_transfer(&format!("rf-{node}-2")).await).body["amount"],
+            ok(app1.get_transfer(&format!("org1.rf-{node}-2")).await).body["amount"],
             "2"
         );
         moved += 3;
@@ -79,8 +79,8 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
     let r = app1
         .batch_refused_only(
             &[
-                t("ra-0", "org1.ops", "org2.ops", 1),
-                t("ra-1", "org1.ops", "nobody", 1),
+                t("org1.ra-0", "org1.ops", "org2.ops", 1),
+                t("org1.ra-1", "org1.ops", "nobody", 1),
             ],
             true,
         )
@@ -90,32 +90,32 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
     assert_eq!(r.body["applied"], 0, "{}", r.body);
     assert_eq!(r.body["refused"].as_array().map(Vec::len), Some(1));
     assert_eq!(r.body["refused"][0]["index"], 1);
-    assert_eq!(r.body["refused"][0]["id"], "ra-1");
+    assert_eq!(r.body["refused"][0]["id"], "org1.ra-1");
     assert_eq!(
         r.body["refused"][0]["error"]["code"],
         "credit_account_not_found"
     );
-    assert_eq!(app1.get_transfer("ra-0").await.unwrap().status, 404);
+    assert_eq!(app1.get_transfer("org1.ra-0").await.unwrap().status, 404);
     // A batch of one goes through group commit, and still answers as asked.
     let r = ok(app1
-        .batch_refused_only(&[t("ro-0", "org1.ops", "nobody", 1)], false)
+        .batch_refused_only(&[t("org1.ro-0", "org1.ops", "nobody", 1)], false)
         .await);
     assert_eq!(r.body["applied"], 0, "{}", r.body);
-    assert_eq!(r.body["refused"][0]["id"], "ro-0", "{}", r.body);
+    assert_eq!(r.body["refused"][0]["id"], "org1.ro-0", "{}", r.body);
     // An unknown answer is refused before anything is applied.
-    let body = json!({"transfers": [t("rx-0", "org1.ops", "org2.ops", 1)], "answer": "some"});
+    let body = json!({"transfers": [t("org1.rx-0", "org1.ops", "org2.ops", 1)], "answer": "some"});
     let r = app1
         .post_raw("/v1/transfers", body.to_string().into_bytes())
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (400, Some("malformed_json")));
-    assert_eq!(app1.get_transfer("rx-0").await.unwrap().status, 404);
+    assert_eq!(app1.get_transfer("org1.rx-0").await.unwrap().status, 404);
     // A batch of one is answered as a batch.
     let r = ok(app1
-        .batch(vec![t("one-0", "org1.ops", "org2.ops", 1)], false)
+        .batch(vec![t("org1.one-0", "org1.ops", "org2.ops", 1)], false)
         .await);
     assert_eq!(
-        r.body["results"][0]["transfer"]["id"], "one-0",
+        r.body["results"][0]["transfer"]["id"], "org1.one-0",
         "{}",
         r.body
     );
@@ -123,7 +123,7 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
 
     // A full batch of 8000 is one entry and commits whole.
     let big: Vec<Value> = (0..8000)
-        .map(|i| t(&format!("big-{i}"), "org1.ops", "org3.ops", 1 + i % 3))
+        .map(|i| t(&format!("org1.big-{i}"), "org1.ops", "org3.ops", 1 + i % 3))
         .collect();
     let sent: u64 = (0..8000u64).map(|i| 1 + i % 3).sum();
     let r = ok(c.app(1, 3).batch(big, true).await);
@@ -139,20 +139,20 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
         Some(sent.to_string())
     );
     let too_many: Vec<Value> = (0..8191)
-        .map(|i| t(&format!("tm-{i}"), "org1.ops", "org3.ops", 1))
+        .map(|i| t(&format!("org1.tm-{i}"), "org1.ops", "org3.ops", 1))
         .collect();
     let r = app1.batch(too_many, false).await.unwrap();
     assert_eq!((r.status, r.code()), (400, Some("invalid_batch")));
 
     // 2^64-1 round-trips exactly, and a balance past 2^53 reads back exactly.
     let admin1 = c.client("org1", "admin", 1);
-    let max = json!({"id": "max-1", "debit_account": "org1.treasury", "credit_account": "org1.ops", "amount": "18446744073709551615"});
+    let max = json!({"id": "org1.max-1", "debit_account": "org1.treasury", "credit_account": "org1.ops", "amount": "18446744073709551615"});
     let r = ok(admin1
         .call(reqwest::Method::POST, "/v1/transfers", Some(&max))
         .await);
     assert_eq!(r.body["amount"], "18446744073709551615");
     ok(admin1
-        .transfer("max-2", "org1.treasury", "org1.ops", u64::MAX)
+        .transfer("org1.max-2", "org1.treasury", "org1.ops", u64::MAX)
         .await);
     let expected = u128::from(ISSUED) + 2 * u128::from(u64::MAX) - 10 - moved - u128::from(sent);
     for node in c.ids() {
@@ -162,7 +162,7 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
         );
     }
     assert_eq!(
-        ok(app1.get_transfer("max-1").await).body["amount"],
+        ok(app1.get_transfer("org1.max-1").await).body["amount"],
         "18446744073709551615"
     );
 }
@@ -184,7 +184,7 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
         .call(
             reqwest::Method::POST,
             "/v1/transfers",
-            Some(&pending("race", None)),
+            Some(&pending("org1.race", None)),
         )
         .await);
     assert_eq!(r.body["state"], "pending");
@@ -196,7 +196,10 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
 
     // Post on one node, void on another, at once: exactly one wins.
     let (on1, on2) = (c.app(1, 1), c.app(1, 2));
-    let (posted, voided) = tokio::join!(on1.post_pending("race", None), on2.void_pending("race"));
+    let (posted, voided) = tokio::join!(
+        on1.post_pending("org1.race", None),
+        on2.void_pending("org1.race")
+    );
     let (posted, voided) = (posted.unwrap(), voided.unwrap());
     let wins = [posted.is_success(), voided.is_success()];
     assert_eq!(
@@ -219,7 +222,7 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
     };
     for node in c.ids() {
         assert_eq!(
-            ok(c.app(1, node).get_transfer("race").await).body["state"],
+            ok(c.app(1, node).get_transfer("org1.race").await).body["state"],
             state
         );
         assert_eq!(
@@ -234,7 +237,7 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
         .call(
             reqwest::Method::POST,
             "/v1/transfers",
-            Some(&pending("short", Some(300))),
+            Some(&pending("org1.short", Some(300))),
         )
         .await);
     let mut resolved = Vec::new();
@@ -244,7 +247,7 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
                 .app(1, node)
                 .call(
                     reqwest::Method::GET,
-                    "/v1/transfers/short?consistency=local",
+                    "/v1/transfers/org1.short?consistency=local",
                     None,
                 )
                 .await
@@ -255,7 +258,7 @@ async fn a_pending_transfer_resolves_once_and_expires_at_one_point_everywhere() 
         resolved.push(height);
     }
     assert!(resolved.windows(2).all(|w| w[0] == w[1]), "{resolved:?}");
-    let r = on1.post_pending("short", None).await.unwrap();
+    let r = on1.post_pending("org1.short", None).await.unwrap();
     assert_eq!(
         (r.status, r.code()),
         (409, Some("pending_transfer_expired"))
@@ -272,7 +275,7 @@ async fn history_pages_never_skip_or_repeat_and_grants_apply_everywhere() {
     let adding = tokio::spawn(async move {
         for i in 0..60u64 {
             ok(writer
-                .transfer(&format!("h-{i}"), "org1.ops", "org3.ops", i + 1)
+                .transfer(&format!("org1.h-{i}"), "org1.ops", "org3.ops", i + 1)
                 .await);
         }
     });
@@ -303,7 +306,7 @@ async fn history_pages_never_skip_or_repeat_and_grants_apply_everywhere() {
         }
     }
     adding.await.unwrap();
-    let expected: Vec<String> = (0..60).map(|i| format!("h-{i}")).collect();
+    let expected: Vec<String> = (0..60).map(|i| format!("org1.h-{i}")).collect();
     assert_eq!(seen_transfers, expected, "history is in commit order");
     let last = ok(reader.history("org3.ops", Some("59"), 7).await);
     assert_eq!(
@@ -312,7 +315,7 @@ async fn history_pages_never_skip_or_repeat_and_grants_apply_everywhere() {
     );
 
     // The balance as of a past block.
-    let h30 = ok(reader.get_transfer("h-29").await).body["height"]
+    let h30 = ok(reader.get_transfer("org1.h-29").await).body["height"]
         .as_u64()
         .unwrap();
     let at = ok(reader
@@ -379,7 +382,7 @@ async fn history_pages_never_skip_or_repeat_and_grants_apply_everywhere() {
     ok(c.client("org3", "admin", 3).close_account("org3.ops").await);
     let r = c
         .app(1, 1)
-        .transfer("to-closed", "org1.ops", "org3.ops", 1)
+        .transfer("org1.to-closed", "org1.ops", "org3.ops", 1)
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("credit_account_closed")));

@@ -207,7 +207,7 @@ pub async fn check(
     for id in seen.keys() {
         report.check(
             "no transfer the clients never sent",
-            id.starts_with("open-") || history.transfers.contains_key(*id),
+            id.starts_with("org1.open-") || history.transfers.contains_key(*id),
             || format!("{id} is in the ledger but no client sent it"),
         );
     }

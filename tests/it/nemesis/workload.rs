@@ -99,7 +99,7 @@ pub async fn open_bank(c: &Cluster) -> u64 {
         crate::harness::ok(
             admin
                 .transfer(
-                    &format!("open-{account}"),
+                    &format!("org1.open-{account}"),
                     "org1.issuer",
                     &account,
                     OPENING_BALANCE,
@@ -158,7 +158,7 @@ impl Worker {
             let roll = self.rng.below(100);
             if roll < 70 {
                 n += 1;
-                let id = format!("w{}-{n}", self.id);
+                let id = format!("org{}.w{}-{n}", self.org, self.id);
                 let from = self.rng.pick(&own).clone();
                 let to = loop {
                     let (_, to) = self.rng.pick(&all);
