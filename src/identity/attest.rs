@@ -66,6 +66,33 @@ pub const SEAL_AHEAD_MAX_MS: u64 = 60 * 1000;
 /// Certificates whose checks are remembered; past this the memory is
 /// cleared (it only saves work, it never changes a verdict).
 const KNOWN_CERTS_MAX: usize = 10_000;
+/// Largest certificate a seal may carry. The profile's are under 1 KiB; a
+/// seal is refused past this, so that no member can make entries that
+/// followers cannot receive or that fill memory.
+pub const SEAL_CERT_BYTES_MAX: usize = 16 * 1024;
+/// Largest signature a seal may carry (ECDSA P-256 in DER is at most 72).
+pub const SEAL_SIGNATURE_BYTES_MAX: usize = 80;
+/// Largest signed request a client seal may carry: the largest
+/// `limits.body_bytes_max` a node accepts, and a path of a few ids.
+pub const SEALED_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+const SEALED_PATH_BYTES_MAX: usize = 512;
+
+/// Whether `evidence` is within the sizes every replica accepts.
+pub fn fits(evidence: &Evidence) -> bool {
+    match evidence {
+        Evidence::Leader => true,
+        Evidence::Node(s) => {
+            s.cert.len() <= SEAL_CERT_BYTES_MAX && s.signature.len() <= SEAL_SIGNATURE_BYTES_MAX
+        }
+        Evidence::Client(s) => {
+            s.cert.len() <= SEAL_CERT_BYTES_MAX
+                && s.signature.len() <= SEAL_SIGNATURE_BYTES_MAX
+                && s.body.len() <= SEALED_BODY_BYTES_MAX
+                && s.method.len() <= 8
+                && s.path.len() <= SEALED_PATH_BYTES_MAX
+        }
+    }
+}
 
 const CONTEXT: &[u8] = b"alliance attestation v1\0";
 
@@ -257,6 +284,9 @@ impl Witness {
     }
 
     fn check(&self, evidence: &Evidence, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+        if !fits(evidence) {
+            return Err(Rejection::OriginInvalid);
+        }
         match evidence {
             Evidence::Leader => Err(Rejection::OriginMissing),
             Evidence::Node(seal) => self.check_node(seal, what, clock_ms),
@@ -330,11 +360,11 @@ impl Witness {
     /// A certificate checked against the member CAs as of `clock_ms`.
     fn certificate(&self, der: &[u8], clock_ms: u64) -> Result<Arc<Known>, Rejection> {
         let secs = clock_ms / 1000;
+        let within = |k: &Known| (k.valid_secs.0..=k.valid_secs.1).contains(&secs);
         let key: Hash = Sha256::digest(der).into();
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = known.get(&key) {
-            let (from, until) = k.valid_secs;
-            return if (from..=until).contains(&secs) {
+            return if within(k) {
                 Ok(k.clone())
             } else {
                 Err(Rejection::OriginInvalid)
@@ -351,7 +381,13 @@ impl Witness {
             known.clear();
         }
         known.insert(key, k.clone());
-        Ok(k)
+        // The chain check does not look at the CA's own validity; the
+        // window does, on this path as on the remembered one.
+        if within(&k) {
+            Ok(k)
+        } else {
+            Err(Rejection::OriginInvalid)
+        }
     }
 
     /// What a verified certificate's check depends on besides its chain:
@@ -368,7 +404,7 @@ impl Witness {
         Some(Known {
             public_key,
             valid_secs: (from, until),
-            principal,
+            principal: principal.without_cert(),
         })
     }
 }

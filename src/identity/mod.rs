@@ -297,6 +297,13 @@ impl Principal {
     pub fn cert(&self) -> &[u8] {
         &self.cert
     }
+    /// The same caller, without its certificate's bytes (for keeping).
+    pub fn without_cert(self) -> Self {
+        Self {
+            cert: Arc::from(&[][..]),
+            ..self
+        }
+    }
     /// Whether `other` names the same caller (organization, role, name).
     pub fn is(&self, other: &Principal) -> bool {
         (&self.org, self.role, &self.name) == (&other.org, other.role, &other.name)

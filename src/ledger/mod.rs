@@ -17,8 +17,8 @@
 //!
 //! Checks run in a fixed, documented order, one line per check, and the first
 //! failing check is the answer (see [`Rejection`]). A rejected command changes
-//! nothing (except that a refusal decided after ownership is remembered under
-//! its transfer id, so a re-send gets the same answer).
+//! nothing (except that a transfer's refusal is remembered under its id, so a
+//! re-send gets the same answer; see `transfer.rs`, `remembered`).
 //!
 //! Invariants that only a bug could break are asserted in every build, not
 //! only in debug ones: each block follows the head by one, the ledger clock

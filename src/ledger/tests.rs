@@ -566,13 +566,69 @@ fn a_refused_transfer_is_refused_again_on_resend() {
         rejection_of(&r.at(&app1, 0, one(other))),
         Some(Rejection::ExistsWithDifferentFields)
     );
-    // Refusals before ownership is known are not remembered.
+    // Every refusal of an id in the caller's namespace is remembered; one
+    // outside it is not (the id is another organization's).
     let not_mine = new_transfer("org1.x1", "org2.b1", "org1.a1", 1);
     assert_eq!(
         rejection_of(&r.at(&app1, 0, one(not_mine))),
         Some(Rejection::DebitAccountNotOwned)
     );
-    assert!(r.l.rejected(&tid("org1.x1")).is_none());
+    let remembered = r.l.rejected(&tid("org1.x1")).map(|x| x.rejection);
+    assert_eq!(remembered, Some(Rejection::DebitAccountNotOwned));
+    let outside = new_transfer("org2.x1", "org1.a1", "org2.b1", 1);
+    assert_eq!(
+        rejection_of(&r.at(&app1, 0, one(outside))),
+        Some(Rejection::IdOutsideNamespace)
+    );
+    assert!(r.l.rejected(&tid("org2.x1")).is_none());
+}
+
+/// A request that was refused is never applied later: sent again after
+/// what refused it has changed (the credit account now exists, the funds
+/// arrived), a plain transfer and an atomic batch get their first answer.
+/// So neither a retry nor a member replaying a signed request can turn a
+/// refusal into a payment.
+#[test]
+fn a_refused_request_sent_again_later_is_refused_again() {
+    let mut r = seeded();
+    let (app1, admin1) = (actor("org1", Role::App), actor("org1", Role::Admin));
+    let to_missing = one(new_transfer("org1.m1", "org1.a1", "org1.later", 5));
+    assert_eq!(
+        rejection_of(&r.at(&app1, 0, to_missing.clone())),
+        Some(Rejection::CreditAccountNotFound)
+    );
+    r.ok(
+        &app1,
+        Command::CreateAccount(new_account("org1.later", "USD", false)),
+    );
+    assert_eq!(
+        rejection_of(&r.at(&app1, 0, to_missing)),
+        Some(Rejection::CreditAccountNotFound)
+    );
+
+    let batch = Command::Transfers {
+        transfers: vec![
+            new_transfer("org1.m2", "org1.a1", "org2.b1", 10),
+            new_transfer("org1.m3", "org1.a1", "org2.b1", 1_000),
+        ],
+        atomic: true,
+    };
+    let first = r.at(&app1, 0, batch.clone());
+    r.ok(
+        &admin1,
+        one(new_transfer("org1.m-fund", "org1.issue", "org1.a1", 5_000)),
+    );
+    let before = r.l.account(&acct("org2.b1")).unwrap().balance();
+    let again = r.at(&app1, 0, batch);
+    assert_eq!(again, first);
+    assert_eq!(
+        first,
+        Outcome::Transfers(vec![
+            Err(Rejection::LinkedTransferFailed),
+            Err(Rejection::InsufficientFunds)
+        ])
+    );
+    assert_eq!(r.l.account(&acct("org2.b1")).unwrap().balance(), before);
 }
 
 #[test]

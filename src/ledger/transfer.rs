@@ -53,8 +53,8 @@ fn transfer_record(at: At<'_>, req: &NewTransfer, asset: &Asset, leaf_index: u64
 }
 
 impl Ledger {
-    /// [`Self::transfer_one`], remembering a business-rule refusal (one
-    /// decided after ownership was established) under the transfer's id.
+    /// [`Self::transfer_one`], remembering a refusal under the transfer's
+    /// id (see [`remembered`]).
     pub(super) fn transfer_and_remember(
         &mut self,
         at: At<'_>,
@@ -62,30 +62,33 @@ impl Ledger {
         leaf: u64,
         changes: &mut Changes,
     ) -> Result<Transfer, Rejection> {
-        use Rejection::*;
         let result = self.transfer_one(at, req, leaf, changes);
-        if let Err(
-            r @ (AssetMismatch | DebitAccountClosed | CreditAccountClosed | InsufficientFunds
-            | ExceedsBalanceMax | Overflow),
-        ) = result
-        {
-            if !self.rejected.contains_key(&req.id) {
-                self.rejected.insert(
-                    req.id.clone(),
-                    RejectedTransfer {
-                        request: req.clone(),
-                        rejection: r,
-                    },
-                );
-                changes.rejected.push(req.id.clone());
-            }
+        if let Err(r) = result {
+            self.remember_refusal(req, r, changes);
         }
         result
     }
 
+    /// Remembers that `req` was refused with `r`, if `r` is [`remembered`]
+    /// and the id holds nothing yet: the same request again gets the same
+    /// refusal, whoever sends it and whenever.
+    fn remember_refusal(&mut self, req: &NewTransfer, r: Rejection, changes: &mut Changes) {
+        if remembered(r) && !self.rejected.contains_key(&req.id) {
+            self.rejected.insert(
+                req.id.clone(),
+                RejectedTransfer {
+                    request: req.clone(),
+                    rejection: r,
+                },
+            );
+            changes.rejected.push(req.id.clone());
+        }
+    }
+
     /// All or nothing: every item is checked (so each refused one reports
-    /// its own code), and if any is refused the journal restores the state
-    /// and the others report `linked_transfer_failed`.
+    /// its own code), and if any is refused the journal restores the state,
+    /// the others report `linked_transfer_failed`, and each item's refusal
+    /// is remembered under its id.
     pub(super) fn atomic_batch(
         &mut self,
         at: At<'_>,
@@ -105,10 +108,16 @@ impl Ledger {
         }
         self.undo(journal);
         *changes = before;
-        results
+        let results: Vec<_> = results
             .into_iter()
             .map(|r| r.and(Err(Rejection::LinkedTransferFailed)))
-            .collect()
+            .collect();
+        for (req, result) in reqs.iter().zip(&results) {
+            if let Err(r) = result {
+                self.remember_refusal(req, *r, changes);
+            }
+        }
+        results
     }
 
     /// Checks, in order: `role_may_not_write`, `id_outside_namespace`,
@@ -343,4 +352,24 @@ impl Ledger {
         changes.in_map.insert(t.id.clone());
         Ok(t)
     }
+}
+
+/// Whether a refusal is remembered under the transfer's id. Every refusal
+/// decided once the id is known to be the caller's organization's is: a
+/// request that was refused can never be applied later, by a retry or by a
+/// member replaying its seal. Not remembered: a role that may not write
+/// (the caller is not one the id's organization writes with), an id
+/// outside the caller's namespace (it is another organization's), and an
+/// id that holds a transfer already.
+fn remembered(r: Rejection) -> bool {
+    !matches!(
+        r,
+        Rejection::RoleMayNotWrite
+            | Rejection::IdOutsideNamespace
+            | Rejection::ExistsWithDifferentFields
+            | Rejection::OriginMissing
+            | Rejection::OriginInvalid
+            | Rejection::OriginForeign
+            | Rejection::OriginStale
+    )
 }

@@ -76,62 +76,62 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             "invalid_transfer_id",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "ORG1.ops", "credit_account": "org2.ops", "amount": 1}),
+            json!({"id": "org1.ok-id-1", "debit_account": "ORG1.ops", "credit_account": "org2.ops", "amount": 1}),
             400,
             "invalid_account_id",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "usd"}),
+            json!({"id": "org1.ok-id-2", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "usd"}),
             400,
             "invalid_asset",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "m".repeat(513)}),
+            json!({"id": "org1.ok-id-3", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "m".repeat(513)}),
             400,
             "memo_too_long",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "pay\u{0007}"}),
+            json!({"id": "org1.ok-id-4", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "pay\u{0007}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "invoice \u{202E}fdp.exe"}),
+            json!({"id": "org1.ok-id-5", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "invoice \u{202E}fdp.exe"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "\u{2066}isolated\u{2069}"}),
+            json!({"id": "org1.ok-id-6", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "\u{2066}isolated\u{2069}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "c1 \u{009B}"}),
+            json!({"id": "org1.ok-id-7", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "memo": "c1 \u{009B}"}),
             400,
             "invalid_memo",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
+            json!({"id": "org1.ok-id-8", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "extra": true}),
             400,
             "malformed_json",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "amount": 1}),
+            json!({"id": "org1.ok-id-9", "debit_account": "org1.ops", "amount": 1}),
             400,
             "malformed_json",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org1.ops", "amount": 1}),
+            json!({"id": "org1.ok-id-10", "debit_account": "org1.ops", "credit_account": "org1.ops", "amount": 1}),
             422,
             "accounts_must_be_different",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "nobody", "amount": 1}),
+            json!({"id": "org1.ok-id-11", "debit_account": "org1.ops", "credit_account": "nobody", "amount": 1}),
             404,
             "credit_account_not_found",
         ),
         (
-            json!({"id": "org1.ok-id", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "EUR"}),
+            json!({"id": "org1.ok-id-12", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 1, "asset": "EUR"}),
             422,
             "asset_mismatch",
         ),
@@ -283,7 +283,13 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
             Some("100")
         );
     }
-    for id in ["org2.od-1", "org1.od-2", "org1.bad-1", "org1.ok-id", "big"] {
+    for id in [
+        "org2.od-1",
+        "org1.od-2",
+        "org1.bad-1",
+        "org1.ok-id-13",
+        "big",
+    ] {
         assert_eq!(app1.get_transfer(id).await.unwrap().status, 404, "{id}");
     }
     assert_eq!(

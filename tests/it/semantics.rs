@@ -43,8 +43,23 @@ async fn batches_are_atomic_or_per_item_and_amounts_keep_their_precision() {
         Some("0")
     );
 
-    // The same items, not atomic: each its own result, in order.
+    // Sent again, the refused batch gets the same answer (its refusals are
+    // remembered under its ids), even sent as a plain batch.
+    let r = app1.batch(bad.clone(), true).await.unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("batch_rejected")));
     let r = ok(app1.batch(bad, false).await);
+    assert_eq!(
+        r.body["results"][0]["error"]["code"], "linked_transfer_failed",
+        "{}",
+        r.body
+    );
+
+    // The same transfers under new ids, not atomic: each its own result.
+    let plain = vec![
+        t("org1.ab-3", "org1.ops", "org2.ops", 10),
+        t("org1.ab-4", "org1.ops", "nobody", 5),
+    ];
+    let r = ok(app1.batch(plain, false).await);
     assert_eq!(r.body["results"][0]["ok"], true);
     assert_eq!(
         r.body["results"][1]["error"]["code"],

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Attempt, Outcome, Service};
-use crate::api::body::{check_limits, check_memo, Shape};
+use crate::api::body::{check_limits, check_memo, decode_signed, Shape};
 use crate::api::error::ApiError;
 use crate::api::group::{GroupError, Unit};
 use crate::api::relay::BundleAnswer;
 use crate::api::views::{Answer, Rendered};
 use crate::config::NodeId;
-use crate::identity::attest::Attested;
+use crate::identity::attest::{self, Attested};
 use crate::identity::{ForwardedPrincipal, NodePrincipal, Principal};
 use crate::ledger::{Bundle, ClientSeal, Command, Evidence};
 
@@ -58,6 +58,16 @@ pub enum ReadIndex {
     NotLeader,
 }
 
+/// A seal past the sizes replicas accept.
+fn oversized() -> ApiError {
+    ApiError::Forbidden("a seal's certificate, signature or signed request is too large")
+}
+
+/// Whether `seal` is the caller's signature over exactly `command`.
+fn signs(seal: &ClientSeal, command: &Command) -> bool {
+    decode_signed(&seal.method, &seal.path, &seal.body).as_ref() == Some(command)
+}
+
 /// Why a peer may not forward this: it vouches for its own callers only.
 fn foreign(node: &NodePrincipal) -> ApiError {
     ApiError::SignOrUseOwnNode(node.org.to_string())
@@ -67,7 +77,15 @@ impl Service {
     /// Runs a write forwarded by `node` here if this node is the leader; a
     /// follower says so.
     pub async fn execute_forwarded(&self, node: &NodePrincipal, fwd: Forwarded) -> PeerAnswer {
+        if !attest::fits(&fwd.evidence) {
+            return PeerAnswer::Done(oversized().render());
+        }
         let principal = match &fwd.evidence {
+            Evidence::Client(seal) if !signs(seal, &fwd.command) => {
+                Err(ApiError::InvalidSignature(
+                    "the forwarded command is not the one the caller signed".into(),
+                ))
+            }
             Evidence::Client(seal) => self.forwarded_signer(seal, &fwd.principal),
             _ => Principal::forwarded(node, fwd.principal).ok_or_else(|| foreign(node)),
         };
@@ -102,6 +120,9 @@ impl Service {
         let sealed_by_sender = matches!(&bundle.evidence, Evidence::Node(s) if s.node == node.id);
         if !sealed_by_sender || bundle.items.iter().any(|g| g.actor.org != node.org) {
             return Err(foreign(node));
+        }
+        if !attest::fits(&bundle.evidence) {
+            return Err(oversized());
         }
         if bundle.items.is_empty() || bundle.items.len() > self.limits.group_commit_max {
             return Err(ApiError::Forbidden(

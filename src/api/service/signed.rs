@@ -8,7 +8,7 @@ use actix_web::http::header::HeaderValue;
 use super::write::now_ms;
 use super::Service;
 use crate::api::error::ApiError;
-use crate::identity::attest::{SEAL_AGE_MAX_MS, SEAL_AHEAD_MAX_MS};
+use crate::identity::attest::{SEAL_AGE_MAX_MS, SEAL_AHEAD_MAX_MS, SEAL_CERT_BYTES_MAX};
 use crate::identity::request::RequestSignature;
 use crate::identity::{ForwardedPrincipal, Principal};
 use crate::ledger::ClientSeal;
@@ -30,6 +30,11 @@ impl Service {
             .to_str()
             .map_err(|_| invalid("alliance-signature is not ASCII"))?;
         let signature = RequestSignature::parse(header).map_err(invalid)?;
+        if principal.cert().len() > SEAL_CERT_BYTES_MAX {
+            return Err(invalid(
+                "the session's certificate is too large to carry in a signed write",
+            ));
+        }
         let seal = ClientSeal {
             cert: principal.cert().to_vec(),
             signed_at_ms: signature.signed_at_ms,

@@ -359,3 +359,32 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
     };
     assert_eq!(witness.verdicts(&group, t), vec![Ok(())]);
 }
+
+/// Evidence past the sizes every replica accepts is refused, the same way
+/// everywhere, before any certificate is parsed.
+#[test]
+fn oversized_evidence_is_refused() {
+    let c = Consortium::new();
+    let t = now();
+    let mut entry = sealed(
+        &c.attester(1),
+        app("org1"),
+        transfer("t1", "org1.ops", "org2.ops", 5),
+        t,
+    );
+    let Evidence::Node(seal) = &mut entry.evidence else {
+        unreachable!()
+    };
+    seal.cert.resize(SEAL_CERT_BYTES_MAX + 1, 0);
+    assert!(!fits(&entry.evidence));
+    assert_eq!(
+        c.witness().verdicts(&entry, t),
+        vec![Err(Rejection::OriginInvalid)]
+    );
+    let Evidence::Node(seal) = &mut entry.evidence else {
+        unreachable!()
+    };
+    seal.cert.truncate(100);
+    seal.signature.resize(SEAL_SIGNATURE_BYTES_MAX + 1, 0);
+    assert!(!fits(&entry.evidence));
+}
