@@ -241,9 +241,16 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
 }
 
 /// Sends one request of `n` transfers under `id`, and sends it again with
-/// the same id for as long as the answer is one a real client retries.
+/// the same id for as long as the answer is one a real client retries, until
+/// [`UNANSWERED_GRACE`] after the run's end (a cluster that stopped
+/// answering ends the run; its summary then shows the requests unanswered).
 async fn send_until_answered(client: &ApiClient, load: &Load, id: &str, n: u64, tally: &mut Tally) {
+    let mut pause = RETRY_PAUSE_MIN;
     loop {
+        if Instant::now() > load.end + UNANSWERED_GRACE {
+            tally.error("unanswered_at_the_end".to_owned());
+            return;
+        }
         let sent = Instant::now();
         let r = if load.batch == 1 {
             client.transfer(id, &load.issuer, &load.sink, 1).await
@@ -267,10 +274,18 @@ async fn send_until_answered(client: &ApiClient, load: &Load, id: &str, n: u64, 
                 if !retry {
                     return;
                 }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
             }
         }
     }
 }
+
+/// How long past the run's end a request is still sent again.
+const UNANSWERED_GRACE: Duration = Duration::from_secs(30);
+/// First and longest pause before a request is sent again.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(1);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(100);
 
 /// The error codes a real client sends the same transfer again on.
 fn is_retried(code: &str) -> bool {
