@@ -64,7 +64,7 @@ fn main() {
         })
         .collect();
     let now = alliance::api::service::write::now_ms();
-    let entry = |evidence: Evidence| Entry {
+    let entry = |evidence: Evidence, now: u64| Entry {
         actor: Actor {
             org: org1.clone(),
             role: Role::Node,
@@ -79,20 +79,22 @@ fn main() {
 
     let start = Instant::now();
     let mut entries = Vec::new();
-    for _ in 0..ROUNDS {
-        entries.push(entry(attester.seal(&Attested::Bundle(&bundle), now)));
+    // Each seal at its own millisecond: each signs its own message.
+    for i in 0..u64::from(ROUNDS) {
+        let seal = attester.seal(&Attested::Bundle(&bundle), now + i);
+        entries.push(entry(seal, now + i));
     }
     let seal = start.elapsed() / ROUNDS;
 
     let start = Instant::now();
     for e in &entries {
-        assert_eq!(follower.verdicts(e, now), vec![Ok(())]);
+        assert_eq!(follower.verdicts(e, e.timestamp_ms), vec![Ok(())]);
     }
     let check = start.elapsed() / ROUNDS;
 
     let start = Instant::now();
     for e in &entries[ROUNDS as usize - 1_000..] {
-        assert_eq!(leader.verdicts(e, now), vec![Ok(())]);
+        assert_eq!(leader.verdicts(e, e.timestamp_ms), vec![Ok(())]);
     }
     let own = start.elapsed() / 1_000;
     let orgs: BTreeSet<_> = genesis.org_names();
