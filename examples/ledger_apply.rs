@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use alliance::ledger::{
-    AccountId, Actor, Amount, Asset, Command, Entry, Evidence, Ledger, NewAccount, NewTransfer,
-    OrgName, Role, TransferId,
+    AccountId, Actor, Amount, Asset, Blinding, Command, Entry, Evidence, Ledger, NewAccount,
+    NewTransfer, OrgName, Role, TransferId,
 };
 
 const ACCOUNTS: usize = 1000;
@@ -44,6 +44,7 @@ fn run(label: &str, batch: usize, entries: usize) {
             timestamp_ms: 1_700_000_000_000 + index,
             command,
             evidence: Evidence::Leader,
+            blinding: Blinding([7; 16]),
         };
         black_box(ledger.apply(&entry, index));
     };

@@ -7,17 +7,18 @@
 //! - On a stopped node's files ([`audit_data_dir`]): the same from the
 //!   stored headers and leaf hashes, plus every stored version of every
 //!   transfer checked against the leaves of the block that stored it (its
-//!   leaf, rendered again, must be one of them), and every account's totals
-//!   recomputed from the transfers and compared with the stored ones.
+//!   leaf, rendered again and hashed with the blind of its position from
+//!   the block's stored blinding, must be one of them), and every account's
+//!   totals recomputed from the transfers and compared with the stored ones.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::client::ApiClient;
 use crate::codec;
-use crate::ledger::chain::{self, from_hex, BlockHeader, Hash};
+use crate::ledger::chain::{self, from_hex, Blinding, BlockHeader, Hash};
 use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferId, TransferState};
 use crate::raft::store::{
     for_each_transfer_block, read_chunks, StateKey, Store, ACCOUNT_TAG, LEAF_HASHES_TAG,
@@ -168,19 +169,26 @@ fn get(store: &Store, key: StateKey) -> Result<Option<Vec<u8>>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A stored block's leaves: their hashes, and the blinding their blinds
+/// come from.
+struct Leaves {
+    hashes: Vec<Hash>,
+    blinding: Blinding,
+}
+
 /// Checks the stored blocks 1..=head, each against its leaf hashes and the
 /// block before it, and the stored head against the last of them; returns
-/// each block's leaf hashes by height.
+/// each block's leaves by height (of the blocks whose blinding is stored).
 fn check_stored_blocks(
     store: &Store,
     report: &mut Report,
-) -> Result<BTreeMap<u64, Vec<Hash>>, String> {
+) -> Result<BTreeMap<u64, Leaves>, String> {
     let head: Option<BlockHeader> = get(store, StateKey::Head)?
         .map(|v| codec::decode(&v))
         .transpose()
         .map_err(|e| e.to_string())?;
     let mut prev: Option<Hash> = None;
-    let mut hashes_by_height: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
+    let mut leaves_by_height: BTreeMap<u64, Leaves> = BTreeMap::new();
     for h in 1..=head.as_ref().map_or(0, |h| h.height) {
         let header: BlockHeader = match get(store, StateKey::Block(h))? {
             Some(v) => codec::decode(&v).map_err(|e| format!("block {h}: {e}"))?,
@@ -197,7 +205,15 @@ fn check_stored_blocks(
         prev = Some(hash);
         report.blocks += 1;
         report.head = Some((h, hash));
-        hashes_by_height.insert(h, hashes);
+        match get(store, StateKey::Blinding(h))? {
+            Some(v) => {
+                let blinding = codec::decode(&v).map_err(|e| format!("block {h}: {e}"))?;
+                leaves_by_height.insert(h, Leaves { hashes, blinding });
+            }
+            None => report
+                .problems
+                .push(format!("block {h}: its blinding is missing")),
+        }
     }
     if let (Some(head), Some((_, hash))) = (&head, report.head) {
         if head.hash() != hash {
@@ -206,20 +222,20 @@ fn check_stored_blocks(
                 .push("the stored head is not the last stored block".into());
         }
     }
-    Ok(hashes_by_height)
+    Ok(leaves_by_height)
 }
 
 /// One pass over the stored transfers: each block's versions checked
 /// against its leaves, and the latest version of each transfer returned.
 fn latest_transfers(
     store: &Store,
-    hashes_by_height: &BTreeMap<u64, Vec<Hash>>,
+    leaves_by_height: &BTreeMap<u64, Leaves>,
     problems: &mut Vec<String>,
 ) -> Result<BTreeMap<TransferId, Transfer>, String> {
     let mut latest: BTreeMap<TransferId, Transfer> = BTreeMap::new();
-    for_each_transfer_block(&store.state, |h, versions| {
-        if let Some(hashes) = hashes_by_height.get(&h) {
-            check_transfer_leaves(h, &versions, hashes, problems);
+    for_each_transfer_block(&store.state, |h, mut versions| {
+        if let Some(leaves) = leaves_by_height.get(&h) {
+            check_transfer_leaves(h, &mut versions, leaves, problems);
         }
         latest.extend(versions.into_iter().map(|t| (t.id.clone(), t)));
     })
@@ -282,20 +298,50 @@ fn check_accounts(
 }
 
 /// Every transfer version block `height` stored must be one of its leaves:
-/// the record as that block committed it, byte for byte.
+/// the record as that block committed it, byte for byte, hashed with the
+/// blind of that leaf's position.
+///
+/// A version the block created is its leaf `leaf_index`. A version it
+/// resolved (posted, voided, expired) names its creating block's leaf, so
+/// its position here is searched for: expired leaves come first, in order
+/// of expiry then id, and a post or void after them, so in that order each
+/// is found just after the previous one and the search stays linear.
 fn check_transfer_leaves(
     height: u64,
-    versions: &[Transfer],
-    leaf_hashes: &[Hash],
+    versions: &mut [Transfer],
+    leaves: &Leaves,
     problems: &mut Vec<String>,
 ) {
-    let committed: HashSet<&Hash> = leaf_hashes.iter().collect();
-    for t in versions {
-        if !committed.contains(&chain::leaf_hash(transfer_leaf(t).as_bytes())) {
-            problems.push(format!(
-                "transfer {}: stored record differs from the one block {height} committed",
-                t.id
-            ));
+    let n = leaves.hashes.len();
+    let is_leaf = |leaf: &[u8], i: usize| {
+        let blind = chain::leaf_blind(&leaves.blinding, i as u64);
+        leaves.hashes[i] == chain::blinded_leaf_hash(&blind, leaf)
+    };
+    let differs = |t: &Transfer, problems: &mut Vec<String>| {
+        problems.push(format!(
+            "transfer {}: stored record differs from the one block {height} committed",
+            t.id
+        ));
+    };
+    let order = |t: &Transfer| {
+        let expired = t.state == TransferState::Expired;
+        (t.height == height, !expired, t.expires_at_ms)
+    };
+    versions.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.id.cmp(&b.id)));
+    let mut next = 0;
+    for t in versions.iter() {
+        let leaf = transfer_leaf(t);
+        let leaf = leaf.as_bytes();
+        if t.height == height {
+            let i = t.leaf_index as usize;
+            if i >= n || !is_leaf(leaf, i) {
+                differs(t, problems);
+            }
+            continue;
+        }
+        match (0..n).map(|k| (next + k) % n).find(|&i| is_leaf(leaf, i)) {
+            Some(i) => next = i + 1,
+            None => differs(t, problems),
         }
     }
 }

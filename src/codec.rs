@@ -197,6 +197,7 @@ mod tests {
                 timestamp_ms: 1_700_000_000_000,
                 command,
                 evidence: Evidence::Leader,
+                blinding: Blinding([7; 16]),
             };
             round_trip(&entry);
             let (outcome, changes) = ledger.apply_logged(&entry, i as u64 + 1, 7, &[Ok(())]);
@@ -273,6 +274,7 @@ mod tests {
                 timestamp_ms: 5,
                 command: crate::ledger::Command::Tick,
                 evidence: Evidence::Leader,
+                blinding: Blinding([7; 16]),
             })),
         };
         round_trip_debug(&AppendEntriesRequest::<TypeConfig> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::batcher::{Batcher, Queued};
-use super::service::write::now_ms;
+use super::service::write::{fresh_blinding, now_ms};
 use crate::identity::attest::{Attested, Attester};
 use crate::ledger::{
     Actor, Bundle, Command, Entry, Evidence, Grouped, Outcome, Rejection, Role, Transfer,
@@ -109,6 +109,7 @@ async fn commit(
         timestamp_ms,
         command: Command::Group(bundles(units, &attester, timestamp_ms)),
         evidence: Evidence::Leader,
+        blinding: fresh_blinding(),
     };
     let transfers: usize = sizes.iter().sum();
     match raft.client_write(entry.into()).await {

@@ -45,7 +45,7 @@ impl Ledger {
             clock_ms: self.clock_for(entry),
         };
         let named = entry.command.transfers_named();
-        let mut changes = Changes::for_transfers(named);
+        let mut changes = Changes::for_transfers(named, entry.blinding);
         self.stored_at.reserve(named);
         self.expire_due(at, &mut changes);
         let outcome = match (&entry.command, verdicts) {

@@ -3,9 +3,16 @@
 //! Every applied ledger entry is a block. Its leaves are the entry's results
 //! in order (pending transfers that expired before it first, then each
 //! command's result), each leaf a canonical JSON record. The Merkle tree is
-//! RFC 6962's (leaf = SHA-256(0x00 ‖ data), node = SHA-256(0x01 ‖ l ‖ r),
-//! split at the largest power of two), so inclusion proofs are the standard
-//! ones. A header commits to the previous block's hash, the Merkle root, the
+//! RFC 6962's (node = SHA-256(0x01 ‖ l ‖ r), split at the largest power of
+//! two), so inclusion paths are the standard ones; a leaf's hash is blinded:
+//! SHA-256(0x00 ‖ blind ‖ data), where the blind is derived from the entry's
+//! [`Blinding`] (random, chosen by the leader) and the leaf's position (see
+//! [`leaf_blind`]). Block headers are public (the public window serves
+//! them); without the blinds, the root of a block of one transfer could be
+//! matched against guessed records (an amount and memo tried one by one for
+//! a known id). Each leaf's blind is stored on the nodes and given only
+//! with that leaf's proof, and tells nothing about the other leaves' blinds.
+//! A header commits to the previous block's hash, the Merkle root, the
 //! Raft log position, the leader's timestamp and a digest of the state the
 //! entry changed; its hash is SHA-256 over a fixed binary encoding. Block 0
 //! comes from the genesis file, so its hash names the consortium.
@@ -29,8 +36,56 @@ fn sha256(parts: &[&[u8]]) -> Hash {
     h.finalize().into()
 }
 
+/// RFC 6962's leaf hash, unblinded: block 0's leaf (the genesis file's
+/// hash, which its header shows anyway).
 pub fn leaf_hash(data: &[u8]) -> Hash {
     sha256(&[&[0x00], data])
+}
+
+/// The hash of a block leaf: SHA-256(0x00 ‖ blind ‖ data).
+pub fn blinded_leaf_hash(blind: &Hash, data: &[u8]) -> Hash {
+    sha256(&[&[0x00], blind, data])
+}
+
+/// Randomness the leader chooses for each entry, from which every leaf of
+/// its block gets its blind. Stored on the nodes with the block, never in
+/// the header. Hex in JSON. The default (zeros) is what a [`super::Changes`]
+/// holds before an entry applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Blinding(pub [u8; 16]);
+
+/// Domain separation for leaf blinds.
+const BLIND_TAG: &[u8] = b"alliance leaf blind v1";
+
+/// Leaf `index`'s blind: SHA-256(tag ‖ blinding ‖ index as a big-endian
+/// u64). A blind given out with one leaf's proof does not reveal the
+/// blinding, so it tells nothing about another leaf's blind.
+pub fn leaf_blind(blinding: &Blinding, index: u64) -> Hash {
+    sha256(&[BLIND_TAG, &blinding.0, &index.to_be_bytes()])
+}
+
+impl Serialize for Blinding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(self.0))
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Blinding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return <[u8; 16]>::deserialize(d).map(Self);
+        }
+        let s = String::deserialize(d)?;
+        hex::decode(&s)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(Self)
+            .ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
+    }
 }
 
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
@@ -178,6 +233,10 @@ pub struct Proof {
     pub leaf_index: u64,
     /// The leaf's data: the committed record, canonical JSON.
     pub leaf: String,
+    /// The leaf's blind (see [`leaf_blind`]): the leaf hash is
+    /// SHA-256(0x00 ‖ blind ‖ leaf).
+    #[serde(with = "hex_hash")]
+    pub blind: Hash,
     #[serde(with = "hex_hashes")]
     pub path: Vec<Hash>,
 }
@@ -188,7 +247,7 @@ impl Proof {
         if &self.header.hash() != block_hash {
             return Err("the block header does not hash to the given block hash");
         }
-        let leaf = leaf_hash(self.leaf.as_bytes());
+        let leaf = blinded_leaf_hash(&self.blind, self.leaf.as_bytes());
         if !verify_inclusion(
             &leaf,
             self.leaf_index,
@@ -286,6 +345,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_proof_holds_with_its_leafs_blind_only() {
+        let blinding = Blinding([9; 16]);
+        let leaves: Vec<String> = (0..5).map(|i| format!("leaf {i}")).collect();
+        let hashes: Vec<Hash> = (0..)
+            .zip(&leaves)
+            .map(|(i, l)| blinded_leaf_hash(&leaf_blind(&blinding, i), l.as_bytes()))
+            .collect();
+        let header = BlockHeader {
+            height: 3,
+            merkle_root: merkle_root(&hashes),
+            leaf_count: 5,
+            ..BlockHeader::default()
+        };
+        let proof = Proof {
+            header: header.clone(),
+            leaf_index: 2,
+            leaf: leaves[2].clone(),
+            blind: leaf_blind(&blinding, 2),
+            path: inclusion_path(&hashes, 2),
+        };
+        assert_eq!(proof.verify(&header.hash()), Ok(()));
+        for blind in [leaf_blind(&blinding, 1), leaf_blind(&Blinding([8; 16]), 2)] {
+            let wrong = Proof {
+                blind,
+                ..proof.clone()
+            };
+            assert!(wrong.verify(&header.hash()).is_err());
+        }
+
+        // In JSON the blind is hex, and so is an entry's blinding.
+        let json = serde_json::to_value(&proof).unwrap();
+        assert_eq!(json["blind"], to_hex(&proof.blind));
+        assert_eq!(serde_json::from_value::<Proof>(json).unwrap(), proof);
+        let text = serde_json::to_string(&blinding).unwrap();
+        assert_eq!(text, format!("\"{}\"", "09".repeat(16)));
+        assert_eq!(serde_json::from_str::<Blinding>(&text).unwrap(), blinding);
     }
 
     #[test]

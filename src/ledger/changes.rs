@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::codec::Encoded;
 
-use super::chain::{self, BlockHeader, Hash};
+use super::chain::{self, Blinding, BlockHeader, Hash};
 use super::leaf::{leaf_json, Leaf};
 #[cfg(doc)]
 use super::{invariants::BalanceCheck, transfer_leaf, Ledger};
@@ -37,11 +37,14 @@ pub struct Changes {
     pub(super) before: BTreeMap<AccountId, Money>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
-    /// The block's leaf hashes, in order: each the hash of a canonical JSON
-    /// record (see [`transfer_leaf`]). The JSON itself is not kept: a
-    /// transfer's leaf is rendered again from its stored record when a
-    /// proof asks for it.
+    /// The block's leaf hashes, in order: each the blinded hash of a
+    /// canonical JSON record (see [`transfer_leaf`], [`chain::leaf_blind`]).
+    /// The JSON itself is not kept: a transfer's leaf is rendered again from
+    /// its stored record when a proof asks for it.
     pub leaf_hashes: Vec<Hash>,
+    /// The entry's blinding, from which each leaf's blind is derived; the
+    /// caller stores it with the block, outside its header.
+    pub blinding: Blinding,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
     /// The changed records in their stored encoding, in the order of
@@ -76,9 +79,11 @@ impl Changes {
     }
 
     /// Room for an entry that names `n` transfers: each makes at most one
-    /// record, two history items and one leaf.
-    pub(super) fn for_transfers(n: usize) -> Self {
+    /// record, two history items and one leaf; its leaves are blinded with
+    /// `blinding`.
+    pub(super) fn for_transfers(n: usize, blinding: Blinding) -> Self {
         Self {
+            blinding,
             made: Vec::with_capacity(n),
             history: Vec::with_capacity(2 * n),
             leaf_hashes: Vec::with_capacity(n),
@@ -105,8 +110,11 @@ impl Changes {
         at.get(id).map(|&i| &self.made[i])
     }
 
-    /// Renders `leaf` as canonical JSON and adds its hash.
+    /// Renders `leaf` as canonical JSON and adds its hash, blinded with the
+    /// blind of its position.
     pub(super) fn push_leaf(&mut self, leaf: &Leaf<'_>) {
-        self.leaf_hashes.push(chain::leaf_hash(&leaf_json(leaf)));
+        let blind = chain::leaf_blind(&self.blinding, self.leaf_hashes.len() as u64);
+        let hash = chain::blinded_leaf_hash(&blind, &leaf_json(leaf));
+        self.leaf_hashes.push(hash);
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Account, AccountId, Actor, Amount, Bundle, Evidence, NewAccount, NewTransfer, OrgName,
-    Rejection, Transfer, TransferId,
+    Account, AccountId, Actor, Amount, Blinding, Bundle, Evidence, NewAccount, NewTransfer,
+    OrgName, Rejection, Transfer, TransferId,
 };
 
 /// A command in the replicated log.
@@ -91,15 +91,19 @@ pub struct Grouped {
     pub transfer: NewTransfer,
 }
 
-/// One proposed log entry: the command with who proposed it, when, and the
+/// One proposed log entry: the command with who proposed it, when, the
 /// evidence that the proposer is who it says (for a group, each bundle
-/// carries its own and this is [`Evidence::Leader`]).
+/// carries its own and this is [`Evidence::Leader`]), and the randomness
+/// that blinds its block's leaves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub actor: Actor,
     pub timestamp_ms: u64,
     pub command: Command,
     pub evidence: Evidence,
+    /// Fresh randomness from the leader, like `timestamp_ms` fixed before
+    /// it proposes: apply only reads it (see [`super::chain::leaf_blind`]).
+    pub blinding: Blinding,
 }
 
 impl Entry {

@@ -2,7 +2,8 @@
 //!
 //! This module is pure. [`Ledger::apply`] is a function of the current state
 //! and one [`Entry`]: no clock (the leader stamps `timestamp_ms` before it
-//! proposes), no randomness, no I/O. Every replica that applies the same log
+//! proposes), no randomness (the leader draws the entry's `blinding`), no
+//! I/O. Every replica that applies the same log
 //! ends with the same state, which is what makes Raft replication of it sound.
 //!
 //! - Time is the *ledger clock*: the largest entry timestamp applied so far,
@@ -67,7 +68,7 @@ mod transfer;
 pub mod types;
 
 pub use actor::{Actor, Role};
-pub use chain::{BlockHeader, Hash, Proof};
+pub use chain::{Blinding, BlockHeader, Hash, Proof};
 pub use changes::Changes;
 pub use command::{Command, Entry, Grouped, Outcome};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};

@@ -143,6 +143,7 @@ fn to_entry(op: &Op, timestamp_ms: u64) -> Entry {
         timestamp_ms,
         command,
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     }
 }
 
@@ -154,6 +155,7 @@ fn genesis() -> Ledger {
             timestamp_ms: 0,
             command: Command::CreateAccount(new_account(id, asset, *neg)),
             evidence: Evidence::Leader,
+            blinding: Blinding([7; 16]),
         };
         l.apply(&entry, i as u64 + 1);
     }
@@ -165,6 +167,7 @@ fn genesis() -> Ledger {
             atomic: false,
         },
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     };
     l.apply(&fund, 9);
     l

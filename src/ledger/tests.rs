@@ -68,6 +68,7 @@ impl Run {
             timestamp_ms: T0 + ms,
             command,
             evidence: Evidence::Leader,
+            blinding: Blinding([7; 16]),
         };
         self.l.apply(&entry, self.index).0
     }
@@ -426,6 +427,7 @@ fn a_refused_origin_refuses_its_unit_and_changes_nothing() {
             timestamp_ms: T0,
             command,
             evidence: Evidence::Leader,
+            blinding: Blinding([7; 16]),
         };
         let batch = entry(one(new_transfer("org1.o1", "org1.a1", "org2.b1", 5)));
         let (out, _) = run.l.apply_logged(&batch, 100, 1, &[Err(r)]);
@@ -776,6 +778,7 @@ fn a_resend_within_one_entry_gets_the_original_in_a_forgetting_ledger() {
             atomic: false,
         },
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     };
     r.index += 1;
     let (out, changes) = r.l.apply(&entry, r.index);
@@ -812,6 +815,7 @@ fn history_records_every_event_with_the_balance_after_it() {
             timestamp_ms: T0 + ms,
             command: one(new_transfer(&format!("org1.h{i}"), "org1.a1", "org2.b1", 5)),
             evidence: Evidence::Leader,
+            blinding: Blinding([7; 16]),
         };
         changes = r.l.apply(&entry, r.index).1;
     }
@@ -988,4 +992,83 @@ fn an_entry_that_stores_a_transfer_twice_stops_the_replica() {
     changes.in_map.insert(p1.id.clone());
     changes.push_made(p1);
     r.l.gather_transfers(&mut changes);
+}
+
+/// Applies one transfer `id` (5 from a1 to b1) at `T0` on a fresh seeded
+/// ledger, in an entry blinded with `blinding`: the block's leaf hashes,
+/// its header, and the transfer's leaf JSON.
+fn one_transfer_block(id: &str, blinding: [u8; 16]) -> (Vec<Hash>, BlockHeader, String) {
+    let mut r = seeded();
+    r.index += 1;
+    let entry = Entry {
+        actor: actor("org1", Role::App),
+        timestamp_ms: T0,
+        command: one(new_transfer(id, "a1", "b1", 5)),
+        evidence: Evidence::Leader,
+        blinding: Blinding(blinding),
+    };
+    let (out, changes) = r.l.apply(&entry, r.index);
+    let Outcome::Transfers(results) = out else {
+        panic!("{out:?}")
+    };
+    let t = results[0].as_ref().expect("the transfer is accepted");
+    let block = changes.block.expect("every entry is a block");
+    (changes.leaf_hashes, block, transfer_leaf(t))
+}
+
+#[test]
+fn leaf_hashes_are_blinded_by_the_entrys_blinding_and_are_the_same_on_every_replica() {
+    use sha2::{Digest, Sha256};
+    let (a, a_block, a_leaf) = one_transfer_block("bl-1", [1; 16]);
+
+    // The documented hash: SHA-256(0x00 ‖ blind ‖ leaf), the blind
+    // SHA-256("alliance leaf blind v1" ‖ blinding ‖ index as u64 BE).
+    let blind: Hash = Sha256::new()
+        .chain_update(b"alliance leaf blind v1")
+        .chain_update([1u8; 16])
+        .chain_update(0u64.to_be_bytes())
+        .finalize()
+        .into();
+    let leaf: Hash = Sha256::new()
+        .chain_update([0x00])
+        .chain_update(blind)
+        .chain_update(a_leaf.as_bytes())
+        .finalize()
+        .into();
+    assert_eq!(a, vec![leaf]);
+    assert_eq!(a_block.merkle_root, leaf, "a block of one leaf");
+    assert_ne!(
+        a[0],
+        chain::leaf_hash(a_leaf.as_bytes()),
+        "the record alone does not give the leaf"
+    );
+
+    // The same entry: the same leaves and block, as on every replica.
+    let (again, again_block, again_leaf) = one_transfer_block("bl-1", [1; 16]);
+    assert_eq!((&again, &again_leaf), (&a, &a_leaf));
+    assert_eq!(again_block.hash(), a_block.hash());
+
+    // The same record under another blinding: another leaf hash.
+    let (other, other_block, other_leaf) = one_transfer_block("bl-1", [2; 16]);
+    assert_eq!(other_leaf, a_leaf, "the record is the same");
+    assert_ne!(other, a);
+    assert_ne!(other_block.merkle_root, a_block.merkle_root);
+
+    // Transfers equal but for their id: each leaf is its blinding's and its
+    // record's, whether the blindings are equal or not.
+    let (b_same, _, b_leaf) = one_transfer_block("bl-2", [1; 16]);
+    let (b_other, _, _) = one_transfer_block("bl-2", [2; 16]);
+    assert_eq!(a_leaf.replacen("bl-1", "bl-2", 1), b_leaf);
+    assert_ne!(b_same, a);
+    assert_ne!(b_other, a);
+    assert_ne!(b_other, b_same);
+    assert_eq!(
+        b_same,
+        vec![chain::blinded_leaf_hash(&blind, b_leaf.as_bytes())]
+    );
+
+    // Each position has its own blind.
+    let blinding = Blinding([1; 16]);
+    assert_eq!(chain::leaf_blind(&blinding, 0), blind);
+    assert_ne!(chain::leaf_blind(&blinding, 1), blind);
 }

@@ -65,7 +65,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-5";
+pub const FORMAT: &str = "alliance-postcard-6";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -283,6 +283,10 @@ pub enum StateKey<'a> {
     /// stored: a transfer's leaf is its record as its block left it (see
     /// [`crate::ledger::transfer_leaf`]).
     LeafHashes(u64, u32),
+    /// A block's [`crate::ledger::Blinding`], by height: each leaf's blind
+    /// is derived from it (see [`crate::ledger::chain::leaf_blind`]). Not
+    /// part of the header, which is public.
+    Blinding(u64),
     /// Consecutive history items of an account from one block (the block's
     /// items in [`chunks`]), keyed by the first one's sequence: the id, a 0
     /// byte (ids have none), then the big-endian sequence, so one
@@ -301,6 +305,7 @@ pub const HISTORY_TAG: u8 = 0x40;
 pub const HISTORY_AT_TAG: u8 = 0x41;
 pub const BLOCK_TAG: u8 = 0x50;
 pub const LEAF_HASHES_TAG: u8 = 0x51;
+pub const BLINDING_TAG: u8 = 0x52;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
@@ -318,6 +323,7 @@ impl StateKey<'_> {
             Self::LeafHashes(h, n) => {
                 return suffixed(Self::height_prefix(LEAF_HASHES_TAG, *h), &n.to_be_bytes())
             }
+            Self::Blinding(h) => return Self::height_prefix(BLINDING_TAG, *h),
             Self::LastApplied => (0x01, ""),
             Self::Membership => (0x02, ""),
             Self::Clock => (0x04, ""),

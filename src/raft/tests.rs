@@ -9,8 +9,8 @@ use super::state_machine::StateMachine;
 use super::store::Store;
 use super::{LogId, StorageError, TypeConfig};
 use crate::ledger::{
-    AccountId, Actor, Amount, Asset, Command, Entry, Evidence, NewAccount, NewTransfer, OrgName,
-    Outcome, Rejection, Role, TransferId, TransferState,
+    AccountId, Actor, Amount, Asset, Blinding, Command, Entry, Evidence, NewAccount, NewTransfer,
+    OrgName, Outcome, Rejection, Role, TransferId, TransferState,
 };
 
 /// Accepts every unit's evidence: these tests are of storage; evidence is
@@ -189,6 +189,7 @@ async fn apply_more(sm: &mut StateMachine, commands: Vec<Command>) -> Vec<Outcom
                 timestamp_ms: 1_700_000_000_000 + index,
                 command,
                 evidence: Evidence::Leader,
+                blinding: Blinding([index as u8; 16]),
             })),
         });
     let replies = sm.apply(entries.collect::<Vec<_>>()).await.expect("apply");
@@ -520,11 +521,20 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
         let hashes = read.leaf_hashes(h).unwrap().expect("and its leaf hashes");
         assert_eq!(hashes.len() as u64, header.leaf_count, "block {h}");
         assert_eq!(chain::merkle_root(&hashes), header.merkle_root, "block {h}");
+        let blinding = read.blinding(h).unwrap().expect("and its blinding");
+        let blinded = |leaf: &str, i: usize| {
+            let blind = chain::leaf_blind(&blinding, i as u64);
+            chain::blinded_leaf_hash(&blind, leaf.as_bytes())
+        };
         for t in &transfers {
             if let Some(v) = read.transfer_at(h, &t.id).unwrap() {
                 versions += 1;
-                let leaf = chain::leaf_hash(transfer_leaf(&v).as_bytes());
-                assert!(hashes.contains(&leaf), "{} as block {h} left it", t.id);
+                let leaf = transfer_leaf(&v);
+                assert!(
+                    (0..hashes.len()).any(|i| hashes[i] == blinded(&leaf, i)),
+                    "{} as block {h} left it",
+                    t.id
+                );
             }
         }
     }
@@ -532,8 +542,10 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
     for t in &transfers {
         let created = read.transfer_at(t.height, &t.id).unwrap().expect("stored");
         let hashes = read.leaf_hashes(t.height).unwrap().unwrap();
+        let blinding = read.blinding(t.height).unwrap().unwrap();
+        let blind = chain::leaf_blind(&blinding, t.leaf_index);
         assert_eq!(
-            chain::leaf_hash(transfer_leaf(&created).as_bytes()),
+            chain::blinded_leaf_hash(&blind, transfer_leaf(&created).as_bytes()),
             hashes[t.leaf_index as usize],
             "{}: the proof leaf",
             t.id
@@ -546,7 +558,8 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
 }
 
 /// A snapshot in an earlier layout (v2: one key per transfer and history
-/// item; v3: leaves as JSON) is refused, not installed and misread.
+/// item; v3: leaves as JSON; v5: no blindings) is refused, not installed
+/// and misread.
 #[tokio::test]
 async fn a_snapshot_of_the_earlier_layout_is_refused() {
     use openraft::storage::{RaftStateMachine, SnapshotMeta};
@@ -557,7 +570,11 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         last_membership: Default::default(),
         snapshot_id: "old".into(),
     };
-    for old in [&b"alliance-state-v2\n"[..], b"alliance-state-v3\n"] {
+    for old in [
+        &b"alliance-state-v2\n"[..],
+        b"alliance-state-v3\n",
+        b"alliance-state-v5\n",
+    ] {
         let err = sm
             .install_snapshot(&meta, Box::new(std::io::Cursor::new(old.to_vec())))
             .await
@@ -674,6 +691,8 @@ async fn corrupt_stored_records_are_read_errors() {
     plant(StateKey::LeafHashes(height, 0).encode());
     let e = shared.read().leaf_hashes(height).unwrap_err();
     assert!(e.to_string().contains("chunk"), "{e}");
+    plant(StateKey::Blinding(height).encode());
+    corrupt(shared.read().blinding(height).map(drop), "block blinding");
 }
 
 /// A member's node vouching for another member's caller: the entry reaches

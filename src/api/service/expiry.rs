@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::write::now_ms;
+use super::write::{fresh_blinding, now_ms};
 use super::Service;
 use crate::ledger::{Actor, Command, Entry, Evidence, Role};
 
@@ -40,6 +40,7 @@ impl Service {
             timestamp_ms: now_ms,
             command: Command::Tick,
             evidence: Evidence::Leader,
+            blinding: fresh_blinding(),
         };
         let proposed = self.raft.client_write(entry.into());
         if let Err(e) = tokio::time::timeout(self.timeout(), proposed).await {

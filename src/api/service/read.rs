@@ -11,7 +11,9 @@ use crate::api::error::ApiError;
 use crate::api::views::{Answer, HeadView};
 use crate::config::NodeId;
 use crate::identity::Principal;
-use crate::ledger::chain::{inclusion_path, leaf_hash, to_hex, BlockHeader, Proof};
+use crate::ledger::chain::{
+    blinded_leaf_hash, inclusion_path, leaf_blind, to_hex, BlockHeader, Proof,
+};
 use crate::ledger::{transfer_leaf, Account, AccountId, Actor, Transfer, TransferId};
 use crate::raft::state_machine::StateRead;
 
@@ -250,11 +252,18 @@ impl Reader<'_> {
             .transfer_at(t.height, &t.id)
             .map_err(storage)?
             .ok_or_else(missing)?;
+        let blinding = self
+            .state
+            .blinding(t.height)
+            .map_err(storage)?
+            .ok_or_else(missing)?;
         // The leaf is the record as its block left it; a stored record
-        // edited since no longer hashes to it.
+        // edited since no longer hashes to it. Its blind goes with it, and
+        // no other leaf's.
         let leaf = transfer_leaf(&committed);
+        let blind = leaf_blind(&blinding, t.leaf_index);
         let index = t.leaf_index as usize;
-        if hashes.get(index) != Some(&leaf_hash(leaf.as_bytes())) {
+        if hashes.get(index) != Some(&blinded_leaf_hash(&blind, leaf.as_bytes())) {
             return Err(ApiError::Unavailable(format!(
                 "the stored record of transfer {} differs from leaf {index} of block {}",
                 t.id, t.height
@@ -264,6 +273,7 @@ impl Reader<'_> {
             header,
             leaf_index: t.leaf_index,
             leaf,
+            blind,
             path: inclusion_path(&hashes, index),
         };
         Ok(Answer::Proof {

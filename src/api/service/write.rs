@@ -1,9 +1,11 @@
 //! Writes on the leader: one entry through Raft, or one transfer through
 //! group commit, and the typed answer to its outcome.
 
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
+use rustls::crypto::SecureRandom;
 use tokio::time::Instant;
 
 use super::{Attempt, Outcome, Service};
@@ -13,13 +15,29 @@ use crate::api::group::{GroupError, Unit};
 use crate::api::views::Answer;
 use crate::identity::attest::Attested;
 use crate::identity::Principal;
-use crate::ledger::{self, Command, Entry, Evidence, Grouped, NewTransfer, Rejection, Transfer};
+use crate::ledger::{
+    self, Blinding, Command, Entry, Evidence, Grouped, NewTransfer, Rejection, Transfer,
+};
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Fresh randomness for an entry's [`Blinding`], from the operating
+/// system's generator (through ring, as TLS draws its own). Without it a
+/// public block root could be matched against guessed records, so a
+/// generator that fails stops the node rather than propose a guessable one.
+pub fn fresh_blinding() -> Blinding {
+    static RANDOM: LazyLock<&'static dyn SecureRandom> =
+        LazyLock::new(|| rustls::crypto::ring::default_provider().secure_random);
+    let mut bytes = [0u8; 16];
+    RANDOM
+        .fill(&mut bytes)
+        .expect("the system's random generator works");
+    Blinding(bytes)
 }
 
 impl Service {
@@ -61,6 +79,7 @@ impl Service {
             timestamp_ms,
             command: command.clone(),
             evidence,
+            blinding: fresh_blinding(),
         };
         match tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),

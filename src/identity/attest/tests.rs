@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::{Genesis, NodeConfig};
 use crate::demo::{self, Layout, Options};
-use crate::ledger::{AccountId, Amount, ClientSeal, NewTransfer, OrgName, TransferId};
+use crate::ledger::{AccountId, Amount, Blinding, ClientSeal, NewTransfer, OrgName, TransferId};
 
 /// A three-organization consortium's certificates and genesis, on disk.
 pub(crate) struct Consortium {
@@ -92,6 +92,7 @@ pub(crate) fn sealed(attester: &Attester, actor: Actor, command: Command, at_ms:
         timestamp_ms: at_ms,
         command,
         evidence,
+        blinding: Blinding([7; 16]),
     }
 }
 
@@ -247,6 +248,7 @@ fn a_bundle_is_refused_whole_if_any_caller_is_of_another_organization() {
             bundle(vec![item("org1", "c"), item("org2", "d")]),
         ]),
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     };
     assert_eq!(
         witness.verdicts(&entry, t),
@@ -311,6 +313,7 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
         timestamp_ms: t,
         command: transfer("c1", "org2.ops", "org1.ops", amount),
         evidence: Evidence::Client(seal),
+        blinding: Blinding([7; 16]),
     };
     assert_eq!(
         witness.verdicts(&entry(seal("org2", body), 5), t),
@@ -356,6 +359,7 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
             }],
         }]),
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     };
     assert_eq!(witness.verdicts(&group, t), vec![Ok(())]);
 }

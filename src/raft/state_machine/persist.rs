@@ -146,7 +146,8 @@ fn put_history(batch: &mut sled::Batch, height: u64, items: &[HistoryItem], byte
 }
 
 /// The state machine's progress (last applied, membership, ledger clock)
-/// and the entry's block: its header, leaf hashes, and the new head.
+/// and the entry's block: its header, leaf hashes, blinding, and the new
+/// head.
 fn put_progress(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
     batch.insert(
         StateKey::LastApplied.encode(),
@@ -160,6 +161,10 @@ fn put_progress(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
         for (n, (_, chunk)) in (0..).zip(chunks(&hashes)) {
             batch.insert(StateKey::LeafHashes(block.height, n).encode(), chunk);
         }
+        batch.insert(
+            StateKey::Blinding(block.height).encode(),
+            encode(&changes.blinding),
+        );
         batch.insert(StateKey::Head.encode(), encode(block));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::RwLockReadGuard;
 
 use super::Applied;
 use crate::codec::{self, decode};
-use crate::ledger::{AccountId, BlockHeader, Hash, HistoryItem, Transfer, TransferId};
+use crate::ledger::{AccountId, Blinding, BlockHeader, Hash, HistoryItem, Transfer, TransferId};
 use crate::raft::store::{
     read_chunks, StateKey, HISTORY_AT_TAG, HISTORY_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG,
 };
@@ -127,6 +127,13 @@ impl StateRead<'_> {
     pub fn leaf_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>, ReadError> {
         let prefix = StateKey::height_prefix(LEAF_HASHES_TAG, height);
         Ok(read_chunks(self.state, &prefix)?)
+    }
+
+    /// Block `height`'s blinding (block 0 has none).
+    pub fn blinding(&self, height: u64) -> Result<Option<Blinding>, ReadError> {
+        let key = StateKey::Blinding(height).encode();
+        let v = self.state.get(&key)?;
+        v.map(|v| decode_at("block blinding", &key, &v)).transpose()
     }
 
     /// Transfer `id` as block `height` left it, if that block changed it.

@@ -18,9 +18,10 @@ pub(super) const SNAPSHOT_FILE: &[u8] = b"file";
 /// First bytes of a snapshot's data: format and version (v2: values in
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
 /// history in runs, see [`crate::raft::store::StateKey`]; v4: leaf hashes,
-/// not leaves; v5: records in chunks of about 4 KiB). A node refuses a
-/// snapshot of another version rather than misread its keys.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v5\n";
+/// not leaves; v5: records in chunks of about 4 KiB; v6: each block's
+/// blinding). A node refuses a snapshot of another version rather than
+/// misread its keys.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v6\n";
 
 /// Why a snapshot's data is not one this node can install.
 #[derive(Debug, thiserror::Error)]
