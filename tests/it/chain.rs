@@ -507,3 +507,94 @@ async fn a_tampered_replica_is_found_by_its_peers_once_the_account_is_touched() 
         Some("1")
     );
 }
+
+/// Two blocks of one transfer each, the transfers equal but for their id:
+/// an outsider who guesses a transfer's every field cannot match it to the
+/// root the public window serves (each leaf is blinded), while the member's
+/// proof, which carries its leaf's blind, verifies offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn public_roots_cannot_be_matched_to_guessed_transfers_and_proofs_still_verify() {
+    use alliance::ledger::chain::{blinded_leaf_hash, leaf_hash, to_hex};
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let app = c.app(1, 1);
+    let mut proofs = Vec::new();
+    for id in ["blind-1", "blind-2"] {
+        let body = serde_json::json!({"id": id, "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 7, "memo": "rent"});
+        ok(app.call(Method::POST, "/v1/transfers", Some(&body)).await);
+        let path = format!("/v1/transfers/{id}/proof");
+        let json = ok(app.call(Method::GET, &path, None).await).body;
+        let proof: Proof = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(proof.header.leaf_count, 1, "a block of one transfer");
+        assert_eq!(json["blind"], to_hex(&proof.blind), "the blind is hex");
+        proofs.push((json, proof));
+    }
+    let (a, b) = (&proofs[0].1, &proofs[1].1);
+    assert_ne!(a.header.height, b.header.height);
+    // The records differ in their id and in what the public header tells
+    // anyone anyway (height, log index, time): all an outsider must guess
+    // is the id and the transfer's own fields.
+    let fields = |p: &Proof| {
+        let mut leaf: serde_json::Value = serde_json::from_str(&p.leaf).unwrap();
+        let t = leaf["transfer"].as_object_mut().unwrap();
+        let h = &p.header;
+        assert_eq!(t.remove("height"), Some(h.height.into()));
+        assert_eq!(t.remove("log_index"), Some(h.log_index.into()));
+        assert_eq!(t.remove("timestamp_ms"), Some(h.timestamp_ms.into()));
+        t.remove("id");
+        leaf
+    };
+    assert_eq!(fields(a), fields(b));
+    assert_ne!(a.blind, b.blind, "each block has its own blinding");
+
+    let base = c.layout.node(2).public_url.clone();
+    let me = outsider(&c, [127, 0, 0, 3]);
+    for (json, proof) in &proofs {
+        let height = proof.header.height;
+        let (status, _, text) = get(&me, format!("{base}/public/v1/blocks/{height}")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(!text.contains(&to_hex(&proof.blind)), "{text}");
+        let public: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let root = from_hex(public["merkle_root"].as_str().unwrap()).unwrap();
+        assert_eq!(root, proof.header.merkle_root);
+
+        // The outsider's best guess, the exact record, hashed as an
+        // unblinded RFC 6962 leaf (or with the other block's blind): not
+        // the root. With its own blind, as the member has it: the root.
+        assert_ne!(leaf_hash(proof.leaf.as_bytes()), root);
+        for (_, other) in &proofs {
+            if other.header.height != height {
+                assert_ne!(blinded_leaf_hash(&other.blind, proof.leaf.as_bytes()), root);
+            }
+        }
+        assert_eq!(blinded_leaf_hash(&proof.blind, proof.leaf.as_bytes()), root);
+
+        // The member verifies offline against the hash the window serves;
+        // a proof with another blind fails.
+        let hash = public["hash"].as_str().unwrap();
+        assert!(proof.verify(&from_hex(hash).unwrap()).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proof.json");
+        let verify = |file: &std::path::Path| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+                .args(["verify", "proof"])
+                .arg(file)
+                .args(["--head", hash])
+                .output()
+                .unwrap()
+        };
+        std::fs::write(&file, serde_json::to_vec(json).unwrap()).unwrap();
+        let out = verify(&file);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.starts_with("ok: leaf 0 of block"), "{stdout}");
+        let mut blind = proof.blind;
+        blind[0] ^= 1;
+        let mut tampered = json.clone();
+        tampered["blind"] = to_hex(&blind).into();
+        std::fs::write(&file, serde_json::to_vec(&tampered).unwrap()).unwrap();
+        let out = verify(&file);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAILED"));
+    }
+}
