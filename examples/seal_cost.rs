@@ -12,6 +12,7 @@ use alliance::config::{Genesis, NodeConfig};
 use alliance::demo::{self, Options};
 use alliance::identity::attest::{Attested, Attester, Witness};
 use alliance::identity::Trust;
+use alliance::ledger::chain::Blinding;
 use alliance::ledger::{
     AccountId, Actor, Amount, Bundle, Command, Entry, Evidence, Grouped, NewTransfer, OrgName,
     Role, TransferId,
@@ -75,6 +76,7 @@ fn main() {
             items: bundle.clone(),
         }]),
         evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
     };
 
     let start = Instant::now();

@@ -1003,7 +1003,7 @@ fn one_transfer_block(id: &str, blinding: [u8; 16]) -> (Vec<Hash>, BlockHeader, 
     let entry = Entry {
         actor: actor("org1", Role::App),
         timestamp_ms: T0,
-        command: one(new_transfer(id, "a1", "b1", 5)),
+        command: one(new_transfer(id, "org1.a1", "org2.b1", 5)),
         evidence: Evidence::Leader,
         blinding: Blinding(blinding),
     };
@@ -1019,7 +1019,7 @@ fn one_transfer_block(id: &str, blinding: [u8; 16]) -> (Vec<Hash>, BlockHeader, 
 #[test]
 fn leaf_hashes_are_blinded_by_the_entrys_blinding_and_are_the_same_on_every_replica() {
     use sha2::{Digest, Sha256};
-    let (a, a_block, a_leaf) = one_transfer_block("bl-1", [1; 16]);
+    let (a, a_block, a_leaf) = one_transfer_block("org1.bl-1", [1; 16]);
 
     // The documented hash: SHA-256(0x00 ‖ blind ‖ leaf), the blind
     // SHA-256("alliance leaf blind v1" ‖ blinding ‖ index as u64 BE).
@@ -1044,20 +1044,20 @@ fn leaf_hashes_are_blinded_by_the_entrys_blinding_and_are_the_same_on_every_repl
     );
 
     // The same entry: the same leaves and block, as on every replica.
-    let (again, again_block, again_leaf) = one_transfer_block("bl-1", [1; 16]);
+    let (again, again_block, again_leaf) = one_transfer_block("org1.bl-1", [1; 16]);
     assert_eq!((&again, &again_leaf), (&a, &a_leaf));
     assert_eq!(again_block.hash(), a_block.hash());
 
     // The same record under another blinding: another leaf hash.
-    let (other, other_block, other_leaf) = one_transfer_block("bl-1", [2; 16]);
+    let (other, other_block, other_leaf) = one_transfer_block("org1.bl-1", [2; 16]);
     assert_eq!(other_leaf, a_leaf, "the record is the same");
     assert_ne!(other, a);
     assert_ne!(other_block.merkle_root, a_block.merkle_root);
 
     // Transfers equal but for their id: each leaf is its blinding's and its
     // record's, whether the blindings are equal or not.
-    let (b_same, _, b_leaf) = one_transfer_block("bl-2", [1; 16]);
-    let (b_other, _, _) = one_transfer_block("bl-2", [2; 16]);
+    let (b_same, _, b_leaf) = one_transfer_block("org1.bl-2", [1; 16]);
+    let (b_other, _, _) = one_transfer_block("org1.bl-2", [2; 16]);
     assert_eq!(a_leaf.replacen("bl-1", "bl-2", 1), b_leaf);
     assert_ne!(b_same, a);
     assert_ne!(b_other, a);

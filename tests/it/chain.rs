@@ -519,7 +519,7 @@ async fn public_roots_cannot_be_matched_to_guessed_transfers_and_proofs_still_ve
     c.seed(1_000).await;
     let app = c.app(1, 1);
     let mut proofs = Vec::new();
-    for id in ["blind-1", "blind-2"] {
+    for id in ["org1.blind-1", "org1.blind-2"] {
         let body = serde_json::json!({"id": id, "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 7, "memo": "rent"});
         ok(app.call(Method::POST, "/v1/transfers", Some(&body)).await);
         let path = format!("/v1/transfers/{id}/proof");
