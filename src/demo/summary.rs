@@ -40,8 +40,8 @@ pub(super) fn print_summary(layout: &Layout, leader: u64, elapsed: Duration) {
     println!("  {curl} {url}/v1/accounts/{}.ops", org1.name);
     if let Some(other) = layout.orgs.get(1) {
         println!(
-            "  {curl} -H 'content-type: application/json' -d '{{\"id\":\"my-first-transfer\",\"debit_account\":\"{}.ops\",\"credit_account\":\"{}.ops\",\"amount\":\"100\"}}' {url}/v1/transfers",
-            org1.name, other.name
+            "  {curl} -H 'content-type: application/json' -d '{{\"id\":\"{}.my-first-transfer\",\"debit_account\":\"{}.ops\",\"credit_account\":\"{}.ops\",\"amount\":\"100\"}}' {url}/v1/transfers",
+            org1.name, org1.name, other.name
         );
     }
     println!("  {curl} {url}/v1/cluster");
