@@ -403,6 +403,7 @@ mod tests {
                 "origin_foreign",
                 "origin_stale",
                 "id_outside_namespace",
+                "origin_replayed",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

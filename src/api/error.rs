@@ -169,6 +169,7 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | CreditAccountNotFound
         | PendingTransferNotFound => StatusCode::NOT_FOUND,
         AccountExists
+        | OriginReplayed
         | ExistsWithDifferentFields
         | PendingTransferAlreadyPosted
         | PendingTransferAlreadyVoided

@@ -59,6 +59,7 @@ impl Ledger {
             credits_posted: 0,
             created_height: at.height,
             history_len: 0,
+            readers_signed_at_ms: 0,
         };
         self.accounts.insert(account.id.clone(), account.clone());
         changes.accounts.insert(account.id.clone());
@@ -95,7 +96,8 @@ impl Ledger {
 
     /// Replaces the organizations that may read `id`. Checks:
     /// `grant_requires_admin`, `account_not_found`, `account_not_owned`,
-    /// `unknown_reader_org`.
+    /// `unknown_reader_org`, `origin_replayed` (signed no later than the
+    /// grant in force).
     pub(super) fn set_readers(
         &mut self,
         at: At<'_>,
@@ -105,8 +107,15 @@ impl Ledger {
     ) -> Result<Account, Rejection> {
         self.own_account_as_admin(at, id, Rejection::GrantRequiresAdmin)?;
         ensure(readers.is_subset(&self.orgs), Rejection::UnknownReaderOrg)?;
+        if let Some(signed_at_ms) = at.signed_at_ms {
+            let in_force = self.accounts[id].readers_signed_at_ms;
+            ensure(signed_at_ms > in_force, Rejection::OriginReplayed)?;
+        }
         let account = self.account_mut(id, changes);
         account.readers = readers.clone();
+        if let Some(signed_at_ms) = at.signed_at_ms {
+            account.readers_signed_at_ms = signed_at_ms;
+        }
         Ok(account.clone())
     }
 }

@@ -2,7 +2,7 @@
 //! the entry's block.
 
 use super::state::At;
-use super::{Changes, Command, Entry, Ledger, Outcome, Rejection, Verdict};
+use super::{Changes, Command, Entry, Evidence, Ledger, Outcome, Rejection, Verdict};
 
 impl Ledger {
     /// [`Self::apply_logged`] with log term 0 and every unit's evidence
@@ -43,6 +43,11 @@ impl Ledger {
             timestamp_ms: entry.timestamp_ms,
             // seal_block makes this the ledger clock.
             clock_ms: self.clock_for(entry),
+            signed_at_ms: match &entry.evidence {
+                Evidence::Leader => None,
+                Evidence::Node(seal) => Some(seal.signed_at_ms),
+                Evidence::Client(seal) => Some(seal.signed_at_ms),
+            },
         };
         let named = entry.command.transfers_named();
         let mut changes = Changes::for_transfers(named, entry.blinding);

@@ -72,6 +72,8 @@ rejections! {
     OriginStale => "origin_stale", "the write was signed too long before (or after) the ledger clock: check the signer's clock";
     /// An account or transfer id outside the creating organization's namespace.
     IdOutsideNamespace => "id_outside_namespace", "an account or transfer id begins with the name of the organization that creates it and a dot, e.g. org1.payroll or org1.pay-0001";
+    /// A grant change signed no later than the one in force.
+    OriginReplayed => "origin_replayed", "this grant change was signed no later than the one in force (a replay, or an older request): sign a new request";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

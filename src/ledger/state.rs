@@ -69,6 +69,9 @@ pub(super) struct At<'a> {
     pub(super) log_index: u64,
     pub(super) timestamp_ms: u64,
     pub(super) clock_ms: u64,
+    /// When the entry's command was signed, by its evidence (none for the
+    /// leader's own entries and for groups, whose bundles carry their own).
+    pub(super) signed_at_ms: Option<u64>,
 }
 
 impl Ledger {

@@ -402,6 +402,7 @@ fn every_rejection_is_triggered_and_changes_nothing() {
     for r in ORIGIN_REJECTIONS {
         covered.insert(r.code()); // a_refused_origin_refuses_its_unit_and_changes_nothing
     }
+    covered.insert(OriginReplayed.code()); // a_grant_signed_before_the_one_in_force_is_refused
     let all: BTreeSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(covered, all, "every rejection code has a case");
 }
@@ -507,6 +508,56 @@ fn no_organization_creates_an_id_in_anothers_namespace() {
         &app2,
         Command::CreateAccount(new_account("org2.a1", "USD", false)),
     );
+}
+
+/// A replayed grant change (or an older one arriving late) cannot undo a
+/// later one: each account keeps when its grant in force was signed.
+#[test]
+fn a_grant_signed_before_the_one_in_force_is_refused() {
+    let mut r = seeded();
+    let admin1 = actor("org1", Role::Admin);
+    let grant = |readers: &[&str], signed_at_ms: u64| Entry {
+        actor: admin1.clone(),
+        timestamp_ms: T0,
+        command: Command::SetReaders {
+            id: acct("org1.a1"),
+            readers: readers.iter().map(|o| org(o)).collect(),
+        },
+        evidence: Evidence::Node(Seal {
+            node: 1,
+            cert: Vec::new(),
+            signed_at_ms,
+            signature: Vec::new(),
+        }),
+        blinding: Blinding([0; 16]),
+    };
+    let apply = |r: &mut Run, entry: Entry| {
+        r.index += 1;
+        r.l.apply(&entry, r.index).0
+    };
+    let grant_org2 = grant(&["org2"], T0 + 10);
+    assert!(matches!(
+        apply(&mut r, grant_org2.clone()),
+        Outcome::Account(Ok(_))
+    ));
+    let revoke = grant(&[], T0 + 20);
+    assert!(matches!(
+        apply(&mut r, revoke.clone()),
+        Outcome::Account(Ok(_))
+    ));
+    for stale in [grant_org2, revoke, grant(&["org3"], T0 + 15)] {
+        assert_eq!(
+            apply(&mut r, stale),
+            Outcome::Account(Err(Rejection::OriginReplayed))
+        );
+    }
+    let a1 = r.l.account(&acct("org1.a1")).unwrap();
+    assert!(a1.readers.is_empty(), "the revocation stands: {a1:?}");
+    assert_eq!(a1.readers_signed_at_ms, T0 + 20);
+    assert!(matches!(
+        apply(&mut r, grant(&["org3"], T0 + 30)),
+        Outcome::Account(Ok(_))
+    ));
 }
 
 #[test]
@@ -892,6 +943,7 @@ fn seal_next(edit: impl FnOnce(&mut state::At<'_>)) {
         log_index: r.index + 1,
         timestamp_ms: r.l.clock_ms(),
         clock_ms: r.l.clock_ms(),
+        signed_at_ms: None,
     };
     edit(&mut at);
     r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());

@@ -29,6 +29,11 @@ pub struct Account {
     pub created_height: u64,
     /// Number of items in the account's history; the next item's sequence.
     pub history_len: u64,
+    /// When the grant in force (`readers`) was signed, in ms since the Unix
+    /// epoch on its signer's clock; 0 until one is set. A grant change
+    /// signed no later is refused (`origin_replayed`), so a replayed one
+    /// cannot undo a later one.
+    pub readers_signed_at_ms: u64,
 }
 
 /// Each posted or pending total stays at or below this, so that balances
