@@ -224,8 +224,16 @@ pub struct Limits {
     pub memo_bytes_max: usize,
     /// Most readers one account may grant.
     pub readers_max: usize,
-    /// Open client connections per listener; more wait in the accept backlog.
+    /// Open client connections per listener worker, those still in their
+    /// TLS handshake included; more wait in the accept backlog.
     pub connections_max: usize,
+    /// How long a connection may take to finish its TLS handshake before it
+    /// is closed: a socket that opens and sends nothing holds a slot no
+    /// longer than this.
+    pub tls_handshake_timeout_ms: u64,
+    /// Connections in their TLS handshake at once, per listener worker;
+    /// past it the listener accepts no more until one finishes or times out.
+    pub tls_handshakes_max: usize,
     /// Writes proposed and not yet answered; more get 429.
     pub in_flight_proposals_max: usize,
     /// How long a request may take end to end; a proposed write past it is 504.
@@ -262,7 +270,12 @@ impl Default for Limits {
             peer_body_bytes_max: 256 * 1024 * 1024,
             memo_bytes_max: 512,
             readers_max: 64,
-            connections_max: 1024,
+            // Room for thousands of sockets that never finish a handshake
+            // (each is closed within tls_handshake_timeout_ms) beside the
+            // real clients.
+            connections_max: 8192,
+            tls_handshake_timeout_ms: 1_000,
+            tls_handshakes_max: 8192,
             in_flight_proposals_max: 4096,
             request_timeout_ms: 10_000,
             batch_transfers_max: 8190,
@@ -359,13 +372,15 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 18] = [
+        let checks: [(bool, &str); 20] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
             (l.memo_bytes_max <= 64 * 1024, "limits.memo_bytes_max must be <= 65536"),
             (l.connections_max > 0 && l.in_flight_proposals_max > 0, "limits.*_max must be positive"),
             ((100..=600_000).contains(&l.request_timeout_ms), "limits.request_timeout_ms must be 100..=600000"),
+            ((100..=60_000).contains(&l.tls_handshake_timeout_ms), "limits.tls_handshake_timeout_ms must be 100..=60000"),
+            ((1..=1_000_000).contains(&l.tls_handshakes_max), "limits.tls_handshakes_max must be 1..=1000000"),
             (r.heartbeat_interval_ms >= 10, "raft.heartbeat_interval_ms must be >= 10"),
             (
                 r.heartbeat_interval_ms < r.election_timeout_min_ms
@@ -547,5 +562,28 @@ mod tests {
             c.limits.ready_lag_entries_max = 1;
             assert_eq!(c.validate(), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_tls_handshake_deadline_and_cap_are_checked() {
+        let defaults = config("").unwrap();
+        assert_eq!(defaults.limits.tls_handshake_timeout_ms, 1_000);
+        assert_eq!(defaults.limits.tls_handshakes_max, 8_192);
+        for (field, bad) in [
+            ("tls_handshake_timeout_ms", "0"),
+            ("tls_handshake_timeout_ms", "99"),
+            ("tls_handshake_timeout_ms", "60001"),
+            ("tls_handshakes_max", "0"),
+            ("tls_handshakes_max", "1000001"),
+        ] {
+            let c = config(&format!("[limits]\n{field} = {bad}")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(
+                err.contains(&format!("limits.{field}")),
+                "{field} = {bad}: {err}"
+            );
+        }
+        let err = config("[limits]\ntls_handshake_timeout_ms = -1").unwrap_err();
+        assert!(err.contains("tls_handshake_timeout_ms"), "{err}");
     }
 }

@@ -205,6 +205,8 @@ impl Listeners<'_> {
         .on_connect(identify_api(self.trust.clone()))
         .workers(HTTP_WORKERS)
         .max_connections(limits.connections_max)
+        .max_connection_rate(limits.tls_handshakes_max)
+        .tls_handshake_timeout(Duration::from_millis(limits.tls_handshake_timeout_ms))
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
         .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
         .map_err(|e| bind_error("API", "api_listen, or api_addr in genesis", addr, e))?;
@@ -236,6 +238,9 @@ impl Listeners<'_> {
         .on_connect(identify_peer(self.trust.clone()))
         .workers(HTTP_WORKERS)
         .max_connections(self.config.limits.connections_max)
+        .tls_handshake_timeout(Duration::from_millis(
+            self.config.limits.tls_handshake_timeout_ms,
+        ))
         .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
         .map_err(|e| bind_error("peer", "raft_listen, or raft_addr in genesis", addr, e))?;
         Ok(server.run())
@@ -279,6 +284,7 @@ impl Listeners<'_> {
         })
         .workers(1)
         .max_connections(limits.connections_max)
+        .tls_handshake_timeout(Duration::from_millis(limits.tls_handshake_timeout_ms))
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
         .bind_rustls_0_23(
             addr.as_str(),

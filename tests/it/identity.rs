@@ -374,3 +374,34 @@ async fn identity_comes_only_from_the_verified_session() {
         Some("0")
     );
 }
+
+/// Connections that never finish their TLS handshake have a short deadline
+/// and a cap of their own: thousands of bare TCP connections do not keep a
+/// real client waiting.
+#[tokio::test]
+async fn bare_connections_do_not_delay_a_real_client() {
+    const BARE: usize = 3_000;
+    let c = Cluster::start().await;
+    let url = c.layout.node(1).api_url.clone();
+    let addr = url.trim_start_matches("https://").to_owned();
+    let mut bare = Vec::with_capacity(BARE);
+    for _ in 0..BARE {
+        bare.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let app = &c.layout.org("org1").identities["app"];
+    let tls = TlsFiles {
+        cert: app.cert.clone(),
+        key: app.key.clone(),
+    };
+    let client = ApiClient::new(&url, roots, &tls, REQUEST_TIMEOUT).unwrap();
+    let started = std::time::Instant::now();
+    ok(client.cluster().await);
+    let waited = started.elapsed();
+    eprintln!("a real client waited {waited:?} behind {BARE} bare connections");
+    drop(bare);
+    assert!(
+        waited < Duration::from_secs(2),
+        "a real client waited {waited:?} behind {BARE} bare connections"
+    );
+}
