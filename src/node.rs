@@ -18,6 +18,7 @@ use crate::api::{self};
 use crate::config::{Genesis, GenesisNode, HostPort, NodeConfig, NodeId};
 use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
+use crate::identity::refusals::RefusalLog;
 use crate::identity::Trust;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
@@ -188,6 +189,7 @@ impl Listeners<'_> {
     fn api(&self) -> Result<Server> {
         let (service, limits) = (self.service.clone(), &self.config.limits);
         let addr = self.config.api_listen.as_ref().unwrap_or(&self.me.api_addr);
+        let refusals = Arc::new(RefusalLog::new("API"));
         let server = HttpServer::new(move || {
             let responses = service.responses().clone();
             App::new()
@@ -202,13 +204,16 @@ impl Listeners<'_> {
                 })
                 .configure(api::routes::configure)
         })
-        .on_connect(identify_api(self.trust.clone()))
+        .on_connect(identify_api(self.trust.clone(), refusals.clone()))
         .workers(HTTP_WORKERS)
         .max_connections(limits.connections_max)
         .max_connection_rate(limits.tls_handshakes_max)
         .tls_handshake_timeout(Duration::from_millis(limits.tls_handshake_timeout_ms))
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
-        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
+        .bind_rustls_0_23(
+            addr.as_str(),
+            self.trust.server_config(&self.config.tls, refusals)?,
+        )
         .map_err(|e| bind_error("API", "api_listen, or api_addr in genesis", addr, e))?;
         Ok(server.run())
     }
@@ -223,6 +228,7 @@ impl Listeners<'_> {
             .as_ref()
             .unwrap_or(&self.me.raft_addr);
         let incarnation = gate.incarnations.own().to_owned();
+        let refusals = Arc::new(RefusalLog::new("peer"));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::from(service.clone()))
@@ -235,13 +241,16 @@ impl Listeners<'_> {
                 )
                 .configure(api::peer::configure)
         })
-        .on_connect(identify_peer(self.trust.clone()))
+        .on_connect(identify_peer(self.trust.clone(), refusals.clone()))
         .workers(HTTP_WORKERS)
         .max_connections(self.config.limits.connections_max)
         .tls_handshake_timeout(Duration::from_millis(
             self.config.limits.tls_handshake_timeout_ms,
         ))
-        .bind_rustls_0_23(addr.as_str(), self.trust.server_config(&self.config.tls)?)
+        .bind_rustls_0_23(
+            addr.as_str(),
+            self.trust.server_config(&self.config.tls, refusals)?,
+        )
         .map_err(|e| bind_error("peer", "raft_listen, or raft_addr in genesis", addr, e))?;
         Ok(server.run())
     }

@@ -13,6 +13,7 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
+use crate::identity::refusals::RefusalLog;
 use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::network::GENESIS_HEADER;
@@ -39,21 +40,33 @@ fn peer_chain(conn: &dyn Any) -> Vec<rustls::pki_types::CertificateDer<'static>>
         .unwrap_or_default()
 }
 
-/// `on_connect` hook of the API listener.
+/// `on_connect` hook of the API listener; a certificate that is not a
+/// member identity goes to `refusals`.
 pub fn identify_api(
     trust: Arc<Trust>,
+    refusals: Arc<RefusalLog>,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
-        ext.insert(ApiIdentity(trust.identify(&peer_chain(conn))));
+        let identity = trust.identify(&peer_chain(conn));
+        if let Err(e) = &identity {
+            refusals.refused(&format_args!("identity: {e}"));
+        }
+        ext.insert(ApiIdentity(identity));
     }
 }
 
-/// `on_connect` hook of the peer listener.
+/// `on_connect` hook of the peer listener; a certificate that is not a
+/// member node goes to `refusals`.
 pub fn identify_peer(
     trust: Arc<Trust>,
+    refusals: Arc<RefusalLog>,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
-        ext.insert(PeerIdentity(trust.identify_node(&peer_chain(conn))));
+        let identity = trust.identify_node(&peer_chain(conn));
+        if let Err(e) = &identity {
+            refusals.refused(&format_args!("peer identity: {e}"));
+        }
+        ext.insert(PeerIdentity(identity));
     }
 }
 

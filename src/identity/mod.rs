@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
 use crate::ledger::{Actor, OrgName, Role};
+use refusals::RefusalLog;
 
 pub mod attest;
+pub mod refusals;
 pub mod request;
 
 /// Largest PEM file read (certificate chains, keys).
@@ -114,11 +116,13 @@ impl Trust {
         client_config_with(verifier, own)
     }
 
-    /// A server config that requires a client certificate from a member CA.
-    pub fn server_config(&self, own: &TlsFiles) -> Result<ServerConfig> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+    /// A server config that requires a client certificate from a member CA;
+    /// refused certificates go to `refusals`.
+    pub fn server_config(&self, own: &TlsFiles, refusals: Arc<RefusalLog>) -> Result<ServerConfig> {
+        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
+        let verifier = Arc::new(LoggedClientVerifier { inner, refusals });
         let (chain, key) = load_identity(own)?;
         ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -191,6 +195,66 @@ impl Trust {
             Some((_, org)) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
             _ => Err(IdentityError::NotANode),
         }
+    }
+}
+
+/// A client certificate verifier that logs what it refuses (a few lines a
+/// second at most, see [`RefusalLog`]).
+#[derive(Debug)]
+struct LoggedClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    refusals: Arc<RefusalLog>,
+}
+
+impl ClientCertVerifier for LoggedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &verified {
+            self.refusals
+                .refused(&format_args!("client certificate: {e}"));
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

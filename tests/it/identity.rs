@@ -405,3 +405,58 @@ async fn bare_connections_do_not_delay_a_real_client() {
         "a real client waited {waited:?} behind {BARE} bare connections"
     );
 }
+
+/// A flood of refused certificates writes a few log lines a second, not one
+/// a connection, and says how many it left out.
+#[tokio::test]
+async fn refused_handshakes_are_logged_a_few_times_a_second() {
+    const REFUSED: usize = 200;
+    let c = Cluster::start().await;
+    let api_url = c.layout.node(1).api_url.clone();
+    let rogue = tempfile::tempdir().unwrap();
+    let pki = rogue.path().join("pki");
+    let scripts = alliance::demo::write_scripts(rogue.path()).unwrap();
+    let p = pki.to_str().unwrap();
+    alliance::demo::run_script(&scripts, "new-org.sh", &["--dir", p, "--org", "mallory"]).unwrap();
+    let args = [
+        "--dir", p, "--org", "mallory", "--role", "app", "--name", "m",
+    ];
+    alliance::demo::run_script(&scripts, "issue-cert.sh", &args).unwrap();
+    let outsider = TlsFiles {
+        cert: pki.join("mallory/app-m.crt"),
+        key: pki.join("mallory/app-m.key"),
+    };
+    let log = &c.layout.node(1).log;
+    let lines = |what: &str| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what))
+            .count()
+    };
+    let before = lines("refused a connection");
+    let started = std::time::Instant::now();
+    for _ in 0..REFUSED {
+        let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+        let config = identity::client_config(roots, &outsider).unwrap();
+        let refusal = handshake_refusal(&api_url, config);
+        assert!(refusal.contains("UnknownCA"), "{refusal}");
+    }
+    // Refusals after the flood's last second report what was left out.
+    let refuse = || {
+        let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+        handshake_refusal(&api_url, identity::client_config(roots, &outsider).unwrap())
+    };
+    crate::harness::eventually("a line for the refusals left out", || async {
+        refuse();
+        (lines("more refused connections were not logged") > 0).then_some(())
+    })
+    .await;
+    let seconds = started.elapsed().as_secs() + 1;
+    let logged = lines("refused a connection") - before;
+    let most = alliance::identity::refusals::LINES_PER_SECOND_MAX as usize * (seconds as usize + 2);
+    assert!(
+        logged <= most,
+        "{logged} lines for {REFUSED} refusals and more in {seconds} s (at most {most})"
+    );
+}
