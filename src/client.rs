@@ -22,8 +22,8 @@ pub struct ApiClient {
     base: String,
     /// Signs writes; `None` sends them unsigned.
     signer: Option<KeySigner>,
-    /// The consortium's genesis hash, learned from `GET /v1/cluster` for
-    /// the first signed write.
+    /// The consortium's genesis hash: the client config's, or learned from
+    /// `GET /v1/cluster` for the first signed write.
     genesis_hex: Arc<tokio::sync::OnceCell<String>>,
 }
 
@@ -48,12 +48,20 @@ impl Response {
 impl ApiClient {
     pub fn from_config(config: &ClientConfig) -> Result<Self> {
         let roots = identity::roots_from_files(&config.ca_certs)?;
-        Self::new(
+        let client = Self::new(
             &config.url,
             roots,
             &config.tls,
             Duration::from_millis(config.timeout_ms),
-        )
+        )?;
+        if let Some(hash) = &config.genesis_hash {
+            let pinned = tokio::sync::OnceCell::new_with(Some(hash.to_ascii_lowercase()));
+            return Ok(Self {
+                genesis_hex: Arc::new(pinned),
+                ..client
+            });
+        }
+        Ok(client)
     }
 
     pub fn new(

@@ -419,6 +419,12 @@ pub struct ClientConfig {
     pub tls: TlsFiles,
     #[serde(default = "default_client_timeout_ms")]
     pub timeout_ms: u64,
+    /// The consortium's genesis hash (64 hex digits, `genesis_hash` of
+    /// `GET /v1/cluster`), which every signed write names. Set, the client
+    /// signs for this consortium only, whatever a node says; unset, it asks
+    /// the node it calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_hash: Option<String>,
 }
 
 fn default_client_timeout_ms() -> u64 {
@@ -441,6 +447,13 @@ impl ClientConfig {
         if !config.url.starts_with("https://") {
             return Err(Error::Config(format!(
                 "{}: url must start with https://",
+                path.display()
+            )));
+        }
+        let hex64 = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        if config.genesis_hash.as_ref().is_some_and(|h| !hex64(h)) {
+            return Err(Error::Config(format!(
+                "{}: genesis_hash must be 64 hex digits (genesis_hash of GET /v1/cluster)",
                 path.display()
             )));
         }
@@ -585,5 +598,30 @@ mod tests {
         }
         let err = config("[limits]\ntls_handshake_timeout_ms = -1").unwrap_err();
         assert!(err.contains("tls_handshake_timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_client_config_pins_a_well_formed_genesis_hash_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |extra: &str| {
+            let path = dir.path().join("client.toml");
+            let text = format!(
+                "url = \"https://127.0.0.1:7101\"\nca_certs = []\n{extra}\n\
+                 [tls]\ncert = \"c\"\nkey = \"k\"\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            ClientConfig::load(&path).map_err(|e| e.to_string())
+        };
+        assert_eq!(load("").unwrap().genesis_hash, None);
+        let hash = "ab".repeat(32);
+        let pinned = load(&format!("genesis_hash = \"{hash}\"")).unwrap();
+        assert_eq!(pinned.genesis_hash.as_deref(), Some(hash.as_str()));
+        for bad in ["ab", "zz".repeat(32).as_str(), ""] {
+            let err = load(&format!("genesis_hash = \"{bad}\"")).unwrap_err();
+            assert!(
+                err.contains("genesis_hash must be 64 hex digits"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

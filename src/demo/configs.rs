@@ -60,12 +60,14 @@ pub(super) fn write_client_config(
     url: &str,
     ca_certs: &[PathBuf],
     tls: &TlsFiles,
+    genesis_hash: &str,
 ) -> Result<()> {
     let client = ClientConfig {
         url: url.to_owned(),
         ca_certs: ca_certs.to_vec(),
         tls: tls.clone(),
         timeout_ms: CLIENT_TIMEOUT_MS,
+        genesis_hash: Some(genesis_hash.to_owned()),
     };
     write_toml(path, &client)
 }

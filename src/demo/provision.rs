@@ -50,9 +50,16 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
             &dir, plan.id, &plan.org, plan.addrs, opts,
         )?);
     }
+    let genesis_hash = crate::config::Genesis::load(&dir.join("genesis.toml"))?.hash;
     let mut orgs = Vec::new();
     for node in &nodes {
-        orgs.push(write_org_clients(&dir, &pki, node, &ca_certs)?);
+        orgs.push(write_org_clients(
+            &dir,
+            &pki,
+            node,
+            &ca_certs,
+            &genesis_hash,
+        )?);
     }
     let layout = Layout {
         dir: dir.clone(),
@@ -142,6 +149,7 @@ fn write_org_clients(
     pki: &Path,
     node: &DemoNode,
     ca_certs: &[PathBuf],
+    genesis_hash: &str,
 ) -> Result<DemoOrg> {
     let mut identities = BTreeMap::new();
     for role in CLIENT_ROLES {
@@ -152,7 +160,7 @@ fn write_org_clients(
         let path = dir
             .join("clients")
             .join(format!("{}-{role}.toml", node.org));
-        write_client_config(&path, &node.api_url, ca_certs, &tls)?;
+        write_client_config(&path, &node.api_url, ca_certs, &tls, genesis_hash)?;
         let identity = DemoIdentity {
             cert: tls.cert,
             key: tls.key,
