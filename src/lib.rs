@@ -16,7 +16,9 @@
 //! - [`raft`]: openraft type config; the sled store and log store; the state
 //!   machine (`apply`, persist, reads, load, snapshots); the peer network.
 //! - [`codec`]: the binary encoding of stored records and peer messages.
-//! - [`identity`]: certificate → [`identity::Principal`], rustls configs.
+//! - [`identity`]: certificate → [`identity::Principal`], rustls configs, the
+//!   evidence of origin every write carries ([`identity::attest`]) and signed
+//!   requests ([`identity::request`]).
 //! - [`api`]: the listeners (routes, peer, public window), request bodies and
 //!   queries, the service that runs each request on the leader (reads,
 //!   writes, forwarding, group commit), typed answers rendered to JSON at
