@@ -258,11 +258,20 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command))
 }
 
+/// actix-http writes an error line for every connection that ends in an
+/// error, a malformed request from anyone included: a flood of them would
+/// flood the log. Off unless `RUST_LOG` names `actix_http`.
+const PER_CONNECTION_ERRORS: &str = "actix_http::h1::dispatcher=off";
+
 /// Log lines to standard error, filtered by `RUST_LOG` (else `default`).
 fn init_logs(format: LogFormat, default: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if !wanted.is_some_and(|v| v.contains("actix_http")) {
+        filter = filter.add_directive(PER_CONNECTION_ERRORS.parse().expect("a valid directive"));
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -459,4 +459,47 @@ async fn refused_handshakes_are_logged_a_few_times_a_second() {
         logged <= most,
         "{logged} lines for {REFUSED} refusals and more in {seconds} s (at most {most})"
     );
+
+    // Malformed requests from anyone (the public window asks for no
+    // certificate) are not logged one line each.
+    let before = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let public = c.layout.node(1).public_url.clone();
+    for _ in 0..REFUSED {
+        malformed_request(&public, &c);
+    }
+    ok(c.app(1, 1).cluster().await);
+    let after = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        after - before < 20,
+        "{} log lines for {REFUSED} malformed requests",
+        after - before
+    );
+}
+
+/// Sends a request that is not HTTP over a TLS session to `url` (server-only
+/// TLS) and reads until the server closes.
+fn malformed_request(url: &str, c: &Cluster) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("https://");
+    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"NOT HTTP \x01\x02\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
 }
