@@ -41,6 +41,17 @@ fn handshake_refusal(url: &str, config: rustls::ClientConfig) -> String {
     )
 }
 
+/// A TLS client config that trusts the member CAs and presents no
+/// certificate.
+fn anonymous_config(c: &Cluster) -> rustls::ClientConfig {
+    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    rustls::ClientConfig::builder_with_provider(identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 fn node_tls_of(c: &Cluster, id: u64) -> TlsFiles {
     let org = &c.layout.node(id).org;
     TlsFiles {
@@ -119,12 +130,7 @@ async fn identity_comes_only_from_the_verified_session() {
     let api_url = c.layout.node(1).api_url.clone();
 
     // No client certificate: the handshake fails, no HTTP response at all.
-    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
-    let anonymous = rustls::ClientConfig::builder_with_provider(identity::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let anonymous = anonymous_config(&c);
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(anonymous.clone())
         .timeout(Duration::from_secs(10))
@@ -487,12 +493,7 @@ async fn refused_handshakes_are_logged_a_few_times_a_second() {
 fn malformed_request(url: &str, c: &Cluster) {
     use std::io::{Read, Write};
     let addr = url.trim_start_matches("https://");
-    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(identity::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = anonymous_config(c);
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
