@@ -59,7 +59,9 @@ impl Ledger {
             credits_posted: 0,
             created_height: at.height,
             history_len: 0,
-            readers_signed_at_ms: 0,
+            // The readers it is created with are a grant signed then: an
+            // older grant change replayed later cannot override them.
+            readers_signed_at_ms: at.signed_at_ms.unwrap_or(0),
         };
         self.accounts.insert(account.id.clone(), account.clone());
         changes.accounts.insert(account.id.clone());

@@ -81,6 +81,9 @@ impl Service {
             return PeerAnswer::Done(oversized().render());
         }
         let principal = match &fwd.evidence {
+            Evidence::Client(seal) if seal.body.len() > self.limits.body_bytes_max => {
+                Err(ApiError::BodyTooLarge(self.limits.body_bytes_max))
+            }
             Evidence::Client(seal) if !signs(seal, &fwd.command) => {
                 Err(ApiError::InvalidSignature(
                     "the forwarded command is not the one the caller signed".into(),
