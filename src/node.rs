@@ -410,7 +410,9 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
             if body.contains("lost storage") {
                 return Err(Error::Config(format!(
                     "node {me} started on empty storage, but node {} remembers it with other storage: \
-                     restore this node's data directory, or add it to the consortium under a new id",
+                     it cannot rejoin under this id (a data directory restored from a backup is a \
+                     stale copy that could lose a committed transfer); keep the cluster running on \
+                     the remaining majority",
                     node.id
                 )));
             }

@@ -11,8 +11,9 @@
 //! then on refuses any other one from that node id: its requests get 403 and
 //! its responses (votes, acknowledgements) are treated as unreachable. A node
 //! started on empty storage asks its peers first and stops with a clear error
-//! if any of them remembers it under another incarnation. To bring such a
-//! member back, restore its data directory, or give it a new id.
+//! if any of them remembers it under another incarnation. Such a member can
+//! come back only under a new id (a data directory restored from a backup
+//! is a stale copy, which could lose a committed entry).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -91,7 +92,7 @@ impl Incarnations {
         match known.get(&peer) {
             Some(k) if k == inc => Ok(()),
             Some(_) => Err(format!(
-                "node {peer} lost its storage (new incarnation); restore its data directory or give it a new id"
+                "node {peer} lost its storage (new incarnation): it cannot rejoin under this id"
             )),
             None => {
                 let key = [PEER_PREFIX, peer.to_string().as_bytes()].concat();

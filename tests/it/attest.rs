@@ -58,7 +58,9 @@ fn http_as(c: &Cluster, tls: &TlsFiles, headers: HeaderMap) -> reqwest::Client {
 async fn peer_as_node1(c: &Cluster) -> reqwest::Client {
     let mut headers = HeaderMap::new();
     headers.insert("alliance-genesis", genesis(c).hash.parse().unwrap());
-    headers.insert("alliance-incarnation", "x".parse().unwrap());
+    // Without an incarnation node 1 refuses the probe and records nothing
+    // (with a made-up one it would record that as its own), and its answer
+    // names its incarnation.
     let probe = http_as(c, &node_tls(c, 1), headers.clone());
     let hello = format!("{}/peer/v1/hello", c.layout.node(1).peer_url);
     let own = probe.post(hello).send().await.unwrap();
