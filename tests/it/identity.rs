@@ -26,12 +26,7 @@ fn client_with(c: &Cluster, node: u64, tls: &TlsFiles) -> ApiClient {
 /// as an HTTP client does) observes that alert every time.
 fn handshake_refusal(url: &str, config: rustls::ClientConfig) -> String {
     use std::io::Read;
-    let addr = url.trim_start_matches("https://");
-    let mut sock = std::net::TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let (mut conn, mut sock) = tls_session(url, config);
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
     let mut byte = [0u8; 1];
     format!(
@@ -39,6 +34,21 @@ fn handshake_refusal(url: &str, config: rustls::ClientConfig) -> String {
         tls.read(&mut byte)
             .expect_err("the server must refuse the session")
     )
+}
+
+/// A TLS client session with `config` to `url`'s listener (the handshake
+/// runs on first use), reads bounded by a deadline.
+fn tls_session(
+    url: &str,
+    config: rustls::ClientConfig,
+) -> (rustls::ClientConnection, std::net::TcpStream) {
+    let addr = url.trim_start_matches("https://");
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    (conn, sock)
 }
 
 /// A TLS client config that trusts the member CAs and presents no
@@ -492,13 +502,7 @@ async fn refused_handshakes_are_logged_a_few_times_a_second() {
 /// TLS) and reads until the server closes.
 fn malformed_request(url: &str, c: &Cluster) {
     use std::io::{Read, Write};
-    let addr = url.trim_start_matches("https://");
-    let config = anonymous_config(c);
-    let mut sock = std::net::TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let (mut conn, mut sock) = tls_session(url, anonymous_config(c));
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
     tls.write_all(b"NOT HTTP \x01\x02\r\n\r\n").unwrap();
     let mut answer = Vec::new();
