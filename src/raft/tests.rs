@@ -636,6 +636,27 @@ async fn a_snapshot_is_stored_as_a_file() {
     assert_eq!(current.snapshot.into_inner(), data, "after a restart");
 }
 
+/// Apply answers before the state writer has put the entry on sled; a
+/// read right after it still sees everything it applied.
+#[tokio::test]
+async fn a_read_right_after_apply_sees_the_stored_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.ops")]).await;
+    let shared = sm.shared();
+    let ops = AccountId::parse("org1.ops").unwrap();
+    for n in 0..300 {
+        let id = format!("org1.w-{n}");
+        let t = new_transfer(&id, "org1.issue", "org1.ops", 1, false);
+        apply_more(&mut sm, vec![batch(vec![t])]).await;
+        let read = shared.read();
+        let settled = read.transfer(&TransferId::parse(&id).unwrap()).unwrap();
+        assert!(settled.is_some(), "transfer {id} readable at once");
+        assert_eq!(read.history(&ops, 0, 1_000).unwrap().len(), n + 1);
+        let height = read.ledger.height();
+        assert!(read.block(height).unwrap().is_some(), "block {height}");
+    }
+}
+
 /// Stored bytes that are not the record their key names (a disk fault, an
 /// edit outside the node) make each read that meets them an error that
 /// names the key, never a panic in the thread that serves the read.

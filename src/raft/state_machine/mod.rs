@@ -5,12 +5,13 @@
 //! records it names are loaded, and after it is stored they are forgotten
 //! again (see [`Ledger::to_load`]).
 //!
-//! Each applied entry's changes, with the new last-applied log id, go to sled
-//! in one atomic batch while the state's write lock is held, so the stored
-//! state is always the state after some whole entry and a reader holding the
-//! read lock sees memory and sled agree. Apply itself does not fsync: the log
-//! is durable, and a node that restarts re-applies committed entries past its
-//! stored last-applied.
+//! The changes of the entries one call of apply applies, with the new
+//! last-applied log id, go to sled in one atomic batch, written behind apply
+//! by the [`Writer`] thread: the stored state is always the state after some
+//! whole entry. Apply itself does not fsync: the log is durable, and a node
+//! that restarts re-applies committed entries past its stored last-applied.
+//! A reader holding the read lock waits for the writer before it reads sled,
+//! so memory and sled agree under the lock.
 //!
 //! A snapshot is every key and value of the state tree (ledger records and
 //! account histories), taken under the read lock: a consistent view at its
@@ -20,6 +21,7 @@ mod load;
 mod persist;
 mod read;
 mod snapshot;
+mod writer;
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -29,7 +31,9 @@ use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
 use self::load::load;
+use self::persist::{put, Unqueued};
 use self::snapshot::{decode_pairs, encode_pairs};
+use self::writer::Writer;
 use super::store::{storage_err, StateKey, Store};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::encode;
@@ -52,13 +56,15 @@ pub struct Applied {
 pub struct SharedState {
     applied: Arc<RwLock<Applied>>,
     state: sled::Tree,
+    writer: Arc<Writer>,
 }
 
 impl SharedState {
     pub fn read(&self) -> StateRead<'_> {
         StateRead {
             guard: self.applied.read().unwrap_or_else(|p| p.into_inner()),
-            state: &self.state,
+            stored: &self.state,
+            writer: &self.writer,
         }
     }
 }
@@ -108,6 +114,7 @@ impl StateMachine {
         let state = SharedState {
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
+            writer: Arc::new(Writer::start(store.state.clone())),
         };
         Ok(Self {
             store,
@@ -129,6 +136,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (data, last_applied, membership) = {
             let applied = self.state.read();
+            self.state.writer.caught_up().map_err(read_err)?;
             (
                 encode_pairs(&self.store.state)?,
                 applied.last_applied,
@@ -167,12 +175,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
+        let mut applied = self
+            .state
+            .applied
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        // The entries' changes go in one batch (unless an entry names a
+        // stored transfer: see `load_named`).
+        let mut unqueued = Unqueued::default();
         for entry in entries {
-            let mut applied = self
-                .state
-                .applied
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
             // Strictly increasing. (Not necessarily +1: openraft's storage
             // suite applies entries with gaps.)
             assert!(
@@ -188,7 +199,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (reply, mut changes) = match entry.payload {
                 EntryPayload::Blank => (None, Changes::default()),
                 EntryPayload::Normal(ref e) => {
-                    loaded = self.load_named(&mut applied.ledger, e)?;
+                    loaded = self.load_named(&mut applied.ledger, &mut unqueued, e)?;
                     let log = entry.log_id;
                     let clock_ms = applied.ledger.clock_for(e);
                     let verdicts = self.origins.verdicts(e, clock_ms);
@@ -203,13 +214,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (None, Changes::default())
                 }
             };
-            self.persist(&applied, &mut changes)?;
-            // Stored now: settled records leave memory.
-            applied
-                .ledger
-                .forget_settled(loaded.iter().chain(changes.transfers.iter().map(|t| &t.id)));
+            put(&mut unqueued, &applied, &mut changes);
+            unqueued.settled.extend(loaded);
+            unqueued
+                .settled
+                .extend(changes.transfers.into_iter().map(|t| t.id));
             replies.push(reply);
         }
+        // Every read of sled waits for the writer: once queued, settled
+        // records leave memory.
+        self.queue(&mut applied.ledger, &mut unqueued)?;
         Ok(replies)
     }
 
@@ -244,6 +258,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .applied
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
+            // Nothing queued may land on the new state.
+            self.state.writer.caught_up().map_err(write_err)?;
             let mut batch = sled::Batch::default();
             for kv in self.store.state.iter() {
                 batch.remove(kv.map_err(read_err)?.0);

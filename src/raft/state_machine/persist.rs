@@ -1,5 +1,5 @@
-//! One applied entry to sled: its changed records and the state machine's
-//! progress, in one atomic batch; and the stored records an entry needs
+//! One applied entry's changed records and the state machine's progress,
+//! put into the batch that goes to sled; and the stored records an entry needs
 //! loaded before it applies.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,47 +26,74 @@ enum LoadError {
     Missing { height: u64, ids: String },
 }
 
+/// Puts one entry's effects and progress into `batch`. The changed records
+/// are stored as the ledger encoded them for the block's state digest:
+/// serialized once. Accounts and refusals are a key each; the block's
+/// transfers, its leaf hashes and each account's history items in it are
+/// stored in chunks of about 4 KiB (see [`StateKey`], [`chunks`]). Takes
+/// `changes.encoded`; the rest of `changes` stays for the caller.
+pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Changes) {
+    assert_eq!(
+        changes.encoded.len(),
+        changes.record_count(),
+        "one encoding per changed record"
+    );
+    let encoded = std::mem::take(&mut changes.encoded);
+    let mut encoded = encoded.iter();
+    let mut next = |n: usize| encoded.by_ref().take(n).collect::<Vec<_>>();
+    let records = Records {
+        accounts: next(changes.accounts.len()),
+        transfers: next(changes.transfers.len()),
+        rejected: next(changes.rejected.len()),
+        history: next(changes.history.len()),
+    };
+    put_records(&mut unqueued.batch, changes, &records);
+    put_progress(&mut unqueued.batch, applied, changes);
+    unqueued.entries += 1;
+}
+
+/// The changes of entries applied but not yet queued for the writer, and
+/// the settled records they touched, which leave memory once queued.
+#[derive(Default)]
+pub(super) struct Unqueued {
+    batch: sled::Batch,
+    entries: usize,
+    pub settled: Vec<TransferId>,
+}
+
 impl StateMachine {
-    /// Writes one entry's effects and progress in one atomic batch. The
-    /// changed records are stored as the ledger encoded them for the block's
-    /// state digest: serialized once. Accounts and refusals are a key each;
-    /// the block's transfers, its leaf hashes and each account's history
-    /// items in it are stored in chunks of about 4 KiB (see [`StateKey`],
-    /// [`chunks`]). Takes `changes.encoded`; the rest of `changes` stays
-    /// for the caller.
-    pub(super) fn persist(
+    /// Queues the changes put so far, then forgets the settled records
+    /// they touched.
+    pub(super) fn queue(
         &self,
-        applied: &Applied,
-        changes: &mut Changes,
+        ledger: &mut Ledger,
+        unqueued: &mut Unqueued,
     ) -> Result<(), StorageError> {
-        assert_eq!(
-            changes.encoded.len(),
-            changes.record_count(),
-            "one encoding per changed record"
-        );
-        let encoded = std::mem::take(&mut changes.encoded);
-        let mut encoded = encoded.iter();
-        let mut next = |n: usize| encoded.by_ref().take(n).collect::<Vec<_>>();
-        let records = Records {
-            accounts: next(changes.accounts.len()),
-            transfers: next(changes.transfers.len()),
-            rejected: next(changes.rejected.len()),
-            history: next(changes.history.len()),
-        };
-        let mut batch = sled::Batch::default();
-        put_records(&mut batch, changes, &records);
-        put_progress(&mut batch, applied, changes);
-        self.store.state.apply_batch(batch).map_err(write_err)
+        if unqueued.entries > 0 {
+            let batch = std::mem::take(&mut unqueued.batch);
+            self.state.writer.queue(batch).map_err(write_err)?;
+            unqueued.entries = 0;
+        }
+        ledger.forget_settled(&std::mem::take(&mut unqueued.settled));
+        Ok(())
     }
 
     /// Loads into `ledger` the stored transfers `entry` names (re-sends,
-    /// posts, voids), one block read per height; returns their ids.
+    /// posts, voids), one block read per height; returns their ids. They
+    /// may be in changes not yet queued, or queued and not yet written:
+    /// this queues the changes and waits for the writer first.
     pub(super) fn load_named(
         &self,
         ledger: &mut Ledger,
+        unqueued: &mut Unqueued,
         entry: &Entry,
     ) -> Result<Vec<TransferId>, StorageError> {
         let wanted = ledger.to_load(entry);
+        if wanted.is_empty() {
+            return Ok(wanted.into_iter().map(|(id, _)| id).collect());
+        }
+        self.queue(ledger, unqueued)?;
+        self.state.writer.caught_up().map_err(read_err)?;
         let mut by_height: BTreeMap<u64, BTreeSet<&TransferId>> = BTreeMap::new();
         for (id, height) in &wanted {
             by_height.entry(*height).or_default().insert(id);

@@ -4,6 +4,7 @@
 
 use std::sync::RwLockReadGuard;
 
+use super::writer::{WriteFailed, Writer};
 use super::Applied;
 use crate::codec::{self, decode};
 use crate::ledger::{AccountId, Blinding, BlockHeader, Hash, HistoryItem, Transfer, TransferId};
@@ -27,6 +28,8 @@ pub enum ReadError {
         #[source]
         source: codec::Error,
     },
+    #[error("{0}")]
+    Behind(#[from] WriteFailed),
     /// The stored records disagree with each other or with their keys.
     #[error("{0}")]
     Inconsistent(String),
@@ -36,7 +39,9 @@ pub enum ReadError {
 /// with it.
 pub struct StateRead<'a> {
     pub(super) guard: RwLockReadGuard<'a, Applied>,
-    pub(super) state: &'a sled::Tree,
+    /// Read only through [`Self::tree`].
+    pub(super) stored: &'a sled::Tree,
+    pub(super) writer: &'a Writer,
 }
 
 impl std::ops::Deref for StateRead<'_> {
@@ -60,6 +65,14 @@ fn decode_at<T: serde::de::DeserializeOwned>(
 }
 
 impl StateRead<'_> {
+    /// The state tree, once the writer has written every batch queued so
+    /// far: then it holds what memory shows (no batch is queued while this
+    /// read holds the lock).
+    fn tree(&self) -> Result<&sled::Tree, ReadError> {
+        self.writer.caught_up()?;
+        Ok(self.stored)
+    }
+
     /// Up to `limit` history items of `account` from sequence `from` on.
     pub fn history(
         &self,
@@ -71,7 +84,7 @@ impl StateRead<'_> {
         // before it), if there is one.
         let prefix = StateKey::account_prefix(HISTORY_TAG, account);
         let start = self
-            .state
+            .tree()?
             .range(prefix..=StateKey::History(account, from).encode())
             .next_back()
             .transpose()?
@@ -79,7 +92,7 @@ impl StateRead<'_> {
         let start = StateKey::History(account, start).encode();
         let end = StateKey::History(account, u64::MAX).encode();
         let mut items = Vec::new();
-        for kv in self.state.range(start..=end) {
+        for kv in self.tree()?.range(start..=end) {
             let (key, value) = kv?;
             let run: Vec<HistoryItem> = decode_at("history run", &key, &value)?;
             items.extend(run.into_iter().filter(|i| i.seq >= from));
@@ -100,14 +113,14 @@ impl StateRead<'_> {
     ) -> Result<Option<HistoryItem>, ReadError> {
         let prefix = StateKey::account_prefix(HISTORY_AT_TAG, account);
         let at = StateKey::HistoryAt(account, height).encode();
-        let Some((key, first)) = self.state.range(prefix..=at).next_back().transpose()? else {
+        let Some((key, first)) = self.tree()?.range(prefix..=at).next_back().transpose()? else {
             return Ok(None);
         };
         let first = <[u8; 8]>::try_from(&first[..])
             .map(u64::from_be_bytes)
             .map_err(|_| corrupt_key("history index", &key))?;
         let run_key = StateKey::History(account, first).encode();
-        let Some(run) = self.state.get(&run_key)? else {
+        let Some(run) = self.tree()?.get(&run_key)? else {
             return Err(ReadError::Inconsistent(format!(
                 "history of {account} indexes a run at {first} that is not stored"
             )));
@@ -119,27 +132,27 @@ impl StateRead<'_> {
     /// The stored header of block `height` (block 0 is not stored).
     pub fn block(&self, height: u64) -> Result<Option<BlockHeader>, ReadError> {
         let key = StateKey::Block(height).encode();
-        let v = self.state.get(&key)?;
+        let v = self.tree()?.get(&key)?;
         v.map(|v| decode_at("block header", &key, &v)).transpose()
     }
 
     /// Block `height`'s leaf hashes.
     pub fn leaf_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>, ReadError> {
         let prefix = StateKey::height_prefix(LEAF_HASHES_TAG, height);
-        Ok(read_chunks(self.state, &prefix)?)
+        Ok(read_chunks(self.tree()?, &prefix)?)
     }
 
     /// Block `height`'s blinding (block 0 has none).
     pub fn blinding(&self, height: u64) -> Result<Option<Blinding>, ReadError> {
         let key = StateKey::Blinding(height).encode();
-        let v = self.state.get(&key)?;
+        let v = self.tree()?.get(&key)?;
         v.map(|v| decode_at("block blinding", &key, &v)).transpose()
     }
 
     /// Transfer `id` as block `height` left it, if that block changed it.
     pub fn transfer_at(&self, height: u64, id: &TransferId) -> Result<Option<Transfer>, ReadError> {
         for kv in self
-            .state
+            .tree()?
             .scan_prefix(StateKey::height_prefix(TRANSFERS_TAG, height))
         {
             let (key, value) = kv?;

@@ -1,0 +1,141 @@
+//! Writes applied entries to sled behind apply, on a thread of its own.
+//!
+//! Apply changes the ledger in memory and queues the entries' changes as
+//! one sled batch; the answers go out while the batch is written. That is
+//! safe because the state on sled is never what makes a write durable: the
+//! log is (fsynced on a majority before the entry commits), and a node that
+//! restarts re-applies the committed entries past its stored last-applied.
+//! What must hold is that nobody reads sled before it has what memory
+//! already shows: every read of sled first waits for the batches queued so
+//! far ([`Writer::caught_up`]).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// Batches queued before apply waits for the writer: a bound on the memory
+/// the queue holds (a batch of 8,000 transfers is a few MB).
+const QUEUED_MAX: usize = 16;
+
+/// How far the writer has come.
+#[derive(Default)]
+struct Progress {
+    /// Batches queued so far.
+    queued: u64,
+    /// Batches written so far (in queue order).
+    written: u64,
+    /// The first failed write: nothing after it is written, and every
+    /// later wait fails with it.
+    failed: Option<String>,
+}
+
+/// Why sled does not have what apply queued.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the applied state to the store failed: {0}")]
+pub struct WriteFailed(String);
+
+struct Shared {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The handle apply queues on and reads wait on.
+pub struct Writer {
+    shared: Arc<Shared>,
+    queue: Mutex<Option<SyncSender<sled::Batch>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the thread that writes batches to `tree` in queue order.
+    pub fn start(tree: sled::Tree) -> Self {
+        let shared = Arc::new(Shared {
+            progress: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        let (tx, rx) = sync_channel(QUEUED_MAX);
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("state-writer".into())
+                .spawn(move || write_queued(&tree, &rx, &shared))
+                .expect("spawning the state writer thread")
+        };
+        Self {
+            shared,
+            queue: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Queues `batch` after every batch queued before it; waits only if
+    /// [`QUEUED_MAX`] batches are queued. Fails once a write has failed.
+    pub fn queue(&self, batch: sled::Batch) -> Result<(), WriteFailed> {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = queue
+            .as_ref()
+            .ok_or_else(|| WriteFailed("the writer has stopped".into()))?;
+        {
+            let mut progress = self.shared.progress();
+            if let Some(e) = &progress.failed {
+                return Err(WriteFailed(e.clone()));
+            }
+            progress.queued += 1;
+        }
+        tx.send(batch)
+            .map_err(|_| WriteFailed("the writer has stopped".into()))
+    }
+
+    /// Blocks until every batch queued so far is on sled (written, not
+    /// necessarily fsynced).
+    pub fn caught_up(&self) -> Result<(), WriteFailed> {
+        let mut progress = self.shared.progress();
+        let target = progress.queued;
+        loop {
+            if let Some(e) = &progress.failed {
+                return Err(WriteFailed(e.clone()));
+            }
+            if progress.written >= target {
+                return Ok(());
+            }
+            progress = self
+                .shared
+                .changed
+                .wait(progress)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Writes what is queued, then stops the thread.
+    fn drop(&mut self) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_queued(tree: &sled::Tree, rx: &Receiver<sled::Batch>, shared: &Shared) {
+    while let Ok(batch) = rx.recv() {
+        let result = tree.apply_batch(batch);
+        let mut progress = shared.progress();
+        match result {
+            Ok(()) => progress.written += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "writing the applied state failed");
+                progress.failed = Some(e.to_string());
+                shared.changed.notify_all();
+                return;
+            }
+        }
+        shared.changed.notify_all();
+    }
+}
