@@ -167,6 +167,8 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     let height = t["height"].as_u64().unwrap();
     let base = c.layout.node(2).public_url.clone();
     let me = outsider(&c, [127, 0, 0, 1]);
+    // The window shows what node 2 has applied.
+    c.wait_for_height(2, height).await;
 
     // The head and a header, with no client certificate; a proof from a
     // member verifies against the hash the window serves.

@@ -183,6 +183,15 @@ impl Cluster {
         .await
     }
 
+    /// Waits until node `node` has applied the block at `height`.
+    pub async fn wait_for_height(&self, node: u64, height: u64) {
+        eventually(&format!("node {node} at height {height}"), || async {
+            let at = self.status(node).await?["height"].as_u64()?;
+            (at >= height).then_some(())
+        })
+        .await
+    }
+
     /// Creates `org1.treasury` (may go negative), `orgN.ops` for every org,
     /// and issues `issued` into `org1.ops`.
     pub async fn seed(&self, issued: u64) {
