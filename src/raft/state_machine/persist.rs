@@ -180,7 +180,10 @@ fn put_progress(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
         StateKey::LastApplied.encode(),
         encode(&applied.last_applied),
     );
-    batch.insert(StateKey::Membership.encode(), encode(&applied.membership));
+    // The membership changes only with a membership entry.
+    if applied.membership.log_id() == &applied.last_applied {
+        batch.insert(StateKey::Membership.encode(), encode(&applied.membership));
+    }
     batch.insert(StateKey::Clock.encode(), encode(&applied.ledger.clock_ms()));
     if let Some(block) = &changes.block {
         batch.insert(StateKey::Block(block.height).encode(), encode(block));
