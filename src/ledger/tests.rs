@@ -684,6 +684,42 @@ fn a_refused_request_sent_again_later_is_refused_again() {
     assert_eq!(r.l.account(&acct("org2.b1")).unwrap().balance(), before);
 }
 
+/// An atomic batch that re-sends a transfer already made and is refused
+/// for another item: the re-sent item reports `linked_transfer_failed`,
+/// but its id keeps the transfer it holds, and no refusal is remembered
+/// beside it.
+#[test]
+fn a_refused_atomic_batch_remembers_nothing_under_an_id_that_holds_a_transfer() {
+    let mut r = seeded();
+    let app1 = actor("org1", Role::App);
+    let made = new_transfer("org1.r1", "org1.a1", "org2.b1", 10);
+    r.ok(&app1, one(made.clone()));
+    let batch = Command::Transfers {
+        transfers: vec![
+            made.clone(),
+            new_transfer("org1.r2", "org1.a1", "org2.b1", 1_000),
+        ],
+        atomic: true,
+    };
+    assert_eq!(
+        r.at(&app1, 0, batch),
+        Outcome::Transfers(vec![
+            Err(Rejection::LinkedTransferFailed),
+            Err(Rejection::InsufficientFunds)
+        ])
+    );
+    assert!(!r.l.rejected.contains_key(&made.id), "no refusal beside it");
+    assert!(r.l.rejected.contains_key(&tid("org1.r2")));
+    let Outcome::Transfers(again) = r.at(&app1, 0, one(made.clone())) else {
+        panic!("a transfer outcome")
+    };
+    assert_eq!(
+        again[0].as_ref().map(|t| t.amount),
+        Ok(made.amount),
+        "the original"
+    );
+}
+
 #[test]
 fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
     let mut r = seeded();

@@ -70,10 +70,14 @@ impl Ledger {
     }
 
     /// Remembers that `req` was refused with `r`, if `r` is [`remembered`]
-    /// and the id holds nothing yet: the same request again gets the same
-    /// refusal, whoever sends it and whenever.
+    /// and the id holds nothing yet (neither a refusal nor a transfer: an
+    /// atomic batch refused for another item may re-send one): the same
+    /// request again gets the same refusal, whoever sends it and whenever.
     fn remember_refusal(&mut self, req: &NewTransfer, r: Rejection, changes: &mut Changes) {
-        if remembered(r) && !self.rejected.contains_key(&req.id) {
+        if remembered(r)
+            && !self.rejected.contains_key(&req.id)
+            && !self.stored_at.contains_key(req.id.as_str())
+        {
             self.rejected.insert(
                 req.id.clone(),
                 RejectedTransfer {
