@@ -320,3 +320,133 @@ impl ApiClient {
         self.call(Method::GET, "/v1/cluster", None).await
     }
 }
+
+/// Says what to fix when a request to `url` got no answer: the address
+/// refused the connection or did not answer in time, the server's
+/// certificate is not one this client trusts, or the server refused this
+/// client's certificate (by the TLS alert it sent, by name).
+pub fn explain(e: &reqwest::Error, url: &str) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return explain_tls(tls, url);
+        }
+        source = s.source();
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return format!(
+                        "{url} refused the connection: is the node running, and is `url` in the \
+                         client config its api_addr?"
+                    )
+                }
+                std::io::ErrorKind::TimedOut => return timed_out(url),
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof => {
+                    return format!(
+                        "{url} closed the connection ({io}); if it refused this client's \
+                         certificate, its log says why (\"refused a connection\")"
+                    )
+                }
+                // An I/O error's source skips the error it wraps.
+                _ => source = io.get_ref().map(|inner| inner as _).or(source),
+            }
+        }
+    }
+    if e.is_timeout() {
+        return timed_out(url);
+    }
+    chain(e)
+}
+
+fn timed_out(url: &str) -> String {
+    format!("{url} did not answer within the client config's timeout_ms")
+}
+
+/// `e` and each of its sources, joined.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+fn explain_tls(e: &rustls::Error, url: &str) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    match e {
+        rustls::Error::AlertReceived(alert) => {
+            let why = match alert {
+                A::CertificateRequired => {
+                    "it requires a client certificate (set [tls] cert and key)"
+                }
+                A::UnknownCA => {
+                    "this client's certificate is not issued by the CA of an organization in \
+                     the consortium's genesis"
+                }
+                A::CertificateRevoked => "this client's certificate has been revoked",
+                A::CertificateExpired => {
+                    "this client's certificate has expired or is not yet valid; issue a new one"
+                }
+                A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+                    "it does not accept this client's certificate (a member's certificate is \
+                     issued by its organization's CA, is not a CA itself, names its organization, \
+                     role and name, and allows clientAuth)"
+                }
+                A::AccessDenied => "it does not let this certificate in",
+                A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => {
+                    "it shares no TLS version or cipher suite with this client"
+                }
+                _ => "see the node's log",
+            };
+            format!("{url} refused the TLS handshake with alert `{alert:?}`: {why}")
+        }
+        rustls::Error::InvalidCertificate(C::Other(other)) => {
+            format!("{url}: {}", other.0)
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName) => format!(
+            "{url}: the server's certificate does not name this host; use the address its node \
+             certificate was issued for"
+        ),
+        rustls::Error::InvalidCertificate(C::Expired | C::NotValidYet) => format!(
+            "{url}: the server's certificate is expired or not yet valid (or this machine's clock \
+             is wrong)"
+        ),
+        rustls::Error::InvalidCertificate(why) => {
+            format!("{url}: the server's certificate is refused: {why:?}")
+        }
+        other => format!("{url}: TLS: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_tls;
+    use rustls::AlertDescription as A;
+
+    /// A TLS alert from the server is named, with what it means for this
+    /// client.
+    #[test]
+    fn a_servers_alert_is_named_with_what_to_fix() {
+        let url = "https://127.0.0.1:7000";
+        for (alert, says) in [
+            (A::UnknownCA, "not issued by the CA of an organization"),
+            (A::CertificateRequired, "requires a client certificate"),
+            (A::CertificateRevoked, "has been revoked"),
+            (A::CertificateExpired, "has expired"),
+            (A::BadCertificate, "allows clientAuth"),
+        ] {
+            let text = explain_tls(&rustls::Error::AlertReceived(alert), url);
+            assert!(text.starts_with(url), "{text}");
+            assert!(text.contains(&format!("alert `{alert:?}`")), "{text}");
+            assert!(text.contains(says), "{alert:?}: {text}");
+        }
+    }
+}

@@ -449,8 +449,8 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
                 .await
         }
     };
-    let response: Response =
-        sent.map_err(|e| alliance::error::Error::Other(format!("{}: {e}", config.url)))?;
+    let response: Response = sent
+        .map_err(|e| alliance::error::Error::Other(alliance::client::explain(&e, &config.url)))?;
     println!(
         "{}",
         serde_json::to_string_pretty(&response.body).unwrap_or_default()

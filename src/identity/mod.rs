@@ -29,6 +29,7 @@ use refusals::RefusalLog;
 pub mod attest;
 pub mod refusals;
 pub mod request;
+pub mod unknown_issuer;
 
 /// Largest PEM file read (certificate chains, keys).
 const PEM_BYTES_MAX: u64 = 1024 * 1024;
@@ -476,11 +477,11 @@ pub fn public_server_config(own: &TlsFiles) -> Result<ServerConfig> {
 
 /// A client config trusting `roots` and presenting `own`.
 pub fn client_config(roots: Arc<RootCertStore>, own: &TlsFiles) -> Result<ClientConfig> {
-    let verifier: Arc<dyn ServerCertVerifier> =
+    let inner: Arc<dyn ServerCertVerifier> =
         WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
-    client_config_with(verifier, own)
+    client_config_with(Arc::new(unknown_issuer::NamingVerifier { inner }), own)
 }
 
 /// A client config that checks servers with `verifier` and presents `own`.

@@ -3,6 +3,7 @@
 mod attest;
 mod chain;
 mod cluster;
+mod errors;
 mod harness;
 mod identity;
 mod ledger_api;
