@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
 use crate::identity::refusals::RefusalLog;
 use crate::identity::Trust;
+use crate::ledger::Role;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
 use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
@@ -424,9 +425,26 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
 /// The node's own certificate must be a node certificate for its id.
 fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<()> {
     let (chain, _) = crate::identity::load_identity(&config.tls)?;
-    let node = trust
-        .identify_node(&chain)
-        .map_err(|e| Error::Config(format!("{}: {e}", config.tls.cert.display())))?;
+    let cert = config.tls.cert.display();
+    let principal = trust
+        .identify(&chain)
+        .map_err(|e| Error::Config(format!("{cert}: {e}")))?;
+    if principal.role() != Role::Node {
+        return Err(Error::Config(format!(
+            "{cert} is the `{}` certificate {:?} of {}; tls.cert must be a `node` certificate \
+             (scripts/issue-cert.sh --org {} --role node --name {})",
+            principal.role().as_str(),
+            principal.name(),
+            principal.org(),
+            principal.org(),
+            config.id
+        )));
+    }
+    let node = trust.node_of(principal).map_err(|e| {
+        Error::Config(format!(
+            "{cert}: {e}: its CN must be the id of a node of its organization in genesis"
+        ))
+    })?;
     if node.id != config.id {
         return Err(Error::Config(format!(
             "{}: certificate is for node {}, config says {}",

@@ -530,6 +530,20 @@ pub fn load_identity(
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?
         .ok_or_else(|| Error::Tls(format!("{}: no private key", files.key.display())))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?;
+    rustls::sign::CertifiedKey::new(chain.clone(), signing)
+        .keys_match()
+        .map_err(|_| {
+            Error::Tls(format!(
+                "the key {} is not the private key of the certificate {}: set [tls] key to the key \
+                 that was made with that certificate",
+                files.key.display(),
+                files.cert.display()
+            ))
+        })?;
     Ok((chain, key))
 }
 

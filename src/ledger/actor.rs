@@ -18,12 +18,18 @@ pub enum Role {
 
 impl Role {
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "node" => Some(Self::Node),
-            "app" => Some(Self::App),
-            "partner" => Some(Self::Partner),
-            "admin" => Some(Self::Admin),
-            _ => None,
+        [Self::Node, Self::App, Self::Partner, Self::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
+    /// The role as a certificate's `OU` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::App => "app",
+            Self::Partner => "partner",
+            Self::Admin => "admin",
         }
     }
 

@@ -578,3 +578,50 @@ async fn a_second_node_on_a_running_nodes_config_says_what_is_in_use() {
         "{message}"
     );
 }
+
+/// A node given the wrong key or another role's certificate refuses to
+/// start, and says what is wrong with which file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_the_wrong_key_or_certificate_says_which_file() {
+    let c = Cluster::start().await;
+    let node = c.layout.node(1).clone();
+    let app = c.layout.org("org1").identities["app"].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let with_tls = |name: &str, cert: &std::path::Path, key: &std::path::Path| {
+        let mut config: toml::Table = std::fs::read_to_string(&node.config)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tls = config["tls"].as_table_mut().unwrap();
+        tls.insert("cert".into(), cert.to_str().unwrap().into());
+        tls.insert("key".into(), key.to_str().unwrap().into());
+        let path = dir.path().join(name);
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        path
+    };
+    let own: toml::Table = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let node_cert = std::path::PathBuf::from(own["tls"]["cert"].as_str().unwrap());
+
+    let message = node_exit_message(&with_tls("wrong-key.toml", &node_cert, &app.key)).await;
+    assert!(
+        message.contains(&format!(
+            "the key {} is not the private key of the certificate {}",
+            app.key.display(),
+            node_cert.display()
+        )),
+        "{message}"
+    );
+
+    let message = node_exit_message(&with_tls("app-cert.toml", &app.cert, &app.key)).await;
+    assert!(
+        message.contains(&format!(
+            "{} is the `app` certificate \"app\" of org1; tls.cert must be a `node` certificate",
+            app.cert.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("--role node --name 1"), "{message}");
+}
