@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::scenario::scenario;
 use super::summary::print_summary;
-use super::supervise::{spawn_node, stop_child, wait_for_leader, wait_for_stop};
+use super::supervise::{
+    ensure_addresses_free, spawn_node, stop_child, wait_for_leader, wait_for_stop,
+};
 use super::{prepare, Options};
 use crate::error::{Error, Result};
 
@@ -18,6 +20,7 @@ pub async fn run(dir: &Path, opts: &Options, exit: bool) -> Result<()> {
     let started = Instant::now();
     let layout = prepare(dir, opts)?;
     let exe = std::env::current_exe()?;
+    ensure_addresses_free(dir, &layout.nodes)?;
     let mut children = Vec::new();
     for node in &layout.nodes {
         children.push(spawn_node(&exe, node)?);
@@ -34,7 +37,7 @@ pub async fn run(dir: &Path, opts: &Options, exit: bool) -> Result<()> {
         }
         if !exit {
             println!("Ctrl-C stops the consortium; the same command resumes it.");
-            wait_for_stop(&mut children).await;
+            wait_for_stop(&mut children, &layout.nodes).await?;
         }
         Ok::<_, Error>(())
     }

@@ -26,8 +26,12 @@ pub fn spawn_node(exe: &Path, node: &DemoNode) -> Result<Child> {
 
 /// Asks a process to stop (SIGTERM) and waits up to `grace` before SIGKILL.
 pub fn stop_child(child: &mut Child, grace: Duration) {
-    let _ = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", child.id())])
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
         .status();
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
@@ -57,23 +61,60 @@ pub async fn wait_for_leader(client: &ApiClient, within: Duration) -> Result<u64
 }
 
 /// Until Ctrl-C or SIGTERM (a supervisor's stop must not orphan the nodes),
-/// or until a node exits by itself.
-pub(super) async fn wait_for_stop(children: &mut [Child]) {
+/// or until a node exits by itself, which is an error that names it and
+/// its log. `nodes` are the children's nodes, in the same order.
+pub(super) async fn wait_for_stop(children: &mut [Child], nodes: &[DemoNode]) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("install a SIGTERM handler");
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tick.tick() => {
-                for c in children.iter_mut() {
+                for (c, node) in children.iter_mut().zip(nodes) {
                     if let Ok(Some(status)) = c.try_wait() {
-                        eprintln!("a node (pid {}) exited ({status}); stopping the demo", c.id());
-                        return;
+                        return Err(Error::Other(format!(
+                            "node {} exited by itself ({status}); its log is {}; the demo \
+                             stops the other nodes",
+                            node.id,
+                            node.log.display()
+                        )));
                     }
                 }
             }
         }
     }
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.to_string()).collect();
+    eprintln!("alliance demo: stopping nodes {}", ids.join(", "));
+    Ok(())
+}
+
+/// Refuses to start the nodes of a consortium whose addresses are taken:
+/// most likely the same demo running already (its nodes would stop at
+/// once on their locked data directories).
+pub(super) fn ensure_addresses_free(dir: &Path, nodes: &[DemoNode]) -> Result<()> {
+    for node in nodes {
+        let listeners = [
+            ("api", &node.api_url),
+            ("peer", &node.peer_url),
+            ("public", &node.public_url),
+            ("ops", &node.ops_url),
+        ];
+        for (what, url) in listeners {
+            let Some(addr) = url.split("://").nth(1) else {
+                continue;
+            };
+            if std::net::TcpListener::bind(addr).is_err() {
+                return Err(Error::Other(format!(
+                    "the consortium under {} seems to be running already: node {}'s {what} \
+                     address {addr} is in use. Stop it (Ctrl-C where it runs), or give this \
+                     demo another --dir",
+                    dir.display(),
+                    node.id
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -256,7 +256,8 @@ async fn a_node_whose_storage_was_lost_cannot_rejoin_under_its_id() {
 }
 
 /// A supervisor stops the demo with SIGTERM: its nodes must stop with it,
-/// not linger as orphans holding their ports and data.
+/// not linger as orphans holding their ports and data. The same demo
+/// started again while it runs is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_stops_its_nodes_on_sigterm() {
     use std::io::BufRead;
@@ -300,8 +301,28 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
         "three nodes while the demo runs"
     );
 
+    // The same demo again, while this one runs: refused, nothing started.
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{said}");
+    assert!(said.contains("seems to be running already"), "{said}");
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("is up"));
+    assert_eq!(
+        demo.layout.local_node_pids().len(),
+        3,
+        "the same three nodes"
+    );
+
     assert!(crate::harness::send_signal(demo.demo.id(), "-TERM"));
-    crate::harness::wait_child("the demo to exit on SIGTERM", &mut demo.demo).await;
+    let status = crate::harness::wait_child("the demo to exit on SIGTERM", &mut demo.demo).await;
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stopping nodes 1, 2, 3"), "{stderr}");
 
     eventually("the demo's nodes to stop", || async {
         demo.layout.local_node_pids().is_empty().then_some(())
