@@ -84,6 +84,7 @@ pub mod error;
 pub mod identity;
 pub mod ledger;
 pub mod node;
+pub mod stats;
 // openraft's trait signatures fix `StorageError` (large) as the error type.
 #[allow(clippy::result_large_err)]
 pub mod raft;

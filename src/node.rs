@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::api::identify::{identify_api, identify_peer, PeerGate};
+use crate::api::metrics::NodeStats;
 use crate::api::public::RateLimiter;
 use crate::api::service::{Replica, Service};
 use crate::api::{self};
@@ -27,6 +29,7 @@ use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
 use crate::raft::state_machine::{SharedState, StateMachine};
 use crate::raft::store::Store;
 use crate::raft::Raft;
+use crate::stats::Histogram;
 
 /// HTTP worker threads per listener; the machine this targets has two cores.
 const HTTP_WORKERS: usize = 2;
@@ -66,12 +69,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
         opened.state_machine,
     )
     .await?;
+    let stats = Arc::new(NodeStats::new(
+        opened.sync_us,
+        certificate_expiries(&trust, &genesis, &config)?,
+    ));
     let replica = Replica {
         raft: raft.clone(),
         state: opened.shared,
         commit_index: opened.commit_index,
         peers,
         witness,
+        stats: stats.clone(),
     };
     let service = Arc::new(Service::new(
         config.id,
@@ -101,7 +109,30 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let public = listeners.public()?;
     let ops = listeners.ops()?;
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
-    serve(config.id, &raft, api, peer, [public, ops]).await
+    serve(config.id, &raft, &stats, api, peer, [public, ops]).await
+}
+
+/// When each certificate this node relies on expires (Unix seconds): its
+/// own, and each organization's CA; labelled for `/metrics`.
+fn certificate_expiries(
+    trust: &Trust,
+    genesis: &Genesis,
+    config: &NodeConfig,
+) -> Result<Vec<(String, i64)>> {
+    let (chain, _) = crate::identity::load_identity(&config.tls)?;
+    let own = chain
+        .first()
+        .and_then(|c| crate::identity::not_after_unix(c));
+    let mut expiries: Vec<(String, i64)> = own
+        .map(|t| ("{cert=\"node\"}".to_owned(), t))
+        .into_iter()
+        .collect();
+    for org in genesis.org_names() {
+        if let Some(t) = trust.ca_of(&org).and_then(crate::identity::not_after_unix) {
+            expiries.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
+        }
+    }
+    Ok(expiries)
 }
 
 /// Makes any panic stop the whole process, after the standard report of
@@ -122,6 +153,8 @@ fn stop_on_panic() {
 /// What the node opens on its data directory.
 struct Opened {
     incarnations: Incarnations,
+    /// The log's durable appends, timed.
+    sync_us: Arc<Histogram>,
     log_store: LogStore,
     commit_index: CommitIndex,
     state_machine: StateMachine,
@@ -135,6 +168,7 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     // whole log as its own durable copy: make it one.
     store.durable.sync()?;
     let incarnations = Incarnations::open(&store, config.id)?;
+    let sync_us = store.durable.sync_us.clone();
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
     let state_machine =
@@ -142,6 +176,7 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     let shared = state_machine.shared();
     Ok(Opened {
         incarnations,
+        sync_us,
         log_store,
         commit_index,
         state_machine,
@@ -192,14 +227,17 @@ impl Listeners<'_> {
         let addr = self.config.api_listen.as_ref().unwrap_or(&self.me.api_addr);
         let refusals = Arc::new(RefusalLog::new("API"));
         let server = HttpServer::new(move || {
-            let responses = service.responses().clone();
+            let stats = service.stats().clone();
             App::new()
                 .app_data(web::Data::from(service.clone()))
                 .wrap_fn(move |req, app| {
-                    let (answer, responses) = (app.call(req), responses.clone());
+                    let method = req.method().clone();
+                    let (answer, stats) = (app.call(req), stats.clone());
                     async move {
                         let answer = answer.await?;
-                        responses.record(answer.status().as_u16());
+                        let route = answer.request().match_pattern();
+                        let status = answer.status().as_u16();
+                        stats.responses.record(method.as_str(), route, status);
                         Ok(answer)
                     }
                 })
@@ -343,6 +381,7 @@ fn open_store(dir: &Path) -> Result<Store> {
 async fn serve(
     id: NodeId,
     raft: &Raft,
+    stats: &Arc<NodeStats>,
     api: Server,
     peer: Server,
     optional: [Option<Server>; 2],
@@ -352,7 +391,7 @@ async fn serve(
     let servers = async { tokio::join!(api, peer, optional) };
     let (api_result, peer_result, optional_result) = tokio::select! {
         results = servers => results,
-        fatal = raft_fatal(raft) => {
+        fatal = watch_raft(raft, stats.clone()) => {
             let fatal = fatal.unwrap_or_else(|e| format!("raft watch failed: {e}"));
             tracing::error!("raft stopped: {fatal}; the node exits");
             return Err(Error::Raft(fatal));
@@ -475,14 +514,22 @@ fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::C
     ))
 }
 
-/// Resolves when Raft has stopped with a fatal error. The watch runs as a
-/// task on the runtime's workers: Raft's metrics change several times per
-/// write, and waking the thread that waits on the listeners (the process's
-/// main thread) for each change cost two context switches per write.
-fn raft_fatal(raft: &Raft) -> tokio::task::JoinHandle<String> {
+/// Counts leader changes in `stats`; resolves when Raft has stopped with a
+/// fatal error. The watch runs as a task on the runtime's workers: Raft's
+/// metrics change several times per write, and waking the thread that
+/// waits on the listeners (the process's main thread) for each change cost
+/// two context switches per write.
+fn watch_raft(raft: &Raft, stats: Arc<NodeStats>) -> tokio::task::JoinHandle<String> {
     let mut metrics = raft.metrics();
     tokio::spawn(async move {
+        // A node starts knowing no leader: the first it learns is a change.
+        let mut leader = None;
         loop {
+            let now = metrics.borrow().current_leader;
+            if now != leader {
+                leader = now;
+                stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(fatal) = &metrics.borrow().running_state {
                 return fatal.to_string();
             }

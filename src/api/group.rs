@@ -13,6 +13,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::batcher::{Batcher, Queued};
+use super::metrics::NodeStats;
 use super::service::write::{fresh_blinding, now_ms};
 use crate::identity::attest::{Attested, Attester};
 use crate::ledger::{
@@ -62,6 +63,7 @@ impl GroupCommit {
         raft: Raft,
         node: Actor,
         attester: Arc<Attester>,
+        stats: Arc<NodeStats>,
         group_max: usize,
         in_flight_max: usize,
         queue_max: usize,
@@ -72,7 +74,10 @@ impl GroupCommit {
             in_flight_max,
             queue_max,
             Unit::transfers,
-            move |group| commit(raft.clone(), node.clone(), attester.clone(), group),
+            move |group| {
+                let (raft, node) = (raft.clone(), node.clone());
+                commit(raft, node, attester.clone(), stats.clone(), group)
+            },
         );
         Self { batcher }
     }
@@ -91,6 +96,7 @@ async fn commit(
     raft: Raft,
     node: Actor,
     attester: Arc<Attester>,
+    stats: Arc<NodeStats>,
     group: Vec<Queued<Unit, GroupReply>>,
 ) {
     let timestamp_ms = now_ms();
@@ -112,7 +118,11 @@ async fn commit(
         blinding: fresh_blinding(),
     };
     let transfers: usize = sizes.iter().sum();
-    match raft.client_write(entry.into()).await {
+    stats.group_transfers.observe(transfers as u64);
+    let proposed = std::time::Instant::now();
+    let written = raft.client_write(entry.into()).await;
+    stats.proposed(written.is_ok(), proposed.elapsed());
+    match written {
         Ok(resp) => {
             let index = resp.log_id.index;
             let Some(Outcome::Transfers(results)) = resp.data else {

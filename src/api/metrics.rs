@@ -1,48 +1,119 @@
 //! `GET /metrics` on the operations listener: this node's state in the
-//! Prometheus text format (version 0.0.4), written by hand: a few gauges
-//! from Raft and the chain, and the API listener's answers by status.
+//! Prometheus text format (version 0.0.4), written by hand: gauges from Raft
+//! and the chain, counters and histograms of what the node did (answers by
+//! route and status, proposals, durable appends, group commits, leader
+//! changes, rate-limited requests), and how long each certificate it
+//! relies on stays valid.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::views::ClusterView;
+use crate::stats::{Histogram, SIZE_BOUNDS};
 
 /// Lowest and highest HTTP status counted.
 const STATUS_MIN: u16 = 100;
 const STATUS_MAX: u16 = 599;
 
-/// The API listener's answers, counted by HTTP status.
-pub struct Responses {
-    by_status: Vec<AtomicU64>,
-}
+/// Methods counted by name; any other is counted as `other`, so that no
+/// client can grow the table with made-up methods.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
 
-impl Default for Responses {
-    fn default() -> Self {
-        let statuses = usize::from(STATUS_MAX - STATUS_MIN) + 1;
-        Self {
-            by_status: (0..statuses).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
+/// The API listener's answers, counted by method, route (its pattern, such
+/// as `/v1/accounts/{id}`, or `unmatched`) and HTTP status: a bounded
+/// table, since routes and methods are few.
+#[derive(Default)]
+pub struct Responses {
+    counts: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
 }
 
 impl Responses {
     /// Counts one answer; a status outside 100..=599 is not counted.
-    pub fn record(&self, status: u16) {
-        if (STATUS_MIN..=STATUS_MAX).contains(&status) {
-            self.by_status[usize::from(status - STATUS_MIN)].fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, method: &str, route: Option<String>, status: u16) {
+        if !(STATUS_MIN..=STATUS_MAX).contains(&status) {
+            return;
+        }
+        let method = METHODS
+            .iter()
+            .copied()
+            .find(|m| *m == method)
+            .unwrap_or("other");
+        let route = route.unwrap_or_else(|| "unmatched".into());
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((method, route, status)).or_default() += 1;
+    }
+
+    /// `(method, route, status, count)` for every answer given at least once.
+    fn counts(&self) -> Vec<(&'static str, String, u16, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .iter()
+            .map(|((m, r, s), n)| (*m, r.clone(), *s, *n))
+            .collect()
+    }
+}
+
+/// What a node counts for `/metrics`, shared by its listeners and its
+/// write path.
+pub struct NodeStats {
+    pub responses: Responses,
+    /// Entries this node proposed that committed, and that did not (or may
+    /// not have).
+    pub proposals_committed: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    /// From proposing an entry to its result, in microseconds.
+    pub proposal_us: Histogram,
+    /// Transfers in each group-commit entry.
+    pub group_transfers: Histogram,
+    /// Times the leader this node knows changed.
+    pub leader_changes: AtomicU64,
+    /// Durable appends of the log (flush and fdatasync), in microseconds:
+    /// the store's own histogram.
+    pub fsync_us: Arc<Histogram>,
+    /// Requests the public window refused for their client's rate.
+    pub public_limited: AtomicU64,
+    /// Each certificate this node relies on, by label (`{cert="node"}`,
+    /// `{cert="ca",org="org1"}`), and when it expires (Unix seconds).
+    pub cert_not_after: Vec<(String, i64)>,
+}
+
+impl NodeStats {
+    pub fn new(fsync_us: Arc<Histogram>, cert_not_after: Vec<(String, i64)>) -> Self {
+        Self {
+            responses: Responses::default(),
+            proposals_committed: AtomicU64::new(0),
+            proposals_failed: AtomicU64::new(0),
+            proposal_us: Histogram::latency(),
+            group_transfers: Histogram::new(SIZE_BOUNDS),
+            leader_changes: AtomicU64::new(0),
+            fsync_us,
+            public_limited: AtomicU64::new(0),
+            cert_not_after,
         }
     }
 
-    /// `(status, count)` for every status answered at least once.
-    fn counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        (STATUS_MIN..)
-            .zip(&self.by_status)
-            .filter_map(|(status, n)| {
-                let n = n.load(Ordering::Relaxed);
-                (n > 0).then_some((status, n))
-            })
+    /// Counts a proposal's result and how long it took.
+    pub fn proposed(&self, committed: bool, took: std::time::Duration) {
+        let counter = if committed {
+            &self.proposals_committed
+        } else {
+            &self.proposals_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.proposal_us.observe_duration(took);
     }
 }
+
+impl Default for NodeStats {
+    fn default() -> Self {
+        Self::new(Arc::new(Histogram::latency()), Vec::new())
+    }
+}
+
+/// Microseconds in a second: histograms of durations render in seconds.
+const US_PER_S: f64 = 1_000_000.0;
 
 /// One metric's `# HELP` and `# TYPE` lines and its samples.
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
@@ -60,7 +131,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: Option<u64>) {
 }
 
 /// The text of `GET /metrics`.
-pub fn render(cluster: &ClusterView, responses: &Responses) -> String {
+pub fn render(cluster: &ClusterView, stats: &NodeStats) -> String {
     let mut out = String::new();
     let is_leader = cluster.leader == Some(cluster.node_id);
     gauge(
@@ -131,18 +202,88 @@ pub fn render(cluster: &ClusterView, responses: &Responses) -> String {
         "Whether a peer's last reported head agrees with this node's chain.",
         &agrees,
     );
-    let answers: Vec<_> = responses
-        .counts()
-        .map(|(status, n)| (format!("{{status=\"{status}\"}}"), n))
+    render_activity(&mut out, stats);
+    out
+}
+
+/// The counters and histograms of what this node did, and its
+/// certificates' remaining validity.
+fn render_activity(out: &mut String, stats: &NodeStats) {
+    let answers: Vec<_> = (stats.responses.counts().into_iter())
+        .map(|(method, route, status, n)| {
+            let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            let labels = format!("{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}");
+            (labels, n)
+        })
         .collect();
     metric(
-        &mut out,
+        out,
         "alliance_api_responses_total",
         "counter",
-        "Answers the API listener's routes gave, by HTTP status (not those actix gives itself, such as a request timeout).",
+        "Answers the API listener's routes gave, by method, route and HTTP status (not those actix gives itself, such as a request timeout).",
         &answers,
     );
-    out
+    let count = |name: &str, help: &str, n: &AtomicU64| {
+        let samples = [(String::new(), n.load(Ordering::Relaxed))];
+        (name.to_owned(), help.to_owned(), samples)
+    };
+    for (name, help, samples) in [
+        count(
+            "alliance_proposals_committed_total",
+            "Entries this node proposed as leader that committed.",
+            &stats.proposals_committed,
+        ),
+        count(
+            "alliance_proposals_failed_total",
+            "Entries this node proposed that failed or whose fate is unknown (lost leadership, timeout).",
+            &stats.proposals_failed,
+        ),
+        count(
+            "alliance_leader_changes_total",
+            "Times the leader this node knows changed, counting the first it learns after start (and a change to none).",
+            &stats.leader_changes,
+        ),
+        count(
+            "alliance_public_rate_limited_total",
+            "Requests the public window refused (429) for their client's rate.",
+            &stats.public_limited,
+        ),
+    ] {
+        metric(out, &name, "counter", &help, &samples);
+    }
+    stats.proposal_us.render(
+        out,
+        "alliance_proposal_duration_seconds",
+        "From proposing an entry to its result, on this node.",
+        US_PER_S,
+    );
+    stats.fsync_us.render(
+        out,
+        "alliance_log_fsync_duration_seconds",
+        "Durable appends of this node's log (flush and fdatasync).",
+        US_PER_S,
+    );
+    stats.group_transfers.render(
+        out,
+        "alliance_group_commit_transfers",
+        "Transfers in each group-commit entry this node proposed.",
+        1.0,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let _ = writeln!(
+        out,
+        "# HELP alliance_certificate_expiry_seconds Seconds until a certificate this node relies on expires (negative: expired)."
+    );
+    let _ = writeln!(out, "# TYPE alliance_certificate_expiry_seconds gauge");
+    for (labels, not_after) in &stats.cert_not_after {
+        let _ = writeln!(
+            out,
+            "alliance_certificate_expiry_seconds{labels} {}",
+            not_after - now
+        );
+    }
 }
 
 #[cfg(test)]
@@ -150,12 +291,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_are_counted_by_status_and_odd_statuses_ignored() {
+    fn answers_are_counted_by_route_and_odd_statuses_and_methods_bounded() {
         let r = Responses::default();
-        for status in [200, 200, 404, 599, 100, 99, 600, 0] {
-            r.record(status);
+        let route = || Some("/v1/accounts/{id}".to_owned());
+        for status in [200, 200, 599, 100, 99, 600, 0] {
+            r.record("GET", route(), status);
         }
-        let counts: Vec<_> = r.counts().collect();
-        assert_eq!(counts, vec![(100, 1), (200, 2), (404, 1), (599, 1)]);
+        r.record("FROB", None, 404);
+        r.record("BLORP", None, 404);
+        let counts = r.counts();
+        assert_eq!(
+            counts,
+            vec![
+                ("GET", "/v1/accounts/{id}".to_owned(), 100, 1),
+                ("GET", "/v1/accounts/{id}".to_owned(), 200, 2),
+                ("GET", "/v1/accounts/{id}".to_owned(), 599, 1),
+                ("other", "unmatched".to_owned(), 404, 2),
+            ]
+        );
     }
 }

@@ -72,13 +72,15 @@ impl RateLimiter {
     }
 }
 
-/// The 429 to send if `req`'s client has spent its budget, else None.
-fn limited(req: &HttpRequest, limiter: &RateLimiter) -> Option<HttpResponse> {
+/// The 429 to send if `req`'s client has spent its budget (counted in the
+/// node's stats), else None.
+fn limited(req: &HttpRequest, limiter: &RateLimiter, svc: &Service) -> Option<HttpResponse> {
     let ip = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     limiter.spend(ip).err().map(|wait| {
+        (svc.stats().public_limited).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let secs = wait.as_secs() + 1;
         let mut resp: HttpResponse = ApiError::RateLimited(secs).render().into();
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
@@ -94,7 +96,7 @@ async fn head(
     svc: web::Data<Service>,
     limiter: web::Data<RateLimiter>,
 ) -> HttpResponse {
-    if let Some(resp) = limited(&req, &limiter) {
+    if let Some(resp) = limited(&req, &limiter, &svc) {
         return resp;
     }
     HttpResponse::Ok().json(svc.head_view())
@@ -106,7 +108,7 @@ async fn block(
     limiter: web::Data<RateLimiter>,
     height: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(resp) = limited(&req, &limiter) {
+    if let Some(resp) = limited(&req, &limiter, &svc) {
         return resp;
     }
     let header = parse_height(&height).and_then(|h| svc.block_header(h));
@@ -117,8 +119,12 @@ async fn block(
     }
 }
 
-async fn not_here(req: HttpRequest, limiter: web::Data<RateLimiter>) -> HttpResponse {
-    if let Some(resp) = limited(&req, &limiter) {
+async fn not_here(
+    req: HttpRequest,
+    svc: web::Data<Service>,
+    limiter: web::Data<RateLimiter>,
+) -> HttpResponse {
+    if let Some(resp) = limited(&req, &limiter, &svc) {
         return resp;
     }
     ApiError::NotFound("route_not_found").render().into()

@@ -463,6 +463,13 @@ impl Subject {
     }
 }
 
+/// When a certificate (DER) expires, in seconds since the Unix epoch.
+pub fn not_after_unix(der: &[u8]) -> Option<i64> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// A server config for the public window: server-only TLS, no client
 /// certificate asked for (the one listener where that is the point).
 pub fn public_server_config(own: &TlsFiles) -> Result<ServerConfig> {

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode_seq};
 use crate::ledger::{AccountId, Transfer, TransferId};
+use crate::stats::Histogram;
 
 /// sled's page cache. The ledger keeps its hot state (accounts, pending
 /// transfers, the transfer index) in memory; sled's cache serves history
@@ -107,6 +108,8 @@ pub struct Durable {
     issued: Arc<AtomicU64>,
     /// Serializes syncs (a sync that waited covers the writes before it).
     synced: Arc<Mutex<Synced>>,
+    /// How long each flush and fdatasync took, in microseconds.
+    pub sync_us: Arc<Histogram>,
 }
 
 /// What the syncs so far have made durable.
@@ -169,6 +172,7 @@ impl Durable {
             blobs: dir.join("blobs"),
             issued: Arc::default(),
             synced: Arc::default(),
+            sync_us: Arc::new(Histogram::latency()),
         })
     }
 
@@ -199,7 +203,9 @@ impl Durable {
             return Ok(());
         }
         let covers = self.issued.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = self.flush_and_sync(&mut synced.blobs);
+        self.sync_us.observe_duration(started.elapsed());
         synced.record(result, covers)
     }
 

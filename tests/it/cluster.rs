@@ -421,6 +421,7 @@ fn sample(text: &str, name: &str) -> Option<u64> {
 async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
     let c = Cluster::start().await;
     let leader = c.wait_for_leader().await;
+    c.seed(1_000).await;
     let app = c.app(1, leader);
     let r = app
         .call(reqwest::Method::GET, "/v1/no-such-route", None)
@@ -430,30 +431,50 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
     let (status, text) = probe_text(&c, leader, "/metrics").await.unwrap();
     assert_eq!(status, 200, "{text}");
     assert_eq!(sample(&text, "alliance_is_leader"), Some(1), "{text}");
+    let answers = "alliance_api_responses_total";
     assert_eq!(
-        sample(&text, "alliance_api_responses_total{status=\"404\"}"),
+        sample(
+            &text,
+            &format!("{answers}{{method=\"GET\",route=\"unmatched\",status=\"404\"}}")
+        ),
         Some(1),
         "{text}"
     );
     assert!(
-        sample(&text, "alliance_api_responses_total{status=\"200\"}") >= Some(1),
+        sample(
+            &text,
+            &format!("{answers}{{method=\"POST\",route=\"/v1/accounts\",status=\"200\"}}")
+        ) >= Some(1),
         "{text}"
     );
     assert!(sample(&text, "alliance_raft_term") >= Some(1), "{text}");
-    // Every sample line belongs to a metric announced by HELP and TYPE.
-    let announced: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .collect();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let name = line.split(['{', ' ']).next().unwrap();
+    // Seeding proposed entries here, the leader: counted, timed, durable.
+    assert!(
+        sample(&text, "alliance_proposals_committed_total") >= Some(3),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "alliance_proposal_duration_seconds_count") >= Some(3),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "alliance_log_fsync_duration_seconds_count") >= Some(1),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "alliance_leader_changes_total") >= Some(1),
+        "{text}"
+    );
+    let expiry = sample_signed(&text, "alliance_certificate_expiry_seconds{cert=\"node\"}");
+    assert!(expiry.is_some_and(|s| s > 86_400), "{text}");
+    for org in ["org1", "org2", "org3"] {
+        let ca = format!("alliance_certificate_expiry_seconds{{cert=\"ca\",org=\"{org}\"}}");
         assert!(
-            announced.iter().any(|t| t.starts_with(&format!("{name} "))),
-            "{line}"
+            sample_signed(&text, &ca).is_some_and(|s| s > 86_400),
+            "{text}"
         );
-        let value = line.rsplit(' ').next().unwrap();
-        assert!(value.parse::<u64>().is_ok(), "{line}");
     }
+    promtool_accepts(&text).await;
     for id in c.ids().into_iter().filter(|id| *id != leader) {
         let text = eventually("a follower to know the leader", || async {
             let (_, text) = probe_text(&c, id, "/metrics").await?;
@@ -461,7 +482,37 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
         })
         .await;
         assert_eq!(sample(&text, "alliance_is_leader"), Some(0), "{text}");
+        promtool_accepts(&text).await;
     }
+}
+
+/// A sample's value that may be negative.
+fn sample_signed(text: &str, name: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) accepts `text`.
+async fn promtool_accepts(text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut check = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install --no-install-recommends prometheus)");
+    let mut stdin = check.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = check.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use super::body::Shape;
 use super::error::ApiError;
 use super::group;
-use super::metrics::Responses;
+use super::metrics::NodeStats;
 use super::relay::Relay;
 use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
@@ -123,8 +123,8 @@ pub struct Service {
     /// What this node knows of its peers' chains.
     watch: Arc<Watch>,
     in_flight: Semaphore,
-    /// The API listener's answers by status, for `/metrics`.
-    responses: Arc<Responses>,
+    /// What this node counts for `/metrics`.
+    stats: Arc<NodeStats>,
 }
 
 /// Why one attempt did not produce an answer.
@@ -144,6 +144,7 @@ pub struct Replica {
     pub commit_index: CommitIndex,
     pub peers: Peers,
     pub witness: Arc<Witness>,
+    pub stats: Arc<NodeStats>,
 }
 
 impl Service {
@@ -160,6 +161,7 @@ impl Service {
             commit_index,
             peers,
             witness,
+            stats,
         } = replica;
         let org = genesis
             .node(id)
@@ -173,6 +175,7 @@ impl Service {
                 role: Role::Node,
             },
             attester.clone(),
+            stats.clone(),
             limits.group_commit_max,
             limits.group_commit_in_flight,
             limits.in_flight_proposals_max,
@@ -211,7 +214,7 @@ impl Service {
             attester,
             witness,
             watch: Arc::new(watch),
-            responses: Arc::default(),
+            stats,
         }
     }
 
@@ -231,8 +234,8 @@ impl Service {
         &self.watch
     }
 
-    pub fn responses(&self) -> &Arc<Responses> {
-        &self.responses
+    pub fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
     }
 
     /// Runs `op` for `principal`: a write on the leader, wherever that is;

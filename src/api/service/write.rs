@@ -81,7 +81,11 @@ impl Service {
             evidence,
             blinding: fresh_blinding(),
         };
-        match tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await {
+        let proposed = Instant::now();
+        let written = tokio::time::timeout_at(deadline, self.raft.client_write(entry.into())).await;
+        let committed = matches!(written, Ok(Ok(_)));
+        self.stats.proposed(committed, proposed.elapsed());
+        match written {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
             Ok(Ok(resp)) => Ok(answer(
                 resp.data,
