@@ -29,6 +29,9 @@ pub struct Head {
     pub height: u64,
     #[serde(with = "hex32")]
     pub hash: Hash,
+    /// The last log index the peer has applied.
+    #[serde(default)]
+    pub applied_index: Option<u64>,
 }
 
 impl Head {
@@ -37,6 +40,7 @@ impl Head {
         Self {
             height: head.height,
             hash: head.hash(),
+            applied_index: state.last_applied.map(|l| l.index),
         }
     }
 }

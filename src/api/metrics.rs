@@ -202,6 +202,16 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats) -> String {
         "Whether a peer's last reported head agrees with this node's chain.",
         &agrees,
     );
+    let reachable: Vec<_> = (cluster.replicas.peers.iter())
+        .map(|p| (format!("{{peer=\"{}\"}}", p.node), u64::from(p.reachable)))
+        .collect();
+    metric(
+        &mut out,
+        "alliance_peer_reachable",
+        "gauge",
+        "Whether a peer answered this node's last head exchange.",
+        &reachable,
+    );
     render_activity(&mut out, stats);
     out
 }

@@ -511,13 +511,20 @@ pub struct ReplicasView {
     pub peers: Vec<PeerHeadView>,
 }
 
-/// A peer's last reported head and whether our block at that height agrees.
+/// A peer's last reported head and whether our block at that height
+/// agrees; whether it answers now, and since when it has not.
 #[derive(Debug, Serialize)]
 pub struct PeerHeadView {
     pub node: u64,
     pub height: u64,
     pub hash: String,
     pub agrees: Option<bool>,
+    /// The last log index the peer reported applied.
+    pub applied_index: Option<u64>,
+    /// Whether the peer answered the last head exchange.
+    pub reachable: bool,
+    /// Milliseconds since the peer last answered (None: never).
+    pub last_contact_ms_ago: Option<u64>,
 }
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::chain::{self, Head};
 use super::views::{PeerHeadView, ReplicasView};
@@ -35,6 +35,8 @@ pub struct Watch {
 struct Verdict {
     /// Peer → (their head, whether our block at that height agrees).
     peers: BTreeMap<NodeId, (Head, Option<bool>)>,
+    /// Peer → when it last answered, and whether it answered the last ask.
+    contact: BTreeMap<NodeId, (Option<Instant>, bool)>,
     /// Set once this node finds itself in the minority; never cleared
     /// without a restart.
     diverged: Option<String>,
@@ -70,11 +72,17 @@ impl Watch {
         let peers = v
             .peers
             .iter()
-            .map(|(id, (head, agrees))| PeerHeadView {
-                node: *id,
-                height: head.height,
-                hash: to_hex(&head.hash),
-                agrees: *agrees,
+            .map(|(id, (head, agrees))| {
+                let (last, reachable) = v.contact.get(id).copied().unwrap_or((None, false));
+                PeerHeadView {
+                    node: *id,
+                    height: head.height,
+                    hash: to_hex(&head.hash),
+                    agrees: *agrees,
+                    applied_index: head.applied_index,
+                    reachable,
+                    last_contact_ms_ago: last.map(|t| t.elapsed().as_millis() as u64),
+                }
             })
             .collect();
         ReplicasView {
@@ -123,6 +131,16 @@ impl Watch {
         }
     }
 
+    /// Records whether `peer` answered just now.
+    fn contacted(&self, peer: NodeId, answered: bool) {
+        let mut v = self.verdict();
+        let entry = v.contact.entry(peer).or_insert((None, false));
+        entry.1 = answered;
+        if answered {
+            entry.0 = Some(Instant::now());
+        }
+    }
+
     /// Asks one peer for its head; None if it did not answer as itself.
     async fn ask(&self, peer: NodeId, within: Duration) -> Option<Head> {
         let client = self.peers.get(peer)?;
@@ -147,7 +165,9 @@ impl Watch {
             loop {
                 interval.tick().await;
                 for &peer in &self.peer_ids {
-                    if let Some(head) = self.ask(peer, every).await {
+                    let head = self.ask(peer, every).await;
+                    self.contacted(peer, head.is_some());
+                    if let Some(head) = head {
                         self.compare(peer, head);
                     }
                 }

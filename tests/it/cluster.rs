@@ -697,3 +697,50 @@ async fn a_node_with_the_wrong_key_or_certificate_says_which_file() {
     );
     assert!(message.contains("--role node --name 1"), "{message}");
 }
+
+/// `GET /v1/cluster` says of each peer whether it answers, since when it
+/// has not, and how far it has applied; a dead peer stops being reachable.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_status_says_which_peers_answer() {
+    let mut c = Cluster::start().await;
+    let leader = c.wait_for_leader().await;
+    let victim = *c.ids().iter().find(|id| **id != leader).unwrap();
+    let peer_of = |status: &serde_json::Value, id: u64| {
+        status["replicas"]["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["node"] == id)
+            .cloned()
+    };
+    eventually("every peer reachable, with its applied index", || async {
+        let status = c.status(leader).await?;
+        c.ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .all(|id| {
+                peer_of(&status, id).is_some_and(|p| {
+                    p["reachable"] == true
+                        && p["applied_index"].as_u64() >= Some(1)
+                        && p["last_contact_ms_ago"].as_u64().is_some()
+                })
+            })
+            .then_some(())
+    })
+    .await;
+
+    c.kill(victim);
+    let gone = eventually("the killed peer to be unreachable", || async {
+        let status = c.status(leader).await?;
+        peer_of(&status, victim).filter(|p| p["reachable"] == false)
+    })
+    .await;
+    assert!(gone["last_contact_ms_ago"].as_u64().is_some(), "{gone}");
+    let (_, text) = probe_text(&c, leader, "/metrics").await.unwrap();
+    let metric = |id: u64| sample(&text, &format!("alliance_peer_reachable{{peer=\"{id}\"}}"));
+    assert_eq!(metric(victim), Some(0), "{text}");
+    let alive = c
+        .ids()
+        .into_iter()
+        .find(|id| ![leader, victim].contains(id));
+    assert_eq!(metric(alive.unwrap()), Some(1), "{text}");
+}
