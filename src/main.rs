@@ -90,10 +90,13 @@ enum Cmd {
         /// The node to send to (e.g. the leader, or a follower).
         #[arg(long, default_value_t = 1)]
         node: u64,
+        /// Concurrent clients, each sending one request at a time.
         #[arg(long, default_value_t = 1)]
         clients: usize,
+        /// How long to measure, after the warm-up.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// How long to send before measuring (not counted).
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
         /// Transfers per request (1: single transfers; more: batches).
@@ -124,16 +127,27 @@ enum Cmd {
     },
     /// Run one member node.
     Node {
+        /// The node's config file (README, "Node configuration").
         #[arg(long)]
         config: PathBuf,
     },
     /// Call a node's API with a member certificate.
     Client {
+        /// The client config: node URL, trusted CAs, identity (README,
+        /// "Client configuration").
         #[arg(long)]
         config: PathBuf,
         #[command(subcommand)]
         command: ClientCmd,
     },
+    /// Print a completion script for a shell, e.g.
+    /// `alliance completions bash > /etc/bash_completion.d/alliance`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `alliance man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -321,6 +335,21 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
         Cmd::Verify {
             what: VerifyCmd::Proof { file, head },
         } => Ok(verify_proof(&file, &head)),
+        Cmd::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "alliance", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            match man.render(&mut std::io::stdout()) {
+                // A reader that stopped early (`alliance man | head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                written => written
+                    .map(|_| ExitCode::SUCCESS)
+                    .map_err(alliance::error::Error::from),
+            }
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("alliance: {e}");

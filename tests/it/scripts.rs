@@ -145,3 +145,64 @@ fn bench_etcd_script_refuses_bad_arguments() {
         ],
     );
 }
+
+/// `alliance completions bash` is a script bash loads, and it completes
+/// subcommands; the other shells get a script too; `alliance man` is a roff
+/// page naming every command; an unknown shell is refused with the choices.
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    let exe = env!("CARGO_BIN_EXE_alliance");
+    let bash = |script: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let registered = bash(&format!(
+        "source <({exe} completions bash) && complete -p alliance"
+    ));
+    assert!(registered.contains("-F _alliance alliance"), "{registered}");
+    // bash calls the function with the command, the word being completed
+    // and the word before it.
+    let offered = bash(&format!(
+        "source <({exe} completions bash); COMP_WORDS=(alliance cl); COMP_CWORD=1; \
+         _alliance alliance cl alliance; echo \"${{COMPREPLY[@]}}\""
+    ));
+    assert_eq!(offered.trim(), "client", "{offered}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = std::process::Command::new(exe)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("alliance"),
+            "{shell}"
+        );
+    }
+    let man = std::process::Command::new(exe).arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success());
+    assert!(page.contains(".TH alliance 1"), "{page}");
+    for command in ["demo", "node", "client", "audit", "completions"] {
+        assert!(page.contains(command), "{command}: {page}");
+    }
+    let bad = std::process::Command::new(exe)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        said.contains("possible values: bash, elvish, fish, powershell, zsh"),
+        "{said}"
+    );
+}
