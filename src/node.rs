@@ -69,8 +69,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         opened.state_machine,
     )
     .await?;
+    let snapshots = (
+        opened.shared.snapshots.clone(),
+        peers.snapshots_sent.clone(),
+    );
     let stats = Arc::new(NodeStats::new(
         opened.sync_us,
+        snapshots,
         certificate_expiries(&trust, &genesis, &config)?,
     ));
     let replica = Replica {

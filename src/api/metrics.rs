@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::views::ClusterView;
+use crate::raft::state_machine::SnapshotCounts;
 use crate::stats::{Histogram, SIZE_BOUNDS};
 
 /// Lowest and highest HTTP status counted.
@@ -74,13 +75,21 @@ pub struct NodeStats {
     pub fsync_us: Arc<Histogram>,
     /// Requests the public window refused for their client's rate.
     pub public_limited: AtomicU64,
+    /// Snapshots built and installed by the state machine, and sent to
+    /// peers.
+    pub snapshots: Arc<SnapshotCounts>,
+    pub snapshots_sent: Arc<AtomicU64>,
     /// Each certificate this node relies on, by label (`{cert="node"}`,
     /// `{cert="ca",org="org1"}`), and when it expires (Unix seconds).
     pub cert_not_after: Vec<(String, i64)>,
 }
 
 impl NodeStats {
-    pub fn new(fsync_us: Arc<Histogram>, cert_not_after: Vec<(String, i64)>) -> Self {
+    pub fn new(
+        fsync_us: Arc<Histogram>,
+        (snapshots, snapshots_sent): (Arc<SnapshotCounts>, Arc<AtomicU64>),
+        cert_not_after: Vec<(String, i64)>,
+    ) -> Self {
         Self {
             responses: Responses::default(),
             proposals_committed: AtomicU64::new(0),
@@ -90,6 +99,8 @@ impl NodeStats {
             leader_changes: AtomicU64::new(0),
             fsync_us,
             public_limited: AtomicU64::new(0),
+            snapshots,
+            snapshots_sent,
             cert_not_after,
         }
     }
@@ -108,7 +119,11 @@ impl NodeStats {
 
 impl Default for NodeStats {
     fn default() -> Self {
-        Self::new(Arc::new(Histogram::latency()), Vec::new())
+        Self::new(
+            Arc::new(Histogram::latency()),
+            Default::default(),
+            Vec::new(),
+        )
     }
 }
 
@@ -257,6 +272,21 @@ fn render_activity(out: &mut String, stats: &NodeStats) {
             "alliance_public_rate_limited_total",
             "Requests the public window refused (429) for their client's rate.",
             &stats.public_limited,
+        ),
+        count(
+            "alliance_snapshots_built_total",
+            "Snapshots this node built of its state.",
+            &stats.snapshots.built,
+        ),
+        count(
+            "alliance_snapshots_installed_total",
+            "Snapshots this node installed from its leader.",
+            &stats.snapshots.installed,
+        ),
+        count(
+            "alliance_snapshots_sent_total",
+            "Snapshots this node finished sending to a peer.",
+            &stats.snapshots_sent,
         ),
     ] {
         metric(out, &name, "counter", &help, &samples);

@@ -11,6 +11,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::BasicNode;
@@ -39,6 +40,8 @@ pub const GENESIS_HEADER: &str = "alliance-genesis";
 pub struct Peers {
     peers: Arc<BTreeMap<u64, Peer>>,
     pub incarnations: Incarnations,
+    /// Snapshots this node finished sending to a peer (for `/metrics`).
+    pub snapshots_sent: Arc<AtomicU64>,
 }
 
 /// How this node reaches one peer.
@@ -61,6 +64,7 @@ impl Peers {
         Self {
             peers: Arc::new(peers),
             incarnations,
+            snapshots_sent: Arc::default(),
         }
     }
 
@@ -179,7 +183,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.call(SNAPSHOT_PATH, &rpc, &option).await
+        let last_chunk = rpc.done;
+        let sent = self.call(SNAPSHOT_PATH, &rpc, &option).await;
+        if last_chunk && sent.is_ok() {
+            self.peers.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     async fn vote(

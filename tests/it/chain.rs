@@ -6,7 +6,7 @@ use alliance::codec::{decode, encode};
 use alliance::ledger::chain::{from_hex, Proof};
 use reqwest::Method;
 
-use crate::harness::{eventually, ok, Cluster};
+use crate::harness::{eventually, ok, sample, Cluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn proofs_verify_offline_and_every_replica_has_the_same_chain() {
@@ -223,6 +223,9 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
     let other = outsider(&c, [127, 0, 0, 2]);
     let (status, _, _) = get(&other, format!("{base}/public/v1/head")).await;
     assert_eq!(status, 200, "another client is still served");
+    let (_, text) = c.ops_text(2, "/metrics").await.unwrap();
+    let limited = sample(&text, "alliance_public_rate_limited_total");
+    assert_eq!(limited, Some(1), "one request refused: {text}");
 }
 
 /// Runs `alliance audit` with `args`; returns (exit code, stdout).

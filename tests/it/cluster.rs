@@ -2,7 +2,7 @@
 
 use alliance::config::RaftTuning;
 
-use crate::harness::{eventually, ok, options, transfer_until_ok, Cluster};
+use crate::harness::{eventually, ok, options, sample, transfer_until_ok, Cluster};
 
 const ISSUED: u64 = 1_000_000;
 
@@ -223,6 +223,19 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     );
     let r = ok(c.app(1, lagging).get_transfer("org1.s-39").await);
     assert_eq!(r.body["amount"], "1");
+    // The metrics count it on both sides.
+    let (_, text) = c.ops_text(lagging, "/metrics").await.unwrap();
+    let installed = sample(&text, "alliance_snapshots_installed_total");
+    assert!(installed >= Some(1), "{text}");
+    let (_, text) = c.ops_text(leader, "/metrics").await.unwrap();
+    assert!(
+        sample(&text, "alliance_snapshots_built_total") >= Some(1),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "alliance_snapshots_sent_total") >= Some(1),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,34 +400,10 @@ async fn bench_stops_after_its_transfer_budget() {
     );
 }
 
-/// A plain-HTTP GET of the operations listener: status and body text.
-async fn probe_text(c: &Cluster, id: u64, path: &str) -> Option<(u16, String)> {
-    let tls = rustls::ClientConfig::builder_with_provider(alliance::identity::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let url = format!("{}{path}", c.layout.node(id).ops_url);
-    let r = http.get(url).send().await.ok()?;
-    Some((r.status().as_u16(), r.text().await.ok()?))
-}
-
-/// [`probe_text`] with the body read as JSON.
+/// [`Cluster::ops_text`] with the body read as JSON.
 async fn probe(c: &Cluster, id: u64, path: &str) -> Option<(u16, serde_json::Value)> {
-    let (status, text) = probe_text(c, id, path).await?;
+    let (status, text) = c.ops_text(id, path).await?;
     Some((status, serde_json::from_str(&text).unwrap_or_default()))
-}
-
-/// The value of the sample `name` (with its labels) in a metrics text.
-fn sample(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map(|v| v.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,7 +417,7 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
         .await
         .unwrap();
     assert_eq!(r.status, 404);
-    let (status, text) = probe_text(&c, leader, "/metrics").await.unwrap();
+    let (status, text) = c.ops_text(leader, "/metrics").await.unwrap();
     assert_eq!(status, 200, "{text}");
     assert_eq!(sample(&text, "alliance_is_leader"), Some(1), "{text}");
     let answers = "alliance_api_responses_total";
@@ -477,7 +466,7 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
     promtool_accepts(&text).await;
     for id in c.ids().into_iter().filter(|id| *id != leader) {
         let text = eventually("a follower to know the leader", || async {
-            let (_, text) = probe_text(&c, id, "/metrics").await?;
+            let (_, text) = c.ops_text(id, "/metrics").await?;
             (sample(&text, "alliance_has_leader") == Some(1)).then_some(text)
         })
         .await;
@@ -735,7 +724,7 @@ async fn cluster_status_says_which_peers_answer() {
     })
     .await;
     assert!(gone["last_contact_ms_ago"].as_u64().is_some(), "{gone}");
-    let (_, text) = probe_text(&c, leader, "/metrics").await.unwrap();
+    let (_, text) = c.ops_text(leader, "/metrics").await.unwrap();
     let metric = |id: u64| sample(&text, &format!("alliance_peer_reachable{{peer=\"{id}\"}}"));
     assert_eq!(metric(victim), Some(0), "{text}");
     let alive = c

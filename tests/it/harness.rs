@@ -183,6 +183,24 @@ impl Cluster {
         .await
     }
 
+    /// A plain-HTTP GET of node `id`'s operations listener: status and body
+    /// text.
+    pub async fn ops_text(&self, id: u64, path: &str) -> Option<(u16, String)> {
+        let tls = rustls::ClientConfig::builder_with_provider(alliance::identity::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let url = format!("{}{path}", self.layout.node(id).ops_url);
+        let r = http.get(url).send().await.ok()?;
+        Some((r.status().as_u16(), r.text().await.ok()?))
+    }
+
     /// Waits until node `node` has applied the block at `height`.
     pub async fn wait_for_height(&self, node: u64, height: u64) {
         eventually(&format!("node {node} at height {height}"), || async {
@@ -334,4 +352,11 @@ async fn route_through_proxies(layout: &Layout) -> Net {
         demo::write_toml(&node.config, &config).expect("write node config");
     }
     net
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+pub fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
 }

@@ -25,6 +25,7 @@ mod writer;
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -57,6 +58,15 @@ pub struct SharedState {
     applied: Arc<RwLock<Applied>>,
     state: sled::Tree,
     writer: Arc<Writer>,
+    /// Snapshots built and installed here (for `/metrics`).
+    pub snapshots: Arc<SnapshotCounts>,
+}
+
+/// Snapshots a state machine built and installed since the node started.
+#[derive(Default)]
+pub struct SnapshotCounts {
+    pub built: AtomicU64,
+    pub installed: AtomicU64,
 }
 
 impl SharedState {
@@ -115,6 +125,7 @@ impl StateMachine {
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
             writer: Arc::new(Writer::start(store.state.clone())),
+            snapshots: Arc::default(),
         };
         Ok(Self {
             store,
@@ -144,6 +155,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             )
         };
         self.snapshots_built += 1;
+        (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshots_built),
             None => format!("none-{}", self.snapshots_built),
@@ -272,7 +284,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.store.state.apply_batch(batch).map_err(write_err)?;
             *applied = load(&self.store.state, self.orgs.clone(), self.genesis_hash)?;
         }
-        self.save_snapshot(meta, &data)
+        self.save_snapshot(meta, &data)?;
+        (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
