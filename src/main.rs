@@ -106,6 +106,11 @@ enum Cmd {
         /// (`--seconds` still bounds the run).
         #[arg(long)]
         transfers: Option<u64>,
+        /// Spread transfers uniformly over this many accounts (2..=100000;
+        /// 10000 is what TigerBeetle's benchmark uses), instead of one
+        /// issuer and one sink.
+        #[arg(long)]
+        accounts: Option<usize>,
     },
     /// Recompute the chain (and, on a stopped node's files, every balance)
     /// and report the first mismatch. Exit 0 if all adds up, 1 if not.
@@ -315,6 +320,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             warmup_seconds,
             batch,
             transfers,
+            accounts,
         } => {
             let opts = bench::Options {
                 node,
@@ -323,6 +329,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 warmup: std::time::Duration::from_secs(warmup_seconds),
                 batch,
                 transfers,
+                accounts,
             };
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }

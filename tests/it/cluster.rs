@@ -362,7 +362,8 @@ impl Drop for DemoGuard {
 
 /// `alliance bench --transfers N` sends exactly N transfers, warm-up
 /// included, the last request carrying what is left of the budget; its own
-/// conservation check passes. A budget of 0 is refused before any load.
+/// conservation check passes, also with `--accounts`. A budget of 0, or a
+/// single account, is refused before any load.
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_stops_after_its_transfer_budget() {
     use alliance::bench::{run, Options};
@@ -378,6 +379,7 @@ async fn bench_stops_after_its_transfer_budget() {
         warmup: std::time::Duration::from_millis(1),
         batch: 40,
         transfers: Some(250),
+        accounts: None,
     };
     let summary = run(&c.layout.dir, &opts).await.expect("bench runs");
     assert_eq!(summary.acked, 250, "{summary:?}");
@@ -398,6 +400,34 @@ async fn bench_stops_after_its_transfer_budget() {
         Some("250"),
         "a refused run sends nothing"
     );
+
+    // Spread over 20 accounts: the same budget, the same check, and the
+    // credits land on many of them.
+    let spread = Options {
+        transfers: Some(100),
+        batch: 10,
+        accounts: Some(20),
+        ..opts
+    };
+    let summary = run(&c.layout.dir, &spread)
+        .await
+        .expect("spread bench runs");
+    assert_eq!(summary.acked, 100, "{summary:?}");
+    let admin = c.client("org1", "admin", node);
+    let mut credited = 0;
+    for i in 0..20 {
+        let r = ok(admin.account(&format!("org1.bench.a{i}"), false).await);
+        if r.body["credits_posted"] != "0" {
+            credited += 1;
+        }
+    }
+    assert!(credited >= 10, "{credited} of 20 accounts credited");
+    let one = Options {
+        accounts: Some(1),
+        ..spread
+    };
+    let refused = run(&c.layout.dir, &one).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("--accounts must be 2..=100000")));
 }
 
 /// [`Cluster::ops_text`] with the body read as JSON.

@@ -1,12 +1,14 @@
 //! `alliance bench`: a load generator against a running demo consortium.
 //!
 //! C concurrent clients, each on its own keep-alive mTLS connection, post
-//! single transfers of 1 unit from an issuance account to a sink account on
-//! one node for a fixed duration (after a warm-up), retrying a transfer with
-//! the same id on 503/504 as a real client would. It prints throughput and
-//! latency percentiles, errors by code, and checks at the end that the sink
-//! grew by exactly the number of acknowledged transfers (a benchmark that
-//! loses or doubles transfers is not a result). With a transfer budget
+//! transfers of 1 unit (singly or in batches) from an issuance account to a
+//! sink account, or between N accounts picked at random
+//! ([`accounts`]), on one node for a fixed duration (after a warm-up),
+//! retrying a transfer with the same id on 503/504 as a real client would.
+//! It prints throughput and latency percentiles, errors by code, and checks
+//! at the end that exactly the acknowledged transfers were credited and no
+//! money was made or lost (a benchmark that loses or doubles transfers is
+//! not a result). With a transfer budget
 //! (`--transfers N`) the clients stop once N transfers have been sent, warm-up
 //! included, so a run can end "after exactly N transfers" (the memory
 //! figures); the duration then bounds the run.
@@ -17,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod accounts;
+
+use self::accounts::{check_conservation, Accounts, Rng, SPREAD_MAX, SPREAD_MIN};
 use crate::client::ApiClient;
 use crate::demo::Layout;
 use crate::error::{Error, Result};
@@ -33,12 +38,16 @@ pub struct Options {
     /// Stop after sending this many transfers in all (warm-up included);
     /// the last request carries what is left of the budget.
     pub transfers: Option<u64>,
+    /// Spread transfers uniformly over this many accounts instead of one
+    /// issuer and one sink.
+    pub accounts: Option<usize>,
 }
 
 /// What a run acknowledged.
 #[derive(Debug)]
 pub struct Summary {
-    /// Transfers acknowledged, warm-up included (the sink grew by this).
+    /// Transfers acknowledged, warm-up included (the accounts were credited
+    /// this many units).
     pub acked: u64,
 }
 
@@ -114,8 +123,7 @@ impl Tally {
 struct Load {
     /// The organization whose namespace the transfer ids are in.
     org: String,
-    issuer: String,
-    sink: String,
+    accounts: Accounts,
     batch: usize,
     /// Makes this run's transfer ids differ from earlier runs'.
     run_id: u128,
@@ -136,10 +144,8 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         .org
         .clone();
     let admin = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
-    let (issuer, sink) = (format!("{org}.bench.issuer"), format!("{org}.bench.sink"));
-    expect_ok(admin.create_account(&issuer, "BENCH", true, &[]).await)?;
-    expect_ok(admin.create_account(&sink, "BENCH", false, &[]).await)?;
-    let sink_before = balance(&admin, &sink).await?;
+    let accounts = Accounts::create(&admin, org.as_str(), opts.accounts).await?;
+    let before = accounts.totals(&admin).await?;
     let usage_before = usage::of_nodes(&layout);
 
     let run_id = SystemTime::now()
@@ -149,8 +155,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     let measure_from = start + opts.warmup;
     let load = Arc::new(Load {
         org: org.to_string(),
-        issuer,
-        sink,
+        accounts,
         batch: opts.batch,
         run_id,
         measure_from,
@@ -175,7 +180,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     let window = Instant::now()
         .min(load.end)
         .saturating_duration_since(measure_from);
-    let sink_after = balance(&admin, &load.sink).await?;
+    let after = load.accounts.totals(&admin).await?;
     report(opts, &all, window);
     if let Some(n) = opts.transfers.filter(|_| load.budget.spent()) {
         println!(
@@ -184,7 +189,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         );
     }
     usage::report(&layout, &usage_before, start.elapsed());
-    check_conservation(sink_after - sink_before, all.acked)?;
+    check_conservation(before, after, all.acked)?;
     Ok(Summary { acked: all.acked })
 }
 
@@ -203,6 +208,14 @@ fn check_options(opts: &Options) -> Result<()> {
     if opts.transfers == Some(0) {
         return Err(Error::Config("--transfers must be at least 1".into()));
     }
+    if opts
+        .accounts
+        .is_some_and(|n| !(SPREAD_MIN..=SPREAD_MAX).contains(&n))
+    {
+        return Err(Error::Config(format!(
+            "--accounts must be {SPREAD_MIN}..={SPREAD_MAX}"
+        )));
+    }
     Ok(())
 }
 
@@ -213,20 +226,10 @@ fn read_layout(dir: &Path) -> Result<Layout> {
     serde_json::from_slice(&bytes).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// The sink must have grown by exactly the transfers acknowledged.
-fn check_conservation(grew: i128, acked: u64) -> Result<()> {
-    if grew != i128::from(acked) {
-        return Err(Error::Other(format!(
-            "conservation check FAILED: sink grew by {grew}, {acked} transfers acknowledged"
-        )));
-    }
-    println!("check: sink grew by exactly the {acked} acknowledged transfers");
-    Ok(())
-}
-
 /// One client task: requests until the run ends or the budget is spent.
 async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
     let mut tally = Tally::default();
+    let mut rng = Rng::new((load.run_id as u64) ^ ((c as u64 + 1) << 32));
     let mut i = 0u64;
     while Instant::now() < load.end {
         let n = load.budget.take(load.batch as u64);
@@ -235,7 +238,7 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
         }
         let id = format!("{}.b{}-{c}-{i}", load.org, load.run_id);
         i += 1;
-        send_until_answered(&client, &load, &id, n, &mut tally).await;
+        send_until_answered(&client, &load, &id, n, &mut rng, &mut tally).await;
     }
     tally
 }
@@ -244,7 +247,16 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
 /// the same id for as long as the answer is one a real client retries, until
 /// [`UNANSWERED_GRACE`] after the run's end (a cluster that stopped
 /// answering ends the run; its summary then shows the requests unanswered).
-async fn send_until_answered(client: &ApiClient, load: &Load, id: &str, n: u64, tally: &mut Tally) {
+async fn send_until_answered(
+    client: &ApiClient,
+    load: &Load,
+    id: &str,
+    n: u64,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) {
+    // The same request each time it is sent again: same ids, same accounts.
+    let items = batch_items(id, &load.accounts, rng, n as usize);
     let mut pause = RETRY_PAUSE_MIN;
     loop {
         if Instant::now() > load.end + UNANSWERED_GRACE {
@@ -253,9 +265,9 @@ async fn send_until_answered(client: &ApiClient, load: &Load, id: &str, n: u64, 
         }
         let sent = Instant::now();
         let r = if load.batch == 1 {
-            client.transfer(id, &load.issuer, &load.sink, 1).await
+            let one = &items[0];
+            (client.transfer(id, one.debit_account, one.credit_account, 1)).await
         } else {
-            let items = batch_items(id, &load.issuer, &load.sink, n as usize);
             client.batch_refused_only(&items, false).await
         };
         let measured = sent >= load.measure_from && sent < load.end;
@@ -323,25 +335,6 @@ fn report(opts: &Options, t: &Tally, window: Duration) {
     println!("errors by code: {:?}", t.errors);
 }
 
-async fn balance(client: &ApiClient, account: &str) -> Result<i128> {
-    let r = client
-        .account(account, false)
-        .await
-        .map_err(|e| Error::Other(e.to_string()))?;
-    r.body["balance"]
-        .as_str()
-        .and_then(|b| b.parse().ok())
-        .ok_or_else(|| Error::Other(format!("reading {account}: {} {}", r.status, r.body)))
-}
-
-fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) -> Result<()> {
-    match r {
-        Ok(r) if r.is_success() => Ok(()),
-        Ok(r) => Err(Error::Other(format!("{} {}", r.status, r.body))),
-        Err(e) => Err(Error::Other(e.to_string())),
-    }
-}
-
 /// One transfer of a batch, as the bench sends it.
 #[derive(serde::Serialize)]
 struct BatchItem<'a> {
@@ -351,14 +344,23 @@ struct BatchItem<'a> {
     amount: u64,
 }
 
-/// `n` transfers of 1 unit from `issuer` to `sink`, ids `{id}-0`, `{id}-1`, ...
-fn batch_items<'a>(id: &str, issuer: &'a str, sink: &'a str, n: usize) -> Vec<BatchItem<'a>> {
+/// `n` transfers of 1 unit between accounts `accounts` picks, ids `{id}-0`,
+/// `{id}-1`, ... (a single transfer, `n` = 1, is sent under `id` itself).
+fn batch_items<'a>(
+    id: &str,
+    accounts: &'a Accounts,
+    rng: &mut Rng,
+    n: usize,
+) -> Vec<BatchItem<'a>> {
     (0..n)
-        .map(|k| BatchItem {
-            id: format!("{id}-{k}"),
-            debit_account: issuer,
-            credit_account: sink,
-            amount: 1,
+        .map(|k| {
+            let (debit_account, credit_account) = accounts.pick(rng);
+            BatchItem {
+                id: format!("{id}-{k}"),
+                debit_account,
+                credit_account,
+                amount: 1,
+            }
         })
         .collect()
 }
