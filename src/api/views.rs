@@ -511,13 +511,14 @@ pub struct ReplicasView {
     pub peers: Vec<PeerHeadView>,
 }
 
-/// A peer's last reported head and whether our block at that height
-/// agrees; whether it answers now, and since when it has not.
+/// A peer's last reported head (none before it first answers) and whether
+/// our block at that height agrees; whether it answers now, and since when
+/// it has not.
 #[derive(Debug, Serialize)]
 pub struct PeerHeadView {
     pub node: u64,
-    pub height: u64,
-    pub hash: String,
+    pub height: Option<u64>,
+    pub hash: Option<String>,
     pub agrees: Option<bool>,
     /// The last log index the peer reported applied.
     pub applied_index: Option<u64>,

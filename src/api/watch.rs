@@ -69,17 +69,20 @@ impl Watch {
 
     pub fn status(&self) -> ReplicasView {
         let v = self.verdict();
-        let peers = v
-            .peers
-            .iter()
-            .map(|(id, (head, agrees))| {
+        // Every peer, also one that has never answered.
+        let peers = (self.peer_ids.iter())
+            .map(|id| {
                 let (last, reachable) = v.contact.get(id).copied().unwrap_or((None, false));
+                let (head, agrees) = match v.peers.get(id) {
+                    Some((head, agrees)) => (Some(head), *agrees),
+                    None => (None, None),
+                };
                 PeerHeadView {
                     node: *id,
-                    height: head.height,
-                    hash: to_hex(&head.hash),
-                    agrees: *agrees,
-                    applied_index: head.applied_index,
+                    height: head.map(|h| h.height),
+                    hash: head.map(|h| to_hex(&h.hash)),
+                    agrees,
+                    applied_index: head.and_then(|h| h.applied_index),
                     reachable,
                     last_contact_ms_ago: last.map(|t| t.elapsed().as_millis() as u64),
                 }

@@ -718,7 +718,8 @@ async fn a_node_with_the_wrong_key_or_certificate_says_which_file() {
 }
 
 /// `GET /v1/cluster` says of each peer whether it answers, since when it
-/// has not, and how far it has applied; a dead peer stops being reachable.
+/// has not, and how far it has applied; a dead peer stops being reachable,
+/// and one that never answered is listed too.
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_status_says_which_peers_answer() {
     let mut c = Cluster::start().await;
@@ -762,4 +763,16 @@ async fn cluster_status_says_which_peers_answer() {
         .into_iter()
         .find(|id| ![leader, victim].contains(id));
     assert_eq!(metric(alive.unwrap()), Some(1), "{text}");
+
+    // A node restarted while the victim is down has never heard from it:
+    // listed all the same, with no head and no last contact.
+    c.kill(leader);
+    c.restart(leader);
+    let never = eventually("the restarted node to list the dead peer", || async {
+        let status = c.status(leader).await?;
+        peer_of(&status, victim).filter(|p| p["reachable"] == false)
+    })
+    .await;
+    assert!(never["height"].is_null(), "{never}");
+    assert!(never["last_contact_ms_ago"].is_null(), "{never}");
 }
