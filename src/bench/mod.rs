@@ -88,6 +88,9 @@ struct Tally {
     acked: u64,
     /// Transfers acknowledged by requests sent in the measured window.
     measured: u64,
+    /// Transfers of requests given up unanswered at the end: each may or
+    /// may not have been applied.
+    unanswered: u64,
 }
 
 impl Tally {
@@ -113,6 +116,7 @@ impl Tally {
         self.latencies.extend(other.latencies);
         self.acked += other.acked;
         self.measured += other.measured;
+        self.unanswered += other.unanswered;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -189,7 +193,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         );
     }
     usage::report(&layout, &usage_before, start.elapsed());
-    check_conservation(before, after, all.acked)?;
+    check_conservation(before, after, all.acked, all.unanswered)?;
     Ok(Summary { acked: all.acked })
 }
 
@@ -261,6 +265,7 @@ async fn send_until_answered(
     loop {
         if Instant::now() > load.end + UNANSWERED_GRACE {
             tally.error("unanswered_at_the_end".to_owned());
+            tally.unanswered += n;
             return;
         }
         let sent = Instant::now();
