@@ -47,7 +47,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .clone();
     config.check_against(&genesis)?;
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
-    check_own_certificate(&trust, &config)?;
+    let own_cert = check_own_certificate(&trust, &config)?;
 
     let attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
     let witness = Witness::new(
@@ -76,7 +76,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let stats = Arc::new(NodeStats::new(
         opened.sync_us,
         snapshots,
-        certificate_expiries(&trust, &genesis, &config)?,
+        certificate_expiries(&trust, &genesis, &own_cert),
     ));
     let replica = Replica {
         raft: raft.clone(),
@@ -119,15 +119,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
 /// When each certificate this node relies on expires (Unix seconds): its
 /// own, and each organization's CA; labelled for `/metrics`.
-fn certificate_expiries(
-    trust: &Trust,
-    genesis: &Genesis,
-    config: &NodeConfig,
-) -> Result<Vec<(String, i64)>> {
-    let (chain, _) = crate::identity::load_identity(&config.tls)?;
-    let own = chain
-        .first()
-        .and_then(|c| crate::identity::not_after_unix(c));
+fn certificate_expiries(trust: &Trust, genesis: &Genesis, own_cert: &[u8]) -> Vec<(String, i64)> {
+    let own = crate::identity::not_after_unix(own_cert);
     let mut expiries: Vec<(String, i64)> = own
         .map(|t| ("{cert=\"node\"}".to_owned(), t))
         .into_iter()
@@ -137,7 +130,7 @@ fn certificate_expiries(
             expiries.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
         }
     }
-    Ok(expiries)
+    expiries
 }
 
 /// Makes any panic stop the whole process, after the standard report of
@@ -466,8 +459,9 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
     Ok(())
 }
 
-/// The node's own certificate must be a node certificate for its id.
-fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<()> {
+/// The node's own certificate must be a node certificate for its id,
+/// issued by its organization's CA; returns it (DER).
+fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<Vec<u8>> {
     let (chain, _) = crate::identity::load_identity(&config.tls)?;
     let cert = config.tls.cert.display();
     let principal = trust
@@ -497,7 +491,7 @@ fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<()> {
             config.id
         )));
     }
-    Ok(())
+    Ok(chain[0].to_vec())
 }
 
 fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::Config>> {

@@ -117,16 +117,6 @@ impl NodeStats {
     }
 }
 
-impl Default for NodeStats {
-    fn default() -> Self {
-        Self::new(
-            Arc::new(Histogram::latency()),
-            Default::default(),
-            Vec::new(),
-        )
-    }
-}
-
 /// Microseconds in a second: histograms of durations render in seconds.
 const US_PER_S: f64 = 1_000_000.0;
 

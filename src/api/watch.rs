@@ -33,13 +33,28 @@ pub struct Watch {
 /// What this node last learned from each peer.
 #[derive(Default)]
 struct Verdict {
-    /// Peer → (their head, whether our block at that height agrees).
-    peers: BTreeMap<NodeId, (Head, Option<bool>)>,
-    /// Peer → when it last answered, and whether it answered the last ask.
-    contact: BTreeMap<NodeId, (Option<Instant>, bool)>,
+    peers: BTreeMap<NodeId, Seen>,
     /// Set once this node finds itself in the minority; never cleared
     /// without a restart.
     diverged: Option<String>,
+}
+
+/// What this node last learned from one peer.
+#[derive(Default)]
+struct Seen {
+    /// Its last head, and whether our block at that height agrees.
+    head: Option<(Head, Option<bool>)>,
+    /// When it last answered.
+    answered_at: Option<Instant>,
+    /// Whether it answered the last ask.
+    reachable: bool,
+}
+
+impl Verdict {
+    /// The verdicts of the peers whose heads this node has compared.
+    fn agreements(&self) -> impl Iterator<Item = Option<bool>> + '_ {
+        self.peers.values().filter_map(|s| s.head.map(|(_, a)| a))
+    }
 }
 
 impl Watch {
@@ -72,8 +87,10 @@ impl Watch {
         // Every peer, also one that has never answered.
         let peers = (self.peer_ids.iter())
             .map(|id| {
-                let (last, reachable) = v.contact.get(id).copied().unwrap_or((None, false));
-                let (head, agrees) = match v.peers.get(id) {
+                let seen = v.peers.get(id);
+                let (last, reachable) =
+                    seen.map_or((None, false), |s| (s.answered_at, s.reachable));
+                let (head, agrees) = match seen.and_then(|s| s.head.as_ref()) {
                     Some((head, agrees)) => (Some(head), *agrees),
                     None => (None, None),
                 };
@@ -119,14 +136,14 @@ impl Watch {
             );
         }
         let mut v = self.verdict();
-        v.peers.insert(peer, (head, agrees));
-        let disagree = v.peers.values().filter(|(_, a)| *a == Some(false)).count();
-        let agree = 1 + v.peers.values().filter(|(_, a)| *a == Some(true)).count();
+        v.peers.entry(peer).or_default().head = Some((head, agrees));
+        let disagree = v.agreements().filter(|a| *a == Some(false)).count();
+        let agree = 1 + v.agreements().filter(|a| *a == Some(true)).count();
         if disagree > 0 && disagree >= agree && v.diverged.is_none() {
             let why = format!(
                 "this node's chain differs from {disagree} of {} peers at the same height (first at {}): its stored state \
                  was changed outside Raft; it serves no reads until restored and restarted",
-                v.peers.len(),
+                v.agreements().count(),
                 head.height
             );
             tracing::error!("DIVERGED: {why}");
@@ -137,10 +154,10 @@ impl Watch {
     /// Records whether `peer` answered just now.
     fn contacted(&self, peer: NodeId, answered: bool) {
         let mut v = self.verdict();
-        let entry = v.contact.entry(peer).or_insert((None, false));
-        entry.1 = answered;
+        let seen = v.peers.entry(peer).or_default();
+        seen.reachable = answered;
         if answered {
-            entry.0 = Some(Instant::now());
+            seen.answered_at = Some(Instant::now());
         }
     }
 

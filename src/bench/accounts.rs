@@ -151,7 +151,7 @@ async fn balance_and_credits(client: &ApiClient, account: &str) -> Result<(i128,
     }
 }
 
-pub fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) -> Result<()> {
+fn expect_ok(r: std::result::Result<crate::client::Response, reqwest::Error>) -> Result<()> {
     match r {
         Ok(r) if r.is_success() => Ok(()),
         Ok(r) => Err(Error::Other(format!("{} {}", r.status, r.body))),

@@ -90,7 +90,7 @@ impl StateMachine {
     ) -> Result<Vec<TransferId>, StorageError> {
         let wanted = ledger.to_load(entry);
         if wanted.is_empty() {
-            return Ok(wanted.into_iter().map(|(id, _)| id).collect());
+            return Ok(Vec::new());
         }
         self.queue(ledger, unqueued)?;
         self.state.writer.caught_up().map_err(read_err)?;
