@@ -14,7 +14,7 @@ use alliance::identity::attest::{Attested, Attester, Witness};
 use alliance::identity::Trust;
 use alliance::ledger::chain::Blinding;
 use alliance::ledger::{
-    AccountId, Actor, Amount, Bundle, Command, Entry, Evidence, Grouped, NewTransfer, OrgName,
+    AccountId, Actor, Amount, Bundle, Command, Entry, Evidence, Gov, Grouped, NewTransfer, OrgName,
     Role, TransferId,
 };
 
@@ -90,13 +90,19 @@ fn main() {
 
     let start = Instant::now();
     for e in &entries {
-        assert_eq!(follower.verdicts(e, e.timestamp_ms), vec![Ok(())]);
+        assert_eq!(
+            follower.verdicts(e, e.timestamp_ms, &Gov::default()),
+            vec![Ok(())]
+        );
     }
     let check = start.elapsed() / ROUNDS;
 
     let start = Instant::now();
     for e in &entries[ROUNDS as usize - 1_000..] {
-        assert_eq!(leader.verdicts(e, e.timestamp_ms), vec![Ok(())]);
+        assert_eq!(
+            leader.verdicts(e, e.timestamp_ms, &Gov::default()),
+            vec![Ok(())]
+        );
     }
     let own = start.elapsed() / 1_000;
     let orgs: BTreeSet<_> = genesis.org_names();

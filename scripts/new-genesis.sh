@@ -15,7 +15,7 @@ NL='
 usage() {
 	cat <<EOF
 Usage: $prog --out FILE --name CONSORTIUM --org ORG=CA_CERT [--org ...]
-       --node ID,ORG,API_ADDR,RAFT_ADDR [--node ...] [--force]
+       --node ID,ORG,API_ADDR,RAFT_ADDR [--node ...] [--threshold T] [--force]
 
 Writes the genesis file FILE (TOML): the consortium name, each founding
 organization with its CA certificate (PEM, embedded), and each founding node
@@ -34,6 +34,9 @@ Options:
                   names), and its API and Raft addresses as HOST:PORT
                   (HOST an IPv4 address, [IPv6] address or DNS name;
                   PORT 1..65535)
+  --threshold T   how many organizations must approve a governance proposal:
+                  majority (the default) or a fraction N/D above one half,
+                  e.g. 2/3; changeable later by vote
   --force         replace FILE if it exists
   -h, --help      show this help and exit
 
@@ -118,6 +121,7 @@ force=
 orgs=
 org_names=
 nodes=
+threshold=
 seen=' '
 
 while [ $# -gt 0 ]; do
@@ -132,13 +136,13 @@ while [ $# -gt 0 ]; do
 		force=1
 		continue
 		;;
-	--out | --name | --org | --node)
+	--out | --name | --org | --node | --threshold)
 		[ $# -gt 0 ] || usage_error "missing value for $opt"
 		case $1 in --*) usage_error "missing value for $opt" ;; esac
 		val=$1
 		shift
 		;;
-	--out=* | --name=* | --org=* | --node=*)
+	--out=* | --name=* | --org=* | --node=* | --threshold=*)
 		val=${opt#*=}
 		opt=${opt%%=*}
 		;;
@@ -154,6 +158,8 @@ while [ $# -gt 0 ]; do
 		o=${val%%=*}
 		matches "$o" '[a-z0-9][a-z0-9-]{0,31}' ||
 			usage_error "invalid organization name '$o': must match [a-z0-9][a-z0-9-]{0,31}"
+		[ "$o" != gov ] ||
+			usage_error "the organization name 'gov' is reserved (corrections are posted as gov)"
 		if in_list "$o" "$org_names"; then
 			usage_error "organization '$o' given more than once"
 		fi
@@ -171,6 +177,7 @@ while [ $# -gt 0 ]; do
 	case $opt in
 	--out) out=$val ;;
 	--name) name=$val ;;
+	--threshold) threshold=$val ;;
 	esac
 done
 
@@ -182,6 +189,20 @@ case $out in
 esac
 matches "$name" '[A-Za-z0-9][A-Za-z0-9._-]{0,63}' ||
 	usage_error "invalid consortium name '$name': must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+if [ -n "$threshold" ]; then
+	valid_threshold=
+	if [ "$threshold" = majority ]; then
+		valid_threshold=1
+	elif matches "$threshold" '[1-9][0-9]{0,3}/[1-9][0-9]{0,3}'; then
+		t_num=${threshold%/*}
+		t_den=${threshold#*/}
+		if [ "$t_den" -le 1000 ] && [ "$t_num" -le "$t_den" ] && [ $((2 * t_num)) -gt "$t_den" ]; then
+			valid_threshold=1
+		fi
+	fi
+	[ -n "$valid_threshold" ] ||
+		usage_error "invalid --threshold '$threshold': majority, or a fraction N/D above one half and at most 1 (D at most 1000), e.g. 2/3"
+fi
 [ -n "$orgs" ] || usage_error "at least one --org ORG=CA_CERT_PATH is required"
 [ -n "$nodes" ] || usage_error "at least one --node ID,ORG,API_ADDR,RAFT_ADDR is required"
 
@@ -278,6 +299,9 @@ tmp=$(mktemp "$outdir/.genesis.XXXXXX") || die "cannot create a temporary file i
 {
 	printf '# alliance genesis: the founding organizations and nodes of consortium "%s"\n' "$name"
 	printf 'consortium = "%s"\n' "$name"
+	if [ -n "$threshold" ]; then
+		printf 'threshold = "%s"\n' "$threshold"
+	fi
 } >"$tmp"
 
 printf '%s' "$orgs_toml" >>"$tmp"

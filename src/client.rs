@@ -319,6 +319,82 @@ impl ApiClient {
     pub async fn cluster(&self) -> Result<Response, reqwest::Error> {
         self.call(Method::GET, "/v1/cluster", None).await
     }
+
+    /// Proposes an action (its JSON, as `POST /v1/gov/proposals` takes it).
+    pub async fn propose(&self, action: &Value) -> Result<Response, reqwest::Error> {
+        self.call(Method::POST, "/v1/gov/proposals", Some(action))
+            .await
+    }
+
+    pub async fn proposal(&self, id: u64) -> Result<Response, reqwest::Error> {
+        self.call(Method::GET, &format!("/v1/gov/proposals/{id}"), None)
+            .await
+    }
+
+    /// Signs a ballot on proposal `id` over `digest`, as given: the caller
+    /// has checked it (see [`checked_digest`]).
+    pub async fn ballot(
+        &self,
+        id: u64,
+        approve: bool,
+        digest: &str,
+    ) -> Result<Response, reqwest::Error> {
+        let vote = if approve { "approve" } else { "reject" };
+        let body = json!({"vote": vote, "digest": digest});
+        self.call(
+            Method::POST,
+            &format!("/v1/gov/proposals/{id}/ballots"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Revokes one of the caller's own organization's certificates at once.
+    pub async fn revoke(&self, org: &str, serial: &str) -> Result<Response, reqwest::Error> {
+        let body = json!({"org": org, "serial": serial});
+        self.call(Method::POST, "/v1/gov/revocations", Some(&body))
+            .await
+    }
+}
+
+/// The digest to sign for a proposal as a node showed it (`GET
+/// /v1/gov/proposals/{id}`): computed here from the action shown, and
+/// refused unless it equals the digest the node gave. So an admin signs
+/// the action it was shown, whatever the node claims.
+pub fn checked_digest(proposal: &Value) -> std::result::Result<String, String> {
+    let id = proposal["id"]
+        .as_u64()
+        .ok_or("the answer is not a proposal (no id)")?;
+    let action: crate::ledger::Action = serde_json::from_value(proposal["action"].clone())
+        .map_err(|e| format!("the proposal's action is not one this client knows: {e}"))?;
+    let digest = action.digest(id);
+    if proposal["digest"].as_str() != Some(digest.as_str()) {
+        return Err(format!(
+            "the node gave digest {} for proposal {id}, but its action's digest is {digest}: \
+             refusing to sign (ask another node)",
+            proposal["digest"]
+        ));
+    }
+    Ok(digest)
+}
+
+/// A certificate's organization (`O`) and serial, from its PEM file: what
+/// a revocation names.
+pub fn cert_ref(path: &std::path::Path) -> Result<(String, String)> {
+    use x509_parser::prelude::*;
+    let pem = crate::config::read_bounded(path, 1024 * 1024)?;
+    let der = identity::first_cert_der(&pem)
+        .ok_or_else(|| Error::Tls(format!("{}: no PEM certificate", path.display())))?;
+    let bad = || Error::Tls(format!("{}: not an X.509 certificate", path.display()));
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|_| bad())?;
+    let org = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|o| o.as_str().ok())
+        .ok_or_else(|| Error::Tls(format!("{}: the certificate names no O", path.display())))?;
+    let serial = crate::ledger::Serial::from_be_bytes(cert.raw_serial()).ok_or_else(bad)?;
+    Ok((org.to_owned(), serial.to_string()))
 }
 
 /// Says what to fix when a request to `url` got no answer: the address

@@ -404,6 +404,21 @@ mod tests {
                 "origin_stale",
                 "id_outside_namespace",
                 "origin_replayed",
+                "certificate_revoked",
+                "debit_account_frozen",
+                "credit_account_frozen",
+                "signature_required",
+                "admin_required",
+                "proposal_not_found",
+                "digest_mismatch",
+                "already_voted",
+                "proposal_closed",
+                "too_many_open_proposals",
+                "invalid_action",
+                "unknown_org",
+                "vote_required",
+                "account_already_frozen",
+                "account_not_frozen",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ledger::OrgName;
+use crate::ledger::gov::GOV_ORG;
+use crate::ledger::{OrgName, Policy, Threshold};
 
 /// Largest config or genesis file read, in bytes: these are small by nature,
 /// and a bound keeps a wrong path (a device, a log) from eating memory.
@@ -24,6 +25,10 @@ pub type NodeId = u64;
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
     pub consortium: String,
+    /// How many organizations must approve a governance proposal:
+    /// `majority` (the default) or a fraction such as `2/3`.
+    #[serde(default)]
+    pub threshold: Option<String>,
     pub orgs: Vec<GenesisOrg>,
     pub nodes: Vec<GenesisNode>,
     /// SHA-256 of the genesis file, hex: peers must run the same one.
@@ -114,10 +119,18 @@ impl Genesis {
         if self.orgs.is_empty() || self.nodes.is_empty() {
             return Err("genesis needs at least one org and one node".into());
         }
+        if let Some(t) = &self.threshold {
+            Threshold::parse(t).map_err(|e| format!("threshold {t:?}: {e}"))?;
+        }
         let mut names = BTreeSet::new();
         for org in &self.orgs {
             if !names.insert(&org.name) {
                 return Err(format!("org {} is listed twice", org.name));
+            }
+            if org.name.as_str() == GOV_ORG {
+                return Err(format!(
+                    "the org name {GOV_ORG} is reserved: corrections are posted by it"
+                ));
             }
         }
         let mut ids = BTreeSet::new();
@@ -155,6 +168,16 @@ impl Genesis {
 
     pub fn org_names(&self) -> BTreeSet<OrgName> {
         self.orgs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// The governance policy genesis sets.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            threshold: (self.threshold.as_deref())
+                .and_then(|t| Threshold::parse(t).ok())
+                .unwrap_or(Threshold::Majority),
+            ..Policy::default()
+        }
     }
 }
 

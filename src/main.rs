@@ -225,6 +225,98 @@ enum ClientCmd {
     Proof { id: String },
     /// A block header with its hash and leaf hashes.
     Block { height: u64 },
+    /// Governance: proposals, ballots, revocations, the registry (admins
+    /// write; every member reads).
+    #[command(subcommand)]
+    Gov(GovCmd),
+}
+
+#[derive(Subcommand)]
+enum GovCmd {
+    /// Propose an action; then each organization's admin approves or
+    /// rejects it (the proposer too: its approval is not implied).
+    #[command(subcommand)]
+    Propose(ProposeCmd),
+    /// Show proposal ID and its digest, check that the digest is the
+    /// action's, then sign an approving ballot.
+    Approve { id: u64 },
+    /// As approve, with a rejecting ballot.
+    Reject { id: u64 },
+    /// Show a proposal with its ballots.
+    Show { id: u64 },
+    /// List proposals, oldest first, a page at a time.
+    List {
+        /// The proposal id to start from.
+        #[arg(long)]
+        cursor: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The member organizations, the policy, revoked certificates and
+    /// frozen accounts.
+    Registry,
+    /// Revoke one of your own organization's certificates at once (no vote).
+    Revoke(CertArgs),
+}
+
+#[derive(Subcommand)]
+enum ProposeCmd {
+    /// Stop every transfer debiting or crediting an account.
+    Freeze {
+        account: String,
+    },
+    Unfreeze {
+        account: String,
+    },
+    /// One transfer between any two accounts, posted by `gov` on approval.
+    Correction {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Amount in minor units (a positive integer).
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        memo: Option<String>,
+    },
+    /// Revoke another organization's certificate.
+    Revoke(CertArgs),
+    /// Change the threshold and the proposals' time to live.
+    Policy {
+        /// `majority` or a fraction N/D above one half, e.g. 2/3.
+        #[arg(long)]
+        threshold: String,
+        /// Hours a proposal stays open (1 minute to 1 year).
+        #[arg(long, default_value_t = 168)]
+        ttl_hours: u64,
+    },
+}
+
+/// A certificate, by its PEM file or by organization and serial.
+#[derive(Args)]
+struct CertArgs {
+    /// The certificate's PEM file (its O and serial are read from it).
+    #[arg(long, conflicts_with_all = ["org", "serial"])]
+    cert: Option<PathBuf>,
+    /// The organization whose CA issued it.
+    #[arg(long, requires = "serial")]
+    org: Option<String>,
+    /// Its serial number in hex (openssl x509 -noout -serial).
+    #[arg(long, requires = "org")]
+    serial: Option<String>,
+}
+
+impl CertArgs {
+    fn org_and_serial(&self) -> alliance::error::Result<(String, String)> {
+        match (&self.cert, &self.org, &self.serial) {
+            (Some(path), _, _) => alliance::client::cert_ref(path),
+            (None, Some(org), Some(serial)) => Ok((org.clone(), serial.clone())),
+            _ => Err(alliance::error::Error::Other(
+                "name the certificate: --cert FILE, or --org ORG --serial HEX".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -435,6 +527,90 @@ fn verify_proof(file: &std::path::Path, head: &str) -> ExitCode {
     }
 }
 
+/// A governance command's request; `Err` with an exit code when it stops
+/// before sending one (a ballot whose digest does not check out).
+async fn gov(
+    api: &ApiClient,
+    url: &str,
+    cmd: GovCmd,
+) -> alliance::error::Result<std::result::Result<Result<Response, reqwest::Error>, ExitCode>> {
+    use serde_json::json;
+    let sent = match cmd {
+        GovCmd::Propose(p) => {
+            let action = match p {
+                ProposeCmd::Freeze { account } => json!({"freeze": {"account": account}}),
+                ProposeCmd::Unfreeze { account } => json!({"unfreeze": {"account": account}}),
+                ProposeCmd::Correction {
+                    from,
+                    to,
+                    amount,
+                    memo,
+                } => json!({"correction": {
+                    "debit_account": from, "credit_account": to, "amount": amount, "memo": memo,
+                }}),
+                ProposeCmd::Revoke(cert) => {
+                    let (org, serial) = cert.org_and_serial()?;
+                    json!({"revoke": {"org": org, "serial": serial}})
+                }
+                ProposeCmd::Policy {
+                    threshold,
+                    ttl_hours,
+                } => json!({"set_policy": {
+                    "threshold": threshold,
+                    "proposal_ttl_ms": ttl_hours.saturating_mul(3_600_000),
+                }}),
+            };
+            api.propose(&action).await
+        }
+        GovCmd::Approve { id } => return ballot(api, url, id, true).await,
+        GovCmd::Reject { id } => return ballot(api, url, id, false).await,
+        GovCmd::Show { id } => api.proposal(id).await,
+        GovCmd::List { cursor, limit } => {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let path = format!("/v1/gov/proposals?limit={limit}{cursor}");
+            api.call(reqwest::Method::GET, &path, None).await
+        }
+        GovCmd::Registry => {
+            api.call(reqwest::Method::GET, "/v1/gov/registry", None)
+                .await
+        }
+        GovCmd::Revoke(cert) => {
+            let (org, serial) = cert.org_and_serial()?;
+            api.revoke(&org, &serial).await
+        }
+    };
+    Ok(Ok(sent))
+}
+
+/// Fetches proposal `id`, shows its action and digest, checks the digest
+/// and signs the ballot.
+async fn ballot(
+    api: &ApiClient,
+    url: &str,
+    id: u64,
+    approve: bool,
+) -> alliance::error::Result<std::result::Result<Result<Response, reqwest::Error>, ExitCode>> {
+    let explain =
+        |e: reqwest::Error| alliance::error::Error::Other(alliance::client::explain(&e, url));
+    let shown = api.proposal(id).await.map_err(explain)?;
+    if !shown.is_success() {
+        return Ok(Ok(Ok(shown)));
+    }
+    let digest = match alliance::client::checked_digest(&shown.body) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("alliance: {why}");
+            return Ok(Err(ExitCode::from(1)));
+        }
+    };
+    eprintln!(
+        "proposal {id}: {}\ndigest {digest}\nsigning a ballot to {}",
+        shown.body["action"],
+        if approve { "approve" } else { "reject" }
+    );
+    Ok(Ok(api.ballot(id, approve, &digest).await))
+}
+
 async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Result<ExitCode> {
     let config = ClientConfig::load(config)?;
     let api = ApiClient::from_config(&config)?;
@@ -484,6 +660,10 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             api.call(reqwest::Method::GET, &format!("/v1/blocks/{height}"), None)
                 .await
         }
+        ClientCmd::Gov(cmd) => match gov(&api, &config.url, cmd).await? {
+            Ok(sent) => sent,
+            Err(code) => return Ok(code),
+        },
     };
     let response: Response = sent
         .map_err(|e| alliance::error::Error::Other(alliance::client::explain(&e, &config.url)))?;

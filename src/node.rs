@@ -22,11 +22,11 @@ use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
 use crate::identity::refusals::RefusalLog;
 use crate::identity::Trust;
-use crate::ledger::Role;
+use crate::ledger::{Gov, Role};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
 use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
-use crate::raft::state_machine::{SharedState, StateMachine};
+use crate::raft::state_machine::{Founding, SharedState, StateMachine};
 use crate::raft::store::Store;
 use crate::raft::Raft;
 use crate::stats::Histogram;
@@ -165,12 +165,26 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     // crash (SIGKILL), never the disk. A leader restoring itself counts its
     // whole log as its own durable copy: make it one.
     store.durable.sync()?;
+    if let Some(made_with) = store.bind_genesis(&genesis.hash)? {
+        return Err(Error::Config(format!(
+            "{}: this data directory was made with the genesis file of SHA-256 {made_with}, but \
+             {} has SHA-256 {}. A consortium's genesis never changes: start the node with the \
+             genesis file it was made with. Members, certificates and the policy change by a \
+             vote (alliance client gov propose), not by editing genesis",
+            config.data_dir.display(),
+            config.genesis.display(),
+            genesis.hash
+        )));
+    }
     let incarnations = Incarnations::open(&store, config.id)?;
     let sync_us = store.durable.sync_us.clone();
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
-    let state_machine =
-        StateMachine::open(store, genesis.org_names(), genesis.hash_bytes(), witness)?;
+    let founding = Founding {
+        orgs: genesis.org_names(),
+        gov: Gov::with_policy(genesis.policy()),
+    };
+    let state_machine = StateMachine::open_with(store, founding, genesis.hash_bytes(), witness)?;
     let shared = state_machine.shared();
     Ok(Opened {
         incarnations,

@@ -145,7 +145,7 @@ pub struct ReadersBody {
     readers: Vec<String>,
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
         code,
         message: message.into(),
@@ -203,7 +203,7 @@ fn decimal(v: &Value, code: &'static str) -> Result<u128, ApiError> {
 }
 
 /// An amount: positive, at most 2^64-1.
-fn amount(v: &Value) -> Result<Amount, ApiError> {
+pub(super) fn amount(v: &Value) -> Result<Amount, ApiError> {
     let units = decimal(v, "invalid_amount")?;
     let units = u64::try_from(units).map_err(|_| {
         invalid(
@@ -428,6 +428,7 @@ pub fn write_command(
             let readers = parse_json::<ReadersBody>(body)?.validate(limits)?;
             one(Command::SetReaders { id, readers })
         }
+        ("POST", ["gov", rest @ ..]) => one(super::gov::command(rest, body, limits)?),
         _ => Err(ApiError::NotFound("route_not_found")),
     }
 }

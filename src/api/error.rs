@@ -29,6 +29,9 @@ pub enum ApiError {
     BodyTimeout,
     /// The session's certificate is not a member identity.
     Unauthenticated(String),
+    /// The session's certificate was revoked after the connection opened;
+    /// the connection is closed after this answer.
+    Revoked,
     /// The caller's role may not do this.
     Forbidden(&'static str),
     /// A request's `alliance-signature` is malformed or does not verify.
@@ -64,6 +67,7 @@ impl ApiError {
             Self::NotJson => "unsupported_media_type",
             Self::BodyTimeout => "body_timeout",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::Revoked => "certificate_revoked",
             Self::Forbidden(_) => "forbidden",
             Self::SignOrUseOwnNode(_) => "sign_or_use_own_node",
             Self::InvalidSignature(_) => "invalid_signature",
@@ -88,7 +92,7 @@ impl ApiError {
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthenticated(_) | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::SignOrUseOwnNode(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::SignOrUseOwnNode(_) | Self::Revoked => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Rejected(r) => rejection_status(*r),
             Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +119,9 @@ impl ApiError {
                 "a write's body is JSON: send the header content-type: application/json".to_owned()
             }
             Self::Forbidden(m) => (*m).to_owned(),
+            Self::Revoked => "this connection's certificate has been revoked; the connection is \
+                             closed: ask your organization's admin for a new certificate"
+                .to_owned(),
             Self::SignOrUseOwnNode(org) => format!(
                 "this node belongs to {org} and vouches only for {org}'s callers: send the \
                  write to a node of your own organization, or sign it with your \
@@ -163,17 +170,24 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | GrantRequiresAdmin
         | CloseRequiresAdmin
         | AccountNotOwned
-        | DebitAccountNotOwned => StatusCode::FORBIDDEN,
+        | DebitAccountNotOwned
+        | CertificateRevoked
+        | SignatureRequired
+        | AdminRequired
+        | VoteRequired => StatusCode::FORBIDDEN,
         AccountNotFound
         | DebitAccountNotFound
         | CreditAccountNotFound
-        | PendingTransferNotFound => StatusCode::NOT_FOUND,
+        | PendingTransferNotFound
+        | ProposalNotFound => StatusCode::NOT_FOUND,
         AccountExists
         | OriginReplayed
         | ExistsWithDifferentFields
         | PendingTransferAlreadyPosted
         | PendingTransferAlreadyVoided
-        | PendingTransferExpired => StatusCode::CONFLICT,
+        | PendingTransferExpired
+        | AlreadyVoted
+        | ProposalClosed => StatusCode::CONFLICT,
         UnknownReaderOrg
         | AccountsMustBeDifferent
         | AssetMismatch
@@ -184,7 +198,15 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | Overflow
         | LinkedTransferFailed
         | PendingTransferNotPending
-        | ExceedsPendingAmount => StatusCode::UNPROCESSABLE_ENTITY,
+        | ExceedsPendingAmount
+        | DebitAccountFrozen
+        | CreditAccountFrozen
+        | DigestMismatch
+        | TooManyOpenProposals
+        | InvalidAction
+        | UnknownOrg
+        | AccountAlreadyFrozen
+        | AccountNotFrozen => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -204,11 +226,37 @@ impl ResponseError for ApiError {
         self.status()
     }
     fn error_response(&self) -> HttpResponse {
-        self.render().into()
+        let mut response: HttpResponse = self.render().into();
+        if *self == Self::Revoked {
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        response
     }
 }
 
 /// Any route not served: a JSON 404.
 pub async fn no_route() -> HttpResponse {
     ApiError::NotFound("route_not_found").render().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of error codes names every rejection, with the
+    /// status the API answers it with.
+    #[test]
+    fn every_rejection_is_in_the_readmes_table_with_its_status() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| 4")).collect();
+        for r in Rejection::ALL {
+            let code = format!("`{}`", r.code());
+            let row = rows.iter().find(|row| row.contains(&code));
+            let row = row.unwrap_or_else(|| panic!("{code} is not in the README's error table"));
+            let status = format!("| {} |", status_of(*r));
+            assert!(row.starts_with(&status), "{code}: README says {row}");
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Who is calling: the identity of each connection, computed once from the
 //! verified TLS session when it opens, and handed to handlers as a
 //! [`Principal`] (API listener) or [`NodePrincipal`] (peer listener)
-//! extractor. Nothing else identifies a caller.
+//! extractor. Nothing else identifies a caller. Each request on an API
+//! connection checks again that the certificate is not revoked since: a
+//! revoked one is refused and its connection closed.
 
 use std::any::Any;
 use std::future::{ready, Ready};
@@ -18,9 +20,10 @@ use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::network::GENESIS_HEADER;
 
-/// The identity of an API connection, set when it opens.
+/// The identity of an API connection, set when it opens, and the trust
+/// that says whether its certificate has been revoked since.
 #[derive(Clone)]
-struct ApiIdentity(Result<Principal, IdentityError>);
+struct ApiIdentity(Result<Principal, IdentityError>, Arc<Trust>);
 
 /// The identity of a peer connection, set when it opens.
 #[derive(Clone)]
@@ -51,7 +54,7 @@ pub fn identify_api(
         if let Err(e) = &identity {
             refusals.refused(&format_args!("identity: {e}"));
         }
-        ext.insert(ApiIdentity(identity));
+        ext.insert(ApiIdentity(identity, trust.clone()));
     }
 }
 
@@ -76,8 +79,9 @@ impl FromRequest for Principal {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match req.conn_data::<ApiIdentity>() {
-            Some(ApiIdentity(Ok(p))) => Ok(p.clone()),
-            Some(ApiIdentity(Err(e))) => Err(ApiError::Unauthenticated(e.to_string())),
+            Some(ApiIdentity(Ok(p), trust)) if trust.is_revoked(p) => Err(ApiError::Revoked),
+            Some(ApiIdentity(Ok(p), _)) => Ok(p.clone()),
+            Some(ApiIdentity(Err(e), _)) => Err(ApiError::Unauthenticated(e.to_string())),
             None => Err(ApiError::Unauthenticated("no verified TLS session".into())),
         })
     }

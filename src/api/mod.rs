@@ -24,6 +24,7 @@ pub mod batcher;
 pub mod body;
 pub mod chain;
 pub mod error;
+pub mod gov;
 pub mod group;
 pub mod identify;
 pub mod metrics;

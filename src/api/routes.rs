@@ -13,7 +13,7 @@ use super::service::{Op, Read, Service};
 use super::views::Answer;
 use crate::identity::request::SIGNATURE_HEADER;
 use crate::identity::Principal;
-use crate::ledger::Rejection;
+use crate::ledger::{Rejection, Role};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -31,7 +31,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/transfers/{id}/proof", web::get().to(transfer_proof))
             .route("/blocks", web::get().to(list_blocks))
             .route("/blocks/{height}", web::get().to(get_block))
-            .route("/cluster", web::get().to(cluster)),
+            .route("/cluster", web::get().to(cluster))
+            .route("/gov/proposals", web::post().to(write))
+            .route("/gov/proposals", web::get().to(list_proposals))
+            .route("/gov/proposals/{id}", web::get().to(get_proposal))
+            .route("/gov/proposals/{id}/ballots", web::post().to(write))
+            .route("/gov/revocations", web::post().to(write))
+            .route("/gov/registry", web::get().to(registry)),
     )
     .default_service(web::to(no_route));
 }
@@ -77,10 +83,16 @@ async fn write(
     if !principal.role().may_write() {
         return Err(ApiError::Rejected(Rejection::RoleMayNotWrite));
     }
+    if command.is_governance() && principal.role() != Role::Admin {
+        return Err(ApiError::Rejected(Rejection::AdminRequired));
+    }
     let signed = match req.headers().get(SIGNATURE_HEADER) {
         None => None,
         Some(header) => Some(svc.client_seal(&principal, header, method, path, &body)?),
     };
+    if signed.is_none() && command.is_governance() {
+        return Err(ApiError::Rejected(Rejection::SignatureRequired));
+    }
     if signed.is_none() && principal.org() != svc.org() {
         return Err(ApiError::SignOrUseOwnNode(svc.org().to_string()));
     }
@@ -91,8 +103,9 @@ async fn write(
             return Err(ApiError::Rejected(Rejection::DebitAccountNotOwned));
         }
     }
-    // This node vouches for its own organization's callers itself.
-    let signed = signed.filter(|_| principal.org() != svc.org());
+    // This node vouches for its own organization's callers itself, but a
+    // governance write carries the admin's own signature into the chain.
+    let signed = signed.filter(|_| principal.org() != svc.org() || command.is_governance());
     let op = Op::Write(command, shape, signed);
     Ok(respond(svc.execute(&principal, &op).await))
 }
@@ -176,6 +189,37 @@ async fn get_transfer(
     let id = transfer_id(&id)?;
     let q = ReadQuery::parse(req.query_string(), &[])?;
     read(&svc, &principal, &q, Read::Transfer(id)).await
+}
+
+async fn get_proposal(
+    principal: Principal,
+    svc: web::Data<Service>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::gov::proposal_id(&id)?;
+    let q = ReadQuery::parse(req.query_string(), &[])?;
+    read(&svc, &principal, &q, Read::Proposal(id)).await
+}
+
+async fn list_proposals(
+    principal: Principal,
+    svc: web::Data<Service>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = ReadQuery::parse(req.query_string(), &["cursor", "limit"])?;
+    let from = q.history_cursor()?;
+    let limit = q.limit(svc.limits().page_items_max)?;
+    read(&svc, &principal, &q, Read::Proposals { from, limit }).await
+}
+
+async fn registry(
+    principal: Principal,
+    svc: web::Data<Service>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = ReadQuery::parse(req.query_string(), &[])?;
+    read(&svc, &principal, &q, Read::Registry).await
 }
 
 /// Cluster status from this node's view; any member certificate may ask.

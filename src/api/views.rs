@@ -90,6 +90,8 @@ pub enum Answer {
     Cluster(Box<ClusterView>),
     /// An answer the leader rendered to a forwarded request.
     Relayed(Rendered),
+    /// An answer rendered where it was made (governance views).
+    View(Rendered),
 }
 
 impl Answer {
@@ -153,7 +155,7 @@ impl Answer {
                 batch_refused(status, error, *atomic, *applied, refused)
             }
             Self::Cluster(view) => Rendered::ok(view),
-            Self::Relayed(rendered) => rendered.clone(),
+            Self::Relayed(rendered) | Self::View(rendered) => rendered.clone(),
         }
     }
 }

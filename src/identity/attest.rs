@@ -14,7 +14,9 @@
 //!    organization and valid at the ledger clock (`origin_invalid`);
 //! 3. every caller it names belongs to that node's organization
 //!    (`origin_foreign`);
-//! 4. the signature verifies under that certificate (`origin_invalid`).
+//! 4. the signature verifies under that certificate (`origin_invalid`);
+//! 5. the certificate is not revoked in the governance state the entry
+//!    applies to (`certificate_revoked`).
 //!
 //! A [`ClientSeal`] passes the same age check; its certificate must name
 //! the caller exactly (organization and role) and be valid at the ledger
@@ -45,7 +47,8 @@ use super::{load_identity, Principal, Trust};
 use crate::config::{NodeId, TlsFiles};
 use crate::error::Result;
 use crate::ledger::{
-    Actor, ClientSeal, Command, Entry, Evidence, Grouped, Hash, Rejection, Role, Seal, Verdict,
+    Actor, ClientSeal, Command, Entry, Evidence, Gov, Grouped, Hash, Rejection, Role, Seal, Serial,
+    Verdict,
 };
 
 /// Decodes a signed request (method, path, body) into the command the API
@@ -229,10 +232,29 @@ impl Attester {
     }
 }
 
+/// What a verdict is reached against: the ledger clock and the governance
+/// state before the entry.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    clock_ms: u64,
+    gov: &'a Gov,
+}
+
+impl At<'_> {
+    fn not_revoked(&self, cert: &Known) -> Verdict {
+        if self.gov.is_revoked(cert.principal.org(), &cert.serial) {
+            Err(Rejection::CertificateRevoked)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A certificate already checked: who it names, when it (and its CA) are
 /// valid, in seconds since the Unix epoch, and its public key.
 struct Known {
     principal: Principal,
+    serial: Serial,
     valid_secs: (u64, u64),
     public_key: Vec<u8>,
 }
@@ -266,37 +288,45 @@ impl Witness {
         Self { own, ..self }
     }
 
+    /// The trust this witness checks certificates against.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     /// One verdict per unit of `entry` ([`Entry::units`]), at ledger clock
-    /// `clock_ms`. A group's own evidence is not used: each bundle carries
-    /// its own.
-    pub fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict> {
+    /// `clock_ms`, with the certificates `gov` revokes refused. A group's
+    /// own evidence is not used: each bundle carries its own.
+    pub fn verdicts(&self, entry: &Entry, clock_ms: u64, gov: &Gov) -> Vec<Verdict> {
+        let at = At { clock_ms, gov };
         match (&entry.command, &entry.evidence) {
             (Command::Group(bundles), _) => bundles
                 .iter()
-                .map(|b| self.check(&b.evidence, &Attested::Bundle(&b.items), clock_ms))
+                .map(|b| self.check(&b.evidence, &Attested::Bundle(&b.items), at))
                 .collect(),
             (Command::Tick, _) => vec![Ok(())],
             (command, evidence) => {
                 let actor = &entry.actor;
-                vec![self.check(evidence, &Attested::Command { actor, command }, clock_ms)]
+                vec![self.check(evidence, &Attested::Command { actor, command }, at)]
             }
         }
     }
 
-    fn check(&self, evidence: &Evidence, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+    fn check(&self, evidence: &Evidence, what: &Attested<'_>, at: At<'_>) -> Verdict {
         if !fits(evidence) {
             return Err(Rejection::OriginInvalid);
         }
         match evidence {
             Evidence::Leader => Err(Rejection::OriginMissing),
-            Evidence::Node(seal) => self.check_node(seal, what, clock_ms),
-            Evidence::Client(seal) => self.check_client(seal, what, clock_ms),
+            Evidence::Node(seal) => self.check_node(seal, what, at),
+            Evidence::Client(seal) => self.check_client(seal, what, at),
         }
     }
 
-    fn check_node(&self, seal: &Seal, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+    fn check_node(&self, seal: &Seal, what: &Attested<'_>, at: At<'_>) -> Verdict {
+        let clock_ms = at.clock_ms;
         fresh(seal.signed_at_ms, clock_ms)?;
         let signer = self.node_cert(seal, clock_ms)?;
+        at.not_revoked(&signer)?;
         if what.actors().any(|a| &a.org != signer.principal.org()) {
             return Err(Rejection::OriginForeign);
         }
@@ -309,7 +339,8 @@ impl Witness {
             .map_err(|_| Rejection::OriginInvalid)
     }
 
-    fn check_client(&self, seal: &ClientSeal, what: &Attested<'_>, clock_ms: u64) -> Verdict {
+    fn check_client(&self, seal: &ClientSeal, what: &Attested<'_>, at: At<'_>) -> Verdict {
+        let clock_ms = at.clock_ms;
         fresh(seal.signed_at_ms, clock_ms)?;
         let (actor, command) = match what {
             Attested::Command { actor, command } => (*actor, (*command).clone()),
@@ -326,7 +357,7 @@ impl Witness {
         if decoded.as_ref() != Some(&command) {
             return Err(Rejection::OriginInvalid);
         }
-        Ok(())
+        at.not_revoked(&*self.certificate(&seal.cert, clock_ms)?)
     }
 
     /// The principal a client seal's certificate names, if it is valid at
@@ -402,6 +433,7 @@ impl Witness {
         let from = secs(leaf.validity().not_before).max(secs(ca.validity().not_before));
         let until = secs(leaf.validity().not_after).min(secs(ca.validity().not_after));
         Some(Known {
+            serial: Serial::from_be_bytes(leaf.raw_serial())?,
             public_key,
             valid_secs: (from, until),
             principal: principal.without_cert(),

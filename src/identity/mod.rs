@@ -10,7 +10,8 @@
 //! A [`Principal`] can only be made here: handlers take one as proof that the
 //! caller was verified, and never parse a certificate or read a header.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
-use crate::ledger::{Actor, OrgName, Role};
+use crate::ledger::{Actor, CertRef, OrgName, Role, Serial};
 use refusals::RefusalLog;
 
 pub mod attest;
@@ -48,6 +49,37 @@ pub struct Trust {
     ca_by_org: Vec<(OrgName, CertificateDer<'static>)>,
     /// Node id → organization, for checking peer certificates.
     nodes: Vec<(NodeId, OrgName)>,
+    /// Revoked certificates as this node's applied state has them: refused
+    /// in the handshake and on every request.
+    revoked: Revoked,
+}
+
+/// The revoked certificates the listeners refuse, replaced whole whenever
+/// the applied governance state changes them.
+#[derive(Clone, Debug, Default)]
+pub struct Revoked(Arc<RwLock<HashSet<CertRef>>>);
+
+impl Revoked {
+    pub fn contains(&self, org: &OrgName, serial: &Serial) -> bool {
+        let set = self.0.read().unwrap_or_else(|p| p.into_inner());
+        !set.is_empty()
+            && set.contains(&CertRef {
+                org: org.clone(),
+                serial: serial.clone(),
+            })
+    }
+
+    /// Whether a certificate (DER) is revoked: by its `O` and serial (a
+    /// certificate whose `O` is not its issuer's is refused anyway).
+    fn contains_der(&self, der: &[u8]) -> bool {
+        if self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            return false;
+        }
+        match Subject::parse(&CertificateDer::from(der)) {
+            Ok(s) => OrgName::parse(&s.org).is_ok_and(|org| self.contains(&org, &s.serial)),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Trust {
@@ -85,7 +117,21 @@ impl Trust {
             by_org,
             ca_by_org,
             nodes,
+            revoked: Revoked::default(),
         })
+    }
+
+    /// Replaces the revoked certificates the listeners refuse.
+    pub fn set_revoked(&self, certs: impl Iterator<Item = CertRef>) {
+        let set: HashSet<CertRef> = certs.collect();
+        *self.revoked.0.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
+
+    /// Whether `p`'s certificate is revoked now.
+    pub fn is_revoked(&self, p: &Principal) -> bool {
+        p.serial
+            .as_ref()
+            .is_some_and(|s| self.revoked.contains(&p.org, s))
     }
 
     /// A client config for calling one peer, which must prove to be that
@@ -123,19 +169,33 @@ impl Trust {
         let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
-        let verifier = Arc::new(LoggedClientVerifier { inner, refusals });
+        let verifier = Arc::new(LoggedClientVerifier {
+            inner,
+            refusals,
+            revoked: self.revoked.clone(),
+        });
         let (chain, key) = load_identity(own)?;
-        ServerConfig::builder_with_provider(provider())
+        let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)
-            .map_err(|e| Error::Tls(e.to_string()))
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        // No resumption: every connection runs the full handshake, so a
+        // revoked certificate cannot come back on an old session.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(config)
     }
 
-    /// Identifies the holder of a verified certificate chain (leaf first).
+    /// Identifies the holder of a verified certificate chain (leaf first),
+    /// now: also refused if the certificate is revoked.
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
-        self.identify_at(chain, UnixTime::now())
+        let p = self.identify_at(chain, UnixTime::now())?;
+        if self.is_revoked(&p) {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(p)
     }
 
     /// Identifies the holder of a certificate chain (leaf first) as of
@@ -165,6 +225,7 @@ impl Trust {
             org,
             role,
             name: subject.name,
+            serial: Some(subject.serial),
             cert: Arc::from(leaf.as_ref()),
         })
     }
@@ -205,6 +266,7 @@ impl Trust {
 struct LoggedClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     refusals: Arc<RefusalLog>,
+    revoked: Revoked,
 }
 
 impl ClientCertVerifier for LoggedClientVerifier {
@@ -226,9 +288,14 @@ impl ClientCertVerifier for LoggedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let verified = self
+        let mut verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
+        if verified.is_ok() && self.revoked.contains_der(end_entity) {
+            verified = Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
         if let Err(e) = &verified {
             self.refusals
                 .refused(&format_args!("client certificate: {e}"));
@@ -334,6 +401,8 @@ pub enum IdentityError {
     NotANode,
     #[error("the certificate lacks the clientAuth extended key usage (issue it with scripts/issue-cert.sh)")]
     NoClientAuth,
+    #[error("the certificate is revoked: ask your organization's admin for a new one")]
+    Revoked,
 }
 
 /// A verified caller of the API listener.
@@ -343,6 +412,9 @@ pub struct Principal {
     role: Role,
     /// The certificate's CN.
     name: String,
+    /// The certificate's serial; none for a caller forwarded by a peer.
+    #[serde(skip)]
+    serial: Option<Serial>,
     /// The certificate (DER); empty for a caller forwarded by a peer.
     #[serde(skip)]
     cert: Arc<[u8]>,
@@ -361,6 +433,10 @@ impl Principal {
     /// The caller's certificate (DER), as its TLS session presented it.
     pub fn cert(&self) -> &[u8] {
         &self.cert
+    }
+    /// The caller's certificate's serial (none for a forwarded caller).
+    pub fn serial(&self) -> Option<&Serial> {
+        self.serial.as_ref()
     }
     /// The same caller, without its certificate's bytes (for keeping).
     pub fn without_cert(self) -> Self {
@@ -397,6 +473,7 @@ impl Principal {
             org: f.org,
             role: f.role,
             name: f.name,
+            serial: None,
             cert: Arc::from(&[][..]),
         })
     }
@@ -432,6 +509,7 @@ struct Subject {
     /// usages. The chain check accepts a leaf without that extension at
     /// all; a member identity must have it.
     client_auth: bool,
+    serial: Serial,
 }
 
 impl Subject {
@@ -454,7 +532,9 @@ impl Subject {
             cert.extended_key_usage(),
             Ok(Some(eku)) if eku.value.client_auth
         );
+        let serial = Serial::from_be_bytes(cert.raw_serial()).ok_or(IdentityError::BadSubject)?;
         Ok(Self {
+            serial,
             org: one(Box::new(subject.iter_organization()))?,
             role: one(Box::new(subject.iter_organizational_unit()))?,
             name: one(Box::new(subject.iter_common_name()))?,
@@ -552,6 +632,15 @@ pub fn load_identity(
             ))
         })?;
     Ok((chain, key))
+}
+
+/// The first certificate (DER) of a PEM text.
+pub fn first_cert_der(pem: &[u8]) -> Option<Vec<u8>> {
+    parse_certs(pem)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(|c| c.to_vec())
 }
 
 fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {

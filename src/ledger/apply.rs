@@ -48,11 +48,16 @@ impl Ledger {
                 Evidence::Node(seal) => Some(seal.signed_at_ms),
                 Evidence::Client(seal) => Some(seal.signed_at_ms),
             },
+            client: match &entry.evidence {
+                Evidence::Client(seal) => Some(seal),
+                Evidence::Leader | Evidence::Node(_) => None,
+            },
         };
         let named = entry.command.transfers_named();
         let mut changes = Changes::for_transfers(named, entry.blinding);
         self.stored_at.reserve(named);
         self.expire_due(at, &mut changes);
+        self.expire_proposals(at, &mut changes);
         let outcome = match (&entry.command, verdicts) {
             (Command::Group(_), _) | (_, [Ok(())]) => {
                 self.run_command(at, &entry.command, verdicts, &mut changes)
@@ -102,6 +107,13 @@ impl Ledger {
                 Outcome::Account(self.set_readers(at, id, readers, changes))
             }
             Command::Tick => Outcome::Ticked,
+            Command::Propose(action) => Outcome::Proposal(self.propose(at, action, changes)),
+            Command::Ballot {
+                proposal,
+                approve,
+                digest,
+            } => Outcome::Proposal(self.vote(at, *proposal, *approve, digest, changes)),
+            Command::Revoke(cert) => Outcome::Revoked(self.revoke_own(at, cert, changes)),
             Command::Group(bundles) => {
                 let items = bundles
                     .iter()
@@ -135,6 +147,8 @@ fn refuse_all(command: &Command, r: Rejection) -> Outcome {
         Command::Transfers { transfers, .. } => Outcome::Transfers(vec![Err(r); transfers.len()]),
         Command::PostPending { .. } | Command::VoidPending { .. } => Outcome::Transfer(Err(r)),
         Command::Tick => Outcome::Ticked,
+        Command::Propose(_) | Command::Ballot { .. } => Outcome::Proposal(Err(r)),
+        Command::Revoke(_) => Outcome::Revoked(Err(r)),
         Command::Group(_) => unreachable!("a group's verdicts are its bundles'"),
     }
 }

@@ -47,9 +47,12 @@ pub struct Changes {
     pub blinding: Blinding,
     /// The block this entry became.
     pub block: Option<BlockHeader>,
+    /// Whether the governance state changed (it is stored whole).
+    pub gov: bool,
     /// The changed records in their stored encoding, in the order of
-    /// `accounts`, `transfers`, `rejected`, `history`: encoded once, for the
-    /// block's state digest and for the caller to persist.
+    /// `accounts`, `transfers`, `rejected`, `history`, then the governance
+    /// state if it changed: encoded once, for the block's state digest and
+    /// for the caller to persist.
     pub encoded: Encoded,
 }
 
@@ -73,9 +76,14 @@ impl Money {
 }
 
 impl Changes {
-    /// Changed records: accounts, transfers, refusals and history items.
+    /// Changed records: accounts, transfers, refusals, history items and
+    /// the governance state.
     pub fn record_count(&self) -> usize {
-        self.accounts.len() + self.transfers.len() + self.rejected.len() + self.history.len()
+        self.accounts.len()
+            + self.transfers.len()
+            + self.rejected.len()
+            + self.history.len()
+            + usize::from(self.gov)
     }
 
     /// Room for an entry that names `n` transfers: each makes at most one

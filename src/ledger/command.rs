@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Account, AccountId, Actor, Amount, Blinding, Bundle, Evidence, NewAccount, NewTransfer,
-    OrgName, Rejection, Transfer, TransferId,
+    Account, AccountId, Action, Actor, Amount, Blinding, Bundle, CertRef, Evidence, NewAccount,
+    NewTransfer, OrgName, Proposal, Rejection, Revocation, Transfer, TransferId,
 };
 
 /// A command in the replicated log.
@@ -43,6 +43,16 @@ pub enum Command {
     /// node that accepted them. Each transfer is checked as its own
     /// caller's, on its own.
     Group(Vec<Bundle>),
+    /// Governance (see `gov/`): an admin's proposal, signed by the admin.
+    Propose(Action),
+    /// An admin's ballot on a proposal, over the proposal's digest.
+    Ballot {
+        proposal: u64,
+        approve: bool,
+        digest: String,
+    },
+    /// An admin revokes one of its own organization's certificates, at once.
+    Revoke(CertRef),
 }
 
 impl Command {
@@ -69,6 +79,15 @@ impl Command {
         }
     }
 
+    /// Whether the command is governance: it must carry its caller's own
+    /// signature.
+    pub fn is_governance(&self) -> bool {
+        matches!(
+            self,
+            Command::Propose(_) | Command::Ballot { .. } | Command::Revoke(_)
+        )
+    }
+
     /// How many transfers the command names: new ones, or the pending one
     /// it posts or voids.
     pub fn transfers_named(&self) -> usize {
@@ -79,7 +98,10 @@ impl Command {
             Command::CreateAccount(_)
             | Command::CloseAccount { .. }
             | Command::SetReaders { .. }
-            | Command::Tick => 0,
+            | Command::Tick
+            | Command::Propose(_)
+            | Command::Ballot { .. }
+            | Command::Revoke(_) => 0,
         }
     }
 }
@@ -124,4 +146,7 @@ pub enum Outcome {
     Transfers(Vec<Result<Transfer, Rejection>>),
     Transfer(Result<Transfer, Rejection>),
     Ticked,
+    /// A proposal as the entry left it.
+    Proposal(Result<Proposal, Rejection>),
+    Revoked(Result<Revocation, Rejection>),
 }

@@ -10,7 +10,8 @@
 
 use serde::Serialize;
 
-use super::{Account, Transfer, TransferState};
+use super::gov::{Ballot, ProposalState, Revocation};
+use super::{Account, OrgName, Proposal, Transfer, TransferState};
 
 /// A block leaf: one result of the entry.
 #[derive(Serialize)]
@@ -19,7 +20,32 @@ pub(super) enum Leaf<'a> {
     Transfer(&'a Transfer),
     Expired(&'a Transfer),
     Account(&'a Account),
-    Refused { code: &'static str },
+    Refused {
+        code: &'static str,
+    },
+    /// A proposal as it was opened.
+    Proposal(&'a Proposal),
+    Ballot(BallotLeaf<'a>),
+    /// A proposal's end: executed, failed (with a code), rejected or
+    /// expired.
+    Decided {
+        proposal: u64,
+        state: ProposalState,
+        code: Option<&'static str>,
+    },
+    /// A certificate its own organization revoked.
+    Revoked(&'a Revocation),
+}
+
+/// A ballot with everything needed to check its signature without the
+/// ledger (see [`Ballot`]).
+#[derive(Serialize)]
+pub(super) struct BallotLeaf<'a> {
+    pub(super) proposal: u64,
+    pub(super) org: &'a OrgName,
+    pub(super) digest: &'a str,
+    #[serde(flatten)]
+    pub(super) ballot: &'a Ballot,
 }
 
 /// `leaf` as canonical JSON.
@@ -27,7 +53,12 @@ pub(super) fn leaf_json(leaf: &Leaf<'_>) -> Vec<u8> {
     let json = match leaf {
         Leaf::Transfer(t) => transfer_json("transfer", t),
         Leaf::Expired(t) => transfer_json("expired", t),
-        Leaf::Account(_) | Leaf::Refused { .. } => serde_json_leaf(leaf),
+        Leaf::Account(_)
+        | Leaf::Refused { .. }
+        | Leaf::Proposal(_)
+        | Leaf::Ballot(_)
+        | Leaf::Decided { .. }
+        | Leaf::Revoked(_) => serde_json_leaf(leaf),
     };
     debug_assert_eq!(
         String::from_utf8_lossy(&json),

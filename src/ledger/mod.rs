@@ -45,6 +45,8 @@
 //! - `seal.rs`: an entry's leaves, state digest and block header;
 //!   `chain.rs`, `leaf.rs`: hashing and proofs.
 //! - `settled.rs`: forgetting settled transfers and loading them back.
+//! - `gov/`: governance, the consortium's rules ([`Gov`]): proposals,
+//!   ballots, revocations, frozen accounts and corrections.
 //! - `invariants.rs`: the release-build assertions above, and [`Ledger::totals`].
 //! - `ids.rs`, `types.rs`, `rejection.rs`: the values and refusals all of the
 //!   above speak in.
@@ -55,6 +57,7 @@ mod apply;
 pub mod chain;
 mod changes;
 mod command;
+pub mod gov;
 pub mod ids;
 mod invariants;
 mod leaf;
@@ -71,6 +74,9 @@ pub use actor::{Actor, Role};
 pub use chain::{Blinding, BlockHeader, Hash, Proof};
 pub use changes::Changes;
 pub use command::{Command, Entry, Grouped, Outcome};
+pub use gov::{
+    Action, CertRef, Gov, Policy, Proposal, ProposalState, Revocation, Serial, Threshold,
+};
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
 pub use leaf::transfer_leaf;
 pub use origin::{Bundle, ClientSeal, Evidence, Seal, Verdict};

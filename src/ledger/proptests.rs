@@ -308,5 +308,7 @@ fn outcome_codes(o: &Outcome) -> Vec<Result<(), &'static str>> {
         Outcome::Transfer(r) => vec![code(r)],
         Outcome::Account(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
         Outcome::Ticked => vec![],
+        Outcome::Proposal(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
+        Outcome::Revoked(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
     }
 }

@@ -74,6 +74,25 @@ rejections! {
     IdOutsideNamespace => "id_outside_namespace", "an account or transfer id begins with the name of the organization that creates it and a dot, e.g. org1.payroll or org1.pay-0001";
     /// A grant change signed no later than the one in force.
     OriginReplayed => "origin_replayed", "this grant change was signed no later than the one in force (a replay, or an older request): sign a new request";
+    /// The certificate that attests or signed the write was revoked.
+    CertificateRevoked => "certificate_revoked", "the certificate that signed or attests this write is revoked";
+    DebitAccountFrozen => "debit_account_frozen", "the debit account is frozen by a governance vote";
+    CreditAccountFrozen => "credit_account_frozen", "the credit account is frozen by a governance vote";
+    /// A governance write without the caller's own signature.
+    SignatureRequired => "signature_required", "governance writes must be signed with the admin's own certificate key (alliance client signs every write)";
+    AdminRequired => "admin_required", "only an organization's admin may propose, vote or revoke";
+    ProposalNotFound => "proposal_not_found", "no such proposal";
+    /// The ballot signs another digest than the proposal's.
+    DigestMismatch => "digest_mismatch", "the ballot's digest is not the proposal's: fetch the proposal and sign its digest";
+    AlreadyVoted => "already_voted", "this organization has already voted on the proposal; a ballot is never changed";
+    ProposalClosed => "proposal_closed", "the proposal is no longer open: it executed, failed, was rejected or expired";
+    TooManyOpenProposals => "too_many_open_proposals", "this organization has as many open proposals as it may: wait until one is decided or expires";
+    InvalidAction => "invalid_action", "the proposed action is not well formed (a policy threshold at or below one half, a correction from an account to itself, a memo too long)";
+    UnknownOrg => "unknown_org", "the organization is not a member of the consortium";
+    /// Revoking another organization's certificate needs a vote.
+    VoteRequired => "vote_required", "revoking another organization's certificate needs a proposal and a vote (alliance client gov propose revoke)";
+    AccountAlreadyFrozen => "account_already_frozen", "the account is already frozen";
+    AccountNotFrozen => "account_not_frozen", "the account is not frozen";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

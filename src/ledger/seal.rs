@@ -37,7 +37,9 @@ impl Ledger {
                     changes.push_leaf(&r.as_ref().map_or_else(refused, Leaf::Transfer));
                 }
             }
-            Outcome::Ticked => {}
+            // A governance entry's leaves were added as it ran.
+            Outcome::Ticked | Outcome::Proposal(Ok(_)) | Outcome::Revoked(Ok(_)) => {}
+            Outcome::Proposal(Err(r)) | Outcome::Revoked(Err(r)) => changes.push_leaf(&refused(r)),
         }
         self.gather_transfers(changes);
         let state_digest = self.state_digest(changes, at.height);
@@ -107,6 +109,9 @@ impl Ledger {
         }
         for item in &changes.history {
             d.add("history", encoded.push(item));
+        }
+        if changes.gov {
+            d.add("gov", encoded.push(&self.gov));
         }
         changes.encoded = encoded;
         d.finish()

@@ -28,7 +28,10 @@ impl Ledger {
             Command::CreateAccount(_)
             | Command::CloseAccount { .. }
             | Command::SetReaders { .. }
-            | Command::Tick => vec![],
+            | Command::Tick
+            | Command::Propose(_)
+            | Command::Ballot { .. }
+            | Command::Revoke(_) => vec![],
         };
         named
             .into_iter()

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::mutate::Journal;
 use super::{
-    Account, AccountId, Actor, BlockHeader, Hash, OrgName, RejectedTransfer, Transfer, TransferId,
-    TransferState,
+    Account, AccountId, Actor, BlockHeader, ClientSeal, Gov, Hash, OrgName, RejectedTransfer,
+    Transfer, TransferId, TransferState,
 };
 
 /// Where each transfer's latest version is stored: its id, with the height
@@ -51,6 +51,8 @@ pub struct Ledger {
     pub(super) clock_ms: u64,
     /// The last block's header (block 0 from genesis).
     pub(super) head: BlockHeader,
+    /// The consortium's governance state.
+    pub(super) gov: Gov,
     /// Undo records while an atomic batch runs; never persisted.
     #[serde(skip)]
     pub(super) journal: Option<Journal>,
@@ -72,6 +74,9 @@ pub(super) struct At<'a> {
     /// When the entry's command was signed, by its evidence (none for the
     /// leader's own entries and for groups, whose bundles carry their own).
     pub(super) signed_at_ms: Option<u64>,
+    /// The caller's own signature, if it signed the command (governance
+    /// requires one).
+    pub(super) client: Option<&'a ClientSeal>,
 }
 
 impl Ledger {
@@ -82,6 +87,11 @@ impl Ledger {
             head: BlockHeader::genesis(genesis_hash),
             ..Self::default()
         }
+    }
+
+    /// This ledger, starting with governance state `gov` (genesis's policy).
+    pub fn with_gov(self, gov: Gov) -> Self {
+        Self { gov, ..self }
     }
 
     /// A new ledger for tests and benchmarks (a genesis hash of zeros).
@@ -126,6 +136,7 @@ impl Ledger {
             expiries,
             clock_ms,
             head,
+            gov: Gov::default(),
             journal: None,
             forgets_settled: true,
         }
@@ -144,6 +155,9 @@ impl Ledger {
     /// The last block's header.
     pub fn head(&self) -> &BlockHeader {
         &self.head
+    }
+    pub fn gov(&self) -> &Gov {
+        &self.gov
     }
     pub fn account(&self, id: &AccountId) -> Option<&Account> {
         self.accounts.get(id)

@@ -79,6 +79,8 @@ impl Run {
             Outcome::Transfer(r) => r.is_ok(),
             Outcome::Transfers(rs) => rs.iter().all(Result::is_ok),
             Outcome::Ticked => true,
+            Outcome::Proposal(r) => r.is_ok(),
+            Outcome::Revoked(r) => r.is_ok(),
         };
         assert!(fine, "{out:?}");
     }
@@ -403,6 +405,11 @@ fn every_rejection_is_triggered_and_changes_nothing() {
         covered.insert(r.code()); // a_refused_origin_refuses_its_unit_and_changes_nothing
     }
     covered.insert(OriginReplayed.code()); // a_grant_signed_before_the_one_in_force_is_refused
+    for r in gov::tests::COVERED {
+        covered.insert(r.code()); // the governance tests, each named there
+    }
+    // identity::attest::tests::a_revoked_certificate_attests_nothing
+    covered.insert(CertificateRevoked.code());
     let all: BTreeSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(covered, all, "every rejection code has a case");
 }
@@ -980,6 +987,7 @@ fn seal_next(edit: impl FnOnce(&mut state::At<'_>)) {
         timestamp_ms: r.l.clock_ms(),
         clock_ms: r.l.clock_ms(),
         signed_at_ms: None,
+        client: None,
     };
     edit(&mut at);
     r.l.seal_block(at, &Outcome::Ticked, 0, &mut Changes::default());

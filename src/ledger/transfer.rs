@@ -5,8 +5,8 @@ use super::leaf::Leaf;
 use super::mutate::{record, Journal};
 use super::state::At;
 use super::{
-    ensure, Account, Amount, Asset, Changes, Event, Ledger, NewTransfer, RejectedTransfer,
-    Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
+    ensure, Account, AccountId, Amount, Asset, Changes, Event, Ledger, NewTransfer,
+    RejectedTransfer, Rejection, Transfer, TransferId, TransferState, TOTAL_MAX,
 };
 
 /// `a + b` if it stays at or below [`TOTAL_MAX`].
@@ -22,6 +22,14 @@ fn totals_fit(pending: bool, debit: &Account, credit: &Account, amount: u128) ->
     } else {
         add(debit.debits_posted, amount).is_some() && add(credit.credits_posted, amount).is_some()
     }
+}
+
+/// Whether a new transfer is stopped by a frozen account: every one but
+/// a correction is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freezes {
+    Apply,
+    Ignore,
 }
 
 /// The record of a new transfer that passed every check.
@@ -129,8 +137,7 @@ impl Ledger {
     /// `debit_account_not_found`, `credit_account_not_found`,
     /// `debit_account_not_owned`, the id (same request → the original
     /// transfer or refusal; another → `exists_with_different_fields`),
-    /// `asset_mismatch`, `debit_account_closed`, `credit_account_closed`,
-    /// `insufficient_funds`, `exceeds_balance_max`, `overflow`.
+    /// then [`Self::check_and_move`]'s.
     pub(super) fn transfer_one(
         &mut self,
         at: At<'_>,
@@ -152,10 +159,10 @@ impl Ledger {
             .accounts
             .get(&req.debit_account)
             .ok_or(Rejection::DebitAccountNotFound)?;
-        let credit = self
-            .accounts
-            .get(&req.credit_account)
-            .ok_or(Rejection::CreditAccountNotFound)?;
+        ensure(
+            self.accounts.contains_key(&req.credit_account),
+            Rejection::CreditAccountNotFound,
+        )?;
         ensure(debit.owner == actor.org, Rejection::DebitAccountNotOwned)?;
         if let Some(existing) = self.known(&req.id, changes) {
             // Exactly once: a re-send gets the original result.
@@ -172,6 +179,44 @@ impl Ledger {
                 Rejection::ExistsWithDifferentFields
             });
         }
+        self.check_and_move(at, req, leaf_index, Freezes::Apply, changes)
+    }
+
+    /// A correction a proposal approved: posted by `at.actor` (`gov`)
+    /// between any two accounts, its leaf added at once. Its id is the
+    /// proposal's and holds nothing yet; then the checks of
+    /// [`Self::check_and_move`], a freeze left out.
+    pub(super) fn correct(
+        &mut self,
+        at: At<'_>,
+        req: &NewTransfer,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        assert!(
+            !self.stored_at.contains_key(req.id.as_str()) && !self.rejected.contains_key(&req.id),
+            "a correction's id is its proposal's, and a proposal executes once"
+        );
+        let leaf_index = changes.leaf_hashes.len() as u64;
+        let t = self.check_and_move(at, req, leaf_index, Freezes::Ignore, changes)?;
+        changes.push_leaf(&Leaf::Transfer(&t));
+        Ok(t)
+    }
+
+    /// The checks of a new transfer whose accounts exist and whose id is
+    /// free, in order: `asset_mismatch`, `debit_account_closed`,
+    /// `credit_account_closed`, `debit_account_frozen`,
+    /// `credit_account_frozen`, `insufficient_funds`,
+    /// `exceeds_balance_max`, `overflow`; then it moves the funds.
+    fn check_and_move(
+        &mut self,
+        at: At<'_>,
+        req: &NewTransfer,
+        leaf_index: u64,
+        freezes: Freezes,
+        changes: &mut Changes,
+    ) -> Result<Transfer, Rejection> {
+        let debit = &self.accounts[&req.debit_account];
+        let credit = &self.accounts[&req.credit_account];
         ensure(debit.asset == credit.asset, Rejection::AssetMismatch)?;
         ensure(
             req.asset.as_ref().is_none_or(|a| a == &debit.asset),
@@ -179,6 +224,9 @@ impl Ledger {
         )?;
         ensure(!debit.closed, Rejection::DebitAccountClosed)?;
         ensure(!credit.closed, Rejection::CreditAccountClosed)?;
+        if freezes == Freezes::Apply {
+            self.ensure_not_frozen(&req.debit_account, &req.credit_account)?;
+        }
         let amount = u128::from(req.amount.units());
         ensure(debit.can_debit(amount), Rejection::InsufficientFunds)?;
         ensure(credit.can_credit(amount), Rejection::ExceedsBalanceMax)?;
@@ -189,6 +237,12 @@ impl Ledger {
         let transfer = transfer_record(at, req, &debit.asset, leaf_index);
         self.move_funds(at, &transfer, changes);
         Ok(transfer)
+    }
+
+    /// `debit_account_frozen`, `credit_account_frozen`.
+    fn ensure_not_frozen(&self, debit: &AccountId, credit: &AccountId) -> Result<(), Rejection> {
+        ensure(!self.gov.is_frozen(debit), Rejection::DebitAccountFrozen)?;
+        ensure(!self.gov.is_frozen(credit), Rejection::CreditAccountFrozen)
     }
 
     /// Reserves (pending) or moves (posted) a new transfer's amount, with
@@ -245,6 +299,7 @@ impl Ledger {
     /// rest. After [`Self::pending_for`]'s checks: already posted (the same
     /// amount again → the transfer; another → `pending_transfer_already_posted`),
     /// `pending_transfer_already_voided`, `pending_transfer_expired`,
+    /// `debit_account_frozen`, `credit_account_frozen`,
     /// `exceeds_pending_amount`, `overflow`.
     pub(super) fn post_pending(
         &mut self,
@@ -262,6 +317,7 @@ impl Ledger {
             TransferState::Expired => return Err(Rejection::PendingTransferExpired),
             TransferState::Pending => {}
         }
+        self.ensure_not_frozen(&t.debit_account, &t.credit_account)?;
         ensure(amount <= t.amount, Rejection::ExceedsPendingAmount)?;
         let units = u128::from(amount.units());
         let fits = add(self.accounts[&t.debit_account].debits_posted, units).is_some()
@@ -375,5 +431,6 @@ fn remembered(r: Rejection) -> bool {
             | Rejection::OriginInvalid
             | Rejection::OriginForeign
             | Rejection::OriginStale
+            | Rejection::CertificateRevoked
     )
 }

@@ -41,7 +41,28 @@ pub struct Store {
     pub durable: Durable,
 }
 
+/// Key, in the `raft` tree, of the SHA-256 of the genesis file the data
+/// directory was made with.
+const GENESIS_KEY: &[u8] = b"genesis";
+
 impl Store {
+    /// Binds the data directory to the genesis file whose SHA-256 is
+    /// `hash`: recorded on the first start; afterwards the recorded hash
+    /// if it is another one.
+    pub fn bind_genesis(&self, hash: &str) -> io::Result<Option<String>> {
+        match self.raft.get(GENESIS_KEY).map_err(io::Error::other)? {
+            Some(made_with) if made_with.as_ref() == hash.as_bytes() => Ok(None),
+            Some(made_with) => Ok(Some(String::from_utf8_lossy(&made_with).into_owned())),
+            None => {
+                (self.raft)
+                    .insert(GENESIS_KEY, hash.as_bytes())
+                    .map_err(io::Error::other)?;
+                self.durable.sync()?;
+                Ok(None)
+            }
+        }
+    }
+
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
@@ -282,6 +303,8 @@ pub enum StateKey<'a> {
     Clock,
     /// The last block's header.
     Head,
+    /// The governance state ([`crate::ledger::Gov`]), whole.
+    Gov,
     /// A block's header, by height (big-endian).
     Block(u64),
     /// A block's leaf hashes, by height, in chunks numbered from 0 (a
@@ -334,6 +357,7 @@ impl StateKey<'_> {
             Self::Membership => (0x02, ""),
             Self::Clock => (0x04, ""),
             Self::Head => (0x05, ""),
+            Self::Gov => (0x06, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };

@@ -18,7 +18,12 @@ use crate::ledger::{
 struct AcceptAll;
 
 impl super::state_machine::OriginCheck for AcceptAll {
-    fn verdicts(&self, entry: &Entry, _clock_ms: u64) -> Vec<crate::ledger::Verdict> {
+    fn verdicts(
+        &self,
+        entry: &Entry,
+        _clock_ms: u64,
+        _gov: &crate::ledger::Gov,
+    ) -> Vec<crate::ledger::Verdict> {
         vec![Ok(()); entry.units()]
     }
 }

@@ -776,3 +776,34 @@ async fn cluster_status_says_which_peers_answer() {
     assert!(never["height"].is_null(), "{never}");
     assert!(never["last_contact_ms_ago"].is_null(), "{never}");
 }
+
+/// A data directory is bound to the genesis file it was made with: started
+/// with another one, the node refuses and says what to do instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_started_with_another_genesis_refuses_and_names_the_fix() {
+    let mut c = Cluster::start().await;
+    c.seed(ISSUED).await;
+    c.kill(1);
+    let node = c.layout.node(1).clone();
+    let config: toml::Table = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let genesis = std::path::PathBuf::from(config["genesis"].as_str().unwrap());
+    let original = std::fs::read_to_string(&genesis).unwrap();
+    // The obvious way to add an organization: edit genesis.
+    std::fs::write(&genesis, format!("{original}\n# org4 joins\n")).unwrap();
+    let message = node_exit_message(&node.config).await;
+    assert!(
+        message.contains("this data directory was made with the genesis file"),
+        "{message}"
+    );
+    assert!(message.contains("alliance client gov propose"), "{message}");
+    // With its own genesis back, it starts and serves what it had.
+    std::fs::write(&genesis, original).unwrap();
+    c.restart(1);
+    eventually("node 1 to serve again", || async {
+        c.balance(1, 1, "org1.ops", true).await
+    })
+    .await;
+}

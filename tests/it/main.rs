@@ -4,6 +4,7 @@ mod attest;
 mod chain;
 mod cluster;
 mod errors;
+mod gov;
 mod harness;
 mod identity;
 mod ledger_api;

@@ -87,6 +87,12 @@ pub enum Read {
         limit: usize,
     },
     Proof(TransferId),
+    Proposal(u64),
+    Proposals {
+        from: u64,
+        limit: usize,
+    },
+    Registry,
 }
 
 impl Op {

@@ -8,7 +8,9 @@ use tokio::time::Instant;
 use super::{Attempt, Outcome, Read, Service};
 use crate::api::chain;
 use crate::api::error::ApiError;
+use crate::api::gov as gov_views;
 use crate::api::views::{Answer, HeadView};
+use crate::config::Genesis;
 use crate::config::NodeId;
 use crate::identity::Principal;
 use crate::ledger::chain::{
@@ -24,6 +26,7 @@ struct Reader<'a> {
     actor: Actor,
     as_of: u64,
     genesis_hash: [u8; 32],
+    genesis: &'a Genesis,
 }
 
 /// A stored state that could not be read: the node cannot serve this now.
@@ -78,6 +81,7 @@ impl Service {
             principal,
             actor: principal.actor(),
             genesis_hash: self.genesis.hash_bytes(),
+            genesis: &self.genesis,
         };
         match read {
             Read::Account {
@@ -94,6 +98,9 @@ impl Service {
             Read::Block(h) => r.block(*h),
             Read::Blocks { from, limit } => r.blocks(*from, *limit),
             Read::Proof(id) => r.proof(id),
+            Read::Proposal(id) => r.proposal(*id),
+            Read::Proposals { from, limit } => r.proposals(*from, *limit),
+            Read::Registry => r.registry(),
         }
     }
 
@@ -117,6 +124,30 @@ impl Service {
 }
 
 impl Reader<'_> {
+    fn members(&self) -> usize {
+        self.state.ledger.orgs().len()
+    }
+
+    fn proposal(&self, id: u64) -> Outcome {
+        let gov = self.state.ledger.gov();
+        let p = gov
+            .proposal(id)
+            .ok_or(ApiError::NotFound("proposal_not_found"))?;
+        let view = gov_views::proposal(p, gov, self.members(), Some(self.as_of));
+        Ok(Answer::View(view))
+    }
+
+    fn proposals(&self, from: u64, limit: usize) -> Outcome {
+        let gov = self.state.ledger.gov();
+        let view = gov_views::proposals(gov, self.members(), from, limit, self.as_of);
+        Ok(Answer::View(view))
+    }
+
+    fn registry(&self) -> Outcome {
+        let view = gov_views::registry(self.genesis, self.state.ledger.gov(), self.as_of);
+        Ok(Answer::View(view))
+    }
+
     /// An account the caller may see; any other is not found.
     fn visible(&self, id: &AccountId) -> Result<&Account, ApiError> {
         self.state

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{Attempt, Outcome, Service};
 use crate::api::body::Shape;
 use crate::api::error::ApiError;
+use crate::api::gov as gov_views;
 use crate::api::group::{GroupError, Unit};
 use crate::api::views::Answer;
 use crate::identity::attest::Attested;
@@ -87,13 +88,9 @@ impl Service {
         self.stats.proposed(committed, proposed.elapsed());
         match written {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
-            Ok(Ok(resp)) => Ok(answer(
-                resp.data,
-                principal,
-                command,
-                shape,
-                resp.log_id.index,
-            )),
+            Ok(Ok(resp)) => {
+                Ok(self.answer(resp.data, principal, command, shape, resp.log_id.index))
+            }
             // Usually "not leader, nothing appended"; but openraft also says
             // so after appending and then losing leadership, when the entry
             // may still commit. Retrying is safe; "nothing written" is not.
@@ -133,7 +130,7 @@ impl Service {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
             Ok(Ok((results, index))) => {
                 let outcome = ledger::Outcome::Transfers(results);
-                Ok(answer(Some(outcome), principal, command, shape, index))
+                Ok(self.answer(Some(outcome), principal, command, shape, index))
             }
             Ok(Err(GroupError::NotLeader)) => Err(Attempt::Retry),
             Ok(Err(GroupError::MaybeProposed)) => Err(Attempt::RetryMaybeProposed),
@@ -141,47 +138,57 @@ impl Service {
     }
 }
 
-/// The answer to an applied entry's outcome, in the shape the request
-/// asked for.
-fn answer(
-    outcome: Option<ledger::Outcome>,
-    principal: &Principal,
-    command: &Command,
-    shape: Shape,
-    log_index: u64,
-) -> Outcome {
-    use ledger::Outcome as O;
-    match outcome {
-        Some(O::Account(Ok(account))) => Ok(Answer::Account {
-            account,
-            viewer: principal.org().clone(),
-            as_of: log_index,
-        }),
-        Some(O::Account(Err(r)) | O::Transfer(Err(r))) => Err(ApiError::Rejected(r)),
-        Some(O::Transfer(Ok(transfer))) => Ok(Answer::Transfer {
-            transfer,
-            as_of: None,
-        }),
-        Some(O::Transfers(results)) if shape != Shape::One => match command {
-            Command::Transfers { transfers, atomic } => {
-                Ok(batch(*atomic, transfers, results, shape))
+impl Service {
+    /// The answer to an applied entry's outcome, in the shape the request
+    /// asked for.
+    fn answer(
+        &self,
+        outcome: Option<ledger::Outcome>,
+        principal: &Principal,
+        command: &Command,
+        shape: Shape,
+        log_index: u64,
+    ) -> Outcome {
+        use ledger::Outcome as O;
+        match outcome {
+            Some(O::Proposal(Ok(p))) => {
+                let state = self.state.read();
+                let (gov, members) = (state.ledger.gov(), state.ledger.orgs().len());
+                Ok(Answer::View(gov_views::proposal(&p, gov, members, None)))
             }
-            // A group commit's entry is never a peer's to ask for.
-            other => Err(ApiError::Unavailable(format!(
-                "a batch answer for {other:?}"
-            ))),
-        },
-        Some(O::Transfers(mut results)) if results.len() == 1 => match results.pop() {
-            Some(Ok(transfer)) => Ok(Answer::Transfer {
+            Some(O::Revoked(Ok(r))) => Ok(Answer::View(gov_views::revocation(&r))),
+            Some(O::Proposal(Err(r)) | O::Revoked(Err(r))) => Err(ApiError::Rejected(r)),
+            Some(O::Account(Ok(account))) => Ok(Answer::Account {
+                account,
+                viewer: principal.org().clone(),
+                as_of: log_index,
+            }),
+            Some(O::Account(Err(r)) | O::Transfer(Err(r))) => Err(ApiError::Rejected(r)),
+            Some(O::Transfer(Ok(transfer))) => Ok(Answer::Transfer {
                 transfer,
                 as_of: None,
             }),
-            Some(Err(r)) => Err(ApiError::Rejected(r)),
-            None => unreachable!("length checked"),
-        },
-        other => Err(ApiError::Unavailable(format!(
-            "unexpected outcome {other:?}"
-        ))),
+            Some(O::Transfers(results)) if shape != Shape::One => match command {
+                Command::Transfers { transfers, atomic } => {
+                    Ok(batch(*atomic, transfers, results, shape))
+                }
+                // A group commit's entry is never a peer's to ask for.
+                other => Err(ApiError::Unavailable(format!(
+                    "a batch answer for {other:?}"
+                ))),
+            },
+            Some(O::Transfers(mut results)) if results.len() == 1 => match results.pop() {
+                Some(Ok(transfer)) => Ok(Answer::Transfer {
+                    transfer,
+                    as_of: None,
+                }),
+                Some(Err(r)) => Err(ApiError::Rejected(r)),
+                None => unreachable!("length checked"),
+            },
+            other => Err(ApiError::Unavailable(format!(
+                "unexpected outcome {other:?}"
+            ))),
+        }
     }
 }
 

@@ -9,6 +9,13 @@ use crate::config::{Genesis, NodeConfig};
 use crate::demo::{self, Layout, Options};
 use crate::ledger::{AccountId, Amount, Blinding, ClientSeal, NewTransfer, OrgName, TransferId};
 
+impl Witness {
+    /// Verdicts with nothing revoked.
+    fn verdicts_ungoverned(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict> {
+        self.verdicts(entry, clock_ms, &Gov::default())
+    }
+}
+
 /// A three-organization consortium's certificates and genesis, on disk.
 pub(crate) struct Consortium {
     _dir: tempfile::TempDir,
@@ -110,7 +117,7 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     let pay = || transfer("t1", "org1.ops", "org2.ops", 5);
 
     let own = sealed(&node1, app("org1"), pay(), t);
-    assert_eq!(witness.verdicts(&own, t), vec![Ok(())]);
+    assert_eq!(witness.verdicts_ungoverned(&own, t), vec![Ok(())]);
 
     // Node 1 (org1) vouching for org2's app.
     let foreign = sealed(
@@ -120,7 +127,7 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
         t,
     );
     assert_eq!(
-        witness.verdicts(&foreign, t),
+        witness.verdicts_ungoverned(&foreign, t),
         vec![Err(Rejection::OriginForeign)]
     );
 
@@ -129,13 +136,13 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     let mut altered = own.clone();
     altered.command = transfer("t1", "org1.ops", "org2.ops", 500);
     assert_eq!(
-        witness.verdicts(&altered, t),
+        witness.verdicts_ungoverned(&altered, t),
         vec![Err(Rejection::OriginInvalid)]
     );
     let mut admin = own.clone();
     admin.actor.role = crate::ledger::Role::Admin;
     assert_eq!(
-        witness.verdicts(&admin, t),
+        witness.verdicts_ungoverned(&admin, t),
         vec![Err(Rejection::OriginInvalid)]
     );
     let mut renamed = own.clone();
@@ -144,7 +151,7 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     };
     seal.node = 2;
     assert_eq!(
-        witness.verdicts(&renamed, t),
+        witness.verdicts_ungoverned(&renamed, t),
         vec![Err(Rejection::OriginInvalid)]
     );
     // Node 1's signature for org2's caller, under node 2's certificate.
@@ -158,7 +165,7 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     seal.cert = node2_seal.cert;
     seal.node = 2;
     assert_eq!(
-        witness.verdicts(&borrowed, t),
+        witness.verdicts_ungoverned(&borrowed, t),
         vec![Err(Rejection::OriginInvalid)]
     );
 
@@ -166,11 +173,11 @@ fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     let mut bare = own.clone();
     bare.evidence = Evidence::Leader;
     assert_eq!(
-        witness.verdicts(&bare, t),
+        witness.verdicts_ungoverned(&bare, t),
         vec![Err(Rejection::OriginMissing)]
     );
     bare.command = Command::Tick;
-    assert_eq!(witness.verdicts(&bare, t), vec![Ok(())]);
+    assert_eq!(witness.verdicts_ungoverned(&bare, t), vec![Ok(())]);
 }
 
 #[test]
@@ -184,15 +191,18 @@ fn a_seal_is_valid_only_near_the_ledger_clock_and_within_its_certificate() {
         transfer("t1", "org1.ops", "org2.ops", 5),
         t,
     );
-    assert_eq!(witness.verdicts(&own, t + SEAL_AGE_MAX_MS), vec![Ok(())]);
     assert_eq!(
-        witness.verdicts(&own, t + SEAL_AGE_MAX_MS + 1),
+        witness.verdicts_ungoverned(&own, t + SEAL_AGE_MAX_MS),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        witness.verdicts_ungoverned(&own, t + SEAL_AGE_MAX_MS + 1),
         vec![Err(Rejection::OriginStale)]
     );
     // Signed on a clock ahead of the leader's.
     let pay = || transfer("t1", "org1.ops", "org2.ops", 5);
     let ahead = sealed(&c.attester(1), app("org1"), pay(), t + SEAL_AHEAD_MAX_MS);
-    assert_eq!(witness.verdicts(&ahead, t), vec![Ok(())]);
+    assert_eq!(witness.verdicts_ungoverned(&ahead, t), vec![Ok(())]);
     let too_far = sealed(
         &c.attester(1),
         app("org1"),
@@ -200,7 +210,7 @@ fn a_seal_is_valid_only_near_the_ledger_clock_and_within_its_certificate() {
         t + SEAL_AHEAD_MAX_MS + 1,
     );
     assert_eq!(
-        witness.verdicts(&too_far, t),
+        witness.verdicts_ungoverned(&too_far, t),
         vec![Err(Rejection::OriginStale)]
     );
     // Signed and applied two centuries on: the certificate (now known to
@@ -214,7 +224,7 @@ fn a_seal_is_valid_only_near_the_ledger_clock_and_within_its_certificate() {
     );
     for w in [&witness, &c.witness()] {
         assert_eq!(
-            w.verdicts(&late, later),
+            w.verdicts_ungoverned(&late, later),
             vec![Err(Rejection::OriginInvalid)]
         );
     }
@@ -251,7 +261,7 @@ fn a_bundle_is_refused_whole_if_any_caller_is_of_another_organization() {
         blinding: Blinding([7; 16]),
     };
     assert_eq!(
-        witness.verdicts(&entry, t),
+        witness.verdicts_ungoverned(&entry, t),
         vec![Ok(()), Err(Rejection::OriginForeign)]
     );
 }
@@ -273,7 +283,7 @@ fn only_a_node_certificate_seals() {
         t,
     );
     assert_eq!(
-        c.witness().verdicts(&entry, t),
+        c.witness().verdicts_ungoverned(&entry, t),
         vec![Err(Rejection::OriginInvalid)]
     );
 }
@@ -316,7 +326,7 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
         blinding: Blinding([7; 16]),
     };
     assert_eq!(
-        witness.verdicts(&entry(seal("org2", body), 5), t),
+        witness.verdicts_ungoverned(&entry(seal("org2", body), 5), t),
         vec![Ok(())]
     );
 
@@ -324,24 +334,24 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
     let mut altered = seal("org2", body);
     altered.body[body.len() - 2] = b'6';
     assert_eq!(
-        witness.verdicts(&entry(altered, 6), t),
+        witness.verdicts_ungoverned(&entry(altered, 6), t),
         vec![Err(Rejection::OriginInvalid)]
     );
     // Signed by another key than the certificate's.
     assert_eq!(
-        witness.verdicts(&entry(seal("org1", body), 5), t),
+        witness.verdicts_ungoverned(&entry(seal("org1", body), 5), t),
         vec![Err(Rejection::OriginInvalid)]
     );
     // A command other than the one the request decodes to.
     assert_eq!(
-        witness.verdicts(&entry(seal("org2", body), 6), t),
+        witness.verdicts_ungoverned(&entry(seal("org2", body), 6), t),
         vec![Err(Rejection::OriginInvalid)]
     );
     // The caller named as another role of its organization.
     let mut as_admin = entry(seal("org2", body), 5);
     as_admin.actor.role = crate::ledger::Role::Admin;
     assert_eq!(
-        witness.verdicts(&as_admin, t),
+        witness.verdicts_ungoverned(&as_admin, t),
         vec![Err(Rejection::OriginInvalid)]
     );
     // In a group, as a bundle of one.
@@ -361,7 +371,7 @@ fn a_client_seal_proves_exactly_the_request_its_caller_signed() {
         evidence: Evidence::Leader,
         blinding: Blinding([7; 16]),
     };
-    assert_eq!(witness.verdicts(&group, t), vec![Ok(())]);
+    assert_eq!(witness.verdicts_ungoverned(&group, t), vec![Ok(())]);
 }
 
 /// Evidence past the sizes every replica accepts is refused, the same way
@@ -382,7 +392,7 @@ fn oversized_evidence_is_refused() {
     seal.cert.resize(SEAL_CERT_BYTES_MAX + 1, 0);
     assert!(!fits(&entry.evidence));
     assert_eq!(
-        c.witness().verdicts(&entry, t),
+        c.witness().verdicts_ungoverned(&entry, t),
         vec![Err(Rejection::OriginInvalid)]
     );
     let Evidence::Node(seal) = &mut entry.evidence else {
@@ -391,4 +401,56 @@ fn oversized_evidence_is_refused() {
     seal.cert.truncate(100);
     seal.signature.resize(SEAL_SIGNATURE_BYTES_MAX + 1, 0);
     assert!(!fits(&entry.evidence));
+}
+
+/// The governance state after org `org`'s admin revoked the certificate
+/// `der` (its own organization's).
+fn revoking(orgs: BTreeSet<OrgName>, org: &str, der: &[u8]) -> Gov {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).expect("a certificate");
+    let serial = Serial::from_be_bytes(cert.raw_serial()).expect("a serial");
+    let org = OrgName::parse(org).unwrap();
+    let mut ledger = crate::ledger::Ledger::new(orgs);
+    let entry = Entry {
+        actor: Actor {
+            org: org.clone(),
+            role: Role::Admin,
+        },
+        timestamp_ms: now(),
+        command: Command::Revoke(crate::ledger::CertRef { org, serial }),
+        evidence: Evidence::Client(ClientSeal {
+            cert: vec![1],
+            signed_at_ms: now(),
+            signature: vec![2],
+            method: "POST".into(),
+            path: "/v1/gov/revocations".into(),
+            body: Vec::new(),
+        }),
+        blinding: Blinding([3; 16]),
+    };
+    let (outcome, _) = ledger.apply(&entry, 1);
+    assert!(
+        matches!(outcome, crate::ledger::Outcome::Revoked(Ok(_))),
+        "{outcome:?}"
+    );
+    ledger.gov().clone()
+}
+
+#[test]
+fn a_revoked_certificate_attests_nothing() {
+    let c = Consortium::new();
+    let witness = c.witness();
+    let t = now();
+    let pay = || transfer("org1.t1", "org1.ops", "org2.ops", 5);
+    let by_node1 = sealed(&c.attester(1), app("org1"), pay(), t);
+    let by_node2 = sealed(&c.attester(2), app("org2"), pay(), t);
+    let node1_cert = load_identity(&c.tls(1)).unwrap().0[0].to_vec();
+    let gov = revoking(c.orgs(), "org1", &node1_cert);
+    assert_eq!(
+        witness.verdicts(&by_node1, t, &gov),
+        vec![Err(Rejection::CertificateRevoked)]
+    );
+    // Before the revocation, and for another node, the same seals hold.
+    assert_eq!(witness.verdicts_ungoverned(&by_node1, t), vec![Ok(())]);
+    assert_eq!(witness.verdicts(&by_node2, t, &gov), vec![Ok(())]);
 }

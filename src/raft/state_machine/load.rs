@@ -1,18 +1,18 @@
 //! The applied state as sled holds it, read whole at start and after a
 //! snapshot is installed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use super::{read_err, Applied};
+use super::{read_err, Applied, Founding};
 use crate::codec::decode;
-use crate::ledger::{BlockHeader, Hash, Ledger, OrgName, TransferIndex, TransferState};
+use crate::ledger::{BlockHeader, Hash, Ledger, TransferIndex, TransferState};
 use crate::raft::store::{for_each_transfer_block, StateKey, ACCOUNT_TAG, REJECTED_TAG};
 use crate::raft::StorageError;
 
 /// Reads the whole applied state from the state tree.
 pub(super) fn load(
     tree: &sled::Tree,
-    orgs: BTreeSet<OrgName>,
+    founding: &Founding,
     genesis_hash: Hash,
 ) -> Result<Applied, StorageError> {
     fn get<T: serde::de::DeserializeOwned + Default>(
@@ -40,7 +40,7 @@ pub(super) fn load(
     })
     .map_err(read_err)?;
     let ledger = Ledger::from_parts(
-        orgs,
+        founding.orgs.clone(),
         scan(tree, ACCOUNT_TAG)?,
         stored_at,
         pending.into_values(),
@@ -50,7 +50,11 @@ pub(super) fn load(
             None => BlockHeader::genesis(genesis_hash),
         },
         get(tree, StateKey::Clock)?,
-    );
+    )
+    .with_gov(match tree.get(StateKey::Gov.encode()).map_err(read_err)? {
+        Some(v) => decode(&v).map_err(read_err)?,
+        None => founding.gov.clone(),
+    });
     Ok(Applied {
         ledger,
         last_applied: get(tree, StateKey::LastApplied)?,

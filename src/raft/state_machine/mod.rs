@@ -38,7 +38,7 @@ use self::writer::Writer;
 use super::store::{storage_err, StateKey, Store};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::encode;
-use crate::ledger::{Changes, Entry, Hash, Ledger, OrgName, Outcome, Verdict};
+use crate::ledger::{Changes, Entry, Gov, Hash, Ledger, OrgName, Outcome, Verdict};
 
 pub use self::read::{ReadError, StateRead};
 pub use self::snapshot::SnapshotError;
@@ -80,22 +80,50 @@ impl SharedState {
 }
 
 /// Checks the evidence of who sent each unit of an entry, at the ledger
-/// clock of its apply; the same way on every replica
+/// clock of its apply and against the governance state before it (revoked
+/// certificates); the same way on every replica
 /// (`crate::identity::attest::Witness`).
 pub trait OriginCheck: Send + Sync + 'static {
-    fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict>;
+    fn verdicts(&self, entry: &Entry, clock_ms: u64, gov: &Gov) -> Vec<Verdict>;
+
+    /// Told the governance state when the state machine opens, and after
+    /// each apply or snapshot install that changed it: the listeners
+    /// enforce revocations from then on.
+    fn governance(&self, _gov: &Gov) {}
 }
 
 impl OriginCheck for crate::identity::attest::Witness {
-    fn verdicts(&self, entry: &Entry, clock_ms: u64) -> Vec<Verdict> {
-        crate::identity::attest::Witness::verdicts(self, entry, clock_ms)
+    fn verdicts(&self, entry: &Entry, clock_ms: u64, gov: &Gov) -> Vec<Verdict> {
+        crate::identity::attest::Witness::verdicts(self, entry, clock_ms, gov)
+    }
+
+    fn governance(&self, gov: &Gov) {
+        self.trust()
+            .set_revoked(gov.revoked().map(|r| r.cert.clone()));
+    }
+}
+
+/// What a new state machine starts from: genesis's organizations and the
+/// governance state genesis sets (its policy).
+#[derive(Clone, Debug, Default)]
+pub struct Founding {
+    pub orgs: BTreeSet<OrgName>,
+    pub gov: Gov,
+}
+
+impl From<BTreeSet<OrgName>> for Founding {
+    fn from(orgs: BTreeSet<OrgName>) -> Self {
+        Self {
+            orgs,
+            gov: Gov::default(),
+        }
     }
 }
 
 pub struct StateMachine {
     store: Store,
     origins: Arc<dyn OriginCheck>,
-    orgs: BTreeSet<OrgName>,
+    founding: Founding,
     genesis_hash: Hash,
     state: SharedState,
     /// Serializes snapshot saves (builder and installer run concurrently).
@@ -113,14 +141,26 @@ fn write_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError 
 }
 
 impl StateMachine {
-    /// Loads the applied state from sled; `orgs` are genesis's organizations.
+    /// Loads the applied state from sled, or starts from organizations
+    /// `orgs` with the default policy.
     pub fn open(
         store: Store,
         orgs: BTreeSet<OrgName>,
         genesis_hash: Hash,
         origins: Arc<dyn OriginCheck>,
     ) -> Result<Self, StorageError> {
-        let applied = load(&store.state, orgs.clone(), genesis_hash)?;
+        Self::open_with(store, Founding::from(orgs), genesis_hash, origins)
+    }
+
+    /// Loads the applied state from sled, or starts from `founding`.
+    pub fn open_with(
+        store: Store,
+        founding: Founding,
+        genesis_hash: Hash,
+        origins: Arc<dyn OriginCheck>,
+    ) -> Result<Self, StorageError> {
+        let applied = load(&store.state, &founding, genesis_hash)?;
+        origins.governance(applied.ledger.gov());
         let state = SharedState {
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
@@ -130,7 +170,7 @@ impl StateMachine {
         Ok(Self {
             store,
             origins,
-            orgs,
+            founding,
             genesis_hash,
             state,
             snapshot_lock: Default::default(),
@@ -214,11 +254,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     loaded = self.load_named(&mut applied.ledger, &mut unqueued, e)?;
                     let log = entry.log_id;
                     let clock_ms = applied.ledger.clock_for(e);
-                    let verdicts = self.origins.verdicts(e, clock_ms);
+                    let verdicts = self.origins.verdicts(e, clock_ms, applied.ledger.gov());
                     let (outcome, changes) =
                         applied
                             .ledger
                             .apply_logged(e, log.index, log.leader_id.term, &verdicts);
+                    if changes.gov {
+                        self.origins.governance(applied.ledger.gov());
+                    }
                     (Some(outcome), changes)
                 }
                 EntryPayload::Membership(ref m) => {
@@ -243,7 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Self {
             store: self.store.clone(),
             origins: self.origins.clone(),
-            orgs: self.orgs.clone(),
+            founding: self.founding.clone(),
             genesis_hash: self.genesis_hash,
             state: self.state.clone(),
             snapshot_lock: self.snapshot_lock.clone(),
@@ -282,7 +325,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
             batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
             self.store.state.apply_batch(batch).map_err(write_err)?;
-            *applied = load(&self.store.state, self.orgs.clone(), self.genesis_hash)?;
+            *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
+            self.origins.governance(applied.ledger.gov());
         }
         self.save_snapshot(meta, &data)?;
         (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@ struct Records<'a> {
     transfers: Vec<&'a [u8]>,
     rejected: Vec<&'a [u8]>,
     history: Vec<&'a [u8]>,
+    gov: Option<&'a [u8]>,
 }
 
 /// Why an entry's named transfers could not be loaded.
@@ -46,6 +47,7 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
         transfers: next(changes.transfers.len()),
         rejected: next(changes.rejected.len()),
         history: next(changes.history.len()),
+        gov: next(usize::from(changes.gov)).pop(),
     };
     put_records(&mut unqueued.batch, changes, &records);
     put_progress(&mut unqueued.batch, applied, changes);
@@ -128,6 +130,9 @@ fn put_records(batch: &mut sled::Batch, changes: &Changes, records: &Records<'_>
     }
     for (id, bytes) in changes.rejected.iter().zip(&records.rejected) {
         batch.insert(StateKey::Rejected(id).encode(), *bytes);
+    }
+    if let Some(gov) = records.gov {
+        batch.insert(StateKey::Gov.encode(), gov);
     }
     if records.transfers.is_empty() && records.history.is_empty() {
         return;

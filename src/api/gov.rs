@@ -1,0 +1,379 @@
+//! Governance over the API (`/v1/gov`): the bodies of proposals, ballots
+//! and revocations, and the views of proposals and of the registry.
+//!
+//! Writes go through the one write route (`routes::write`), which requires
+//! the caller's own signature for them: a ballot is the admin's signature
+//! over `POST /v1/gov/proposals/{id}/ballots` with the proposal's digest in
+//! the body, so the chain holds each vote as its admin signed it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::body::{account_id, amount, check_memo, invalid, parse_json};
+use super::error::ApiError;
+use super::views::Rendered;
+use crate::config::{Genesis, Limits};
+use crate::ledger::gov::{Ballot, RevokedBy, PROPOSAL_TTL_MS_MAX, PROPOSAL_TTL_MS_MIN};
+use crate::ledger::{
+    AccountId, Action, CertRef, Command, Gov, OrgName, Proposal, ProposalState, Revocation, Serial,
+    Threshold,
+};
+
+/// `POST /v1/gov/...` (the path after `gov/`) as a command.
+pub fn command(path: &[&str], body: &[u8], limits: &Limits) -> Result<Command, ApiError> {
+    match path {
+        ["proposals"] => Ok(Command::Propose(
+            parse_json::<ActionBody>(body)?.validate(limits)?,
+        )),
+        ["proposals", id, "ballots"] => {
+            let proposal = proposal_id(id)?;
+            let b = parse_json::<BallotBody>(body)?;
+            let approve = match b.vote.as_str() {
+                "approve" => true,
+                "reject" => false,
+                _ => return Err(invalid("invalid_vote", "vote must be approve or reject")),
+            };
+            let hex_ok = b.digest.len() == 64
+                && b.digest
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            if !hex_ok {
+                return Err(invalid(
+                    "invalid_digest",
+                    "digest must be the proposal's digest: 64 lowercase hex digits",
+                ));
+            }
+            Ok(Command::Ballot {
+                proposal,
+                approve,
+                digest: b.digest,
+            })
+        }
+        ["revocations"] => {
+            let b = parse_json::<RevokeBody>(body)?;
+            Ok(Command::Revoke(CertRef {
+                org: org(&b.org)?,
+                serial: serial(&b.serial)?,
+            }))
+        }
+        _ => Err(ApiError::NotFound("route_not_found")),
+    }
+}
+
+/// A proposal id in a path: decimal digits, no sign or leading zero.
+pub fn proposal_id(s: &str) -> Result<u64, ApiError> {
+    let canonical = !s.is_empty()
+        && s.len() <= 20
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !s.starts_with('0');
+    s.parse().ok().filter(|_| canonical).ok_or_else(|| {
+        invalid(
+            "invalid_proposal_id",
+            "a proposal id is a positive decimal integer",
+        )
+    })
+}
+
+fn org(s: &str) -> Result<OrgName, ApiError> {
+    OrgName::parse(s).map_err(|e| invalid("invalid_org", e.what))
+}
+
+fn serial(s: &str) -> Result<Serial, ApiError> {
+    Serial::parse(s).map_err(|e| invalid("invalid_serial", e))
+}
+
+/// What a proposal asks: the canonical JSON of an [`Action`], with amounts
+/// also accepted as decimal strings.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ActionBody {
+    Freeze {
+        account: String,
+    },
+    Unfreeze {
+        account: String,
+    },
+    Correction {
+        debit_account: String,
+        credit_account: String,
+        amount: Value,
+        #[serde(default)]
+        memo: Option<String>,
+    },
+    Revoke {
+        org: String,
+        serial: String,
+    },
+    SetPolicy {
+        threshold: String,
+        proposal_ttl_ms: u64,
+    },
+}
+
+impl ActionBody {
+    fn validate(self, limits: &Limits) -> Result<Action, ApiError> {
+        Ok(match self {
+            Self::Freeze { account } => Action::Freeze {
+                account: account_id(&account)?,
+            },
+            Self::Unfreeze { account } => Action::Unfreeze {
+                account: account_id(&account)?,
+            },
+            Self::Correction {
+                debit_account,
+                credit_account,
+                amount: units,
+                memo,
+            } => {
+                check_memo(memo.as_ref(), limits)?;
+                let (debit, credit) = (account_id(&debit_account)?, account_id(&credit_account)?);
+                if debit == credit {
+                    return Err(invalid(
+                        "accounts_must_be_different",
+                        "debit and credit account must be different",
+                    ));
+                }
+                Action::Correction {
+                    debit_account: debit,
+                    credit_account: credit,
+                    amount: amount(&units)?,
+                    memo,
+                }
+            }
+            Self::Revoke { org: o, serial: s } => Action::Revoke {
+                org: org(&o)?,
+                serial: serial(&s)?,
+            },
+            Self::SetPolicy {
+                threshold,
+                proposal_ttl_ms,
+            } => {
+                let threshold =
+                    Threshold::parse(&threshold).map_err(|e| invalid("invalid_threshold", e))?;
+                if !(PROPOSAL_TTL_MS_MIN..=PROPOSAL_TTL_MS_MAX).contains(&proposal_ttl_ms) {
+                    return Err(invalid(
+                        "invalid_proposal_ttl",
+                        format!(
+                            "proposal_ttl_ms must be {PROPOSAL_TTL_MS_MIN}..={PROPOSAL_TTL_MS_MAX} \
+                             (one minute to one year)"
+                        ),
+                    ));
+                }
+                Action::SetPolicy {
+                    threshold,
+                    proposal_ttl_ms,
+                }
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BallotBody {
+    vote: String,
+    digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    org: String,
+    serial: String,
+}
+
+/// A proposal as the API shows it; `required` and `members` are the
+/// threshold as it stands now.
+#[derive(Serialize)]
+struct ProposalView<'a> {
+    id: u64,
+    action: &'a Action,
+    digest: &'a str,
+    proposed_by: &'a OrgName,
+    proposed_height: u64,
+    expires_at_ms: u64,
+    state: ProposalState,
+    code: Option<&'static str>,
+    closed_height: Option<u64>,
+    approvals: u64,
+    rejections: u64,
+    required: u64,
+    members: usize,
+    ballots: Vec<BallotView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct BallotView<'a> {
+    org: &'a OrgName,
+    vote: &'static str,
+    height: u64,
+    signed_at_ms: u64,
+    /// SHA-256 of the signing admin's certificate.
+    signer: &'a str,
+    /// The admin's certificate (DER), hex.
+    certificate: &'a str,
+    /// The signature over the ballot's request, hex.
+    signature: &'a str,
+    /// The signed request body.
+    body: &'a str,
+}
+
+fn proposal_view<'a>(
+    p: &'a Proposal,
+    gov: &Gov,
+    members: usize,
+    as_of: Option<u64>,
+) -> ProposalView<'a> {
+    let ballot = |(org, b): (&'a OrgName, &'a Ballot)| BallotView {
+        org,
+        vote: if b.approve { "approve" } else { "reject" },
+        height: b.height,
+        signed_at_ms: b.signed_at_ms,
+        signer: &b.signer,
+        certificate: &b.certificate,
+        signature: &b.signature,
+        body: &b.body,
+    };
+    ProposalView {
+        id: p.id,
+        action: &p.action,
+        digest: &p.digest,
+        proposed_by: &p.proposed_by,
+        proposed_height: p.proposed_height,
+        expires_at_ms: p.expires_at_ms,
+        state: p.state,
+        code: p.code.map(|c| c.code()),
+        closed_height: p.closed_height,
+        approvals: p.approvals(),
+        rejections: p.rejections(),
+        required: gov.required(members),
+        members,
+        ballots: p.ballots.iter().map(ballot).collect(),
+        as_of,
+    }
+}
+
+/// One proposal (`GET /v1/gov/proposals/{id}`, and a governance write's
+/// answer).
+pub fn proposal(p: &Proposal, gov: &Gov, members: usize, as_of: Option<u64>) -> Rendered {
+    Rendered::ok(&proposal_view(p, gov, members, as_of))
+}
+
+#[derive(Serialize)]
+struct ProposalsPage<'a> {
+    proposals: Vec<ProposalView<'a>>,
+    next_cursor: Option<String>,
+    as_of: u64,
+}
+
+/// Proposals from id `from` on, at most `limit`.
+pub fn proposals(gov: &Gov, members: usize, from: u64, limit: usize, as_of: u64) -> Rendered {
+    let mut page: Vec<&Proposal> = gov.proposals_from(from).take(limit + 1).collect();
+    let next = (page.len() > limit).then(|| page[limit].id.to_string());
+    page.truncate(limit);
+    Rendered::ok(&ProposalsPage {
+        proposals: page
+            .into_iter()
+            .map(|p| proposal_view(p, gov, members, None))
+            .collect(),
+        next_cursor: next,
+        as_of,
+    })
+}
+
+#[derive(Serialize)]
+struct RevocationView<'a> {
+    org: &'a OrgName,
+    serial: &'a Serial,
+    /// `owner`, or the proposal that revoked it.
+    revoked_by: String,
+    height: u64,
+}
+
+impl<'a> From<&'a Revocation> for RevocationView<'a> {
+    fn from(r: &'a Revocation) -> Self {
+        Self {
+            org: &r.cert.org,
+            serial: &r.cert.serial,
+            revoked_by: match r.by {
+                RevokedBy::Owner => "owner".to_owned(),
+                RevokedBy::Proposal(id) => format!("proposal {id}"),
+            },
+            height: r.height,
+        }
+    }
+}
+
+/// A revocation (`POST /v1/gov/revocations`).
+pub fn revocation(r: &Revocation) -> Rendered {
+    Rendered::ok(&RevocationView::from(r))
+}
+
+#[derive(Serialize)]
+struct RegistryView<'a> {
+    orgs: Vec<OrgView<'a>>,
+    members: usize,
+    threshold: String,
+    required: u64,
+    proposal_ttl_ms: u64,
+    revoked: Vec<RevocationView<'a>>,
+    frozen: Vec<FrozenView<'a>>,
+    as_of: u64,
+}
+
+#[derive(Serialize)]
+struct OrgView<'a> {
+    name: &'a OrgName,
+    status: &'static str,
+    /// SHA-256 of the organization's CA certificate (DER), hex.
+    ca_sha256: String,
+    /// When the CA certificate expires, in seconds since the Unix epoch.
+    ca_not_after: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct FrozenView<'a> {
+    account: &'a AccountId,
+    proposal: u64,
+}
+
+/// The registry (`GET /v1/gov/registry`): the member organizations, the
+/// policy, revoked certificates and frozen accounts.
+pub fn registry(genesis: &Genesis, gov: &Gov, as_of: u64) -> Rendered {
+    use sha2::{Digest, Sha256};
+    let orgs: Vec<OrgView<'_>> = genesis
+        .orgs
+        .iter()
+        .map(|o| {
+            let der = crate::identity::first_cert_der(o.ca_cert.as_bytes());
+            OrgView {
+                name: &o.name,
+                status: "active",
+                ca_sha256: der
+                    .as_deref()
+                    .map(|d| hex::encode(Sha256::digest(d)))
+                    .unwrap_or_default(),
+                ca_not_after: der.as_deref().and_then(crate::identity::not_after_unix),
+            }
+        })
+        .collect();
+    let members = orgs.len();
+    Rendered::ok(&RegistryView {
+        members,
+        threshold: gov.policy().threshold.to_string(),
+        required: gov.required(members),
+        proposal_ttl_ms: gov.policy().proposal_ttl_ms,
+        revoked: gov.revoked().map(RevocationView::from).collect(),
+        frozen: gov
+            .frozen()
+            .map(|(account, proposal)| FrozenView {
+                account,
+                proposal: *proposal,
+            })
+            .collect(),
+        orgs,
+        as_of,
+    })
+}

@@ -1,0 +1,416 @@
+//! Governance: the consortium's replicated rules and the votes that change
+//! them.
+//!
+//! Pure and deterministic like the rest of the ledger: [`Gov`] starts from
+//! genesis, lives in the ledger (and so in snapshots), and changes only by
+//! committed entries. An organization's admin proposes an [`Action`]; each
+//! organization casts at most one [`Ballot`], never changed; the action
+//! executes in the entry whose ballot reaches the [`Threshold`] of member
+//! organizations, or ends `failed` with a code if its preconditions do not
+//! hold then. It is `rejected` once it can no longer pass and `expired`
+//! once its time to live has passed on the ledger clock.
+//!
+//! Who signed a ballot is checked outside the ledger, like every write's
+//! evidence (see `origin.rs`): governance writes must carry the caller's
+//! own signature ([`super::ClientSeal`]), so that the chain holds every
+//! ballot with the admin signature that cast it.
+//!
+//! # Layout
+//!
+//! - this file: the values ([`Action`], [`Proposal`], [`Policy`], ...) and
+//!   the [`Gov`] state;
+//! - `apply.rs`: proposing, voting, revoking, expiry and execution.
+
+mod apply;
+#[cfg(test)]
+pub(super) mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AccountId, Amount, OrgName, Rejection};
+
+/// How long a proposal stays open by default: 7 days on the ledger clock.
+pub const PROPOSAL_TTL_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// Shortest and longest time to live a policy may set.
+pub const PROPOSAL_TTL_MS_MIN: u64 = 60 * 1000;
+pub const PROPOSAL_TTL_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
+/// Open proposals an organization may have at once: a member cannot fill
+/// the registry with proposals nobody votes on.
+pub const OPEN_PROPOSALS_PER_ORG_MAX: usize = 16;
+/// Largest denominator of a threshold fraction.
+pub const THRESHOLD_DENOMINATOR_MAX: u32 = 1000;
+/// Longest memo of a correction, in bytes (as a transfer's).
+pub const CORRECTION_MEMO_BYTES_MAX: usize = 512;
+
+/// The pseudo-organization that posts corrections: no member may take the
+/// name, so no member can write in its namespace.
+pub const GOV_ORG: &str = "gov";
+
+/// How many member organizations must approve; written `majority` or
+/// `N/D`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Threshold {
+    /// More than half.
+    Majority,
+    /// At least `num`/`den` of them, rounded up; always more than half.
+    Fraction { num: u32, den: u32 },
+}
+
+impl Threshold {
+    /// Parses `majority` or `N/D` (more than one half, at most one, `D` at
+    /// most [`THRESHOLD_DENOMINATOR_MAX`]).
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        const FORMAT: &str = "threshold must be `majority` or a fraction N/D above one half and at most 1, such as 2/3";
+        if s == "majority" {
+            return Ok(Self::Majority);
+        }
+        let (num, den) = s.split_once('/').ok_or(FORMAT)?;
+        let digits =
+            |x: &str| !x.is_empty() && x.len() <= 4 && x.bytes().all(|b| b.is_ascii_digit());
+        if !digits(num) || !digits(den) {
+            return Err(FORMAT);
+        }
+        let t = Self::Fraction {
+            num: num.parse().map_err(|_| FORMAT)?,
+            den: den.parse().map_err(|_| FORMAT)?,
+        };
+        t.valid().then_some(t).ok_or(FORMAT)
+    }
+
+    /// Above one half, at most one, with a bounded denominator.
+    pub fn valid(self) -> bool {
+        match self {
+            Self::Majority => true,
+            Self::Fraction { num, den } => {
+                den > 0 && den <= THRESHOLD_DENOMINATOR_MAX && num <= den && 2 * num > den
+            }
+        }
+    }
+
+    /// Approvals needed among `members` organizations: integer arithmetic,
+    /// so 2/3 of 15 is 10, a majority of 15 is 8, 2/3 of 3 is 2.
+    pub fn required(self, members: u64) -> u64 {
+        match self {
+            Self::Majority => members / 2 + 1,
+            Self::Fraction { num, den } => {
+                (members * u64::from(num)).div_ceil(u64::from(den)).max(1)
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Threshold {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, &'static str> {
+        let t = Self::parse(&s)?;
+        // From the log or a peer: only the form Display writes.
+        (t.to_string() == s)
+            .then_some(t)
+            .ok_or("threshold must be written without leading zeros")
+    }
+}
+
+impl From<Threshold> for String {
+    fn from(t: Threshold) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Majority => f.write_str("majority"),
+            Self::Fraction { num, den } => write!(f, "{num}/{den}"),
+        }
+    }
+}
+
+/// The rules governance itself follows; changed by vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub threshold: Threshold,
+    pub proposal_ttl_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            threshold: Threshold::Majority,
+            proposal_ttl_ms: PROPOSAL_TTL_MS_DEFAULT,
+        }
+    }
+}
+
+impl Policy {
+    pub fn valid(&self) -> bool {
+        self.threshold.valid()
+            && (PROPOSAL_TTL_MS_MIN..=PROPOSAL_TTL_MS_MAX).contains(&self.proposal_ttl_ms)
+    }
+}
+
+/// A certificate's serial number: lowercase hex without leading zeros
+/// (`0` for zero), at most 20 bytes as RFC 5280 allows.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Serial(String);
+
+impl Serial {
+    /// Parses hex digits (any case, leading zeros and `:` separators as
+    /// `openssl x509 -serial` or a browser shows them).
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        const FORMAT: &str =
+            "serial must be the certificate's serial number in hex (openssl x509 -noout -serial)";
+        let digits: String = s.chars().filter(|c| *c != ':').collect();
+        if digits.is_empty() || digits.len() > 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(FORMAT);
+        }
+        let trimmed = digits.trim_start_matches('0').to_ascii_lowercase();
+        if trimmed.len() > 40 {
+            return Err(FORMAT);
+        }
+        Ok(Self(if trimmed.is_empty() {
+            "0".into()
+        } else {
+            trimmed
+        }))
+    }
+
+    /// A serial as a certificate encodes it: big-endian bytes.
+    pub fn from_be_bytes(bytes: &[u8]) -> Option<Self> {
+        Self::parse(&hex::encode(bytes)).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Serial {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, &'static str> {
+        let parsed = Self::parse(&s)?;
+        // From the log or a peer: only the canonical form.
+        (parsed.0 == s)
+            .then_some(parsed)
+            .ok_or("serial must be lowercase hex without leading zeros")
+    }
+}
+
+impl From<Serial> for String {
+    fn from(s: Serial) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A certificate, by the organization whose CA issued it and its serial.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CertRef {
+    pub org: OrgName,
+    pub serial: Serial,
+}
+
+/// What a proposal asks the consortium to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// No transfer may debit or credit the account (pending ones may still
+    /// be voided or expire; reads still work).
+    Freeze {
+        account: AccountId,
+    },
+    Unfreeze {
+        account: AccountId,
+    },
+    /// One transfer between any two accounts, posted by `gov` as
+    /// `gov.correction-<proposal>`: the asset, closed-account, overdraft
+    /// and balance ceiling rules hold; a freeze does not stop it.
+    Correction {
+        debit_account: AccountId,
+        credit_account: AccountId,
+        amount: Amount,
+        memo: Option<String>,
+    },
+    /// Another organization's certificate, by its issuing organization and
+    /// serial (an organization's admin revokes its own at once, without a
+    /// vote).
+    Revoke {
+        org: OrgName,
+        serial: Serial,
+    },
+    SetPolicy {
+        threshold: Threshold,
+        proposal_ttl_ms: u64,
+    },
+}
+
+impl Action {
+    /// The canonical JSON of the action: what a ballot's digest covers and
+    /// what `alliance client gov approve` shows before it signs.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("actions serialize")
+    }
+
+    /// The digest a ballot on proposal `id` of this action signs: SHA-256
+    /// of `alliance proposal v1\n<id>\n<canonical JSON>`, lowercase hex.
+    pub fn digest(&self, id: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("alliance proposal v1\n{id}\n"));
+        h.update(self.canonical_json());
+        hex::encode(h.finalize())
+    }
+}
+
+/// Where a proposal stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalState {
+    Open,
+    /// Reached the threshold and its action took effect.
+    Executed,
+    /// Reached the threshold, but its preconditions failed then: nothing
+    /// changed (`code` says why).
+    Failed,
+    /// Can no longer reach the threshold.
+    Rejected,
+    /// Its time to live passed on the ledger clock.
+    Expired,
+}
+
+/// One organization's vote, as its admin signed it: with the certificate,
+/// signature and signed body, anyone can check the signature (the signed
+/// message is the request's, see `identity/request.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ballot {
+    pub approve: bool,
+    /// The block that holds it.
+    pub height: u64,
+    /// When the admin signed it, on the admin's clock.
+    pub signed_at_ms: u64,
+    /// SHA-256 of the admin's certificate (DER), hex.
+    pub signer: String,
+    /// The admin's certificate (DER), hex.
+    pub certificate: String,
+    /// The signature, hex.
+    pub signature: String,
+    /// The signed request body.
+    pub body: String,
+}
+
+/// A proposal and its ballots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: u64,
+    pub action: Action,
+    /// What ballots sign: [`Action::digest`].
+    pub digest: String,
+    pub proposed_by: OrgName,
+    pub proposed_height: u64,
+    pub expires_at_ms: u64,
+    pub ballots: BTreeMap<OrgName, Ballot>,
+    pub state: ProposalState,
+    /// Why it failed.
+    pub code: Option<Rejection>,
+    /// The block in which it was decided or expired.
+    pub closed_height: Option<u64>,
+}
+
+impl Proposal {
+    pub fn approvals(&self) -> u64 {
+        self.ballots.values().filter(|b| b.approve).count() as u64
+    }
+    pub fn rejections(&self) -> u64 {
+        self.ballots.values().filter(|b| !b.approve).count() as u64
+    }
+}
+
+/// How a certificate came to be revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedBy {
+    /// Its own organization's admin, at once.
+    Owner,
+    /// A proposal, by vote.
+    Proposal(u64),
+}
+
+/// A revoked certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub cert: CertRef,
+    pub by: RevokedBy,
+    pub height: u64,
+}
+
+/// The replicated governance state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gov {
+    pub(super) policy: Policy,
+    pub(super) revoked: BTreeMap<CertRef, Revocation>,
+    /// Frozen accounts, with the proposal that froze each.
+    pub(super) frozen: BTreeMap<AccountId, u64>,
+    pub(super) proposals: BTreeMap<u64, Proposal>,
+    /// Open proposals by (expiry on the ledger clock, id).
+    pub(super) expiries: BTreeSet<(u64, u64)>,
+}
+
+impl Gov {
+    pub fn with_policy(policy: Policy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    pub fn is_revoked(&self, org: &OrgName, serial: &Serial) -> bool {
+        // A lookup without building a key's clones for each check would
+        // need a borrowed key type; revocations are few and checks cheap.
+        self.revoked.contains_key(&CertRef {
+            org: org.clone(),
+            serial: serial.clone(),
+        })
+    }
+    pub fn revoked(&self) -> impl Iterator<Item = &Revocation> {
+        self.revoked.values()
+    }
+    pub fn is_frozen(&self, account: &AccountId) -> bool {
+        self.frozen.contains_key(account)
+    }
+    pub fn frozen(&self) -> impl Iterator<Item = (&AccountId, &u64)> {
+        self.frozen.iter()
+    }
+    pub fn proposal(&self, id: u64) -> Option<&Proposal> {
+        self.proposals.get(&id)
+    }
+    /// Proposals with ids from `from` on, in id order.
+    pub fn proposals_from(&self, from: u64) -> impl Iterator<Item = &Proposal> {
+        self.proposals.range(from..).map(|(_, p)| p)
+    }
+    /// Approvals a proposal needs among `members` organizations now.
+    pub fn required(&self, members: usize) -> u64 {
+        self.policy.threshold.required(members as u64)
+    }
+    /// The id the next proposal gets.
+    pub(super) fn next_id(&self) -> u64 {
+        self.proposals.last_key_value().map_or(1, |(id, _)| id + 1)
+    }
+    pub(super) fn open_of(&self, org: &OrgName) -> usize {
+        self.expiries
+            .iter()
+            .filter(|(_, id)| &self.proposals[id].proposed_by == org)
+            .count()
+    }
+}

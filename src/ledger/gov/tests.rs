@@ -1,0 +1,493 @@
+//! Governance on the pure ledger: thresholds, proposals and ballots,
+//! execution in the entry that reaches the threshold, failure, rejection,
+//! expiry, freezes, corrections and revocations.
+
+use std::collections::BTreeSet;
+
+use super::super::tests::{acct, actor, new_account, new_transfer, org};
+use super::super::*;
+use super::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// The rejections these tests trigger (the ledger's test of every code
+/// counts them).
+pub(in crate::ledger) const COVERED: [Rejection; 14] = [
+    Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
+    Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
+    Rejection::ProposalClosed,       // a_freeze_executes_in_...
+    Rejection::DigestMismatch,       // forged_and_repeated_ballots_...
+    Rejection::AdminRequired,        // forged_and_repeated_ballots_...
+    Rejection::SignatureRequired,    // forged_and_repeated_ballots_...
+    Rejection::ProposalNotFound,     // forged_and_repeated_ballots_...
+    Rejection::AlreadyVoted,         // forged_and_repeated_ballots_...
+    Rejection::VoteRequired,         // an_admin_revokes_its_own_...
+    Rejection::UnknownOrg,           // an_admin_revokes_its_own_...
+    Rejection::InvalidAction,        // a_policy_change_applies_...
+    Rejection::TooManyOpenProposals, // an_organization_has_a_bounded_...
+    Rejection::AccountAlreadyFrozen, // an_action_whose_precondition_...
+    Rejection::AccountNotFrozen,     // an_action_whose_precondition_...
+];
+
+fn seal() -> ClientSeal {
+    ClientSeal {
+        cert: vec![1, 2, 3],
+        signed_at_ms: T0,
+        signature: vec![4, 5],
+        method: "POST".into(),
+        path: "/v1/gov".into(),
+        body: b"{}".to_vec(),
+    }
+}
+
+/// A ledger of `n` organizations (`org1`..), each with a USD account
+/// `orgN.a` holding 100 (issued from `org1.issue`).
+struct Gv {
+    l: Ledger,
+    index: u64,
+    ms: u64,
+}
+
+impl Gv {
+    fn new(n: usize) -> Self {
+        let orgs: BTreeSet<OrgName> = (1..=n).map(|i| org(&format!("org{i}"))).collect();
+        let mut g = Self {
+            l: Ledger::new(orgs),
+            index: 0,
+            ms: 0,
+        };
+        let admin1 = actor("org1", Role::Admin);
+        let issue = Command::CreateAccount(new_account("org1.issue", "USD", true));
+        assert!(matches!(g.leader(&admin1, issue), Outcome::Account(Ok(_))));
+        for i in 1..=n {
+            let who = actor(&format!("org{i}"), Role::App);
+            let id = format!("org{i}.a");
+            let create = Command::CreateAccount(new_account(&id, "USD", false));
+            assert!(matches!(g.leader(&who, create), Outcome::Account(Ok(_))));
+            let fund = Command::single(new_transfer(
+                &format!("org1.fund{i}"),
+                "org1.issue",
+                &id,
+                100,
+            ));
+            assert!(matches!(g.leader(&admin1, fund), Outcome::Transfers(r) if r[0].is_ok()));
+        }
+        g
+    }
+
+    fn apply(&mut self, who: &Actor, command: Command, evidence: Evidence) -> (Outcome, Changes) {
+        self.index += 1;
+        self.ms += 1;
+        let entry = Entry {
+            actor: who.clone(),
+            timestamp_ms: T0 + self.ms,
+            command,
+            evidence,
+            blinding: Blinding([9; 16]),
+        };
+        self.l.apply(&entry, self.index)
+    }
+
+    /// A command as a node-attested write (no client signature).
+    fn leader(&mut self, who: &Actor, command: Command) -> Outcome {
+        self.apply(who, command, Evidence::Leader).0
+    }
+
+    /// A command signed by its caller.
+    fn signed(&mut self, who: &Actor, command: Command) -> Outcome {
+        self.apply(who, command, Evidence::Client(seal())).0
+    }
+
+    fn propose(&mut self, by: &str, action: Action) -> Result<Proposal, Rejection> {
+        match self.signed(&admin(by), Command::Propose(action)) {
+            Outcome::Proposal(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn vote(&mut self, by: &str, p: &Proposal, approve: bool) -> Result<Proposal, Rejection> {
+        let ballot = Command::Ballot {
+            proposal: p.id,
+            approve,
+            digest: p.digest.clone(),
+        };
+        match self.signed(&admin(by), ballot) {
+            Outcome::Proposal(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn balance(&self, id: &str) -> i128 {
+        self.l.account(&acct(id)).unwrap().balance()
+    }
+
+    fn transfer(&mut self, by: &str, id: &str, from: &str, to: &str) -> Result<(), Rejection> {
+        let who = actor(by, Role::App);
+        match self.leader(&who, Command::single(new_transfer(id, from, to, 1))) {
+            Outcome::Transfers(mut r) => r.pop().unwrap().map(|_| ()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn admin(o: &str) -> Actor {
+    actor(o, Role::Admin)
+}
+
+fn freeze(a: &str) -> Action {
+    Action::Freeze { account: acct(a) }
+}
+
+#[test]
+fn thresholds_are_integer_arithmetic_above_one_half() {
+    let two_thirds = Threshold::parse("2/3").unwrap();
+    assert_eq!(two_thirds.required(15), 10);
+    assert_eq!(Threshold::Majority.required(15), 8);
+    assert_eq!(two_thirds.required(3), 2);
+    assert_eq!(two_thirds.required(4), 3);
+    assert_eq!(Threshold::Majority.required(4), 3);
+    assert_eq!(Threshold::Majority.required(1), 1);
+    assert_eq!(Threshold::parse("1/1").unwrap().required(15), 15);
+    for bad in [
+        "1/2", "2/4", "0/1", "3/2", "2/0", "1", "2/3 ", "-2/3", "2/10000", "half",
+    ] {
+        assert!(Threshold::parse(bad).is_err(), "{bad}");
+    }
+    // From the log, only the canonical spelling.
+    assert!(Threshold::try_from("02/3".to_owned()).is_err());
+    assert_eq!(Threshold::try_from("2/3".to_owned()), Ok(two_thirds));
+}
+
+#[test]
+fn serials_are_hex_numbers_in_one_spelling() {
+    let s = Serial::parse("00:1F:aB").unwrap();
+    assert_eq!(s.as_str(), "1fab");
+    assert_eq!(Serial::from_be_bytes(&[0, 0x1f, 0xab]), Some(s));
+    assert_eq!(Serial::parse("0").unwrap().as_str(), "0");
+    for bad in ["", "xyz", "1 2", &"f".repeat(41)] {
+        assert!(Serial::parse(bad).is_err(), "{bad:?}");
+    }
+    assert!(Serial::try_from("001f".to_owned()).is_err());
+}
+
+#[test]
+fn a_freeze_executes_in_the_entry_of_the_second_of_three_approvals() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    assert_eq!(p.state, ProposalState::Open);
+    assert_eq!(p.digest, freeze("org2.a").digest(p.id));
+    // The proposer's approval is not implied.
+    assert_eq!(p.approvals(), 0);
+    let after_one = g.vote("org1", &p, true).unwrap();
+    assert_eq!(after_one.state, ProposalState::Open);
+    assert_eq!(g.transfer("org2", "org2.t1", "org2.a", "org1.a"), Ok(()));
+    let height = g.l.height() + 1;
+    let after_two = g.vote("org3", &p, true).unwrap();
+    assert_eq!(after_two.state, ProposalState::Executed);
+    assert_eq!(after_two.closed_height, Some(height));
+    assert!(g.l.gov().is_frozen(&acct("org2.a")));
+    assert_eq!(
+        g.transfer("org2", "org2.t2", "org2.a", "org1.a"),
+        Err(Rejection::DebitAccountFrozen)
+    );
+    assert_eq!(
+        g.transfer("org1", "org1.t3", "org1.a", "org2.a"),
+        Err(Rejection::CreditAccountFrozen)
+    );
+    // A third ballot comes too late.
+    assert_eq!(g.vote("org2", &p, true), Err(Rejection::ProposalClosed));
+    // Unfreezing is a vote too.
+    let u = g
+        .propose(
+            "org2",
+            Action::Unfreeze {
+                account: acct("org2.a"),
+            },
+        )
+        .unwrap();
+    g.vote("org2", &u, true).unwrap();
+    assert_eq!(
+        g.vote("org1", &u, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert_eq!(g.transfer("org2", "org2.t4", "org2.a", "org1.a"), Ok(()));
+}
+
+#[test]
+fn forged_and_repeated_ballots_change_nothing() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    let before = g.l.gov().clone();
+    // Another digest.
+    let wrong = Command::Ballot {
+        proposal: p.id,
+        approve: true,
+        digest: freeze("org3.a").digest(p.id),
+    };
+    assert!(matches!(
+        g.signed(&admin("org2"), wrong),
+        Outcome::Proposal(Err(Rejection::DigestMismatch))
+    ));
+    // An app's ballot, and an admin's without its own signature.
+    let ballot = Command::Ballot {
+        proposal: p.id,
+        approve: true,
+        digest: p.digest.clone(),
+    };
+    assert!(matches!(
+        g.signed(&actor("org2", Role::App), ballot.clone()),
+        Outcome::Proposal(Err(Rejection::AdminRequired))
+    ));
+    assert!(matches!(
+        g.leader(&admin("org2"), ballot),
+        Outcome::Proposal(Err(Rejection::SignatureRequired))
+    ));
+    // An unknown proposal.
+    let unknown = Command::Ballot {
+        proposal: 99,
+        approve: true,
+        digest: p.digest.clone(),
+    };
+    assert!(matches!(
+        g.signed(&admin("org2"), unknown),
+        Outcome::Proposal(Err(Rejection::ProposalNotFound))
+    ));
+    assert_eq!(g.l.gov(), &before);
+    // One ballot per organization, never changed; the same one again is
+    // answered with the proposal.
+    g.vote("org2", &p, false).unwrap();
+    let once = g.l.gov().clone();
+    assert_eq!(g.vote("org2", &p, true), Err(Rejection::AlreadyVoted));
+    assert_eq!(g.vote("org2", &p, false).unwrap().rejections(), 1);
+    assert_eq!(g.l.gov(), &once);
+}
+
+#[test]
+fn a_proposal_is_rejected_once_it_cannot_pass_and_expires_on_the_ledger_clock() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    g.vote("org2", &p, false).unwrap();
+    assert_eq!(
+        g.vote("org3", &p, false).unwrap().state,
+        ProposalState::Rejected
+    );
+    assert!(!g.l.gov().is_frozen(&acct("org2.a")));
+
+    let q = g.propose("org1", freeze("org3.a")).unwrap();
+    g.vote("org1", &q, true).unwrap();
+    // Nothing happens until an entry's clock passes the expiry.
+    // (`apply` adds 1 ms to each entry.)
+    g.ms = q.expires_at_ms - T0 - 2;
+    g.leader(&admin("org1"), Command::Tick);
+    assert_eq!(g.l.gov().proposal(q.id).unwrap().state, ProposalState::Open);
+    g.leader(&admin("org1"), Command::Tick);
+    let expired = g.l.gov().proposal(q.id).unwrap();
+    assert_eq!(expired.state, ProposalState::Expired);
+    assert_eq!(g.vote("org2", &q, true), Err(Rejection::ProposalClosed));
+    assert!(!g.l.gov().is_frozen(&acct("org3.a")));
+}
+
+#[test]
+fn a_correction_moves_money_once_and_fails_without_funds() {
+    let mut g = Gv::new(3);
+    let correct = |amount| Action::Correction {
+        debit_account: acct("org2.a"),
+        credit_account: acct("org1.a"),
+        amount: Amount::new(amount).unwrap(),
+        memo: Some("mistaken transfer".into()),
+    };
+    // A frozen account can still be corrected.
+    let f = g.propose("org1", freeze("org2.a")).unwrap();
+    g.vote("org1", &f, true).unwrap();
+    g.vote("org3", &f, true).unwrap();
+    let totals = g.l.totals();
+    let p = g.propose("org1", correct(40)).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    let done = g.vote("org3", &p, true).unwrap();
+    assert_eq!(done.state, ProposalState::Executed);
+    assert_eq!((g.balance("org2.a"), g.balance("org1.a")), (60, 140));
+    assert_eq!(g.l.totals(), totals, "a correction conserves money");
+    let t =
+        g.l.transfer(&TransferId::parse("gov.correction-2").unwrap());
+    let t = t.expect("kept in a ledger that does not forget");
+    assert_eq!(t.posted_by.as_str(), GOV_ORG);
+    // Beyond the balance: failed, nothing moved.
+    let q = g.propose("org1", correct(61)).unwrap();
+    g.vote("org1", &q, true).unwrap();
+    let failed = g.vote("org2", &q, true).unwrap();
+    assert_eq!(failed.state, ProposalState::Failed);
+    assert_eq!(failed.code, Some(Rejection::InsufficientFunds));
+    assert_eq!((g.balance("org2.a"), g.balance("org1.a")), (60, 140));
+    assert!(g
+        .l
+        .stored_height(&TransferId::parse("gov.correction-3").unwrap())
+        .is_none());
+}
+
+#[test]
+fn an_admin_revokes_its_own_certificates_at_once_and_others_only_by_vote() {
+    let mut g = Gv::new(3);
+    let cert = |o: &str| CertRef {
+        org: org(o),
+        serial: Serial::parse("1f").unwrap(),
+    };
+    assert!(matches!(
+        g.signed(&admin("org1"), Command::Revoke(cert("org2"))),
+        Outcome::Revoked(Err(Rejection::VoteRequired))
+    ));
+    assert!(matches!(
+        g.signed(&actor("org1", Role::App), Command::Revoke(cert("org1"))),
+        Outcome::Revoked(Err(Rejection::AdminRequired))
+    ));
+    assert!(matches!(
+        g.signed(&admin("org1"), Command::Revoke(cert("org1"))),
+        Outcome::Revoked(Ok(_))
+    ));
+    assert!(g
+        .l
+        .gov()
+        .is_revoked(&org("org1"), &Serial::parse("1f").unwrap()));
+    assert!(!g
+        .l
+        .gov()
+        .is_revoked(&org("org2"), &Serial::parse("1f").unwrap()));
+    let p = g
+        .propose(
+            "org1",
+            Action::Revoke {
+                org: org("org2"),
+                serial: Serial::parse("1f").unwrap(),
+            },
+        )
+        .unwrap();
+    g.vote("org1", &p, true).unwrap();
+    g.vote("org3", &p, true).unwrap();
+    assert!(g
+        .l
+        .gov()
+        .is_revoked(&org("org2"), &Serial::parse("1f").unwrap()));
+    assert_eq!(
+        g.propose(
+            "org1",
+            Action::Revoke {
+                org: org("org9"),
+                serial: Serial::parse("1").unwrap(),
+            }
+        ),
+        Err(Rejection::UnknownOrg)
+    );
+}
+
+#[test]
+fn a_policy_change_applies_to_the_next_ballot() {
+    let mut g = Gv::new(4);
+    let two_thirds = Threshold::parse("2/3").unwrap();
+    let p = g
+        .propose(
+            "org1",
+            Action::SetPolicy {
+                threshold: two_thirds,
+                proposal_ttl_ms: PROPOSAL_TTL_MS_DEFAULT,
+            },
+        )
+        .unwrap();
+    for o in ["org1", "org2"] {
+        g.vote(o, &p, true).unwrap();
+    }
+    // A majority of 4 is 3.
+    assert_eq!(
+        g.vote("org3", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert_eq!(g.l.gov().policy().threshold, two_thirds);
+    let q = g.propose("org1", freeze("org2.a")).unwrap();
+    g.vote("org1", &q, true).unwrap();
+    assert_eq!(g.vote("org2", &q, true).unwrap().state, ProposalState::Open);
+    assert_eq!(
+        g.vote("org3", &q, true).unwrap().state,
+        ProposalState::Executed
+    );
+    let bad = Action::SetPolicy {
+        threshold: Threshold::Majority,
+        proposal_ttl_ms: 1,
+    };
+    assert_eq!(g.propose("org1", bad), Err(Rejection::InvalidAction));
+}
+
+#[test]
+fn an_action_whose_precondition_fails_at_execution_ends_failed_and_changes_nothing() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    let q = g.propose("org2", freeze("org2.a")).unwrap();
+    for o in ["org1", "org3"] {
+        g.vote(o, &p, true).unwrap();
+    }
+    g.vote("org1", &q, true).unwrap();
+    let before = g.l.gov().frozen.clone();
+    let failed = g.vote("org3", &q, true).unwrap();
+    assert_eq!(failed.state, ProposalState::Failed);
+    assert_eq!(failed.code, Some(Rejection::AccountAlreadyFrozen));
+    assert_eq!(g.l.gov().frozen, before);
+    let unfreeze = Action::Unfreeze {
+        account: acct("org3.a"),
+    };
+    let u = g.propose("org1", unfreeze).unwrap();
+    g.vote("org1", &u, true).unwrap();
+    let failed = g.vote("org2", &u, true).unwrap();
+    assert_eq!(failed.code, Some(Rejection::AccountNotFrozen));
+}
+
+#[test]
+fn an_organization_has_a_bounded_number_of_open_proposals() {
+    let mut g = Gv::new(3);
+    for _ in 0..OPEN_PROPOSALS_PER_ORG_MAX {
+        g.propose("org1", freeze("org2.a")).unwrap();
+    }
+    assert_eq!(
+        g.propose("org1", freeze("org2.a")),
+        Err(Rejection::TooManyOpenProposals)
+    );
+    assert!(g.propose("org2", freeze("org2.a")).is_ok());
+}
+
+#[test]
+fn governance_blocks_commit_to_the_registry_and_every_ballot() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    let (_, c) = g.apply(
+        &admin("org1"),
+        Command::Ballot {
+            proposal: p.id,
+            approve: true,
+            digest: p.digest.clone(),
+        },
+        Evidence::Client(seal()),
+    );
+    assert!(c.gov, "the registry changed");
+    assert_eq!(c.leaf_hashes.len(), 1, "the ballot's leaf");
+    let (_, c) = g.apply(
+        &admin("org2"),
+        Command::Ballot {
+            proposal: p.id,
+            approve: true,
+            digest: p.digest.clone(),
+        },
+        Evidence::Client(seal()),
+    );
+    assert_eq!(
+        c.leaf_hashes.len(),
+        2,
+        "the ballot's leaf and the outcome's"
+    );
+    // A refused ballot leaves the registry as it was.
+    let (_, c) = g.apply(
+        &admin("org3"),
+        Command::Ballot {
+            proposal: p.id,
+            approve: true,
+            digest: "0".repeat(64),
+        },
+        Evidence::Client(seal()),
+    );
+    assert!(!c.gov);
+}

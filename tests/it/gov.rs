@@ -1,0 +1,427 @@
+//! Governance: proposals and ballots signed by each organization's admin,
+//! executed on every replica at the same index; freezes, corrections and
+//! revocations enforced on every listener, open connections included.
+
+use alliance::client::{checked_digest, ApiClient, Response};
+use alliance::config::{Genesis, RaftTuning, TlsFiles};
+use alliance::identity::request::{KeySigner, SIGNATURE_HEADER};
+use alliance::identity::{self};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+use crate::harness::{eventually, ok, options, transfer_until_ok, Cluster, REQUEST_TIMEOUT};
+
+fn admin(c: &Cluster, org: usize, node: u64) -> ApiClient {
+    c.client(&format!("org{org}"), "admin", node)
+}
+
+fn role_tls(c: &Cluster, org: &str, role: &str) -> TlsFiles {
+    let id = &c.layout.org(org).identities[role];
+    TlsFiles {
+        cert: id.cert.clone(),
+        key: id.key.clone(),
+    }
+}
+
+/// Proposes `action` as `org`'s admin through its own node; the proposal.
+async fn propose(c: &Cluster, org: usize, action: Value) -> Value {
+    ok(admin(c, org, org as u64).propose(&action).await).body
+}
+
+/// `org`'s admin votes on proposal `id` through node `node`, after checking
+/// the digest as `alliance client gov approve` does.
+async fn vote(c: &Cluster, org: usize, node: u64, id: u64, approve: bool) -> Response {
+    let a = admin(c, org, node);
+    let shown = ok(a.proposal(id).await);
+    let digest = checked_digest(&shown.body).expect("the digest is the action's");
+    a.ballot(id, approve, &digest).await.expect("an answer")
+}
+
+fn id_of(p: &Value) -> u64 {
+    p["id"].as_u64().expect("a proposal id")
+}
+
+/// Waits until every node has applied what node `from` has, then returns
+/// `path` as each node reads it locally (`org1`'s app asking).
+async fn on_every_node(c: &Cluster, from: u64, path: &str) -> Vec<Value> {
+    let height = c.status(from).await.expect("status")["height"]
+        .as_u64()
+        .unwrap();
+    let mut seen = Vec::new();
+    for node in c.ids() {
+        c.wait_for_height(node, height).await;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = ok(c
+            .app(1, node)
+            .call(
+                reqwest::Method::GET,
+                &format!("{path}{sep}consistency=local"),
+                None,
+            )
+            .await);
+        let mut body = r.body;
+        body.as_object_mut().unwrap().remove("as_of");
+        seen.push(body);
+    }
+    seen
+}
+
+/// Verifies a ballot's signature with the openssl CLI alone, from what the
+/// API shows: the admin's certificate, the signature, the signed body.
+fn openssl_verifies(genesis_hex: &str, proposal: u64, ballot: &Value) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let der = hex::decode(ballot["certificate"].as_str().unwrap()).unwrap();
+    let sig = hex::decode(ballot["signature"].as_str().unwrap()).unwrap();
+    let message = format!(
+        "alliance request v1\n{genesis_hex}\nPOST\n/v1/gov/proposals/{proposal}/ballots\n{}\n{}",
+        ballot["signed_at_ms"],
+        ballot["body"].as_str().unwrap()
+    );
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("cert.der"), der).unwrap();
+    std::fs::write(path("sig"), sig).unwrap();
+    std::fs::write(path("msg"), message).unwrap();
+    let pubkey = std::process::Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-pubkey", "-noout", "-in"])
+        .arg(path("cert.der"))
+        .output()
+        .expect("run openssl");
+    assert!(pubkey.status.success());
+    std::fs::write(path("pub.pem"), pubkey.stdout).unwrap();
+    std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(path("pub.pem"))
+        .arg("-signature")
+        .arg(path("sig"))
+        .arg(path("msg"))
+        .output()
+        .expect("run openssl")
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_of_three_admins_freeze_an_account_and_correct_a_transfer() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000).await;
+    ok(admin(&c, 1, 1)
+        .transfer("org1.pay", "org1.ops", "org2.ops", 300)
+        .await);
+
+    // One approval changes nothing.
+    let freeze = propose(&c, 1, json!({"freeze": {"account": "org2.ops"}})).await;
+    let id = id_of(&freeze);
+    assert_eq!(freeze["state"], "open");
+    assert_eq!(
+        freeze["approvals"], 0,
+        "the proposer's approval is not implied"
+    );
+    let r = vote(&c, 1, 1, id, true).await;
+    assert_eq!(
+        (r.status, &r.body["state"]),
+        (200, &json!("open")),
+        "{}",
+        r.body
+    );
+    ok(c.app(2, 2)
+        .transfer("org2.before", "org2.ops", "org1.ops", 1)
+        .await);
+
+    // The second, through another organization's node, executes it.
+    let r = vote(&c, 3, 3, id, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let executed_at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, executed_at).await;
+        let r = c
+            .app(2, node)
+            .transfer(&format!("org2.out-{node}"), "org2.ops", "org1.ops", 1)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.code()), (422, Some("debit_account_frozen")));
+        let r = c
+            .app(1, node)
+            .transfer(&format!("org1.in-{node}"), "org1.ops", "org2.ops", 1)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.code()), (422, Some("credit_account_frozen")));
+        // Reads still work.
+        assert_eq!(
+            c.balance(2, node, "org2.ops", true).await.as_deref(),
+            Some("299")
+        );
+    }
+
+    // A correction out of the frozen account, by two approvals.
+    let correction = propose(
+        &c,
+        2,
+        json!({"correction": {"debit_account": "org2.ops", "credit_account": "org1.ops",
+                              "amount": "200", "memo": "sent twice"}}),
+    )
+    .await;
+    let cid = id_of(&correction);
+    vote(&c, 1, 1, cid, true).await;
+    let done = vote(&c, 2, 2, cid, true).await;
+    assert_eq!(done.body["state"], "executed", "{}", done.body);
+    let correction_id = format!("gov.correction-{cid}");
+    let t = ok(c.app(1, 1).get_transfer(&correction_id).await);
+    assert_eq!(
+        (&t.body["posted_by"], &t.body["amount"]),
+        (&json!("gov"), &json!("200"))
+    );
+    // Its block holds the deciding ballot, the transfer and the outcome;
+    // the earlier ballot is in a block of its own. Both are signed.
+    let height = done.body["closed_height"].as_u64().unwrap();
+    let block = ok(c
+        .app(1, 1)
+        .call(reqwest::Method::GET, &format!("/v1/blocks/{height}"), None)
+        .await);
+    assert_eq!(block.body["leaf_count"], 3, "{}", block.body);
+    let genesis = Genesis::load(&c.layout.genesis).unwrap();
+    let ballots = done.body["ballots"].as_array().unwrap();
+    assert_eq!(ballots.len(), 2);
+    for b in ballots {
+        assert!(openssl_verifies(&genesis.hash, cid, b), "{b}");
+        let mut forged = b.clone();
+        forged["body"] = json!(b["body"].as_str().unwrap().replace("approve", "reject"));
+        assert!(!openssl_verifies(&genesis.hash, cid, &forged));
+    }
+
+    // Beyond the balance it fails, and nothing moves.
+    let too_much = propose(
+        &c,
+        1,
+        json!({"correction": {"debit_account": "org2.ops", "credit_account": "org1.ops",
+                              "amount": 100}}),
+    )
+    .await;
+    let tid = id_of(&too_much);
+    vote(&c, 1, 1, tid, true).await;
+    let failed = vote(&c, 3, 3, tid, true).await;
+    assert_eq!(
+        (&failed.body["state"], &failed.body["code"]),
+        (&json!("failed"), &json!("insufficient_funds"))
+    );
+    for node in c.ids() {
+        assert_eq!(
+            c.balance(2, node, "org2.ops", false).await.as_deref(),
+            Some("99")
+        );
+    }
+
+    // Every node has the same proposals and registry, also after a restart.
+    c.kill(2);
+    c.restart(2);
+    for path in ["/v1/gov/registry", "/v1/gov/proposals"] {
+        let seen = on_every_node(&c, 1, path).await;
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{path}: {seen:?}");
+    }
+    let registry = &on_every_node(&c, 1, "/v1/gov/registry").await[0];
+    assert_eq!(
+        registry["frozen"],
+        json!([{"account": "org2.ops", "proposal": id}])
+    );
+    assert_eq!(
+        (&registry["threshold"], &registry["required"]),
+        (&json!("majority"), &json!(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_ballots_change_nothing() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let p = propose(&c, 1, json!({"freeze": {"account": "org2.ops"}})).await;
+    let id = id_of(&p);
+    let digest = p["digest"].as_str().unwrap().to_owned();
+    let ballot = |vote: &str, digest: &str| json!({"vote": vote, "digest": digest});
+    let path = format!("/v1/gov/proposals/{id}/ballots");
+
+    // An app's key; an admin without its own signature; another digest.
+    let send = |client: ApiClient, digest: String| {
+        let (path, body) = (path.clone(), ballot("approve", &digest));
+        async move {
+            let r = client.call(reqwest::Method::POST, &path, Some(&body)).await;
+            let r = r.unwrap();
+            (r.status, r.code().map(str::to_owned))
+        }
+    };
+    let refused = |status, code: &str| (status, Some(code.to_owned()));
+    assert_eq!(
+        send(c.app(2, 2), digest.clone()).await,
+        refused(403, "admin_required")
+    );
+    assert_eq!(
+        send(admin(&c, 2, 2).unsigned(), digest.clone()).await,
+        refused(403, "signature_required")
+    );
+    assert_eq!(
+        send(admin(&c, 2, 2), "0".repeat(64)).await,
+        refused(422, "digest_mismatch")
+    );
+
+    // Org2's admin key, over org1's admin TLS session: the signature must
+    // be the session's certificate's.
+    let genesis = Genesis::load(&c.layout.genesis).unwrap();
+    let body = ballot("approve", &digest).to_string();
+    let org2_key = KeySigner::load(&role_tls(&c, "org2", "admin")).unwrap();
+    let t = alliance::api::service::write::now_ms();
+    let sig = org2_key.sign_request(&genesis.hash, "POST", &path, t, body.as_bytes());
+    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            identity::client_config(roots, &role_tls(&c, "org1", "admin")).unwrap(),
+        )
+        .default_headers(HeaderMap::new())
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{}{path}", c.layout.node(1).api_url))
+        .header("content-type", "application/json")
+        .header(SIGNATURE_HEADER, sig.header_value())
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // One ballot per organization, never changed.
+    let r = vote(&c, 2, 2, id, false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = vote(&c, 2, 1, id, true).await;
+    assert_eq!((r.status, r.code()), (409, Some("already_voted")));
+
+    // A revoked admin can no longer vote, not even through another node.
+    let org3_admin = alliance::client::cert_ref(&role_tls(&c, "org3", "admin").cert).unwrap();
+    let revoked = admin(&c, 3, 3).revoke(&org3_admin.0, &org3_admin.1).await;
+    let revoked_at = ok(revoked).body["height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, revoked_at).await;
+        let r = admin(&c, 3, node).proposal(id).await;
+        assert!(
+            r.is_err(),
+            "node {node} still takes the revoked admin: {r:?}"
+        );
+    }
+
+    // Nothing of it counted: one rejection, no approval, still open, on
+    // every node.
+    for p in on_every_node(&c, 1, &format!("/v1/gov/proposals/{id}")).await {
+        assert_eq!(
+            (&p["state"], &p["approvals"], &p["rejections"]),
+            (&json!("open"), &json!(0), &json!(1)),
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_certificate_is_refused_on_open_connections_and_in_new_handshakes() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    // Org1's app holds a kept-alive connection to every node.
+    let apps: Vec<ApiClient> = c.ids().into_iter().map(|n| c.app(1, n)).collect();
+    for app in &apps {
+        ok(app.account("org1.ops", true).await);
+    }
+    let (org, serial) = alliance::client::cert_ref(&role_tls(&c, "org1", "app").cert).unwrap();
+    let r = ok(admin(&c, 1, 1).revoke(&org, &serial).await);
+    assert_eq!(r.body["revoked_by"], "owner", "{}", r.body);
+    for (node, app) in c.ids().into_iter().zip(&apps) {
+        // The open connection serves until this node applies the
+        // revocation; then its next request is refused, and the connection
+        // closed...
+        eventually(
+            &format!("node {node} to refuse the open connection"),
+            || async {
+                let r = app
+                    .account("org1.ops", true)
+                    .await
+                    .expect("the open connection answers");
+                match (r.status, r.code()) {
+                    (200, _) => None,
+                    (403, Some("certificate_revoked")) => Some(()),
+                    other => panic!("node {node}: {other:?} {}", r.body),
+                }
+            },
+        )
+        .await;
+        // ... so the next request needs a handshake, which fails.
+        let e = app.account("org1.ops", true).await.unwrap_err();
+        let why = alliance::client::explain(&e, "the node");
+        assert!(why.contains("revoked"), "node {node}: {why}");
+        // Org1's other certificates, and other organizations', still work.
+        ok(c.client("org1", "partner", node).cluster().await);
+        ok(admin(&c, 1, node).account("org1.ops", true).await);
+        ok(c.app(2, node).account("org2.ops", true).await);
+    }
+    // Revoking another organization's certificate takes a vote.
+    let (org2, serial2) = alliance::client::cert_ref(&role_tls(&c, "org2", "app").cert).unwrap();
+    let r = admin(&c, 1, 1).revoke(&org2, &serial2).await.unwrap();
+    assert_eq!((r.status, r.code()), (403, Some("vote_required")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_catches_up_by_snapshot_has_the_same_registry() {
+    let raft = RaftTuning {
+        snapshot_logs_since_last: 10,
+        snapshot_logs_kept: 0,
+        ..RaftTuning::default()
+    };
+    let mut c = Cluster::start_with(options(raft)).await;
+    c.seed(1_000).await;
+    let leader = c.wait_for_leader().await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let left_at = c.status(lagging).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    c.kill(lagging);
+    let up = c.ids().into_iter().find(|id| *id != lagging).unwrap();
+    let voters: Vec<usize> = c
+        .ids()
+        .into_iter()
+        .filter(|id| *id != lagging)
+        .map(|id| id as usize)
+        .collect();
+    let p = ok(admin(&c, voters[0], up)
+        .propose(&json!({"freeze": {"account": "org3.ops"}}))
+        .await)
+    .body;
+    for org in &voters {
+        let r = vote(&c, *org, up, id_of(&p), true).await;
+        assert!(r.is_success(), "{}", r.body);
+    }
+    for i in 0..20u64 {
+        transfer_until_ok(
+            &c.app(1, up),
+            &format!("org1.s-{i}"),
+            "org1.ops",
+            "org2.ops",
+            1,
+        )
+        .await;
+    }
+    eventually("the log to be purged past the lagging node", || async {
+        let purged = c.status(leader).await?["purged_index"].as_u64()?;
+        (purged > left_at).then_some(())
+    })
+    .await;
+    c.restart(lagging);
+    let seen = on_every_node(&c, up, "/v1/gov/registry").await;
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    assert_eq!(seen[0]["frozen"][0]["account"], "org3.ops", "{}", seen[0]);
+    let status = c.status(lagging).await.unwrap();
+    assert!(
+        status["snapshot_index"].as_u64().unwrap() > left_at,
+        "{status}"
+    );
+    // The frozen account is frozen there too.
+    let r = c
+        .app(3, lagging)
+        .transfer("org3.out", "org3.ops", "org1.ops", 1)
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Some("debit_account_frozen"), "{}", r.body);
+}
