@@ -464,8 +464,8 @@ fn explain_tls(e: &rustls::Error, url: &str) -> String {
                     "it requires a client certificate (set [tls] cert and key)"
                 }
                 A::UnknownCA => {
-                    "this client's certificate is not issued by the CA of an organization in \
-                     the consortium's genesis"
+                    "this client's certificate is not issued by the CA of a member \
+                     organization (one in genesis, or added by a governance vote)"
                 }
                 A::CertificateRevoked => "this client's certificate has been revoked",
                 A::CertificateExpired => {
@@ -513,7 +513,7 @@ mod tests {
     fn a_servers_alert_is_named_with_what_to_fix() {
         let url = "https://127.0.0.1:7000";
         for (alert, says) in [
-            (A::UnknownCA, "not issued by the CA of an organization"),
+            (A::UnknownCA, "not issued by the CA of a member"),
             (A::CertificateRequired, "requires a client certificate"),
             (A::CertificateRevoked, "has been revoked"),
             (A::CertificateExpired, "has expired"),

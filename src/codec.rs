@@ -419,6 +419,10 @@ mod tests {
                 "vote_required",
                 "account_already_frozen",
                 "account_not_frozen",
+                "org_not_active",
+                "org_exists",
+                "org_runs_nodes",
+                "org_removed",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -257,6 +257,9 @@ enum GovCmd {
     Registry,
     /// Revoke one of your own organization's certificates at once (no vote).
     Revoke(CertArgs),
+    /// As the admin of an organization added by vote, acknowledge joining:
+    /// from then on it votes and counts towards the threshold.
+    Join,
 }
 
 #[derive(Subcommand)]
@@ -282,6 +285,20 @@ enum ProposeCmd {
     },
     /// Revoke another organization's certificate.
     Revoke(CertArgs),
+    /// Add an organization with its CA certificate(s): it may transact at
+    /// once, and votes once its admin runs `gov join`.
+    AddOrg {
+        name: String,
+        /// Its CA certificate (PEM), as scripts/new-org.sh writes it;
+        /// repeatable.
+        #[arg(long = "ca", required = true)]
+        cas: Vec<PathBuf>,
+    },
+    /// Remove an organization: its certificates are refused, its accounts
+    /// frozen, grants to it dropped.
+    RemoveOrg {
+        name: String,
+    },
     /// Change the threshold and the proposals' time to live.
     Policy {
         /// `majority` or a fraction N/D above one half, e.g. 2/3.
@@ -552,6 +569,15 @@ async fn gov(
                     let (org, serial) = cert.org_and_serial()?;
                     json!({"revoke": {"org": org, "serial": serial}})
                 }
+                ProposeCmd::AddOrg { name, cas } => {
+                    let mut pems = Vec::new();
+                    for path in cas {
+                        let pem = alliance::config::read_bounded(&path, 64 * 1024)?;
+                        pems.push(String::from_utf8_lossy(&pem).into_owned());
+                    }
+                    json!({"add_org": {"name": name, "ca_certs": pems}})
+                }
+                ProposeCmd::RemoveOrg { name } => json!({"remove_org": {"name": name}}),
                 ProposeCmd::Policy {
                     threshold,
                     ttl_hours,
@@ -577,6 +603,11 @@ async fn gov(
         GovCmd::Revoke(cert) => {
             let (org, serial) = cert.org_and_serial()?;
             api.revoke(&org, &serial).await
+        }
+        GovCmd::Join => {
+            let empty = json!({});
+            api.call(reqwest::Method::POST, "/v1/gov/join", Some(&empty))
+                .await
         }
     };
     Ok(Ok(sent))

@@ -126,8 +126,10 @@ fn certificate_expiries(trust: &Trust, genesis: &Genesis, own_cert: &[u8]) -> Ve
         .into_iter()
         .collect();
     for org in genesis.org_names() {
-        if let Some(t) = trust.ca_of(&org).and_then(crate::identity::not_after_unix) {
-            expiries.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
+        for ca in trust.cas_of(&org) {
+            if let Some(t) = crate::identity::not_after_unix(&ca) {
+                expiries.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
+            }
         }
     }
     expiries
@@ -180,9 +182,14 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     let sync_us = store.durable.sync_us.clone();
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
+    let founders = genesis.orgs.iter().map(|o| {
+        let nodes = genesis.nodes.iter().filter(|n| n.org == o.name);
+        let nodes = nodes.map(|n| n.id).collect();
+        (o.name.clone(), Gov::founder(vec![o.ca_cert.clone()], nodes))
+    });
     let founding = Founding {
         orgs: genesis.org_names(),
-        gov: Gov::with_policy(genesis.policy()),
+        gov: Gov::founding(founders, genesis.policy()),
     };
     let state_machine = StateMachine::open_with(store, founding, genesis.hash_bytes(), witness)?;
     let shared = state_machine.shared();

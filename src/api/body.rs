@@ -379,7 +379,7 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
 #[serde(deny_unknown_fields)]
 struct EmptyBody {}
 
-fn empty_body(body: &[u8]) -> Result<(), ApiError> {
+pub(super) fn empty_body(body: &[u8]) -> Result<(), ApiError> {
     if !body.is_empty() {
         parse_json::<EmptyBody>(body)?;
     }

@@ -174,7 +174,9 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | CertificateRevoked
         | SignatureRequired
         | AdminRequired
-        | VoteRequired => StatusCode::FORBIDDEN,
+        | VoteRequired
+        | OrgNotActive
+        | OrgRemoved => StatusCode::FORBIDDEN,
         AccountNotFound
         | DebitAccountNotFound
         | CreditAccountNotFound
@@ -187,7 +189,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | PendingTransferAlreadyVoided
         | PendingTransferExpired
         | AlreadyVoted
-        | ProposalClosed => StatusCode::CONFLICT,
+        | ProposalClosed
+        | OrgExists => StatusCode::CONFLICT,
         UnknownReaderOrg
         | AccountsMustBeDifferent
         | AssetMismatch
@@ -206,7 +209,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | InvalidAction
         | UnknownOrg
         | AccountAlreadyFrozen
-        | AccountNotFrozen => StatusCode::UNPROCESSABLE_ENTITY,
+        | AccountNotFrozen
+        | OrgRunsNodes => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

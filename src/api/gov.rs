@@ -6,14 +6,19 @@
 //! over `POST /v1/gov/proposals/{id}/ballots` with the proposal's digest in
 //! the body, so the chain holds each vote as its admin signed it.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::body::{account_id, amount, check_memo, invalid, parse_json};
+use super::body::{account_id, amount, check_memo, empty_body, invalid, parse_json};
 use super::error::ApiError;
 use super::views::Rendered;
-use crate::config::{Genesis, Limits};
-use crate::ledger::gov::{Ballot, RevokedBy, PROPOSAL_TTL_MS_MAX, PROPOSAL_TTL_MS_MIN};
+use crate::config::Limits;
+use crate::ledger::gov::{
+    Ballot, OrgStatus, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, PROPOSAL_TTL_MS_MAX,
+    PROPOSAL_TTL_MS_MIN,
+};
 use crate::ledger::{
     AccountId, Action, CertRef, Command, Gov, OrgName, Proposal, ProposalState, Revocation, Serial,
     Threshold,
@@ -48,6 +53,10 @@ pub fn command(path: &[&str], body: &[u8], limits: &Limits) -> Result<Command, A
                 approve,
                 digest: b.digest,
             })
+        }
+        ["join"] => {
+            empty_body(body)?;
+            Ok(Command::Join)
         }
         ["revocations"] => {
             let b = parse_json::<RevokeBody>(body)?;
@@ -108,6 +117,62 @@ enum ActionBody {
         threshold: String,
         proposal_ttl_ms: u64,
     },
+    AddOrg {
+        name: String,
+        ca_certs: Vec<String>,
+    },
+    RemoveOrg {
+        name: String,
+    },
+}
+
+/// Days a CA certificate proposed for a new organization must still be
+/// valid: one that would expire sooner is a time bomb.
+pub const CA_DAYS_LEFT_MIN: i64 = 30;
+
+/// Refuses CA certificates that expire within [`CA_DAYS_LEFT_MIN`] days of
+/// this node's clock (at the edge only: apply has no clock of its own).
+pub fn ensure_lasting(pems: &[String]) -> Result<(), ApiError> {
+    let now = crate::api::service::write::now_ms() as i64 / 1000;
+    for (i, pem) in pems.iter().enumerate() {
+        let der = crate::identity::first_cert_der(pem.as_bytes()).unwrap_or_default();
+        let left = crate::identity::not_after_unix(&der).map_or(0, |t| (t - now) / 86_400);
+        if left < CA_DAYS_LEFT_MIN {
+            return Err(invalid(
+                "ca_cert_expiring",
+                format!(
+                    "ca_certs[{i}] expires in {left} days; a CA proposed for a member must be \
+                     valid for at least {CA_DAYS_LEFT_MIN} more days: renew it first"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A new organization's CA certificates: PEM, each one CA certificate
+/// (basicConstraints CA:TRUE) that parses; at most [`CA_CERTS_MAX`].
+fn ca_certs(pems: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let bad = |m: String| invalid("invalid_ca_cert", m);
+    if !(1..=CA_CERTS_MAX).contains(&pems.len()) {
+        return Err(bad(format!(
+            "ca_certs must hold 1..={CA_CERTS_MAX} PEM certificates"
+        )));
+    }
+    for (i, pem) in pems.iter().enumerate() {
+        if pem.len() > CA_CERT_PEM_BYTES_MAX {
+            return Err(bad(format!(
+                "ca_certs[{i}] is longer than {CA_CERT_PEM_BYTES_MAX} bytes"
+            )));
+        }
+        if !crate::identity::is_one_ca_cert(pem.as_bytes()) {
+            return Err(bad(format!(
+                "ca_certs[{i}] is not one PEM CA certificate (basicConstraints CA:TRUE), \
+                 e.g. the ca.crt that scripts/new-org.sh writes"
+            )));
+        }
+    }
+    Ok(pems)
 }
 
 impl ActionBody {
@@ -164,6 +229,14 @@ impl ActionBody {
                     proposal_ttl_ms,
                 }
             }
+            Self::AddOrg {
+                name,
+                ca_certs: pems,
+            } => Action::AddOrg {
+                name: org(&name)?,
+                ca_certs: ca_certs(pems)?,
+            },
+            Self::RemoveOrg { name } => Action::RemoveOrg { name: org(&name)? },
         })
     }
 }
@@ -220,12 +293,7 @@ struct BallotView<'a> {
     body: &'a str,
 }
 
-fn proposal_view<'a>(
-    p: &'a Proposal,
-    gov: &Gov,
-    members: usize,
-    as_of: Option<u64>,
-) -> ProposalView<'a> {
+fn proposal_view<'a>(p: &'a Proposal, gov: &Gov, as_of: Option<u64>) -> ProposalView<'a> {
     let ballot = |(org, b): (&'a OrgName, &'a Ballot)| BallotView {
         org,
         vote: if b.approve { "approve" } else { "reject" },
@@ -248,8 +316,8 @@ fn proposal_view<'a>(
         closed_height: p.closed_height,
         approvals: p.approvals(),
         rejections: p.rejections(),
-        required: gov.required(members),
-        members,
+        required: gov.required(),
+        members: gov.members(),
         ballots: p.ballots.iter().map(ballot).collect(),
         as_of,
     }
@@ -257,8 +325,8 @@ fn proposal_view<'a>(
 
 /// One proposal (`GET /v1/gov/proposals/{id}`, and a governance write's
 /// answer).
-pub fn proposal(p: &Proposal, gov: &Gov, members: usize, as_of: Option<u64>) -> Rendered {
-    Rendered::ok(&proposal_view(p, gov, members, as_of))
+pub fn proposal(p: &Proposal, gov: &Gov, as_of: Option<u64>) -> Rendered {
+    Rendered::ok(&proposal_view(p, gov, as_of))
 }
 
 #[derive(Serialize)]
@@ -269,14 +337,14 @@ struct ProposalsPage<'a> {
 }
 
 /// Proposals from id `from` on, at most `limit`.
-pub fn proposals(gov: &Gov, members: usize, from: u64, limit: usize, as_of: u64) -> Rendered {
+pub fn proposals(gov: &Gov, from: u64, limit: usize, as_of: u64) -> Rendered {
     let mut page: Vec<&Proposal> = gov.proposals_from(from).take(limit + 1).collect();
     let next = (page.len() > limit).then(|| page[limit].id.to_string());
     page.truncate(limit);
     Rendered::ok(&ProposalsPage {
         proposals: page
             .into_iter()
-            .map(|p| proposal_view(p, gov, members, None))
+            .map(|p| proposal_view(p, gov, None))
             .collect(),
         next_cursor: next,
         as_of,
@@ -326,11 +394,19 @@ struct RegistryView<'a> {
 #[derive(Serialize)]
 struct OrgView<'a> {
     name: &'a OrgName,
-    status: &'static str,
-    /// SHA-256 of the organization's CA certificate (DER), hex.
-    ca_sha256: String,
-    /// When the CA certificate expires, in seconds since the Unix epoch.
-    ca_not_after: Option<i64>,
+    status: OrgStatus,
+    /// The block that added it (0: genesis) or last changed its status.
+    since_height: u64,
+    cas: Vec<CaView>,
+    nodes: &'a BTreeSet<u64>,
+}
+
+#[derive(Serialize)]
+struct CaView {
+    /// SHA-256 of the CA certificate (DER), hex.
+    sha256: String,
+    /// When it expires, in seconds since the Unix epoch.
+    not_after: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -339,31 +415,34 @@ struct FrozenView<'a> {
     proposal: u64,
 }
 
-/// The registry (`GET /v1/gov/registry`): the member organizations, the
-/// policy, revoked certificates and frozen accounts.
-pub fn registry(genesis: &Genesis, gov: &Gov, as_of: u64) -> Rendered {
+/// The registry (`GET /v1/gov/registry`): the organizations, the policy,
+/// revoked certificates and frozen accounts.
+pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
     use sha2::{Digest, Sha256};
-    let orgs: Vec<OrgView<'_>> = genesis
-        .orgs
-        .iter()
-        .map(|o| {
-            let der = crate::identity::first_cert_der(o.ca_cert.as_bytes());
-            OrgView {
-                name: &o.name,
-                status: "active",
-                ca_sha256: der
-                    .as_deref()
-                    .map(|d| hex::encode(Sha256::digest(d)))
-                    .unwrap_or_default(),
-                ca_not_after: der.as_deref().and_then(crate::identity::not_after_unix),
-            }
-        })
-        .collect();
-    let members = orgs.len();
+    let ca = |pem: &String| {
+        let der = crate::identity::first_cert_der(pem.as_bytes());
+        CaView {
+            sha256: der
+                .as_deref()
+                .map(|d| hex::encode(Sha256::digest(d)))
+                .unwrap_or_default(),
+            not_after: der.as_deref().and_then(crate::identity::not_after_unix),
+        }
+    };
     Rendered::ok(&RegistryView {
-        members,
+        orgs: gov
+            .orgs()
+            .map(|(name, m)| OrgView {
+                name,
+                status: m.status,
+                since_height: m.since_height,
+                cas: m.ca_certs.iter().map(ca).collect(),
+                nodes: &m.nodes,
+            })
+            .collect(),
+        members: gov.members(),
         threshold: gov.policy().threshold.to_string(),
-        required: gov.required(members),
+        required: gov.required(),
         proposal_ttl_ms: gov.policy().proposal_ttl_ms,
         revoked: gov.revoked().map(RevocationView::from).collect(),
         frozen: gov
@@ -373,7 +452,21 @@ pub fn registry(genesis: &Genesis, gov: &Gov, as_of: u64) -> Rendered {
                 proposal: *proposal,
             })
             .collect(),
-        orgs,
         as_of,
+    })
+}
+
+/// An organization that acknowledged joining (`POST /v1/gov/join`).
+pub fn joined(org: &OrgName, gov: &Gov) -> Rendered {
+    #[derive(Serialize)]
+    struct Joined<'a> {
+        org: &'a OrgName,
+        status: Option<OrgStatus>,
+        members: usize,
+    }
+    Rendered::ok(&Joined {
+        org,
+        status: gov.member(org).map(|m| m.status),
+        members: gov.members(),
     })
 }

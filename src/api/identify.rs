@@ -79,7 +79,7 @@ impl FromRequest for Principal {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match req.conn_data::<ApiIdentity>() {
-            Some(ApiIdentity(Ok(p), trust)) if trust.is_revoked(p) => Err(ApiError::Revoked),
+            Some(ApiIdentity(Ok(p), trust)) if trust.is_refused(p) => Err(ApiError::Revoked),
             Some(ApiIdentity(Ok(p), _)) => Ok(p.clone()),
             Some(ApiIdentity(Err(e), _)) => Err(ApiError::Unauthenticated(e.to_string())),
             None => Err(ApiError::Unauthenticated("no verified TLS session".into())),

@@ -13,7 +13,7 @@ use super::service::{Op, Read, Service};
 use super::views::Answer;
 use crate::identity::request::SIGNATURE_HEADER;
 use crate::identity::Principal;
-use crate::ledger::{Rejection, Role};
+use crate::ledger::{Action, Command, Rejection, Role};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -37,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/gov/proposals/{id}", web::get().to(get_proposal))
             .route("/gov/proposals/{id}/ballots", web::post().to(write))
             .route("/gov/revocations", web::post().to(write))
+            .route("/gov/join", web::post().to(write))
             .route("/gov/registry", web::get().to(registry)),
     )
     .default_service(web::to(no_route));
@@ -92,6 +93,9 @@ async fn write(
     };
     if signed.is_none() && command.is_governance() {
         return Err(ApiError::Rejected(Rejection::SignatureRequired));
+    }
+    if let Command::Propose(Action::AddOrg { ca_certs, .. }) = &command {
+        super::gov::ensure_lasting(ca_certs)?;
     }
     if signed.is_none() && principal.org() != svc.org() {
         return Err(ApiError::SignOrUseOwnNode(svc.org().to_string()));

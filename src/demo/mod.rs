@@ -52,6 +52,9 @@ pub struct Options {
     pub nodes: usize,
     pub raft: RaftTuning,
     pub limits: Limits,
+    /// Genesis's governance threshold (`new-genesis.sh --threshold`);
+    /// `majority` if none.
+    pub threshold: Option<String>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             nodes: 3,
             raft: RaftTuning::default(),
             limits: Limits::default(),
+            threshold: None,
         }
     }
 }

@@ -39,7 +39,10 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
     for plan in &plans {
         issue_certificates(&scripts, &pki, plan)?;
     }
-    let genesis_args = genesis_args(&dir, &pki, &plans);
+    let mut genesis_args = genesis_args(&dir, &pki, &plans);
+    if let Some(t) = &opts.threshold {
+        genesis_args.extend(["--threshold".into(), t.clone()]);
+    }
     let args: Vec<&str> = genesis_args.iter().map(String::as_str).collect();
     run_script(&scripts, "new-genesis.sh", &args)?;
 

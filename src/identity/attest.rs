@@ -15,8 +15,9 @@
 //! 3. every caller it names belongs to that node's organization
 //!    (`origin_foreign`);
 //! 4. the signature verifies under that certificate (`origin_invalid`);
-//! 5. the certificate is not revoked in the governance state the entry
-//!    applies to (`certificate_revoked`).
+//! 5. the certificate's organization is still a member (`org_removed`) and
+//!    the certificate is not revoked (`certificate_revoked`) in the
+//!    governance state the entry applies to.
 //!
 //! A [`ClientSeal`] passes the same age check; its certificate must name
 //! the caller exactly (organization and role) and be valid at the ledger
@@ -241,8 +242,12 @@ struct At<'a> {
 }
 
 impl At<'_> {
+    /// `org_removed`, `certificate_revoked`.
     fn not_revoked(&self, cert: &Known) -> Verdict {
-        if self.gov.is_revoked(cert.principal.org(), &cert.serial) {
+        let org = cert.principal.org();
+        if self.gov.is_removed(org) {
+            Err(Rejection::OrgRemoved)
+        } else if self.gov.is_revoked(org, &cert.serial) {
             Err(Rejection::CertificateRevoked)
         } else {
             Ok(())
@@ -427,8 +432,12 @@ impl Witness {
         use x509_parser::prelude::*;
         let (_, leaf) = X509Certificate::from_der(der).ok()?;
         let public_key = public_key(der)?;
-        let ca_der = self.trust.ca_of(principal.org())?;
-        let (_, ca) = X509Certificate::from_der(ca_der).ok()?;
+        // The organization's CA that issued the leaf.
+        let cas = self.trust.cas_of(principal.org());
+        let ca = cas.iter().find_map(|der| {
+            let (_, ca) = X509Certificate::from_der(der).ok()?;
+            (ca.subject().as_raw() == leaf.issuer().as_raw()).then_some(ca)
+        })?;
         let secs = |t: ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0);
         let from = secs(leaf.validity().not_before).max(secs(ca.validity().not_before));
         let until = secs(leaf.validity().not_after).min(secs(ca.validity().not_after));

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
-use crate::ledger::{Actor, CertRef, OrgName, Role, Serial};
+use crate::ledger::gov::OrgStatus;
+use crate::ledger::{Actor, CertRef, Gov, OrgName, Role, Serial};
 use refusals::RefusalLog;
 
 pub mod attest;
@@ -40,18 +41,66 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The consortium's organizations and their CAs, as TLS trust.
+/// The consortium's organizations and their CAs, as TLS trust: genesis's,
+/// then the applied governance state's ([`Trust::govern`]).
 pub struct Trust {
-    roots: Arc<RootCertStore>,
-    /// One verifier per organization, trusting only that organization's CA.
-    by_org: Vec<(OrgName, Arc<dyn ClientCertVerifier>)>,
-    /// Each organization's CA, for verifying one node as a server.
-    ca_by_org: Vec<(OrgName, CertificateDer<'static>)>,
+    /// The member CAs now; replaced whole when governance changes them.
+    view: Arc<RwLock<Arc<View>>>,
     /// Node id → organization, for checking peer certificates.
     nodes: Vec<(NodeId, OrgName)>,
     /// Revoked certificates as this node's applied state has them: refused
     /// in the handshake and on every request.
     revoked: Revoked,
+}
+
+/// The member organizations' CAs at one time.
+struct View {
+    /// Each organization's CA certificates (PEM), as governance lists them:
+    /// what this view was built from.
+    source: Vec<(OrgName, Vec<String>)>,
+    /// Trusts every member CA: the handshake's check.
+    any: Arc<dyn ClientCertVerifier>,
+    /// One verifier per organization, trusting only its own CAs.
+    by_org: Vec<(OrgName, Arc<dyn ClientCertVerifier>)>,
+    /// Each organization's CA certificates.
+    ca_by_org: Vec<(OrgName, Vec<CertificateDer<'static>>)>,
+}
+
+impl View {
+    fn build(source: Vec<(OrgName, Vec<String>)>) -> Result<Self> {
+        let verifier = |roots: RootCertStore| {
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))
+        };
+        let mut all = RootCertStore::empty();
+        let mut by_org = Vec::new();
+        let mut ca_by_org = Vec::new();
+        for (org, pems) in &source {
+            let bad = |e: &dyn std::fmt::Display| Error::Tls(format!("org {org}'s CA: {e}"));
+            let mut cas = Vec::new();
+            for pem in pems {
+                let ca = parse_certs(pem.as_bytes()).map_err(|e| bad(&e))?;
+                cas.extend(ca.into_iter().take(1));
+            }
+            if cas.is_empty() {
+                return Err(bad(&"no CA certificate"));
+            }
+            let mut own = RootCertStore::empty();
+            for ca in &cas {
+                own.add(ca.clone()).map_err(|e| bad(&e))?;
+                all.add(ca.clone()).map_err(|e| bad(&e))?;
+            }
+            by_org.push((org.clone(), verifier(own)?));
+            ca_by_org.push((org.clone(), cas));
+        }
+        Ok(Self {
+            any: verifier(all)?,
+            source,
+            by_org,
+            ca_by_org,
+        })
+    }
 }
 
 /// The revoked certificates the listeners refuse, replaced whole whenever
@@ -84,54 +133,58 @@ impl Revoked {
 
 impl Trust {
     pub fn from_genesis(genesis: &Genesis) -> Result<Self> {
-        let mut roots = RootCertStore::empty();
-        let mut by_org = Vec::new();
-        let mut ca_by_org = Vec::new();
-        for org in &genesis.orgs {
-            let ca = parse_certs(org.ca_cert.as_bytes())
-                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    Error::Tls(format!("genesis org {}: no CA certificate", org.name))
-                })?;
-            ca_by_org.push((org.name.clone(), ca.clone()));
-            let mut own = RootCertStore::empty();
-            own.add(ca.clone())
-                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?;
-            roots
-                .add(ca)
-                .map_err(|e| Error::Tls(format!("genesis org {}: {e}", org.name)))?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(own), provider())
-                .build()
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            by_org.push((org.name.clone(), verifier));
-        }
+        let source = genesis
+            .orgs
+            .iter()
+            .map(|o| (o.name.clone(), vec![o.ca_cert.clone()]))
+            .collect();
+        let view = View::build(source).map_err(|e| Error::Tls(format!("genesis: {e}")))?;
         let nodes = genesis
             .nodes
             .iter()
             .map(|n| (n.id, n.org.clone()))
             .collect();
         Ok(Self {
-            roots: Arc::new(roots),
-            by_org,
-            ca_by_org,
+            view: Arc::new(RwLock::new(Arc::new(view))),
             nodes,
             revoked: Revoked::default(),
         })
     }
 
-    /// Replaces the revoked certificates the listeners refuse.
-    pub fn set_revoked(&self, certs: impl Iterator<Item = CertRef>) {
-        let set: HashSet<CertRef> = certs.collect();
-        *self.revoked.0.write().unwrap_or_else(|p| p.into_inner()) = set;
+    fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether `p`'s certificate is revoked now.
-    pub fn is_revoked(&self, p: &Principal) -> bool {
-        p.serial
+    /// Takes the member organizations, their CAs and the revoked
+    /// certificates from the applied governance state: listeners enforce
+    /// them from the next handshake and request on.
+    pub fn govern(&self, gov: &Gov) {
+        let certs = gov.revoked().map(|r| r.cert.clone()).collect();
+        *self.revoked.0.write().unwrap_or_else(|p| p.into_inner()) = certs;
+        let source: Vec<(OrgName, Vec<String>)> = gov
+            .orgs()
+            .filter(|(_, m)| m.status != OrgStatus::Removed)
+            .map(|(name, m)| (name.clone(), m.ca_certs.clone()))
+            .collect();
+        if source.is_empty() || self.view().source == source {
+            return;
+        }
+        match View::build(source) {
+            Ok(view) => *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view),
+            // Governance takes only CA certificates that parse (checked
+            // where a proposal is decoded, on every replica alike).
+            Err(e) => tracing::error!("the governed CAs do not make a trust store: {e}"),
+        }
+    }
+
+    /// Whether `p`'s certificate is refused now: revoked, or of an
+    /// organization that is no longer a member.
+    pub fn is_refused(&self, p: &Principal) -> bool {
+        let revoked = p
+            .serial
             .as_ref()
-            .is_some_and(|s| self.revoked.contains(&p.org, s))
+            .is_some_and(|s| self.revoked.contains(&p.org, s));
+        revoked || !self.view().by_org.iter().any(|(org, _)| *org == p.org)
     }
 
     /// A client config for calling one peer, which must prove to be that
@@ -144,14 +197,10 @@ impl Trust {
             .find(|(id, _)| *id == target)
             .map(|(_, org)| org.clone())
             .ok_or_else(|| Error::Tls(format!("node {target} is not in genesis")))?;
-        let ca = self
-            .ca_by_org
-            .iter()
-            .find(|(name, _)| *name == org)
-            .map(|(_, ca)| ca.clone())
-            .ok_or_else(|| Error::Tls(format!("org {org} has no CA")))?;
         let mut roots = RootCertStore::empty();
-        roots.add(ca).map_err(|e| Error::Tls(e.to_string()))?;
+        for ca in self.cas_of(&org) {
+            roots.add(ca).map_err(|e| Error::Tls(e.to_string()))?;
+        }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
@@ -166,11 +215,8 @@ impl Trust {
     /// A server config that requires a client certificate from a member CA;
     /// refused certificates go to `refusals`.
     pub fn server_config(&self, own: &TlsFiles, refusals: Arc<RefusalLog>) -> Result<ServerConfig> {
-        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
-            .build()
-            .map_err(|e| Error::Tls(e.to_string()))?;
         let verifier = Arc::new(LoggedClientVerifier {
-            inner,
+            view: self.view.clone(),
             refusals,
             revoked: self.revoked.clone(),
         });
@@ -192,7 +238,7 @@ impl Trust {
     /// now: also refused if the certificate is revoked.
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
         let p = self.identify_at(chain, UnixTime::now())?;
-        if self.is_revoked(&p) {
+        if self.is_refused(&p) {
             return Err(IdentityError::Revoked);
         }
         Ok(p)
@@ -208,6 +254,7 @@ impl Trust {
     ) -> Result<Principal, IdentityError> {
         let (leaf, intermediates) = chain.split_first().ok_or(IdentityError::NoCertificate)?;
         let org = self
+            .view()
             .by_org
             .iter()
             .find(|(_, v)| v.verify_client_cert(leaf, intermediates, now).is_ok())
@@ -239,12 +286,14 @@ impl Trust {
         self.node_of(self.identify(chain)?)
     }
 
-    /// The CA certificate (DER) of member organization `org`.
-    pub fn ca_of(&self, org: &OrgName) -> Option<&[u8]> {
-        self.ca_by_org
+    /// The CA certificates of member organization `org`.
+    pub fn cas_of(&self, org: &OrgName) -> Vec<CertificateDer<'static>> {
+        self.view()
+            .ca_by_org
             .iter()
             .find(|(name, _)| name == org)
-            .map(|(_, ca)| ca.as_ref())
+            .map(|(_, cas)| cas.clone())
+            .unwrap_or_default()
     }
 
     /// The member node a principal is, if it is one.
@@ -260,26 +309,43 @@ impl Trust {
     }
 }
 
-/// A client certificate verifier that logs what it refuses (a few lines a
-/// second at most, see [`RefusalLog`]).
-#[derive(Debug)]
+/// A client certificate verifier over the member CAs of the moment, that
+/// refuses revoked certificates and logs what it refuses (a few lines a
+/// second at most, see [`RefusalLog`]). It names no CAs to clients (the
+/// members change), and clients send their certificate regardless.
 struct LoggedClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    view: Arc<RwLock<Arc<View>>>,
     refusals: Arc<RefusalLog>,
     revoked: Revoked,
 }
 
+impl std::fmt::Debug for LoggedClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoggedClientVerifier")
+    }
+}
+
+impl LoggedClientVerifier {
+    fn any(&self) -> Arc<dyn ClientCertVerifier> {
+        self.view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .any
+            .clone()
+    }
+}
+
 impl ClientCertVerifier for LoggedClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        true
     }
 
     fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -289,7 +355,7 @@ impl ClientCertVerifier for LoggedClientVerifier {
         now: UnixTime,
     ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let mut verified = self
-            .inner
+            .any()
             .verify_client_cert(end_entity, intermediates, now);
         if verified.is_ok() && self.revoked.contains_der(end_entity) {
             verified = Err(rustls::Error::InvalidCertificate(
@@ -309,7 +375,7 @@ impl ClientCertVerifier for LoggedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.any().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -318,11 +384,11 @@ impl ClientCertVerifier for LoggedClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.any().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.any().supported_verify_schemes()
     }
 }
 
@@ -632,6 +698,16 @@ pub fn load_identity(
             ))
         })?;
     Ok((chain, key))
+}
+
+/// Whether a PEM text is exactly one certificate, of a CA
+/// (basicConstraints CA:TRUE).
+pub fn is_one_ca_cert(pem: &[u8]) -> bool {
+    use x509_parser::prelude::*;
+    match parse_certs(pem).as_deref() {
+        Ok([one]) => X509Certificate::from_der(one.as_ref()).is_ok_and(|(_, c)| c.is_ca()),
+        _ => false,
+    }
 }
 
 /// The first certificate (DER) of a PEM text.

@@ -114,6 +114,7 @@ impl Ledger {
                 digest,
             } => Outcome::Proposal(self.vote(at, *proposal, *approve, digest, changes)),
             Command::Revoke(cert) => Outcome::Revoked(self.revoke_own(at, cert, changes)),
+            Command::Join => Outcome::Joined(self.join(at, changes)),
             Command::Group(bundles) => {
                 let items = bundles
                     .iter()
@@ -149,6 +150,7 @@ fn refuse_all(command: &Command, r: Rejection) -> Outcome {
         Command::Tick => Outcome::Ticked,
         Command::Propose(_) | Command::Ballot { .. } => Outcome::Proposal(Err(r)),
         Command::Revoke(_) => Outcome::Revoked(Err(r)),
+        Command::Join => Outcome::Joined(Err(r)),
         Command::Group(_) => unreachable!("a group's verdicts are its bundles'"),
     }
 }

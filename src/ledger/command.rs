@@ -53,6 +53,8 @@ pub enum Command {
     },
     /// An admin revokes one of its own organization's certificates, at once.
     Revoke(CertRef),
+    /// An organization added by vote acknowledges joining (its admin).
+    Join,
 }
 
 impl Command {
@@ -84,7 +86,7 @@ impl Command {
     pub fn is_governance(&self) -> bool {
         matches!(
             self,
-            Command::Propose(_) | Command::Ballot { .. } | Command::Revoke(_)
+            Command::Propose(_) | Command::Ballot { .. } | Command::Revoke(_) | Command::Join
         )
     }
 
@@ -101,7 +103,8 @@ impl Command {
             | Command::Tick
             | Command::Propose(_)
             | Command::Ballot { .. }
-            | Command::Revoke(_) => 0,
+            | Command::Revoke(_)
+            | Command::Join => 0,
         }
     }
 }
@@ -149,4 +152,5 @@ pub enum Outcome {
     /// A proposal as the entry left it.
     Proposal(Result<Proposal, Rejection>),
     Revoked(Result<Revocation, Rejection>),
+    Joined(Result<OrgName, Rejection>),
 }

@@ -35,6 +35,10 @@ pub(super) enum Leaf<'a> {
     },
     /// A certificate its own organization revoked.
     Revoked(&'a Revocation),
+    /// An organization added by vote acknowledged joining.
+    Joined {
+        org: &'a OrgName,
+    },
 }
 
 /// A ballot with everything needed to check its signature without the
@@ -58,7 +62,8 @@ pub(super) fn leaf_json(leaf: &Leaf<'_>) -> Vec<u8> {
         | Leaf::Proposal(_)
         | Leaf::Ballot(_)
         | Leaf::Decided { .. }
-        | Leaf::Revoked(_) => serde_json_leaf(leaf),
+        | Leaf::Revoked(_)
+        | Leaf::Joined { .. } => serde_json_leaf(leaf),
     };
     debug_assert_eq!(
         String::from_utf8_lossy(&json),

@@ -310,5 +310,6 @@ fn outcome_codes(o: &Outcome) -> Vec<Result<(), &'static str>> {
         Outcome::Ticked => vec![],
         Outcome::Proposal(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
         Outcome::Revoked(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
+        Outcome::Joined(r) => vec![r.as_ref().map(|_| ()).map_err(|e| e.code())],
     }
 }

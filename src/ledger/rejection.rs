@@ -93,6 +93,12 @@ rejections! {
     VoteRequired => "vote_required", "revoking another organization's certificate needs a proposal and a vote (alliance client gov propose revoke)";
     AccountAlreadyFrozen => "account_already_frozen", "the account is already frozen";
     AccountNotFrozen => "account_not_frozen", "the account is not frozen";
+    OrgNotActive => "org_not_active", "this organization may not propose or vote: it has not acknowledged joining (alliance client gov join), or it has left";
+    OrgExists => "org_exists", "an organization of this name is or was a member: names are never reused";
+    OrgRunsNodes => "org_runs_nodes", "the organization runs nodes of the consortium, which governance does not remove yet";
+    /// The organization of the certificate that signed or attests the
+    /// write has left the consortium.
+    OrgRemoved => "org_removed", "the organization of the certificate that signed or attests this write has left the consortium";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

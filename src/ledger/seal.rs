@@ -38,8 +38,13 @@ impl Ledger {
                 }
             }
             // A governance entry's leaves were added as it ran.
-            Outcome::Ticked | Outcome::Proposal(Ok(_)) | Outcome::Revoked(Ok(_)) => {}
-            Outcome::Proposal(Err(r)) | Outcome::Revoked(Err(r)) => changes.push_leaf(&refused(r)),
+            Outcome::Ticked
+            | Outcome::Proposal(Ok(_))
+            | Outcome::Revoked(Ok(_))
+            | Outcome::Joined(Ok(_)) => {}
+            Outcome::Proposal(Err(r)) | Outcome::Revoked(Err(r)) | Outcome::Joined(Err(r)) => {
+                changes.push_leaf(&refused(r))
+            }
         }
         self.gather_transfers(changes);
         let state_digest = self.state_digest(changes, at.height);

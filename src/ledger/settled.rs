@@ -31,7 +31,8 @@ impl Ledger {
             | Command::Tick
             | Command::Propose(_)
             | Command::Ballot { .. }
-            | Command::Revoke(_) => vec![],
+            | Command::Revoke(_)
+            | Command::Join => vec![],
         };
         named
             .into_iter()

@@ -80,18 +80,30 @@ pub(super) struct At<'a> {
 }
 
 impl Ledger {
-    /// A new ledger whose block 0 is derived from the genesis file's hash.
+    /// A new ledger whose block 0 is derived from the genesis file's hash;
+    /// its organizations are founders without CA certificates (see
+    /// [`Self::with_gov`]).
     pub fn genesis(orgs: BTreeSet<OrgName>, genesis_hash: Hash) -> Self {
+        let founders = orgs
+            .iter()
+            .map(|o| (o.clone(), Gov::founder(Vec::new(), BTreeSet::new())));
         Self {
+            gov: Gov::founding(founders, Default::default()),
             orgs,
             head: BlockHeader::genesis(genesis_hash),
             ..Self::default()
         }
     }
 
-    /// This ledger, starting with governance state `gov` (genesis's policy).
+    /// This ledger with governance state `gov`: its member organizations
+    /// (all but removed ones) are the ledger's.
     pub fn with_gov(self, gov: Gov) -> Self {
-        Self { gov, ..self }
+        let orgs = gov
+            .orgs()
+            .filter(|(_, m)| m.status != super::gov::OrgStatus::Removed)
+            .map(|(o, _)| o.clone())
+            .collect();
+        Self { gov, orgs, ..self }
     }
 
     /// A new ledger for tests and benchmarks (a genesis hash of zeros).

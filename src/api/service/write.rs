@@ -153,11 +153,20 @@ impl Service {
         match outcome {
             Some(O::Proposal(Ok(p))) => {
                 let state = self.state.read();
-                let (gov, members) = (state.ledger.gov(), state.ledger.orgs().len());
-                Ok(Answer::View(gov_views::proposal(&p, gov, members, None)))
+                Ok(Answer::View(gov_views::proposal(
+                    &p,
+                    state.ledger.gov(),
+                    None,
+                )))
+            }
+            Some(O::Joined(Ok(org))) => {
+                let state = self.state.read();
+                Ok(Answer::View(gov_views::joined(&org, state.ledger.gov())))
             }
             Some(O::Revoked(Ok(r))) => Ok(Answer::View(gov_views::revocation(&r))),
-            Some(O::Proposal(Err(r)) | O::Revoked(Err(r))) => Err(ApiError::Rejected(r)),
+            Some(O::Proposal(Err(r)) | O::Revoked(Err(r)) | O::Joined(Err(r))) => {
+                Err(ApiError::Rejected(r))
+            }
             Some(O::Account(Ok(account))) => Ok(Answer::Account {
                 account,
                 viewer: principal.org().clone(),

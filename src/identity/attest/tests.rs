@@ -403,6 +403,52 @@ fn oversized_evidence_is_refused() {
     assert!(!fits(&entry.evidence));
 }
 
+/// The governance state after the other organizations voted `org` out.
+fn removing(orgs: BTreeSet<OrgName>, org: &str) -> Gov {
+    use crate::ledger::{Action, Outcome};
+    let mut ledger = crate::ledger::Ledger::new(orgs.clone());
+    let mut index = 0;
+    let mut apply = |ledger: &mut crate::ledger::Ledger, by: &OrgName, command| {
+        index += 1;
+        let entry = Entry {
+            actor: Actor {
+                org: by.clone(),
+                role: Role::Admin,
+            },
+            timestamp_ms: now(),
+            command,
+            evidence: Evidence::Client(ClientSeal {
+                cert: vec![1],
+                signed_at_ms: now(),
+                signature: vec![2],
+                method: "POST".into(),
+                path: "/v1/gov".into(),
+                body: Vec::new(),
+            }),
+            blinding: Blinding([3; 16]),
+        };
+        ledger.apply(&entry, index).0
+    };
+    let gone = OrgName::parse(org).unwrap();
+    let voters: Vec<OrgName> = orgs.into_iter().filter(|o| *o != gone).collect();
+    let remove = Command::Propose(Action::RemoveOrg { name: gone });
+    let Outcome::Proposal(Ok(p)) = apply(&mut ledger, &voters[0], remove) else {
+        panic!("proposed")
+    };
+    for voter in &voters {
+        let ballot = Command::Ballot {
+            proposal: p.id,
+            approve: true,
+            digest: p.digest.clone(),
+        };
+        assert!(matches!(
+            apply(&mut ledger, voter, ballot),
+            Outcome::Proposal(Ok(_))
+        ));
+    }
+    ledger.gov().clone()
+}
+
 /// The governance state after org `org`'s admin revoked the certificate
 /// `der` (its own organization's).
 fn revoking(orgs: BTreeSet<OrgName>, org: &str, der: &[u8]) -> Gov {
@@ -453,4 +499,11 @@ fn a_revoked_certificate_attests_nothing() {
     // Before the revocation, and for another node, the same seals hold.
     assert_eq!(witness.verdicts_ungoverned(&by_node1, t), vec![Ok(())]);
     assert_eq!(witness.verdicts(&by_node2, t, &gov), vec![Ok(())]);
+    // Once org1 has left, nothing its certificates attest holds.
+    let gone = removing(c.orgs(), "org1");
+    assert_eq!(
+        witness.verdicts(&by_node1, t, &gone),
+        vec![Err(Rejection::OrgRemoved)]
+    );
+    assert_eq!(witness.verdicts(&by_node2, t, &gone), vec![Ok(())]);
 }

@@ -9,8 +9,8 @@ use super::super::leaf::{BallotLeaf, Leaf};
 use super::super::state::At;
 use super::super::{Actor, Changes, Ledger, NewTransfer, OrgName, Rejection, Role, TransferId};
 use super::{
-    Action, Ballot, CertRef, Policy, Proposal, ProposalState, Revocation, RevokedBy, GOV_ORG,
-    OPEN_PROPOSALS_PER_ORG_MAX,
+    Action, Ballot, CertRef, Member, OrgStatus, Policy, Proposal, ProposalState, Revocation,
+    RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, OPEN_PROPOSALS_PER_ORG_MAX,
 };
 
 impl Ledger {
@@ -21,16 +21,23 @@ impl Ledger {
         ensure(at.actor.role == Role::Admin, Rejection::AdminRequired)
     }
 
-    /// Opens a proposal. After [`Self::governor`]'s checks:
-    /// `invalid_action` (see [`Self::check_action`]),
-    /// `too_many_open_proposals`.
+    /// Who may propose and vote: [`Self::governor`]'s checks, then
+    /// `org_not_active` (an organization that has not acknowledged joining).
+    fn voter(&self, at: At<'_>) -> Result<(), Rejection> {
+        Self::governor(at)?;
+        let status = self.gov.member(&at.actor.org).map(|m| m.status);
+        ensure(status == Some(OrgStatus::Active), Rejection::OrgNotActive)
+    }
+
+    /// Opens a proposal. After [`Self::voter`]'s checks: the action's (see
+    /// [`Self::check_action`]), `too_many_open_proposals`.
     pub(in crate::ledger) fn propose(
         &mut self,
         at: At<'_>,
         action: &Action,
         changes: &mut Changes,
     ) -> Result<Proposal, Rejection> {
-        Self::governor(at)?;
+        self.voter(at)?;
         self.check_action(action)?;
         ensure(
             self.gov.open_of(&at.actor.org) < OPEN_PROPOSALS_PER_ORG_MAX,
@@ -58,9 +65,12 @@ impl Ledger {
     }
 
     /// Whether `action` names what exists and is well formed:
-    /// `unknown_org` (a revocation of a non-member's certificate),
-    /// `account_not_found`, `invalid_action` (a policy out of bounds, a
-    /// correction between one account and itself or with a long memo).
+    /// `unknown_org` (a revocation of a non-member's certificate, the
+    /// removal of a non-member), `org_exists` (a name that is or was a
+    /// member's), `org_runs_nodes`, `account_not_found`, `invalid_action`
+    /// (a policy out of bounds, a correction between one account and itself
+    /// or with a long memo, no or too many CA certificates, a removal that
+    /// would leave no member).
     fn check_action(&self, action: &Action) -> Result<(), Rejection> {
         match action {
             Action::Freeze { account } | Action::Unfreeze { account } => ensure(
@@ -85,7 +95,31 @@ impl Ledger {
                     Rejection::AccountNotFound,
                 )
             }
-            Action::Revoke { org, .. } => ensure(self.orgs.contains(org), Rejection::UnknownOrg),
+            Action::Revoke { org, .. } => {
+                ensure(self.gov.member(org).is_some(), Rejection::UnknownOrg)
+            }
+            Action::AddOrg { name, ca_certs } => {
+                ensure(name.as_str() != GOV_ORG, Rejection::OrgExists)?;
+                ensure(self.gov.member(name).is_none(), Rejection::OrgExists)?;
+                let fits = |pem: &String| pem.len() <= CA_CERT_PEM_BYTES_MAX;
+                ensure(
+                    (1..=CA_CERTS_MAX).contains(&ca_certs.len()) && ca_certs.iter().all(fits),
+                    Rejection::InvalidAction,
+                )
+            }
+            Action::RemoveOrg { name } => {
+                let member = self
+                    .gov
+                    .member(name)
+                    .filter(|m| m.status != OrgStatus::Removed);
+                let member = member.ok_or(Rejection::UnknownOrg)?;
+                ensure(member.nodes.is_empty(), Rejection::OrgRunsNodes)?;
+                let others = self
+                    .gov
+                    .orgs()
+                    .filter(|(n, m)| *n != name && m.status == OrgStatus::Active);
+                ensure(others.count() > 0, Rejection::InvalidAction)
+            }
             Action::SetPolicy {
                 threshold,
                 proposal_ttl_ms,
@@ -100,7 +134,7 @@ impl Ledger {
     }
 
     /// Casts the caller's organization's ballot on proposal `id`. After
-    /// [`Self::governor`]'s checks: `proposal_not_found`,
+    /// [`Self::voter`]'s checks: `proposal_not_found`,
     /// `digest_mismatch`, the organization's earlier ballot (the same vote
     /// again → the proposal; another → `already_voted`),
     /// `proposal_closed`. The ballot that reaches the threshold executes
@@ -114,8 +148,8 @@ impl Ledger {
         digest: &str,
         changes: &mut Changes,
     ) -> Result<Proposal, Rejection> {
-        Self::governor(at)?;
-        let seal = at.client.expect("governor checked the signature");
+        self.voter(at)?;
+        let seal = at.client.expect("voter checked the signature");
         let proposal = self
             .gov
             .proposals
@@ -148,8 +182,8 @@ impl Ledger {
             digest,
             ballot: &ballot,
         }));
-        let members = self.orgs.len() as u64;
-        let required = self.gov.policy.threshold.required(members);
+        let members = self.gov.members() as u64;
+        let required = self.gov.required();
         let proposal = self.gov.proposals.get_mut(&id).expect("found above");
         proposal.ballots.insert(at.actor.org.clone(), ballot);
         let (approvals, rejections) = (proposal.approvals(), proposal.rejections());
@@ -260,6 +294,17 @@ impl Ledger {
                         height: at.height,
                     });
             }
+            Action::AddOrg { name, ca_certs } => {
+                let member = Member {
+                    status: OrgStatus::Pending,
+                    ca_certs: ca_certs.clone(),
+                    nodes: Default::default(),
+                    since_height: at.height,
+                };
+                self.gov.orgs.insert(name.clone(), member);
+                self.orgs.insert(name.clone());
+            }
+            Action::RemoveOrg { name } => self.remove_org(at, id, name, changes),
             Action::SetPolicy {
                 threshold,
                 proposal_ttl_ms,
@@ -271,6 +316,50 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Removes organization `name` by proposal `id`: its accounts are
+    /// frozen and grants to it dropped.
+    fn remove_org(&mut self, at: At<'_>, id: u64, name: &OrgName, changes: &mut Changes) {
+        let member = self.gov.orgs.get_mut(name).expect("checked to be a member");
+        member.status = OrgStatus::Removed;
+        member.since_height = at.height;
+        self.orgs.remove(name);
+        let touched: Vec<_> = (self.accounts.values())
+            .filter(|a| &a.owner == name || a.readers.contains(name))
+            .map(|a| (a.id.clone(), &a.owner == name))
+            .collect();
+        for (account, owned) in touched {
+            if owned {
+                self.gov.frozen.entry(account).or_insert(id);
+            } else {
+                self.account_mut(&account, changes).readers.remove(name);
+            }
+        }
+    }
+
+    /// Acknowledges, as the admin of an organization added by vote, that it
+    /// joined: from then on it votes and counts towards the threshold.
+    /// After [`Self::governor`]'s checks: `unknown_org` (not added, or
+    /// removed); already active → its name.
+    pub(in crate::ledger) fn join(
+        &mut self,
+        at: At<'_>,
+        changes: &mut Changes,
+    ) -> Result<OrgName, Rejection> {
+        Self::governor(at)?;
+        let org = &at.actor.org;
+        let member = self.gov.orgs.get_mut(org).ok_or(Rejection::UnknownOrg)?;
+        match member.status {
+            OrgStatus::Active => return Ok(org.clone()),
+            OrgStatus::Removed => return Err(Rejection::UnknownOrg),
+            OrgStatus::Pending => {}
+        }
+        member.status = OrgStatus::Active;
+        member.since_height = at.height;
+        changes.push_leaf(&Leaf::Joined { org });
+        changes.gov = true;
+        Ok(org.clone())
     }
 
     /// Revokes one of the caller's own organization's certificates at once.

@@ -45,6 +45,10 @@ pub const OPEN_PROPOSALS_PER_ORG_MAX: usize = 16;
 pub const THRESHOLD_DENOMINATOR_MAX: u32 = 1000;
 /// Longest memo of a correction, in bytes (as a transfer's).
 pub const CORRECTION_MEMO_BYTES_MAX: usize = 512;
+/// CA certificates an organization may have at once (rotation by overlap
+/// needs two), and the size of each (PEM).
+pub const CA_CERTS_MAX: usize = 4;
+pub const CA_CERT_PEM_BYTES_MAX: usize = 16 * 1024;
 
 /// The pseudo-organization that posts corrections: no member may take the
 /// name, so no member can write in its namespace.
@@ -249,6 +253,18 @@ pub enum Action {
         org: OrgName,
         serial: Serial,
     },
+    /// A new member organization with its CA certificates (PEM): its
+    /// certificates are accepted from the entry that executes this; it
+    /// counts towards the threshold once its admin acknowledged joining.
+    AddOrg {
+        name: OrgName,
+        ca_certs: Vec<String>,
+    },
+    /// A member leaves: its certificates are refused from then on, its
+    /// accounts frozen, grants to it dropped; its name is never reused.
+    RemoveOrg {
+        name: OrgName,
+    },
     SetPolicy {
         threshold: Threshold,
         proposal_ttl_ms: u64,
@@ -353,9 +369,35 @@ pub struct Revocation {
     pub height: u64,
 }
 
+/// Where a member organization stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgStatus {
+    /// Added by vote; its admin has not acknowledged joining yet. It may
+    /// transact, but neither votes nor counts towards the threshold.
+    Pending,
+    Active,
+    /// Left: its certificates are refused; its name is never reused.
+    Removed,
+}
+
+/// A member organization in the registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub status: OrgStatus,
+    /// Its CA certificates (PEM).
+    pub ca_certs: Vec<String>,
+    /// The nodes it runs (genesis's).
+    pub nodes: BTreeSet<u64>,
+    /// The block that added it (0: genesis) or last changed its status.
+    pub since_height: u64,
+}
+
 /// The replicated governance state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gov {
+    /// Every organization that ever was a member, by name.
+    pub(super) orgs: BTreeMap<OrgName, Member>,
     pub(super) policy: Policy,
     pub(super) revoked: BTreeMap<CertRef, Revocation>,
     /// Frozen accounts, with the proposal that froze each.
@@ -366,22 +408,54 @@ pub struct Gov {
 }
 
 impl Gov {
-    pub fn with_policy(policy: Policy) -> Self {
+    /// The state genesis founds: its organizations, active, with their CA
+    /// certificates and nodes, and its policy.
+    pub fn founding(orgs: impl IntoIterator<Item = (OrgName, Member)>, policy: Policy) -> Self {
         Self {
+            orgs: orgs.into_iter().collect(),
             policy,
             ..Self::default()
         }
+    }
+
+    /// A founding member: active since genesis.
+    pub fn founder(ca_certs: Vec<String>, nodes: BTreeSet<u64>) -> Member {
+        Member {
+            status: OrgStatus::Active,
+            ca_certs,
+            nodes,
+            since_height: 0,
+        }
+    }
+
+    pub fn orgs(&self) -> impl Iterator<Item = (&OrgName, &Member)> {
+        self.orgs.iter()
+    }
+    pub fn member(&self, org: &OrgName) -> Option<&Member> {
+        self.orgs.get(org)
+    }
+    /// Organizations that vote and count towards the threshold.
+    pub fn members(&self) -> usize {
+        self.orgs
+            .values()
+            .filter(|m| m.status == OrgStatus::Active)
+            .count()
+    }
+    pub fn is_removed(&self, org: &OrgName) -> bool {
+        self.orgs
+            .get(org)
+            .is_some_and(|m| m.status == OrgStatus::Removed)
     }
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
     pub fn is_revoked(&self, org: &OrgName, serial: &Serial) -> bool {
-        // A lookup without building a key's clones for each check would
-        // need a borrowed key type; revocations are few and checks cheap.
-        self.revoked.contains_key(&CertRef {
-            org: org.clone(),
-            serial: serial.clone(),
-        })
+        // Most checks find nothing revoked, and build no key.
+        !self.revoked.is_empty()
+            && self.revoked.contains_key(&CertRef {
+                org: org.clone(),
+                serial: serial.clone(),
+            })
     }
     pub fn revoked(&self) -> impl Iterator<Item = &Revocation> {
         self.revoked.values()
@@ -399,9 +473,9 @@ impl Gov {
     pub fn proposals_from(&self, from: u64) -> impl Iterator<Item = &Proposal> {
         self.proposals.range(from..).map(|(_, p)| p)
     }
-    /// Approvals a proposal needs among `members` organizations now.
-    pub fn required(&self, members: usize) -> u64 {
-        self.policy.threshold.required(members as u64)
+    /// Approvals a proposal needs now.
+    pub fn required(&self) -> u64 {
+        self.policy.threshold.required(self.members() as u64)
     }
     /// The id the next proposal gets.
     pub(super) fn next_id(&self) -> u64 {

@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 
 use super::super::tests::{acct, actor, new_account, new_transfer, org};
 use super::super::*;
+use super::OrgStatus;
 use super::*;
 
 const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 14] = [
+pub(in crate::ledger) const COVERED: [Rejection; 17] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -27,6 +28,9 @@ pub(in crate::ledger) const COVERED: [Rejection; 14] = [
     Rejection::TooManyOpenProposals, // an_organization_has_a_bounded_...
     Rejection::AccountAlreadyFrozen, // an_action_whose_precondition_...
     Rejection::AccountNotFrozen,     // an_action_whose_precondition_...
+    Rejection::OrgNotActive,         // an_organization_added_by_vote_...
+    Rejection::OrgExists,            // an_organization_added_by_vote_...
+    Rejection::OrgRunsNodes,         // an_organization_added_by_vote_...
 ];
 
 fn seal() -> ClientSeal {
@@ -490,4 +494,85 @@ fn governance_blocks_commit_to_the_registry_and_every_ballot() {
         Evidence::Client(seal()),
     );
     assert!(!c.gov);
+}
+
+#[test]
+fn an_organization_added_by_vote_counts_once_it_joins_and_leaves_by_vote() {
+    let mut g = Gv::new(3);
+    // Genesis's organizations run nodes here: org3 runs node 3.
+    g.l.gov.orgs.get_mut(&org("org3")).unwrap().nodes.insert(3);
+    let add = Action::AddOrg {
+        name: org("org4"),
+        ca_certs: vec!["-----BEGIN CERTIFICATE-----".into()],
+    };
+    let p = g.propose("org1", add.clone()).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org2", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert_eq!(
+        g.l.gov().member(&org("org4")).unwrap().status,
+        OrgStatus::Pending
+    );
+    assert_eq!(g.l.gov().members(), 3, "pending: not counted");
+    // It transacts at once (its CA is trusted from now on)...
+    let app4 = actor("org4", Role::App);
+    let create = Command::CreateAccount(new_account("org4.a", "USD", false));
+    assert!(matches!(g.leader(&app4, create), Outcome::Account(Ok(_))));
+    // ...but votes only once its admin has acknowledged joining.
+    let q = g.propose("org1", freeze("org2.a")).unwrap();
+    assert_eq!(g.vote("org4", &q, true), Err(Rejection::OrgNotActive));
+    assert!(matches!(
+        g.signed(&admin("org4"), Command::Join),
+        Outcome::Joined(Ok(_))
+    ));
+    assert_eq!(g.l.gov().members(), 4);
+    g.vote("org4", &q, true).unwrap();
+    assert_eq!(g.vote("org1", &q, true).unwrap().state, ProposalState::Open);
+    assert_eq!(
+        g.vote("org2", &q, true).unwrap().state,
+        ProposalState::Executed
+    );
+    // A name is never reused; an organization with nodes is not removed.
+    assert_eq!(g.propose("org1", add), Err(Rejection::OrgExists));
+    let gov_name = Action::AddOrg {
+        name: org(GOV_ORG),
+        ca_certs: vec!["x".into()],
+    };
+    assert_eq!(g.propose("org1", gov_name), Err(Rejection::OrgExists));
+    let remove3 = Action::RemoveOrg { name: org("org3") };
+    assert_eq!(g.propose("org1", remove3), Err(Rejection::OrgRunsNodes));
+    // Org4 leaves: its account is frozen, grants to it are dropped.
+    let grant = Command::SetReaders {
+        id: acct("org1.a"),
+        readers: [org("org4")].into(),
+    };
+    assert!(matches!(
+        g.leader(&admin("org1"), grant),
+        Outcome::Account(Ok(_))
+    ));
+    let r = g
+        .propose("org1", Action::RemoveOrg { name: org("org4") })
+        .unwrap();
+    for o in ["org1", "org2"] {
+        g.vote(o, &r, true).unwrap();
+    }
+    assert_eq!(
+        g.vote("org3", &r, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert_eq!(
+        g.l.gov().member(&org("org4")).unwrap().status,
+        OrgStatus::Removed
+    );
+    assert!(g.l.gov().is_removed(&org("org4")));
+    assert!(g.l.gov().is_frozen(&acct("org4.a")));
+    assert!(g.l.account(&acct("org1.a")).unwrap().readers.is_empty());
+    assert!(!g.l.orgs().contains(&org("org4")));
+    assert_eq!(g.l.gov().members(), 3);
+    assert!(matches!(
+        g.signed(&admin("org4"), Command::Join),
+        Outcome::Joined(Err(Rejection::UnknownOrg))
+    ));
 }

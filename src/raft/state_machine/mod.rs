@@ -98,8 +98,7 @@ impl OriginCheck for crate::identity::attest::Witness {
     }
 
     fn governance(&self, gov: &Gov) {
-        self.trust()
-            .set_revoked(gov.revoked().map(|r| r.cert.clone()));
+        self.trust().govern(gov);
     }
 }
 
@@ -114,8 +113,8 @@ pub struct Founding {
 impl From<BTreeSet<OrgName>> for Founding {
     fn from(orgs: BTreeSet<OrgName>) -> Self {
         Self {
+            gov: Ledger::new(orgs.clone()).gov().clone(),
             orgs,
-            gov: Gov::default(),
         }
     }
 }
