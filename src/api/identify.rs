@@ -114,7 +114,8 @@ fn node_principal(req: &HttpRequest) -> Result<NodePrincipal, ApiError> {
     // Same genesis, or the two nodes would apply the log differently.
     if header(GENESIS_HEADER) != Some(gate.genesis_hash.as_str()) {
         return Err(ApiError::Forbidden(
-            "the peer runs a different genesis file",
+            "the calling node runs a different genesis file than this node: every node of a \
+             consortium runs the same one",
         ));
     }
     if let Err(why) = gate.incarnations.check(node.id, header(INCARNATION_HEADER)) {

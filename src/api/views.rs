@@ -528,6 +528,9 @@ pub struct PeerHeadView {
     pub reachable: bool,
     /// Milliseconds since the peer last answered (None: never).
     pub last_contact_ms_ago: Option<u64>,
+    /// Why the peer refused this node's last request, if it did (say,
+    /// another genesis file).
+    pub refused: Option<String>,
 }
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or

@@ -30,6 +30,14 @@ pub struct Watch {
     verdict: Mutex<Verdict>,
 }
 
+/// How a peer answered a head exchange.
+enum Asked {
+    Head(Head),
+    /// It answered with an error: why.
+    Refused(String),
+    NoAnswer,
+}
+
 /// What this node last learned from each peer.
 #[derive(Default)]
 struct Verdict {
@@ -48,6 +56,8 @@ struct Seen {
     answered_at: Option<Instant>,
     /// Whether it answered the last ask.
     reachable: bool,
+    /// Why it refused the last ask, if it did.
+    refused: Option<String>,
 }
 
 impl Verdict {
@@ -90,6 +100,7 @@ impl Watch {
                 let seen = v.peers.get(id);
                 let (last, reachable) =
                     seen.map_or((None, false), |s| (s.answered_at, s.reachable));
+                let refused = seen.and_then(|s| s.refused.clone());
                 let (head, agrees) = match seen.and_then(|s| s.head.as_ref()) {
                     Some((head, agrees)) => (Some(head), *agrees),
                     None => (None, None),
@@ -102,6 +113,7 @@ impl Watch {
                     applied_index: head.and_then(|h| h.applied_index),
                     reachable,
                     last_contact_ms_ago: last.map(|t| t.elapsed().as_millis() as u64),
+                    refused,
                 }
             })
             .collect();
@@ -151,30 +163,53 @@ impl Watch {
         }
     }
 
-    /// Records whether `peer` answered just now.
-    fn contacted(&self, peer: NodeId, answered: bool) {
+    /// Records how `peer` answered just now: its head, a refusal (and
+    /// why), or nothing. A new refusal is logged with the peer's reason.
+    fn contacted(&self, peer: NodeId, answer: &Asked) {
         let mut v = self.verdict();
         let seen = v.peers.entry(peer).or_default();
-        seen.reachable = answered;
-        if answered {
+        seen.reachable = matches!(answer, Asked::Head(_));
+        if seen.reachable {
             seen.answered_at = Some(Instant::now());
         }
+        let refused = match answer {
+            Asked::Refused(why) => Some(why.clone()),
+            Asked::Head(_) | Asked::NoAnswer => None,
+        };
+        if refused.is_some() && refused != seen.refused {
+            tracing::warn!(
+                peer,
+                reason = refused.as_deref(),
+                "peer {peer} refuses this node"
+            );
+        }
+        seen.refused = refused;
     }
 
-    /// Asks one peer for its head; None if it did not answer as itself.
-    async fn ask(&self, peer: NodeId, within: Duration) -> Option<Head> {
-        let client = self.peers.get(peer)?;
-        let resp = client
-            .http
-            .post(client.url(HEAD_PATH))
-            .timeout(within)
-            .send()
-            .await
-            .ok()?;
-        if self.peers.check_response(peer, &resp).is_err() || !resp.status().is_success() {
-            return None;
+    /// Asks one peer for its head.
+    async fn ask(&self, peer: NodeId, within: Duration) -> Asked {
+        let Some(client) = self.peers.get(peer) else {
+            return Asked::NoAnswer;
+        };
+        let sent = client.http.post(client.url(HEAD_PATH)).timeout(within);
+        let Ok(resp) = sent.send().await else {
+            return Asked::NoAnswer;
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given");
+            return Asked::Refused(format!("answered {status}: {message}"));
         }
-        resp.json::<Head>().await.ok()
+        if let Err(why) = self.peers.check_response(peer, &resp) {
+            return Asked::Refused(why);
+        }
+        match resp.json::<Head>().await {
+            Ok(head) => Asked::Head(head),
+            Err(_) => Asked::NoAnswer,
+        }
     }
 
     /// Asks every peer for its head every `every`, for as long as the node
@@ -185,9 +220,9 @@ impl Watch {
             loop {
                 interval.tick().await;
                 for &peer in &self.peer_ids {
-                    let head = self.ask(peer, every).await;
-                    self.contacted(peer, head.is_some());
-                    if let Some(head) = head {
+                    let answer = self.ask(peer, every).await;
+                    self.contacted(peer, &answer);
+                    if let Asked::Head(head) = answer {
                         self.compare(peer, head);
                     }
                 }

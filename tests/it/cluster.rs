@@ -807,3 +807,39 @@ async fn a_node_started_with_another_genesis_refuses_and_names_the_fix() {
     })
     .await;
 }
+
+/// A peer that runs another genesis file is named, with the reason, in
+/// `/v1/cluster` and in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_with_another_genesis_is_named_with_the_reason() {
+    let mut c = Cluster::start().await;
+    c.kill(3);
+    let node = c.layout.node(3).clone();
+    let mut config: toml::Table = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Node 3 starts over on a genesis file of its own.
+    let data_dir = std::path::PathBuf::from(config["data_dir"].as_str().unwrap());
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let genesis = std::path::PathBuf::from(config["genesis"].as_str().unwrap());
+    let other = genesis.with_file_name("other-genesis.toml");
+    let edited = format!("{}\n# edited\n", std::fs::read_to_string(&genesis).unwrap());
+    std::fs::write(&other, edited).unwrap();
+    config.insert("genesis".into(), other.to_str().unwrap().into());
+    std::fs::write(&node.config, toml::to_string(&config).unwrap()).unwrap();
+    c.restart(3);
+    let why = eventually("node 1 to say why node 3 refuses it", || async {
+        let status = c.status(1).await?;
+        let peer = status["replicas"]["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["node"] == 3)?
+            .clone();
+        peer["refused"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(why.contains("different genesis file"), "{why}");
+    let log = std::fs::read_to_string(&c.layout.node(1).log).unwrap();
+    assert!(log.contains("peer 3 refuses this node"), "{log}");
+}
