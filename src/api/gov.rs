@@ -275,6 +275,9 @@ struct ProposalView<'a> {
     ballots: Vec<BallotView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     as_of: Option<u64>,
+    /// (A write's answer) the nodes that had applied it when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforced_on: Option<&'a [u64]>,
 }
 
 #[derive(Serialize)]
@@ -294,6 +297,15 @@ struct BallotView<'a> {
 }
 
 fn proposal_view<'a>(p: &'a Proposal, gov: &Gov, as_of: Option<u64>) -> ProposalView<'a> {
+    proposal_view_on(p, gov, as_of, None)
+}
+
+fn proposal_view_on<'a>(
+    p: &'a Proposal,
+    gov: &Gov,
+    as_of: Option<u64>,
+    enforced_on: Option<&'a [u64]>,
+) -> ProposalView<'a> {
     let ballot = |(org, b): (&'a OrgName, &'a Ballot)| BallotView {
         org,
         vote: if b.approve { "approve" } else { "reject" },
@@ -320,7 +332,13 @@ fn proposal_view<'a>(p: &'a Proposal, gov: &Gov, as_of: Option<u64>) -> Proposal
         members: gov.members(),
         ballots: p.ballots.iter().map(ballot).collect(),
         as_of,
+        enforced_on,
     }
+}
+
+/// A proposal as a governance write left it, and where that is enforced.
+pub fn proposal_written(p: &Proposal, gov: &Gov, enforced_on: Option<&[u64]>) -> Rendered {
+    Rendered::ok(&proposal_view_on(p, gov, None, enforced_on))
 }
 
 /// One proposal (`GET /v1/gov/proposals/{id}`, and a governance write's
@@ -358,6 +376,8 @@ struct RevocationView<'a> {
     /// `owner`, or the proposal that revoked it.
     revoked_by: String,
     height: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforced_on: Option<&'a [u64]>,
 }
 
 impl<'a> From<&'a Revocation> for RevocationView<'a> {
@@ -370,13 +390,17 @@ impl<'a> From<&'a Revocation> for RevocationView<'a> {
                 RevokedBy::Proposal(id) => format!("proposal {id}"),
             },
             height: r.height,
+            enforced_on: None,
         }
     }
 }
 
-/// A revocation (`POST /v1/gov/revocations`).
-pub fn revocation(r: &Revocation) -> Rendered {
-    Rendered::ok(&RevocationView::from(r))
+/// A revocation (`POST /v1/gov/revocations`), and where it is enforced.
+pub fn revocation<'a>(r: &'a Revocation, enforced_on: Option<&'a [u64]>) -> Rendered {
+    Rendered::ok(&RevocationView {
+        enforced_on,
+        ..RevocationView::from(r)
+    })
 }
 
 #[derive(Serialize)]
@@ -457,16 +481,18 @@ pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
 }
 
 /// An organization that acknowledged joining (`POST /v1/gov/join`).
-pub fn joined(org: &OrgName, gov: &Gov) -> Rendered {
+pub fn joined(org: &OrgName, gov: &Gov, enforced_on: Option<&[u64]>) -> Rendered {
     #[derive(Serialize)]
     struct Joined<'a> {
         org: &'a OrgName,
         status: Option<OrgStatus>,
         members: usize,
+        enforced_on: Option<&'a [u64]>,
     }
     Rendered::ok(&Joined {
         org,
         status: gov.member(org).map(|m| m.status),
         members: gov.members(),
+        enforced_on,
     })
 }

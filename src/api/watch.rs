@@ -186,6 +186,31 @@ impl Watch {
         seen.refused = refused;
     }
 
+    /// The peers that have applied log index `index`, asked again (at most
+    /// every 50 ms) until all have or `within` has passed.
+    pub async fn applied_by(&self, index: u64, within: Duration) -> Vec<NodeId> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut applied = Vec::new();
+        loop {
+            for &peer in &self.peer_ids {
+                if applied.contains(&peer) {
+                    continue;
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if let Asked::Head(head) = self.ask(peer, left).await {
+                    if head.applied_index.is_some_and(|a| a >= index) {
+                        applied.push(peer);
+                    }
+                }
+            }
+            if applied.len() == self.peer_ids.len() || tokio::time::Instant::now() >= deadline {
+                applied.sort_unstable();
+                return applied;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asks one peer for its head.
     async fn ask(&self, peer: NodeId, within: Duration) -> Asked {
         let Some(client) = self.peers.get(peer) else {

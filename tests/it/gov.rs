@@ -329,6 +329,21 @@ async fn a_revoked_certificate_is_refused_on_open_connections_and_in_new_handsha
     let (org, serial) = alliance::client::cert_ref(&role_tls(&c, "org1", "app").cert).unwrap();
     let r = ok(admin(&c, 1, 1).revoke(&org, &serial).await);
     assert_eq!(r.body["revoked_by"], "owner", "{}", r.body);
+    // The answer says where the revocation is already enforced: at least
+    // on the leader, and each node it names has applied it (asked as
+    // org1's admin: org1's app is refused now).
+    let on: Vec<u64> = serde_json::from_value(r.body["enforced_on"].clone()).unwrap();
+    let status = |node: u64| {
+        let client = admin(&c, 1, node);
+        async move { ok(client.cluster().await).body }
+    };
+    let leader = status(1).await["leader"].as_u64().unwrap();
+    assert!(on.contains(&leader), "{}", r.body);
+    let height = r.body["height"].as_u64().unwrap();
+    for node in on {
+        let at = status(node).await["height"].as_u64().unwrap();
+        assert!(at >= height, "node {node} at {at}, before {height}");
+    }
     for (node, app) in c.ids().into_iter().zip(&apps) {
         // The open connection serves until this node applies the
         // revocation; then its next request is refused, and the connection

@@ -2,6 +2,7 @@
 //! group commit, and the typed answer to its outcome.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -89,7 +90,12 @@ impl Service {
         match written {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
             Ok(Ok(resp)) => {
-                Ok(self.answer(resp.data, principal, command, shape, resp.log_id.index))
+                let index = resp.log_id.index;
+                let enforced = match command.is_governance() {
+                    true => Some(self.enforced_on(index).await),
+                    false => None,
+                };
+                Ok(self.answer(resp.data, principal, command, shape, index, enforced))
             }
             // Usually "not leader, nothing appended"; but openraft also says
             // so after appending and then losing leadership, when the entry
@@ -130,7 +136,7 @@ impl Service {
             Err(_elapsed) => Err(Attempt::RetryMaybeProposed),
             Ok(Ok((results, index))) => {
                 let outcome = ledger::Outcome::Transfers(results);
-                Ok(self.answer(Some(outcome), principal, command, shape, index))
+                Ok(self.answer(Some(outcome), principal, command, shape, index, None))
             }
             Ok(Err(GroupError::NotLeader)) => Err(Attempt::Retry),
             Ok(Err(GroupError::MaybeProposed)) => Err(Attempt::RetryMaybeProposed),
@@ -138,9 +144,22 @@ impl Service {
     }
 }
 
+/// How long a governance write waits for its peers to apply it, to say
+/// where it is enforced.
+const ENFORCED_WAIT: Duration = Duration::from_secs(1);
+
 impl Service {
+    /// The nodes that have applied log index `index`, this one (which
+    /// applied it) included, waiting up to [`ENFORCED_WAIT`] for the rest.
+    async fn enforced_on(&self, index: u64) -> Vec<u64> {
+        let mut nodes = self.watch.applied_by(index, ENFORCED_WAIT).await;
+        nodes.push(self.id);
+        nodes.sort_unstable();
+        nodes
+    }
+
     /// The answer to an applied entry's outcome, in the shape the request
-    /// asked for.
+    /// asked for; a governance write's says on which nodes it is enforced.
     fn answer(
         &self,
         outcome: Option<ledger::Outcome>,
@@ -148,22 +167,25 @@ impl Service {
         command: &Command,
         shape: Shape,
         log_index: u64,
+        enforced: Option<Vec<u64>>,
     ) -> Outcome {
         use ledger::Outcome as O;
+        let on = enforced.as_deref();
         match outcome {
             Some(O::Proposal(Ok(p))) => {
                 let state = self.state.read();
-                Ok(Answer::View(gov_views::proposal(
-                    &p,
-                    state.ledger.gov(),
-                    None,
-                )))
+                let view = gov_views::proposal_written(&p, state.ledger.gov(), on);
+                Ok(Answer::View(view))
             }
             Some(O::Joined(Ok(org))) => {
                 let state = self.state.read();
-                Ok(Answer::View(gov_views::joined(&org, state.ledger.gov())))
+                Ok(Answer::View(gov_views::joined(
+                    &org,
+                    state.ledger.gov(),
+                    on,
+                )))
             }
-            Some(O::Revoked(Ok(r))) => Ok(Answer::View(gov_views::revocation(&r))),
+            Some(O::Revoked(Ok(r))) => Ok(Answer::View(gov_views::revocation(&r, on))),
             Some(O::Proposal(Err(r)) | O::Revoked(Err(r)) | O::Joined(Err(r))) => {
                 Err(ApiError::Rejected(r))
             }
