@@ -20,7 +20,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn check(&mut self, name: &'static str, holds: bool, why: impl FnOnce() -> String) {
+    pub fn check(&mut self, name: &'static str, holds: bool, why: impl FnOnce() -> String) {
         *self.checks.entry(name).or_default() += 1;
         if !holds {
             self.violations.push(format!("{name}: {}", why()));

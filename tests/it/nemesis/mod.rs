@@ -9,6 +9,7 @@
 //! fault once in the suite; `scripts/chaos.sh` runs the long one.
 
 mod checker;
+mod gov;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -229,6 +230,8 @@ pub struct Summary {
     pub elapsed: Duration,
     injected: BTreeMap<Fault, u64>,
     history: History,
+    /// Governance operations, counted.
+    governance: Vec<(String, String)>,
     pub report: Report,
 }
 
@@ -241,12 +244,17 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
     let issued = workload::open_bank(&c).await;
     let history = Arc::new(Mutex::new(History::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..WORKERS)
+    let mut workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let worker = Worker::new(&c, w, seed);
             tokio::spawn(worker.run(history.clone(), stop.clone()))
         })
         .collect();
+    let gov_history = Arc::new(Mutex::new(gov::GovHistory::default()));
+    let governor = gov::GovWorker::new(&c, seed);
+    workers.push(tokio::spawn(
+        governor.run(gov_history.clone(), stop.clone()),
+    ));
 
     let started = Instant::now();
     let mut nemesis = Nemesis {
@@ -293,6 +301,13 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         .into_inner()
         .unwrap();
     let mut report = checker::check(&c, &history, issued, &nemesis.kills).await;
+    let gov_history = Arc::try_unwrap(gov_history)
+        .ok()
+        .expect("the governance worker is done")
+        .into_inner()
+        .unwrap();
+    gov::check(&c, &gov_history, &mut report).await;
+    let governance = gov_history.counts();
     let exited = c.unexpected_exits();
     *report
         .checks
@@ -304,6 +319,7 @@ pub async fn run(seed: u64, schedule: Schedule) -> Summary {
         elapsed,
         injected: nemesis.injected,
         history,
+        governance,
         report,
     }
 }
@@ -403,6 +419,7 @@ impl Summary {
             "operations",
             ops.map(|(k, v)| (k.to_owned(), v.to_string())).to_vec(),
         );
+        section("governance", self.governance.clone());
         let checks = self
             .report
             .checks

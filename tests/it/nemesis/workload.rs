@@ -26,7 +26,7 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of one transfer (same id each time) before the run moves on and
 /// leaves it to the final resolution.
 const ATTEMPTS_MAX: usize = 6;
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where a transfer stands, as far as its client knows.
 #[derive(Clone, Debug)]
