@@ -94,6 +94,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         attester,
     ));
     service.clone().spawn_expiry_ticker();
+    service.clone().spawn_expiry_warnings();
     service
         .watch()
         .clone()
@@ -444,6 +445,7 @@ fn peer_clients(
             .use_preconfigured_tls(trust.peer_client_config(&config.tls, node.id)?)
             .default_headers(headers.clone())
             .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
+            .tls_info(true)
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
         let dial = config.dial(node.id).unwrap_or(&node.raft_addr);

@@ -228,5 +228,7 @@ async fn registry(
 
 /// Cluster status from this node's view; any member certificate may ask.
 async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse {
-    Answer::Cluster(Box::new(svc.cluster())).render().into()
+    Answer::Cluster(Box::new(svc.cluster_for(_principal.cert())))
+        .render()
+        .into()
 }

@@ -17,6 +17,7 @@ use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::identity::Expiry;
 use crate::ledger::chain::{self, BlockHeader, Hash, Proof};
 use crate::ledger::{
     Account, AccountId, Asset, Event, HistoryItem, OrgName, Rejection, Transfer, TransferId,
@@ -495,6 +496,10 @@ pub struct ClusterView {
     pub purged_index: Option<u64>,
     pub height: u64,
     pub replicas: ReplicasView,
+    /// This node's certificate's expiry.
+    pub certificate: Option<Expiry>,
+    /// The caller's certificate's expiry.
+    pub caller_certificate: Option<Expiry>,
 }
 
 /// A genesis node as `GET /v1/cluster` lists it.
@@ -531,6 +536,8 @@ pub struct PeerHeadView {
     /// Why the peer refused this node's last request, if it did (say,
     /// another genesis file).
     pub refused: Option<String>,
+    /// The expiry of the certificate the peer last presented.
+    pub certificate: Option<Expiry>,
 }
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or

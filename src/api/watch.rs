@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::chain::{self, Head};
 use super::views::{PeerHeadView, ReplicasView};
 use crate::config::NodeId;
+use crate::identity::Expiry;
 use crate::ledger::chain::{to_hex, Hash};
 use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
@@ -32,7 +33,8 @@ pub struct Watch {
 
 /// How a peer answered a head exchange.
 enum Asked {
-    Head(Head),
+    /// Its head, and the certificate it presented.
+    Head(Head, Option<Expiry>),
     /// It answered with an error: why.
     Refused(String),
     NoAnswer,
@@ -58,6 +60,8 @@ struct Seen {
     reachable: bool,
     /// Why it refused the last ask, if it did.
     refused: Option<String>,
+    /// The certificate it last presented.
+    certificate: Option<Expiry>,
 }
 
 impl Verdict {
@@ -101,6 +105,7 @@ impl Watch {
                 let (last, reachable) =
                     seen.map_or((None, false), |s| (s.answered_at, s.reachable));
                 let refused = seen.and_then(|s| s.refused.clone());
+                let certificate = seen.and_then(|s| s.certificate);
                 let (head, agrees) = match seen.and_then(|s| s.head.as_ref()) {
                     Some((head, agrees)) => (Some(head), *agrees),
                     None => (None, None),
@@ -114,6 +119,7 @@ impl Watch {
                     reachable,
                     last_contact_ms_ago: last.map(|t| t.elapsed().as_millis() as u64),
                     refused,
+                    certificate,
                 }
             })
             .collect();
@@ -168,13 +174,14 @@ impl Watch {
     fn contacted(&self, peer: NodeId, answer: &Asked) {
         let mut v = self.verdict();
         let seen = v.peers.entry(peer).or_default();
-        seen.reachable = matches!(answer, Asked::Head(_));
-        if seen.reachable {
+        seen.reachable = matches!(answer, Asked::Head(..));
+        if let Asked::Head(_, certificate) = answer {
             seen.answered_at = Some(Instant::now());
+            seen.certificate = *certificate;
         }
         let refused = match answer {
             Asked::Refused(why) => Some(why.clone()),
-            Asked::Head(_) | Asked::NoAnswer => None,
+            Asked::Head(..) | Asked::NoAnswer => None,
         };
         if refused.is_some() && refused != seen.refused {
             tracing::warn!(
@@ -197,7 +204,7 @@ impl Watch {
                     continue;
                 }
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if let Asked::Head(head) = self.ask(peer, left).await {
+                if let Asked::Head(head, _) = self.ask(peer, left).await {
                     if head.applied_index.is_some_and(|a| a >= index) {
                         applied.push(peer);
                     }
@@ -231,8 +238,11 @@ impl Watch {
         if let Err(why) = self.peers.check_response(peer, &resp) {
             return Asked::Refused(why);
         }
+        let certificate = (resp.extensions().get::<reqwest::tls::TlsInfo>())
+            .and_then(|tls| tls.peer_certificate())
+            .and_then(Expiry::now);
         match resp.json::<Head>().await {
-            Ok(head) => Asked::Head(head),
+            Ok(head) => Asked::Head(head, certificate),
             Err(_) => Asked::NoAnswer,
         }
     }
@@ -247,7 +257,7 @@ impl Watch {
                 for &peer in &self.peer_ids {
                     let answer = self.ask(peer, every).await;
                     self.contacted(peer, &answer);
-                    if let Asked::Head(head) = answer {
+                    if let Asked::Head(head, _) = answer {
                         self.compare(peer, head);
                     }
                 }

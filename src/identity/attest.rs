@@ -214,6 +214,11 @@ impl Attester {
         })
     }
 
+    /// This node's certificate (DER).
+    pub fn cert(&self) -> &[u8] {
+        &self.cert
+    }
+
     /// The seals this attester makes, for this node's [`Witness`].
     pub fn own_seals(&self) -> Arc<OwnSeals> {
         self.own.clone()

@@ -609,6 +609,46 @@ impl Subject {
     }
 }
 
+/// When a certificate expires and how many whole days are left then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Whole days left (negative once expired).
+    pub days_left: i64,
+}
+
+impl Expiry {
+    /// A certificate's (DER) expiry, as of `now` (seconds since the epoch).
+    pub fn of(der: &[u8], now: i64) -> Option<Self> {
+        let not_after = not_after_unix(der)?;
+        Some(Self {
+            not_after,
+            days_left: (not_after - now).div_euclid(86_400),
+        })
+    }
+
+    /// A certificate's expiry as of this node's clock.
+    pub fn now(der: &[u8]) -> Option<Self> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Self::of(der, now)
+    }
+}
+
+/// Days before expiry at which a node warns in its log, each once.
+pub const EXPIRY_WARNING_DAYS: [i64; 3] = [30, 7, 1];
+
+/// The warning a certificate's expiry calls for, if it is within one of
+/// [`EXPIRY_WARNING_DAYS`]: the smallest such threshold.
+pub fn expiry_warning(expiry: Expiry) -> Option<i64> {
+    EXPIRY_WARNING_DAYS
+        .into_iter()
+        .filter(|d| expiry.days_left < *d)
+        .min()
+}
+
 /// When a certificate (DER) expires, in seconds since the Unix epoch.
 pub fn not_after_unix(der: &[u8]) -> Option<i64> {
     use x509_parser::prelude::*;
@@ -721,4 +761,26 @@ pub fn first_cert_der(pem: &[u8]) -> Option<Vec<u8>> {
 
 fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
     rustls_pemfile::certs(&mut &pem[..]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_warnings_come_at_30_7_and_1_days_left() {
+        let at = |days_left| Expiry {
+            not_after: 0,
+            days_left,
+        };
+        let warnings: Vec<Option<i64>> = [400, 30, 29, 7, 6, 1, 0, -3]
+            .into_iter()
+            .map(|d| expiry_warning(at(d)))
+            .collect();
+        assert_eq!(
+            warnings,
+            [None, None, Some(30), Some(30), Some(7), Some(7), Some(1), Some(1)]
+        );
+        assert_eq!(Expiry::of(&[], 0), None, "not a certificate");
+    }
 }

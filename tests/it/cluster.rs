@@ -843,3 +843,90 @@ async fn a_peer_with_another_genesis_is_named_with_the_reason() {
     let log = std::fs::read_to_string(&c.layout.node(1).log).unwrap();
     assert!(log.contains("peer 3 refuses this node"), "{log}");
 }
+
+/// `/v1/cluster` shows when this node's, each peer's and the caller's
+/// certificates expire; a node whose certificate has days left warns in
+/// its log, and its peers show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_expiry_is_shown_and_a_short_one_is_warned_about() {
+    let mut c = Cluster::start().await;
+    let status = c.status(1).await.unwrap();
+    let days = |v: &serde_json::Value| v["days_left"].as_i64().unwrap_or(-1);
+    assert!(days(&status["certificate"]) > 30, "{status}");
+    assert!(days(&status["caller_certificate"]) > 30, "{status}");
+
+    // Node 2 comes back with a node certificate valid for 5 days, issued
+    // by its organization's CA (in a directory of its own: the script
+    // never overwrites a key).
+    c.kill(2);
+    let node = c.layout.node(2).clone();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(pki.join(&node.org)).unwrap();
+    for f in ["ca.crt", "ca.key"] {
+        let from = c.layout.dir.join("pki").join(&node.org).join(f);
+        std::fs::copy(from, pki.join(&node.org).join(f)).unwrap();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .args(["--dir", pki.to_str().unwrap(), "--org", node.org.as_str()])
+        .args([
+            "--role",
+            "node",
+            "--name",
+            "2",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+        ])
+        .args(["--days", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut config: toml::Table = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tls = config["tls"].as_table_mut().unwrap();
+    let cert = pki.join(&node.org).join("node-2.crt");
+    let key = pki.join(&node.org).join("node-2.key");
+    tls.insert("cert".into(), cert.to_str().unwrap().into());
+    tls.insert("key".into(), key.to_str().unwrap().into());
+    std::fs::write(&node.config, toml::to_string(&config).unwrap()).unwrap();
+    c.restart(2);
+
+    let short = eventually("node 1 to see node 2's new certificate", || async {
+        let status = c.status(1).await?;
+        let peers = status["replicas"]["peers"].as_array()?.clone();
+        let peer = peers.into_iter().find(|p| p["node"] == 2)?;
+        let left = peer["certificate"]["days_left"].as_i64()?;
+        (left < 30).then_some(left)
+    })
+    .await;
+    assert!((3..=5).contains(&short), "{short}");
+    let own = c.status(2).await.unwrap();
+    assert!((3..=5).contains(&days(&own["certificate"])), "{own}");
+    let warned = eventually("node 2 to warn of its certificate", || async {
+        let log = std::fs::read_to_string(&node.log).ok()?;
+        log.lines()
+            .find(|l| l.contains("this node's certificate (node 2) expires in"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        warned.contains("WARN") && warned.contains("renew"),
+        "{warned}"
+    );
+    eventually("node 1 to warn of node 2's certificate", || async {
+        let log = std::fs::read_to_string(&c.layout.node(1).log).ok()?;
+        log.contains("node 2's certificate expires in")
+            .then_some(())
+    })
+    .await;
+}

@@ -18,6 +18,7 @@
 
 mod expiry;
 pub mod forward;
+mod lifetime;
 mod read;
 mod signed;
 pub mod write;
@@ -38,6 +39,7 @@ use super::views::{Answer, ClusterView, MemberView, ReadyView};
 use super::watch::Watch;
 use crate::config::{Genesis, Limits, NodeId};
 use crate::identity::attest::{Attester, Witness};
+use crate::identity::Expiry;
 use crate::identity::Principal;
 use crate::ledger::{AccountId, Actor, ClientSeal, Command, Evidence, OrgName, Role, TransferId};
 use crate::raft::log_store::CommitIndex;
@@ -318,6 +320,14 @@ impl Service {
     }
 
     /// This node's view of the cluster.
+    /// [`Self::cluster`], with the expiry of the caller's certificate.
+    pub fn cluster_for(&self, caller_cert: &[u8]) -> ClusterView {
+        ClusterView {
+            caller_certificate: Expiry::now(caller_cert),
+            ..self.cluster()
+        }
+    }
+
     pub fn cluster(&self) -> ClusterView {
         let m = self.raft.metrics().borrow().clone();
         let members = self.genesis.nodes.iter().map(|n| MemberView {
@@ -342,6 +352,8 @@ impl Service {
             purged_index: m.purged.map(|l| l.index),
             height: self.state.read().ledger.height(),
             replicas: self.watch.status(),
+            certificate: Expiry::now(self.attester.cert()),
+            caller_certificate: None,
         }
     }
 }
