@@ -49,7 +49,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
     let own_cert = check_own_certificate(&trust, &config)?;
 
-    let attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
+    let mut attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
     let witness = Witness::new(
         trust.clone(),
         genesis.hash_bytes(),
@@ -57,6 +57,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     );
     let witness = Arc::new(witness.with_own_seals(attester.own_seals()));
     let opened = open_storage(&config, &genesis, witness.clone())?;
+    attester.follow(opened.shared.applied_height());
     let peers = peer_clients(&trust, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {
         ensure_not_rejoining(&peers, &genesis, config.id).await?;

@@ -5,7 +5,8 @@
 //!
 //! A node that authenticated a caller over mutual TLS signs, with its node
 //! key, what it accepted: the caller and the command (or a bundle of its
-//! callers' single transfers), the genesis hash, its node id and its clock.
+//! callers' single transfers), the genesis hash, its node id, its clock and
+//! the height it had applied.
 //! A replica accepts the [`Seal`] only if
 //!
 //! 1. it was signed at most [`SEAL_AGE_MAX_MS`] before the ledger clock and
@@ -17,7 +18,13 @@
 //! 4. the signature verifies under that certificate (`origin_invalid`);
 //! 5. the certificate's organization is still a member (`org_removed`) and
 //!    the certificate is not revoked (`certificate_revoked`) in the
-//!    governance state the entry applies to.
+//!    governance state the entry applies to;
+//! 6. no certificate of its callers' organization was revoked above the
+//!    height the node had applied when it signed (`certificate_revoked`):
+//!    the seal does not name its caller's certificate, so a write a lagging
+//!    node accepted from a certificate revoked meanwhile is refused, and
+//!    with it, in that window only, the same organization's other writes
+//!    that node sealed.
 //!
 //! A [`ClientSeal`] passes the same age check; its certificate must name
 //! the caller exactly (organization and role) and be valid at the ledger
@@ -31,11 +38,13 @@
 //! speak only for its own organization's callers, and a leader can neither
 //! forge a caller of another organization nor alter what a node signed.
 //!
-//! The signed message is `"alliance attestation v1\0"`, the 32-byte genesis
-//! hash, the node id and `signed_at_ms` as 8-byte big-endian integers, and
-//! the SHA-256 of the binary encoding of what was attested ([`Attested`]).
+//! The signed message is `"alliance attestation v2\0"`, the 32-byte genesis
+//! hash, the node id, `signed_at_ms` and `as_of_height` as 8-byte big-endian
+//! integers, and the SHA-256 of the binary encoding of what was attested
+//! ([`Attested`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,7 +107,7 @@ pub fn fits(evidence: &Evidence) -> bool {
     }
 }
 
-const CONTEXT: &[u8] = b"alliance attestation v1\0";
+const CONTEXT: &[u8] = b"alliance attestation v2\0";
 
 /// What a seal covers.
 #[derive(Serialize)]
@@ -136,12 +145,21 @@ fn fresh(signed_at_ms: u64, clock_ms: u64) -> Verdict {
     }
 }
 
-fn message(genesis: &Hash, node: NodeId, signed_at_ms: u64, digest: &Hash) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + 32 + 8 + 8 + 32);
+/// What a node's seal signs besides what it attests.
+struct Signing<'a> {
+    genesis: &'a Hash,
+    node: NodeId,
+    signed_at_ms: u64,
+    as_of_height: u64,
+}
+
+fn message(s: &Signing<'_>, digest: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CONTEXT.len() + 32 + 8 + 8 + 8 + 32);
     m.extend_from_slice(CONTEXT);
-    m.extend_from_slice(genesis);
-    m.extend_from_slice(&node.to_be_bytes());
-    m.extend_from_slice(&signed_at_ms.to_be_bytes());
+    m.extend_from_slice(s.genesis);
+    m.extend_from_slice(&s.node.to_be_bytes());
+    m.extend_from_slice(&s.signed_at_ms.to_be_bytes());
+    m.extend_from_slice(&s.as_of_height.to_be_bytes());
     m.extend_from_slice(digest);
     m
 }
@@ -194,6 +212,8 @@ pub struct Attester {
     signer: KeySigner,
     genesis: Hash,
     own: Arc<OwnSeals>,
+    /// The height this node has applied (see [`Self::follow`]).
+    applied_height: Arc<AtomicU64>,
 }
 
 impl Attester {
@@ -211,7 +231,14 @@ impl Attester {
             cert,
             signer: KeySigner::load(tls)?,
             genesis,
+            applied_height: Arc::default(),
         })
+    }
+
+    /// Seals from now on name the height in `applied_height`, which the
+    /// state machine keeps at the height it has applied.
+    pub fn follow(&mut self, applied_height: Arc<AtomicU64>) {
+        self.applied_height = applied_height;
     }
 
     /// This node's certificate (DER).
@@ -226,13 +253,20 @@ impl Attester {
 
     /// Seals `what`, signed at `now_ms` on this node's clock.
     pub fn seal(&self, what: &Attested<'_>, now_ms: u64) -> Evidence {
-        let m = message(&self.genesis, self.node, now_ms, &what.digest());
+        let signing = Signing {
+            genesis: &self.genesis,
+            node: self.node,
+            signed_at_ms: now_ms,
+            as_of_height: self.applied_height.load(Ordering::Acquire),
+        };
+        let m = message(&signing, &what.digest());
         let signature = self.signer.sign(&m);
         self.own.remember(&m, &signature);
         Evidence::Node(Seal {
             node: self.node,
             cert: self.cert.clone(),
             signed_at_ms: now_ms,
+            as_of_height: signing.as_of_height,
             signature,
         })
     }
@@ -337,10 +371,20 @@ impl Witness {
         fresh(seal.signed_at_ms, clock_ms)?;
         let signer = self.node_cert(seal, clock_ms)?;
         at.not_revoked(&signer)?;
-        if what.actors().any(|a| &a.org != signer.principal.org()) {
+        let org = signer.principal.org();
+        if what.actors().any(|a| &a.org != org) {
             return Err(Rejection::OriginForeign);
         }
-        let m = message(&self.genesis, seal.node, seal.signed_at_ms, &what.digest());
+        if at.gov.revoked_above(org, seal.as_of_height) {
+            return Err(Rejection::CertificateRevoked);
+        }
+        let signing = Signing {
+            genesis: &self.genesis,
+            node: seal.node,
+            signed_at_ms: seal.signed_at_ms,
+            as_of_height: seal.as_of_height,
+        };
+        let m = message(&signing, &what.digest());
         if self.own.made(&seal.cert, &m, &seal.signature) {
             return Ok(());
         }

@@ -779,7 +779,16 @@ mod tests {
             .collect();
         assert_eq!(
             warnings,
-            [None, None, Some(30), Some(30), Some(7), Some(7), Some(1), Some(1)]
+            [
+                None,
+                None,
+                Some(30),
+                Some(30),
+                Some(7),
+                Some(7),
+                Some(1),
+                Some(1)
+            ]
         );
         assert_eq!(Expiry::of(&[], 0), None, "not a certificate");
     }

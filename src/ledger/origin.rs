@@ -37,6 +37,10 @@ pub struct Seal {
     pub cert: Vec<u8>,
     /// The signing node's clock when it signed, in ms since the Unix epoch.
     pub signed_at_ms: u64,
+    /// The height the signing node had applied when it signed: a
+    /// revocation of its organization's certificates at a later height was
+    /// not yet enforced there, so the write is refused.
+    pub as_of_height: u64,
     /// ECDSA P-256 with SHA-256 (ASN.1 DER) over the attestation message.
     pub signature: Vec<u8>,
 }

@@ -534,6 +534,7 @@ fn a_grant_signed_before_the_one_in_force_is_refused() {
             readers: readers.iter().map(|o| org(o)).collect(),
         },
         evidence: Evidence::Node(Seal {
+            as_of_height: 0,
             node: 1,
             cert: Vec::new(),
             signed_at_ms,

@@ -44,6 +44,15 @@ impl Consortium {
             .tls
     }
 
+    /// The certificate and key of `org`'s `role`.
+    pub fn role_tls(&self, org: &str, role: &str) -> TlsFiles {
+        let id = &self.layout.org(org).identities[role];
+        TlsFiles {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+        }
+    }
+
     /// Node `node`'s attester (node 1 is org1's, 2 org2's, 3 org3's).
     pub fn attester(&self, node: NodeId) -> Attester {
         Attester::new(node, &self.tls(node), self.genesis.hash_bytes()).expect("attester")
@@ -499,6 +508,20 @@ fn a_revoked_certificate_attests_nothing() {
     // Before the revocation, and for another node, the same seals hold.
     assert_eq!(witness.verdicts_ungoverned(&by_node1, t), vec![Ok(())]);
     assert_eq!(witness.verdicts(&by_node2, t, &gov), vec![Ok(())]);
+    // Org1's app revoked at height 1: what node 1 sealed for org1 before
+    // it had applied that is refused; once it had, its seals hold.
+    let app_cert = load_identity(&c.role_tls("org1", "app")).unwrap().0[0].to_vec();
+    let app_gone = revoking(c.orgs(), "org1", &app_cert);
+    let mut node1 = c.attester(1);
+    let lagging = sealed(&node1, app("org1"), pay(), t);
+    assert_eq!(
+        witness.verdicts(&lagging, t, &app_gone),
+        vec![Err(Rejection::CertificateRevoked)]
+    );
+    node1.follow(Arc::new(std::sync::atomic::AtomicU64::new(1)));
+    let caught_up = sealed(&node1, app("org1"), pay(), t);
+    assert_eq!(witness.verdicts(&caught_up, t, &app_gone), vec![Ok(())]);
+    assert_eq!(witness.verdicts(&by_node2, t, &app_gone), vec![Ok(())]);
     // Once org1 has left, nothing its certificates attest holds.
     let gone = removing(c.orgs(), "org1");
     assert_eq!(

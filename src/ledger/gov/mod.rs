@@ -460,6 +460,12 @@ impl Gov {
     pub fn revoked(&self) -> impl Iterator<Item = &Revocation> {
         self.revoked.values()
     }
+    /// Whether a certificate of `org` was revoked above `height`.
+    pub fn revoked_above(&self, org: &OrgName, height: u64) -> bool {
+        self.revoked
+            .values()
+            .any(|r| &r.cert.org == org && r.height > height)
+    }
     pub fn is_frozen(&self, account: &AccountId) -> bool {
         self.frozen.contains_key(account)
     }

@@ -60,6 +60,9 @@ pub struct SharedState {
     writer: Arc<Writer>,
     /// Snapshots built and installed here (for `/metrics`).
     pub snapshots: Arc<SnapshotCounts>,
+    /// The ledger's height, kept up to date after each apply: what this
+    /// node's seals say it had applied.
+    height: Arc<AtomicU64>,
 }
 
 /// Snapshots a state machine built and installed since the node started.
@@ -70,6 +73,11 @@ pub struct SnapshotCounts {
 }
 
 impl SharedState {
+    /// The ledger's height as apply leaves it, without the state lock.
+    pub fn applied_height(&self) -> Arc<AtomicU64> {
+        self.height.clone()
+    }
+
     pub fn read(&self) -> StateRead<'_> {
         StateRead {
             guard: self.applied.read().unwrap_or_else(|p| p.into_inner()),
@@ -160,7 +168,9 @@ impl StateMachine {
     ) -> Result<Self, StorageError> {
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
+        let height = Arc::new(AtomicU64::new(applied.ledger.height()));
         let state = SharedState {
+            height,
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
             writer: Arc::new(Writer::start(store.state.clone())),
@@ -278,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Every read of sled waits for the writer: once queued, settled
         // records leave memory.
         self.queue(&mut applied.ledger, &mut unqueued)?;
+        (self.state.height).store(applied.ledger.height(), Ordering::Release);
         Ok(replies)
     }
 
@@ -326,6 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.store.state.apply_batch(batch).map_err(write_err)?;
             *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
             self.origins.governance(applied.ledger.gov());
+            (self.state.height).store(applied.ledger.height(), Ordering::Release);
         }
         self.save_snapshot(meta, &data)?;
         (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
