@@ -423,6 +423,7 @@ mod tests {
                 "org_exists",
                 "org_runs_nodes",
                 "org_removed",
+                "unknown_ca",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -299,6 +299,21 @@ enum ProposeCmd {
     RemoveOrg {
         name: String,
     },
+    /// Trust another CA of an organization (rotation: add the new CA,
+    /// reissue certificates, then remove the old CA).
+    AddCa {
+        org: String,
+        /// The CA certificate (PEM).
+        #[arg(long = "ca")]
+        ca: PathBuf,
+    },
+    /// Stop trusting a CA of an organization, by the SHA-256 the registry
+    /// shows for it (`gov registry`).
+    RemoveCa {
+        org: String,
+        #[arg(long)]
+        sha256: String,
+    },
     /// Change the threshold and the proposals' time to live.
     Policy {
         /// `majority` or a fraction N/D above one half, e.g. 2/3.
@@ -578,6 +593,14 @@ async fn gov(
                     json!({"add_org": {"name": name, "ca_certs": pems}})
                 }
                 ProposeCmd::RemoveOrg { name } => json!({"remove_org": {"name": name}}),
+                ProposeCmd::AddCa { org, ca } => {
+                    let pem = alliance::config::read_bounded(&ca, 64 * 1024)?;
+                    let pem = String::from_utf8_lossy(&pem).into_owned();
+                    json!({"add_ca": {"org": org, "ca_cert": pem}})
+                }
+                ProposeCmd::RemoveCa { org, sha256 } => {
+                    json!({"remove_ca": {"org": org, "ca_sha256": sha256}})
+                }
                 ProposeCmd::Policy {
                     threshold,
                     ttl_hours,

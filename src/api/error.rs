@@ -210,7 +210,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | UnknownOrg
         | AccountAlreadyFrozen
         | AccountNotFrozen
-        | OrgRunsNodes => StatusCode::UNPROCESSABLE_ENTITY,
+        | OrgRunsNodes
+        | UnknownCa => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

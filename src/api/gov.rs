@@ -124,6 +124,14 @@ enum ActionBody {
     RemoveOrg {
         name: String,
     },
+    AddCa {
+        org: String,
+        ca_cert: String,
+    },
+    RemoveCa {
+        org: String,
+        ca_sha256: String,
+    },
 }
 
 /// Days a CA certificate proposed for a new organization must still be
@@ -237,6 +245,27 @@ impl ActionBody {
                 ca_certs: ca_certs(pems)?,
             },
             Self::RemoveOrg { name } => Action::RemoveOrg { name: org(&name)? },
+            Self::AddCa { org: o, ca_cert } => Action::AddCa {
+                org: org(&o)?,
+                ca_cert: ca_certs(vec![ca_cert])?.remove(0),
+            },
+            Self::RemoveCa { org: o, ca_sha256 } => {
+                let hex_ok = ca_sha256.len() == 64
+                    && ca_sha256
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+                if !hex_ok {
+                    return Err(invalid(
+                        "invalid_ca_sha256",
+                        "ca_sha256 is the CA certificate's SHA-256 as the registry shows it: \
+                         64 lowercase hex digits",
+                    ));
+                }
+                Action::RemoveCa {
+                    org: org(&o)?,
+                    ca_sha256,
+                }
+            }
         })
     }
 }

@@ -94,8 +94,12 @@ async fn write(
     if signed.is_none() && command.is_governance() {
         return Err(ApiError::Rejected(Rejection::SignatureRequired));
     }
-    if let Command::Propose(Action::AddOrg { ca_certs, .. }) = &command {
-        super::gov::ensure_lasting(ca_certs)?;
+    match &command {
+        Command::Propose(Action::AddOrg { ca_certs, .. }) => super::gov::ensure_lasting(ca_certs)?,
+        Command::Propose(Action::AddCa { ca_cert, .. }) => {
+            super::gov::ensure_lasting(std::slice::from_ref(ca_cert))?
+        }
+        _ => {}
     }
     if signed.is_none() && principal.org() != svc.org() {
         return Err(ApiError::SignOrUseOwnNode(svc.org().to_string()));

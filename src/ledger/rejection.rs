@@ -99,6 +99,7 @@ rejections! {
     /// The organization of the certificate that signed or attests the
     /// write has left the consortium.
     OrgRemoved => "org_removed", "the organization of the certificate that signed or attests this write has left the consortium";
+    UnknownCa => "unknown_ca", "the organization has no CA certificate with this SHA-256 (see GET /v1/gov/registry)";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

@@ -450,7 +450,12 @@ struct NewOrg {
 
 impl NewOrg {
     fn make(c: &Cluster, org: &str) -> Self {
-        let pki = c.layout.dir.join("pki");
+        Self::make_in(&c.layout.dir.join("pki"), org)
+    }
+
+    /// An organization's CA and certificates under `pki`.
+    fn make_in(pki: &std::path::Path, org: &str) -> Self {
+        let pki = pki.to_owned();
         let script = |name: &str| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("scripts")
@@ -615,4 +620,68 @@ async fn a_fourth_organization_joins_by_two_of_three_votes_and_transacts() {
         .await
         .unwrap();
     assert_eq!((r.status, r.code()), (422, Some("org_runs_nodes")));
+}
+
+/// Passes `action` by the votes of org1 and org2 (of three).
+async fn pass(c: &Cluster, action: Value) -> Value {
+    let id = id_of(&propose(c, 1, action).await);
+    vote(c, 1, 1, id, true).await;
+    let r = vote(c, 2, 2, id, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, at).await;
+    }
+    r.body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_is_rotated_by_overlap() {
+    let c = Cluster::start().await;
+    let old = NewOrg::make(&c, "org4");
+    let pem = |org: &NewOrg| std::fs::read_to_string(&org.ca).unwrap();
+    pass(
+        &c,
+        json!({"add_org": {"name": "org4", "ca_certs": [pem(&old)]}}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let new = NewOrg::make_in(dir.path(), "org4");
+    // Before the vote only the old CA's certificates are taken.
+    for node in c.ids() {
+        ok(old.client(&c, "app", node).cluster().await);
+        assert!(
+            new.client(&c, "app", node).cluster().await.is_err(),
+            "node {node}"
+        );
+    }
+    pass(&c, json!({"add_ca": {"org": "org4", "ca_cert": pem(&new)}})).await;
+    for node in c.ids() {
+        ok(old.client(&c, "app", node).cluster().await);
+        ok(new.client(&c, "app", node).cluster().await);
+    }
+    let registry = ok(c
+        .app(1, 1)
+        .call(reqwest::Method::GET, "/v1/gov/registry", None)
+        .await);
+    let org4 = registry.body["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "org4");
+    let cas = org4.unwrap()["cas"].as_array().unwrap().clone();
+    assert_eq!(cas.len(), 2, "{}", registry.body);
+    let old_sha = cas[0]["sha256"].as_str().unwrap().to_owned();
+    pass(
+        &c,
+        json!({"remove_ca": {"org": "org4", "ca_sha256": old_sha}}),
+    )
+    .await;
+    for node in c.ids() {
+        assert!(
+            old.client(&c, "app", node).cluster().await.is_err(),
+            "node {node}"
+        );
+        ok(new.client(&c, "app", node).cluster().await);
+    }
 }

@@ -13,6 +13,14 @@ use super::{
     RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, OPEN_PROPOSALS_PER_ORG_MAX,
 };
 
+/// SHA-256 (hex) of the DER of the first certificate in a PEM text: how a
+/// CA is named. PEM decoding only, no certificate parsing: the same on
+/// every replica.
+pub fn pem_sha256(pem: &str) -> Option<String> {
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    Some(hex::encode(Sha256::digest(der)))
+}
+
 impl Ledger {
     /// Who may write governance: an admin, with its own signature.
     /// Checks, in order: `signature_required`, `admin_required`.
@@ -106,6 +114,30 @@ impl Ledger {
                     (1..=CA_CERTS_MAX).contains(&ca_certs.len()) && ca_certs.iter().all(fits),
                     Rejection::InvalidAction,
                 )
+            }
+            Action::AddCa { org, ca_cert } => {
+                let member = self
+                    .gov
+                    .member(org)
+                    .filter(|m| m.status != OrgStatus::Removed);
+                let member = member.ok_or(Rejection::UnknownOrg)?;
+                ensure(
+                    member.ca_certs.len() < CA_CERTS_MAX
+                        && ca_cert.len() <= CA_CERT_PEM_BYTES_MAX
+                        && !member.ca_certs.contains(ca_cert),
+                    Rejection::InvalidAction,
+                )
+            }
+            Action::RemoveCa { org, ca_sha256 } => {
+                let member = self
+                    .gov
+                    .member(org)
+                    .filter(|m| m.status != OrgStatus::Removed);
+                let member = member.ok_or(Rejection::UnknownOrg)?;
+                ensure(member.nodes.is_empty(), Rejection::OrgRunsNodes)?;
+                let named = |pem: &String| pem_sha256(pem).as_deref() == Some(ca_sha256.as_str());
+                ensure(member.ca_certs.iter().any(named), Rejection::UnknownCa)?;
+                ensure(member.ca_certs.len() > 1, Rejection::InvalidAction)
             }
             Action::RemoveOrg { name } => {
                 let member = self
@@ -305,6 +337,15 @@ impl Ledger {
                 self.orgs.insert(name.clone());
             }
             Action::RemoveOrg { name } => self.remove_org(at, id, name, changes),
+            Action::AddCa { org, ca_cert } => {
+                let member = self.gov.orgs.get_mut(org).expect("checked to be a member");
+                member.ca_certs.push(ca_cert.clone());
+            }
+            Action::RemoveCa { org, ca_sha256 } => {
+                let member = self.gov.orgs.get_mut(org).expect("checked to be a member");
+                let named = |pem: &String| pem_sha256(pem).as_deref() == Some(ca_sha256.as_str());
+                member.ca_certs.retain(|pem| !named(pem));
+            }
             Action::SetPolicy {
                 threshold,
                 proposal_ttl_ms,

@@ -22,6 +22,8 @@
 //! - `apply.rs`: proposing, voting, revoking, expiry and execution.
 
 mod apply;
+
+pub use apply::pem_sha256;
 #[cfg(test)]
 pub(super) mod tests;
 
@@ -264,6 +266,18 @@ pub enum Action {
     /// accounts frozen, grants to it dropped; its name is never reused.
     RemoveOrg {
         name: OrgName,
+    },
+    /// Another CA certificate (PEM) for an organization: rotation by
+    /// overlap, both trusted until the old one is removed.
+    AddCa {
+        org: OrgName,
+        ca_cert: String,
+    },
+    /// Stop trusting one of an organization's CAs, named by the SHA-256 of
+    /// its certificate (DER, hex): certificates it issued are refused.
+    RemoveCa {
+        org: OrgName,
+        ca_sha256: String,
     },
     SetPolicy {
         threshold: Threshold,

@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 17] = [
+pub(in crate::ledger) const COVERED: [Rejection; 18] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -31,6 +31,7 @@ pub(in crate::ledger) const COVERED: [Rejection; 17] = [
     Rejection::OrgNotActive,         // an_organization_added_by_vote_...
     Rejection::OrgExists,            // an_organization_added_by_vote_...
     Rejection::OrgRunsNodes,         // an_organization_added_by_vote_...
+    Rejection::UnknownCa,            // a_ca_is_rotated_by_overlap
 ];
 
 fn seal() -> ClientSeal {
@@ -575,4 +576,64 @@ fn an_organization_added_by_vote_counts_once_it_joins_and_leaves_by_vote() {
         g.signed(&admin("org4"), Command::Join),
         Outcome::Joined(Err(Rejection::UnknownOrg))
     ));
+}
+
+#[test]
+fn a_ca_is_rotated_by_overlap() {
+    let pem =
+        |b64: &str| format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+    let (old, new) = (pem("AAAA"), pem("AQID"));
+    let mut g = Gv::new(3);
+    g.l.gov.orgs.get_mut(&org("org2")).unwrap().ca_certs = vec![old.clone()];
+    let run = |g: &mut Gv, action: Action| {
+        let p = g.propose("org1", action)?;
+        g.vote("org1", &p, true)?;
+        g.vote("org3", &p, true)
+    };
+    let add = Action::AddCa {
+        org: org("org2"),
+        ca_cert: new.clone(),
+    };
+    assert_eq!(
+        run(&mut g, add.clone()).unwrap().state,
+        ProposalState::Executed
+    );
+    let cas = |g: &Gv| g.l.gov().member(&org("org2")).unwrap().ca_certs.clone();
+    assert_eq!(cas(&g), vec![old.clone(), new.clone()]);
+    assert_eq!(
+        g.propose("org1", add),
+        Err(Rejection::InvalidAction),
+        "twice"
+    );
+    let remove = |sha: String| Action::RemoveCa {
+        org: org("org2"),
+        ca_sha256: sha,
+    };
+    assert_eq!(
+        g.propose("org1", remove("0".repeat(64))),
+        Err(Rejection::UnknownCa)
+    );
+    let old_sha = pem_sha256(&old).unwrap();
+    assert_eq!(
+        run(&mut g, remove(old_sha.clone())).unwrap().state,
+        ProposalState::Executed
+    );
+    assert_eq!(cas(&g), vec![new.clone()]);
+    // Never the last one; never of an organization that runs nodes.
+    let new_sha = pem_sha256(&new).unwrap();
+    assert_eq!(
+        g.propose("org1", remove(new_sha)),
+        Err(Rejection::InvalidAction)
+    );
+    g.l.gov.orgs.get_mut(&org("org2")).unwrap().nodes.insert(2);
+    g.l.gov
+        .orgs
+        .get_mut(&org("org2"))
+        .unwrap()
+        .ca_certs
+        .push(old);
+    assert_eq!(
+        g.propose("org1", remove(old_sha)),
+        Err(Rejection::OrgRunsNodes)
+    );
 }
