@@ -530,3 +530,80 @@ fn a_revoked_certificate_attests_nothing() {
     );
     assert_eq!(witness.verdicts(&by_node2, t, &gone), vec![Ok(())]);
 }
+
+/// A ballot as an admin signs it, and the same entry with one byte
+/// flipped anywhere in its evidence: every replica refuses the latter, and
+/// the ledger counts no ballot for it.
+#[test]
+fn a_ballot_with_one_flipped_byte_is_refused() {
+    use crate::identity::request::KeySigner;
+    use crate::ledger::{Ledger, Outcome};
+    let c = Consortium::new();
+    let witness = c.witness();
+    let t = now();
+    let admin2 = c.role_tls("org2", "admin");
+    let digest = "ab".repeat(32);
+    let body = format!(r#"{{"vote":"approve","digest":"{digest}"}}"#).into_bytes();
+    let path = "/v1/gov/proposals/1/ballots";
+    let genesis = hex::encode(c.genesis.hash_bytes());
+    let signed = KeySigner::load(&admin2)
+        .unwrap()
+        .sign_request(&genesis, "POST", path, t, &body);
+    let seal = ClientSeal {
+        cert: load_identity(&admin2).unwrap().0[0].to_vec(),
+        signed_at_ms: t,
+        signature: signed.signature,
+        method: "POST".into(),
+        path: path.into(),
+        body,
+    };
+    let entry = |seal: ClientSeal| Entry {
+        actor: Actor {
+            org: OrgName::parse("org2").unwrap(),
+            role: Role::Admin,
+        },
+        timestamp_ms: t,
+        command: Command::Ballot {
+            proposal: 1,
+            approve: true,
+            digest: digest.clone(),
+        },
+        evidence: Evidence::Client(seal),
+        blinding: Blinding([1; 16]),
+    };
+    assert_eq!(
+        witness.verdicts_ungoverned(&entry(seal.clone()), t),
+        vec![Ok(())]
+    );
+    let flips: Vec<ClientSeal> = (0..seal.body.len())
+        .map(|i| {
+            let mut s = seal.clone();
+            s.body[i] ^= 1;
+            s
+        })
+        .chain((0..seal.signature.len()).map(|i| {
+            let mut s = seal.clone();
+            s.signature[i] ^= 1;
+            s
+        }))
+        .chain([{
+            let mut s = seal.clone();
+            s.path = "/v1/gov/proposals/2/ballots".into();
+            s
+        }])
+        .collect();
+    for flipped in flips {
+        let e = entry(flipped);
+        assert_eq!(
+            witness.verdicts_ungoverned(&e, t),
+            vec![Err(Rejection::OriginInvalid)],
+            "{:?}",
+            e.evidence
+        );
+        // Refused, it is a ballot of nobody's.
+        let mut ledger = Ledger::new(c.orgs());
+        let (outcome, changes) = ledger.apply_logged(&e, 1, 1, &[Err(Rejection::OriginInvalid)]);
+        assert_eq!(outcome, Outcome::Proposal(Err(Rejection::OriginInvalid)));
+        assert!(!changes.gov);
+    }
+}
