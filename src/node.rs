@@ -20,6 +20,7 @@ use crate::api::{self};
 use crate::config::{Genesis, GenesisNode, HostPort, NodeConfig, NodeId};
 use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
+use crate::identity::own::OwnIdentity;
 use crate::identity::refusals::RefusalLog;
 use crate::identity::Trust;
 use crate::ledger::{Gov, Role};
@@ -58,7 +59,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let witness = Arc::new(witness.with_own_seals(attester.own_seals()));
     let opened = open_storage(&config, &genesis, witness.clone())?;
     attester.follow(opened.shared.applied_height());
-    let peers = peer_clients(&trust, &config, &genesis, opened.incarnations.clone())?;
+    let own = OwnIdentity::load(&config.tls)?;
+    let peers = peer_clients(&trust, &own, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {
         ensure_not_rejoining(&peers, &genesis, config.id).await?;
     }
@@ -96,6 +98,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     ));
     service.clone().spawn_expiry_ticker();
     service.clone().spawn_expiry_warnings();
+    reload_on_hangup(&config, &trust, &own, &service)?;
     service
         .watch()
         .clone()
@@ -108,6 +111,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         config: &config,
         me: &me,
         trust: &trust,
+        own: &own,
         service,
         raft: web::Data::new(raft.clone()),
     };
@@ -237,6 +241,7 @@ struct Listeners<'a> {
     config: &'a NodeConfig,
     me: &'a GenesisNode,
     trust: &'a Arc<Trust>,
+    own: &'a Arc<OwnIdentity>,
     service: Arc<Service>,
     raft: web::Data<Raft>,
 }
@@ -272,7 +277,7 @@ impl Listeners<'_> {
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
         .bind_rustls_0_23(
             addr.as_str(),
-            self.trust.server_config(&self.config.tls, refusals)?,
+            self.trust.server_config(self.own.clone(), refusals)?,
         )
         .map_err(|e| bind_error("API", "api_listen, or api_addr in genesis", addr, e))?;
         Ok(server.run())
@@ -309,7 +314,7 @@ impl Listeners<'_> {
         ))
         .bind_rustls_0_23(
             addr.as_str(),
-            self.trust.server_config(&self.config.tls, refusals)?,
+            self.trust.server_config(self.own.clone(), refusals)?,
         )
         .map_err(|e| bind_error("peer", "raft_listen, or raft_addr in genesis", addr, e))?;
         Ok(server.run())
@@ -357,7 +362,7 @@ impl Listeners<'_> {
         .client_request_timeout(Duration::from_millis(limits.request_timeout_ms))
         .bind_rustls_0_23(
             addr.as_str(),
-            crate::identity::public_server_config(&self.config.tls)?,
+            crate::identity::public_server_config(self.own.clone())?,
         )
         .map_err(|e| bind_error("public window", "public_addr", addr, e))?;
         tracing::info!(public = %addr, "public window open");
@@ -426,10 +431,47 @@ async fn serve(
     Ok(())
 }
 
+/// On SIGHUP, takes the node certificate and key its config names again
+/// (renewed, say): new TLS handshakes present them, and seals carry them.
+/// One that is not this node's certificate of its organization's CA is
+/// refused, and the one in use kept.
+fn reload_on_hangup(
+    config: &NodeConfig,
+    trust: &Arc<Trust>,
+    own: &Arc<OwnIdentity>,
+    service: &Arc<Service>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| Error::Other(format!("cannot watch for SIGHUP: {e}")))?;
+    let (config, trust, own, service) =
+        (config.clone(), trust.clone(), own.clone(), service.clone());
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloaded = check_own_certificate(&trust, &config).and_then(|cert| {
+                own.reload(&config.tls)?;
+                service.reload_certificate(&config.tls)?;
+                Ok(cert)
+            });
+            match reloaded {
+                Ok(cert) => {
+                    let expiry = crate::identity::Expiry::now(&cert);
+                    let days_left = expiry.map(|e| e.days_left);
+                    tracing::info!(cert = %config.tls.cert.display(), ?days_left,
+                        "SIGHUP: the node presents its reloaded certificate from now on");
+                }
+                Err(e) => tracing::error!("SIGHUP: kept the certificate in use: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// One client per other genesis node, each verifying that exact node and
 /// announcing our genesis hash.
 fn peer_clients(
     trust: &Trust,
+    own: &Arc<OwnIdentity>,
     config: &NodeConfig,
     genesis: &Genesis,
     incarnations: Incarnations,
@@ -443,7 +485,7 @@ fn peer_clients(
     let mut peers = BTreeMap::new();
     for node in genesis.nodes.iter().filter(|n| n.id != config.id) {
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(trust.peer_client_config(&config.tls, node.id)?)
+            .use_preconfigured_tls(trust.peer_client_config(own.clone(), node.id)?)
             .default_headers(headers.clone())
             .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
             .tls_info(true)

@@ -45,7 +45,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
@@ -172,9 +172,9 @@ fn message(s: &Signing<'_>, digest: &Hash) -> Vec<u8> {
 /// other replica checks as usual.
 #[derive(Default)]
 pub struct OwnSeals {
-    cert: Vec<u8>,
-    /// SHA-256 of a signed message → the signature made over it.
-    made: Mutex<HashMap<Hash, Vec<u8>>>,
+    /// SHA-256 of a signed message → the signature made over it, and the
+    /// SHA-256 of the certificate the seal carries.
+    made: Mutex<HashMap<Hash, (Vec<u8>, Hash)>>,
 }
 
 /// Own seals remembered at most; past this they are forgotten (apply then
@@ -182,34 +182,52 @@ pub struct OwnSeals {
 const OWN_SEALS_MAX: usize = 4096;
 
 impl OwnSeals {
-    fn remember(&self, message: &[u8], signature: &[u8]) {
+    fn remember(&self, message: &[u8], signature: &[u8], cert: &Hash) {
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
         if made.len() >= OWN_SEALS_MAX {
             made.clear();
         }
-        made.insert(Sha256::digest(message).into(), signature.to_vec());
+        let key = Sha256::digest(message).into();
+        made.insert(key, (signature.to_vec(), *cert));
     }
 
     /// Whether this node made `signature` over `message` with `cert`
     /// (forgetting it: apply meets each seal once).
     fn made(&self, cert: &[u8], message: &[u8], signature: &[u8]) -> bool {
-        if cert != self.cert {
-            return false;
-        }
         let key: Hash = Sha256::digest(message).into();
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let cert: Hash = Sha256::digest(cert).into();
         match made.get(&key) {
-            Some(s) if s == signature => made.remove(&key).is_some(),
+            Some((s, c)) if s == signature && *c == cert => made.remove(&key).is_some(),
             _ => false,
         }
+    }
+}
+
+/// A node certificate and its key, for sealing.
+struct SealingKey {
+    cert: Vec<u8>,
+    cert_sha256: Hash,
+    signer: KeySigner,
+}
+
+impl SealingKey {
+    fn load(tls: &TlsFiles) -> Result<Self> {
+        let (chain, _) = load_identity(tls)?;
+        let cert = chain[0].to_vec();
+        Ok(Self {
+            cert_sha256: Sha256::digest(&cert).into(),
+            cert,
+            signer: KeySigner::load(tls)?,
+        })
     }
 }
 
 /// This node's signer of attestations.
 pub struct Attester {
     node: NodeId,
-    cert: Vec<u8>,
-    signer: KeySigner,
+    /// The certificate and key it seals with (see [`Self::reload`]).
+    key: RwLock<Arc<SealingKey>>,
     genesis: Hash,
     own: Arc<OwnSeals>,
     /// The height this node has applied (see [`Self::follow`]).
@@ -220,19 +238,24 @@ impl Attester {
     /// The signer for node `node` with its TLS certificate and key, which
     /// must be ECDSA P-256 (the certificate profile's).
     pub fn new(node: NodeId, tls: &TlsFiles, genesis: Hash) -> Result<Self> {
-        let (chain, _) = load_identity(tls)?;
-        let cert = chain[0].to_vec();
         Ok(Self {
             node,
-            own: Arc::new(OwnSeals {
-                cert: cert.clone(),
-                made: Mutex::default(),
-            }),
-            cert,
-            signer: KeySigner::load(tls)?,
+            own: Arc::default(),
+            key: RwLock::new(Arc::new(SealingKey::load(tls)?)),
             genesis,
             applied_height: Arc::default(),
         })
+    }
+
+    /// Seals with the certificate and key in `tls` from now on.
+    pub fn reload(&self, tls: &TlsFiles) -> Result<()> {
+        let key = Arc::new(SealingKey::load(tls)?);
+        *self.key.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+
+    fn key(&self) -> Arc<SealingKey> {
+        self.key.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Seals from now on name the height in `applied_height`, which the
@@ -242,8 +265,8 @@ impl Attester {
     }
 
     /// This node's certificate (DER).
-    pub fn cert(&self) -> &[u8] {
-        &self.cert
+    pub fn cert(&self) -> Vec<u8> {
+        self.key().cert.clone()
     }
 
     /// The seals this attester makes, for this node's [`Witness`].
@@ -260,11 +283,12 @@ impl Attester {
             as_of_height: self.applied_height.load(Ordering::Acquire),
         };
         let m = message(&signing, &what.digest());
-        let signature = self.signer.sign(&m);
-        self.own.remember(&m, &signature);
+        let key = self.key();
+        let signature = key.signer.sign(&m);
+        self.own.remember(&m, &signature, &key.cert_sha256);
         Evidence::Node(Seal {
             node: self.node,
-            cert: self.cert.clone(),
+            cert: key.cert.clone(),
             signed_at_ms: now_ms,
             as_of_height: signing.as_of_height,
             signature,

@@ -29,6 +29,7 @@ use crate::ledger::{Actor, CertRef, Gov, OrgName, Role, Serial};
 use refusals::RefusalLog;
 
 pub mod attest;
+pub mod own;
 pub mod refusals;
 pub mod request;
 pub mod unknown_issuer;
@@ -190,7 +191,11 @@ impl Trust {
     /// A client config for calling one peer, which must prove to be that
     /// node: a `node` certificate with CN = `target`, issued by the CA of the
     /// node's own organization (another member's CA cannot impersonate it).
-    pub fn peer_client_config(&self, own: &TlsFiles, target: NodeId) -> Result<ClientConfig> {
+    pub fn peer_client_config(
+        &self,
+        own: Arc<own::OwnIdentity>,
+        target: NodeId,
+    ) -> Result<ClientConfig> {
         let org = self
             .nodes
             .iter()
@@ -209,24 +214,31 @@ impl Trust {
             org,
             id: target,
         });
-        client_config_with(verifier, own)
+        Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(own))
     }
 
     /// A server config that requires a client certificate from a member CA;
     /// refused certificates go to `refusals`.
-    pub fn server_config(&self, own: &TlsFiles, refusals: Arc<RefusalLog>) -> Result<ServerConfig> {
+    pub fn server_config(
+        &self,
+        own: Arc<own::OwnIdentity>,
+        refusals: Arc<RefusalLog>,
+    ) -> Result<ServerConfig> {
         let verifier = Arc::new(LoggedClientVerifier {
             view: self.view.clone(),
             refusals,
             revoked: self.revoked.clone(),
         });
-        let (chain, key) = load_identity(own)?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            .with_cert_resolver(own);
         // No resumption: every connection runs the full handshake, so a
         // revoked certificate cannot come back on an old session.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -658,14 +670,12 @@ pub fn not_after_unix(der: &[u8]) -> Option<i64> {
 
 /// A server config for the public window: server-only TLS, no client
 /// certificate asked for (the one listener where that is the point).
-pub fn public_server_config(own: &TlsFiles) -> Result<ServerConfig> {
-    let (chain, key) = load_identity(own)?;
-    ServerConfig::builder_with_provider(provider())
+pub fn public_server_config(own: Arc<own::OwnIdentity>) -> Result<ServerConfig> {
+    Ok(ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::Tls(e.to_string()))
+        .with_cert_resolver(own))
 }
 
 /// A client config trusting `roots` and presenting `own`.

@@ -855,50 +855,11 @@ async fn certificate_expiry_is_shown_and_a_short_one_is_warned_about() {
     assert!(days(&status["certificate"]) > 30, "{status}");
     assert!(days(&status["caller_certificate"]) > 30, "{status}");
 
-    // Node 2 comes back with a node certificate valid for 5 days, issued
-    // by its organization's CA (in a directory of its own: the script
-    // never overwrites a key).
+    // Node 2 comes back with a node certificate valid for 5 days.
     c.kill(2);
     let node = c.layout.node(2).clone();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir_all(pki.join(&node.org)).unwrap();
-    for f in ["ca.crt", "ca.key"] {
-        let from = c.layout.dir.join("pki").join(&node.org).join(f);
-        std::fs::copy(from, pki.join(&node.org).join(f)).unwrap();
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .args(["--dir", pki.to_str().unwrap(), "--org", node.org.as_str()])
-        .args([
-            "--role",
-            "node",
-            "--name",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--host",
-            "localhost",
-        ])
-        .args(["--days", "5"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut config: toml::Table = std::fs::read_to_string(&node.config)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let tls = config["tls"].as_table_mut().unwrap();
-    let cert = pki.join(&node.org).join("node-2.crt");
-    let key = pki.join(&node.org).join("node-2.key");
-    tls.insert("cert".into(), cert.to_str().unwrap().into());
-    tls.insert("key".into(), key.to_str().unwrap().into());
-    std::fs::write(&node.config, toml::to_string(&config).unwrap()).unwrap();
+    use_new_node_certificate(&c, 2, dir.path(), 5);
     c.restart(2);
 
     let short = eventually("node 1 to see node 2's new certificate", || async {
@@ -929,4 +890,130 @@ async fn certificate_expiry_is_shown_and_a_short_one_is_warned_about() {
             .then_some(())
     })
     .await;
+}
+
+/// Issues node `id` a new certificate valid for `days`, by its
+/// organization's CA, under `dir` (the script never overwrites a key);
+/// returns the certificate's and the key's paths.
+fn issue_node_certificate(
+    c: &Cluster,
+    id: u64,
+    dir: &std::path::Path,
+    days: u32,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let org = c.layout.node(id).org.clone();
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(pki.join(&org)).unwrap();
+    for f in ["ca.crt", "ca.key"] {
+        let from = c.layout.dir.join("pki").join(&org).join(f);
+        std::fs::copy(from, pki.join(&org).join(f)).unwrap();
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .args(["--dir", pki.to_str().unwrap(), "--org", org.as_str()])
+        .args(["--role", "node", "--name", &id.to_string()])
+        .args(["--host", "127.0.0.1", "--host", "localhost"])
+        .args(["--days", &days.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        pki.join(&org).join(format!("node-{id}.crt")),
+        pki.join(&org).join(format!("node-{id}.key")),
+    )
+}
+
+/// Node `id`'s config's certificate and key paths.
+fn node_tls_paths(c: &Cluster, id: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    let config: toml::Table = std::fs::read_to_string(&c.layout.node(id).config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = |k: &str| std::path::PathBuf::from(config["tls"][k].as_str().unwrap());
+    (path("cert"), path("key"))
+}
+
+/// Issues node `id` a new certificate valid for `days` and points its
+/// config at it.
+fn use_new_node_certificate(c: &Cluster, id: u64, dir: &std::path::Path, days: u32) {
+    let node = c.layout.node(id).clone();
+    let (cert, key) = issue_node_certificate(c, id, dir, days);
+    let mut config: toml::Table = std::fs::read_to_string(&node.config)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tls = config["tls"].as_table_mut().unwrap();
+    tls.insert("cert".into(), cert.to_str().unwrap().into());
+    tls.insert("key".into(), key.to_str().unwrap().into());
+    std::fs::write(&node.config, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// A renewed node certificate is picked up on SIGHUP, without a restart:
+/// new handshakes present it, the node says so, and it keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_takes_its_renewed_certificate_on_sighup() {
+    let c = Cluster::start().await;
+    c.seed(ISSUED).await;
+    let days = |v: &serde_json::Value| v["certificate"]["days_left"].as_i64().unwrap_or(-1);
+    assert!(days(&c.status(2).await.unwrap()) > 30);
+    // Renewed in place: the new certificate and key where the config
+    // names them.
+    let dir = tempfile::tempdir().unwrap();
+    let (new_cert, new_key) = issue_node_certificate(&c, 2, dir.path(), 9);
+    let (cert, key) = node_tls_paths(&c, 2);
+    std::fs::copy(new_cert, cert).unwrap();
+    std::fs::copy(new_key, key).unwrap();
+    assert!(crate::harness::send_signal(c.pid(2), "-HUP"));
+    eventually("node 2 to present its renewed certificate", || async {
+        let left = days(&c.status(2).await?);
+        (7..=9).contains(&left).then_some(())
+    })
+    .await;
+    // A new client's handshake sees it too.
+    let roots = alliance::identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let id = &c.layout.org("org2").identities["app"];
+    let tls = alliance::config::TlsFiles {
+        cert: id.cert.clone(),
+        key: id.key.clone(),
+    };
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(alliance::identity::client_config(roots, &tls).unwrap())
+        .tls_info(true)
+        .build()
+        .unwrap();
+    let url = format!("https://{}/v1/cluster", c.net.api_addr(2));
+    let resp = http.get(url).send().await.unwrap();
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .unwrap()
+        .to_vec();
+    let left = alliance::identity::Expiry::now(&der).unwrap().days_left;
+    assert!((7..=9).contains(&left), "{left}");
+    // It still serves, and still replicates.
+    let r = transfer_until_ok(&c.app(1, 2), "org1.after-hup", "org1.ops", "org2.ops", 1).await;
+    assert!(r.is_success());
+    let log = std::fs::read_to_string(&c.layout.node(2).log).unwrap();
+    assert!(
+        log.contains("SIGHUP: the node presents its reloaded certificate"),
+        "{log}"
+    );
+    // An app certificate in its place is refused; the node keeps its own.
+    let (cert, key) = node_tls_paths(&c, 2);
+    std::fs::copy(&id.cert, cert).unwrap();
+    std::fs::copy(&id.key, key).unwrap();
+    assert!(crate::harness::send_signal(c.pid(2), "-HUP"));
+    eventually("node 2 to refuse the app certificate", || async {
+        let log = std::fs::read_to_string(&c.layout.node(2).log).ok()?;
+        log.contains("SIGHUP: kept the certificate in use")
+            .then_some(())
+    })
+    .await;
+    assert!((7..=9).contains(&days(&c.status(2).await.unwrap())));
 }

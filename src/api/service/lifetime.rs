@@ -45,7 +45,7 @@ impl Service {
     /// Every certificate this node relies on, named, with its expiry.
     fn certificates(&self) -> Vec<(String, Expiry)> {
         let mut all: Vec<(String, Expiry)> = Vec::new();
-        if let Some(e) = Expiry::now(self.attester.cert()) {
+        if let Some(e) = Expiry::now(&self.attester.cert()) {
             all.push((format!("this node's certificate (node {})", self.id), e));
         }
         let cas: Vec<(String, String)> = {

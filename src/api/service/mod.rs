@@ -320,6 +320,11 @@ impl Service {
     }
 
     /// This node's view of the cluster.
+    /// Seals with the node certificate and key in `tls` from now on.
+    pub fn reload_certificate(&self, tls: &crate::config::TlsFiles) -> crate::error::Result<()> {
+        self.attester.reload(tls)
+    }
+
     /// [`Self::cluster`], with the expiry of the caller's certificate.
     pub fn cluster_for(&self, caller_cert: &[u8]) -> ClusterView {
         ClusterView {
@@ -352,7 +357,7 @@ impl Service {
             purged_index: m.purged.map(|l| l.index),
             height: self.state.read().ledger.height(),
             replicas: self.watch.status(),
-            certificate: Expiry::now(self.attester.cert()),
+            certificate: Expiry::now(&self.attester.cert()),
             caller_certificate: None,
         }
     }
