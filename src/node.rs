@@ -495,7 +495,7 @@ fn peer_clients(
         let base = format!("https://{dial}");
         peers.insert(node.id, Peer { http, base });
     }
-    Ok(Peers::new(peers, incarnations))
+    Ok(Peers::new(peers, incarnations, trust.revoked()))
 }
 
 /// On empty storage: if any reachable peer remembers this node id under

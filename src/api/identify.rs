@@ -25,9 +25,14 @@ use crate::raft::network::GENESIS_HEADER;
 #[derive(Clone)]
 struct ApiIdentity(Result<Principal, IdentityError>, Arc<Trust>);
 
-/// The identity of a peer connection, set when it opens.
+/// The identity of a peer connection, set when it opens: the node, the
+/// certificate it presented (to check it again on each request), and the
+/// trust that says whether that has been revoked since.
 #[derive(Clone)]
-struct PeerIdentity(Result<NodePrincipal, IdentityError>);
+struct PeerIdentity(
+    Result<(NodePrincipal, Principal), IdentityError>,
+    Arc<Trust>,
+);
 
 /// What a peer's request must show besides its node certificate: the same
 /// genesis, and the incarnation of its storage this node knows.
@@ -65,11 +70,13 @@ pub fn identify_peer(
     refusals: Arc<RefusalLog>,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
-        let identity = trust.identify_node(&peer_chain(conn));
+        let identity = trust
+            .identify(&peer_chain(conn))
+            .and_then(|p| Ok((trust.node_of(p.clone())?, p)));
         if let Err(e) = &identity {
             refusals.refused(&format_args!("peer identity: {e}"));
         }
-        ext.insert(PeerIdentity(identity));
+        ext.insert(PeerIdentity(identity, trust.clone()));
     }
 }
 
@@ -98,13 +105,16 @@ impl FromRequest for NodePrincipal {
 
 fn node_principal(req: &HttpRequest) -> Result<NodePrincipal, ApiError> {
     let node = match req.conn_data::<PeerIdentity>() {
-        Some(PeerIdentity(Ok(p))) => p.clone(),
-        Some(PeerIdentity(Err(IdentityError::NotANode))) => {
+        Some(PeerIdentity(Ok((_, cert)), trust)) if trust.is_refused(cert) => {
+            return Err(ApiError::Revoked)
+        }
+        Some(PeerIdentity(Ok((node, _)), _)) => node.clone(),
+        Some(PeerIdentity(Err(IdentityError::NotANode), _)) => {
             return Err(ApiError::Forbidden(
                 "the peer listener serves member nodes only",
             ))
         }
-        Some(PeerIdentity(Err(e))) => return Err(ApiError::Unauthenticated(e.to_string())),
+        Some(PeerIdentity(Err(e), _)) => return Err(ApiError::Unauthenticated(e.to_string())),
         None => return Err(ApiError::Unauthenticated("no verified TLS session".into())),
     };
     let Some(gate) = req.app_data::<web::Data<PeerGate>>() else {

@@ -31,6 +31,35 @@ pub struct Watch {
     verdict: Mutex<Verdict>,
 }
 
+/// Why a TLS handshake with `peer` failed, if TLS says: the peer refused
+/// this node's certificate (an alert: revoked, unknown CA), or this node
+/// refused the peer's.
+fn tls_refusal(e: &reqwest::Error, peer: NodeId) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // A TLS error read from the connection comes wrapped in an I/O one.
+        let io_inner = (s.downcast_ref::<std::io::Error>())
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for e in [Some(s), io_inner].into_iter().flatten() {
+            match e.downcast_ref::<rustls::Error>() {
+                Some(rustls::Error::AlertReceived(alert)) => {
+                    return Some(format!("refused the TLS handshake with alert {alert:?}"));
+                }
+                Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+                    return Some(format!("node {peer}'s certificate is revoked"));
+                }
+                Some(rustls::Error::InvalidCertificate(why)) => {
+                    return Some(format!("node {peer}'s certificate is refused: {why:?}"));
+                }
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    None
+}
+
 /// How a peer answered a head exchange.
 enum Asked {
     /// Its head, and the certificate it presented.
@@ -224,8 +253,9 @@ impl Watch {
             return Asked::NoAnswer;
         };
         let sent = client.http.post(client.url(HEAD_PATH)).timeout(within);
-        let Ok(resp) = sent.send().await else {
-            return Asked::NoAnswer;
+        let resp = match sent.send().await {
+            Ok(resp) => resp,
+            Err(e) => return tls_refusal(&e, peer).map_or(Asked::NoAnswer, Asked::Refused),
         };
         let status = resp.status();
         if !status.is_success() {

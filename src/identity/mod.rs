@@ -121,7 +121,7 @@ impl Revoked {
 
     /// Whether a certificate (DER) is revoked: by its `O` and serial (a
     /// certificate whose `O` is not its issuer's is refused anyway).
-    fn contains_der(&self, der: &[u8]) -> bool {
+    pub fn contains_der(&self, der: &[u8]) -> bool {
         if self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
             return false;
         }
@@ -178,6 +178,11 @@ impl Trust {
         }
     }
 
+    /// The revoked certificates, as the listeners refuse them.
+    pub fn revoked(&self) -> Revoked {
+        self.revoked.clone()
+    }
+
     /// Whether `p`'s certificate is refused now: revoked, or of an
     /// organization that is no longer a member.
     pub fn is_refused(&self, p: &Principal) -> bool {
@@ -213,6 +218,7 @@ impl Trust {
             inner,
             org,
             id: target,
+            revoked: self.revoked.clone(),
         });
         Ok(ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -411,6 +417,7 @@ struct NodeServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     org: OrgName,
     id: NodeId,
+    revoked: Revoked,
 }
 
 impl ServerCertVerifier for NodeServerVerifier {
@@ -427,6 +434,11 @@ impl ServerCertVerifier for NodeServerVerifier {
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         let subject =
             Subject::parse(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
+        if self.revoked.contains_der(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
         if subject.org != self.org.as_str()
             || subject.role != "node"
             || subject.name != self.id.to_string()

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use openraft::BasicNode;
 
 use super::incarnation::{Incarnations, INCARNATION_HEADER};
+use crate::identity::Revoked;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -40,6 +41,9 @@ pub const GENESIS_HEADER: &str = "alliance-genesis";
 pub struct Peers {
     peers: Arc<BTreeMap<u64, Peer>>,
     pub incarnations: Incarnations,
+    /// Certificates revoked by governance: a peer presenting one is not
+    /// listened to, also on a connection opened before.
+    revoked: Revoked,
     /// Snapshots this node finished sending to a peer (for `/metrics`).
     pub snapshots_sent: Arc<AtomicU64>,
 }
@@ -60,10 +64,11 @@ impl Peer {
 }
 
 impl Peers {
-    pub fn new(peers: BTreeMap<u64, Peer>, incarnations: Incarnations) -> Self {
+    pub fn new(peers: BTreeMap<u64, Peer>, incarnations: Incarnations, revoked: Revoked) -> Self {
         Self {
             peers: Arc::new(peers),
             incarnations,
+            revoked,
             snapshots_sent: Arc::default(),
         }
     }
@@ -72,8 +77,14 @@ impl Peers {
         self.peers.get(&id)
     }
 
-    /// Accepts a response only from the incarnation of `peer` on record.
+    /// Accepts a response only from the incarnation of `peer` on record,
+    /// over a connection whose certificate is not revoked.
     pub fn check_response(&self, peer: u64, resp: &reqwest::Response) -> Result<(), String> {
+        let cert = (resp.extensions().get::<reqwest::tls::TlsInfo>())
+            .and_then(|tls| tls.peer_certificate());
+        if cert.is_some_and(|der| self.revoked.contains_der(der)) {
+            return Err(format!("node {peer}'s certificate is revoked"));
+        }
         let inc = resp
             .headers()
             .get(INCARNATION_HEADER)

@@ -685,3 +685,52 @@ async fn a_ca_is_rotated_by_overlap() {
         ok(new.client(&c, "app", node).cluster().await);
     }
 }
+
+/// A node's certificate revoked by its own organization: its peers refuse
+/// it on the connections it holds open and in new handshakes, and the rest
+/// of the cluster goes on without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_node_certificate_is_refused_by_its_peers() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let node3 = c.layout.dir.join("pki/org3/node-3.crt");
+    let (org, serial) = alliance::client::cert_ref(&node3).unwrap();
+    // If node 3 leads, it cannot confirm the revocation once its peers
+    // refuse it: the answer may be 504 until 1 and 2 elect a leader, and
+    // the same revocation again answers it.
+    let r = eventually("the revocation to be acknowledged", || async {
+        let r = admin(&c, 3, 1).revoke(&org, &serial).await.ok()?;
+        r.is_success().then_some(r)
+    })
+    .await;
+    let height = r.body["height"].as_u64().unwrap();
+    for node in [1, 2] {
+        c.wait_for_height(node, height).await;
+    }
+    // Its peers refuse it, and say so in their logs.
+    eventually("node 1 to refuse node 3's revoked certificate", || async {
+        let log = std::fs::read_to_string(&c.layout.node(1).log).ok()?;
+        let refused = log
+            .lines()
+            .any(|l| l.contains("listener=\"peer\"") && l.contains("Revoked"));
+        refused.then_some(())
+    })
+    .await;
+    // Nodes 1 and 2 no longer listen to node 3, also on the connections
+    // they had open to it, and say why.
+    let why = eventually("a peer to name node 3 as revoked", || async {
+        for node in [1, 2] {
+            let status = c.status(node).await?;
+            let peers = status["replicas"]["peers"].as_array()?.clone();
+            let peer = peers.into_iter().find(|p| p["node"] == 3)?;
+            if let Some(why) = peer["refused"].as_str() {
+                return Some(why.to_owned());
+            }
+        }
+        None
+    })
+    .await;
+    assert!(why.contains("node 3's certificate is revoked"), "{why}");
+    // Nodes 1 and 2 go on without it.
+    crate::harness::transfer_until_ok(&c.app(1, 1), "org1.after", "org1.ops", "org2.ops", 1).await;
+}
