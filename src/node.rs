@@ -48,7 +48,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .clone();
     config.check_against(&genesis)?;
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
-    let own_cert = check_own_certificate(&trust, &config)?;
+    check_own_certificate(&trust, &config)?;
 
     let mut attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
     let witness = Witness::new(
@@ -76,11 +76,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         opened.shared.snapshots.clone(),
         peers.snapshots_sent.clone(),
     );
-    let stats = Arc::new(NodeStats::new(
-        opened.sync_us,
-        snapshots,
-        certificate_expiries(&trust, &genesis, &own_cert),
-    ));
+    let stats = Arc::new(NodeStats::new(opened.sync_us, snapshots));
     let replica = Replica {
         raft: raft.clone(),
         state: opened.shared,
@@ -121,24 +117,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let ops = listeners.ops()?;
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
     serve(config.id, &raft, &stats, api, peer, [public, ops]).await
-}
-
-/// When each certificate this node relies on expires (Unix seconds): its
-/// own, and each organization's CA; labelled for `/metrics`.
-fn certificate_expiries(trust: &Trust, genesis: &Genesis, own_cert: &[u8]) -> Vec<(String, i64)> {
-    let own = crate::identity::not_after_unix(own_cert);
-    let mut expiries: Vec<(String, i64)> = own
-        .map(|t| ("{cert=\"node\"}".to_owned(), t))
-        .into_iter()
-        .collect();
-    for org in genesis.org_names() {
-        for ca in trust.cas_of(&org) {
-            if let Some(t) = crate::identity::not_after_unix(&ca) {
-                expiries.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
-            }
-        }
-    }
-    expiries
 }
 
 /// Makes any panic stop the whole process, after the standard report of

@@ -79,16 +79,12 @@ pub struct NodeStats {
     /// peers.
     pub snapshots: Arc<SnapshotCounts>,
     pub snapshots_sent: Arc<AtomicU64>,
-    /// Each certificate this node relies on, by label (`{cert="node"}`,
-    /// `{cert="ca",org="org1"}`), and when it expires (Unix seconds).
-    pub cert_not_after: Vec<(String, i64)>,
 }
 
 impl NodeStats {
     pub fn new(
         fsync_us: Arc<Histogram>,
         (snapshots, snapshots_sent): (Arc<SnapshotCounts>, Arc<AtomicU64>),
-        cert_not_after: Vec<(String, i64)>,
     ) -> Self {
         Self {
             responses: Responses::default(),
@@ -101,7 +97,6 @@ impl NodeStats {
             public_limited: AtomicU64::new(0),
             snapshots,
             snapshots_sent,
-            cert_not_after,
         }
     }
 
@@ -136,7 +131,10 @@ fn gauge(out: &mut String, name: &str, help: &str, value: Option<u64>) {
 }
 
 /// The text of `GET /metrics`.
-pub fn render(cluster: &ClusterView, stats: &NodeStats) -> String {
+/// Renders the metrics; `certs` are the certificates this node relies on
+/// now, by label (`{cert="node"}`, `{cert="ca",org="org1"}`,
+/// `{cert="peer",node="2"}`), with when each expires (Unix seconds).
+pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)]) -> String {
     let mut out = String::new();
     let is_leader = cluster.leader == Some(cluster.node_id);
     gauge(
@@ -217,13 +215,13 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats) -> String {
         "Whether a peer answered this node's last head exchange.",
         &reachable,
     );
-    render_activity(&mut out, stats);
+    render_activity(&mut out, stats, certs);
     out
 }
 
 /// The counters and histograms of what this node did, and its
 /// certificates' remaining validity.
-fn render_activity(out: &mut String, stats: &NodeStats) {
+fn render_activity(out: &mut String, stats: &NodeStats, certs: &[(String, i64)]) {
     let answers: Vec<_> = (stats.responses.counts().into_iter())
         .map(|(method, route, status, n)| {
             let route = route.replace('\\', "\\\\").replace('"', "\\\"");
@@ -307,7 +305,7 @@ fn render_activity(out: &mut String, stats: &NodeStats) {
         "# HELP alliance_certificate_expiry_seconds Seconds until a certificate this node relies on expires (negative: expired)."
     );
     let _ = writeln!(out, "# TYPE alliance_certificate_expiry_seconds gauge");
-    for (labels, not_after) in &stats.cert_not_after {
+    for (labels, not_after) in certs {
         let _ = writeln!(
             out,
             "alliance_certificate_expiry_seconds{labels} {}",

@@ -35,7 +35,11 @@ async fn readyz(svc: web::Data<Service>) -> HttpResponse {
 async fn metrics(svc: web::Data<Service>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(super::metrics::render(&svc.cluster(), svc.stats()))
+        .body(super::metrics::render(
+            &svc.cluster(),
+            svc.stats(),
+            &svc.certificate_gauges(),
+        ))
 }
 
 async fn not_here() -> HttpResponse {

@@ -493,6 +493,16 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
             "{text}"
         );
     }
+    // Each peer's certificate, once the head exchange has seen it.
+    let peer = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let gauge = format!("alliance_certificate_expiry_seconds{{cert=\"peer\",node=\"{peer}\"}}");
+    let text = eventually("the leader to gauge a peer's certificate", || async {
+        let (_, text) = c.ops_text(leader, "/metrics").await?;
+        sample_signed(&text, &gauge)
+            .is_some_and(|s| s > 86_400)
+            .then_some(text)
+    })
+    .await;
     promtool_accepts(&text).await;
     for id in c.ids().into_iter().filter(|id| *id != leader) {
         let text = eventually("a follower to know the leader", || async {

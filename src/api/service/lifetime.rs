@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::Service;
 use crate::identity::{expiry_warning, first_cert_der, Expiry};
+use crate::ledger::gov::OrgStatus;
 
 /// How often the certificates are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -40,6 +41,43 @@ impl Service {
                 }
             }
         });
+    }
+
+    /// When each certificate this node relies on expires (Unix seconds),
+    /// labelled for `/metrics`: its own, each member organization's CA
+    /// that expires first, and each peer's.
+    pub fn certificate_gauges(&self) -> Vec<(String, i64)> {
+        let mut gauges: Vec<(String, i64)> = Vec::new();
+        if let Some(e) = Expiry::now(&self.attester.cert()) {
+            gauges.push(("{cert=\"node\"}".to_owned(), e.not_after));
+        }
+        let cas: Vec<(String, Option<i64>)> = {
+            let state = self.state.read();
+            (state.ledger.gov().orgs())
+                .filter(|(_, m)| m.status != OrgStatus::Removed)
+                .map(|(org, m)| {
+                    let first = (m.ca_certs.iter())
+                        .filter_map(|pem| first_cert_der(pem.as_bytes()))
+                        .filter_map(|der| Expiry::now(&der).map(|e| e.not_after))
+                        .min();
+                    (org.to_string(), first)
+                })
+                .collect()
+        };
+        for (org, not_after) in cas {
+            if let Some(t) = not_after {
+                gauges.push((format!("{{cert=\"ca\",org=\"{org}\"}}"), t));
+            }
+        }
+        for peer in self.watch.status().peers {
+            if let Some(e) = peer.certificate {
+                gauges.push((
+                    format!("{{cert=\"peer\",node=\"{}\"}}", peer.node),
+                    e.not_after,
+                ));
+            }
+        }
+        gauges
     }
 
     /// Every certificate this node relies on, named, with its expiry.
