@@ -37,8 +37,11 @@ impl Ledger {
         ensure(status == Some(OrgStatus::Active), Rejection::OrgNotActive)
     }
 
-    /// Opens a proposal. After [`Self::voter`]'s checks: the action's (see
-    /// [`Self::check_action`]), `too_many_open_proposals`.
+    /// Opens a proposal. After [`Self::voter`]'s checks: `origin_replayed`
+    /// (signed no later than the organization's latest proposal: a leader
+    /// replaying a signed proposal cannot fill the organization's quota),
+    /// the action's (see [`Self::check_action`]),
+    /// `too_many_open_proposals`.
     pub(in crate::ledger) fn propose(
         &mut self,
         at: At<'_>,
@@ -46,6 +49,12 @@ impl Ledger {
         changes: &mut Changes,
     ) -> Result<Proposal, Rejection> {
         self.voter(at)?;
+        let signed_at = at.client.expect("voter checked the signature").signed_at_ms;
+        let latest = self.gov.proposed_at.get(&at.actor.org).copied();
+        ensure(
+            latest.is_none_or(|l| signed_at > l),
+            Rejection::OriginReplayed,
+        )?;
         self.check_action(action)?;
         ensure(
             self.gov.open_of(&at.actor.org) < OPEN_PROPOSALS_PER_ORG_MAX,
@@ -66,6 +75,7 @@ impl Ledger {
             closed_height: None,
         };
         changes.push_leaf(&Leaf::Proposal(&proposal));
+        self.gov.proposed_at.insert(at.actor.org.clone(), signed_at);
         self.gov.expiries.insert((expires_at_ms, id));
         self.gov.proposals.insert(id, proposal.clone());
         changes.gov = true;

@@ -419,6 +419,9 @@ pub struct Gov {
     pub(super) proposals: BTreeMap<u64, Proposal>,
     /// Open proposals by (expiry on the ledger clock, id).
     pub(super) expiries: BTreeSet<(u64, u64)>,
+    /// When each organization's latest proposal was signed (its admin's
+    /// clock): one signed no later is a replay, refused.
+    pub(super) proposed_at: BTreeMap<OrgName, u64>,
 }
 
 impl Gov {

@@ -99,8 +99,13 @@ impl Gv {
     }
 
     /// A command signed by its caller.
+    /// A command signed by its caller, at the time of its entry.
     fn signed(&mut self, who: &Actor, command: Command) -> Outcome {
-        self.apply(who, command, Evidence::Client(seal())).0
+        let seal = ClientSeal {
+            signed_at_ms: T0 + self.ms + 1,
+            ..seal()
+        };
+        self.apply(who, command, Evidence::Client(seal)).0
     }
 
     fn propose(&mut self, by: &str, action: Action) -> Result<Proposal, Rejection> {
@@ -636,4 +641,25 @@ fn a_ca_is_rotated_by_overlap() {
         g.propose("org1", remove(old_sha)),
         Err(Rejection::OrgRunsNodes)
     );
+}
+
+#[test]
+fn a_replayed_signed_proposal_opens_nothing() {
+    let mut g = Gv::new(3);
+    g.propose("org1", freeze("org2.a")).unwrap();
+    let before = g.l.gov().clone();
+    // Signed before the proposal just opened (a leader replaying it).
+    let replayed = ClientSeal {
+        signed_at_ms: T0,
+        ..seal()
+    };
+    let (out, _) = g.apply(
+        &admin("org1"),
+        Command::Propose(freeze("org2.a")),
+        Evidence::Client(replayed),
+    );
+    assert_eq!(out, Outcome::Proposal(Err(Rejection::OriginReplayed)));
+    assert_eq!(g.l.gov(), &before);
+    // A new signature opens a new proposal.
+    assert!(g.propose("org1", freeze("org2.a")).is_ok());
 }
