@@ -126,11 +126,7 @@ impl Ledger {
                 )
             }
             Action::AddCa { org, ca_cert } => {
-                let member = self
-                    .gov
-                    .member(org)
-                    .filter(|m| m.status != OrgStatus::Removed);
-                let member = member.ok_or(Rejection::UnknownOrg)?;
+                let member = self.gov.current(org)?;
                 ensure(
                     member.ca_certs.len() < CA_CERTS_MAX
                         && ca_cert.len() <= CA_CERT_PEM_BYTES_MAX
@@ -139,22 +135,14 @@ impl Ledger {
                 )
             }
             Action::RemoveCa { org, ca_sha256 } => {
-                let member = self
-                    .gov
-                    .member(org)
-                    .filter(|m| m.status != OrgStatus::Removed);
-                let member = member.ok_or(Rejection::UnknownOrg)?;
+                let member = self.gov.current(org)?;
                 ensure(member.nodes.is_empty(), Rejection::OrgRunsNodes)?;
                 let named = |pem: &String| pem_sha256(pem).as_deref() == Some(ca_sha256.as_str());
                 ensure(member.ca_certs.iter().any(named), Rejection::UnknownCa)?;
                 ensure(member.ca_certs.len() > 1, Rejection::InvalidAction)
             }
             Action::RemoveOrg { name } => {
-                let member = self
-                    .gov
-                    .member(name)
-                    .filter(|m| m.status != OrgStatus::Removed);
-                let member = member.ok_or(Rejection::UnknownOrg)?;
+                let member = self.gov.current(name)?;
                 ensure(member.nodes.is_empty(), Rejection::OrgRunsNodes)?;
                 let others = self
                     .gov

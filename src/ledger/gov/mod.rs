@@ -458,6 +458,14 @@ impl Gov {
             .filter(|m| m.status == OrgStatus::Active)
             .count()
     }
+    /// Organization `org`, if it is a member (pending or active);
+    /// `unknown_org` otherwise.
+    pub(super) fn current(&self, org: &OrgName) -> Result<&Member, Rejection> {
+        (self.orgs.get(org))
+            .filter(|m| m.status != OrgStatus::Removed)
+            .ok_or(Rejection::UnknownOrg)
+    }
+
     pub fn is_removed(&self, org: &OrgName) -> bool {
         self.orgs
             .get(org)
