@@ -15,7 +15,8 @@ NL='
 usage() {
 	cat <<EOF
 Usage: $prog --out FILE --name CONSORTIUM --org ORG=CA_CERT [--org ...]
-       --node ID,ORG,API_ADDR,RAFT_ADDR [--node ...] [--threshold T] [--force]
+       --node ID,ORG,API_ADDR,RAFT_ADDR [--node ...] [--node-cert ID=CERT ...]
+       [--threshold T] [--force]
 
 Writes the genesis file FILE (TOML): the consortium name, each founding
 organization with its CA certificate (PEM, embedded), and each founding node
@@ -34,6 +35,14 @@ Options:
                   names), and its API and Raft addresses as HOST:PORT
                   (HOST an IPv4 address, [IPv6] address or DNS name;
                   PORT 1..65535)
+  --node-cert ID=PATH
+                  repeatable, at most once per node: registers node ID's public
+                  key, read from its certificate PATH (a node certificate of
+                  its organization's CA, subject O=ORG, OU=node, CN=ID). The
+                  other nodes then keep the peer channel to node ID working
+                  past that certificate's expiry, with an alarm in their
+                  logs, while it presents a certificate with the same key;
+                  clients and the API stay strict
   --threshold T   how many organizations must approve a governance proposal:
                   majority (the default) or a fraction N/D above one half,
                   e.g. 2/3; changeable later by vote
@@ -50,7 +59,8 @@ Example:
   $prog --out genesis.toml --name demo \\
       --org org1=consortium/org1/ca.crt --org org2=consortium/org2/ca.crt \\
       --node 1,org1,127.0.0.1:7101,127.0.0.1:7201 \\
-      --node 2,org2,127.0.0.1:7102,127.0.0.1:7202
+      --node 2,org2,127.0.0.1:7102,127.0.0.1:7202 \\
+      --node-cert 1=consortium/org1/node-1.crt --node-cert 2=consortium/org2/node-2.crt
 EOF
 }
 
@@ -121,6 +131,7 @@ force=
 orgs=
 org_names=
 nodes=
+node_certs=
 threshold=
 seen=' '
 
@@ -136,13 +147,13 @@ while [ $# -gt 0 ]; do
 		force=1
 		continue
 		;;
-	--out | --name | --org | --node | --threshold)
+	--out | --name | --org | --node | --node-cert | --threshold)
 		[ $# -gt 0 ] || usage_error "missing value for $opt"
 		case $1 in --*) usage_error "missing value for $opt" ;; esac
 		val=$1
 		shift
 		;;
-	--out=* | --name=* | --org=* | --node=* | --threshold=*)
+	--out=* | --name=* | --org=* | --node=* | --node-cert=* | --threshold=*)
 		val=${opt#*=}
 		opt=${opt%%=*}
 		;;
@@ -169,6 +180,10 @@ while [ $# -gt 0 ]; do
 		;;
 	--node)
 		nodes=$nodes$val$NL
+		continue
+		;;
+	--node-cert)
+		node_certs=$node_certs$val$NL
 		continue
 		;;
 	esac
@@ -209,6 +224,7 @@ fi
 command -v openssl >/dev/null 2>&1 || die "openssl not found in PATH"
 
 node_ids=
+node_orgs=
 api_addrs=
 raft_addrs=
 while IFS= read -r spec; do
@@ -236,10 +252,45 @@ while IFS= read -r spec; do
 	in_list "$n_api" "$api_addrs" && usage_error "node $n_id: API address $n_api is used by another node"
 	in_list "$n_raft" "$raft_addrs" && usage_error "node $n_id: Raft address $n_raft is used by another node"
 	node_ids=$node_ids$n_id$NL
+	node_orgs=$node_orgs$n_id=$n_org$NL
 	api_addrs=$api_addrs$n_api$NL
 	raft_addrs=$raft_addrs$n_raft$NL
 done <<EOF
 $nodes
+EOF
+
+# Each --node-cert: the SHA-256 of the node's public key, as "ID=HEX" lines.
+node_keys=
+keyed_ids=
+while IFS= read -r entry; do
+	[ -n "$entry" ] || continue
+	case $entry in
+	*=?*) ;;
+	*) usage_error "invalid --node-cert '$entry': expected ID=CERT_PATH" ;;
+	esac
+	k_id=${entry%%=*}
+	path=${entry#*=}
+	in_list "$k_id" "$node_ids" ||
+		usage_error "invalid --node-cert '$entry': node $k_id is not given with --node"
+	in_list "$k_id" "$keyed_ids" && usage_error "--node-cert for node $k_id given more than once"
+	k_org=$(printf '%s\n' "$node_orgs" | sed -n "s/^$k_id=//p")
+	[ -f "$path" ] && [ -r "$path" ] ||
+		usage_error "node $k_id: certificate $path does not exist or is not a readable file"
+	subject=$(openssl x509 -in "$path" -noout -subject -nameopt RFC2253 2>/dev/null) ||
+		usage_error "node $k_id: $path is not a PEM X.509 certificate"
+	[ "$subject" = "subject=CN=$k_id,OU=node,O=$k_org" ] ||
+		usage_error "node $k_id: $path is not node $k_id's certificate (its ${subject:-subject is empty}; expected O=$k_org, OU=node, CN=$k_id: scripts/issue-cert.sh --org $k_org --role node --name $k_id)"
+	k_ca=$(printf '%s\n' "$orgs" | sed -n "s/^$k_org=//p")
+	openssl verify -no_check_time -CAfile "$k_ca" "$path" >/dev/null 2>&1 ||
+		usage_error "node $k_id: $path was not issued by $k_org's CA $k_ca"
+	key=$(openssl x509 -in "$path" -noout -pubkey | openssl pkey -pubin -outform DER |
+		openssl dgst -sha256 -r) || die "node $k_id: cannot read the public key of $path"
+	key=${key%% *}
+	matches "$key" '[0-9a-f]{64}' || die "node $k_id: cannot hash the public key of $path"
+	keyed_ids=$keyed_ids$k_id$NL
+	node_keys=$node_keys$k_id=$key$NL
+done <<EOF
+$node_certs
 EOF
 
 orgs_toml=
@@ -316,6 +367,10 @@ while IFS= read -r spec; do
 	n_raft=${rest#*,}
 	printf '\n[[nodes]]\nid = %s\norg = "%s"\napi_addr = "%s"\nraft_addr = "%s"\n' \
 		"$n_id" "$n_org" "$n_api" "$n_raft" >>"$tmp"
+	n_key=$(printf '%s\n' "$node_keys" | sed -n "s/^$n_id=//p")
+	if [ -n "$n_key" ]; then
+		printf 'key_sha256 = "%s"\n' "$n_key" >>"$tmp"
+	fi
 done <<EOF
 $nodes
 EOF

@@ -53,6 +53,12 @@ pub struct GenesisNode {
     pub api_addr: HostPort,
     /// Where peers reach this node.
     pub raft_addr: HostPort,
+    /// SHA-256 (hex) of the node's public key (its certificate's
+    /// SubjectPublicKeyInfo, DER), if registered: its peers then keep
+    /// talking to it past its certificate's expiry, with an alarm, while
+    /// it presents a certificate with that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
 }
 
 /// A `host:port` address: an IPv4 literal, a bracketed IPv6 literal or a DNS
@@ -150,6 +156,15 @@ impl Genesis {
             }
             if !addrs.insert(&node.api_addr) || !addrs.insert(&node.raft_addr) {
                 return Err(format!("node {} reuses an address", node.id));
+            }
+            if let Some(key) = &node.key_sha256 {
+                if key.len() != 64 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(format!(
+                        "node {}'s key_sha256 must be 64 lowercase hex digits (new-genesis.sh \
+                         --node-cert writes it)",
+                        node.id
+                    ));
+                }
             }
         }
         Ok(())

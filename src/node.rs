@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
 use crate::identity::own::OwnIdentity;
 use crate::identity::refusals::RefusalLog;
-use crate::identity::Trust;
+use crate::identity::{IdentityError, Trust};
 use crate::ledger::{Gov, Role};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
@@ -292,7 +292,7 @@ impl Listeners<'_> {
         ))
         .bind_rustls_0_23(
             addr.as_str(),
-            self.trust.server_config(self.own.clone(), refusals)?,
+            self.trust.peer_server_config(self.own.clone(), refusals)?,
         )
         .map_err(|e| bind_error("peer", "raft_listen, or raft_addr in genesis", addr, e))?;
         Ok(server.run())
@@ -508,9 +508,13 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
 fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<Vec<u8>> {
     let (chain, _) = crate::identity::load_identity(&config.tls)?;
     let cert = config.tls.cert.display();
-    let principal = trust
-        .identify(&chain)
-        .map_err(|e| Error::Config(format!("{cert}: {e}")))?;
+    // An expired certificate with the key genesis registers still serves
+    // the peer channel (identity::lapsed); the node alarms about it.
+    let principal = match trust.identify(&chain) {
+        Err(IdentityError::Expired) => trust.identify_node(&chain).map(|peer| peer.principal),
+        other => other,
+    }
+    .map_err(|e| Error::Config(format!("{cert}: {e}")))?;
     if principal.role() != Role::Node {
         return Err(Error::Config(format!(
             "{cert} is the `{}` certificate {:?} of {}; tls.cert must be a `node` certificate \

@@ -16,7 +16,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use super::error::ApiError;
 use crate::identity::refusals::RefusalLog;
-use crate::identity::{IdentityError, NodePrincipal, Principal, Trust};
+use crate::identity::{IdentityError, NodePrincipal, PeerCert, Principal, Trust};
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::network::GENESIS_HEADER;
 
@@ -29,10 +29,7 @@ struct ApiIdentity(Result<Principal, IdentityError>, Arc<Trust>);
 /// certificate it presented (to check it again on each request), and the
 /// trust that says whether that has been revoked since.
 #[derive(Clone)]
-struct PeerIdentity(
-    Result<(NodePrincipal, Principal), IdentityError>,
-    Arc<Trust>,
-);
+struct PeerIdentity(Result<PeerCert, IdentityError>, Arc<Trust>);
 
 /// What a peer's request must show besides its node certificate: the same
 /// genesis, and the incarnation of its storage this node knows.
@@ -70,9 +67,7 @@ pub fn identify_peer(
     refusals: Arc<RefusalLog>,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
-        let identity = trust
-            .identify(&peer_chain(conn))
-            .and_then(|p| Ok((trust.node_of(p.clone())?, p)));
+        let identity = trust.identify_node(&peer_chain(conn));
         if let Err(e) = &identity {
             refusals.refused(&format_args!("peer identity: {e}"));
         }
@@ -105,10 +100,10 @@ impl FromRequest for NodePrincipal {
 
 fn node_principal(req: &HttpRequest) -> Result<NodePrincipal, ApiError> {
     let node = match req.conn_data::<PeerIdentity>() {
-        Some(PeerIdentity(Ok((_, cert)), trust)) if trust.is_refused(cert) => {
+        Some(PeerIdentity(Ok(peer), trust)) if trust.is_refused(&peer.principal) => {
             return Err(ApiError::Revoked)
         }
-        Some(PeerIdentity(Ok((node, _)), _)) => node.clone(),
+        Some(PeerIdentity(Ok(peer), _)) => peer.node.clone(),
         Some(PeerIdentity(Err(IdentityError::NotANode), _)) => {
             return Err(ApiError::Forbidden(
                 "the peer listener serves member nodes only",

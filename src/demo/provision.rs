@@ -126,7 +126,7 @@ fn issue_certificates(scripts: &Path, pki: &Path, plan: &NodePlan) -> Result<()>
 }
 
 /// `new-genesis.sh`'s arguments: the consortium's name, then each
-/// organization's CA and its node's API and peer addresses.
+/// organization's CA and its node's API and peer addresses and key.
 fn genesis_args(dir: &Path, pki: &Path, plans: &[NodePlan]) -> Vec<String> {
     let mut args = vec![
         "--out".into(),
@@ -141,6 +141,8 @@ fn genesis_args(dir: &Path, pki: &Path, plans: &[NodePlan]) -> Vec<String> {
             format!("{org}={}", path_str(&ca_cert(pki, org))),
         ]);
         args.extend(["--node".into(), format!("{id},{org},{api},{raft}")]);
+        let cert = pki.join(org).join(format!("node-{id}.crt"));
+        args.extend(["--node-cert".into(), format!("{id}={}", path_str(&cert))]);
     }
     args
 }

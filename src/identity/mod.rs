@@ -26,9 +26,11 @@ use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
 use crate::ledger::gov::OrgStatus;
 use crate::ledger::{Actor, CertRef, Gov, OrgName, Role, Serial};
+use lapsed::RegisteredNodes;
 use refusals::RefusalLog;
 
 pub mod attest;
+pub mod lapsed;
 pub mod own;
 pub mod refusals;
 pub mod request;
@@ -47,8 +49,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct Trust {
     /// The member CAs now; replaced whole when governance changes them.
     view: Arc<RwLock<Arc<View>>>,
-    /// Node id → organization, for checking peer certificates.
-    nodes: Vec<(NodeId, OrgName)>,
+    /// The nodes, their organizations and registered keys, for checking
+    /// peer certificates.
+    nodes: Arc<RegisteredNodes>,
     /// Revoked certificates as this node's applied state has them: refused
     /// in the handshake and on every request.
     revoked: Revoked,
@@ -140,14 +143,9 @@ impl Trust {
             .map(|o| (o.name.clone(), vec![o.ca_cert.clone()]))
             .collect();
         let view = View::build(source).map_err(|e| Error::Tls(format!("genesis: {e}")))?;
-        let nodes = genesis
-            .nodes
-            .iter()
-            .map(|n| (n.id, n.org.clone()))
-            .collect();
         Ok(Self {
             view: Arc::new(RwLock::new(Arc::new(view))),
-            nodes,
+            nodes: Arc::new(RegisteredNodes::from_genesis(genesis)),
             revoked: Revoked::default(),
         })
     }
@@ -201,15 +199,14 @@ impl Trust {
         own: Arc<own::OwnIdentity>,
         target: NodeId,
     ) -> Result<ClientConfig> {
-        let org = self
-            .nodes
-            .iter()
-            .find(|(id, _)| *id == target)
-            .map(|(_, org)| org.clone())
+        let org = (self.nodes.org_of(target).cloned())
             .ok_or_else(|| Error::Tls(format!("node {target} is not in genesis")))?;
         let mut roots = RootCertStore::empty();
-        for ca in self.cas_of(&org) {
-            roots.add(ca).map_err(|e| Error::Tls(e.to_string()))?;
+        let cas = self.cas_of(&org);
+        for ca in &cas {
+            roots
+                .add(ca.clone())
+                .map_err(|e| Error::Tls(e.to_string()))?;
         }
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
@@ -218,6 +215,8 @@ impl Trust {
             inner,
             org,
             id: target,
+            cas,
+            nodes: self.nodes.clone(),
             revoked: self.revoked.clone(),
         });
         Ok(ClientConfig::builder_with_provider(provider())
@@ -228,17 +227,39 @@ impl Trust {
             .with_client_cert_resolver(own))
     }
 
-    /// A server config that requires a client certificate from a member CA;
-    /// refused certificates go to `refusals`.
+    /// A server config for the API listener: it requires a client
+    /// certificate from a member CA, valid now; refused certificates go to
+    /// `refusals`.
     pub fn server_config(
         &self,
         own: Arc<own::OwnIdentity>,
         refusals: Arc<RefusalLog>,
     ) -> Result<ServerConfig> {
+        self.server_config_with(own, refusals, None)
+    }
+
+    /// A server config for the peer listener: as [`Trust::server_config`],
+    /// and a registered node's expired certificate is accepted too
+    /// ([`lapsed`]).
+    pub fn peer_server_config(
+        &self,
+        own: Arc<own::OwnIdentity>,
+        refusals: Arc<RefusalLog>,
+    ) -> Result<ServerConfig> {
+        self.server_config_with(own, refusals, Some(self.nodes.clone()))
+    }
+
+    fn server_config_with(
+        &self,
+        own: Arc<own::OwnIdentity>,
+        refusals: Arc<RefusalLog>,
+        lapsed: Option<Arc<RegisteredNodes>>,
+    ) -> Result<ServerConfig> {
         let verifier = Arc::new(LoggedClientVerifier {
             view: self.view.clone(),
             refusals,
             revoked: self.revoked.clone(),
+            lapsed,
         });
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -271,13 +292,20 @@ impl Trust {
         now: UnixTime,
     ) -> Result<Principal, IdentityError> {
         let (leaf, intermediates) = chain.split_first().ok_or(IdentityError::NoCertificate)?;
-        let org = self
-            .view()
-            .by_org
-            .iter()
-            .find(|(_, v)| v.verify_client_cert(leaf, intermediates, now).is_ok())
-            .map(|(name, _)| name.clone())
-            .ok_or(IdentityError::UnknownIssuer)?;
+        let mut refused = IdentityError::UnknownIssuer;
+        let mut org = None;
+        for (name, verifier) in &self.view().by_org {
+            match verifier.verify_client_cert(leaf, intermediates, now) {
+                Ok(_) => {
+                    org = Some(name.clone());
+                    break;
+                }
+                Err(e) if lapsed::is_expiry(&e) => refused = IdentityError::Expired,
+                Err(e) if lapsed::is_not_yet_valid(&e) => refused = IdentityError::NotYetValid,
+                Err(_) => {}
+            }
+        }
+        let org = org.ok_or(refused)?;
         let subject = Subject::parse(leaf)?;
         if !subject.client_auth {
             return Err(IdentityError::NoClientAuth);
@@ -296,12 +324,38 @@ impl Trust {
     }
 
     /// Identifies a peer: a `node` certificate whose CN is the id of a genesis
-    /// node of the same organization.
-    pub fn identify_node(
-        &self,
-        chain: &[CertificateDer<'_>],
-    ) -> Result<NodePrincipal, IdentityError> {
-        self.node_of(self.identify(chain)?)
+    /// node of the same organization. An expired one is accepted if its
+    /// key is the one registered for that node and it lapsed by time alone
+    /// ([`lapsed`]); the answer then carries when it expired.
+    pub fn identify_node(&self, chain: &[CertificateDer<'_>]) -> Result<PeerCert, IdentityError> {
+        let (principal, expired_at) = match self.identify(chain) {
+            Err(IdentityError::Expired) => {
+                (self.identify_lapsed(chain)?, not_after_unix(&chain[0]))
+            }
+            other => (other?, None),
+        };
+        Ok(PeerCert {
+            node: self.node_of(principal.clone())?,
+            principal,
+            expired_at,
+        })
+    }
+
+    /// An expired node certificate's identity as of the last moment its
+    /// chain was valid, if its key is the registered one.
+    fn identify_lapsed(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
+        let leaf = &chain[0];
+        let id = (self.nodes.registered_node(leaf)).ok_or(IdentityError::Expired)?;
+        let org = self.nodes.org_of(id).ok_or(IdentityError::Expired)?;
+        let cas = self.cas_of(org);
+        let principal = lapsed::last_valid_moments(leaf, &cas, UnixTime::now())
+            .into_iter()
+            .find_map(|t| self.identify_at(chain, t).ok())
+            .ok_or(IdentityError::Expired)?;
+        if self.is_refused(&principal) {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(principal)
     }
 
     /// The CA certificates of member organization `org`.
@@ -320,8 +374,8 @@ impl Trust {
             return Err(IdentityError::NotANode);
         }
         let id: NodeId = p.name.parse().map_err(|_| IdentityError::NotANode)?;
-        match self.nodes.iter().find(|(n, _)| *n == id) {
-            Some((_, org)) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
+        match self.nodes.org_of(id) {
+            Some(org) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
             _ => Err(IdentityError::NotANode),
         }
     }
@@ -335,6 +389,9 @@ struct LoggedClientVerifier {
     view: Arc<RwLock<Arc<View>>>,
     refusals: Arc<RefusalLog>,
     revoked: Revoked,
+    /// On the peer listener: the registered nodes, whose expired
+    /// certificates are accepted ([`lapsed`]).
+    lapsed: Option<Arc<RegisteredNodes>>,
 }
 
 impl std::fmt::Debug for LoggedClientVerifier {
@@ -350,6 +407,38 @@ impl LoggedClientVerifier {
             .unwrap_or_else(|p| p.into_inner())
             .any
             .clone()
+    }
+
+    /// Whether an expired `end_entity` is a registered node's certificate
+    /// that lapsed by time alone.
+    fn lapsed_node(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> bool {
+        let Some(nodes) = &self.lapsed else {
+            return false;
+        };
+        let Some(org) = nodes
+            .registered_node(end_entity)
+            .and_then(|id| nodes.org_of(id))
+        else {
+            return false;
+        };
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let verifier = view.by_org.iter().find(|(name, _)| name == org);
+        let cas = view.ca_by_org.iter().find(|(name, _)| name == org);
+        let (Some((_, verifier)), Some((_, cas))) = (verifier, cas) else {
+            return false;
+        };
+        lapsed::last_valid_moments(end_entity, cas, now)
+            .into_iter()
+            .any(|t| {
+                verifier
+                    .verify_client_cert(end_entity, intermediates, t)
+                    .is_ok()
+            })
     }
 }
 
@@ -375,6 +464,11 @@ impl ClientCertVerifier for LoggedClientVerifier {
         let mut verified = self
             .any()
             .verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &verified {
+            if lapsed::is_expiry(e) && self.lapsed_node(end_entity, intermediates, now) {
+                verified = Ok(rustls::server::danger::ClientCertVerified::assertion());
+            }
+        }
         if verified.is_ok() && self.revoked.contains_der(end_entity) {
             verified = Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,
@@ -417,6 +511,9 @@ struct NodeServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     org: OrgName,
     id: NodeId,
+    /// `org`'s CAs, for when a certificate of `id` lapsed ([`lapsed`]).
+    cas: Vec<CertificateDer<'static>>,
+    nodes: Arc<RegisteredNodes>,
     revoked: Revoked,
 }
 
@@ -429,9 +526,22 @@ impl ServerCertVerifier for NodeServerVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let verified =
+        let verify = |at| {
             self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, at)
+        };
+        let verified = match verify(now) {
+            Err(e) if lapsed::is_expiry(&e) => {
+                if self.nodes.registered_node(end_entity) != Some(self.id) {
+                    return Err(e);
+                }
+                lapsed::last_valid_moments(end_entity, &self.cas, now)
+                    .into_iter()
+                    .find_map(|t| verify(t).ok())
+                    .ok_or(e)?
+            }
+            other => other?,
+        };
         let subject =
             Subject::parse(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         if self.revoked.contains_der(end_entity) {
@@ -493,6 +603,20 @@ pub enum IdentityError {
     NoClientAuth,
     #[error("the certificate is revoked: ask your organization's admin for a new one")]
     Revoked,
+    #[error("the certificate has expired (or this machine's clock is wrong): renew it with scripts/issue-cert.sh")]
+    Expired,
+    #[error("the certificate is not valid yet: check this machine's clock")]
+    NotYetValid,
+}
+
+/// A peer node as its certificate identifies it.
+#[derive(Clone, Debug)]
+pub struct PeerCert {
+    pub node: NodePrincipal,
+    pub principal: Principal,
+    /// When its certificate expired (Unix seconds), if it did: accepted
+    /// because its key is the node's registered one ([`lapsed`]).
+    pub expired_at: Option<i64>,
 }
 
 /// A verified caller of the API listener.

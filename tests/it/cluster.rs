@@ -939,7 +939,7 @@ fn issue_node_certificate(
 }
 
 /// Node `id`'s config's certificate and key paths.
-fn node_tls_paths(c: &Cluster, id: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn node_tls_paths(c: &Cluster, id: u64) -> (std::path::PathBuf, std::path::PathBuf) {
     let config: toml::Table = std::fs::read_to_string(&c.layout.node(id).config)
         .unwrap()
         .parse()

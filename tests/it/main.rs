@@ -7,6 +7,7 @@ mod errors;
 mod gov;
 mod harness;
 mod identity;
+mod lapsed;
 mod ledger_api;
 mod nemesis;
 mod proxy;

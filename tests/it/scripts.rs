@@ -206,3 +206,76 @@ fn completions_and_the_man_page_are_generated() {
         "{said}"
     );
 }
+
+/// `new-genesis.sh --node-cert` registers a node's public key, as the node
+/// hashes it, and refuses a certificate that is not that node's.
+#[test]
+fn genesis_registers_a_nodes_key_from_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    let pki = pki.to_str().unwrap();
+    for org in ["org1", "org2"] {
+        let out = script(tmp.path(), "new-org.sh", &["--dir", pki, "--org", org]);
+        assert!(out.status.success());
+    }
+    let issue = |org: &str, role: &str, name: &str| {
+        let args = ["--dir", pki, "--org", org, "--role", role, "--name", name];
+        assert!(script(tmp.path(), "issue-cert.sh", &args).status.success());
+        format!("{pki}/{org}/{role}-{name}.crt")
+    };
+    let (node1, node2, app) = (
+        issue("org1", "node", "1"),
+        issue("org2", "node", "2"),
+        issue("org1", "app", "1"),
+    );
+    let genesis = tmp.path().join("g.toml");
+    let run = |certs: &[String]| {
+        let mut args = vec![
+            "--out".to_owned(),
+            genesis.to_str().unwrap().to_owned(),
+            "--force".to_owned(),
+            "--name".to_owned(),
+            "c".to_owned(),
+        ];
+        for org in ["org1", "org2"] {
+            args.extend(["--org".to_owned(), format!("{org}={pki}/{org}/ca.crt")]);
+        }
+        args.extend([
+            "--node".to_owned(),
+            "1,org1,127.0.0.1:1,127.0.0.1:2".to_owned(),
+        ]);
+        args.extend([
+            "--node".to_owned(),
+            "2,org2,127.0.0.1:3,127.0.0.1:4".to_owned(),
+        ]);
+        for c in certs {
+            args.extend(["--node-cert".to_owned(), c.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        script(tmp.path(), "new-genesis.sh", &args)
+    };
+    let refused = [
+        vec![format!("3={node1}")],
+        vec![format!("1={node2}")],
+        vec![format!("1={app}")],
+        vec![format!("2={node1}")],
+        vec![format!("1={node1}"), format!("1={node1}")],
+        vec!["1=/no/such/file".to_owned()],
+        vec!["1=".to_owned()],
+    ];
+    for certs in refused {
+        let out = run(&certs);
+        assert_eq!(out.status.code(), Some(2), "{certs:?}");
+        assert!(!genesis.exists(), "{certs:?}");
+    }
+    assert!(run(&[format!("1={node1}")]).status.success());
+    let loaded = alliance::config::Genesis::load(&genesis).unwrap();
+    let pem = std::fs::read(&node1).unwrap();
+    let der = alliance::identity::first_cert_der(&pem).unwrap();
+    let expected = hex::encode(alliance::identity::lapsed::key_sha256(&der).unwrap());
+    assert_eq!(
+        loaded.node(1).unwrap().key_sha256.as_deref(),
+        Some(&*expected)
+    );
+    assert_eq!(loaded.node(2).unwrap().key_sha256, None);
+}

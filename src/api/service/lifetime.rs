@@ -2,9 +2,9 @@
 //! every member CA's expiry, shown in `/v1/cluster` and warned about in the
 //! log at 30, 7 and 1 days left, each warning once per certificate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Service;
 use crate::identity::{expiry_warning, first_cert_der, Expiry};
@@ -13,6 +13,15 @@ use crate::ledger::gov::OrgStatus;
 /// How often the certificates are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
+/// How often an expired certificate is alarmed about, each.
+const ALARM_EVERY: Duration = Duration::from_secs(60);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 impl Service {
     /// Warns in the log, at 30, 7 and 1 days before a certificate this
     /// node relies on expires: its own, each member organization's CA, and
@@ -20,10 +29,29 @@ impl Service {
     pub fn spawn_expiry_warnings(self: Arc<Self>) {
         tokio::spawn(async move {
             let mut warned = BTreeSet::new();
+            let mut alarmed: BTreeMap<String, Instant> = BTreeMap::new();
             let mut interval = tokio::time::interval(CHECK_EVERY);
             loop {
                 interval.tick().await;
                 for (what, expiry) in self.certificates() {
+                    let now = unix_now();
+                    if expiry.not_after < now {
+                        let due = (alarmed.get(&what)).is_none_or(|t| t.elapsed() >= ALARM_EVERY);
+                        if due {
+                            alarmed.insert(what.clone(), Instant::now());
+                            tracing::error!(
+                                certificate = %what,
+                                not_after = expiry.not_after,
+                                "{what} EXPIRED {} s ago: clients refuse it, and between nodes \
+                                 a node certificate works only if its key is the one genesis \
+                                 registers for that node. Renew it now: scripts/issue-cert.sh \
+                                 for a node (keep its key) then SIGHUP, scripts/new-org.sh and \
+                                 an add-ca vote for a CA",
+                                now - expiry.not_after
+                            );
+                        }
+                        continue;
+                    }
                     let Some(days) = expiry_warning(expiry) else {
                         continue;
                     };

@@ -1,0 +1,118 @@
+//! A node certificate past its expiry, between registered nodes only.
+//!
+//! Consensus must not stop because nobody renewed a certificate in time:
+//! the vote that fixes things needs the nodes to keep talking. So on the
+//! peer channel (both ways), a `node` certificate that has expired is still
+//! accepted when its public key is the one genesis registers for that node
+//! (`key_sha256`) and its chain was valid when the certificate expired:
+//! nothing but the passing of time is wrong with it. The node and its peers
+//! alarm in their logs every minute ([`crate::api::service`]), and the API
+//! listener, clients and attestations stay strict.
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{CertificateError, Error as TlsError};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Genesis, NodeId};
+use crate::ledger::OrgName;
+
+/// The nodes of the consortium, each with its organization and, where
+/// genesis registers one, the SHA-256 of its public key.
+#[derive(Debug, Default)]
+pub struct RegisteredNodes(Vec<(NodeId, OrgName, Option<[u8; 32]>)>);
+
+impl RegisteredNodes {
+    pub fn from_genesis(genesis: &Genesis) -> Self {
+        Self(
+            genesis
+                .nodes
+                .iter()
+                .map(|n| {
+                    let key = n.key_sha256.as_deref().and_then(|k| {
+                        let mut out = [0; 32];
+                        hex::decode_to_slice(k, &mut out).ok().map(|()| out)
+                    });
+                    (n.id, n.org.clone(), key)
+                })
+                .collect(),
+        )
+    }
+
+    /// The organization of node `id`.
+    pub fn org_of(&self, id: NodeId) -> Option<&OrgName> {
+        self.0
+            .iter()
+            .find(|(n, ..)| *n == id)
+            .map(|(_, org, _)| org)
+    }
+
+    /// The registered key's SHA-256 of node `id`, if genesis has one.
+    pub fn key_of(&self, id: NodeId) -> Option<[u8; 32]> {
+        self.0.iter().find(|(n, ..)| *n == id).and_then(|e| e.2)
+    }
+
+    /// Which node `leaf` claims to be, if it is an expired-or-not `node`
+    /// certificate of that node's organization whose key is the one
+    /// registered for it.
+    pub fn registered_node(&self, leaf: &CertificateDer<'_>) -> Option<NodeId> {
+        let subject = super::Subject::parse(leaf).ok()?;
+        let id: NodeId = subject.name.parse().ok()?;
+        let org = self.org_of(id)?;
+        let key = self.key_of(id)?;
+        (subject.role == "node" && subject.org == org.as_str() && key_sha256(leaf)? == key)
+            .then_some(id)
+    }
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo (DER), as
+/// `new-genesis.sh --node-cert` registers it.
+pub fn key_sha256(der: &[u8]) -> Option<[u8; 32]> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(Sha256::digest(cert.public_key().raw).into())
+}
+
+/// Whether a verifier refused a certificate only because it (or a
+/// certificate of its chain) has expired.
+pub fn is_expiry(e: &TlsError) -> bool {
+    matches!(
+        e,
+        TlsError::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. }
+        )
+    )
+}
+
+/// Whether a verifier refused a certificate because it is not valid yet.
+pub fn is_not_yet_valid(e: &TlsError) -> bool {
+    matches!(
+        e,
+        TlsError::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }
+        )
+    )
+}
+
+/// The moments at which to check the chain of an expired `leaf` instead of
+/// now, latest first: when the leaf expired and, earlier, when each CA
+/// `cas` expired, and never later than `now`. A chain valid at one of them
+/// lapsed by time alone.
+pub fn last_valid_moments(
+    leaf: &CertificateDer<'_>,
+    cas: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Vec<UnixTime> {
+    let leaf_end = super::not_after_unix(leaf);
+    let mut moments: Vec<i64> = leaf_end.into_iter().collect();
+    moments.extend(
+        cas.iter()
+            .filter_map(|ca| super::not_after_unix(ca))
+            .filter(|t| leaf_end.is_some_and(|end| *t < end)),
+    );
+    moments.sort_unstable_by(|a, b| b.cmp(a));
+    moments
+        .into_iter()
+        .filter(|t| *t >= 0 && (*t as u64) <= now.as_secs())
+        .map(|t| UnixTime::since_unix_epoch(std::time::Duration::from_secs(t as u64)))
+        .collect()
+}
