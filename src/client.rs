@@ -349,6 +349,73 @@ impl ApiClient {
         .await
     }
 
+    /// The join bundle of the node that executed proposal `proposal` added:
+    /// the registry as this node has it now. `Err` with why not (the
+    /// answer that was not a success, or a proposal that added no node).
+    pub async fn join_bundle(
+        &self,
+        proposal: u64,
+    ) -> Result<std::result::Result<crate::config::JoinBundle, String>> {
+        let get = |path: String| async move {
+            let r = self
+                .call(Method::GET, &path, None)
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?;
+            Ok::<_, Error>(if r.is_success() {
+                Ok(r.body)
+            } else {
+                Err(format!("GET {path}: {} {}", r.status, r.body))
+            })
+        };
+        let shown = match get(format!("/v1/gov/proposals/{proposal}")).await? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(node) = shown["action"]["add_node"]["id"].as_u64() else {
+            return Ok(Err(format!(
+                "proposal {proposal} does not add a node: {}",
+                shown["action"]
+            )));
+        };
+        if shown["state"] != "executed" {
+            return Ok(Err(format!(
+                "proposal {proposal} is {}, not executed: the node joins once the vote has passed",
+                shown["state"]
+            )));
+        }
+        let (registry, cluster) = match (
+            get("/v1/gov/registry".into()).await?,
+            get("/v1/cluster".into()).await?,
+        ) {
+            (Ok(r), Ok(c)) => (r, c),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        let mut orgs = Vec::new();
+        for org in registry["orgs"].as_array().into_iter().flatten() {
+            if org["status"] == "removed" {
+                continue;
+            }
+            let name = serde_json::from_value(org["name"].clone())
+                .map_err(|e| Error::Other(e.to_string()))?;
+            let pems = (org["cas"].as_array().into_iter().flatten())
+                .filter_map(|ca| ca["pem"].as_str().map(str::to_owned))
+                .collect();
+            orgs.push((name, pems));
+        }
+        let nodes = serde_json::from_value(registry["nodes"].clone())
+            .map_err(|e| Error::Other(e.to_string()))?;
+        Ok(Ok(crate::config::JoinBundle {
+            genesis_hash: cluster["genesis_hash"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            proposal,
+            node,
+            orgs,
+            nodes,
+        }))
+    }
+
     /// Revokes one of the caller's own organization's certificates at once.
     pub async fn revoke(&self, org: &str, serial: &str) -> Result<Response, reqwest::Error> {
         let body = json!({"org": org, "serial": serial});

@@ -424,6 +424,7 @@ mod tests {
                 "org_runs_nodes",
                 "org_removed",
                 "unknown_ca",
+                "node_exists",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -3,14 +3,14 @@
 //! Everything is validated once, at start, into typed values; a bad field is
 //! a clear error naming the field, and the node does not start.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ledger::gov::GOV_ORG;
+use crate::ledger::gov::{NodeRecord, GOV_ORG};
 use crate::ledger::{OrgName, Policy, Threshold};
 
 /// Largest config or genesis file read, in bytes: these are small by nature,
@@ -185,6 +185,23 @@ impl Genesis {
         self.orgs.iter().map(|o| o.name.clone()).collect()
     }
 
+    /// The registry's records of genesis's nodes.
+    pub fn node_records(&self) -> Vec<(NodeId, NodeRecord)> {
+        (self.nodes.iter())
+            .map(|n| {
+                let record = NodeRecord {
+                    org: n.org.clone(),
+                    api_addr: n.api_addr.to_string(),
+                    raft_addr: n.raft_addr.to_string(),
+                    key_sha256: n.key_sha256.clone(),
+                    removed: false,
+                    since_height: 0,
+                };
+                (n.id, record)
+            })
+            .collect()
+    }
+
     /// The governance policy genesis sets.
     pub fn policy(&self) -> Policy {
         Policy {
@@ -193,6 +210,59 @@ impl Genesis {
                 .unwrap_or(Threshold::Majority),
             ..Policy::default()
         }
+    }
+}
+
+/// What a node added by vote starts from besides genesis: the vote's
+/// registry (`alliance client gov join-bundle ID` writes it), so that it
+/// knows the members' CAs and nodes before it has caught up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBundle {
+    pub genesis_hash: String,
+    /// The proposal that added the node.
+    pub proposal: u64,
+    pub node: NodeId,
+    /// The member organizations (not removed ones) and their CAs (PEM).
+    pub orgs: Vec<(OrgName, Vec<String>)>,
+    /// The registry's nodes, the new one included.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+impl JoinBundle {
+    /// Reads node `id`'s join bundle and checks it is for `genesis`.
+    pub fn load(path: &Path, id: NodeId, genesis: &Genesis) -> Result<Self> {
+        let bytes = read_bounded(path, CONFIG_BYTES_MAX)?;
+        let bad = |e: String| Error::Config(format!("{}: {e}", path.display()));
+        let bundle: Self = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if bundle.genesis_hash != genesis.hash {
+            return Err(bad(format!(
+                "the join bundle is for another genesis ({}) than {} ({}): export it from this \
+                 consortium",
+                bundle.genesis_hash, genesis.hash, genesis.hash
+            )));
+        }
+        if bundle.node != id {
+            return Err(bad(format!(
+                "the join bundle is for node {}, this config is node {id}",
+                bundle.node
+            )));
+        }
+        bundle.me().map_err(bad)?;
+        Ok(bundle)
+    }
+
+    /// The new node as genesis would list it.
+    pub fn me(&self) -> std::result::Result<GenesisNode, String> {
+        let n = (self.nodes.get(&self.node))
+            .ok_or_else(|| format!("the join bundle does not list node {}", self.node))?;
+        Ok(GenesisNode {
+            id: self.node,
+            org: n.org.clone(),
+            api_addr: HostPort::try_from(n.api_addr.clone())?,
+            raft_addr: HostPort::try_from(n.raft_addr.clone())?,
+            key_sha256: n.key_sha256.clone(),
+        })
     }
 }
 
@@ -223,6 +293,10 @@ pub struct NodeConfig {
     /// to loopback or a private interface. Off unless set.
     #[serde(default)]
     pub ops_addr: Option<HostPort>,
+    /// For a node added by vote (not in genesis): the join bundle its
+    /// organization's admin exported (`alliance client gov join-bundle`).
+    #[serde(default)]
+    pub join: Option<PathBuf>,
     /// Reach these peers at another address than their genesis `raft_addr`
     /// (a NAT, a tunnel, a TCP proxy). The peer is still verified by its
     /// certificate, so the address must be covered by its SAN.
@@ -396,7 +470,10 @@ impl NodeConfig {
             &mut config.genesis,
             &mut config.tls.cert,
             &mut config.tls.key,
-        ] {
+        ]
+        .into_iter()
+        .chain(config.join.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

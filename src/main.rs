@@ -260,6 +260,15 @@ enum GovCmd {
     /// As the admin of an organization added by vote, acknowledge joining:
     /// from then on it votes and counts towards the threshold.
     Join,
+    /// Write the join bundle of the node that executed proposal ID added:
+    /// the new node starts from genesis and this file (`join` in its
+    /// config).
+    JoinBundle {
+        id: u64,
+        /// The file to write; an existing one is not replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,6 +322,23 @@ enum ProposeCmd {
         org: String,
         #[arg(long)]
         sha256: String,
+    },
+    /// Add a node of a member organization: the leader adds it to Raft as
+    /// a learner, then as a voter once it has caught up.
+    AddNode {
+        /// Its id: never used before, the CN of its certificate.
+        id: u64,
+        #[arg(long)]
+        org: String,
+        /// Where apps reach it, HOST:PORT.
+        #[arg(long)]
+        api: String,
+        /// Where its peers reach it, HOST:PORT.
+        #[arg(long)]
+        raft: String,
+        /// Its node certificate (PEM): the registry pins its public key.
+        #[arg(long)]
+        cert: PathBuf,
     },
     /// Change the threshold and the proposals' time to live.
     Policy {
@@ -601,6 +627,18 @@ async fn gov(
                 ProposeCmd::RemoveCa { org, sha256 } => {
                     json!({"remove_ca": {"org": org, "ca_sha256": sha256}})
                 }
+                ProposeCmd::AddNode {
+                    id,
+                    org,
+                    api,
+                    raft,
+                    cert,
+                } => {
+                    let pem = alliance::config::read_bounded(&cert, 64 * 1024)?;
+                    let pem = String::from_utf8_lossy(&pem).into_owned();
+                    json!({"add_node": {"id": id, "org": org, "api_addr": api,
+                        "raft_addr": raft, "cert": pem}})
+                }
                 ProposeCmd::Policy {
                     threshold,
                     ttl_hours,
@@ -631,6 +669,31 @@ async fn gov(
             let empty = json!({});
             api.call(reqwest::Method::POST, "/v1/gov/join", Some(&empty))
                 .await
+        }
+        GovCmd::JoinBundle { id, out } => {
+            let bundle = match api.join_bundle(id).await? {
+                Ok(b) => b,
+                Err(why) => {
+                    eprintln!("alliance: {why}");
+                    return Ok(Err(ExitCode::from(1)));
+                }
+            };
+            let text = serde_json::to_vec_pretty(&bundle)
+                .map_err(|e| alliance::error::Error::Other(e.to_string()))?;
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &text));
+            if let Err(e) = written {
+                eprintln!(
+                    "alliance: {}: {e} (an existing file is not replaced)",
+                    out.display()
+                );
+                return Ok(Err(ExitCode::from(1)));
+            }
+            println!("{}", out.display());
+            return Ok(Err(ExitCode::SUCCESS));
         }
     };
     Ok(Ok(sent))

@@ -1,7 +1,7 @@
 //! Wiring of one member node: open storage, start Raft, form the cluster
 //! from genesis on first start, serve both listeners, stop on SIGTERM/SIGINT.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,16 +17,16 @@ use crate::api::metrics::NodeStats;
 use crate::api::public::RateLimiter;
 use crate::api::service::{Replica, Service};
 use crate::api::{self};
-use crate::config::{Genesis, GenesisNode, HostPort, NodeConfig, NodeId};
+use crate::config::{Genesis, GenesisNode, HostPort, JoinBundle, NodeConfig, NodeId};
 use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
 use crate::identity::own::OwnIdentity;
 use crate::identity::refusals::RefusalLog;
 use crate::identity::{IdentityError, Trust};
-use crate::ledger::{Gov, Role};
+use crate::ledger::Role;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
-use crate::raft::network::{Peer, PeerNetwork, Peers, GENESIS_HEADER};
+use crate::raft::network::{Dialer, Peer, PeerNetwork, Peers, GENESIS_HEADER};
 use crate::raft::state_machine::{Founding, SharedState, StateMachine};
 use crate::raft::store::Store;
 use crate::raft::Raft;
@@ -34,6 +34,11 @@ use crate::stats::Histogram;
 
 /// HTTP worker threads per listener; the machine this targets has two cores.
 const HTTP_WORKERS: usize = 2;
+/// How often the leader compares Raft's membership with the registry.
+const MEMBERSHIP_CHECK_MS: u64 = 500;
+/// How far behind the leader's log a learner may be when it is made a
+/// voter.
+const LEARNER_LAG_MAX: u64 = 100;
 /// How long an idle pooled peer connection is kept.
 const PEER_POOL_IDLE_MS: u64 = 90_000;
 
@@ -42,12 +47,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
     stop_on_panic();
     let config = NodeConfig::load(config_path)?;
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
-    let me = genesis
-        .node(config.id)
-        .ok_or_else(|| Error::Config(format!("node id {} is not in genesis", config.id)))?
-        .clone();
     config.check_against(&genesis)?;
     let trust = Arc::new(Trust::from_genesis(&genesis)?);
+    let me = match genesis.node(config.id) {
+        Some(me) => me.clone(),
+        None => joining(&config, &genesis, &trust)?,
+    };
     check_own_certificate(&trust, &config)?;
 
     let mut attester = Attester::new(config.id, &config.tls, genesis.hash_bytes())?;
@@ -86,7 +91,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         stats: stats.clone(),
     };
     let service = Arc::new(Service::new(
-        config.id,
+        (config.id, me.org.clone()),
         replica,
         genesis.clone(),
         config.limits.clone(),
@@ -95,6 +100,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     service.clone().spawn_expiry_ticker();
     service.clone().spawn_expiry_warnings();
     reload_on_hangup(&config, &trust, &own, &service)?;
+    drive_membership(raft.clone(), trust.clone(), config.id);
     service
         .watch()
         .clone()
@@ -117,6 +123,81 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let ops = listeners.ops()?;
     tracing::info!(node = config.id, api = %me.api_addr, raft = %me.raft_addr, "node started");
     serve(config.id, &raft, &stats, api, peer, [public, ops]).await
+}
+
+/// A node added by vote: it starts from its join bundle, which must be for
+/// this consortium and this node id.
+fn joining(config: &NodeConfig, genesis: &Genesis, trust: &Trust) -> Result<GenesisNode> {
+    let Some(path) = &config.join else {
+        return Err(Error::Config(format!(
+            "node id {} is not in genesis: a node added by vote starts with the join bundle its \
+             organization's admin exports after the vote (alliance client gov join-bundle \
+             PROPOSAL --out FILE); set join = \"FILE\" in this node's config",
+            config.id
+        )));
+    };
+    let bundle = JoinBundle::load(path, config.id, genesis)?;
+    trust.join(&bundle)?;
+    let me = bundle.me().map_err(Error::Config)?;
+    tracing::info!(
+        node = config.id,
+        proposal = bundle.proposal,
+        "joining the consortium: added by vote"
+    );
+    Ok(me)
+}
+
+/// On the leader: brings Raft's membership to the registry's nodes, one
+/// change at a time. A node added by vote joins as a learner, and becomes
+/// a voter once it has caught up to within [`LEARNER_LAG_MAX`] entries.
+fn drive_membership(raft: Raft, trust: Arc<Trust>, me: NodeId) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(MEMBERSHIP_CHECK_MS));
+        loop {
+            interval.tick().await;
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(me) {
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let learners: BTreeSet<u64> = membership.learner_ids().collect();
+            let nodes = trust.nodes();
+            let Some(id) = nodes.ids().find(|id| !voters.contains(id)) else {
+                continue;
+            };
+            let Some(record) = nodes.get(id) else {
+                continue;
+            };
+            let step = if learners.contains(&id) {
+                let matched = (m.replication.as_ref())
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index);
+                let last = m.last_log_index.unwrap_or(0);
+                if matched.is_none_or(|i| i + LEARNER_LAG_MAX < last) {
+                    continue;
+                }
+                let change = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+                let changed = raft.change_membership(change, false);
+                tokio::time::timeout(Duration::from_secs(10), changed)
+                    .await
+                    .map(|r| r.map(|_| "a voter").map_err(|e| e.to_string()))
+            } else {
+                let node = BasicNode {
+                    addr: record.raft_addr.clone(),
+                };
+                let added = raft.add_learner(id, node, false);
+                tokio::time::timeout(Duration::from_secs(10), added)
+                    .await
+                    .map(|r| r.map(|_| "a learner").map_err(|e| e.to_string()))
+            };
+            match step {
+                Ok(Ok(what)) => tracing::info!(peer = id, "node {id} is {what} now"),
+                Ok(Err(e)) => tracing::warn!(peer = id, "adding node {id} to Raft: {e}"),
+                Err(_) => tracing::warn!(peer = id, "adding node {id} to Raft: timed out"),
+            }
+        }
+    });
 }
 
 /// Makes any panic stop the whole process, after the standard report of
@@ -166,15 +247,7 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     let sync_us = store.durable.sync_us.clone();
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
-    let founders = genesis.orgs.iter().map(|o| {
-        let nodes = genesis.nodes.iter().filter(|n| n.org == o.name);
-        let nodes = nodes.map(|n| n.id).collect();
-        (o.name.clone(), Gov::founder(vec![o.ca_cert.clone()], nodes))
-    });
-    let founding = Founding {
-        orgs: genesis.org_names(),
-        gov: Gov::founding(founders, genesis.policy()),
-    };
+    let founding = Founding::of(genesis);
     let state_machine = StateMachine::open_with(store, founding, genesis.hash_bytes(), witness)?;
     let shared = state_machine.shared();
     Ok(Opened {
@@ -208,7 +281,9 @@ async fn start_raft(
     )
     .await
     .map_err(|e| Error::Raft(e.to_string()))?;
-    if log_state.last_log_id.is_none() && vote.is_none() {
+    // A node added by vote never initializes: the leader adds it.
+    let founder = genesis.node(config.id).is_some();
+    if founder && log_state.last_log_id.is_none() && vote.is_none() {
         form_cluster(&raft, genesis).await?;
     }
     Ok(raft)
@@ -445,10 +520,11 @@ fn reload_on_hangup(
     Ok(())
 }
 
-/// One client per other genesis node, each verifying that exact node and
-/// announcing our genesis hash.
+/// This node's peers: every other node of the registry, each reached by a
+/// client that verifies that exact node and announces our genesis hash and
+/// incarnation.
 fn peer_clients(
-    trust: &Trust,
+    trust: &Arc<Trust>,
     own: &Arc<OwnIdentity>,
     config: &NodeConfig,
     genesis: &Genesis,
@@ -460,20 +536,56 @@ fn peer_clients(
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(GENESIS_HEADER, value(&genesis.hash)?);
     headers.insert(INCARNATION_HEADER, value(incarnations.own())?);
-    let mut peers = BTreeMap::new();
-    for node in genesis.nodes.iter().filter(|n| n.id != config.id) {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(trust.peer_client_config(own.clone(), node.id)?)
-            .default_headers(headers.clone())
-            .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
-            .tls_info(true)
-            .build()
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        let dial = config.dial(node.id).unwrap_or(&node.raft_addr);
-        let base = format!("https://{dial}");
-        peers.insert(node.id, Peer { http, base });
+    let dialer = RegistryDialer {
+        trust: trust.clone(),
+        own: own.clone(),
+        config: config.clone(),
+        headers,
+    };
+    Ok(Peers::new(Arc::new(dialer), incarnations, trust.revoked()))
+}
+
+/// Dials the registry's nodes: at the address the registry has for each,
+/// or the node config's `peer_dial` override.
+struct RegistryDialer {
+    trust: Arc<Trust>,
+    own: Arc<OwnIdentity>,
+    config: NodeConfig,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Dialer for RegistryDialer {
+    fn ids(&self) -> Vec<u64> {
+        let nodes = self.trust.nodes();
+        nodes.ids().filter(|id| *id != self.config.id).collect()
     }
-    Ok(Peers::new(peers, incarnations, trust.revoked()))
+
+    fn dial(&self, id: u64) -> Option<Peer> {
+        let addr = match self.config.dial(id) {
+            Some(addr) => addr.to_string(),
+            None => self.trust.nodes().get(id)?.raft_addr.clone(),
+        };
+        let tls = self.trust.peer_client_config(self.own.clone(), id);
+        let http = tls.and_then(|tls| {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .default_headers(self.headers.clone())
+                .pool_idle_timeout(Duration::from_millis(PEER_POOL_IDLE_MS))
+                .tls_info(true)
+                .build()
+                .map_err(|e| Error::Tls(e.to_string()))
+        });
+        match http {
+            Ok(http) => Some(Peer {
+                http,
+                base: format!("https://{addr}"),
+            }),
+            Err(e) => {
+                tracing::error!(peer = id, "cannot make a client for node {id}: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// On empty storage: if any reachable peer remembers this node id under

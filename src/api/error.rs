@@ -190,7 +190,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | PendingTransferExpired
         | AlreadyVoted
         | ProposalClosed
-        | OrgExists => StatusCode::CONFLICT,
+        | OrgExists
+        | NodeExists => StatusCode::CONFLICT,
         UnknownReaderOrg
         | AccountsMustBeDifferent
         | AssetMismatch

@@ -6,7 +6,7 @@
 //! over `POST /v1/gov/proposals/{id}/ballots` with the proposal's digest in
 //! the body, so the chain holds each vote as its admin signed it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,10 +14,10 @@ use serde_json::Value;
 use super::body::{account_id, amount, check_memo, empty_body, invalid, parse_json};
 use super::error::ApiError;
 use super::views::Rendered;
-use crate::config::Limits;
+use crate::config::{HostPort, Limits};
 use crate::ledger::gov::{
-    Ballot, OrgStatus, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, PROPOSAL_TTL_MS_MAX,
-    PROPOSAL_TTL_MS_MIN,
+    Ballot, NewNode, NodeRecord, OrgStatus, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX,
+    PROPOSAL_TTL_MS_MAX, PROPOSAL_TTL_MS_MIN,
 };
 use crate::ledger::{
     AccountId, Action, CertRef, Command, Gov, OrgName, Proposal, ProposalState, Revocation, Serial,
@@ -131,6 +131,13 @@ enum ActionBody {
     RemoveCa {
         org: String,
         ca_sha256: String,
+    },
+    AddNode {
+        id: u64,
+        org: String,
+        api_addr: String,
+        raft_addr: String,
+        cert: String,
     },
 }
 
@@ -265,6 +272,46 @@ impl ActionBody {
                     org: org(&o)?,
                     ca_sha256,
                 }
+            }
+            Self::AddNode {
+                id,
+                org: o,
+                api_addr,
+                raft_addr,
+                cert,
+            } => {
+                let o = org(&o)?;
+                if id == 0 || id > i64::MAX as u64 {
+                    return Err(invalid(
+                        "invalid_node_id",
+                        "a node id is an integer in 1..=9223372036854775807, the CN of its \
+                         certificate",
+                    ));
+                }
+                for (field, addr) in [("api_addr", &api_addr), ("raft_addr", &raft_addr)] {
+                    HostPort::try_from(addr.clone()).map_err(|e| {
+                        invalid(
+                            "invalid_node_addr",
+                            format!("{field}: {e} (HOST:PORT, the host covered by the node certificate's SAN)"),
+                        )
+                    })?;
+                }
+                if cert.len() > CA_CERT_PEM_BYTES_MAX {
+                    return Err(invalid(
+                        "invalid_node_cert",
+                        format!("cert is longer than {CA_CERT_PEM_BYTES_MAX} bytes"),
+                    ));
+                }
+                let key_sha256 = crate::identity::lapsed::node_cert_key(&cert, &o, id)
+                    .map_err(|e| invalid("invalid_node_cert", e))?;
+                Action::AddNode(Box::new(NewNode {
+                    id,
+                    org: o,
+                    api_addr,
+                    raft_addr,
+                    cert,
+                    key_sha256,
+                }))
             }
         })
     }
@@ -441,6 +488,9 @@ struct RegistryView<'a> {
     proposal_ttl_ms: u64,
     revoked: Vec<RevocationView<'a>>,
     frozen: Vec<FrozenView<'a>>,
+    /// Every node that ever was one, by id (a removed one's id is never
+    /// reused).
+    nodes: &'a BTreeMap<u64, NodeRecord>,
     as_of: u64,
 }
 
@@ -450,16 +500,17 @@ struct OrgView<'a> {
     status: OrgStatus,
     /// The block that added it (0: genesis) or last changed its status.
     since_height: u64,
-    cas: Vec<CaView>,
+    cas: Vec<CaView<'a>>,
     nodes: &'a BTreeSet<u64>,
 }
 
 #[derive(Serialize)]
-struct CaView {
+struct CaView<'a> {
     /// SHA-256 of the CA certificate (DER), hex.
     sha256: String,
     /// When it expires, in seconds since the Unix epoch.
     not_after: Option<i64>,
+    pem: &'a str,
 }
 
 #[derive(Serialize)]
@@ -472,7 +523,7 @@ struct FrozenView<'a> {
 /// revoked certificates and frozen accounts.
 pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
     use sha2::{Digest, Sha256};
-    let ca = |pem: &String| {
+    fn ca(pem: &String) -> CaView<'_> {
         let der = crate::identity::first_cert_der(pem.as_bytes());
         CaView {
             sha256: der
@@ -480,8 +531,10 @@ pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
                 .map(|d| hex::encode(Sha256::digest(d)))
                 .unwrap_or_default(),
             not_after: der.as_deref().and_then(crate::identity::not_after_unix),
+            pem,
         }
-    };
+    }
+    let nodes: BTreeMap<u64, NodeRecord> = gov.nodes().map(|(id, n)| (*id, n.clone())).collect();
     Rendered::ok(&RegistryView {
         orgs: gov
             .orgs()
@@ -505,6 +558,7 @@ pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
                 proposal: *proposal,
             })
             .collect(),
+        nodes: &nodes,
         as_of,
     })
 }

@@ -488,6 +488,9 @@ pub struct ClusterView {
     pub leader: Option<u64>,
     pub term: u64,
     pub voters: Vec<u64>,
+    /// Nodes that replicate the log without voting yet: added by vote and
+    /// catching up.
+    pub learners: Vec<u64>,
     pub members: Vec<MemberView>,
     pub last_log_index: Option<u64>,
     pub commit_index: Option<u64>,
@@ -502,7 +505,8 @@ pub struct ClusterView {
     pub caller_certificate: Option<Expiry>,
 }
 
-/// A genesis node as `GET /v1/cluster` lists it.
+/// A node of the registry (genesis's, or added by vote) as `GET
+/// /v1/cluster` lists it.
 #[derive(Debug, Serialize)]
 pub struct MemberView {
     pub id: u64,

@@ -27,7 +27,6 @@ pub struct Watch {
     state: SharedState,
     genesis_hash: Hash,
     peers: Peers,
-    peer_ids: Vec<NodeId>,
     verdict: Mutex<Verdict>,
 }
 
@@ -101,17 +100,11 @@ impl Verdict {
 }
 
 impl Watch {
-    pub fn new(
-        state: SharedState,
-        genesis_hash: Hash,
-        peers: Peers,
-        peer_ids: Vec<NodeId>,
-    ) -> Self {
+    pub fn new(state: SharedState, genesis_hash: Hash, peers: Peers) -> Self {
         Self {
             state,
             genesis_hash,
             peers,
-            peer_ids,
             verdict: Mutex::default(),
         }
     }
@@ -128,7 +121,7 @@ impl Watch {
     pub fn status(&self) -> ReplicasView {
         let v = self.verdict();
         // Every peer, also one that has never answered.
-        let peers = (self.peer_ids.iter())
+        let peers = (self.peers.ids().iter())
             .map(|id| {
                 let seen = v.peers.get(id);
                 let (last, reachable) =
@@ -228,7 +221,8 @@ impl Watch {
         let deadline = tokio::time::Instant::now() + within;
         let mut applied = Vec::new();
         loop {
-            for &peer in &self.peer_ids {
+            let ids = self.peers.ids();
+            for &peer in &ids {
                 if applied.contains(&peer) {
                     continue;
                 }
@@ -239,7 +233,7 @@ impl Watch {
                     }
                 }
             }
-            if applied.len() == self.peer_ids.len() || tokio::time::Instant::now() >= deadline {
+            if applied.len() == ids.len() || tokio::time::Instant::now() >= deadline {
                 applied.sort_unstable();
                 return applied;
             }
@@ -284,7 +278,7 @@ impl Watch {
             let mut interval = tokio::time::interval(every);
             loop {
                 interval.tick().await;
-                for &peer in &self.peer_ids {
+                for peer in self.peers.ids() {
                     let answer = self.ask(peer, every).await;
                     self.contacted(peer, &answer);
                     if let Asked::Head(head, _) = answer {

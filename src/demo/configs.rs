@@ -31,6 +31,7 @@ pub(super) fn write_node_config(
             HostPort::try_from(public.to_string()).expect("a socket address is host:port"),
         ),
         ops_addr: Some(HostPort::try_from(ops.to_string()).expect("a socket address is host:port")),
+        join: None,
         peer_dial: Vec::new(),
         limits: opts.limits.clone(),
         raft: opts.raft.clone(),

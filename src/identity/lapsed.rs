@@ -9,46 +9,75 @@
 //! alarm in their logs every minute ([`crate::api::service`]), and the API
 //! listener, clients and attestations stay strict.
 
+use std::sync::{Arc, RwLock};
+
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{CertificateError, Error as TlsError};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Genesis, NodeId};
+use crate::config::NodeId;
+use crate::ledger::gov::NodeRecord;
 use crate::ledger::OrgName;
 
-/// The nodes of the consortium, each with its organization and, where
-/// genesis registers one, the SHA-256 of its public key.
-#[derive(Debug, Default)]
-pub struct RegisteredNodes(Vec<(NodeId, OrgName, Option<[u8; 32]>)>);
+/// The nodes of the consortium (not removed ones), each with its
+/// organization, address and, where registered, the SHA-256 of its public
+/// key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RegisteredNodes(Vec<(NodeId, NodeRecord)>);
+
+/// The registered nodes of the moment, replaced whole when governance
+/// changes them.
+#[derive(Clone, Debug, Default)]
+pub struct SharedNodes(Arc<RwLock<Arc<RegisteredNodes>>>);
+
+impl SharedNodes {
+    pub fn new(nodes: RegisteredNodes) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(nodes))))
+    }
+
+    pub fn now(&self) -> Arc<RegisteredNodes> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes `nodes` if they differ from the ones of the moment.
+    pub fn set(&self, nodes: RegisteredNodes) {
+        if *self.now() != nodes {
+            *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes);
+        }
+    }
+}
 
 impl RegisteredNodes {
-    pub fn from_genesis(genesis: &Genesis) -> Self {
+    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a NodeId, &'a NodeRecord)>) -> Self {
         Self(
-            genesis
-                .nodes
-                .iter()
-                .map(|n| {
-                    let key = n.key_sha256.as_deref().and_then(|k| {
-                        let mut out = [0; 32];
-                        hex::decode_to_slice(k, &mut out).ok().map(|()| out)
-                    });
-                    (n.id, n.org.clone(), key)
-                })
+            (nodes.into_iter())
+                .filter(|(_, n)| !n.removed)
+                .map(|(id, n)| (*id, n.clone()))
                 .collect(),
         )
     }
 
-    /// The organization of node `id`.
-    pub fn org_of(&self, id: NodeId) -> Option<&OrgName> {
+    pub fn get(&self, id: NodeId) -> Option<&NodeRecord> {
         self.0
             .iter()
-            .find(|(n, ..)| *n == id)
-            .map(|(_, org, _)| org)
+            .find(|(n, _)| *n == id)
+            .map(|(_, record)| record)
     }
 
-    /// The registered key's SHA-256 of node `id`, if genesis has one.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.0.iter().map(|(id, _)| *id)
+    }
+
+    /// The organization of node `id`.
+    pub fn org_of(&self, id: NodeId) -> Option<&OrgName> {
+        self.get(id).map(|n| &n.org)
+    }
+
+    /// The registered key's SHA-256 of node `id`, if it has one.
     pub fn key_of(&self, id: NodeId) -> Option<[u8; 32]> {
-        self.0.iter().find(|(n, ..)| *n == id).and_then(|e| e.2)
+        let key = self.get(id)?.key_sha256.as_deref()?;
+        let mut out = [0; 32];
+        hex::decode_to_slice(key, &mut out).ok().map(|()| out)
     }
 
     /// Which node `leaf` claims to be, if it is an expired-or-not `node`
@@ -62,6 +91,23 @@ impl RegisteredNodes {
         (subject.role == "node" && subject.org == org.as_str() && key_sha256(leaf)? == key)
             .then_some(id)
     }
+}
+
+/// The registered key (SHA-256 of the public key, hex) of a node
+/// certificate (PEM) for node `id` of `org`; why it is not one otherwise.
+pub fn node_cert_key(pem: &str, org: &OrgName, id: NodeId) -> Result<String, String> {
+    let der = super::first_cert_der(pem.as_bytes()).ok_or("cert is not a PEM certificate")?;
+    let subject = super::Subject::parse(&CertificateDer::from(der.as_slice()))
+        .map_err(|e| format!("cert: {e}"))?;
+    if subject.org != org.as_str() || subject.role != "node" || subject.name != id.to_string() {
+        return Err(format!(
+            "cert is not node {id}'s certificate of {org} (its subject must be O={org}, \
+             OU=node, CN={id}: scripts/issue-cert.sh --org {org} --role node --name {id})"
+        ));
+    }
+    key_sha256(&der)
+        .map(hex::encode)
+        .ok_or_else(|| "cert has no public key".into())
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (DER), as

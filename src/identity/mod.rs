@@ -26,7 +26,7 @@ use crate::config::{read_bounded, Genesis, NodeId, TlsFiles};
 use crate::error::{Error, Result};
 use crate::ledger::gov::OrgStatus;
 use crate::ledger::{Actor, CertRef, Gov, OrgName, Role, Serial};
-use lapsed::RegisteredNodes;
+use lapsed::{RegisteredNodes, SharedNodes};
 use refusals::RefusalLog;
 
 pub mod attest;
@@ -51,7 +51,7 @@ pub struct Trust {
     view: Arc<RwLock<Arc<View>>>,
     /// The nodes, their organizations and registered keys, for checking
     /// peer certificates.
-    nodes: Arc<RegisteredNodes>,
+    nodes: SharedNodes,
     /// Revoked certificates as this node's applied state has them: refused
     /// in the handshake and on every request.
     revoked: Revoked,
@@ -145,7 +145,9 @@ impl Trust {
         let view = View::build(source).map_err(|e| Error::Tls(format!("genesis: {e}")))?;
         Ok(Self {
             view: Arc::new(RwLock::new(Arc::new(view))),
-            nodes: Arc::new(RegisteredNodes::from_genesis(genesis)),
+            nodes: SharedNodes::new(RegisteredNodes::new(
+                genesis.node_records().iter().map(|(id, n)| (id, n)),
+            )),
             revoked: Revoked::default(),
         })
     }
@@ -158,6 +160,7 @@ impl Trust {
     /// certificates from the applied governance state: listeners enforce
     /// them from the next handshake and request on.
     pub fn govern(&self, gov: &Gov) {
+        self.nodes.set(RegisteredNodes::new(gov.nodes()));
         let certs = gov.revoked().map(|r| r.cert.clone()).collect();
         *self.revoked.0.write().unwrap_or_else(|p| p.into_inner()) = certs;
         let source: Vec<(OrgName, Vec<String>)> = gov
@@ -174,6 +177,21 @@ impl Trust {
             // where a proposal is decoded, on every replica alike).
             Err(e) => tracing::error!("the governed CAs do not make a trust store: {e}"),
         }
+    }
+
+    /// Takes the members and nodes of a join bundle: a node added by vote
+    /// knows them before it has caught up.
+    pub fn join(&self, bundle: &crate::config::JoinBundle) -> Result<()> {
+        let view = View::build(bundle.orgs.clone())
+            .map_err(|e| Error::Config(format!("join bundle: {e}")))?;
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        self.nodes.set(RegisteredNodes::new(bundle.nodes.iter()));
+        Ok(())
+    }
+
+    /// The registry's nodes of the moment.
+    pub fn nodes(&self) -> Arc<RegisteredNodes> {
+        self.nodes.now()
     }
 
     /// The revoked certificates, as the listeners refuse them.
@@ -199,7 +217,7 @@ impl Trust {
         own: Arc<own::OwnIdentity>,
         target: NodeId,
     ) -> Result<ClientConfig> {
-        let org = (self.nodes.org_of(target).cloned())
+        let org = (self.nodes.now().org_of(target).cloned())
             .ok_or_else(|| Error::Tls(format!("node {target} is not in genesis")))?;
         let mut roots = RootCertStore::empty();
         let cas = self.cas_of(&org);
@@ -253,7 +271,7 @@ impl Trust {
         &self,
         own: Arc<own::OwnIdentity>,
         refusals: Arc<RefusalLog>,
-        lapsed: Option<Arc<RegisteredNodes>>,
+        lapsed: Option<SharedNodes>,
     ) -> Result<ServerConfig> {
         let verifier = Arc::new(LoggedClientVerifier {
             view: self.view.clone(),
@@ -345,8 +363,9 @@ impl Trust {
     /// chain was valid, if its key is the registered one.
     fn identify_lapsed(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
         let leaf = &chain[0];
-        let id = (self.nodes.registered_node(leaf)).ok_or(IdentityError::Expired)?;
-        let org = self.nodes.org_of(id).ok_or(IdentityError::Expired)?;
+        let nodes = self.nodes.now();
+        let id = (nodes.registered_node(leaf)).ok_or(IdentityError::Expired)?;
+        let org = nodes.org_of(id).ok_or(IdentityError::Expired)?;
         let cas = self.cas_of(org);
         let principal = lapsed::last_valid_moments(leaf, &cas, UnixTime::now())
             .into_iter()
@@ -374,7 +393,7 @@ impl Trust {
             return Err(IdentityError::NotANode);
         }
         let id: NodeId = p.name.parse().map_err(|_| IdentityError::NotANode)?;
-        match self.nodes.org_of(id) {
+        match self.nodes.now().org_of(id) {
             Some(org) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
             _ => Err(IdentityError::NotANode),
         }
@@ -391,7 +410,7 @@ struct LoggedClientVerifier {
     revoked: Revoked,
     /// On the peer listener: the registered nodes, whose expired
     /// certificates are accepted ([`lapsed`]).
-    lapsed: Option<Arc<RegisteredNodes>>,
+    lapsed: Option<SharedNodes>,
 }
 
 impl std::fmt::Debug for LoggedClientVerifier {
@@ -417,7 +436,7 @@ impl LoggedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> bool {
-        let Some(nodes) = &self.lapsed else {
+        let Some(nodes) = self.lapsed.as_ref().map(SharedNodes::now) else {
             return false;
         };
         let Some(org) = nodes
@@ -513,7 +532,7 @@ struct NodeServerVerifier {
     id: NodeId,
     /// `org`'s CAs, for when a certificate of `id` lapsed ([`lapsed`]).
     cas: Vec<CertificateDer<'static>>,
-    nodes: Arc<RegisteredNodes>,
+    nodes: SharedNodes,
     revoked: Revoked,
 }
 
@@ -532,7 +551,7 @@ impl ServerCertVerifier for NodeServerVerifier {
         };
         let verified = match verify(now) {
             Err(e) if lapsed::is_expiry(&e) => {
-                if self.nodes.registered_node(end_entity) != Some(self.id) {
+                if self.nodes.now().registered_node(end_entity) != Some(self.id) {
                     return Err(e);
                 }
                 lapsed::last_valid_moments(end_entity, &self.cas, now)

@@ -100,6 +100,9 @@ rejections! {
     /// write has left the consortium.
     OrgRemoved => "org_removed", "the organization of the certificate that signed or attests this write has left the consortium";
     UnknownCa => "unknown_ca", "the organization has no CA certificate with this SHA-256 (see GET /v1/gov/registry)";
+    /// A node id that is or was a member node's, or an address another
+    /// node has.
+    NodeExists => "node_exists", "the node id is or was a node's (ids are never reused), or another node has this address: choose another";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

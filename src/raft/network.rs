@@ -12,7 +12,7 @@ use openraft::raft::{
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use openraft::BasicNode;
 
@@ -34,12 +34,14 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub const GENESIS_HEADER: &str = "alliance-genesis";
 
 /// One pooled HTTPS client per peer, each verifying that it reaches exactly
-/// that node (see `Trust::peer_client_config`).
+/// that node (see `Trust::peer_client_config`), made when first needed: the
+/// registry's nodes change by vote.
 /// Each request carries this node's incarnation, each response must carry
 /// the peer's recorded one ([`Incarnations`]).
 #[derive(Clone)]
 pub struct Peers {
-    peers: Arc<BTreeMap<u64, Peer>>,
+    peers: Arc<RwLock<BTreeMap<u64, Peer>>>,
+    dialer: Arc<dyn Dialer>,
     pub incarnations: Incarnations,
     /// Certificates revoked by governance: a peer presenting one is not
     /// listened to, also on a connection opened before.
@@ -63,18 +65,44 @@ impl Peer {
     }
 }
 
+/// How this node learns its peers: the registry's nodes of the moment, and
+/// a client for each.
+pub trait Dialer: Send + Sync {
+    /// The other nodes, by id.
+    fn ids(&self) -> Vec<u64>;
+    /// A client for node `id`, if it is a node.
+    fn dial(&self, id: u64) -> Option<Peer>;
+}
+
 impl Peers {
-    pub fn new(peers: BTreeMap<u64, Peer>, incarnations: Incarnations, revoked: Revoked) -> Self {
+    pub fn new(dialer: Arc<dyn Dialer>, incarnations: Incarnations, revoked: Revoked) -> Self {
         Self {
-            peers: Arc::new(peers),
+            peers: Arc::default(),
+            dialer,
             incarnations,
             revoked,
             snapshots_sent: Arc::default(),
         }
     }
 
-    pub fn get(&self, id: u64) -> Option<&Peer> {
-        self.peers.get(&id)
+    /// The client for node `id`, made on first use.
+    pub fn get(&self, id: u64) -> Option<Peer> {
+        if let Some(peer) = self
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Some(peer.clone());
+        }
+        let peer = self.dialer.dial(id)?;
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        Some(peers.entry(id).or_insert(peer).clone())
+    }
+
+    /// The other nodes of the registry now.
+    pub fn ids(&self) -> Vec<u64> {
+        self.dialer.ids()
     }
 
     /// Accepts a response only from the incarnation of `peer` on record,
@@ -113,7 +141,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> PeerClient {
         PeerClient {
             peers: self.peers.clone(),
-            peer: self.peers.get(target).cloned(),
+            peer: self.peers.get(target),
             target,
         }
     }

@@ -741,8 +741,9 @@ async fn every_replica_refuses_a_caller_vouched_for_by_another_organizations_nod
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open sled");
         let witness = std::sync::Arc::new(c.witness());
-        let mut sm =
-            StateMachine::open(store, c.orgs(), c.genesis.hash_bytes(), witness).expect("open");
+        let founding = super::state_machine::Founding::of(&c.genesis);
+        let mut sm = StateMachine::open_with(store, founding, c.genesis.hash_bytes(), witness)
+            .expect("open");
         let entry = openraft::Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), 1),
             payload: openraft::EntryPayload::Normal(std::sync::Arc::new(forged.clone())),

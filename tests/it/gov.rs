@@ -24,13 +24,13 @@ fn role_tls(c: &Cluster, org: &str, role: &str) -> TlsFiles {
 }
 
 /// Proposes `action` as `org`'s admin through its own node; the proposal.
-async fn propose(c: &Cluster, org: usize, action: Value) -> Value {
+pub(crate) async fn propose(c: &Cluster, org: usize, action: Value) -> Value {
     ok(admin(c, org, org as u64).propose(&action).await).body
 }
 
 /// `org`'s admin votes on proposal `id` through node `node`, after checking
 /// the digest as `alliance client gov approve` does.
-async fn vote(c: &Cluster, org: usize, node: u64, id: u64, approve: bool) -> Response {
+pub(crate) async fn vote(c: &Cluster, org: usize, node: u64, id: u64, approve: bool) -> Response {
     let a = admin(c, org, node);
     let shown = ok(a.proposal(id).await);
     let digest = checked_digest(&shown.body).expect("the digest is the action's");
@@ -443,13 +443,13 @@ async fn a_node_that_catches_up_by_snapshot_has_the_same_registry() {
 
 /// A new organization's CA and certificates, made by our scripts under the
 /// consortium's directory; a client for each of its roles, calling `node`.
-struct NewOrg {
-    ca: std::path::PathBuf,
-    pki: std::path::PathBuf,
+pub(crate) struct NewOrg {
+    pub(crate) ca: std::path::PathBuf,
+    pub(crate) pki: std::path::PathBuf,
 }
 
 impl NewOrg {
-    fn make(c: &Cluster, org: &str) -> Self {
+    pub(crate) fn make(c: &Cluster, org: &str) -> Self {
         Self::make_in(&c.layout.dir.join("pki"), org)
     }
 
@@ -487,7 +487,7 @@ impl NewOrg {
         }
     }
 
-    fn client(&self, c: &Cluster, role: &str, node: u64) -> ApiClient {
+    pub(crate) fn client(&self, c: &Cluster, role: &str, node: u64) -> ApiClient {
         let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
         let tls = TlsFiles {
             cert: self.pki.join(format!("{role}-{role}.crt")),
@@ -623,7 +623,7 @@ async fn a_fourth_organization_joins_by_two_of_three_votes_and_transacts() {
 }
 
 /// Passes `action` by the votes of org1 and org2 (of three).
-async fn pass(c: &Cluster, action: Value) -> Value {
+pub(crate) async fn pass(c: &Cluster, action: Value) -> Value {
     let id = id_of(&propose(c, 1, action).await);
     vote(c, 1, 1, id, true).await;
     let r = vote(c, 2, 2, id, true).await;

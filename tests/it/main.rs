@@ -9,6 +9,7 @@ mod harness;
 mod identity;
 mod lapsed;
 mod ledger_api;
+mod membership;
 mod nemesis;
 mod proxy;
 mod scripts;

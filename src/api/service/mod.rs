@@ -157,7 +157,7 @@ pub struct Replica {
 
 impl Service {
     pub fn new(
-        id: NodeId,
+        (id, org): (NodeId, OrgName),
         replica: Replica,
         genesis: Arc<Genesis>,
         limits: Limits,
@@ -171,10 +171,6 @@ impl Service {
             witness,
             stats,
         } = replica;
-        let org = genesis
-            .node(id)
-            .map(|n| n.org.clone())
-            .expect("this node is in genesis");
         let attester = Arc::new(attester);
         let group = group::GroupCommit::start(
             raft.clone(),
@@ -200,13 +196,7 @@ impl Service {
                 limits.in_flight_proposals_max,
             ),
         );
-        let peer_ids = genesis.nodes.iter().map(|n| n.id).filter(|n| *n != id);
-        let watch = Watch::new(
-            state.clone(),
-            genesis.hash_bytes(),
-            peers.clone(),
-            peer_ids.collect(),
-        );
+        let watch = Watch::new(state.clone(), genesis.hash_bytes(), peers.clone());
         Self {
             in_flight: Semaphore::new(limits.in_flight_proposals_max),
             id,
@@ -335,12 +325,18 @@ impl Service {
 
     pub fn cluster(&self) -> ClusterView {
         let m = self.raft.metrics().borrow().clone();
-        let members = self.genesis.nodes.iter().map(|n| MemberView {
-            id: n.id,
-            org: n.org.clone(),
-            api_addr: n.api_addr.to_string(),
-            raft_addr: n.raft_addr.to_string(),
-        });
+        let members: Vec<MemberView> = {
+            let state = self.state.read();
+            (state.ledger.gov().nodes())
+                .filter(|(_, n)| !n.removed)
+                .map(|(id, n)| MemberView {
+                    id: *id,
+                    org: n.org.clone(),
+                    api_addr: n.api_addr.clone(),
+                    raft_addr: n.raft_addr.clone(),
+                })
+                .collect()
+        };
         ClusterView {
             consortium: self.genesis.consortium.clone(),
             genesis_hash: self.genesis.hash.clone(),
@@ -349,7 +345,8 @@ impl Service {
             leader: m.current_leader,
             term: m.current_term,
             voters: m.membership_config.membership().voter_ids().collect(),
-            members: members.collect(),
+            learners: m.membership_config.membership().learner_ids().collect(),
+            members,
             last_log_index: m.last_log_index,
             commit_index: self.commit_index.get(),
             applied_index: m.last_applied.map(|l| l.index),

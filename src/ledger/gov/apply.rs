@@ -9,8 +9,9 @@ use super::super::leaf::{BallotLeaf, Leaf};
 use super::super::state::At;
 use super::super::{Actor, Changes, Ledger, NewTransfer, OrgName, Rejection, Role, TransferId};
 use super::{
-    Action, Ballot, CertRef, Member, OrgStatus, Policy, Proposal, ProposalState, Revocation,
-    RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, OPEN_PROPOSALS_PER_ORG_MAX,
+    Action, Ballot, CertRef, Member, NewNode, NodeRecord, OrgStatus, Policy, Proposal,
+    ProposalState, Revocation, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, NODES_MAX,
+    NODE_ADDR_BYTES_MAX, OPEN_PROPOSALS_PER_ORG_MAX,
 };
 
 /// SHA-256 (hex) of the DER of the first certificate in a PEM text: how a
@@ -88,7 +89,8 @@ impl Ledger {
     /// member's), `org_runs_nodes`, `account_not_found`, `invalid_action`
     /// (a policy out of bounds, a correction between one account and itself
     /// or with a long memo, no or too many CA certificates, a removal that
-    /// would leave no member).
+    /// would leave no member, a node without an id, with an address or a
+    /// certificate too long, or beyond [`NODES_MAX`]), `node_exists`.
     fn check_action(&self, action: &Action) -> Result<(), Rejection> {
         match action {
             Action::Freeze { account } | Action::Unfreeze { account } => ensure(
@@ -159,6 +161,39 @@ impl Ledger {
                     proposal_ttl_ms: *proposal_ttl_ms,
                 };
                 ensure(policy.valid(), Rejection::InvalidAction)
+            }
+            Action::AddNode(node) => {
+                let NewNode {
+                    id,
+                    org,
+                    api_addr,
+                    raft_addr,
+                    cert,
+                    key_sha256,
+                } = &**node;
+                self.gov.current(org)?;
+                let addrs = [api_addr, raft_addr];
+                ensure(
+                    *id != 0
+                        && addrs
+                            .iter()
+                            .all(|a| (1..=NODE_ADDR_BYTES_MAX).contains(&a.len()))
+                        && api_addr != raft_addr
+                        && cert.len() <= CA_CERT_PEM_BYTES_MAX
+                        && key_sha256.len() == 64
+                        && self.gov.nodes.len() < NODES_MAX,
+                    Rejection::InvalidAction,
+                )?;
+                let taken = |n: &NodeRecord| {
+                    !n.removed
+                        && addrs
+                            .iter()
+                            .any(|a| **a == n.api_addr || **a == n.raft_addr)
+                };
+                ensure(
+                    !self.gov.nodes.contains_key(id) && !self.gov.nodes.values().any(taken),
+                    Rejection::NodeExists,
+                )
             }
         }
     }
@@ -352,6 +387,27 @@ impl Ledger {
                     threshold: *threshold,
                     proposal_ttl_ms: *proposal_ttl_ms,
                 }
+            }
+            Action::AddNode(node) => {
+                let NewNode {
+                    id,
+                    org,
+                    api_addr,
+                    raft_addr,
+                    key_sha256,
+                    ..
+                } = &**node;
+                let record = NodeRecord {
+                    org: org.clone(),
+                    api_addr: api_addr.clone(),
+                    raft_addr: raft_addr.clone(),
+                    key_sha256: Some(key_sha256.clone()),
+                    removed: false,
+                    since_height: at.height,
+                };
+                self.gov.nodes.insert(*id, record);
+                let member = self.gov.orgs.get_mut(org).expect("checked to be a member");
+                member.nodes.insert(*id);
             }
         }
         Ok(())

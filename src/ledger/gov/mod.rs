@@ -51,6 +51,11 @@ pub const CORRECTION_MEMO_BYTES_MAX: usize = 512;
 /// needs two), and the size of each (PEM).
 pub const CA_CERTS_MAX: usize = 4;
 pub const CA_CERT_PEM_BYTES_MAX: usize = 16 * 1024;
+/// Longest `host:port` of a node, in bytes (a DNS name is at most 253).
+pub const NODE_ADDR_BYTES_MAX: usize = 260;
+/// Nodes the registry may hold, removed ones included: Raft with more
+/// voters than this gains nothing.
+pub const NODES_MAX: usize = 64;
 
 /// The pseudo-organization that posts corrections: no member may take the
 /// name, so no member can write in its namespace.
@@ -283,6 +288,25 @@ pub enum Action {
         threshold: Threshold,
         proposal_ttl_ms: u64,
     },
+    /// A new node of a member organization, with a new id (ids are never
+    /// reused), its addresses, and its certificate (PEM) whose public key
+    /// (`key_sha256`) the registry pins. The leader then adds it to Raft:
+    /// as a learner, and as a voter once it has caught up.
+    AddNode(Box<NewNode>),
+}
+
+/// A node an [`Action::AddNode`] adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNode {
+    pub id: u64,
+    pub org: OrgName,
+    pub api_addr: String,
+    pub raft_addr: String,
+    /// Its certificate (PEM), for the members to check before they vote.
+    pub cert: String,
+    /// SHA-256 (hex) of the certificate's public key: what the registry
+    /// pins.
+    pub key_sha256: String,
 }
 
 impl Action {
@@ -407,6 +431,20 @@ pub struct Member {
     pub since_height: u64,
 }
 
+/// A node of the consortium in the registry: a genesis node or one added
+/// by vote. A removed node's id is never reused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub org: OrgName,
+    pub api_addr: String,
+    pub raft_addr: String,
+    /// SHA-256 (hex) of its public key, if registered.
+    pub key_sha256: Option<String>,
+    pub removed: bool,
+    /// The block that added it (0: genesis), or removed it.
+    pub since_height: u64,
+}
+
 /// The replicated governance state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gov {
@@ -422,6 +460,8 @@ pub struct Gov {
     /// When each organization's latest proposal was signed (its admin's
     /// clock): one signed no later is a replay, refused.
     pub(super) proposed_at: BTreeMap<OrgName, u64>,
+    /// Every node that ever was one, by id.
+    pub(super) nodes: BTreeMap<u64, NodeRecord>,
 }
 
 impl Gov {
@@ -433,6 +473,12 @@ impl Gov {
             policy,
             ..Self::default()
         }
+    }
+
+    /// The same state with genesis's nodes.
+    pub fn with_nodes(mut self, nodes: impl IntoIterator<Item = (u64, NodeRecord)>) -> Self {
+        self.nodes = nodes.into_iter().collect();
+        self
     }
 
     /// A founding member: active since genesis.
@@ -447,6 +493,13 @@ impl Gov {
 
     pub fn orgs(&self) -> impl Iterator<Item = (&OrgName, &Member)> {
         self.orgs.iter()
+    }
+    /// Every node that ever was one, removed ones included.
+    pub fn nodes(&self) -> impl Iterator<Item = (&u64, &NodeRecord)> {
+        self.nodes.iter()
+    }
+    pub fn node(&self, id: u64) -> Option<&NodeRecord> {
+        self.nodes.get(&id)
     }
     pub fn member(&self, org: &OrgName) -> Option<&Member> {
         self.orgs.get(org)

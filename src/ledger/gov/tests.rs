@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 18] = [
+pub(in crate::ledger) const COVERED: [Rejection; 19] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -32,6 +32,7 @@ pub(in crate::ledger) const COVERED: [Rejection; 18] = [
     Rejection::OrgExists,            // an_organization_added_by_vote_...
     Rejection::OrgRunsNodes,         // an_organization_added_by_vote_...
     Rejection::UnknownCa,            // a_ca_is_rotated_by_overlap
+    Rejection::NodeExists,           // a_node_is_added_once_under_a_new_id
 ];
 
 fn seal() -> ClientSeal {
@@ -662,4 +663,46 @@ fn a_replayed_signed_proposal_opens_nothing() {
     assert_eq!(g.l.gov(), &before);
     // A new signature opens a new proposal.
     assert!(g.propose("org1", freeze("org2.a")).is_ok());
+}
+
+#[test]
+fn a_node_is_added_once_under_a_new_id() {
+    let mut g = Gv::new(3);
+    let record = |addr: &str| NodeRecord {
+        org: org("org1"),
+        api_addr: format!("{addr}:1"),
+        raft_addr: format!("{addr}:2"),
+        key_sha256: None,
+        removed: false,
+        since_height: 0,
+    };
+    g.l.gov.nodes.insert(1, record("n1"));
+    let add = |id: u64, addr: &str| {
+        Action::AddNode(Box::new(NewNode {
+            id,
+            org: org("org2"),
+            api_addr: format!("{addr}:1"),
+            raft_addr: format!("{addr}:2"),
+            cert: String::new(),
+            key_sha256: "ab".repeat(32),
+        }))
+    };
+    assert_eq!(g.propose("org1", add(1, "n4")), Err(Rejection::NodeExists));
+    assert_eq!(g.propose("org1", add(4, "n1")), Err(Rejection::NodeExists));
+    assert_eq!(
+        g.propose("org1", add(0, "n4")),
+        Err(Rejection::InvalidAction)
+    );
+    let p = g.propose("org1", add(4, "n4")).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org2", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    let node = g.l.gov().node(4).unwrap();
+    assert_eq!((node.org.as_str(), node.removed), ("org2", false));
+    assert_eq!(node.key_sha256.as_deref(), Some(&*"ab".repeat(32)));
+    assert!(g.l.gov().member(&org("org2")).unwrap().nodes.contains(&4));
+    // Its id is never reused.
+    assert_eq!(g.propose("org1", add(4, "n5")), Err(Rejection::NodeExists));
 }

@@ -118,6 +118,22 @@ pub struct Founding {
     pub gov: Gov,
 }
 
+impl Founding {
+    /// What genesis founds: its organizations, active, with their CAs and
+    /// nodes, and its policy.
+    pub fn of(genesis: &crate::config::Genesis) -> Self {
+        let founders = genesis.orgs.iter().map(|o| {
+            let nodes = genesis.nodes.iter().filter(|n| n.org == o.name);
+            let nodes = nodes.map(|n| n.id).collect();
+            (o.name.clone(), Gov::founder(vec![o.ca_cert.clone()], nodes))
+        });
+        Self {
+            orgs: genesis.org_names(),
+            gov: Gov::founding(founders, genesis.policy()).with_nodes(genesis.node_records()),
+        }
+    }
+}
+
 impl From<BTreeSet<OrgName>> for Founding {
     fn from(orgs: BTreeSet<OrgName>) -> Self {
         Self {

@@ -1,0 +1,162 @@
+//! Nodes join by vote: the leader adds a node the registry gained as a
+//! learner, then as a voter once it has caught up.
+
+use std::process::Child;
+
+use alliance::client::ApiClient;
+use serde_json::json;
+
+use crate::gov::{pass, propose, vote, NewOrg};
+use crate::harness::{eventually, ok, transfer_until_ok, Cluster, REQUEST_TIMEOUT};
+
+/// Transfers acknowledged while node 4 joins.
+const FLOWING: u64 = 200;
+
+/// A node process outside the harness's, killed when dropped.
+struct Extra(Child);
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Node 4 of a new org4 is added by two of three votes while transfers
+/// flow: it joins from genesis and its join bundle, becomes a voter, its
+/// chain equals the others', and with node 1 killed, nodes 2, 3 and 4
+/// still commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_added_by_vote_catches_up_and_votes() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000_000).await;
+    let org4 = NewOrg::make(&c, "org4");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let pki = c.layout.dir.join("pki");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .args([
+            "--dir",
+            pki.to_str().unwrap(),
+            "--org",
+            "org4",
+            "--role",
+            "node",
+        ])
+        .args(["--name", "4", "--host", "127.0.0.1", "--host", "localhost"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read_to_string(&org4.ca).unwrap();
+    pass(&c, json!({"add_org": {"name": "org4", "ca_certs": [pem]}})).await;
+    let admin4 = org4.client(&c, "admin", 1);
+    ok(admin4
+        .call(reqwest::Method::POST, "/v1/gov/join", Some(&json!({})))
+        .await);
+
+    // Transfers flow while node 4 is voted in and joins.
+    let flowing = {
+        let app = c.app(1, 2);
+        tokio::spawn(async move {
+            for i in 0..FLOWING {
+                let id = format!("org1.flow-{i}");
+                let r = transfer_until_ok(&app, &id, "org1.ops", "org2.ops", 1).await;
+                assert!(r.is_success(), "{}", r.body);
+            }
+        })
+    };
+    let ports = alliance::demo::free_ports(2).unwrap();
+    let (api, raft) = (ports[0].to_string(), ports[1].to_string());
+    let cert = std::fs::read_to_string(org4.pki.join("node-4.crt")).unwrap();
+    let action = json!({"add_node": {"id": 4, "org": "org4", "api_addr": api,
+        "raft_addr": raft, "cert": cert}});
+    // Three of the four members now.
+    let proposal = propose(&c, 1, action).await["id"].as_u64().unwrap();
+    for org in [1, 2] {
+        vote(&c, org, org as u64, proposal, true).await;
+    }
+    let r = vote(&c, 3, 3, proposal, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+
+    // Its admin exports the join bundle; node 4 starts from it.
+    let bundle = admin4.join_bundle(proposal).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_path = dir.path().join("join.json");
+    std::fs::write(&bundle_path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let config = dir.path().join("node4.toml");
+    let text = format!(
+        "id = 4\ndata_dir = {:?}\ngenesis = {:?}\njoin = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        dir.path().join("data"),
+        c.layout.genesis,
+        bundle_path,
+        org4.pki.join("node-4.crt"),
+        org4.pki.join("node-4.key"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("node4.log");
+    let node4 = alliance::demo::DemoNode {
+        id: 4,
+        org: "org4".into(),
+        api_url: format!("https://{api}"),
+        peer_url: format!("https://{raft}"),
+        public_url: String::new(),
+        ops_url: String::new(),
+        config,
+        data_dir: dir.path().join("data"),
+        log: log.clone(),
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
+    let _node4 = Extra(alliance::demo::spawn_node(exe, &node4).unwrap());
+    eventually("node 4 to be a voter", || async {
+        let status = c.status(1).await?;
+        let voters = status["voters"].as_array()?;
+        voters.contains(&json!(4)).then_some(())
+    })
+    .await;
+    flowing.await.unwrap();
+
+    // Its chain is the others': the same block at node 1's height.
+    let mut cas = c.layout.ca_certs();
+    cas.push(org4.ca.clone());
+    let roots = alliance::identity::roots_from_files(&cas).unwrap();
+    let org1_app = &c.layout.org("org1").identities["app"];
+    let tls = alliance::config::TlsFiles {
+        cert: org1_app.cert.clone(),
+        key: org1_app.key.clone(),
+    };
+    let app1_at4 = ApiClient::new(&node4.api_url, roots, &tls, REQUEST_TIMEOUT).unwrap();
+    let height = c.status(1).await.unwrap()["height"].as_u64().unwrap();
+    let block = format!("/v1/blocks/{height}");
+    let at1 = ok(c.app(1, 1).call(reqwest::Method::GET, &block, None).await).body;
+    eventually("node 4 to have node 1's block", || async {
+        let r = app1_at4
+            .call(reqwest::Method::GET, &block, None)
+            .await
+            .ok()?;
+        (r.is_success() && r.body["hash"] == at1["hash"]).then_some(())
+    })
+    .await;
+
+    // Node 4 votes: without node 1, nodes 2, 3 and 4 still commit.
+    c.kill(1);
+    let r = transfer_until_ok(
+        &c.app(2, 2),
+        "org2.after-4",
+        "org2.ops",
+        "org3.ops",
+        FLOWING,
+    )
+    .await;
+    assert!(r.is_success(), "{}", r.body);
+    let balance = eventually("node 4 to apply every acknowledged transfer", || async {
+        let r = app1_at4.account("org1.ops", true).await.ok()?;
+        let expected = (1_000_000 - FLOWING).to_string();
+        (r.is_success() && r.body["balance"] == json!(expected)).then_some(r.body)
+    })
+    .await;
+    assert_eq!(balance["owner"], "org1");
+}
