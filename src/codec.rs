@@ -425,6 +425,8 @@ mod tests {
                 "org_removed",
                 "unknown_ca",
                 "node_exists",
+                "node_not_found",
+                "too_few_nodes",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

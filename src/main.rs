@@ -340,6 +340,12 @@ enum ProposeCmd {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Remove a node: the leader removes it from Raft once every node
+    /// added meanwhile votes (to replace a node, add the new one first);
+    /// its id is never reused.
+    RemoveNode {
+        id: u64,
+    },
     /// Change the threshold and the proposals' time to live.
     Policy {
         /// `majority` or a fraction N/D above one half, e.g. 2/3.
@@ -624,6 +630,7 @@ async fn gov(
                     let pem = String::from_utf8_lossy(&pem).into_owned();
                     json!({"add_ca": {"org": org, "ca_cert": pem}})
                 }
+                ProposeCmd::RemoveNode { id } => json!({"remove_node": {"id": id}}),
                 ProposeCmd::RemoveCa { org, sha256 } => {
                     json!({"remove_ca": {"org": org, "ca_sha256": sha256}})
                 }

@@ -1,7 +1,7 @@
 //! Wiring of one member node: open storage, start Raft, form the cluster
 //! from genesis on first start, serve both listeners, stop on SIGTERM/SIGINT.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,11 +34,6 @@ use crate::stats::Histogram;
 
 /// HTTP worker threads per listener; the machine this targets has two cores.
 const HTTP_WORKERS: usize = 2;
-/// How often the leader compares Raft's membership with the registry.
-const MEMBERSHIP_CHECK_MS: u64 = 500;
-/// How far behind the leader's log a learner may be when it is made a
-/// voter.
-const LEARNER_LAG_MAX: u64 = 100;
 /// How long an idle pooled peer connection is kept.
 const PEER_POOL_IDLE_MS: u64 = 90_000;
 
@@ -67,7 +62,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let own = OwnIdentity::load(&config.tls)?;
     let peers = peer_clients(&trust, &own, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {
-        ensure_not_rejoining(&peers, &genesis, config.id).await?;
+        ensure_not_rejoining(&peers, config.id).await?;
     }
     let raft = start_raft(
         &config,
@@ -100,7 +95,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     service.clone().spawn_expiry_ticker();
     service.clone().spawn_expiry_warnings();
     reload_on_hangup(&config, &trust, &own, &service)?;
-    drive_membership(raft.clone(), trust.clone(), config.id);
+    crate::raft::membership::drive(raft.clone(), trust.clone(), config.id);
     service
         .watch()
         .clone()
@@ -145,59 +140,6 @@ fn joining(config: &NodeConfig, genesis: &Genesis, trust: &Trust) -> Result<Gene
         "joining the consortium: added by vote"
     );
     Ok(me)
-}
-
-/// On the leader: brings Raft's membership to the registry's nodes, one
-/// change at a time. A node added by vote joins as a learner, and becomes
-/// a voter once it has caught up to within [`LEARNER_LAG_MAX`] entries.
-fn drive_membership(raft: Raft, trust: Arc<Trust>, me: NodeId) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_millis(MEMBERSHIP_CHECK_MS));
-        loop {
-            interval.tick().await;
-            let m = raft.metrics().borrow().clone();
-            if m.current_leader != Some(me) {
-                continue;
-            }
-            let membership = m.membership_config.membership();
-            let voters: BTreeSet<u64> = membership.voter_ids().collect();
-            let learners: BTreeSet<u64> = membership.learner_ids().collect();
-            let nodes = trust.nodes();
-            let Some(id) = nodes.ids().find(|id| !voters.contains(id)) else {
-                continue;
-            };
-            let Some(record) = nodes.get(id) else {
-                continue;
-            };
-            let step = if learners.contains(&id) {
-                let matched = (m.replication.as_ref())
-                    .and_then(|r| r.get(&id).cloned().flatten())
-                    .map(|l| l.index);
-                let last = m.last_log_index.unwrap_or(0);
-                if matched.is_none_or(|i| i + LEARNER_LAG_MAX < last) {
-                    continue;
-                }
-                let change = openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-                let changed = raft.change_membership(change, false);
-                tokio::time::timeout(Duration::from_secs(10), changed)
-                    .await
-                    .map(|r| r.map(|_| "a voter").map_err(|e| e.to_string()))
-            } else {
-                let node = BasicNode {
-                    addr: record.raft_addr.clone(),
-                };
-                let added = raft.add_learner(id, node, false);
-                tokio::time::timeout(Duration::from_secs(10), added)
-                    .await
-                    .map(|r| r.map(|_| "a learner").map_err(|e| e.to_string()))
-            };
-            match step {
-                Ok(Ok(what)) => tracing::info!(peer = id, "node {id} is {what} now"),
-                Ok(Err(e)) => tracing::warn!(peer = id, "adding node {id} to Raft: {e}"),
-                Err(_) => tracing::warn!(peer = id, "adding node {id} to Raft: timed out"),
-            }
-        }
-    });
 }
 
 /// Makes any panic stop the whole process, after the standard report of
@@ -556,14 +498,14 @@ struct RegistryDialer {
 
 impl Dialer for RegistryDialer {
     fn ids(&self) -> Vec<u64> {
-        let nodes = self.trust.nodes();
+        let nodes = self.trust.peer_nodes();
         nodes.ids().filter(|id| *id != self.config.id).collect()
     }
 
     fn dial(&self, id: u64) -> Option<Peer> {
         let addr = match self.config.dial(id) {
             Some(addr) => addr.to_string(),
-            None => self.trust.nodes().get(id)?.raft_addr.clone(),
+            None => self.trust.peer_nodes().get(id)?.raft_addr.clone(),
         };
         let tls = self.trust.peer_client_config(self.own.clone(), id);
         let http = tls.and_then(|tls| {
@@ -590,9 +532,9 @@ impl Dialer for RegistryDialer {
 
 /// On empty storage: if any reachable peer remembers this node id under
 /// another incarnation, this node lost its storage and must not rejoin.
-async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Result<()> {
-    for node in genesis.nodes.iter().filter(|n| n.id != me) {
-        let Some(peer) = peers.get(node.id) else {
+async fn ensure_not_rejoining(peers: &Peers, me: u64) -> Result<()> {
+    for peer_id in peers.ids() {
+        let Some(peer) = peers.get(peer_id) else {
             continue;
         };
         let sent = peer.http.post(peer.url(api::peer::HELLO_PATH));
@@ -605,9 +547,10 @@ async fn ensure_not_rejoining(peers: &Peers, genesis: &Genesis, me: u64) -> Resu
                 return Err(Error::Config(format!(
                     "node {me} started on empty storage, but node {} remembers it with other storage: \
                      it cannot rejoin under this id (a data directory restored from a backup is a \
-                     stale copy that could lose a committed transfer); keep the cluster running on \
-                     the remaining majority",
-                    node.id
+                     stale copy that could lose a committed transfer). Replace it: add a node under \
+                     a new id by vote (alliance client gov propose add-node, then gov join-bundle), \
+                     then remove this one (gov propose remove-node {me})",
+                    peer_id
                 )));
             }
         }

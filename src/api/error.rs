@@ -181,7 +181,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | DebitAccountNotFound
         | CreditAccountNotFound
         | PendingTransferNotFound
-        | ProposalNotFound => StatusCode::NOT_FOUND,
+        | ProposalNotFound
+        | NodeNotFound => StatusCode::NOT_FOUND,
         AccountExists
         | OriginReplayed
         | ExistsWithDifferentFields
@@ -212,6 +213,7 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | AccountAlreadyFrozen
         | AccountNotFrozen
         | OrgRunsNodes
+        | TooFewNodes
         | UnknownCa => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }

@@ -139,6 +139,9 @@ enum ActionBody {
         raft_addr: String,
         cert: String,
     },
+    RemoveNode {
+        id: u64,
+    },
 }
 
 /// Days a CA certificate proposed for a new organization must still be
@@ -313,6 +316,7 @@ impl ActionBody {
                     key_sha256,
                 }))
             }
+            Self::RemoveNode { id } => Action::RemoveNode { id },
         })
     }
 }

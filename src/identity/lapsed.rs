@@ -9,6 +9,7 @@
 //! alarm in their logs every minute ([`crate::api::service`]), and the API
 //! listener, clients and attestations stay strict.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -26,23 +27,81 @@ use crate::ledger::OrgName;
 pub struct RegisteredNodes(Vec<(NodeId, NodeRecord)>);
 
 /// The registered nodes of the moment, replaced whole when governance
-/// changes them.
+/// changes them: the registry's (what replicas check seals against), and
+/// the peers this node talks to, which also keep a removed node until Raft
+/// has removed it.
 #[derive(Clone, Debug, Default)]
-pub struct SharedNodes(Arc<RwLock<Arc<RegisteredNodes>>>);
+pub struct SharedNodes(Arc<RwLock<NodesNow>>);
+
+#[derive(Debug, Default)]
+struct NodesNow {
+    /// Every node the registry ever had.
+    all: Vec<(NodeId, NodeRecord)>,
+    /// The nodes in Raft's membership, as this node last saw it.
+    in_raft: BTreeSet<NodeId>,
+    registry: Arc<RegisteredNodes>,
+    peers: Arc<RegisteredNodes>,
+}
+
+impl NodesNow {
+    fn derive(&mut self) {
+        let registry = RegisteredNodes::new(self.all.iter().map(|(id, n)| (id, n)));
+        let lingering = |(id, n): &&(NodeId, NodeRecord)| !n.removed || self.in_raft.contains(id);
+        let peers = RegisteredNodes(self.all.iter().filter(lingering).cloned().collect());
+        if *self.registry != registry {
+            self.registry = Arc::new(registry);
+        }
+        if *self.peers != peers {
+            self.peers = Arc::new(peers);
+        }
+    }
+}
 
 impl SharedNodes {
-    pub fn new(nodes: RegisteredNodes) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(nodes))))
+    pub fn new(all: Vec<(NodeId, NodeRecord)>) -> Self {
+        let shared = Self::default();
+        shared.set(all);
+        shared
     }
 
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, NodesNow> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry's nodes (not removed ones).
     pub fn now(&self) -> Arc<RegisteredNodes> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .registry
+            .clone()
     }
 
-    /// Takes `nodes` if they differ from the ones of the moment.
-    pub fn set(&self, nodes: RegisteredNodes) {
-        if *self.now() != nodes {
-            *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes);
+    /// The nodes this node talks to: the registry's, and removed ones still
+    /// in Raft's membership.
+    pub fn peers(&self) -> Arc<RegisteredNodes> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .peers
+            .clone()
+    }
+
+    /// Takes every node the registry ever had.
+    pub fn set(&self, all: Vec<(NodeId, NodeRecord)>) {
+        let mut now = self.write();
+        if now.all != all {
+            now.all = all;
+            now.derive();
+        }
+    }
+
+    /// Takes the nodes of Raft's membership.
+    pub fn set_in_raft(&self, ids: BTreeSet<NodeId>) {
+        let mut now = self.write();
+        if now.in_raft != ids {
+            now.in_raft = ids;
+            now.derive();
         }
     }
 }

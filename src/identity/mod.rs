@@ -145,9 +145,7 @@ impl Trust {
         let view = View::build(source).map_err(|e| Error::Tls(format!("genesis: {e}")))?;
         Ok(Self {
             view: Arc::new(RwLock::new(Arc::new(view))),
-            nodes: SharedNodes::new(RegisteredNodes::new(
-                genesis.node_records().iter().map(|(id, n)| (id, n)),
-            )),
+            nodes: SharedNodes::new(genesis.node_records()),
             revoked: Revoked::default(),
         })
     }
@@ -160,7 +158,8 @@ impl Trust {
     /// certificates from the applied governance state: listeners enforce
     /// them from the next handshake and request on.
     pub fn govern(&self, gov: &Gov) {
-        self.nodes.set(RegisteredNodes::new(gov.nodes()));
+        self.nodes
+            .set(gov.nodes().map(|(id, n)| (*id, n.clone())).collect());
         let certs = gov.revoked().map(|r| r.cert.clone()).collect();
         *self.revoked.0.write().unwrap_or_else(|p| p.into_inner()) = certs;
         let source: Vec<(OrgName, Vec<String>)> = gov
@@ -185,13 +184,30 @@ impl Trust {
         let view = View::build(bundle.orgs.clone())
             .map_err(|e| Error::Config(format!("join bundle: {e}")))?;
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
-        self.nodes.set(RegisteredNodes::new(bundle.nodes.iter()));
+        self.nodes.set(
+            bundle
+                .nodes
+                .iter()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect(),
+        );
         Ok(())
     }
 
     /// The registry's nodes of the moment.
     pub fn nodes(&self) -> Arc<RegisteredNodes> {
         self.nodes.now()
+    }
+
+    /// The nodes this node talks to: the registry's, and removed ones
+    /// until Raft has removed them.
+    pub fn peer_nodes(&self) -> Arc<RegisteredNodes> {
+        self.nodes.peers()
+    }
+
+    /// Takes the nodes in Raft's membership (see [`Trust::peer_nodes`]).
+    pub fn in_raft(&self, ids: std::collections::BTreeSet<NodeId>) {
+        self.nodes.set_in_raft(ids);
     }
 
     /// The revoked certificates, as the listeners refuse them.
@@ -217,7 +233,7 @@ impl Trust {
         own: Arc<own::OwnIdentity>,
         target: NodeId,
     ) -> Result<ClientConfig> {
-        let org = (self.nodes.now().org_of(target).cloned())
+        let org = (self.nodes.peers().org_of(target).cloned())
             .ok_or_else(|| Error::Tls(format!("node {target} is not in genesis")))?;
         let mut roots = RootCertStore::empty();
         let cas = self.cas_of(&org);
@@ -353,7 +369,7 @@ impl Trust {
             other => (other?, None),
         };
         Ok(PeerCert {
-            node: self.node_of(principal.clone())?,
+            node: node_in(&self.nodes.peers(), principal.clone())?,
             principal,
             expired_at,
         })
@@ -363,7 +379,7 @@ impl Trust {
     /// chain was valid, if its key is the registered one.
     fn identify_lapsed(&self, chain: &[CertificateDer<'_>]) -> Result<Principal, IdentityError> {
         let leaf = &chain[0];
-        let nodes = self.nodes.now();
+        let nodes = self.nodes.peers();
         let id = (nodes.registered_node(leaf)).ok_or(IdentityError::Expired)?;
         let org = nodes.org_of(id).ok_or(IdentityError::Expired)?;
         let cas = self.cas_of(org);
@@ -388,15 +404,21 @@ impl Trust {
     }
 
     /// The member node a principal is, if it is one.
+    /// The registry's node a principal is, if it is one.
     pub fn node_of(&self, p: Principal) -> Result<NodePrincipal, IdentityError> {
-        if p.role != Role::Node {
-            return Err(IdentityError::NotANode);
-        }
-        let id: NodeId = p.name.parse().map_err(|_| IdentityError::NotANode)?;
-        match self.nodes.now().org_of(id) {
-            Some(org) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
-            _ => Err(IdentityError::NotANode),
-        }
+        node_in(&self.nodes.now(), p)
+    }
+}
+
+/// The node of `nodes` a principal is, if it is one.
+fn node_in(nodes: &RegisteredNodes, p: Principal) -> Result<NodePrincipal, IdentityError> {
+    if p.role != Role::Node {
+        return Err(IdentityError::NotANode);
+    }
+    let id: NodeId = p.name.parse().map_err(|_| IdentityError::NotANode)?;
+    match nodes.org_of(id) {
+        Some(org) if *org == p.org => Ok(NodePrincipal { id, org: p.org }),
+        _ => Err(IdentityError::NotANode),
     }
 }
 
@@ -436,7 +458,7 @@ impl LoggedClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> bool {
-        let Some(nodes) = self.lapsed.as_ref().map(SharedNodes::now) else {
+        let Some(nodes) = self.lapsed.as_ref().map(SharedNodes::peers) else {
             return false;
         };
         let Some(org) = nodes
@@ -551,7 +573,7 @@ impl ServerCertVerifier for NodeServerVerifier {
         };
         let verified = match verify(now) {
             Err(e) if lapsed::is_expiry(&e) => {
-                if self.nodes.now().registered_node(end_entity) != Some(self.id) {
+                if self.nodes.peers().registered_node(end_entity) != Some(self.id) {
                     return Err(e);
                 }
                 lapsed::last_valid_moments(end_entity, &self.cas, now)

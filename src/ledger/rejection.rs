@@ -95,7 +95,7 @@ rejections! {
     AccountNotFrozen => "account_not_frozen", "the account is not frozen";
     OrgNotActive => "org_not_active", "this organization may not propose or vote: it has not acknowledged joining (alliance client gov join), or it has left";
     OrgExists => "org_exists", "an organization of this name is or was a member: names are never reused";
-    OrgRunsNodes => "org_runs_nodes", "the organization runs nodes of the consortium, which governance does not remove yet";
+    OrgRunsNodes => "org_runs_nodes", "the organization runs nodes of the consortium: remove them first (gov propose remove-node), or keep the CA that backs them";
     /// The organization of the certificate that signed or attests the
     /// write has left the consortium.
     OrgRemoved => "org_removed", "the organization of the certificate that signed or attests this write has left the consortium";
@@ -103,6 +103,9 @@ rejections! {
     /// A node id that is or was a member node's, or an address another
     /// node has.
     NodeExists => "node_exists", "the node id is or was a node's (ids are never reused), or another node has this address: choose another";
+    NodeNotFound => "node_not_found", "no such node in the registry (GET /v1/gov/registry lists them), or it was removed";
+    /// A removal that would leave fewer than three nodes.
+    TooFewNodes => "too_few_nodes", "removing the node would leave fewer than three nodes: add its replacement first";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

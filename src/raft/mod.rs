@@ -16,12 +16,15 @@
 //! - [`network`]: Raft RPCs to peers over mutual TLS (`raft_addr`).
 //! - [`incarnation`]: a node whose storage was lost cannot rejoin under its
 //!   old id (it would have forgotten its votes and acknowledged entries).
+//! - [`membership`]: the leader brings Raft's membership to the registry's
+//!   nodes, as governance adds and removes them.
 //!
 //! Each entry's payload is a [`crate::ledger::Entry`], stamped by the leader
 //! (time, caller) before it is proposed, so `apply` is deterministic.
 
 pub mod incarnation;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod state_machine;
 pub mod store;

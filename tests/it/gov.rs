@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{eventually, ok, options, transfer_until_ok, Cluster, REQUEST_TIMEOUT};
 
-fn admin(c: &Cluster, org: usize, node: u64) -> ApiClient {
+pub(crate) fn admin(c: &Cluster, org: usize, node: u64) -> ApiClient {
     c.client(&format!("org{org}"), "admin", node)
 }
 

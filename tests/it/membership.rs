@@ -6,7 +6,7 @@ use std::process::Child;
 use alliance::client::ApiClient;
 use serde_json::json;
 
-use crate::gov::{pass, propose, vote, NewOrg};
+use crate::gov::{admin, pass, propose, vote, NewOrg};
 use crate::harness::{eventually, ok, transfer_until_ok, Cluster, REQUEST_TIMEOUT};
 
 /// Transfers acknowledged while node 4 joins.
@@ -22,12 +22,12 @@ impl Drop for Extra {
     }
 }
 
-/// Node 4 of a new org4 is added by two of three votes while transfers
-/// flow: it joins from genesis and its join bundle, becomes a voter, its
-/// chain equals the others', and with node 1 killed, nodes 2, 3 and 4
-/// still commit.
+/// Node 4 of a new org4 is added by vote while transfers flow: it joins
+/// from genesis and its join bundle, becomes a voter, and its chain equals
+/// the others'. Then it replaces node 1: node 1 is removed by vote and from
+/// Raft, and without it nodes 2, 3 and 4 commit.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_node_added_by_vote_catches_up_and_votes() {
+async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     let mut c = Cluster::start().await;
     c.seed(1_000_000).await;
     let org4 = NewOrg::make(&c, "org4");
@@ -141,7 +141,41 @@ async fn a_node_added_by_vote_catches_up_and_votes() {
     })
     .await;
 
-    // Node 4 votes: without node 1, nodes 2, 3 and 4 still commit.
+    // Node 4 replaces node 1: removed by vote, then from Raft; its peers
+    // refuse it from then on, and nodes 2, 3 and 4 commit without it.
+    let proposal = propose(&c, 2, json!({"remove_node": {"id": 1}})).await["id"]
+        .as_u64()
+        .unwrap();
+    for org in [2, 3] {
+        vote(&c, org, org as u64, proposal, true).await;
+    }
+    let r = vote(&c, 1, 1, proposal, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    eventually("node 1 to leave Raft", || async {
+        let status = c.status(2).await?;
+        (status["voters"] == json!([2, 3, 4])).then_some(())
+    })
+    .await;
+    eventually("node 2 to stop talking to node 1", || async {
+        let status = c.status(2).await?;
+        let peers = status["replicas"]["peers"].as_array()?.clone();
+        let ids: Vec<u64> = peers.iter().filter_map(|p| p["node"].as_u64()).collect();
+        (ids == [3, 4]).then_some(())
+    })
+    .await;
+    let again = admin(&c, 2, 2)
+        .propose(&json!({"remove_node": {"id": 1}}))
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.code()), (404, Some("node_not_found")));
+    let too_few = admin(&c, 2, 2)
+        .propose(&json!({"remove_node": {"id": 2}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (too_few.status, too_few.code()),
+        (422, Some("too_few_nodes"))
+    );
     c.kill(1);
     let r = transfer_until_ok(
         &c.app(2, 2),

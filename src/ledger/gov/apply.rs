@@ -11,7 +11,7 @@ use super::super::{Actor, Changes, Ledger, NewTransfer, OrgName, Rejection, Role
 use super::{
     Action, Ballot, CertRef, Member, NewNode, NodeRecord, OrgStatus, Policy, Proposal,
     ProposalState, Revocation, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, NODES_MAX,
-    NODE_ADDR_BYTES_MAX, OPEN_PROPOSALS_PER_ORG_MAX,
+    NODES_MIN, NODE_ADDR_BYTES_MAX, OPEN_PROPOSALS_PER_ORG_MAX,
 };
 
 /// SHA-256 (hex) of the DER of the first certificate in a PEM text: how a
@@ -194,6 +194,12 @@ impl Ledger {
                     !self.gov.nodes.contains_key(id) && !self.gov.nodes.values().any(taken),
                     Rejection::NodeExists,
                 )
+            }
+            Action::RemoveNode { id } => {
+                let node = self.gov.nodes.get(id).filter(|n| !n.removed);
+                ensure(node.is_some(), Rejection::NodeNotFound)?;
+                let left = self.gov.nodes.values().filter(|n| !n.removed).count() - 1;
+                ensure(left >= NODES_MIN, Rejection::TooFewNodes)
             }
         }
     }
@@ -408,6 +414,14 @@ impl Ledger {
                 self.gov.nodes.insert(*id, record);
                 let member = self.gov.orgs.get_mut(org).expect("checked to be a member");
                 member.nodes.insert(*id);
+            }
+            Action::RemoveNode { id } => {
+                let node = self.gov.nodes.get_mut(id).expect("checked to be a node");
+                node.removed = true;
+                node.since_height = at.height;
+                if let Some(member) = self.gov.orgs.get_mut(&node.org) {
+                    member.nodes.remove(id);
+                }
             }
         }
         Ok(())

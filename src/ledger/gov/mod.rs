@@ -56,6 +56,9 @@ pub const NODE_ADDR_BYTES_MAX: usize = 260;
 /// Nodes the registry may hold, removed ones included: Raft with more
 /// voters than this gains nothing.
 pub const NODES_MAX: usize = 64;
+/// Nodes a removal must leave: with fewer than three, one lost node stops
+/// the consortium.
+pub const NODES_MIN: usize = 3;
 
 /// The pseudo-organization that posts corrections: no member may take the
 /// name, so no member can write in its namespace.
@@ -293,6 +296,11 @@ pub enum Action {
     /// (`key_sha256`) the registry pins. The leader then adds it to Raft:
     /// as a learner, and as a voter once it has caught up.
     AddNode(Box<NewNode>),
+    /// A node leaves: the leader removes it from Raft, and its id is never
+    /// reused. At least [`NODES_MIN`] nodes remain.
+    RemoveNode {
+        id: u64,
+    },
 }
 
 /// A node an [`Action::AddNode`] adds.

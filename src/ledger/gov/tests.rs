@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 19] = [
+pub(in crate::ledger) const COVERED: [Rejection; 21] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -33,6 +33,8 @@ pub(in crate::ledger) const COVERED: [Rejection; 19] = [
     Rejection::OrgRunsNodes,         // an_organization_added_by_vote_...
     Rejection::UnknownCa,            // a_ca_is_rotated_by_overlap
     Rejection::NodeExists,           // a_node_is_added_once_under_a_new_id
+    Rejection::NodeNotFound,         // a_node_is_added_once_under_a_new_id
+    Rejection::TooFewNodes,          // a_node_is_added_once_under_a_new_id
 ];
 
 fn seal() -> ClientSeal {
@@ -703,6 +705,21 @@ fn a_node_is_added_once_under_a_new_id() {
     assert_eq!((node.org.as_str(), node.removed), ("org2", false));
     assert_eq!(node.key_sha256.as_deref(), Some(&*"ab".repeat(32)));
     assert!(g.l.gov().member(&org("org2")).unwrap().nodes.contains(&4));
-    // Its id is never reused.
+    // Removed while two others remain: refused; with three others, it
+    // leaves, and its id is never reused.
+    let remove = |id| Action::RemoveNode { id };
+    assert_eq!(g.propose("org1", remove(4)), Err(Rejection::TooFewNodes));
+    assert_eq!(g.propose("org1", remove(7)), Err(Rejection::NodeNotFound));
+    g.l.gov.nodes.insert(2, record("n2"));
+    g.l.gov.nodes.insert(3, record("n3"));
+    let p = g.propose("org1", remove(4)).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org3", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert!(g.l.gov().node(4).unwrap().removed);
+    assert!(!g.l.gov().member(&org("org2")).unwrap().nodes.contains(&4));
+    assert_eq!(g.propose("org1", remove(4)), Err(Rejection::NodeNotFound));
     assert_eq!(g.propose("org1", add(4, "n5")), Err(Rejection::NodeExists));
 }
