@@ -349,6 +349,22 @@ impl ApiClient {
         .await
     }
 
+    /// The node's backup (`GET /v1/backup`), checked whole; `Err` with the
+    /// node's answer when it gave none.
+    pub async fn backup(
+        &self,
+    ) -> Result<std::result::Result<crate::backup::Backup, String>, reqwest::Error> {
+        let resp = (self.http.get(format!("{}/v1/backup", self.base)))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        if status != 200 {
+            return Ok(Err(format!("{status} {}", String::from_utf8_lossy(&bytes))));
+        }
+        Ok(crate::backup::Backup::from_bytes(&bytes))
+    }
+
     /// The join bundle of the node that executed proposal `proposal` added:
     /// the registry as this node has it now. `Err` with why not (the
     /// answer that was not a success, or a proposal that added no node).

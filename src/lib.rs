@@ -75,6 +75,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod codec;

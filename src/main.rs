@@ -125,6 +125,27 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Copy a running node's state to FILE (no stop), as an admin of the
+    /// node's organization: consistent, and checksummed.
+    Backup {
+        /// A client config of an admin of the node's organization, calling
+        /// that node.
+        #[arg(long)]
+        config: PathBuf,
+        /// The file to write; an existing one is not replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Turn a backup into the data directory of a new node (never a node
+    /// the consortium has had), which then joins by vote.
+    Restore {
+        /// The backup file (`alliance backup`).
+        #[arg(long)]
+        backup: PathBuf,
+        /// The new node's config: its id and (empty) data_dir.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Check evidence offline, with nothing but the evidence and a hash.
     Verify {
         #[command(subcommand)]
@@ -495,6 +516,8 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             config,
             data_dir,
         } => audit(node, config, data_dir).await,
+        Cmd::Backup { config, out } => backup(&config, &out).await,
+        Cmd::Restore { backup, config } => restore(&backup, &config).await,
         Cmd::Verify {
             what: VerifyCmd::Proof { file, head },
         } => Ok(verify_proof(&file, &head)),
@@ -518,6 +541,60 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
         eprintln!("alliance: {e}");
         ExitCode::from(2)
     })
+}
+
+async fn backup(
+    config: &std::path::Path,
+    out: &std::path::Path,
+) -> alliance::error::Result<ExitCode> {
+    let config = ClientConfig::load(config)?;
+    let api = ApiClient::from_config(&config)?;
+    let explain = |e: reqwest::Error| {
+        alliance::error::Error::Other(alliance::client::explain(&e, &config.url))
+    };
+    let backup = match api.backup().await.map_err(explain)? {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("alliance: backup refused: {why}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &backup.to_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        eprintln!(
+            "alliance: {}: {e} (an existing file is not replaced)",
+            out.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("{}: {}", out.display(), backup.describe());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(
+    file: &std::path::Path,
+    config: &std::path::Path,
+) -> alliance::error::Result<ExitCode> {
+    let backup = alliance::backup::read(file)?;
+    let config = alliance::config::NodeConfig::load(config)?;
+    let genesis = alliance::config::Genesis::load(&config.genesis)?;
+    alliance::backup::restore(&backup, &config, &genesis).await?;
+    println!(
+        "restored {} into node {}'s data_dir {}: once node {} is added by vote \
+         (gov propose add-node), start it with its join bundle (join = ... in its config)",
+        backup.describe(),
+        config.id,
+        config.data_dir.display(),
+        config.id
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit(

@@ -62,7 +62,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let own = OwnIdentity::load(&config.tls)?;
     let peers = peer_clients(&trust, &own, &config, &genesis, opened.incarnations.clone())?;
     if opened.incarnations.fresh() {
-        ensure_not_rejoining(&peers, config.id).await?;
+        ensure_not_rejoining(&peers, config.id, genesis.node(config.id).is_some()).await?;
     }
     let raft = start_raft(
         &config,
@@ -532,7 +532,7 @@ impl Dialer for RegistryDialer {
 
 /// On empty storage: if any reachable peer remembers this node id under
 /// another incarnation, this node lost its storage and must not rejoin.
-async fn ensure_not_rejoining(peers: &Peers, me: u64) -> Result<()> {
+async fn ensure_not_rejoining(peers: &Peers, me: u64, founder: bool) -> Result<()> {
     for peer_id in peers.ids() {
         let Some(peer) = peers.get(peer_id) else {
             continue;
@@ -551,6 +551,14 @@ async fn ensure_not_rejoining(peers: &Peers, me: u64) -> Result<()> {
                      a new id by vote (alliance client gov propose add-node, then gov join-bundle), \
                      then remove this one (gov propose remove-node {me})",
                     peer_id
+                )));
+            }
+            // A genesis node its peers do not take for a node was removed
+            // by vote (a node added by vote may just be early).
+            if founder && body.contains("serves member nodes only") {
+                return Err(Error::Config(format!(
+                    "node {peer_id} refuses node {me} as a node of the consortium: node {me} was \
+                     removed by vote, and its id is never reused"
                 )));
             }
         }

@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/blocks", web::get().to(list_blocks))
             .route("/blocks/{height}", web::get().to(get_block))
             .route("/cluster", web::get().to(cluster))
+            .route("/backup", web::get().to(backup))
             .route("/gov/proposals", web::post().to(write))
             .route("/gov/proposals", web::get().to(list_proposals))
             .route("/gov/proposals/{id}", web::get().to(get_proposal))
@@ -231,6 +232,24 @@ async fn registry(
 ) -> Result<HttpResponse, ApiError> {
     let q = ReadQuery::parse(req.query_string(), &[])?;
     read(&svc, &principal, &q, Read::Registry).await
+}
+
+/// A backup of this node's applied state (`alliance backup`): for an
+/// admin of the node's own organization, which holds its data anyway.
+async fn backup(principal: Principal, svc: web::Data<Service>) -> Result<HttpResponse, ApiError> {
+    if principal.role() != Role::Admin || principal.org() != svc.org() {
+        return Err(ApiError::Forbidden(
+            "a backup is for an admin of the node's own organization",
+        ));
+    }
+    let svc = svc.into_inner();
+    let bytes = tokio::task::spawn_blocking(move || svc.backup())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
 }
 
 /// Cluster status from this node's view; any member certificate may ask.

@@ -230,17 +230,7 @@ async fn the_public_window_shows_headers_only_and_rate_limits_each_client() {
 
 /// Runs `alliance audit` with `args`; returns (exit code, stdout).
 fn audit(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alliance"))
-        .arg("audit")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    crate::harness::run_cli(std::iter::once("audit".as_ref()).chain(args.iter().copied()))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -194,3 +194,207 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     .await;
     assert_eq!(balance["owner"], "org1");
 }
+
+/// Runs `alliance ARGS`: whether it succeeded, and what it printed.
+fn alliance(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let (code, text) = crate::harness::run_cli(args);
+    (code == Some(0), text)
+}
+
+/// Writes a config for a node added by vote, in `dir`.
+fn joining_config(
+    c: &Cluster,
+    dir: &std::path::Path,
+    id: u64,
+    org: &str,
+    join: &std::path::Path,
+) -> std::path::PathBuf {
+    let pki = c.layout.dir.join("pki").join(org);
+    let config = dir.join(format!("node{id}.toml"));
+    let text = format!(
+        "id = {id}\ndata_dir = {:?}\ngenesis = {:?}\njoin = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        dir.join(format!("node{id}-data")),
+        c.layout.genesis,
+        join,
+        pki.join(format!("node-{id}.crt")),
+        pki.join(format!("node-{id}.key")),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Node 3's disk dies. Restoring a backup into node 3 is refused; its
+/// replacement, node 5 of the same organization, is restored from a backup
+/// made before the loss, joins by vote, catches up and votes; node 3 is
+/// removed and cannot come back; every acknowledged transfer is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000_000).await;
+    let pay = |prefix: &'static str, via: u64| {
+        let app = c.app(1, via);
+        async move {
+            for i in 0..10 {
+                let id = format!("org1.{prefix}-{i}");
+                transfer_until_ok(&app, &id, "org1.ops", "org2.ops", 1).await;
+            }
+        }
+    };
+    pay("before", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node3.backup");
+    let clients = c.layout.dir.join("clients");
+    let org3_admin = clients.join("org3-admin.toml");
+    let (ok3, text) = alliance(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        org3_admin.as_os_str(),
+        "--out".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(ok3, "{text}");
+    let (again, text) = alliance(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        org3_admin.as_os_str(),
+        "--out".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(!again && text.contains("not replaced"), "{text}");
+    let org2_admin = clients.join("org2-admin.toml");
+    let out = dir.path().join("other.backup");
+    let (other, text) = alliance(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        org2_admin.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(other, "org2's admin backs up its own node 2: {text}");
+    pay("after", 2).await;
+
+    // The disk dies; a restore into node 3 is refused.
+    c.kill(3);
+    std::fs::remove_dir_all(&c.layout.node(3).data_dir).unwrap();
+    let in_place = joining_config(&c, dir.path(), 3, "org3", &dir.path().join("none.json"));
+    let (restored, text) = alliance(&[
+        "restore".as_ref(),
+        "--backup".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        in_place.as_os_str(),
+    ]);
+    assert!(
+        !restored && text.contains("node 3 is a genesis node"),
+        "{text}"
+    );
+
+    // Node 5 replaces it: voted in, restored from the backup, started.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let pki = c.layout.dir.join("pki");
+    let issued = std::process::Command::new("sh")
+        .arg(script)
+        .args([
+            "--dir",
+            pki.to_str().unwrap(),
+            "--org",
+            "org3",
+            "--role",
+            "node",
+        ])
+        .args(["--name", "5"])
+        .output()
+        .unwrap();
+    assert!(issued.status.success());
+    let ports = alliance::demo::free_ports(2).unwrap();
+    let cert = std::fs::read_to_string(pki.join("org3/node-5.crt")).unwrap();
+    let action = json!({"add_node": {"id": 5, "org": "org3", "api_addr": ports[0].to_string(),
+        "raft_addr": ports[1].to_string(), "cert": cert}});
+    let added = propose(&c, 1, action).await["id"].as_u64().unwrap();
+    vote(&c, 1, 1, added, true).await;
+    let r = vote(&c, 2, 2, added, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let join = dir.path().join("join5.json");
+    let org1_admin = clients.join("org1-admin.toml");
+    let (bundled, text) = alliance(&[
+        "client".as_ref(),
+        "--config".as_ref(),
+        org1_admin.as_os_str(),
+        "gov".as_ref(),
+        "join-bundle".as_ref(),
+        added.to_string().as_ref(),
+        "--out".as_ref(),
+        join.as_os_str(),
+    ]);
+    assert!(bundled, "{text}");
+    let config5 = joining_config(&c, dir.path(), 5, "org3", &join);
+    let (restored, text) = alliance(&[
+        "restore".as_ref(),
+        "--backup".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        config5.as_os_str(),
+    ]);
+    assert!(restored, "{text}");
+    let (twice, text) = alliance(&[
+        "restore".as_ref(),
+        "--backup".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        config5.as_os_str(),
+    ]);
+    assert!(!twice && text.contains("not empty"), "{text}");
+    let node5 = alliance::demo::DemoNode {
+        id: 5,
+        org: "org3".into(),
+        api_url: format!("https://{}", ports[0]),
+        peer_url: format!("https://{}", ports[1]),
+        public_url: String::new(),
+        ops_url: String::new(),
+        config: config5,
+        data_dir: dir.path().join("node5-data"),
+        log: dir.path().join("node5.log"),
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
+    let _node5 = Extra(alliance::demo::spawn_node(exe, &node5).unwrap());
+    eventually("node 5 to be a voter", || async {
+        let status = c.status(1).await?;
+        status["voters"]
+            .as_array()?
+            .contains(&json!(5))
+            .then_some(())
+    })
+    .await;
+    let removed = propose(&c, 1, json!({"remove_node": {"id": 3}})).await["id"]
+        .as_u64()
+        .unwrap();
+    vote(&c, 1, 1, removed, true).await;
+    let r = vote(&c, 2, 2, removed, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    eventually("node 3 to leave Raft", || async {
+        let status = c.status(1).await?;
+        (status["voters"] == json!([1, 2, 5])).then_some(())
+    })
+    .await;
+
+    // Node 3 cannot come back on a wiped disk.
+    c.restart(3);
+    let exit = c.wait_exit(3).await;
+    assert!(!exit.success());
+    let log = std::fs::read_to_string(&c.layout.node(3).log).unwrap();
+    assert!(log.contains("node 3 was removed by vote"), "{log}");
+
+    // Node 5 votes: without node 1, nodes 2 and 5 commit; it has every
+    // acknowledged transfer.
+    c.kill(1);
+    transfer_until_ok(&c.app(1, 2), "org1.without-1", "org1.ops", "org2.ops", 1).await;
+    let app1_at5 = c
+        .layout
+        .client_at("org1", "app", &node5.api_url, REQUEST_TIMEOUT)
+        .unwrap();
+    eventually("node 5 to have every acknowledged transfer", || async {
+        let r = app1_at5.account("org1.ops", true).await.ok()?;
+        (r.is_success() && r.body["balance"] == json!((1_000_000 - 21).to_string())).then_some(())
+    })
+    .await;
+}

@@ -216,6 +216,13 @@ impl Service {
         }
     }
 
+    /// This node's applied state now, as a backup file's bytes (see
+    /// [`crate::backup`]). The state lock is held while it is copied.
+    pub fn backup(&self) -> crate::error::Result<Vec<u8>> {
+        let backup = crate::backup::Backup::take(&self.state, &self.genesis.hash, self.id)?;
+        Ok(backup.to_bytes())
+    }
+
     pub fn org(&self) -> &OrgName {
         &self.org
     }

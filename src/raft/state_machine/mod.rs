@@ -65,6 +65,14 @@ pub struct SharedState {
     height: Arc<AtomicU64>,
 }
 
+/// The governance state in a snapshot's data, if it holds one.
+pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
+    let key = StateKey::Gov.encode();
+    let pairs = decode_pairs(data).ok()?;
+    let (_, value) = pairs.into_iter().find(|(k, _)| **k == *key)?;
+    crate::codec::decode(value).ok()
+}
+
 /// Snapshots a state machine built and installed since the node started.
 #[derive(Default)]
 pub struct SnapshotCounts {
@@ -84,6 +92,20 @@ impl SharedState {
             stored: &self.state,
             writer: &self.writer,
         }
+    }
+
+    /// The applied state as a snapshot's data, with the last applied log
+    /// id and membership it holds: one consistent point in time.
+    pub fn point_in_time(
+        &self,
+    ) -> Result<(Vec<u8>, Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.read();
+        self.writer.caught_up().map_err(read_err)?;
+        Ok((
+            encode_pairs(&self.state)?,
+            applied.last_applied,
+            applied.membership.clone(),
+        ))
     }
 }
 
@@ -210,15 +232,7 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, membership) = {
-            let applied = self.state.read();
-            self.state.writer.caught_up().map_err(read_err)?;
-            (
-                encode_pairs(&self.store.state)?,
-                applied.last_applied,
-                applied.membership.clone(),
-            )
-        };
+        let (data, last_applied, membership) = self.state.point_in_time()?;
         self.snapshots_built += 1;
         (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
