@@ -398,3 +398,146 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
     })
     .await;
 }
+
+/// Issues node `id` of `org` a certificate with our script.
+fn issue_node(c: &Cluster, org: &str, id: u64) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let pki = c.layout.dir.join("pki");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .args([
+            "--dir",
+            pki.to_str().unwrap(),
+            "--org",
+            org,
+            "--role",
+            "node",
+        ])
+        .args(["--name", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The leader is SIGKILLed while node 4 is a learner that cannot catch up
+/// (it is not started yet): the next leader makes it a voter once it runs.
+/// Then the leader's own node is removed while writes flow through another
+/// node: they fail for a while at most, and every acknowledged one is on
+/// every remaining node.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000_000).await;
+    issue_node(&c, "org1", 4);
+    let ports = alliance::demo::free_ports(2).unwrap();
+    let pki = c.layout.dir.join("pki");
+    let cert = std::fs::read_to_string(pki.join("org1/node-4.crt")).unwrap();
+    let action = json!({"add_node": {"id": 4, "org": "org1", "api_addr": ports[0].to_string(),
+        "raft_addr": ports[1].to_string(), "cert": cert}});
+    let added = pass(&c, action).await["id"].as_u64().unwrap();
+    eventually("node 4 to be a learner", || async {
+        let status = c.status(1).await?;
+        status["learners"]
+            .as_array()?
+            .contains(&json!(4))
+            .then_some(())
+    })
+    .await;
+
+    // The leader dies between the learner and voter steps.
+    let leader = c.wait_for_leader().await;
+    c.kill(leader);
+    c.restart(leader);
+    let dir = tempfile::tempdir().unwrap();
+    let join = dir.path().join("join4.json");
+    let bundle = admin(&c, 1, 1).join_bundle(added).await.unwrap().unwrap();
+    std::fs::write(&join, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let node4 = alliance::demo::DemoNode {
+        id: 4,
+        org: "org1".into(),
+        api_url: format!("https://{}", ports[0]),
+        peer_url: format!("https://{}", ports[1]),
+        public_url: String::new(),
+        ops_url: String::new(),
+        config: joining_config(&c, dir.path(), 4, "org1", &join),
+        data_dir: dir.path().join("node4-data"),
+        log: dir.path().join("node4.log"),
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
+    let _node4 = Extra(alliance::demo::spawn_node(exe, &node4).unwrap());
+    eventually("node 4 to be a voter", || async {
+        let status = c.status(1).await?;
+        (status["voters"] == json!([1, 2, 3, 4])).then_some(())
+    })
+    .await;
+
+    // The leader's own node is removed while writes flow through another.
+    let leader = c.wait_for_leader().await;
+    let via = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flowing = {
+        let (app, stop) = (c.app(1, via), stop.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0u32);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("org1.during-{i}");
+                i += 1;
+                match app.transfer(&id, "org1.ops", "org2.ops", 1).await {
+                    Ok(r) if r.is_success() => acked.push(id),
+                    _ => failed += 1,
+                }
+            }
+            (acked, failed)
+        })
+    };
+    let org = leader as usize;
+    let removal = propose(&c, org, json!({"remove_node": {"id": leader}})).await["id"]
+        .as_u64()
+        .unwrap();
+    let voters: Vec<usize> = (1..=3).filter(|o| *o != org).collect();
+    vote(&c, org, leader, removal, true).await;
+    let r = vote(&c, voters[0], voters[0] as u64, removal, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let mut remaining: Vec<u64> = vec![1, 2, 3, 4];
+    remaining.retain(|id| *id != leader);
+    eventually("the leader's node to leave Raft", || async {
+        let status = c.status(via).await?;
+        (status["voters"] == json!(remaining)).then_some(())
+    })
+    .await;
+    // Writes go on after it.
+    transfer_until_ok(
+        &c.app(1, via),
+        "org1.after-removal",
+        "org1.ops",
+        "org2.ops",
+        1,
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = flowing.await.unwrap();
+    eprintln!(
+        "writes during the removal: {} acknowledged, {failed} failed",
+        acked.len()
+    );
+    assert!(!acked.is_empty());
+    let app1_at4 = c
+        .layout
+        .client_at("org1", "app", &node4.api_url, REQUEST_TIMEOUT)
+        .unwrap();
+    for id in &acked {
+        for (node, client) in [(via, c.app(1, via)), (4, app1_at4.clone())] {
+            let found = eventually(&format!("{id} on node {node}"), || async {
+                let r = client.get_transfer(id).await.ok()?;
+                r.is_success().then_some(r.body)
+            })
+            .await;
+            assert_eq!(found["amount"], "1");
+        }
+    }
+}
