@@ -31,26 +31,7 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     let mut c = Cluster::start().await;
     c.seed(1_000_000).await;
     let org4 = NewOrg::make(&c, "org4");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
-    let pki = c.layout.dir.join("pki");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .args([
-            "--dir",
-            pki.to_str().unwrap(),
-            "--org",
-            "org4",
-            "--role",
-            "node",
-        ])
-        .args(["--name", "4", "--host", "127.0.0.1", "--host", "localhost"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    issue_node(&c, "org4", 4);
     let pem = std::fs::read_to_string(&org4.ca).unwrap();
     pass(&c, json!({"add_org": {"name": "org4", "ca_certs": [pem]}})).await;
     let admin4 = org4.client(&c, "admin", 1);
@@ -290,22 +271,8 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
     );
 
     // Node 5 replaces it: voted in, restored from the backup, started.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    issue_node(&c, "org3", 5);
     let pki = c.layout.dir.join("pki");
-    let issued = std::process::Command::new("sh")
-        .arg(script)
-        .args([
-            "--dir",
-            pki.to_str().unwrap(),
-            "--org",
-            "org3",
-            "--role",
-            "node",
-        ])
-        .args(["--name", "5"])
-        .output()
-        .unwrap();
-    assert!(issued.status.success());
     let ports = alliance::demo::free_ports(2).unwrap();
     let cert = std::fs::read_to_string(pki.join("org3/node-5.crt")).unwrap();
     let action = json!({"add_node": {"id": 5, "org": "org3", "api_addr": ports[0].to_string(),
