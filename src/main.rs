@@ -361,9 +361,9 @@ enum ProposeCmd {
         #[arg(long)]
         cert: PathBuf,
     },
-    /// Remove a node: the leader removes it from Raft once every node
-    /// added meanwhile votes (to replace a node, add the new one first);
-    /// its id is never reused.
+    /// Remove a node: the leader removes it from Raft while more than
+    /// three voters remain (to replace a node, add the new one first); its
+    /// id is never reused.
     RemoveNode {
         id: u64,
     },

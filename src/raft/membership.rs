@@ -3,10 +3,12 @@
 //!
 //! A node added by vote joins as a learner (it catches up by snapshot and
 //! log) and becomes a voter once it is within [`LEARNER_LAG_MAX`] entries of
-//! the log's end. Removals wait until every added node votes, so that a
-//! replacement (add the new node, remove the old one) never leaves fewer
-//! voters than before. A joint configuration left by a leader that crashed
-//! mid-change is finished first. Every node tells its [`Trust`] which nodes
+//! the log's end. A removal waits while an added node is catching up, and a
+//! voter is removed only while more than [`NODES_MIN`] remain: a
+//! replacement (add the new node, remove the old one) removes the old node
+//! once the new one votes, and a node that was added but never started
+//! blocks nothing (the old one then stays a voter). A joint configuration
+//! left by a leader that crashed mid-change is finished first. Every node tells its [`Trust`] which nodes
 //! Raft still has, so that a removed node's peer traffic is refused only
 //! once Raft has removed it.
 
@@ -19,6 +21,7 @@ use openraft::{BasicNode, ChangeMembers};
 use super::Raft;
 use crate::config::NodeId;
 use crate::identity::Trust;
+use crate::ledger::gov::NODES_MIN;
 
 /// How often Raft's membership is compared with the registry.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -62,11 +65,18 @@ pub fn next_change(v: &View<'_>) -> Option<Change> {
         if !v.learners.contains(id) {
             return Some(Change::AddLearner(*id, addr.clone()));
         }
-        let caught_up = (v.matched.get(id)).is_some_and(|m| m + LEARNER_LAG_MAX >= v.last_index);
-        return caught_up.then_some(Change::Promote(*id));
+        match v.matched.get(id) {
+            Some(m) if m + LEARNER_LAG_MAX >= v.last_index => return Some(Change::Promote(*id)),
+            // Catching up: removals wait for it.
+            Some(_) => return None,
+            // Never reached (not started yet): it blocks nothing.
+            None => {}
+        }
     }
-    if let Some(id) = voters.iter().find(|id| !v.registry.contains_key(id)) {
-        return Some(Change::RemoveVoter(*id));
+    if voters.len() > NODES_MIN {
+        if let Some(id) = voters.iter().find(|id| !v.registry.contains_key(id)) {
+            return Some(Change::RemoveVoter(*id));
+        }
     }
     (v.learners.iter())
         .find(|id| !v.registry.contains_key(id))
@@ -172,7 +182,9 @@ mod tests {
     fn a_removal_waits_for_the_replacement_to_vote() {
         let (joint, mut v) = view(&[1, 2, 3], &[4], &[2, 3, 4]);
         v.joint = &joint;
-        assert_eq!(next_change(&v), None, "4 has not caught up");
+        assert_eq!(next_change(&v), None, "4 is not started: 1 stays a voter");
+        v.matched.insert(4, 10);
+        assert_eq!(next_change(&v), None, "4 is catching up");
         v.matched.insert(4, 1_000);
         assert_eq!(next_change(&v), Some(Change::Promote(4)));
         let (joint, mut v) = view(&[1, 2, 3, 4], &[], &[2, 3, 4]);
@@ -181,6 +193,10 @@ mod tests {
         let (joint, mut v) = view(&[2, 3, 4], &[5], &[2, 3, 4]);
         v.joint = &joint;
         assert_eq!(next_change(&v), Some(Change::RemoveLearner(5)));
+        // A node added but never started blocks no other removal.
+        let (joint, mut v) = view(&[1, 2, 3, 4], &[6], &[2, 3, 4, 6]);
+        v.joint = &joint;
+        assert_eq!(next_change(&v), Some(Change::RemoveVoter(1)));
         let (joint, mut v) = view(&[2, 3, 4], &[], &[2, 3, 4]);
         v.joint = &joint;
         assert_eq!(next_change(&v), None);
