@@ -377,3 +377,28 @@ pub fn run_cli<S: AsRef<std::ffi::OsStr>>(
     );
     (out.status.code(), text)
 }
+
+/// Issues node `id` of `org` a certificate with our script, under the
+/// consortium's `pki`; the certificate (PEM).
+pub fn issue_node_cert(pki: &Path, org: &str, id: u64) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
+    let out = std::process::Command::new("sh")
+        .arg(script)
+        .args([
+            "--dir",
+            pki.to_str().unwrap(),
+            "--org",
+            org,
+            "--role",
+            "node",
+        ])
+        .args(["--name", &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(pki.join(org).join(format!("node-{id}.crt"))).unwrap()
+}

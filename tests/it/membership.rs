@@ -368,26 +368,7 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
 
 /// Issues node `id` of `org` a certificate with our script.
 fn issue_node(c: &Cluster, org: &str, id: u64) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
-    let pki = c.layout.dir.join("pki");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .args([
-            "--dir",
-            pki.to_str().unwrap(),
-            "--org",
-            org,
-            "--role",
-            "node",
-        ])
-        .args(["--name", &id.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::harness::issue_node_cert(&c.layout.dir.join("pki"), org, id);
 }
 
 /// The leader is SIGKILLed while node 4 is a learner that cannot catch up

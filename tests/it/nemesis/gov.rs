@@ -1,9 +1,13 @@
-//! Governance under faults: one worker proposes policy changes and has
-//! every organization's admin approve them, through any node, retrying as
-//! a real admin would. The checker then holds every replica to what the
-//! admins were told: each proposal decided at most once, at the same
-//! height, with the same outcome and ballots on every replica, and every
-//! acknowledged ballot and outcome present.
+//! Governance under faults: one worker proposes policy changes, node
+//! additions and node removals, and has every organization's admin approve
+//! them, through any node, retrying as a real admin would. The nodes it
+//! adds are never started: the leader adds each to Raft as a learner it
+//! cannot reach (which must block nothing) and removes it again with the
+//! removal. The checker then holds every replica to what the admins were
+//! told: each proposal decided at most once, at the same height, with the
+//! same outcome and ballots on every replica, and every acknowledged
+//! ballot and outcome present; and Raft's membership converges to the
+//! registry's nodes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +62,15 @@ impl GovHistory {
 pub struct GovWorker {
     admins: Vec<(String, Vec<ApiClient>)>,
     rng: Rng,
+    /// Where the organizations' CAs are, to issue node certificates.
+    pki: std::path::PathBuf,
+    /// Nodes this worker added (it knows the addition executed) and has
+    /// not proposed to remove.
+    added: Vec<u64>,
 }
+
+/// The first id of the nodes the worker adds.
+const FIRST_ADDED_NODE: u64 = 100;
 
 impl GovWorker {
     pub fn new(c: &Cluster, seed: u64) -> Self {
@@ -74,6 +86,36 @@ impl GovWorker {
         Self {
             admins,
             rng: Rng::new(seed ^ 0x6f76),
+            pki: c.layout.dir.join("pki"),
+            added: Vec::new(),
+        }
+    }
+
+    /// The next action: a policy change, a node addition (a node that is
+    /// never started) or the removal of a node this worker added.
+    async fn action(&mut self, n: u64) -> (Value, Option<u64>) {
+        match n % 3 {
+            1 => {
+                let id = FIRST_ADDED_NODE + n;
+                let org = format!("org{}", 1 + self.rng.below(self.admins.len() as u64));
+                let cert = issue_node_cert(self.pki.clone(), org.clone(), id).await;
+                let port = 20_000 + 2 * n;
+                let action = json!({"add_node": {"id": id, "org": org,
+                    "api_addr": format!("127.0.0.1:{port}"),
+                    "raft_addr": format!("127.0.0.1:{}", port + 1), "cert": cert}});
+                (action, Some(id))
+            }
+            2 if !self.added.is_empty() => {
+                let id = self.added.remove(0);
+                (json!({"remove_node": {"id": id}}), None)
+            }
+            // Each proposal sets a time to live of its own, so the
+            // registry shows which one executed last.
+            _ => (
+                json!({"set_policy": {"threshold": "majority",
+                                       "proposal_ttl_ms": 3_600_000 + n}}),
+                None,
+            ),
         }
     }
 
@@ -82,10 +124,7 @@ impl GovWorker {
         while !stop.load(Ordering::SeqCst) {
             n += 1;
             let proposer = self.rng.below(self.admins.len() as u64) as usize;
-            // Each proposal sets a time to live of its own, so the
-            // registry shows which one executed last.
-            let action = json!({"set_policy": {"threshold": "majority",
-                                                "proposal_ttl_ms": 3_600_000 + n}});
+            let (action, adds) = self.action(n).await;
             let Some(id) = self.propose(proposer, &action, &history, &stop).await else {
                 continue;
             };
@@ -94,6 +133,12 @@ impl GovWorker {
                     break;
                 }
                 self.vote(voter, id, &history, &stop).await;
+            }
+            let executed = (history.lock().unwrap().proposals.get(&id))
+                .and_then(|op| op.decided.clone())
+                .is_some_and(|(state, _)| state == "executed");
+            if let (Some(node), true) = (adds, executed) {
+                self.added.push(node);
             }
         }
     }
@@ -171,6 +216,13 @@ impl GovWorker {
     }
 }
 
+/// A node certificate for node `id` of `org`, issued by our script.
+async fn issue_node_cert(pki: std::path::PathBuf, org: String, id: u64) -> String {
+    tokio::task::spawn_blocking(move || crate::harness::issue_node_cert(&pki, &org, id))
+        .await
+        .unwrap()
+}
+
 /// Every proposal on one replica, read from its own state: id → the
 /// proposal without `as_of`.
 async fn proposals(c: &Cluster, node: u64) -> BTreeMap<u64, Value> {
@@ -194,8 +246,41 @@ async fn proposals(c: &Cluster, node: u64) -> BTreeMap<u64, Value> {
     }
 }
 
+/// Raft's membership converges to the registry: the genesis nodes vote,
+/// and every node the registry added (never started) is a learner until
+/// removed.
+async fn check_membership(c: &Cluster, report: &mut Report) {
+    let admin = c.client("org1", "admin", 1);
+    let converged = tokio::time::timeout(crate::harness::DEADLINE, async {
+        loop {
+            let registry = admin.call(Method::GET, "/v1/gov/registry", None).await;
+            let status = c.status(1).await;
+            if let (Ok(r), Some(s)) = (registry, status) {
+                let nodes = r.body["nodes"].as_object().cloned().unwrap_or_default();
+                let mut current: Vec<u64> = (nodes.iter())
+                    .filter(|(_, n)| n["removed"] == false)
+                    .filter_map(|(id, _)| id.parse().ok())
+                    .filter(|id| *id >= FIRST_ADDED_NODE)
+                    .collect();
+                current.sort_unstable();
+                if s["voters"] == json!([1, 2, 3]) && s["learners"] == json!(current) {
+                    return;
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    })
+    .await;
+    report.check(
+        "membership: Raft's voters and learners converge to the registry's nodes",
+        converged.is_ok(),
+        || "the leader's membership never matched the registry".into(),
+    );
+}
+
 /// Holds every replica to the governance history.
 pub async fn check(c: &Cluster, history: &GovHistory, report: &mut Report) {
+    check_membership(c, report).await;
     let mut replicas = Vec::new();
     for node in c.ids() {
         replicas.push((node, proposals(c, node).await));
