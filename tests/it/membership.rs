@@ -182,6 +182,34 @@ fn alliance(args: &[&std::ffi::OsStr]) -> (bool, String) {
     (code == Some(0), text)
 }
 
+/// Node `id` of `org` as added by vote, at `ports` (API, Raft), with its
+/// config at `config` and its data and log in `dir`.
+fn joined_node(
+    dir: &std::path::Path,
+    id: u64,
+    org: &str,
+    ports: &[std::net::SocketAddr],
+    config: std::path::PathBuf,
+) -> alliance::demo::DemoNode {
+    alliance::demo::DemoNode {
+        id,
+        org: org.into(),
+        api_url: format!("https://{}", ports[0]),
+        peer_url: format!("https://{}", ports[1]),
+        public_url: String::new(),
+        ops_url: String::new(),
+        config,
+        data_dir: dir.join(format!("node{id}-data")),
+        log: dir.join(format!("node{id}.log")),
+    }
+}
+
+/// Starts a node process, killed when the guard is dropped.
+fn start(node: &alliance::demo::DemoNode) -> Extra {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
+    Extra(alliance::demo::spawn_node(exe, node).unwrap())
+}
+
 /// Writes a config for a node added by vote, in `dir`.
 fn joining_config(
     c: &Cluster,
@@ -311,19 +339,8 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
         config5.as_os_str(),
     ]);
     assert!(!twice && text.contains("not empty"), "{text}");
-    let node5 = alliance::demo::DemoNode {
-        id: 5,
-        org: "org3".into(),
-        api_url: format!("https://{}", ports[0]),
-        peer_url: format!("https://{}", ports[1]),
-        public_url: String::new(),
-        ops_url: String::new(),
-        config: config5,
-        data_dir: dir.path().join("node5-data"),
-        log: dir.path().join("node5.log"),
-    };
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
-    let _node5 = Extra(alliance::demo::spawn_node(exe, &node5).unwrap());
+    let node5 = joined_node(dir.path(), 5, "org3", &ports, config5);
+    let _node5 = start(&node5);
     eventually("node 5 to be a voter", || async {
         let status = c.status(1).await?;
         status["voters"]
@@ -404,19 +421,14 @@ async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
     let join = dir.path().join("join4.json");
     let bundle = admin(&c, 1, 1).join_bundle(added).await.unwrap().unwrap();
     std::fs::write(&join, serde_json::to_vec(&bundle).unwrap()).unwrap();
-    let node4 = alliance::demo::DemoNode {
-        id: 4,
-        org: "org1".into(),
-        api_url: format!("https://{}", ports[0]),
-        peer_url: format!("https://{}", ports[1]),
-        public_url: String::new(),
-        ops_url: String::new(),
-        config: joining_config(&c, dir.path(), 4, "org1", &join),
-        data_dir: dir.path().join("node4-data"),
-        log: dir.path().join("node4.log"),
-    };
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_alliance"));
-    let _node4 = Extra(alliance::demo::spawn_node(exe, &node4).unwrap());
+    let node4 = joined_node(
+        dir.path(),
+        4,
+        "org1",
+        &ports,
+        joining_config(&c, dir.path(), 4, "org1", &join),
+    );
+    let _node4 = start(&node4);
     eventually("node 4 to be a voter", || async {
         let status = c.status(1).await?;
         (status["voters"] == json!([1, 2, 3, 4])).then_some(())
@@ -488,4 +500,87 @@ async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
             assert_eq!(found["amount"], "1");
         }
     }
+}
+
+/// A joint configuration in flight when the leader dies: with both
+/// followers frozen (SIGSTOP), the leader promotes node 4, which receives
+/// the joint configuration that cannot commit; the leader is SIGKILLed and
+/// the followers resume. Whoever leads next, the cluster converges to
+/// voters 1, 2, 3 and 4.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joint_configuration_left_by_a_dead_leader_is_finished() {
+    let mut c = Cluster::start().await;
+    c.seed(1_000).await;
+    issue_node(&c, "org1", 4);
+    let ports = alliance::demo::free_ports(2).unwrap();
+    let pki = c.layout.dir.join("pki");
+    let cert = std::fs::read_to_string(pki.join("org1/node-4.crt")).unwrap();
+    let action = json!({"add_node": {"id": 4, "org": "org1", "api_addr": ports[0].to_string(),
+        "raft_addr": ports[1].to_string(), "cert": cert}});
+    let added = pass(&c, action).await["id"].as_u64().unwrap();
+    let leader = c.wait_for_leader().await;
+    eventually("node 4 to be a learner", || async {
+        let status = c.status(leader).await?;
+        status["learners"]
+            .as_array()?
+            .contains(&json!(4))
+            .then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let join = dir.path().join("join4.json");
+    let bundle = admin(&c, 1, leader)
+        .join_bundle(added)
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::write(&join, serde_json::to_vec(&bundle).unwrap()).unwrap();
+
+    // The followers freeze; node 4 starts and catches up from the leader,
+    // which promotes it: a joint configuration that cannot commit.
+    let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    for f in &followers {
+        c.pause(*f);
+    }
+    let node4 = joined_node(
+        dir.path(),
+        4,
+        "org1",
+        &ports,
+        joining_config(&c, dir.path(), 4, "org1", &join),
+    );
+    let _node4 = start(&node4);
+    let app1_at4 = c
+        .layout
+        .client_at("org1", "app", &node4.api_url, REQUEST_TIMEOUT)
+        .unwrap();
+    eventually("node 4 to hold the joint configuration", || async {
+        let status = app1_at4.cluster().await.ok()?.body;
+        status["voters"]
+            .as_array()?
+            .contains(&json!(4))
+            .then_some(())
+    })
+    .await;
+    let at_leader = c.status(leader).await.unwrap();
+    assert!(
+        at_leader["commit_index"].as_u64() < at_leader["last_log_index"].as_u64(),
+        "the joint configuration must not have committed: {at_leader}"
+    );
+
+    // The leader dies with it in flight; the followers resume.
+    c.kill(leader);
+    for f in &followers {
+        c.resume(*f);
+    }
+    c.restart(leader);
+    for node in c.ids() {
+        eventually(&format!("node {node} to see voters 1, 2, 3, 4"), || async {
+            let status = c.status(node).await?;
+            (status["voters"] == json!([1, 2, 3, 4]) && status["learners"] == json!([]))
+                .then_some(())
+        })
+        .await;
+    }
+    transfer_until_ok(&c.app(1, 1), "org1.after-joint", "org1.ops", "org2.ops", 1).await;
 }
