@@ -387,7 +387,9 @@ impl ApiClient {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let Some(node) = shown["action"]["add_node"]["id"].as_u64() else {
+        let action = &shown["action"];
+        let added = action["add_node"]["id"].as_u64();
+        let Some(node) = added.or(action["replace_node"]["new"]["id"].as_u64()) else {
             return Ok(Err(format!(
                 "proposal {proposal} does not add a node: {}",
                 shown["action"]

@@ -349,17 +349,19 @@ enum ProposeCmd {
     AddNode {
         /// Its id: never used before, the CN of its certificate.
         id: u64,
-        #[arg(long)]
-        org: String,
-        /// Where apps reach it, HOST:PORT.
-        #[arg(long)]
-        api: String,
-        /// Where its peers reach it, HOST:PORT.
-        #[arg(long)]
-        raft: String,
-        /// Its node certificate (PEM): the registry pins its public key.
-        #[arg(long)]
-        cert: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Replace node OLD by a new node in one vote: the new node joins, and
+    /// the leader removes OLD from Raft once the new one votes.
+    ReplaceNode {
+        /// The node it replaces.
+        old: u64,
+        /// The new node's id: never used before, the CN of its certificate.
+        #[arg(long = "id")]
+        id: u64,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Remove a node: the leader removes it from Raft while more than
     /// three voters remain (to replace a node, add the new one first); its
@@ -376,6 +378,35 @@ enum ProposeCmd {
         #[arg(long, default_value_t = 168)]
         ttl_hours: u64,
     },
+}
+
+/// Where a new node is and what it presents.
+#[derive(Args)]
+struct NodeArgs {
+    /// Its organization (a member).
+    #[arg(long)]
+    org: String,
+    /// Where apps reach it, HOST:PORT.
+    #[arg(long)]
+    api: String,
+    /// Where its peers reach it, HOST:PORT.
+    #[arg(long)]
+    raft: String,
+    /// Its node certificate (PEM): the registry pins its public key.
+    #[arg(long)]
+    cert: PathBuf,
+}
+
+impl NodeArgs {
+    /// The node as a proposal names it.
+    fn json(&self, id: u64) -> alliance::error::Result<serde_json::Value> {
+        let pem = alliance::config::read_bounded(&self.cert, 64 * 1024)?;
+        let pem = String::from_utf8_lossy(&pem).into_owned();
+        Ok(
+            serde_json::json!({"id": id, "org": self.org, "api_addr": self.api,
+            "raft_addr": self.raft, "cert": pem}),
+        )
+    }
 }
 
 /// A certificate, by its PEM file or by organization and serial.
@@ -711,17 +742,9 @@ async fn gov(
                 ProposeCmd::RemoveCa { org, sha256 } => {
                     json!({"remove_ca": {"org": org, "ca_sha256": sha256}})
                 }
-                ProposeCmd::AddNode {
-                    id,
-                    org,
-                    api,
-                    raft,
-                    cert,
-                } => {
-                    let pem = alliance::config::read_bounded(&cert, 64 * 1024)?;
-                    let pem = String::from_utf8_lossy(&pem).into_owned();
-                    json!({"add_node": {"id": id, "org": org, "api_addr": api,
-                        "raft_addr": raft, "cert": pem}})
+                ProposeCmd::AddNode { id, node } => json!({"add_node": node.json(id)?}),
+                ProposeCmd::ReplaceNode { old, id, node } => {
+                    json!({"replace_node": {"old": old, "new": node.json(id)?}})
                 }
                 ProposeCmd::Policy {
                     threshold,

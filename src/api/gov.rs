@@ -132,16 +132,71 @@ enum ActionBody {
         org: String,
         ca_sha256: String,
     },
-    AddNode {
-        id: u64,
-        org: String,
-        api_addr: String,
-        raft_addr: String,
-        cert: String,
-    },
+    AddNode(NewNodeBody),
     RemoveNode {
         id: u64,
     },
+    ReplaceNode {
+        old: u64,
+        new: NewNodeBody,
+    },
+}
+
+/// A node to add, as a proposal names it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNodeBody {
+    id: u64,
+    org: String,
+    api_addr: String,
+    raft_addr: String,
+    /// Its node certificate (PEM): the registry pins its public key.
+    cert: String,
+}
+
+impl NewNodeBody {
+    fn validate(self) -> Result<NewNode, ApiError> {
+        let Self {
+            id,
+            org: o,
+            api_addr,
+            raft_addr,
+            cert,
+        } = self;
+        let o = org(&o)?;
+        if id == 0 || id > i64::MAX as u64 {
+            return Err(invalid(
+                "invalid_node_id",
+                "a node id is an integer in 1..=9223372036854775807, the CN of its certificate",
+            ));
+        }
+        for (field, addr) in [("api_addr", &api_addr), ("raft_addr", &raft_addr)] {
+            HostPort::try_from(addr.clone()).map_err(|e| {
+                invalid(
+                    "invalid_node_addr",
+                    format!(
+                        "{field}: {e} (HOST:PORT, the host covered by the node certificate's SAN)"
+                    ),
+                )
+            })?;
+        }
+        if cert.len() > CA_CERT_PEM_BYTES_MAX {
+            return Err(invalid(
+                "invalid_node_cert",
+                format!("cert is longer than {CA_CERT_PEM_BYTES_MAX} bytes"),
+            ));
+        }
+        let key_sha256 = crate::identity::lapsed::node_cert_key(&cert, &o, id)
+            .map_err(|e| invalid("invalid_node_cert", e))?;
+        Ok(NewNode {
+            id,
+            org: o,
+            api_addr,
+            raft_addr,
+            cert,
+            key_sha256,
+        })
+    }
 }
 
 /// Days a CA certificate proposed for a new organization must still be
@@ -276,46 +331,11 @@ impl ActionBody {
                     ca_sha256,
                 }
             }
-            Self::AddNode {
-                id,
-                org: o,
-                api_addr,
-                raft_addr,
-                cert,
-            } => {
-                let o = org(&o)?;
-                if id == 0 || id > i64::MAX as u64 {
-                    return Err(invalid(
-                        "invalid_node_id",
-                        "a node id is an integer in 1..=9223372036854775807, the CN of its \
-                         certificate",
-                    ));
-                }
-                for (field, addr) in [("api_addr", &api_addr), ("raft_addr", &raft_addr)] {
-                    HostPort::try_from(addr.clone()).map_err(|e| {
-                        invalid(
-                            "invalid_node_addr",
-                            format!("{field}: {e} (HOST:PORT, the host covered by the node certificate's SAN)"),
-                        )
-                    })?;
-                }
-                if cert.len() > CA_CERT_PEM_BYTES_MAX {
-                    return Err(invalid(
-                        "invalid_node_cert",
-                        format!("cert is longer than {CA_CERT_PEM_BYTES_MAX} bytes"),
-                    ));
-                }
-                let key_sha256 = crate::identity::lapsed::node_cert_key(&cert, &o, id)
-                    .map_err(|e| invalid("invalid_node_cert", e))?;
-                Action::AddNode(Box::new(NewNode {
-                    id,
-                    org: o,
-                    api_addr,
-                    raft_addr,
-                    cert,
-                    key_sha256,
-                }))
-            }
+            Self::AddNode(node) => Action::AddNode(Box::new(node.validate()?)),
+            Self::ReplaceNode { old, new } => Action::ReplaceNode {
+                old,
+                new: Box::new(new.validate()?),
+            },
             Self::RemoveNode { id } => Action::RemoveNode { id },
         })
     }

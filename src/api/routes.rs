@@ -97,8 +97,9 @@ async fn write(
     }
     match &command {
         Command::Propose(Action::AddOrg { ca_certs, .. }) => super::gov::ensure_lasting(ca_certs)?,
-        Command::Propose(Action::AddNode(node)) => {
-            super::gov::ensure_lasting(std::slice::from_ref(&node.cert))?
+        Command::Propose(Action::AddNode(node) | Action::ReplaceNode { new: node, .. }) => {
+            super::gov::ensure_lasting(std::slice::from_ref(&node.cert))?;
+            svc.check_node_cert(node)?;
         }
         Command::Propose(Action::AddCa { ca_cert, .. }) => {
             super::gov::ensure_lasting(std::slice::from_ref(ca_cert))?

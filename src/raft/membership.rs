@@ -4,7 +4,8 @@
 //! A node added by vote joins as a learner (it catches up by snapshot and
 //! log) and becomes a voter once it is within [`LEARNER_LAG_MAX`] entries of
 //! the log's end. A removal waits while an added node is catching up, and a
-//! voter is removed only while more than [`NODES_MIN`] remain: a
+//! voter is removed only while more than [`NODES_MIN`] remain (or than the
+//! registry has nodes, in a smaller consortium): a
 //! replacement (add the new node, remove the old one) removes the old node
 //! once the new one votes, and a node that was added but never started
 //! blocks nothing (the old one then stays a voter). A joint configuration
@@ -73,7 +74,8 @@ pub fn next_change(v: &View<'_>) -> Option<Change> {
             None => {}
         }
     }
-    if voters.len() > NODES_MIN {
+    // Never fewer voters than three (or than the registry has nodes).
+    if voters.len() > NODES_MIN.min(v.registry.len()) {
         if let Some(id) = voters.iter().find(|id| !v.registry.contains_key(id)) {
             return Some(Change::RemoveVoter(*id));
         }

@@ -216,6 +216,35 @@ impl Service {
         }
     }
 
+    /// Whether a node proposed for the registry has a node certificate of
+    /// its organization's current CA, with its id (checked at the edge:
+    /// the members see the certificate before they vote).
+    pub fn check_node_cert(&self, node: &crate::ledger::gov::NewNode) -> Result<(), ApiError> {
+        let der = crate::identity::first_cert_der(node.cert.as_bytes()).unwrap_or_default();
+        let cert = rustls::pki_types::CertificateDer::from(der);
+        let issued = self.witness.trust().identify(std::slice::from_ref(&cert));
+        match issued {
+            Ok(p)
+                if p.org() == &node.org
+                    && p.role() == crate::ledger::Role::Node
+                    && p.name() == node.id.to_string() =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(crate::api::body::invalid(
+                "invalid_node_cert",
+                format!("cert is not node {}'s certificate of {}", node.id, node.org),
+            )),
+            Err(e) => Err(crate::api::body::invalid(
+                "invalid_node_cert",
+                format!(
+                    "cert: {e} (a node certificate of {}'s current CA)",
+                    node.org
+                ),
+            )),
+        }
+    }
+
     /// This node's applied state now, as a backup file's bytes (see
     /// [`crate::backup`]). The state lock is held while it is copied.
     pub fn backup(&self) -> crate::error::Result<Vec<u8>> {

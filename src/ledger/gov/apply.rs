@@ -162,44 +162,11 @@ impl Ledger {
                 };
                 ensure(policy.valid(), Rejection::InvalidAction)
             }
-            Action::AddNode(node) => {
-                let NewNode {
-                    id,
-                    org,
-                    api_addr,
-                    raft_addr,
-                    cert,
-                    key_sha256,
-                } = &**node;
-                self.gov.current(org)?;
-                let addrs = [api_addr, raft_addr];
-                ensure(
-                    *id != 0
-                        && addrs
-                            .iter()
-                            .all(|a| (1..=NODE_ADDR_BYTES_MAX).contains(&a.len()))
-                        && api_addr != raft_addr
-                        && cert.len() <= CA_CERT_PEM_BYTES_MAX
-                        && key_sha256.len() == 64
-                        && self.gov.nodes.len() < NODES_MAX,
-                    Rejection::InvalidAction,
-                )?;
-                let taken = |n: &NodeRecord| {
-                    !n.removed
-                        && addrs
-                            .iter()
-                            .any(|a| **a == n.api_addr || **a == n.raft_addr)
-                };
-                ensure(
-                    !self.gov.nodes.contains_key(id) && !self.gov.nodes.values().any(taken),
-                    Rejection::NodeExists,
-                )
-            }
-            Action::RemoveNode { id } => {
-                let node = self.gov.nodes.get(id).filter(|n| !n.removed);
-                ensure(node.is_some(), Rejection::NodeNotFound)?;
-                let left = self.gov.nodes.values().filter(|n| !n.removed).count() - 1;
-                ensure(left >= NODES_MIN, Rejection::TooFewNodes)
+            Action::AddNode(node) => self.check_new_node(node, None),
+            Action::RemoveNode { id } => self.check_removal(*id, 1),
+            Action::ReplaceNode { old, new } => {
+                self.check_removal(*old, 0)?;
+                self.check_new_node(new, Some(*old))
             }
         }
     }
@@ -394,37 +361,88 @@ impl Ledger {
                     proposal_ttl_ms: *proposal_ttl_ms,
                 }
             }
-            Action::AddNode(node) => {
-                let NewNode {
-                    id,
-                    org,
-                    api_addr,
-                    raft_addr,
-                    key_sha256,
-                    ..
-                } = &**node;
-                let record = NodeRecord {
-                    org: org.clone(),
-                    api_addr: api_addr.clone(),
-                    raft_addr: raft_addr.clone(),
-                    key_sha256: Some(key_sha256.clone()),
-                    removed: false,
-                    since_height: at.height,
-                };
-                self.gov.nodes.insert(*id, record);
-                let member = self.gov.orgs.get_mut(org).expect("checked to be a member");
-                member.nodes.insert(*id);
-            }
-            Action::RemoveNode { id } => {
-                let node = self.gov.nodes.get_mut(id).expect("checked to be a node");
-                node.removed = true;
-                node.since_height = at.height;
-                if let Some(member) = self.gov.orgs.get_mut(&node.org) {
-                    member.nodes.remove(id);
-                }
+            Action::AddNode(node) => self.add_node(at, node),
+            Action::RemoveNode { id } => self.remove_node(at, *id),
+            Action::ReplaceNode { old, new } => {
+                self.add_node(at, new);
+                self.remove_node(at, *old);
             }
         }
         Ok(())
+    }
+
+    /// Whether `node` may join the registry: `unknown_org`,
+    /// `invalid_action` (no id, an address or a certificate too long, the
+    /// registry full), `node_exists` (its id ever used, or an address of a
+    /// node other than `replaced`).
+    fn check_new_node(&self, node: &NewNode, replaced: Option<u64>) -> Result<(), Rejection> {
+        let NewNode {
+            id,
+            org,
+            api_addr,
+            raft_addr,
+            cert,
+            key_sha256,
+        } = node;
+        self.gov.current(org)?;
+        let addrs = [api_addr, raft_addr];
+        let fits = |a: &&String| (1..=NODE_ADDR_BYTES_MAX).contains(&a.len());
+        ensure(
+            *id != 0
+                && addrs.iter().all(fits)
+                && api_addr != raft_addr
+                && cert.len() <= CA_CERT_PEM_BYTES_MAX
+                && key_sha256.len() == 64
+                && self.gov.nodes.len() < NODES_MAX,
+            Rejection::InvalidAction,
+        )?;
+        let taken = |(n, r): (&u64, &NodeRecord)| {
+            !r.removed
+                && Some(*n) != replaced
+                && addrs
+                    .iter()
+                    .any(|a| **a == r.api_addr || **a == r.raft_addr)
+        };
+        ensure(
+            !self.gov.nodes.contains_key(id) && !self.gov.nodes.iter().any(taken),
+            Rejection::NodeExists,
+        )
+    }
+
+    /// Whether node `id` may leave the registry (`leaving` is 1, or 0 when
+    /// another joins in the same action): `node_not_found`,
+    /// `too_few_nodes`.
+    fn check_removal(&self, id: u64, leaving: usize) -> Result<(), Rejection> {
+        let node = self.gov.nodes.get(&id).filter(|n| !n.removed);
+        ensure(node.is_some(), Rejection::NodeNotFound)?;
+        let current = self.gov.nodes.values().filter(|n| !n.removed).count();
+        ensure(
+            leaving == 0 || current - leaving >= NODES_MIN,
+            Rejection::TooFewNodes,
+        )
+    }
+
+    fn add_node(&mut self, at: At<'_>, node: &NewNode) {
+        let record = NodeRecord {
+            org: node.org.clone(),
+            api_addr: node.api_addr.clone(),
+            raft_addr: node.raft_addr.clone(),
+            key_sha256: Some(node.key_sha256.clone()),
+            removed: false,
+            since_height: at.height,
+        };
+        self.gov.nodes.insert(node.id, record);
+        let member = (self.gov.orgs.get_mut(&node.org)).expect("checked to be a member");
+        member.nodes.insert(node.id);
+    }
+
+    fn remove_node(&mut self, at: At<'_>, id: u64) {
+        let node = self.gov.nodes.get_mut(&id).expect("checked to be a node");
+        node.removed = true;
+        node.since_height = at.height;
+        if let Some(member) = self.gov.orgs.get_mut(&node.org) {
+            member.nodes.remove(&id);
+        }
     }
 
     /// Removes organization `name` by proposal `id`: its accounts are

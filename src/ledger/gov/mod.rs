@@ -301,6 +301,12 @@ pub enum Action {
     RemoveNode {
         id: u64,
     },
+    /// Both at once: node `new` joins and node `old` leaves. The leader
+    /// removes `old` from Raft once `new` votes.
+    ReplaceNode {
+        old: u64,
+        new: Box<NewNode>,
+    },
 }
 
 /// A node an [`Action::AddNode`] adds.

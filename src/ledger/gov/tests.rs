@@ -723,3 +723,55 @@ fn a_node_is_added_once_under_a_new_id() {
     assert_eq!(g.propose("org1", remove(4)), Err(Rejection::NodeNotFound));
     assert_eq!(g.propose("org1", add(4, "n5")), Err(Rejection::NodeExists));
 }
+
+#[test]
+fn a_node_is_replaced_in_one_vote() {
+    let mut g = Gv::new(3);
+    for id in 1..=3 {
+        let record = NodeRecord {
+            org: org(&format!("org{id}")),
+            api_addr: format!("n{id}:1"),
+            raft_addr: format!("n{id}:2"),
+            key_sha256: None,
+            removed: false,
+            since_height: 0,
+        };
+        g.l.gov.nodes.insert(id, record);
+    }
+    let replace = |old: u64, id: u64, addr: &str| Action::ReplaceNode {
+        old,
+        new: Box::new(NewNode {
+            id,
+            org: org("org3"),
+            api_addr: format!("{addr}:1"),
+            raft_addr: format!("{addr}:2"),
+            cert: String::new(),
+            key_sha256: "cd".repeat(32),
+        }),
+    };
+    assert_eq!(
+        g.propose("org1", replace(9, 4, "n4")),
+        Err(Rejection::NodeNotFound)
+    );
+    assert_eq!(
+        g.propose("org1", replace(3, 2, "n4")),
+        Err(Rejection::NodeExists)
+    );
+    assert_eq!(
+        g.propose("org1", replace(3, 4, "n2")),
+        Err(Rejection::NodeExists)
+    );
+    // Three nodes stay three: allowed; the new node may take the old one's
+    // addresses (a node moved in place).
+    let p = g.propose("org1", replace(3, 4, "n3")).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org2", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    let gov = g.l.gov();
+    assert!(gov.node(3).unwrap().removed);
+    assert!(!gov.node(4).unwrap().removed);
+    let nodes = &gov.member(&org("org3")).unwrap().nodes;
+    assert_eq!(nodes.iter().copied().collect::<Vec<_>>(), vec![4]);
+}
