@@ -53,6 +53,19 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     let ports = alliance::demo::free_ports(2).unwrap();
     let (api, raft) = (ports[0].to_string(), ports[1].to_string());
     let cert = std::fs::read_to_string(org4.pki.join("node-4.crt")).unwrap();
+    // A member cannot propose a node of another organization, or under
+    // another id, with this certificate.
+    for (id, org) in [(4, "org2"), (7, "org4")] {
+        let wrong = json!({"add_node": {"id": id, "org": org, "api_addr": api,
+            "raft_addr": raft, "cert": cert}});
+        let r = admin(&c, 1, 1).propose(&wrong).await.unwrap();
+        assert_eq!(
+            (r.status, r.code()),
+            (400, Some("invalid_node_cert")),
+            "{}",
+            r.body
+        );
+    }
     let action = json!({"add_node": {"id": 4, "org": "org4", "api_addr": api,
         "raft_addr": raft, "cert": cert}});
     // Three of the four members now.
