@@ -393,7 +393,7 @@ impl Ledger {
                 && api_addr != raft_addr
                 && cert.len() <= CA_CERT_PEM_BYTES_MAX
                 && key_sha256.len() == 64
-                && self.gov.nodes.len() < NODES_MAX,
+                && self.gov.nodes.values().filter(|n| !n.removed).count() < NODES_MAX,
             Rejection::InvalidAction,
         )?;
         let taken = |(n, r): (&u64, &NodeRecord)| {

@@ -53,8 +53,9 @@ pub const CA_CERTS_MAX: usize = 4;
 pub const CA_CERT_PEM_BYTES_MAX: usize = 16 * 1024;
 /// Longest `host:port` of a node, in bytes (a DNS name is at most 253).
 pub const NODE_ADDR_BYTES_MAX: usize = 260;
-/// Nodes the registry may hold, removed ones included: Raft with more
-/// voters than this gains nothing.
+/// Nodes the registry may hold at once (removed ones are kept apart, so
+/// that their ids are never reused): Raft with more voters than this gains
+/// nothing.
 pub const NODES_MAX: usize = 64;
 /// Nodes a removal must leave: with fewer than three, one lost node stops
 /// the consortium.
