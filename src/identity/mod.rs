@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
@@ -907,9 +908,12 @@ pub fn load_identity(
         )));
     }
     let key_pem = read_bounded(&files.key, PEM_BYTES_MAX)?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| Error::Tls(format!("{}: {e}", files.key.display())))?
-        .ok_or_else(|| Error::Tls(format!("{}: no private key", files.key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            Error::Tls(format!("{}: no private key", files.key.display()))
+        }
+        e => Error::Tls(format!("{}: {e}", files.key.display())),
+    })?;
     let signing = provider()
         .key_provider
         .load_private_key(key.clone_key())
@@ -946,8 +950,10 @@ pub fn first_cert_der(pem: &[u8]) -> Option<Vec<u8>> {
         .map(|c| c.to_vec())
 }
 
-fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
-    rustls_pemfile::certs(&mut &pem[..]).collect()
+fn parse_certs(
+    pem: &[u8],
+) -> std::result::Result<Vec<CertificateDer<'static>>, rustls::pki_types::pem::Error> {
+    CertificateDer::pem_slice_iter(pem).collect()
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use super::{
 /// CA is named. PEM decoding only, no certificate parsing: the same on
 /// every replica.
 pub fn pem_sha256(pem: &str) -> Option<String> {
-    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next()?.ok()?;
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
     Some(hex::encode(Sha256::digest(der)))
 }
 
