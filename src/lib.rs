@@ -83,6 +83,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod identity;
+pub mod import;
 pub mod ledger;
 pub mod node;
 pub mod stats;

@@ -246,6 +246,33 @@ enum ClientCmd {
     Proof { id: String },
     /// A block header with its hash and leaf hashes.
     Block { height: u64 },
+    /// Post the transfers of a file in batches (JSON lines, or CSV with a
+    /// header: id, debit_account, credit_account, amount[, memo, asset]);
+    /// prints progress each second and a summary of refusals. Exit 0 if
+    /// none was refused, 1 if some were, 2 if the file is malformed (then
+    /// nothing is sent).
+    Import {
+        file: PathBuf,
+        /// Transfers per request (at most the node's batch_transfers_max).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// List accounts visible to you (owned or granted), a page at a time.
+    Accounts {
+        /// Where to go on: the previous page's `next_cursor`.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// List block headers, a page at a time.
+    Blocks {
+        /// Where to go on: the previous page's `next_cursor` (a height).
+        #[arg(long)]
+        cursor: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Governance: proposals, ballots, revocations, the registry (admins
     /// write; every member reads).
     #[command(subcommand)]
@@ -879,6 +906,35 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
                 None,
             )
             .await
+        }
+        ClientCmd::Import { file, batch } => {
+            let items = match alliance::import::read(&file) {
+                Ok(items) => items,
+                Err(why) => {
+                    eprintln!("alliance: {why} (nothing was sent)");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let summary = match alliance::import::post(&api, &items, batch).await {
+                Ok(s) => s,
+                Err(why) => {
+                    eprintln!("alliance: {why}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+            println!("{text}");
+            return Ok(ExitCode::from(u8::from(summary.refused > 0)));
+        }
+        ClientCmd::Accounts { cursor, limit } => {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let path = format!("/v1/accounts?limit={limit}{cursor}");
+            api.call(reqwest::Method::GET, &path, None).await
+        }
+        ClientCmd::Blocks { cursor, limit } => {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let path = format!("/v1/blocks?limit={limit}{cursor}");
+            api.call(reqwest::Method::GET, &path, None).await
         }
         ClientCmd::Block { height } => {
             api.call(reqwest::Method::GET, &format!("/v1/blocks/{height}"), None)

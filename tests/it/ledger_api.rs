@@ -315,3 +315,60 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
         Some("1101")
     );
 }
+
+/// `alliance client import` posts a CSV file in batches: a refused line is
+/// counted with its line and code, a second run changes nothing (ids make
+/// it idempotent), and a malformed file sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_posts_a_file_in_batches_and_counts_refusals() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("pay.csv");
+    let mut text = String::from("id,debit_account,credit_account,amount,memo\n");
+    for i in 0..25 {
+        text.push_str(&format!(
+            "org1.imp-{i},org1.ops,org2.ops,2,\"batch {i}, May\"\n"
+        ));
+    }
+    text.push_str("org1.imp-big,org1.ops,org2.ops,5000,too much\n");
+    std::fs::write(&csv, text).unwrap();
+    let config = c.layout.dir.join("clients/org1-app.toml");
+    let import = |file: &std::path::Path| {
+        crate::harness::run_cli([
+            "client".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "import".as_ref(),
+            file.as_os_str(),
+            "--batch".as_ref(),
+            "10".as_ref(),
+        ])
+    };
+    let balance = || async { c.balance(2, 1, "org2.ops", false).await };
+    for run in 0..2 {
+        let (code, text) = import(&csv);
+        assert_eq!(code, Some(1), "one refused: {text}");
+        let start = text.find('{').unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&text[start..]).unwrap();
+        assert_eq!(summary["transfers"], 26, "run {run}: {summary}");
+        assert_eq!(summary["applied"], 25, "run {run}: {summary}");
+        assert_eq!(summary["refused_by_code"], json!({"insufficient_funds": 1}));
+        assert_eq!(summary["refused_first"][0]["line"], 27);
+        assert_eq!(balance().await.as_deref(), Some("50"), "run {run}");
+    }
+    let r = ok(c.app(1, 1).get_transfer("org1.imp-3").await);
+    assert_eq!(r.body["memo"], "batch 3, May");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "id,debit_account,credit_account,amount\norg1.bad-1,org1.ops,org2.ops,1\norg1.bad-2,org1.ops\n",
+    )
+    .unwrap();
+    let (code, text) = import(&bad);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("bad.csv:3: 2 fields"), "{text}");
+    assert_eq!(balance().await.as_deref(), Some("50"), "nothing was sent");
+    let missing = c.app(1, 1).get_transfer("org1.bad-1").await.unwrap();
+    assert_eq!(missing.status, 404);
+}

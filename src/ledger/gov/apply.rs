@@ -19,7 +19,9 @@ use super::{
 /// every replica.
 pub fn pem_sha256(pem: &str) -> Option<String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     Some(hex::encode(Sha256::digest(der)))
 }
 
