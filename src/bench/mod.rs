@@ -135,6 +135,8 @@ struct Load {
     measure_from: Instant,
     end: Instant,
     budget: Budget,
+    /// Transfers acknowledged so far, for the progress line.
+    acked: AtomicU64,
 }
 
 pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
@@ -165,7 +167,9 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         measure_from,
         end: measure_from + opts.duration,
         budget: Budget(opts.transfers.map(AtomicU64::new)),
+        acked: AtomicU64::new(0),
     });
+    let progress = tokio::spawn(progress(load.clone(), start));
     let mut tasks = Vec::new();
     for c in 0..opts.clients {
         // The node vouches for its own organization's callers: they need
@@ -179,6 +183,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     for t in tasks {
         all.merge(t.await.map_err(|e| Error::Other(e.to_string()))?);
     }
+    progress.abort();
     // A budget can end the run before its duration: rate over the part of
     // the measured window that had load.
     let window = Instant::now()
@@ -278,6 +283,7 @@ async fn send_until_answered(
         let measured = sent >= load.measure_from && sent < load.end;
         match r {
             Ok(r) if r.is_success() => {
+                load.acked.fetch_add(n, Ordering::Relaxed);
                 tally.ack(n, ok_items(&r), measured.then(|| sent.elapsed()));
                 return;
             }
@@ -295,6 +301,29 @@ async fn send_until_answered(
                 pause = (pause * 2).min(RETRY_PAUSE_MAX);
             }
         }
+    }
+}
+
+/// Prints, each second on standard error, the transfers acknowledged so
+/// far and the rate over the last second.
+async fn progress(load: Arc<Load>, start: Instant) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    let mut before = 0;
+    loop {
+        interval.tick().await;
+        let acked = load.acked.load(Ordering::Relaxed);
+        let phase = if Instant::now() < load.measure_from {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        eprintln!(
+            "bench: {:>4.0} s, {acked} transfers acknowledged, {}/s ({phase})",
+            start.elapsed().as_secs_f64(),
+            acked - before
+        );
+        before = acked;
     }
 }
 
