@@ -52,8 +52,10 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     let (api, raft) = (ports[0].to_string(), ports[1].to_string());
     let cert = std::fs::read_to_string(org4.pki.join("node-4.crt")).unwrap();
     // A member cannot propose a node of another organization, or under
-    // another id, with this certificate.
-    for (id, org) in [(4, "org2"), (7, "org4")] {
+    // another id, with this certificate; nor one its own CA minted in
+    // another organization's name.
+    let minted = mint_foreign_node_cert(&c, "org1", "org4", 4);
+    for (id, org, cert) in [(4, "org2", &cert), (7, "org4", &cert), (4, "org4", &minted)] {
         let wrong = json!({"add_node": {"id": id, "org": org, "api_addr": api,
             "raft_addr": raft, "cert": cert}});
         let r = admin(&c, 1, 1).propose(&wrong).await.unwrap();
@@ -393,6 +395,36 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
         (r.is_success() && r.body["balance"] == json!((1_000_000 - 21).to_string())).then_some(())
     })
     .await;
+}
+
+/// A node certificate that `issuer`'s CA signs in `victim`'s name (what a
+/// hostile member holding its own CA key can make), as PEM.
+fn mint_foreign_node_cert(c: &Cluster, issuer: &str, victim: &str, id: u64) -> String {
+    let ca = c.layout.dir.join("pki").join(issuer);
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let script = r#"cd "$1" && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out k.pem 2>/dev/null &&
+        openssl req -new -key k.pem -subj "/O=$3/OU=node/CN=$4" -out r.csr &&
+        openssl x509 -req -in r.csr -CA "$2/ca.crt" -CAkey "$2/ca.key" -set_serial 4242 \
+          -days 60 -extfile ext.cnf -out c.pem 2>/dev/null"#;
+    let out = std::process::Command::new("sh")
+        .args(["-c", script, "sh"])
+        .args([dir.path().as_os_str(), ca.as_os_str()])
+        .args([victim, &id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.path().join("c.pem")).unwrap()
 }
 
 /// Issues node `id` of `org` a certificate with our script.
