@@ -28,6 +28,8 @@
 //! - [`demo`]: the one-command local consortium (also the tests' harness).
 //! - [`bench`]: a load generator against a running demo consortium.
 //! - [`audit`]: recompute the chain and balances, through the API or on a stopped node's files.
+//! - [`backup`]: a running node's state to a checksummed file, restored only into a new node id.
+//! - [`import`]: transfers from a CSV or JSON-lines file, posted in batches.
 //!
 //! Modules depend downward only: `api → raft → ledger → codec`, `api → identity`,
 //! `raft → identity` (evidence checked in apply);
