@@ -918,20 +918,8 @@ fn issue_node_certificate(
         let from = c.layout.dir.join("pki").join(&org).join(f);
         std::fs::copy(from, pki.join(&org).join(f)).unwrap();
     }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
-    let out = std::process::Command::new("sh")
-        .arg(script)
-        .args(["--dir", pki.to_str().unwrap(), "--org", org.as_str()])
-        .args(["--role", "node", "--name", &id.to_string()])
-        .args(["--host", "127.0.0.1", "--host", "localhost"])
-        .args(["--days", &days.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let days = days.to_string();
+    crate::harness::issue_node_cert_with(&pki, org.as_str(), id, &["--days", &days]);
     (
         pki.join(&org).join(format!("node-{id}.crt")),
         pki.join(&org).join(format!("node-{id}.key")),

@@ -381,6 +381,11 @@ pub fn run_cli<S: AsRef<std::ffi::OsStr>>(
 /// Issues node `id` of `org` a certificate with our script, under the
 /// consortium's `pki`; the certificate (PEM).
 pub fn issue_node_cert(pki: &Path, org: &str, id: u64) -> String {
+    issue_node_cert_with(pki, org, id, &[])
+}
+
+/// [`issue_node_cert`] with more of the script's options (`--days`, ...).
+pub fn issue_node_cert_with(pki: &Path, org: &str, id: u64, more: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/issue-cert.sh");
     let out = std::process::Command::new("sh")
         .arg(script)
@@ -393,6 +398,7 @@ pub fn issue_node_cert(pki: &Path, org: &str, id: u64) -> String {
             "node",
         ])
         .args(["--name", &id.to_string()])
+        .args(more)
         .output()
         .unwrap();
     assert!(

@@ -196,6 +196,28 @@ fn alliance(args: &[&std::ffi::OsStr]) -> (bool, String) {
     (code == Some(0), text)
 }
 
+/// `alliance backup` with client config `config` into `out`.
+fn backup(config: &std::path::Path, out: &std::path::Path) -> (bool, String) {
+    alliance(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])
+}
+
+/// `alliance restore` of `file` into the node of `config`.
+fn restore(file: &std::path::Path, config: &std::path::Path) -> (bool, String) {
+    alliance(&[
+        "restore".as_ref(),
+        "--backup".as_ref(),
+        file.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
+}
+
 /// Node `id` of `org` as added by vote, at `ports` (API, Raft), with its
 /// config at `config` and its data and log in `dir`.
 fn joined_node(
@@ -269,31 +291,13 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
     let file = dir.path().join("node3.backup");
     let clients = c.layout.dir.join("clients");
     let org3_admin = clients.join("org3-admin.toml");
-    let (ok3, text) = alliance(&[
-        "backup".as_ref(),
-        "--config".as_ref(),
-        org3_admin.as_os_str(),
-        "--out".as_ref(),
-        file.as_os_str(),
-    ]);
+    let (ok3, text) = backup(&org3_admin, &file);
     assert!(ok3, "{text}");
-    let (again, text) = alliance(&[
-        "backup".as_ref(),
-        "--config".as_ref(),
-        org3_admin.as_os_str(),
-        "--out".as_ref(),
-        file.as_os_str(),
-    ]);
+    let (again, text) = backup(&org3_admin, &file);
     assert!(!again && text.contains("not replaced"), "{text}");
     let org2_admin = clients.join("org2-admin.toml");
     let out = dir.path().join("other.backup");
-    let (other, text) = alliance(&[
-        "backup".as_ref(),
-        "--config".as_ref(),
-        org2_admin.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (other, text) = backup(&org2_admin, &out);
     assert!(other, "org2's admin backs up its own node 2: {text}");
     pay("after", 2).await;
 
@@ -301,13 +305,7 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
     c.kill(3);
     std::fs::remove_dir_all(&c.layout.node(3).data_dir).unwrap();
     let in_place = joining_config(&c, dir.path(), 3, "org3", &dir.path().join("none.json"));
-    let (restored, text) = alliance(&[
-        "restore".as_ref(),
-        "--backup".as_ref(),
-        file.as_os_str(),
-        "--config".as_ref(),
-        in_place.as_os_str(),
-    ]);
+    let (restored, text) = restore(&file, &in_place);
     assert!(
         !restored && text.contains("node 3 is a genesis node"),
         "{text}"
@@ -338,21 +336,9 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
     ]);
     assert!(bundled, "{text}");
     let config5 = joining_config(&c, dir.path(), 5, "org3", &join);
-    let (restored, text) = alliance(&[
-        "restore".as_ref(),
-        "--backup".as_ref(),
-        file.as_os_str(),
-        "--config".as_ref(),
-        config5.as_os_str(),
-    ]);
+    let (restored, text) = restore(&file, &config5);
     assert!(restored, "{text}");
-    let (twice, text) = alliance(&[
-        "restore".as_ref(),
-        "--backup".as_ref(),
-        file.as_os_str(),
-        "--config".as_ref(),
-        config5.as_os_str(),
-    ]);
+    let (twice, text) = restore(&file, &config5);
     assert!(!twice && text.contains("not empty"), "{text}");
     let node5 = joined_node(dir.path(), 5, "org3", &ports, config5);
     let _node5 = start(&node5);
