@@ -418,6 +418,17 @@ fn issue_node(c: &Cluster, org: &str, id: u64) {
     crate::harness::issue_node_cert(&c.layout.dir.join("pki"), org, id);
 }
 
+/// Node 4 of org1, voted in by org1 and org2 at free ports: its ports (API,
+/// Raft) and the proposal's id.
+async fn vote_in_node4_of_org1(c: &Cluster) -> (Vec<std::net::SocketAddr>, u64) {
+    let cert = crate::harness::issue_node_cert(&c.layout.dir.join("pki"), "org1", 4);
+    let ports = alliance::demo::free_ports(2).unwrap();
+    let action = json!({"add_node": {"id": 4, "org": "org1", "api_addr": ports[0].to_string(),
+        "raft_addr": ports[1].to_string(), "cert": cert}});
+    let added = pass(c, action).await["id"].as_u64().unwrap();
+    (ports, added)
+}
+
 /// The leader is SIGKILLed while node 4 is a learner that cannot catch up
 /// (it is not started yet): the next leader makes it a voter once it runs.
 /// Then the leader's own node is removed while writes flow through another
@@ -427,13 +438,7 @@ fn issue_node(c: &Cluster, org: &str, id: u64) {
 async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
     let mut c = Cluster::start().await;
     c.seed(1_000_000).await;
-    issue_node(&c, "org1", 4);
-    let ports = alliance::demo::free_ports(2).unwrap();
-    let pki = c.layout.dir.join("pki");
-    let cert = std::fs::read_to_string(pki.join("org1/node-4.crt")).unwrap();
-    let action = json!({"add_node": {"id": 4, "org": "org1", "api_addr": ports[0].to_string(),
-        "raft_addr": ports[1].to_string(), "cert": cert}});
-    let added = pass(&c, action).await["id"].as_u64().unwrap();
+    let (ports, added) = vote_in_node4_of_org1(&c).await;
     eventually("node 4 to be a learner", || async {
         let status = c.status(1).await?;
         status["learners"]
@@ -541,13 +546,7 @@ async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
 async fn a_joint_configuration_left_by_a_dead_leader_is_finished() {
     let mut c = Cluster::start().await;
     c.seed(1_000).await;
-    issue_node(&c, "org1", 4);
-    let ports = alliance::demo::free_ports(2).unwrap();
-    let pki = c.layout.dir.join("pki");
-    let cert = std::fs::read_to_string(pki.join("org1/node-4.crt")).unwrap();
-    let action = json!({"add_node": {"id": 4, "org": "org1", "api_addr": ports[0].to_string(),
-        "raft_addr": ports[1].to_string(), "cert": cert}});
-    let added = pass(&c, action).await["id"].as_u64().unwrap();
+    let (ports, added) = vote_in_node4_of_org1(&c).await;
     let leader = c.wait_for_leader().await;
     eventually("node 4 to be a learner", || async {
         let status = c.status(leader).await?;
