@@ -454,7 +454,11 @@ async fn membership_changes_survive_a_leader_crash_and_the_leaders_removal() {
     c.restart(leader);
     let dir = tempfile::tempdir().unwrap();
     let join = dir.path().join("join4.json");
-    let bundle = admin(&c, 1, 1).join_bundle(added).await.unwrap().unwrap();
+    // Node 1 may be the restarted leader, not listening yet.
+    let bundle = eventually("the join bundle", || async {
+        admin(&c, 1, 1).join_bundle(added).await.ok()?.ok()
+    })
+    .await;
     std::fs::write(&join, serde_json::to_vec(&bundle).unwrap()).unwrap();
     let node4 = joined_node(
         dir.path(),
