@@ -427,6 +427,7 @@ mod tests {
                 "node_exists",
                 "node_not_found",
                 "too_few_nodes",
+                "account_frozen",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

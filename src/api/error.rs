@@ -212,6 +212,7 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | UnknownOrg
         | AccountAlreadyFrozen
         | AccountNotFrozen
+        | AccountFrozen
         | OrgRunsNodes
         | TooFewNodes
         | UnknownCa => StatusCode::UNPROCESSABLE_ENTITY,

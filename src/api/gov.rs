@@ -266,9 +266,8 @@ impl ActionBody {
                 check_memo(memo.as_ref(), limits)?;
                 let (debit, credit) = (account_id(&debit_account)?, account_id(&credit_account)?);
                 if debit == credit {
-                    return Err(invalid(
-                        "accounts_must_be_different",
-                        "debit and credit account must be different",
+                    return Err(ApiError::Rejected(
+                        crate::ledger::Rejection::AccountsMustBeDifferent,
                     ));
                 }
                 Action::Correction {
@@ -416,6 +415,7 @@ fn proposal_view_on<'a>(
         signature: &b.signature,
         body: &b.body,
     };
+    let (approvals, rejections) = gov.tally(p);
     ProposalView {
         id: p.id,
         action: &p.action,
@@ -426,8 +426,8 @@ fn proposal_view_on<'a>(
         state: p.state,
         code: p.code.map(|c| c.code()),
         closed_height: p.closed_height,
-        approvals: p.approvals(),
-        rejections: p.rejections(),
+        approvals,
+        rejections,
         required: gov.required(),
         members: gov.members(),
         ballots: p.ballots.iter().map(ballot).collect(),

@@ -83,7 +83,8 @@ impl Ledger {
     }
 
     /// Closing is idempotent. Checks: `close_requires_admin`,
-    /// `account_not_found`, `account_not_owned`.
+    /// `account_not_found`, `account_not_owned`, `account_frozen` (a
+    /// frozen account stays open, so that a voted correction can reach it).
     pub(super) fn close_account(
         &mut self,
         at: At<'_>,
@@ -91,6 +92,7 @@ impl Ledger {
         changes: &mut Changes,
     ) -> Result<Account, Rejection> {
         self.own_account_as_admin(at, id, Rejection::CloseRequiresAdmin)?;
+        ensure(!self.gov.is_frozen(id), Rejection::AccountFrozen)?;
         let account = self.account_mut(id, changes);
         account.closed = true;
         Ok(account.clone())

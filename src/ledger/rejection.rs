@@ -87,7 +87,7 @@ rejections! {
     AlreadyVoted => "already_voted", "this organization has already voted on the proposal; a ballot is never changed";
     ProposalClosed => "proposal_closed", "the proposal is no longer open: it executed, failed, was rejected or expired";
     TooManyOpenProposals => "too_many_open_proposals", "this organization has as many open proposals as it may: wait until one is decided or expires";
-    InvalidAction => "invalid_action", "the proposed action is not well formed (a policy threshold at or below one half, a correction from an account to itself, a memo too long)";
+    InvalidAction => "invalid_action", "the proposed action is not well formed (a policy threshold at or below one half, a memo too long, a replacement node of another organization than the node it replaces)";
     UnknownOrg => "unknown_org", "the organization is not a member of the consortium";
     /// Revoking another organization's certificate needs a vote.
     VoteRequired => "vote_required", "revoking another organization's certificate needs a proposal and a vote (alliance client gov propose revoke)";
@@ -106,6 +106,8 @@ rejections! {
     NodeNotFound => "node_not_found", "no such node in the registry (GET /v1/gov/registry lists them), or it was removed";
     /// A removal that would leave fewer than three nodes.
     TooFewNodes => "too_few_nodes", "removing the node would leave fewer than three nodes: add its replacement first";
+    /// Closing an account that a vote froze.
+    AccountFrozen => "account_frozen", "the account is frozen by a governance vote: it cannot be closed until a vote unfreezes it";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

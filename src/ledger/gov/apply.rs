@@ -89,11 +89,14 @@ impl Ledger {
     /// Whether `action` names what exists and is well formed:
     /// `unknown_org` (a revocation of a non-member's certificate, the
     /// removal of a non-member), `org_exists` (a name that is or was a
-    /// member's), `org_runs_nodes`, `account_not_found`, `invalid_action`
-    /// (a policy out of bounds, a correction between one account and itself
-    /// or with a long memo, no or too many CA certificates, a removal that
-    /// would leave no member, a node without an id, with an address or a
-    /// certificate too long, or beyond [`NODES_MAX`]), `node_exists`.
+    /// member's), `org_runs_nodes`, `accounts_must_be_different` (a
+    /// correction between one account and itself), `account_not_found`,
+    /// `invalid_action` (a policy out of bounds, a correction with a long
+    /// memo, no or too many CA certificates, a removal that would leave no
+    /// member, a node without an id, with an address or a certificate too
+    /// long, or beyond [`NODES_MAX`], a key that is not lowercase hex, a
+    /// replacement of another organization than the node it replaces),
+    /// `node_exists`.
     fn check_action(&self, action: &Action) -> Result<(), Rejection> {
         match action {
             Action::Freeze { account } | Action::Unfreeze { account } => ensure(
@@ -106,7 +109,10 @@ impl Ledger {
                 memo,
                 ..
             } => {
-                ensure(debit_account != credit_account, Rejection::InvalidAction)?;
+                ensure(
+                    debit_account != credit_account,
+                    Rejection::AccountsMustBeDifferent,
+                )?;
                 ensure(
                     memo.as_ref()
                         .is_none_or(|m| m.len() <= super::CORRECTION_MEMO_BYTES_MAX),
@@ -169,6 +175,8 @@ impl Ledger {
             Action::RemoveNode { id } => self.check_removal(*id, 1),
             Action::ReplaceNode { old, new } => {
                 self.check_removal(*old, 0)?;
+                let same_org = self.gov.nodes.get(old).is_some_and(|n| n.org == new.org);
+                ensure(same_org, Rejection::InvalidAction)?;
                 self.check_new_node(new, Some(*old))
             }
         }
@@ -227,7 +235,8 @@ impl Ledger {
         let required = self.gov.required();
         let proposal = self.gov.proposals.get_mut(&id).expect("found above");
         proposal.ballots.insert(at.actor.org.clone(), ballot);
-        let (approvals, rejections) = (proposal.approvals(), proposal.rejections());
+        let proposal = &self.gov.proposals[&id];
+        let (approvals, rejections) = self.gov.tally(proposal);
         changes.gov = true;
         if approvals >= required {
             let action = proposal.action.clone();
@@ -396,6 +405,9 @@ impl Ledger {
                 && api_addr != raft_addr
                 && cert.len() <= CA_CERT_PEM_BYTES_MAX
                 && key_sha256.len() == 64
+                && key_sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                 && self.gov.nodes.values().filter(|n| !n.removed).count() < NODES_MAX,
             Rejection::InvalidAction,
         )?;
@@ -449,12 +461,20 @@ impl Ledger {
     }
 
     /// Removes organization `name` by proposal `id`: its accounts are
-    /// frozen and grants to it dropped.
+    /// frozen, grants to it dropped, and its other open proposals fail
+    /// with `org_removed` (its ballots stop counting, see [`super::Gov::tally`]).
     fn remove_org(&mut self, at: At<'_>, id: u64, name: &OrgName, changes: &mut Changes) {
         let member = self.gov.orgs.get_mut(name).expect("checked to be a member");
         member.status = OrgStatus::Removed;
         member.since_height = at.height;
         self.orgs.remove(name);
+        let open: Vec<u64> = (self.gov.expiries.iter())
+            .map(|(_, p)| *p)
+            .filter(|p| *p != id && &self.gov.proposals[p].proposed_by == name)
+            .collect();
+        for p in open {
+            self.close(at, p, Some(Rejection::OrgRemoved), changes);
+        }
         let touched: Vec<_> = (self.accounts.values())
             .filter(|a| &a.owner == name || a.readers.contains(name))
             .map(|a| (a.id.clone(), &a.owner == name))

@@ -395,15 +395,6 @@ pub struct Proposal {
     pub closed_height: Option<u64>,
 }
 
-impl Proposal {
-    pub fn approvals(&self) -> u64 {
-        self.ballots.values().filter(|b| b.approve).count() as u64
-    }
-    pub fn rejections(&self) -> u64 {
-        self.ballots.values().filter(|b| !b.approve).count() as u64
-    }
-}
-
 /// How a certificate came to be revoked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -571,6 +562,20 @@ impl Gov {
     /// Proposals with ids from `from` on, in id order.
     pub fn proposals_from(&self, from: u64) -> impl Iterator<Item = &Proposal> {
         self.proposals.range(from..).map(|(_, p)| p)
+    }
+    /// A proposal's approvals and rejections, counting only the ballots of
+    /// organizations active now: a removed organization's ballot no longer
+    /// counts, as it no longer counts towards [`Gov::required`].
+    pub fn tally(&self, p: &Proposal) -> (u64, u64) {
+        let active = |org: &OrgName| self.member(org).map(|m| m.status) == Some(OrgStatus::Active);
+        let counted = p.ballots.iter().filter(|(org, _)| active(org));
+        counted.fold((0, 0), |(yes, no), (_, b)| {
+            if b.approve {
+                (yes + 1, no)
+            } else {
+                (yes, no + 1)
+            }
+        })
     }
     /// Approvals a proposal needs now.
     pub fn required(&self) -> u64 {

@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 21] = [
+pub(in crate::ledger) const COVERED: [Rejection; 22] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -35,6 +35,7 @@ pub(in crate::ledger) const COVERED: [Rejection; 21] = [
     Rejection::NodeExists,           // a_node_is_added_once_under_a_new_id
     Rejection::NodeNotFound,         // a_node_is_added_once_under_a_new_id
     Rejection::TooFewNodes,          // a_node_is_added_once_under_a_new_id
+    Rejection::AccountFrozen,        // an_action_whose_precondition_...
 ];
 
 fn seal() -> ClientSeal {
@@ -190,7 +191,7 @@ fn a_freeze_executes_in_the_entry_of_the_second_of_three_approvals() {
     assert_eq!(p.state, ProposalState::Open);
     assert_eq!(p.digest, freeze("org2.a").digest(p.id));
     // The proposer's approval is not implied.
-    assert_eq!(p.approvals(), 0);
+    assert_eq!(g.l.gov().tally(&p), (0, 0));
     let after_one = g.vote("org1", &p, true).unwrap();
     assert_eq!(after_one.state, ProposalState::Open);
     assert_eq!(g.transfer("org2", "org2.t1", "org2.a", "org1.a"), Ok(()));
@@ -271,7 +272,8 @@ fn forged_and_repeated_ballots_change_nothing() {
     g.vote("org2", &p, false).unwrap();
     let once = g.l.gov().clone();
     assert_eq!(g.vote("org2", &p, true), Err(Rejection::AlreadyVoted));
-    assert_eq!(g.vote("org2", &p, false).unwrap().rejections(), 1);
+    let again = g.vote("org2", &p, false).unwrap();
+    assert_eq!(g.l.gov().tally(&again), (0, 1));
     assert_eq!(g.l.gov(), &once);
 }
 
@@ -331,6 +333,17 @@ fn a_correction_moves_money_once_and_fails_without_funds() {
     assert_eq!(failed.state, ProposalState::Failed);
     assert_eq!(failed.code, Some(Rejection::InsufficientFunds));
     assert_eq!((g.balance("org2.a"), g.balance("org1.a")), (60, 140));
+    // From an account to itself: refused as a transfer would be.
+    let to_itself = Action::Correction {
+        debit_account: acct("org2.a"),
+        credit_account: acct("org2.a"),
+        amount: Amount::new(1).unwrap(),
+        memo: None,
+    };
+    assert_eq!(
+        g.propose("org1", to_itself),
+        Err(Rejection::AccountsMustBeDifferent)
+    );
     assert!(g
         .l
         .stored_height(&TransferId::parse("gov.correction-3").unwrap())
@@ -441,6 +454,13 @@ fn an_action_whose_precondition_fails_at_execution_ends_failed_and_changes_nothi
     assert_eq!(failed.state, ProposalState::Failed);
     assert_eq!(failed.code, Some(Rejection::AccountAlreadyFrozen));
     assert_eq!(g.l.gov().frozen, before);
+    // Its owner cannot close a frozen account out of a correction's reach.
+    let close = Command::CloseAccount { id: acct("org2.a") };
+    assert!(matches!(
+        g.leader(&admin("org2"), close),
+        Outcome::Account(Err(Rejection::AccountFrozen))
+    ));
+    assert!(!g.l.account(&acct("org2.a")).unwrap().closed);
     let unfreeze = Action::Unfreeze {
         account: acct("org3.a"),
     };
@@ -561,6 +581,11 @@ fn an_organization_added_by_vote_counts_once_it_joins_and_leaves_by_vote() {
         g.leader(&admin("org1"), grant),
         Outcome::Account(Ok(_))
     ));
+    // Org4's own open proposal fails when it leaves, and its ballots stop
+    // counting.
+    let mine = g.propose("org4", freeze("org1.a")).unwrap();
+    let y = g.propose("org2", freeze("org3.a")).unwrap();
+    g.vote("org4", &y, true).unwrap();
     let r = g
         .propose("org1", Action::RemoveOrg { name: org("org4") })
         .unwrap();
@@ -580,6 +605,16 @@ fn an_organization_added_by_vote_counts_once_it_joins_and_leaves_by_vote() {
     assert!(g.l.account(&acct("org1.a")).unwrap().readers.is_empty());
     assert!(!g.l.orgs().contains(&org("org4")));
     assert_eq!(g.l.gov().members(), 3);
+    let mine = g.l.gov().proposal(mine.id).unwrap();
+    assert_eq!(mine.state, ProposalState::Failed);
+    assert_eq!(mine.code, Some(Rejection::OrgRemoved));
+    assert_eq!(g.l.gov().tally(g.l.gov().proposal(y.id).unwrap()), (0, 0));
+    assert_eq!(g.vote("org1", &y, true).unwrap().state, ProposalState::Open);
+    assert_eq!(
+        g.vote("org2", &y, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert!(g.l.gov().is_frozen(&acct("org3.a")));
     assert!(matches!(
         g.signed(&admin("org4"), Command::Join),
         Outcome::Joined(Err(Rejection::UnknownOrg))
@@ -761,6 +796,17 @@ fn a_node_is_replaced_in_one_vote() {
         g.propose("org1", replace(3, 4, "n2")),
         Err(Rejection::NodeExists)
     );
+    // A node is replaced by one of its own organization.
+    assert_eq!(
+        g.propose("org1", replace(2, 4, "n4")),
+        Err(Rejection::InvalidAction)
+    );
+    // A registered key is 64 lowercase hex digits, as its certificate's.
+    let mut upper = replace(3, 4, "n4");
+    if let Action::ReplaceNode { new, .. } = &mut upper {
+        new.key_sha256 = "CD".repeat(32);
+    }
+    assert_eq!(g.propose("org1", upper), Err(Rejection::InvalidAction));
     // Three nodes stay three: allowed; the new node may take the old one's
     // addresses (a node moved in place).
     let p = g.propose("org1", replace(3, 4, "n3")).unwrap();
