@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::identity::attest::{Attester, Witness};
 use crate::identity::own::OwnIdentity;
 use crate::identity::refusals::RefusalLog;
-use crate::identity::{IdentityError, Trust};
+use crate::identity::Trust;
 use crate::ledger::Role;
 use crate::raft::incarnation::{Incarnations, INCARNATION_HEADER};
 use crate::raft::log_store::{CommitIndex, LogStore};
@@ -573,11 +573,9 @@ fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<Vec<u8>> 
     let cert = config.tls.cert.display();
     // An expired certificate with the key genesis registers still serves
     // the peer channel (identity::lapsed); the node alarms about it.
-    let principal = match trust.identify(&chain) {
-        Err(IdentityError::Expired) => trust.identify_node(&chain).map(|peer| peer.principal),
-        other => other,
-    }
-    .map_err(|e| Error::Config(format!("{cert}: {e}")))?;
+    let (principal, _) = trust
+        .identify_peer(&chain)
+        .map_err(|e| Error::Config(format!("{cert}: {e}")))?;
     if principal.role() != Role::Node {
         return Err(Error::Config(format!(
             "{cert} is the `{}` certificate {:?} of {}; tls.cert must be a `node` certificate \
@@ -589,7 +587,7 @@ fn check_own_certificate(trust: &Trust, config: &NodeConfig) -> Result<Vec<u8>> 
             config.id
         )));
     }
-    let node = trust.node_of(principal).map_err(|e| {
+    let node = trust.peer_node_of(principal).map_err(|e| {
         Error::Config(format!(
             "{cert}: {e}: its CN must be the id of a node of its organization in genesis"
         ))

@@ -1,9 +1,10 @@
 //! Who is calling: the identity of each connection, computed once from the
 //! verified TLS session when it opens, and handed to handlers as a
 //! [`Principal`] (API listener) or [`NodePrincipal`] (peer listener)
-//! extractor. Nothing else identifies a caller. Each request on an API
-//! connection checks again that the certificate is not revoked since: a
-//! revoked one is refused and its connection closed.
+//! extractor. Nothing else identifies a caller. Each request checks again
+//! that the certificate is not revoked since (a revoked one is refused and
+//! its connection closed), and on the peer listener that the node is still
+//! one this node talks to.
 
 use std::any::Any;
 use std::future::{ready, Ready};
@@ -99,18 +100,20 @@ impl FromRequest for NodePrincipal {
 }
 
 fn node_principal(req: &HttpRequest) -> Result<NodePrincipal, ApiError> {
-    let node = match req.conn_data::<PeerIdentity>() {
-        Some(PeerIdentity(Ok(peer), trust)) if trust.is_refused(&peer.principal) => {
-            return Err(ApiError::Revoked)
-        }
-        Some(PeerIdentity(Ok(peer), _)) => peer.node.clone(),
-        Some(PeerIdentity(Err(IdentityError::NotANode), _)) => {
+    let identity = match req.conn_data::<PeerIdentity>() {
+        Some(PeerIdentity(Ok(peer), trust)) => trust.is_refused_peer(peer).map(|()| peer),
+        Some(PeerIdentity(Err(e), _)) => Err(*e),
+        None => return Err(ApiError::Unauthenticated("no verified TLS session".into())),
+    };
+    let node = match identity {
+        Ok(peer) => peer.node.clone(),
+        Err(IdentityError::Revoked) => return Err(ApiError::Revoked),
+        Err(IdentityError::NotANode) => {
             return Err(ApiError::Forbidden(
                 "the peer listener serves member nodes only",
             ))
         }
-        Some(PeerIdentity(Err(e), _)) => return Err(ApiError::Unauthenticated(e.to_string())),
-        None => return Err(ApiError::Unauthenticated("no verified TLS session".into())),
+        Err(e) => return Err(ApiError::Unauthenticated(e.to_string())),
     };
     let Some(gate) = req.app_data::<web::Data<PeerGate>>() else {
         return Err(ApiError::Unavailable("not ready".into()));

@@ -321,6 +321,10 @@ impl At<'_> {
 /// A certificate already checked: who it names, when it (and its CA) are
 /// valid, in seconds since the Unix epoch, and its public key.
 struct Known {
+    /// The member view it was checked against ([`super::View`]): a
+    /// governance change makes a new one, and every certificate is checked
+    /// again, so no replica keeps accepting what the others refuse.
+    generation: u64,
     principal: Principal,
     serial: Serial,
     valid_secs: (u64, u64),
@@ -471,8 +475,9 @@ impl Witness {
         let secs = clock_ms / 1000;
         let within = |k: &Known| (k.valid_secs.0..=k.valid_secs.1).contains(&secs);
         let key: Hash = Sha256::digest(der).into();
+        let view = self.trust.view();
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = known.get(&key) {
+        if let Some(k) = known.get(&key).filter(|k| k.generation == view.generation) {
             return if within(k) {
                 Ok(k.clone())
             } else {
@@ -481,11 +486,12 @@ impl Witness {
         }
         let now = UnixTime::since_unix_epoch(Duration::from_secs(secs));
         let cert = CertificateDer::from(der);
-        let principal = self
-            .trust
+        let principal = view
             .identify_at(std::slice::from_ref(&cert), now)
             .map_err(|_| Rejection::OriginInvalid)?;
-        let k = Arc::new(self.facts(der, principal).ok_or(Rejection::OriginInvalid)?);
+        let cas = view.cas_of(principal.org());
+        let facts = Self::facts(der, principal, &cas, view.generation);
+        let k = Arc::new(facts.ok_or(Rejection::OriginInvalid)?);
         if known.len() >= KNOWN_CERTS_MAX {
             known.clear();
         }
@@ -501,12 +507,16 @@ impl Witness {
 
     /// What a verified certificate's check depends on besides its chain:
     /// its validity and its CA's, and its public key.
-    fn facts(&self, der: &[u8], principal: Principal) -> Option<Known> {
+    fn facts(
+        der: &[u8],
+        principal: Principal,
+        cas: &[CertificateDer<'_>],
+        generation: u64,
+    ) -> Option<Known> {
         use x509_parser::prelude::*;
         let (_, leaf) = X509Certificate::from_der(der).ok()?;
         let public_key = public_key(der)?;
         // The organization's CA that issued the leaf.
-        let cas = self.trust.cas_of(principal.org());
         let ca = cas.iter().find_map(|der| {
             let (_, ca) = X509Certificate::from_der(der).ok()?;
             (ca.subject().as_raw() == leaf.issuer().as_raw()).then_some(ca)
@@ -515,6 +525,7 @@ impl Witness {
         let from = secs(leaf.validity().not_before).max(secs(ca.validity().not_before));
         let until = secs(leaf.validity().not_after).min(secs(ca.validity().not_after));
         Some(Known {
+            generation,
             serial: Serial::from_be_bytes(leaf.raw_serial())?,
             public_key,
             valid_secs: (from, until),

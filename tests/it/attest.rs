@@ -55,7 +55,7 @@ fn http_as(c: &Cluster, tls: &TlsFiles, headers: HeaderMap) -> reqwest::Client {
 
 /// A peer-channel client that is node 1, as a hostile member running node 1
 /// could make with the node certificate its own CA issued.
-async fn peer_as_node1(c: &Cluster) -> reqwest::Client {
+pub(crate) async fn peer_as_node1(c: &Cluster) -> reqwest::Client {
     let mut headers = HeaderMap::new();
     headers.insert("alliance-genesis", genesis(c).hash.parse().unwrap());
     // Without an incarnation node 1 refuses the probe and records nothing

@@ -137,7 +137,30 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     .await;
 
     // Node 4 replaces node 1: removed by vote, then from Raft; its peers
-    // refuse it from then on, and nodes 2, 3 and 4 commit without it.
+    // refuse it from then on, on connections it opened before too, and
+    // nodes 2, 3 and 4 commit without it. The probe, node 1's certificate
+    // and headers, keeps one connection to node 2 busy throughout.
+    let probe = crate::attest::peer_as_node1(&c).await;
+    let hello2 = format!("{}/peer/v1/hello", c.layout.node(2).peer_url);
+    let hello = |probe: reqwest::Client, url: String| async move {
+        let r = probe.post(url).send().await.ok()?;
+        Some((r.status().as_u16(), r.text().await.ok()?))
+    };
+    assert_eq!(
+        hello(probe.clone(), hello2.clone()).await.map(|(s, _)| s),
+        Some(200)
+    );
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let probing = tokio::spawn({
+        let (probe, url, last) = (probe.clone(), hello2.clone(), last.clone());
+        async move {
+            loop {
+                let answer = hello(probe.clone(), url.clone()).await;
+                *last.lock().unwrap() = answer;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    });
     let proposal = propose(&c, 2, json!({"remove_node": {"id": 1}})).await["id"]
         .as_u64()
         .unwrap();
@@ -158,6 +181,12 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
         (ids == [3, 4]).then_some(())
     })
     .await;
+    eventually("node 2 to refuse node 1 on its open connection", || async {
+        let answer = last.lock().unwrap().clone()?;
+        (answer.0 == 403 && answer.1.contains("serves member nodes only")).then_some(())
+    })
+    .await;
+    probing.abort();
     let again = admin(&c, 2, 2)
         .propose(&json!({"remove_node": {"id": 1}}))
         .await

@@ -607,3 +607,114 @@ fn a_ballot_with_one_flipped_byte_is_refused() {
         assert!(!changes.gov);
     }
 }
+
+/// Genesis's governance state with each organization's CA certificates
+/// as `cas` lists them (given genesis's CA of each organization by name).
+fn with_cas(c: &Consortium, cas: impl Fn(&str, &dyn Fn(&str) -> String) -> Vec<String>) -> Gov {
+    let ca_of = |name: &str| {
+        let org = c.genesis.orgs.iter().find(|o| o.name.as_str() == name);
+        org.expect("a genesis organization").ca_cert.clone()
+    };
+    let founders = c.genesis.orgs.iter().map(|o| {
+        let nodes = c.genesis.nodes.iter().filter(|n| n.org == o.name);
+        let member = Gov::founder(cas(o.name.as_str(), &ca_of), nodes.map(|n| n.id).collect());
+        (o.name.clone(), member)
+    });
+    Gov::founding(founders, c.genesis.policy()).with_nodes(c.genesis.node_records())
+}
+
+/// A certificate accepted once is checked again after governance changed
+/// its organization's CAs: a replica that saw it before the change refuses
+/// it as one that never saw it does.
+#[test]
+fn a_certificate_checked_before_its_ca_left_is_refused_after() {
+    let c = Consortium::new();
+    let witness = c.witness();
+    let t = now();
+    let by_node2 = sealed(
+        &c.attester(2),
+        app("org2"),
+        transfer("org2.t1", "org2.ops", "org1.ops", 5),
+        t,
+    );
+    let genesis_cas = with_cas(&c, |org, ca_of| vec![ca_of(org)]);
+    assert_eq!(witness.verdicts(&by_node2, t, &genesis_cas), vec![Ok(())]);
+    // Org2's CA replaced by another: node 2's certificate leads nowhere.
+    let rotated = with_cas(&c, |org, ca_of| match org {
+        "org2" => vec![ca_of("org3")],
+        _ => vec![ca_of(org)],
+    });
+    c.trust.govern(&rotated);
+    let refused = vec![Err(Rejection::OriginInvalid)];
+    assert_eq!(witness.verdicts(&by_node2, t, &rotated), refused);
+    assert_eq!(c.witness().verdicts(&by_node2, t, &rotated), refused);
+    // And back: accepted again.
+    c.trust.govern(&genesis_cas);
+    assert_eq!(witness.verdicts(&by_node2, t, &genesis_cas), vec![Ok(())]);
+}
+
+/// An organization that lists a copy of another's CA among its own gains
+/// nothing and locks nobody out: a certificate is checked only against
+/// the CAs of the organization its O names.
+#[test]
+fn a_copy_of_another_organizations_ca_makes_no_certificate_ambiguous() {
+    let c = Consortium::new();
+    let copied = with_cas(&c, |org, ca_of| match org {
+        "org1" => vec![ca_of("org1"), ca_of("org2")],
+        _ => vec![ca_of(org)],
+    });
+    c.trust.govern(&copied);
+    let chain = |org: &str| load_identity(&c.role_tls(org, "app")).unwrap().0;
+    let p = c.trust.identify(&chain("org2")).expect("org2's app");
+    assert_eq!(p.org().as_str(), "org2");
+    let p = c.trust.identify(&chain("org1")).expect("org1's app");
+    assert_eq!(p.org().as_str(), "org1");
+    let t = now();
+    let by_node2 = sealed(
+        &c.attester(2),
+        app("org2"),
+        transfer("org2.t1", "org2.ops", "org1.ops", 5),
+        t,
+    );
+    assert_eq!(c.witness().verdicts(&by_node2, t, &copied), vec![Ok(())]);
+}
+
+/// A node added by vote authenticates its peers by its join bundle while
+/// its applied state is behind the vote; what apply checks stays the
+/// applied state's.
+#[test]
+fn a_joining_nodes_bundle_authenticates_peers_until_its_state_catches_up() {
+    use crate::ledger::gov::NodeRecord;
+    let c = Consortium::new();
+    let org1 = OrgName::parse("org1").unwrap();
+    let mut nodes: std::collections::BTreeMap<NodeId, NodeRecord> =
+        c.genesis.node_records().into_iter().collect();
+    let added = NodeRecord {
+        org: org1.clone(),
+        api_addr: "127.0.0.1:1".into(),
+        raft_addr: "127.0.0.1:2".into(),
+        key_sha256: None,
+        removed: false,
+        since_height: 9,
+    };
+    nodes.insert(4, added);
+    let bundle = crate::config::JoinBundle {
+        genesis_hash: c.genesis.hash.clone(),
+        proposal: 1,
+        node: 4,
+        orgs: (c.genesis.orgs.iter())
+            .map(|o| (o.name.clone(), vec![o.ca_cert.clone()]))
+            .collect(),
+        nodes,
+    };
+    c.trust.join(&bundle).unwrap();
+    // Opening empty storage governs by genesis: the bundle still holds.
+    c.trust.govern(&with_cas(&c, |org, ca_of| vec![ca_of(org)]));
+    assert_eq!(c.trust.peer_nodes().org_of(4), Some(&org1));
+    assert_eq!(c.trust.nodes().org_of(4), None, "apply's registry");
+    // Applied up to the vote (proposal 1 closed): the applied state rules.
+    let voted = removing(c.orgs(), "org3");
+    assert!(voted.proposal(1).is_some());
+    c.trust.govern(&voted);
+    assert_eq!(c.trust.peer_nodes().org_of(4), None);
+}
