@@ -3,19 +3,21 @@
 //!
 //! A node added by vote joins as a learner (it catches up by snapshot and
 //! log) and becomes a voter once it is within [`LEARNER_LAG_MAX`] entries of
-//! the log's end. A removal waits while an added node is catching up, and a
-//! voter is removed only while more than [`NODES_MIN`] remain (or than the
-//! registry has nodes, in a smaller consortium): a
-//! replacement (add the new node, remove the old one) removes the old node
-//! once the new one votes, and a node that was added but never started
-//! blocks nothing (the old one then stays a voter). A joint configuration
-//! left by a leader that crashed mid-change is finished first. Every node tells its [`Trust`] which nodes
-//! Raft still has, so that a removed node's peer traffic is refused only
-//! once Raft has removed it.
+//! the log's end. A removal waits while an added node is catching up (not
+//! once it has replicated nothing for [`LEARNER_STALL`]), and a voter is
+//! removed only while more than [`NODES_MIN`] remain (or than the registry
+//! has nodes, in a smaller consortium): a replacement (add the new node,
+//! remove the old one) removes the old node once the new one votes, and a
+//! node that was added but never started blocks nothing (the old one then
+//! stays a voter; while removed nodes are half the voters or more, the
+//! leader says so in its log each minute). A joint configuration left by a
+//! leader that crashed mid-change is finished first. Every node tells its
+//! [`Trust`] which nodes Raft still has, so that a removed node's peer
+//! traffic is refused only once Raft has removed it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ChangeMembers};
 
@@ -31,6 +33,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 pub const LEARNER_LAG_MAX: u64 = 100;
 /// How long one membership change may take before it is tried again.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a learner that is behind may replicate nothing before it stops
+/// holding up removals: a node that stalls (or is stalled on purpose)
+/// cannot keep a removed node voting.
+pub const LEARNER_STALL: Duration = Duration::from_secs(60);
+/// How often the leader repeats that removed nodes are half its voters.
+const ALARM_EVERY: Duration = Duration::from_secs(60);
 
 /// The next membership change that brings Raft to the registry.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +57,8 @@ pub struct View<'a> {
     pub joint: &'a [BTreeSet<NodeId>],
     pub learners: BTreeSet<NodeId>,
     pub matched: BTreeMap<NodeId, u64>,
+    /// Learners that replicated nothing for [`LEARNER_STALL`].
+    pub stalled: BTreeSet<NodeId>,
     pub last_index: u64,
     pub registry: BTreeMap<NodeId, String>,
 }
@@ -68,6 +78,8 @@ pub fn next_change(v: &View<'_>) -> Option<Change> {
         }
         match v.matched.get(id) {
             Some(m) if m + LEARNER_LAG_MAX >= v.last_index => return Some(Change::Promote(*id)),
+            // Stalled: it blocks nothing.
+            Some(_) if v.stalled.contains(id) => {}
             // Catching up: removals wait for it.
             Some(_) => return None,
             // Never reached (not started yet): it blocks nothing.
@@ -90,31 +102,83 @@ pub fn next_change(v: &View<'_>) -> Option<Change> {
 pub fn drive(raft: Raft, trust: Arc<Trust>, me: NodeId) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(CHECK_EVERY);
+        let mut progress = Progress::default();
+        let mut alarmed: Option<Instant> = None;
         loop {
             interval.tick().await;
             let m = raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
             trust.in_raft(membership.nodes().map(|(id, _)| *id).collect());
             if m.current_leader != Some(me) {
+                progress = Progress::default();
                 continue;
             }
             let registry = trust.nodes();
+            let matched: BTreeMap<NodeId, u64> = (m.replication.iter().flatten())
+                .filter_map(|(id, l)| l.map(|l| (*id, l.index)))
+                .collect();
             let view = View {
                 joint: membership.get_joint_config(),
                 learners: membership.learner_ids().collect(),
-                matched: (m.replication.iter().flatten())
-                    .filter_map(|(id, l)| l.map(|l| (*id, l.index)))
-                    .collect(),
+                stalled: progress.stalled(&matched, Instant::now()),
+                matched,
                 last_index: m.last_log_index.unwrap_or(0),
                 registry: (registry.ids())
                     .filter_map(|id| Some((id, registry.get(id)?.raft_addr.clone())))
                     .collect(),
             };
+            let removed = removed_voters(&view);
+            if !removed.is_empty() && alarmed.is_none_or(|t| t.elapsed() >= ALARM_EVERY) {
+                let voters = view.joint.first().map_or(0, BTreeSet::len);
+                tracing::warn!(
+                    "nodes {removed:?}, removed by vote, are {} of {voters} Raft voters: they stay \
+                     until the nodes added in their place have started and caught up",
+                    removed.len()
+                );
+                alarmed = Some(Instant::now());
+            }
             if let Some(change) = next_change(&view) {
                 make(&raft, change).await;
             }
         }
     });
+}
+
+/// Removed nodes that are still voters, when they are half the voters or
+/// more.
+fn removed_voters(v: &View<'_>) -> Vec<NodeId> {
+    let voters = v.joint.first().cloned().unwrap_or_default();
+    let removed: Vec<NodeId> = (voters.iter())
+        .filter(|id| !v.registry.contains_key(id))
+        .copied()
+        .collect();
+    if removed.len() * 2 >= voters.len() {
+        removed
+    } else {
+        Vec::new()
+    }
+}
+
+/// When each follower's replicated index last moved, as the leader saw it.
+#[derive(Default)]
+struct Progress(BTreeMap<NodeId, (u64, Instant)>);
+
+impl Progress {
+    /// Takes this tick's indexes; returns those that stood still for
+    /// [`LEARNER_STALL`].
+    fn stalled(&mut self, matched: &BTreeMap<NodeId, u64>, now: Instant) -> BTreeSet<NodeId> {
+        self.0.retain(|id, _| matched.contains_key(id));
+        let mut stalled = BTreeSet::new();
+        for (id, index) in matched {
+            let seen = self.0.entry(*id).or_insert((*index, now));
+            if seen.0 != *index {
+                *seen = (*index, now);
+            } else if now.duration_since(seen.1) >= LEARNER_STALL {
+                stalled.insert(*id);
+            }
+        }
+        stalled
+    }
 }
 
 async fn make(raft: &Raft, change: Change) {
@@ -161,6 +225,7 @@ mod tests {
             joint: &[],
             learners: learners.iter().copied().collect(),
             matched: BTreeMap::new(),
+            stalled: BTreeSet::new(),
             last_index: 1_000,
             registry: registry.iter().map(|id| (*id, format!("h:{id}"))).collect(),
         };
@@ -202,6 +267,46 @@ mod tests {
         let (joint, mut v) = view(&[2, 3, 4], &[], &[2, 3, 4]);
         v.joint = &joint;
         assert_eq!(next_change(&v), None);
+    }
+
+    #[test]
+    fn a_stalled_learner_does_not_keep_a_removed_node_voting() {
+        let (joint, mut v) = view(&[1, 2, 3, 4], &[5], &[2, 3, 4, 5]);
+        v.joint = &joint;
+        v.matched.insert(5, 10);
+        assert_eq!(next_change(&v), None, "5 is catching up");
+        v.stalled.insert(5);
+        assert_eq!(next_change(&v), Some(Change::RemoveVoter(1)));
+        // Once it moves again and catches up, it is promoted.
+        v.stalled.clear();
+        v.matched.insert(5, 1_000);
+        assert_eq!(next_change(&v), Some(Change::Promote(5)));
+    }
+
+    #[test]
+    fn progress_marks_a_follower_stalled_only_after_it_stood_still_long_enough() {
+        let mut p = Progress::default();
+        let t0 = Instant::now();
+        let at = |index: u64| BTreeMap::from([(5, index)]);
+        assert!(p.stalled(&at(10), t0).is_empty());
+        assert!(p.stalled(&at(10), t0 + LEARNER_STALL / 2).is_empty());
+        assert!(
+            p.stalled(&at(11), t0 + LEARNER_STALL).is_empty(),
+            "it moved"
+        );
+        let still = t0 + LEARNER_STALL * 2;
+        assert_eq!(p.stalled(&at(11), still), BTreeSet::from([5]));
+        assert!(p.stalled(&BTreeMap::new(), still).is_empty(), "gone");
+    }
+
+    #[test]
+    fn removed_nodes_that_are_half_the_voters_are_named() {
+        let (joint, mut v) = view(&[1, 2, 3], &[4, 5], &[3, 4, 5]);
+        v.joint = &joint;
+        assert_eq!(removed_voters(&v), vec![1, 2]);
+        let (joint, mut v) = view(&[1, 2, 3, 4], &[], &[2, 3, 4]);
+        v.joint = &joint;
+        assert!(removed_voters(&v).is_empty(), "one of four");
     }
 
     #[test]
