@@ -372,6 +372,9 @@ pub struct Limits {
     /// How many committed entries this node may have left to apply and
     /// still answer `/readyz` with 200.
     pub ready_lag_entries_max: u64,
+    /// How far ahead of this node's clock an entry from the leader may be
+    /// dated: a later-dated one is refused ([`crate::raft::clock`]).
+    pub clock_offset_max_ms: u64,
 }
 
 impl Default for Limits {
@@ -400,6 +403,7 @@ impl Default for Limits {
             group_commit_max: 1_000,
             group_commit_in_flight: 2,
             ready_lag_entries_max: 1_000,
+            clock_offset_max_ms: 500,
         }
     }
 }
@@ -487,7 +491,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 20] = [
+        let checks: [(bool, &str); 21] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -511,6 +515,7 @@ impl NodeConfig {
             ((1..=1_000_000).contains(&l.public_clients_max), "limits.public_clients_max must be 1..=1000000"),
             ((100..=600_000).contains(&l.head_check_ms), "limits.head_check_ms must be 100..=600000"),
             ((1..=1_000_000_000).contains(&l.ready_lag_entries_max), "limits.ready_lag_entries_max must be 1..=1000000000"),
+            ((10..=60_000).contains(&l.clock_offset_max_ms), "limits.clock_offset_max_ms must be 10..=60000"),
             (
                 (1..=l.batch_transfers_max).contains(&l.group_commit_max) && (1..=64).contains(&l.group_commit_in_flight),
                 "limits.group_commit_max must be 1..=batch_transfers_max and group_commit_in_flight 1..=64",
@@ -688,6 +693,18 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(err.contains("limits.ready_lag_entries_max"), "{bad}: {err}");
             c.limits.ready_lag_entries_max = 1;
+            assert_eq!(c.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn the_clock_offset_bound_is_checked() {
+        assert_eq!(config("").unwrap().limits.clock_offset_max_ms, 500);
+        for bad in ["0", "9", "60001"] {
+            let mut c = config(&format!("[limits]\nclock_offset_max_ms = {bad}")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.contains("limits.clock_offset_max_ms"), "{bad}: {err}");
+            c.limits.clock_offset_max_ms = 10;
             assert_eq!(c.validate(), Ok(()));
         }
     }

@@ -8,13 +8,14 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use super::body::{self, parse_json};
 use super::error::{no_route, ApiError};
 use super::relay::BUNDLE_PATH;
+use super::service::write::now_ms;
 use super::service::{Forwarded, Service, EXECUTE_PATH, READ_INDEX_PATH};
 use super::watch::{Watch, HEAD_PATH};
 use crate::codec;
 use crate::identity::NodePrincipal;
 use crate::ledger::Bundle;
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::{Raft, TypeConfig};
+use crate::raft::{clock, Raft, TypeConfig};
 
 /// A peer asks whether it is accepted (used by a node on empty storage).
 pub const HELLO_PATH: &str = "/peer/v1/hello";
@@ -79,6 +80,17 @@ async fn append(
 ) -> Result<HttpResponse, ApiError> {
     let rpc: AppendEntriesRequest<TypeConfig> = rpc_of(&svc, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
+    let (now, max) = (now_ms(), svc.limits().clock_offset_max_ms);
+    if let Some((index, ahead_ms)) = clock::dated_ahead(&rpc.entries, now, max) {
+        let why = format!(
+            "entry {index} is dated {ahead_ms} ms ahead of this node's clock (at most \
+             limits.clock_offset_max_ms = {max}): the leader's clock is wrong, or this node's"
+        );
+        if clock::log_refusal_now(now) {
+            tracing::error!(leader = node.id, "{why}");
+        }
+        return Err(body::invalid("entry_dated_ahead", why));
+    }
     Ok(rpc_reply(&raft.append_entries(rpc).await))
 }
 

@@ -22,6 +22,7 @@
 //! Each entry's payload is a [`crate::ledger::Entry`], stamped by the leader
 //! (time, caller) before it is proposed, so `apply` is deterministic.
 
+pub mod clock;
 pub mod incarnation;
 pub mod log_store;
 pub mod membership;

@@ -38,7 +38,7 @@ use super::{AccountId, Amount, OrgName, Rejection};
 /// How long a proposal stays open by default: 7 days on the ledger clock.
 pub const PROPOSAL_TTL_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
 /// Shortest and longest time to live a policy may set.
-pub const PROPOSAL_TTL_MS_MIN: u64 = 60 * 1000;
+pub const PROPOSAL_TTL_MS_MIN: u64 = 3600 * 1000;
 pub const PROPOSAL_TTL_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 /// Open proposals an organization may have at once: a member cannot fill
 /// the registry with proposals nobody votes on.
