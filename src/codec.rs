@@ -428,6 +428,8 @@ mod tests {
                 "node_not_found",
                 "too_few_nodes",
                 "account_frozen",
+                "ballot_too_large",
+                "too_many_revocations",
             ]
         );
         /// The JSON names of the variants with indexes 0, 1, 2, ...

@@ -213,6 +213,8 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | AccountAlreadyFrozen
         | AccountNotFrozen
         | AccountFrozen
+        | BallotTooLarge
+        | TooManyRevocations
         | OrgRunsNodes
         | TooFewNodes
         | UnknownCa => StatusCode::UNPROCESSABLE_ENTITY,

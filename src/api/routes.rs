@@ -88,6 +88,11 @@ async fn write(
     if command.is_governance() && principal.role() != Role::Admin {
         return Err(ApiError::Rejected(Rejection::AdminRequired));
     }
+    if matches!(command, Command::Ballot { .. })
+        && body.len() > crate::ledger::gov::BALLOT_BODY_BYTES_MAX
+    {
+        return Err(ApiError::Rejected(Rejection::BallotTooLarge));
+    }
     let signed = match req.headers().get(SIGNATURE_HEADER) {
         None => None,
         Some(header) => Some(svc.client_seal(&principal, header, method, path, &body)?),

@@ -108,6 +108,10 @@ rejections! {
     TooFewNodes => "too_few_nodes", "removing the node would leave fewer than three nodes: add its replacement first";
     /// Closing an account that a vote froze.
     AccountFrozen => "account_frozen", "the account is frozen by a governance vote: it cannot be closed until a vote unfreezes it";
+    /// Ballots are kept whole, so their bodies are bounded.
+    BallotTooLarge => "ballot_too_large", "a ballot's signed body is at most 1024 bytes: send {\"vote\": ..., \"digest\": ...} without padding";
+    /// An organization's own revocations are bounded.
+    TooManyRevocations => "too_many_revocations", "this organization has revoked as many of its certificates itself as it may (1024): further revocations need a proposal and a vote (gov propose revoke)";
 }
 
 /// `Ok` if `condition` holds, else `rejection`: one line per check.

@@ -10,8 +10,9 @@ use super::super::state::At;
 use super::super::{Actor, Changes, Ledger, NewTransfer, OrgName, Rejection, Role, TransferId};
 use super::{
     Action, Ballot, CertRef, Member, NewNode, NodeRecord, OrgStatus, Policy, Proposal,
-    ProposalState, Revocation, RevokedBy, CA_CERTS_MAX, CA_CERT_PEM_BYTES_MAX, GOV_ORG, NODES_MAX,
-    NODES_MIN, NODE_ADDR_BYTES_MAX, OPEN_PROPOSALS_PER_ORG_MAX,
+    ProposalState, Revocation, RevokedBy, BALLOT_BODY_BYTES_MAX, CA_CERTS_MAX,
+    CA_CERT_PEM_BYTES_MAX, GOV_ORG, NODES_MAX, NODES_MIN, NODE_ADDR_BYTES_MAX,
+    OPEN_PROPOSALS_PER_ORG_MAX, OWN_REVOCATIONS_PER_ORG_MAX,
 };
 
 /// SHA-256 (hex) of the DER of the first certificate in a PEM text: how a
@@ -199,6 +200,10 @@ impl Ledger {
     ) -> Result<Proposal, Rejection> {
         self.voter(at)?;
         let seal = at.client.expect("voter checked the signature");
+        ensure(
+            seal.body.len() <= BALLOT_BODY_BYTES_MAX,
+            Rejection::BallotTooLarge,
+        )?;
         let proposal = self
             .gov
             .proposals
@@ -527,6 +532,11 @@ impl Ledger {
         if let Some(r) = self.gov.revoked.get(cert) {
             return Ok(r.clone());
         }
+        let own = (self.gov.revocations_of(&cert.org)).filter(|r| r.by == RevokedBy::Owner);
+        ensure(
+            own.count() < OWN_REVOCATIONS_PER_ORG_MAX,
+            Rejection::TooManyRevocations,
+        )?;
         let r = Revocation {
             cert: cert.clone(),
             by: RevokedBy::Owner,

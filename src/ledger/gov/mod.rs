@@ -43,6 +43,14 @@ pub const PROPOSAL_TTL_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 /// Open proposals an organization may have at once: a member cannot fill
 /// the registry with proposals nobody votes on.
 pub const OPEN_PROPOSALS_PER_ORG_MAX: usize = 16;
+/// Most certificates one organization's admins may revoke themselves
+/// (revocations by vote are not counted): every replica keeps each
+/// revocation, so one member alone must not be able to grow that set
+/// without bound.
+pub const OWN_REVOCATIONS_PER_ORG_MAX: usize = 1024;
+/// Longest signed body a ballot may have: every ballot is kept, body and
+/// all, so that anyone can check its signature.
+pub const BALLOT_BODY_BYTES_MAX: usize = 1024;
 /// Largest denominator of a threshold fraction.
 pub const THRESHOLD_DENOMINATOR_MAX: u32 = 1000;
 /// Longest memo of a correction, in bytes (as a transfer's).
@@ -546,9 +554,20 @@ impl Gov {
     }
     /// Whether a certificate of `org` was revoked above `height`.
     pub fn revoked_above(&self, org: &OrgName, height: u64) -> bool {
-        self.revoked
-            .values()
-            .any(|r| &r.cert.org == org && r.height > height)
+        !self.revoked.is_empty() && self.revocations_of(org).any(|r| r.height > height)
+    }
+    /// The revocations of `org`'s certificates.
+    pub(super) fn revocations_of<'a>(
+        &'a self,
+        org: &'a OrgName,
+    ) -> impl Iterator<Item = &'a Revocation> + 'a {
+        let first = CertRef {
+            org: org.clone(),
+            serial: Serial::parse("0").expect("the smallest serial"),
+        };
+        (self.revoked.range(first..))
+            .take_while(move |(c, _)| &c.org == org)
+            .map(|(_, r)| r)
     }
     pub fn is_frozen(&self, account: &AccountId) -> bool {
         self.frozen.contains_key(account)

@@ -13,7 +13,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// The rejections these tests trigger (the ledger's test of every code
 /// counts them).
-pub(in crate::ledger) const COVERED: [Rejection; 22] = [
+pub(in crate::ledger) const COVERED: [Rejection; 24] = [
     Rejection::DebitAccountFrozen,   // a_freeze_executes_in_...
     Rejection::CreditAccountFrozen,  // a_freeze_executes_in_...
     Rejection::ProposalClosed,       // a_freeze_executes_in_...
@@ -36,6 +36,8 @@ pub(in crate::ledger) const COVERED: [Rejection; 22] = [
     Rejection::NodeNotFound,         // a_node_is_added_once_under_a_new_id
     Rejection::TooFewNodes,          // a_node_is_added_once_under_a_new_id
     Rejection::AccountFrozen,        // an_action_whose_precondition_...
+    Rejection::TooManyRevocations,   // an_organization_revokes_a_bounded_...
+    Rejection::BallotTooLarge,       // a_padded_ballot_is_refused
 ];
 
 fn seal() -> ClientSeal {
@@ -820,4 +822,73 @@ fn a_node_is_replaced_in_one_vote() {
     assert!(!gov.node(4).unwrap().removed);
     let nodes = &gov.member(&org("org3")).unwrap().nodes;
     assert_eq!(nodes.iter().copied().collect::<Vec<_>>(), vec![4]);
+}
+
+#[test]
+fn an_organization_revokes_a_bounded_number_of_its_certificates_itself() {
+    let mut g = Gv::new(3);
+    let revoke = |g: &mut Gv, o: &str, serial: usize| {
+        let cert = CertRef {
+            org: org(o),
+            serial: Serial::parse(&format!("{serial:x}")).unwrap(),
+        };
+        match g.signed(&admin(o), Command::Revoke(cert)) {
+            Outcome::Revoked(r) => r.map(|_| ()),
+            other => panic!("{other:?}"),
+        }
+    };
+    for serial in 1..=OWN_REVOCATIONS_PER_ORG_MAX {
+        revoke(&mut g, "org2", serial).unwrap();
+    }
+    let before = g.l.gov().clone();
+    let past = OWN_REVOCATIONS_PER_ORG_MAX + 1;
+    assert_eq!(
+        revoke(&mut g, "org2", past),
+        Err(Rejection::TooManyRevocations)
+    );
+    assert_eq!(g.l.gov(), &before);
+    // One already revoked is answered as before; other organizations are
+    // not held back; a vote still revokes.
+    assert_eq!(revoke(&mut g, "org2", 1), Ok(()));
+    assert_eq!(revoke(&mut g, "org1", past), Ok(()));
+    let p = g
+        .propose(
+            "org1",
+            Action::Revoke {
+                org: org("org2"),
+                serial: Serial::parse(&format!("{past:x}")).unwrap(),
+            },
+        )
+        .unwrap();
+    g.vote("org1", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org3", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    let height = g.l.height();
+    assert!(g.l.gov().revoked_above(&org("org2"), height - 1));
+    assert!(!g.l.gov().revoked_above(&org("org2"), height));
+    assert!(!g.l.gov().revoked_above(&org("org3"), 0));
+}
+
+#[test]
+fn a_padded_ballot_is_refused() {
+    let mut g = Gv::new(3);
+    let p = g.propose("org1", freeze("org2.a")).unwrap();
+    let before = g.l.gov().clone();
+    let ballot = Command::Ballot {
+        proposal: p.id,
+        approve: true,
+        digest: p.digest.clone(),
+    };
+    let padded = ClientSeal {
+        signed_at_ms: T0 + g.ms + 1,
+        body: vec![b' '; BALLOT_BODY_BYTES_MAX + 1],
+        ..seal()
+    };
+    assert!(matches!(
+        g.apply(&admin("org2"), ballot, Evidence::Client(padded)).0,
+        Outcome::Proposal(Err(Rejection::BallotTooLarge))
+    ));
+    assert_eq!(g.l.gov(), &before);
 }
