@@ -146,19 +146,33 @@ impl View {
         let mut by_org = Vec::new();
         let mut ca_by_org = Vec::new();
         for (org, pems) in &source {
-            let bad = |e: &dyn std::fmt::Display| Error::Tls(format!("org {org}'s CA: {e}"));
+            // A CA that is not a trust anchor is left out, the same way on
+            // every replica and at every restart (governance takes only
+            // ones that are, see `is_one_ca_cert`); an organization left
+            // without one has no certificate accepted.
             let mut cas = Vec::new();
+            let mut own = RootCertStore::empty();
             for pem in pems {
-                let ca = parse_certs(pem.as_bytes()).map_err(|e| bad(&e))?;
-                cas.extend(ca.into_iter().take(1));
+                let Some(ca) = parse_certs(pem.as_bytes())
+                    .ok()
+                    .and_then(|c| c.into_iter().next())
+                else {
+                    tracing::warn!("org {org}: a CA certificate that does not parse is left out");
+                    continue;
+                };
+                if let Err(e) = own.add(ca.clone()) {
+                    tracing::warn!("org {org}: a CA certificate is left out: {e}");
+                    continue;
+                }
+                all.add(ca.clone())
+                    .map_err(|e| Error::Tls(format!("org {org}'s CA: {e}")))?;
+                cas.push(ca);
             }
             if cas.is_empty() {
-                return Err(bad(&"no CA certificate"));
-            }
-            let mut own = RootCertStore::empty();
-            for ca in &cas {
-                own.add(ca.clone()).map_err(|e| bad(&e))?;
-                all.add(ca.clone()).map_err(|e| bad(&e))?;
+                tracing::warn!(
+                    "org {org} has no usable CA certificate: none of its certificates is accepted"
+                );
+                continue;
             }
             by_org.push((org.clone(), verifier(own)?));
             ca_by_org.push((org.clone(), cas));
@@ -258,6 +272,13 @@ impl Trust {
             .map(|o| (o.name.clone(), vec![o.ca_cert.clone()]))
             .collect();
         let view = View::build(source).map_err(|e| Error::Tls(format!("genesis: {e}")))?;
+        if let Some(o) = genesis.orgs.iter().find(|o| !view.is_member(&o.name)) {
+            return Err(Error::Tls(format!(
+                "genesis: org {}'s ca_cert is not a usable CA certificate (one PEM certificate \
+                 with basicConstraints CA:TRUE, as scripts/new-org.sh makes)",
+                o.name
+            )));
+        }
         Ok(Self {
             view: Arc::new(RwLock::new(Arc::new(view))),
             nodes: SharedNodes::new(genesis.node_records()),
@@ -1077,7 +1098,10 @@ pub fn load_identity(
 pub fn is_one_ca_cert(pem: &[u8]) -> bool {
     use x509_parser::prelude::*;
     match parse_certs(pem).as_deref() {
-        Ok([one]) => X509Certificate::from_der(one.as_ref()).is_ok_and(|(_, c)| c.is_ca()),
+        Ok([one]) => {
+            X509Certificate::from_der(one.as_ref()).is_ok_and(|(_, c)| c.is_ca())
+                && RootCertStore::empty().add(one.clone()).is_ok()
+        }
         _ => false,
     }
 }

@@ -718,3 +718,31 @@ fn a_joining_nodes_bundle_authenticates_peers_until_its_state_catches_up() {
     c.trust.govern(&voted);
     assert_eq!(c.trust.peer_nodes().org_of(4), None);
 }
+
+/// A CA certificate that is no trust anchor is left out of the member
+/// view, the same way on a running replica and a restarted one, instead
+/// of the whole view staying as it was.
+#[test]
+fn a_ca_that_is_no_trust_anchor_is_left_out_the_same_way_everywhere() {
+    let c = Consortium::new();
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned();
+    assert!(!crate::identity::is_one_ca_cert(garbage.as_bytes()));
+    let gov = with_cas(&c, |org, ca_of| match org {
+        "org2" => vec![garbage.clone(), ca_of("org2")],
+        "org3" => vec![garbage.clone()],
+        _ => vec![ca_of(org)],
+    });
+    c.trust.govern(&gov);
+    let restarted = Trust::from_genesis(&c.genesis).unwrap();
+    restarted.govern(&gov);
+    let chain = |org: &str| load_identity(&c.role_tls(org, "app")).unwrap().0;
+    for trust in [&*c.trust, &restarted] {
+        assert!(trust.identify(&chain("org1")).is_ok());
+        assert!(trust.identify(&chain("org2")).is_ok());
+        assert!(trust.identify(&chain("org3")).is_err(), "no usable CA");
+    }
+    let mut genesis = c.genesis.clone();
+    genesis.orgs[2].ca_cert = garbage;
+    let refused = Trust::from_genesis(&genesis).err().unwrap().to_string();
+    assert!(refused.contains("not a usable CA certificate"), "{refused}");
+}
