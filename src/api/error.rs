@@ -127,7 +127,7 @@ impl ApiError {
                  write to a node of your own organization, or sign it with your \
                  certificate's key (alliance-signature header)"
             ),
-            Self::NotFound(_) => "no such object, or not visible to this organization".to_owned(),
+            Self::NotFound(what) => not_found_message(what).to_owned(),
             Self::Rejected(r) => r.message().to_owned(),
             Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
             Self::RateLimited(s) => format!("request budget spent; retry after {s} s"),
@@ -218,6 +218,22 @@ fn rejection_status(r: Rejection) -> StatusCode {
         | OrgRunsNodes
         | TooFewNodes
         | UnknownCa => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// What a 404 says, by its code: what may be missing, and where to look.
+fn not_found_message(code: &str) -> &'static str {
+    match code {
+        "route_not_found" => "no such route or method (the README's API table lists them)",
+        "account_not_found" => {
+            "no such account, or this organization may not read it (its owner grants reads)"
+        }
+        "transfer_not_found" => {
+            "no such transfer, or this organization may read neither of its accounts"
+        }
+        "block_not_found" => "no block at this height yet (GET /v1/cluster shows the height)",
+        "proposal_not_found" => "no such proposal (GET /v1/gov/proposals lists them)",
+        _ => "no such object, or not visible to this organization",
     }
 }
 

@@ -675,6 +675,17 @@ impl ClientCertVerifier for LoggedClientVerifier {
                 verified = Ok(rustls::server::danger::ClientCertVerified::assertion());
             }
         }
+        // A leaf whose issuer's name is a member CA's but whose signature is
+        // not (a CA rotated under the same name, and the old one removed)
+        // was not issued by a member CA: the client hears "unknown CA",
+        // not "decrypt error".
+        if let Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)) =
+            &verified
+        {
+            verified = Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
+        }
         if verified.is_ok() && self.revoked.contains_der(end_entity) {
             verified = Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,
