@@ -146,6 +146,33 @@ fn bench_etcd_script_refuses_bad_arguments() {
     );
 }
 
+/// `bench-tigerbeetle.sh` checks its arguments, and that the binary runs,
+/// before it builds or starts anything.
+#[test]
+fn bench_tigerbeetle_script_refuses_bad_arguments() {
+    // Runs, so only the argument named in each case is wrong.
+    let runs = "/bin/true";
+    refuses_bad_arguments(
+        "bench-tigerbeetle.sh",
+        &[
+            &[],
+            &["--tigerbeetle"],
+            &["--tigerbeetle", "/no/such/file"],
+            &["--tigerbeetle", env!("CARGO_MANIFEST_DIR")],
+            &["--tigerbeetle", "/bin/false"],
+            &["--tigerbeetle", runs, "--transfers", "999"],
+            &["--tigerbeetle", runs, "--transfers", "x"],
+            &["--tigerbeetle", runs, "--accounts", "1"],
+            &["--tigerbeetle", runs, "--workloads", ""],
+            &["--tigerbeetle", runs, "--workloads", "8189"],
+            &["--tigerbeetle", runs, "--workloads", "8190:1"],
+            &["--tigerbeetle", runs, "--workloads", "100:0"],
+            &["--tigerbeetle", runs, "--workloads", "100:65"],
+            &["--tigerbeetle", runs, "--bogus"],
+        ],
+    );
+}
+
 /// `alliance completions bash` is a script bash loads, and it completes
 /// subcommands; the other shells get a script too; `alliance man` is a roff
 /// page naming every command; an unknown shell is refused with the choices.
