@@ -65,8 +65,8 @@ pub struct GovWorker {
     /// Where the organizations' CAs are, to issue node certificates.
     pki: std::path::PathBuf,
     /// Nodes this worker added (it knows the addition executed) and has
-    /// not proposed to remove.
-    added: Vec<u64>,
+    /// not proposed to remove or replace, with their organizations.
+    added: Vec<(u64, String)>,
 }
 
 /// The first id of the nodes the worker adds.
@@ -91,23 +91,33 @@ impl GovWorker {
         }
     }
 
-    /// The next action: a policy change, a node addition (a node that is
-    /// never started) or the removal of a node this worker added.
-    async fn action(&mut self, n: u64) -> (Value, Option<u64>) {
-        match n % 3 {
+    /// The next action, in turn: a node addition (a node that is never
+    /// started), its replacement by another such node of its organization,
+    /// the replacement's removal, a policy change.
+    async fn action(&mut self, n: u64) -> (Value, Option<(u64, String)>) {
+        let new_node = |id: u64, org: &str, cert: String| {
+            let port = 20_000 + 2 * n;
+            json!({"id": id, "org": org, "api_addr": format!("127.0.0.1:{port}"),
+                   "raft_addr": format!("127.0.0.1:{}", port + 1), "cert": cert})
+        };
+        match n % 4 {
             1 => {
                 let id = FIRST_ADDED_NODE + n;
                 let org = format!("org{}", 1 + self.rng.below(self.admins.len() as u64));
                 let cert = issue_node_cert(self.pki.clone(), org.clone(), id).await;
-                let port = 20_000 + 2 * n;
-                let action = json!({"add_node": {"id": id, "org": org,
-                    "api_addr": format!("127.0.0.1:{port}"),
-                    "raft_addr": format!("127.0.0.1:{}", port + 1), "cert": cert}});
-                (action, Some(id))
+                let action = json!({ "add_node": new_node(id, &org, cert) });
+                (action, Some((id, org)))
+            }
+            3 if !self.added.is_empty() => {
+                let (id, _) = self.added.remove(0);
+                (json!({"remove_node": {"id": id}}), None)
             }
             2 if !self.added.is_empty() => {
-                let id = self.added.remove(0);
-                (json!({"remove_node": {"id": id}}), None)
+                let (old, org) = self.added.remove(0);
+                let id = FIRST_ADDED_NODE + n;
+                let cert = issue_node_cert(self.pki.clone(), org.clone(), id).await;
+                let action = json!({"replace_node": {"old": old, "new": new_node(id, &org, cert)}});
+                (action, Some((id, org)))
             }
             // Each proposal sets a time to live of its own, so the
             // registry shows which one executed last.
