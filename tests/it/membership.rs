@@ -68,14 +68,19 @@ async fn a_node_added_by_vote_catches_up_votes_and_replaces_another() {
     }
     let action = json!({"add_node": {"id": 4, "org": "org4", "api_addr": api,
         "raft_addr": raft, "cert": cert}});
-    // Two of three (org4, pending, does not count yet).
-    let proposal = propose(&c, 1, action).await["id"].as_u64().unwrap();
-    vote(&c, 1, 1, proposal, true).await;
-    let r = vote(&c, 2, 2, proposal, true).await;
-    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    // Org4 joins first: a node is added in its name only with its own
+    // approval, and a majority of the four members.
     ok(admin4
         .call(reqwest::Method::POST, "/v1/gov/join", Some(&json!({})))
         .await);
+    let proposal = propose(&c, 1, action).await["id"].as_u64().unwrap();
+    vote(&c, 1, 1, proposal, true).await;
+    let r = vote(&c, 2, 2, proposal, true).await;
+    assert_eq!(r.body["state"], "open", "org4 has not approved: {}", r.body);
+    let shown = ok(admin4.proposal(proposal).await);
+    let digest = shown.body["digest"].as_str().unwrap().to_owned();
+    let r = ok(admin4.ballot(proposal, true, &digest).await);
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
 
     // Its admin exports the join bundle; node 4 starts from it.
     let bundle = admin4.join_bundle(proposal).await.unwrap().unwrap();
@@ -349,7 +354,9 @@ async fn a_lost_node_is_replaced_from_a_backup_under_a_new_id() {
         "api_addr": ports[0].to_string(), "raft_addr": ports[1].to_string(), "cert": cert}}});
     let added = propose(&c, 1, action).await["id"].as_u64().unwrap();
     vote(&c, 1, 1, added, true).await;
-    let r = vote(&c, 2, 2, added, true).await;
+    vote(&c, 2, 2, added, true).await;
+    // Org3's own approval, through another organization's node.
+    let r = vote(&c, 3, 1, added, true).await;
     assert_eq!(r.body["state"], "executed", "{}", r.body);
     let join = dir.path().join("join5.json");
     let org1_admin = clients.join("org1-admin.toml");

@@ -139,19 +139,30 @@ impl Ledger {
             }
             Action::AddCa { org, ca_cert } => {
                 let member = self.gov.current(org)?;
+                // The same certificate spelled otherwise is the same CA.
+                let sha = pem_sha256(ca_cert);
+                let known = |pem: &String| pem_sha256(pem) == sha;
                 ensure(
                     member.ca_certs.len() < CA_CERTS_MAX
                         && ca_cert.len() <= CA_CERT_PEM_BYTES_MAX
-                        && !member.ca_certs.contains(ca_cert),
+                        && sha.is_some()
+                        && !member.ca_certs.iter().any(known),
                     Rejection::InvalidAction,
                 )
             }
             Action::RemoveCa { org, ca_sha256 } => {
                 let member = self.gov.current(org)?;
                 ensure(member.nodes.is_empty(), Rejection::OrgRunsNodes)?;
-                let named = |pem: &String| pem_sha256(pem).as_deref() == Some(ca_sha256.as_str());
-                ensure(member.ca_certs.iter().any(named), Rejection::UnknownCa)?;
-                ensure(member.ca_certs.len() > 1, Rejection::InvalidAction)
+                let named = |pem: &&String| pem_sha256(pem).as_deref() == Some(ca_sha256.as_str());
+                ensure(
+                    member.ca_certs.iter().any(|p| named(&p)),
+                    Rejection::UnknownCa,
+                )?;
+                // Another CA stays, however many spellings of this one.
+                ensure(
+                    member.ca_certs.iter().any(|p| !named(&p)),
+                    Rejection::InvalidAction,
+                )
             }
             Action::RemoveOrg { name } => {
                 let member = self.gov.current(name)?;
@@ -184,12 +195,11 @@ impl Ledger {
     }
 
     /// Casts the caller's organization's ballot on proposal `id`. After
-    /// [`Self::voter`]'s checks: `proposal_not_found`,
+    /// [`Self::voter`]'s checks: `ballot_too_large`, `proposal_not_found`,
     /// `digest_mismatch`, the organization's earlier ballot (the same vote
-    /// again → the proposal; another → `already_voted`),
-    /// `proposal_closed`. The ballot that reaches the threshold executes
-    /// the action ([`Self::execute`]); one after which the threshold is out
-    /// of reach rejects the proposal.
+    /// again → the proposal, counted again against the threshold of now:
+    /// members may have left since; another → `already_voted`),
+    /// `proposal_closed`. See [`Self::decide`].
     pub(in crate::ledger) fn vote(
         &mut self,
         at: At<'_>,
@@ -211,11 +221,11 @@ impl Ledger {
             .ok_or(Rejection::ProposalNotFound)?;
         ensure(proposal.digest == digest, Rejection::DigestMismatch)?;
         if let Some(earlier) = proposal.ballots.get(&at.actor.org) {
-            return if earlier.approve == approve {
-                Ok(proposal.clone())
-            } else {
-                Err(Rejection::AlreadyVoted)
-            };
+            ensure(earlier.approve == approve, Rejection::AlreadyVoted)?;
+            if proposal.state == ProposalState::Open {
+                self.decide(at, id, changes);
+            }
+            return Ok(self.gov.proposals[&id].clone());
         }
         ensure(
             proposal.state == ProposalState::Open,
@@ -236,21 +246,36 @@ impl Ledger {
             digest,
             ballot: &ballot,
         }));
-        let members = self.gov.members() as u64;
-        let required = self.gov.required();
         let proposal = self.gov.proposals.get_mut(&id).expect("found above");
         proposal.ballots.insert(at.actor.org.clone(), ballot);
+        changes.gov = true;
+        self.decide(at, id, changes);
+        Ok(self.gov.proposals[&id].clone())
+    }
+
+    /// Decides open proposal `id` if its ballots now allow: it executes
+    /// ([`Self::execute`]) once its approvals reach the threshold and, for
+    /// a node added in an organization's name, that organization approved
+    /// (nobody adds a node for another); it is rejected once the threshold
+    /// is out of reach, or that organization rejected it.
+    fn decide(&mut self, at: At<'_>, id: u64, changes: &mut Changes) {
+        let members = self.gov.members() as u64;
+        let required = self.gov.required();
         let proposal = &self.gov.proposals[&id];
         let (approvals, rejections) = self.gov.tally(proposal);
-        changes.gov = true;
-        if approvals >= required {
+        let owner = match &proposal.action {
+            Action::AddNode(node) | Action::ReplaceNode { new: node, .. } => {
+                proposal.ballots.get(&node.org).map(|b| b.approve)
+            }
+            _ => Some(true),
+        };
+        if approvals >= required && owner == Some(true) {
             let action = proposal.action.clone();
             let result = self.execute(at, id, &action, changes);
             self.close(at, id, result.err(), changes);
-        } else if rejections > members.saturating_sub(required) {
+        } else if rejections > members.saturating_sub(required) || owner == Some(false) {
             self.close_as(at, id, ProposalState::Rejected, None, changes);
         }
-        Ok(self.gov.proposals[&id].clone())
     }
 
     /// Closes proposal `id` after its action ran: executed, or failed with

@@ -650,6 +650,18 @@ fn a_ca_is_rotated_by_overlap() {
         Err(Rejection::InvalidAction),
         "twice"
     );
+    // The same CA spelled otherwise is the same CA: it cannot be added
+    // again, which would let removing it leave no CA at all.
+    let respelled = Action::AddCa {
+        org: org("org2"),
+        ca_cert: new.replace('\n', "\r\n"),
+    };
+    assert_eq!(pem_sha256(&new.replace('\n', "\r\n")), pem_sha256(&new));
+    assert_eq!(
+        g.propose("org1", respelled),
+        Err(Rejection::InvalidAction),
+        "respelled"
+    );
     let remove = |sha: String| Action::RemoveCa {
         org: org("org2"),
         ca_sha256: sha,
@@ -813,9 +825,18 @@ fn a_node_is_replaced_in_one_vote() {
     // addresses (a node moved in place).
     let p = g.propose("org1", replace(3, 4, "n3")).unwrap();
     g.vote("org1", &p, true).unwrap();
+    // The threshold is reached, but nobody adds a node in another
+    // organization's name: org3 must approve too.
+    assert_eq!(g.vote("org2", &p, true).unwrap().state, ProposalState::Open);
     assert_eq!(
-        g.vote("org2", &p, true).unwrap().state,
+        g.vote("org3", &p, true).unwrap().state,
         ProposalState::Executed
+    );
+    // An organization that refuses a node in its name rejects it.
+    let q = g.propose("org1", replace(4, 5, "n5")).unwrap();
+    assert_eq!(
+        g.vote("org3", &q, false).unwrap().state,
+        ProposalState::Rejected
     );
     let gov = g.l.gov();
     assert!(gov.node(3).unwrap().removed);
@@ -891,4 +912,36 @@ fn a_padded_ballot_is_refused() {
         Outcome::Proposal(Err(Rejection::BallotTooLarge))
     ));
     assert_eq!(g.l.gov(), &before);
+}
+
+/// A proposal that has enough approvals once a member left executes when
+/// any organization sends its same ballot again.
+#[test]
+fn a_repeated_ballot_counts_again_after_a_member_left() {
+    let mut g = Gv::new(4);
+    g.l.gov.policy.threshold = Threshold::Majority;
+    let p = g.propose("org1", freeze("org3.a")).unwrap();
+    g.vote("org1", &p, true).unwrap();
+    g.vote("org2", &p, true).unwrap();
+    assert_eq!(
+        g.vote("org3", &p, false).unwrap().state,
+        ProposalState::Open
+    );
+    let leave = g
+        .propose("org1", Action::RemoveOrg { name: org("org4") })
+        .unwrap();
+    for o in ["org1", "org2"] {
+        g.vote(o, &leave, true).unwrap();
+    }
+    assert_eq!(
+        g.vote("org3", &leave, true).unwrap().state,
+        ProposalState::Executed
+    );
+    // Two of three now suffice; the same ballot again decides it.
+    assert_eq!(g.l.gov().required(), 2);
+    assert_eq!(
+        g.vote("org2", &p, true).unwrap().state,
+        ProposalState::Executed
+    );
+    assert!(g.l.gov().is_frozen(&acct("org3.a")));
 }
