@@ -15,7 +15,7 @@ use crate::codec;
 use crate::identity::NodePrincipal;
 use crate::ledger::Bundle;
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use crate::raft::{clock, Raft, TypeConfig};
+use crate::raft::{clock, membership, Raft, TypeConfig};
 
 /// A peer asks whether it is accepted (used by a node on empty storage).
 pub const HELLO_PATH: &str = "/peer/v1/hello";
@@ -90,6 +90,15 @@ async fn append(
             tracing::error!(leader = node.id, "{why}");
         }
         return Err(body::invalid("entry_dated_ahead", why));
+    }
+    let voters_now = (raft.metrics().borrow().membership_config.membership())
+        .voter_ids()
+        .count();
+    if let Some(why) = membership::too_few_voters(&rpc.entries, voters_now) {
+        if clock::log_refusal_now(now) {
+            tracing::error!(leader = node.id, "refusing an append: {why}");
+        }
+        return Err(body::invalid("too_few_voters", why));
     }
     Ok(rpc_reply(&raft.append_entries(rpc).await))
 }

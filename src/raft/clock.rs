@@ -28,8 +28,9 @@ pub fn dated_ahead(
     })
 }
 
-/// Whether to log a refusal now: at most one line every ten seconds (a
-/// leader retries an append many times a second).
+/// Whether to log a refusal of an append now (for its date, or its
+/// membership): at most one line every ten seconds, as a leader retries an
+/// append many times a second.
 pub fn log_refusal_now(now_ms: u64) -> bool {
     static LAST_MS: AtomicU64 = AtomicU64::new(0);
     let last = LAST_MS.load(Ordering::Relaxed);

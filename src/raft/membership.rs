@@ -144,6 +144,30 @@ pub fn drive(raft: Raft, trust: Arc<Trust>, me: NodeId) {
     });
 }
 
+/// Why a follower refuses the membership entries of an append, if it
+/// does: a configuration with fewer voters than [`NODES_MIN`] (or than
+/// the follower's `voters_now`, if fewer). The leader's driver never
+/// proposes one; a leader that does (a hostile member's node making itself
+/// the only voter, to lead for good) gets it accepted by no honest node.
+pub fn too_few_voters(
+    entries: &[openraft::Entry<super::TypeConfig>],
+    voters_now: usize,
+) -> Option<String> {
+    let least = NODES_MIN.min(voters_now);
+    entries.iter().find_map(|e| match &e.payload {
+        openraft::EntryPayload::Membership(m) => (m.get_joint_config().iter())
+            .find(|voters| voters.len() < least)
+            .map(|voters| {
+                format!(
+                    "entry {} makes the voters {voters:?}: fewer than {least}, which no change \
+                     by vote makes",
+                    e.log_id.index
+                )
+            }),
+        _ => None,
+    })
+}
+
 /// Removed nodes that are still voters, when they are half the voters or
 /// more.
 fn removed_voters(v: &View<'_>) -> Vec<NodeId> {
@@ -297,6 +321,30 @@ mod tests {
         let still = t0 + LEARNER_STALL * 2;
         assert_eq!(p.stalled(&at(11), still), BTreeSet::from([5]));
         assert!(p.stalled(&BTreeMap::new(), still).is_empty(), "gone");
+    }
+
+    #[test]
+    fn a_configuration_of_fewer_than_three_voters_is_refused() {
+        let entry = |index: u64, configs: Vec<BTreeSet<u64>>| {
+            let membership = openraft::Membership::new(configs, None);
+            openraft::Entry::<crate::raft::TypeConfig> {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+                payload: openraft::EntryPayload::Membership(membership),
+            }
+        };
+        let sole = entry(7, vec![[1, 2, 3].into(), [3].into()]);
+        let why = too_few_voters(&[sole], 3).expect("refused");
+        assert!(
+            why.contains("entry 7") && why.contains("fewer than 3"),
+            "{why}"
+        );
+        let fine = entry(8, vec![[1, 2, 3].into(), [2, 3, 4].into()]);
+        assert_eq!(too_few_voters(std::slice::from_ref(&fine), 3), None);
+        // A smaller cluster keeps its size; a node with no voters yet
+        // (joining) takes what its log holds.
+        let pair = entry(9, vec![[1, 2].into()]);
+        assert_eq!(too_few_voters(std::slice::from_ref(&pair), 2), None);
+        assert_eq!(too_few_voters(&[pair], 0), None);
     }
 
     #[test]
