@@ -655,7 +655,25 @@ async fn a_ca_is_rotated_by_overlap() {
             "node {node}"
         );
     }
-    pass(&c, json!({"add_ca": {"org": "org4", "ca_cert": pem(&new)}})).await;
+    // A CA is added to org4 only with org4's own approval: it joins, and
+    // approves beside two others (3 of 4).
+    let admin4 = old.client(&c, "admin", 1);
+    ok(admin4
+        .call(reqwest::Method::POST, "/v1/gov/join", Some(&json!({})))
+        .await);
+    let add = json!({"add_ca": {"org": "org4", "ca_cert": pem(&new)}});
+    let id = id_of(&propose(&c, 1, add).await);
+    vote(&c, 1, 1, id, true).await;
+    vote(&c, 2, 2, id, true).await;
+    let r = vote(&c, 3, 3, id, true).await;
+    assert_eq!(r.body["state"], "open", "without org4: {}", r.body);
+    let digest = checked_digest(&ok(admin4.proposal(id).await).body).unwrap();
+    let r = ok(admin4.ballot(id, true, &digest).await);
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, at).await;
+    }
     for node in c.ids() {
         ok(old.client(&c, "app", node).cluster().await);
         ok(new.client(&c, "app", node).cluster().await);
@@ -672,11 +690,17 @@ async fn a_ca_is_rotated_by_overlap() {
     let cas = org4.unwrap()["cas"].as_array().unwrap().clone();
     assert_eq!(cas.len(), 2, "{}", registry.body);
     let old_sha = cas[0]["sha256"].as_str().unwrap().to_owned();
-    pass(
-        &c,
-        json!({"remove_ca": {"org": "org4", "ca_sha256": old_sha}}),
-    )
-    .await;
+    // Removing one needs no particular organization: 3 of 4.
+    let remove = json!({"remove_ca": {"org": "org4", "ca_sha256": old_sha}});
+    let id = id_of(&propose(&c, 1, remove).await);
+    vote(&c, 1, 1, id, true).await;
+    vote(&c, 2, 2, id, true).await;
+    let r = vote(&c, 3, 3, id, true).await;
+    assert_eq!(r.body["state"], "executed", "{}", r.body);
+    let at = r.body["closed_height"].as_u64().unwrap();
+    for node in c.ids() {
+        c.wait_for_height(node, at).await;
+    }
     for node in c.ids() {
         assert!(
             old.client(&c, "app", node).cluster().await.is_err(),

@@ -255,20 +255,23 @@ impl Ledger {
 
     /// Decides open proposal `id` if its ballots now allow: it executes
     /// ([`Self::execute`]) once its approvals reach the threshold and, for
-    /// a node added in an organization's name, that organization approved
-    /// (nobody adds a node for another); it is rejected once the threshold
-    /// is out of reach, or that organization rejected it.
+    /// a node or a CA added in an organization's name, that organization
+    /// approved (nobody adds a node, or a CA that would issue identities,
+    /// for another); it is rejected once the threshold is out of reach, or
+    /// that organization rejected it.
     fn decide(&mut self, at: At<'_>, id: u64, changes: &mut Changes) {
         let members = self.gov.members() as u64;
         let required = self.gov.required();
         let proposal = &self.gov.proposals[&id];
         let (approvals, rejections) = self.gov.tally(proposal);
         let owner = match &proposal.action {
-            Action::AddNode(node) | Action::ReplaceNode { new: node, .. } => {
-                proposal.ballots.get(&node.org).map(|b| b.approve)
-            }
-            _ => Some(true),
+            Action::AddNode(node) | Action::ReplaceNode { new: node, .. } => Some(&node.org),
+            Action::AddCa { org, .. } => Some(org),
+            _ => None,
         };
+        let owner = owner.map_or(Some(true), |org| {
+            proposal.ballots.get(org).map(|b| b.approve)
+        });
         if approvals >= required && owner == Some(true) {
             let action = proposal.action.clone();
             let result = self.execute(at, id, &action, changes);

@@ -639,8 +639,12 @@ fn a_ca_is_rotated_by_overlap() {
         org: org("org2"),
         ca_cert: new.clone(),
     };
+    // A CA would issue identities in org2's name: the others alone
+    // cannot add one, org2 must approve too.
+    let p = run(&mut g, add.clone()).unwrap();
+    assert_eq!(p.state, ProposalState::Open);
     assert_eq!(
-        run(&mut g, add.clone()).unwrap().state,
+        g.vote("org2", &p, true).unwrap().state,
         ProposalState::Executed
     );
     let cas = |g: &Gv| g.l.gov().member(&org("org2")).unwrap().ca_certs.clone();
