@@ -13,7 +13,9 @@
 //! leader says so in its log each minute). A joint configuration left by a
 //! leader that crashed mid-change is finished first. Every node tells its
 //! [`Trust`] which nodes Raft still has, so that a removed node's peer
-//! traffic is refused only once Raft has removed it.
+//! traffic is refused only once Raft has removed it. A new leader changes
+//! nothing until it has applied its log as it was when it began to lead:
+//! its registry is then at least as new as any its peers acted on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -104,6 +106,10 @@ pub fn drive(raft: Raft, trust: Arc<Trust>, me: NodeId) {
         let mut interval = tokio::time::interval(CHECK_EVERY);
         let mut progress = Progress::default();
         let mut alarmed: Option<Instant> = None;
+        // The term this node leads in, and its log's end when it began:
+        // until it has applied that far, its registry may be older than
+        // its log (a removed node would be added back).
+        let mut leading: Option<(u64, u64)> = None;
         loop {
             interval.tick().await;
             let m = raft.metrics().borrow().clone();
@@ -111,6 +117,18 @@ pub fn drive(raft: Raft, trust: Arc<Trust>, me: NodeId) {
             trust.in_raft(membership.nodes().map(|(id, _)| *id).collect());
             if m.current_leader != Some(me) {
                 progress = Progress::default();
+                leading = None;
+                continue;
+            }
+            let term_start = match leading {
+                Some((term, start)) if term == m.current_term => start,
+                _ => {
+                    let start = m.last_log_index.unwrap_or(0);
+                    leading = Some((m.current_term, start));
+                    start
+                }
+            };
+            if m.last_applied.map_or(0, |l| l.index) < term_start {
                 continue;
             }
             let registry = trust.nodes();
