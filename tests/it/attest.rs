@@ -325,51 +325,58 @@ async fn a_caller_signs_to_write_through_another_organizations_node() {
     }
 }
 
+/// Sends node 2, as node 1 (what a hostile member running node 1 could
+/// do as leader), an append of one entry with `payload` after node 1's
+/// log: node 2's status and answer.
+async fn append_as_node1(
+    c: &Cluster,
+    payload: openraft::EntryPayload<alliance::raft::TypeConfig>,
+) -> (u16, Value) {
+    use openraft::raft::AppendEntriesRequest;
+    let peer = peer_as_node1(c).await;
+    let status = c.status(1).await.unwrap();
+    let term = status["term"].as_u64().unwrap();
+    let last = status["last_log_index"].as_u64().unwrap();
+    let rpc: AppendEntriesRequest<alliance::raft::TypeConfig> = AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(term, 1),
+        prev_log_id: None,
+        entries: vec![openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), last + 1),
+            payload,
+        }],
+        leader_commit: None,
+    };
+    let r = peer
+        .post(format!("{}/raft/append", c.layout.node(2).peer_url))
+        .header("content-type", alliance::codec::CONTENT_TYPE)
+        .body(alliance::codec::encode(&rpc))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
 /// Node 1, as a hostile leader would, sends node 2 an entry dated an hour
 /// ahead: node 2 refuses it before Raft sees it, naming the clocks.
 #[tokio::test]
 async fn a_follower_refuses_entries_dated_ahead_of_its_clock() {
     use alliance::ledger::{Blinding, Entry, Evidence};
-    use alliance::raft::TypeConfig;
-    use openraft::raft::AppendEntriesRequest;
     let c = Cluster::start().await;
     c.seed(1_000).await;
-    let peer = peer_as_node1(&c).await;
-    let status = c.status(1).await.unwrap();
-    let term = status["term"].as_u64().unwrap();
-    let last = status["last_log_index"].as_u64().unwrap();
-    let append = |timestamp_ms: u64| {
-        let entry = Entry {
-            actor: Actor {
-                org: alliance::ledger::OrgName::parse("org1").unwrap(),
-                role: alliance::ledger::Role::Node,
-            },
-            timestamp_ms,
-            command: Command::Tick,
-            evidence: Evidence::Leader,
-            blinding: Blinding([0; 16]),
-        };
-        let leader = openraft::CommittedLeaderId::new(term, 1);
-        let rpc: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
-            vote: openraft::Vote::new_committed(term, 1),
-            prev_log_id: None,
-            entries: vec![openraft::Entry {
-                log_id: openraft::LogId::new(leader, last + 1),
-                payload: openraft::EntryPayload::Normal(std::sync::Arc::new(entry)),
-            }],
-            leader_commit: None,
-        };
-        alliance::codec::encode(&rpc)
+    let entry = Entry {
+        actor: Actor {
+            org: alliance::ledger::OrgName::parse("org1").unwrap(),
+            role: alliance::ledger::Role::Node,
+        },
+        timestamp_ms: now_ms() + 3_600_000,
+        command: Command::Tick,
+        evidence: Evidence::Leader,
+        blinding: Blinding([0; 16]),
     };
-    let post = |body: Vec<u8>| {
-        peer.post(format!("{}/raft/append", c.layout.node(2).peer_url))
-            .header("content-type", alliance::codec::CONTENT_TYPE)
-            .body(body)
-            .send()
-    };
-    let r = post(append(now_ms() + 3_600_000)).await.unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
+    let payload = openraft::EntryPayload::Normal(std::sync::Arc::new(entry));
+    let (status, body) = append_as_node1(&c, payload).await;
+    assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "entry_dated_ahead", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("ahead of this node's clock"), "{message}");
@@ -377,4 +384,22 @@ async fn a_follower_refuses_entries_dated_ahead_of_its_clock() {
     ok(c.client("org1", "admin", 1)
         .transfer("org1.after-dated", "org1.ops", "org2.ops", 1)
         .await);
+}
+
+/// Node 1, as a hostile leader would, sends node 2 a configuration in
+/// which node 1 is the only voter: node 2 refuses it, and the cluster
+/// goes on with its three voters.
+#[tokio::test]
+async fn a_follower_refuses_a_configuration_of_one_voter() {
+    let c = Cluster::start().await;
+    c.seed(1_000).await;
+    let sole = openraft::Membership::new(vec![std::collections::BTreeSet::from([1])], None);
+    let (status, body) = append_as_node1(&c, openraft::EntryPayload::Membership(sole)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "too_few_voters", "{body}");
+    ok(c.client("org1", "admin", 1)
+        .transfer("org1.after-sole", "org1.ops", "org2.ops", 1)
+        .await);
+    let status = c.status(2).await.unwrap();
+    assert_eq!(status["voters"], json!([1, 2, 3]), "{status}");
 }
