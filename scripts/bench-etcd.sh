@@ -4,6 +4,7 @@
 set -eu
 
 prog=bench-etcd.sh
+. "$(dirname "$0")/bench-common.sh"
 
 usage() {
 	cat <<EOF
@@ -29,20 +30,6 @@ Options:
   --dir DIR          work directory (default: a new one under /tmp)
   -h, --help         show this help and exit
 EOF
-}
-
-usage_error() {
-	printf '%s: %s\n' "$prog" "$1" >&2
-	printf "Try '%s --help'.\n" "$prog" >&2
-	exit 2
-}
-
-# in_range VALUE LO HI: a decimal integer within LO..HI.
-in_range() {
-	case $1 in
-	'' | *[!0-9]*) return 1 ;;
-	esac
-	[ ${#1} -le 9 ] && [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
 }
 
 etcdbench=
@@ -83,7 +70,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$dir" ] || dir=$(mktemp -d /tmp/bench-etcd.XXXXXX)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 
 need_pkg() { # command package
 	command -v "$1" >/dev/null 2>&1 && return 0
@@ -107,33 +93,12 @@ log "building alliance (release)"
 alliance=${CARGO_TARGET_DIR:-$root/target}/release/alliance
 [ -x "$alliance" ] || { log "no alliance binary at $alliance after the build"; exit 1; }
 
-pids=
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-}
 trap cleanup EXIT INT TERM
 
 # How long etcd and the demo may take to come up.
 WAIT_SECONDS=120
 # etcdbench's connections: at most this many, shared by its clients.
 ETCD_CONNS_MAX=100
-
-# wait_for WHAT COMMAND...: polls COMMAND every 0.5 s until it succeeds;
-# gives up after WAIT_SECONDS, or at once if a process we started died.
-wait_for() {
-	what=$1
-	shift
-	tries=0
-	until "$@"; do
-		for p in $pids; do
-			kill -0 "$p" 2>/dev/null || { log "$what: a process it needs exited (logs in $dir)"; exit 1; }
-		done
-		tries=$((tries + 1))
-		[ $tries -le $((WAIT_SECONDS * 2)) ] || { log "$what: not within ${WAIT_SECONDS}s (logs in $dir)"; exit 1; }
-		sleep 0.5
-	done
-}
 
 # Certificates for etcd, made by our own scripts: one CA, three members, a client.
 pki=$dir/etcd-pki
