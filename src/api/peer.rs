@@ -91,9 +91,11 @@ async fn append(
         }
         return Err(body::invalid("entry_dated_ahead", why));
     }
-    let voters_now = (raft.metrics().borrow().membership_config.membership())
-        .voter_ids()
-        .count();
+    let voters_now = || {
+        (raft.metrics().borrow().membership_config.membership())
+            .voter_ids()
+            .count()
+    };
     if let Some(why) = membership::too_few_voters(&rpc.entries, voters_now) {
         if clock::log_refusal_now(now) {
             tracing::error!(leader = node.id, "refusing an append: {why}");

@@ -557,11 +557,6 @@ impl Trust {
         Ok(principal)
     }
 
-    /// The CA certificates of member organization `org`.
-    pub fn cas_of(&self, org: &OrgName) -> Vec<CertificateDer<'static>> {
-        self.view().cas_of(org)
-    }
-
     /// The member node a principal is, if it is one.
     /// The registry's node a principal is, if it is one.
     pub fn node_of(&self, p: Principal) -> Result<NodePrincipal, IdentityError> {

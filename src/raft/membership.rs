@@ -164,25 +164,31 @@ pub fn drive(raft: Raft, trust: Arc<Trust>, me: NodeId) {
 
 /// Why a follower refuses the membership entries of an append, if it
 /// does: a configuration with fewer voters than [`NODES_MIN`] (or than
-/// the follower's `voters_now`, if fewer). The leader's driver never
+/// the follower's `voters_now()`, if fewer; asked only if an entry
+/// changes the membership). The leader's driver never
 /// proposes one; a leader that does (a hostile member's node making itself
 /// the only voter, to lead for good) gets it accepted by no honest node.
 pub fn too_few_voters(
     entries: &[openraft::Entry<super::TypeConfig>],
-    voters_now: usize,
+    voters_now: impl FnOnce() -> usize,
 ) -> Option<String> {
-    let least = NODES_MIN.min(voters_now);
-    entries.iter().find_map(|e| match &e.payload {
-        openraft::EntryPayload::Membership(m) => (m.get_joint_config().iter())
+    let mut changes = (entries.iter())
+        .filter_map(|e| match &e.payload {
+            openraft::EntryPayload::Membership(m) => Some((e.log_id.index, m)),
+            _ => None,
+        })
+        .peekable();
+    changes.peek()?;
+    let least = NODES_MIN.min(voters_now());
+    changes.find_map(|(index, m)| {
+        (m.get_joint_config().iter())
             .find(|voters| voters.len() < least)
             .map(|voters| {
                 format!(
-                    "entry {} makes the voters {voters:?}: fewer than {least}, which no change \
-                     by vote makes",
-                    e.log_id.index
+                    "entry {index} makes the voters {voters:?}: fewer than {least}, which no \
+                     change by vote makes"
                 )
-            }),
-        _ => None,
+            })
     })
 }
 
@@ -351,18 +357,21 @@ mod tests {
             }
         };
         let sole = entry(7, vec![[1, 2, 3].into(), [3].into()]);
-        let why = too_few_voters(&[sole], 3).expect("refused");
+        let why = too_few_voters(&[sole], || 3).expect("refused");
         assert!(
             why.contains("entry 7") && why.contains("fewer than 3"),
             "{why}"
         );
         let fine = entry(8, vec![[1, 2, 3].into(), [2, 3, 4].into()]);
-        assert_eq!(too_few_voters(std::slice::from_ref(&fine), 3), None);
+        assert_eq!(too_few_voters(std::slice::from_ref(&fine), || 3), None);
         // A smaller cluster keeps its size; a node with no voters yet
         // (joining) takes what its log holds.
         let pair = entry(9, vec![[1, 2].into()]);
-        assert_eq!(too_few_voters(std::slice::from_ref(&pair), 2), None);
-        assert_eq!(too_few_voters(&[pair], 0), None);
+        assert_eq!(too_few_voters(std::slice::from_ref(&pair), || 2), None);
+        assert_eq!(too_few_voters(&[pair], || 0), None);
+        // Without a membership entry the follower's voters are not asked.
+        let asked = || -> usize { panic!("asked for the voters without a membership entry") };
+        assert_eq!(too_few_voters(&[], asked), None);
     }
 
     #[test]

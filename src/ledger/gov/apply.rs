@@ -264,19 +264,17 @@ impl Ledger {
         let required = self.gov.required();
         let proposal = &self.gov.proposals[&id];
         let (approvals, rejections) = self.gov.tally(proposal);
-        let owner = match &proposal.action {
-            Action::AddNode(node) | Action::ReplaceNode { new: node, .. } => Some(&node.org),
-            Action::AddCa { org, .. } => Some(org),
-            _ => None,
-        };
-        let owner = owner.map_or(Some(true), |org| {
-            proposal.ballots.get(org).map(|b| b.approve)
-        });
-        if approvals >= required && owner == Some(true) {
+        let owner =
+            (proposal.action.owner()).map(|org| proposal.ballots.get(org).map(|b| b.approve));
+        let (owner_approved, owner_rejected) = (
+            owner.is_none_or(|vote| vote == Some(true)),
+            owner == Some(Some(false)),
+        );
+        if approvals >= required && owner_approved {
             let action = proposal.action.clone();
             let result = self.execute(at, id, &action, changes);
             self.close(at, id, result.err(), changes);
-        } else if rejections > members.saturating_sub(required) || owner == Some(false) {
+        } else if rejections > members.saturating_sub(required) || owner_rejected {
             self.close_as(at, id, ProposalState::Rejected, None, changes);
         }
     }

@@ -333,6 +333,17 @@ pub struct NewNode {
 }
 
 impl Action {
+    /// The organization whose own approval the action needs besides the
+    /// threshold: the one a node or a CA would be added in the name of (a
+    /// CA issues identities in its name, and only it can run its node).
+    pub fn owner(&self) -> Option<&OrgName> {
+        match self {
+            Action::AddNode(node) | Action::ReplaceNode { new: node, .. } => Some(&node.org),
+            Action::AddCa { org, .. } => Some(org),
+            _ => None,
+        }
+    }
+
     /// The canonical JSON of the action: what a ballot's digest covers and
     /// what `alliance client gov approve` shows before it signs.
     pub fn canonical_json(&self) -> String {
