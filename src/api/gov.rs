@@ -371,6 +371,11 @@ struct ProposalView<'a> {
     rejections: u64,
     required: u64,
     members: usize,
+    /// The organization whose own approval the action needs besides the
+    /// threshold (the one a new node or CA belongs to); its rejection
+    /// rejects the proposal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    needs_approval_of: Option<&'a OrgName>,
     ballots: Vec<BallotView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     as_of: Option<u64>,
@@ -430,6 +435,7 @@ fn proposal_view_on<'a>(
         rejections,
         required: gov.required(),
         members: gov.members(),
+        needs_approval_of: p.action.owner(),
         ballots: p.ballots.iter().map(ballot).collect(),
         as_of,
         enforced_on,

@@ -38,7 +38,7 @@ pub use ports::free_ports;
 pub use provision::prepare;
 pub use run::run;
 pub use scripts::{run_script, write_scripts, SCRIPTS};
-pub use supervise::{spawn_node, stop_child, wait_for_leader};
+pub use supervise::{spawn_node, spawn_node_with_env, stop_child, wait_for_leader};
 
 /// Roles that get a client certificate in every demo organization.
 pub const CLIENT_ROLES: [&str; 3] = ["app", "partner", "admin"];

@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 
 /// Starts a node process of this binary, logging to the node's log file.
 pub fn spawn_node(exe: &Path, node: &DemoNode) -> Result<Child> {
+    spawn_node_with_env(exe, node, &[])
+}
+
+/// [`spawn_node`], with environment variables `env` set for the node.
+pub fn spawn_node_with_env(exe: &Path, node: &DemoNode, env: &[(String, String)]) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -17,6 +22,7 @@ pub fn spawn_node(exe: &Path, node: &DemoNode) -> Result<Child> {
     Command::new(exe)
         .args(["node", "--config"])
         .arg(&node.config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

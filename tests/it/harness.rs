@@ -27,6 +27,8 @@ pub struct Cluster {
     pub layout: Layout,
     pub net: Net,
     nodes: BTreeMap<u64, Child>,
+    /// Environment variables every node starts with.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,6 +47,11 @@ impl Cluster {
     }
 
     pub async fn start_with(opts: Options) -> Self {
+        Self::start_with_env(opts, Vec::new()).await
+    }
+
+    /// [`Self::start_with`], every node with environment variables `env`.
+    pub async fn start_with_env(opts: Options, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let layout = demo::prepare(dir.path(), &opts).expect("prepare consortium");
         let net = route_through_proxies(&layout).await;
@@ -52,6 +59,7 @@ impl Cluster {
             layout,
             net,
             nodes: BTreeMap::new(),
+            env,
             _dir: dir,
         };
         for id in cluster.ids() {
@@ -69,7 +77,8 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) {
         let exe = Path::new(env!("CARGO_BIN_EXE_alliance"));
-        let child = demo::spawn_node(exe, self.layout.node(id)).expect("spawn node");
+        let child =
+            demo::spawn_node_with_env(exe, self.layout.node(id), &self.env).expect("spawn node");
         assert!(
             self.nodes.insert(id, child).is_none(),
             "node {id} already running"
@@ -163,7 +172,11 @@ impl Cluster {
         for (id, child) in &mut self.nodes {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&self.layout.node(*id).log).unwrap_or_default();
-                exits.push(format!("node {id} exited ({status}) on its own:\n{log}"));
+                // The panic first: a long log is often cut where it is shown.
+                let panic = panic_lines(&log);
+                exits.push(format!(
+                    "node {id} exited ({status}) on its own:\n{panic}\n--- its log ---\n{log}"
+                ));
             }
         }
         exits
@@ -407,4 +420,27 @@ pub fn issue_node_cert_with(pki: &Path, org: &str, id: u64, more: &[&str]) -> St
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read_to_string(pki.join(org).join(format!("node-{id}.crt"))).unwrap()
+}
+
+/// The lines of a node's log that say why it panicked: each `panicked at`
+/// line and the message lines after it, up to the backtrace.
+fn panic_lines(log: &str) -> String {
+    let mut out = Vec::new();
+    let mut lines = log.lines();
+    while let Some(line) = lines.next() {
+        if line.contains("panicked at") {
+            out.push(line);
+            out.extend(
+                lines
+                    .by_ref()
+                    .take_while(|l| !l.starts_with("stack backtrace"))
+                    .take(20),
+            );
+        }
+    }
+    if out.is_empty() {
+        "(no panic in its log)".to_string()
+    } else {
+        out.join("\n")
+    }
 }

@@ -330,19 +330,31 @@ pub async fn check(c: &Cluster, history: &GovHistory, report: &mut Report) {
                 || format!("proposal {id}: told {state} at {at}, replicas say {p}"),
             );
         }
-        // A majority of approvals and still open would mean a decision
-        // was lost.
+        // Enough approvals (with the owner's, where the action needs it)
+        // and still open would mean a decision was lost.
         let approvals = p["approvals"].as_u64().unwrap_or(0);
         let required = p["required"].as_u64().unwrap_or(u64::MAX);
+        let owner_approved = match p["needs_approval_of"].as_str() {
+            Some(owner) => voted_approve(p, owner),
+            None => true,
+        };
+        let ran = p["state"] == "executed" || p["state"] == "failed";
         report.check(
             "governance: decided exactly when the threshold was reached",
-            (p["state"] == "executed") == (approvals >= required),
+            ran == (approvals >= required && owner_approved),
             || {
                 format!(
-                    "proposal {id}: {approvals} approvals of {required}, state {}",
+                    "proposal {id}: {approvals} approvals of {required}, owner approved: \
+                     {owner_approved}, state {}",
                     p["state"]
                 )
             },
         );
     }
+}
+
+/// Whether `org` approved proposal `p` (as a replica shows it).
+fn voted_approve(p: &Value, org: &str) -> bool {
+    (p["ballots"].as_array().into_iter().flatten())
+        .any(|b| b["org"] == org && b["vote"] == "approve")
 }
