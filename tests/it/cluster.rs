@@ -1,6 +1,7 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
 use alliance::config::RaftTuning;
+use alliance::raft::state_machine::BUILD_DELAY_VAR;
 
 use crate::harness::{eventually, ok, options, sample, transfer_until_ok, Cluster};
 
@@ -236,6 +237,57 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
         sample(&text, "alliance_snapshots_sent_total") >= Some(1),
         "{text}"
     );
+}
+
+/// A snapshot build holds up no request: with each build paused for 3 s
+/// after its point in time is fixed (standing in for a ledger that takes
+/// that long to walk), writes and reads on the leader answer within a
+/// second throughout two whole builds, and a node that catches up from
+/// such a snapshot has every transfer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_build_stalls_no_request() {
+    let raft = RaftTuning {
+        snapshot_logs_since_last: 20,
+        snapshot_logs_kept: 0,
+        ..RaftTuning::default()
+    };
+    let pause = (BUILD_DELAY_VAR.to_owned(), "3000".to_owned());
+    let mut c = Cluster::start_with_env(options(raft), vec![pause]).await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.kill(lagging);
+    let built = || async {
+        let (_, text) = c.ops_text(leader, "/metrics").await?;
+        sample(&text, "alliance_snapshots_built_total")
+    };
+    let before = built().await.expect("the leader's metrics");
+    let app = c.app(1, leader);
+    let mut longest = std::time::Duration::ZERO;
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let mut sent = 0u64;
+    // Two builds finished after the writes began: one ran entirely
+    // while they went on.
+    while built().await.expect("the leader's metrics") < before + 2 {
+        assert!(std::time::Instant::now() < deadline, "no two builds");
+        let started = std::time::Instant::now();
+        let id = format!("org1.b-{sent}");
+        let t = app.transfer(&id, "org1.ops", "org2.ops", 1).await;
+        assert!(t.is_ok_and(|r| r.is_success()), "transfer {id}");
+        let read = app.account("org1.ops", false).await;
+        assert!(read.is_ok_and(|r| r.is_success()), "read after {id}");
+        longest = longest.max(started.elapsed());
+        sent += 1;
+    }
+    assert!(
+        longest < std::time::Duration::from_secs(1),
+        "a transfer and a read took {longest:?} while snapshots were built"
+    );
+    c.restart(lagging);
+    eventually("the lagging node to catch up", || async {
+        (c.balance(2, lagging, "org2.ops", true).await? == sent.to_string()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

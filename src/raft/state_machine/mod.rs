@@ -14,8 +14,10 @@
 //! so memory and sled agree under the lock.
 //!
 //! A snapshot is every key and value of the state tree (ledger records and
-//! account histories), taken under the read lock: a consistent view at its
-//! last-applied index. Installing one replaces the tree and reloads memory.
+//! account histories) at one last-applied index: the tree is frozen there
+//! under the read lock, then walked while apply goes on (the writer keeps
+//! what the keys it overwrites held at the freeze; see [`Writer::freeze`]).
+//! Installing one replaces the tree and reloads memory.
 
 mod load;
 mod persist;
@@ -26,7 +28,8 @@ mod writer;
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -63,7 +66,18 @@ pub struct SharedState {
     /// The ledger's height, kept up to date after each apply: what this
     /// node's seals say it had applied.
     height: Arc<AtomicU64>,
+    /// One walk of the whole tree at a time (snapshot builds, installs and
+    /// backups).
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// A pause in each walk of the tree, standing in for slow storage in
+    /// tests ([`BUILD_DELAY_VAR`]).
+    walk_delay: Duration,
 }
+
+/// The environment variable that sets a pause, in ms, in each snapshot
+/// build and backup after its point in time is fixed: tests use it to
+/// stand in for a ledger large enough to take that long.
+pub const BUILD_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_BUILD_DELAY_MS";
 
 /// The governance state in a snapshot's data, if it holds one.
 pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
@@ -95,17 +109,23 @@ impl SharedState {
     }
 
     /// The applied state as a snapshot's data, with the last applied log
-    /// id and membership it holds: one consistent point in time.
+    /// id and membership it holds: one consistent point in time. The state
+    /// lock is held only to fix the point; apply goes on during the walk.
+    /// Blocks: call it off the async runtime's threads.
     pub fn point_in_time(
         &self,
     ) -> Result<(Vec<u8>, Option<LogId>, StoredMembership), StorageError> {
-        let applied = self.read();
-        self.writer.caught_up().map_err(read_err)?;
-        Ok((
-            encode_pairs(&self.state)?,
-            applied.last_applied,
-            applied.membership.clone(),
-        ))
+        let _one_walk = self.snapshot_lock.blocking_lock();
+        let (last_applied, membership) = {
+            let applied = self.read();
+            self.writer.caught_up().map_err(read_err)?;
+            self.writer.freeze();
+            (applied.last_applied, applied.membership.clone())
+        };
+        std::thread::sleep(self.walk_delay);
+        let data = encode_pairs(&self.state, &self.writer);
+        self.writer.thaw();
+        Ok((data?, last_applied, membership))
     }
 }
 
@@ -171,8 +191,6 @@ pub struct StateMachine {
     founding: Founding,
     genesis_hash: Hash,
     state: SharedState,
-    /// Serializes snapshot saves (builder and installer run concurrently).
-    snapshot_lock: Arc<Mutex<()>>,
     /// Counts snapshots built, to give each a unique id.
     snapshots_built: u64,
 }
@@ -207,12 +225,18 @@ impl StateMachine {
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
+        let walk_delay = std::env::var(BUILD_DELAY_VAR)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
         let state = SharedState {
             height,
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
             writer: Arc::new(Writer::start(store.state.clone())),
             snapshots: Arc::default(),
+            snapshot_lock: Arc::default(),
+            walk_delay,
         };
         Ok(Self {
             store,
@@ -220,7 +244,6 @@ impl StateMachine {
             founding,
             genesis_hash,
             state,
-            snapshot_lock: Default::default(),
             snapshots_built: 0,
         })
     }
@@ -232,7 +255,11 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, membership) = self.state.point_in_time()?;
+        let state = self.state.clone();
+        let (data, last_applied, membership) =
+            tokio::task::spawn_blocking(move || state.point_in_time())
+                .await
+                .map_err(read_err)??;
         self.snapshots_built += 1;
         (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
@@ -244,6 +271,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
+        let one_walk = self.state.snapshot_lock.clone();
+        let _one_walk = one_walk.lock().await;
         self.save_snapshot(&meta, &data)?;
         Ok(Snapshot {
             meta,
@@ -329,7 +358,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             founding: self.founding.clone(),
             genesis_hash: self.genesis_hash,
             state: self.state.clone(),
-            snapshot_lock: self.snapshot_lock.clone(),
             snapshots_built: self.snapshots_built,
         }
     }
@@ -347,6 +375,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let sig = Some(meta.signature());
         let pairs = decode_pairs(&data)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
+        let one_walk = self.state.snapshot_lock.clone();
+        let _one_walk = one_walk.lock().await;
         {
             let mut applied = self
                 .state

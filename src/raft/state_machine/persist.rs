@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::writer::StateBatch;
 use super::{read_err, write_err, Applied, StateMachine};
 use crate::codec::encode;
 use crate::ledger::{AccountId, Changes, Entry, HistoryItem, Ledger, Transfer, TransferId};
@@ -58,7 +59,7 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
 /// the settled records they touched, which leave memory once queued.
 #[derive(Default)]
 pub(super) struct Unqueued {
-    batch: sled::Batch,
+    batch: StateBatch,
     entries: usize,
     pub settled: Vec<TransferId>,
 }
@@ -124,7 +125,7 @@ impl StateMachine {
 
 /// The entry's changed records: accounts and refusals a key each; a
 /// block's transfers and history in chunks.
-fn put_records(batch: &mut sled::Batch, changes: &Changes, records: &Records<'_>) {
+fn put_records(batch: &mut StateBatch, changes: &Changes, records: &Records<'_>) {
     for (id, bytes) in changes.accounts.iter().zip(&records.accounts) {
         batch.insert(StateKey::Account(id).encode(), *bytes);
     }
@@ -152,7 +153,7 @@ fn put_records(batch: &mut sled::Batch, changes: &Changes, records: &Records<'_>
 
 /// Each account's history items of one block, as runs in chunks, and the
 /// index from the block's height to the account's last run.
-fn put_history(batch: &mut sled::Batch, height: u64, items: &[HistoryItem], bytes: &[&[u8]]) {
+fn put_history(batch: &mut StateBatch, height: u64, items: &[HistoryItem], bytes: &[&[u8]]) {
     // Each account's items of one entry are consecutive.
     let mut runs: BTreeMap<&AccountId, (u64, Vec<&[u8]>)> = BTreeMap::new();
     for (item, bytes) in items.iter().zip(bytes) {
@@ -180,7 +181,7 @@ fn put_history(batch: &mut sled::Batch, height: u64, items: &[HistoryItem], byte
 /// The state machine's progress (last applied, membership, ledger clock)
 /// and the entry's block: its header, leaf hashes, blinding, and the new
 /// head.
-fn put_progress(batch: &mut sled::Batch, applied: &Applied, changes: &Changes) {
+fn put_progress(batch: &mut StateBatch, applied: &Applied, changes: &Changes) {
     batch.insert(
         StateKey::LastApplied.encode(),
         encode(&applied.last_applied),

@@ -2,6 +2,7 @@
 //! magic, then each key and value with its length), stored durably and
 //! never replaced by an older view.
 
+use super::writer::Writer;
 use super::{read_err, StateMachine};
 use crate::codec::{decode, encode};
 use crate::raft::store::storage_err;
@@ -35,7 +36,8 @@ pub enum SnapshotError {
 impl StateMachine {
     /// Stores `snapshot` unless a newer one is stored already: a snapshot
     /// build runs concurrently with installs, and must not replace a newer
-    /// installed snapshot with an older view.
+    /// installed snapshot with an older view. The caller holds the
+    /// snapshot lock (see [`super::SharedState`]).
     ///
     /// The data goes to a file of its own (written, synced, renamed into
     /// place), then the metadata naming it to sled (synced), then older
@@ -50,7 +52,6 @@ impl StateMachine {
         let io_err = |e| {
             StorageError::from_io_error(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e)
         };
-        let _one_at_a_time = self.snapshot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
         let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
             current.and_then(|m| decode(&m).ok());
@@ -121,19 +122,27 @@ fn write_durably(dir: &std::path::Path, name: &str, data: &[u8]) -> std::io::Res
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Encodes key/value pairs: the magic, then (u32 BE length, bytes) for each
-/// key and each value.
-pub(super) fn encode_pairs(tree: &sled::Tree) -> Result<Vec<u8>, StorageError> {
+/// Encodes the key/value pairs of `tree` as frozen by `writer` (see
+/// [`Writer::freeze`]): the magic, then (u32 BE length, bytes) for each
+/// key and each value. The writer only inserts, so every key the tree had
+/// at the freeze is still there for the walk to meet.
+pub(super) fn encode_pairs(tree: &sled::Tree, writer: &Writer) -> Result<Vec<u8>, StorageError> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
     for kv in tree.iter() {
-        let (k, v) = kv.map_err(read_err)?;
-        for part in [&k[..], &v[..]] {
-            let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(part);
+        let (k, now) = kv.map_err(read_err)?;
+        if let Some(v) = writer.as_frozen(&k, now) {
+            put_pair(&mut out, &k, &v);
         }
     }
     Ok(out)
+}
+
+fn put_pair(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+    for part in [k, v] {
+        let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(part);
+    }
 }
 
 /// A snapshot's key/value pairs, borrowed from its data.
@@ -162,4 +171,49 @@ pub(super) fn decode_pairs(data: &[u8]) -> Result<Pairs<'_>, SnapshotError> {
         pairs.push((k, v));
     }
     Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pairs: &[(&str, &str)]) -> super::super::writer::StateBatch {
+        let mut b = super::super::writer::StateBatch::default();
+        for (k, v) in pairs {
+            b.insert(k.as_bytes().to_vec(), v.as_bytes());
+        }
+        b
+    }
+
+    fn pairs(data: &[u8]) -> Vec<(String, String)> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        let pairs = decode_pairs(data).unwrap();
+        pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect()
+    }
+
+    #[test]
+    fn a_walk_of_a_frozen_tree_sees_it_as_it_was_at_the_freeze() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let writer = Writer::start(tree.clone());
+        writer
+            .queue(batch(&[("a", "1"), ("b", "1"), ("d", "1")]))
+            .unwrap();
+        writer.caught_up().unwrap();
+        writer.freeze();
+        // Written after the freeze: an overwrite, a new key before and
+        // one after those the walk meets.
+        writer
+            .queue(batch(&[("b", "2"), ("0", "2"), ("c", "2")]))
+            .unwrap();
+        writer.caught_up().unwrap();
+        let frozen = encode_pairs(&tree, &writer).unwrap();
+        writer.thaw();
+        let at_freeze = [("a", "1"), ("b", "1"), ("d", "1")].map(|(k, v)| (k.into(), v.into()));
+        assert_eq!(pairs(&frozen), at_freeze);
+        // Thawed, a walk sees the tree as it is.
+        let now = pairs(&encode_pairs(&tree, &writer).unwrap());
+        assert_eq!(now.len(), 5);
+        assert!(now.contains(&("b".into(), "2".into())));
+    }
 }

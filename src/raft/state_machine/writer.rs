@@ -8,7 +8,13 @@
 //! What must hold is that nobody reads sled before it has what memory
 //! already shows: every read of sled first waits for the batches queued so
 //! far ([`Writer::caught_up`]).
+//!
+//! A reader that walks the whole tree (a snapshot build, a backup) does so
+//! without holding up apply: it [freezes](Writer::freeze) the tree at a
+//! point, and from then on the writer keeps, for each key it writes, the
+//! value it had at that point ([`Writer::as_frozen`]).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,18 +43,41 @@ pub struct WriteFailed(String);
 struct Shared {
     progress: Mutex<Progress>,
     changed: Condvar,
+    /// While the tree is frozen: for each key written since, its value at
+    /// the point of the freeze (`None`: it had none).
+    frozen: Mutex<Option<Frozen>>,
 }
+
+type Frozen = HashMap<Vec<u8>, Option<sled::IVec>>;
 
 impl Shared {
     fn progress(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn frozen(&self) -> MutexGuard<'_, Option<Frozen>> {
+        self.frozen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What apply queues: a sled batch of inserts, with the keys it writes.
+#[derive(Default)]
+pub struct StateBatch {
+    batch: sled::Batch,
+    keys: Vec<Vec<u8>>,
+}
+
+impl StateBatch {
+    pub fn insert(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        self.batch.insert(key.as_slice(), value);
+        self.keys.push(key);
     }
 }
 
 /// The handle apply queues on and reads wait on.
 pub struct Writer {
     shared: Arc<Shared>,
-    queue: Mutex<Option<SyncSender<sled::Batch>>>,
+    queue: Mutex<Option<SyncSender<StateBatch>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -58,6 +87,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             progress: Mutex::default(),
             changed: Condvar::new(),
+            frozen: Mutex::default(),
         });
         let (tx, rx) = sync_channel(QUEUED_MAX);
         let thread = {
@@ -76,7 +106,7 @@ impl Writer {
 
     /// Queues `batch` after every batch queued before it; waits only if
     /// [`QUEUED_MAX`] batches are queued. Fails once a write has failed.
-    pub fn queue(&self, batch: sled::Batch) -> Result<(), WriteFailed> {
+    pub fn queue(&self, batch: StateBatch) -> Result<(), WriteFailed> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queue
             .as_ref()
@@ -111,6 +141,31 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// Freezes the tree as it is now: from now until [`Self::thaw`], the
+    /// writer keeps the value each key it writes had before. The caller
+    /// makes sure that nothing is queued (it holds the state lock, after
+    /// [`Self::caught_up`]). One freeze at a time.
+    pub fn freeze(&self) {
+        let mut frozen = self.shared.frozen();
+        assert!(frozen.is_none(), "one freeze at a time");
+        *frozen = Some(Frozen::new());
+    }
+
+    /// What key `key`, read as `now` since the freeze, held at the point
+    /// of the freeze (`None`: nothing). Call after reading `now`: a write
+    /// that follows the read is kept by then.
+    pub fn as_frozen(&self, key: &[u8], now: sled::IVec) -> Option<sled::IVec> {
+        match self.shared.frozen().as_ref().and_then(|f| f.get(key)) {
+            Some(then) => then.clone(),
+            None => Some(now),
+        }
+    }
+
+    /// Ends the freeze.
+    pub fn thaw(&self) {
+        self.shared.frozen().take();
+    }
 }
 
 impl Drop for Writer {
@@ -123,9 +178,9 @@ impl Drop for Writer {
     }
 }
 
-fn write_queued(tree: &sled::Tree, rx: &Receiver<sled::Batch>, shared: &Shared) {
-    while let Ok(batch) = rx.recv() {
-        let result = tree.apply_batch(batch);
+fn write_queued(tree: &sled::Tree, rx: &Receiver<StateBatch>, shared: &Shared) {
+    while let Ok(StateBatch { batch, keys }) = rx.recv() {
+        let result = keep_frozen(tree, &keys, shared).and_then(|()| tree.apply_batch(batch));
         let mut progress = shared.progress();
         match result {
             Ok(()) => progress.written += 1,
@@ -138,4 +193,20 @@ fn write_queued(tree: &sled::Tree, rx: &Receiver<sled::Batch>, shared: &Shared) 
         }
         shared.changed.notify_all();
     }
+}
+
+/// While the tree is frozen, keeps the value each of `keys` has before
+/// the writer first overwrites it.
+fn keep_frozen(tree: &sled::Tree, keys: &[Vec<u8>], shared: &Shared) -> sled::Result<()> {
+    let mut frozen = shared.frozen();
+    let Some(frozen) = frozen.as_mut() else {
+        return Ok(());
+    };
+    for key in keys {
+        if !frozen.contains_key(key) {
+            let then = tree.get(key)?;
+            frozen.insert(key.clone(), then);
+        }
+    }
+    Ok(())
 }
