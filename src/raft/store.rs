@@ -323,19 +323,19 @@ pub enum StateKey<'a> {
     /// Consecutive history items of an account from one block (the block's
     /// items in [`chunks`]), keyed by the first one's sequence: the id, a 0
     /// byte (ids have none), then the big-endian sequence, so one
-    /// account's runs scan in order.
+    /// account's runs scan in order. An account's items rise in height
+    /// with their sequence, so its history as of a height is a binary
+    /// search over its runs: no index that every block would write a key
+    /// of per account.
     History(&'a AccountId, u64),
-    /// Where the last run of an account's items in block `height` starts,
-    /// keyed like [`Self::History`] by height: the history as of a height
-    /// is one lookup.
-    HistoryAt(&'a AccountId, u64),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFERS_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
-pub const HISTORY_AT_TAG: u8 = 0x41;
+/// Tag 0x41 is unused: nothing reads the keys a data dir of format 6 may
+/// hold under it.
 pub const BLOCK_TAG: u8 = 0x50;
 pub const LEAF_HASHES_TAG: u8 = 0x51;
 pub const BLINDING_TAG: u8 = 0x52;
@@ -345,9 +345,6 @@ impl StateKey<'_> {
         let (tag, id) = match self {
             Self::History(id, seq) => {
                 return suffixed(Self::account_prefix(HISTORY_TAG, id), &seq.to_be_bytes())
-            }
-            Self::HistoryAt(id, h) => {
-                return suffixed(Self::account_prefix(HISTORY_AT_TAG, id), &h.to_be_bytes())
             }
             Self::Transfers(h, n) => {
                 return suffixed(Self::height_prefix(TRANSFERS_TAG, *h), &n.to_be_bytes())

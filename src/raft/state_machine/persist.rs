@@ -148,12 +148,11 @@ fn put_records(batch: &mut StateBatch, changes: &Changes, records: &Records<'_>)
             batch.insert(StateKey::Transfers(height, n).encode(), chunk);
         }
     }
-    put_history(batch, height, &changes.history, &records.history);
+    put_history(batch, &changes.history, &records.history);
 }
 
-/// Each account's history items of one block, as runs in chunks, and the
-/// index from the block's height to the account's last run.
-fn put_history(batch: &mut StateBatch, height: u64, items: &[HistoryItem], bytes: &[&[u8]]) {
+/// Each account's history items of one block, as runs in chunks.
+fn put_history(batch: &mut StateBatch, items: &[HistoryItem], bytes: &[&[u8]]) {
     // Each account's items of one entry are consecutive.
     let mut runs: BTreeMap<&AccountId, (u64, Vec<&[u8]>)> = BTreeMap::new();
     for (item, bytes) in items.iter().zip(bytes) {
@@ -166,15 +165,12 @@ fn put_history(batch: &mut StateBatch, height: u64, items: &[HistoryItem], bytes
         run.push(bytes);
     }
     for (account, (first, run)) in runs {
-        let mut last = first;
         for (at, chunk) in chunks(&run) {
-            last = first + at as u64;
-            batch.insert(StateKey::History(account, last).encode(), chunk);
+            batch.insert(
+                StateKey::History(account, first + at as u64).encode(),
+                chunk,
+            );
         }
-        batch.insert(
-            StateKey::HistoryAt(account, height).encode(),
-            &last.to_be_bytes(),
-        );
     }
 }
 

@@ -8,9 +8,7 @@ use super::writer::{WriteFailed, Writer};
 use super::Applied;
 use crate::codec::{self, decode};
 use crate::ledger::{AccountId, Blinding, BlockHeader, Hash, HistoryItem, Transfer, TransferId};
-use crate::raft::store::{
-    read_chunks, StateKey, HISTORY_AT_TAG, HISTORY_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG,
-};
+use crate::raft::store::{read_chunks, StateKey, HISTORY_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG};
 
 /// Why a read of the stored state failed. None of these is a caller's
 /// mistake: the node answers that it cannot serve the read (503).
@@ -104,29 +102,67 @@ impl StateRead<'_> {
         Ok(items)
     }
 
-    /// `account`'s last history item at or below `height`, if any: the
-    /// last item of the last run of a block at or below `height`.
+    /// `account`'s last history item at or below `height`, if any. An
+    /// account's items rise in height with their sequence, so this is a
+    /// binary search over its runs: a few run reads however long the
+    /// history.
     pub fn history_at_height(
         &self,
         account: &AccountId,
         height: u64,
     ) -> Result<Option<HistoryItem>, ReadError> {
-        let prefix = StateKey::account_prefix(HISTORY_AT_TAG, account);
-        let at = StateKey::HistoryAt(account, height).encode();
-        let Some((key, first)) = self.tree()?.range(prefix..=at).next_back().transpose()? else {
+        // The answer's sequence is in lo..hi, if there is one.
+        let (mut lo, mut hi) = (0, self.history_len(account)?);
+        while lo < hi {
+            let run = self.run_holding(account, lo + (hi - lo) / 2)?;
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                return Err(ReadError::Inconsistent(format!(
+                    "an empty history run of {account}"
+                )));
+            };
+            if last.height <= height {
+                lo = last.seq + 1;
+            } else if first.height > height {
+                hi = first.seq;
+            } else {
+                return Ok(run.into_iter().take_while(|i| i.height <= height).last());
+            }
+        }
+        if lo == 0 {
             return Ok(None);
+        }
+        let run = self.run_holding(account, lo - 1)?;
+        Ok(run.into_iter().find(|i| i.seq == lo - 1))
+    }
+
+    /// How many history items `account` has: one past its last item's
+    /// sequence.
+    fn history_len(&self, account: &AccountId) -> Result<u64, ReadError> {
+        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
+        let Some((key, run)) = self.tree()?.scan_prefix(prefix).next_back().transpose()? else {
+            return Ok(0);
         };
-        let first = <[u8; 8]>::try_from(&first[..])
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt_key("history index", &key))?;
-        let run_key = StateKey::History(account, first).encode();
-        let Some(run) = self.tree()?.get(&run_key)? else {
+        let run: Vec<HistoryItem> = decode_at("history run", &key, &run)?;
+        Ok(run.last().map_or(0, |i| i.seq + 1))
+    }
+
+    /// The history run of `account` that holds item `seq` (the last run
+    /// starting at or before it).
+    fn run_holding(&self, account: &AccountId, seq: u64) -> Result<Vec<HistoryItem>, ReadError> {
+        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
+        let at = StateKey::History(account, seq).encode();
+        let Some((key, run)) = self.tree()?.range(prefix..=at).next_back().transpose()? else {
             return Err(ReadError::Inconsistent(format!(
-                "history of {account} indexes a run at {first} that is not stored"
+                "no history run of {account} holds item {seq}"
             )));
         };
-        let mut run: Vec<HistoryItem> = decode_at("history run", &run_key, &run)?;
-        Ok(run.pop())
+        let run: Vec<HistoryItem> = decode_at("history run", &key, &run)?;
+        if run.last().is_none_or(|i| i.seq < seq) {
+            return Err(ReadError::Inconsistent(format!(
+                "no history run of {account} holds item {seq}"
+            )));
+        }
+        Ok(run)
     }
 
     /// The stored header of block `height` (block 0 is not stored).
@@ -189,8 +225,7 @@ fn corrupt_key(what: &'static str, key: &[u8]) -> ReadError {
     ))
 }
 
-/// The big-endian u64 that ends a [`StateKey::History`] or
-/// [`StateKey::HistoryAt`] key.
+/// The big-endian u64 that ends a [`StateKey::History`] key.
 fn key_suffix(key: &[u8]) -> Result<u64, ReadError> {
     key.split_last_chunk::<8>()
         .map(|(_, tail)| u64::from_be_bytes(*tail))

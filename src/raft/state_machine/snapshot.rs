@@ -20,9 +20,11 @@ pub(super) const SNAPSHOT_FILE: &[u8] = b"file";
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
 /// history in runs, see [`crate::raft::store::StateKey`]; v4: leaf hashes,
 /// not leaves; v5: records in chunks of about 4 KiB; v6: each block's
-/// blinding). A node refuses a snapshot of another version rather than
-/// misread its keys.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v6\n";
+/// blinding; v7: no history index by height). A node refuses a snapshot
+/// of another version rather than misread its keys; it reads v6, whose
+/// history index keys it ignores.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v7\n";
+const SNAPSHOT_MAGIC_V6: &[u8] = b"alliance-state-v6\n";
 
 /// Why a snapshot's data is not one this node can install.
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +163,8 @@ pub(super) fn decode_pairs(data: &[u8]) -> Result<Pairs<'_>, SnapshotError> {
         *rest = tail;
         Ok(part)
     }
-    let mut rest = data
-        .strip_prefix(SNAPSHOT_MAGIC)
+    let mut rest = (data.strip_prefix(SNAPSHOT_MAGIC))
+        .or_else(|| data.strip_prefix(SNAPSHOT_MAGIC_V6))
         .ok_or(SnapshotError::NotOurs)?;
     let mut pairs = Vec::new();
     while !rest.is_empty() {
