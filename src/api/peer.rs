@@ -2,7 +2,7 @@
 //! and bundles, and read indexes. Only member nodes get here ([`NodePrincipal`]); a Raft RPC
 //! must come from the node it claims to be sent by.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, ResponseError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::body::{self, parse_json};
@@ -54,7 +54,10 @@ fn rpc_reply<T: serde::Serialize>(answer: &T) -> HttpResponse {
 }
 
 async fn head(_node: NodePrincipal, watch: web::Data<Watch>) -> HttpResponse {
-    HttpResponse::Ok().json(watch.head())
+    match watch.head() {
+        Some(head) => HttpResponse::Ok().json(head),
+        None => ApiError::Unavailable("this node is installing a snapshot".into()).error_response(),
+    }
 }
 
 async fn hello(_node: NodePrincipal) -> HttpResponse {

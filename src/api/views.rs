@@ -491,7 +491,12 @@ pub struct ClusterView {
     /// Nodes that replicate the log without voting yet: added by vote and
     /// catching up.
     pub learners: Vec<u64>,
+    /// The registry's nodes (empty while a snapshot is replacing this
+    /// node's state).
     pub members: Vec<MemberView>,
+    /// Whether a snapshot from the leader is replacing this node's state
+    /// now: reads here answer 503 until it is done.
+    pub installing_snapshot: bool,
     pub last_log_index: Option<u64>,
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,

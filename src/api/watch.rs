@@ -152,13 +152,14 @@ impl Watch {
     }
 
     /// This node's head.
-    pub fn head(&self) -> Head {
-        Head::of(&self.state.read())
+    /// This node's head; `None` while a snapshot is replacing its state.
+    pub fn head(&self) -> Option<Head> {
+        Some(Head::of(&self.state.try_read()?))
     }
 
     /// Our block hash at `height`, if we have that block.
     fn hash_at(&self, height: u64) -> Option<Hash> {
-        let state = self.state.read();
+        let state = self.state.try_read()?;
         chain::header(&state, self.genesis_hash, height)
             .ok()
             .flatten()

@@ -1,7 +1,7 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
 use alliance::config::RaftTuning;
-use alliance::raft::state_machine::BUILD_DELAY_VAR;
+use alliance::raft::state_machine::SNAPSHOT_DELAY_VAR;
 
 use crate::harness::{eventually, ok, options, sample, transfer_until_ok, Cluster};
 
@@ -251,7 +251,7 @@ async fn a_snapshot_build_stalls_no_request() {
         snapshot_logs_kept: 0,
         ..RaftTuning::default()
     };
-    let pause = (BUILD_DELAY_VAR.to_owned(), "3000".to_owned());
+    let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
     let mut c = Cluster::start_with_env(options(raft), vec![pause]).await;
     c.seed(ISSUED).await;
     let leader = c.wait_for_leader().await;
@@ -288,6 +288,79 @@ async fn a_snapshot_build_stalls_no_request() {
         (c.balance(2, lagging, "org2.ops", true).await? == sent.to_string()).then_some(())
     })
     .await;
+}
+
+/// A node installing a snapshot answers at once: with each install paused
+/// 3 s while it replaces the state (standing in for a large ledger), the
+/// node's status says so and every read there answers 503 within a
+/// second; the install causes no election, and the node then serves
+/// every transfer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
+    let raft = RaftTuning {
+        snapshot_logs_since_last: 10,
+        snapshot_logs_kept: 0,
+        ..RaftTuning::default()
+    };
+    let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
+    let mut c = Cluster::start_with_env(options(raft), vec![pause]).await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let left_at = c.status(lagging).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    c.kill(lagging);
+    for i in 0..30u64 {
+        let id = format!("org1.i-{i}");
+        transfer_until_ok(&c.app(1, leader), &id, "org1.ops", "org2.ops", 1).await;
+    }
+    // Only a snapshot can bring the lagging node up to date.
+    eventually(
+        "the leader to purge past the lagging node's log",
+        || async {
+            let purged = c.status(leader).await?["purged_index"].as_u64()?;
+            (purged > left_at).then_some(())
+        },
+    )
+    .await;
+    let term = c.status(leader).await.unwrap()["term"].clone();
+
+    c.restart(lagging);
+    let installing = || async {
+        let s = c.status(lagging).await?;
+        Some(s["installing_snapshot"] == true)
+    };
+    eventually("the install to begin", || async {
+        installing().await?.then_some(())
+    })
+    .await;
+    let reader = c.app(2, lagging);
+    let mut refused = 0;
+    while installing().await == Some(true) {
+        let started = std::time::Instant::now();
+        let r = reader.account("org2.ops", false).await.expect("an answer");
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a read took {took:?}"
+        );
+        if r.status == 503 {
+            assert!(
+                r.body.to_string().contains("installing a snapshot"),
+                "{}",
+                r.body
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no read met the install");
+    eventually("the lagging node to catch up", || async {
+        (c.balance(2, lagging, "org2.ops", false).await? == "30").then_some(())
+    })
+    .await;
+    assert_eq!(c.status(leader).await.unwrap()["term"], term, "an election");
+    assert_eq!(c.wait_for_leader().await, leader);
 }
 
 #[tokio::test(flavor = "multi_thread")]

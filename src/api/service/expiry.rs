@@ -28,7 +28,9 @@ impl Service {
             return;
         }
         let now_ms = now_ms();
-        let due = self.state.read().ledger.next_expiry_ms();
+        let Some(due) = self.state.try_read().map(|s| s.ledger.next_expiry_ms()) else {
+            return;
+        };
         if due.is_none_or(|d| d > now_ms) {
             return;
         }

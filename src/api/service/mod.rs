@@ -246,7 +246,7 @@ impl Service {
     }
 
     /// This node's applied state now, as a backup file's bytes (see
-    /// [`crate::backup`]). The state lock is held while it is copied.
+    /// [`crate::backup`]). Blocks while it walks the state.
     pub fn backup(&self) -> crate::error::Result<Vec<u8>> {
         let backup = crate::backup::Backup::take(&self.state, &self.genesis.hash, self.id)?;
         Ok(backup.to_bytes())
@@ -275,6 +275,13 @@ impl Service {
     /// Runs `op` for `principal`: a write on the leader, wherever that is;
     /// a read here, after a read index from the leader (linearizable).
     pub async fn execute(&self, principal: &Principal, op: &Op) -> Outcome {
+        if !op.is_write() && self.state.installing() {
+            return Err(ApiError::Unavailable(
+                "this node is installing a snapshot from the leader: retry shortly, or ask \
+                 another node"
+                    .into(),
+            ));
+        }
         let deadline = Instant::now() + self.timeout();
         let mut maybe_proposed = false;
         let mut backoff = Duration::from_millis(RETRY_BACKOFF_MIN_MS);
@@ -361,18 +368,19 @@ impl Service {
 
     pub fn cluster(&self) -> ClusterView {
         let m = self.raft.metrics().borrow().clone();
-        let members: Vec<MemberView> = {
-            let state = self.state.read();
-            (state.ledger.gov().nodes())
-                .filter(|(_, n)| !n.removed)
-                .map(|(id, n)| MemberView {
-                    id: *id,
-                    org: n.org.clone(),
-                    api_addr: n.api_addr.clone(),
-                    raft_addr: n.raft_addr.clone(),
-                })
-                .collect()
-        };
+        let state = self.state.try_read();
+        let installing_snapshot = state.is_none();
+        let members: Vec<MemberView> = (state.iter())
+            .flat_map(|state| state.ledger.gov().nodes())
+            .filter(|(_, n)| !n.removed)
+            .map(|(id, n)| MemberView {
+                id: *id,
+                org: n.org.clone(),
+                api_addr: n.api_addr.clone(),
+                raft_addr: n.raft_addr.clone(),
+            })
+            .collect();
+        drop(state);
         ClusterView {
             consortium: self.genesis.consortium.clone(),
             genesis_hash: self.genesis.hash.clone(),
@@ -383,12 +391,13 @@ impl Service {
             voters: m.membership_config.membership().voter_ids().collect(),
             learners: m.membership_config.membership().learner_ids().collect(),
             members,
+            installing_snapshot,
             last_log_index: m.last_log_index,
             commit_index: self.commit_index.get(),
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
-            height: self.state.read().ledger.height(),
+            height: (self.state.applied_height()).load(std::sync::atomic::Ordering::Acquire),
             replicas: self.watch.status(),
             certificate: Expiry::now(&self.attester.cert()),
             caller_certificate: None,

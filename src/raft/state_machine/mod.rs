@@ -27,7 +27,7 @@ mod writer;
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -70,14 +70,17 @@ pub struct SharedState {
     /// backups).
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
     /// A pause in each walk of the tree, standing in for slow storage in
-    /// tests ([`BUILD_DELAY_VAR`]).
+    /// tests ([`SNAPSHOT_DELAY_VAR`]).
     walk_delay: Duration,
+    /// Whether a snapshot is replacing the state now.
+    installing: Arc<AtomicBool>,
 }
 
 /// The environment variable that sets a pause, in ms, in each snapshot
-/// build and backup after its point in time is fixed: tests use it to
-/// stand in for a ledger large enough to take that long.
-pub const BUILD_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_BUILD_DELAY_MS";
+/// build and backup (after its point in time is fixed) and each install
+/// (while it replaces the state): tests use it to stand in for a ledger
+/// large enough to take that long.
+pub const SNAPSHOT_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_DELAY_MS";
 
 /// The governance state in a snapshot's data, if it holds one.
 pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
@@ -98,6 +101,17 @@ impl SharedState {
     /// The ledger's height as apply leaves it, without the state lock.
     pub fn applied_height(&self) -> Arc<AtomicU64> {
         self.height.clone()
+    }
+
+    /// [`Self::read`], unless a snapshot is replacing the state: then
+    /// `None` at once, where `read` would wait until it is done.
+    pub fn try_read(&self) -> Option<StateRead<'_>> {
+        (!self.installing()).then(|| self.read())
+    }
+
+    /// Whether a snapshot is replacing the state now.
+    pub fn installing(&self) -> bool {
+        self.installing.load(Ordering::Acquire)
     }
 
     pub fn read(&self) -> StateRead<'_> {
@@ -225,7 +239,7 @@ impl StateMachine {
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
-        let walk_delay = std::env::var(BUILD_DELAY_VAR)
+        let walk_delay = std::env::var(SNAPSHOT_DELAY_VAR)
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(Duration::ZERO, Duration::from_millis);
@@ -237,6 +251,7 @@ impl StateMachine {
             snapshots: Arc::default(),
             snapshot_lock: Arc::default(),
             walk_delay,
+            installing: Arc::default(),
         };
         Ok(Self {
             store,
@@ -250,6 +265,72 @@ impl StateMachine {
 
     pub fn shared(&self) -> SharedState {
         self.state.clone()
+    }
+}
+
+impl StateMachine {
+    /// Another handle on this state machine (the same store and state).
+    fn handle(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            origins: self.origins.clone(),
+            founding: self.founding.clone(),
+            genesis_hash: self.genesis_hash,
+            state: self.state.clone(),
+            snapshots_built: self.snapshots_built,
+        }
+    }
+
+    /// Replaces the state with snapshot `data`. Blocks: one walk of the
+    /// tree at a time, and the state lock while the tree is replaced.
+    fn install(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let sig = Some(meta.signature());
+        let pairs = decode_pairs(data)
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
+        let _one_walk = self.state.snapshot_lock.blocking_lock();
+        {
+            let _installing = Installing::start(&self.state.installing);
+            let mut applied = (self.state.applied.write()).unwrap_or_else(|p| p.into_inner());
+            // Nothing queued may land on the new state.
+            self.state.writer.caught_up().map_err(write_err)?;
+            std::thread::sleep(self.state.walk_delay);
+            let mut batch = sled::Batch::default();
+            for kv in self.store.state.iter() {
+                batch.remove(kv.map_err(read_err)?.0);
+            }
+            for (k, v) in pairs {
+                batch.insert(k, v);
+            }
+            batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
+            batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
+            self.store.state.apply_batch(batch).map_err(write_err)?;
+            *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
+            self.origins.governance(applied.ledger.gov());
+            (self.state.height).store(applied.ledger.height(), Ordering::Release);
+        }
+        self.save_snapshot(meta, data)?;
+        (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Marks the state as being replaced while it lives.
+struct Installing<'a>(&'a AtomicBool);
+
+impl<'a> Installing<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Installing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -352,56 +433,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        Self {
-            store: self.store.clone(),
-            origins: self.origins.clone(),
-            founding: self.founding.clone(),
-            genesis_hash: self.genesis_hash,
-            state: self.state.clone(),
-            snapshots_built: self.snapshots_built,
-        }
+        self.handle()
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// Installs on a blocking thread, so the async runtime's threads go
+    /// on serving (Raft's heartbeats among them); while the state is
+    /// replaced, [`SharedState::try_read`] says so instead of waiting.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let this = self.handle();
+        let meta = meta.clone();
         let data = snapshot.into_inner();
-        let sig = Some(meta.signature());
-        let pairs = decode_pairs(&data)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
-        let one_walk = self.state.snapshot_lock.clone();
-        let _one_walk = one_walk.lock().await;
-        {
-            let mut applied = self
-                .state
-                .applied
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            // Nothing queued may land on the new state.
-            self.state.writer.caught_up().map_err(write_err)?;
-            let mut batch = sled::Batch::default();
-            for kv in self.store.state.iter() {
-                batch.remove(kv.map_err(read_err)?.0);
-            }
-            for (k, v) in pairs {
-                batch.insert(k, v);
-            }
-            batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
-            batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
-            self.store.state.apply_batch(batch).map_err(write_err)?;
-            *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
-            self.origins.governance(applied.ledger.gov());
-            (self.state.height).store(applied.ledger.height(), Ordering::Release);
-        }
-        self.save_snapshot(meta, &data)?;
-        (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        tokio::task::spawn_blocking(move || this.install(&meta, &data))
+            .await
+            .map_err(write_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
