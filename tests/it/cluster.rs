@@ -175,14 +175,21 @@ async fn sigkill_of_every_node_loses_no_acknowledged_transfer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_follower_far_behind_catches_up_by_snapshot() {
-    let raft = RaftTuning {
+/// Raft tuned to snapshot often and keep no log behind a snapshot.
+fn snapshot_often() -> alliance::demo::Options {
+    options(RaftTuning {
         snapshot_logs_since_last: 10,
         snapshot_logs_kept: 0,
         ..RaftTuning::default()
-    };
-    let mut c = Cluster::start_with(options(raft)).await;
+    })
+}
+
+/// Seeds `c`, stops a follower, and moves `n` units from org1.ops to
+/// org2.ops through the leader (ids `org1.{prefix}-I`) until the leader
+/// has dropped log entries the follower never received: only a snapshot
+/// can bring it up to date. The leader, the stopped follower, and the last
+/// log index the follower had.
+async fn leave_a_follower_behind(c: &mut Cluster, prefix: &str, n: u64) -> (u64, u64, u64) {
     c.seed(ISSUED).await;
     let leader = c.wait_for_leader().await;
     let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
@@ -190,19 +197,10 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
         .as_u64()
         .unwrap();
     c.kill(lagging);
-
-    for i in 0..40u64 {
-        transfer_until_ok(
-            &c.app(1, leader),
-            &format!("org1.s-{i}"),
-            "org1.ops",
-            "org2.ops",
-            1,
-        )
-        .await;
+    for i in 0..n {
+        let id = format!("org1.{prefix}-{i}");
+        transfer_until_ok(&c.app(1, leader), &id, "org1.ops", "org2.ops", 1).await;
     }
-    // The leader has dropped log entries the lagging node never received,
-    // so only a snapshot can bring it up to date.
     eventually(
         "the leader to purge past the lagging node's log",
         || async {
@@ -211,7 +209,13 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
         },
     )
     .await;
+    (leader, lagging, left_at)
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_far_behind_catches_up_by_snapshot() {
+    let mut c = Cluster::start_with(snapshot_often()).await;
+    let (leader, lagging, left_at) = leave_a_follower_behind(&mut c, "s", 40).await;
     c.restart(lagging);
     eventually("the lagging node to catch up", || async {
         (c.balance(2, lagging, "org2.ops", true).await? == "40").then_some(())
@@ -297,33 +301,9 @@ async fn a_snapshot_build_stalls_no_request() {
 /// every transfer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
-    let raft = RaftTuning {
-        snapshot_logs_since_last: 10,
-        snapshot_logs_kept: 0,
-        ..RaftTuning::default()
-    };
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
-    let mut c = Cluster::start_with_env(options(raft), vec![pause]).await;
-    c.seed(ISSUED).await;
-    let leader = c.wait_for_leader().await;
-    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
-    let left_at = c.status(lagging).await.unwrap()["last_log_index"]
-        .as_u64()
-        .unwrap();
-    c.kill(lagging);
-    for i in 0..30u64 {
-        let id = format!("org1.i-{i}");
-        transfer_until_ok(&c.app(1, leader), &id, "org1.ops", "org2.ops", 1).await;
-    }
-    // Only a snapshot can bring the lagging node up to date.
-    eventually(
-        "the leader to purge past the lagging node's log",
-        || async {
-            let purged = c.status(leader).await?["purged_index"].as_u64()?;
-            (purged > left_at).then_some(())
-        },
-    )
-    .await;
+    let mut c = Cluster::start_with_env(snapshot_often(), vec![pause]).await;
+    let (leader, lagging, _) = leave_a_follower_behind(&mut c, "i", 30).await;
     let term = c.status(leader).await.unwrap()["term"].clone();
 
     c.restart(lagging);
