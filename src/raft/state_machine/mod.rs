@@ -291,6 +291,14 @@ impl StateMachine {
         let sig = Some(meta.signature());
         let pairs = decode_pairs(data)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
+        // The folder of snapshot files is in the data directory (and is
+        // made by the first snapshot saved).
+        let data_dir = (self.store.snapshots.parent()).unwrap_or(&self.store.snapshots);
+        let free = rustix::fs::statvfs(data_dir)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
+        room_to_install(free, data.len() as u64)
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e))?;
         let _one_walk = self.state.snapshot_lock.blocking_lock();
         {
             let _installing = Installing::start(&self.state.installing);
@@ -316,6 +324,29 @@ impl StateMachine {
         (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Whether `free` bytes of disk hold the install of a snapshot of `size`
+/// bytes: the state written anew (about its size) and the snapshot's own
+/// copy, kept to send to others. sled reclaims the old state's space
+/// after.
+fn room_to_install(free: u64, size: u64) -> std::io::Result<()> {
+    let needed = size.saturating_mul(2);
+    if free >= needed {
+        return Ok(());
+    }
+    let mb = |b: u64| b.div_ceil(1 << 20);
+    Err(std::io::Error::new(
+        std::io::ErrorKind::StorageFull,
+        format!(
+            "installing a snapshot of {} MB needs about {} MB of free disk (the state written \
+             anew and a copy of the snapshot) and {} MB are free: free space in the data \
+             directory's file system or grow it, then restart this node",
+            mb(size),
+            mb(needed),
+            mb(free)
+        ),
+    ))
 }
 
 /// Marks the state as being replaced while it lives.
@@ -458,5 +489,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         self.stored_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_to_install;
+
+    #[test]
+    fn an_install_needs_room_for_the_state_and_the_snapshot() {
+        const MB: u64 = 1 << 20;
+        assert!(room_to_install(200 * MB, 100 * MB).is_ok());
+        let e = room_to_install(150 * MB, 100 * MB).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        let e = e.to_string();
+        assert!(
+            e.contains("of 100 MB needs about 200 MB") && e.contains("150 MB are free"),
+            "{e}"
+        );
+        assert!(
+            room_to_install(u64::MAX - 1, u64::MAX).is_err(),
+            "no overflow"
+        );
     }
 }
