@@ -52,7 +52,8 @@ async fn read(
     read: Read,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = if q.local()? {
-        svc.read(principal, &read)
+        let deadline = tokio::time::Instant::now() + svc.timeout();
+        svc.read_by(principal, &read, deadline).await
     } else {
         svc.execute(principal, &Op::Read(read)).await
     };

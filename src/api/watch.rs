@@ -159,7 +159,10 @@ impl Watch {
 
     /// Our block hash at `height`, if we have that block.
     fn hash_at(&self, height: u64) -> Option<Hash> {
-        let state = self.state.try_read()?;
+        if self.state.installing() {
+            return None;
+        }
+        let state = self.state.read_stored();
         chain::header(&state, self.genesis_hash, height)
             .ok()
             .flatten()
@@ -283,7 +286,10 @@ impl Watch {
                     let answer = self.ask(peer, every).await;
                     self.contacted(peer, &answer);
                     if let Asked::Head(head, _) = answer {
-                        self.compare(peer, head);
+                        // It reads the store, which a slow disk holds up:
+                        // off the runtime's threads.
+                        let this = self.clone();
+                        let _ = tokio::task::spawn_blocking(move || this.compare(peer, head)).await;
                     }
                 }
             }

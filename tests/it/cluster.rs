@@ -1,7 +1,7 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
 use alliance::config::RaftTuning;
-use alliance::raft::state_machine::SNAPSHOT_DELAY_VAR;
+use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
 
 use crate::harness::{eventually, ok, options, sample, transfer_until_ok, Cluster};
 
@@ -341,6 +341,51 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     .await;
     assert_eq!(c.status(leader).await.unwrap()["term"], term, "an election");
     assert_eq!(c.wait_for_leader().await, leader);
+}
+
+/// A slow disk does not hold a request past its deadline: with each write
+/// of the applied state to the store delayed 2 s (standing in for a
+/// throttled disk) and `request_timeout_ms` at 3 s, a read of a record
+/// the store does not have yet (it is many seconds behind) answers 503
+/// within the deadline and a margin, until the store catches up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_disk_holds_no_read_past_its_deadline() {
+    let mut opts = options(RaftTuning::default());
+    opts.limits.request_timeout_ms = 3000;
+    let slow = (WRITE_DELAY_VAR.to_owned(), "2000".to_owned());
+    let c = Cluster::start_with_env(opts, vec![slow]).await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let app = c.app(1, leader);
+    transfer_until_ok(&app, "org1.slow-1", "org1.ops", "org2.ops", 5).await;
+    // The posted transfer is read from the store, which is seconds behind.
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let mut refused = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let r = app.get_transfer("org1.slow-1").await.expect("an answer");
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(4500),
+            "a read took {took:?}"
+        );
+        if r.is_success() {
+            assert_eq!(r.body["amount"], "5");
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            r.body.to_string().contains("request_timeout_ms"),
+            "{}",
+            r.body
+        );
+        refused += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never caught up"
+        );
+    }
+    assert!(refused > 0, "no read met the slow store");
 }
 
 #[tokio::test(flavor = "multi_thread")]

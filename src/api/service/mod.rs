@@ -103,6 +103,24 @@ impl Op {
     }
 }
 
+impl Read {
+    /// Whether the read may need records that only the store holds
+    /// (settled transfers, histories, blocks), not only memory.
+    fn needs_store(&self) -> bool {
+        match self {
+            Self::Account { at_height, .. } => at_height.is_some(),
+            Self::Transfer(_)
+            | Self::History { .. }
+            | Self::Block(_)
+            | Self::Blocks { .. }
+            | Self::Proof(_) => true,
+            Self::Accounts { .. } | Self::Proposal(_) | Self::Proposals { .. } | Self::Registry => {
+                false
+            }
+        }
+    }
+}
+
 /// The result of a request as the service gives it.
 pub type Outcome = Result<Answer, ApiError>;
 
@@ -337,7 +355,7 @@ impl Service {
             }
             Op::Read(read) => {
                 self.linearize(deadline).await?;
-                Ok(self.read(principal, read))
+                Ok(self.read_by(principal, read, deadline).await)
             }
         }
     }

@@ -10,13 +10,15 @@ use crate::api::chain;
 use crate::api::error::ApiError;
 use crate::api::gov as gov_views;
 use crate::api::views::{Answer, HeadView};
+use crate::api::watch::Watch;
 use crate::config::NodeId;
 use crate::identity::Principal;
 use crate::ledger::chain::{
     blinded_leaf_hash, inclusion_path, leaf_blind, to_hex, BlockHeader, Proof,
 };
+use crate::ledger::Hash;
 use crate::ledger::{transfer_leaf, Account, AccountId, Actor, Transfer, TransferId};
-use crate::raft::state_machine::StateRead;
+use crate::raft::state_machine::{SharedState, StateRead};
 
 /// One read: the applied state under its read lock, and who asks.
 struct Reader<'a> {
@@ -63,22 +65,58 @@ impl Service {
             .applied_index_at_least(Some(index), "read index")
             .await
             .map_err(|_| Attempt::Retry)?;
-        Ok(self.read(principal, read))
+        Ok(self.read_by(principal, read, deadline).await)
     }
 
-    /// Serves `read` from this node's applied state. Called on the leader
-    /// after [`Self::linearize`], or directly for `consistency=local`.
-    pub fn read(&self, principal: &Principal, read: &Read) -> Outcome {
-        if let Some(why) = self.watch.diverged() {
+    /// Serves `read` from this node's applied state, answering by
+    /// `deadline`. Called on the leader after [`Self::linearize`], or
+    /// directly for `consistency=local`. The read runs on a blocking
+    /// thread: it may wait for the state lock and for the state writer,
+    /// which a slow disk holds up, and the runtime's threads must not wait
+    /// with it. Past the deadline it answers 503 (a read changes nothing)
+    /// and the thread finishes on its own.
+    pub async fn read_by(&self, principal: &Principal, read: &Read, deadline: Instant) -> Outcome {
+        let (state, watch, genesis) =
+            (self.state.clone(), self.watch.clone(), self.genesis.clone());
+        let (principal, read) = (principal.clone(), read.clone());
+        let served = tokio::task::spawn_blocking(move || {
+            serve(&state, &watch, genesis.hash_bytes(), &principal, &read)
+        });
+        match tokio::time::timeout_at(deadline, served).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => Err(ApiError::Unavailable(format!("the read failed: {e}"))),
+            Err(_) => Err(ApiError::Unavailable(
+                "the read did not finish within request_timeout_ms: this node's storage is \
+                 slow or busy; retry, or ask another node"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Serves `read` from `state` (blocking).
+fn serve(
+    state: &SharedState,
+    watch: &Watch,
+    genesis_hash: Hash,
+    principal: &Principal,
+    read: &Read,
+) -> Outcome {
+    {
+        if let Some(why) = watch.diverged() {
             return Err(ApiError::Diverged(why));
         }
-        let state = self.state.read();
+        let state = if read.needs_store() {
+            state.read_stored()
+        } else {
+            state.read()
+        };
         let r = Reader {
             as_of: state.last_applied.map_or(0, |l| l.index),
             state,
             principal,
             actor: principal.actor(),
-            genesis_hash: self.genesis.hash_bytes(),
+            genesis_hash,
         };
         match read {
             Read::Account {
@@ -100,7 +138,9 @@ impl Service {
             Read::Registry => r.registry(),
         }
     }
+}
 
+impl Service {
     /// The chain head as the public window shows it.
     pub fn head_view(&self) -> HeadView {
         let genesis = BlockHeader::genesis(self.genesis.hash_bytes());

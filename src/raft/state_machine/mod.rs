@@ -82,6 +82,11 @@ pub struct SharedState {
 /// large enough to take that long.
 pub const SNAPSHOT_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_DELAY_MS";
 
+/// The environment variable that sets a pause, in ms, before each write
+/// of applied entries to the store: tests stand in for a slow disk with
+/// it.
+pub const WRITE_DELAY_VAR: &str = "ALLIANCE_TEST_STATE_WRITE_DELAY_MS";
+
 /// The governance state in a snapshot's data, if it holds one.
 pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
     let key = StateKey::Gov.encode();
@@ -107,6 +112,16 @@ impl SharedState {
     /// `None` at once, where `read` would wait until it is done.
     pub fn try_read(&self) -> Option<StateRead<'_>> {
         (!self.installing()).then(|| self.read())
+    }
+
+    /// [`Self::read`] for a read of the store: it first waits, without
+    /// the lock, for the writer to store what is queued, so that under the
+    /// lock it waits only for what apply queued since. Apply needs the lock
+    /// to go on, and on a slow disk the first wait is long.
+    pub fn read_stored(&self) -> StateRead<'_> {
+        // A failed writer fails the read under the lock as well.
+        let _ = self.writer.caught_up();
+        self.read()
     }
 
     /// Whether a snapshot is replacing the state now.
@@ -239,15 +254,17 @@ impl StateMachine {
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
-        let walk_delay = std::env::var(SNAPSHOT_DELAY_VAR)
-            .ok()
-            .and_then(|ms| ms.parse().ok())
-            .map_or(Duration::ZERO, Duration::from_millis);
+        let delay = |var| {
+            (std::env::var(var).ok())
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_millis)
+        };
+        let walk_delay = delay(SNAPSHOT_DELAY_VAR);
         let state = SharedState {
             height,
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
-            writer: Arc::new(Writer::start(store.state.clone())),
+            writer: Arc::new(Writer::start(store.state.clone(), delay(WRITE_DELAY_VAR))),
             snapshots: Arc::default(),
             snapshot_lock: Arc::default(),
             walk_delay,

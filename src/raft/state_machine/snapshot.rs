@@ -197,7 +197,7 @@ mod tests {
     fn a_walk_of_a_frozen_tree_sees_it_as_it_was_at_the_freeze() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("state").unwrap();
-        let writer = Writer::start(tree.clone());
+        let writer = Writer::start(tree.clone(), std::time::Duration::ZERO);
         writer
             .queue(batch(&[("a", "1"), ("b", "1"), ("d", "1")]))
             .unwrap();

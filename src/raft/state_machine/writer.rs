@@ -82,8 +82,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread that writes batches to `tree` in queue order.
-    pub fn start(tree: sled::Tree) -> Self {
+    /// Starts the thread that writes batches to `tree` in queue order,
+    /// pausing `delay` before each (tests stand in for a slow disk with
+    /// it).
+    pub fn start(tree: sled::Tree, delay: std::time::Duration) -> Self {
         let shared = Arc::new(Shared {
             progress: Mutex::default(),
             changed: Condvar::new(),
@@ -94,7 +96,7 @@ impl Writer {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("state-writer".into())
-                .spawn(move || write_queued(&tree, &rx, &shared))
+                .spawn(move || write_queued(&tree, &rx, &shared, delay))
                 .expect("spawning the state writer thread")
         };
         Self {
@@ -178,8 +180,14 @@ impl Drop for Writer {
     }
 }
 
-fn write_queued(tree: &sled::Tree, rx: &Receiver<StateBatch>, shared: &Shared) {
+fn write_queued(
+    tree: &sled::Tree,
+    rx: &Receiver<StateBatch>,
+    shared: &Shared,
+    delay: std::time::Duration,
+) {
     while let Ok(StateBatch { batch, keys }) = rx.recv() {
+        std::thread::sleep(delay);
         let result = keep_frozen(tree, &keys, shared).and_then(|()| tree.apply_batch(batch));
         let mut progress = shared.progress();
         match result {
