@@ -100,7 +100,7 @@ pub(super) fn record(
         credits_pending_after: account.credits_pending,
         height: at.height,
         log_index: at.log_index,
-        timestamp_ms: at.timestamp_ms,
+        timestamp_ms: at.clock_ms,
     };
     account.history_len += 1;
     changes.history.push(item);

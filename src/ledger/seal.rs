@@ -55,7 +55,8 @@ impl Ledger {
             leaf_count: changes.leaf_hashes.len() as u64,
             log_index: at.log_index,
             log_term,
-            timestamp_ms: at.timestamp_ms,
+            // The ledger clock, not the leader's: it never goes back.
+            timestamp_ms: at.clock_ms,
             state_digest,
         };
         self.head = block.clone();

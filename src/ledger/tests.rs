@@ -783,6 +783,35 @@ fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
 }
 
 #[test]
+fn a_leader_stamping_the_past_moves_no_timestamp_back() {
+    let mut r = seeded();
+    let app1 = actor("org1", Role::App);
+    r.at(
+        &app1,
+        10_000,
+        one(new_transfer("org1.late", "org1.a1", "org2.b1", 1)),
+    );
+    // A leader whose clock is two hours behind.
+    let two_hours_back = Entry {
+        actor: app1,
+        timestamp_ms: T0 + 10_000 - 7_200_000,
+        command: one(new_transfer("org1.early", "org1.a1", "org2.b1", 1)),
+        evidence: Evidence::Leader,
+        blinding: Blinding([7; 16]),
+    };
+    r.index += 1;
+    let (_, changes) = r.l.apply(&two_hours_back, r.index);
+    let now = T0 + 10_000;
+    assert_eq!(r.l.head().timestamp_ms, now, "the block");
+    assert_eq!(r.l.transfer(&tid("org1.early")).unwrap().timestamp_ms, now);
+    assert_eq!(changes.history.len(), 2);
+    assert!(
+        changes.history.iter().all(|i| i.timestamp_ms == now),
+        "history"
+    );
+}
+
+#[test]
 fn void_releases_and_expiry_happens_on_the_ledger_clock() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);

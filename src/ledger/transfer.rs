@@ -43,7 +43,7 @@ fn transfer_record(at: At<'_>, req: &NewTransfer, asset: &Asset, leaf_index: u64
         asset: asset.clone(),
         memo: req.memo.clone(),
         posted_by: at.actor.org.clone(),
-        timestamp_ms: at.timestamp_ms,
+        timestamp_ms: at.clock_ms,
         height: at.height,
         log_index: at.log_index,
         leaf_index,
