@@ -464,6 +464,42 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
     }
 }
 
+/// Entries applied together that name stored transfers: the second loads
+/// another stored transfer, which queues the changes so far and forgets
+/// the settled transfers they touched, among them one the first entry
+/// loaded and the second names too. It must be loaded again, not assumed
+/// still in memory (a replica stopped on "stored but was not loaded").
+#[tokio::test]
+async fn entries_applied_together_load_every_stored_transfer_they_name() {
+    let x = new_transfer("org1.x", "org1.issue", "org1.a", 5, false);
+    let y = new_transfer("org1.y", "org1.issue", "org1.a", 7, false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.a")]).await;
+    let made = apply_more(
+        &mut sm,
+        vec![batch(vec![x.clone()]), batch(vec![y.clone()])],
+    )
+    .await;
+    let again = apply_more(
+        &mut sm,
+        vec![batch(vec![x.clone()]), batch(vec![x.clone(), y.clone()])],
+    )
+    .await;
+    let Outcome::Transfers(first) = &made[0] else {
+        panic!("{:?}", made[0]);
+    };
+    let Outcome::Transfers(second) = &made[1] else {
+        panic!("{:?}", made[1]);
+    };
+    assert_eq!(again[0], Outcome::Transfers(first.clone()));
+    let both = [first[0].clone(), second[0].clone()].to_vec();
+    assert_eq!(
+        again[1],
+        Outcome::Transfers(both),
+        "re-sends get their answers"
+    );
+}
+
 /// Only leaf hashes are stored. Every transfer version a block stored
 /// renders to one of that block's leaves (created, posted, voided and
 /// expired alike), and each transfer's proof leaf, rendered from the record

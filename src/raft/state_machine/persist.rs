@@ -84,18 +84,20 @@ impl StateMachine {
     /// Loads into `ledger` the stored transfers `entry` names (re-sends,
     /// posts, voids), one block read per height; returns their ids. They
     /// may be in changes not yet queued, or queued and not yet written:
-    /// this queues the changes and waits for the writer first.
+    /// this queues the changes and waits for the writer first. Queueing
+    /// forgets the settled transfers those changes touched, some of which
+    /// the entry may name: what to load is decided after it.
     pub(super) fn load_named(
         &self,
         ledger: &mut Ledger,
         unqueued: &mut Unqueued,
         entry: &Entry,
     ) -> Result<Vec<TransferId>, StorageError> {
-        let wanted = ledger.to_load(entry);
-        if wanted.is_empty() {
+        if ledger.to_load(entry).is_empty() {
             return Ok(Vec::new());
         }
         self.queue(ledger, unqueued)?;
+        let wanted = ledger.to_load(entry);
         self.state.writer.caught_up().map_err(read_err)?;
         let mut by_height: BTreeMap<u64, BTreeSet<&TransferId>> = BTreeMap::new();
         for (id, height) in &wanted {
