@@ -32,6 +32,9 @@ pub struct Head {
     /// The last log index the peer has applied.
     #[serde(default)]
     pub applied_index: Option<u64>,
+    /// The peer's clock (Unix ms) when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_ms: Option<u64>,
 }
 
 impl Head {
@@ -41,6 +44,7 @@ impl Head {
             height: head.height,
             hash: head.hash(),
             applied_index: state.last_applied.map(|l| l.index),
+            clock_ms: None,
         }
     }
 }

@@ -192,6 +192,12 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
         "Whether this node's chain differs from its peers'.",
         Some(diverged),
     );
+    gauge(
+        &mut out,
+        "alliance_clock_offset_exceeded",
+        "Whether this node's clock is more than clock_offset_max_ms from most of its peers'.",
+        Some(u64::from(cluster.replicas.clock_off.is_some())),
+    );
     let agrees: Vec<_> = (cluster.replicas.peers.iter())
         .filter_map(|p| {
             p.agrees

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::body::{self, parse_json};
+use super::chain::Head;
 use super::error::{no_route, ApiError};
 use super::relay::BUNDLE_PATH;
 use super::service::write::now_ms;
@@ -55,7 +56,10 @@ fn rpc_reply<T: serde::Serialize>(answer: &T) -> HttpResponse {
 
 async fn head(_node: NodePrincipal, watch: web::Data<Watch>) -> HttpResponse {
     match watch.head() {
-        Some(head) => HttpResponse::Ok().json(head),
+        Some(head) => HttpResponse::Ok().json(Head {
+            clock_ms: Some(now_ms()),
+            ..head
+        }),
         None => ApiError::Unavailable("this node is installing a snapshot".into()).error_response(),
     }
 }

@@ -524,6 +524,9 @@ pub struct MemberView {
 #[derive(Debug, Serialize)]
 pub struct ReplicasView {
     pub diverged: Option<String>,
+    /// Set while this node's clock is more than `clock_offset_max_ms`
+    /// from most of its peers' clocks: by how much, and what to do.
+    pub clock_off: Option<String>,
     pub peers: Vec<PeerHeadView>,
 }
 
@@ -547,6 +550,10 @@ pub struct PeerHeadView {
     pub refused: Option<String>,
     /// The expiry of the certificate the peer last presented.
     pub certificate: Option<Expiry>,
+    /// How far the peer's clock was ahead of this node's (negative:
+    /// behind) at the last head exchange, in ms, within half its round
+    /// trip.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or

@@ -28,6 +28,8 @@ pub struct Watch {
     genesis_hash: Hash,
     peers: Peers,
     verdict: Mutex<Verdict>,
+    /// `limits.clock_offset_max_ms`.
+    clock_offset_max_ms: u64,
 }
 
 /// Why a TLS handshake with `peer` failed, if TLS says: the peer refused
@@ -61,8 +63,9 @@ fn tls_refusal(e: &reqwest::Error, peer: NodeId) -> Option<String> {
 
 /// How a peer answered a head exchange.
 enum Asked {
-    /// Its head, and the certificate it presented.
-    Head(Head, Option<Expiry>),
+    /// Its head, the certificate it presented, and how far its clock is
+    /// ahead of ours (ms).
+    Head(Head, Option<Expiry>, Option<i64>),
     /// It answered with an error: why.
     Refused(String),
     NoAnswer,
@@ -75,6 +78,8 @@ struct Verdict {
     /// Set once this node finds itself in the minority; never cleared
     /// without a restart.
     diverged: Option<String>,
+    /// Set while this node's clock is off most of its peers'.
+    clock_off: Option<String>,
 }
 
 /// What this node last learned from one peer.
@@ -90,6 +95,33 @@ struct Seen {
     refused: Option<String>,
     /// The certificate it last presented.
     certificate: Option<Expiry>,
+    /// How far its clock was ahead of ours at its last answer, ms.
+    clock_offset_ms: Option<i64>,
+}
+
+/// Why this node's clock is off, if it is: more than `max_ms` from the
+/// clocks of most of its `peers` peers (`offsets`: how far each that
+/// answered is ahead, in ms). Its own clock counts as agreeing with
+/// itself, so it is off once more than half of the whole group, itself
+/// included, disagrees with it.
+fn clock_off(offsets: &[i64], peers: usize, max_ms: u64) -> Option<String> {
+    let max = i64::try_from(max_ms).unwrap_or(i64::MAX);
+    let mut off: Vec<i64> = offsets.iter().copied().filter(|o| o.abs() > max).collect();
+    if off.len() * 2 <= peers + 1 {
+        return None;
+    }
+    off.sort_unstable();
+    let typical = off[off.len() / 2];
+    let (how, by) = if typical > 0 {
+        ("behind", typical)
+    } else {
+        ("ahead of", -typical)
+    };
+    Some(format!(
+        "this node's clock is about {by} ms {how} the clocks of {} of its {peers} peers, more \
+         than limits.clock_offset_max_ms ({max_ms}): fix its time source (NTP)",
+        off.len()
+    ))
 }
 
 impl Verdict {
@@ -100,12 +132,18 @@ impl Verdict {
 }
 
 impl Watch {
-    pub fn new(state: SharedState, genesis_hash: Hash, peers: Peers) -> Self {
+    pub fn new(
+        state: SharedState,
+        genesis_hash: Hash,
+        peers: Peers,
+        clock_offset_max_ms: u64,
+    ) -> Self {
         Self {
             state,
             genesis_hash,
             peers,
             verdict: Mutex::default(),
+            clock_offset_max_ms,
         }
     }
 
@@ -128,6 +166,7 @@ impl Watch {
                     seen.map_or((None, false), |s| (s.answered_at, s.reachable));
                 let refused = seen.and_then(|s| s.refused.clone());
                 let certificate = seen.and_then(|s| s.certificate);
+                let clock_offset_ms = seen.and_then(|s| s.clock_offset_ms);
                 let (head, agrees) = match seen.and_then(|s| s.head.as_ref()) {
                     Some((head, agrees)) => (Some(head), *agrees),
                     None => (None, None),
@@ -142,11 +181,13 @@ impl Watch {
                     last_contact_ms_ago: last.map(|t| t.elapsed().as_millis() as u64),
                     refused,
                     certificate,
+                    clock_offset_ms,
                 }
             })
             .collect();
         ReplicasView {
             diverged: v.diverged.clone(),
+            clock_off: v.clock_off.clone(),
             peers,
         }
     }
@@ -201,9 +242,10 @@ impl Watch {
         let mut v = self.verdict();
         let seen = v.peers.entry(peer).or_default();
         seen.reachable = matches!(answer, Asked::Head(..));
-        if let Asked::Head(_, certificate) = answer {
+        if let Asked::Head(_, certificate, offset) = answer {
             seen.answered_at = Some(Instant::now());
             seen.certificate = *certificate;
+            seen.clock_offset_ms = *offset;
         }
         let refused = match answer {
             Asked::Refused(why) => Some(why.clone()),
@@ -217,6 +259,17 @@ impl Watch {
             );
         }
         seen.refused = refused;
+        let offsets: Vec<i64> = (v.peers.values())
+            .filter(|s| s.reachable)
+            .filter_map(|s| s.clock_offset_ms)
+            .collect();
+        let off = clock_off(&offsets, self.peers.ids().len(), self.clock_offset_max_ms);
+        if off.is_some() && v.clock_off.is_none() {
+            tracing::warn!(reason = off.as_deref(), "this node's clock is off");
+        } else if off.is_none() && v.clock_off.is_some() {
+            tracing::info!("this node's clock agrees with its peers' again");
+        }
+        v.clock_off = off;
     }
 
     /// The peers that have applied log index `index`, asked again (at most
@@ -231,7 +284,7 @@ impl Watch {
                     continue;
                 }
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if let Asked::Head(head, _) = self.ask(peer, left).await {
+                if let Asked::Head(head, ..) = self.ask(peer, left).await {
                     if head.applied_index.is_some_and(|a| a >= index) {
                         applied.push(peer);
                     }
@@ -250,6 +303,7 @@ impl Watch {
         let Some(client) = self.peers.get(peer) else {
             return Asked::NoAnswer;
         };
+        let sent_ms = crate::api::service::write::now_ms();
         let sent = client.http.post(client.url(HEAD_PATH)).timeout(within);
         let resp = match sent.send().await {
             Ok(resp) => resp,
@@ -270,7 +324,12 @@ impl Watch {
             .and_then(|tls| tls.peer_certificate())
             .and_then(Expiry::now);
         match resp.json::<Head>().await {
-            Ok(head) => Asked::Head(head, certificate),
+            Ok(head) => {
+                let received_ms = crate::api::service::write::now_ms();
+                let offset =
+                    (head.clock_ms).map(|c| c as i64 - (sent_ms / 2 + received_ms / 2) as i64);
+                Asked::Head(head, certificate, offset)
+            }
             Err(_) => Asked::NoAnswer,
         }
     }
@@ -285,7 +344,7 @@ impl Watch {
                 for peer in self.peers.ids() {
                     let answer = self.ask(peer, every).await;
                     self.contacted(peer, &answer);
-                    if let Asked::Head(head, _) = answer {
+                    if let Asked::Head(head, ..) = answer {
                         // It reads the store, which a slow disk holds up:
                         // off the runtime's threads.
                         let this = self.clone();
@@ -294,5 +353,29 @@ impl Watch {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock_off;
+
+    #[test]
+    fn a_clock_is_off_when_most_of_the_group_disagrees_with_it() {
+        // Two peers: one off is that peer's problem, both off is ours.
+        assert_eq!(clock_off(&[10, -20], 2, 500), None);
+        assert_eq!(clock_off(&[7_200_000, 10], 2, 500), None);
+        let ours = clock_off(&[-7_200_000, -7_199_000], 2, 500).expect("off");
+        assert!(
+            ours.contains("about 7199000 ms ahead of the clocks of 2 of its 2"),
+            "{ours}"
+        );
+        let behind = clock_off(&[900, 800], 2, 500).expect("off");
+        assert!(behind.contains("behind"), "{behind}");
+        // Four peers: three off of five nodes.
+        assert_eq!(clock_off(&[900, 900, 0, 0], 4, 500), None);
+        assert!(clock_off(&[900, 900, 900, 0], 4, 500).is_some());
+        // Peers that did not answer count as agreeing.
+        assert_eq!(clock_off(&[900], 2, 500), None);
     }
 }

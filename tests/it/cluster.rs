@@ -902,11 +902,25 @@ async fn cluster_status_says_which_peers_answer() {
                     p["reachable"] == true
                         && p["applied_index"].as_u64() >= Some(1)
                         && p["last_contact_ms_ago"].as_u64().is_some()
+                        && p["clock_offset_ms"].as_i64().is_some()
                 })
             })
             .then_some(())
     })
     .await;
+    // The nodes share this machine's clock: within the round trip.
+    let status = c.status(leader).await.unwrap();
+    for p in status["replicas"]["peers"].as_array().unwrap() {
+        let offset = p["clock_offset_ms"].as_i64().unwrap();
+        assert!(offset.abs() < 1_000, "{p}");
+    }
+    assert!(status["replicas"]["clock_off"].is_null(), "{status}");
+    let (_, text) = c.ops_text(leader, "/metrics").await.unwrap();
+    assert_eq!(
+        sample(&text, "alliance_clock_offset_exceeded"),
+        Some(0),
+        "{text}"
+    );
 
     c.kill(victim);
     let gone = eventually("the killed peer to be unreachable", || async {

@@ -214,7 +214,12 @@ impl Service {
                 limits.in_flight_proposals_max,
             ),
         );
-        let watch = Watch::new(state.clone(), genesis.hash_bytes(), peers.clone());
+        let watch = Watch::new(
+            state.clone(),
+            genesis.hash_bytes(),
+            peers.clone(),
+            limits.clock_offset_max_ms,
+        );
         Self {
             in_flight: Semaphore::new(limits.in_flight_proposals_max),
             id,
