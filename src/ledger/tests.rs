@@ -62,6 +62,9 @@ struct Run {
 
 impl Run {
     fn at(&mut self, who: &Actor, ms: u64, command: Command) -> Outcome {
+        self.at_with_changes(who, ms, command).0
+    }
+    fn at_with_changes(&mut self, who: &Actor, ms: u64, command: Command) -> (Outcome, Changes) {
         self.index += 1;
         let entry = Entry {
             actor: who.clone(),
@@ -70,7 +73,7 @@ impl Run {
             evidence: Evidence::Leader,
             blinding: Blinding([7; 16]),
         };
-        self.l.apply(&entry, self.index).0
+        self.l.apply(&entry, self.index)
     }
     fn ok(&mut self, who: &Actor, command: Command) {
         let out = self.at(who, 0, command);
@@ -786,22 +789,13 @@ fn pending_reserves_then_post_moves_part_and_releases_the_rest() {
 fn a_leader_stamping_the_past_moves_no_timestamp_back() {
     let mut r = seeded();
     let app1 = actor("org1", Role::App);
-    r.at(
-        &app1,
-        10_000,
-        one(new_transfer("org1.late", "org1.a1", "org2.b1", 1)),
-    );
+    let late_ms = 7_200_000 + 10_000;
+    let late = one(new_transfer("org1.late", "org1.a1", "org2.b1", 1));
+    r.at(&app1, late_ms, late);
     // A leader whose clock is two hours behind.
-    let two_hours_back = Entry {
-        actor: app1,
-        timestamp_ms: T0 + 10_000 - 7_200_000,
-        command: one(new_transfer("org1.early", "org1.a1", "org2.b1", 1)),
-        evidence: Evidence::Leader,
-        blinding: Blinding([7; 16]),
-    };
-    r.index += 1;
-    let (_, changes) = r.l.apply(&two_hours_back, r.index);
-    let now = T0 + 10_000;
+    let early = one(new_transfer("org1.early", "org1.a1", "org2.b1", 1));
+    let (_, changes) = r.at_with_changes(&app1, late_ms - 7_200_000, early);
+    let now = T0 + late_ms;
     assert_eq!(r.l.head().timestamp_ms, now, "the block");
     assert_eq!(r.l.transfer(&tid("org1.early")).unwrap().timestamp_ms, now);
     assert_eq!(changes.history.len(), 2);

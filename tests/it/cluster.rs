@@ -3,7 +3,7 @@
 use alliance::config::RaftTuning;
 use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
 
-use crate::harness::{eventually, ok, options, sample, transfer_until_ok, Cluster};
+use crate::harness::{eventually, ok, options, sample, snapshot_often, transfer_until_ok, Cluster};
 
 const ISSUED: u64 = 1_000_000;
 
@@ -175,15 +175,6 @@ async fn sigkill_of_every_node_loses_no_acknowledged_transfer() {
     }
 }
 
-/// Raft tuned to snapshot often and keep no log behind a snapshot.
-fn snapshot_often() -> alliance::demo::Options {
-    options(RaftTuning {
-        snapshot_logs_since_last: 10,
-        snapshot_logs_kept: 0,
-        ..RaftTuning::default()
-    })
-}
-
 /// Seeds `c`, stops a follower, and moves `n` units from org1.ops to
 /// org2.ops through the leader (ids `org1.{prefix}-I`) until the leader
 /// has dropped log entries the follower never received: only a snapshot
@@ -250,13 +241,8 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
 /// such a snapshot has every transfer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_build_stalls_no_request() {
-    let raft = RaftTuning {
-        snapshot_logs_since_last: 20,
-        snapshot_logs_kept: 0,
-        ..RaftTuning::default()
-    };
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
-    let mut c = Cluster::start_with_env(options(raft), vec![pause]).await;
+    let mut c = Cluster::start_with_env(snapshot_often(), vec![pause]).await;
     c.seed(ISSUED).await;
     let leader = c.wait_for_leader().await;
     let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();

@@ -9,7 +9,9 @@ use alliance::identity::{self};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, ok, options, transfer_until_ok, Cluster, REQUEST_TIMEOUT};
+use crate::harness::{
+    eventually, ok, options, snapshot_often, transfer_until_ok, Cluster, REQUEST_TIMEOUT,
+};
 
 pub(crate) fn admin(c: &Cluster, org: usize, node: u64) -> ApiClient {
     c.client(&format!("org{org}"), "admin", node)
@@ -380,12 +382,7 @@ async fn a_revoked_certificate_is_refused_on_open_connections_and_in_new_handsha
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_catches_up_by_snapshot_has_the_same_registry() {
-    let raft = RaftTuning {
-        snapshot_logs_since_last: 10,
-        snapshot_logs_kept: 0,
-        ..RaftTuning::default()
-    };
-    let mut c = Cluster::start_with(options(raft)).await;
+    let mut c = Cluster::start_with(snapshot_often()).await;
     c.seed(1_000).await;
     let leader = c.wait_for_leader().await;
     let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();

@@ -32,6 +32,16 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// Raft tuned to snapshot every 10 entries and keep no log behind a
+/// snapshot: a follower left behind catches up only by snapshot.
+pub fn snapshot_often() -> Options {
+    options(RaftTuning {
+        snapshot_logs_since_last: 10,
+        snapshot_logs_kept: 0,
+        ..RaftTuning::default()
+    })
+}
+
 pub fn options(raft: RaftTuning) -> Options {
     Options {
         nodes: 3,

@@ -146,7 +146,7 @@ impl SharedState {
     ) -> Result<(Vec<u8>, Option<LogId>, StoredMembership), StorageError> {
         let _one_walk = self.snapshot_lock.blocking_lock();
         let (last_applied, membership) = {
-            let applied = self.read();
+            let applied = self.read_stored();
             self.writer.caught_up().map_err(read_err)?;
             self.writer.freeze();
             (applied.last_applied, applied.membership.clone())
