@@ -18,6 +18,7 @@ use crate::identity::Expiry;
 use crate::ledger::chain::{to_hex, Hash};
 use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
+use crate::raft::Raft;
 
 /// Path of the head exchange on the peer listener.
 pub const HEAD_PATH: &str = "/peer/v1/head";
@@ -25,6 +26,9 @@ pub const HEAD_PATH: &str = "/peer/v1/head";
 /// This node's watch over its peers' chains.
 pub struct Watch {
     state: SharedState,
+    /// This node's Raft: a node whose clock is off neither campaigns nor
+    /// keeps its followers' leases.
+    raft: Raft,
     genesis_hash: Hash,
     peers: Peers,
     verdict: Mutex<Verdict>,
@@ -133,13 +137,14 @@ impl Verdict {
 
 impl Watch {
     pub fn new(
-        state: SharedState,
+        (state, raft): (SharedState, Raft),
         genesis_hash: Hash,
         peers: Peers,
         clock_offset_max_ms: u64,
     ) -> Self {
         Self {
             state,
+            raft,
             genesis_hash,
             peers,
             verdict: Mutex::default(),
@@ -149,6 +154,11 @@ impl Watch {
 
     fn verdict(&self) -> MutexGuard<'_, Verdict> {
         self.verdict.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why this node's clock is off its peers', while it is.
+    pub fn clock_off(&self) -> Option<String> {
+        self.verdict().clock_off.clone()
     }
 
     /// Why this node's chain differs from its peers', once it does.
@@ -265,10 +275,20 @@ impl Watch {
             .collect();
         let off = clock_off(&offsets, self.peers.ids().len(), self.clock_offset_max_ms);
         if off.is_some() && v.clock_off.is_none() {
-            tracing::warn!(reason = off.as_deref(), "this node's clock is off");
+            tracing::warn!(
+                reason = off.as_deref(),
+                "this node's clock is off: it takes no writes, does not campaign, and steps \
+                 down if it leads, until its clock agrees with its peers' again"
+            );
         } else if off.is_none() && v.clock_off.is_some() {
-            tracing::info!("this node's clock agrees with its peers' again");
+            tracing::info!("this node's clock agrees with its peers' again: it may lead");
         }
+        // Without heartbeats, and with no writes proposed (the service
+        // refuses them), a leader's followers stop hearing from it and
+        // elect another node; without elections, this node never leads.
+        let may_lead = off.is_none();
+        self.raft.runtime_config().elect(may_lead);
+        self.raft.runtime_config().heartbeat(may_lead);
         v.clock_off = off;
     }
 

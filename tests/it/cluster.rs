@@ -1,5 +1,6 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
+use alliance::api::service::write::CLOCK_SKEW_FILE_VAR;
 use alliance::config::RaftTuning;
 use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
 
@@ -285,6 +286,103 @@ async fn a_snapshot_build_stalls_no_request() {
 /// node's status says so and every read there answers 503 within a
 /// second; the install causes no election, and the node then serves
 /// every transfer.
+/// A leader whose clock goes two hours off its peers' (ahead, then
+/// behind) finds it, takes no writes, steps down and does not lead until
+/// its clock agrees again; no timestamp a user sees goes back or ahead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_clock_is_off_steps_down() {
+    let skews = tempfile::tempdir().unwrap();
+    let skew_file = |id: u64| skews.path().join(format!("skew-{id}"));
+    let var = skews.path().join("skew-{id}").display().to_string();
+    let env = vec![(CLOCK_SKEW_FILE_VAR.to_string(), var)];
+    let c = Cluster::start_with_env(options(RaftTuning::default()), env).await;
+    let admin = |id: u64| c.client(&format!("org{id}"), "admin", id);
+    c.seed(ISSUED).await;
+    for id in c.ids() {
+        ok(admin(id)
+            .create_account(&format!("org{id}.funds"), "USD", true, &[])
+            .await);
+    }
+    let now_ms = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.unwrap().as_millis() as u64
+    };
+    let mut stamps = Vec::new();
+    let mut n = 0;
+    let mut write_via = |id: u64| {
+        n += 1;
+        let (t, from) = (format!("org{id}.clock-{n}"), format!("org{id}.funds"));
+        async move {
+            let r = transfer_until_ok(&admin(id), &t, &from, "org1.ops", 1).await;
+            r.body["timestamp_ms"].as_u64().unwrap()
+        }
+    };
+    for skew_ms in [7_200_000i64, -7_200_000] {
+        let off = c.wait_for_leader().await;
+        std::fs::write(skew_file(off), skew_ms.to_string()).unwrap();
+        let why = eventually("the leader to find its clock off", || async {
+            c.status(off).await?["replicas"]["clock_off"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .await;
+        assert!(why.contains("limits.clock_offset_max_ms"), "{why}");
+        let (_, text) = c.ops_text(off, "/metrics").await.unwrap();
+        assert_eq!(sample(&text, "alliance_clock_offset_exceeded"), Some(1));
+        let from = format!("org{off}.funds");
+        let refused = admin(off)
+            .transfer("org1.never", &from, "org1.ops", 1)
+            .await;
+        let refused = refused.unwrap();
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("takes no writes"), "{message}");
+
+        let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != off).collect();
+        let leader = eventually("the others to agree on another leader", || async {
+            let mut leaders = Vec::new();
+            for id in &others {
+                leaders.push(c.status(*id).await?["leader"].as_u64()?);
+            }
+            let first = leaders[0];
+            (first != off && leaders.iter().all(|l| *l == first)).then_some(first)
+        })
+        .await;
+        for id in &others {
+            let sent_ms = now_ms();
+            let stamp = write_via(*id).await;
+            assert!(
+                stamp + 60_000 >= sent_ms && stamp <= now_ms(),
+                "{stamp} at {sent_ms}"
+            );
+            stamps.push(stamp);
+        }
+        let status = c.status(off).await.unwrap();
+        assert_ne!(status["leader"].as_u64(), Some(off), "{status}");
+        assert_eq!(c.status(leader).await.unwrap()["leader"], leader);
+
+        std::fs::write(skew_file(off), "0").unwrap();
+        eventually("the node's clock to agree again", || async {
+            c.status(off).await?["replicas"]["clock_off"]
+                .is_null()
+                .then_some(())
+        })
+        .await;
+        stamps.push(write_via(off).await);
+    }
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    let blocks = ok(c
+        .app(1, 1)
+        .call(reqwest::Method::GET, "/v1/blocks?limit=1000", None)
+        .await)
+    .body;
+    let times: Vec<u64> = (blocks["blocks"].as_array().unwrap().iter())
+        .map(|b| b["timestamp_ms"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times.iter().all(|t| *t <= now_ms()), "{times:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());

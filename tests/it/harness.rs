@@ -27,7 +27,8 @@ pub struct Cluster {
     pub layout: Layout,
     pub net: Net,
     nodes: BTreeMap<u64, Child>,
-    /// Environment variables every node starts with.
+    /// Environment variables every node starts with (`{id}` in a value
+    /// stands for the node's id).
     env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -87,8 +88,10 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) {
         let exe = Path::new(env!("CARGO_BIN_EXE_alliance"));
-        let child =
-            demo::spawn_node_with_env(exe, self.layout.node(id), &self.env).expect("spawn node");
+        let env: Vec<(String, String)> = (self.env.iter())
+            .map(|(k, v)| (k.clone(), v.replace("{id}", &id.to_string())))
+            .collect();
+        let child = demo::spawn_node_with_env(exe, self.layout.node(id), &env).expect("spawn node");
         assert!(
             self.nodes.insert(id, child).is_none(),
             "node {id} already running"

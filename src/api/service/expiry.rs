@@ -27,6 +27,9 @@ impl Service {
         if self.raft.metrics().borrow().current_leader != Some(self.id) {
             return;
         }
+        if self.watch().clock_off().is_some() {
+            return;
+        }
         let now_ms = now_ms();
         let Some(due) = self.state.try_read().map(|s| s.ledger.next_expiry_ms()) else {
             return;

@@ -135,7 +135,8 @@ impl Service {
         for g in &bundle.items {
             check_memo(g.transfer.memo.as_ref(), &self.limits)?;
         }
-        if self.raft.metrics().borrow().current_leader != Some(self.id) {
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.id);
+        if !leads || self.watch.clock_off().is_some() {
             return Ok(BundleAnswer::NotLeader);
         }
         let Ok(_permit) = self.in_flight.try_acquire() else {

@@ -215,7 +215,7 @@ impl Service {
             ),
         );
         let watch = Watch::new(
-            state.clone(),
+            (state.clone(), raft.clone()),
             genesis.hash_bytes(),
             peers.clone(),
             limits.clock_offset_max_ms,
@@ -295,6 +295,14 @@ impl Service {
         &self.stats
     }
 
+    /// The answer to a write while this node's clock is off its peers'.
+    fn clock_off_refusal(&self) -> Option<ApiError> {
+        let why = self.watch.clock_off()?;
+        Some(ApiError::Unavailable(format!(
+            "{why}; until then this node takes no writes: retry later, or ask another node"
+        )))
+    }
+
     /// Runs `op` for `principal`: a write on the leader, wherever that is;
     /// a read here, after a read index from the leader (linearizable).
     pub async fn execute(&self, principal: &Principal, op: &Op) -> Outcome {
@@ -304,6 +312,9 @@ impl Service {
                  another node"
                     .into(),
             ));
+        }
+        if let (true, Some(e)) = (op.is_write(), self.clock_off_refusal()) {
+            return Err(e);
         }
         let deadline = Instant::now() + self.timeout();
         let mut maybe_proposed = false;

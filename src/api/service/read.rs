@@ -39,6 +39,11 @@ impl Service {
     /// before the call (a read index confirmed by a quorum), and returns
     /// that index.
     pub(super) async fn linearize(&self, deadline: Instant) -> Result<u64, Attempt> {
+        if self.watch.clock_off().is_some() {
+            // Confirming leadership would renew the followers' leases of a
+            // leader that is stepping down (see `Watch`).
+            return Err(Attempt::Retry);
+        }
         match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
             Ok(Ok(index)) => Ok(index.map_or(0, |l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {

@@ -68,6 +68,9 @@ impl Service {
             seal.signed_at_ms.saturating_sub(now),
         );
         if age > SEAL_AGE_MAX_MS || ahead > SEAL_AHEAD_MAX_MS {
+            if let Some(e) = self.clock_off_refusal() {
+                return Err(e);
+            }
             return Err(ApiError::InvalidSignature(format!(
                 "signed at t={} but this node's clock reads {now}: a signature is accepted \
                  from {} s before to {} s after it (check the signer's clock)",

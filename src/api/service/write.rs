@@ -21,11 +21,38 @@ use crate::ledger::{
     self, Blinding, Command, Entry, Evidence, Grouped, NewTransfer, Rejection, Transfer,
 };
 
+/// The environment variable that names a file holding a number of ms
+/// (negative for behind) that this node's clock is set off by, read again
+/// every 100 ms: tests stand in for a wrong time source with it.
+pub const CLOCK_SKEW_FILE_VAR: &str = "ALLIANCE_TEST_CLOCK_SKEW_FILE";
+
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_millis() as u64);
+    now.saturating_add_signed(skew_ms())
+}
+
+/// How far [`CLOCK_SKEW_FILE_VAR`] sets this node's clock off (0 without it).
+fn skew_ms() -> i64 {
+    use std::sync::Mutex;
+    static FILE: LazyLock<Option<std::path::PathBuf>> =
+        LazyLock::new(|| std::env::var_os(CLOCK_SKEW_FILE_VAR).map(Into::into));
+    static READ: Mutex<Option<(std::time::Instant, i64)>> = Mutex::new(None);
+    let Some(file) = FILE.as_ref() else {
+        return 0;
+    };
+    let mut read = READ.lock().unwrap_or_else(|p| p.into_inner());
+    match *read {
+        Some((at, skew)) if at.elapsed() < Duration::from_millis(100) => skew,
+        _ => {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let skew = text.trim().parse().unwrap_or(0);
+            *read = Some((std::time::Instant::now(), skew));
+            skew
+        }
+    }
 }
 
 /// Fresh randomness for an entry's [`Blinding`], from the operating
@@ -55,6 +82,10 @@ impl Service {
         evidence: Option<Evidence>,
         deadline: Instant,
     ) -> Result<Outcome, Attempt> {
+        if self.watch.clock_off().is_some() {
+            // Stepping down (see `Watch`): as if not leader.
+            return Err(Attempt::Retry);
+        }
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Ok(Err(ApiError::Overloaded));
         };
