@@ -13,9 +13,9 @@
 //! File layout: [`MAGIC`], the SHA-256 of the rest, then the [`Backup`] in
 //! the binary encoding of [`crate::codec`].
 
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use serde::{Deserialize, Serialize};
@@ -163,7 +163,9 @@ pub async fn restore(backup: &Backup, config: &NodeConfig, genesis: &Genesis) ->
         last_membership: backup.membership.clone(),
         snapshot_id: format!("restored-{}-{index}", backup.node),
     };
-    let data = Box::new(Cursor::new(backup.data.clone()));
+    let mut data = sm.begin_receiving_snapshot().await.map_err(storage)?;
+    data.write_all(&backup.data).await?;
+    data.flush().await?;
     sm.install_snapshot(&meta, data).await.map_err(storage)?;
     if let Some(last) = backup.last_applied {
         // The log starts after the backup: the leader sends what follows.

@@ -30,7 +30,6 @@ pub mod network;
 pub mod state_machine;
 pub mod store;
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use crate::ledger::{Entry, Outcome};
@@ -45,7 +44,7 @@ openraft::declare_raft_types!(
         R = Option<Outcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

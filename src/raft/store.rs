@@ -42,6 +42,10 @@ pub struct Store {
     pub snapshot: sled::Tree,
     /// The folder of snapshot files.
     pub snapshots: PathBuf,
+    /// The folder of snapshot files being received or built: complete
+    /// ones move to `snapshots`; whatever is here when the node starts is
+    /// left over from before and removed.
+    pub snapshots_incoming: PathBuf,
     pub durable: Durable,
 }
 
@@ -83,6 +87,7 @@ impl Store {
             state: tree("state")?,
             snapshot: tree("snapshot")?,
             snapshots: dir.join("snapshots"),
+            snapshots_incoming: dir.join("snapshots-incoming"),
             durable: Durable::new(dir, &db)?,
             db,
         })
@@ -309,6 +314,10 @@ pub enum StateKey<'a> {
     Head,
     /// The governance state ([`crate::ledger::Gov`]), whole.
     Gov,
+    /// Set while a snapshot replaces the state (in several batches, to
+    /// bound memory), with the snapshot's last log id: found at start,
+    /// the install is done again from the stored snapshot.
+    Installing,
     /// A block's header, by height (big-endian).
     Block(u64),
     /// A block's leaf hashes, by height, in chunks numbered from 0 (a
@@ -359,6 +368,7 @@ impl StateKey<'_> {
             Self::Clock => (0x04, ""),
             Self::Head => (0x05, ""),
             Self::Gov => (0x06, ""),
+            Self::Installing => (0x07, ""),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };

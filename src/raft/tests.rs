@@ -612,8 +612,12 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         b"alliance-state-v3\n",
         b"alliance-state-v5\n",
     ] {
+        let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+        tokio::io::AsyncWriteExt::write_all(&mut data, old)
+            .await
+            .expect("written");
         let err = sm
-            .install_snapshot(&meta, Box::new(std::io::Cursor::new(old.to_vec())))
+            .install_snapshot(&meta, data)
             .await
             .expect_err("an earlier layout is refused");
         assert!(
@@ -624,6 +628,12 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
     }
 }
 
+/// Two accounts and a payment between them.
+fn one_payment() -> Vec<Command> {
+    let pay = new_transfer("org1.s-1", "org1.issue", "org1.a", 5, false);
+    vec![account("org1.issue"), account("org1.a"), batch(vec![pay])]
+}
+
 /// A snapshot's data is a file of its own, not a sled value (sled keeps a
 /// value that large in memory); sled holds only its metadata and file
 /// name. Building another replaces the file, and a restart reads it back.
@@ -631,18 +641,7 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
 async fn a_snapshot_is_stored_as_a_file() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     let dir = tempfile::tempdir().expect("temp dir");
-    let commands = vec![
-        account("org1.issue"),
-        account("org1.a"),
-        batch(vec![new_transfer(
-            "org1.s-1",
-            "org1.issue",
-            "org1.a",
-            5,
-            false,
-        )]),
-    ];
-    let mut sm = applied(dir.path(), commands).await;
+    let mut sm = applied(dir.path(), one_payment()).await;
     let first = sm.build_snapshot().await.expect("snapshot");
     apply_more(&mut sm, vec![account("org1.b")]).await;
     let second = sm.build_snapshot().await.expect("snapshot");
@@ -652,10 +651,10 @@ async fn a_snapshot_is_stored_as_a_file() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(files.len(), 1, "the older file is removed: {files:?}");
-    let data = second.snapshot.into_inner();
+    let data = bytes(second.snapshot).await;
     let current = sm.get_current_snapshot().await.expect("read").expect("one");
     assert_eq!(current.meta, second.meta);
-    assert_eq!(current.snapshot.into_inner(), data);
+    assert_eq!(bytes(current.snapshot).await, data);
 
     drop(sm);
     let store = reopen(dir.path());
@@ -670,7 +669,58 @@ async fn a_snapshot_is_stored_as_a_file() {
     let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("reopen");
     let current = sm.get_current_snapshot().await.expect("read").expect("one");
     assert_eq!(current.meta, second.meta, "after a restart");
-    assert_eq!(current.snapshot.into_inner(), data, "after a restart");
+    assert_eq!(bytes(current.snapshot).await, data, "after a restart");
+}
+
+/// An install that a stop interrupts (the state replaced in several
+/// batches) is finished at the next start, from the stored snapshot; a
+/// received file left over is removed.
+#[tokio::test]
+async fn an_interrupted_install_is_finished_at_start() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+    let leader_dir = tempfile::tempdir().expect("temp dir");
+    let mut leader = applied(leader_dir.path(), one_payment()).await;
+    let built = leader.build_snapshot().await.expect("snapshot");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), Vec::new()).await;
+    let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+    data.write_all(&bytes(built.snapshot).await).await.unwrap();
+    sm.install_snapshot(&built.meta, data)
+        .await
+        .expect("install");
+    let left_over = sm.begin_receiving_snapshot().await.expect("a file");
+    drop((sm, left_over));
+    let pairs = |store: &Store| -> Vec<_> { store.state.iter().map(Result::unwrap).collect() };
+    let store = reopen(dir.path());
+    let installed = pairs(&store);
+    assert!(installed.len() > 5, "{installed:?}");
+
+    // Stopped in the middle: marked, some keys gone, an old one still there.
+    let marker = super::store::StateKey::Installing.encode();
+    let last = crate::codec::encode(&built.meta.last_log_id);
+    store.state.insert(marker, last).unwrap();
+    let first = store.state.first().unwrap().unwrap().0;
+    store.state.remove(first).unwrap();
+    store.state.insert(b"\x03stale", &b"x"[..]).unwrap();
+    store.durable.sync().unwrap();
+    drop(store);
+
+    let store = reopen(dir.path());
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let sm = StateMachine::open(store.clone(), orgs.into(), [0; 32], accept_all()).expect("open");
+    assert_eq!(pairs(&store), installed, "the state as installed");
+    assert_eq!(sm.shared().read().last_applied, built.meta.last_log_id);
+    let incoming = std::fs::read_dir(&store.snapshots_incoming).map_or(0, |d| d.count());
+    assert_eq!(incoming, 0, "the left-over received file is removed");
+}
+
+/// A snapshot's data, read from its file.
+async fn bytes(mut file: Box<tokio::fs::File>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).await.expect("read");
+    data
 }
 
 /// Apply answers before the state writer has put the entry on sled; a

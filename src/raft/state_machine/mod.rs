@@ -26,7 +26,6 @@ mod snapshot;
 mod writer;
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -36,7 +35,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 
 use self::load::load;
 use self::persist::{put, Unqueued};
-use self::snapshot::{decode_pairs, encode_pairs};
+use self::snapshot::{file_pairs, incoming_file, incoming_path, write_pairs, Pairs};
 use self::writer::Writer;
 use super::store::{storage_err, StateKey, Store};
 use super::{LogId, StorageError, StoredMembership, TypeConfig};
@@ -90,9 +89,9 @@ pub const WRITE_DELAY_VAR: &str = "ALLIANCE_TEST_STATE_WRITE_DELAY_MS";
 /// The governance state in a snapshot's data, if it holds one.
 pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
     let key = StateKey::Gov.encode();
-    let pairs = decode_pairs(data).ok()?;
-    let (_, value) = pairs.into_iter().find(|(k, _)| **k == *key)?;
-    crate::codec::decode(value).ok()
+    let mut pairs = Pairs::new(data).ok()?;
+    let (_, value) = pairs.find_map(|p| p.ok().filter(|(k, _)| *k == key))?;
+    crate::codec::decode(&value).ok()
 }
 
 /// Snapshots a state machine built and installed since the node started.
@@ -144,6 +143,19 @@ impl SharedState {
     pub fn point_in_time(
         &self,
     ) -> Result<(Vec<u8>, Option<LogId>, StoredMembership), StorageError> {
+        let mut data = Vec::new();
+        let (last_applied, membership) =
+            self.walk(|tree, writer| write_pairs(tree, writer, &mut data))?;
+        Ok((data, last_applied, membership))
+    }
+
+    /// Runs `walk` over the state tree as frozen at one point in time (one
+    /// walk at a time), and returns the last applied log id and membership
+    /// of that point.
+    fn walk<T>(
+        &self,
+        walk: impl FnOnce(&sled::Tree, &Writer) -> Result<T, StorageError>,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let _one_walk = self.snapshot_lock.blocking_lock();
         let (last_applied, membership) = {
             let applied = self.read_stored();
@@ -152,9 +164,9 @@ impl SharedState {
             (applied.last_applied, applied.membership.clone())
         };
         std::thread::sleep(self.walk_delay);
-        let data = encode_pairs(&self.state, &self.writer);
+        let walked = walk(&self.state, &self.writer);
         self.writer.thaw();
-        Ok((data?, last_applied, membership))
+        walked.map(|_| (last_applied, membership))
     }
 }
 
@@ -251,6 +263,8 @@ impl StateMachine {
         genesis_hash: Hash,
         origins: Arc<dyn OriginCheck>,
     ) -> Result<Self, StorageError> {
+        snapshot::clear_incoming(&store).map_err(write_err)?;
+        resume_install(&store)?;
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
@@ -298,57 +312,156 @@ impl StateMachine {
         }
     }
 
-    /// Replaces the state with snapshot `data`. Blocks: one walk of the
-    /// tree at a time, and the state lock while the tree is replaced.
+    /// Replaces the state with the snapshot in `file`, checked whole
+    /// first and then stored as this node's snapshot. Blocks: one walk of
+    /// the tree at a time, and the state lock while the tree is replaced.
     fn install(
         &self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        data: &[u8],
+        file: std::fs::File,
     ) -> Result<(), StorageError> {
-        let sig = Some(meta.signature());
-        let pairs = decode_pairs(data)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
-        // The folder of snapshot files is in the data directory (and is
-        // made by the first snapshot saved).
-        let data_dir = (self.store.snapshots.parent()).unwrap_or(&self.store.snapshots);
-        let free = rustix::fs::statvfs(data_dir)
+        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+            pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        }
+        let size = file
+            .metadata()
+            .map_err(snapshot_err(meta, ErrorVerb::Read))?
+            .len();
+        let free = rustix::fs::statvfs(&self.store.snapshots_incoming)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
-        room_to_install(free, data.len() as u64)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e))?;
+            .map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        room_to_install(free, size).map_err(snapshot_err(meta, ErrorVerb::Write))?;
+        // Moved, not copied, into the snapshot folder when it was received
+        // here (it was, unless it is a restored backup or a test's).
+        let path = match incoming_path(&self.store, &file)
+            .map_err(snapshot_err(meta, ErrorVerb::Read))?
+        {
+            Some(path) => path,
+            None => {
+                let (mut copy, path) =
+                    incoming_file(&self.store).map_err(snapshot_err(meta, ErrorVerb::Write))?;
+                let mut from = &file;
+                std::io::Seek::rewind(&mut from).map_err(snapshot_err(meta, ErrorVerb::Read))?;
+                std::io::copy(&mut from, &mut copy)
+                    .map_err(snapshot_err(meta, ErrorVerb::Write))?;
+                path
+            }
+        };
+        drop(file);
         let _one_walk = self.state.snapshot_lock.blocking_lock();
+        let stored = self.save_snapshot(meta, &path)?;
+        let data = std::fs::File::open(&stored).map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        if stored == path {
+            // Not stored (a newer snapshot is): installed from here only.
+            let _ = std::fs::remove_file(&path);
+        }
         {
             let _installing = Installing::start(&self.state.installing);
             let mut applied = (self.state.applied.write()).unwrap_or_else(|p| p.into_inner());
             // Nothing queued may land on the new state.
             self.state.writer.caught_up().map_err(write_err)?;
             std::thread::sleep(self.state.walk_delay);
-            let mut batch = sled::Batch::default();
-            for kv in self.store.state.iter() {
-                batch.remove(kv.map_err(read_err)?.0);
-            }
-            for (k, v) in pairs {
-                batch.insert(k, v);
-            }
-            batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
-            batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
-            self.store.state.apply_batch(batch).map_err(write_err)?;
+            rewrite_state(&self.store, meta, &data)?;
             *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
             self.origins.governance(applied.ledger.gov());
             (self.state.height).store(applied.ledger.height(), Ordering::Release);
         }
-        self.save_snapshot(meta, data)?;
         (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
+/// An error of snapshot `meta`'s, on `verb`.
+fn snapshot_err<E: std::error::Error + Send + Sync + 'static>(
+    meta: &SnapshotMeta<u64, openraft::BasicNode>,
+    verb: ErrorVerb,
+) -> impl Fn(E) -> StorageError + '_ {
+    move |e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
+}
+
+/// Keys removed, and bytes of pairs inserted, per batch while a snapshot
+/// replaces the state: what an install holds in memory at once.
+const INSTALL_BATCH_KEYS: usize = 10_000;
+const INSTALL_BATCH_BYTES: usize = 8 << 20;
+
+/// Replaces the state tree with the snapshot `meta` in `file`, in batches
+/// of bounded size. [`StateKey::Installing`] is set first and cleared
+/// with the last batch: a node that stops in between finds it at start
+/// and does it again from the stored snapshot ([`resume_install`]).
+fn rewrite_state(
+    store: &Store,
+    meta: &SnapshotMeta<u64, openraft::BasicNode>,
+    file: &std::fs::File,
+) -> Result<(), StorageError> {
+    let tree = &store.state;
+    let marker = StateKey::Installing.encode();
+    tree.insert(&marker, encode(&meta.last_log_id))
+        .map_err(write_err)?;
+    store.durable.sync().map_err(write_err)?;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for key in tree.iter().keys() {
+        let key = key.map_err(read_err)?;
+        if key != marker {
+            batch.remove(key);
+            in_batch += 1;
+        }
+        if in_batch == INSTALL_BATCH_KEYS {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(write_err)?;
+            in_batch = 0;
+        }
+    }
+    let mut bytes = 0;
+    for pair in file_pairs(file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+        let (k, v) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        bytes += k.len() + v.len();
+        batch.insert(k, v);
+        if bytes >= INSTALL_BATCH_BYTES {
+            tree.apply_batch(std::mem::take(&mut batch))
+                .map_err(write_err)?;
+            bytes = 0;
+        }
+    }
+    batch.insert(StateKey::LastApplied.encode(), encode(&meta.last_log_id));
+    batch.insert(StateKey::Membership.encode(), encode(&meta.last_membership));
+    batch.remove(marker);
+    tree.apply_batch(batch).map_err(write_err)?;
+    store.durable.sync().map_err(write_err)
+}
+
+/// Finishes an install that a stop interrupted, if there was one: the
+/// state is rewritten from the stored snapshot, the one it was installing.
+fn resume_install(store: &Store) -> Result<(), StorageError> {
+    let Some(was) = store
+        .state
+        .get(StateKey::Installing.encode())
+        .map_err(read_err)?
+    else {
+        return Ok(());
+    };
+    let last_log_id: Option<LogId> = crate::codec::decode(&was).map_err(read_err)?;
+    let stored = snapshot::stored_file(store)?;
+    let Some((meta, path)) = stored.filter(|(m, _)| m.last_log_id == last_log_id) else {
+        return Err(write_err(std::io::Error::other(format!(
+            "an install of the snapshot up to {last_log_id:?} was interrupted, and that \
+             snapshot is not the one stored: restore this node from a backup"
+        ))));
+    };
+    tracing::warn!(
+        ?last_log_id,
+        "finishing a snapshot install that a stop interrupted"
+    );
+    let file = std::fs::File::open(&path).map_err(read_err)?;
+    rewrite_state(store, &meta, &file)
+}
+
 /// Whether `free` bytes of disk hold the install of a snapshot of `size`
-/// bytes: the state written anew (about its size) and the snapshot's own
-/// copy, kept to send to others. sled reclaims the old state's space
+/// bytes, already received: the state written anew, about its size and a
+/// quarter for sled's own records. sled reclaims the old state's space
 /// after.
 fn room_to_install(free: u64, size: u64) -> std::io::Result<()> {
-    let needed = size.saturating_mul(2);
+    let needed = size.saturating_add(size / 4);
     if free >= needed {
         return Ok(());
     }
@@ -357,8 +470,8 @@ fn room_to_install(free: u64, size: u64) -> std::io::Result<()> {
         std::io::ErrorKind::StorageFull,
         format!(
             "installing a snapshot of {} MB needs about {} MB of free disk (the state written \
-             anew and a copy of the snapshot) and {} MB are free: free space in the data \
-             directory's file system or grow it, then restart this node",
+             anew) and {} MB are free: free space in the data directory's file system or grow \
+             it, then restart this node",
             mb(size),
             mb(needed),
             mb(free)
@@ -384,11 +497,18 @@ impl Drop for Installing<'_> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let state = self.state.clone();
-        let (data, last_applied, membership) =
-            tokio::task::spawn_blocking(move || state.point_in_time())
-                .await
-                .map_err(read_err)??;
+        let (state, store) = (self.state.clone(), self.store.clone());
+        let (path, last_applied, membership) = tokio::task::spawn_blocking(move || {
+            let mut path = None;
+            let (last_applied, membership) = state.walk(|_, writer| {
+                path = Some(snapshot::write_snapshot_file(&store, writer)?);
+                Ok(())
+            })?;
+            let path = path.expect("the walk ran");
+            Ok::<_, StorageError>((path, last_applied, membership))
+        })
+        .await
+        .map_err(read_err)??;
         self.snapshots_built += 1;
         (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
@@ -402,10 +522,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let one_walk = self.state.snapshot_lock.clone();
         let _one_walk = one_walk.lock().await;
-        self.save_snapshot(&meta, &data)?;
+        let stored = self.save_snapshot(&meta, &path)?;
+        let file = tokio::fs::File::open(&stored).await.map_err(read_err)?;
+        if stored == path {
+            // Not stored (a newer snapshot is): this answer's only.
+            let _ = std::fs::remove_file(&path);
+        }
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -484,8 +609,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.handle()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// A new file in the folder of incoming snapshots, which the chunks
+    /// are written to as they arrive.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let (file, _) = snapshot::incoming_file(&self.store).map_err(write_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     /// Installs on a blocking thread, so the async runtime's threads go
@@ -494,18 +622,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let this = self.handle();
         let meta = meta.clone();
-        let data = snapshot.into_inner();
-        tokio::task::spawn_blocking(move || this.install(&meta, &data))
+        let file = snapshot.into_std().await;
+        tokio::task::spawn_blocking(move || this.install(&meta, file))
             .await
             .map_err(write_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        self.stored_snapshot()
+        self.stored_snapshot().await
     }
 }
 
@@ -514,14 +642,14 @@ mod tests {
     use super::room_to_install;
 
     #[test]
-    fn an_install_needs_room_for_the_state_and_the_snapshot() {
+    fn an_install_needs_room_for_the_state_written_anew() {
         const MB: u64 = 1 << 20;
-        assert!(room_to_install(200 * MB, 100 * MB).is_ok());
-        let e = room_to_install(150 * MB, 100 * MB).unwrap_err();
+        assert!(room_to_install(125 * MB, 100 * MB).is_ok());
+        let e = room_to_install(120 * MB, 100 * MB).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
         let e = e.to_string();
         assert!(
-            e.contains("of 100 MB needs about 200 MB") && e.contains("150 MB are free"),
+            e.contains("of 100 MB needs about 125 MB") && e.contains("120 MB are free"),
             "{e}"
         );
         assert!(

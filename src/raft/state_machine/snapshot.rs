@@ -1,15 +1,21 @@
 //! Snapshots: the state tree as one file, in a format of our own (the
 //! magic, then each key and value with its length), stored durably and
-//! never replaced by an older view.
+//! never replaced by an older view. A snapshot is built, sent, received
+//! and installed as a file, a bounded piece at a time: none is ever whole
+//! in memory.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::writer::Writer;
 use super::{read_err, StateMachine};
 use crate::codec::{decode, encode};
-use crate::raft::store::storage_err;
+use crate::raft::store::{storage_err, Store};
 use crate::raft::StorageError;
 use openraft::storage::{Snapshot, SnapshotMeta};
 use openraft::{ErrorSubject, ErrorVerb};
-use std::io::Cursor;
 
 use crate::raft::TypeConfig;
 
@@ -26,6 +32,9 @@ pub(super) const SNAPSHOT_FILE: &[u8] = b"file";
 const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v7\n";
 const SNAPSHOT_MAGIC_V6: &[u8] = b"alliance-state-v6\n";
 
+/// Buffer of the reads and writes of a snapshot file.
+const FILE_BUFFER_BYTES: usize = 1 << 20;
+
 /// Why a snapshot's data is not one this node can install.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -33,37 +42,98 @@ pub enum SnapshotError {
     NotOurs,
     #[error("truncated snapshot")]
     Truncated,
+    #[error("reading the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn io_err(
+    meta: &SnapshotMeta<u64, openraft::BasicNode>,
+    verb: ErrorVerb,
+) -> impl Fn(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
+}
+
+/// A new file in the folder of incoming snapshots, for reading and
+/// writing, and its path.
+pub(super) fn incoming_file(store: &Store) -> std::io::Result<(File, PathBuf)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(&store.snapshots_incoming)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = (store.snapshots_incoming).join(format!("{}-{n}.part", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    Ok((file, path))
+}
+
+/// Removes what a node that stopped left in the folder of incoming
+/// snapshots.
+pub(super) fn clear_incoming(store: &Store) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(&store.snapshots_incoming) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The path of `file` in the folder of incoming snapshots, if it is one
+/// of its files.
+pub(super) fn incoming_path(store: &Store, file: &File) -> std::io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let of = file.metadata()?;
+    let Ok(entries) = std::fs::read_dir(&store.snapshots_incoming) else {
+        return Ok(None);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let m = entry.metadata()?;
+        if m.ino() == of.ino() && m.dev() == of.dev() {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
 }
 
 impl StateMachine {
-    /// Stores `snapshot` unless a newer one is stored already: a snapshot
-    /// build runs concurrently with installs, and must not replace a newer
-    /// installed snapshot with an older view. The caller holds the
-    /// snapshot lock (see [`super::SharedState`]).
+    /// Stores the complete snapshot file at `path` (in the folder of
+    /// incoming snapshots) as the current snapshot, unless a newer one is
+    /// stored already: a snapshot build runs concurrently with installs,
+    /// and must not replace a newer installed snapshot with an older view.
+    /// The caller holds the snapshot lock (see [`super::SharedState`]).
+    /// Returns where the file is now; it is left where it was if it was
+    /// not stored.
     ///
-    /// The data goes to a file of its own (written, synced, renamed into
-    /// place), then the metadata naming it to sled (synced), then older
-    /// files are removed: a crash at any point leaves the stored metadata
-    /// naming a complete file.
+    /// The file is synced and moved into the snapshot folder, then the
+    /// metadata naming it goes to sled (synced), then older files are
+    /// removed: a crash at any point leaves the stored metadata naming a
+    /// complete file.
     pub(super) fn save_snapshot(
         &self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        data: &[u8],
-    ) -> Result<(), StorageError> {
+        path: &Path,
+    ) -> Result<PathBuf, StorageError> {
         let sig = Some(meta.signature());
-        let io_err = |e| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e)
-        };
+        let io_err = io_err(meta, ErrorVerb::Write);
         let current = self.store.snapshot.get(SNAPSHOT_META).ok().flatten();
         let current: Option<SnapshotMeta<u64, openraft::BasicNode>> =
             current.and_then(|m| decode(&m).ok());
         if current.is_some_and(|c| c.last_log_id > meta.last_log_id) {
-            return Ok(());
+            return Ok(path.to_owned());
         }
         // The id may come from a peer: name the file by its hash.
         let id_hash = <sha2::Sha256 as sha2::Digest>::digest(meta.snapshot_id.as_bytes());
         let name = format!("{}.snap", hex::encode(id_hash));
-        write_durably(&self.store.snapshots, &name, data).map_err(io_err)?;
+        let dir = &self.store.snapshots;
+        std::fs::create_dir_all(dir).map_err(&io_err)?;
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(&io_err)?;
+        std::fs::rename(path, dir.join(&name)).map_err(&io_err)?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(&io_err)?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode(meta));
         batch.insert(SNAPSHOT_FILE, name.as_bytes());
@@ -71,108 +141,161 @@ impl StateMachine {
             .snapshot
             .apply_batch(batch)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e))?;
-        self.store.durable.sync().map_err(io_err)?;
-        for entry in std::fs::read_dir(&self.store.snapshots).map_err(io_err)? {
-            let path = entry.map_err(io_err)?.path();
+        self.store.durable.sync().map_err(&io_err)?;
+        for entry in std::fs::read_dir(dir).map_err(&io_err)? {
+            let path = entry.map_err(&io_err)?.path();
             if path.file_name().is_some_and(|f| f != name.as_str()) {
-                std::fs::remove_file(&path).map_err(io_err)?;
+                std::fs::remove_file(&path).map_err(&io_err)?;
             }
         }
-        Ok(())
+        Ok(dir.join(name))
     }
 
-    /// The stored snapshot, if there is one.
-    pub(super) fn stored_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let read = |e: std::io::Error| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
-        };
-        let get = |key| {
-            self.store
-                .snapshot
-                .get(key)
-                .map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
-        };
-        let (Some(meta), Some(name)) = (get(SNAPSHOT_META)?, get(SNAPSHOT_FILE)?) else {
+    /// The stored snapshot, if there is one, its data read from its file
+    /// as it is sent.
+    pub(super) async fn stored_snapshot(
+        &self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((meta, path)) = stored_file(&self.store)? else {
             return Ok(None);
         };
-        let meta = decode(&meta)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        let name = String::from_utf8_lossy(&name).into_owned();
-        let data = std::fs::read(self.store.snapshots.join(&name)).map_err(|e| {
-            read(std::io::Error::new(
-                e.kind(),
-                format!("snapshot file {name}: {e}"),
-            ))
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                std::io::Error::new(e.kind(), format!("snapshot file {name}: {e}")),
+            )
         })?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
 }
 
-/// Writes `data` to `dir/name` so that it is whole on disk before the call
-/// returns: a temporary file, synced, renamed into place, the folder synced.
-fn write_durably(dir: &std::path::Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+type Meta = SnapshotMeta<u64, openraft::BasicNode>;
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// The stored snapshot's metadata and file, if there is one.
+pub(super) fn stored_file(store: &Store) -> Result<Option<(Meta, PathBuf)>, StorageError> {
+    let get = |key| {
+        (store.snapshot.get(key))
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
+    };
+    let (Some(meta), Some(name)) = (get(SNAPSHOT_META)?, get(SNAPSHOT_FILE)?) else {
+        return Ok(None);
+    };
+    let meta =
+        decode(&meta).map_err(|e| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+    let name = String::from_utf8_lossy(&name).into_owned();
+    Ok(Some((meta, store.snapshots.join(name))))
 }
 
-/// Encodes the key/value pairs of `tree` as frozen by `writer` (see
-/// [`Writer::freeze`]): the magic, then (u32 BE length, bytes) for each
-/// key and each value. The writer only inserts, so every key the tree had
-/// at the freeze is still there for the walk to meet.
-pub(super) fn encode_pairs(tree: &sled::Tree, writer: &Writer) -> Result<Vec<u8>, StorageError> {
-    let mut out = SNAPSHOT_MAGIC.to_vec();
+/// Writes the key/value pairs of `tree` as frozen by `writer` (see
+/// [`Writer::freeze`]) to `out`: the magic, then (u32 BE length, bytes)
+/// for each key and each value. The writer only inserts, so every key the
+/// tree had at the freeze is still there for the walk to meet.
+pub(super) fn write_pairs(
+    tree: &sled::Tree,
+    writer: &Writer,
+    out: &mut impl Write,
+) -> Result<(), StorageError> {
+    let write = |e: std::io::Error| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+    out.write_all(SNAPSHOT_MAGIC).map_err(write)?;
     for kv in tree.iter() {
         let (k, now) = kv.map_err(read_err)?;
         if let Some(v) = writer.as_frozen(&k, now) {
-            put_pair(&mut out, &k, &v);
+            for part in [&k[..], &v[..]] {
+                let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
+                out.write_all(&len.to_be_bytes()).map_err(write)?;
+                out.write_all(part).map_err(write)?;
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn put_pair(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
-    for part in [k, v] {
-        let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(part);
+/// Writes a new snapshot file of `tree` as frozen by `writer` in the
+/// folder of incoming snapshots, synced, and returns its path.
+pub(super) fn write_snapshot_file(store: &Store, writer: &Writer) -> Result<PathBuf, StorageError> {
+    let write = |e: std::io::Error| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+    let (file, path) = incoming_file(store).map_err(write)?;
+    let mut out = BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
+    write_pairs(&store.state, writer, &mut out)?;
+    let file = out.into_inner().map_err(|e| write(e.into_error()))?;
+    file.sync_all().map_err(write)?;
+    Ok(path)
+}
+
+/// The key/value pairs of a snapshot's data, read from `R` one at a time.
+pub(super) struct Pairs<R> {
+    data: R,
+}
+
+impl<R: Read> Pairs<R> {
+    /// The pairs of `data`, whose magic is read and checked first.
+    pub(super) fn new(mut data: R) -> Result<Self, SnapshotError> {
+        let mut magic = [0; SNAPSHOT_MAGIC.len()];
+        match data.read_exact(&mut magic) {
+            Ok(()) if magic == SNAPSHOT_MAGIC || magic == SNAPSHOT_MAGIC_V6 => Ok(Self { data }),
+            Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(e.into()),
+            _ => Err(SnapshotError::NotOurs),
+        }
     }
-}
 
-/// A snapshot's key/value pairs, borrowed from its data.
-type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+    /// The next length, or `None` at the end of the data.
+    fn len(&mut self, first: bool) -> Result<Option<u64>, SnapshotError> {
+        let mut len = [0; 4];
+        let mut got = 0;
+        while got < len.len() {
+            match self.data.read(&mut len[got..]) {
+                Ok(0) if got == 0 && first => return Ok(None),
+                Ok(0) => return Err(SnapshotError::Truncated),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(u64::from(u32::from_be_bytes(len))))
+    }
 
-pub(super) fn decode_pairs(data: &[u8]) -> Result<Pairs<'_>, SnapshotError> {
-    fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], SnapshotError> {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or(SnapshotError::Truncated)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if tail.len() < len {
+    /// The next `len` bytes. The buffer grows only as they arrive: a
+    /// hostile length cannot make it allocate more than the data holds.
+    fn part(&mut self, len: u64) -> Result<Vec<u8>, SnapshotError> {
+        let mut part = Vec::new();
+        (&mut self.data).take(len).read_to_end(&mut part)?;
+        if part.len() as u64 != len {
             return Err(SnapshotError::Truncated);
         }
-        let (part, tail) = tail.split_at(len);
-        *rest = tail;
         Ok(part)
     }
-    let mut rest = (data.strip_prefix(SNAPSHOT_MAGIC))
-        .or_else(|| data.strip_prefix(SNAPSHOT_MAGIC_V6))
-        .ok_or(SnapshotError::NotOurs)?;
-    let mut pairs = Vec::new();
-    while !rest.is_empty() {
-        let k = take(&mut rest)?;
-        let v = take(&mut rest)?;
-        pairs.push((k, v));
+
+    fn pair(&mut self) -> Result<Option<Pair>, SnapshotError> {
+        let Some(len) = self.len(true)? else {
+            return Ok(None);
+        };
+        let k = self.part(len)?;
+        let len = self.len(false)?.ok_or(SnapshotError::Truncated)?;
+        Ok(Some((k, self.part(len)?)))
     }
-    Ok(pairs)
+}
+
+impl<R: Read> Iterator for Pairs<R> {
+    type Item = Result<Pair, SnapshotError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.pair().transpose()
+    }
+}
+
+/// The pairs of the snapshot file `file`, from its start.
+pub(super) fn file_pairs(file: &File) -> Result<Pairs<BufReader<&File>>, SnapshotError> {
+    let mut file = file;
+    file.rewind()?;
+    Pairs::new(BufReader::with_capacity(FILE_BUFFER_BYTES, file))
 }
 
 #[cfg(test)]
@@ -188,9 +311,47 @@ mod tests {
     }
 
     fn pairs(data: &[u8]) -> Vec<(String, String)> {
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-        let pairs = decode_pairs(data).unwrap();
-        pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect()
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        let pairs = Pairs::new(data).unwrap().map(Result::unwrap);
+        pairs.map(|(k, v)| (text(k), text(v))).collect()
+    }
+
+    fn encode_pairs(tree: &sled::Tree, writer: &Writer) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_pairs(tree, writer, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn pairs_are_read_back_and_a_cut_or_foreign_file_is_refused() {
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        for part in [&b"key"[..], b"value", b"k2", b""] {
+            data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            data.extend_from_slice(part);
+        }
+        assert_eq!(
+            pairs(&data),
+            [("key".into(), "value".into()), ("k2".into(), String::new())]
+        );
+        let first_pair_ends = SNAPSHOT_MAGIC.len() + 4 + 3 + 4 + 5;
+        for cut in SNAPSHOT_MAGIC.len() + 1..data.len() {
+            let read: Result<Vec<_>, _> = Pairs::new(&data[..cut]).unwrap().collect();
+            match cut == first_pair_ends {
+                true => assert_eq!(read.unwrap().len(), 1),
+                false => assert!(
+                    matches!(read, Err(SnapshotError::Truncated)),
+                    "cut at {cut}"
+                ),
+            }
+        }
+        let mut huge = SNAPSHOT_MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        huge.extend_from_slice(b"short");
+        let read: Result<Vec<_>, _> = Pairs::new(&huge[..]).unwrap().collect();
+        assert!(matches!(read, Err(SnapshotError::Truncated)));
+        for foreign in [&b""[..], b"alliance", b"alliance-state-v5\nxxxxxxxx"] {
+            assert!(matches!(Pairs::new(foreign), Err(SnapshotError::NotOurs)));
+        }
     }
 
     #[test]
@@ -209,12 +370,12 @@ mod tests {
             .queue(batch(&[("b", "2"), ("0", "2"), ("c", "2")]))
             .unwrap();
         writer.caught_up().unwrap();
-        let frozen = encode_pairs(&tree, &writer).unwrap();
+        let frozen = encode_pairs(&tree, &writer);
         writer.thaw();
         let at_freeze = [("a", "1"), ("b", "1"), ("d", "1")].map(|(k, v)| (k.into(), v.into()));
         assert_eq!(pairs(&frozen), at_freeze);
         // Thawed, a walk sees the tree as it is.
-        let now = pairs(&encode_pairs(&tree, &writer).unwrap());
+        let now = pairs(&encode_pairs(&tree, &writer));
         assert_eq!(now.len(), 5);
         assert!(now.contains(&("b".into(), "2".into())));
     }
