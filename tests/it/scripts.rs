@@ -306,3 +306,23 @@ fn genesis_registers_a_nodes_key_from_its_certificate() {
     );
     assert_eq!(loaded.node(2).unwrap().key_sha256, None);
 }
+
+/// `bench-history.sh` checks its arguments before it builds or starts
+/// anything.
+#[test]
+fn bench_history_script_refuses_bad_arguments() {
+    refuses_bad_arguments(
+        "bench-history.sh",
+        &[
+            &["--millions"],
+            &["--millions", "2"],
+            &["--millions", "101"],
+            &["--millions", "x"],
+            &["--batch", "0"],
+            &["--batch", "8190"],
+            &["--snapshot-every", "9"],
+            &["--snapshot-every", "100001"],
+            &["--bogus"],
+        ],
+    );
+}

@@ -1,0 +1,235 @@
+#!/bin/sh
+# bench-history.sh: a three-node consortium loaded with millions of
+# transfers, measured a million at a time as its history grows.
+# POSIX sh; needs cargo, curl, python3.
+set -eu
+
+prog=bench-history.sh
+. "$(dirname "$0")/bench-common.sh"
+
+usage() {
+	cat <<EOF
+Usage: $prog [--millions M] [--batch N] [--snapshot-every ENTRIES] [--dir DIR]
+
+Makes a fresh three-node demo consortium (release build), its nodes
+building a snapshot every ENTRIES log entries, starts the nodes and loads
+them through the leader with 'alliance bench', one million transfers at a
+time in batches of N. For each million it prints the throughput, p99 and
+largest latency, the snapshots the leader built meanwhile, the largest
+resident memory of each node (sampled every half second) and each node's
+data directory size.
+
+Before the second-to-last million it kills a follower (SIGKILL) and starts
+it again as the last million starts: it prints how long that node took to
+apply what the leader had committed when it came back, and whether the
+term changed meanwhile. At the end it kills all three nodes (SIGKILL),
+starts them again and prints the time until a transfer is acknowledged.
+
+Everything is kept under DIR and deleted at the end; at batches of 8,000
+the nodes write about 1.5 GB of disk per million transfers in all.
+
+Options:
+  --millions M           millions of transfers, 3..100 (default: 10)
+  --batch N              transfers per request, 1..8189 (default: 8000)
+  --snapshot-every E     log entries between snapshots, 10..100000 (default: 250,
+                         at batches of 8,000 a snapshot every 2 million)
+  --dir DIR              work directory (default: a new one under /tmp)
+  -h, --help             show this help and exit
+EOF
+}
+
+millions=10
+batch=8000
+snapshot_every=250
+dir=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--millions | --batch | --snapshot-every | --dir)
+		[ $# -ge 2 ] || usage_error "$1 needs a value"
+		case $1 in
+		--millions) millions=$2 ;;
+		--batch) batch=$2 ;;
+		--snapshot-every) snapshot_every=$2 ;;
+		--dir) dir=$2 ;;
+		esac
+		shift 2
+		;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	*) usage_error "unknown argument '$1'" ;;
+	esac
+done
+in_range "$millions" 3 100 || usage_error "--millions must be 3..100"
+in_range "$batch" 1 8189 || usage_error "--batch must be 1..8189"
+in_range "$snapshot_every" 10 100000 || usage_error "--snapshot-every must be 10..100000"
+command -v curl >/dev/null || usage_error "curl is needed (to read the nodes' metrics)"
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "$dir" ] || dir=$(mktemp -d /tmp/bench-history.XXXXXX)
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+demo=$dir/demo
+
+log "building alliance (release)"
+(cd "$root" && cargo build --release --locked --quiet)
+alliance=${CARGO_TARGET_DIR:-$root/target}/release/alliance
+[ -x "$alliance" ] || { log "no alliance binary at $alliance after the build"; exit 1; }
+
+sampler=
+finish() {
+	[ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
+	for n in 1 2 3; do
+		[ -f "$dir/pid-$n" ] && kill -9 "$(cat "$dir/pid-$n")" 2>/dev/null || true
+	done
+	cleanup
+	rm -rf "$demo"
+}
+trap finish EXIT INT TERM
+
+# How long the consortium may take to come up, a write to be acknowledged,
+# a follower to catch up.
+WAIT_SECONDS=600
+
+log "making the demo consortium in $demo"
+"$alliance" demo --dir "$demo" --exit >"$dir/demo.log" 2>&1 ||
+	{ cat "$dir/demo.log" >&2; log "alliance demo failed"; exit 1; }
+for n in 1 2 3; do
+	sed -i "s/^snapshot_logs_since_last = .*/snapshot_logs_since_last = $snapshot_every/" \
+		"$demo/node$n/config.toml"
+done
+
+start_node() { # N
+	"$alliance" node --config "$demo/node$1/config.toml" >>"$dir/node$1.log" 2>&1 &
+	echo $! >"$dir/pid-$1"
+	# The nodes wait_for watches: the three last started.
+	pids=$(cat "$dir"/pid-*)
+}
+
+ops_addr() { sed -n 's/^ops_addr = "\(.*\)"/\1/p' "$demo/node$1/config.toml"; }
+
+metric() { # N NAME: the value of metric NAME on node N, empty if it does not answer
+	curl -s --max-time 2 "http://$(ops_addr "$1")/metrics" 2>/dev/null |
+		awk -v m="$2" '$1 == m { print $2; exit }'
+}
+
+leader() {
+	for n in 1 2 3; do
+		if [ "$(metric $n alliance_is_leader)" = 1 ]; then
+			echo $n
+			return
+		fi
+	done
+	return 1
+}
+
+has_leader() { leader >/dev/null; }
+
+for n in 1 2 3; do start_node $n; done
+wait_for "a leader" has_leader
+
+# The largest resident memory of each node (MB) per million, from samples
+# every half second: lines "MILLION RSS1 RSS2 RSS3".
+echo 0 >"$dir/million"
+(
+	while :; do
+		line=$(cat "$dir/million")
+		for n in 1 2 3; do
+			p=$(cat "$dir/pid-$n")
+			r=$(awk '/^VmRSS:/ { printf "%d", $2 / 1024 }' "/proc/$p/status" 2>/dev/null || true)
+			line="$line ${r:-0}"
+		done
+		echo "$line" >>"$dir/rss.txt"
+		sleep 0.5
+	done
+) &
+sampler=$!
+
+rss_of() { # MILLION: "max1/max2/max3" MB
+	awk -v m="$1" '$1 == m { for (i = 2; i <= 4; i++) if ($i > x[i]) x[i] = $i }
+		END { printf "%d/%d/%d", x[2], x[3], x[4] }' "$dir/rss.txt"
+}
+
+disk_of() { # "mb1/mb2/mb3" of the data directories
+	out=
+	for n in 1 2 3; do
+		out="$out$(du -sm "$demo/node$n/data" | cut -f1)/"
+	done
+	echo "${out%/}"
+}
+
+seconds_since() { awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - t }'; }
+
+caught_up() { # NODE TARGET: the node has applied index TARGET
+	a=$(metric "$1" alliance_raft_applied_index)
+	[ -n "$a" ] && [ "$a" -ge "$2" ]
+}
+
+printf '%s\n' "| million | transfers/s | p99 ms | max ms | 5xx/errors | snapshots built | largest RSS MB (nodes 1/2/3) | data MB (nodes 1/2/3) |"
+printf '%s\n' "|---|---|---|---|---|---|---|---|"
+victim=
+for m in $(seq 1 "$millions"); do
+	l=$(leader) || { log "no leader before million $m"; exit 1; }
+	if [ "$m" -eq $((millions - 1)) ]; then
+		victim=$(for n in 1 2 3; do [ $n = "$l" ] || echo $n; done | tail -1)
+		log "killing follower $victim for one million transfers"
+		kill -9 "$(cat "$dir/pid-$victim")"
+		wait "$(cat "$dir/pid-$victim")" 2>/dev/null || true
+		term_before=$(metric "$l" alliance_raft_term)
+	fi
+	if [ "$m" -eq "$millions" ] && [ -n "$victim" ]; then
+		target=$(metric "$l" alliance_raft_commit_index)
+		start_node "$victim"
+		back=$(date +%s.%N)
+		(
+			WAIT_SECONDS=600
+			pids=
+			wait_for "node $victim to catch up" caught_up "$victim" "$target"
+			seconds_since "$back" >"$dir/caught-up"
+		) &
+		watcher=$!
+	fi
+	echo "$m" >"$dir/million"
+	built=$(metric "$l" alliance_snapshots_built_total)
+	out=$("$alliance" bench --dir "$demo" --node "$l" --batch "$batch" --transfers 1000000 \
+		--warmup-seconds 0 --seconds 3600 2>/dev/null | tr '\n' ' ')
+	printf '%s\n' "$out" >>"$dir/bench.txt"
+	built=$(($(metric "$l" alliance_snapshots_built_total) - built))
+	rate=$(printf '%s' "$out" | sed -n 's/.* \([0-9.]*\) transfers\/s.*/\1/p')
+	p99=$(printf '%s' "$out" | sed -n 's/.* p99 \([0-9.]*\) .*/\1/p')
+	max=$(printf '%s' "$out" | sed -n 's/.* max \([0-9.]*\) .*/\1/p')
+	errors=$(printf '%s' "$out" | sed -n 's/.*errors by code: \({[^}]*}\).*/\1/p')
+	[ -n "$rate" ] && [ -n "$p99" ] || { printf '%s\n' "$out" >&2; log "could not read the bench's output"; exit 1; }
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$rate" "$p99" "$max" "$errors" \
+		"$built" "$(rss_of "$m")" "$(disk_of)"
+done
+
+if [ -n "$victim" ]; then
+	wait "$watcher" || { log "node $victim did not catch up (log: $dir/node$victim.log)"; exit 1; }
+	l=$(leader)
+	printf 'follower %s, stopped for a million transfers: applied what was committed at its restart %.1f s later; term %s before, %s after\n' \
+		"$victim" "$(cat "$dir/caught-up")" "$term_before" "$(metric "$l" alliance_raft_term)"
+fi
+
+total=$((millions * 1000000))
+for n in 1 2 3; do
+	bytes=$(du -sb "$demo/node$n/data" | cut -f1)
+	printf 'node %s: %s bytes of data directory per transfer\n' "$n" "$((bytes / total))"
+done
+
+log "killing all three nodes (SIGKILL) and starting them again"
+kill "$sampler" 2>/dev/null || true
+sampler=
+for n in 1 2 3; do kill -9 "$(cat "$dir/pid-$n")"; done
+for n in 1 2 3; do wait "$(cat "$dir/pid-$n")" 2>/dev/null || true; done
+start=$(date +%s.%N)
+for n in 1 2 3; do start_node $n; done
+acknowledged() {
+	l=$(leader) &&
+		"$alliance" bench --dir "$demo" --node "$l" --batch 1 --transfers 1 \
+			--warmup-seconds 0 --seconds 5 >/dev/null 2>&1
+}
+wait_for "a transfer acknowledged after the restart" acknowledged
+printf 'restart after SIGKILL of every node at %s transfers: a transfer acknowledged %.1f s after the start\n' \
+	"$total" "$(seconds_since "$start")"
