@@ -201,7 +201,24 @@ impl ApiClient {
     }
 
     pub async fn account(&self, id: &str, local: bool) -> Result<Response, reqwest::Error> {
-        let q = if local { "?consistency=local" } else { "" };
+        self.account_at(id, None, local).await
+    }
+
+    /// Account `id` as of block `at_height` (after its transfers), or now.
+    pub async fn account_at(
+        &self,
+        id: &str,
+        at_height: Option<u64>,
+        local: bool,
+    ) -> Result<Response, reqwest::Error> {
+        let mut q = Vec::new();
+        q.extend(at_height.map(|h| format!("at_height={h}")));
+        q.extend(local.then(|| "consistency=local".to_owned()));
+        let q = if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        };
         self.call(Method::GET, &format!("/v1/accounts/{id}{q}"), None)
             .await
     }

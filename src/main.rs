@@ -213,6 +213,9 @@ enum ClientCmd {
         /// Read this node's own state instead of a linearizable read.
         #[arg(long)]
         local: bool,
+        /// The balances as of block H (after its transfers) instead of now.
+        #[arg(long, value_name = "H")]
+        at_height: Option<u64>,
     },
     /// Show a transfer.
     ShowTransfer { id: String },
@@ -889,7 +892,11 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             api.call(reqwest::Method::POST, "/v1/transfers", Some(&body))
                 .await
         }
-        ClientCmd::Balance { id, local } => api.account(&id, local).await,
+        ClientCmd::Balance {
+            id,
+            local,
+            at_height,
+        } => api.account_at(&id, at_height, local).await,
         ClientCmd::ShowTransfer { id } => api.get_transfer(&id).await,
         ClientCmd::Post { id, amount } => api.post_pending(&id, amount).await,
         ClientCmd::Void { id } => api.void_pending(&id).await,

@@ -359,6 +359,24 @@ async fn import_posts_a_file_in_batches_and_counts_refusals() {
     }
     let r = ok(c.app(1, 1).get_transfer("org1.imp-3").await);
     assert_eq!(r.body["memo"], "batch 3, May");
+    // The first batch of ten, 2 each, in one block; nothing before it.
+    let height = r.body["height"].as_u64().unwrap();
+    let org2 = c.layout.dir.join("clients/org2-app.toml");
+    for (at, expected) in [(height, "20"), (height - 1, "0")] {
+        let (code, text) = crate::harness::run_cli([
+            "client".as_ref(),
+            "--config".as_ref(),
+            org2.as_os_str(),
+            "balance".as_ref(),
+            "org2.ops".as_ref(),
+            "--at-height".as_ref(),
+            at.to_string().as_ref(),
+        ]);
+        assert_eq!(code, Some(0), "{text}");
+        let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(shown["balance"], expected, "{text}");
+        assert_eq!(shown["at_height"], at, "{text}");
+    }
     let bad = dir.path().join("bad.csv");
     std::fs::write(
         &bad,
