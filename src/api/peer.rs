@@ -109,6 +109,11 @@ async fn append(
         }
         return Err(body::invalid("too_few_voters", why));
     }
+    let entries = rpc.entries.iter().filter_map(|e| match &e.payload {
+        openraft::EntryPayload::Normal(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    svc.witness().check_ahead(entries.collect());
     Ok(rpc_reply(&raft.append_entries(rpc).await))
 }
 

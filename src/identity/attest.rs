@@ -76,6 +76,10 @@ pub const SEAL_AGE_MAX_MS: u64 = 5 * 60 * 1000;
 /// How far after the ledger clock a seal may have been signed: the signing
 /// node's clock may run ahead of the leader's by this much.
 pub const SEAL_AHEAD_MAX_MS: u64 = 60 * 1000;
+/// The niceness of the thread that checks seals ahead of apply (19, the
+/// lowest priority: it runs when the node's other threads leave a core
+/// idle, as while they wait for the disk).
+const CHECK_AHEAD_NICE: i32 = 19;
 /// Certificates whose checks are remembered; past this the memory is
 /// cleared (it only saves work, it never changes a verdict).
 const KNOWN_CERTS_MAX: usize = 10_000;
@@ -340,6 +344,11 @@ pub struct Witness {
     ecdsa_p256: &'static dyn SignatureVerificationAlgorithm,
     known: Mutex<HashMap<Hash, Arc<Known>>>,
     own: Arc<OwnSeals>,
+    /// Seals whose signatures [`Self::check_ahead`] verified before their
+    /// apply: there they need no second check.
+    checked: OwnSeals,
+    /// The thread that checks ahead, once started.
+    ahead: std::sync::OnceLock<std::sync::mpsc::SyncSender<Vec<Arc<Entry>>>>,
 }
 
 impl Witness {
@@ -352,6 +361,80 @@ impl Witness {
             ecdsa_p256: ecdsa_p256(),
             known: Mutex::default(),
             own: Arc::default(),
+            checked: OwnSeals::default(),
+            ahead: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Verifies the node seals' signatures of `entries`, just appended to
+    /// this node's log, on a thread of their own, so that their apply,
+    /// later, finds them verified. Only saves work: apply checks all the
+    /// rest, and a seal not checked ahead (the thread busy, the entry
+    /// dated outside its certificate) is checked there as usual.
+    pub fn check_ahead(self: &Arc<Self>, entries: Vec<Arc<Entry>>) {
+        if entries.is_empty() {
+            return;
+        }
+        let send = self.ahead.get_or_init(|| {
+            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Arc<Entry>>>(64);
+            let witness = Arc::downgrade(self);
+            let started = std::thread::Builder::new()
+                .name("seal-check".into())
+                .spawn(move || {
+                    // Work that only saves work: on cores that would idle.
+                    let me = rustix::thread::gettid();
+                    let _ = rustix::process::setpriority_process(Some(me), CHECK_AHEAD_NICE);
+                    for entries in receive {
+                        let Some(witness) = witness.upgrade() else {
+                            return;
+                        };
+                        for entry in &entries {
+                            witness.verify_ahead(entry);
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!("seals are checked in apply only: {e}");
+            }
+            send
+        });
+        let _ = send.try_send(entries);
+    }
+
+    fn verify_ahead(&self, entry: &Entry) {
+        let verify = |evidence: &Evidence, what: &Attested<'_>| {
+            let Evidence::Node(seal) = evidence else {
+                return;
+            };
+            if !fits(evidence) {
+                return;
+            }
+            let Ok(signer) = self.certificate(&seal.cert, entry.timestamp_ms) else {
+                return;
+            };
+            let m = self.signed_message(seal, what);
+            let valid = self
+                .ecdsa_p256
+                .verify_signature(&signer.public_key, &m, &seal.signature);
+            if valid.is_ok() {
+                let cert = Sha256::digest(&seal.cert).into();
+                self.checked.remember(&m, &seal.signature, &cert);
+            }
+        };
+        match &entry.command {
+            Command::Group(bundles) => {
+                for b in bundles {
+                    verify(&b.evidence, &Attested::Bundle(&b.items));
+                }
+            }
+            Command::Tick => {}
+            command => verify(
+                &entry.evidence,
+                &Attested::Command {
+                    actor: &entry.actor,
+                    command,
+                },
+            ),
         }
     }
 
@@ -406,19 +489,26 @@ impl Witness {
         if at.gov.revoked_above(org, seal.as_of_height) {
             return Err(Rejection::CertificateRevoked);
         }
+        let m = self.signed_message(seal, what);
+        if self.own.made(&seal.cert, &m, &seal.signature)
+            || self.checked.made(&seal.cert, &m, &seal.signature)
+        {
+            return Ok(());
+        }
+        self.ecdsa_p256
+            .verify_signature(&signer.public_key, &m, &seal.signature)
+            .map_err(|_| Rejection::OriginInvalid)
+    }
+
+    /// The message a node seal's signature is over.
+    fn signed_message(&self, seal: &Seal, what: &Attested<'_>) -> Vec<u8> {
         let signing = Signing {
             genesis: &self.genesis,
             node: seal.node,
             signed_at_ms: seal.signed_at_ms,
             as_of_height: seal.as_of_height,
         };
-        let m = message(&signing, &what.digest());
-        if self.own.made(&seal.cert, &m, &seal.signature) {
-            return Ok(());
-        }
-        self.ecdsa_p256
-            .verify_signature(&signer.public_key, &m, &seal.signature)
-            .map_err(|_| Rejection::OriginInvalid)
+        message(&signing, &what.digest())
     }
 
     fn check_client(&self, seal: &ClientSeal, what: &Attested<'_>, at: At<'_>) -> Verdict {

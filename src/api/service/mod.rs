@@ -287,6 +287,10 @@ impl Service {
         Duration::from_millis(self.limits.request_timeout_ms)
     }
 
+    pub fn witness(&self) -> &Arc<Witness> {
+        &self.witness
+    }
+
     pub fn watch(&self) -> &Arc<Watch> {
         &self.watch
     }

@@ -117,6 +117,49 @@ pub(crate) fn now() -> u64 {
     crate::api::service::write::now_ms()
 }
 
+/// A seal whose signature was checked ahead of its apply (as a follower
+/// does on append) passes there on that check; what the check remembers
+/// never lets a forged or altered seal pass.
+#[test]
+fn a_seal_checked_ahead_passes_and_a_forged_one_is_still_refused() {
+    let c = Consortium::new();
+    let witness = Arc::new(c.witness());
+    let t = now();
+    let own = sealed(
+        &c.attester(1),
+        app("org1"),
+        transfer("t1", "org1.ops", "org2.ops", 5),
+        t,
+    );
+    let mut forged = own.clone();
+    let Evidence::Node(seal) = &mut forged.evidence else {
+        unreachable!()
+    };
+    seal.signature[10] ^= 1;
+    let mut altered = own.clone();
+    altered.command = transfer("t1", "org1.ops", "org2.ops", 500);
+    let checked = || witness.checked.made.lock().unwrap().len();
+    witness.check_ahead(
+        [&own, &forged, &altered]
+            .map(|e| Arc::new(e.clone()))
+            .to_vec(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while checked() == 0 {
+        assert!(std::time::Instant::now() < deadline, "checked ahead");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for refused in [&forged, &altered] {
+        assert_eq!(
+            witness.verdicts_ungoverned(refused, t),
+            vec![Err(Rejection::OriginInvalid)]
+        );
+    }
+    assert_eq!(checked(), 1, "only the valid seal was remembered");
+    assert_eq!(witness.verdicts_ungoverned(&own, t), vec![Ok(())]);
+    assert_eq!(checked(), 0, "apply took it");
+}
+
 #[test]
 fn a_node_seals_its_own_organizations_callers_and_nothing_else() {
     let c = Consortium::new();
