@@ -80,6 +80,9 @@ pub const SEAL_AHEAD_MAX_MS: u64 = 60 * 1000;
 /// lowest priority: it runs when the node's other threads leave a core
 /// idle, as while they wait for the disk).
 const CHECK_AHEAD_NICE: i32 = 19;
+/// Appends queued for the thread that checks seals ahead; past this an
+/// append's seals are left to apply.
+const CHECK_AHEAD_QUEUE: usize = 64;
 /// Largest unit whose seal is checked ahead of apply: the seal's check
 /// (about 58 µs) is worth taking off apply's path, but the digest of a
 /// batch of thousands of transfers costs more than it, and would then be
@@ -393,7 +396,8 @@ impl Witness {
             return;
         }
         let send = self.ahead.get_or_init(|| {
-            let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Arc<Entry>>>(64);
+            let (send, receive) =
+                std::sync::mpsc::sync_channel::<Vec<Arc<Entry>>>(CHECK_AHEAD_QUEUE);
             let witness = Arc::downgrade(self);
             let started = std::thread::Builder::new()
                 .name("seal-check".into())
