@@ -281,11 +281,6 @@ async fn a_snapshot_build_stalls_no_request() {
     .await;
 }
 
-/// A node installing a snapshot answers at once: with each install paused
-/// 3 s while it replaces the state (standing in for a large ledger), the
-/// node's status says so and every read there answers 503 within a
-/// second; the install causes no election, and the node then serves
-/// every transfer.
 /// A leader whose clock goes two hours off its peers' (ahead, then
 /// behind) finds it, takes no writes, steps down and does not lead until
 /// its clock agrees again; no timestamp a user sees goes back or ahead.
@@ -329,6 +324,8 @@ async fn a_leader_whose_clock_is_off_steps_down() {
         assert!(why.contains("limits.clock_offset_max_ms"), "{why}");
         let (_, text) = c.ops_text(off, "/metrics").await.unwrap();
         assert_eq!(sample(&text, "alliance_clock_offset_exceeded"), Some(1));
+        let (status, ready) = c.ops_text(off, "/readyz").await.unwrap();
+        assert!(status == 503 && ready.contains("clock"), "{status} {ready}");
         let from = format!("org{off}.funds");
         let refused = admin(off)
             .transfer("org1.never", &from, "org1.ops", 1)
@@ -383,6 +380,11 @@ async fn a_leader_whose_clock_is_off_steps_down() {
     assert!(times.iter().all(|t| *t <= now_ms()), "{times:?}");
 }
 
+/// A node installing a snapshot answers at once: with each install paused
+/// 3 s while it replaces the state (standing in for a large ledger), the
+/// node's status says so and every read there answers 503 within a
+/// second; the install causes no election, and the node then serves
+/// every transfer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());

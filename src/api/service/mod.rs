@@ -457,7 +457,11 @@ impl Service {
         if let Err(fatal) = &m.running_state {
             reasons.push(format!("raft has stopped: {fatal}"));
         }
-        if m.current_leader.is_none() {
+        if let Some(why) = self.watch.clock_off() {
+            // Confirming leadership here would renew the followers' leases
+            // of a leader that is stepping down.
+            reasons.push(why);
+        } else if m.current_leader.is_none() {
             reasons.push("no leader is known: a majority of nodes may be unreachable".into());
         } else if m.current_leader == Some(self.id) {
             let wait = Duration::from_millis(READY_QUORUM_WAIT_MS);
