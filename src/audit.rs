@@ -20,8 +20,10 @@ use crate::client::ApiClient;
 use crate::codec;
 use crate::ledger::chain::{self, from_hex, Blinding, BlockHeader, Hash};
 use crate::ledger::{transfer_leaf, Account, AccountId, Transfer, TransferId, TransferState};
+use crate::raft::state_machine::Index;
 use crate::raft::store::{
     for_each_transfer_block, read_chunks, StateKey, Store, ACCOUNT_TAG, LEAF_HASHES_TAG,
+    PENDING_TAG,
 };
 
 /// What an audit found.
@@ -144,9 +146,68 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
     let latest = latest_transfers(&store, &leaves_by_height, &mut report.problems)?;
     drop(leaves_by_height);
     report.transfers = latest.len();
+    check_index(&store, &latest, &mut report.problems)?;
     let expected = expected_totals(latest.into_values());
     check_accounts(&store, &expected, &mut report)?;
     Ok(report)
+}
+
+/// The transfer index, the pending transfers' records and the transfer
+/// count against what the blocks' transfer records give: a node decides
+/// whether an id is new by its index. A state without the pending records
+/// (written by an earlier version) has them derived when its node next
+/// starts.
+fn check_index(
+    store: &Store,
+    latest: &BTreeMap<TransferId, Transfer>,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
+    let state = &store.state;
+    let derived = state.contains_key(StateKey::Indexed.encode());
+    if !derived.map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    // The runs on disk, and the blocks past them as a node holds them.
+    let mut tail = crate::ledger::Ledger::default();
+    let index = Index::read(state, &mut tail).map_err(|e| e.to_string())?;
+    let mut pending = 0;
+    for (id, t) in latest {
+        let at = t.resolved_height.unwrap_or(t.height);
+        let indexed = match tail.stored_height(id) {
+            Some(height) => Some(height),
+            None => index.look_up(state, id).map_err(|e| e.to_string())?,
+        };
+        if indexed != Some(at) {
+            problems.push(format!(
+                "transfer {id}: the index says block {indexed:?}, its latest version is in block {at}"
+            ));
+        }
+        let record = (state.get(StateKey::Pending(id).encode())).map_err(|e| e.to_string())?;
+        let record: Option<Transfer> = record
+            .map(|v| codec::decode(&v).map_err(|e| format!("pending record of {id}: {e}")))
+            .transpose()?;
+        match (&record, t.state == TransferState::Pending) {
+            (Some(r), true) if r == t => pending += 1,
+            (None, false) => {}
+            _ => problems.push(format!(
+                "transfer {id}: the pending records hold {record:?}, its latest version is {t:?}"
+            )),
+        }
+    }
+    if state.scan_prefix([PENDING_TAG]).count() != pending {
+        problems.push("the pending records hold transfers that are not pending".into());
+    }
+    let count = state.get(StateKey::TransferCount.encode());
+    let count: Option<u64> = (count.map_err(|e| e.to_string())?)
+        .map(|v| codec::decode(&v).map_err(|e| format!("transfer count: {e}")))
+        .transpose()?;
+    if count != Some(latest.len() as u64) {
+        problems.push(format!(
+            "the stored transfer count is {count:?}, the blocks hold {} transfers",
+            latest.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The store under `sled_dir`, which must hold a database and not be open

@@ -375,6 +375,10 @@ pub struct Limits {
     /// How far ahead of this node's clock an entry from the leader may be
     /// dated: a later-dated one is refused ([`crate::raft::clock`]).
     pub clock_offset_max_ms: u64,
+    /// Most transfers whose place in the transfer index a node keeps in
+    /// memory once it is on disk: the most recent ones. Others are read
+    /// from disk when an entry names them.
+    pub transfer_index_held_max: usize,
 }
 
 impl Default for Limits {
@@ -404,6 +408,7 @@ impl Default for Limits {
             group_commit_in_flight: 2,
             ready_lag_entries_max: 1_000,
             clock_offset_max_ms: 500,
+            transfer_index_held_max: crate::raft::state_machine::INDEX_HELD_MAX,
         }
     }
 }
@@ -491,7 +496,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 22] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -516,6 +521,7 @@ impl NodeConfig {
             ((100..=600_000).contains(&l.head_check_ms), "limits.head_check_ms must be 100..=600000"),
             ((1..=1_000_000_000).contains(&l.ready_lag_entries_max), "limits.ready_lag_entries_max must be 1..=1000000000"),
             ((10..=60_000).contains(&l.clock_offset_max_ms), "limits.clock_offset_max_ms must be 10..=60000"),
+            (l.transfer_index_held_max <= 100_000_000, "limits.transfer_index_held_max must be 0..=100000000"),
             (
                 (1..=l.batch_transfers_max).contains(&l.group_commit_max) && (1..=64).contains(&l.group_commit_in_flight),
                 "limits.group_commit_max must be 1..=batch_transfers_max and group_commit_in_flight 1..=64",
@@ -695,6 +701,18 @@ mod tests {
             c.limits.ready_lag_entries_max = 1;
             assert_eq!(c.validate(), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_transfer_index_bound_is_checked() {
+        assert_eq!(config("").unwrap().limits.transfer_index_held_max, 100_000);
+        let mut c = config("[limits]\ntransfer_index_held_max = 100000001").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("limits.transfer_index_held_max"), "{err}");
+        c.limits.transfer_index_held_max = 0;
+        assert_eq!(c.validate(), Ok(()));
+        let err = config("[limits]\ntransfer_index_held_max = -1").unwrap_err();
+        assert!(err.contains("transfer_index_held_max"), "{err}");
     }
 
     #[test]

@@ -190,7 +190,8 @@ fn open_storage(config: &NodeConfig, genesis: &Genesis, witness: Arc<Witness>) -
     let log_store = LogStore::new(store.clone());
     let commit_index = log_store.commit_index();
     let founding = Founding::of(genesis);
-    let state_machine = StateMachine::open_with(store, founding, genesis.hash_bytes(), witness)?;
+    let state_machine = StateMachine::open_with(store, founding, genesis.hash_bytes(), witness)?
+        .index_held_max(config.limits.transfer_index_held_max);
     let shared = state_machine.shared();
     Ok(Opened {
         incarnations,

@@ -70,6 +70,7 @@ impl Ledger {
             "a batch left its journal open: a refused batch would not be undone"
         );
         self.seal_block(at, &outcome, log_term, &mut changes);
+        self.absent.clear();
         (outcome, changes)
     }
 

@@ -31,6 +31,7 @@ impl Ledger {
         for id in journal.transfers {
             self.transfers.remove(&id);
             self.stored_at.remove(id.as_str());
+            self.transfer_count -= 1;
         }
         for expiry in journal.expiries {
             self.expiries.remove(&expiry);
@@ -63,6 +64,7 @@ impl Ledger {
             j.transfers.push(t.id.clone());
         }
         self.stored_at.insert(t.id.as_str().into(), t.height);
+        self.transfer_count += 1;
         if t.state == TransferState::Pending {
             changes.in_map.insert(t.id.clone());
             self.transfers.insert(t.id.clone(), t);

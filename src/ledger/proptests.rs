@@ -235,14 +235,26 @@ proptest! {
 /// transfer records, as the block left them.
 type Stored = BTreeMap<u64, Vec<Transfer>>;
 
-/// Applies `entry` as the Raft state machine does: loads the stored
-/// transfers it names, applies, stores the block's records, forgets.
+/// What a caller that keeps the transfer index outside the ledger holds:
+/// the height that stores each transfer's latest version.
+type Index = BTreeMap<TransferId, u64>;
+
+/// Applies `entry` as the Raft state machine does: looks up the ids it
+/// names, loads the stored transfers among them, applies, stores the
+/// block's records and index, forgets, and drops the whole index from the
+/// ledger (the state machine drops only past a bound: dropping all is the
+/// hardest case).
 fn apply_forgetting(
     l: &mut Ledger,
     stored: &mut Stored,
+    indexed: &mut Index,
     entry: &Entry,
     index: u64,
 ) -> (Outcome, Changes) {
+    for id in l.to_look_up(entry) {
+        let height = indexed.get(&id).copied();
+        l.looked_up(id, height);
+    }
     let wanted = l.to_load(entry);
     for (id, height) in &wanted {
         let t = stored[height]
@@ -256,8 +268,15 @@ fn apply_forgetting(
     if !changes.transfers.is_empty() {
         stored.insert(height, changes.transfers.clone());
     }
+    for t in &changes.transfers {
+        indexed.insert(t.id.clone(), height);
+    }
     let changed = changes.transfers.iter().map(|t| &t.id);
     l.forget_settled(wanted.iter().map(|(id, _)| id).chain(changed));
+    for (id, height) in indexed.iter() {
+        l.drop_indexed(id, *height);
+    }
+    assert_eq!(l.indexed_len(), 0, "every id dropped");
     (outcome, changes)
 }
 
@@ -265,19 +284,25 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// A ledger that keeps only pending transfers in memory, and loads the
-    /// settled ones an entry names from what earlier blocks stored, gives
-    /// every answer and every block exactly as one that keeps them all.
+    /// settled ones an entry names from what earlier blocks stored, with
+    /// the index of where each is stored kept outside it, gives every
+    /// answer and every block exactly as one that keeps them all.
     #[test]
-    fn forgetting_settled_transfers_changes_no_answer(ops in proptest::collection::vec((op(), -200i64..400), 1..60)) {
+    fn forgetting_settled_transfers_and_their_index_changes_no_answer(ops in proptest::collection::vec((op(), -200i64..400), 1..60)) {
         let (mut keeps, mut forgets) = (genesis(), genesis());
-        let mut stored = Stored::new();
+        let (mut stored, mut indexed) = (Stored::new(), Index::new());
         for t in forgets.transfers.values() {
             let height = forgets.stored_height(&t.id).expect("indexed");
             stored.entry(height).or_default().push(t.clone());
+            indexed.insert(t.id.clone(), height);
         }
         let all: Vec<TransferId> = forgets.transfers.keys().cloned().collect();
         forgets.forget_settled(&all);
         forgets.forget_settled_from_now();
+        forgets.index_outside_from_now();
+        for (id, height) in &indexed {
+            forgets.drop_indexed(id, *height);
+        }
         let mut now: i64 = 1_000;
         for (i, (op, step)) in ops.iter().enumerate() {
             now = (now + step).max(0);
@@ -285,16 +310,19 @@ proptest! {
             // Each entry twice: the second is a re-send of everything in it.
             for index in [100 + 2 * i as u64, 101 + 2 * i as u64] {
                 let (want, want_changes) = keeps.apply(&entry, index);
-                let (got, changes) = apply_forgetting(&mut forgets, &mut stored, &entry, index);
+                let (got, changes) = apply_forgetting(&mut forgets, &mut stored, &mut indexed, &entry, index);
                 prop_assert_eq!(&got, &want, "{:?}", op);
                 prop_assert_eq!(&changes.block, &want_changes.block);
                 prop_assert!(forgets.transfers.values().all(|t| t.state == TransferState::Pending));
             }
         }
         prop_assert_eq!(&forgets.accounts, &keeps.accounts);
-        prop_assert_eq!(&forgets.stored_at, &keeps.stored_at);
+        let kept: BTreeMap<&str, u64> = keeps.stored_at.iter().map(|(id, h)| (&**id, *h)).collect();
+        let outside: BTreeMap<&str, u64> = indexed.iter().map(|(id, h)| (id.as_str(), *h)).collect();
+        prop_assert_eq!(outside, kept);
+        prop_assert_eq!(forgets.transfer_count(), keeps.transfer_count());
         for (id, t) in &keeps.transfers {
-            let height = forgets.stored_at[id.as_str()];
+            let height = indexed[id];
             prop_assert_eq!(stored[&height].iter().find(|s| s.id == *id), Some(t));
         }
     }

@@ -12,29 +12,96 @@ impl Ledger {
         self.forgets_settled = true;
     }
 
+    /// After this call the caller holds the transfer index: where each
+    /// transfer's latest version is stored. The ledger keeps what the
+    /// entries it applies store, until the caller drops it
+    /// ([`Self::drop_indexed`]); before each entry the caller tells it
+    /// where the ids the entry names are ([`Self::to_look_up`],
+    /// [`Self::looked_up`]). Deciding about an id that was not looked up
+    /// stops the replica, as deciding about a stored transfer that was not
+    /// loaded does.
+    pub fn index_outside_from_now(&mut self) {
+        self.index_outside = true;
+    }
+
+    /// With the index outside: the ids `entry` names that the ledger does
+    /// not hold, to look up with [`Self::looked_up`] before applying it.
+    pub fn to_look_up(&self, entry: &Entry) -> Vec<TransferId> {
+        if !self.index_outside {
+            return Vec::new();
+        }
+        named(entry)
+            .into_iter()
+            .filter(|id| !self.stored_at.contains_key(id.as_str()) && !self.absent.contains(*id))
+            .cloned()
+            .collect()
+    }
+
+    /// Where the caller's index stores transfer `id` (`None`: nowhere, the
+    /// id is new), for the entry about to apply.
+    pub fn looked_up(&mut self, id: TransferId, height: Option<u64>) {
+        match height {
+            Some(height) => {
+                self.stored_at.insert(id.as_str().into(), height);
+            }
+            None => {
+                self.absent.insert(id);
+            }
+        }
+    }
+
+    /// With the index outside: holds where transfer `id` is stored (as
+    /// the caller's index says), until dropped.
+    pub fn hold_indexed(&mut self, id: TransferId, height: u64) {
+        self.stored_at.insert(id.as_str().into(), height);
+    }
+
+    /// With the index outside: forgets where transfer `id` is stored if
+    /// that is at `height` (the caller has it stored there; a later
+    /// version stays until dropped at its own height).
+    pub fn drop_indexed(&mut self, id: &TransferId, height: u64) {
+        assert!(self.index_outside, "only an index kept outside is dropped");
+        if self.stored_at.get(id.as_str()) == Some(&height) {
+            self.stored_at.remove(id.as_str());
+        }
+    }
+
+    /// The ids the ledger holds of the transfer index, with their heights.
+    pub fn held_index(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.stored_at.iter().map(|(id, h)| (&**id, *h))
+    }
+
+    /// This ledger holding none of the transfer index (as a ledger kept
+    /// outside is just after a restart).
+    pub fn without_held_index(mut self) -> Self {
+        self.stored_at.clear();
+        self
+    }
+
+    /// How many ids the ledger holds of the transfer index.
+    pub fn indexed_len(&self) -> usize {
+        self.stored_at.len()
+    }
+
+    /// Where transfer `id` is stored, if anywhere. With the index outside,
+    /// an id neither held nor looked up is a caller's bug that would make
+    /// a re-send a second transfer: it stops the replica.
+    pub(super) fn indexed(&self, id: &TransferId) -> Option<u64> {
+        let at = self.stored_at.get(id.as_str()).copied();
+        assert!(
+            at.is_some() || !self.index_outside || self.absent.contains(id),
+            "transfer {id} was not looked up in the index before an entry naming it"
+        );
+        at
+    }
+
     /// The stored transfers `entry` names (re-sent ids, posts, voids) that
     /// are not in memory, each with the height of the block that holds its
     /// latest version: load them with [`Self::load_settled`] before
-    /// applying `entry`.
+    /// applying `entry` (and after [`Self::looked_up`], with the index
+    /// outside).
     pub fn to_load(&self, entry: &Entry) -> Vec<(TransferId, u64)> {
-        let named: Vec<&TransferId> = match &entry.command {
-            Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
-            Command::Group(bundles) => bundles
-                .iter()
-                .flat_map(|b| &b.items)
-                .map(|g| &g.transfer.id)
-                .collect(),
-            Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
-            Command::CreateAccount(_)
-            | Command::CloseAccount { .. }
-            | Command::SetReaders { .. }
-            | Command::Tick
-            | Command::Propose(_)
-            | Command::Ballot { .. }
-            | Command::Revoke(_)
-            | Command::Join => vec![],
-        };
-        named
+        named(entry)
             .into_iter()
             .filter(|id| !self.transfers.contains_key(*id))
             .filter_map(|id| Some((id.clone(), *self.stored_at.get(id.as_str())?)))
@@ -85,9 +152,7 @@ impl Ledger {
         id: &TransferId,
         changes: &'a Changes,
     ) -> Option<&'a Transfer> {
-        if !self.stored_at.contains_key(id.as_str()) {
-            return None;
-        }
+        self.indexed(id)?;
         let t = self.transfers.get(id).or_else(|| changes.made(id));
         assert!(
             t.is_some(),
@@ -106,4 +171,26 @@ pub struct StaleRecord {
     pub id: TransferId,
     pub at: u64,
     pub latest: Option<u64>,
+}
+
+/// The transfer ids `entry` names: its transfers' (new or re-sent) and
+/// those it posts or voids.
+fn named(entry: &Entry) -> Vec<&TransferId> {
+    match &entry.command {
+        Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
+        Command::Group(bundles) => bundles
+            .iter()
+            .flat_map(|b| &b.items)
+            .map(|g| &g.transfer.id)
+            .collect(),
+        Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
+        Command::CreateAccount(_)
+        | Command::CloseAccount { .. }
+        | Command::SetReaders { .. }
+        | Command::Tick
+        | Command::Propose(_)
+        | Command::Ballot { .. }
+        | Command::Revoke(_)
+        | Command::Join => vec![],
+    }
 }

@@ -1,7 +1,7 @@
 //! The ledger's state: the [`Ledger`] struct, how it is built, and what it
 //! answers between entries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,13 @@ pub type TransferIndex = HashMap<Box<str>, u64, foldhash::quality::RandomState>;
 /// [`Self::from_parts`], or told [`Self::forget_settled_from_now`], does not
 /// even put the settled transfers an entry makes in memory: that only saves
 /// work, the answers and blocks are the same.
+///
+/// Likewise the index of where each transfer is stored may live with the
+/// caller ([`Self::index_outside_from_now`]): the ledger then holds part
+/// of it, and before applying an entry the caller looks up the ids it
+/// names that the ledger does not hold ([`Self::to_look_up`],
+/// [`Self::looked_up`]); between entries it may drop what it stored
+/// ([`Self::drop_indexed`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Member organizations, from genesis.
@@ -41,9 +48,12 @@ pub struct Ledger {
     /// forgets settled ones never holds those an entry makes).
     pub(super) transfers: BTreeMap<TransferId, Transfer>,
     /// Every transfer, with the height of the block that stored its latest
-    /// version. Never iterated, so its order cannot reach a decision.
+    /// version; with the index outside, those the caller has not dropped.
+    /// Never iterated, so its order cannot reach a decision.
     #[serde(serialize_with = "in_key_order")]
     pub(super) stored_at: TransferIndex,
+    /// Number of transfers ever made.
+    pub(super) transfer_count: u64,
     pub(super) rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Pending transfers by (expiry on the ledger clock, id).
     pub(super) expiries: BTreeSet<(u64, TransferId)>,
@@ -61,6 +71,14 @@ pub struct Ledger {
     /// [`Self::from_parts`]). Otherwise the ledger keeps them all.
     #[serde(skip)]
     pub(super) forgets_settled: bool,
+    /// Whether the caller holds the transfer index, `stored_at` only part
+    /// of it (see [`Self::index_outside_from_now`]).
+    #[serde(skip)]
+    pub(super) index_outside: bool,
+    /// With the index outside: ids the caller looked up for the entry
+    /// about to apply and found in no block. Cleared after each entry.
+    #[serde(skip)]
+    pub(super) absent: HashSet<TransferId, foldhash::quality::RandomState>,
 }
 
 /// The entry being applied: what every record made by it carries.
@@ -111,14 +129,15 @@ impl Ledger {
         Self::genesis(orgs, [0; 32])
     }
 
-    /// Rebuilds a ledger from persisted parts: `stored_at` names every
-    /// transfer and the height that stored its latest version; `pending`
-    /// are the pending ones (settled ones are loaded when named). The ledger
-    /// forgets settled transfers (see [`Self::forget_settled_from_now`]).
+    /// Rebuilds a ledger from persisted parts: `transfer_count` transfers
+    /// were ever made, whose index the caller holds (see
+    /// [`Self::index_outside_from_now`]); `pending` are the pending ones
+    /// (settled ones are loaded when named). The ledger forgets settled
+    /// transfers (see [`Self::forget_settled_from_now`]).
     pub fn from_parts(
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
-        stored_at: TransferIndex,
+        transfer_count: u64,
         pending: impl IntoIterator<Item = Transfer>,
         rejected: impl IntoIterator<Item = RejectedTransfer>,
         head: BlockHeader,
@@ -140,7 +159,8 @@ impl Ledger {
             orgs,
             accounts: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
             transfers,
-            stored_at,
+            stored_at: TransferIndex::default(),
+            transfer_count,
             rejected: rejected
                 .into_iter()
                 .map(|r| (r.request.id.clone(), r))
@@ -151,6 +171,8 @@ impl Ledger {
             gov: Gov::default(),
             journal: None,
             forgets_settled: true,
+            index_outside: true,
+            absent: HashSet::default(),
         }
     }
 
@@ -180,13 +202,15 @@ impl Ledger {
     pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
         self.transfers.get(id)
     }
-    /// The height of the block that stored transfer `id`'s latest version.
+    /// The height of the block that stored transfer `id`'s latest version;
+    /// with the index outside, `None` may also mean that the caller
+    /// dropped it (see [`Self::index_outside_from_now`]).
     pub fn stored_height(&self, id: &TransferId) -> Option<u64> {
         self.stored_at.get(id.as_str()).copied()
     }
     /// Number of transfers ever made.
-    pub fn transfer_count(&self) -> usize {
-        self.stored_at.len()
+    pub fn transfer_count(&self) -> u64 {
+        self.transfer_count
     }
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()

@@ -82,9 +82,7 @@ impl Ledger {
     /// atomic batch refused for another item may re-send one): the same
     /// request again gets the same refusal, whoever sends it and whenever.
     fn remember_refusal(&mut self, req: &NewTransfer, r: Rejection, changes: &mut Changes) {
-        if remembered(r)
-            && !self.rejected.contains_key(&req.id)
-            && !self.stored_at.contains_key(req.id.as_str())
+        if remembered(r) && !self.rejected.contains_key(&req.id) && self.indexed(&req.id).is_none()
         {
             self.rejected.insert(
                 req.id.clone(),

@@ -329,6 +329,20 @@ pub enum StateKey<'a> {
     /// is derived from it (see [`crate::ledger::chain::leaf_blind`]). Not
     /// part of the header, which is public.
     Blinding(u64),
+    /// A pending transfer's record, as its block stored it, while it is
+    /// pending: what a node loads at start. Derived from the blocks'
+    /// transfer records.
+    Pending(&'a TransferId),
+    /// Number of transfers ever made. Derived, as `Pending`.
+    TransferCount,
+    /// Set once the derived keys (`Pending`, `TransferCount`) cover every
+    /// block stored: a state without it (one written before they existed)
+    /// has them derived at start.
+    Indexed,
+    /// The transfer index's manifest: its runs, whose chunks and filters
+    /// lie under [`RUN_TAG`] and [`FILTER_TAG`] (see
+    /// `state_machine::index`).
+    IndexRuns,
     /// Consecutive history items of an account from one block (the block's
     /// items in [`chunks`]), keyed by the first one's sequence: the id, a 0
     /// byte (ids have none), then the big-endian sequence, so one
@@ -348,6 +362,13 @@ pub const HISTORY_TAG: u8 = 0x40;
 pub const BLOCK_TAG: u8 = 0x50;
 pub const LEAF_HASHES_TAG: u8 = 0x51;
 pub const BLINDING_TAG: u8 = 0x52;
+pub const PENDING_TAG: u8 = 0x61;
+/// A transfer index run's chunks: the tag, the run's number (big-endian),
+/// the chunk's first id.
+pub const RUN_TAG: u8 = 0x62;
+/// A transfer index run's filter: the tag, the run's number, the piece's
+/// number (both big-endian).
+pub const FILTER_TAG: u8 = 0x63;
 
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
@@ -369,6 +390,10 @@ impl StateKey<'_> {
             Self::Head => (0x05, ""),
             Self::Gov => (0x06, ""),
             Self::Installing => (0x07, ""),
+            Self::TransferCount => (0x08, ""),
+            Self::Indexed => (0x09, ""),
+            Self::IndexRuns => (0x0a, ""),
+            Self::Pending(id) => (PENDING_TAG, id.as_str()),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
         };
@@ -452,10 +477,20 @@ pub fn read_chunks<T: DeserializeOwned>(
 /// order: one block decoded at a time.
 pub fn for_each_transfer_block(
     state: &sled::Tree,
+    f: impl FnMut(u64, Vec<Transfer>),
+) -> io::Result<()> {
+    for_each_transfer_block_from(state, 0, f)
+}
+
+/// [`for_each_transfer_block`] from height `from` on.
+pub fn for_each_transfer_block_from(
+    state: &sled::Tree,
+    from: u64,
     mut f: impl FnMut(u64, Vec<Transfer>),
 ) -> io::Result<()> {
     let mut block: Option<(u64, Vec<Transfer>)> = None;
-    for kv in state.scan_prefix([TRANSFERS_TAG]) {
+    let start = StateKey::height_prefix(TRANSFERS_TAG, from);
+    for kv in state.range(start..[TRANSFERS_TAG + 1].to_vec()) {
         let (key, value) = kv.map_err(io::Error::other)?;
         let height = key
             .get(1..9)

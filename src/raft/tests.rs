@@ -9,8 +9,8 @@ use super::state_machine::StateMachine;
 use super::store::Store;
 use super::{LogId, StorageError, TypeConfig};
 use crate::ledger::{
-    AccountId, Actor, Amount, Asset, Blinding, Command, Entry, Evidence, NewAccount, NewTransfer,
-    OrgName, Outcome, Rejection, Role, TransferId, TransferState,
+    AccountId, Actor, Amount, Asset, Blinding, Command, Entry, Evidence, Ledger, NewAccount,
+    NewTransfer, OrgName, Outcome, Rejection, Role, TransferId, TransferState,
 };
 
 /// Accepts every unit's evidence: these tests are of storage; evidence is
@@ -149,7 +149,12 @@ fn a_data_dir_in_another_format_is_refused() {
 async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine {
     let store = Store::open(dir).expect("open sled");
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
-    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("open");
+    // Nothing of the transfer index held once on disk, a run per entry:
+    // every id an entry names is looked up there.
+    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all())
+        .expect("open")
+        .index_held_max(0)
+        .index_run_ids(1);
     apply_more(&mut sm, commands).await;
     sm
 }
@@ -205,6 +210,19 @@ async fn apply_more(sm: &mut StateMachine, commands: Vec<Command>) -> Vec<Outcom
 }
 
 /// A transfer without memo or timeout.
+/// Ledgers `a` and `b` are the same, but for which ids of the transfer
+/// index each holds; every id held is where `sm` finds the transfer's
+/// latest version.
+fn assert_same_ledger(sm: &StateMachine, a: Ledger, b: Ledger, what: &str) {
+    for (id, height) in a.held_index().chain(b.held_index()) {
+        let id = TransferId::parse(id).unwrap();
+        let t = sm.shared().read_stored().transfer(&id).unwrap();
+        let at = t.map(|t| t.resolved_height.unwrap_or(t.height));
+        assert_eq!(at, Some(height), "{what}: {id} is held where it is");
+    }
+    assert_eq!(a.without_held_index(), b.without_held_index(), "{what}");
+}
+
 fn new_transfer(id: &str, from: &str, to: &str, amount: u64, pending: bool) -> NewTransfer {
     NewTransfer {
         id: TransferId::parse(id).unwrap(),
@@ -326,7 +344,7 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
 
     let store = reopen(dir.path());
     let stored = super::store::stored_transfers(&store.state).expect("stored transfers");
-    assert_eq!(stored.len(), before.transfer_count());
+    assert_eq!(stored.len() as u64, before.transfer_count());
     use super::store::{CHUNK_BYTES, HISTORY_TAG, TRANSFERS_TAG};
     let values = |tag: u8| -> Vec<(sled::IVec, sled::IVec)> {
         let kvs = store.state.scan_prefix([tag]).map(|kv| kv.unwrap());
@@ -363,11 +381,143 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
 
     let orgs = before.orgs().clone();
     let reopened = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
-    assert_eq!(
-        reopened.shared().read().ledger,
-        before,
-        "a restart loads the same ledger"
+    let after = reopened.shared().read().ledger.clone();
+    assert_same_ledger(&reopened, after, before, "a restart loads the same ledger");
+}
+
+/// A state stored before the pending transfers' records and the count were,
+/// or installed from a snapshot without them, has them derived at start:
+/// the same keys as apply writes, and the same ledger.
+#[tokio::test]
+async fn missing_pending_records_are_derived_at_start() {
+    use crate::raft::store::{StateKey, PENDING_TAG};
+    let transfer =
+        |name: &str, pending: bool| new_transfer(name, "org1.issue", "org1.a", 5, pending);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.a")]).await;
+    let made = vec![
+        transfer("org1.x", false),
+        transfer("org1.p", true),
+        transfer("org1.q", true),
+    ];
+    let post = Command::PostPending {
+        id: TransferId::parse("org1.q").unwrap(),
+        amount: None,
+    };
+    apply_more(&mut sm, vec![batch(made), post]).await;
+    let derived = |state: &sled::Tree| {
+        let keys = [StateKey::TransferCount.encode(), StateKey::Indexed.encode()];
+        let singles = keys.map(|k| (k.clone(), state.get(k).unwrap().expect("set")));
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> =
+            singles.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+        all.extend(
+            state
+                .scan_prefix([PENDING_TAG])
+                .map(|kv| kv.unwrap())
+                .map(|(k, v)| (k.to_vec(), v.to_vec())),
+        );
+        all
+    };
+    let before = sm.shared().read_stored().ledger.clone();
+    drop(sm);
+    let store = reopen(dir.path());
+    let as_applied = derived(&store.state);
+    assert_eq!(as_applied.len(), 2 + 1, "one pending");
+    for (key, _) in &as_applied {
+        store.state.remove(key).unwrap();
+    }
+    let state = store.state.clone();
+    let orgs = before.orgs().clone();
+    let sm = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
+    assert_eq!(derived(&state), as_applied, "derived as applied wrote them");
+    let after = sm.shared().read().ledger.clone();
+    assert_same_ledger(&sm, after, before, "the same ledger");
+}
+
+/// The transfer index on disk, in runs (many small ones here, merged as
+/// they grow): every id an entry names again is found where its latest
+/// version is, before and after a restart, a new id is new, and memory
+/// holds few of the ids.
+#[tokio::test]
+async fn the_transfer_index_in_runs_finds_every_transfer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = |store: Store| {
+        let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+        StateMachine::open(store, orgs.into(), [0; 32], accept_all())
+            .expect("open")
+            .index_held_max(0)
+            .index_run_ids(8)
+    };
+    let mut sm = open(Store::open(dir.path()).expect("open sled"));
+    apply_more(&mut sm, vec![account("org1.issue"), account("org1.a")]).await;
+    let id = |s: String| TransferId::parse(&s).unwrap();
+    // Each round: five transfers, the first pending; the last round's
+    // pending one posted.
+    let round = |r: usize| {
+        let made = (0..5)
+            .map(|k| new_transfer(&format!("org1.t{r}-{k}"), "org1.issue", "org1.a", 1, k == 0));
+        let mut commands = vec![batch(made.collect())];
+        if r > 0 {
+            commands.push(Command::PostPending {
+                id: id(format!("org1.t{}-0", r - 1)),
+                amount: None,
+            });
+        }
+        commands
+    };
+    let made = |o: &Outcome| match o {
+        Outcome::Transfers(items) => items
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map(|t| (t.id.clone(), t.height, t.leaf_index))
+                    .ok()
+            })
+            .collect::<Vec<_>>(),
+        other => panic!("not a batch's outcome: {other:?}"),
+    };
+    let mut first = Vec::new();
+    for r in 0..80 {
+        first.push(apply_more(&mut sm, round(r)).await);
+        // The writer catches up, so that runs are made as they would be.
+        drop(sm.shared().read_stored());
+    }
+    let runs = sm.shared().read().index.runs();
+    // 50 runs of 8 were made; merged, each size class of four keeps three.
+    assert!((2..20).contains(&runs), "{runs} runs of 400 ids");
+    let held = sm.shared().read().ledger.indexed_len();
+    assert!(held < 100, "{held} of 400 ids held");
+    for restart in [false, true] {
+        if restart {
+            let before = sm.shared().read_stored().ledger.clone();
+            drop(sm);
+            sm = open(reopen(dir.path()));
+            let after = sm.shared().read().ledger.clone();
+            assert_same_ledger(&sm, after, before, "a restart loads the same");
+        }
+        for (r, first) in first.iter().enumerate() {
+            let again = apply_more(&mut sm, round(r)).await;
+            // The same transfers (at their latest versions: posted now).
+            assert_eq!(made(&again[0]), made(&first[0]), "round {r}");
+            if r > 0 {
+                assert_eq!(again[1], first[1], "round {r}: the post again");
+            }
+        }
+        let shared = sm.shared();
+        let read = shared.read_stored();
+        assert_eq!(read.ledger.transfer_count(), 400, "no second transfer");
+        let t = read
+            .transfer(&id("org1.t3-0".into()))
+            .unwrap()
+            .expect("found");
+        assert_eq!(t.state, TransferState::Posted, "its latest version");
+    }
+    let new = apply_more(&mut sm, round(80)).await;
+    assert!(
+        matches!(&new[0], Outcome::Transfers(r) if r.iter().all(Result::is_ok)),
+        "{new:?}"
     );
+    assert_eq!(sm.shared().read().ledger.transfer_count(), 405);
 }
 
 /// Settled transfers live on disk only. An entry that names one again (a
@@ -392,6 +542,20 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sm = applied(dir.path(), vec![account("org1.issue"), account("org1.a")]).await;
     let first = apply_more(&mut sm, vec![batch(originals.clone()), post.clone()]).await;
+    // Once in runs on disk, the transfer index leaves memory (the bounds
+    // are 0 and 1 here): what follows finds every id there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sm.shared().read().ledger.indexed_len() > 0 {
+        assert!(std::time::Instant::now() < deadline, "never all on disk");
+        drop(sm.shared().read_stored());
+        apply_more(&mut sm, vec![Command::Tick]).await;
+    }
+    let plain = sm.shared().read_stored().transfer(&id("org1.plain"));
+    assert_eq!(
+        plain.unwrap().map(|t| t.amount),
+        Some(Amount::new(5).unwrap()),
+        "read back"
+    );
     let a = AccountId::parse("org1.a").unwrap();
     let state_of = |sm: &StateMachine| {
         let shared = sm.shared();
@@ -456,11 +620,8 @@ async fn a_settled_transfer_named_again_gets_its_original_answer() {
         let store = reopen(dir.path());
         let orgs = ledger.orgs().clone();
         sm = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
-        assert_eq!(
-            sm.shared().read().ledger,
-            ledger,
-            "a restart loads the same"
-        );
+        let after = sm.shared().read().ledger.clone();
+        assert_same_ledger(&sm, after, ledger, "a restart loads the same");
     }
 }
 
@@ -549,7 +710,7 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
     ]
     .map(|s| read.transfer(&id(s)).unwrap().expect("stored"))
     .into();
-    assert_eq!(ledger.transfer_count(), transfers.len());
+    assert_eq!(ledger.transfer_count(), transfers.len() as u64);
 
     let mut versions = 0;
 

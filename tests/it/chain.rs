@@ -352,6 +352,20 @@ async fn audit_recomputes_the_chain_and_finds_tampered_records() {
     let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("account org3.ops"), "{out}");
+
+    // What a node loads at start besides the accounts (the pending
+    // transfers, the count) must agree with the blocks.
+    tamper(&data_dir.join("sled"), |store| {
+        use alliance::raft::store::StateKey;
+        let key = StateKey::TransferCount.encode();
+        store.state.insert(key, encode(&999u64)).unwrap();
+    });
+    let (code, out) = audit(&["--data-dir".as_ref(), data_dir.as_os_str()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("the stored transfer count is Some(999)"),
+        "{out}"
+    );
 }
 
 /// Stored bytes that no longer decode (a disk fault, an edit outside the

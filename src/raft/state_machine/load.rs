@@ -1,12 +1,14 @@
-//! The applied state as sled holds it, read whole at start and after a
-//! snapshot is installed.
+//! The applied state as sled holds it, read at start and after a snapshot
+//! is installed: all but the settled transfers and the transfer index,
+//! which stay on disk.
 
-use std::collections::HashMap;
-
-use super::{read_err, Applied, Founding};
-use crate::codec::decode;
-use crate::ledger::{BlockHeader, Hash, Ledger, TransferIndex, TransferState};
-use crate::raft::store::{for_each_transfer_block, StateKey, ACCOUNT_TAG, REJECTED_TAG};
+use super::index::Index;
+use super::{read_err, write_err, Applied, Founding};
+use crate::codec::{decode, encode};
+use crate::ledger::{BlockHeader, Hash, Ledger, TransferState};
+use crate::raft::store::{
+    for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, PENDING_TAG, REJECTED_TAG,
+};
 use crate::raft::StorageError;
 
 /// Reads the whole applied state from the state tree.
@@ -24,26 +26,11 @@ pub(super) fn load(
             None => Ok(T::default()),
         }
     }
-    // Settled transfers stay on disk: only where each is stored, and the
-    // pending ones, are kept.
-    let mut stored_at = TransferIndex::default();
-    let mut pending = HashMap::new();
-    for_each_transfer_block(tree, |height, block| {
-        for t in block {
-            stored_at.insert(t.id.as_str().into(), height);
-            if t.state == TransferState::Pending {
-                pending.insert(t.id.clone(), t);
-            } else {
-                pending.remove(&t.id);
-            }
-        }
-    })
-    .map_err(read_err)?;
-    let ledger = Ledger::from_parts(
+    let mut ledger = Ledger::from_parts(
         founding.orgs.clone(),
         scan(tree, ACCOUNT_TAG)?,
-        stored_at,
-        pending.into_values(),
+        get(tree, StateKey::TransferCount)?,
+        scan(tree, PENDING_TAG)?,
         scan(tree, REJECTED_TAG)?,
         match tree.get(StateKey::Head.encode()).map_err(read_err)? {
             Some(v) => decode(&v).map_err(read_err)?,
@@ -55,10 +42,12 @@ pub(super) fn load(
         Some(v) => decode(&v).map_err(read_err)?,
         None => founding.gov.clone(),
     });
+    let index = Index::load(tree, &mut ledger).map_err(read_err)?;
     Ok(Applied {
         ledger,
         last_applied: get(tree, StateKey::LastApplied)?,
         membership: get(tree, StateKey::Membership)?,
+        index,
     })
 }
 
@@ -72,4 +61,60 @@ fn scan<T: serde::de::DeserializeOwned>(
             decode(&v).map_err(read_err)
         })
         .collect()
+}
+
+/// Keys of derived records written per batch while they are derived.
+const DERIVE_BATCH_KEYS: usize = 10_000;
+
+/// Derives the pending transfers' records and the transfer count
+/// ([`StateKey::Pending`], [`StateKey::TransferCount`]) from the blocks'
+/// transfer records, unless
+/// [`StateKey::Indexed`] says they are there: a state written before they
+/// existed, or installed from such a snapshot, gets them once. Written in
+/// batches, the marker last: a stop in between derives them again.
+pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
+    let tree = &store.state;
+    if tree
+        .contains_key(StateKey::Indexed.encode())
+        .map_err(read_err)?
+    {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let (mut in_batch, mut count, mut blocks) = (0, 0u64, 0u64);
+    let mut failed = None;
+    for_each_transfer_block(tree, |height, block| {
+        blocks += 1;
+        for t in &block {
+            if t.height == height {
+                count += 1;
+            }
+            let pending = StateKey::Pending(&t.id).encode();
+            if t.state == TransferState::Pending {
+                batch.insert(pending, encode(t));
+            } else if t.height < height {
+                batch.remove(pending);
+            }
+            in_batch += 1;
+        }
+        if in_batch >= DERIVE_BATCH_KEYS && failed.is_none() {
+            failed = tree.apply_batch(std::mem::take(&mut batch)).err();
+            in_batch = 0;
+        }
+    })
+    .map_err(read_err)?;
+    if let Some(e) = failed {
+        return Err(write_err(e));
+    }
+    if blocks > 0 {
+        tracing::info!(
+            blocks,
+            transfers = count,
+            "derived the pending records and the count"
+        );
+    }
+    batch.insert(StateKey::TransferCount.encode(), encode(&count));
+    batch.insert(StateKey::Indexed.encode(), &[][..]);
+    tree.apply_batch(batch).map_err(write_err)?;
+    store.durable.sync().map_err(write_err)
 }

@@ -19,6 +19,7 @@
 //! what the keys it overwrites held at the freeze; see [`Writer::freeze`]).
 //! Installing one replaces the tree and reloads memory.
 
+mod index;
 mod load;
 mod persist;
 mod read;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 
-use self::load::load;
+use self::load::{derive_index, load};
 use self::persist::{put, Unqueued};
 use self::snapshot::{file_pairs, incoming_file, incoming_path, write_pairs, Pairs};
 use self::writer::Writer;
@@ -42,15 +43,18 @@ use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::encode;
 use crate::ledger::{Changes, Entry, Gov, Hash, Ledger, OrgName, Outcome, Verdict};
 
+pub use self::index::{Index, INDEX_HELD_MAX};
 pub use self::read::{ReadError, StateRead};
 pub use self::snapshot::SnapshotError;
 
 /// The applied state: the ledger and how far it has applied.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Applied {
     pub ledger: Ledger,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Which ids of the transfer index the ledger holds.
+    pub index: index::Index,
 }
 
 /// Read access to the applied state (and the histories on sled), shared
@@ -234,6 +238,8 @@ pub struct StateMachine {
     state: SharedState,
     /// Counts snapshots built, to give each a unique id.
     snapshots_built: u64,
+    /// The transfer index's sizes.
+    index_limits: index::Limits,
 }
 
 fn read_err(e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
@@ -265,6 +271,7 @@ impl StateMachine {
     ) -> Result<Self, StorageError> {
         snapshot::clear_incoming(&store).map_err(write_err)?;
         resume_install(&store)?;
+        derive_index(&store)?;
         let applied = load(&store.state, &founding, genesis_hash)?;
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
@@ -291,7 +298,23 @@ impl StateMachine {
             genesis_hash,
             state,
             snapshots_built: 0,
+            index_limits: index::Limits::default(),
         })
+    }
+
+    /// This state machine, keeping at most `max` ids of the transfer index
+    /// in memory once they are on disk, beside the newest.
+    pub fn index_held_max(mut self, max: usize) -> Self {
+        self.index_limits.looked_max = max;
+        self
+    }
+
+    /// This state machine, writing runs of the transfer index of `ids`
+    /// each (tests make many small runs with it).
+    #[cfg(test)]
+    pub fn index_run_ids(mut self, ids: usize) -> Self {
+        self.index_limits.run_ids = ids;
+        self
     }
 
     pub fn shared(&self) -> SharedState {
@@ -309,6 +332,7 @@ impl StateMachine {
             genesis_hash: self.genesis_hash,
             state: self.state.clone(),
             snapshots_built: self.snapshots_built,
+            index_limits: self.index_limits,
         }
     }
 
@@ -359,9 +383,11 @@ impl StateMachine {
             let _installing = Installing::start(&self.state.installing);
             let mut applied = (self.state.applied.write()).unwrap_or_else(|p| p.into_inner());
             // Nothing queued may land on the new state.
+            applied.index.stop();
             self.state.writer.caught_up().map_err(write_err)?;
             std::thread::sleep(self.state.walk_delay);
             rewrite_state(&self.store, meta, &data)?;
+            derive_index(&self.store)?;
             *applied = load(&self.store.state, &self.founding, self.genesis_hash)?;
             self.origins.governance(applied.ledger.gov());
             (self.state.height).store(applied.ledger.height(), Ordering::Release);
@@ -573,7 +599,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (reply, mut changes) = match entry.payload {
                 EntryPayload::Blank => (None, Changes::default()),
                 EntryPayload::Normal(ref e) => {
-                    loaded = self.load_named(&mut applied.ledger, &mut unqueued, e)?;
+                    self.look_up_named(&mut applied, e)?;
+                    loaded = self.load_named(&mut applied, &mut unqueued, e)?;
                     let log = entry.log_id;
                     let clock_ms = applied.ledger.clock_for(e);
                     let verdicts = self.origins.verdicts(e, clock_ms, applied.ledger.gov());
@@ -600,7 +627,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Every read of sled waits for the writer: once queued, settled
         // records leave memory.
-        self.queue(&mut applied.ledger, &mut unqueued)?;
+        self.queue(&mut applied, &mut unqueued)?;
+        self.keep_index(&mut applied)?;
         (self.state.height).store(applied.ledger.height(), Ordering::Release);
         Ok(replies)
     }

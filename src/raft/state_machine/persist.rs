@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::writer::StateBatch;
 use super::{read_err, write_err, Applied, StateMachine};
 use crate::codec::encode;
-use crate::ledger::{AccountId, Changes, Entry, HistoryItem, Ledger, Transfer, TransferId};
+use crate::ledger::{AccountId, Changes, Entry, HistoryItem, Transfer, TransferId, TransferState};
 use crate::raft::store::{chunks, read_chunks, StateKey, TRANSFERS_TAG};
 use crate::raft::StorageError;
 
@@ -52,16 +52,25 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
     };
     put_records(&mut unqueued.batch, changes, &records);
     put_progress(&mut unqueued.batch, applied, changes);
+    if let Some(block) = &changes.block {
+        let ids = changes
+            .transfers
+            .iter()
+            .map(|t| (t.id.clone(), block.height));
+        unqueued.indexed.extend(ids);
+    }
     unqueued.entries += 1;
 }
 
-/// The changes of entries applied but not yet queued for the writer, and
-/// the settled records they touched, which leave memory once queued.
+/// The changes of entries applied but not yet queued for the writer, the
+/// settled records they touched, which leave memory once queued, and the
+/// ids they indexed, which leave it once written.
 #[derive(Default)]
 pub(super) struct Unqueued {
     batch: StateBatch,
     entries: usize,
     pub settled: Vec<TransferId>,
+    indexed: Vec<(TransferId, u64)>,
 }
 
 impl StateMachine {
@@ -69,15 +78,46 @@ impl StateMachine {
     /// they touched.
     pub(super) fn queue(
         &self,
-        ledger: &mut Ledger,
+        applied: &mut Applied,
         unqueued: &mut Unqueued,
     ) -> Result<(), StorageError> {
         if unqueued.entries > 0 {
             let batch = std::mem::take(&mut unqueued.batch);
-            self.state.writer.queue(batch).map_err(write_err)?;
+            let number = self.state.writer.queue(batch).map_err(write_err)?;
+            (applied.index).hold(number, std::mem::take(&mut unqueued.indexed));
             unqueued.entries = 0;
         }
-        ledger.forget_settled(&std::mem::take(&mut unqueued.settled));
+        (applied.ledger).forget_settled(&std::mem::take(&mut unqueued.settled));
+        Ok(())
+    }
+
+    /// Keeps the transfer index (see [`super::index`]): drops from the
+    /// ledger what the runs on sled have, writes new runs and merges. Only
+    /// between calls of apply: an entry's ids stay held from their look-up
+    /// until it is applied.
+    pub(super) fn keep_index(&self, applied: &mut Applied) -> Result<(), StorageError> {
+        let Applied { ledger, index, .. } = applied;
+        let (writer, tree) = (&self.state.writer, &self.store.state);
+        (index.maintain(ledger, writer, tree, self.index_limits)).map_err(write_err)
+    }
+
+    /// Tells the ledger where the ids `entry` names are that it does not
+    /// hold: the transfer index on sled has every id the ledger dropped
+    /// (it drops none before its batch is written).
+    pub(super) fn look_up_named(
+        &self,
+        applied: &mut Applied,
+        entry: &Entry,
+    ) -> Result<(), StorageError> {
+        for id in applied.ledger.to_look_up(entry) {
+            let height = (applied.index)
+                .look_up(&self.store.state, &id)
+                .map_err(read_err)?;
+            if let Some(height) = height {
+                applied.index.remember(id.clone(), height);
+            }
+            applied.ledger.looked_up(id, height);
+        }
         Ok(())
     }
 
@@ -89,14 +129,15 @@ impl StateMachine {
     /// the entry may name: what to load is decided after it.
     pub(super) fn load_named(
         &self,
-        ledger: &mut Ledger,
+        applied: &mut Applied,
         unqueued: &mut Unqueued,
         entry: &Entry,
     ) -> Result<Vec<TransferId>, StorageError> {
-        if ledger.to_load(entry).is_empty() {
+        if applied.ledger.to_load(entry).is_empty() {
             return Ok(Vec::new());
         }
-        self.queue(ledger, unqueued)?;
+        self.queue(applied, unqueued)?;
+        let ledger = &mut applied.ledger;
         let wanted = ledger.to_load(entry);
         self.state.writer.caught_up().map_err(read_err)?;
         let mut by_height: BTreeMap<u64, BTreeSet<&TransferId>> = BTreeMap::new();
@@ -149,8 +190,22 @@ fn put_records(batch: &mut StateBatch, changes: &Changes, records: &Records<'_>)
         for (n, (_, chunk)) in (0..).zip(chunks(&records.transfers)) {
             batch.insert(StateKey::Transfers(height, n).encode(), chunk);
         }
+        put_pending(batch, height, &changes.transfers, &records.transfers);
     }
     put_history(batch, &changes.history, &records.history);
+}
+
+/// The pending transfers' records of one block (their latest versions)
+/// while they are pending. A transfer made and settled by the same block
+/// never had a pending key.
+fn put_pending(batch: &mut StateBatch, height: u64, transfers: &[Transfer], bytes: &[&[u8]]) {
+    for (t, bytes) in transfers.iter().zip(bytes) {
+        if t.state == TransferState::Pending {
+            batch.insert(StateKey::Pending(&t.id).encode(), *bytes);
+        } else if t.height < height {
+            batch.remove(StateKey::Pending(&t.id).encode());
+        }
+    }
 }
 
 /// Each account's history items of one block, as runs in chunks.
@@ -189,6 +244,12 @@ fn put_progress(batch: &mut StateBatch, applied: &Applied, changes: &Changes) {
         batch.insert(StateKey::Membership.encode(), encode(&applied.membership));
     }
     batch.insert(StateKey::Clock.encode(), encode(&applied.ledger.clock_ms()));
+    if !changes.transfers.is_empty() {
+        batch.insert(
+            StateKey::TransferCount.encode(),
+            encode(&applied.ledger.transfer_count()),
+        );
+    }
     if let Some(block) = &changes.block {
         batch.insert(StateKey::Block(block.height).encode(), encode(block));
         let hashes: Vec<Vec<u8>> = changes.leaf_hashes.iter().map(encode).collect();

@@ -28,6 +28,8 @@ pub enum ReadError {
     },
     #[error("{0}")]
     Behind(#[from] WriteFailed),
+    #[error("{0}")]
+    Index(#[from] super::index::IndexError),
     /// The stored records disagree with each other or with their keys.
     #[error("{0}")]
     Inconsistent(String),
@@ -206,8 +208,12 @@ impl StateRead<'_> {
         if let Some(t) = self.ledger.transfer(id) {
             return Ok(Some(t.clone()));
         }
-        let Some(height) = self.ledger.stored_height(id) else {
-            return Ok(None);
+        let height = match self.ledger.stored_height(id) {
+            Some(height) => height,
+            None => match self.index.look_up(self.tree()?, id)? {
+                Some(height) => height,
+                None => return Ok(None),
+            },
         };
         match self.transfer_at(height, id)? {
             Some(t) => Ok(Some(t)),

@@ -72,6 +72,11 @@ impl StateBatch {
         self.batch.insert(key.as_slice(), value);
         self.keys.push(key);
     }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key.as_slice());
+        self.keys.push(key);
+    }
 }
 
 /// The handle apply queues on and reads wait on.
@@ -108,20 +113,30 @@ impl Writer {
 
     /// Queues `batch` after every batch queued before it; waits only if
     /// [`QUEUED_MAX`] batches are queued. Fails once a write has failed.
-    pub fn queue(&self, batch: StateBatch) -> Result<(), WriteFailed> {
+    /// Returns the batch's number: it is on sled once [`Self::written`]
+    /// reaches it.
+    pub fn queue(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queue
             .as_ref()
             .ok_or_else(|| WriteFailed("the writer has stopped".into()))?;
-        {
+        let number = {
             let mut progress = self.shared.progress();
             if let Some(e) = &progress.failed {
                 return Err(WriteFailed(e.clone()));
             }
             progress.queued += 1;
-        }
+            progress.queued
+        };
         tx.send(batch)
-            .map_err(|_| WriteFailed("the writer has stopped".into()))
+            .map_err(|_| WriteFailed("the writer has stopped".into()))?;
+        Ok(number)
+    }
+
+    /// Number of batches on sled so far (written, not necessarily
+    /// fsynced): every batch numbered up to it.
+    pub fn written(&self) -> u64 {
+        self.shared.progress().written
     }
 
     /// Blocks until every batch queued so far is on sled (written, not

@@ -1,0 +1,832 @@
+//! The transfer index: the height of the block that stored each transfer's
+//! latest version, by id. It tells apply whether an id is new and where to
+//! load a named transfer from, and it is kept mostly on disk, so that a
+//! node's memory does not grow with the number of transfers ever made.
+//!
+//! It is derived from the blocks' transfer records and kept in the state
+//! tree as sorted runs, the way a log-structured merge tree keeps tables:
+//! - The ledger holds the most recent ids (its `stored_at`): the tail,
+//!   in the order applied, and the ids looked up lately.
+//! - Once [`RUN_IDS`] ids of the tail are on sled, a job thread sorts them
+//!   into a run: chunks of about 4 KiB of (id, height) in id order, each
+//!   keyed by its first id ([`RUN_TAG`]), and a Bloom filter of its ids
+//!   ([`FILTER_TAG`]). The manifest ([`StateKey::IndexRuns`]) lists the
+//!   runs, newest first, and the height through which they hold every
+//!   block's transfers.
+//! - A job merges [`MERGE_FAN`] runs of one size into one, so that a
+//!   lookup meets few runs: a new id is ruled out by their filters in
+//!   memory; a stored one costs a chunk read in each run it may be in.
+//!
+//! Every write goes through the state writer, in order: a snapshot walk
+//! sees the index as it sees the blocks, and a node that stops finds the
+//! manifest's runs whole. At start the tail is read back from the blocks
+//! past the manifest's height, and chunks of runs the manifest does not
+//! name (a job a stop cut short) are removed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+
+use super::writer::{StateBatch, Writer};
+use crate::codec::{decode, encode};
+use crate::ledger::{Ledger, TransferId};
+use crate::raft::store::{
+    for_each_transfer_block_from, StateKey, CHUNK_BYTES, FILTER_TAG, RUN_TAG,
+};
+
+/// Ids of the tail (on sled) that a new run takes, unless set otherwise
+/// ([`Limits::run_ids`]).
+pub const RUN_IDS: usize = 1 << 17;
+
+/// Runs of one size merged into one.
+const MERGE_FAN: usize = 4;
+
+/// A Bloom filter's bits per id, and the bits each id sets: about 1%
+/// false positives.
+const FILTER_BITS_PER_ID: u64 = 10;
+const FILTER_PROBES: u64 = 7;
+
+/// Most ids looked up from the runs that the ledger holds, unless
+/// configured (`limits.transfer_index_held_max`): a re-send or a post soon
+/// after its transfer is decided without a read of sled.
+pub const INDEX_HELD_MAX: usize = 100_000;
+
+/// The index's sizes.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most ids looked up from the runs that the ledger holds.
+    pub looked_max: usize,
+    /// Ids of the tail that a new run takes.
+    pub run_ids: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            looked_max: INDEX_HELD_MAX,
+            run_ids: RUN_IDS,
+        }
+    }
+}
+
+/// The runs, newest first, and the height through which they hold every
+/// block's transfers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    runs: Vec<RunMeta>,
+    through: u64,
+    next_run: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RunMeta {
+    number: u64,
+    ids: u64,
+}
+
+/// A run lookups use: its filter in memory, its chunks on sled.
+#[derive(Debug)]
+struct Run {
+    meta: RunMeta,
+    filter: Filter,
+    /// The writer's number of the batch that completes it on sled.
+    written_by: u64,
+}
+
+/// One (id, height) pair of a run, as its chunks store it.
+type Pair = (String, u64);
+
+/// The index as apply keeps it (inside the applied state, under its lock).
+#[derive(Debug, Default)]
+pub struct Index {
+    /// The manifest as last queued.
+    manifest: Manifest,
+    /// The runs lookups use, newest first.
+    live: Vec<Run>,
+    /// Ids the ledger holds that no run has yet, in the order applied,
+    /// each with the writer's number of the batch that stores its block
+    /// (0: already on sled).
+    tail: VecDeque<(u64, TransferId, u64)>,
+    /// Ids the ledger holds that a queued run has, to drop once that run
+    /// is on sled: (the batch that completes the run, its ids).
+    flushed: VecDeque<(u64, Vec<(TransferId, u64)>)>,
+    /// Ids the ledger holds because an entry named them, oldest first.
+    looked: VecDeque<(TransferId, u64)>,
+    /// The job making a new run of the tail, if one runs.
+    flush: Option<Job>,
+    /// The job merging runs, if one runs (one at a time, beside a
+    /// flush: a long merge holds up no new run, so the tail stays short).
+    merge: Option<Job>,
+    /// A merged run whose manifest is queued: it replaces its inputs
+    /// among the live runs once that batch is on sled.
+    merged: Option<(u64, Built)>,
+}
+
+#[derive(Debug)]
+struct Job {
+    thread: Option<JoinHandle<Result<Built, String>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The niceness of the index's job threads: behind apply and the API,
+/// ahead of the seal checks that only save work.
+const JOB_NICE: i32 = 10;
+
+impl Job {
+    /// Runs `make` on a thread of its own; `make` gives up once told to
+    /// stop.
+    fn start(make: impl FnOnce(&AtomicBool) -> Result<Built, String> + Send + 'static) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("transfer-index".into())
+            .spawn(move || {
+                let me = rustix::thread::gettid();
+                let _ = rustix::process::setpriority_process(Some(me), JOB_NICE);
+                make(&stop)
+            })
+            .expect("spawning a transfer index thread");
+        Self {
+            thread: Some(thread),
+            cancel,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the job and takes what it made.
+    fn join(mut self) -> Result<Built, IndexError> {
+        let thread = self
+            .thread
+            .take()
+            .ok_or_else(|| err("a job joined twice"))?;
+        (thread.join())
+            .map_err(|_| err("a job thread panicked"))?
+            .map_err(err)
+    }
+}
+
+/// What a job made: a run whose chunks and filter it queued.
+#[derive(Debug)]
+struct Built {
+    run: RunMeta,
+    filter: Filter,
+    /// The runs it replaces (a merge's inputs).
+    replaces: Vec<u64>,
+    /// The keys of the runs it replaces, removed once it is live.
+    replaced_keys: Vec<Vec<u8>>,
+    /// The height through which the runs hold every block, with it.
+    through: u64,
+    /// A new run's ids, which the ledger drops once it is on sled.
+    held: Vec<(TransferId, u64)>,
+}
+
+/// Why the index could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("the transfer index: {0}")]
+pub struct IndexError(String);
+
+fn err(e: impl std::fmt::Display) -> IndexError {
+    IndexError(e.to_string())
+}
+
+impl Index {
+    /// Reads the index of the state in `tree`: the manifest's runs and
+    /// their filters; the ids of the blocks past them, which `ledger`
+    /// holds; and removes what runs the manifest does not name left.
+    pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
+        remove_unlisted(tree, &manifest(tree)?)?;
+        Self::read(tree, ledger)
+    }
+
+    /// [`Self::load`], changing nothing on sled (for an audit).
+    pub fn read(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
+        let manifest = manifest(tree)?;
+        let mut live = Vec::with_capacity(manifest.runs.len());
+        for meta in &manifest.runs {
+            let mut bytes = Vec::new();
+            for kv in tree.scan_prefix(run_prefix(FILTER_TAG, meta.number)) {
+                bytes.extend_from_slice(&kv.map_err(err)?.1);
+            }
+            let filter = Filter::from_bytes(&bytes)
+                .ok_or_else(|| err(format!("run {}'s filter is cut short", meta.number)))?;
+            live.push(Run {
+                meta: *meta,
+                filter,
+                written_by: 0,
+            });
+        }
+        let mut tail = VecDeque::new();
+        for_each_transfer_block_from(tree, manifest.through + 1, |height, block| {
+            for t in block {
+                ledger.hold_indexed(t.id.clone(), height);
+                tail.push_back((0, t.id, height));
+            }
+        })
+        .map_err(err)?;
+        Ok(Self {
+            manifest,
+            live,
+            tail,
+            ..Self::default()
+        })
+    }
+
+    /// Notes that the ledger holds `ids` (each with its height), which
+    /// batch `batch` stores.
+    pub fn hold(&mut self, batch: u64, ids: impl IntoIterator<Item = (TransferId, u64)>) {
+        self.tail
+            .extend(ids.into_iter().map(|(id, height)| (batch, id, height)));
+    }
+
+    /// Notes that the ledger holds `id` at `height`, looked up from the
+    /// runs.
+    pub fn remember(&mut self, id: TransferId, height: u64) {
+        self.looked.push_back((id, height));
+    }
+
+    /// Where the runs store transfer `id`'s latest version, if in any
+    /// (the ledger's held ids are asked first).
+    pub fn look_up(&self, tree: &sled::Tree, id: &TransferId) -> Result<Option<u64>, IndexError> {
+        let hash = id_hash(id.as_str());
+        for run in &self.live {
+            if run.filter.may_hold(hash) {
+                if let Some(height) = run_look_up(tree, run.meta.number, id.as_str())? {
+                    return Ok(Some(height));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Between entries: drops from `ledger` the ids a run on sled has and
+    /// the oldest looked-up ones past `looked_max`, makes a merged run
+    /// live once on sled, takes what a finished job made, and starts the
+    /// next job if one is due.
+    pub fn maintain(
+        &mut self,
+        ledger: &mut Ledger,
+        writer: &Arc<Writer>,
+        tree: &sled::Tree,
+        limits: Limits,
+    ) -> Result<(), IndexError> {
+        let written = writer.written();
+        while self.flushed.front().is_some_and(|(n, _)| *n <= written) {
+            if let Some((_, ids)) = self.flushed.pop_front() {
+                for (id, height) in ids {
+                    ledger.drop_indexed(&id, height);
+                }
+            }
+        }
+        while self.looked.len() > limits.looked_max {
+            if let Some((id, height)) = self.looked.pop_front() {
+                ledger.drop_indexed(&id, height);
+            }
+        }
+        if self.merged.as_ref().is_some_and(|(n, _)| *n <= written) {
+            if let Some((n, built)) = self.merged.take() {
+                let mut removal = StateBatch::default();
+                for key in &built.replaced_keys {
+                    removal.remove(key.clone());
+                }
+                place(&mut self.live, &built.replaces, |at, live| {
+                    live.insert(
+                        at,
+                        Run {
+                            meta: built.run,
+                            filter: built.filter,
+                            written_by: n,
+                        },
+                    )
+                });
+                writer.queue(removal).map_err(err)?;
+            }
+        }
+        for merging in [false, true] {
+            let slot = if merging {
+                &mut self.merge
+            } else {
+                &mut self.flush
+            };
+            if slot.as_ref().is_some_and(Job::is_finished) {
+                if let Some(job) = slot.take() {
+                    let built = job.join()?;
+                    self.take_built(built, writer)?;
+                }
+            }
+        }
+        if self.flush.is_none() {
+            self.start_flush(writer, written, limits.run_ids);
+        }
+        if self.merge.is_none() && self.merged.is_none() {
+            if let Some(inputs) = merge_due(&self.live, written, limits.run_ids) {
+                let number = self.next_run();
+                let (writer, tree) = (writer.clone(), tree.clone());
+                self.merge = Some(Job::start(move |stop| {
+                    merge(&writer, &tree, stop, number, inputs)
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new run's number.
+    fn next_run(&mut self) -> u64 {
+        self.manifest.next_run += 1;
+        self.manifest.next_run - 1
+    }
+
+    /// Queues the manifest with what `built` made.
+    fn take_built(&mut self, built: Built, writer: &Arc<Writer>) -> Result<(), IndexError> {
+        let mut manifest = self.manifest.clone();
+        place(&mut manifest.runs, &built.replaces, |at, runs| {
+            runs.insert(at, built.run)
+        });
+        manifest.through = manifest.through.max(built.through);
+        let mut batch = StateBatch::default();
+        batch.insert(StateKey::IndexRuns.encode(), encode(&manifest));
+        let n = writer.queue(batch).map_err(err)?;
+        self.manifest = manifest;
+        if built.replaces.is_empty() {
+            // A new run: live at once (its ids are held until it is on
+            // sled, so a lookup that misses its chunks meanwhile misses
+            // nothing).
+            self.live.insert(
+                0,
+                Run {
+                    meta: built.run,
+                    filter: built.filter,
+                    written_by: n,
+                },
+            );
+            self.flushed.push_back((n, built.held));
+        } else {
+            self.merged = Some((n, built));
+        }
+        Ok(())
+    }
+
+    /// Starts a new run of the tail's ids on sled, if [`Limits::run_ids`]
+    /// of them are.
+    fn start_flush(&mut self, writer: &Arc<Writer>, written: u64, run_ids: usize) {
+        if self.tail.len() < run_ids {
+            return;
+        }
+        let on_sled = self.tail.iter().take_while(|(n, ..)| *n <= written).count();
+        if on_sled < run_ids {
+            return;
+        }
+        // A run takes whole blocks: the manifest's height says that every
+        // block up to it is in the runs.
+        let mut take = run_ids;
+        while take < on_sled && self.tail[take].2 == self.tail[take - 1].2 {
+            take += 1;
+        }
+        let ids: Vec<(TransferId, u64)> = (self.tail.drain(..take))
+            .map(|(_, id, height)| (id, height))
+            .collect();
+        let number = self.next_run();
+        let writer = writer.clone();
+        self.flush = Some(Job::start(move |stop| new_run(&writer, stop, number, ids)));
+    }
+
+    /// Number of runs lookups use.
+    pub fn runs(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Stops the jobs that run, and waits for them: before the state is
+    /// replaced, nothing of theirs may land there.
+    pub fn stop(&mut self) {
+        for job in [self.flush.take(), self.merge.take()].into_iter().flatten() {
+            job.cancel.store(true, Ordering::Release);
+            let _ = job.join();
+        }
+    }
+}
+
+impl Drop for Job {
+    /// A job of an index dropped (its state replaced) queues nothing more.
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+}
+
+/// Puts a run in `list` in place of those of `replaces` (a merge's
+/// inputs, consecutive), or at the front if it replaces none.
+fn place<T: HasNumber>(list: &mut Vec<T>, replaces: &[u64], put: impl FnOnce(usize, &mut Vec<T>)) {
+    let at = list
+        .iter()
+        .position(|r| replaces.contains(&r.number()))
+        .unwrap_or(0);
+    list.retain(|r| !replaces.contains(&r.number()));
+    put(at.min(list.len()), list);
+}
+
+trait HasNumber {
+    fn number(&self) -> u64;
+}
+impl HasNumber for RunMeta {
+    fn number(&self) -> u64 {
+        self.number
+    }
+}
+impl HasNumber for Run {
+    fn number(&self) -> u64 {
+        self.meta.number
+    }
+}
+
+/// The size class of a run of `ids`, new runs taking `run_ids`: runs of
+/// one class are merged.
+fn class(ids: u64, run_ids: usize) -> u32 {
+    (ids / run_ids.max(1) as u64).max(1).ilog(MERGE_FAN as u64)
+}
+
+/// The oldest [`MERGE_FAN`] consecutive runs of one class, all on sled.
+fn merge_due(live: &[Run], written: u64, run_ids: usize) -> Option<Vec<RunMeta>> {
+    let class = |r: &Run| class(r.meta.ids, run_ids);
+    live.windows(MERGE_FAN)
+        .rev()
+        .find(|w| {
+            w.iter()
+                .all(|r| r.written_by <= written && class(r) == class(&w[0]))
+        })
+        .map(|w| w.iter().map(|r| r.meta).collect())
+}
+
+/// A run of the tail's `ids` (in the order applied: a later height of an
+/// id is its latest).
+fn new_run(
+    writer: &Writer,
+    cancel: &AtomicBool,
+    number: u64,
+    ids: Vec<(TransferId, u64)>,
+) -> Result<Built, String> {
+    let mut pairs: Vec<(&str, u64)> = ids.iter().map(|(id, h)| (id.as_str(), *h)).collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+    let through = ids.iter().map(|(_, h)| *h).max().unwrap_or(0);
+    let mut out = RunWriter::new(number, pairs.len());
+    for (id, height) in pairs {
+        out.push(writer, cancel, id.to_owned(), height)?;
+    }
+    let (run, filter) = out.finish(writer, cancel)?;
+    Ok(Built {
+        run,
+        filter,
+        replaces: Vec::new(),
+        replaced_keys: Vec::new(),
+        through,
+        held: ids,
+    })
+}
+
+/// One run made of `inputs`, read a chunk at a time: for an id in more
+/// than one, its greatest height.
+fn merge(
+    writer: &Writer,
+    tree: &sled::Tree,
+    cancel: &AtomicBool,
+    number: u64,
+    inputs: Vec<RunMeta>,
+) -> Result<Built, String> {
+    let mut replaced_keys = Vec::new();
+    let mut readers = Vec::new();
+    for meta in &inputs {
+        for tag in [RUN_TAG, FILTER_TAG] {
+            for key in tree.scan_prefix(run_prefix(tag, meta.number)).keys() {
+                replaced_keys.push(key.map_err(|e| e.to_string())?.to_vec());
+            }
+        }
+        readers.push(RunReader::new(tree, meta.number));
+    }
+    let mut heads: Vec<Option<Pair>> = Vec::new();
+    for r in &mut readers {
+        heads.push(r.next().transpose()?);
+    }
+    let ids = inputs.iter().map(|m| m.ids).sum::<u64>() as usize;
+    let mut out = RunWriter::new(number, ids);
+    while let Some(least) = heads.iter().flatten().map(|(id, _)| id).min().cloned() {
+        let mut height = 0;
+        for (head, reader) in heads.iter_mut().zip(&mut readers) {
+            if head.as_ref().is_some_and(|(id, _)| *id == least) {
+                height = height.max(head.as_ref().map_or(0, |(_, h)| *h));
+                *head = reader.next().transpose()?;
+            }
+        }
+        out.push(writer, cancel, least, height)?;
+    }
+    let (run, filter) = out.finish(writer, cancel)?;
+    Ok(Built {
+        run,
+        filter,
+        replaces: inputs.iter().map(|m| m.number).collect(),
+        replaced_keys,
+        through: 0,
+        held: Vec::new(),
+    })
+}
+
+/// Writes a run's pairs, given in id order, as chunks queued in batches of
+/// bounded size, then its filter.
+struct RunWriter {
+    number: u64,
+    filter: Filter,
+    ids: u64,
+    chunk: Vec<Pair>,
+    chunk_bytes: usize,
+    batch: StateBatch,
+    batch_bytes: usize,
+}
+
+/// Bytes of chunks queued per batch while a run is written.
+const RUN_BATCH_BYTES: usize = 4 << 20;
+
+impl RunWriter {
+    fn new(number: u64, ids: usize) -> Self {
+        Self {
+            number,
+            filter: Filter::for_ids(ids),
+            ids: 0,
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            batch: StateBatch::default(),
+            batch_bytes: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        writer: &Writer,
+        cancel: &AtomicBool,
+        id: String,
+        height: u64,
+    ) -> Result<(), String> {
+        let bytes = id.len() + 10;
+        if self.chunk_bytes + bytes > CHUNK_BYTES && !self.chunk.is_empty() {
+            self.end_chunk(writer, cancel)?;
+        }
+        self.filter.insert(id_hash(&id));
+        self.ids += 1;
+        self.chunk_bytes += bytes;
+        self.chunk.push((id, height));
+        Ok(())
+    }
+
+    fn end_chunk(&mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(), String> {
+        let chunk = std::mem::take(&mut self.chunk);
+        let value = encode(&chunk);
+        self.batch_bytes += value.len();
+        self.batch.insert(run_key(self.number, &chunk[0].0), value);
+        self.chunk_bytes = 0;
+        if self.batch_bytes >= RUN_BATCH_BYTES {
+            self.queue(writer, cancel)?;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(), String> {
+        if cancel.load(Ordering::Acquire) {
+            return Err("stopped: the state is being replaced".into());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        writer.queue(batch).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn finish(mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(RunMeta, Filter), String> {
+        if !self.chunk.is_empty() {
+            self.end_chunk(writer, cancel)?;
+        }
+        let bytes = self.filter.to_bytes();
+        for (n, piece) in (0u32..).zip(bytes.chunks(CHUNK_BYTES)) {
+            let mut key = run_prefix(FILTER_TAG, self.number);
+            key.extend_from_slice(&n.to_be_bytes());
+            self.batch.insert(key, piece);
+        }
+        self.queue(writer, cancel)?;
+        let meta = RunMeta {
+            number: self.number,
+            ids: self.ids,
+        };
+        Ok((meta, self.filter))
+    }
+}
+
+/// A run's pairs in id order, a chunk decoded at a time.
+struct RunReader {
+    chunks: sled::Iter,
+    chunk: std::vec::IntoIter<Pair>,
+}
+
+impl RunReader {
+    fn new(tree: &sled::Tree, number: u64) -> Self {
+        Self {
+            chunks: tree.scan_prefix(run_prefix(RUN_TAG, number)),
+            chunk: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Iterator for RunReader {
+    type Item = Result<Pair, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(pair) = self.chunk.next() {
+                return Some(Ok(pair));
+            }
+            let (key, value) = match self.chunks.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.to_string())),
+            };
+            match decode::<Vec<Pair>>(&value) {
+                Ok(chunk) => self.chunk = chunk.into_iter(),
+                Err(e) => {
+                    return Some(Err(format!("the index chunk at {}: {e}", hex::encode(key))))
+                }
+            }
+        }
+    }
+}
+
+/// Where run `number` stores `id`, if it holds it.
+fn run_look_up(tree: &sled::Tree, number: u64, id: &str) -> Result<Option<u64>, IndexError> {
+    let Some(kv) = tree
+        .range(run_prefix(RUN_TAG, number)..=run_key(number, id))
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    let (key, value) = kv.map_err(err)?;
+    let chunk: Vec<Pair> =
+        decode(&value).map_err(|e| err(format!("the chunk at {}: {e}", hex::encode(&key))))?;
+    Ok(chunk
+        .binary_search_by(|(k, _)| k.as_str().cmp(id))
+        .ok()
+        .map(|i| chunk[i].1))
+}
+
+fn run_prefix(tag: u8, number: u64) -> Vec<u8> {
+    [&[tag][..], &number.to_be_bytes()].concat()
+}
+
+fn run_key(number: u64, first: &str) -> Vec<u8> {
+    [&run_prefix(RUN_TAG, number)[..], first.as_bytes()].concat()
+}
+
+/// The stored manifest (none: no run).
+fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
+    match tree.get(StateKey::IndexRuns.encode()).map_err(err)? {
+        Some(v) => decode(&v).map_err(err),
+        None => Ok(Manifest::default()),
+    }
+}
+
+/// Removes the chunks and filters of runs `manifest` does not name.
+fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexError> {
+    let listed = |key: &[u8]| {
+        let number = key.get(1..9).and_then(|n| <[u8; 8]>::try_from(n).ok());
+        number.is_some_and(|n| {
+            let n = u64::from_be_bytes(n);
+            manifest.runs.iter().any(|r| r.number == n)
+        })
+    };
+    let mut batch = sled::Batch::default();
+    let mut removed = 0usize;
+    for tag in [RUN_TAG, FILTER_TAG] {
+        for key in tree.scan_prefix([tag]).keys() {
+            let key = key.map_err(err)?;
+            if !listed(&key) {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            keys = removed,
+            "removed index runs the manifest does not name"
+        );
+        tree.apply_batch(batch).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A Bloom filter of ids by [`id_hash`], blocked: an id's bits all lie in
+/// one 64-byte block, so that asking costs one cache miss.
+#[derive(Debug)]
+struct Filter {
+    words: Vec<u64>,
+}
+
+/// Words of a filter's block.
+const BLOCK_WORDS: usize = 8;
+
+impl Filter {
+    fn for_ids(ids: usize) -> Self {
+        let blocks = (ids as u64 * FILTER_BITS_PER_ID)
+            .div_ceil(64 * BLOCK_WORDS as u64)
+            .max(1);
+        Self {
+            words: vec![0; blocks as usize * BLOCK_WORDS],
+        }
+    }
+
+    /// The id's block (its first word) and its bits there: 9 bits of a
+    /// second hash each.
+    fn bits(&self, hash: u64) -> (usize, impl Iterator<Item = (usize, u64)>) {
+        let blocks = (self.words.len() / BLOCK_WORDS) as u64;
+        // Multiply-shift onto 0..blocks (no division).
+        let block = (((hash >> 32) * blocks) >> 32) as usize;
+        let second = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let bits = (0..FILTER_PROBES).map(move |i| {
+            let bit = (second >> (9 * i)) & 511;
+            ((bit / 64) as usize, 1 << (bit % 64))
+        });
+        (block * BLOCK_WORDS, bits)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let (base, bits) = self.bits(hash);
+        for (word, bit) in bits {
+            self.words[base + word] |= bit;
+        }
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        let (base, mut bits) = self.bits(hash);
+        bits.all(|(word, bit)| self.words[base + word] & bit != 0)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(8 * BLOCK_WORDS) {
+            return None;
+        }
+        let words = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .collect();
+        Some(Self { words })
+    }
+}
+
+/// A 64-bit hash of an id that never changes: the filters are stored.
+/// FNV-1a over 8 bytes at a time (the last word padded with zeros, the
+/// length mixed in), then SplitMix64's finalizer to spread its bits.
+fn id_hash(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ id.len() as u64;
+    for word in id.as_bytes().chunks(8) {
+        let mut bytes = [0; 8];
+        bytes[..word.len()].copy_from_slice(word);
+        h ^= u64::from_le_bytes(bytes);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{class, id_hash, Filter, RUN_IDS};
+
+    #[test]
+    fn a_filter_holds_every_id_put_in_and_few_others() {
+        let mut filter = Filter::for_ids(10_000);
+        for i in 0..10_000 {
+            filter.insert(id_hash(&format!("org1.in-{i}")));
+        }
+        assert!((0..10_000).all(|i| filter.may_hold(id_hash(&format!("org1.in-{i}")))));
+        let false_positives = (0..10_000)
+            .filter(|i| filter.may_hold(id_hash(&format!("org1.out-{i}"))))
+            .count();
+        assert!(false_positives < 300, "{false_positives} of 10000");
+        let back = Filter::from_bytes(&filter.to_bytes()).expect("whole");
+        assert_eq!(back.words, filter.words);
+        assert!(Filter::from_bytes(&filter.to_bytes()[1..]).is_none(), "cut");
+    }
+
+    #[test]
+    fn runs_are_merged_by_size_class() {
+        let run = RUN_IDS as u64;
+        assert_eq!(class(1, RUN_IDS), 0);
+        assert_eq!(class(run, RUN_IDS), 0);
+        assert_eq!(class(4 * run - 1, RUN_IDS), 0);
+        assert_eq!(class(4 * run, RUN_IDS), 1);
+        assert_eq!(class(16 * run, RUN_IDS), 2);
+    }
+}
