@@ -109,8 +109,9 @@ struct Seen {
 /// itself, so it is off once more than half of the whole group, itself
 /// included, disagrees with it.
 fn clock_off(offsets: &[i64], peers: usize, max_ms: u64) -> Option<String> {
-    let max = i64::try_from(max_ms).unwrap_or(i64::MAX);
-    let mut off: Vec<i64> = offsets.iter().copied().filter(|o| o.abs() > max).collect();
+    let mut off: Vec<i64> = (offsets.iter().copied())
+        .filter(|o| o.unsigned_abs() > max_ms)
+        .collect();
     if off.len() * 2 <= peers + 1 {
         return None;
     }
@@ -119,7 +120,7 @@ fn clock_off(offsets: &[i64], peers: usize, max_ms: u64) -> Option<String> {
     let (how, by) = if typical > 0 {
         ("behind", typical)
     } else {
-        ("ahead of", -typical)
+        ("ahead of", typical.saturating_neg())
     };
     Some(format!(
         "this node's clock is about {by} ms {how} the clocks of {} of its {peers} peers, more \
@@ -346,8 +347,12 @@ impl Watch {
         match resp.json::<Head>().await {
             Ok(head) => {
                 let received_ms = crate::api::service::write::now_ms();
-                let offset =
-                    (head.clock_ms).map(|c| c as i64 - (sent_ms / 2 + received_ms / 2) as i64);
+                // A peer's clock may say anything: the offset saturates.
+                let offset = (head.clock_ms).map(|c| {
+                    let mid = sent_ms / 2 + received_ms / 2;
+                    let offset = i128::from(c) - i128::from(mid);
+                    i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })
+                });
                 Asked::Head(head, certificate, offset)
             }
             Err(_) => Asked::NoAnswer,
@@ -397,5 +402,9 @@ mod tests {
         assert!(clock_off(&[900, 900, 900, 0], 4, 500).is_some());
         // Peers that did not answer count as agreeing.
         assert_eq!(clock_off(&[900], 2, 500), None);
+        // Whatever a peer's clock says, no overflow.
+        let extreme = clock_off(&[i64::MIN, i64::MIN], 2, 500).expect("off");
+        assert!(extreme.contains("ahead of"), "{extreme}");
+        assert!(clock_off(&[i64::MAX, i64::MAX], 2, 500).is_some());
     }
 }
