@@ -154,17 +154,23 @@ pub fn audit_data_dir(sled_dir: &Path) -> Result<Report, String> {
 
 /// The transfer index, the pending transfers' records and the transfer
 /// count against what the blocks' transfer records give: a node decides
-/// whether an id is new by its index. A state without the pending records
-/// (written by an earlier version) has them derived when its node next
-/// starts.
+/// whether an id is new by its index. A state whose pending records do
+/// not cover its head (written by an earlier version) has them derived
+/// when its node next starts.
 fn check_index(
     store: &Store,
     latest: &BTreeMap<TransferId, Transfer>,
     problems: &mut Vec<String>,
 ) -> Result<(), String> {
     let state = &store.state;
-    let derived = state.contains_key(StateKey::Indexed.encode());
-    if !derived.map_err(|e| e.to_string())? {
+    let read = |key: StateKey| -> Result<Option<sled::IVec>, String> {
+        state.get(key.encode()).map_err(|e| e.to_string())
+    };
+    let head = (read(StateKey::Head)?)
+        .and_then(|v| codec::decode::<BlockHeader>(&v).ok())
+        .map_or(0, |h| h.height);
+    let covered = read(StateKey::Indexed)?.and_then(|v| codec::decode::<u64>(&v).ok());
+    if covered != Some(head) {
         return Ok(());
     }
     // The runs on disk, and the blocks past them as a node holds them.

@@ -335,9 +335,10 @@ pub enum StateKey<'a> {
     Pending(&'a TransferId),
     /// Number of transfers ever made. Derived, as `Pending`.
     TransferCount,
-    /// Set once the derived keys (`Pending`, `TransferCount`) cover every
-    /// block stored: a state without it (one written before they existed)
-    /// has them derived at start.
+    /// The height of the last block the derived keys (`Pending`,
+    /// `TransferCount`) cover, written with every block: a state where it
+    /// is not the head's (written before they existed, or by an earlier
+    /// alliance since) has them derived again at start.
     Indexed,
     /// The transfer index's manifest: its runs, whose chunks and filters
     /// lie under [`RUN_TAG`] and [`FILTER_TAG`] (see

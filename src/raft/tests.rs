@@ -428,10 +428,33 @@ async fn missing_pending_records_are_derived_at_start() {
     }
     let state = store.state.clone();
     let orgs = before.orgs().clone();
-    let sm = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
+    let sm = StateMachine::open(store, orgs.clone(), [0; 32], accept_all()).expect("reopen");
     assert_eq!(derived(&state), as_applied, "derived as applied wrote them");
     let after = sm.shared().read().ledger.clone();
-    assert_same_ledger(&sm, after, before, "the same ledger");
+    assert_same_ledger(&sm, after, before.clone(), "the same ledger");
+
+    // Blocks applied by an alliance that keeps no pending records (rolled
+    // back, then forward) leave them stale: here org1.x, settled, has one,
+    // and the marker names an earlier block.
+    drop((sm, state));
+    let store = reopen(dir.path());
+    let (pending_key, record) = as_applied.last().cloned().expect("org1.p's");
+    let x = TransferId::parse("org1.x").unwrap();
+    store
+        .state
+        .insert(StateKey::Pending(&x).encode(), record)
+        .unwrap();
+    store.state.remove(pending_key).unwrap();
+    let marker = crate::codec::encode(&1u64);
+    store
+        .state
+        .insert(StateKey::Indexed.encode(), marker)
+        .unwrap();
+    let state = store.state.clone();
+    let sm = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
+    assert_eq!(derived(&state), as_applied, "derived anew");
+    let after = sm.shared().read().ledger.clone();
+    assert_same_ledger(&sm, after, before, "the same ledger again");
 }
 
 /// The transfer index on disk, in runs (many small ones here, merged as

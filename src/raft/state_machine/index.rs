@@ -44,6 +44,9 @@ pub const RUN_IDS: usize = 1 << 17;
 /// Runs of one size merged into one.
 const MERGE_FAN: usize = 4;
 
+/// Keys of replaced runs removed per batch.
+const REMOVALS_PER_BATCH: usize = 2_500;
+
 /// A Bloom filter's bits per id, and the bits each id sets: about 1%
 /// false positives.
 const FILTER_BITS_PER_ID: u64 = 10;
@@ -123,6 +126,10 @@ pub struct Index {
     /// A merged run whose manifest is queued: it replaces its inputs
     /// among the live runs once that batch is on sled.
     merged: Option<(u64, Built)>,
+    /// Keys of merged runs' inputs still to remove: a few thousand at a
+    /// time, and none while a walk has the tree frozen (the writer would
+    /// keep each value it removes in memory for the walk).
+    removals: Vec<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -290,10 +297,7 @@ impl Index {
         }
         if self.merged.as_ref().is_some_and(|(n, _)| *n <= written) {
             if let Some((n, built)) = self.merged.take() {
-                let mut removal = StateBatch::default();
-                for key in &built.replaced_keys {
-                    removal.remove(key.clone());
-                }
+                self.removals.extend(built.replaced_keys);
                 place(&mut self.live, &built.replaces, |at, live| {
                     live.insert(
                         at,
@@ -304,8 +308,15 @@ impl Index {
                         },
                     )
                 });
-                writer.queue(removal).map_err(err)?;
             }
+        }
+        if !self.removals.is_empty() && !writer.is_frozen() {
+            let from = self.removals.len().saturating_sub(REMOVALS_PER_BATCH);
+            let mut removal = StateBatch::default();
+            for key in self.removals.drain(from..) {
+                removal.remove(key);
+            }
+            writer.queue(removal).map_err(err)?;
         }
         for merging in [false, true] {
             let slot = if merging {

@@ -68,19 +68,27 @@ const DERIVE_BATCH_KEYS: usize = 10_000;
 
 /// Derives the pending transfers' records and the transfer count
 /// ([`StateKey::Pending`], [`StateKey::TransferCount`]) from the blocks'
-/// transfer records, unless
-/// [`StateKey::Indexed`] says they are there: a state written before they
-/// existed, or installed from such a snapshot, gets them once. Written in
-/// batches, the marker last: a stop in between derives them again.
+/// transfer records, unless [`StateKey::Indexed`] says they cover the
+/// head: a state written before they existed, or written since by an
+/// alliance that does not keep them (a node rolled back, then forward),
+/// or installed from such a snapshot, gets them anew. Written in batches,
+/// the marker last: a stop in between derives them again.
 pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
     let tree = &store.state;
-    if tree
-        .contains_key(StateKey::Indexed.encode())
-        .map_err(read_err)?
-    {
+    let head = match tree.get(StateKey::Head.encode()).map_err(read_err)? {
+        Some(v) => decode::<BlockHeader>(&v).map_err(read_err)?.height,
+        None => 0,
+    };
+    let covered = (tree.get(StateKey::Indexed.encode()).map_err(read_err)?)
+        .and_then(|v| decode::<u64>(&v).ok());
+    if covered == Some(head) {
         return Ok(());
     }
+    // Records of transfers no longer pending may be among those there.
     let mut batch = sled::Batch::default();
+    for key in tree.scan_prefix([PENDING_TAG]).keys() {
+        batch.remove(key.map_err(read_err)?);
+    }
     let (mut in_batch, mut count, mut blocks) = (0, 0u64, 0u64);
     let mut failed = None;
     for_each_transfer_block(tree, |height, block| {
@@ -114,7 +122,7 @@ pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
         );
     }
     batch.insert(StateKey::TransferCount.encode(), encode(&count));
-    batch.insert(StateKey::Indexed.encode(), &[][..]);
+    batch.insert(StateKey::Indexed.encode(), encode(&head));
     tree.apply_batch(batch).map_err(write_err)?;
     store.durable.sync().map_err(write_err)
 }

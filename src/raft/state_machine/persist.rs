@@ -261,5 +261,6 @@ fn put_progress(batch: &mut StateBatch, applied: &Applied, changes: &Changes) {
             encode(&changes.blinding),
         );
         batch.insert(StateKey::Head.encode(), encode(block));
+        batch.insert(StateKey::Indexed.encode(), encode(&block.height));
     }
 }

@@ -66,8 +66,9 @@ fn decode_at<T: serde::de::DeserializeOwned>(
 
 impl StateRead<'_> {
     /// The state tree, once the writer has written every batch queued so
-    /// far: then it holds what memory shows (no batch is queued while this
-    /// read holds the lock).
+    /// far: then it holds what memory shows (apply queues no batch while
+    /// this read holds the lock; the transfer index's jobs queue only runs
+    /// that no manifest names yet).
     fn tree(&self) -> Result<&sled::Tree, ReadError> {
         self.writer.caught_up()?;
         Ok(self.stored)

@@ -161,8 +161,11 @@ impl Writer {
 
     /// Freezes the tree as it is now: from now until [`Self::thaw`], the
     /// writer keeps the value each key it writes had before. The caller
-    /// makes sure that nothing is queued (it holds the state lock, after
-    /// [`Self::caught_up`]). One freeze at a time.
+    /// makes sure that apply has nothing queued (it holds the state lock,
+    /// after [`Self::caught_up`]); the transfer index's jobs may queue
+    /// meanwhile, but only chunks of runs that no manifest names yet, which
+    /// a walk may see in part (a node that loads them removes them). One
+    /// freeze at a time.
     pub fn freeze(&self) {
         let mut frozen = self.shared.frozen();
         assert!(frozen.is_none(), "one freeze at a time");
@@ -177,6 +180,11 @@ impl Writer {
             Some(then) => then.clone(),
             None => Some(now),
         }
+    }
+
+    /// Whether a walk has the tree frozen now.
+    pub fn is_frozen(&self) -> bool {
+        self.shared.frozen().is_some()
     }
 
     /// Ends the freeze.
