@@ -42,6 +42,12 @@ pub enum SnapshotError {
     NotOurs,
     #[error("truncated snapshot")]
     Truncated,
+    #[error("a snapshot {what} of {len} bytes: the state holds none over {max} bytes")]
+    TooLarge {
+        what: &'static str,
+        len: u64,
+        max: u64,
+    },
     #[error("reading the snapshot: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -277,9 +283,24 @@ impl<R: Read> Pairs<R> {
         let Some(len) = self.len(true)? else {
             return Ok(None);
         };
-        let k = self.part(len)?;
+        let k = self.part(bounded("key", len, KEY_BYTES_MAX)?)?;
         let len = self.len(false)?.ok_or(SnapshotError::Truncated)?;
-        Ok(Some((k, self.part(len)?)))
+        Ok(Some((k, self.part(bounded("value", len, VALUE_BYTES_MAX)?)?)))
+    }
+}
+
+/// The largest key and value a state holds, with room to spare (ids are
+/// short; the largest value, the governance state, is bounded by the
+/// limits on members and proposals). A snapshot with a longer one is
+/// refused before it is read into memory: a hostile leader cannot make a
+/// follower allocate gigabytes for one value.
+const KEY_BYTES_MAX: u64 = 64 << 10;
+const VALUE_BYTES_MAX: u64 = 64 << 20;
+
+fn bounded(what: &'static str, len: u64, max: u64) -> Result<u64, SnapshotError> {
+    match len <= max {
+        true => Ok(len),
+        false => Err(SnapshotError::TooLarge { what, len, max }),
     }
 }
 
@@ -348,7 +369,21 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         huge.extend_from_slice(b"short");
         let read: Result<Vec<_>, _> = Pairs::new(&huge[..]).unwrap().collect();
-        assert!(matches!(read, Err(SnapshotError::Truncated)));
+        assert!(matches!(
+            read,
+            Err(SnapshotError::TooLarge { what: "key", .. })
+        ));
+        // A value longer than any the state holds is refused before it is
+        // read, whatever follows.
+        let mut long = SNAPSHOT_MAGIC.to_vec();
+        long.extend_from_slice(&1u32.to_be_bytes());
+        long.push(b'k');
+        long.extend_from_slice(&((64u32 << 20) + 1).to_be_bytes());
+        long.extend_from_slice(b"short");
+        let read: Result<Vec<_>, _> = Pairs::new(&long[..]).unwrap().collect();
+        let e = read.unwrap_err();
+        assert!(matches!(e, SnapshotError::TooLarge { what: "value", .. }));
+        assert!(e.to_string().contains("67108865 bytes"), "{e}");
         for foreign in [&b""[..], b"alliance", b"alliance-state-v5\nxxxxxxxx"] {
             assert!(matches!(Pairs::new(foreign), Err(SnapshotError::NotOurs)));
         }
