@@ -702,21 +702,26 @@ fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
 
 /// Removes the chunks and filters of runs `manifest` does not name.
 fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexError> {
-    let listed = |key: &[u8]| {
-        let number = key.get(1..9).and_then(|n| <[u8; 8]>::try_from(n).ok());
-        number.is_some_and(|n| {
-            let n = u64::from_be_bytes(n);
-            manifest.runs.iter().any(|r| r.number == n)
-        })
-    };
+    let mut listed: Vec<u64> = manifest.runs.iter().map(|r| r.number).collect();
+    listed.sort_unstable();
     let mut batch = sled::Batch::default();
     let mut removed = 0usize;
     for tag in [RUN_TAG, FILTER_TAG] {
-        for key in tree.scan_prefix([tag]).keys() {
-            let key = key.map_err(err)?;
-            if !listed(&key) {
-                batch.remove(key);
+        // Only the gaps between listed runs are read: a start does not
+        // read the whole index to find the few keys a stop left.
+        let mut from = vec![tag];
+        for number in listed.iter().map(Some).chain([None]) {
+            let to = match number {
+                Some(n) => run_prefix(tag, *n),
+                None => vec![tag + 1],
+            };
+            for key in tree.range(from.clone()..to).keys() {
+                batch.remove(key.map_err(err)?);
                 removed += 1;
+            }
+            match number.and_then(|n| n.checked_add(1)) {
+                Some(next) => from = run_prefix(tag, next),
+                None => break,
             }
         }
     }
@@ -813,7 +818,43 @@ fn id_hash(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{class, id_hash, Filter, RUN_IDS};
+    use super::{class, id_hash, remove_unlisted, run_key, run_prefix, Filter, Manifest, RunMeta};
+    use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
+
+    #[test]
+    fn runs_the_manifest_does_not_name_are_removed_at_start() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        for number in [0, 1, 2, 3, 5, 7, u64::MAX] {
+            tree.insert(run_key(number, "org1.a"), &b"chunk"[..])
+                .unwrap();
+            tree.insert(run_key(number, "org1.b"), &b"chunk"[..])
+                .unwrap();
+            let mut piece = run_prefix(FILTER_TAG, number);
+            piece.extend_from_slice(&0u32.to_be_bytes());
+            tree.insert(piece, &b"filter"[..]).unwrap();
+        }
+        tree.insert([RUN_TAG - 1], &b"other"[..]).unwrap();
+        tree.insert([FILTER_TAG + 1], &b"other"[..]).unwrap();
+        let listed = [2, 5, u64::MAX].map(|number| RunMeta { number, ids: 2 });
+        let manifest = Manifest {
+            runs: listed.to_vec(),
+            through: 9,
+            next_run: 8,
+        };
+        remove_unlisted(&tree, &manifest).unwrap();
+        let runs_left = |tag: u8| {
+            let numbers = tree.scan_prefix([tag]).keys().map(|k| {
+                let k = k.unwrap();
+                u64::from_be_bytes(k[1..9].try_into().unwrap())
+            });
+            numbers.collect::<Vec<_>>()
+        };
+        assert_eq!(runs_left(RUN_TAG), [2, 2, 5, 5, u64::MAX, u64::MAX]);
+        assert_eq!(runs_left(FILTER_TAG), [2, 5, u64::MAX]);
+        assert!(tree.contains_key([RUN_TAG - 1]).unwrap(), "other keys stay");
+        assert!(tree.contains_key([FILTER_TAG + 1]).unwrap());
+    }
 
     #[test]
     fn a_filter_holds_every_id_put_in_and_few_others() {

@@ -285,7 +285,10 @@ impl<R: Read> Pairs<R> {
         };
         let k = self.part(bounded("key", len, KEY_BYTES_MAX)?)?;
         let len = self.len(false)?.ok_or(SnapshotError::Truncated)?;
-        Ok(Some((k, self.part(bounded("value", len, VALUE_BYTES_MAX)?)?)))
+        Ok(Some((
+            k,
+            self.part(bounded("value", len, VALUE_BYTES_MAX)?)?,
+        )))
     }
 }
 
