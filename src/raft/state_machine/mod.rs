@@ -269,10 +269,19 @@ impl StateMachine {
         genesis_hash: Hash,
         origins: Arc<dyn OriginCheck>,
     ) -> Result<Self, StorageError> {
+        let started = std::time::Instant::now();
         snapshot::clear_incoming(&store).map_err(write_err)?;
         resume_install(&store)?;
         derive_index(&store)?;
         let applied = load(&store.state, &founding, genesis_hash)?;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            height = applied.ledger.height(),
+            transfers = applied.ledger.transfer_count(),
+            index_runs = applied.index.runs(),
+            index_held = applied.ledger.indexed_len(),
+            "loaded the applied state"
+        );
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
         let delay = |var| {
