@@ -103,6 +103,27 @@ pub const SEALED_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
 const SEALED_PATH_BYTES_MAX: usize = 512;
 
 /// Whether `evidence` is within the sizes every replica accepts.
+/// Whether `entry` has a node seal over few enough transfers to check
+/// ahead of apply: a large unit's digest costs more than the check saves.
+fn worth_checking_ahead(entry: &Entry) -> bool {
+    let small = |evidence: &Evidence, what: Attested<'_>| {
+        matches!(evidence, Evidence::Node(_)) && what.len() <= CHECK_AHEAD_TRANSFERS_MAX
+    };
+    match &entry.command {
+        Command::Group(bundles) => {
+            (bundles.iter()).any(|b| small(&b.evidence, Attested::Bundle(&b.items)))
+        }
+        Command::Tick => false,
+        command => small(
+            &entry.evidence,
+            Attested::Command {
+                actor: &entry.actor,
+                command,
+            },
+        ),
+    }
+}
+
 pub fn fits(evidence: &Evidence) -> bool {
     match evidence {
         Evidence::Leader => true,
@@ -391,7 +412,11 @@ impl Witness {
     /// later, finds them verified. Only saves work: apply checks all the
     /// rest, and a seal not checked ahead (the thread busy, the entry
     /// dated outside its certificate) is checked there as usual.
-    pub fn check_ahead(self: &Arc<Self>, entries: Vec<Arc<Entry>>) {
+    pub fn check_ahead(self: &Arc<Self>, mut entries: Vec<Arc<Entry>>) {
+        // Only entries with a seal worth checking wait in the queue: one
+        // that holds a batch of thousands, on a thread busy elsewhere,
+        // would hold megabytes each for nothing.
+        entries.retain(|e| worth_checking_ahead(e));
         if entries.is_empty() {
             return;
         }
@@ -427,7 +452,6 @@ impl Witness {
             let Evidence::Node(seal) = evidence else {
                 return;
             };
-            // A large unit's digest costs more than the check it saves.
             if !fits(evidence) || what.len() > CHECK_AHEAD_TRANSFERS_MAX {
                 return;
             }
