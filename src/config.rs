@@ -375,9 +375,10 @@ pub struct Limits {
     /// How far ahead of this node's clock an entry from the leader may be
     /// dated: a later-dated one is refused ([`crate::raft::clock`]).
     pub clock_offset_max_ms: u64,
-    /// Most transfers whose place in the transfer index a node keeps in
-    /// memory once it is on disk: the most recent ones. Others are read
-    /// from disk when an entry names them.
+    /// Most ids a node keeps in memory of those it looked up in the
+    /// transfer index on disk (for entries that named them), for the
+    /// entries after: a re-send or a post soon after needs no disk read.
+    /// The newest ids stay in memory until they are written to a run.
     pub transfer_index_held_max: usize,
 }
 
