@@ -221,8 +221,23 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
         "Whether a peer answered this node's last head exchange.",
         &reachable,
     );
+    gauge(
+        &mut out,
+        "process_resident_memory_bytes",
+        "Resident memory of this node's process, in bytes.",
+        resident_bytes(),
+    );
     render_activity(&mut out, stats, certs);
     out
+}
+
+/// This process's resident memory (`VmRSS` in `/proc/self/status`), if
+/// the system says.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }
 
 /// The counters and histograms of what this node did, and its

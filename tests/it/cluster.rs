@@ -703,6 +703,9 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
         "{text}"
     );
     assert!(sample(&text, "alliance_raft_term") >= Some(1), "{text}");
+    // A node holds more than a megabyte and less than its machine.
+    let rss = sample(&text, "process_resident_memory_bytes").expect("rss");
+    assert!((1 << 20..1 << 40).contains(&rss), "{text}");
     // Seeding proposed entries here, the leader: counted, timed, durable.
     assert!(
         sample(&text, "alliance_proposals_committed_total") >= Some(3),

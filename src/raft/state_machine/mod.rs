@@ -168,8 +168,15 @@ impl SharedState {
             (applied.last_applied, applied.membership.clone())
         };
         std::thread::sleep(self.walk_delay);
+        let (started, rss) = (std::time::Instant::now(), resident_mb());
         let walked = walk(&self.state, &self.writer);
         self.writer.thaw();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            rss_mb_before = rss,
+            rss_mb_after = resident_mb(),
+            "walked the stored state (a snapshot build or a backup)"
+        );
         walked.map(|_| (last_applied, membership))
     }
 }
@@ -672,6 +679,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         self.stored_snapshot().await
     }
+}
+
+/// This process's resident memory in MB, for the log (0 if unknown).
+fn resident_mb() -> u64 {
+    crate::api::metrics::resident_bytes().map_or(0, |b| b >> 20)
 }
 
 #[cfg(test)]
