@@ -90,13 +90,17 @@ impl Command {
         )
     }
 
-    /// How many transfers the command names: new ones, or the pending one
-    /// it posts or voids.
-    pub fn transfers_named(&self) -> usize {
+    /// The transfer ids the command names: its transfers' (new or
+    /// re-sent), or the pending one it posts or voids.
+    pub fn transfer_ids(&self) -> Vec<&TransferId> {
         match self {
-            Command::Transfers { transfers, .. } => transfers.len(),
-            Command::Group(bundles) => bundles.iter().map(|b| b.items.len()).sum(),
-            Command::PostPending { .. } | Command::VoidPending { .. } => 1,
+            Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
+            Command::Group(bundles) => bundles
+                .iter()
+                .flat_map(|b| &b.items)
+                .map(|g| &g.transfer.id)
+                .collect(),
+            Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
             Command::CreateAccount(_)
             | Command::CloseAccount { .. }
             | Command::SetReaders { .. }
@@ -104,7 +108,16 @@ impl Command {
             | Command::Propose(_)
             | Command::Ballot { .. }
             | Command::Revoke(_)
-            | Command::Join => 0,
+            | Command::Join => vec![],
+        }
+    }
+
+    /// How many transfers the command names (see [`Self::transfer_ids`]).
+    pub fn transfers_named(&self) -> usize {
+        match self {
+            Command::Transfers { transfers, .. } => transfers.len(),
+            Command::Group(bundles) => bundles.iter().map(|b| b.items.len()).sum(),
+            command => command.transfer_ids().len(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The settled-transfer cache: a ledger may forget settled transfers once
 //! stored, and load back the ones an entry names before applying it.
 
-use super::{Changes, Command, Entry, Ledger, Transfer, TransferId, TransferState};
+use super::{Changes, Entry, Ledger, Transfer, TransferId, TransferState};
 
 impl Ledger {
     /// After this call, settled transfers made by an entry are not kept in
@@ -30,7 +30,9 @@ impl Ledger {
         if !self.index_outside {
             return Vec::new();
         }
-        named(entry)
+        entry
+            .command
+            .transfer_ids()
             .into_iter()
             .filter(|id| !self.stored_at.contains_key(id.as_str()) && !self.absent.contains(*id))
             .cloned()
@@ -101,7 +103,9 @@ impl Ledger {
     /// applying `entry` (and after [`Self::looked_up`], with the index
     /// outside).
     pub fn to_load(&self, entry: &Entry) -> Vec<(TransferId, u64)> {
-        named(entry)
+        entry
+            .command
+            .transfer_ids()
             .into_iter()
             .filter(|id| !self.transfers.contains_key(*id))
             .filter_map(|id| Some((id.clone(), *self.stored_at.get(id.as_str())?)))
@@ -171,26 +175,4 @@ pub struct StaleRecord {
     pub id: TransferId,
     pub at: u64,
     pub latest: Option<u64>,
-}
-
-/// The transfer ids `entry` names: its transfers' (new or re-sent) and
-/// those it posts or voids.
-fn named(entry: &Entry) -> Vec<&TransferId> {
-    match &entry.command {
-        Command::Transfers { transfers, .. } => transfers.iter().map(|t| &t.id).collect(),
-        Command::Group(bundles) => bundles
-            .iter()
-            .flat_map(|b| &b.items)
-            .map(|g| &g.transfer.id)
-            .collect(),
-        Command::PostPending { id, .. } | Command::VoidPending { id } => vec![id],
-        Command::CreateAccount(_)
-        | Command::CloseAccount { .. }
-        | Command::SetReaders { .. }
-        | Command::Tick
-        | Command::Propose(_)
-        | Command::Ballot { .. }
-        | Command::Revoke(_)
-        | Command::Join => vec![],
-    }
 }
