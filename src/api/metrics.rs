@@ -235,9 +235,14 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
 /// the system says.
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
+    status_kb(&status, "VmRSS:")?.checked_mul(1024)
+}
+
+/// The value, in kB, of field `key` (e.g. `VmRSS:`) of a
+/// `/proc/<pid>/status` text.
+pub fn status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The counters and histograms of what this node did, and its

@@ -444,10 +444,7 @@ mod usage {
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb = |key: &str| -> Option<f64> {
-            let line = status.lines().find(|l| l.starts_with(key))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        };
+        let kb = |key| crate::api::metrics::status_kb(&status, key).map(|kb| kb as f64);
         Some(Usage {
             pid,
             cpu_seconds: ticks as f64 / TICKS_PER_SECOND,

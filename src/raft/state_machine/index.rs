@@ -207,13 +207,21 @@ impl Index {
     /// their filters; the ids of the blocks past them, which `ledger`
     /// holds; and removes what runs the manifest does not name left.
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
-        remove_unlisted(tree, &manifest(tree)?)?;
-        Self::read(tree, ledger)
+        let manifest = manifest(tree)?;
+        remove_unlisted(tree, &manifest)?;
+        Self::with_manifest(tree, manifest, ledger)
     }
 
     /// [`Self::load`], changing nothing on sled (for an audit).
     pub fn read(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
-        let manifest = manifest(tree)?;
+        Self::with_manifest(tree, manifest(tree)?, ledger)
+    }
+
+    fn with_manifest(
+        tree: &sled::Tree,
+        manifest: Manifest,
+        ledger: &mut Ledger,
+    ) -> Result<Self, IndexError> {
         let mut live = Vec::with_capacity(manifest.runs.len());
         for meta in &manifest.runs {
             let mut bytes = Vec::new();
@@ -298,16 +306,21 @@ impl Index {
         if self.merged.as_ref().is_some_and(|(n, _)| *n <= written) {
             if let Some((n, built)) = self.merged.take() {
                 self.removals.extend(built.replaced_keys);
-                place(&mut self.live, &built.replaces, |at, live| {
-                    live.insert(
-                        at,
-                        Run {
-                            meta: built.run,
-                            filter: built.filter,
-                            written_by: n,
-                        },
-                    )
-                });
+                place(
+                    &mut self.live,
+                    |r| r.meta.number,
+                    &built.replaces,
+                    |at, live| {
+                        live.insert(
+                            at,
+                            Run {
+                                meta: built.run,
+                                filter: built.filter,
+                                written_by: n,
+                            },
+                        )
+                    },
+                );
             }
         }
         if !self.removals.is_empty() && !writer.is_frozen() {
@@ -355,9 +368,12 @@ impl Index {
     /// Queues the manifest with what `built` made.
     fn take_built(&mut self, built: Built, writer: &Arc<Writer>) -> Result<(), IndexError> {
         let mut manifest = self.manifest.clone();
-        place(&mut manifest.runs, &built.replaces, |at, runs| {
-            runs.insert(at, built.run)
-        });
+        place(
+            &mut manifest.runs,
+            |r| r.number,
+            &built.replaces,
+            |at, runs| runs.insert(at, built.run),
+        );
         manifest.through = manifest.through.max(built.through);
         let mut batch = StateBatch::default();
         batch.insert(StateKey::IndexRuns.encode(), encode(&manifest));
@@ -430,27 +446,17 @@ impl Drop for Job {
 
 /// Puts a run in `list` in place of those of `replaces` (a merge's
 /// inputs, consecutive), or at the front if it replaces none.
-fn place<T: HasNumber>(list: &mut Vec<T>, replaces: &[u64], put: impl FnOnce(usize, &mut Vec<T>)) {
-    let at = list
-        .iter()
-        .position(|r| replaces.contains(&r.number()))
-        .unwrap_or(0);
-    list.retain(|r| !replaces.contains(&r.number()));
+/// `number` gives a run's number.
+fn place<T>(
+    list: &mut Vec<T>,
+    number: impl Fn(&T) -> u64,
+    replaces: &[u64],
+    put: impl FnOnce(usize, &mut Vec<T>),
+) {
+    let replaced = |r: &T| replaces.contains(&number(r));
+    let at = list.iter().position(replaced).unwrap_or(0);
+    list.retain(|r| !replaced(r));
     put(at.min(list.len()), list);
-}
-
-trait HasNumber {
-    fn number(&self) -> u64;
-}
-impl HasNumber for RunMeta {
-    fn number(&self) -> u64 {
-        self.number
-    }
-}
-impl HasNumber for Run {
-    fn number(&self) -> u64 {
-        self.meta.number
-    }
 }
 
 /// The size class of a run of `ids`, new runs taking `run_ids`: runs of

@@ -3,7 +3,7 @@
 //! which stay on disk.
 
 use super::index::Index;
-use super::{read_err, write_err, Applied, Founding};
+use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{BlockHeader, Hash, Ledger, TransferState};
 use crate::raft::store::{
@@ -63,9 +63,6 @@ fn scan<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// Keys of derived records written per batch while they are derived.
-const DERIVE_BATCH_KEYS: usize = 10_000;
-
 /// Derives the pending transfers' records and the transfer count
 /// ([`StateKey::Pending`], [`StateKey::TransferCount`]) from the blocks'
 /// transfer records, unless [`StateKey::Indexed`] says they cover the
@@ -105,7 +102,7 @@ pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
             }
             in_batch += 1;
         }
-        if in_batch >= DERIVE_BATCH_KEYS && failed.is_none() {
+        if in_batch >= INSTALL_BATCH_KEYS && failed.is_none() {
             failed = tree.apply_batch(std::mem::take(&mut batch)).err();
             in_batch = 0;
         }

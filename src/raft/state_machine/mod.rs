@@ -422,7 +422,8 @@ fn snapshot_err<E: std::error::Error + Send + Sync + 'static>(
 }
 
 /// Keys removed, and bytes of pairs inserted, per batch while a snapshot
-/// replaces the state: what an install holds in memory at once.
+/// replaces the state (and keys written while derived records are
+/// derived): what an install holds in memory at once.
 const INSTALL_BATCH_KEYS: usize = 10_000;
 const INSTALL_BATCH_BYTES: usize = 8 << 20;
 
