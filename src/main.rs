@@ -174,6 +174,10 @@ enum Cmd {
     },
     /// Print the manual page (roff), e.g. `alliance man | man -l -`.
     Man,
+    /// Print the API's OpenAPI 3.1 description (JSON) with the default
+    /// limits, e.g. to generate a client; a node serves its own at
+    /// `GET /v1/openapi.json`.
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -585,6 +589,12 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
         Cmd::Completions { shell } => {
             let mut cli = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cli, "alliance", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Openapi => {
+            let doc = alliance::api::openapi::document(&alliance::config::Limits::default());
+            let json = serde_json::to_string_pretty(&doc).expect("the description serializes");
+            println!("{json}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Man => {

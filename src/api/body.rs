@@ -13,6 +13,9 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::config::Limits;
@@ -64,26 +67,37 @@ async fn read_all(mut payload: web::Payload, max: usize) -> Result<web::Bytes, A
     Ok(body.freeze())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"id": "org1.payroll", "asset": "USD"}))]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountBody {
+    #[schema(value_type = AccountId)]
     id: String,
+    #[schema(value_type = Asset)]
     asset: String,
     #[serde(default)]
     allow_negative: bool,
     #[serde(default)]
+    #[schema(value_type = Vec<OrgName>)]
     readers: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = decimal_in)]
     balance_max: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"id": "org1.pay-0001", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": "2500", "memo": "invoice 17"}))]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
+    #[schema(value_type = TransferId)]
     id: String,
+    #[schema(value_type = AccountId)]
     debit_account: String,
+    #[schema(value_type = AccountId)]
     credit_account: String,
+    #[schema(schema_with = amount_in)]
     amount: Value,
+    #[schema(value_type = Option<Asset>)]
     asset: Option<String>,
     memo: Option<String>,
     #[serde(default)]
@@ -91,7 +105,8 @@ pub struct TransferBody {
     timeout_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"transfers": [{"id": "org1.pay-0002", "debit_account": "org1.ops", "credit_account": "org2.ops", "amount": 100}, {"id": "org1.hold-0001", "debit_account": "org1.ops", "credit_account": "org3.ops", "amount": 200, "pending": true, "timeout_ms": 60000}], "atomic": true, "answer": "refused"}))]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     transfers: Vec<TransferBody>,
@@ -102,9 +117,9 @@ pub struct BatchBody {
 }
 
 /// What a batch's answer lists (the body's `answer`).
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum BatchAnswer {
+pub(super) enum BatchAnswer {
     /// Every item's result, in request order.
     #[default]
     All,
@@ -133,16 +148,44 @@ impl From<BatchAnswer> for Shape {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
+    /// Less than the pending amount: the rest is released.
+    #[schema(schema_with = amount_in)]
     amount: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"readers": ["org2"]}))]
 #[serde(deny_unknown_fields)]
 pub struct ReadersBody {
+    #[schema(value_type = Vec<OrgName>)]
     readers: Vec<String>,
+}
+
+/// An amount as a body may give it (OpenAPI): a JSON integer from 1 to
+/// 2^64-1, or a decimal string (the pattern shows those of up to 19
+/// digits; larger ones up to 2^64-1 are taken too).
+pub(super) fn amount_in() -> RefOr<Schema> {
+    number_in(1, "^[1-9][0-9]{0,18}$")
+}
+
+/// A non-negative integer as a body may give it (OpenAPI): a JSON integer
+/// or a decimal string.
+fn decimal_in() -> RefOr<Schema> {
+    number_in(0, "^(0|[1-9][0-9]*)$")
+}
+
+fn number_in(minimum: u64, pattern: &str) -> RefOr<Schema> {
+    let integer = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(minimum))
+        .maximum(Some(u64::MAX));
+    let string = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern));
+    OneOfBuilder::new().item(integer).item(string).into()
 }
 
 pub(super) fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -375,9 +418,9 @@ pub fn check_limits(command: &Command, limits: &Limits) -> Result<(), ApiError> 
 }
 
 /// `{}`: the only body `void` and `close` accept (or none at all).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EmptyBody {}
+pub(super) struct EmptyBody {}
 
 pub(super) fn empty_body(body: &[u8]) -> Result<(), ApiError> {
     if !body.is_empty() {

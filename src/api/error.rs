@@ -41,6 +41,8 @@ pub enum ApiError {
     SignOrUseOwnNode(String),
     /// Unknown route, or an object the caller may not see.
     NotFound(&'static str),
+    /// A route that does not take this method; the ones it takes.
+    MethodNotAllowed(String),
     Rejected(Rejection),
     /// Too many writes in flight on this node.
     Overloaded,
@@ -72,6 +74,7 @@ impl ApiError {
             Self::SignOrUseOwnNode(_) => "sign_or_use_own_node",
             Self::InvalidSignature(_) => "invalid_signature",
             Self::NotFound(what) => what,
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Rejected(r) => r.code(),
             Self::Overloaded => "overloaded",
             Self::RateLimited(_) => "rate_limited",
@@ -94,6 +97,7 @@ impl ApiError {
             Self::Unauthenticated(_) | Self::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::SignOrUseOwnNode(_) | Self::Revoked => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Rejected(r) => rejection_status(*r),
             Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NoQuorum | Self::Unavailable(_) | Self::Diverged(_) => {
@@ -128,6 +132,7 @@ impl ApiError {
                  certificate's key (alliance-signature header)"
             ),
             Self::NotFound(what) => not_found_message(what).to_owned(),
+            Self::MethodNotAllowed(allow) => format!("this route takes {allow} only"),
             Self::Rejected(r) => r.message().to_owned(),
             Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
             Self::RateLimited(s) => format!("request budget spent; retry after {s} s"),
@@ -224,7 +229,9 @@ fn rejection_status(r: Rejection) -> StatusCode {
 /// What a 404 says, by its code: what may be missing, and where to look.
 fn not_found_message(code: &str) -> &'static str {
     match code {
-        "route_not_found" => "no such route or method (the README's API table lists them)",
+        "route_not_found" => {
+            "no such route (the README's API table lists them; GET /v1/openapi.json describes them)"
+        }
         "account_not_found" => {
             "no such account, or this organization may not read it (its owner grants reads)"
         }

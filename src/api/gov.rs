@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::body::{account_id, amount, check_memo, empty_body, invalid, parse_json};
+use super::body::{account_id, amount, amount_in, check_memo, empty_body, invalid, parse_json};
 use super::error::ApiError;
 use super::views::Rendered;
 use crate::config::{HostPort, Limits};
@@ -93,9 +94,9 @@ fn serial(s: &str) -> Result<Serial, ApiError> {
 
 /// What a proposal asks: the canonical JSON of an [`Action`], with amounts
 /// also accepted as decimal strings.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum ActionBody {
+pub(super) enum ActionBody {
     Freeze {
         account: String,
     },
@@ -105,6 +106,7 @@ enum ActionBody {
     Correction {
         debit_account: String,
         credit_account: String,
+        #[schema(schema_with = amount_in)]
         amount: Value,
         #[serde(default)]
         memo: Option<String>,
@@ -143,9 +145,9 @@ enum ActionBody {
 }
 
 /// A node to add, as a proposal names it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewNodeBody {
+pub(super) struct NewNodeBody {
     id: u64,
     org: String,
     api_addr: String,
@@ -340,24 +342,24 @@ impl ActionBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BallotBody {
+pub(super) struct BallotBody {
     vote: String,
     digest: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RevokeBody {
+pub(super) struct RevokeBody {
     org: String,
     serial: String,
 }
 
 /// A proposal as the API shows it; `required` and `members` are the
 /// threshold as it stands now.
-#[derive(Serialize)]
-struct ProposalView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProposalView<'a> {
     id: u64,
     action: &'a Action,
     digest: &'a str,
@@ -384,8 +386,8 @@ struct ProposalView<'a> {
     enforced_on: Option<&'a [u64]>,
 }
 
-#[derive(Serialize)]
-struct BallotView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct BallotView<'a> {
     org: &'a OrgName,
     vote: &'static str,
     height: u64,
@@ -453,8 +455,8 @@ pub fn proposal(p: &Proposal, gov: &Gov, as_of: Option<u64>) -> Rendered {
     Rendered::ok(&proposal_view(p, gov, as_of))
 }
 
-#[derive(Serialize)]
-struct ProposalsPage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProposalsPage<'a> {
     proposals: Vec<ProposalView<'a>>,
     next_cursor: Option<String>,
     as_of: u64,
@@ -475,8 +477,8 @@ pub fn proposals(gov: &Gov, from: u64, limit: usize, as_of: u64) -> Rendered {
     })
 }
 
-#[derive(Serialize)]
-struct RevocationView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct RevocationView<'a> {
     org: &'a OrgName,
     serial: &'a Serial,
     /// `owner`, or the proposal that revoked it.
@@ -509,8 +511,8 @@ pub fn revocation<'a>(r: &'a Revocation, enforced_on: Option<&'a [u64]>) -> Rend
     })
 }
 
-#[derive(Serialize)]
-struct RegistryView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct RegistryView<'a> {
     orgs: Vec<OrgView<'a>>,
     members: usize,
     threshold: String,
@@ -520,12 +522,13 @@ struct RegistryView<'a> {
     frozen: Vec<FrozenView<'a>>,
     /// Every node that ever was one, by id (a removed one's id is never
     /// reused).
+    #[schema(value_type = BTreeMap<String, NodeRecord>)]
     nodes: &'a BTreeMap<u64, NodeRecord>,
     as_of: u64,
 }
 
-#[derive(Serialize)]
-struct OrgView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct OrgView<'a> {
     name: &'a OrgName,
     status: OrgStatus,
     /// The block that added it (0: genesis) or last changed its status.
@@ -534,8 +537,8 @@ struct OrgView<'a> {
     nodes: &'a BTreeSet<u64>,
 }
 
-#[derive(Serialize)]
-struct CaView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct CaView<'a> {
     /// SHA-256 of the CA certificate (DER), hex.
     sha256: String,
     /// When it expires, in seconds since the Unix epoch.
@@ -543,8 +546,8 @@ struct CaView<'a> {
     pem: &'a str,
 }
 
-#[derive(Serialize)]
-struct FrozenView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct FrozenView<'a> {
     account: &'a AccountId,
     proposal: u64,
 }
@@ -594,14 +597,16 @@ pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
 }
 
 /// An organization that acknowledged joining (`POST /v1/gov/join`).
+/// The answer to `POST /v1/gov/join`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Joined<'a> {
+    org: &'a OrgName,
+    status: Option<OrgStatus>,
+    members: usize,
+    enforced_on: Option<&'a [u64]>,
+}
+
 pub fn joined(org: &OrgName, gov: &Gov, enforced_on: Option<&[u64]>) -> Rendered {
-    #[derive(Serialize)]
-    struct Joined<'a> {
-        org: &'a OrgName,
-        status: Option<OrgStatus>,
-        members: usize,
-        enforced_on: Option<&'a [u64]>,
-    }
     Rendered::ok(&Joined {
         org,
         status: gov.member(org).map(|m| m.status),

@@ -28,6 +28,7 @@ pub mod gov;
 pub mod group;
 pub mod identify;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod peer;
 pub mod public;

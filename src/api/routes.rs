@@ -15,33 +15,76 @@ use crate::identity::request::SIGNATURE_HEADER;
 use crate::identity::Principal;
 use crate::ledger::{Action, Command, Rejection, Role};
 
+/// How a route's handler is attached to it.
+type Attach = fn(actix_web::Route) -> actix_web::Route;
+
+/// Every `/v1` route: its path under `/v1`, and each method it takes with
+/// its handler. The OpenAPI description ([`super::openapi`]) lists the same.
+pub const ROUTES: &[(&str, &[(&str, Attach)])] = &[
+    (
+        "/accounts",
+        &[("POST", |r| r.to(write)), ("GET", |r| r.to(list_accounts))],
+    ),
+    ("/accounts/{id}", &[("GET", |r| r.to(get_account))]),
+    (
+        "/accounts/{id}/transfers",
+        &[("GET", |r| r.to(account_history))],
+    ),
+    ("/accounts/{id}/readers", &[("PUT", |r| r.to(write))]),
+    ("/accounts/{id}/close", &[("POST", |r| r.to(write))]),
+    ("/transfers", &[("POST", |r| r.to(write))]),
+    ("/transfers/{id}", &[("GET", |r| r.to(get_transfer))]),
+    ("/transfers/{id}/post", &[("POST", |r| r.to(write))]),
+    ("/transfers/{id}/void", &[("POST", |r| r.to(write))]),
+    (
+        "/transfers/{id}/proof",
+        &[("GET", |r| r.to(transfer_proof))],
+    ),
+    ("/blocks", &[("GET", |r| r.to(list_blocks))]),
+    ("/blocks/{height}", &[("GET", |r| r.to(get_block))]),
+    ("/cluster", &[("GET", |r| r.to(cluster))]),
+    ("/backup", &[("GET", |r| r.to(backup))]),
+    (
+        "/gov/proposals",
+        &[("POST", |r| r.to(write)), ("GET", |r| r.to(list_proposals))],
+    ),
+    ("/gov/proposals/{id}", &[("GET", |r| r.to(get_proposal))]),
+    ("/gov/proposals/{id}/ballots", &[("POST", |r| r.to(write))]),
+    ("/gov/revocations", &[("POST", |r| r.to(write))]),
+    ("/gov/join", &[("POST", |r| r.to(write))]),
+    ("/gov/registry", &[("GET", |r| r.to(registry))]),
+    ("/openapi.json", &[("GET", |r| r.to(openapi))]),
+];
+
+/// The `/v1` routes; a method a route does not take answers 405 with the
+/// ones it does (`Allow`), any other path 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/v1")
-            .route("/accounts", web::post().to(write))
-            .route("/accounts", web::get().to(list_accounts))
-            .route("/accounts/{id}", web::get().to(get_account))
-            .route("/accounts/{id}/transfers", web::get().to(account_history))
-            .route("/accounts/{id}/readers", web::put().to(write))
-            .route("/accounts/{id}/close", web::post().to(write))
-            .route("/transfers", web::post().to(write))
-            .route("/transfers/{id}", web::get().to(get_transfer))
-            .route("/transfers/{id}/post", web::post().to(write))
-            .route("/transfers/{id}/void", web::post().to(write))
-            .route("/transfers/{id}/proof", web::get().to(transfer_proof))
-            .route("/blocks", web::get().to(list_blocks))
-            .route("/blocks/{height}", web::get().to(get_block))
-            .route("/cluster", web::get().to(cluster))
-            .route("/backup", web::get().to(backup))
-            .route("/gov/proposals", web::post().to(write))
-            .route("/gov/proposals", web::get().to(list_proposals))
-            .route("/gov/proposals/{id}", web::get().to(get_proposal))
-            .route("/gov/proposals/{id}/ballots", web::post().to(write))
-            .route("/gov/revocations", web::post().to(write))
-            .route("/gov/join", web::post().to(write))
-            .route("/gov/registry", web::get().to(registry)),
-    )
-    .default_service(web::to(no_route));
+    let mut scope = web::scope("/v1");
+    for (path, methods) in ROUTES {
+        let mut resource = web::resource(*path);
+        for (method, attach) in *methods {
+            let method = actix_web::http::Method::from_bytes(method.as_bytes())
+                .expect("ROUTES names HTTP methods");
+            resource = resource.route(attach(web::method(method)));
+        }
+        let allow: Vec<&str> = methods.iter().map(|(m, _)| *m).collect();
+        let allow = allow.join(", ");
+        resource = resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move {
+                let mut response: HttpResponse =
+                    ApiError::MethodNotAllowed(allow.clone()).render().into();
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                    response
+                        .headers_mut()
+                        .insert(actix_web::http::header::ALLOW, value);
+                }
+                response
+            }
+        }));
+        scope = scope.service(resource);
+    }
+    cfg.service(scope).default_service(web::to(no_route));
 }
 
 /// Runs a read linearizably (default) or on this node's state.
@@ -264,4 +307,10 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
     Answer::Cluster(Box::new(svc.cluster_for(_principal.cert())))
         .render()
         .into()
+}
+
+/// This API's OpenAPI description, with this node's limits; any member
+/// certificate may ask.
+async fn openapi(_principal: Principal, svc: web::Data<Service>) -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document(svc.limits()))
 }

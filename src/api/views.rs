@@ -16,6 +16,9 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::identity::Expiry;
 use crate::ledger::chain::{self, BlockHeader, Hash, Proof};
@@ -191,7 +194,7 @@ impl From<Rendered> for HttpResponse {
 }
 
 /// An error as every error body carries it, under `"error"`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorView<'a> {
     pub code: &'a str,
     pub message: &'a str,
@@ -207,13 +210,59 @@ impl ErrorView<'static> {
 }
 
 /// The body of every error answer: `{"error": {"code", "message"}}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
     pub error: ErrorView<'a>,
 }
 
 /// A number written as a decimal string (see the module docs).
-struct Decimal<T>(T);
+pub(super) struct Decimal<T>(T);
+
+/// Minor units (amounts), totals of them (balances' parts) and signed
+/// balances: the names the API's fields use, so that its OpenAPI
+/// description names each as one schema.
+pub(super) type Units = Decimal<u64>;
+pub(super) type Total = Decimal<u128>;
+pub(super) type SignedTotal = Decimal<i128>;
+
+impl PartialSchema for Decimal<u64> {
+    fn schema() -> RefOr<Schema> {
+        crate::ledger::ids::string_schema(
+            "^(0|[1-9][0-9]*)$",
+            "a non-negative integer as a decimal string",
+        )
+    }
+}
+
+impl ToSchema for Decimal<u64> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Decimal".into()
+    }
+}
+
+impl PartialSchema for Decimal<u128> {
+    fn schema() -> RefOr<Schema> {
+        Decimal::<u64>::schema()
+    }
+}
+
+impl ToSchema for Decimal<u128> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Decimal".into()
+    }
+}
+
+impl PartialSchema for Decimal<i128> {
+    fn schema() -> RefOr<Schema> {
+        crate::ledger::ids::string_schema("^(0|-?[1-9][0-9]*)$", "an integer as a decimal string")
+    }
+}
+
+impl ToSchema for Decimal<i128> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SignedDecimal".into()
+    }
+}
 
 impl<T: Display> Serialize for Decimal<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -223,21 +272,21 @@ impl<T: Display> Serialize for Decimal<T> {
 
 /// An account as `viewer`'s organization may see it: the readers list is
 /// shown to the owner only.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccountView<'a> {
     id: &'a AccountId,
     owner: &'a OrgName,
     asset: &'a Asset,
     allow_negative: bool,
     closed: bool,
-    balance_max: Option<Decimal<u128>>,
+    balance_max: Option<Total>,
     readers: Vec<&'a OrgName>,
-    balance: Decimal<i128>,
-    available: Decimal<i128>,
-    debits_pending: Decimal<u128>,
-    credits_pending: Decimal<u128>,
-    debits_posted: Decimal<u128>,
-    credits_posted: Decimal<u128>,
+    balance: SignedTotal,
+    available: SignedTotal,
+    debits_pending: Total,
+    credits_pending: Total,
+    debits_posted: Total,
+    credits_posted: Total,
     created_height: u64,
     as_of: u64,
 }
@@ -271,14 +320,14 @@ impl<'a> AccountView<'a> {
 
 /// An account's balances as of a block height: after its last event at or
 /// below it (none: as created, all zero).
-#[derive(Serialize)]
-struct BalanceAtView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct BalanceAtView<'a> {
     id: &'a AccountId,
     asset: &'a Asset,
     at_height: u64,
-    balance: Decimal<i128>,
-    debits_pending: Decimal<u128>,
-    credits_pending: Decimal<u128>,
+    balance: SignedTotal,
+    debits_pending: Total,
+    credits_pending: Total,
     as_of: u64,
 }
 
@@ -299,12 +348,12 @@ impl<'a> BalanceAtView<'a> {
 
 /// A transfer as the API shows it. Serialized straight from the record:
 /// a batch's answer is thousands of these.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TransferView<'a> {
     id: &'a TransferId,
     debit_account: &'a AccountId,
     credit_account: &'a AccountId,
-    amount: Decimal<u64>,
+    amount: Units,
     asset: &'a Asset,
     memo: &'a Option<String>,
     posted_by: &'a OrgName,
@@ -315,7 +364,7 @@ pub struct TransferView<'a> {
     timeout_ms: Option<u64>,
     expires_at_ms: Option<u64>,
     state: TransferState,
-    posted_amount: Option<Decimal<u64>>,
+    posted_amount: Option<Units>,
     resolved_height: Option<u64>,
 }
 
@@ -343,8 +392,8 @@ impl<'a> From<&'a Transfer> for TransferView<'a> {
 }
 
 /// A transfer, with `as_of` when it was read.
-#[derive(Serialize)]
-struct TransferRead<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TransferRead<'a> {
     #[serde(flatten)]
     transfer: TransferView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,16 +401,16 @@ struct TransferRead<'a> {
 }
 
 /// One item of an account's history.
-#[derive(Serialize)]
-struct HistoryView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryView<'a> {
     seq: u64,
     transfer: &'a TransferId,
     event: Event,
     side: &'static str,
-    amount: Decimal<u64>,
-    balance_after: Decimal<i128>,
-    debits_pending_after: Decimal<u128>,
-    credits_pending_after: Decimal<u128>,
+    amount: Units,
+    balance_after: SignedTotal,
+    debits_pending_after: Total,
+    credits_pending_after: Total,
     height: u64,
     log_index: u64,
     timestamp_ms: u64,
@@ -385,15 +434,15 @@ impl<'a> From<&'a HistoryItem> for HistoryView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct HistoryPage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryPage<'a> {
     items: Vec<HistoryView<'a>>,
     next_cursor: Option<String>,
     as_of: u64,
 }
 
-#[derive(Serialize)]
-struct AccountsPage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct AccountsPage<'a> {
     accounts: Vec<AccountView<'a>>,
     next_cursor: Option<&'a AccountId>,
     as_of: u64,
@@ -416,7 +465,7 @@ impl<'a> AccountsPage<'a> {
 }
 
 /// A block header with its hash, hashes in hex.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BlockView<'a> {
     #[serde(flatten)]
     header: &'a BlockHeader,
@@ -432,16 +481,16 @@ impl<'a> From<&'a BlockHeader> for BlockView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct BlockRead<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct BlockRead<'a> {
     #[serde(flatten)]
     header: BlockView<'a>,
     leaf_hashes: Vec<String>,
     as_of: u64,
 }
 
-#[derive(Serialize)]
-struct BlocksPage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct BlocksPage<'a> {
     blocks: Vec<BlockView<'a>>,
     next_cursor: Option<String>,
     head_height: u64,
@@ -459,8 +508,8 @@ impl<'a> BlocksPage<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct ProofView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct ProofView<'a> {
     #[serde(flatten)]
     proof: &'a Proof,
     transfer: &'a TransferId,
@@ -468,7 +517,7 @@ struct ProofView<'a> {
 }
 
 /// The public window's view of the chain head.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct HeadView {
     pub consortium: String,
     pub genesis_hash: String,
@@ -478,7 +527,7 @@ pub struct HeadView {
 }
 
 /// `GET /v1/cluster`: this node's view of the cluster.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ClusterView {
     pub consortium: String,
     /// SHA-256 of the genesis file, hex: what a signed request names.
@@ -512,7 +561,7 @@ pub struct ClusterView {
 
 /// A node of the registry (genesis's, or added by vote) as `GET
 /// /v1/cluster` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MemberView {
     pub id: u64,
     pub org: OrgName,
@@ -521,7 +570,7 @@ pub struct MemberView {
 }
 
 /// What this node knows of its peers' chains.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReplicasView {
     pub diverged: Option<String>,
     /// Set while this node's clock is more than `clock_offset_max_ms`
@@ -533,7 +582,7 @@ pub struct ReplicasView {
 /// A peer's last reported head (none before it first answers) and whether
 /// our block at that height agrees; whether it answers now, and since when
 /// it has not.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PeerHeadView {
     pub node: u64,
     pub height: Option<u64>,
@@ -558,8 +607,8 @@ pub struct PeerHeadView {
 
 /// One batch item's result: `{"ok": true, "transfer": ...}` or
 /// `{"ok": false, "error": {"code", "message"}}`.
-#[derive(Serialize)]
-struct BatchItemView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchItemView<'a> {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     transfer: Option<TransferView<'a>>,
@@ -586,8 +635,8 @@ impl<'a> From<&'a Result<Transfer, Rejection>> for BatchItemView<'a> {
 
 /// A refused batch item: `{"index", "id", "error": {"code", "message"}}`,
 /// `index` counting the request's items from 0.
-#[derive(Serialize)]
-struct RefusedView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct RefusedView<'a> {
     index: u64,
     id: &'a TransferId,
     error: ErrorView<'static>,
@@ -606,19 +655,33 @@ fn batch_error(atomic: bool, any_refused: bool) -> (u16, Option<ErrorView<'stati
     }
 }
 
+/// A batch's answer: every item's result, in request order.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchAll<'a> {
+    /// Set when an atomic batch was refused as a whole (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorView<'static>>,
+    atomic: bool,
+    results: Vec<BatchItemView<'a>>,
+}
+
+/// A batch's answer when it asked for its refused items only.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BatchRefused<'a> {
+    /// Set when an atomic batch was refused as a whole (422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorView<'static>>,
+    atomic: bool,
+    applied: usize,
+    refused: Vec<RefusedView<'a>>,
+}
+
 fn batch(atomic: bool, results: &[Result<Transfer, Rejection>]) -> Rendered {
-    #[derive(Serialize)]
-    struct All<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<ErrorView<'static>>,
-        atomic: bool,
-        results: Vec<BatchItemView<'a>>,
-    }
     let (status, error) = batch_error(atomic, results.iter().any(Result::is_err));
     let results = results.iter().map(BatchItemView::from).collect();
     Rendered::with(
         status,
-        &All {
+        &BatchAll {
             error,
             atomic,
             results,
@@ -633,14 +696,6 @@ fn batch_refused(
     applied: usize,
     refused: &[(u64, TransferId, Rejection)],
 ) -> Rendered {
-    #[derive(Serialize)]
-    struct RefusedOnly<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<ErrorView<'static>>,
-        atomic: bool,
-        applied: usize,
-        refused: Vec<RefusedView<'a>>,
-    }
     let refused = refused
         .iter()
         .map(|(index, id, r)| RefusedView {
@@ -651,7 +706,7 @@ fn batch_refused(
         .collect();
     Rendered::with(
         status,
-        &RefusedOnly {
+        &BatchRefused {
             error,
             atomic,
             applied,

@@ -968,7 +968,7 @@ impl Subject {
 }
 
 /// When a certificate expires and how many whole days are left then.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Expiry {
     /// Seconds since the Unix epoch.
     pub not_after: i64,

@@ -156,12 +156,14 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root:
 }
 
 /// A block header. Hashes are hex in JSON.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlockHeader {
     pub height: u64,
     #[serde(with = "hex_hash")]
+    #[schema(value_type = String)]
     pub prev_hash: Hash,
     #[serde(with = "hex_hash")]
+    #[schema(value_type = String)]
     pub merkle_root: Hash,
     pub leaf_count: u64,
     /// The Raft log position of the entry (0, 0 for block 0).
@@ -171,6 +173,7 @@ pub struct BlockHeader {
     pub timestamp_ms: u64,
     /// SHA-256 over every record the entry changed, in key order.
     #[serde(with = "hex_hash")]
+    #[schema(value_type = String)]
     pub state_digest: Hash,
 }
 
@@ -227,7 +230,7 @@ impl StateDigest {
 }
 
 /// An inclusion proof of one leaf, as served and as `alliance verify` reads it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Proof {
     pub header: BlockHeader,
     pub leaf_index: u64,
@@ -236,8 +239,10 @@ pub struct Proof {
     /// The leaf's blind (see [`leaf_blind`]): the leaf hash is
     /// SHA-256(0x00 ‖ blind ‖ leaf).
     #[serde(with = "hex_hash")]
+    #[schema(value_type = String)]
     pub blind: Hash,
     #[serde(with = "hex_hashes")]
+    #[schema(value_type = Vec<String>)]
     pub path: Vec<Hash>,
 }
 

@@ -33,7 +33,7 @@ fn check(s: &str, max: usize, first: fn(u8) -> bool, rest: fn(u8) -> bool) -> bo
 }
 
 macro_rules! validated_string {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $check:expr) => {
+    ($(#[$doc:meta])* $name:ident, $noun:literal, $pattern:literal, $check:expr) => {
         $(#[$doc])*
         /// Deserializing validates too, so values arriving from a peer or
         /// from the log are held to the same rule as those from a client.
@@ -64,7 +64,9 @@ macro_rules! validated_string {
                 if $check(s) {
                     Ok(Self(s.into()))
                 } else {
-                    Err(InvalidId { what: $what })
+                    Err(InvalidId {
+                        what: concat!($noun, " must match ", $pattern),
+                    })
                 }
             }
         }
@@ -98,7 +100,28 @@ macro_rules! validated_string {
                 f.write_str(&self.0)
             }
         }
+
+        /// In the API's OpenAPI description: a string held to the rule.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                string_schema(concat!("^", $pattern, "$"), concat!($noun, ": ", $pattern))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
+}
+
+/// A string held to `pattern`, as the API's OpenAPI description shows it.
+pub fn string_schema(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
 }
 
 /// Deserializes a validated string from the input's `&str`.
@@ -122,7 +145,8 @@ where
 validated_string!(
     /// An account id: `[a-z0-9][a-z0-9._:-]{0,63}`.
     AccountId,
-    "account id must match [a-z0-9][a-z0-9._:-]{0,63}",
+    "account id",
+    "[a-z0-9][a-z0-9._:-]{0,63}",
     |s: &str| check(s, ID_BYTES_MAX, is_lower_alnum, |b| is_lower_alnum(b)
         || matches!(b, b'.' | b'_' | b':' | b'-'))
 );
@@ -130,7 +154,8 @@ validated_string!(
 validated_string!(
     /// A transfer id, the client's idempotency key: `[A-Za-z0-9][A-Za-z0-9._:-]{0,63}`.
     TransferId,
-    "transfer id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
+    "transfer id",
+    "[A-Za-z0-9][A-Za-z0-9._:-]{0,63}",
     |s: &str| check(s, ID_BYTES_MAX, |b| b.is_ascii_alphanumeric(), |b| b
         .is_ascii_alphanumeric()
         || matches!(b, b'.' | b'_' | b':' | b'-'))
@@ -160,7 +185,8 @@ impl TransferId {
 validated_string!(
     /// An asset code: `[A-Z0-9]{1,12}`.
     Asset,
-    "asset must match [A-Z0-9]{1,12}",
+    "asset",
+    "[A-Z0-9]{1,12}",
     |s: &str| check(
         s,
         ASSET_BYTES_MAX,
@@ -172,7 +198,8 @@ validated_string!(
 validated_string!(
     /// An organization name: `[a-z0-9][a-z0-9-]{0,31}`.
     OrgName,
-    "organization must match [a-z0-9][a-z0-9-]{0,31}",
+    "organization",
+    "[a-z0-9][a-z0-9-]{0,31}",
     |s: &str| check(s, ORG_BYTES_MAX, is_lower_alnum, |b| is_lower_alnum(b) || b == b'-')
 );
 
@@ -225,6 +252,20 @@ impl fmt::Display for InvalidAmount {
         })
     }
 }
+
+/// In the API's OpenAPI description: an integer from 1 to 2^64-1.
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(u64::MAX))
+            .description(Some("an amount in minor units, 1 to 2^64-1"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
 
 impl Amount {
     pub fn new(units: u64) -> Result<Self, InvalidAmount> {

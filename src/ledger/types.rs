@@ -125,7 +125,7 @@ pub struct NewTransfer {
 }
 
 /// Where a transfer stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferState {
     /// Money moved (a single-phase transfer, or a posted pending one).
@@ -189,7 +189,7 @@ pub struct RejectedTransfer {
 }
 
 /// What happened to an account, in commit order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A single-phase transfer moved money.

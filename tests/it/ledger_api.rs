@@ -232,6 +232,12 @@ async fn bad_input_gets_a_code_and_changes_nothing() {
     assert_eq!((r.status, r.code()), (400, Some("invalid_query")));
     let r = app1.call(Method::GET, "/v2/anything", None).await.unwrap();
     assert_eq!((r.status, r.code()), (404, Some("route_not_found")));
+    let r = app1
+        .call(Method::DELETE, "/v1/accounts", None)
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.code()), (405, Some("method_not_allowed")));
+    assert!(r.body.to_string().contains("POST, GET"), "{}", r.body);
 
     // Accounts: duplicates with other fields, another organization's
     // namespace, allow_negative for apps.

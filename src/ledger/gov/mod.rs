@@ -33,6 +33,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::ids::string_schema;
 use super::{AccountId, Amount, OrgName, Rejection};
 
 /// How long a proposal stays open by default: 7 days on the ledger clock.
@@ -83,6 +84,17 @@ pub enum Threshold {
     /// At least `num`/`den` of them, rounded up; always more than half.
     Fraction { num: u32, den: u32 },
 }
+
+impl utoipa::PartialSchema for Threshold {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "^(majority|[0-9]{1,4}/[0-9]{1,4})$",
+            "`majority`, or a fraction N/D above one half and at most 1",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Threshold {}
 
 impl Threshold {
     /// Parses `majority` or `N/D` (more than one half, at most one, `D` at
@@ -182,6 +194,17 @@ impl Policy {
 #[serde(try_from = "String", into = "String")]
 pub struct Serial(String);
 
+impl utoipa::PartialSchema for Serial {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(
+            "^[0-9a-f]{1,40}$",
+            "a certificate's serial number: lowercase hex, no leading zeros",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Serial {}
+
 impl Serial {
     /// Parses hex digits (any case, leading zeros and `:` separators as
     /// `openssl x509 -serial` or a browser shows them).
@@ -245,7 +268,7 @@ pub struct CertRef {
 }
 
 /// What a proposal asks the consortium to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// No transfer may debit or credit the account (pending ones may still
@@ -319,7 +342,7 @@ pub enum Action {
 }
 
 /// A node an [`Action::AddNode`] adds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewNode {
     pub id: u64,
     pub org: OrgName,
@@ -361,7 +384,7 @@ impl Action {
 }
 
 /// Where a proposal stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalState {
     Open,
@@ -433,7 +456,7 @@ pub struct Revocation {
 }
 
 /// Where a member organization stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrgStatus {
     /// Added by vote; its admin has not acknowledged joining yet. It may
@@ -458,7 +481,7 @@ pub struct Member {
 
 /// A node of the consortium in the registry: a genesis node or one added
 /// by vote. A removed node's id is never reused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeRecord {
     pub org: OrgName,
     pub api_addr: String,
