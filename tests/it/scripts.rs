@@ -326,3 +326,24 @@ fn bench_history_script_refuses_bad_arguments() {
         ],
     );
 }
+
+/// `api-contract.sh` checks its arguments before it starts anything.
+#[test]
+fn api_contract_script_refuses_bad_arguments() {
+    let alliance = env!("CARGO_BIN_EXE_alliance");
+    let here = env!("CARGO_MANIFEST_DIR");
+    refuses_bad_arguments(
+        "api-contract.sh",
+        &[
+            &[],
+            &["--alliance"],
+            &["--alliance", "/nonexistent/alliance"],
+            &["--alliance", here],
+            &["--alliance", alliance, "--examples", "0"],
+            &["--alliance", alliance, "--examples", "10001"],
+            &["--alliance", alliance, "--examples", "x"],
+            &["--alliance", alliance, "--dir", here],
+            &["--alliance", alliance, "--bogus"],
+        ],
+    );
+}
