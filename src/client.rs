@@ -25,6 +25,10 @@ pub struct ApiClient {
     /// The consortium's genesis hash: the client config's, or learned from
     /// `GET /v1/cluster` for the first signed write.
     genesis_hex: Arc<tokio::sync::OnceCell<String>>,
+    /// The TLS settings of its connections, for [`ApiClient::explain`]'s
+    /// second look at a refused one.
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
 }
 
 /// A response: HTTP status and JSON body (`null` if the body was not JSON).
@@ -72,7 +76,7 @@ impl ApiClient {
     ) -> Result<Self> {
         let tls = identity::client_config(roots, own)?;
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
+            .use_preconfigured_tls(tls.clone())
             .timeout(timeout)
             .build()
             .map_err(|e| Error::Tls(e.to_string()))?;
@@ -81,7 +85,27 @@ impl ApiClient {
             base: url.trim_end_matches('/').to_owned(),
             signer: KeySigner::load(own).ok(),
             genesis_hex: Arc::default(),
+            tls: Arc::new(tls),
+            timeout,
         })
+    }
+
+    /// What to fix when a request got no answer ([`explain`]). A server
+    /// that refuses this client's certificate sends its alert after a TLS
+    /// 1.3 handshake the client has already finished, and the connection
+    /// may close before the alert is read; then one more handshake is made
+    /// here, and the alert it draws is named.
+    pub async fn explain(&self, e: &reqwest::Error) -> String {
+        let said = explain(e, &self.base);
+        if !closed_without_reason(e) {
+            return said;
+        }
+        let (base, tls, timeout) = (self.base.clone(), self.tls.clone(), self.timeout);
+        let refusal = tokio::task::spawn_blocking(move || refusal(&base, tls, timeout)).await;
+        match refusal {
+            Ok(Some(alert)) => explain_tls(&alert, &self.base),
+            _ => said,
+        }
     }
 
     /// The same client, sending writes unsigned: its node then takes them
@@ -537,6 +561,43 @@ pub fn explain(e: &reqwest::Error, url: &str) -> String {
         return timed_out(url);
     }
     chain(e)
+}
+
+/// Whether a request failed on a connection that closed before its
+/// answer, with no TLS or I/O reason in the error.
+fn closed_without_reason(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() || s.is::<std::io::Error>() {
+            return false;
+        }
+        source = s.source();
+    }
+    !e.is_timeout() && (e.is_request() || e.is_connect())
+}
+
+/// The TLS error a new connection to `base` draws once its handshake is
+/// done and a record is read: the server's alert if it refuses this
+/// client's certificate. `None` if it draws none within `timeout`.
+fn refusal(base: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Option<rustls::Error> {
+    use std::io::Read;
+    let url = reqwest::Url::parse(base).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, url.port_or_known_default()?))
+        .ok()?
+        .next()?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    let conn = rustls::ClientConnection::new(tls, name).ok()?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let error = stream.read(&mut [0u8; 1]).err()?;
+    let tls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(tls_error.clone())
 }
 
 fn timed_out(url: &str) -> String {

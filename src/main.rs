@@ -620,12 +620,10 @@ async fn backup(
 ) -> alliance::error::Result<ExitCode> {
     let config = ClientConfig::load(config)?;
     let api = ApiClient::from_config(&config)?;
-    let explain = |e: reqwest::Error| {
-        alliance::error::Error::Other(alliance::client::explain(&e, &config.url))
-    };
-    let backup = match api.backup().await.map_err(explain)? {
-        Ok(b) => b,
-        Err(why) => {
+    let backup = match api.backup().await {
+        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+        Ok(Ok(b)) => b,
+        Ok(Err(why)) => {
             eprintln!("alliance: backup refused: {why}");
             return Ok(ExitCode::from(1));
         }
@@ -743,7 +741,6 @@ fn verify_proof(file: &std::path::Path, head: &str) -> ExitCode {
 /// before sending one (a ballot whose digest does not check out).
 async fn gov(
     api: &ApiClient,
-    url: &str,
     cmd: GovCmd,
 ) -> alliance::error::Result<std::result::Result<Result<Response, reqwest::Error>, ExitCode>> {
     use serde_json::json;
@@ -796,8 +793,8 @@ async fn gov(
             };
             api.propose(&action).await
         }
-        GovCmd::Approve { id } => return ballot(api, url, id, true).await,
-        GovCmd::Reject { id } => return ballot(api, url, id, false).await,
+        GovCmd::Approve { id } => return ballot(api, id, true).await,
+        GovCmd::Reject { id } => return ballot(api, id, false).await,
         GovCmd::Show { id } => api.proposal(id).await,
         GovCmd::List { cursor, limit } => {
             let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
@@ -850,13 +847,13 @@ async fn gov(
 /// and signs the ballot.
 async fn ballot(
     api: &ApiClient,
-    url: &str,
     id: u64,
     approve: bool,
 ) -> alliance::error::Result<std::result::Result<Result<Response, reqwest::Error>, ExitCode>> {
-    let explain =
-        |e: reqwest::Error| alliance::error::Error::Other(alliance::client::explain(&e, url));
-    let shown = api.proposal(id).await.map_err(explain)?;
+    let shown = match api.proposal(id).await {
+        Ok(shown) => shown,
+        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+    };
     if !shown.is_success() {
         return Ok(Ok(Ok(shown)));
     }
@@ -957,13 +954,15 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
             api.call(reqwest::Method::GET, &format!("/v1/blocks/{height}"), None)
                 .await
         }
-        ClientCmd::Gov(cmd) => match gov(&api, &config.url, cmd).await? {
+        ClientCmd::Gov(cmd) => match gov(&api, cmd).await? {
             Ok(sent) => sent,
             Err(code) => return Ok(code),
         },
     };
-    let response: Response = sent
-        .map_err(|e| alliance::error::Error::Other(alliance::client::explain(&e, &config.url)))?;
+    let response: Response = match sent {
+        Ok(response) => response,
+        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&response.body).unwrap_or_default()

@@ -367,7 +367,7 @@ async fn a_revoked_certificate_is_refused_on_open_connections_and_in_new_handsha
         .await;
         // ... so the next request needs a handshake, which fails.
         let e = app.account("org1.ops", true).await.unwrap_err();
-        let why = alliance::client::explain(&e, "the node");
+        let why = app.explain(&e).await;
         assert!(why.contains("revoked"), "node {node}: {why}");
         // Org1's other certificates, and other organizations', still work.
         ok(c.client("org1", "partner", node).cluster().await);
@@ -519,8 +519,9 @@ async fn a_fourth_organization_joins_by_two_of_three_votes_and_transacts() {
     for node in c.ids() {
         c.wait_for_height(node, r.body["ballots"][0]["height"].as_u64().unwrap())
             .await;
-        let e = org4.client(&c, "admin", node).cluster().await.unwrap_err();
-        let why = alliance::client::explain(&e, "the node");
+        let refused = org4.client(&c, "admin", node);
+        let e = refused.cluster().await.unwrap_err();
+        let why = refused.explain(&e).await;
         assert!(why.contains("UnknownCA"), "node {node}: {why}");
     }
     let r = vote(&c, 2, 2, id, true).await;
