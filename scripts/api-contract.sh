@@ -18,7 +18,8 @@ answer that breaks the description (body, status, content type or headers),
 an invalid request accepted, a method a route does not take answered other
 than 405, and any success the README's role table forbids
 (scripts/api-contract-hooks.py). Exits non-zero if any run failed; each
-run's output and JUnit report are kept under DIR.
+run's output and JUnit report are kept under DIR (without --dir, only when
+a run failed).
 
 Options:
   --alliance PATH   the alliance binary (required), e.g. target/debug/alliance
@@ -53,6 +54,7 @@ done
 [ -f "$alliance" ] && [ -x "$alliance" ] || usage_error "--alliance: '$alliance' is not an executable file"
 in_range "$examples" 1 10000 || usage_error "--examples must be an integer in 1..10000, not '$examples'"
 python3 -m schemathesis.cli --version >/dev/null 2>&1 || usage_error "schemathesis is not installed for python3 (python3 -m pip install schemathesis)"
+keep=$dir
 if [ -n "$dir" ]; then
 	[ ! -e "$dir" ] || usage_error "--dir: '$dir' exists; give a new directory"
 	mkdir -p "$dir"
@@ -88,7 +90,7 @@ for who in org1:app org1:partner org1:admin org2:app; do
 		--exclude-checks positive_data_acceptance \
 		--report junit --report-dir "$dir/report-$org-$role") \
 		>"$out" 2>&1; then
-		grep -E 'generated|passed|failures' "$out" | tail -n 2 >&2
+		sed -n '/ generated, /p' "$out" >&2
 	else
 		cat "$out" >&2
 		failed="$failed $org:$role"
@@ -99,3 +101,5 @@ if [ -n "$failed" ]; then
 	exit 1
 fi
 log "ok: no 5xx, no answer outside the description, no success the role table forbids"
+cleanup
+[ -n "$keep" ] || rm -rf "$dir"
