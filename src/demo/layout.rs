@@ -57,6 +57,39 @@ impl Layout {
         dir.join("demo.json")
     }
 
+    /// `demo.env`: shell variables for node 1 and org1's callers, as the
+    /// README's examples use them (`. alliance-demo/demo.env`).
+    pub fn write_env(&self) -> Result<()> {
+        let node = &self.nodes[0];
+        let org = &node.org;
+        let dir = self.dir.display().to_string();
+        let pem = |role: &str| {
+            format!(
+                "--cacert $D/pki/{org}/ca.crt --cert $D/pki/{org}/{role}-{role}.crt \
+                 --key $D/pki/{org}/{role}-{role}.key"
+            )
+        };
+        let env = format!(
+            "# The demo consortium, for a shell: . {dir}/demo.env\n\
+             D={dir}\n\
+             # node 1's API, public window (certificate by {org}'s CA) and operations listener\n\
+             API={api}\n\
+             PUBLIC={public}\n\
+             OPS={ops}\n\
+             # curl options as {org}'s app and as its admin\n\
+             AUTH=\"{app}\"\n\
+             ADMIN=\"{admin}\"\n",
+            dir = shell_quoted(&dir),
+            api = node.api_url,
+            public = node.public_url,
+            ops = node.ops_url,
+            app = pem("app"),
+            admin = pem("admin"),
+        );
+        std::fs::write(self.dir.join("demo.env"), env)?;
+        Ok(())
+    }
+
     pub fn org(&self, name: &str) -> &DemoOrg {
         self.orgs
             .iter()
@@ -128,4 +161,9 @@ impl Layout {
     pub fn ca_certs(&self) -> Vec<PathBuf> {
         self.orgs.iter().map(|o| o.ca_cert.clone()).collect()
     }
+}
+
+/// `s` in single quotes for a POSIX shell.
+fn shell_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -26,7 +26,9 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
     let dir = dir.canonicalize()?;
     let index = Layout::index_path(&dir);
     if index.exists() {
-        return reopen(&index);
+        let layout = reopen(&index)?;
+        layout.write_env()?;
+        return Ok(layout);
     }
     if !(1..=DEMO_NODES_MAX).contains(&opts.nodes) {
         return Err(Error::Config(format!(
@@ -75,6 +77,7 @@ pub fn prepare(dir: &Path, opts: &Options) -> Result<Layout> {
         &index,
         serde_json::to_vec_pretty(&layout).expect("layout serializes"),
     )?;
+    layout.write_env()?;
     Ok(layout)
 }
 

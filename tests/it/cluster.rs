@@ -509,41 +509,9 @@ async fn a_node_whose_storage_was_lost_cannot_rejoin_under_its_id() {
 /// started again while it runs is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_stops_its_nodes_on_sigterm() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-
     let dir = tempfile::tempdir().unwrap();
-    // Made here, so that its ports are chosen in this process with every
-    // other cluster's (see `demo::free_ports`); the demo resumes it.
-    let layout = alliance::demo::prepare(dir.path(), &Default::default()).unwrap();
+    let mut demo = crate::harness::start_demo(dir.path()).await;
     let stderr_path = dir.path().join("demo.stderr");
-    let demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut demo = DemoGuard { demo, layout };
-    let stdout = demo.demo.stdout.take().unwrap();
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    // Keep reading until EOF, so the demo never writes to a closed pipe.
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("Ctrl-C stops") {
-                let _ = up_tx.send(());
-            }
-        }
-    });
-    let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(crate::harness::DEADLINE));
-    if up.await.unwrap().is_err() {
-        let status = demo.demo.try_wait();
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        panic!("the demo did not come up (exit: {status:?}); it wrote:\n{stderr}");
-    }
     assert_eq!(
         demo.layout.local_node_pids().len(),
         3,
@@ -577,23 +545,6 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
         demo.layout.local_node_pids().is_empty().then_some(())
     })
     .await;
-}
-
-/// The demo of a test, and its nodes: killed if the test ends early, so a
-/// failure leaves no processes behind.
-struct DemoGuard {
-    demo: std::process::Child,
-    layout: alliance::demo::Layout,
-}
-
-impl Drop for DemoGuard {
-    fn drop(&mut self) {
-        let _ = self.demo.kill();
-        let _ = self.demo.wait();
-        for pid in self.layout.local_node_pids().into_values() {
-            crate::harness::send_signal(pid, "-KILL");
-        }
-    }
 }
 
 /// `alliance bench --transfers N` sends exactly N transfers, warm-up

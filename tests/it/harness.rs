@@ -457,3 +457,60 @@ fn panic_lines(log: &str) -> String {
         out.join("\n")
     }
 }
+
+/// `alliance demo --dir DIR`, started as a user starts it, once it says it
+/// is up (its standard error in `DIR/demo.stderr`). The consortium is made
+/// here first, so that its ports are chosen in this process with every
+/// other cluster's (see `demo::free_ports`); the demo resumes it.
+pub async fn start_demo(dir: &Path) -> DemoGuard {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let layout = alliance::demo::prepare(dir, &Default::default()).unwrap();
+    let stderr_path = dir.join("demo.stderr");
+    let demo = Command::new(env!("CARGO_BIN_EXE_alliance"))
+        .args(["demo", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut demo = DemoGuard { demo, layout };
+    let stdout = demo.demo.stdout.take().unwrap();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    // Keep reading until EOF, so the demo never writes to a closed pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("Ctrl-C stops") {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    let up = tokio::task::spawn_blocking(move || up_rx.recv_timeout(DEADLINE));
+    if up.await.unwrap().is_err() {
+        let status = demo.demo.try_wait();
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        panic!("the demo did not come up (exit: {status:?}); it wrote:\n{stderr}");
+    }
+    demo
+}
+
+/// The demo of a test, and its nodes: killed if the test ends early, so a
+/// failure leaves no processes behind.
+pub struct DemoGuard {
+    pub demo: std::process::Child,
+    pub layout: alliance::demo::Layout,
+}
+
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = self.demo.kill();
+        let _ = self.demo.wait();
+        for pid in self.layout.local_node_pids().into_values() {
+            crate::harness::send_signal(pid, "-KILL");
+        }
+    }
+}

@@ -12,5 +12,6 @@ mod ledger_api;
 mod membership;
 mod nemesis;
 mod proxy;
+mod readme;
 mod scripts;
 mod semantics;
