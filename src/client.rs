@@ -28,7 +28,6 @@ pub struct ApiClient {
     /// The TLS settings of its connections, for [`ApiClient::explain`]'s
     /// second look at a refused one.
     tls: Arc<rustls::ClientConfig>,
-    timeout: Duration,
 }
 
 /// A response: HTTP status and JSON body (`null` if the body was not JSON).
@@ -86,25 +85,22 @@ impl ApiClient {
             signer: KeySigner::load(own).ok(),
             genesis_hex: Arc::default(),
             tls: Arc::new(tls),
-            timeout,
         })
     }
 
     /// What to fix when a request got no answer ([`explain`]). A server
     /// that refuses this client's certificate sends its alert after a TLS
     /// 1.3 handshake the client has already finished, and the connection
-    /// may close before the alert is read; then one more handshake is made
-    /// here, and the alert it draws is named.
+    /// may close before the alert is read; then one more connection is
+    /// made here (within two seconds), and the alert it draws is named.
     pub async fn explain(&self, e: &reqwest::Error) -> String {
         let said = explain(e, &self.base);
         if !closed_without_reason(e) {
             return said;
         }
-        let (base, tls, timeout) = (self.base.clone(), self.tls.clone(), self.timeout);
-        let refusal = tokio::task::spawn_blocking(move || refusal(&base, tls, timeout)).await;
-        match refusal {
-            Ok(Some(alert)) => explain_tls(&alert, &self.base),
-            _ => said,
+        match refusal(&self.base, self.tls.clone()).await {
+            Some(alert) => explain_tls(&alert, &self.base),
+            None => said,
         }
     }
 
@@ -576,29 +572,35 @@ fn closed_without_reason(e: &reqwest::Error) -> bool {
     !e.is_timeout() && (e.is_request() || e.is_connect())
 }
 
-/// The TLS error a new connection to `base` draws once its handshake is
-/// done and a record is read: the server's alert if it refuses this
-/// client's certificate. `None` if it draws none within `timeout`.
-fn refusal(base: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Option<rustls::Error> {
-    use std::io::Read;
-    let url = reqwest::Url::parse(base).ok()?;
-    let host = url
-        .host_str()?
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, url.port_or_known_default()?))
-        .ok()?
-        .next()?;
-    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
-    tcp.set_read_timeout(Some(timeout)).ok()?;
-    tcp.set_write_timeout(Some(timeout)).ok()?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
-    let conn = rustls::ClientConnection::new(tls, name).ok()?;
-    let mut stream = rustls::StreamOwned::new(conn, tcp);
-    let error = stream.read(&mut [0u8; 1]).err()?;
-    let tls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(tls_error.clone())
+/// The alert a new connection to `base` draws once its handshake is done
+/// and a record is read: the server's refusal of this client's
+/// certificate. `None` if it draws no alert within [`PROBE_WITHIN`].
+async fn refusal(base: &str, tls: Arc<rustls::ClientConfig>) -> Option<rustls::Error> {
+    use tokio::io::AsyncReadExt;
+    let probe = async {
+        let url = reqwest::Url::parse(base).ok()?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let addr = (host, url.port_or_known_default()?);
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let error = match connector.connect(name, tcp).await {
+            Err(e) => e,
+            Ok(mut stream) => stream.read(&mut [0u8; 1]).await.err()?,
+        };
+        match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+            alert @ rustls::Error::AlertReceived(_) => Some(alert.clone()),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(PROBE_WITHIN, probe).await.ok()?
 }
+
+/// How long [`ApiClient::explain`]'s second connection may take, all in.
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
 
 fn timed_out(url: &str) -> String {
     format!("{url} did not answer within the client config's timeout_ms")
