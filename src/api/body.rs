@@ -81,7 +81,7 @@ pub struct CreateAccountBody {
     #[schema(value_type = Vec<OrgName>)]
     readers: Vec<String>,
     #[serde(default)]
-    #[schema(schema_with = decimal_in)]
+    #[schema(schema_with = decimal_or_null_in)]
     balance_max: Option<Value>,
 }
 
@@ -152,7 +152,7 @@ impl From<BatchAnswer> for Shape {
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
     /// Less than the pending amount: the rest is released.
-    #[schema(schema_with = amount_in)]
+    #[schema(schema_with = amount_or_null_in)]
     amount: Option<Value>,
 }
 
@@ -168,16 +168,21 @@ pub struct ReadersBody {
 /// 2^64-1, or a decimal string (the pattern shows those of up to 19
 /// digits; larger ones up to 2^64-1 are taken too).
 pub(super) fn amount_in() -> RefOr<Schema> {
-    number_in(1, "^[1-9][0-9]{0,18}$")
+    number_in(1, "^[1-9][0-9]{0,18}$", false)
+}
+
+/// [`amount_in`], or null (the same as leaving it out).
+fn amount_or_null_in() -> RefOr<Schema> {
+    number_in(1, "^[1-9][0-9]{0,18}$", true)
 }
 
 /// A non-negative integer as a body may give it (OpenAPI): a JSON integer
-/// or a decimal string.
-fn decimal_in() -> RefOr<Schema> {
-    number_in(0, "^(0|[1-9][0-9]*)$")
+/// or a decimal string, or null (the same as leaving it out).
+fn decimal_or_null_in() -> RefOr<Schema> {
+    number_in(0, "^(0|[1-9][0-9]*)$", true)
 }
 
-fn number_in(minimum: u64, pattern: &str) -> RefOr<Schema> {
+fn number_in(minimum: u64, pattern: &str, or_null: bool) -> RefOr<Schema> {
     let integer = ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(minimum))
@@ -185,7 +190,14 @@ fn number_in(minimum: u64, pattern: &str) -> RefOr<Schema> {
     let string = ObjectBuilder::new()
         .schema_type(Type::String)
         .pattern(Some(pattern));
-    OneOfBuilder::new().item(integer).item(string).into()
+    let either = OneOfBuilder::new().item(integer).item(string);
+    if or_null {
+        either
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .into()
+    } else {
+        either.into()
+    }
 }
 
 pub(super) fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {

@@ -342,9 +342,18 @@ impl ActionBody {
     }
 }
 
+/// `approve` or `reject` (OpenAPI).
+fn vote_in() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["approve", "reject"]))
+        .into()
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BallotBody {
+    #[schema(schema_with = vote_in)]
     vote: String,
     digest: String,
 }
@@ -596,7 +605,6 @@ pub fn registry(gov: &Gov, as_of: u64) -> Rendered {
     })
 }
 
-/// An organization that acknowledged joining (`POST /v1/gov/join`).
 /// The answer to `POST /v1/gov/join`.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Joined<'a> {
@@ -606,6 +614,7 @@ pub(super) struct Joined<'a> {
     enforced_on: Option<&'a [u64]>,
 }
 
+/// An organization that acknowledged joining (`POST /v1/gov/join`).
 pub fn joined(org: &OrgName, gov: &Gov, enforced_on: Option<&[u64]>) -> Rendered {
     Rendered::ok(&Joined {
         org,

@@ -10,7 +10,8 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
-    ComponentsBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaFormat, Type,
+    AnyOfBuilder, ComponentsBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Ref, Schema,
+    SchemaFormat, Type,
 };
 use utoipa::openapi::security::{SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
@@ -117,7 +118,8 @@ fn error_description(status: u16, what: &str) -> String {
     format!("{what}; codes: {}", codes.join(", "))
 }
 
-/// The schemas a document names, each once, with those they name.
+/// The schemas a document names, with those they name (the components
+/// keep one of each name).
 #[derive(Default)]
 struct Schemas(Vec<(String, RefOr<Schema>)>);
 
@@ -136,6 +138,14 @@ fn one_of(items: impl IntoIterator<Item = RefOr<Schema>>) -> RefOr<Schema> {
     items
         .into_iter()
         .fold(OneOfBuilder::new(), OneOfBuilder::item)
+        .into()
+}
+
+/// Any of several schemas (shapes that may overlap).
+fn any_of(items: impl IntoIterator<Item = RefOr<Schema>>) -> RefOr<Schema> {
+    items
+        .into_iter()
+        .fold(AnyOfBuilder::new(), AnyOfBuilder::item)
         .into()
 }
 
@@ -160,12 +170,15 @@ struct Route {
     /// Who may call it, and what it does (the README's API table).
     summary: &'static str,
     params: Vec<Param>,
-    /// The body, and whether it may be left out.
-    body: Option<(RefOr<Schema>, bool)>,
+    /// The body (JSON) a write takes.
+    body: Option<RefOr<Schema>>,
     /// The success answer (200), JSON.
     answer: RefOr<Schema>,
     /// Whether it reads the ledger's state (and so takes `?consistency=`).
     reads_state: bool,
+    /// What a 422 carries besides an error: a refused atomic batch
+    /// answers with its items.
+    refusal: Option<RefOr<Schema>>,
     /// Routes whose `{id}` is the answer's `id` (OpenAPI links: what a
     /// client, or a stateful test, may call next with it).
     then: &'static [(HttpMethod, &'static str)],
@@ -181,6 +194,7 @@ impl Route {
             body: None,
             answer,
             reads_state: true,
+            refusal: None,
             then: &[],
         }
     }
@@ -189,7 +203,7 @@ impl Route {
         method: HttpMethod,
         path: &'static str,
         summary: &'static str,
-        body: (RefOr<Schema>, bool),
+        body: RefOr<Schema>,
         answer: RefOr<Schema>,
     ) -> Self {
         Self {
@@ -200,12 +214,18 @@ impl Route {
             body: Some(body),
             answer,
             reads_state: false,
+            refusal: None,
             then: &[],
         }
     }
 
     fn with(mut self, param: Param) -> Self {
         self.params.push(param);
+        self
+    }
+
+    fn refused_as(mut self, answer: RefOr<Schema>) -> Self {
+        self.refusal = Some(answer);
         self
     }
 
@@ -280,18 +300,14 @@ impl Route {
                     )),
             );
         }
-        if let Some((body, optional)) = self.body {
+        if let Some(body) = self.body {
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
                     .content(
                         "application/json",
                         ContentBuilder::new().schema(Some(body)).build(),
                     )
-                    .required(Some(if optional {
-                        Required::False
-                    } else {
-                        Required::True
-                    }))
+                    .required(Some(Required::True))
                     .build(),
             ));
         }
@@ -313,7 +329,11 @@ impl Route {
             .chain(if is_write { WRITE_ERRORS } else { &[] });
         for (status, what) in errors {
             let what = error_description(*status, what);
-            op = op.response(status.to_string(), json_response(&what, error.clone()));
+            let schema = match (&self.refusal, status) {
+                (Some(refusal), 422) => any_of([error.clone(), refusal.clone()]),
+                _ => error.clone(),
+            };
+            op = op.response(status.to_string(), json_response(&what, schema));
         }
         op.build()
     }
@@ -345,8 +365,8 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
     format!("{method}{path}")
 }
 
-/// The description of the `/v1` API under `limits` (page sizes, batch
-/// sizes and memo lengths are a node's own).
+/// The description of the `/v1` API under `limits` (its page size is a
+/// node's own).
 pub fn document(limits: &Limits) -> OpenApi {
     let mut s = Schemas::default();
     let account = || Param::Path("id", AccountId::schema());
@@ -360,7 +380,9 @@ pub fn document(limits: &Limits) -> OpenApi {
     };
     let cursor = |schema| Param::Query("cursor", schema, "the `next_cursor` of the previous page");
     let height = || integer(0, u64::MAX);
-    let empty = (s.of::<EmptyBody>(), true);
+    // A body the route ignores but for its declared type: `{}` (a write
+    // is always declared as JSON).
+    let empty = s.of::<EmptyBody>();
     let account_view = s.of::<AccountView>();
     let transfer_view = s.of::<TransferRead>();
     let proposal_view = s.of::<ProposalView>();
@@ -372,7 +394,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/accounts",
             "app, admin: create an account owned by the caller's organization",
-            (s.of::<CreateAccountBody>(), false),
+            s.of::<CreateAccountBody>(),
             account_view.clone(),
         )
         .then(&[
@@ -411,7 +433,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Put,
             "/v1/accounts/{id}/readers",
             "admin of the owner organization: replace who may read the account",
-            (s.of::<ReadersBody>(), false),
+            s.of::<ReadersBody>(),
             account_view.clone(),
         )
         .with(account()),
@@ -427,13 +449,14 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/transfers",
             "app, admin of the debit account's organization: one transfer, or a batch",
-            (one_of([s.of::<TransferBody>(), s.of::<BatchBody>()]), false),
+            one_of([s.of::<TransferBody>(), s.of::<BatchBody>()]),
             one_of([
                 transfer_view.clone(),
                 batch_answers[0].clone(),
                 batch_answers[1].clone(),
             ]),
         )
+        .refused_as(one_of(batch_answers.clone()))
         .then(&[
             (Get, "/v1/transfers/{id}"),
             (Get, "/v1/transfers/{id}/proof"),
@@ -450,7 +473,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/transfers/{id}/post",
             "app, admin of the debit account's organization: post a pending transfer, all or part",
-            (s.of::<PostBody>(), true),
+            s.of::<PostBody>(),
             transfer_view.clone(),
         )
         .with(transfer()),
@@ -498,7 +521,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/gov/proposals",
             "admin, signed: propose an action to the consortium",
-            (s.of::<ActionBody>(), false),
+            s.of::<ActionBody>(),
             proposal_view.clone(),
         )
         .then(&[
@@ -515,7 +538,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/gov/proposals/{id}/ballots",
             "admin, signed: approve or reject a proposal, naming its digest",
-            (s.of::<BallotBody>(), false),
+            s.of::<BallotBody>(),
             proposal_view,
         )
         .with(Param::Path("id", integer(1, u64::MAX))),
@@ -523,7 +546,7 @@ pub fn document(limits: &Limits) -> OpenApi {
             Post,
             "/v1/gov/revocations",
             "admin, signed: revoke one of the organization's own certificates",
-            (s.of::<RevokeBody>(), false),
+            s.of::<RevokeBody>(),
             s.of::<RevocationView>(),
         ),
         Route::write(

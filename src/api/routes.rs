@@ -69,7 +69,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
         let allow: Vec<&str> = methods.iter().map(|(m, _)| *m).collect();
         let allow = allow.join(", ");
-        resource = resource.default_service(web::to(move || {
+        // The caller's certificate is checked first, as on every route.
+        resource = resource.default_service(web::to(move |_: Principal| {
             let allow = allow.clone();
             async move {
                 let mut response: HttpResponse =
@@ -84,7 +85,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }));
         scope = scope.service(resource);
     }
-    cfg.service(scope).default_service(web::to(no_route));
+    cfg.service(scope)
+        .default_service(web::to(|_: Principal| no_route()));
 }
 
 /// Runs a read linearizably (default) or on this node's state.
@@ -312,5 +314,7 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
 /// This API's OpenAPI description, with this node's limits; any member
 /// certificate may ask.
 async fn openapi(_principal: Principal, svc: web::Data<Service>) -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document(svc.limits()))
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(svc.openapi().to_owned())
 }

@@ -151,6 +151,8 @@ pub struct Service {
     in_flight: Semaphore,
     /// What this node counts for `/metrics`.
     stats: Arc<NodeStats>,
+    /// `GET /v1/openapi.json`, made once: it depends on the limits only.
+    openapi: std::sync::OnceLock<String>,
 }
 
 /// Why one attempt did not produce an answer.
@@ -236,7 +238,16 @@ impl Service {
             witness,
             watch: Arc::new(watch),
             stats,
+            openapi: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The API's OpenAPI description under this node's limits, as JSON.
+    pub fn openapi(&self) -> &str {
+        self.openapi.get_or_init(|| {
+            serde_json::to_string(&crate::api::openapi::document(&self.limits))
+                .expect("the description serializes")
+        })
     }
 
     /// Whether a node proposed for the registry has a node certificate of
