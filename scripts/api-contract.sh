@@ -58,12 +58,14 @@ keep=$dir
 if [ -n "$dir" ]; then
 	[ ! -e "$dir" ] || usage_error "--dir: '$dir' exists; give a new directory"
 	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
 else
-	dir=$(mktemp -d /tmp/api-contract.XXXXXX)
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/api-contract.XXXXXX")
 fi
 hooks=$(cd "$(dirname "$0")" && pwd)/api-contract-hooks.py
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 WAIT_SECONDS=120
 
 "$alliance" demo --dir "$dir/demo" >"$dir/demo.log" 2>&1 &

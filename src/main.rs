@@ -869,7 +869,17 @@ async fn ballot(
         shown.body["action"],
         if approve { "approve" } else { "reject" }
     );
-    Ok(Ok(api.ballot(id, approve, &digest).await))
+    let sent = api.ballot(id, approve, &digest).await;
+    let ballots = |r: &Response| r.body["ballots"].as_array().map_or(0, Vec::len);
+    if let Ok(answer) = &sent {
+        // A repeated ballot is taken and changes nothing: no new ballot.
+        if answer.is_success() && ballots(answer) == ballots(&shown) {
+            eprintln!(
+                "your organization had already voted so on proposal {id}: this ballot changed nothing"
+            );
+        }
+    }
+    Ok(Ok(sent))
 }
 
 async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Result<ExitCode> {

@@ -49,8 +49,9 @@ fn examples(readme: &str) -> Vec<Example> {
 /// earlier ones set), in a directory holding the demo as `alliance-demo`
 /// and the repository's `scripts/`, with `alliance` on the PATH. The only
 /// change to their text: the ports the node-4 walkthrough gives its node
-/// are replaced by free ones. An example that shows a refusal checks it
-/// with `grep`, so a command that should fail and does not fails the run.
+/// are replaced by free ones; and `curl` fails on an error status. An
+/// example that shows a refusal checks it with `grep`, so a command that
+/// should fail and does not fails the run.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readmes_shell_examples_run_against_a_demo() {
     let examples = examples(include_str!("../../README.md"));
@@ -72,7 +73,9 @@ async fn the_readmes_shell_examples_run_against_a_demo() {
     std::os::unix::fs::symlink(scripts, w.join("scripts")).unwrap();
 
     let ports = alliance::demo::free_ports(2).unwrap();
-    let mut script = String::from("set -ex\n");
+    // An example's curl that gets an error status fails (as `alliance
+    // client` does), so that a refused request cannot pass unnoticed.
+    let mut script = String::from("set -ex\ncurl() { command curl --fail-with-body \"$@\"; }\n");
     for e in &run {
         script.push_str(&format!("echo '>>> README.md line {}' >&2\n", e.line));
         let text = e
