@@ -1,7 +1,8 @@
 #!/bin/sh
 # api-contract.sh: the API against its own OpenAPI description, with
 # schemathesis, once per role certificate, on a fresh demo consortium.
-# POSIX sh; needs python3 with schemathesis (python3 -m pip install schemathesis).
+# POSIX sh; needs curl, and python3 with schemathesis and openapi-python-client
+# (python3 -m pip install schemathesis openapi-python-client).
 set -eu
 
 prog=api-contract.sh
@@ -17,7 +18,9 @@ app, org1's partner, org1's admin, and org2's app. A run fails on a 5xx, an
 answer that breaks the description (body, status, content type or headers),
 an invalid request accepted, a method a route does not take answered other
 than 405, and any success the README's role table forbids
-(scripts/api-contract-hooks.py). Exits non-zero if any run failed; each
+(scripts/api-contract-hooks.py). Before those runs (which change the
+demo's accounts) it generates a Python client from the description with
+openapi-python-client and uses it as org1's app (scripts/api-client-check.py). Exits non-zero if anything failed; each
 run's output and JUnit report are kept under DIR (without --dir, only when
 a run failed).
 
@@ -54,6 +57,7 @@ done
 [ -f "$alliance" ] && [ -x "$alliance" ] || usage_error "--alliance: '$alliance' is not an executable file"
 in_range "$examples" 1 10000 || usage_error "--examples must be an integer in 1..10000, not '$examples'"
 python3 -m schemathesis.cli --version >/dev/null 2>&1 || usage_error "schemathesis is not installed for python3 (python3 -m pip install schemathesis)"
+python3 -m openapi_python_client --version >/dev/null 2>&1 || usage_error "openapi-python-client is not installed for python3 (python3 -m pip install openapi-python-client)"
 keep=$dir
 if [ -n "$dir" ]; then
 	[ ! -e "$dir" ] || usage_error "--dir: '$dir' exists; give a new directory"
@@ -74,6 +78,17 @@ wait_for "the demo consortium" grep -q "is up" "$dir/demo.log"
 
 url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["nodes"][0]["api_url"])' "$dir/demo/demo.json")
 pki=$dir/demo/pki
+log "a Python client generated from the description, as org1's app"
+curl -sS --fail --cacert "$pki/org1/ca.crt" --cert "$pki/org1/app-app.crt" \
+	--key "$pki/org1/app-app.key" -o "$dir/openapi.json" "$url/v1/openapi.json"
+if ! python3 -m openapi_python_client generate --path "$dir/openapi.json" --meta none \
+	--output-path "$dir/generated/alliance_client" >"$dir/generate.log" 2>&1; then
+	cat "$dir/generate.log" >&2
+	log "the description did not generate a client (output in $dir)"
+	exit 1
+fi
+PYTHONPATH="$dir/generated" python3 "$(dirname "$hooks")/api-client-check.py" "$dir/demo" "$url" >&2
+
 failed=
 for who in org1:app org1:partner org1:admin org2:app; do
 	org=${who%%:*}
