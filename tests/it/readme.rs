@@ -56,8 +56,9 @@ fn examples(readme: &str) -> Vec<Example> {
 async fn the_readmes_shell_examples_run_against_a_demo() {
     let examples = examples(include_str!("../../README.md"));
     let run: Vec<&Example> = examples.iter().filter(|e| e.run).collect();
+    // Fewer run than today means examples were marked `not-run`: say why.
     assert!(
-        run.len() >= 18 && examples.len() - run.len() <= 10,
+        run.len() >= 20,
         "{} examples, {} run",
         examples.len(),
         run.len()

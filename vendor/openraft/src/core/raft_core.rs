@@ -1109,6 +1109,9 @@ where
                                     sender_vote: vote,
                                 });
                             }
+                            // alliance patch: a peer that is not up yet (or down) is a
+                            // warning, not an error; other failures stay errors.
+                            Err(err @ RPCError::Unreachable(_)) => tracing::warn!({error=%err, target=display(&target)}, "while requesting vote"),
                             Err(err) => tracing::error!({error=%err, target=display(&target)}, "while requesting vote"),
                         }
                     }

@@ -307,7 +307,14 @@ where
                             return Ok(());
                         }
                         ReplicationError::RPCError(err) => {
-                            tracing::error!(err = display(&err), "RPCError");
+                            // alliance patch: an unreachable peer is logged as a warning
+                            // where the engine handles it (and backs off here); other
+                            // RPC errors stay errors.
+                            if matches!(err, RPCError::Unreachable(_)) {
+                                tracing::debug!(err = display(&err), "RPCError");
+                            } else {
+                                tracing::error!(err = display(&err), "RPCError");
+                            }
 
                             let retry = match &err {
                                 RPCError::Timeout(_) => false,
