@@ -593,7 +593,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
         }
         Cmd::Openapi => {
             let doc = alliance::api::openapi::document(&alliance::config::Limits::default());
-            let json = serde_json::to_string_pretty(&doc).expect("the description serializes");
+            let json = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
             println!("{json}");
             Ok(ExitCode::SUCCESS)
         }

@@ -365,9 +365,36 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
     format!("{method}{path}")
 }
 
-/// The description of the `/v1` API under `limits` (its page size is a
-/// node's own).
-pub fn document(limits: &Limits) -> OpenApi {
+/// The description of the `/v1` API, as JSON, under `limits`: the page,
+/// batch, readers, memo and pending-timeout bounds shown are a node's own.
+pub fn document(limits: &Limits) -> serde_json::Value {
+    let mut doc = serde_json::to_value(built(limits)).expect("the description serializes");
+    bound(&mut doc, limits);
+    doc
+}
+
+/// The node's own bounds, set on the body schemas that take them (the
+/// derived schemas know the types, not the limits).
+fn bound(doc: &mut serde_json::Value, limits: &Limits) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let transfers = &mut schemas["BatchBody"]["properties"]["transfers"];
+    transfers["minItems"] = json!(1);
+    transfers["maxItems"] = json!(limits.batch_transfers_max);
+    for body in ["CreateAccountBody", "ReadersBody"] {
+        schemas[body]["properties"]["readers"]["maxItems"] = json!(limits.readers_max);
+    }
+    let transfer = &mut schemas["TransferBody"]["properties"];
+    transfer["memo"]["description"] = json!(format!(
+        "at most {} bytes of UTF-8; control characters and bidirectional overrides are refused",
+        limits.memo_bytes_max
+    ));
+    transfer["timeout_ms"]["minimum"] = json!(1);
+    transfer["timeout_ms"]["maximum"] = json!(limits.pending_timeout_ms_max);
+    transfer["timeout_ms"]["description"] = json!("for a pending transfer only");
+}
+
+fn built(limits: &Limits) -> OpenApi {
     let mut s = Schemas::default();
     let account = || Param::Path("id", AccountId::schema());
     let transfer = || Param::Path("id", TransferId::schema());
@@ -650,7 +677,50 @@ mod tests {
     use super::*;
 
     fn described() -> Value {
-        serde_json::to_value(document(&Limits::default())).unwrap()
+        document(&Limits::default())
+    }
+
+    /// A node's own bounds are in its description.
+    #[test]
+    fn the_description_shows_the_nodes_limits() {
+        let limits = Limits {
+            batch_transfers_max: 17,
+            readers_max: 5,
+            memo_bytes_max: 99,
+            pending_timeout_ms_max: 1234,
+            page_items_max: 7,
+            ..Limits::default()
+        };
+        let doc = document(&limits);
+        let schemas = &doc["components"]["schemas"];
+        let transfers = &schemas["BatchBody"]["properties"]["transfers"];
+        assert_eq!(
+            (&transfers["minItems"], &transfers["maxItems"]),
+            (&1.into(), &17.into())
+        );
+        for body in ["CreateAccountBody", "ReadersBody"] {
+            assert_eq!(
+                schemas[body]["properties"]["readers"]["maxItems"], 5,
+                "{body}"
+            );
+        }
+        let transfer = &schemas["TransferBody"]["properties"];
+        assert!(transfer["memo"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("at most 99 bytes"));
+        assert_eq!(transfer["timeout_ms"]["maximum"], 1234);
+        assert_eq!(
+            transfer["timeout_ms"]["type"],
+            serde_json::json!(["integer", "null"])
+        );
+        let limit = doc["paths"]["/v1/blocks"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["maximum"], 7);
     }
 
     /// The description lists exactly the routes the API listener serves,

@@ -244,10 +244,8 @@ impl Service {
 
     /// The API's OpenAPI description under this node's limits, as JSON.
     pub fn openapi(&self) -> &str {
-        self.openapi.get_or_init(|| {
-            serde_json::to_string(&crate::api::openapi::document(&self.limits))
-                .expect("the description serializes")
-        })
+        self.openapi
+            .get_or_init(|| crate::api::openapi::document(&self.limits).to_string())
     }
 
     /// Whether a node proposed for the registry has a node certificate of
