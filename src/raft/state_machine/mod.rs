@@ -541,17 +541,27 @@ impl Drop for Installing<'_> {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (state, store) = (self.state.clone(), self.store.clone());
-        let (path, last_applied, membership) = tokio::task::spawn_blocking(move || {
-            let mut path = None;
-            let (last_applied, membership) = state.walk(|_, writer| {
-                path = Some(snapshot::write_snapshot_file(&store, writer)?);
-                Ok(())
-            })?;
-            let path = path.expect("the walk ran");
-            Ok::<_, StorageError>((path, last_applied, membership))
-        })
-        .await
-        .map_err(read_err)??;
+        // The walk runs on a thread of its own that ends with it: on a
+        // pooled thread that idles afterwards, what other threads free into
+        // its allocator heap during the walk stays resident, 40-280 MB more
+        // after each build (BENCHMARKS.md, "Transparent huge pages").
+        let (done, walked) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("snapshot-walk".into())
+            .spawn(move || {
+                let mut path = None;
+                let result = state
+                    .walk(|_, writer| {
+                        path = Some(snapshot::write_snapshot_file(&store, writer)?);
+                        Ok(())
+                    })
+                    .map(|(last_applied, membership)| {
+                        (path.expect("the walk ran"), last_applied, membership)
+                    });
+                let _ = done.send(result);
+            })
+            .map_err(read_err)?;
+        let (path, last_applied, membership) = walked.await.map_err(read_err)??;
         self.snapshots_built += 1;
         (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
