@@ -76,11 +76,13 @@ WAIT_SECONDS=120
 pids="$pids $!"
 wait_for "the demo consortium" grep -q "is up" "$dir/demo.log"
 
-url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["nodes"][0]["api_url"])' "$dir/demo/demo.json")
-pki=$dir/demo/pki
+# D, API (node 1) and AUTH (curl's options as org1's app).
+. "$dir/demo/demo.env"
+url=$API
+pki=$D/pki
 log "a Python client generated from the description, as org1's app"
-curl -sS --fail --cacert "$pki/org1/ca.crt" --cert "$pki/org1/app-app.crt" \
-	--key "$pki/org1/app-app.key" -o "$dir/openapi.json" "$url/v1/openapi.json"
+# AUTH holds several options: split on purpose.
+curl -sS --fail $AUTH -o "$dir/openapi.json" "$url/v1/openapi.json"
 if ! python3 -m openapi_python_client generate --path "$dir/openapi.json" --meta none \
 	--output-path "$dir/generated/alliance_client" >"$dir/generate.log" 2>&1; then
 	cat "$dir/generate.log" >&2

@@ -88,20 +88,26 @@ impl ApiClient {
         })
     }
 
-    /// What to fix when a request got no answer ([`explain`]). A server
-    /// that refuses this client's certificate sends its alert after a TLS
-    /// 1.3 handshake the client has already finished, and the connection
-    /// may close before the alert is read; then one more connection is
-    /// made here (within two seconds), and the alert it draws is named.
+    /// Says what to fix when a request got no answer: the address refused
+    /// the connection or did not answer in time, the server's certificate
+    /// is not one this client trusts, or the server refused this client's
+    /// certificate (by the TLS alert it sent, by name).
+    ///
+    /// A server that refuses this client's certificate sends its alert
+    /// after a TLS 1.3 handshake the client has already finished, and the
+    /// connection may close before the alert is read. When the error says
+    /// no more than that, one more connection is made here (within two
+    /// seconds), and the alert it draws is named.
     pub async fn explain(&self, e: &reqwest::Error) -> String {
-        let said = explain(e, &self.base);
-        if !closed_without_reason(e) {
-            return said;
+        if let Some(reason) = reason(e, &self.base) {
+            return reason;
         }
-        match refusal(&self.base, self.tls.clone()).await {
-            Some(alert) => explain_tls(&alert, &self.base),
-            None => said,
+        if e.is_request() || e.is_connect() {
+            if let Some(alert) = refusal(&self.base, self.tls.clone()).await {
+                return explain_tls(&alert, &self.base);
+            }
         }
+        chain(e)
     }
 
     /// The same client, sending writes unsigned: its node then takes them
@@ -519,57 +525,39 @@ pub fn cert_ref(path: &std::path::Path) -> Result<(String, String)> {
     Ok((org.to_owned(), serial.to_string()))
 }
 
-/// Says what to fix when a request to `url` got no answer: the address
-/// refused the connection or did not answer in time, the server's
-/// certificate is not one this client trusts, or the server refused this
-/// client's certificate (by the TLS alert it sent, by name).
-pub fn explain(e: &reqwest::Error, url: &str) -> String {
+/// What to fix, if the error of a request to `url` says why it got no
+/// answer ([`ApiClient::explain`]).
+fn reason(e: &reqwest::Error, url: &str) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return explain_tls(tls, url);
+            return Some(explain_tls(tls, url));
         }
         source = s.source();
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => {
-                    return format!(
+                    return Some(format!(
                         "{url} refused the connection: is the node running, and is `url` in the \
                          client config its api_addr?"
-                    )
+                    ))
                 }
-                std::io::ErrorKind::TimedOut => return timed_out(url),
+                std::io::ErrorKind::TimedOut => return Some(timed_out(url)),
                 std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
                 | std::io::ErrorKind::BrokenPipe
                 | std::io::ErrorKind::UnexpectedEof => {
-                    return format!(
+                    return Some(format!(
                         "{url} closed the connection ({io}); if it refused this client's \
                          certificate, its log says why (\"refused a connection\")"
-                    )
+                    ))
                 }
                 // An I/O error's source skips the error it wraps.
                 _ => source = io.get_ref().map(|inner| inner as _).or(source),
             }
         }
     }
-    if e.is_timeout() {
-        return timed_out(url);
-    }
-    chain(e)
-}
-
-/// Whether a request failed on a connection that closed before its
-/// answer, with no TLS or I/O reason in the error.
-fn closed_without_reason(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<rustls::Error>() || s.is::<std::io::Error>() {
-            return false;
-        }
-        source = s.source();
-    }
-    !e.is_timeout() && (e.is_request() || e.is_connect())
+    e.is_timeout().then(|| timed_out(url))
 }
 
 /// The alert a new connection to `base` draws once its handshake is done

@@ -4,6 +4,8 @@
 //! `GET /v1/openapi.json` with its own limits; `alliance openapi` prints it
 //! with the defaults.
 
+use std::collections::BTreeMap;
+
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
@@ -100,22 +102,61 @@ fn edge_errors() -> Vec<ApiError> {
     errors
 }
 
-/// What an error status means, and the codes it carries.
-fn error_description(status: u16, what: &str) -> String {
-    let mut codes: Vec<&str> = edge_errors()
-        .iter()
-        .filter(|e| e.status().as_u16() == status)
-        .map(ApiError::code)
-        .collect();
-    codes.sort_unstable();
-    codes.dedup();
-    if status == 400 {
-        codes.push("invalid_* (a field breaks its rule; the message says which)");
+/// The error answers: the body every error has, and what each status
+/// means with the codes it carries, made once for the document.
+struct Errors {
+    body: RefOr<Schema>,
+    described: BTreeMap<u16, String>,
+}
+
+impl Errors {
+    fn new(schemas: &mut Schemas) -> Self {
+        let all = edge_errors();
+        let describe = |(status, what): &(u16, &str)| {
+            let mut codes: Vec<&str> = all
+                .iter()
+                .filter(|e| e.status().as_u16() == *status)
+                .map(ApiError::code)
+                .collect();
+            codes.sort_unstable();
+            codes.dedup();
+            match status {
+                400 => codes.push("invalid_* (a field breaks its rule; the message says which)"),
+                422 => codes.push("batch_rejected"),
+                _ => {}
+            }
+            (*status, format!("{what}; codes: {}", codes.join(", ")))
+        };
+        Self {
+            body: schemas.of::<ErrorBody>(),
+            described: READ_ERRORS
+                .iter()
+                .chain(WRITE_ERRORS)
+                .map(describe)
+                .collect(),
+        }
     }
-    if status == 422 {
-        codes.push("batch_rejected");
+
+    /// `op` with the error answers of `statuses`; a 422 may also carry
+    /// `refusal`.
+    fn answered(
+        &self,
+        mut op: OperationBuilder,
+        statuses: &[(u16, &str)],
+        refusal: Option<&RefOr<Schema>>,
+    ) -> OperationBuilder {
+        for (status, _) in statuses {
+            let schema = match (refusal, status) {
+                (Some(refusal), 422) => any_of([self.body.clone(), refusal.clone()]),
+                _ => self.body.clone(),
+            };
+            op = op.response(
+                status.to_string(),
+                json_response(&self.described[status], schema),
+            );
+        }
+        op
     }
-    format!("{what}; codes: {}", codes.join(", "))
 }
 
 /// The schemas a document names, with those they name (the components
@@ -160,7 +201,7 @@ fn integer(minimum: u64, maximum: u64) -> RefOr<Schema> {
 /// A route's parameters: in its path or query, with their schemas.
 enum Param {
     Path(&'static str, RefOr<Schema>),
-    Query(&'static str, RefOr<Schema>, &'static str),
+    Query(&'static str, RefOr<Schema>, String),
 }
 
 /// One route as the document describes it.
@@ -245,7 +286,7 @@ impl Route {
     }
 
     /// Reads take `?consistency=`; writes an optional signature header.
-    fn operation(self, schemas: &mut Schemas) -> Operation {
+    fn operation(self, errors: &Errors) -> Operation {
         let is_write = self.is_write();
         let mut op = OperationBuilder::new()
             .summary(Some(self.summary))
@@ -323,17 +364,9 @@ impl Route {
             ok = ok.link(id, link.build());
         }
         op = op.response("200", ok.build());
-        let error = schemas.of::<ErrorBody>();
-        let errors = READ_ERRORS
-            .iter()
-            .chain(if is_write { WRITE_ERRORS } else { &[] });
-        for (status, what) in errors {
-            let what = error_description(*status, what);
-            let schema = match (&self.refusal, status) {
-                (Some(refusal), 422) => any_of([error.clone(), refusal.clone()]),
-                _ => error.clone(),
-            };
-            op = op.response(status.to_string(), json_response(&what, schema));
+        op = errors.answered(op, READ_ERRORS, self.refusal.as_ref());
+        if is_write {
+            op = errors.answered(op, WRITE_ERRORS, self.refusal.as_ref());
         }
         op.build()
     }
@@ -355,7 +388,11 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
         HttpMethod::Get => "get",
         HttpMethod::Post => "post",
         HttpMethod::Put => "put",
-        _ => "other",
+        HttpMethod::Delete => "delete",
+        HttpMethod::Options => "options",
+        HttpMethod::Head => "head",
+        HttpMethod::Patch => "patch",
+        HttpMethod::Trace => "trace",
     };
     let path: String = path
         .chars()
@@ -377,35 +414,63 @@ pub fn document(limits: &Limits) -> serde_json::Value {
 /// derived schemas know the types, not the limits).
 fn bound(doc: &mut serde_json::Value, limits: &Limits) {
     use serde_json::json;
-    let schemas = &mut doc["components"]["schemas"];
-    let transfers = &mut schemas["BatchBody"]["properties"]["transfers"];
-    transfers["minItems"] = json!(1);
-    transfers["maxItems"] = json!(limits.batch_transfers_max);
+    let mut set = |field: &str, values: serde_json::Value| {
+        let at = format!("/components/schemas/{field}");
+        let schema = doc
+            .pointer_mut(&at)
+            .expect("the derived schema has this field");
+        for (key, value) in values.as_object().expect("an object of keys") {
+            schema[key] = value.clone();
+        }
+    };
+    let max = limits.batch_transfers_max;
+    set(
+        "BatchBody/properties/transfers",
+        json!({"minItems": 1, "maxItems": max}),
+    );
     for body in ["CreateAccountBody", "ReadersBody"] {
-        schemas[body]["properties"]["readers"]["maxItems"] = json!(limits.readers_max);
+        let max = limits.readers_max;
+        set(
+            &format!("{body}/properties/readers"),
+            json!({"maxItems": max}),
+        );
     }
-    let transfer = &mut schemas["TransferBody"]["properties"];
-    transfer["memo"]["description"] = json!(format!(
+    let memo = format!(
         "at most {} bytes of UTF-8; control characters and bidirectional overrides are refused",
         limits.memo_bytes_max
-    ));
-    transfer["timeout_ms"]["minimum"] = json!(1);
-    transfer["timeout_ms"]["maximum"] = json!(limits.pending_timeout_ms_max);
-    transfer["timeout_ms"]["description"] = json!("for a pending transfer only");
+    );
+    set("TransferBody/properties/memo", json!({"description": memo}));
+    let timeout = json!({
+        "minimum": 1,
+        "maximum": limits.pending_timeout_ms_max,
+        "description": "for a pending transfer only",
+    });
+    set("TransferBody/properties/timeout_ms", timeout);
 }
 
 fn built(limits: &Limits) -> OpenApi {
     let mut s = Schemas::default();
     let account = || Param::Path("id", AccountId::schema());
     let transfer = || Param::Path("id", TransferId::schema());
+    let page_text = format!(
+        "items per page (default {}, at most {}: the node's `limits.page_items_max`)",
+        super::query::PAGE_ITEMS_DEFAULT.min(limits.page_items_max),
+        limits.page_items_max
+    );
     let page = || {
         Param::Query(
             "limit",
             integer(1, limits.page_items_max as u64),
-            "items per page (default 100, at most the node's `limits.page_items_max`)",
+            page_text.clone(),
         )
     };
-    let cursor = |schema| Param::Query("cursor", schema, "the `next_cursor` of the previous page");
+    let cursor = |schema| {
+        Param::Query(
+            "cursor",
+            schema,
+            "the `next_cursor` of the previous page".into(),
+        )
+    };
     let height = || integer(0, u64::MAX);
     // A body the route ignores but for its declared type: `{}` (a write
     // is always declared as JSON).
@@ -446,7 +511,7 @@ fn built(limits: &Limits) -> OpenApi {
         .with(Param::Query(
             "at_height",
             height(),
-            "the balances as of this block",
+            "the balances as of this block".into(),
         )),
         Route::get(
             "/v1/accounts/{id}/transfers",
@@ -595,14 +660,15 @@ fn built(limits: &Limits) -> OpenApi {
         )
         .of_this_node(),
     ];
+    let errors = Errors::new(&mut s);
     let mut paths = PathsBuilder::new();
     for route in routes {
         let (method, path) = (route.method.clone(), route.path);
-        paths = paths.path(path, PathItem::new(method, route.operation(&mut s)));
+        paths = paths.path(path, PathItem::new(method, route.operation(&errors)));
     }
     paths = paths.path(
         "/v1/backup",
-        PathItem::new(HttpMethod::Get, backup_operation()),
+        PathItem::new(HttpMethod::Get, backup_operation(&errors)),
     );
     OpenApiBuilder::new()
         .info(
@@ -639,11 +705,11 @@ fn built(limits: &Limits) -> OpenApi {
 
 /// `GET /v1/backup`: a binary body, for an admin of the node's own
 /// organization.
-fn backup_operation() -> Operation {
+fn backup_operation(errors: &Errors) -> Operation {
     let binary = ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)));
-    let mut op = OperationBuilder::new()
+    let op = OperationBuilder::new()
         .summary(Some(
             "admin of the node's own organization: a backup of its applied state",
         ))
@@ -659,13 +725,7 @@ fn backup_operation() -> Operation {
                 )
                 .build(),
         );
-    let mut schemas = Schemas::default();
-    let error = schemas.of::<ErrorBody>();
-    for (status, what) in READ_ERRORS {
-        let what = error_description(*status, what);
-        op = op.response(status.to_string(), json_response(&what, error.clone()));
-    }
-    op.build()
+    errors.answered(op, READ_ERRORS, None).build()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub struct ReadQuery {
 }
 
 /// A page's size when the query names none (or the page limit, if lower).
-const PAGE_ITEMS_DEFAULT: usize = 100;
+pub(super) const PAGE_ITEMS_DEFAULT: usize = 100;
 
 impl ReadQuery {
     /// Parses `query`, refusing parameters outside `allowed`.

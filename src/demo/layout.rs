@@ -61,25 +61,29 @@ impl Layout {
     /// README's examples use them (`. alliance-demo/demo.env`).
     pub fn write_env(&self) -> Result<()> {
         let node = &self.nodes[0];
-        let org = &node.org;
+        let org = self.org(&node.org);
         let dir = self.dir.display().to_string();
         let pem = |role: &str| {
+            let id = &org.identities[role];
             format!(
-                "--cacert $D/pki/{org}/ca.crt --cert $D/pki/{org}/{role}-{role}.crt \
-                 --key $D/pki/{org}/{role}-{role}.key"
+                "--cacert {} --cert {} --key {}",
+                org.ca_cert.display(),
+                id.cert.display(),
+                id.key.display()
             )
         };
         let env = format!(
             "# The demo consortium, for a shell: . {dir}/demo.env\n\
              D={dir}\n\
-             # node 1's API, public window (certificate by {org}'s CA) and operations listener\n\
+             # node 1's API, public window (certificate by {name}'s CA) and operations listener\n\
              API={api}\n\
              PUBLIC={public}\n\
              OPS={ops}\n\
-             # curl options as {org}'s app and as its admin\n\
+             # curl options as {name}'s app and as its admin\n\
              AUTH=\"{app}\"\n\
              ADMIN=\"{admin}\"\n",
             dir = shell_quoted(&dir),
+            name = org.name,
             api = node.api_url,
             public = node.public_url,
             ops = node.ops_url,
