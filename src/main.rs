@@ -632,6 +632,11 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
     })
 }
 
+/// A request that got no answer, as the CLI reports it: what to fix.
+async fn no_answer(api: &ApiClient, e: &reqwest::Error) -> alliance::error::Error {
+    alliance::error::Error::Other(api.explain(e).await)
+}
+
 async fn backup(
     config: &std::path::Path,
     out: &std::path::Path,
@@ -639,7 +644,7 @@ async fn backup(
     let config = ClientConfig::load(config)?;
     let api = ApiClient::from_config(&config)?;
     let backup = match api.backup().await {
-        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+        Err(e) => return Err(no_answer(&api, &e).await),
         Ok(Ok(b)) => b,
         Ok(Err(why)) => {
             eprintln!("alliance: backup refused: {why}");
@@ -870,7 +875,7 @@ async fn ballot(
 ) -> alliance::error::Result<std::result::Result<Result<Response, reqwest::Error>, ExitCode>> {
     let shown = match api.proposal(id).await {
         Ok(shown) => shown,
-        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+        Err(e) => return Err(no_answer(api, &e).await),
     };
     if !shown.is_success() {
         return Ok(Ok(Ok(shown)));
@@ -989,7 +994,7 @@ async fn client(config: &std::path::Path, cmd: ClientCmd) -> alliance::error::Re
     };
     let response: Response = match sent {
         Ok(response) => response,
-        Err(e) => return Err(alliance::error::Error::Other(api.explain(&e).await)),
+        Err(e) => return Err(no_answer(&api, &e).await),
     };
     println!(
         "{}",

@@ -226,22 +226,37 @@ fn rejection_status(r: Rejection) -> StatusCode {
     }
 }
 
-/// What a 404 says, by its code: what may be missing, and where to look.
+/// The edge's 404 codes, each with what it says: what may be missing, and
+/// where to look.
+pub const NOT_FOUND: &[(&str, &str)] = &[
+    (
+        "route_not_found",
+        "no such route (the README's API table lists them; GET /v1/openapi.json describes them)",
+    ),
+    (
+        "account_not_found",
+        "no such account, or this organization may not read it (its owner grants reads)",
+    ),
+    (
+        "transfer_not_found",
+        "no such transfer, or this organization may read neither of its accounts",
+    ),
+    (
+        "block_not_found",
+        "no block at this height yet (GET /v1/cluster shows the height)",
+    ),
+    (
+        "proposal_not_found",
+        "no such proposal (GET /v1/gov/proposals lists them)",
+    ),
+];
+
+/// What a 404 says, by its code ([`NOT_FOUND`]).
 fn not_found_message(code: &str) -> &'static str {
-    match code {
-        "route_not_found" => {
-            "no such route (the README's API table lists them; GET /v1/openapi.json describes them)"
-        }
-        "account_not_found" => {
-            "no such account, or this organization may not read it (its owner grants reads)"
-        }
-        "transfer_not_found" => {
-            "no such transfer, or this organization may read neither of its accounts"
-        }
-        "block_not_found" => "no block at this height yet (GET /v1/cluster shows the height)",
-        "proposal_not_found" => "no such proposal (GET /v1/gov/proposals lists them)",
-        _ => "no such object, or not visible to this organization",
-    }
+    NOT_FOUND.iter().find(|(known, _)| *known == code).map_or(
+        "no such object, or not visible to this organization",
+        |(_, m)| m,
+    )
 }
 
 /// The HTTP status of a rejection code (for documentation and tests).

@@ -23,7 +23,7 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use super::body::{BatchBody, CreateAccountBody, EmptyBody, PostBody, ReadersBody, TransferBody};
-use super::error::ApiError;
+use super::error::{ApiError, NOT_FOUND};
 use super::gov::{
     ActionBody, BallotBody, Joined, ProposalView, ProposalsPage, RegistryView, RevocationView,
     RevokeBody,
@@ -90,14 +90,7 @@ fn edge_errors() -> Vec<ApiError> {
         ApiError::Unavailable(text()),
         ApiError::Diverged(text()),
     ];
-    let not_found = [
-        "route_not_found",
-        "account_not_found",
-        "transfer_not_found",
-        "block_not_found",
-        "proposal_not_found",
-    ];
-    errors.extend(not_found.map(ApiError::NotFound));
+    errors.extend(NOT_FOUND.iter().map(|(code, _)| ApiError::NotFound(code)));
     errors.extend(Rejection::ALL.iter().map(|r| ApiError::Rejected(*r)));
     errors
 }

@@ -69,19 +69,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }
         let allow: Vec<&str> = methods.iter().map(|(m, _)| *m).collect();
         let allow = allow.join(", ");
+        let header = actix_web::http::header::HeaderValue::from_str(&allow)
+            .expect("ROUTES names HTTP methods");
         // The caller's certificate is checked first, as on every route.
         resource = resource.default_service(web::to(move |_: Principal| {
-            let allow = allow.clone();
-            async move {
-                let mut response: HttpResponse =
-                    ApiError::MethodNotAllowed(allow.clone()).render().into();
-                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
-                    response
-                        .headers_mut()
-                        .insert(actix_web::http::header::ALLOW, value);
-                }
-                response
-            }
+            let mut response: HttpResponse =
+                ApiError::MethodNotAllowed(allow.clone()).render().into();
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, header.clone());
+            std::future::ready(response)
         }));
         scope = scope.service(resource);
     }
@@ -316,5 +313,5 @@ async fn cluster(_principal: Principal, svc: web::Data<Service>) -> HttpResponse
 async fn openapi(_principal: Principal, svc: web::Data<Service>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
-        .body(svc.openapi().to_owned())
+        .body(svc.openapi())
 }

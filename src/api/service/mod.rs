@@ -152,7 +152,7 @@ pub struct Service {
     /// What this node counts for `/metrics`.
     stats: Arc<NodeStats>,
     /// `GET /v1/openapi.json`, made once: it depends on the limits only.
-    openapi: std::sync::OnceLock<String>,
+    openapi: std::sync::OnceLock<actix_web::web::Bytes>,
 }
 
 /// Why one attempt did not produce an answer.
@@ -243,9 +243,13 @@ impl Service {
     }
 
     /// The API's OpenAPI description under this node's limits, as JSON.
-    pub fn openapi(&self) -> &str {
-        self.openapi
-            .get_or_init(|| crate::api::openapi::document(&self.limits).to_string())
+    pub fn openapi(&self) -> actix_web::web::Bytes {
+        let made = self.openapi.get_or_init(|| {
+            crate::api::openapi::document(&self.limits)
+                .to_string()
+                .into()
+        });
+        made.clone()
     }
 
     /// Whether a node proposed for the registry has a node certificate of
