@@ -239,6 +239,9 @@ type Stored = BTreeMap<u64, Vec<Transfer>>;
 /// the height that stores each transfer's latest version.
 type Index = BTreeMap<TransferId, u64>;
 
+/// The refusals stored outside the ledger, by id.
+type Refusals = BTreeMap<TransferId, RejectedTransfer>;
+
 /// Applies `entry` as the Raft state machine does: looks up the ids it
 /// names, loads the stored transfers among them, applies, stores the
 /// block's records and index, forgets, and drops the whole index from the
@@ -248,12 +251,16 @@ fn apply_forgetting(
     l: &mut Ledger,
     stored: &mut Stored,
     indexed: &mut Index,
+    refusals: &mut Refusals,
     entry: &Entry,
     index: u64,
 ) -> (Outcome, Changes) {
     for id in l.to_look_up(entry) {
         let height = indexed.get(&id).copied();
-        l.looked_up(id, height);
+        match (height, refusals.get(&id)) {
+            (None, Some(refused)) => l.refusal_looked_up(refused.clone()),
+            _ => l.looked_up(id, height),
+        }
     }
     let wanted = l.to_load(entry);
     for (id, height) in &wanted {
@@ -277,6 +284,18 @@ fn apply_forgetting(
         l.drop_indexed(id, *height);
     }
     assert_eq!(l.indexed_len(), 0, "every id dropped");
+    for id in &changes.rejected {
+        let refused = l.rejected(id).expect("a refusal the entry made");
+        refusals.insert(id.clone(), refused.clone());
+    }
+    // Refusals dropped after every other entry: a re-send meets its
+    // refusal held, then dropped.
+    if index % 2 == 1 {
+        for id in refusals.keys() {
+            l.drop_refusal(id);
+        }
+        assert_eq!(l.refusals_held(), 0, "every refusal dropped");
+    }
     (outcome, changes)
 }
 
@@ -285,12 +304,14 @@ proptest! {
 
     /// A ledger that keeps only pending transfers in memory, and loads the
     /// settled ones an entry names from what earlier blocks stored, with
-    /// the index of where each is stored kept outside it, gives every
-    /// answer and every block exactly as one that keeps them all.
+    /// the index of where each is stored and the refusals kept outside
+    /// it, gives every answer and every block exactly as one that keeps
+    /// them all.
     #[test]
     fn forgetting_settled_transfers_and_their_index_changes_no_answer(ops in proptest::collection::vec((op(), -200i64..400), 1..60)) {
         let (mut keeps, mut forgets) = (genesis(), genesis());
         let (mut stored, mut indexed) = (Stored::new(), Index::new());
+        let mut refusals = Refusals::new();
         for t in forgets.transfers.values() {
             let height = forgets.stored_height(&t.id).expect("indexed");
             stored.entry(height).or_default().push(t.clone());
@@ -303,6 +324,12 @@ proptest! {
         for (id, height) in &indexed {
             forgets.drop_indexed(id, *height);
         }
+        for r in forgets.all_rejected() {
+            refusals.insert(r.request.id.clone(), r.clone());
+        }
+        for id in refusals.keys() {
+            forgets.drop_refusal(id);
+        }
         let mut now: i64 = 1_000;
         for (i, (op, step)) in ops.iter().enumerate() {
             now = (now + step).max(0);
@@ -310,7 +337,7 @@ proptest! {
             // Each entry twice: the second is a re-send of everything in it.
             for index in [100 + 2 * i as u64, 101 + 2 * i as u64] {
                 let (want, want_changes) = keeps.apply(&entry, index);
-                let (got, changes) = apply_forgetting(&mut forgets, &mut stored, &mut indexed, &entry, index);
+                let (got, changes) = apply_forgetting(&mut forgets, &mut stored, &mut indexed, &mut refusals, &entry, index);
                 prop_assert_eq!(&got, &want, "{:?}", op);
                 prop_assert_eq!(&changes.block, &want_changes.block);
                 prop_assert!(forgets.transfers.values().all(|t| t.state == TransferState::Pending));
@@ -321,6 +348,7 @@ proptest! {
         let outside: BTreeMap<&str, u64> = indexed.iter().map(|(id, h)| (id.as_str(), *h)).collect();
         prop_assert_eq!(outside, kept);
         prop_assert_eq!(forgets.transfer_count(), keeps.transfer_count());
+        prop_assert_eq!(&refusals, &keeps.rejected);
         for (id, t) in &keeps.transfers {
             let height = indexed[id];
             prop_assert_eq!(stored[&height].iter().find(|s| s.id == *id), Some(t));

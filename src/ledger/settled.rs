@@ -1,7 +1,7 @@
 //! The settled-transfer cache: a ledger may forget settled transfers once
 //! stored, and load back the ones an entry names before applying it.
 
-use super::{Changes, Entry, Ledger, Transfer, TransferId, TransferState};
+use super::{Changes, Entry, Ledger, RejectedTransfer, Transfer, TransferId, TransferState};
 
 impl Ledger {
     /// After this call, settled transfers made by an entry are not kept in
@@ -24,8 +24,10 @@ impl Ledger {
         self.index_outside = true;
     }
 
-    /// With the index outside: the ids `entry` names that the ledger does
-    /// not hold, to look up with [`Self::looked_up`] before applying it.
+    /// With the index outside: the ids `entry` names that the ledger holds
+    /// neither in the index nor as a refusal, to look up with
+    /// [`Self::looked_up`] (and [`Self::refusal_looked_up`]) before
+    /// applying it.
     pub fn to_look_up(&self, entry: &Entry) -> Vec<TransferId> {
         if !self.index_outside {
             return Vec::new();
@@ -34,9 +36,38 @@ impl Ledger {
             .command
             .transfer_ids()
             .into_iter()
-            .filter(|id| !self.stored_at.contains_key(id.as_str()) && !self.absent.contains(*id))
+            .filter(|id| {
+                !self.stored_at.contains_key(id.as_str())
+                    && !self.absent.contains(*id)
+                    && !self.rejected.contains_key(*id)
+            })
             .cloned()
             .collect()
+    }
+
+    /// With the index outside: the id of `refused` is in no block, and the
+    /// caller has this refusal stored under it, for the entry about to
+    /// apply. Held until dropped ([`Self::drop_refusal`]).
+    pub fn refusal_looked_up(&mut self, refused: RejectedTransfer) {
+        assert!(
+            self.index_outside,
+            "only refusals kept outside are looked up"
+        );
+        self.absent.insert(refused.request.id.clone());
+        self.rejected.insert(refused.request.id.clone(), refused);
+    }
+
+    /// With the index outside: forgets the refusal remembered under `id`,
+    /// which the caller has stored (an entry naming `id` has it looked up
+    /// again).
+    pub fn drop_refusal(&mut self, id: &TransferId) {
+        assert!(self.index_outside, "only refusals kept outside are dropped");
+        self.rejected.remove(id);
+    }
+
+    /// How many refusals the ledger holds.
+    pub fn refusals_held(&self) -> usize {
+        self.rejected.len()
     }
 
     /// Where the caller's index stores transfer `id` (`None`: nowhere, the
@@ -73,10 +104,11 @@ impl Ledger {
         self.stored_at.iter().map(|(id, h)| (&**id, *h))
     }
 
-    /// This ledger holding none of the transfer index (as a ledger kept
-    /// outside is just after a restart).
-    pub fn without_held_index(mut self) -> Self {
+    /// This ledger holding none of the transfer index and no refusal (as
+    /// a ledger kept outside is just after a restart).
+    pub fn without_held(mut self) -> Self {
         self.stored_at.clear();
+        self.rejected.clear();
         self
     }
 
@@ -87,11 +119,15 @@ impl Ledger {
 
     /// Where transfer `id` is stored, if anywhere. With the index outside,
     /// an id neither held nor looked up is a caller's bug that would make
-    /// a re-send a second transfer: it stops the replica.
+    /// a re-send a second transfer: it stops the replica. (An id whose
+    /// refusal is held is in no block.)
     pub(super) fn indexed(&self, id: &TransferId) -> Option<u64> {
         let at = self.stored_at.get(id.as_str()).copied();
         assert!(
-            at.is_some() || !self.index_outside || self.absent.contains(id),
+            at.is_some()
+                || !self.index_outside
+                || self.absent.contains(id)
+                || self.rejected.contains_key(id),
             "transfer {id} was not looked up in the index before an entry naming it"
         );
         at

@@ -37,7 +37,10 @@ pub type TransferIndex = HashMap<Box<str>, u64, foldhash::quality::RandomState>;
 /// of it, and before applying an entry the caller looks up the ids it
 /// names that the ledger does not hold ([`Self::to_look_up`],
 /// [`Self::looked_up`]); between entries it may drop what it stored
-/// ([`Self::drop_indexed`]).
+/// ([`Self::drop_indexed`]). So may the refusals remembered under ids
+/// that hold no transfer: the caller stores them, looks up those an entry
+/// names ([`Self::refusal_looked_up`]) and drops them
+/// ([`Self::drop_refusal`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Member organizations, from genesis.
@@ -54,6 +57,8 @@ pub struct Ledger {
     pub(super) stored_at: TransferIndex,
     /// Number of transfers ever made.
     pub(super) transfer_count: u64,
+    /// Refusals remembered under ids that hold no transfer; with the index
+    /// outside, those the caller has not dropped.
     pub(super) rejected: BTreeMap<TransferId, RejectedTransfer>,
     /// Pending transfers by (expiry on the ledger clock, id).
     pub(super) expiries: BTreeSet<(u64, TransferId)>,
@@ -131,15 +136,15 @@ impl Ledger {
 
     /// Rebuilds a ledger from persisted parts: `transfer_count` transfers
     /// were ever made, whose index the caller holds (see
-    /// [`Self::index_outside_from_now`]); `pending` are the pending ones
-    /// (settled ones are loaded when named). The ledger forgets settled
-    /// transfers (see [`Self::forget_settled_from_now`]).
+    /// [`Self::index_outside_from_now`]), as it holds the refusals;
+    /// `pending` are the pending ones (settled ones are loaded when
+    /// named). The ledger forgets settled transfers (see
+    /// [`Self::forget_settled_from_now`]).
     pub fn from_parts(
         orgs: BTreeSet<OrgName>,
         accounts: impl IntoIterator<Item = Account>,
         transfer_count: u64,
         pending: impl IntoIterator<Item = Transfer>,
-        rejected: impl IntoIterator<Item = RejectedTransfer>,
         head: BlockHeader,
         clock_ms: u64,
     ) -> Self {
@@ -161,10 +166,7 @@ impl Ledger {
             transfers,
             stored_at: TransferIndex::default(),
             transfer_count,
-            rejected: rejected
-                .into_iter()
-                .map(|r| (r.request.id.clone(), r))
-                .collect(),
+            rejected: BTreeMap::new(),
             expiries,
             clock_ms,
             head,

@@ -220,7 +220,7 @@ fn assert_same_ledger(sm: &StateMachine, a: Ledger, b: Ledger, what: &str) {
         let at = t.map(|t| t.resolved_height.unwrap_or(t.height));
         assert_eq!(at, Some(height), "{what}: {id} is held where it is");
     }
-    assert_eq!(a.without_held_index(), b.without_held_index(), "{what}");
+    assert_eq!(a.without_held(), b.without_held(), "{what}");
 }
 
 fn new_transfer(id: &str, from: &str, to: &str, amount: u64, pending: bool) -> NewTransfer {
@@ -474,12 +474,18 @@ async fn the_transfer_index_in_runs_finds_every_transfer() {
     let mut sm = open(Store::open(dir.path()).expect("open sled"));
     apply_more(&mut sm, vec![account("org1.issue"), account("org1.a")]).await;
     let id = |s: String| TransferId::parse(&s).unwrap();
-    // Each round: five transfers, the first pending; the last round's
-    // pending one posted.
+    // Each round: five transfers, the first pending, and one refused for
+    // want of funds, of an amount that the rounds after it make (a
+    // refusal forgotten would be a transfer on a re-send); the last
+    // round's pending one posted.
+    let refused = |r: usize| {
+        let amount = 100 + 5 * r as u64;
+        new_transfer(&format!("org1.r{r}"), "org1.a", "org1.issue", amount, false)
+    };
     let round = |r: usize| {
         let made = (0..5)
             .map(|k| new_transfer(&format!("org1.t{r}-{k}"), "org1.issue", "org1.a", 1, k == 0));
-        let mut commands = vec![batch(made.collect())];
+        let mut commands = vec![batch(made.chain([refused(r)]).collect())];
         if r > 0 {
             commands.push(Command::PostPending {
                 id: id(format!("org1.t{}-0", r - 1)),
@@ -494,7 +500,7 @@ async fn the_transfer_index_in_runs_finds_every_transfer() {
             .map(|r| {
                 r.as_ref()
                     .map(|t| (t.id.clone(), t.height, t.leaf_index))
-                    .ok()
+                    .map_err(|e| *e)
             })
             .collect::<Vec<_>>(),
         other => panic!("not a batch's outcome: {other:?}"),
@@ -522,6 +528,13 @@ async fn the_transfer_index_in_runs_finds_every_transfer() {
     }
     let held = sm.shared().read().ledger.indexed_len();
     assert!(held < 100, "{held} of 400 ids held");
+    let held = sm.shared().read().ledger.refusals_held();
+    assert!(held <= 6, "{held} of 80 refusals held");
+    assert_eq!(
+        made(&first[3][0])[5],
+        Err(Rejection::InsufficientFunds),
+        "a refusal each round"
+    );
     for restart in [false, true] {
         if restart {
             let before = sm.shared().read_stored().ledger.clone();
@@ -547,11 +560,19 @@ async fn the_transfer_index_in_runs_finds_every_transfer() {
             .expect("found");
         assert_eq!(t.state, TransferState::Posted, "its latest version");
     }
-    let new = apply_more(&mut sm, round(80)).await;
-    assert!(
-        matches!(&new[0], Outcome::Transfers(r) if r.iter().all(Result::is_ok)),
-        "{new:?}"
+    let held = sm.shared().read().ledger.refusals_held();
+    assert!(held <= 6, "{held} of 80 refusals held after re-sends");
+    let mut other = refused(3);
+    other.amount = Amount::new(999).unwrap();
+    let again = apply_more(&mut sm, vec![batch(vec![other])]).await;
+    assert_eq!(
+        made(&again[0]),
+        [Err(Rejection::ExistsWithDifferentFields)],
+        "a refused id stays taken"
     );
+    let new = apply_more(&mut sm, round(80)).await;
+    let new = made(&new[0]);
+    assert!(new[..5].iter().all(Result::is_ok), "{new:?}");
     assert_eq!(sm.shared().read().ledger.transfer_count(), 405);
 }
 

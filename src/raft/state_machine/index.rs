@@ -34,7 +34,7 @@ use super::writer::{StateBatch, Writer};
 use crate::codec::{decode, encode};
 use crate::ledger::{Ledger, TransferId};
 use crate::raft::store::{
-    for_each_transfer_block_from, StateKey, CHUNK_BYTES, FILTER_TAG, RUN_TAG,
+    for_each_transfer_block_from, StateKey, CHUNK_BYTES, FILTER_TAG, REJECTED_TAG, RUN_TAG,
 };
 
 /// Ids of the tail (on sled) that a new run takes, unless set otherwise
@@ -56,6 +56,11 @@ const FILTER_PROBES: u64 = 7;
 /// configured (`limits.transfer_index_held_max`): a re-send or a post soon
 /// after its transfer is decided without a read of sled.
 pub const INDEX_HELD_MAX: usize = 100_000;
+
+/// Most refusals the ledger holds once they are on sled (fewer if
+/// [`Limits::looked_max`] is smaller): each holds its whole request, a few
+/// hundred bytes, and a member could make any number of them.
+const REFUSALS_HELD_MAX: usize = 10_000;
 
 /// The index's sizes.
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +123,11 @@ pub struct Index {
     flushed: VecDeque<(u64, Vec<(TransferId, u64)>)>,
     /// Ids the ledger holds because an entry named them, oldest first.
     looked: VecDeque<(TransferId, u64)>,
+    /// Ids whose refusal the ledger holds, oldest first, each with the
+    /// writer's number of the batch that stores it (0: already on sled).
+    refused: VecDeque<(u64, TransferId)>,
+    /// The ids that may have a refusal stored.
+    refusals: RefusalFilter,
     /// The job making a new run of the tail, if one runs.
     flush: Option<Job>,
     /// The job merging runs, if one runs (one at a time, beside a
@@ -209,7 +219,14 @@ impl Index {
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
         let manifest = manifest(tree)?;
         remove_unlisted(tree, &manifest)?;
-        Self::with_manifest(tree, manifest, ledger)
+        let mut index = Self::with_manifest(tree, manifest, ledger)?;
+        for key in tree.scan_prefix([REJECTED_TAG]).keys() {
+            let key = key.map_err(err)?;
+            let id =
+                std::str::from_utf8(&key[1..]).map_err(|_| err("a refusal's key is not an id"))?;
+            index.refusals.insert(id_hash(id));
+        }
+        Ok(index)
     }
 
     /// [`Self::load`], changing nothing on sled (for an audit).
@@ -265,6 +282,22 @@ impl Index {
         self.looked.push_back((id, height));
     }
 
+    /// Notes that the ledger holds the refusals under `ids`, which batch
+    /// `batch` stores (0: looked up from sled).
+    pub fn hold_refused(&mut self, batch: u64, ids: impl IntoIterator<Item = TransferId>) {
+        for id in ids {
+            if batch != 0 {
+                self.refusals.insert(id_hash(id.as_str()));
+            }
+            self.refused.push_back((batch, id));
+        }
+    }
+
+    /// Whether a refusal may be stored under `id` (if not, none is).
+    pub fn may_be_refused(&self, id: &TransferId) -> bool {
+        self.refusals.may_hold(id_hash(id.as_str()))
+    }
+
     /// Where the runs store transfer `id`'s latest version, if in any
     /// (the ledger's held ids are asked first).
     pub fn look_up(&self, tree: &sled::Tree, id: &TransferId) -> Result<Option<u64>, IndexError> {
@@ -279,8 +312,9 @@ impl Index {
         Ok(None)
     }
 
-    /// Between entries: drops from `ledger` the ids a run on sled has and
-    /// the oldest looked-up ones past `looked_max`, makes a merged run
+    /// Between entries: drops from `ledger` the ids a run on sled has, the
+    /// oldest looked-up ones past `looked_max` and the oldest refusals on
+    /// sled past their bound, makes a merged run
     /// live once on sled, takes what a finished job made, and starts the
     /// next job if one is due.
     pub fn maintain(
@@ -301,6 +335,14 @@ impl Index {
         while self.looked.len() > limits.looked_max {
             if let Some((id, height)) = self.looked.pop_front() {
                 ledger.drop_indexed(&id, height);
+            }
+        }
+        let refusals_max = limits.looked_max.min(REFUSALS_HELD_MAX);
+        while self.refused.len() > refusals_max
+            && self.refused.front().is_some_and(|(n, _)| *n <= written)
+        {
+            if let Some((_, id)) = self.refused.pop_front() {
+                ledger.drop_refusal(&id);
             }
         }
         if self.merged.as_ref().is_some_and(|(n, _)| *n <= written) {
@@ -741,6 +783,42 @@ fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexEr
     Ok(())
 }
 
+/// Bloom filters of the ids refusals are stored under, so that a new id
+/// costs probes in memory rather than a read of sled: each a size class
+/// of [`REFUSAL_FILTER_IDS`] and twice the one before, the next made when
+/// the last is full.
+#[derive(Debug, Default)]
+struct RefusalFilter {
+    /// Each filter with the ids it holds and can hold.
+    filters: Vec<(Filter, usize, usize)>,
+}
+
+/// Ids the first refusal filter is sized for.
+const REFUSAL_FILTER_IDS: usize = 1 << 14;
+
+impl RefusalFilter {
+    fn insert(&mut self, hash: u64) {
+        let full = self.filters.last().is_none_or(|(_, ids, room)| ids >= room);
+        if full {
+            let room = self
+                .filters
+                .last()
+                .map_or(REFUSAL_FILTER_IDS, |(_, _, room)| room * 2);
+            self.filters.push((Filter::for_ids(room), 0, room));
+        }
+        if let Some((filter, ids, _)) = self.filters.last_mut() {
+            filter.insert(hash);
+            *ids += 1;
+        }
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        self.filters
+            .iter()
+            .any(|(filter, ..)| filter.may_hold(hash))
+    }
+}
+
 /// A Bloom filter of ids by [`id_hash`], blocked: an id's bits all lie in
 /// one 64-byte block, so that asking costs one cache miss.
 #[derive(Debug)]
@@ -825,6 +903,7 @@ fn id_hash(id: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::{class, id_hash, remove_unlisted, run_key, run_prefix, Filter, Manifest, RunMeta};
+    use super::{RefusalFilter, REFUSAL_FILTER_IDS};
     use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
 
     #[test]
@@ -876,6 +955,24 @@ mod tests {
         let back = Filter::from_bytes(&filter.to_bytes()).expect("whole");
         assert_eq!(back.words, filter.words);
         assert!(Filter::from_bytes(&filter.to_bytes()[1..]).is_none(), "cut");
+    }
+
+    #[test]
+    fn the_refusal_filter_grows_and_keeps_every_id() {
+        let mut refusals = RefusalFilter::default();
+        assert!(!refusals.may_hold(id_hash("org1.none")), "empty");
+        let ids = 3 * REFUSAL_FILTER_IDS + 1;
+        for i in 0..ids {
+            refusals.insert(id_hash(&format!("org1.in-{i}")));
+        }
+        let rooms: Vec<usize> = refusals.filters.iter().map(|(_, _, room)| *room).collect();
+        let first = REFUSAL_FILTER_IDS;
+        assert_eq!(rooms, [first, 2 * first, 4 * first], "doubling");
+        assert!((0..ids).all(|i| refusals.may_hold(id_hash(&format!("org1.in-{i}")))));
+        let false_positives = (0..10_000)
+            .filter(|i| refusals.may_hold(id_hash(&format!("org1.out-{i}"))))
+            .count();
+        assert!(false_positives < 600, "{false_positives} of 10000");
     }
 
     #[test]

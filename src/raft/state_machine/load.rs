@@ -1,14 +1,12 @@
 //! The applied state as sled holds it, read at start and after a snapshot
-//! is installed: all but the settled transfers and the transfer index,
-//! which stay on disk.
+//! is installed: all but the settled transfers, the refusals and the
+//! transfer index, which stay on disk.
 
 use super::index::Index;
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{BlockHeader, Hash, Ledger, TransferState};
-use crate::raft::store::{
-    for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, PENDING_TAG, REJECTED_TAG,
-};
+use crate::raft::store::{for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, PENDING_TAG};
 use crate::raft::StorageError;
 
 /// Reads the whole applied state from the state tree.
@@ -31,7 +29,6 @@ pub(super) fn load(
         scan(tree, ACCOUNT_TAG)?,
         get(tree, StateKey::TransferCount)?,
         scan(tree, PENDING_TAG)?,
-        scan(tree, REJECTED_TAG)?,
         match tree.get(StateKey::Head.encode()).map_err(read_err)? {
             Some(v) => decode(&v).map_err(read_err)?,
             None => BlockHeader::genesis(genesis_hash),

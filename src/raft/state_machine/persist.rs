@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::writer::StateBatch;
 use super::{read_err, write_err, Applied, StateMachine};
-use crate::codec::encode;
-use crate::ledger::{AccountId, Changes, Entry, HistoryItem, Transfer, TransferId, TransferState};
+use crate::codec::{decode, encode};
+use crate::ledger::{
+    AccountId, Changes, Entry, HistoryItem, RejectedTransfer, Transfer, TransferId, TransferState,
+};
 use crate::raft::store::{chunks, read_chunks, StateKey, TRANSFERS_TAG};
 use crate::raft::StorageError;
 
@@ -26,6 +28,8 @@ struct Records<'a> {
 enum LoadError {
     #[error("block {height} lacks transfers indexed there: {ids}")]
     Missing { height: u64, ids: String },
+    #[error("the refusal stored under {0} is another id's")]
+    Misfiled(String),
 }
 
 /// Puts one entry's effects and progress into `batch`. The changed records
@@ -52,6 +56,7 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
     };
     put_records(&mut unqueued.batch, changes, &records);
     put_progress(&mut unqueued.batch, applied, changes);
+    unqueued.refused.extend(changes.rejected.iter().cloned());
     if let Some(block) = &changes.block {
         let ids = changes
             .transfers
@@ -64,13 +69,14 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
 
 /// The changes of entries applied but not yet queued for the writer, the
 /// settled records they touched, which leave memory once queued, and the
-/// ids they indexed, which leave it once written.
+/// ids they indexed and refused, which may leave it once written.
 #[derive(Default)]
 pub(super) struct Unqueued {
     batch: StateBatch,
     entries: usize,
     pub settled: Vec<TransferId>,
     indexed: Vec<(TransferId, u64)>,
+    refused: Vec<TransferId>,
 }
 
 impl StateMachine {
@@ -85,6 +91,7 @@ impl StateMachine {
             let batch = std::mem::take(&mut unqueued.batch);
             let number = self.state.writer.queue(batch).map_err(write_err)?;
             (applied.index).hold(number, std::mem::take(&mut unqueued.indexed));
+            (applied.index).hold_refused(number, std::mem::take(&mut unqueued.refused));
             unqueued.entries = 0;
         }
         (applied.ledger).forget_settled(&std::mem::take(&mut unqueued.settled));
@@ -102,19 +109,32 @@ impl StateMachine {
     }
 
     /// Tells the ledger where the ids `entry` names are that it does not
-    /// hold: the transfer index on sled has every id the ledger dropped
-    /// (it drops none before its batch is written).
+    /// hold, and the refusals stored under those in no block: the transfer
+    /// index and the refusals on sled have every id the ledger dropped (it
+    /// drops none before its batch is written).
     pub(super) fn look_up_named(
         &self,
         applied: &mut Applied,
         entry: &Entry,
     ) -> Result<(), StorageError> {
+        let tree = &self.store.state;
         for id in applied.ledger.to_look_up(entry) {
-            let height = (applied.index)
-                .look_up(&self.store.state, &id)
-                .map_err(read_err)?;
+            let height = applied.index.look_up(tree, &id).map_err(read_err)?;
             if let Some(height) = height {
                 applied.index.remember(id.clone(), height);
+            } else if let Some(v) = (applied.index.may_be_refused(&id))
+                .then(|| tree.get(StateKey::Rejected(&id).encode()))
+                .transpose()
+                .map_err(read_err)?
+                .flatten()
+            {
+                let refused: RejectedTransfer = decode(&v).map_err(read_err)?;
+                if refused.request.id != id {
+                    return Err(read_err(LoadError::Misfiled(id.to_string())));
+                }
+                applied.index.hold_refused(0, [id]);
+                applied.ledger.refusal_looked_up(refused);
+                continue;
             }
             applied.ledger.looked_up(id, height);
         }
