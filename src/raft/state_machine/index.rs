@@ -21,7 +21,7 @@
 //! sees the index as it sees the blocks, and a node that stops finds the
 //! manifest's runs whole. At start the tail is read back from the blocks
 //! past the manifest's height, and chunks of runs the manifest does not
-//! name (a job a stop cut short) are removed.
+//! name (a job a stop cut short) are found, to be removed behind apply.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,9 +136,10 @@ pub struct Index {
     /// A merged run whose manifest is queued: it replaces its inputs
     /// among the live runs once that batch is on sled.
     merged: Option<(u64, Built)>,
-    /// Keys of merged runs' inputs still to remove: a few thousand at a
-    /// time, and none while a walk has the tree frozen (the writer would
-    /// keep each value it removes in memory for the walk).
+    /// Keys of merged runs' inputs, and of runs a stop cut short, still
+    /// to remove: a few thousand at a time, and none while a walk has the
+    /// tree frozen (the writer would keep each value it removes in memory
+    /// for the walk).
     removals: Vec<Vec<u8>>,
 }
 
@@ -215,11 +216,24 @@ fn err(e: impl std::fmt::Display) -> IndexError {
 impl Index {
     /// Reads the index of the state in `tree`: the manifest's runs and
     /// their filters; the ids of the blocks past them, which `ledger`
-    /// holds; and removes what runs the manifest does not name left.
+    /// holds; and the keys of runs the manifest does not name, which it
+    /// removes behind apply ([`Self::maintain`]).
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
         let manifest = manifest(tree)?;
-        remove_unlisted(tree, &manifest)?;
+        let (leftovers, largest) = unlisted(tree, &manifest)?;
         let mut index = Self::with_manifest(tree, manifest, ledger)?;
+        if !leftovers.is_empty() {
+            // Removed behind apply, a batch at a time, like a merge's
+            // inputs: a start does not wait for it. No new run takes the
+            // number of one they belong to.
+            tracing::info!(
+                keys = leftovers.len(),
+                "index runs the manifest does not name: removing them behind apply"
+            );
+            let next = largest.and_then(|n| n.checked_add(1)).unwrap_or(u64::MAX);
+            index.manifest.next_run = index.manifest.next_run.max(next);
+            index.removals = leftovers;
+        }
         for key in tree.scan_prefix([REJECTED_TAG]).keys() {
             let key = key.map_err(err)?;
             let id =
@@ -748,12 +762,15 @@ fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
     }
 }
 
-/// Removes the chunks and filters of runs `manifest` does not name.
-fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexError> {
+/// The keys of chunks and filters of runs `manifest` does not name, and
+/// the largest such run's number.
+fn unlisted(
+    tree: &sled::Tree,
+    manifest: &Manifest,
+) -> Result<(Vec<Vec<u8>>, Option<u64>), IndexError> {
     let mut listed: Vec<u64> = manifest.runs.iter().map(|r| r.number).collect();
     listed.sort_unstable();
-    let mut batch = sled::Batch::default();
-    let mut removed = 0usize;
+    let (mut keys, mut largest) = (Vec::new(), None);
     for tag in [RUN_TAG, FILTER_TAG] {
         // Only the gaps between listed runs are read: a start does not
         // read the whole index to find the few keys a stop left.
@@ -764,8 +781,12 @@ fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexEr
                 None => vec![tag + 1],
             };
             for key in tree.range(from.clone()..to).keys() {
-                batch.remove(key.map_err(err)?);
-                removed += 1;
+                let key = key.map_err(err)?;
+                let number = key
+                    .get(1..9)
+                    .and_then(|n| Some(u64::from_be_bytes(n.try_into().ok()?)));
+                largest = largest.max(number);
+                keys.push(key.to_vec());
             }
             match number.and_then(|n| n.checked_add(1)) {
                 Some(next) => from = run_prefix(tag, next),
@@ -773,14 +794,7 @@ fn remove_unlisted(tree: &sled::Tree, manifest: &Manifest) -> Result<(), IndexEr
             }
         }
     }
-    if removed > 0 {
-        tracing::info!(
-            keys = removed,
-            "removed index runs the manifest does not name"
-        );
-        tree.apply_batch(batch).map_err(err)?;
-    }
-    Ok(())
+    Ok((keys, largest))
 }
 
 /// Bloom filters of the ids refusals are stored under, so that a new id
@@ -902,12 +916,13 @@ fn id_hash(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{class, id_hash, remove_unlisted, run_key, run_prefix, Filter, Manifest, RunMeta};
+    use super::{class, id_hash, run_key, run_prefix, unlisted, Filter, Manifest, RunMeta};
+    use super::{Index, Limits};
     use super::{RefusalFilter, REFUSAL_FILTER_IDS};
     use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
 
     #[test]
-    fn runs_the_manifest_does_not_name_are_removed_at_start() {
+    fn runs_the_manifest_does_not_name_are_found() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("state").unwrap();
         for number in [0, 1, 2, 3, 5, 7, u64::MAX] {
@@ -927,7 +942,11 @@ mod tests {
             through: 9,
             next_run: 8,
         };
-        remove_unlisted(&tree, &manifest).unwrap();
+        let (keys, largest) = unlisted(&tree, &manifest).unwrap();
+        assert_eq!(largest, Some(7), "the largest unlisted run");
+        for key in keys {
+            tree.remove(key).unwrap();
+        }
         let runs_left = |tag: u8| {
             let numbers = tree.scan_prefix([tag]).keys().map(|k| {
                 let k = k.unwrap();
@@ -939,6 +958,43 @@ mod tests {
         assert_eq!(runs_left(FILTER_TAG), [2, 5, u64::MAX]);
         assert!(tree.contains_key([RUN_TAG - 1]).unwrap(), "other keys stay");
         assert!(tree.contains_key([FILTER_TAG + 1]).unwrap());
+    }
+
+    /// A start finds the chunks of a run a stop cut short, numbered past
+    /// the manifest's next run, and leaves them to be removed behind apply;
+    /// no new run takes their number meanwhile.
+    #[test]
+    fn a_start_leaves_a_cut_runs_keys_to_apply_and_never_reuses_its_number() {
+        use crate::raft::state_machine::writer::Writer;
+        use crate::raft::store::StateKey;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let manifest = Manifest {
+            runs: Vec::new(),
+            through: 0,
+            next_run: 3,
+        };
+        tree.insert(
+            StateKey::IndexRuns.encode(),
+            crate::codec::encode(&manifest),
+        )
+        .unwrap();
+        for first in ["org1.a", "org1.b"] {
+            tree.insert(run_key(5, first), &b"chunk"[..]).unwrap();
+        }
+        let mut ledger = crate::ledger::Ledger::new(Default::default());
+        let mut index = Index::load(&tree, &mut ledger).unwrap();
+        assert_eq!(index.removals.len(), 2, "found, not yet removed");
+        assert!(tree.contains_key(run_key(5, "org1.a")).unwrap());
+        assert_eq!(index.next_run(), 6, "past the cut run's number");
+        let writer = std::sync::Arc::new(Writer::start(tree.clone(), Default::default()));
+        index
+            .maintain(&mut ledger, &writer, &tree, Limits::default())
+            .unwrap();
+        writer.caught_up().unwrap();
+        assert!(index.removals.is_empty());
+        let left = tree.scan_prefix(run_prefix(RUN_TAG, 5)).count();
+        assert_eq!(left, 0, "removed behind apply");
     }
 
     #[test]
