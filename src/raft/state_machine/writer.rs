@@ -7,7 +7,10 @@
 //! restarts re-applies the committed entries past its stored last-applied.
 //! What must hold is that nobody reads sled before it has what memory
 //! already shows: every read of sled first waits for the batches queued so
-//! far ([`Writer::caught_up`]).
+//! far ([`Writer::caught_up`]). Batches queued while the writer is busy are
+//! written as one sled batch, each key's last write winning: a writer that
+//! falls behind writes a record that several blocks change (an account's)
+//! once.
 //!
 //! A reader that walks the whole tree (a snapshot build, a backup) does so
 //! without holding up apply: it [freezes](Writer::freeze) the tree at a
@@ -30,6 +33,8 @@ struct Progress {
     queued: u64,
     /// Batches written so far (in queue order).
     written: u64,
+    /// sled batches applied for them (several queued batches go as one).
+    applied: u64,
     /// The first failed write: nothing after it is written, and every
     /// later wait fails with it.
     failed: Option<String>,
@@ -60,24 +65,24 @@ impl Shared {
     }
 }
 
-/// What apply queues: a sled batch of inserts, with the keys it writes.
+/// What apply queues: writes of keys, in order (`None`: a removal).
 #[derive(Default)]
 pub struct StateBatch {
-    batch: sled::Batch,
-    keys: Vec<Vec<u8>>,
+    writes: Vec<(Vec<u8>, Option<sled::IVec>)>,
 }
 
 impl StateBatch {
     pub fn insert(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
-        self.batch.insert(key.as_slice(), value);
-        self.keys.push(key);
+        self.writes.push((key, Some(value.into())));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key.as_slice());
-        self.keys.push(key);
+        self.writes.push((key, None));
     }
 }
+
+/// Most queued batches the writer applies as one.
+const MERGED_MAX: usize = QUEUED_MAX;
 
 /// The handle apply queues on and reads wait on.
 pub struct Writer {
@@ -209,12 +214,37 @@ fn write_queued(
     shared: &Shared,
     delay: std::time::Duration,
 ) {
-    while let Ok(StateBatch { batch, keys }) = rx.recv() {
+    while let Ok(first) = rx.recv() {
+        // The batches queued meanwhile go with it, as one sled batch in
+        // which a key's last write wins: when the writer is behind, a key
+        // that several blocks write (an account's record) is written once.
+        // sled applies a batch atomically, so what it holds after is the
+        // state after the last of them.
+        let mut queued = vec![first];
+        while queued.len() < MERGED_MAX {
+            match rx.try_recv() {
+                Ok(next) => queued.push(next),
+                Err(_) => break,
+            }
+        }
         std::thread::sleep(delay);
+        let merged = queued.len() as u64;
+        let mut batch = sled::Batch::default();
+        let mut keys = Vec::new();
+        for (key, value) in queued.into_iter().flat_map(|q| q.writes) {
+            match value {
+                Some(value) => batch.insert(key.as_slice(), value),
+                None => batch.remove(key.as_slice()),
+            }
+            keys.push(key);
+        }
         let result = keep_frozen(tree, &keys, shared).and_then(|()| tree.apply_batch(batch));
         let mut progress = shared.progress();
         match result {
-            Ok(()) => progress.written += 1,
+            Ok(()) => {
+                progress.written += merged;
+                progress.applied += 1;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "writing the applied state failed");
                 progress.failed = Some(e.to_string());
@@ -240,4 +270,59 @@ fn keep_frozen(tree: &sled::Tree, keys: &[Vec<u8>], shared: &Shared) -> sled::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StateBatch, Writer};
+    use std::time::Duration;
+
+    /// Batches queued while the writer is busy go to sled as one, in which
+    /// each key's last write wins; a walk's frozen view still sees each
+    /// key as it was at the freeze.
+    #[test]
+    fn batches_queued_meanwhile_are_written_as_one_and_the_last_write_wins() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        tree.insert("kept", "before").unwrap();
+        tree.insert("removed", "before").unwrap();
+        let writer = Writer::start(tree.clone(), Duration::from_millis(200));
+        writer.freeze();
+        let one = |writes: &[(&str, Option<&str>)]| {
+            let mut batch = StateBatch::default();
+            for (key, value) in writes {
+                match value {
+                    Some(v) => batch.insert(key.as_bytes().to_vec(), v.as_bytes()),
+                    None => batch.remove(key.as_bytes().to_vec()),
+                }
+            }
+            writer.queue(batch).unwrap()
+        };
+        // The first is taken at once; the writer then waits 200 ms, and
+        // the next four are queued by then.
+        one(&[("first", Some("1"))]);
+        one(&[("kept", Some("a")), ("new", Some("a"))]);
+        one(&[("kept", Some("b")), ("removed", None)]);
+        one(&[("new", None), ("back", Some("x"))]);
+        let last = one(&[("new", Some("c")), ("back", None), ("back", Some("y"))]);
+        writer.caught_up().unwrap();
+        assert_eq!(writer.written(), last);
+        let applied = writer.shared.progress().applied;
+        assert!(applied < last, "{applied} sled batches for {last}");
+        let get = |k: &str| tree.get(k).unwrap().map(|v| v.to_vec());
+        assert_eq!(get("kept"), Some(b"b".to_vec()));
+        assert_eq!(get("new"), Some(b"c".to_vec()));
+        assert_eq!(get("back"), Some(b"y".to_vec()));
+        assert_eq!(get("removed"), None);
+        assert_eq!(get("first"), Some(b"1".to_vec()));
+        let frozen = |k: &str| {
+            let now = tree.get(k).unwrap().unwrap_or_default();
+            writer.as_frozen(k.as_bytes(), now).map(|v| v.to_vec())
+        };
+        assert_eq!(frozen("kept"), Some(b"before".to_vec()));
+        assert_eq!(frozen("removed"), Some(b"before".to_vec()));
+        assert_eq!(frozen("new"), None, "written after the freeze");
+        assert_eq!(frozen("back"), None);
+        writer.thaw();
+    }
 }
