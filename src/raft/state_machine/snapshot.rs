@@ -211,14 +211,35 @@ pub(super) fn write_pairs(
 ) -> Result<(), StorageError> {
     let write = |e: std::io::Error| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
     out.write_all(SNAPSHOT_MAGIC).map_err(write)?;
+    let mut pair = |k: &[u8], v: &[u8]| {
+        for part in [k, v] {
+            let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
+            out.write_all(&len.to_be_bytes()).map_err(write)?;
+            out.write_all(part).map_err(write)?;
+        }
+        Ok::<_, StorageError>(())
+    };
+    // Keys written since the freeze that the walk met, as they were then.
+    let mut met = std::collections::HashSet::new();
     for kv in tree.iter() {
         let (k, now) = kv.map_err(read_err)?;
-        if let Some(v) = writer.as_frozen(&k, now) {
-            for part in [&k[..], &v[..]] {
-                let len = u32::try_from(part.len()).expect("sled keys and values are < 4 GiB");
-                out.write_all(&len.to_be_bytes()).map_err(write)?;
-                out.write_all(part).map_err(write)?;
+        let v = match writer.kept(&k) {
+            Some(then) => {
+                met.insert(k.to_vec());
+                then
             }
+            None => Some(now),
+        };
+        if let Some(v) = v {
+            pair(&k, &v)?;
+        }
+    }
+    // Those removed before the walk reached them (a pending transfer's
+    // record once it settles), which the tree no longer has. Installs do
+    // not depend on the pairs' order.
+    for (k, v) in writer.kept_values() {
+        if !met.contains(&k) {
+            pair(&k, &v)?;
         }
     }
     Ok(())
@@ -403,18 +424,21 @@ mod tests {
         writer.caught_up().unwrap();
         writer.freeze();
         // Written after the freeze: an overwrite, a new key before and
-        // one after those the walk meets.
-        writer
-            .queue(batch(&[("b", "2"), ("0", "2"), ("c", "2")]))
-            .unwrap();
+        // one after those the walk meets, and a removal.
+        let mut changes = batch(&[("b", "2"), ("0", "2"), ("c", "2")]);
+        changes.remove(b"d".to_vec());
+        writer.queue(changes).unwrap();
         writer.caught_up().unwrap();
         let frozen = encode_pairs(&tree, &writer);
         writer.thaw();
+        let mut got = pairs(&frozen);
+        got.sort();
         let at_freeze = [("a", "1"), ("b", "1"), ("d", "1")].map(|(k, v)| (k.into(), v.into()));
-        assert_eq!(pairs(&frozen), at_freeze);
+        assert_eq!(got, at_freeze);
         // Thawed, a walk sees the tree as it is.
         let now = pairs(&encode_pairs(&tree, &writer));
-        assert_eq!(now.len(), 5);
+        assert_eq!(now.len(), 4);
         assert!(now.contains(&("b".into(), "2".into())));
+        assert!(!now.iter().any(|(k, _)| k == "d"), "removed");
     }
 }

@@ -15,15 +15,17 @@
 //! A reader that walks the whole tree (a snapshot build, a backup) does so
 //! without holding up apply: it [freezes](Writer::freeze) the tree at a
 //! point, and from then on the writer keeps, for each key it writes, the
-//! value it had at that point ([`Writer::as_frozen`]).
+//! value it had at that point ([`Writer::kept`]), removed keys included
+//! ([`Writer::kept_values`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Batches queued before apply waits for the writer: a bound on the memory
-/// the queue holds (a batch of 8,000 transfers is a few MB).
+/// Batches queued before apply waits for the writer: with those the writer
+/// has taken ([`MERGED_MAX`]), a bound on the memory they hold (a batch of
+/// 8,000 transfers is a few MB).
 const QUEUED_MAX: usize = 16;
 
 /// How far the writer has come.
@@ -81,8 +83,10 @@ impl StateBatch {
     }
 }
 
-/// Most queued batches the writer applies as one.
+/// Most queued batches the writer applies as one, and most writes (sled
+/// holds its lock on every read while it applies a batch).
 const MERGED_MAX: usize = QUEUED_MAX;
+const MERGED_WRITES_MAX: usize = 1 << 18;
 
 /// The handle apply queues on and reads wait on.
 pub struct Writer {
@@ -177,14 +181,24 @@ impl Writer {
         *frozen = Some(Frozen::new());
     }
 
-    /// What key `key`, read as `now` since the freeze, held at the point
-    /// of the freeze (`None`: nothing). Call after reading `now`: a write
-    /// that follows the read is kept by then.
-    pub fn as_frozen(&self, key: &[u8], now: sled::IVec) -> Option<sled::IVec> {
-        match self.shared.frozen().as_ref().and_then(|f| f.get(key)) {
-            Some(then) => then.clone(),
-            None => Some(now),
-        }
+    /// What key `key` held at the freeze, if the writer has written it
+    /// since (`Some(None)`: it held nothing); if not, what a read of it
+    /// made before this call found is what it held.
+    pub fn kept(&self, key: &[u8]) -> Option<Option<sled::IVec>> {
+        self.shared
+            .frozen()
+            .as_ref()
+            .and_then(|f| f.get(key).cloned())
+    }
+
+    /// The keys written since the freeze that held a value at it, with that
+    /// value: among them those removed since, which a walk of the tree
+    /// does not meet.
+    pub fn kept_values(&self) -> Vec<(Vec<u8>, sled::IVec)> {
+        let frozen = self.shared.frozen();
+        let kept = frozen.iter().flat_map(|f| f.iter());
+        kept.filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect()
     }
 
     /// Whether a walk has the tree frozen now.
@@ -220,10 +234,14 @@ fn write_queued(
         // that several blocks write (an account's record) is written once.
         // sled applies a batch atomically, so what it holds after is the
         // state after the last of them.
+        let mut writes = first.writes.len();
         let mut queued = vec![first];
-        while queued.len() < MERGED_MAX {
+        while queued.len() < MERGED_MAX && writes < MERGED_WRITES_MAX {
             match rx.try_recv() {
-                Ok(next) => queued.push(next),
+                Ok(next) => {
+                    writes += next.writes.len();
+                    queued.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -315,14 +333,15 @@ mod tests {
         assert_eq!(get("back"), Some(b"y".to_vec()));
         assert_eq!(get("removed"), None);
         assert_eq!(get("first"), Some(b"1".to_vec()));
-        let frozen = |k: &str| {
-            let now = tree.get(k).unwrap().unwrap_or_default();
-            writer.as_frozen(k.as_bytes(), now).map(|v| v.to_vec())
-        };
-        assert_eq!(frozen("kept"), Some(b"before".to_vec()));
-        assert_eq!(frozen("removed"), Some(b"before".to_vec()));
-        assert_eq!(frozen("new"), None, "written after the freeze");
-        assert_eq!(frozen("back"), None);
+        let kept = |k: &str| writer.kept(k.as_bytes()).map(|v| v.map(|v| v.to_vec()));
+        assert_eq!(kept("kept"), Some(Some(b"before".to_vec())));
+        assert_eq!(kept("removed"), Some(Some(b"before".to_vec())));
+        assert_eq!(kept("new"), Some(None), "written after the freeze");
+        assert_eq!(kept("back"), Some(None));
+        let mut removed_included = writer.kept_values();
+        removed_included.sort();
+        let keys: Vec<&[u8]> = removed_included.iter().map(|(k, _)| &k[..]).collect();
+        assert_eq!(keys, [&b"kept"[..], b"removed"]);
         writer.thaw();
     }
 }
