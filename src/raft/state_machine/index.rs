@@ -216,11 +216,17 @@ fn err(e: impl std::fmt::Display) -> IndexError {
 impl Index {
     /// Reads the index of the state in `tree`: the manifest's runs and
     /// their filters; the ids of the blocks past them, which `ledger`
-    /// holds; and the keys of runs the manifest does not name, which it
-    /// removes behind apply ([`Self::maintain`]).
+    /// holds; the keys of runs the manifest does not name, which it
+    /// removes behind apply ([`Self::maintain`]); and the ids refusals are
+    /// stored under, into a filter.
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
         let manifest = manifest(tree)?;
         let (leftovers, largest) = unlisted(tree, &manifest)?;
+        if largest == Some(u64::MAX) {
+            return Err(err(
+                "the state holds chunks of a run numbered 2^64-1 that the manifest does not name",
+            ));
+        }
         let mut index = Self::with_manifest(tree, manifest, ledger)?;
         if !leftovers.is_empty() {
             // Removed behind apply, a batch at a time, like a merge's
@@ -230,7 +236,7 @@ impl Index {
                 keys = leftovers.len(),
                 "index runs the manifest does not name: removing them behind apply"
             );
-            let next = largest.and_then(|n| n.checked_add(1)).unwrap_or(u64::MAX);
+            let next = largest.map_or(0, |n| n + 1);
             index.manifest.next_run = index.manifest.next_run.max(next);
             index.removals = leftovers;
         }

@@ -19,8 +19,9 @@ const MAX_QUEUE_ITEMS: usize = 4;
 // alliance: 4, not 64. A shard applies the accesses queued for it (and
 // evicts) only once this many are queued, so up to 256 shards times this
 // many pages were in memory and not yet counted against the cache's
-// capacity: with leaves of 16 values of 4 KiB, a walk of the whole tree
-// held 500 MB beyond a 64 MiB cache (vendor/README.md, change 6).
+// capacity: with leaves of up to 17 values of 4 KiB, a process that
+// walked the whole tree held 496 MB with a 64 MiB cache (vendor/README.md,
+// change 6).
 #[cfg(not(any(test, feature = "lock_free_delays")))]
 const MAX_QUEUE_ITEMS: usize = 4;
 
