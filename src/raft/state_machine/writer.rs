@@ -97,7 +97,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread that writes batches to `tree` in queue order,
-    /// pausing `delay` before each (tests stand in for a slow disk with
+    /// pausing `delay` for each (tests stand in for a slow disk with
     /// it).
     pub fn start(tree: sled::Tree, delay: std::time::Duration) -> Self {
         let shared = Arc::new(Shared {
@@ -245,8 +245,9 @@ fn write_queued(
                 Err(_) => break,
             }
         }
-        std::thread::sleep(delay);
         let merged = queued.len() as u64;
+        // A slow disk is slow for each batch's writes, merged or not.
+        std::thread::sleep(delay * queued.len() as u32);
         let mut batch = sled::Batch::default();
         let mut keys = Vec::new();
         for (key, value) in queued.into_iter().flat_map(|q| q.writes) {
