@@ -305,8 +305,12 @@ mod tests {
         let tree = db.open_tree("state").unwrap();
         tree.insert("kept", "before").unwrap();
         tree.insert("removed", "before").unwrap();
-        let writer = Writer::start(tree.clone(), Duration::from_millis(200));
+        let writer = Writer::start(tree.clone(), Duration::ZERO);
         writer.freeze();
+        // The writer keeps what a batch overwrites before it writes it,
+        // under this lock: held, the writer waits with the batches it has
+        // taken, and the rest stay queued until it is let go.
+        let busy = writer.shared.frozen();
         let one = |writes: &[(&str, Option<&str>)]| {
             let mut batch = StateBatch::default();
             for (key, value) in writes {
@@ -317,13 +321,12 @@ mod tests {
             }
             writer.queue(batch).unwrap()
         };
-        // The first is taken at once; the writer then waits 200 ms, and
-        // the next four are queued by then.
         one(&[("first", Some("1"))]);
         one(&[("kept", Some("a")), ("new", Some("a"))]);
         one(&[("kept", Some("b")), ("removed", None)]);
         one(&[("new", None), ("back", Some("x"))]);
         let last = one(&[("new", Some("c")), ("back", None), ("back", Some("y"))]);
+        drop(busy);
         writer.caught_up().unwrap();
         assert_eq!(writer.written(), last);
         let applied = writer.shared.progress().applied;
