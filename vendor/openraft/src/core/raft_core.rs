@@ -85,7 +85,6 @@ use crate::replication::ReplicationHandle;
 use crate::replication::ReplicationSessionId;
 use crate::runtime::RaftRuntime;
 use crate::storage::LogFlushed;
-use crate::storage::RaftLogReaderExt;
 use crate::storage::RaftLogStorage;
 use crate::storage::RaftStateMachine;
 use crate::type_config::alias::InstantOf;
@@ -752,16 +751,10 @@ where
             return Ok(());
         }
 
-        let entries = self.log_store.get_log_entries(since..end).await?;
-        tracing::debug!(
-            entries = display(DisplaySlice::<_>(entries.as_slice())),
-            "about to apply"
-        );
-
-        let last_applied = entries[entries.len() - 1].get_log_id().clone();
-
-        let cmd = sm::Command::apply(entries).with_seq(seq);
-        self.sm_handle.send(cmd).map_err(|e| StorageIOError::apply(last_applied, AnyError::error(e)))?;
+        // alliance patch: the state machine worker reads the entries, a
+        // bounded number at a time, instead of all of them being read here.
+        let cmd = sm::Command::apply(since, end).with_seq(seq);
+        self.sm_handle.send(cmd).map_err(|e| StorageIOError::write_state_machine(AnyError::error(e)))?;
 
         Ok(())
     }
@@ -1396,6 +1389,14 @@ where
                 let seq = command_result.command_seq;
                 let res = command_result.result?;
 
+                // alliance patch: a part of an apply command moves what is
+                // applied; the command is finished by its last part.
+                if let sm::Response::ApplyPart(res) = res {
+                    self.engine.state.io_state_mut().update_applied(Some(res.last_applied.clone()));
+                    self.handle_apply_result(res);
+                    return Ok(());
+                }
+
                 match res {
                     // BuildSnapshot is a read operation that does not have to be serialized by
                     // sm::Worker. Thus it may finish out of order.
@@ -1441,7 +1442,7 @@ where
                             st.update_snapshot(meta.last_log_id);
                         }
                     }
-                    sm::Response::Apply(res) => {
+                    sm::Response::Apply(res) | sm::Response::ApplyPart(res) => {
                         self.engine.state.io_state_mut().update_applied(Some(res.last_applied.clone()));
 
                         self.handle_apply_result(res);

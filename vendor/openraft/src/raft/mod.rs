@@ -271,7 +271,9 @@ where C: RaftTypeConfig
 
         let engine = Engine::new(state, eng_config);
 
-        let sm_handle = worker::Worker::spawn(state_machine, tx_notify.clone());
+        // alliance patch: the state machine worker reads the entries it applies.
+        let log_reader = log_store.get_log_reader().await;
+        let sm_handle = worker::Worker::spawn(state_machine, log_reader, tx_notify.clone());
 
         let core: RaftCore<C, N, LS, SM> = RaftCore {
             id: id.clone(),

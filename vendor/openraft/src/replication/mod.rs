@@ -485,7 +485,17 @@ where
             self.config.heartbeat_interval
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        // alliance patch: an append that carries entries may take as long
+        // as the follower needs to receive, decode and durably write them
+        // (8 entries of 8,000 transfers are 12 MB), up to the shortest
+        // election timeout; only an empty one (a heartbeat) must answer
+        // within the heartbeat interval. Giving up earlier resent the same
+        // entries while the follower was still writing them.
+        let the_timeout = if payload.entries.is_empty() {
+            Duration::from_millis(self.config.heartbeat_interval)
+        } else {
+            Duration::from_millis(self.config.heartbeat_interval.max(self.config.election_timeout_min))
+        };
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 

@@ -2,9 +2,7 @@ use std::fmt::Debug;
 use std::fmt::Formatter;
 
 use crate::core::raft_msg::ResultSender;
-use crate::display_ext::DisplaySlice;
 use crate::error::Infallible;
-use crate::log_id::RaftLogId;
 use crate::type_config::alias::SnapshotDataOf;
 use crate::RaftTypeConfig;
 use crate::Snapshot;
@@ -69,8 +67,9 @@ where C: RaftTypeConfig
         Command::new(payload)
     }
 
-    pub(crate) fn apply(entries: Vec<C::Entry>) -> Self {
-        let payload = CommandPayload::Apply { entries };
+    // alliance patch: an apply names its range; the worker reads it.
+    pub(crate) fn apply(since: u64, end: u64) -> Self {
+        let payload = CommandPayload::Apply { since, end };
         Command::new(payload)
     }
 }
@@ -102,10 +101,11 @@ where C: RaftTypeConfig
         snapshot: Snapshot<C>,
     },
 
-    /// Apply the log entries to the state machine.
-    Apply {
-        entries: Vec<C::Entry>,
-    },
+    /// Apply the committed log entries `since..end` to the state machine.
+    ///
+    /// alliance patch: the worker reads them from the log a bounded number
+    /// at a time, so a follower far behind does not hold all of them.
+    Apply { since: u64, end: u64 },
 }
 
 impl<C> Debug for CommandPayload<C>
@@ -121,7 +121,7 @@ where C: RaftTypeConfig
             CommandPayload::BeginReceivingSnapshot { .. } => {
                 write!(f, "BeginReceivingSnapshot")
             }
-            CommandPayload::Apply { entries } => write!(f, "Apply: {}", DisplaySlice::<_>(entries)),
+            CommandPayload::Apply { since, end } => write!(f, "Apply: [{}, {})", since, end),
         }
     }
 }
@@ -139,11 +139,8 @@ where C: RaftTypeConfig
                 CommandPayload::InstallFullSnapshot { snapshot: s1 },
                 CommandPayload::InstallFullSnapshot { snapshot: s2 },
             ) => s1.meta == s2.meta,
-            (CommandPayload::Apply { entries: entries1 }, CommandPayload::Apply { entries: entries2 }) => {
-                // Entry may not be `Eq`, we just compare log id.
-                // This would be enough for testing.
-                entries1.iter().map(|e| e.get_log_id().clone()).collect::<Vec<_>>()
-                    == entries2.iter().map(|e| e.get_log_id().clone()).collect::<Vec<_>>()
+            (CommandPayload::Apply { since: s1, end: e1 }, CommandPayload::Apply { since: s2, end: e2 }) => {
+                (s1, e1) == (s2, e2)
             }
             _ => false,
         }

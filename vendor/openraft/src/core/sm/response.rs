@@ -19,6 +19,10 @@ where C: RaftTypeConfig
 
     /// Send back applied result to RaftCore.
     Apply(ApplyResult<C>),
+
+    /// alliance patch: the result of a part of an apply command, which is
+    /// not finished yet (its last part comes as `Apply`).
+    ApplyPart(ApplyResult<C>),
 }
 
 /// Container of result of a command.

@@ -13,6 +13,8 @@ use crate::core::ApplyResult;
 use crate::core::ApplyingEntry;
 use crate::display_ext::DisplayOptionExt;
 use crate::entry::RaftPayload;
+use crate::storage::RaftLogReader;
+use crate::storage::RaftLogReaderExt;
 use crate::storage::RaftStateMachine;
 use crate::type_config::alias::JoinHandleOf;
 use crate::AsyncRuntime;
@@ -22,29 +24,40 @@ use crate::RaftTypeConfig;
 use crate::Snapshot;
 use crate::StorageError;
 
-pub(crate) struct Worker<C, SM>
+/// alliance patch: the most committed entries read from the log and applied
+/// at once. A follower far behind (a million transfers is about 125 entries
+/// of 1.5 MB) thus holds a few dozen MB of them, not all.
+const APPLY_ENTRIES_MAX: u64 = 4;
+
+pub(crate) struct Worker<C, SM, LR>
 where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C>,
+    LR: RaftLogReader<C>,
 {
     state_machine: SM,
+
+    /// alliance patch: reads the committed entries an apply command names.
+    log_reader: LR,
 
     cmd_rx: mpsc::UnboundedReceiver<Command<C>>,
 
     resp_tx: mpsc::UnboundedSender<Notify<C>>,
 }
 
-impl<C, SM> Worker<C, SM>
+impl<C, SM, LR> Worker<C, SM, LR>
 where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C>,
+    LR: RaftLogReader<C>,
 {
     /// Spawn a new state machine worker, return a controlling handle.
-    pub(crate) fn spawn(state_machine: SM, resp_tx: mpsc::UnboundedSender<Notify<C>>) -> Handle<C> {
+    pub(crate) fn spawn(state_machine: SM, log_reader: LR, resp_tx: mpsc::UnboundedSender<Notify<C>>) -> Handle<C> {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
 
         let worker = Worker {
             state_machine,
+            log_reader,
             cmd_rx,
             resp_tx,
         };
@@ -117,10 +130,24 @@ where
                     let _ = tx.send(Ok(snapshot_data));
                     // No response to RaftCore
                 }
-                CommandPayload::Apply { entries } => {
-                    let resp = self.apply(entries).await?;
-                    let res = CommandResult::new(cmd.seq, Ok(Response::Apply(resp)));
-                    let _ = self.resp_tx.send(Notify::sm(res));
+                CommandPayload::Apply { since, end } => {
+                    // alliance patch: read and apply a bounded number of
+                    // entries at a time; every part but the last is reported
+                    // as `ApplyPart`, so what is applied moves as it goes.
+                    let mut start = since;
+                    while start < end {
+                        let part_end = end.min(start.saturating_add(APPLY_ENTRIES_MAX));
+                        let entries = self.log_reader.get_log_entries(start..part_end).await?;
+                        let resp = self.apply(entries).await?;
+                        let resp = if part_end == end {
+                            Response::Apply(resp)
+                        } else {
+                            Response::ApplyPart(resp)
+                        };
+                        let res = CommandResult::new(cmd.seq, Ok(resp));
+                        let _ = self.resp_tx.send(Notify::sm(res));
+                        start = part_end;
+                    }
                 }
             };
         }
