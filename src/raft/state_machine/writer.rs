@@ -28,11 +28,26 @@ use std::thread::JoinHandle;
 /// 8,000 transfers is a few MB).
 const QUEUED_MAX: usize = 16;
 
+/// Bytes of the batches queued and not yet written (those the writer has
+/// taken included) before apply waits for the writer, unless nothing is
+/// queued. A node catching up applies several entries at once, so its
+/// batches are that many times larger: the count alone would let them hold
+/// hundreds of MB.
+const QUEUED_BYTES_MAX: usize = 64 << 20;
+
+/// What a write in a batch is counted as beyond its key's and value's
+/// bytes: the vector and the value's handle.
+const WRITE_OVERHEAD: usize = 64;
+
 /// How far the writer has come.
 #[derive(Default)]
 struct Progress {
     /// Batches queued so far.
     queued: u64,
+    /// Bytes of the batches queued and not yet written.
+    unwritten_bytes: usize,
+    /// Callers of [`Writer::queue`] waiting for room now.
+    waiting: usize,
     /// Batches written so far (in queue order).
     written: u64,
     /// sled batches applied for them (several queued batches go as one).
@@ -71,14 +86,19 @@ impl Shared {
 #[derive(Default)]
 pub struct StateBatch {
     writes: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    /// What the writes hold in memory, about.
+    bytes: usize,
 }
 
 impl StateBatch {
     pub fn insert(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
-        self.writes.push((key, Some(value.into())));
+        let value = value.into();
+        self.bytes += key.len() + value.len() + WRITE_OVERHEAD;
+        self.writes.push((key, Some(value)));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
+        self.bytes += key.len() + WRITE_OVERHEAD;
         self.writes.push((key, None));
     }
 }
@@ -121,9 +141,9 @@ impl Writer {
     }
 
     /// Queues `batch` after every batch queued before it; waits only if
-    /// [`QUEUED_MAX`] batches are queued. Fails once a write has failed.
-    /// Returns the batch's number: it is on sled once [`Self::written`]
-    /// reaches it.
+    /// [`QUEUED_MAX`] batches, or with it more than [`QUEUED_BYTES_MAX`],
+    /// are queued. Fails once a write has failed. Returns the batch's
+    /// number: it is on sled once [`Self::written`] reaches it.
     pub fn queue(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queue
@@ -131,10 +151,20 @@ impl Writer {
             .ok_or_else(|| WriteFailed("the writer has stopped".into()))?;
         let number = {
             let mut progress = self.shared.progress();
-            if let Some(e) = &progress.failed {
-                return Err(WriteFailed(e.clone()));
+            loop {
+                if let Some(e) = &progress.failed {
+                    return Err(WriteFailed(e.clone()));
+                }
+                let unwritten = progress.unwritten_bytes;
+                if unwritten == 0 || unwritten + batch.bytes <= QUEUED_BYTES_MAX {
+                    break;
+                }
+                progress.waiting += 1;
+                progress = (self.shared.changed.wait(progress)).unwrap_or_else(|p| p.into_inner());
+                progress.waiting -= 1;
             }
             progress.queued += 1;
+            progress.unwritten_bytes += batch.bytes;
             progress.queued
         };
         tx.send(batch)
@@ -246,6 +276,7 @@ fn write_queued(
             }
         }
         let merged = queued.len() as u64;
+        let bytes: usize = queued.iter().map(|q| q.bytes).sum();
         // A slow disk is slow for each batch's writes, merged or not.
         std::thread::sleep(delay * queued.len() as u32);
         let mut batch = sled::Batch::default();
@@ -262,6 +293,7 @@ fn write_queued(
         match result {
             Ok(()) => {
                 progress.written += merged;
+                progress.unwritten_bytes -= bytes;
                 progress.applied += 1;
             }
             Err(e) => {
@@ -293,8 +325,8 @@ fn keep_frozen(tree: &sled::Tree, keys: &[Vec<u8>], shared: &Shared) -> sled::Re
 
 #[cfg(test)]
 mod tests {
-    use super::{StateBatch, Writer};
-    use std::time::Duration;
+    use super::{StateBatch, Writer, QUEUED_BYTES_MAX};
+    use std::time::{Duration, Instant};
 
     /// Batches queued while the writer is busy go to sled as one, in which
     /// each key's last write wins; a walk's frozen view still sees each
@@ -346,6 +378,45 @@ mod tests {
         removed_included.sort();
         let keys: Vec<&[u8]> = removed_included.iter().map(|(k, _)| &k[..]).collect();
         assert_eq!(keys, [&b"kept"[..], b"removed"]);
+        writer.thaw();
+    }
+
+    /// Apply waits for the writer once the batches it has not written yet
+    /// hold more than [`QUEUED_BYTES_MAX`], however few they are.
+    #[test]
+    fn apply_waits_while_unwritten_batches_hold_too_many_bytes() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let writer = Writer::start(db.open_tree("state").unwrap(), Duration::ZERO);
+        writer.freeze();
+        let half = |key: &str| {
+            let mut batch = StateBatch::default();
+            batch.insert(key.as_bytes().to_vec(), vec![7u8; QUEUED_BYTES_MAX / 2 + 1]);
+            batch
+        };
+        // Held as in the test above: the first batch stays unwritten.
+        let busy = writer.shared.frozen();
+        assert_eq!(writer.queue(half("a")).unwrap(), 1);
+        std::thread::scope(|s| {
+            let second = s.spawn(|| {
+                let number = writer.queue(half("b")).unwrap();
+                (number, writer.written())
+            });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while writer.shared.progress().waiting == 0 {
+                assert!(
+                    Instant::now() < deadline && !second.is_finished(),
+                    "the second batch was queued with the first unwritten"
+                );
+                std::thread::yield_now();
+            }
+            assert_eq!(writer.written(), 0);
+            drop(busy);
+            let (number, written_then) = second.join().unwrap();
+            assert_eq!(number, 2);
+            assert!(written_then >= 1, "queued before the first was written");
+        });
+        writer.caught_up().unwrap();
+        assert_eq!(writer.shared.progress().unwritten_bytes, 0);
         writer.thaw();
     }
 }
