@@ -252,12 +252,29 @@ impl Drop for Writer {
     }
 }
 
+/// Fails every later wait on the writer if its thread ends by a panic, so
+/// that nothing waits for room or progress that will not come.
+struct FailOnPanic<'a>(&'a Shared);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut progress = self.0.progress();
+            progress
+                .failed
+                .get_or_insert_with(|| "the state writer panicked".into());
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 fn write_queued(
     tree: &sled::Tree,
     rx: &Receiver<StateBatch>,
     shared: &Shared,
     delay: std::time::Duration,
 ) {
+    let _fail_on_panic = FailOnPanic(shared);
     while let Ok(first) = rx.recv() {
         // The batches queued meanwhile go with it, as one sled batch in
         // which a key's last write wins: when the writer is behind, a key

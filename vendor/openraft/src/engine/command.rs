@@ -94,6 +94,11 @@ where C: RaftTypeConfig
     /// Purge log from the beginning to `upto`, inclusive.
     PurgeLog { upto: LogId<C::NodeId> },
 
+    /// alliance patch: purge log from the beginning to `upto`, inclusive,
+    /// once `when` holds: a snapshot install's purge waits for the state
+    /// machine commands queued before it, whose applies read those entries.
+    PurgeLogWhen { upto: LogId<C::NodeId>, when: Condition<C::NodeId> },
+
     /// Delete logs that conflict with the leader from a follower/learner since log id `since`,
     /// inclusive.
     DeleteConflictLog { since: LogId<C::NodeId> },
@@ -139,6 +144,7 @@ where
             (Command::SaveVote { vote },                       Command::SaveVote { vote: b })                                                  => vote == b,
             (Command::SendVote { vote_req },                   Command::SendVote { vote_req: b }, )                                            => vote_req == b,
             (Command::PurgeLog { upto },                       Command::PurgeLog { upto: b })                                                  => upto == b,
+            (Command::PurgeLogWhen { upto, when },             Command::PurgeLogWhen { upto: b, when: b_when })                                => upto == b && when == b_when,
             (Command::DeleteConflictLog { since },             Command::DeleteConflictLog { since: b }, )                                      => since == b,
             (Command::Respond { when, resp: send },            Command::Respond { when: b_when, resp: b })                                     => send == b && when == b_when,
             (Command::StateMachine { command },                Command::StateMachine { command: b })                                           => command == b,
@@ -162,6 +168,7 @@ where C: RaftTypeConfig
             Command::AppendInputEntries { .. }        => CommandKind::Log,
             Command::SaveVote { .. }                  => CommandKind::Log,
             Command::PurgeLog { .. }                  => CommandKind::Log,
+            Command::PurgeLogWhen { .. }              => CommandKind::Log,
             Command::DeleteConflictLog { .. }         => CommandKind::Log,
 
             Command::ReplicateCommitted { .. }        => CommandKind::Network,
@@ -191,6 +198,7 @@ where C: RaftTypeConfig
             Command::SaveVote { .. }                  => None,
             Command::SendVote { .. }                  => None,
             Command::PurgeLog { .. }                  => None,
+            Command::PurgeLogWhen { when, .. }        => Some(when),
             Command::DeleteConflictLog { .. }         => None,
             Command::Respond { when, .. }             => when.as_ref(),
             // TODO(1): 

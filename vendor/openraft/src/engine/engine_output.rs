@@ -57,6 +57,7 @@ where C: RaftTypeConfig
             Command::SaveVote { .. } => {}
             Command::SendVote { .. } => {}
             Command::PurgeLog { .. } => {}
+            Command::PurgeLogWhen { .. } => {}
             Command::DeleteConflictLog { .. } => {}
             Command::Respond { .. } => {}
         }

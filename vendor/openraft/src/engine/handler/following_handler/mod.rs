@@ -322,11 +322,15 @@ where C: RaftTypeConfig
         let last_sm_seq = self.output.last_sm_seq();
 
         self.state.purge_upto = Some(snap_last_log_id);
-        self.log_handler().purge_log();
-
-        Some(Condition::StateMachineCommand {
+        // alliance patch: the applies queued before the install read their
+        // entries from the log when they run, so the store's purge waits for
+        // the install, which the worker runs after them.
+        let installed = Condition::StateMachineCommand {
             command_seq: last_sm_seq,
-        })
+        };
+        self.log_handler().purge_log_when(Some(installed.clone()));
+
+        Some(installed)
     }
 
     /// Find the last 2 membership entries in a list of entries.
