@@ -178,11 +178,14 @@ restarted=$((stopped + 1))
 victim=
 watcher=
 for m in $(seq 1 "$millions"); do
+	l=$(leader) || { log "no leader before million $m"; exit 1; }
 	if [ -n "$watcher" ] && [ "$m" -gt "$restarted" ]; then
 		wait "$watcher" || { log "node $victim did not catch up (log: $dir/node$victim.log)"; exit 1; }
 		watcher=
+		# In step: it has also applied what was committed since.
+		wait_for "node $victim to apply what is committed" caught_up "$victim" \
+			"$(metric "$l" alliance_raft_commit_index)"
 	fi
-	l=$(leader) || { log "no leader before million $m"; exit 1; }
 	if [ "$m" -eq "$stopped" ]; then
 		victim=$(for n in 1 2 3; do [ $n = "$l" ] || echo $n; done | tail -1)
 		log "killing follower $victim for one million transfers"
