@@ -425,10 +425,11 @@ pub struct RaftTuning {
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the last snapshot for slow followers.
     pub snapshot_logs_kept: u64,
-    /// Most log entries in one AppendEntries. openraft gives each append
-    /// one heartbeat interval to complete, and an entry may carry a whole
-    /// batch (megabytes): a lagging follower sent hundreds of them at once
-    /// times out on every retry and never catches up.
+    /// Most log entries in one AppendEntries. An append with entries must
+    /// complete within the shortest election timeout less a heartbeat
+    /// interval (vendor/README.md, openraft change 4), and an entry may
+    /// carry a whole batch (megabytes): a lagging follower sent hundreds of
+    /// them at once would time out on every retry and never catch up.
     pub max_payload_entries: u64,
 }
 

@@ -1442,6 +1442,7 @@ where
                             st.update_snapshot(meta.last_log_id);
                         }
                     }
+                    // alliance patch: `ApplyPart` returned above.
                     sm::Response::Apply(res) | sm::Response::ApplyPart(res) => {
                         self.engine.state.io_state_mut().update_applied(Some(res.last_applied.clone()));
 
@@ -1702,6 +1703,7 @@ where
                     sender_vote: vote,
                 });
             }
+            // alliance patch: `PurgeLogWhen` runs once its condition holds.
             Command::PurgeLog { upto } | Command::PurgeLogWhen { upto, .. } => {
                 self.log_store.purge(upto.clone()).await?;
                 self.engine.state.io_state_mut().update_purged(Some(upto));

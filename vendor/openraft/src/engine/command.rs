@@ -144,7 +144,7 @@ where
             (Command::SaveVote { vote },                       Command::SaveVote { vote: b })                                                  => vote == b,
             (Command::SendVote { vote_req },                   Command::SendVote { vote_req: b }, )                                            => vote_req == b,
             (Command::PurgeLog { upto },                       Command::PurgeLog { upto: b })                                                  => upto == b,
-            (Command::PurgeLogWhen { upto, when },             Command::PurgeLogWhen { upto: b, when: b_when })                                => upto == b && when == b_when,
+            (Command::PurgeLogWhen { upto, when },             Command::PurgeLogWhen { upto: b, when: b_when })                                => upto == b && when == b_when, // alliance patch
             (Command::DeleteConflictLog { since },             Command::DeleteConflictLog { since: b }, )                                      => since == b,
             (Command::Respond { when, resp: send },            Command::Respond { when: b_when, resp: b })                                     => send == b && when == b_when,
             (Command::StateMachine { command },                Command::StateMachine { command: b })                                           => command == b,
@@ -168,7 +168,7 @@ where C: RaftTypeConfig
             Command::AppendInputEntries { .. }        => CommandKind::Log,
             Command::SaveVote { .. }                  => CommandKind::Log,
             Command::PurgeLog { .. }                  => CommandKind::Log,
-            Command::PurgeLogWhen { .. }              => CommandKind::Log,
+            Command::PurgeLogWhen { .. }              => CommandKind::Log, // alliance patch
             Command::DeleteConflictLog { .. }         => CommandKind::Log,
 
             Command::ReplicateCommitted { .. }        => CommandKind::Network,
@@ -198,7 +198,7 @@ where C: RaftTypeConfig
             Command::SaveVote { .. }                  => None,
             Command::SendVote { .. }                  => None,
             Command::PurgeLog { .. }                  => None,
-            Command::PurgeLogWhen { when, .. }        => Some(when),
+            Command::PurgeLogWhen { when, .. }        => Some(when), // alliance patch
             Command::DeleteConflictLog { .. }         => None,
             Command::Respond { when, .. }             => when.as_ref(),
             // TODO(1): 

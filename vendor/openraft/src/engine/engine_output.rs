@@ -57,7 +57,7 @@ where C: RaftTypeConfig
             Command::SaveVote { .. } => {}
             Command::SendVote { .. } => {}
             Command::PurgeLog { .. } => {}
-            Command::PurgeLogWhen { .. } => {}
+            Command::PurgeLogWhen { .. } => {} // alliance patch
             Command::DeleteConflictLog { .. } => {}
             Command::Respond { .. } => {}
         }

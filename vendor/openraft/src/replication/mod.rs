@@ -477,28 +477,30 @@ where
             entries: logs,
         };
 
-        // Send the payload.
-        tracing::debug!(
-            payload=%payload.summary(),
-            now = debug(leader_time),
-            "start sending append_entries, timeout: {:?}",
-            self.config.heartbeat_interval
-        );
-
         // alliance patch: an append that carries entries may take as long
         // as the follower needs to receive, decode and durably write them
         // (8 entries of 8,000 transfers are 12 MB), up to the shortest
-        // election timeout less one heartbeat interval (so that after a
-        // timeout a heartbeat still reaches the follower before it may
-        // campaign); only an empty one (a heartbeat) must answer within the
-        // heartbeat interval. Giving up earlier resent the same entries while
-        // the follower was still writing them.
+        // election timeout less one heartbeat interval (after a timeout the
+        // leader has that interval left to reach the follower before the
+        // follower's shortest election timeout has passed since the send);
+        // only an empty one (a heartbeat) must answer within the heartbeat
+        // interval. Giving up earlier resent the same entries while the
+        // follower was still writing them.
         let heartbeat = self.config.heartbeat_interval;
         let the_timeout = if payload.entries.is_empty() {
             Duration::from_millis(heartbeat)
         } else {
             Duration::from_millis(self.config.election_timeout_min.saturating_sub(heartbeat).max(heartbeat))
         };
+
+        // Send the payload.
+        tracing::debug!(
+            payload=%payload.summary(),
+            now = debug(leader_time),
+            "start sending append_entries, timeout: {:?}",
+            the_timeout
+        );
+
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
