@@ -199,7 +199,8 @@ for m in $(seq 1 "$millions"); do
 		back=$(date +%s.%N)
 		(
 			WAIT_SECONDS=600
-			pids=
+			# Fails at once if the restarted node exits.
+			pids=$(cat "$dir/pid-$victim")
 			wait_for "node $victim to catch up" caught_up "$victim" "$target"
 			seconds_since "$back" >"$dir/caught-up"
 		) &
