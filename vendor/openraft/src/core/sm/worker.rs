@@ -26,7 +26,7 @@ use crate::StorageError;
 
 /// alliance patch: the most committed entries read from the log and applied
 /// at once. A follower far behind (a million transfers is about 125 entries
-/// of 1.5 MB) thus holds a few dozen MB of them, not all.
+/// of 1.5 MB) thus holds about 6 MB of them at a time, not all.
 const APPLY_ENTRIES_MAX: u64 = 4;
 
 pub(crate) struct Worker<C, SM, LR>
