@@ -1389,14 +1389,6 @@ where
                 let seq = command_result.command_seq;
                 let res = command_result.result?;
 
-                // alliance patch: a part of an apply command moves what is
-                // applied; the command is finished by its last part.
-                if let sm::Response::ApplyPart(res) = res {
-                    self.engine.state.io_state_mut().update_applied(Some(res.last_applied.clone()));
-                    self.handle_apply_result(res);
-                    return Ok(());
-                }
-
                 match res {
                     // BuildSnapshot is a read operation that does not have to be serialized by
                     // sm::Worker. Thus it may finish out of order.
@@ -1410,7 +1402,11 @@ where
                         );
                     }
                 }
-                self.command_state.finished_sm_seq = seq;
+                // alliance patch: a part of an apply command moves what is
+                // applied (below); the command is finished by its last part.
+                if !matches!(res, sm::Response::ApplyPart(_)) {
+                    self.command_state.finished_sm_seq = seq;
+                }
 
                 match res {
                     sm::Response::BuildSnapshot(meta) => {
@@ -1442,7 +1438,6 @@ where
                             st.update_snapshot(meta.last_log_id);
                         }
                     }
-                    // alliance patch: `ApplyPart` returned above.
                     sm::Response::Apply(res) | sm::Response::ApplyPart(res) => {
                         self.engine.state.io_state_mut().update_applied(Some(res.last_applied.clone()));
 
