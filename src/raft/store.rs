@@ -542,3 +542,141 @@ pub fn storage_err(
 ) -> StorageError {
     StorageError::from_io_error(subject, verb, io::Error::other(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    /// Keys of three families, one of them longer than what sled keeps
+    /// inline (22 bytes), numbered so that many fall in one leaf.
+    fn key(family: u8, n: u16) -> Vec<u8> {
+        let prefix: &[u8] = match family % 3 {
+            0 => b"a",
+            1 => b"b.account-with-a-long-name",
+            _ => b"c",
+        };
+        [prefix, &n.to_be_bytes()].concat()
+    }
+
+    fn value(n: u16, len: usize) -> Vec<u8> {
+        let mut v = n.to_be_bytes().repeat(len / 2 + 1);
+        v.truncate(len);
+        v
+    }
+
+    type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+    fn apply(tree: &sled::Tree, model: &mut Model, writes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => {
+                    batch.insert(k.clone(), v.clone());
+                    model.insert(k.clone(), v.clone());
+                }
+                None => {
+                    batch.remove(k.clone());
+                    model.remove(k);
+                }
+            }
+        }
+        tree.apply_batch(batch).unwrap();
+    }
+
+    fn assert_holds(tree: &sled::Tree, model: &Model) {
+        let stored: Model = tree
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
+        assert_eq!(stored.len(), model.len());
+        assert!(stored == *model, "the tree differs from what was written");
+        for (k, v) in model.iter().step_by(7) {
+            assert_eq!(tree.get(k).unwrap().as_deref(), Some(&v[..]));
+        }
+    }
+
+    fn reopened(dir: &std::path::Path, db: sled::Db, tree: sled::Tree) -> (sled::Db, sled::Tree) {
+        db.flush().unwrap();
+        drop((db, tree));
+        let db =
+            super::super::tests::once_unlocked(|| sled::Config::new().path(dir).open()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        (db, tree)
+    }
+
+    /// sled applies a batch's writes that fall in one leaf to one copy of
+    /// it (vendor/README.md, sled change 7): leaves filled far past their
+    /// split size in one batch, every key changed, half removed, and all of
+    /// it read back after a reopen, which replays the log.
+    #[test]
+    fn large_batches_read_back_before_and_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut model = Model::new();
+        let all: Vec<_> = (0..3u8)
+            .flat_map(|f| (0..4000u16).map(move |n| (f, n)))
+            .collect();
+        let fill: Vec<_> = all
+            .iter()
+            .map(|&(f, n)| (key(f, n), Some(value(n, 40))))
+            .collect();
+        apply(&tree, &mut model, &fill);
+        assert_holds(&tree, &model);
+        let change: Vec<_> = all
+            .iter()
+            .map(|&(f, n)| (key(f, n), Some(value(n + 1, 90))))
+            .collect();
+        apply(&tree, &mut model, &change);
+        let remove: Vec<_> = all
+            .iter()
+            .filter(|(_, n)| n % 2 == 0)
+            .map(|&(f, n)| (key(f, n), None))
+            .collect();
+        apply(&tree, &mut model, &remove);
+        assert_holds(&tree, &model);
+        let (_db, tree) = reopened(dir.path(), db, tree);
+        assert_holds(&tree, &model);
+    }
+
+    /// (family, number, what to write: none removes, else a value's length)
+    fn write() -> impl Strategy<Value = (u8, u16, Option<usize>)> {
+        (
+            0u8..3,
+            0u16..300,
+            prop_oneof![
+                3 => proptest::option::of(0usize..120),
+                1 => Just(Some(5000usize)),
+            ],
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Random batches of sets, overwrites, no-op writes and removes
+        /// leave the tree equal to a map given the same writes, before and
+        /// after a reopen.
+        #[test]
+        fn batches_leave_the_tree_as_a_map_would_be(
+            batches in proptest::collection::vec(proptest::collection::vec(write(), 1..400), 1..8)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("t").unwrap();
+            let mut model = Model::new();
+            for batch in &batches {
+                let writes: Vec<_> = batch
+                    .iter()
+                    .map(|&(f, n, len)| (key(f, n), len.map(|len| value(n, len))))
+                    .collect();
+                apply(&tree, &mut model, &writes);
+                assert_holds(&tree, &model);
+            }
+            let (_db, tree) = reopened(dir.path(), db, tree);
+            assert_holds(&tree, &model);
+        }
+    }
+}

@@ -168,7 +168,9 @@ pub(super) fn reopen(dir: &std::path::Path) -> Store {
 /// deadline. sled's background flusher keeps the database, and with it the
 /// lock, alive for a moment after the last handle is dropped, so opening a
 /// directory right after closing it in the same process can find it taken.
-fn once_unlocked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+pub(super) fn once_unlocked<T, E: std::fmt::Display>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         match open() {
