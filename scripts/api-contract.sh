@@ -74,7 +74,7 @@ WAIT_SECONDS=120
 
 "$alliance" demo --dir "$dir/demo" >"$dir/demo.log" 2>&1 &
 pids="$pids $!"
-wait_for "the demo consortium" grep -q "is up" "$dir/demo.log"
+wait_for "the demo consortium" grep -qs "is up" "$dir/demo.log"
 
 # D, API (node 1) and AUTH (curl's options as org1's app).
 . "$dir/demo/demo.env"
