@@ -455,7 +455,8 @@ impl Tree {
 
     /// alliance: applies the first of `writes` (sorted by key) and those
     /// after it that fall in the same leaf, at most [`LEAF_GROUP_MAX`] of
-    /// them, and returns how many it applied.
+    /// them, and returns how many of `writes` it has dealt with (applied,
+    /// or found to change nothing).
     ///
     /// `insert_inner` copies the whole leaf for every write (its `link`
     /// clones the node to apply one frag), so a batch that changes most
@@ -474,7 +475,8 @@ impl Tree {
     /// of many new keys (a block's appended chunks) would log a leaf
     /// larger than usual, and its split would log it again (see
     /// vendor/README.md). A group also stops before the leaf would hold
-    /// more than [`LEAF_GROUP_BYTES_MAX`] bytes.
+    /// more than [`LEAF_GROUP_BYTES_MAX`] bytes, so a leaf that already
+    /// holds more (16 values of 4 KiB) takes its writes one at a time.
     fn apply_to_leaf(
         &self,
         writes: &[(IVec, Option<IVec>)],
