@@ -607,9 +607,11 @@ mod tests {
     }
 
     /// sled applies a batch's writes that fall in one leaf to one copy of
-    /// it (vendor/README.md, sled change 7): leaves filled far past their
-    /// split size in one batch, every key changed, half removed, and all of
-    /// it read back after a reopen, which replays the log.
+    /// it (vendor/README.md, sled change 7): 12,000 new keys in one batch
+    /// (linked one at a time, splitting leaves as they fill), every key
+    /// changed in the next (whole leaves at a time), half removed in a
+    /// third, and all of it read back after a reopen, which replays the
+    /// log.
     #[test]
     fn large_batches_read_back_before_and_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();

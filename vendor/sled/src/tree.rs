@@ -466,9 +466,9 @@ impl Tree {
     /// one copy, which is logged whole (`replace`), as sled does anyway
     /// every `PAGE_CONSOLIDATION_THRESHOLD` links. With fewer, logging the
     /// whole leaf costs more than the copies it saves (a single transfer's
-    /// two account records ran about 3% slower that way): the first
-    /// change is linked into the leaf already found, and the writes after
-    /// it are left for the next call.
+    /// two account records; see vendor/README.md): the first change is
+    /// linked into the leaf already found, and the writes after it are
+    /// left for the next call.
     ///
     /// A group adds at most one key to the leaf, so that the leaf grows as
     /// it would by single inserts and is split at the same size: a group
