@@ -268,6 +268,13 @@ impl Watch {
                 reason = refused.as_deref(),
                 "peer {peer} refuses this node"
             );
+        } else if refused.is_none() && seen.refused.is_some() {
+            let now = if seen.reachable {
+                "answers"
+            } else {
+                "does not answer"
+            };
+            tracing::info!(peer, "peer {peer} no longer refuses this node: it {now}");
         }
         seen.refused = refused;
         let offsets: Vec<i64> = (v.peers.values())

@@ -10,7 +10,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    eventually, ok, options, snapshot_often, transfer_until_ok, Cluster, REQUEST_TIMEOUT,
+    eventually, eventually_explained, ok, options, snapshot_often, transfer_until_ok, Cluster,
+    REQUEST_TIMEOUT,
 };
 
 pub(crate) fn admin(c: &Cluster, org: usize, node: u64) -> ApiClient {
@@ -740,19 +741,22 @@ async fn a_revoked_node_certificate_is_refused_by_its_peers() {
     .await;
     // Nodes 1 and 2 no longer listen to node 3, also on the connections
     // they had open to it, and say why.
-    let why = eventually("a peer to name node 3 as revoked", || async {
+    let why = eventually_explained("a peer to name node 3 as revoked", || async {
+        let mut seen = Vec::new();
         for node in [1, 2] {
             // One node's status may fail for a moment: ask the other too.
             let Some(status) = c.status(node).await else {
+                seen.push(format!("node {node} gave no status"));
                 continue;
             };
             let peers = status["replicas"]["peers"].as_array().cloned();
             let peer = peers.into_iter().flatten().find(|p| p["node"] == 3);
             if let Some(why) = peer.as_ref().and_then(|p| p["refused"].as_str()) {
-                return Some(why.to_owned());
+                return Ok(why.to_owned());
             }
+            seen.push(format!("node {node} sees node 3 as {peer:?}"));
         }
-        None
+        Err(seen.join("; "))
     })
     .await;
     assert!(why.contains("node 3's certificate is revoked"), "{why}");

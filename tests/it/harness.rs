@@ -278,6 +278,13 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             for node in &self.layout.nodes {
                 let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                // What the node learned of its peers, which a busy log's
+                // tail may have pushed out.
+                let watch = log.lines().filter(|l| l.contains("alliance::api::watch"));
+                eprintln!("---- node {} watch log ----", node.id);
+                for line in watch.take(40) {
+                    eprintln!("{line}");
+                }
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!("---- node {} log (last 40 lines) ----", node.id);
                 for line in tail.into_iter().rev() {
@@ -300,6 +307,27 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`eventually`] for a check that says why it is not there yet: the last
+/// reason is in the panic.
+pub async fn eventually_explained<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let why = match check().await {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {why}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
