@@ -119,6 +119,19 @@ impl ApiClient {
         }
     }
 
+    /// The node's API address, `https://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// This client's TLS config (its roots and certificate), offering
+    /// only HTTP/1.1.
+    pub fn http1_tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(tls)
+    }
+
     /// The genesis hash, asked of the node once.
     async fn genesis_hex(&self) -> Option<&str> {
         let ask = || async {
@@ -272,18 +285,7 @@ impl ApiClient {
         transfers: &[T],
         atomic: bool,
     ) -> Result<Response, reqwest::Error> {
-        #[derive(serde::Serialize)]
-        struct Body<'a, T> {
-            transfers: &'a [T],
-            atomic: bool,
-            answer: &'static str,
-        }
-        let body = Body {
-            transfers,
-            atomic,
-            answer: "refused",
-        };
-        let bytes = serde_json::to_vec(&body).expect("a batch serializes");
+        let bytes = batch_refused_only_json(transfers, atomic);
         self.send_bytes(
             Method::POST,
             "/v1/transfers",
@@ -566,16 +568,7 @@ fn reason(e: &reqwest::Error, url: &str) -> Option<String> {
 async fn refusal(base: &str, tls: Arc<rustls::ClientConfig>) -> Option<rustls::Error> {
     use tokio::io::AsyncReadExt;
     let probe = async {
-        let url = reqwest::Url::parse(base).ok()?;
-        let host = url
-            .host_str()?
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let addr = (host, url.port_or_known_default()?);
-        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        let error = match connector.connect(name, tcp).await {
+        let error = match connect_tls(base, tls).await {
             Err(e) => e,
             Ok(mut stream) => stream.read(&mut [0u8; 1]).await.err()?,
         };
@@ -585,6 +578,44 @@ async fn refusal(base: &str, tls: Arc<rustls::ClientConfig>) -> Option<rustls::E
         }
     };
     tokio::time::timeout(PROBE_WITHIN, probe).await.ok()?
+}
+
+/// The body of a batch of `transfers` whose answer counts the applied
+/// ones and lists only the refused.
+pub fn batch_refused_only_json<T: serde::Serialize>(transfers: &[T], atomic: bool) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Body<'a, T> {
+        transfers: &'a [T],
+        atomic: bool,
+        answer: &'static str,
+    }
+    let body = Body {
+        transfers,
+        atomic,
+        answer: "refused",
+    };
+    serde_json::to_vec(&body).expect("a batch serializes")
+}
+
+/// A TLS connection to `base` (`https://host:port`) with `tls`, without
+/// Nagle's delay.
+pub async fn connect_tls(
+    base: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let bad = |what: &str| std::io::Error::other(format!("{base}: {what}"));
+    let url = reqwest::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+    let host = (url.host_str().ok_or_else(|| bad("no host"))?)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| bad(&e.to_string()))?;
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
 }
 
 /// How long [`ApiClient::explain`]'s second connection may take, all in.

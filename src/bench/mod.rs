@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod accounts;
+mod conn;
 
 use self::accounts::{check_conservation, Accounts, Rng, SPREAD_MAX, SPREAD_MIN};
-use crate::client::ApiClient;
+use self::conn::Conn;
 use crate::demo::Layout;
 use crate::error::{Error, Result};
 
@@ -174,10 +175,9 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     for c in 0..opts.clients {
         // The node vouches for its own organization's callers: they need
         // not sign, and the bench measures that path.
-        let client = layout
-            .client(&org, "admin", opts.node, REQUEST_TIMEOUT)?
-            .unsigned();
-        tasks.push(tokio::spawn(drive(client, load.clone(), c)));
+        let client = layout.client(&org, "admin", opts.node, REQUEST_TIMEOUT)?;
+        let conn = Conn::new(&client, REQUEST_TIMEOUT);
+        tasks.push(tokio::spawn(drive(conn, load.clone(), c)));
     }
     let mut all = Tally::default();
     for t in tasks {
@@ -236,7 +236,7 @@ fn read_layout(dir: &Path) -> Result<Layout> {
 }
 
 /// One client task: requests until the run ends or the budget is spent.
-async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
+async fn drive(mut conn: Conn, load: Arc<Load>, c: usize) -> Tally {
     let mut tally = Tally::default();
     let mut rng = Rng::new((load.run_id as u64) ^ ((c as u64 + 1) << 32));
     let mut i = 0u64;
@@ -247,7 +247,7 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
         }
         let id = format!("{}.b{}-{c}-{i}", load.org, load.run_id);
         i += 1;
-        send_until_answered(&client, &load, &id, n, &mut rng, &mut tally).await;
+        send_until_answered(&mut conn, &load, &id, n, &mut rng, &mut tally).await;
     }
     tally
 }
@@ -257,7 +257,7 @@ async fn drive(client: ApiClient, load: Arc<Load>, c: usize) -> Tally {
 /// [`UNANSWERED_GRACE`] after the run's end (a cluster that stopped
 /// answering ends the run; its summary then shows the requests unanswered).
 async fn send_until_answered(
-    client: &ApiClient,
+    conn: &mut Conn,
     load: &Load,
     id: &str,
     n: u64,
@@ -265,7 +265,16 @@ async fn send_until_answered(
     tally: &mut Tally,
 ) {
     // The same request each time it is sent again: same ids, same accounts.
-    let items = batch_items(id, &load.accounts, rng, n as usize);
+    let mut items = batch_items(id, &load.accounts, rng, n as usize);
+    let body = if load.batch == 1 {
+        // A single transfer is sent under the request's id itself.
+        let mut one = items.swap_remove(0);
+        one.id = id.to_owned();
+        serde_json::to_vec(&one).expect("a transfer serializes")
+    } else {
+        crate::client::batch_refused_only_json(&items, false)
+    };
+    let body = hyper::body::Bytes::from(body);
     let mut pause = RETRY_PAUSE_MIN;
     loop {
         if Instant::now() > load.end + UNANSWERED_GRACE {
@@ -274,23 +283,25 @@ async fn send_until_answered(
             return;
         }
         let sent = Instant::now();
-        let r = if load.batch == 1 {
-            let one = &items[0];
-            (client.transfer(id, one.debit_account, one.credit_account, 1)).await
-        } else {
-            client.batch_refused_only(&items, false).await
-        };
+        let answer = conn.post_json("/v1/transfers", body.clone()).await;
         let measured = sent >= load.measure_from && sent < load.end;
-        match r {
-            Ok(r) if r.is_success() => {
+        match answer {
+            Some(a) if a.is_success() => {
+                // A single transfer's 2xx is its acknowledgement: no need
+                // to read the body.
+                let ok = if load.batch == 1 {
+                    1
+                } else {
+                    ok_items(&a.read())
+                };
                 load.acked.fetch_add(n, Ordering::Relaxed);
-                tally.ack(n, ok_items(&r), measured.then(|| sent.elapsed()));
+                tally.ack(n, ok, measured.then(|| sent.elapsed()));
                 return;
             }
             answer => {
                 let code = match answer {
-                    Ok(r) => r.code().unwrap_or("unknown").to_owned(),
-                    Err(_) => "no_response".to_owned(),
+                    Some(a) => a.read().code().unwrap_or("unknown").to_owned(),
+                    None => "no_response".to_owned(),
                 };
                 let retry = is_retried(&code);
                 tally.error(code);
