@@ -96,7 +96,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-6";
+pub const FORMAT: &str = "alliance-postcard-7";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -344,22 +344,26 @@ pub enum StateKey<'a> {
     /// lie under [`RUN_TAG`] and [`FILTER_TAG`] (see
     /// `state_machine::index`).
     IndexRuns,
-    /// Consecutive history items of an account from one block (the block's
-    /// items in [`chunks`]), keyed by the first one's sequence: the id, a 0
-    /// byte (ids have none), then the big-endian sequence, so one
-    /// account's runs scan in order. An account's items rise in height
-    /// with their sequence, so its history as of a height is a binary
-    /// search over its runs: no index that every block would write a key
-    /// of per account.
-    History(&'a AccountId, u64),
+    /// A block's history items, by height, in chunks numbered from 0 (see
+    /// [`chunks`]): each account's items of the block are consecutive.
+    /// Accounts find theirs through their pages (see
+    /// `state_machine::history`).
+    HistoryChunk(u64, u32),
+    /// A full page of an account's history runs (where its items are),
+    /// keyed by its first item's sequence: the id, a 0 byte (ids have
+    /// none), then the big-endian sequence, so one account's pages scan in
+    /// order.
+    HistoryPage(&'a AccountId, u64),
+    /// An account's last page, not yet full.
+    HistoryTail(&'a AccountId),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFERS_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
-/// Tag 0x41 is unused: nothing reads the keys a data dir of format 6 may
-/// hold under it.
+pub const HISTORY_PAGE_TAG: u8 = 0x42;
+pub const HISTORY_TAIL_TAG: u8 = 0x43;
 pub const BLOCK_TAG: u8 = 0x50;
 pub const LEAF_HASHES_TAG: u8 = 0x51;
 pub const BLINDING_TAG: u8 = 0x52;
@@ -374,8 +378,14 @@ pub const FILTER_TAG: u8 = 0x63;
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, id) = match self {
-            Self::History(id, seq) => {
-                return suffixed(Self::account_prefix(HISTORY_TAG, id), &seq.to_be_bytes())
+            Self::HistoryChunk(h, n) => {
+                return suffixed(Self::height_prefix(HISTORY_TAG, *h), &n.to_be_bytes())
+            }
+            Self::HistoryPage(id, seq) => {
+                return suffixed(
+                    Self::account_prefix(HISTORY_PAGE_TAG, id),
+                    &seq.to_be_bytes(),
+                )
             }
             Self::Transfers(h, n) => {
                 return suffixed(Self::height_prefix(TRANSFERS_TAG, *h), &n.to_be_bytes())
@@ -397,6 +407,7 @@ impl StateKey<'_> {
             Self::Pending(id) => (PENDING_TAG, id.as_str()),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),
+            Self::HistoryTail(id) => (HISTORY_TAIL_TAG, id.as_str()),
         };
         let mut key = Vec::with_capacity(1 + id.len());
         key.push(tag);

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use openraft::testing::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
-use super::state_machine::StateMachine;
+use super::state_machine::{StateMachine, StateRead, PAGE_RUNS};
 use super::store::Store;
 use super::{LogId, StorageError, TypeConfig};
 use crate::ledger::{
@@ -257,10 +257,11 @@ fn account(id: &str) -> Command {
     })
 }
 
-/// History is stored as one run per account and block, and transfers as one
-/// record set per block. Every page and every as-of-height read gives what
-/// item-by-item storage gave, and a restart loads each transfer's latest
-/// version.
+/// A block's history is stored as one record set, found through each
+/// account's pages of runs, and its transfers as one record set. Every
+/// page and every as-of-height read gives what item-by-item storage gave,
+/// also after a restart (which loads the accounts' last pages), and a
+/// restart loads each transfer's latest version.
 #[tokio::test]
 async fn grouped_history_and_transfers_read_back_item_by_item() {
     let transfer = |id: &str, from: &str, to: &str, pending: bool| {
@@ -293,11 +294,99 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
                 .collect(),
         ),
     ];
+    // Enough blocks for stored pages of runs, and a tail after them.
+    let singles = (0..2 * PAGE_RUNS + 3).map(|i| {
+        let (from, to) = if i % 2 == 0 {
+            ("org1.a", "org1.b")
+        } else {
+            ("org1.b", "org1.a")
+        };
+        batch(vec![transfer(&format!("org1.s{i}"), from, to, false)])
+    });
+    let commands: Vec<Command> = commands.into_iter().chain(singles).collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let sm = applied(dir.path(), commands).await;
     let before = sm.shared().read().ledger.clone();
     let state = sm.shared();
+    let histories = history_reads_match_the_items(&state.read());
     let read = state.read();
+    assert!(
+        histories[1] > 2 * PAGE_RUNS,
+        "org1.a's {} runs fill pages",
+        histories[1]
+    );
+    let history_a = read
+        .history(&AccountId::parse("org1.a").unwrap(), 0, usize::MAX)
+        .unwrap();
+    let heights: BTreeSet<u64> = history_a.iter().map(|i| i.height).collect();
+    assert!(
+        history_a.len() > heights.len(),
+        "some block holds a run of many items"
+    );
+    let pend = TransferId::parse("org1.pend").unwrap();
+    assert_eq!(
+        read.transfer(&pend).unwrap().unwrap().state,
+        TransferState::Posted
+    );
+    assert_eq!(before.transfer(&pend), None, "settled: on disk only");
+    drop(read);
+    drop((state, sm));
+
+    let store = reopen(dir.path());
+    let stored = super::store::stored_transfers(&store.state).expect("stored transfers");
+    assert_eq!(stored.len() as u64, before.transfer_count());
+    use super::store::{CHUNK_BYTES, HISTORY_TAG, TRANSFERS_TAG};
+    let values = |tag: u8| -> Vec<(sled::IVec, sled::IVec)> {
+        let kvs = store.state.scan_prefix([tag]).map(|kv| kv.unwrap());
+        kvs.collect()
+    };
+    let (history, chunks) = (values(HISTORY_TAG), values(TRANSFERS_TAG));
+    let history_blocks: BTreeSet<&[u8]> = history.iter().map(|(k, _)| &k[1..9]).collect();
+    assert!(
+        history.len() > history_blocks.len(),
+        "{} history chunks in {} blocks: a big block's history is chunked",
+        history.len(),
+        history_blocks.len()
+    );
+    let blocks: BTreeSet<&[u8]> = chunks.iter().map(|(k, _)| &k[1..9]).collect();
+    assert_eq!(
+        blocks.len(),
+        5 + 2 * PAGE_RUNS + 3,
+        "every block of transfers stores them"
+    );
+    assert!(
+        chunks.len() > 5,
+        "{} chunks: a big block is chunked",
+        chunks.len()
+    );
+    let items: u64 = before.accounts().map(|a| a.history_len).sum();
+    assert!(
+        items > history.len() as u64,
+        "{items} items in {} history chunks",
+        history.len()
+    );
+    for (key, value) in history.iter().chain(&chunks) {
+        // A chunk passes the limit by its last record at most.
+        assert!(
+            value.len() <= CHUNK_BYTES + 256,
+            "{key:?}: {} bytes",
+            value.len()
+        );
+    }
+
+    let orgs = before.orgs().clone();
+    let reopened = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
+    let after = reopened.shared().read().ledger.clone();
+    assert_same_ledger(&reopened, after, before, "a restart loads the same ledger");
+    let reread = history_reads_match_the_items(&reopened.shared().read());
+    assert_eq!(reread, histories, "the same runs after a restart");
+}
+
+/// Checks every history page and as-of-height read of the three accounts
+/// of [`grouped_history_and_transfers_read_back_item_by_item`] against
+/// their whole histories; how many runs (distinct heights) each has.
+fn history_reads_match_the_items(read: &StateRead<'_>) -> Vec<usize> {
+    let mut runs = Vec::new();
     for id in ["org1.issue", "org1.a", "org1.b"] {
         let id = AccountId::parse(id).unwrap();
         let acct = read.ledger.account(&id).unwrap();
@@ -326,65 +415,10 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
             let want = all.iter().rfind(|i| i.height <= h);
             assert_eq!(at.as_ref(), want, "{id} at height {h}");
         }
+        let heights: BTreeSet<u64> = all.iter().map(|i| i.height).collect();
+        runs.push(heights.len());
     }
-    let history_a = read
-        .history(&AccountId::parse("org1.a").unwrap(), 0, usize::MAX)
-        .unwrap();
-    let heights: BTreeSet<u64> = history_a.iter().map(|i| i.height).collect();
-    assert!(
-        history_a.len() > heights.len(),
-        "some block holds a run of many items"
-    );
-    let pend = TransferId::parse("org1.pend").unwrap();
-    assert_eq!(
-        read.transfer(&pend).unwrap().unwrap().state,
-        TransferState::Posted
-    );
-    assert_eq!(before.transfer(&pend), None, "settled: on disk only");
-    drop(read);
-    drop((state, sm));
-
-    let store = reopen(dir.path());
-    let stored = super::store::stored_transfers(&store.state).expect("stored transfers");
-    assert_eq!(stored.len() as u64, before.transfer_count());
-    use super::store::{CHUNK_BYTES, HISTORY_TAG, TRANSFERS_TAG};
-    let values = |tag: u8| -> Vec<(sled::IVec, sled::IVec)> {
-        let kvs = store.state.scan_prefix([tag]).map(|kv| kv.unwrap());
-        kvs.collect()
-    };
-    let (runs, chunks) = (values(HISTORY_TAG), values(TRANSFERS_TAG));
-    // The ledger above touched an account in a block 11 times.
-    assert!(
-        runs.len() > 11,
-        "{} runs: more than one per account and block, a long run is chunked",
-        runs.len()
-    );
-    let blocks: BTreeSet<&[u8]> = chunks.iter().map(|(k, _)| &k[1..9]).collect();
-    assert_eq!(blocks.len(), 5, "five blocks store transfers");
-    assert!(
-        chunks.len() > 5,
-        "{} chunks: a big block is chunked",
-        chunks.len()
-    );
-    let items: u64 = before.accounts().map(|a| a.history_len).sum();
-    assert!(
-        items > runs.len() as u64,
-        "{items} items in {} runs",
-        runs.len()
-    );
-    for (key, value) in runs.iter().chain(&chunks) {
-        // A chunk passes the limit by its last record at most.
-        assert!(
-            value.len() <= CHUNK_BYTES + 256,
-            "{key:?}: {} bytes",
-            value.len()
-        );
-    }
-
-    let orgs = before.orgs().clone();
-    let reopened = StateMachine::open(store, orgs, [0; 32], accept_all()).expect("reopen");
-    let after = reopened.shared().read().ledger.clone();
-    assert_same_ledger(&reopened, after, before, "a restart loads the same ledger");
+    runs
 }
 
 /// A state stored before the pending transfers' records and the count were,
@@ -814,8 +848,8 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
 }
 
 /// A snapshot in an earlier layout (v2: one key per transfer and history
-/// item; v3: leaves as JSON; v5: no blindings) is refused, not installed
-/// and misread.
+/// item; v3: leaves as JSON; v5: no blindings; v6 and v7: a key per
+/// account and block of history) is refused, not installed and misread.
 #[tokio::test]
 async fn a_snapshot_of_the_earlier_layout_is_refused() {
     use openraft::storage::{RaftStateMachine, SnapshotMeta};
@@ -830,6 +864,8 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         &b"alliance-state-v2\n"[..],
         b"alliance-state-v3\n",
         b"alliance-state-v5\n",
+        b"alliance-state-v6\n",
+        b"alliance-state-v7\n",
     ] {
         let mut data = sm.begin_receiving_snapshot().await.expect("a file");
         tokio::io::AsyncWriteExt::write_all(&mut data, old)
@@ -845,6 +881,89 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         );
         assert_eq!(sm.shared().read().last_applied, None, "nothing installed");
     }
+}
+
+/// A snapshot holds the blocks' history and every account's pages: the
+/// node that installs it reads the same histories.
+#[tokio::test]
+async fn an_installed_snapshot_reads_the_same_histories() {
+    use openraft::storage::RaftSnapshotBuilder;
+    let pay = |i: usize, from: &str, to: &str, amount: u64| {
+        let id = format!("org1.p{i}");
+        batch(vec![new_transfer(&id, from, to, amount, false)])
+    };
+    let mut commands = vec![
+        account("org1.issue"),
+        account("org1.a"),
+        account("org1.b"),
+        pay(0, "org1.issue", "org1.a", 1_000),
+        pay(1, "org1.issue", "org1.b", 1_000),
+    ];
+    commands.extend((2..2 * PAGE_RUNS + 5).map(|i| pay(i, "org1.a", "org1.b", 1)));
+    let leader_dir = tempfile::tempdir().expect("temp dir");
+    let mut leader = applied(leader_dir.path(), commands).await;
+    let built = leader.build_snapshot().await.expect("snapshot");
+    let want = history_reads_match_the_items(&leader.shared().read());
+    assert!(want[1] > 2 * PAGE_RUNS, "stored pages: {want:?}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sm = installed(dir.path(), built).await;
+    assert_eq!(history_reads_match_the_items(&sm.shared().read()), want);
+}
+
+/// A read deep in a long run (one block of many transfers to an account,
+/// which any member may send it) decodes a few of the run's chunks, not
+/// all of them.
+#[tokio::test]
+async fn a_read_inside_a_long_run_reads_a_few_chunks() {
+    use super::state_machine::CHUNKS_READ;
+    let many = (0..3_000)
+        .map(|i| new_transfer(&format!("org1.m{i}"), "org1.issue", "org1.a", 1, false))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let commands = vec![account("org1.issue"), account("org1.a"), batch(many)];
+    let sm = applied(dir.path(), commands).await;
+    let state = sm.shared();
+    let read = state.read();
+    let a = AccountId::parse("org1.a").unwrap();
+    let reads = |f: &dyn Fn()| {
+        let before = CHUNKS_READ.with(|c| c.get());
+        f();
+        CHUNKS_READ.with(|c| c.get()) - before
+    };
+    let all = reads(&|| assert_eq!(read.history(&a, 0, usize::MAX).unwrap().len(), 3_000));
+    assert!(all >= 20, "the run spans {all} chunks");
+    let deep = reads(&|| {
+        let page = read.history(&a, 2_500, 10).unwrap();
+        assert_eq!(
+            page.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            (2_500..2_510).collect::<Vec<_>>()
+        );
+    });
+    let last = reads(&|| {
+        let at = read.history_at_height(&a, read.ledger.height()).unwrap();
+        assert_eq!(at.map(|i| i.seq), Some(2_999));
+    });
+    let bound = u64::from(2 + u64::BITS - all.leading_zeros());
+    assert!(
+        deep <= bound && last <= bound,
+        "{deep} and {last} of {all} chunks"
+    );
+}
+
+/// A new state machine in `dir` that has installed `built`.
+async fn installed(
+    dir: &std::path::Path,
+    built: openraft::storage::Snapshot<TypeConfig>,
+) -> StateMachine {
+    use openraft::storage::RaftStateMachine;
+    use tokio::io::AsyncWriteExt;
+    let mut sm = applied(dir, Vec::new()).await;
+    let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+    data.write_all(&bytes(built.snapshot).await).await.unwrap();
+    sm.install_snapshot(&built.meta, data)
+        .await
+        .expect("install");
+    sm
 }
 
 /// Two accounts and a payment between them.
@@ -897,17 +1016,12 @@ async fn a_snapshot_is_stored_as_a_file() {
 #[tokio::test]
 async fn an_interrupted_install_is_finished_at_start() {
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use tokio::io::AsyncWriteExt;
     let leader_dir = tempfile::tempdir().expect("temp dir");
     let mut leader = applied(leader_dir.path(), one_payment()).await;
     let built = leader.build_snapshot().await.expect("snapshot");
+    let meta = built.meta.clone();
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sm = applied(dir.path(), Vec::new()).await;
-    let mut data = sm.begin_receiving_snapshot().await.expect("a file");
-    data.write_all(&bytes(built.snapshot).await).await.unwrap();
-    sm.install_snapshot(&built.meta, data)
-        .await
-        .expect("install");
+    let mut sm = installed(dir.path(), built).await;
     let left_over = sm.begin_receiving_snapshot().await.expect("a file");
     drop((sm, left_over));
     let pairs = |store: &Store| -> Vec<_> { store.state.iter().map(Result::unwrap).collect() };
@@ -917,7 +1031,7 @@ async fn an_interrupted_install_is_finished_at_start() {
 
     // Stopped in the middle: marked, some keys gone, an old one still there.
     let marker = super::store::StateKey::Installing.encode();
-    let last = crate::codec::encode(&built.meta.last_log_id);
+    let last = crate::codec::encode(&meta.last_log_id);
     store.state.insert(marker, last).unwrap();
     let first = store.state.first().unwrap().unwrap().0;
     store.state.remove(first).unwrap();
@@ -929,7 +1043,7 @@ async fn an_interrupted_install_is_finished_at_start() {
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
     let sm = StateMachine::open(store.clone(), orgs.into(), [0; 32], accept_all()).expect("open");
     assert_eq!(pairs(&store), installed, "the state as installed");
-    assert_eq!(sm.shared().read().last_applied, built.meta.last_log_id);
+    assert_eq!(sm.shared().read().last_applied, meta.last_log_id);
     let incoming = std::fs::read_dir(&store.snapshots_incoming).map_or(0, |d| d.count());
     assert_eq!(incoming, 0, "the left-over received file is removed");
 }
@@ -1004,11 +1118,14 @@ async fn corrupt_stored_records_are_read_errors() {
     };
     plant(StateKey::Transfers(height, 0).encode());
     corrupt(shared.read().transfer(&id).map(drop), "transfer chunk");
-    plant(StateKey::History(&ops, 0).encode());
-    corrupt(shared.read().history(&ops, 0, 10).map(drop), "history run");
+    plant(StateKey::HistoryChunk(height, 0).encode());
+    corrupt(
+        shared.read().history(&ops, 0, 10).map(drop),
+        "history chunk",
+    );
     corrupt(
         shared.read().history_at_height(&ops, height).map(drop),
-        "history run",
+        "history chunk",
     );
     plant(StateKey::Block(height).encode());
     corrupt(shared.read().block(height).map(drop), "block header");

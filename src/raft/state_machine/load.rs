@@ -1,7 +1,9 @@
 //! The applied state as sled holds it, read at start and after a snapshot
-//! is installed: all but the settled transfers, the refusals and the
-//! transfer index, which stay on disk.
+//! is installed: all but the settled transfers, the refusals, the
+//! transfer index and the history, which stay on disk (of the history,
+//! memory holds each account's last page).
 
+use super::history::Tails;
 use super::index::Index;
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
@@ -45,6 +47,7 @@ pub(super) fn load(
         last_applied: get(tree, StateKey::LastApplied)?,
         membership: get(tree, StateKey::Membership)?,
         index,
+        tails: Tails::load(tree).map_err(read_err)?,
     })
 }
 

@@ -19,6 +19,7 @@
 //! what the keys it overwrites held at the freeze; see [`Writer::freeze`]).
 //! Installing one replaces the tree and reloads memory.
 
+mod history;
 mod index;
 mod load;
 mod persist;
@@ -43,7 +44,11 @@ use super::{LogId, StorageError, StoredMembership, TypeConfig};
 use crate::codec::encode;
 use crate::ledger::{Changes, Entry, Gov, Hash, Ledger, OrgName, Outcome, Verdict};
 
+#[cfg(test)]
+pub use self::history::PAGE_RUNS;
 pub use self::index::{Index, INDEX_HELD_MAX};
+#[cfg(test)]
+pub use self::read::CHUNKS_READ;
 pub use self::read::{ReadError, StateRead};
 pub use self::snapshot::SnapshotError;
 
@@ -55,6 +60,8 @@ pub struct Applied {
     pub membership: StoredMembership,
     /// Which ids of the transfer index the ledger holds.
     pub index: index::Index,
+    /// Every account's last page of history runs.
+    pub tails: history::Tails,
 }
 
 /// Read access to the applied state (and the histories on sled), shared
@@ -645,7 +652,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (None, Changes::default())
                 }
             };
-            put(&mut unqueued, &applied, &mut changes);
+            put(&mut unqueued, &mut applied, &mut changes);
             unqueued.settled.extend(loaded);
             unqueued
                 .settled

@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::history::Tails;
 use super::writer::StateBatch;
 use super::{read_err, write_err, Applied, StateMachine};
 use crate::codec::{decode, encode};
-use crate::ledger::{
-    AccountId, Changes, Entry, HistoryItem, RejectedTransfer, Transfer, TransferId, TransferState,
-};
+use crate::ledger::{Changes, Entry, RejectedTransfer, Transfer, TransferId, TransferState};
 use crate::raft::store::{chunks, read_chunks, StateKey, TRANSFERS_TAG};
 use crate::raft::StorageError;
 
@@ -35,10 +34,10 @@ enum LoadError {
 /// Puts one entry's effects and progress into `batch`. The changed records
 /// are stored as the ledger encoded them for the block's state digest:
 /// serialized once. Accounts and refusals are a key each; the block's
-/// transfers, its leaf hashes and each account's history items in it are
-/// stored in chunks of about 4 KiB (see [`StateKey`], [`chunks`]). Takes
+/// transfers, its leaf hashes and its history items are stored in chunks
+/// of about 4 KiB (see [`StateKey`], [`chunks`], [`super::history`]). Takes
 /// `changes.encoded`; the rest of `changes` stays for the caller.
-pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Changes) {
+pub(super) fn put(unqueued: &mut Unqueued, applied: &mut Applied, changes: &mut Changes) {
     assert_eq!(
         changes.encoded.len(),
         changes.record_count(),
@@ -54,7 +53,7 @@ pub(super) fn put(unqueued: &mut Unqueued, applied: &Applied, changes: &mut Chan
         history: next(changes.history.len()),
         gov: next(usize::from(changes.gov)).pop(),
     };
-    put_records(&mut unqueued.batch, changes, &records);
+    put_records(&mut unqueued.batch, changes, &records, &mut applied.tails);
     put_progress(&mut unqueued.batch, applied, changes);
     unqueued.refused.extend(changes.rejected.iter().cloned());
     if let Some(block) = &changes.block {
@@ -188,7 +187,12 @@ impl StateMachine {
 
 /// The entry's changed records: accounts and refusals a key each; a
 /// block's transfers and history in chunks.
-fn put_records(batch: &mut StateBatch, changes: &Changes, records: &Records<'_>) {
+fn put_records(
+    batch: &mut StateBatch,
+    changes: &Changes,
+    records: &Records<'_>,
+    tails: &mut Tails,
+) {
     for (id, bytes) in changes.accounts.iter().zip(&records.accounts) {
         batch.insert(StateKey::Account(id).encode(), *bytes);
     }
@@ -212,7 +216,9 @@ fn put_records(batch: &mut StateBatch, changes: &Changes, records: &Records<'_>)
         }
         put_pending(batch, height, &changes.transfers, &records.transfers);
     }
-    put_history(batch, &changes.history, &records.history);
+    if !records.history.is_empty() {
+        tails.put(batch, height, &changes.history, &records.history);
+    }
 }
 
 /// The pending transfers' records of one block (their latest versions)
@@ -224,29 +230,6 @@ fn put_pending(batch: &mut StateBatch, height: u64, transfers: &[Transfer], byte
             batch.insert(StateKey::Pending(&t.id).encode(), *bytes);
         } else if t.height < height {
             batch.remove(StateKey::Pending(&t.id).encode());
-        }
-    }
-}
-
-/// Each account's history items of one block, as runs in chunks.
-fn put_history(batch: &mut StateBatch, items: &[HistoryItem], bytes: &[&[u8]]) {
-    // Each account's items of one entry are consecutive.
-    let mut runs: BTreeMap<&AccountId, (u64, Vec<&[u8]>)> = BTreeMap::new();
-    for (item, bytes) in items.iter().zip(bytes) {
-        let (first, run) = runs.entry(&item.account).or_insert((item.seq, Vec::new()));
-        assert_eq!(
-            *first + run.len() as u64,
-            item.seq,
-            "history runs are consecutive"
-        );
-        run.push(bytes);
-    }
-    for (account, (first, run)) in runs {
-        for (at, chunk) in chunks(&run) {
-            batch.insert(
-                StateKey::History(account, first + at as u64).encode(),
-                chunk,
-            );
         }
     }
 }

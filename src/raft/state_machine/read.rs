@@ -4,11 +4,12 @@
 
 use std::sync::RwLockReadGuard;
 
+use super::history::{Page, Run};
 use super::writer::{WriteFailed, Writer};
 use super::Applied;
 use crate::codec::{self, decode};
 use crate::ledger::{AccountId, Blinding, BlockHeader, Hash, HistoryItem, Transfer, TransferId};
-use crate::raft::store::{read_chunks, StateKey, HISTORY_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG};
+use crate::raft::store::{read_chunks, StateKey, HISTORY_PAGE_TAG, LEAF_HASHES_TAG, TRANSFERS_TAG};
 
 /// Why a read of the stored state failed. None of these is a caller's
 /// mistake: the node answers that it cannot serve the read (503).
@@ -33,6 +34,12 @@ pub enum ReadError {
     /// The stored records disagree with each other or with their keys.
     #[error("{0}")]
     Inconsistent(String),
+}
+
+#[cfg(test)]
+thread_local! {
+    /// History chunks this thread has read.
+    pub static CHUNKS_READ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A read of the applied state; histories read through it are consistent
@@ -81,24 +88,22 @@ impl StateRead<'_> {
         from: u64,
         limit: usize,
     ) -> Result<Vec<HistoryItem>, ReadError> {
-        // Start at the run that holds `from` (the last run starting at or
-        // before it), if there is one.
-        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
-        let start = self
-            .tree()?
-            .range(prefix..=StateKey::History(account, from).encode())
-            .next_back()
-            .transpose()?
-            .map_or(Ok(from), |(k, _)| key_suffix(&k))?;
-        let start = StateKey::History(account, start).encode();
-        let end = StateKey::History(account, u64::MAX).encode();
         let mut items = Vec::new();
-        for kv in self.tree()?.range(start..=end) {
-            let (key, value) = kv?;
-            let run: Vec<HistoryItem> = decode_at("history run", &key, &value)?;
-            items.extend(run.into_iter().filter(|i| i.seq >= from));
-            if items.len() >= limit {
+        let mut seq = from;
+        while items.len() < limit {
+            let Some(page) = self.page_holding(account, seq)? else {
                 break;
+            };
+            // From the run holding `seq` to the page's end.
+            let mut first = page.first_seq;
+            for run in &page.runs {
+                let end = first + u64::from(run.items);
+                if end > seq && items.len() < limit {
+                    let left = limit - items.len();
+                    items.extend(self.run_items(account, (first, *run), seq, left)?);
+                    seq = end;
+                }
+                first = end;
             }
         }
         items.truncate(limit);
@@ -107,65 +112,137 @@ impl StateRead<'_> {
 
     /// `account`'s last history item at or below `height`, if any. An
     /// account's items rise in height with their sequence, so this is a
-    /// binary search over its runs: a few run reads however long the
+    /// binary search over its runs: a few page reads however long the
     /// history.
     pub fn history_at_height(
         &self,
         account: &AccountId,
         height: u64,
     ) -> Result<Option<HistoryItem>, ReadError> {
-        // The answer's sequence is in lo..hi, if there is one.
-        let (mut lo, mut hi) = (0, self.history_len(account)?);
+        // Items before `lo` are at or below `height`, those from `hi` on
+        // above it.
+        let (mut lo, mut hi) = (0, self.history_len(account));
         while lo < hi {
-            let run = self.run_holding(account, lo + (hi - lo) / 2)?;
-            let (Some(first), Some(last)) = (run.first(), run.last()) else {
-                return Err(ReadError::Inconsistent(format!(
-                    "an empty history run of {account}"
-                )));
-            };
-            if last.height <= height {
-                lo = last.seq + 1;
-            } else if first.height > height {
-                hi = first.seq;
+            let (first, run) = self.run_holding(account, lo + (hi - lo) / 2)?;
+            if run.height <= height {
+                lo = first + u64::from(run.items);
             } else {
-                return Ok(run.into_iter().take_while(|i| i.height <= height).last());
+                hi = first;
             }
         }
         if lo == 0 {
             return Ok(None);
         }
         let run = self.run_holding(account, lo - 1)?;
-        Ok(run.into_iter().find(|i| i.seq == lo - 1))
+        let items = self.run_items(account, run, lo - 1, 1)?;
+        Ok(items.into_iter().next())
     }
 
-    /// How many history items `account` has: one past its last item's
-    /// sequence.
-    fn history_len(&self, account: &AccountId) -> Result<u64, ReadError> {
-        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
-        let Some((key, run)) = self.tree()?.scan_prefix(prefix).next_back().transpose()? else {
-            return Ok(0);
-        };
-        let run: Vec<HistoryItem> = decode_at("history run", &key, &run)?;
-        Ok(run.last().map_or(0, |i| i.seq + 1))
+    /// How many history items `account` has.
+    fn history_len(&self, account: &AccountId) -> u64 {
+        self.tails.get(account).map_or(0, Page::end_seq)
     }
 
-    /// The history run of `account` that holds item `seq` (the last run
-    /// starting at or before it).
-    fn run_holding(&self, account: &AccountId, seq: u64) -> Result<Vec<HistoryItem>, ReadError> {
-        let prefix = StateKey::account_prefix(HISTORY_TAG, account);
-        let at = StateKey::History(account, seq).encode();
-        let Some((key, run)) = self.tree()?.range(prefix..=at).next_back().transpose()? else {
-            return Err(ReadError::Inconsistent(format!(
-                "no history run of {account} holds item {seq}"
-            )));
+    /// The page of `account`'s runs that holds item `seq`: its tail, or
+    /// the last stored page starting at or before `seq`. `None` past its
+    /// last item.
+    fn page_holding(&self, account: &AccountId, seq: u64) -> Result<Option<Page>, ReadError> {
+        let Some(tail) = self.tails.get(account) else {
+            return Ok(None);
         };
-        let run: Vec<HistoryItem> = decode_at("history run", &key, &run)?;
-        if run.last().is_none_or(|i| i.seq < seq) {
+        if seq >= tail.end_seq() {
+            return Ok(None);
+        }
+        if seq >= tail.first_seq {
+            return Ok(Some(tail.clone()));
+        }
+        let prefix = StateKey::account_prefix(HISTORY_PAGE_TAG, account);
+        let at = StateKey::HistoryPage(account, seq).encode();
+        let found = self.tree()?.range(prefix..=at).next_back().transpose()?;
+        let page = match found {
+            Some((key, page)) => decode_at::<Page>("history page", &key, &page)?,
+            None => Page::default(),
+        };
+        if page.run_holding(seq).is_none() {
             return Err(ReadError::Inconsistent(format!(
-                "no history run of {account} holds item {seq}"
+                "no history page of {account} holds item {seq}"
             )));
         }
-        Ok(run)
+        Ok(Some(page))
+    }
+
+    /// The run of `account` that holds item `seq`, with its first item's
+    /// sequence.
+    fn run_holding(&self, account: &AccountId, seq: u64) -> Result<(u64, Run), ReadError> {
+        (self.page_holding(account, seq)?)
+            .and_then(|page| page.run_holding(seq))
+            .ok_or_else(|| {
+                ReadError::Inconsistent(format!("no history run of {account} holds item {seq}"))
+            })
+    }
+
+    /// Up to `limit` items of `account`'s `run` (whose first item is
+    /// `first`) from sequence `from` on, read from its block's chunks. The
+    /// chunk that holds `from` is found by a binary search between the
+    /// run's first and last chunks: a read deep in a long run (a batch of
+    /// thousands to one account) decodes a few chunks, not the run.
+    fn run_items(
+        &self,
+        account: &AccountId,
+        (first, run): (u64, Run),
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, ReadError> {
+        let end = first + u64::from(run.items);
+        let from = from.max(first);
+        let inconsistent = |what: String| {
+            ReadError::Inconsistent(format!(
+                "block {}'s history chunks {}..={} {what} (items {first}..{end} of {account})",
+                run.height, run.chunk, run.last_chunk
+            ))
+        };
+        // The last chunk whose first item of the run is at or before `from`.
+        let (mut lo, mut hi) = (run.chunk, run.last_chunk);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let chunk = self.history_chunk(run.height, mid)?;
+            match chunk.iter().find(|i| i.account == *account) {
+                Some(item) if item.seq <= from => lo = mid,
+                Some(_) => hi = mid - 1,
+                None => return Err(inconsistent(format!("miss the run in chunk {mid}"))),
+            }
+        }
+        let want = usize::try_from(end.saturating_sub(from)).map_or(limit, |n| n.min(limit));
+        let mut items = Vec::with_capacity(want);
+        for chunk in lo..=run.last_chunk {
+            if items.len() == want {
+                break;
+            }
+            let stored = self.history_chunk(run.height, chunk)?;
+            let of_run = (stored.into_iter())
+                .filter(|i| i.account == *account && (from..end).contains(&i.seq));
+            items.extend(of_run.take(want - items.len()));
+        }
+        if items.len() != want || items.iter().zip(from..).any(|(i, seq)| i.seq != seq) {
+            return Err(inconsistent(format!(
+                "hold {} of the {want} items from {from}",
+                items.len()
+            )));
+        }
+        Ok(items)
+    }
+
+    /// Chunk `n` of block `height`'s history items.
+    fn history_chunk(&self, height: u64, n: u32) -> Result<Vec<HistoryItem>, ReadError> {
+        #[cfg(test)]
+        CHUNKS_READ.with(|c| c.set(c.get() + 1));
+        let key = StateKey::HistoryChunk(height, n).encode();
+        let Some(value) = self.tree()?.get(&key)? else {
+            return Err(ReadError::Inconsistent(format!(
+                "block {height} has no history chunk {n}"
+            )));
+        };
+        decode_at("history chunk", &key, &value)
     }
 
     /// The stored header of block `height` (block 0 is not stored).
@@ -223,18 +300,4 @@ impl StateRead<'_> {
             ))),
         }
     }
-}
-
-fn corrupt_key(what: &'static str, key: &[u8]) -> ReadError {
-    ReadError::Inconsistent(format!(
-        "the stored {what} at key {} is not 8 bytes",
-        hex::encode(key)
-    ))
-}
-
-/// The big-endian u64 that ends a [`StateKey::History`] key.
-fn key_suffix(key: &[u8]) -> Result<u64, ReadError> {
-    key.split_last_chunk::<8>()
-        .map(|(_, tail)| u64::from_be_bytes(*tail))
-        .ok_or_else(|| corrupt_key("history key suffix", key))
 }

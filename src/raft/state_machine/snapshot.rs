@@ -26,11 +26,10 @@ pub(super) const SNAPSHOT_FILE: &[u8] = b"file";
 /// the binary encoding of [`crate::codec`]; v3: transfers per block and
 /// history in runs, see [`crate::raft::store::StateKey`]; v4: leaf hashes,
 /// not leaves; v5: records in chunks of about 4 KiB; v6: each block's
-/// blinding; v7: no history index by height). A node refuses a snapshot
-/// of another version rather than misread its keys; it reads v6, whose
-/// history index keys it ignores.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v7\n";
-const SNAPSHOT_MAGIC_V6: &[u8] = b"alliance-state-v6\n";
+/// blinding; v7: no history index by height; v8: each block's history in
+/// chunks, found through each account's pages of runs). A node refuses a
+/// snapshot of another version rather than misread its keys.
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v8\n";
 
 /// Buffer of the reads and writes of a snapshot file.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
@@ -267,7 +266,7 @@ impl<R: Read> Pairs<R> {
     pub(super) fn new(mut data: R) -> Result<Self, SnapshotError> {
         let mut magic = [0; SNAPSHOT_MAGIC.len()];
         match data.read_exact(&mut magic) {
-            Ok(()) if magic == SNAPSHOT_MAGIC || magic == SNAPSHOT_MAGIC_V6 => Ok(Self { data }),
+            Ok(()) if magic == SNAPSHOT_MAGIC => Ok(Self { data }),
             Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(e.into()),
             _ => Err(SnapshotError::NotOurs),
         }

@@ -1,0 +1,185 @@
+//! Where the accounts' history items are stored.
+//!
+//! A block's items are stored together, in chunks keyed by the block's
+//! height ([`StateKey::HistoryChunk`]): a block appends a few keys at the
+//! end of their part of the tree, however many accounts it touches. Each
+//! account's items of one block are consecutive there (a run). An
+//! account finds its runs through its pages: the runs in the order of
+//! their items, each naming its block, the chunk its first item is in and
+//! how many items it has. An account's last page, its tail
+//! ([`StateKey::HistoryTail`]), takes a run for every block that touches
+//! the account; once it has [`PAGE_RUNS`] it is stored whole under its
+//! first item's sequence ([`StateKey::HistoryPage`]) and a new tail
+//! begins. So a block rewrites the tails of the accounts it touches, one
+//! key each beside the others, and stores a new key for an account only
+//! once in [`PAGE_RUNS`] blocks: a key per account per block made most of
+//! the state writer's work on transfers spread over many accounts.
+//!
+//! Apply keeps every account's tail in memory ([`Tails`], at most
+//! [`PAGE_RUNS`] runs each) to rewrite it; reads find pages on sled.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::writer::StateBatch;
+use crate::codec::{decode, encode};
+use crate::ledger::{AccountId, HistoryItem};
+use crate::raft::store::{chunks, StateKey, HISTORY_TAIL_TAG};
+
+/// Runs in a page: a tail is stored as a page of its own once it has
+/// this many.
+pub const PAGE_RUNS: usize = 16;
+
+/// One block's items of one account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The block.
+    pub height: u64,
+    /// The numbers of the block's history chunks that hold its first and
+    /// its last item.
+    pub chunk: u32,
+    pub last_chunk: u32,
+    pub items: u32,
+}
+
+/// Consecutive runs of one account, from its item `first_seq` on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub first_seq: u64,
+    pub runs: Vec<Run>,
+}
+
+impl Page {
+    /// One past the sequence of the page's last item.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.runs.iter().map(|r| u64::from(r.items)).sum::<u64>()
+    }
+
+    /// The run that holds item `seq`, with its first item's sequence.
+    pub fn run_holding(&self, seq: u64) -> Option<(u64, Run)> {
+        let mut first = self.first_seq;
+        for run in &self.runs {
+            let end = first + u64::from(run.items);
+            if (first..end).contains(&seq) {
+                return Some((first, *run));
+            }
+            first = end;
+        }
+        None
+    }
+}
+
+/// Why the stored tails could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("the store failed: {0}")]
+    Store(#[from] sled::Error),
+    #[error("the history tail at key {key} does not decode: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+/// Every account's tail, as apply keeps them.
+#[derive(Clone, Debug, Default)]
+pub struct Tails(HashMap<AccountId, Page, Seeded>);
+
+/// Account ids are chosen by members: their hashes are seeded.
+type Seeded = foldhash::quality::RandomState;
+
+impl Tails {
+    /// The tails stored in `tree`.
+    pub fn load(tree: &sled::Tree) -> Result<Self, TailError> {
+        let mut tails = HashMap::default();
+        for kv in tree.scan_prefix([HISTORY_TAIL_TAG]) {
+            let (key, value) = kv?;
+            let corrupt = |why: String| TailError::Corrupt {
+                key: hex::encode(&key),
+                why,
+            };
+            let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(e.to_string()))?;
+            let id = AccountId::parse(id).map_err(|e| corrupt(e.to_string()))?;
+            let page: Page = decode(&value).map_err(|e| corrupt(e.to_string()))?;
+            tails.insert(id, page);
+        }
+        Ok(Self(tails))
+    }
+
+    /// `account`'s tail, if it has items.
+    pub fn get(&self, account: &AccountId) -> Option<&Page> {
+        self.0.get(account)
+    }
+
+    /// Puts block `height`'s history `items` (encoded as `bytes`) into
+    /// `batch`: the block's chunks, and the tail of each account it
+    /// touches (and the page that tail becomes, once full).
+    pub fn put(
+        &mut self,
+        batch: &mut StateBatch,
+        height: u64,
+        items: &[HistoryItem],
+        bytes: &[&[u8]],
+    ) {
+        // Each account's items side by side, in the order of their
+        // sequence (a block may interleave accounts: a transfer's two sides).
+        let mut at_of: HashMap<&AccountId, usize, Seeded> = HashMap::default();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let group = *at_of.entry(&item.account).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[group].push(i);
+        }
+        let order: Vec<usize> = groups.into_iter().flatten().collect();
+        let items: Vec<&HistoryItem> = order.iter().map(|&i| &items[i]).collect();
+        let bytes: Vec<&[u8]> = order.iter().map(|&i| bytes[i]).collect();
+        let chunks = chunks(&bytes);
+        for (n, (_, chunk)) in (0..).zip(&chunks) {
+            batch.insert(StateKey::HistoryChunk(height, n).encode(), chunk.as_slice());
+        }
+        let mut at = 0;
+        while at < items.len() {
+            let account = &items[at].account;
+            let items_of = items[at..]
+                .iter()
+                .take_while(|i| i.account == *account)
+                .count();
+            // The chunk that holds item `i`: the last starting at or before it.
+            let chunk_of = |i: usize| {
+                let n = chunks.partition_point(|(first, _)| *first <= i) - 1;
+                u32::try_from(n).expect("fewer than 2^32 chunks")
+            };
+            let run = Run {
+                height,
+                chunk: chunk_of(at),
+                last_chunk: chunk_of(at + items_of - 1),
+                items: u32::try_from(items_of).expect("fewer than 2^32 items"),
+            };
+            let first_seq = items[at].seq;
+            assert!(
+                (items[at..at + items_of].iter())
+                    .zip(first_seq..)
+                    .all(|(i, seq)| i.seq == seq),
+                "an account's items of a block are consecutive"
+            );
+            // A new tail starts the account's history.
+            let tail = self.0.entry(account.clone()).or_default();
+            assert_eq!(
+                tail.end_seq(),
+                first_seq,
+                "an account's items of a block follow its earlier ones"
+            );
+            tail.runs.push(run);
+            if tail.runs.len() >= PAGE_RUNS {
+                let full = std::mem::take(tail);
+                tail.first_seq = full.end_seq();
+                batch.insert(
+                    StateKey::HistoryPage(account, full.first_seq).encode(),
+                    encode(&full),
+                );
+            }
+            batch.insert(StateKey::HistoryTail(account).encode(), encode(&*tail));
+            at += items_of;
+        }
+    }
+}
