@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::writer::StateBatch;
 use crate::codec::{decode, encode};
-use crate::ledger::{AccountId, HistoryItem};
+use crate::ledger::{AccountId, HistoryItem, Ledger};
 use crate::raft::store::{chunks, StateKey, HISTORY_TAIL_TAG};
 
 /// Runs in a page: a tail is stored as a page of its own once it has
@@ -87,8 +87,9 @@ pub struct Tails(HashMap<AccountId, Page, Seeded>);
 type Seeded = foldhash::quality::RandomState;
 
 impl Tails {
-    /// The tails stored in `tree`.
-    pub fn load(tree: &sled::Tree) -> Result<Self, TailError> {
+    /// The tails stored in `tree`, keyed by `ledger`'s own account ids
+    /// (one copy of each id in memory).
+    pub fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Self, TailError> {
         let mut tails = HashMap::default();
         for kv in tree.scan_prefix([HISTORY_TAIL_TAG]) {
             let (key, value) = kv?;
@@ -98,6 +99,7 @@ impl Tails {
             };
             let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(e.to_string()))?;
             let id = AccountId::parse(id).map_err(|e| corrupt(e.to_string()))?;
+            let id = ledger.account(&id).map_or(id, |a| a.id.clone());
             let page: Page = decode(&value).map_err(|e| corrupt(e.to_string()))?;
             tails.insert(id, page);
         }

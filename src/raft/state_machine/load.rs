@@ -42,12 +42,13 @@ pub(super) fn load(
         None => founding.gov.clone(),
     });
     let index = Index::load(tree, &mut ledger).map_err(read_err)?;
+    let tails = Tails::load(tree, &ledger).map_err(read_err)?;
     Ok(Applied {
         ledger,
         last_applied: get(tree, StateKey::LastApplied)?,
         membership: get(tree, StateKey::Membership)?,
         index,
-        tails: Tails::load(tree).map_err(read_err)?,
+        tails,
     })
 }
 
