@@ -64,8 +64,9 @@ impl Conn {
         }
     }
 
-    /// POSTs `json` to `path`; `None` if no answer came within the
-    /// timeout (the connection is then dropped).
+    /// POSTs `json` to `path`; `None` if no answer came (the connection
+    /// failed, or nothing came within the timeout), and the connection is
+    /// then dropped.
     pub async fn post_json(&mut self, path: &str, json: Bytes) -> Option<Answer> {
         let answer = tokio::time::timeout(self.timeout, self.exchange(path, json)).await;
         let answer = answer.ok().and_then(Result::ok);

@@ -80,7 +80,7 @@ pub enum TailError {
 }
 
 /// Every account's tail, as apply keeps them.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Tails(HashMap<AccountId, Page, Seeded>);
 
 /// Account ids are chosen by members: their hashes are seeded.
@@ -139,6 +139,11 @@ impl Tails {
         for (n, (_, chunk)) in (0..).zip(&chunks) {
             batch.insert(StateKey::HistoryChunk(height, n).encode(), chunk.as_slice());
         }
+        // The chunk that holds item `i`: the last starting at or before it.
+        let chunk_of = |i: usize| {
+            let n = chunks.partition_point(|(first, _)| *first <= i) - 1;
+            u32::try_from(n).expect("fewer than 2^32 chunks")
+        };
         let mut at = 0;
         while at < items.len() {
             let account = &items[at].account;
@@ -146,11 +151,6 @@ impl Tails {
                 .iter()
                 .take_while(|i| i.account == *account)
                 .count();
-            // The chunk that holds item `i`: the last starting at or before it.
-            let chunk_of = |i: usize| {
-                let n = chunks.partition_point(|(first, _)| *first <= i) - 1;
-                u32::try_from(n).expect("fewer than 2^32 chunks")
-            };
             let run = Run {
                 height,
                 chunk: chunk_of(at),
