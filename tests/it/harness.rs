@@ -301,18 +301,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_explained(what, || {
+        let checked = check();
+        async { checked.await.ok_or_else(String::new) }
+    })
+    .await
 }
 
 /// [`eventually`] for a check that says why it is not there yet: the last
-/// reason is in the panic.
+/// reason (unless empty) is in the panic.
 pub async fn eventually_explained<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -324,9 +321,14 @@ where
             Ok(v) => return v,
             Err(why) => why,
         };
+        let why = if why.is_empty() {
+            why
+        } else {
+            format!(": {why}")
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}: {why}"
+            "timed out waiting for {what}{why}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
