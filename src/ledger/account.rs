@@ -64,7 +64,7 @@ impl Ledger {
             readers_signed_at_ms: at.signed_at_ms.unwrap_or(0),
         };
         self.accounts.insert(account.id.clone(), account.clone());
-        changes.accounts.insert(account.id.clone());
+        changes.touched.insert(account.id.clone());
         Ok(account)
     }
 

@@ -2,7 +2,7 @@
 //! the caller to persist in one atomic batch.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::codec::Encoded;
 
@@ -10,12 +10,16 @@ use super::chain::{self, Blinding, BlockHeader, Hash};
 use super::leaf::{leaf_json, Leaf};
 #[cfg(doc)]
 use super::{invariants::BalanceCheck, transfer_leaf, Ledger};
-use super::{Account, AccountId, HistoryItem, Transfer, TransferId};
+use super::{Account, AccountId, HistoryItem, Seeded, Transfer, TransferId};
 
 /// What an entry changed, for the caller to persist atomically.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub accounts: BTreeSet<AccountId>,
+    /// The accounts the entry changed or opened, in id order; filled when
+    /// the block is sealed.
+    pub accounts: Vec<AccountId>,
+    /// While the entry runs: the accounts it changed or opened.
+    pub(super) touched: HashSet<AccountId, Seeded>,
     /// The latest version of every transfer the entry made or changed, in
     /// id order; filled when the block is sealed.
     pub transfers: Vec<Transfer>,
@@ -34,7 +38,7 @@ pub struct Changes {
     /// While the entry runs: each changed account's money before the
     /// entry, taken when the entry first changes it, for the balance check
     /// made when the block is sealed ([`BalanceCheck`]).
-    pub(super) before: BTreeMap<AccountId, Money>,
+    pub(super) before: HashMap<AccountId, Money, Seeded>,
     pub rejected: Vec<TransferId>,
     pub history: Vec<HistoryItem>,
     /// The block's leaf hashes, in order: each the blinded hash of a

@@ -2,12 +2,11 @@
 //! them in every build: apply panics before the changes of an entry that
 //! breaks one are stored (see the module docs of [`crate::ledger`]).
 
-use std::collections::{btree_map, BTreeMap};
-use std::iter::Peekable;
+use std::collections::{BTreeMap, HashMap};
 
 use super::changes::Money;
 use super::state::At;
-use super::{Account, AccountId, Asset, BlockHeader, Ledger};
+use super::{Account, AccountId, Asset, BlockHeader, Ledger, Seeded};
 
 impl Ledger {
     /// Sum of all posted balances per asset, and of pending debits minus
@@ -29,10 +28,12 @@ impl Ledger {
 /// it changed only: per asset, their balances moved by zero in sum, and so
 /// did their pending debits less pending credits. Also no account the
 /// entry changed is left below zero unless it has `allow_negative`. Fed
-/// each changed account as the entry left it, in id order, by the loop that
-/// encodes them for the block: no lookup of its own, O(accounts changed).
+/// each changed account as the entry left it by the loop that encodes them
+/// for the block: one hash look-up each, O(accounts changed).
 pub(super) struct BalanceCheck<'a> {
-    before: Peekable<btree_map::Iter<'a, AccountId, Money>>,
+    before: &'a HashMap<AccountId, Money, Seeded>,
+    /// How many of `before` were given.
+    seen: usize,
     moved: Moved<'a>,
     height: u64,
 }
@@ -40,15 +41,16 @@ pub(super) struct BalanceCheck<'a> {
 impl<'a> BalanceCheck<'a> {
     /// `before`: the changed accounts' money before the entry of block
     /// `height` (accounts it created have none).
-    pub(super) fn new(before: &'a BTreeMap<AccountId, Money>, height: u64) -> Self {
+    pub(super) fn new(before: &'a HashMap<AccountId, Money, Seeded>, height: u64) -> Self {
         Self {
-            before: before.iter().peekable(),
+            before,
+            seen: 0,
             moved: Moved::default(),
             height,
         }
     }
 
-    /// The next changed account, in id order, as the entry left it.
+    /// A changed account, as the entry left it; each once.
     pub(super) fn account(&mut self, account: &'a Account) {
         assert!(
             account.can_debit(0),
@@ -58,7 +60,8 @@ impl<'a> BalanceCheck<'a> {
             account.balance(),
             account.debits_pending
         );
-        if let Some((_, was)) = self.before.next_if(|(id, _)| **id == account.id) {
+        if let Some(was) = self.before.get(&account.id) {
+            self.seen += 1;
             let now = Money::of(account);
             self.moved.add(
                 &account.asset,
@@ -71,7 +74,7 @@ impl<'a> BalanceCheck<'a> {
     /// Asserts the sums, once every changed account was given.
     pub(super) fn finish(self) {
         let height = self.height;
-        let unseen = self.before.count();
+        let unseen = self.before.len() - self.seen;
         assert!(
             unseen == 0,
             "block {height}: {unseen} changed accounts escaped the balance check"

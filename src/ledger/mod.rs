@@ -52,6 +52,7 @@
 //!   above speak in.
 
 mod account;
+mod account_map;
 mod actor;
 mod apply;
 pub mod chain;
@@ -70,6 +71,7 @@ mod state;
 mod transfer;
 pub mod types;
 
+pub use account_map::Seeded;
 pub use actor::{Actor, Role};
 pub use chain::{Blinding, BlockHeader, Hash, Proof};
 pub use changes::Changes;

@@ -50,8 +50,8 @@ impl Ledger {
                 .entry(id.clone())
                 .or_insert_with(|| account.clone());
         }
-        if !changes.accounts.contains(id) {
-            changes.accounts.insert(id.clone());
+        if !changes.touched.contains(id) {
+            changes.touched.insert(id.clone());
             changes.before.insert(id.clone(), Money::of(account));
         }
         account

@@ -93,11 +93,14 @@ impl Ledger {
     /// kept in `changes.encoded`. The blinding comes first because the digest
     /// is in the public header: without it an outsider could confirm a
     /// guessed record (an account just created, a refused transfer) from
-    /// the digest as from an unblinded Merkle root. The changed accounts
+    /// the digest as from an unblinded Merkle root. Fills
+    /// `changes.accounts` from the accounts touched. The changed accounts
     /// pass through the [`BalanceCheck`] of block `height` on the way.
     pub(super) fn state_digest(&self, changes: &mut Changes, height: u64) -> Hash {
         let mut d = chain::StateDigest::default();
         d.add("blinding", &changes.blinding.0);
+        changes.accounts = changes.touched.drain().collect();
+        changes.accounts.sort_unstable();
         let records = changes.record_count();
         let mut encoded = Encoded::with_capacity(records, records * RECORD_BYTES_GUESS);
         let mut balance = BalanceCheck::new(&changes.before, height);

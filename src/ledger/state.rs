@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::account_map::AccountMap;
 use super::mutate::Journal;
 use super::{
     Account, AccountId, Actor, BlockHeader, ClientSeal, Gov, Hash, OrgName, RejectedTransfer,
@@ -45,7 +46,7 @@ pub type TransferIndex = HashMap<Box<str>, u64, foldhash::quality::RandomState>;
 pub struct Ledger {
     /// Member organizations, from genesis.
     pub(super) orgs: BTreeSet<OrgName>,
-    pub(super) accounts: BTreeMap<AccountId, Account>,
+    pub(super) accounts: AccountMap,
     /// Transfers in memory: every pending one, and settled ones until the
     /// caller forgets them (a ledger that never forgets holds all; one that
     /// forgets settled ones never holds those an entry makes).
@@ -219,11 +220,7 @@ impl Ledger {
     }
     /// Accounts with ids after `after`, in id order.
     pub fn accounts_after(&self, after: Option<&AccountId>) -> impl Iterator<Item = &Account> {
-        use std::ops::Bound;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.accounts
-            .range((start, Bound::Unbounded))
-            .map(|(_, a)| a)
+        self.accounts.after(after)
     }
     /// The transfers in memory (see [`Self::transfer`]).
     pub fn transfers(&self) -> impl Iterator<Item = &Transfer> {

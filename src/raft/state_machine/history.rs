@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::writer::StateBatch;
 use crate::codec::{decode, encode};
-use crate::ledger::{AccountId, HistoryItem, Ledger};
+use crate::ledger::{AccountId, HistoryItem, Ledger, Seeded};
 use crate::raft::store::{chunks, StateKey, HISTORY_TAIL_TAG};
 
 /// Runs in a page: a tail is stored as a page of its own once it has
@@ -82,9 +82,6 @@ pub enum TailError {
 /// Every account's tail, as apply keeps them.
 #[derive(Debug, Default)]
 pub struct Tails(HashMap<AccountId, Page, Seeded>);
-
-/// Account ids are chosen by members: their hashes are seeded.
-type Seeded = foldhash::quality::RandomState;
 
 impl Tails {
     /// The tails stored in `tree`, keyed by `ledger`'s own account ids
