@@ -96,7 +96,7 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-7";
+pub const FORMAT: &str = "alliance-postcard-8";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -354,14 +354,24 @@ pub enum StateKey<'a> {
     /// none), then the big-endian sequence, so one account's pages scan in
     /// order.
     HistoryPage(&'a AccountId, u64),
-    /// An account's last page, not yet full.
+    /// An account's last page, not yet full, as of [`Self::TailsStored`].
     HistoryTail(&'a AccountId),
+    /// The height of the last block the stored history tails cover (0
+    /// when absent): the tails are stored every few blocks, and the runs
+    /// of the blocks after it are read again at start (see
+    /// `state_machine::history`).
+    TailsStored,
+    /// The runs a block added to the accounts' tails, by height, in chunks
+    /// numbered from 0; kept only for the blocks after
+    /// [`Self::TailsStored`].
+    HistoryRuns(u64, u32),
 }
 
 pub const ACCOUNT_TAG: u8 = 0x10;
 pub const TRANSFERS_TAG: u8 = 0x20;
 pub const REJECTED_TAG: u8 = 0x30;
 pub const HISTORY_TAG: u8 = 0x40;
+pub const HISTORY_RUNS_TAG: u8 = 0x41;
 pub const HISTORY_PAGE_TAG: u8 = 0x42;
 pub const HISTORY_TAIL_TAG: u8 = 0x43;
 pub const BLOCK_TAG: u8 = 0x50;
@@ -378,6 +388,9 @@ pub const FILTER_TAG: u8 = 0x63;
 impl StateKey<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, id) = match self {
+            Self::HistoryRuns(h, n) => {
+                return suffixed(Self::height_prefix(HISTORY_RUNS_TAG, *h), &n.to_be_bytes())
+            }
             Self::HistoryChunk(h, n) => {
                 return suffixed(Self::height_prefix(HISTORY_TAG, *h), &n.to_be_bytes())
             }
@@ -404,6 +417,7 @@ impl StateKey<'_> {
             Self::TransferCount => (0x08, ""),
             Self::Indexed => (0x09, ""),
             Self::IndexRuns => (0x0a, ""),
+            Self::TailsStored => (0x0b, ""),
             Self::Pending(id) => (PENDING_TAG, id.as_str()),
             Self::Account(id) => (ACCOUNT_TAG, id.as_str()),
             Self::Rejected(id) => (REJECTED_TAG, id.as_str()),

@@ -329,6 +329,8 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
         TransferState::Posted
     );
     assert_eq!(before.transfer(&pend), None, "settled: on disk only");
+    let tails = read.tails.clone();
+    tails_stored_below_head(&read);
     drop(read);
     drop((state, sm));
 
@@ -341,6 +343,12 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
         kvs.collect()
     };
     let (history, chunks) = (values(HISTORY_TAG), values(TRANSFERS_TAG));
+    let runs = values(super::store::HISTORY_RUNS_TAG);
+    let height = |key: &[u8]| u64::from_be_bytes(key[1..9].try_into().unwrap());
+    assert!(
+        !runs.is_empty() && runs.iter().all(|(k, _)| height(k) > tails.stored()),
+        "the runs of the blocks after the stored tails, and only those, are kept"
+    );
     let history_blocks: BTreeSet<&[u8]> = history.iter().map(|(k, _)| &k[1..9]).collect();
     assert!(
         history.len() > history_blocks.len(),
@@ -380,6 +388,21 @@ async fn grouped_history_and_transfers_read_back_item_by_item() {
     assert_same_ledger(&reopened, after, before, "a restart loads the same ledger");
     let reread = history_reads_match_the_items(&reopened.shared().read());
     assert_eq!(reread, histories, "the same runs after a restart");
+    assert_eq!(
+        reopened.shared().read().tails,
+        tails,
+        "the stored tails and the blocks after them make the same tails"
+    );
+}
+
+/// The history tails were stored (see [`super::state_machine::history`]),
+/// and the blocks after them will be read again when the state is loaded.
+fn tails_stored_below_head(read: &StateRead<'_>) {
+    let (stored, head) = (read.tails.stored(), read.ledger.height());
+    assert!(
+        0 < stored && stored < head,
+        "the tails stored at block {stored}, below the head at {head}"
+    );
 }
 
 /// Checks every history page and as-of-height read of the three accounts
@@ -849,7 +872,8 @@ async fn stored_transfer_records_render_to_their_blocks_leaves() {
 
 /// A snapshot in an earlier layout (v2: one key per transfer and history
 /// item; v3: leaves as JSON; v5: no blindings; v6 and v7: a key per
-/// account and block of history) is refused, not installed and misread.
+/// account and block of history; v8: every tail stored with every block)
+/// is refused, not installed and misread.
 #[tokio::test]
 async fn a_snapshot_of_the_earlier_layout_is_refused() {
     use openraft::storage::{RaftStateMachine, SnapshotMeta};
@@ -866,6 +890,7 @@ async fn a_snapshot_of_the_earlier_layout_is_refused() {
         b"alliance-state-v5\n",
         b"alliance-state-v6\n",
         b"alliance-state-v7\n",
+        b"alliance-state-v8\n",
     ] {
         let mut data = sm.begin_receiving_snapshot().await.expect("a file");
         tokio::io::AsyncWriteExt::write_all(&mut data, old)
@@ -905,9 +930,11 @@ async fn an_installed_snapshot_reads_the_same_histories() {
     let built = leader.build_snapshot().await.expect("snapshot");
     let want = history_reads_match_the_items(&leader.shared().read());
     assert!(want[1] > 2 * PAGE_RUNS, "stored pages: {want:?}");
+    tails_stored_below_head(&leader.shared().read());
     let dir = tempfile::tempdir().expect("temp dir");
     let sm = installed(dir.path(), built).await;
     assert_eq!(history_reads_match_the_items(&sm.shared().read()), want);
+    assert_eq!(sm.shared().read().tails, leader.shared().read().tails);
 }
 
 /// A read deep in a long run (one block of many transfers to an account,

@@ -10,26 +10,40 @@
 //! ([`StateKey::HistoryTail`]), takes a run for every block that touches
 //! the account; once it has [`PAGE_RUNS`] it is stored whole under its
 //! first item's sequence ([`StateKey::HistoryPage`]) and a new tail
-//! begins. So a block rewrites the tails of the accounts it touches, one
-//! key each beside the others, and stores a new key for an account only
-//! once in [`PAGE_RUNS`] blocks: a key per account per block made most of
-//! the state writer's work on transfers spread over many accounts.
+//! begins. So a block stores a new key for an account only once in
+//! [`PAGE_RUNS`] blocks: a key per account per block made most of the
+//! state writer's work on transfers spread over many accounts.
 //!
 //! Apply keeps every account's tail in memory ([`Tails`], at most
-//! [`PAGE_RUNS`] runs each) to rewrite it; reads find pages on sled.
+//! [`PAGE_RUNS`] runs each), and reads take the tails from there and the
+//! full pages from sled. The tails that changed are stored once every
+//! [`TAILS_STORED_EVERY`] blocks, beside the height they cover
+//! ([`StateKey::TailsStored`]), in the batch of that block: rewriting
+//! them with every block took a sixth of the throughput of blocks spread
+//! over 10,000 accounts. The blocks in between store the runs they add
+//! ([`StateKey::HistoryRuns`]: an account id and three numbers a run,
+//! appended), which the next store of the tails removes. At start (and
+//! after a snapshot is installed) the stored tails are read and the runs
+//! stored after them added. The runs are records of their own, not read
+//! from the history chunks, so a chunk that no longer decodes fails the
+//! reads of its items, not the start of the node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::writer::StateBatch;
 use crate::codec::{decode, encode};
 use crate::ledger::{AccountId, HistoryItem, Ledger, Seeded};
-use crate::raft::store::{chunks, StateKey, HISTORY_TAIL_TAG};
+use crate::raft::store::{chunks, StateKey, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG};
 
 /// Runs in a page: a tail is stored as a page of its own once it has
 /// this many.
 pub const PAGE_RUNS: usize = 16;
+
+/// Blocks between two stores of the tails that changed: at most this many
+/// blocks' history chunks are read again at start.
+pub const TAILS_STORED_EVERY: u64 = 32;
 
 /// One block's items of one account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,42 +89,88 @@ impl Page {
 pub enum TailError {
     #[error("the store failed: {0}")]
     Store(#[from] sled::Error),
-    #[error("the history tail at key {key} does not decode: {why}")]
+    #[error("the history record at key {key} does not decode: {why}")]
     Corrupt { key: String, why: String },
 }
 
 /// Every account's tail, as apply keeps them.
-#[derive(Debug, Default)]
-pub struct Tails(HashMap<AccountId, Page, Seeded>);
+#[derive(Debug, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(Clone))]
+pub struct Tails {
+    pages: HashMap<AccountId, Page, Seeded>,
+    /// The accounts whose tails changed since the tails were stored.
+    changed: HashSet<AccountId, Seeded>,
+    /// The height of the last block the stored tails cover.
+    stored: u64,
+    /// The keys of the runs of the blocks after `stored`.
+    runs_keys: Vec<Vec<u8>>,
+}
+
+/// A run a block added to an account's tail, as stored for the blocks
+/// after the stored tails ([`StateKey::HistoryRuns`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct AddedRun {
+    account: AccountId,
+    first_seq: u64,
+    run: Run,
+}
 
 impl Tails {
     /// The tails stored in `tree`, keyed by `ledger`'s own account ids
-    /// (one copy of each id in memory).
+    /// (one copy of each id in memory), with the runs of the blocks after
+    /// them added.
     pub fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Self, TailError> {
-        let mut tails = HashMap::default();
+        let corrupt = |key: &[u8], why: String| TailError::Corrupt {
+            key: hex::encode(key),
+            why,
+        };
+        let own_id = |id: AccountId| ledger.account(&id).map_or(id, |a| a.id.clone());
+        let mut tails = Self::default();
+        if let Some(v) = tree.get(StateKey::TailsStored.encode())? {
+            let key = StateKey::TailsStored.encode();
+            tails.stored = decode(&v).map_err(|e| corrupt(&key, e.to_string()))?;
+        }
         for kv in tree.scan_prefix([HISTORY_TAIL_TAG]) {
             let (key, value) = kv?;
-            let corrupt = |why: String| TailError::Corrupt {
-                key: hex::encode(&key),
-                why,
-            };
-            let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(e.to_string()))?;
-            let id = AccountId::parse(id).map_err(|e| corrupt(e.to_string()))?;
-            let id = ledger.account(&id).map_or(id, |a| a.id.clone());
-            let page: Page = decode(&value).map_err(|e| corrupt(e.to_string()))?;
-            tails.insert(id, page);
+            let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(&key, e.to_string()))?;
+            let id = AccountId::parse(id).map_err(|e| corrupt(&key, e.to_string()))?;
+            let page: Page = decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            tails.pages.insert(own_id(id), page);
         }
-        Ok(Self(tails))
+        for kv in tree.range(StateKey::HistoryRuns(tails.stored + 1, 0).encode()..) {
+            let (key, value) = kv?;
+            if key.first() != Some(&HISTORY_RUNS_TAG) {
+                break;
+            }
+            let runs: Vec<AddedRun> = decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            for AddedRun {
+                account,
+                first_seq,
+                run,
+            } in runs
+            {
+                // The page this run may fill was stored with its block.
+                tails.add(own_id(account), first_seq, run);
+            }
+            tails.runs_keys.push(key.to_vec());
+        }
+        Ok(tails)
+    }
+
+    /// The height of the last block the stored tails cover.
+    pub fn stored(&self) -> u64 {
+        self.stored
     }
 
     /// `account`'s tail, if it has items.
     pub fn get(&self, account: &AccountId) -> Option<&Page> {
-        self.0.get(account)
+        self.pages.get(account)
     }
 
     /// Puts block `height`'s history `items` (encoded as `bytes`) into
-    /// `batch`: the block's chunks, and the tail of each account it
-    /// touches (and the page that tail becomes, once full).
+    /// `batch`: the block's chunks, the pages its runs fill, and either the
+    /// runs it adds to the tails or, once every [`TAILS_STORED_EVERY`]
+    /// blocks, the tails that changed.
     pub fn put(
         &mut self,
         batch: &mut StateBatch,
@@ -141,6 +201,7 @@ impl Tails {
             let n = chunks.partition_point(|(first, _)| *first <= i) - 1;
             u32::try_from(n).expect("fewer than 2^32 chunks")
         };
+        let mut added = Vec::new();
         let mut at = 0;
         while at < items.len() {
             let account = &items[at].account;
@@ -148,12 +209,6 @@ impl Tails {
                 .iter()
                 .take_while(|i| i.account == *account)
                 .count();
-            let run = Run {
-                height,
-                chunk: chunk_of(at),
-                last_chunk: chunk_of(at + items_of - 1),
-                items: u32::try_from(items_of).expect("fewer than 2^32 items"),
-            };
             let first_seq = items[at].seq;
             assert!(
                 (items[at..at + items_of].iter())
@@ -161,24 +216,68 @@ impl Tails {
                     .all(|(i, seq)| i.seq == seq),
                 "an account's items of a block are consecutive"
             );
-            // A new tail starts the account's history.
-            let tail = self.0.entry(account.clone()).or_default();
-            assert_eq!(
-                tail.end_seq(),
-                first_seq,
-                "an account's items of a block follow its earlier ones"
-            );
-            tail.runs.push(run);
-            if tail.runs.len() >= PAGE_RUNS {
-                let full = std::mem::take(tail);
-                tail.first_seq = full.end_seq();
+            let run = Run {
+                height,
+                chunk: chunk_of(at),
+                last_chunk: chunk_of(at + items_of - 1),
+                items: u32::try_from(items_of).expect("fewer than 2^32 items"),
+            };
+            if let Some(full) = self.add(account.clone(), first_seq, run) {
                 batch.insert(
                     StateKey::HistoryPage(account, full.first_seq).encode(),
                     encode(&full),
                 );
             }
-            batch.insert(StateKey::HistoryTail(account).encode(), encode(&*tail));
+            added.push(AddedRun {
+                account: account.clone(),
+                first_seq,
+                run,
+            });
             at += items_of;
         }
+        if height >= self.stored + TAILS_STORED_EVERY {
+            self.store(batch, height);
+        } else {
+            let added: Vec<Vec<u8>> = added.iter().map(encode).collect();
+            let added = crate::raft::store::chunks(&added);
+            for (n, (_, chunk)) in (0..).zip(added) {
+                let key = StateKey::HistoryRuns(height, n).encode();
+                self.runs_keys.push(key.clone());
+                batch.insert(key, chunk);
+            }
+        }
+    }
+
+    /// Puts the tails that changed into `batch`, as covering block
+    /// `height`, in place of the runs stored since they were last stored.
+    fn store(&mut self, batch: &mut StateBatch, height: u64) {
+        for account in self.changed.drain() {
+            let tail = &self.pages[&account];
+            batch.insert(StateKey::HistoryTail(&account).encode(), encode(tail));
+        }
+        for key in self.runs_keys.drain(..) {
+            batch.remove(key);
+        }
+        batch.insert(StateKey::TailsStored.encode(), encode(&height));
+        self.stored = height;
+    }
+
+    /// Adds `run`, `account`'s items from `first_seq`, to its tail; the
+    /// page it filled, if it did.
+    fn add(&mut self, account: AccountId, first_seq: u64, run: Run) -> Option<Page> {
+        // A new tail starts the account's history.
+        let tail = self.pages.entry(account.clone()).or_default();
+        assert_eq!(
+            tail.end_seq(),
+            first_seq,
+            "an account's items of a block follow its earlier ones"
+        );
+        tail.runs.push(run);
+        self.changed.insert(account);
+        (tail.runs.len() >= PAGE_RUNS).then(|| {
+            let full = std::mem::take(tail);
+            tail.first_seq = full.end_seq();
+            full
+        })
     }
 }

@@ -27,9 +27,10 @@ pub(super) const SNAPSHOT_FILE: &[u8] = b"file";
 /// history in runs, see [`crate::raft::store::StateKey`]; v4: leaf hashes,
 /// not leaves; v5: records in chunks of about 4 KiB; v6: each block's
 /// blinding; v7: no history index by height; v8: each block's history in
-/// chunks, found through each account's pages of runs). A node refuses a
+/// chunks, found through each account's pages of runs; v9: the accounts'
+/// last pages stored every few blocks). A node refuses a
 /// snapshot of another version rather than misread its keys.
-const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v8\n";
+const SNAPSHOT_MAGIC: &[u8] = b"alliance-state-v9\n";
 
 /// Buffer of the reads and writes of a snapshot file.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
