@@ -405,6 +405,36 @@ fn tails_stored_below_head(read: &StateRead<'_>) {
     );
 }
 
+/// Runs that do not follow the stored tails (one block's runs stored again
+/// under a later block) stop the load with an error naming their key, not
+/// a panic.
+#[tokio::test]
+async fn runs_that_do_not_follow_the_tails_are_a_load_error() {
+    let pay = |id: &str| batch(vec![new_transfer(id, "org1.issue", "org1.a", 1, false)]);
+    let commands = vec![
+        account("org1.issue"),
+        account("org1.a"),
+        pay("org1.t1"),
+        pay("org1.t2"),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(applied(dir.path(), commands).await);
+    let store = reopen(dir.path());
+    let runs = store.state.scan_prefix([super::store::HISTORY_RUNS_TAG]);
+    let runs: Vec<_> = runs.map(|kv| kv.unwrap()).collect();
+    assert_eq!(
+        runs.len(),
+        2,
+        "the runs of each block after the stored tails"
+    );
+    store.state.insert(&runs[1].0, runs[0].1.clone()).unwrap();
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let Err(e) = StateMachine::open(store, orgs.into(), [0; 32], accept_all()) else {
+        panic!("loaded runs that do not follow the tails");
+    };
+    assert!(e.to_string().contains("follows its tail's 1"), "{e}");
+}
+
 /// Checks every history page and as-of-height read of the three accounts
 /// of [`grouped_history_and_transfers_read_back_item_by_item`] against
 /// their whole histories; how many runs (distinct heights) each has.

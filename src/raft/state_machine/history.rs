@@ -41,8 +41,8 @@ use crate::raft::store::{chunks, StateKey, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG};
 /// this many.
 pub const PAGE_RUNS: usize = 16;
 
-/// Blocks between two stores of the tails that changed: at most this many
-/// blocks' history chunks are read again at start.
+/// Blocks between two stores of the tails that changed: the runs of fewer
+/// blocks than this are added to the stored tails at start.
 pub const TAILS_STORED_EVERY: u64 = 32;
 
 /// One block's items of one account.
@@ -149,6 +149,11 @@ impl Tails {
                 run,
             } in runs
             {
+                let end = tails.get(&account).map_or(0, Page::end_seq);
+                if end != first_seq {
+                    let why = format!("{account}'s run from {first_seq} follows its tail's {end}");
+                    return Err(corrupt(&key, why));
+                }
                 // The page this run may fill was stored with its block.
                 tails.add(own_id(account), first_seq, run);
             }

@@ -202,8 +202,9 @@ pub(super) fn stored_file(store: &Store) -> Result<Option<(Meta, PathBuf)>, Stor
 
 /// Writes the key/value pairs of `tree` as frozen by `writer` (see
 /// [`Writer::freeze`]) to `out`: the magic, then (u32 BE length, bytes)
-/// for each key and each value. The writer only inserts, so every key the
-/// tree had at the freeze is still there for the walk to meet.
+/// for each key and each value. The keys the writer changed since the
+/// freeze are written as they were then, from what it kept, also those it
+/// removed, which the walk does not meet.
 pub(super) fn write_pairs(
     tree: &sled::Tree,
     writer: &Writer,
