@@ -17,7 +17,8 @@
 //! Apply keeps every account's tail in memory ([`Tails`], at most
 //! [`PAGE_RUNS`] runs each), and reads take the tails from there and the
 //! full pages from sled. The tails that changed are stored once every
-//! [`TAILS_STORED_EVERY`] blocks, beside the height they cover
+//! [`TAILS_STORED_EVERY`] blocks (sooner past [`TAILS_CHANGED_MAX`]),
+//! beside the height they cover
 //! ([`StateKey::TailsStored`]), in the batch of that block: rewriting
 //! them with every block took a sixth of the throughput of blocks spread
 //! over 10,000 accounts. The blocks in between store the runs they add
@@ -44,6 +45,13 @@ pub const PAGE_RUNS: usize = 16;
 /// Blocks between two stores of the tails that changed: the runs of fewer
 /// blocks than this are added to the stored tails at start.
 pub const TAILS_STORED_EVERY: u64 = 32;
+
+/// Most tails changed since they were stored: a block that leaves more
+/// stores them sooner. Blocks that touch many accounts each (which any
+/// member may send, once it has opened them) would otherwise gather up to
+/// [`TAILS_STORED_EVERY`] blocks' worth into one write, stalling the state
+/// writer; this bounds a store to about two blocks' accounts.
+pub const TAILS_CHANGED_MAX: usize = 16_384;
 
 /// One block's items of one account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +112,8 @@ pub struct Tails {
     stored: u64,
     /// The keys of the runs of the blocks after `stored`.
     runs_keys: Vec<Vec<u8>>,
+    /// [`TAILS_CHANGED_MAX`], smaller in tests.
+    changed_max: Option<usize>,
 }
 
 /// A run a block added to an account's tail, as stored for the blocks
@@ -175,7 +185,8 @@ impl Tails {
     /// Puts block `height`'s history `items` (encoded as `bytes`) into
     /// `batch`: the block's chunks, the pages its runs fill, and either the
     /// runs it adds to the tails or, once every [`TAILS_STORED_EVERY`]
-    /// blocks, the tails that changed.
+    /// blocks or past [`TAILS_CHANGED_MAX`] changed, the tails that
+    /// changed.
     pub fn put(
         &mut self,
         batch: &mut StateBatch,
@@ -240,7 +251,8 @@ impl Tails {
             });
             at += items_of;
         }
-        if height >= self.stored + TAILS_STORED_EVERY {
+        let changed_max = self.changed_max.unwrap_or(TAILS_CHANGED_MAX);
+        if height >= self.stored + TAILS_STORED_EVERY || self.changed.len() > changed_max {
             self.store(batch, height);
         } else {
             let added: Vec<Vec<u8>> = added.iter().map(encode).collect();
@@ -284,5 +296,76 @@ impl Tails {
             tail.first_seq = full.end_seq();
             full
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Amount, Event, TransferId};
+
+    /// A block of one transfer's items to each of `accounts`, each the
+    /// account's item `seq`.
+    fn block(accounts: &[AccountId], seq: u64, height: u64) -> Vec<HistoryItem> {
+        let item = |account: &AccountId| HistoryItem {
+            account: account.clone(),
+            seq,
+            transfer: TransferId::parse(&format!("org1.t{height}")).unwrap(),
+            event: Event::Posted,
+            debit: false,
+            amount: Amount::new(1).unwrap(),
+            balance_after: 1,
+            debits_pending_after: 0,
+            credits_pending_after: 0,
+            height,
+            log_index: height,
+            timestamp_ms: height,
+        };
+        accounts.iter().map(item).collect()
+    }
+
+    /// Whether `put`ting `items` stored the tails.
+    fn stores(tails: &mut Tails, height: u64, items: &[HistoryItem]) -> bool {
+        let bytes: Vec<Vec<u8>> = items.iter().map(encode).collect();
+        let bytes: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        tails.put(&mut StateBatch::default(), height, items, &bytes);
+        tails.stored() == height
+    }
+
+    /// Tails are stored every [`TAILS_STORED_EVERY`] blocks, and sooner
+    /// when blocks touching many accounts have changed more than the most
+    /// allowed: no store writes more than about two blocks' accounts.
+    #[test]
+    fn tails_are_stored_every_few_blocks_or_once_too_many_changed() {
+        let ids = |from: usize, n: usize| -> Vec<AccountId> {
+            (from..from + n)
+                .map(|i| AccountId::parse(&format!("org1.a{i}")).unwrap())
+                .collect()
+        };
+        let mut tails = Tails::default();
+        let few = ids(0, 3);
+        let stored: Vec<u64> = (1..=70)
+            .filter(|&h| stores(&mut tails, h, &block(&few, h - 1, h)))
+            .collect();
+        assert_eq!(stored, [32, 64], "every {TAILS_STORED_EVERY} blocks");
+
+        let mut tails = Tails {
+            changed_max: Some(25),
+            ..Tails::default()
+        };
+        let mut stored = Vec::new();
+        for h in 1..=10u64 {
+            // Each block touches 10 accounts no earlier block did.
+            let touched = ids(10 * h as usize, 10);
+            if stores(&mut tails, h, &block(&touched, 0, h)) {
+                stored.push(h);
+            }
+            assert!(
+                tails.changed.len() <= 25,
+                "block {h}: {}",
+                tails.changed.len()
+            );
+        }
+        assert_eq!(stored, [3, 6, 9], "once more than 25 changed");
     }
 }
