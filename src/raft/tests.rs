@@ -432,7 +432,11 @@ async fn runs_that_do_not_follow_the_tails_are_a_load_error() {
     let Err(e) = StateMachine::open(store, orgs.into(), [0; 32], accept_all()) else {
         panic!("loaded runs that do not follow the tails");
     };
-    assert!(e.to_string().contains("follows its tail's 1"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("starts at item 0, but its tail ends at 1"),
+        "{e}"
+    );
 }
 
 /// Checks every history page and as-of-height read of the three accounts

@@ -136,8 +136,8 @@ impl Tails {
         };
         let own_id = |id: AccountId| ledger.account(&id).map_or(id, |a| a.id.clone());
         let mut tails = Self::default();
-        if let Some(v) = tree.get(StateKey::TailsStored.encode())? {
-            let key = StateKey::TailsStored.encode();
+        let key = StateKey::TailsStored.encode();
+        if let Some(v) = tree.get(&key)? {
             tails.stored = decode(&v).map_err(|e| corrupt(&key, e.to_string()))?;
         }
         for kv in tree.scan_prefix([HISTORY_TAIL_TAG]) {
@@ -161,7 +161,9 @@ impl Tails {
             {
                 let end = tails.get(&account).map_or(0, Page::end_seq);
                 if end != first_seq {
-                    let why = format!("{account}'s run from {first_seq} follows its tail's {end}");
+                    let why = format!(
+                        "{account}'s run starts at item {first_seq}, but its tail ends at {end}"
+                    );
                     return Err(corrupt(&key, why));
                 }
                 // The page this run may fill was stored with its block.
