@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Account, AccountId};
 
-/// Account ids are chosen by members: their hashes are seeded, at random
-/// per process.
+/// The hasher of maps keyed by ids: ids are chosen by members, so their
+/// hashes are seeded, at random per process.
 pub type Seeded = foldhash::quality::RandomState;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::account_map::AccountMap;
 use super::mutate::Journal;
 use super::{
     Account, AccountId, Actor, BlockHeader, ClientSeal, Gov, Hash, OrgName, RejectedTransfer,
-    Transfer, TransferId, TransferState,
+    Seeded, Transfer, TransferId, TransferState,
 };
 
 /// Where each transfer's latest version is stored: its id, with the height
@@ -18,7 +18,7 @@ use super::{
 /// entries. Hashed with foldhash, seeded
 /// at random per process as std's SipHash is, and cheaper for short keys,
 /// which matters at tens of thousands of lookups per entry.
-pub type TransferIndex = HashMap<Box<str>, u64, foldhash::quality::RandomState>;
+pub type TransferIndex = HashMap<Box<str>, u64, Seeded>;
 
 /// The ledger state a replica decides with.
 ///
@@ -84,7 +84,7 @@ pub struct Ledger {
     /// With the index outside: ids the caller looked up for the entry
     /// about to apply and found in no block. Cleared after each entry.
     #[serde(skip)]
-    pub(super) absent: HashSet<TransferId, foldhash::quality::RandomState>,
+    pub(super) absent: HashSet<TransferId, Seeded>,
 }
 
 /// The entry being applied: what every record made by it carries.

@@ -622,6 +622,13 @@ mod tests {
         }
     }
 
+    /// A new sled database in `dir`, and its tree `t`.
+    fn opened(dir: &std::path::Path) -> (sled::Db, sled::Tree) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        let tree = db.open_tree("t").unwrap();
+        (db, tree)
+    }
+
     fn reopened(dir: &std::path::Path, db: sled::Db, tree: sled::Tree) -> (sled::Db, sled::Tree) {
         db.flush().unwrap();
         drop((db, tree));
@@ -640,8 +647,7 @@ mod tests {
     #[test]
     fn large_batches_read_back_before_and_after_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (db, tree) = opened(dir.path());
         let mut model = Model::new();
         let all: Vec<_> = (0..3u8)
             .flat_map(|f| (0..4000u16).map(move |n| (f, n)))
@@ -677,8 +683,7 @@ mod tests {
     #[test]
     fn space_freed_by_rewrites_is_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
+        let (db, tree) = opened(dir.path());
         let mut model = Model::new();
         let mut written = 0;
         for round in 0..200u16 {
@@ -727,8 +732,7 @@ mod tests {
             batches in proptest::collection::vec(proptest::collection::vec(write(), 1..400), 1..8)
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let tree = db.open_tree("t").unwrap();
+            let (db, tree) = opened(dir.path());
             let mut model = Model::new();
             for batch in &batches {
                 let writes: Vec<_> = batch
