@@ -41,6 +41,14 @@ pub struct LogStore {
 pub const RECENT_ENTRIES_MAX: usize = 256;
 pub const RECENT_BYTES_MAX: usize = 2 * 1024 * 1024;
 
+/// Most bytes of stored entries that one append to a follower carries,
+/// unless its first entry alone is larger: `raft.max_payload_entries` counts
+/// entries, and an entry may hold a batch of thousands of transfers (about
+/// 1.5 MB at 8,000). A follower catching up is sent appends back to back
+/// and holds each one decoded (about four times its encoding) while it
+/// stores it; at eight such entries an append held about 50 MB of it.
+pub const APPEND_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// The last entries appended, as they were appended. The leader reads each
 /// new entry once per follower to replicate it and once more to apply it;
 /// from here those reads share it instead of decoding it from sled again.
@@ -88,6 +96,18 @@ impl Recent {
 
     /// Entries `start..end` if all of them are here.
     fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        self.get_within(start, end, usize::MAX)
+    }
+
+    /// The first of entries `start..end` whose sizes add up to at most
+    /// `bytes_max` (the first one whatever its size), if all of `start..end`
+    /// are here.
+    fn get_within(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        bytes_max: usize,
+    ) -> Option<Vec<Entry<TypeConfig>>> {
         let first = self.entries.front()?.0.log_id.index;
         let after_last = first + self.entries.len() as u64;
         let end = end.unwrap_or(after_last);
@@ -95,7 +115,36 @@ impl Recent {
             return None;
         }
         let range = (start - first) as usize..(end - first) as usize;
-        Some(self.entries.range(range).map(|(e, _)| e.clone()).collect())
+        let mut within = Within::new(bytes_max);
+        Some(
+            (self.entries.range(range))
+                .take_while(|(_, size)| within.takes(*size))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Counts the sizes of the entries an answer takes, in log order: it takes
+/// the first whatever its size, and each next one while the sum stays
+/// within the bound.
+struct Within {
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Within {
+    fn new(bytes_max: usize) -> Self {
+        Self {
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    fn takes(&mut self, size: usize) -> bool {
+        let first = self.bytes == 0;
+        self.bytes = self.bytes.saturating_add(size.max(1));
+        first || self.bytes <= self.bytes_max
     }
 }
 
@@ -233,6 +282,42 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 Self::decode(&v)
             })
             .collect()
+    }
+
+    /// What openraft sends a follower in one append: entries from `start`,
+    /// before `end`, at most [`APPEND_BYTES_MAX`] of their encoding (at
+    /// least the first). openraft sends the rest in the next append.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.entries_within(start, end, APPEND_BYTES_MAX)
+    }
+}
+
+impl LogStore {
+    /// Entries `start..end`, the first of them whose stored sizes add up to
+    /// at most `bytes_max` (at least the first).
+    fn entries_within(
+        &self,
+        start: u64,
+        end: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        if let Some(entries) = self.recent().get_within(start, Some(end), bytes_max) {
+            return Ok(entries);
+        }
+        let mut within = Within::new(bytes_max);
+        let mut entries = Vec::new();
+        for kv in self.store.log.range(log_key(start)..log_key(end)) {
+            let (_, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            if !within.takes(v.len()) {
+                break;
+            }
+            entries.push(Self::decode(&v)?);
+        }
+        Ok(entries)
     }
 }
 
@@ -474,6 +559,38 @@ mod tests {
         drop(log);
         let store = crate::raft::tests::reopen(dir.path());
         assert_eq!(LogStore::new(store).next_index.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn an_append_carries_entries_up_to_its_bytes_from_memory_or_sled() {
+        let (dir, log) = log_store();
+        let size = codec::encode(&entry(1)).len();
+        for i in 1..=6 {
+            log.store
+                .log
+                .insert(log_key(i), codec::encode(&entry(i)))
+                .unwrap();
+            log.recent().push(entry(i), size);
+        }
+        let check = |log: &LogStore, from: &str| {
+            let within = |start, end, bytes| indexes(log.entries_within(start, end, bytes).ok());
+            assert_eq!(within(2, 7, 3 * size), Some(vec![2, 3, 4]), "{from}");
+            let ends_first = "the range ends first";
+            assert_eq!(
+                within(5, 7, 3 * size),
+                Some(vec![5, 6]),
+                "{from}: {ends_first}"
+            );
+            let first = "the first whatever its size";
+            assert_eq!(within(2, 7, 1), Some(vec![2]), "{from}: {first}");
+            let all = Some(vec![1, 2, 3, 4, 5, 6]);
+            assert_eq!(within(1, 7, usize::MAX), all, "{from}");
+        };
+        check(&log, "from memory");
+        drop(log);
+        let log = LogStore::new(crate::raft::tests::reopen(dir.path()));
+        assert!(log.recent().entries.is_empty());
+        check(&log, "from sled");
     }
 
     #[test]
