@@ -44,8 +44,13 @@ pub const RUN_IDS: usize = 1 << 17;
 /// Runs of one size merged into one.
 const MERGE_FAN: usize = 4;
 
-/// Keys of replaced runs removed per batch.
-const REMOVALS_PER_BATCH: usize = 2_500;
+/// Keys of replaced runs removed per batch, one batch between entries.
+/// sled reads back the leaf that holds each key it removes (the old runs'
+/// chunks are cold) and merges the leaves it empties, and the writer may
+/// apply several queued batches as one, holding all of that until it ends:
+/// at 2,500 keys a batch, removing a merge's inputs raised a node's
+/// resident memory by 50-300 MB for a moment.
+const REMOVALS_PER_BATCH: usize = 500;
 
 /// A Bloom filter's bits per id, and the bits each id sets: about 1%
 /// false positives.
@@ -676,7 +681,10 @@ impl RunWriter {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        writer.queue(batch).map(|_| ()).map_err(|e| e.to_string())
+        writer
+            .queue_job(batch)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn finish(mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(RunMeta, Filter), String> {

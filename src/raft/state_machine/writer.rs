@@ -35,6 +35,13 @@ const QUEUED_MAX: usize = 16;
 /// hundreds of MB.
 const QUEUED_BYTES_MAX: usize = 64 << 20;
 
+/// Bytes of the transfer index job's batches queued and not yet written
+/// before the job waits for the writer ([`Writer::queue_job`]). A merge
+/// writes a run of millions of ids in batches of a few MB as fast as it
+/// reads them: with only [`QUEUED_BYTES_MAX`] to hold it, it kept the
+/// queue full, tens of MB, for as long as it ran.
+const JOB_QUEUED_BYTES_MAX: usize = 8 << 20;
+
 /// What a write in a batch is counted as beyond its key's and value's
 /// bytes: the vector and the value's handle.
 const WRITE_OVERHEAD: usize = 64;
@@ -46,6 +53,8 @@ struct Progress {
     queued: u64,
     /// Bytes of the batches queued and not yet written.
     unwritten_bytes: usize,
+    /// Of those, the bytes of the index job's batches.
+    job_unwritten_bytes: usize,
     /// Callers of [`Writer::queue`] waiting for room now.
     waiting: usize,
     /// Batches written so far (in queue order).
@@ -88,6 +97,8 @@ pub struct StateBatch {
     writes: Vec<(Vec<u8>, Option<sled::IVec>)>,
     /// What the writes hold in memory, about.
     bytes: usize,
+    /// Queued by the index job ([`Writer::queue_job`]).
+    job: bool,
 }
 
 impl StateBatch {
@@ -145,6 +156,17 @@ impl Writer {
     /// are queued. Fails once a write has failed. Returns the batch's
     /// number: it is on sled once [`Self::written`] reaches it.
     pub fn queue(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
+        self.queue_as(batch, false)
+    }
+
+    /// Queues a batch of the transfer index's job, as [`Self::queue`]
+    /// does; waits also while the job's batches not yet written hold more
+    /// than [`JOB_QUEUED_BYTES_MAX`], unless none is queued.
+    pub fn queue_job(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
+        self.queue_as(batch, true)
+    }
+
+    fn queue_as(&self, mut batch: StateBatch, job: bool) -> Result<u64, WriteFailed> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queue
             .as_ref()
@@ -155,8 +177,11 @@ impl Writer {
                 if let Some(e) = &progress.failed {
                     return Err(WriteFailed(e.clone()));
                 }
-                let unwritten = progress.unwritten_bytes;
-                if unwritten == 0 || unwritten + batch.bytes <= QUEUED_BYTES_MAX {
+                let within =
+                    |unwritten: usize, max: usize| unwritten == 0 || unwritten + batch.bytes <= max;
+                if within(progress.unwritten_bytes, QUEUED_BYTES_MAX)
+                    && (!job || within(progress.job_unwritten_bytes, JOB_QUEUED_BYTES_MAX))
+                {
                     break;
                 }
                 progress.waiting += 1;
@@ -165,8 +190,12 @@ impl Writer {
             }
             progress.queued += 1;
             progress.unwritten_bytes += batch.bytes;
+            if job {
+                progress.job_unwritten_bytes += batch.bytes;
+            }
             progress.queued
         };
+        batch.job = job;
         tx.send(batch)
             .map_err(|_| WriteFailed("the writer has stopped".into()))?;
         Ok(number)
@@ -294,6 +323,7 @@ fn write_queued(
         }
         let merged = queued.len() as u64;
         let bytes: usize = queued.iter().map(|q| q.bytes).sum();
+        let job_bytes: usize = queued.iter().filter(|q| q.job).map(|q| q.bytes).sum();
         // A slow disk is slow for each batch's writes, merged or not.
         std::thread::sleep(delay * queued.len() as u32);
         let mut batch = sled::Batch::default();
@@ -311,6 +341,7 @@ fn write_queued(
             Ok(()) => {
                 progress.written += merged;
                 progress.unwritten_bytes -= bytes;
+                progress.job_unwritten_bytes -= job_bytes;
                 progress.applied += 1;
             }
             Err(e) => {
@@ -342,7 +373,7 @@ fn keep_frozen(tree: &sled::Tree, keys: &[Vec<u8>], shared: &Shared) -> sled::Re
 
 #[cfg(test)]
 mod tests {
-    use super::{StateBatch, Writer, QUEUED_BYTES_MAX};
+    use super::{StateBatch, Writer, JOB_QUEUED_BYTES_MAX, QUEUED_BYTES_MAX};
     use std::time::{Duration, Instant};
 
     /// Batches queued while the writer is busy go to sled as one, in which
@@ -398,6 +429,32 @@ mod tests {
         writer.thaw();
     }
 
+    /// Waits, with a deadline, until `queuing` (a thread queuing a batch,
+    /// returning its number and the batches written when it was queued)
+    /// waits for room while nothing is written; then lets the writer go
+    /// (drops `busy`) and checks that the batch was queued as `number`
+    /// only after a write.
+    fn queued_after_a_write<Busy>(
+        writer: &Writer,
+        busy: Busy,
+        queuing: std::thread::ScopedJoinHandle<'_, (u64, u64)>,
+        number: u64,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writer.shared.progress().waiting == 0 {
+            assert!(
+                Instant::now() < deadline && !queuing.is_finished(),
+                "batch {number} was queued while nothing was written"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(writer.written(), 0);
+        drop(busy);
+        let (queued_as, written_then) = queuing.join().unwrap();
+        assert_eq!(queued_as, number);
+        assert!(written_then >= 1, "queued before a batch was written");
+    }
+
     /// Apply waits for the writer once the batches it has not written yet
     /// hold more than [`QUEUED_BYTES_MAX`], however few they are.
     #[test]
@@ -418,22 +475,44 @@ mod tests {
                 let number = writer.queue(half("b")).unwrap();
                 (number, writer.written())
             });
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while writer.shared.progress().waiting == 0 {
-                assert!(
-                    Instant::now() < deadline && !second.is_finished(),
-                    "the second batch was queued with the first unwritten"
-                );
-                std::thread::yield_now();
-            }
-            assert_eq!(writer.written(), 0);
-            drop(busy);
-            let (number, written_then) = second.join().unwrap();
-            assert_eq!(number, 2);
-            assert!(written_then >= 1, "queued before the first was written");
+            queued_after_a_write(&writer, busy, second, 2);
         });
         writer.caught_up().unwrap();
         assert_eq!(writer.shared.progress().unwritten_bytes, 0);
+        writer.thaw();
+    }
+
+    /// The index job waits for the writer once its own batches not yet
+    /// written hold more than [`JOB_QUEUED_BYTES_MAX`]; apply does not.
+    #[test]
+    fn the_index_job_waits_while_its_unwritten_batches_hold_too_many_bytes() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let writer = Writer::start(db.open_tree("state").unwrap(), Duration::ZERO);
+        writer.freeze();
+        let sized = |key: &str, bytes: usize| {
+            let mut batch = StateBatch::default();
+            batch.insert(key.as_bytes().to_vec(), vec![7u8; bytes]);
+            batch
+        };
+        let half = JOB_QUEUED_BYTES_MAX / 2 + 1;
+        // Held as in the tests above: the batches stay unwritten.
+        let busy = writer.shared.frozen();
+        assert_eq!(writer.queue_job(sized("a", half)).unwrap(), 1);
+        assert_eq!(writer.queue(sized("b", JOB_QUEUED_BYTES_MAX)).unwrap(), 2);
+        std::thread::scope(|s| {
+            let job = s.spawn(|| {
+                let number = writer.queue_job(sized("c", half)).unwrap();
+                (number, writer.written())
+            });
+            queued_after_a_write(&writer, busy, job, 3);
+        });
+        writer.caught_up().unwrap();
+        let progress = writer.shared.progress();
+        assert_eq!(
+            (progress.unwritten_bytes, progress.job_unwritten_bytes),
+            (0, 0)
+        );
+        drop(progress);
         writer.thaw();
     }
 }
