@@ -52,6 +52,13 @@ const MERGE_FAN: usize = 4;
 /// resident memory by 50-300 MB for a moment.
 const REMOVALS_PER_BATCH: usize = 500;
 
+/// Keys removed per batch while more than [`REMOVALS_BEHIND`] wait, so
+/// that removals keep up with merges however fast transfers come: four
+/// entries of 8,190 transfers with ids of 64 bytes make about 1,800
+/// replaced keys per apply once the index has three levels.
+const REMOVALS_PER_BATCH_BEHIND: usize = 2_500;
+const REMOVALS_BEHIND: usize = 100_000;
+
 /// A Bloom filter's bits per id, and the bits each id sets: about 1%
 /// false positives.
 const FILTER_BITS_PER_ID: u64 = 10;
@@ -391,7 +398,12 @@ impl Index {
             }
         }
         if !self.removals.is_empty() && !writer.is_frozen() {
-            let from = self.removals.len().saturating_sub(REMOVALS_PER_BATCH);
+            let per_batch = if self.removals.len() > REMOVALS_BEHIND {
+                REMOVALS_PER_BATCH_BEHIND
+            } else {
+                REMOVALS_PER_BATCH
+            };
+            let from = self.removals.len().saturating_sub(per_batch);
             let mut removal = StateBatch::default();
             for key in self.removals.drain(from..) {
                 removal.remove(key);
@@ -934,6 +946,7 @@ mod tests {
     use super::{Index, Limits};
     use super::{RefusalFilter, REFUSAL_FILTER_IDS};
     use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
+    use super::{REMOVALS_BEHIND, REMOVALS_PER_BATCH, REMOVALS_PER_BATCH_BEHIND};
 
     #[test]
     fn runs_the_manifest_does_not_name_are_found() {
@@ -1009,6 +1022,39 @@ mod tests {
         assert!(index.removals.is_empty());
         let left = tree.scan_prefix(run_prefix(RUN_TAG, 5)).count();
         assert_eq!(left, 0, "removed behind apply");
+    }
+
+    /// Replaced keys go a few hundred per batch between entries, and a few
+    /// thousand while a long backlog waits, so that removals keep up.
+    #[test]
+    fn replaced_keys_are_removed_a_few_at_a_time_and_faster_when_behind() {
+        use crate::raft::state_machine::writer::Writer;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let mut ledger = crate::ledger::Ledger::new(Default::default());
+        let mut index = Index::load(&tree, &mut ledger).unwrap();
+        let writer = std::sync::Arc::new(Writer::start(tree.clone(), Default::default()));
+        let behind = REMOVALS_BEHIND + REMOVALS_PER_BATCH_BEHIND + REMOVALS_PER_BATCH;
+        index.removals = (0..behind)
+            .map(|i| run_key(7, &format!("org1.{i:07}")))
+            .collect();
+        let mut removed_per_batch = Vec::new();
+        for _ in 0..3 {
+            let before = index.removals.len();
+            index
+                .maintain(&mut ledger, &writer, &tree, Limits::default())
+                .unwrap();
+            removed_per_batch.push(before - index.removals.len());
+        }
+        assert_eq!(
+            removed_per_batch,
+            [
+                REMOVALS_PER_BATCH_BEHIND,
+                REMOVALS_PER_BATCH_BEHIND,
+                REMOVALS_PER_BATCH
+            ]
+        );
+        writer.caught_up().unwrap();
     }
 
     #[test]

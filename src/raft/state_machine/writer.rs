@@ -37,9 +37,10 @@ const QUEUED_BYTES_MAX: usize = 64 << 20;
 
 /// Bytes of the transfer index job's batches queued and not yet written
 /// before the job waits for the writer ([`Writer::queue_job`]). A merge
-/// writes a run of millions of ids in batches of a few MB as fast as it
-/// reads them: with only [`QUEUED_BYTES_MAX`] to hold it, it kept the
-/// queue full, tens of MB, for as long as it ran.
+/// writes a run of millions of ids in batches of a little over 4 MiB as
+/// fast as it reads them: with only [`QUEUED_BYTES_MAX`] to hold it, it
+/// kept the queue full, tens of MB, for as long as it ran; now it has
+/// about one batch unwritten at a time.
 const JOB_QUEUED_BYTES_MAX: usize = 8 << 20;
 
 /// What a write in a batch is counted as beyond its key's and value's
@@ -156,17 +157,6 @@ impl Writer {
     /// are queued. Fails once a write has failed. Returns the batch's
     /// number: it is on sled once [`Self::written`] reaches it.
     pub fn queue(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
-        self.queue_as(batch, false)
-    }
-
-    /// Queues a batch of the transfer index's job, as [`Self::queue`]
-    /// does; waits also while the job's batches not yet written hold more
-    /// than [`JOB_QUEUED_BYTES_MAX`], unless none is queued.
-    pub fn queue_job(&self, batch: StateBatch) -> Result<u64, WriteFailed> {
-        self.queue_as(batch, true)
-    }
-
-    fn queue_as(&self, mut batch: StateBatch, job: bool) -> Result<u64, WriteFailed> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let tx = queue
             .as_ref()
@@ -177,28 +167,52 @@ impl Writer {
                 if let Some(e) = &progress.failed {
                     return Err(WriteFailed(e.clone()));
                 }
-                let within =
-                    |unwritten: usize, max: usize| unwritten == 0 || unwritten + batch.bytes <= max;
-                if within(progress.unwritten_bytes, QUEUED_BYTES_MAX)
-                    && (!job || within(progress.job_unwritten_bytes, JOB_QUEUED_BYTES_MAX))
-                {
+                let unwritten = progress.unwritten_bytes;
+                if unwritten == 0 || unwritten + batch.bytes <= QUEUED_BYTES_MAX {
                     break;
                 }
-                progress.waiting += 1;
-                progress = (self.shared.changed.wait(progress)).unwrap_or_else(|p| p.into_inner());
-                progress.waiting -= 1;
+                progress = self.wait(progress);
             }
             progress.queued += 1;
             progress.unwritten_bytes += batch.bytes;
-            if job {
-                progress.job_unwritten_bytes += batch.bytes;
-            }
             progress.queued
         };
-        batch.job = job;
         tx.send(batch)
             .map_err(|_| WriteFailed("the writer has stopped".into()))?;
         Ok(number)
+    }
+
+    /// Queues a batch of the transfer index's job as [`Self::queue`] does,
+    /// after waiting while the job's batches not yet written hold more
+    /// than [`JOB_QUEUED_BYTES_MAX`] (unless none is unwritten). That wait
+    /// holds no lock that apply needs: apply queues meanwhile.
+    pub fn queue_job(&self, mut batch: StateBatch) -> Result<u64, WriteFailed> {
+        {
+            let mut progress = self.shared.progress();
+            loop {
+                if let Some(e) = &progress.failed {
+                    return Err(WriteFailed(e.clone()));
+                }
+                let unwritten = progress.job_unwritten_bytes;
+                if unwritten == 0 || unwritten + batch.bytes <= JOB_QUEUED_BYTES_MAX {
+                    break;
+                }
+                progress = self.wait(progress);
+            }
+            // Counted from now: the writer subtracts it once written.
+            progress.job_unwritten_bytes += batch.bytes;
+        }
+        batch.job = true;
+        self.queue(batch)
+    }
+
+    /// Waits on `progress` for the writer to change it, counted among the
+    /// callers waiting for room.
+    fn wait<'a>(&'a self, mut progress: MutexGuard<'a, Progress>) -> MutexGuard<'a, Progress> {
+        progress.waiting += 1;
+        progress = (self.shared.changed.wait(progress)).unwrap_or_else(|p| p.into_inner());
+        progress.waiting -= 1;
+        progress
     }
 
     /// Number of batches on sled so far (written, not necessarily
@@ -498,12 +512,26 @@ mod tests {
         // Held as in the tests above: the batches stay unwritten.
         let busy = writer.shared.frozen();
         assert_eq!(writer.queue_job(sized("a", half)).unwrap(), 1);
-        assert_eq!(writer.queue(sized("b", JOB_QUEUED_BYTES_MAX)).unwrap(), 2);
         std::thread::scope(|s| {
             let job = s.spawn(|| {
                 let number = writer.queue_job(sized("c", half)).unwrap();
                 (number, writer.written())
             });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while writer.shared.progress().waiting == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the job's second batch did not wait"
+                );
+                std::thread::yield_now();
+            }
+            // Apply queues while the job waits, however much it queues.
+            let apply = s.spawn(|| writer.queue(sized("b", JOB_QUEUED_BYTES_MAX)).unwrap());
+            while !apply.is_finished() {
+                assert!(Instant::now() < deadline, "apply waited for the job");
+                std::thread::yield_now();
+            }
+            assert_eq!(apply.join().unwrap(), 2);
             queued_after_a_write(&writer, busy, job, 3);
         });
         writer.caught_up().unwrap();
