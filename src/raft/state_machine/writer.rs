@@ -162,17 +162,8 @@ impl Writer {
             .as_ref()
             .ok_or_else(|| WriteFailed("the writer has stopped".into()))?;
         let number = {
-            let mut progress = self.shared.progress();
-            loop {
-                if let Some(e) = &progress.failed {
-                    return Err(WriteFailed(e.clone()));
-                }
-                let unwritten = progress.unwritten_bytes;
-                if unwritten == 0 || unwritten + batch.bytes <= QUEUED_BYTES_MAX {
-                    break;
-                }
-                progress = self.wait(progress);
-            }
+            let unwritten = |p: &Progress| p.unwritten_bytes;
+            let mut progress = self.room(unwritten, QUEUED_BYTES_MAX, batch.bytes)?;
             progress.queued += 1;
             progress.unwritten_bytes += batch.bytes;
             progress.queued
@@ -188,17 +179,8 @@ impl Writer {
     /// holds no lock that apply needs: apply queues meanwhile.
     pub fn queue_job(&self, mut batch: StateBatch) -> Result<u64, WriteFailed> {
         {
-            let mut progress = self.shared.progress();
-            loop {
-                if let Some(e) = &progress.failed {
-                    return Err(WriteFailed(e.clone()));
-                }
-                let unwritten = progress.job_unwritten_bytes;
-                if unwritten == 0 || unwritten + batch.bytes <= JOB_QUEUED_BYTES_MAX {
-                    break;
-                }
-                progress = self.wait(progress);
-            }
+            let unwritten = |p: &Progress| p.job_unwritten_bytes;
+            let mut progress = self.room(unwritten, JOB_QUEUED_BYTES_MAX, batch.bytes)?;
             // Counted from now: the writer subtracts it once written.
             progress.job_unwritten_bytes += batch.bytes;
         }
@@ -206,13 +188,27 @@ impl Writer {
         self.queue(batch)
     }
 
-    /// Waits on `progress` for the writer to change it, counted among the
-    /// callers waiting for room.
-    fn wait<'a>(&'a self, mut progress: MutexGuard<'a, Progress>) -> MutexGuard<'a, Progress> {
-        progress.waiting += 1;
-        progress = (self.shared.changed.wait(progress)).unwrap_or_else(|p| p.into_inner());
-        progress.waiting -= 1;
-        progress
+    /// The progress, once the bytes `unwritten` counts are none or leave
+    /// room for `bytes` more within `max`; fails once a write has failed.
+    fn room(
+        &self,
+        unwritten: impl Fn(&Progress) -> usize,
+        max: usize,
+        bytes: usize,
+    ) -> Result<MutexGuard<'_, Progress>, WriteFailed> {
+        let mut progress = self.shared.progress();
+        loop {
+            if let Some(e) = &progress.failed {
+                return Err(WriteFailed(e.clone()));
+            }
+            let held = unwritten(&progress);
+            if held == 0 || held + bytes <= max {
+                return Ok(progress);
+            }
+            progress.waiting += 1;
+            progress = (self.shared.changed.wait(progress)).unwrap_or_else(|p| p.into_inner());
+            progress.waiting -= 1;
+        }
     }
 
     /// Number of batches on sled so far (written, not necessarily
