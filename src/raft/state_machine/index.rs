@@ -57,6 +57,9 @@ const REMOVALS_PER_BATCH: usize = 500;
 /// entries of 8,190 transfers with ids of 64 bytes make about 1,800
 /// replaced keys per apply once the index has three levels.
 const REMOVALS_PER_BATCH_BEHIND: usize = 2_500;
+
+/// Keys waiting for removal beyond which [`REMOVALS_PER_BATCH_BEHIND`] go
+/// per batch (about 10 MB of keys).
 const REMOVALS_BEHIND: usize = 100_000;
 
 /// A Bloom filter's bits per id, and the bits each id sets: about 1%
