@@ -117,10 +117,11 @@ pub struct Tails {
 }
 
 /// A run a block added to an account's tail, as stored for the blocks
-/// after the stored tails ([`StateKey::HistoryRuns`]).
+/// after the stored tails ([`StateKey::HistoryRuns`]); written with the
+/// account borrowed from the block's items, read back owned.
 #[derive(Debug, Serialize, Deserialize)]
-struct AddedRun {
-    account: AccountId,
+struct AddedRun<A> {
+    account: A,
     first_seq: u64,
     run: Run,
 }
@@ -152,7 +153,8 @@ impl Tails {
             if key.first() != Some(&HISTORY_RUNS_TAG) {
                 break;
             }
-            let runs: Vec<AddedRun> = decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            let runs: Vec<AddedRun<AccountId>> =
+                decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
             for AddedRun {
                 account,
                 first_seq,
@@ -247,7 +249,7 @@ impl Tails {
                 );
             }
             added.push(AddedRun {
-                account: account.clone(),
+                account,
                 first_seq,
                 run,
             });
