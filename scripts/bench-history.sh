@@ -16,8 +16,8 @@ building a snapshot every ENTRIES log entries, starts the nodes and loads
 them through the leader with 'alliance bench', one million transfers at a
 time in batches of N. For each million it prints the throughput, p99 and
 largest latency, the snapshots the leader built meanwhile, the largest
-resident memory of each node (sampled every half second) and each node's
-data directory size.
+resident memory of each node (sampled every half second), the CPU seconds
+each node used during that million, and each node's data directory size.
 
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
@@ -162,6 +162,23 @@ disk_of() { # "mb1/mb2/mb3" of the data directories
 	echo "${out%/}"
 }
 
+# CPU seconds (user and system) each node has used since it started,
+# "-" for a node that is not running.
+ticks=$(getconf CLK_TCK)
+cpu_now() {
+	for n in 1 2 3; do
+		awk -v t="$ticks" '{ printf "%.1f ", ($14 + $15) / t }' "/proc/$(cat "$dir/pid-$n")/stat" 2>/dev/null ||
+			printf -- '- '
+	done
+}
+
+cpu_used() { # "BEFORE" "AFTER" (from cpu_now): "s1/s2/s3" used between them
+	awk -v b="$1" -v a="$2" 'BEGIN {
+		nb = split(b, x, " "); split(a, y, " "); out = ""
+		for (i = 1; i <= 3; i++) out = out (i > 1 ? "/" : "") ((x[i] == "-" || y[i] == "-") ? "-" : sprintf("%.1f", y[i] - x[i]))
+		print out }'
+}
+
 seconds_since() { awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - t }'; }
 
 caught_up() { # NODE TARGET: the node has applied index TARGET
@@ -169,8 +186,8 @@ caught_up() { # NODE TARGET: the node has applied index TARGET
 	[ -n "$a" ] && [ "$a" -ge "$2" ]
 }
 
-printf '%s\n' "| million | transfers/s | p99 ms | max ms | 5xx/errors | snapshots built | largest RSS MB (nodes 1/2/3) | data MB (nodes 1/2/3) |"
-printf '%s\n' "|---|---|---|---|---|---|---|---|"
+printf '%s\n' "| million | transfers/s | p99 ms | max ms | 5xx/errors | snapshots built | largest RSS MB (nodes 1/2/3) | CPU s (nodes 1/2/3) | data MB (nodes 1/2/3) |"
+printf '%s\n' "|---|---|---|---|---|---|---|---|---|"
 # The million a follower misses, and the one it catches up during.
 stopped=$((millions - 2))
 [ "$stopped" -ge 2 ] || stopped=2
@@ -208,17 +225,19 @@ for m in $(seq 1 "$millions"); do
 	fi
 	echo "$m" >"$dir/million"
 	built=$(metric "$l" alliance_snapshots_built_total)
+	cpu_before=$(cpu_now)
 	out=$("$alliance" bench --dir "$demo" --node "$l" --batch "$batch" --transfers 1000000 \
 		--warmup-seconds 0 --seconds 3600 2>/dev/null | tr '\n' ' ')
 	printf '%s\n' "$out" >>"$dir/bench.txt"
+	cpu=$(cpu_used "$cpu_before" "$(cpu_now)")
 	built=$(($(metric "$l" alliance_snapshots_built_total) - built))
 	rate=$(printf '%s' "$out" | sed -n 's/.* \([0-9.]*\) transfers\/s.*/\1/p')
 	p99=$(printf '%s' "$out" | sed -n 's/.* p99 \([0-9.]*\) .*/\1/p')
 	max=$(printf '%s' "$out" | sed -n 's/.* max \([0-9.]*\) .*/\1/p')
 	errors=$(printf '%s' "$out" | sed -n 's/.*errors by code: \({[^}]*}\).*/\1/p')
 	[ -n "$rate" ] && [ -n "$p99" ] || { printf '%s\n' "$out" >&2; log "could not read the bench's output"; exit 1; }
-	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$rate" "$p99" "$max" "$errors" \
-		"$built" "$(rss_of "$m")" "$(disk_of)"
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$rate" "$p99" "$max" "$errors" \
+		"$built" "$(rss_of "$m")" "$cpu" "$(disk_of)"
 done
 
 if [ -n "$victim" ]; then

@@ -595,6 +595,7 @@ fn merge(
     number: u64,
     inputs: Vec<RunMeta>,
 ) -> Result<Built, String> {
+    let began = std::time::Instant::now();
     let mut replaced_keys = Vec::new();
     let mut readers = Vec::new();
     for meta in &inputs {
@@ -622,6 +623,12 @@ fn merge(
         out.push(writer, cancel, least, height)?;
     }
     let (run, filter) = out.finish(writer, cancel)?;
+    tracing::info!(
+        runs = inputs.len(),
+        ids = run.ids,
+        seconds = began.elapsed().as_secs_f64(),
+        "transfer index: runs merged"
+    );
     Ok(Built {
         run,
         filter,
