@@ -16,6 +16,10 @@
 //! - A job merges [`MERGE_FAN`] runs of one size into one, so that a
 //!   lookup meets few runs: a new id is ruled out by their filters in
 //!   memory; a stored one costs a chunk read in each run it may be in.
+//!   Runs of different sizes merge at once, each size one merge at a time,
+//!   and a merge writes no faster than ids come in (past a start and a
+//!   floor, [`Pacing`]): a merge of millions of ids spreads over the
+//!   transfers of the next millions instead of taking the CPU from them.
 //!
 //! Every write goes through the state writer, in order: a snapshot walk
 //! sees the index as it sees the blocks, and a node that stops finds the
@@ -25,8 +29,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +48,15 @@ pub const RUN_IDS: usize = 1 << 17;
 
 /// Runs of one size merged into one.
 const MERGE_FAN: usize = 4;
+
+/// Ids a merge writes each second however few come in: an idle node
+/// still finishes its merges (one of 8 million ids in under three
+/// minutes).
+const MERGE_IDS_PER_SECOND: u64 = 50_000;
+
+/// How often a merge waiting for its pace looks again at the time (ids
+/// coming in wake it at once).
+const PACE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Keys of replaced runs removed per batch, one batch between entries.
 /// sled reads back the leaf that holds each key it removes (the old runs'
@@ -145,12 +159,16 @@ pub struct Index {
     refusals: RefusalFilter,
     /// The job making a new run of the tail, if one runs.
     flush: Option<Job>,
-    /// The job merging runs, if one runs (one at a time, beside a
-    /// flush: a long merge holds up no new run, so the tail stays short).
-    merge: Option<Job>,
-    /// A merged run whose manifest is queued: it replaces its inputs
-    /// among the live runs once that batch is on sled.
-    merged: Option<(u64, Built)>,
+    /// The jobs merging runs, each with the size class of its inputs: one
+    /// per class at a time, beside a flush (a long merge holds up no new
+    /// run and no merge of smaller runs).
+    merges: Vec<(u32, Job)>,
+    /// Merged runs whose manifest is queued, each with the writer's number
+    /// of that batch and its inputs' class: one replaces its inputs among
+    /// the live runs once that batch is on sled.
+    merged: Vec<(u64, u32, Built)>,
+    /// Ids come into the tail, which paces the merges.
+    pace: Arc<Pace>,
     /// Keys of merged runs' inputs, and of runs a stop cut short, still
     /// to remove: a few thousand at a time, and none while a walk has the
     /// tree frozen (the writer would keep each value it removes in memory
@@ -307,8 +325,10 @@ impl Index {
     /// Notes that the ledger holds `ids` (each with its height), which
     /// batch `batch` stores.
     pub fn hold(&mut self, batch: u64, ids: impl IntoIterator<Item = (TransferId, u64)>) {
+        let before = self.tail.len();
         self.tail
             .extend(ids.into_iter().map(|(id, height)| (batch, id, height)));
+        self.pace.came((self.tail.len() - before) as u64);
     }
 
     /// Notes that the ledger holds `id` at `height`, looked up from the
@@ -380,25 +400,27 @@ impl Index {
                 ledger.drop_refusal(&id);
             }
         }
-        if self.merged.as_ref().is_some_and(|(n, _)| *n <= written) {
-            if let Some((n, built)) = self.merged.take() {
-                self.removals.extend(built.replaced_keys);
-                place(
-                    &mut self.live,
-                    |r| r.meta.number,
-                    &built.replaces,
-                    |at, live| {
-                        live.insert(
-                            at,
-                            Run {
-                                meta: built.run,
-                                filter: built.filter,
-                                written_by: n,
-                            },
-                        )
-                    },
-                );
-            }
+        let (on_sled, queued) = std::mem::take(&mut self.merged)
+            .into_iter()
+            .partition(|(n, ..)| *n <= written);
+        self.merged = queued;
+        for (n, _, built) in on_sled {
+            self.removals.extend(built.replaced_keys);
+            place(
+                &mut self.live,
+                |r| r.meta.number,
+                &built.replaces,
+                |at, live| {
+                    live.insert(
+                        at,
+                        Run {
+                            meta: built.run,
+                            filter: built.filter,
+                            written_by: n,
+                        },
+                    )
+                },
+            );
         }
         if !self.removals.is_empty() && !writer.is_frozen() {
             let per_batch = if self.removals.len() > REMOVALS_BEHIND {
@@ -413,30 +435,54 @@ impl Index {
             }
             writer.queue(removal).map_err(err)?;
         }
-        for merging in [false, true] {
-            let slot = if merging {
-                &mut self.merge
-            } else {
-                &mut self.flush
-            };
-            if slot.as_ref().is_some_and(Job::is_finished) {
-                if let Some(job) = slot.take() {
-                    let built = job.join()?;
-                    self.take_built(built, writer)?;
-                }
+        if self.flush.as_ref().is_some_and(Job::is_finished) {
+            if let Some(job) = self.flush.take() {
+                let built = job.join()?;
+                let n = self.queue_manifest(&built, writer)?;
+                // A new run: live at once (its ids are held until it is on
+                // sled, so a lookup that misses its chunks meanwhile misses
+                // nothing).
+                self.live.insert(
+                    0,
+                    Run {
+                        meta: built.run,
+                        filter: built.filter,
+                        written_by: n,
+                    },
+                );
+                self.flushed.push_back((n, built.held));
             }
+        }
+        let (finished, running) = std::mem::take(&mut self.merges)
+            .into_iter()
+            .partition(|(_, job)| job.is_finished());
+        self.merges = running;
+        for (class, job) in finished {
+            let built = job.join()?;
+            let n = self.queue_manifest(&built, writer)?;
+            self.merged.push((n, class, built));
         }
         if self.flush.is_none() {
             self.start_flush(writer, written, limits.run_ids);
         }
-        if self.merge.is_none() && self.merged.is_none() {
-            if let Some(inputs) = merge_due(&self.live, written, limits.run_ids) {
-                let number = self.next_run();
-                let (writer, tree) = (writer.clone(), tree.clone());
-                self.merge = Some(Job::start(move |stop| {
-                    merge(&writer, &tree, stop, number, inputs)
-                }));
-            }
+        loop {
+            let busy: Vec<u32> = (self.merges.iter().map(|(class, _)| *class))
+                .chain(self.merged.iter().map(|(_, class, _)| *class))
+                .collect();
+            let Some((class, inputs)) = merge_due(&self.live, written, limits.run_ids, &busy)
+            else {
+                break;
+            };
+            let number = self.next_run();
+            let (writer, tree) = (writer.clone(), tree.clone());
+            let pacing = Pacing {
+                pace: self.pace.clone(),
+                came_in: self.pace.came_in(),
+                began: Instant::now(),
+                ahead: (limits.run_ids * MERGE_FAN) as u64,
+            };
+            let job = Job::start(move |stop| merge(&writer, &tree, stop, number, inputs, pacing));
+            self.merges.push((class, job));
         }
         Ok(())
     }
@@ -447,8 +493,9 @@ impl Index {
         self.manifest.next_run - 1
     }
 
-    /// Queues the manifest with what `built` made.
-    fn take_built(&mut self, built: Built, writer: &Arc<Writer>) -> Result<(), IndexError> {
+    /// Queues the manifest with what `built` made; returns the writer's
+    /// number of that batch.
+    fn queue_manifest(&mut self, built: &Built, writer: &Arc<Writer>) -> Result<u64, IndexError> {
         let mut manifest = self.manifest.clone();
         place(
             &mut manifest.runs,
@@ -461,23 +508,7 @@ impl Index {
         batch.insert(StateKey::IndexRuns.encode(), encode(&manifest));
         let n = writer.queue(batch).map_err(err)?;
         self.manifest = manifest;
-        if built.replaces.is_empty() {
-            // A new run: live at once (its ids are held until it is on
-            // sled, so a lookup that misses its chunks meanwhile misses
-            // nothing).
-            self.live.insert(
-                0,
-                Run {
-                    meta: built.run,
-                    filter: built.filter,
-                    written_by: n,
-                },
-            );
-            self.flushed.push_back((n, built.held));
-        } else {
-            self.merged = Some((n, built));
-        }
-        Ok(())
+        Ok(n)
     }
 
     /// Starts a new run of the tail's ids on sled, if [`Limits::run_ids`]
@@ -512,8 +543,15 @@ impl Index {
     /// Stops the jobs that run, and waits for them: before the state is
     /// replaced, nothing of theirs may land there.
     pub fn stop(&mut self) {
-        for job in [self.flush.take(), self.merge.take()].into_iter().flatten() {
+        let merges = std::mem::take(&mut self.merges)
+            .into_iter()
+            .map(|(_, job)| job);
+        let jobs: Vec<Job> = self.flush.take().into_iter().chain(merges).collect();
+        for job in &jobs {
             job.cancel.store(true, Ordering::Release);
+        }
+        self.pace.wake();
+        for job in jobs {
             let _ = job.join();
         }
     }
@@ -547,16 +585,24 @@ fn class(ids: u64, run_ids: usize) -> u32 {
     (ids / run_ids.max(1) as u64).max(1).ilog(MERGE_FAN as u64)
 }
 
-/// The oldest [`MERGE_FAN`] consecutive runs of one class, all on sled.
-fn merge_due(live: &[Run], written: u64, run_ids: usize) -> Option<Vec<RunMeta>> {
+/// The oldest [`MERGE_FAN`] consecutive runs of one class, all on sled,
+/// of a class not in `busy` (whose merge runs or waits to go live), with
+/// that class.
+fn merge_due(
+    live: &[Run],
+    written: u64,
+    run_ids: usize,
+    busy: &[u32],
+) -> Option<(u32, Vec<RunMeta>)> {
     let class = |r: &Run| class(r.meta.ids, run_ids);
     live.windows(MERGE_FAN)
         .rev()
         .find(|w| {
-            w.iter()
-                .all(|r| r.written_by <= written && class(r) == class(&w[0]))
+            !busy.contains(&class(&w[0]))
+                && w.iter()
+                    .all(|r| r.written_by <= written && class(r) == class(&w[0]))
         })
-        .map(|w| w.iter().map(|r| r.meta).collect())
+        .map(|w| (class(&w[0]), w.iter().map(|r| r.meta).collect()))
 }
 
 /// A run of the tail's `ids` (in the order applied: a later height of an
@@ -571,7 +617,7 @@ fn new_run(
     pairs.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
     pairs.dedup_by(|later, earlier| later.0 == earlier.0);
     let through = ids.iter().map(|(_, h)| *h).max().unwrap_or(0);
-    let mut out = RunWriter::new(number, pairs.len());
+    let mut out = RunWriter::new(number, pairs.len(), None);
     for (id, height) in pairs {
         out.push(writer, cancel, id.to_owned(), height)?;
     }
@@ -594,6 +640,7 @@ fn merge(
     cancel: &AtomicBool,
     number: u64,
     inputs: Vec<RunMeta>,
+    pacing: Pacing,
 ) -> Result<Built, String> {
     let began = std::time::Instant::now();
     let mut replaced_keys = Vec::new();
@@ -611,7 +658,7 @@ fn merge(
         heads.push(r.next().transpose()?);
     }
     let ids = inputs.iter().map(|m| m.ids).sum::<u64>() as usize;
-    let mut out = RunWriter::new(number, ids);
+    let mut out = RunWriter::new(number, ids, Some(pacing));
     while let Some(least) = heads.iter().flatten().map(|(id, _)| id).min().cloned() {
         let mut height = 0;
         for (head, reader) in heads.iter_mut().zip(&mut readers) {
@@ -645,6 +692,8 @@ struct RunWriter {
     number: u64,
     filter: Filter,
     ids: u64,
+    /// A merge's pace (a new run of the tail has none).
+    pacing: Option<Pacing>,
     chunk: Vec<Pair>,
     chunk_bytes: usize,
     batch: StateBatch,
@@ -655,11 +704,12 @@ struct RunWriter {
 const RUN_BATCH_BYTES: usize = 4 << 20;
 
 impl RunWriter {
-    fn new(number: u64, ids: usize) -> Self {
+    fn new(number: u64, ids: usize, pacing: Option<Pacing>) -> Self {
         Self {
             number,
             filter: Filter::for_ids(ids),
             ids: 0,
+            pacing,
             chunk: Vec::new(),
             chunk_bytes: 0,
             batch: StateBatch::default(),
@@ -698,8 +748,11 @@ impl RunWriter {
     }
 
     fn queue(&mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(), String> {
+        if let Some(pacing) = &self.pacing {
+            pacing.wait(self.ids, cancel)?;
+        }
         if cancel.load(Ordering::Acquire) {
-            return Err("stopped: the state is being replaced".into());
+            return Err(STOPPED.into());
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
@@ -725,6 +778,74 @@ impl RunWriter {
             ids: self.ids,
         };
         Ok((meta, self.filter))
+    }
+}
+
+/// Why a job gave up.
+const STOPPED: &str = "stopped: the state is being replaced";
+
+/// The ids that have come into the tail since the index was loaded, which
+/// merges wait on.
+#[derive(Debug, Default)]
+struct Pace {
+    came_in: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Pace {
+    fn came(&self, ids: u64) {
+        *self.came_in.lock().unwrap_or_else(|p| p.into_inner()) += ids;
+        self.moved.notify_all();
+    }
+
+    fn came_in(&self) -> u64 {
+        *self.came_in.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the merges that wait, to see that they are told to stop.
+    fn wake(&self) {
+        let _held = self.came_in.lock().unwrap_or_else(|p| p.into_inner());
+        self.moved.notify_all();
+    }
+}
+
+/// A merge's pace: it writes its first `ahead` ids at once, then one id
+/// for each id come into the tail since it began, plus
+/// [`MERGE_IDS_PER_SECOND`]. The work of merging the same ids is the
+/// same; it is spread over the transfers that come in meanwhile (a merge
+/// of runs of one class finishes before the next of that class is due:
+/// that needs [`MERGE_FAN`] times its inputs' ids to come in).
+#[derive(Debug)]
+struct Pacing {
+    pace: Arc<Pace>,
+    /// Ids come in when it began.
+    came_in: u64,
+    began: Instant,
+    ahead: u64,
+}
+
+impl Pacing {
+    /// Ids the merge may have written with `came_in` ids come in.
+    fn allowed(&self, came_in: u64) -> u64 {
+        let by_time = self.began.elapsed().as_millis() as u64 * MERGE_IDS_PER_SECOND / 1000;
+        (self.ahead + by_time).saturating_add(came_in.saturating_sub(self.came_in))
+    }
+
+    /// Waits until the merge may have written `ids`, or it is told to
+    /// stop.
+    fn wait(&self, ids: u64, cancel: &AtomicBool) -> Result<(), String> {
+        let mut came_in = self.pace.came_in.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if cancel.load(Ordering::Acquire) {
+                return Err(STOPPED.into());
+            }
+            if self.allowed(*came_in) >= ids {
+                return Ok(());
+            }
+            came_in = (self.pace.moved.wait_timeout(came_in, PACE_RECHECK))
+                .map(|(held, _)| held)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 }
 
@@ -952,7 +1073,8 @@ fn id_hash(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{class, id_hash, run_key, run_prefix, unlisted, Filter, Manifest, RunMeta};
+    use super::{class, id_hash, merge_due, run_key, run_prefix, unlisted};
+    use super::{Filter, Manifest, Pace, Pacing, Run, RunMeta};
     use super::{Index, Limits};
     use super::{RefusalFilter, REFUSAL_FILTER_IDS};
     use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
@@ -1099,6 +1221,104 @@ mod tests {
             .filter(|i| refusals.may_hold(id_hash(&format!("org1.out-{i}"))))
             .count();
         assert!(false_positives < 600, "{false_positives} of 10000");
+    }
+
+    /// Runs of each size class merge on their own: a merge of big runs
+    /// that runs (or waits to go live) holds up none of smaller runs.
+    #[test]
+    fn each_size_class_merges_while_another_does() {
+        let run = |number: u64, ids: u64| Run {
+            meta: RunMeta { number, ids },
+            filter: Filter::for_ids(1),
+            written_by: 1,
+        };
+        // Newest first: four of 10 ids (class 0), then four of 40 (class 1).
+        let live: Vec<Run> = (0..8)
+            .map(|i| run(i, if i < 4 { 10 } else { 40 }))
+            .collect();
+        let numbers = |due: Option<(u32, Vec<RunMeta>)>| {
+            due.map(|(class, metas)| (class, metas.iter().map(|m| m.number).collect::<Vec<_>>()))
+        };
+        assert_eq!(
+            numbers(merge_due(&live, 1, 10, &[])),
+            Some((1, vec![4, 5, 6, 7])),
+            "the oldest runs first"
+        );
+        assert_eq!(
+            numbers(merge_due(&live, 1, 10, &[1])),
+            Some((0, vec![0, 1, 2, 3])),
+            "beside a merge of the bigger runs"
+        );
+        assert_eq!(numbers(merge_due(&live, 1, 10, &[0, 1])), None);
+        assert_eq!(numbers(merge_due(&live, 0, 10, &[])), None, "not on sled");
+    }
+
+    /// A merge writes its first ids at once, then as ids come in; told
+    /// to stop, it stops waiting.
+    #[test]
+    fn a_merge_keeps_pace_with_the_ids_that_come_in() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let pace = Arc::new(Pace::default());
+        pace.came(7);
+        let pacing = Arc::new(Pacing {
+            pace: pace.clone(),
+            came_in: pace.came_in(),
+            began: Instant::now(),
+            ahead: 100,
+        });
+        let cancel = Arc::new(AtomicBool::new(false));
+        pacing.wait(100, &cancel).expect("ahead: at once");
+        // Far more than the time allows within this test.
+        let far = 100 + 1_000 * super::MERGE_IDS_PER_SECOND;
+        let waiting = {
+            let (pacing, cancel) = (pacing.clone(), cancel.clone());
+            std::thread::spawn(move || pacing.wait(far, &cancel))
+        };
+        pace.came(far / 2);
+        assert!(!waiting.is_finished(), "half of the ids come in");
+        pace.came(far / 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !waiting.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "still waiting with every id come in"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        waiting.join().unwrap().expect("paced");
+        let stopped = {
+            let (pacing, cancel) = (pacing.clone(), cancel.clone());
+            std::thread::spawn(move || pacing.wait(10 * far, &cancel))
+        };
+        cancel.store(true, Ordering::Release);
+        pace.wake();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped.is_finished() {
+            assert!(Instant::now() < deadline, "still waiting once told to stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(stopped.join().unwrap().is_err());
+    }
+
+    /// With no ids coming in (an idle node), a merge still moves on.
+    #[test]
+    fn a_merge_moves_on_in_time_with_no_ids_coming_in() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        use std::time::Instant;
+        let pace = Arc::new(Pace::default());
+        let pacing = Pacing {
+            pace,
+            came_in: 0,
+            began: Instant::now(),
+            ahead: 0,
+        };
+        let began = Instant::now();
+        let ids = super::MERGE_IDS_PER_SECOND / 10;
+        pacing.wait(ids, &AtomicBool::new(false)).expect("in time");
+        assert!(began.elapsed().as_millis() >= 90, "not before its time");
     }
 
     #[test]
