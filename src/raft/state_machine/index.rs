@@ -700,8 +700,10 @@ struct RunWriter {
     batch_bytes: usize,
 }
 
-/// Bytes of chunks queued per batch while a run is written.
-const RUN_BATCH_BYTES: usize = 4 << 20;
+/// Bytes of chunks queued per batch while a run is written, and between
+/// two looks at a merge's pace: each job holds one while it fills it, and
+/// merges of several classes run at once.
+const RUN_BATCH_BYTES: usize = 1 << 20;
 
 impl RunWriter {
     fn new(number: u64, ids: usize, pacing: Option<Pacing>) -> Self {
