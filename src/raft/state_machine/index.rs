@@ -643,16 +643,9 @@ fn merge(
     pacing: Pacing,
 ) -> Result<Built, String> {
     let began = std::time::Instant::now();
-    let mut replaced_keys = Vec::new();
-    let mut readers = Vec::new();
-    for meta in &inputs {
-        for tag in [RUN_TAG, FILTER_TAG] {
-            for key in tree.scan_prefix(run_prefix(tag, meta.number)).keys() {
-                replaced_keys.push(key.map_err(|e| e.to_string())?.to_vec());
-            }
-        }
-        readers.push(RunReader::new(tree, meta.number));
-    }
+    let mut readers: Vec<RunReader> = (inputs.iter())
+        .map(|meta| RunReader::new(tree, meta.number))
+        .collect();
     let mut heads: Vec<Option<Pair>> = Vec::new();
     for r in &mut readers {
         heads.push(r.next().transpose()?);
@@ -670,6 +663,13 @@ fn merge(
         out.push(writer, cancel, least, height)?;
     }
     let (run, filter) = out.finish(writer, cancel)?;
+    // The inputs' keys: their chunks' as read, and their filters'.
+    let mut replaced_keys: Vec<Vec<u8>> = readers.into_iter().flat_map(|r| r.keys).collect();
+    for meta in &inputs {
+        for key in tree.scan_prefix(run_prefix(FILTER_TAG, meta.number)).keys() {
+            replaced_keys.push(key.map_err(|e| e.to_string())?.to_vec());
+        }
+    }
     tracing::info!(
         runs = inputs.len(),
         ids = run.ids,
@@ -855,6 +855,8 @@ impl Pacing {
 struct RunReader {
     chunks: sled::Iter,
     chunk: std::vec::IntoIter<Pair>,
+    /// The keys of the chunks read so far.
+    keys: Vec<Vec<u8>>,
 }
 
 impl RunReader {
@@ -862,6 +864,7 @@ impl RunReader {
         Self {
             chunks: tree.scan_prefix(run_prefix(RUN_TAG, number)),
             chunk: Vec::new().into_iter(),
+            keys: Vec::new(),
         }
     }
 }
@@ -878,6 +881,7 @@ impl Iterator for RunReader {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.to_string())),
             };
+            self.keys.push(key.to_vec());
             match decode::<Vec<Pair>>(&value) {
                 Ok(chunk) => self.chunk = chunk.into_iter(),
                 Err(e) => {
@@ -1253,6 +1257,51 @@ mod tests {
         );
         assert_eq!(numbers(merge_due(&live, 1, 10, &[0, 1])), None);
         assert_eq!(numbers(merge_due(&live, 0, 10, &[])), None, "not on sled");
+    }
+
+    /// A merge replaces every key of its inputs, chunks and filters, and
+    /// holds every id of them.
+    #[test]
+    fn a_merge_replaces_every_key_of_its_inputs() {
+        use crate::raft::state_machine::writer::Writer;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let cancel = AtomicBool::new(false);
+        let id = |s: String| crate::ledger::TransferId::parse(&s).unwrap();
+        let inputs: Vec<RunMeta> = (0..4u64)
+            .map(|number| {
+                let ids = (0..3_000).map(|i| (id(format!("org1.r{number}-{i:05}")), number + 1));
+                super::new_run(&writer, &cancel, number, ids.collect())
+                    .unwrap()
+                    .run
+            })
+            .collect();
+        writer.caught_up().unwrap();
+        let keys_of = |number: u64| {
+            let tags = [RUN_TAG, FILTER_TAG].into_iter();
+            tags.flat_map(|tag| tree.scan_prefix(run_prefix(tag, number)).keys())
+                .map(|k| k.unwrap().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let mut inputs_keys: Vec<Vec<u8>> = (0..4).flat_map(keys_of).collect();
+        assert!(inputs_keys.len() > 4 * 10, "{} keys", inputs_keys.len());
+        let pacing = Pacing {
+            pace: Arc::new(Pace::default()),
+            came_in: 0,
+            began: std::time::Instant::now(),
+            ahead: u64::MAX / 2,
+        };
+        let built = super::merge(&writer, &tree, &cancel, 4, inputs, pacing).unwrap();
+        writer.caught_up().unwrap();
+        let mut replaced = built.replaced_keys.clone();
+        replaced.sort();
+        inputs_keys.sort();
+        assert_eq!(replaced, inputs_keys);
+        assert_eq!(built.run.ids, 12_000);
+        assert!(!keys_of(4).is_empty(), "the merged run is stored");
     }
 
     /// A merge writes its first ids at once, then as ids come in; told
