@@ -16,8 +16,9 @@ building a snapshot every ENTRIES log entries, starts the nodes and loads
 them through the leader with 'alliance bench', one million transfers at a
 time in batches of N. For each million it prints the throughput, p99 and
 largest latency, the snapshots the leader built meanwhile, the largest
-resident memory of each node (sampled every half second), the CPU seconds
-each node used during that million, and each node's data directory size.
+resident memory of each node (sampled every half second, until the next
+million starts), the CPU seconds each node used during that million, and
+each node's data directory size.
 
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
@@ -181,6 +182,16 @@ cpu_used() { # "BEFORE" "AFTER" (from cpu_now): "s1/s2/s3" used between them
 
 seconds_since() { awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - t }'; }
 
+# A million's row waits for the next million to start, so that its
+# largest RSS counts the samples until then (a follower catching up).
+row=
+print_row() {
+	[ -n "$row" ] || return 0
+	printf '%s\n' "$row" | awk -F'|' -v rss="$(rss_of "${row%%|*}")" \
+		'{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, rss, $7, $8 }'
+	row=
+}
+
 caught_up() { # NODE TARGET: the node has applied index TARGET
 	a=$(metric "$1" alliance_raft_applied_index)
 	[ -n "$a" ] && [ "$a" -ge "$2" ]
@@ -224,6 +235,7 @@ for m in $(seq 1 "$millions"); do
 		watcher=$!
 	fi
 	echo "$m" >"$dir/million"
+	print_row
 	built=$(metric "$l" alliance_snapshots_built_total)
 	cpu_before=$(cpu_now)
 	out=$("$alliance" bench --dir "$demo" --node "$l" --batch "$batch" --transfers 1000000 \
@@ -236,9 +248,9 @@ for m in $(seq 1 "$millions"); do
 	max=$(printf '%s' "$out" | sed -n 's/.* max \([0-9.]*\) .*/\1/p')
 	errors=$(printf '%s' "$out" | sed -n 's/.*errors by code: \({[^}]*}\).*/\1/p')
 	[ -n "$rate" ] && [ -n "$p99" ] || { printf '%s\n' "$out" >&2; log "could not read the bench's output"; exit 1; }
-	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$rate" "$p99" "$max" "$errors" \
-		"$built" "$(rss_of "$m")" "$cpu" "$(disk_of)"
+	row="$m|$rate|$p99|$max|$errors|$built|$cpu|$(disk_of)"
 done
+print_row
 
 if [ -n "$victim" ]; then
 	if [ -n "$watcher" ]; then
