@@ -430,7 +430,7 @@ pub struct RaftTuning {
     /// interval (vendor/README.md, openraft change 4), and an entry may
     /// carry a whole batch (megabytes): a lagging follower sent hundreds of
     /// them at once would time out on every retry and never catch up.
-    /// An append also carries at most 4 MiB of entries beyond its first
+    /// An append also carries at most 2 MiB of entries beyond its first
     /// ([`crate::raft::log_store::APPEND_BYTES_MAX`]).
     pub max_payload_entries: u64,
 }

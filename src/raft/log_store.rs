@@ -45,9 +45,10 @@ pub const RECENT_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// unless its first entry alone is larger: `raft.max_payload_entries` counts
 /// entries, and an entry may hold a batch of thousands of transfers (about
 /// 1.5 MB at 8,000). A follower catching up is sent appends back to back
-/// and holds each one decoded (about four times its encoding) while it
-/// stores it; at eight such entries an append held about 50 MB of it.
-pub const APPEND_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// and holds each one decoded (about five times its encoding) while it
+/// stores it; at eight such entries an append held about 50 MB of it, at
+/// 4 MiB beyond the first about 25 MB.
+pub const APPEND_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// The last entries appended, as they were appended. The leader reads each
 /// new entry once per follower to replicate it and once more to apply it;

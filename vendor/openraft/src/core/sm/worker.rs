@@ -26,8 +26,9 @@ use crate::StorageError;
 
 /// alliance patch: the most committed entries read from the log and applied
 /// at once. A follower far behind (a million transfers is about 125 entries
-/// of 1.5 MB) thus holds about 6 MB of them at a time, not all.
-const APPLY_ENTRIES_MAX: u64 = 4;
+/// of 1.5 MB) thus holds two of them at a time, not all: decoded, and with
+/// what apply makes of them, an entry of 8,000 transfers holds about 20 MB.
+const APPLY_ENTRIES_MAX: u64 = 2;
 
 pub(crate) struct Worker<C, SM, LR>
 where
