@@ -37,10 +37,10 @@ const QUEUED_BYTES_MAX: usize = 64 << 20;
 
 /// Bytes of the transfer index job's batches queued and not yet written
 /// before the job waits for the writer ([`Writer::queue_job`]). A merge
-/// writes a run of millions of ids in batches of a little over 4 MiB as
-/// fast as it reads them: with only [`QUEUED_BYTES_MAX`] to hold it, it
-/// kept the queue full, tens of MB, for as long as it ran; now it has
-/// about one batch unwritten at a time.
+/// writes a run of millions of ids in batches of about 1 MiB, and with
+/// only [`QUEUED_BYTES_MAX`] to hold them it kept the queue full, tens of
+/// MB, for as long as it ran; now the jobs (a flush and the merges of
+/// several classes) have a few batches unwritten at a time.
 const JOB_QUEUED_BYTES_MAX: usize = 8 << 20;
 
 /// What a write in a batch is counted as beyond its key's and value's
