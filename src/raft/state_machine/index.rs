@@ -420,7 +420,7 @@ impl Index {
                         },
                     )
                 },
-            );
+            )?;
         }
         if !self.removals.is_empty() && !writer.is_frozen() {
             let per_batch = if self.removals.len() > REMOVALS_BEHIND {
@@ -502,7 +502,7 @@ impl Index {
             |r| r.number,
             &built.replaces,
             |at, runs| runs.insert(at, built.run),
-        );
+        )?;
         manifest.through = manifest.through.max(built.through);
         let mut batch = StateBatch::default();
         batch.insert(StateKey::IndexRuns.encode(), encode(&manifest));
@@ -566,17 +566,30 @@ impl Drop for Job {
 
 /// Puts a run in `list` in place of those of `replaces` (a merge's
 /// inputs, consecutive), or at the front if it replaces none.
-/// `number` gives a run's number.
+/// `number` gives a run's number. Inputs missing or apart fail: the run
+/// put anywhere else could hide a newer version of an id.
 fn place<T>(
     list: &mut Vec<T>,
     number: impl Fn(&T) -> u64,
     replaces: &[u64],
     put: impl FnOnce(usize, &mut Vec<T>),
-) {
+) -> Result<(), IndexError> {
+    if replaces.is_empty() {
+        put(0, list);
+        return Ok(());
+    }
     let replaced = |r: &T| replaces.contains(&number(r));
-    let at = list.iter().position(replaced).unwrap_or(0);
-    list.retain(|r| !replaced(r));
-    put(at.min(list.len()), list);
+    let at = list.iter().position(replaced);
+    let together = at.and_then(|at| list.get(at..at + replaces.len()));
+    if !together.is_some_and(|runs| runs.iter().all(replaced)) {
+        return Err(err(format!(
+            "a merged run's inputs {replaces:?} are not all among the runs, one after another"
+        )));
+    }
+    let at = at.unwrap_or(0);
+    list.drain(at..at + replaces.len());
+    put(at, list);
+    Ok(())
 }
 
 /// The size class of a run of `ids`, new runs taking `run_ids`: runs of
@@ -768,11 +781,17 @@ impl RunWriter {
         if !self.chunk.is_empty() {
             self.end_chunk(writer, cancel)?;
         }
+        // In batches like the chunks': a batch larger than the writer's
+        // room for jobs would wait until no other job's batch is unwritten.
         let bytes = self.filter.to_bytes();
         for (n, piece) in (0u32..).zip(bytes.chunks(CHUNK_BYTES)) {
             let mut key = run_prefix(FILTER_TAG, self.number);
             key.extend_from_slice(&n.to_be_bytes());
             self.batch.insert(key, piece);
+            self.batch_bytes += piece.len();
+            if self.batch_bytes >= RUN_BATCH_BYTES {
+                self.queue(writer, cancel)?;
+            }
         }
         self.queue(writer, cancel)?;
         let meta = RunMeta {
@@ -814,9 +833,11 @@ impl Pace {
 /// A merge's pace: it writes its first `ahead` ids at once, then one id
 /// for each id come into the tail since it began, plus
 /// [`MERGE_IDS_PER_SECOND`]. The work of merging the same ids is the
-/// same; it is spread over the transfers that come in meanwhile (a merge
-/// of runs of one class finishes before the next of that class is due:
-/// that needs [`MERGE_FAN`] times its inputs' ids to come in).
+/// same; it is spread over the transfers that come in meanwhile. The next
+/// merge of the same class is due once as many ids as this one's inputs
+/// hold have come in, so this one ends first by its `ahead` ids and the
+/// time's share; runs of that class waiting meanwhile number at most
+/// about twice [`MERGE_FAN`].
 #[derive(Debug)]
 struct Pacing {
     pace: Arc<Pace>,
@@ -830,7 +851,7 @@ impl Pacing {
     /// Ids the merge may have written with `came_in` ids come in.
     fn allowed(&self, came_in: u64) -> u64 {
         let by_time = self.began.elapsed().as_millis() as u64 * MERGE_IDS_PER_SECOND / 1000;
-        (self.ahead + by_time).saturating_add(came_in.saturating_sub(self.came_in))
+        (self.ahead.saturating_add(by_time)).saturating_add(came_in.saturating_sub(self.came_in))
     }
 
     /// Waits until the merge may have written `ids`, or it is told to
@@ -1327,6 +1348,11 @@ mod tests {
             let (pacing, cancel) = (pacing.clone(), cancel.clone());
             std::thread::spawn(move || pacing.wait(far, &cancel))
         };
+        assert!(
+            pacing.allowed(pace.came_in() + far / 2) < far,
+            "half of the ids"
+        );
+        assert!(pacing.allowed(pace.came_in() + far) >= far, "all of them");
         pace.came(far / 2);
         assert!(!waiting.is_finished(), "half of the ids come in");
         pace.came(far / 2);
@@ -1368,8 +1394,33 @@ mod tests {
         };
         let began = Instant::now();
         let ids = super::MERGE_IDS_PER_SECOND / 10;
-        pacing.wait(ids, &AtomicBool::new(false)).expect("in time");
+        let waiting = std::thread::spawn(move || pacing.wait(ids, &AtomicBool::new(false)));
+        let deadline = began + std::time::Duration::from_secs(10);
+        while !waiting.is_finished() {
+            assert!(Instant::now() < deadline, "still waiting with time gone by");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        waiting.join().unwrap().expect("in time");
         assert!(began.elapsed().as_millis() >= 90, "not before its time");
+    }
+
+    /// A merged run takes its inputs' place; inputs missing or apart are
+    /// refused rather than the run put where it could hide newer ids.
+    #[test]
+    fn a_merged_run_takes_the_place_of_its_inputs_or_none() {
+        let list = || vec![9u64, 8, 4, 3, 2, 1, 0];
+        let put = |n: u64| move |at: usize, l: &mut Vec<u64>| l.insert(at, n);
+        let mut l = list();
+        super::place(&mut l, |r| *r, &[4, 3, 2, 1], put(10)).unwrap();
+        assert_eq!(l, [9, 8, 10, 0]);
+        let mut l = list();
+        super::place(&mut l, |r| *r, &[], put(11)).unwrap();
+        assert_eq!(l, [11, 9, 8, 4, 3, 2, 1, 0], "a new run: in front");
+        for replaces in [&[4, 3, 2, 7][..], &[8, 4, 2, 1], &[5, 6, 7, 12]] {
+            let mut l = list();
+            assert!(super::place(&mut l, |r| *r, replaces, put(10)).is_err());
+            assert_eq!(l, list(), "{replaces:?}: unchanged");
+        }
     }
 
     #[test]
