@@ -430,7 +430,8 @@ pub struct RaftTuning {
     /// interval (vendor/README.md, openraft change 4), and an entry may
     /// carry a whole batch (megabytes): a lagging follower sent hundreds of
     /// them at once would time out on every retry and never catch up.
-    /// An append also carries at most 2 MiB of entries beyond its first
+    /// An append also carries at most 2 MiB of entries in all, or its first
+    /// entry alone if that is larger
     /// ([`crate::raft::log_store::APPEND_BYTES_MAX`]).
     pub max_payload_entries: u64,
 }

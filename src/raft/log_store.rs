@@ -46,8 +46,8 @@ pub const RECENT_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// entries, and an entry may hold a batch of thousands of transfers (about
 /// 1.5 MB at 8,000). A follower catching up is sent appends back to back
 /// and holds each one decoded (about five times its encoding) while it
-/// stores it; at eight such entries an append held about 50 MB of it, at
-/// 4 MiB beyond the first about 25 MB.
+/// stores it; at eight such entries an append held about 50 MB of it. At
+/// 2 MiB in all, an append carries one such entry, or a few smaller ones.
 pub const APPEND_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// The last entries appended, as they were appended. The leader reads each
