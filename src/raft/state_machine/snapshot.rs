@@ -9,10 +9,11 @@ use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::index::Listed;
 use super::writer::Writer;
 use super::{read_err, StateMachine};
 use crate::codec::{decode, encode};
-use crate::raft::store::{storage_err, Store};
+use crate::raft::store::{storage_err, StateKey, Store};
 use crate::raft::StorageError;
 use openraft::storage::{Snapshot, SnapshotMeta};
 use openraft::{ErrorSubject, ErrorVerb};
@@ -204,7 +205,8 @@ pub(super) fn stored_file(store: &Store) -> Result<Option<(Meta, PathBuf)>, Stor
 /// [`Writer::freeze`]) to `out`: the magic, then (u32 BE length, bytes)
 /// for each key and each value. The keys the writer changed since the
 /// freeze are written as they were then, from what it kept, also those it
-/// removed, which the walk does not meet.
+/// removed, which the walk does not meet. Keys of index runs the frozen
+/// manifest does not name are left out ([`Listed`]).
 pub(super) fn write_pairs(
     tree: &sled::Tree,
     writer: &Writer,
@@ -220,10 +222,19 @@ pub(super) fn write_pairs(
         }
         Ok::<_, StorageError>(())
     };
+    let manifest_key = StateKey::IndexRuns.encode();
+    let manifest = match writer.kept(&manifest_key) {
+        Some(then) => then,
+        None => tree.get(&manifest_key).map_err(read_err)?,
+    };
+    let listed = Listed::of(manifest.as_deref()).map_err(read_err)?;
     // Keys written since the freeze that the walk met, as they were then.
     let mut met = std::collections::HashSet::new();
     for kv in tree.iter() {
         let (k, now) = kv.map_err(read_err)?;
+        if listed.unlisted(&k) {
+            continue;
+        }
         let v = match writer.kept(&k) {
             Some(then) => {
                 met.insert(k.to_vec());
@@ -239,7 +250,7 @@ pub(super) fn write_pairs(
     // record once it settles), which the tree no longer has. Installs do
     // not depend on the pairs' order.
     for (k, v) in writer.kept_values() {
-        if !met.contains(&k) {
+        if !met.contains(&k) && !listed.unlisted(&k) {
             pair(&k, &v)?;
         }
     }
