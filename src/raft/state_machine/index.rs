@@ -793,7 +793,9 @@ impl RunWriter {
                 self.queue(writer, cancel)?;
             }
         }
-        self.queue(writer, cancel)?;
+        if self.batch_bytes > 0 {
+            self.queue(writer, cancel)?;
+        }
         let meta = RunMeta {
             number: self.number,
             ids: self.ids,
@@ -809,23 +811,37 @@ const STOPPED: &str = "stopped: the state is being replaced";
 /// merges wait on.
 #[derive(Debug, Default)]
 struct Pace {
-    came_in: Mutex<u64>,
+    counts: Mutex<PaceCounts>,
     moved: Condvar,
 }
 
+#[derive(Debug, Default)]
+struct PaceCounts {
+    came_in: u64,
+    /// Merges waiting for ids: apply wakes them only if some wait.
+    waiting: usize,
+}
+
 impl Pace {
+    fn counts(&self) -> std::sync::MutexGuard<'_, PaceCounts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn came(&self, ids: u64) {
-        *self.came_in.lock().unwrap_or_else(|p| p.into_inner()) += ids;
-        self.moved.notify_all();
+        let mut counts = self.counts();
+        counts.came_in += ids;
+        if counts.waiting > 0 {
+            self.moved.notify_all();
+        }
     }
 
     fn came_in(&self) -> u64 {
-        *self.came_in.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts().came_in
     }
 
     /// Wakes the merges that wait, to see that they are told to stop.
     fn wake(&self) {
-        let _held = self.came_in.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = self.counts();
         self.moved.notify_all();
     }
 }
@@ -857,17 +873,19 @@ impl Pacing {
     /// Waits until the merge may have written `ids`, or it is told to
     /// stop.
     fn wait(&self, ids: u64, cancel: &AtomicBool) -> Result<(), String> {
-        let mut came_in = self.pace.came_in.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.pace.counts();
         loop {
             if cancel.load(Ordering::Acquire) {
                 return Err(STOPPED.into());
             }
-            if self.allowed(*came_in) >= ids {
+            if self.allowed(counts.came_in) >= ids {
                 return Ok(());
             }
-            came_in = (self.pace.moved.wait_timeout(came_in, PACE_RECHECK))
+            counts.waiting += 1;
+            counts = (self.pace.moved.wait_timeout(counts, PACE_RECHECK))
                 .map(|(held, _)| held)
                 .unwrap_or_else(|p| p.into_inner().0);
+            counts.waiting -= 1;
         }
     }
 }
