@@ -655,7 +655,7 @@ fn merge(
     inputs: Vec<RunMeta>,
     pacing: Pacing,
 ) -> Result<Built, String> {
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     let mut readers: Vec<RunReader> = (inputs.iter())
         .map(|meta| RunReader::new(tree, meta.number))
         .collect();
@@ -665,15 +665,24 @@ fn merge(
     }
     let ids = inputs.iter().map(|m| m.ids).sum::<u64>() as usize;
     let mut out = RunWriter::new(number, ids, Some(pacing));
-    while let Some(least) = heads.iter().flatten().map(|(id, _)| id).min().cloned() {
-        let mut height = 0;
+    // The head with the least id gives it up (no copy); the others that
+    // hold it too move past it, the latest height kept.
+    let least = |heads: &[Option<Pair>]| {
+        let ids = heads.iter().enumerate();
+        ids.filter_map(|(at, h)| h.as_ref().map(|(id, _)| (id.as_str(), at)))
+            .min()
+            .map(|(_, at)| at)
+    };
+    while let Some(at) = least(&heads) {
+        let (id, mut height) = heads[at].take().expect("the least head holds a pair");
+        heads[at] = readers[at].next().transpose()?;
         for (head, reader) in heads.iter_mut().zip(&mut readers) {
-            if head.as_ref().is_some_and(|(id, _)| *id == least) {
-                height = height.max(head.as_ref().map_or(0, |(_, h)| *h));
+            if let Some((_, h)) = head.as_ref().filter(|(other, _)| *other == id) {
+                height = height.max(*h);
                 *head = reader.next().transpose()?;
             }
         }
-        out.push(writer, cancel, least, height)?;
+        out.push(writer, cancel, id, height)?;
     }
     let (run, filter) = out.finish(writer, cancel)?;
     // The inputs' keys: their chunks' as read, and their filters'.
@@ -964,14 +973,13 @@ pub struct Listed(Vec<u64>);
 impl Listed {
     /// Of the manifest stored as `value` (none: no run).
     pub fn of(value: Option<&[u8]>) -> Result<Self, IndexError> {
-        let manifest: Manifest = value
-            .map(decode)
-            .transpose()
-            .map_err(err)?
-            .unwrap_or_default();
+        Ok(Self::named_by(&manifest_of(value)?))
+    }
+
+    fn named_by(manifest: &Manifest) -> Self {
         let mut numbers: Vec<u64> = manifest.runs.iter().map(|r| r.number).collect();
         numbers.sort_unstable();
-        Ok(Self(numbers))
+        Self(numbers)
     }
 
     /// Whether `key` is a chunk's or a filter piece's of a run not named.
@@ -988,10 +996,13 @@ impl Listed {
 
 /// The stored manifest (none: no run).
 fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
-    match tree.get(StateKey::IndexRuns.encode()).map_err(err)? {
-        Some(v) => decode(&v).map_err(err),
-        None => Ok(Manifest::default()),
-    }
+    let value = tree.get(StateKey::IndexRuns.encode()).map_err(err)?;
+    manifest_of(value.as_deref())
+}
+
+/// The manifest stored as `value` (none: no run).
+fn manifest_of(value: Option<&[u8]>) -> Result<Manifest, IndexError> {
+    value.map_or(Ok(Manifest::default()), |v| decode(v).map_err(err))
 }
 
 /// The keys of chunks and filters of runs `manifest` does not name, and
@@ -1000,8 +1011,7 @@ fn unlisted(
     tree: &sled::Tree,
     manifest: &Manifest,
 ) -> Result<(Vec<Vec<u8>>, Option<u64>), IndexError> {
-    let mut listed: Vec<u64> = manifest.runs.iter().map(|r| r.number).collect();
-    listed.sort_unstable();
+    let Listed(listed) = Listed::named_by(manifest);
     let (mut keys, mut largest) = (Vec::new(), None);
     for tag in [RUN_TAG, FILTER_TAG] {
         // Only the gaps between listed runs are read: a start does not
@@ -1404,12 +1414,13 @@ mod tests {
         let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
         let cancel = AtomicBool::new(false);
         let id = |s: String| crate::ledger::TransferId::parse(&s).unwrap();
+        // Each input also holds one id of all four, at its own height.
         let inputs: Vec<RunMeta> = (0..4u64)
             .map(|number| {
                 let ids = (0..3_000).map(|i| (id(format!("org1.r{number}-{i:05}")), number + 1));
-                super::new_run(&writer, &cancel, number, ids.collect())
-                    .unwrap()
-                    .run
+                let shared = (id("org1.shared".into()), number + 1);
+                let ids = ids.chain([shared]).collect();
+                super::new_run(&writer, &cancel, number, ids).unwrap().run
             })
             .collect();
         writer.caught_up().unwrap();
@@ -1433,7 +1444,10 @@ mod tests {
         replaced.sort();
         inputs_keys.sort();
         assert_eq!(replaced, inputs_keys);
-        assert_eq!(built.run.ids, 12_000);
+        assert_eq!(built.run.ids, 12_001, "an id held by several inputs once");
+        let height = |id: &str| super::run_look_up(&tree, 4, id).unwrap();
+        assert_eq!(height("org1.shared"), Some(4), "its latest height");
+        assert_eq!(height("org1.r2-00042"), Some(3));
         assert!(!keys_of(4).is_empty(), "the merged run is stored");
     }
 
