@@ -19,6 +19,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("our types always serialize")
 }
 
+/// Appends `value`'s encoding, as [`encode`] writes it, to `out`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    postcard::serialize_with_flavor(value, Tail(out)).expect("our types always serialize")
+}
+
 /// The encoding of a sequence whose elements are already encoded, as
 /// [`encode`] would write it: postcard writes a sequence as its length (a
 /// varint) followed by the elements. Records encoded once (for a block's
@@ -57,8 +62,7 @@ impl Encoded {
     /// Encodes `value` as the next record and returns its bytes.
     pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> &[u8] {
         let start = self.bytes.len();
-        postcard::serialize_with_flavor(value, Tail(&mut self.bytes))
-            .expect("our types always serialize");
+        encode_into(value, &mut self.bytes);
         self.ends.push(self.bytes.len());
         &self.bytes[start..]
     }

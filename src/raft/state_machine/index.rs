@@ -28,6 +28,7 @@
 //! name (a job a stop cut short) are found, to be removed behind apply.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::writer::{StateBatch, Writer};
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, encode_into};
 use crate::ledger::{Ledger, TransferId};
 use crate::raft::store::{
     for_each_transfer_block_from, StateKey, CHUNK_BYTES, FILTER_TAG, REJECTED_TAG, RUN_TAG,
@@ -132,9 +133,6 @@ struct Run {
     /// The writer's number of the batch that completes it on sled.
     written_by: u64,
 }
-
-/// One (id, height) pair of a run, as its chunks store it.
-type Pair = (String, u64);
 
 /// The index as apply keeps it (inside the applied state, under its lock).
 #[derive(Debug, Default)]
@@ -632,7 +630,7 @@ fn new_run(
     let through = ids.iter().map(|(_, h)| *h).max().unwrap_or(0);
     let mut out = RunWriter::new(number, pairs.len(), None);
     for (id, height) in pairs {
-        out.push(writer, cancel, id.to_owned(), height)?;
+        out.push(writer, cancel, id.as_bytes(), height)?;
     }
     let (run, filter) = out.finish(writer, cancel)?;
     Ok(Built {
@@ -659,30 +657,30 @@ fn merge(
     let mut readers: Vec<RunReader> = (inputs.iter())
         .map(|meta| RunReader::new(tree, meta.number))
         .collect();
-    let mut heads: Vec<Option<Pair>> = Vec::new();
     for r in &mut readers {
-        heads.push(r.next().transpose()?);
+        r.advance()?;
     }
     let ids = inputs.iter().map(|m| m.ids).sum::<u64>() as usize;
     let mut out = RunWriter::new(number, ids, Some(pacing));
-    // The head with the least id gives it up (no copy); the others that
-    // hold it too move past it, the latest height kept.
-    let least = |heads: &[Option<Pair>]| {
-        let ids = heads.iter().enumerate();
-        ids.filter_map(|(at, h)| h.as_ref().map(|(id, _)| (id.as_str(), at)))
-            .min()
-            .map(|(_, at)| at)
-    };
-    while let Some(at) = least(&heads) {
-        let (id, mut height) = heads[at].take().expect("the least head holds a pair");
-        heads[at] = readers[at].next().transpose()?;
-        for (head, reader) in heads.iter_mut().zip(&mut readers) {
-            if let Some((_, h)) = head.as_ref().filter(|(other, _)| *other == id) {
-                height = height.max(*h);
-                *head = reader.next().transpose()?;
+    // The least id of the heads, at its latest height; every head that
+    // holds it moves past it. Ids are decoded in place, the least copied
+    // into one buffer.
+    let mut least = Vec::new();
+    loop {
+        let heads = readers.iter().filter_map(RunReader::head);
+        let Some(id) = heads.map(|(id, _)| id).min() else {
+            break;
+        };
+        least.clear();
+        least.extend_from_slice(id);
+        let mut height = 0;
+        for reader in &mut readers {
+            if let Some((_, h)) = reader.head().filter(|(other, _)| *other == least) {
+                height = height.max(h);
+                reader.advance()?;
             }
         }
-        out.push(writer, cancel, id, height)?;
+        out.push(writer, cancel, &least, height)?;
     }
     let (run, filter) = out.finish(writer, cancel)?;
     // The inputs' keys: their chunks' as read, and their filters'.
@@ -716,8 +714,13 @@ struct RunWriter {
     ids: u64,
     /// A merge's pace (a new run of the tail has none).
     pacing: Option<Pacing>,
-    chunk: Vec<Pair>,
-    chunk_bytes: usize,
+    /// The chunk's pairs, encoded, their number, and its first id.
+    chunk: Vec<u8>,
+    chunk_pairs: u64,
+    chunk_first: Vec<u8>,
+    /// The hashes of the ids pushed since the filter was last set: set a
+    /// chunk's at once, so that their cache misses overlap.
+    hashes: Vec<u64>,
     batch: StateBatch,
     batch_bytes: usize,
 }
@@ -735,7 +738,9 @@ impl RunWriter {
             ids: 0,
             pacing,
             chunk: Vec::new(),
-            chunk_bytes: 0,
+            chunk_pairs: 0,
+            chunk_first: Vec::new(),
+            hashes: Vec::new(),
             batch: StateBatch::default(),
             batch_bytes: 0,
         }
@@ -745,26 +750,39 @@ impl RunWriter {
         &mut self,
         writer: &Writer,
         cancel: &AtomicBool,
-        id: String,
+        id: &[u8],
         height: u64,
     ) -> Result<(), String> {
-        let bytes = id.len() + 10;
-        if self.chunk_bytes + bytes > CHUNK_BYTES && !self.chunk.is_empty() {
+        if self.chunk.len() + id.len() + 10 > CHUNK_BYTES && self.chunk_pairs > 0 {
             self.end_chunk(writer, cancel)?;
         }
-        self.filter.insert(id_hash(&id));
+        if self.chunk_pairs == 0 {
+            self.chunk_first = id.to_vec();
+        }
+        self.hashes.push(id_hash(id));
         self.ids += 1;
-        self.chunk_bytes += bytes;
-        self.chunk.push((id, height));
+        self.chunk_pairs += 1;
+        // As `encode` writes an (id, height): the id's length, its bytes,
+        // the height.
+        encode_into(&id.len(), &mut self.chunk);
+        self.chunk.extend_from_slice(id);
+        encode_into(&height, &mut self.chunk);
         Ok(())
     }
 
+    /// Queues the chunk as `encode` writes a `Vec<(String, u64)>`: its
+    /// number of pairs, then the pairs.
     fn end_chunk(&mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(), String> {
-        let chunk = std::mem::take(&mut self.chunk);
-        let value = encode(&chunk);
+        for hash in self.hashes.drain(..) {
+            self.filter.insert(hash);
+        }
+        let mut value = encode(&self.chunk_pairs);
+        value.extend_from_slice(&self.chunk);
+        self.chunk.clear();
+        self.chunk_pairs = 0;
         self.batch_bytes += value.len();
-        self.batch.insert(run_key(self.number, &chunk[0].0), value);
-        self.chunk_bytes = 0;
+        self.batch
+            .insert(run_key(self.number, &self.chunk_first), value);
         if self.batch_bytes >= RUN_BATCH_BYTES {
             self.queue(writer, cancel)?;
         }
@@ -787,7 +805,7 @@ impl RunWriter {
     }
 
     fn finish(mut self, writer: &Writer, cancel: &AtomicBool) -> Result<(RunMeta, Filter), String> {
-        if !self.chunk.is_empty() {
+        if self.chunk_pairs > 0 {
             self.end_chunk(writer, cancel)?;
         }
         // In batches like the chunks': a batch larger than the writer's
@@ -899,10 +917,12 @@ impl Pacing {
     }
 }
 
-/// A run's pairs in id order, a chunk decoded at a time.
+/// A run's pairs in id order, read a chunk at a time: its head is the
+/// next pair, its id a slice of the chunk.
 struct RunReader {
     chunks: sled::Iter,
-    chunk: std::vec::IntoIter<Pair>,
+    chunk: Option<Pairs>,
+    head: Option<(Range<usize>, u64)>,
     /// The keys of the chunks read so far.
     keys: Vec<Vec<u8>>,
 }
@@ -911,32 +931,93 @@ impl RunReader {
     fn new(tree: &sled::Tree, number: u64) -> Self {
         Self {
             chunks: tree.scan_prefix(run_prefix(RUN_TAG, number)),
-            chunk: Vec::new().into_iter(),
+            chunk: None,
+            head: None,
             keys: Vec::new(),
+        }
+    }
+
+    /// The next pair (its id's bytes, valid UTF-8), none past the last.
+    fn head(&self) -> Option<(&[u8], u64)> {
+        let (id, height) = self.head.clone()?;
+        let chunk = self.chunk.as_ref()?;
+        Some((chunk.id(id), height))
+    }
+
+    /// Moves the head to the next pair.
+    fn advance(&mut self) -> Result<(), String> {
+        loop {
+            if let Some(chunk) = &mut self.chunk {
+                self.head = chunk.next().map_err(|e| chunk.error(e))?;
+                if self.head.is_some() {
+                    return Ok(());
+                }
+            }
+            let Some(kv) = self.chunks.next() else {
+                self.chunk = None;
+                return Ok(());
+            };
+            let (key, value) = kv.map_err(|e| e.to_string())?;
+            self.keys.push(key.to_vec());
+            self.chunk = Some(Pairs::new(key, value).map_err(|(e, chunk)| chunk.error(e))?);
         }
     }
 }
 
-impl Iterator for RunReader {
-    type Item = Result<Pair, String>;
+/// A chunk's pairs decoded one at a time, as `encode` wrote a
+/// `Vec<(String, u64)>`; their ids stay in the chunk.
+struct Pairs {
+    key: sled::IVec,
+    bytes: sled::IVec,
+    /// Where the next pair starts.
+    at: usize,
+    /// Pairs not yet decoded.
+    left: u64,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(pair) = self.chunk.next() {
-                return Some(Ok(pair));
+impl Pairs {
+    fn new(key: sled::IVec, bytes: sled::IVec) -> Result<Self, (crate::codec::Error, Self)> {
+        let mut chunk = Self {
+            key,
+            bytes,
+            at: 0,
+            left: 0,
+        };
+        match postcard::take_from_bytes::<u64>(&chunk.bytes) {
+            Ok((left, rest)) => {
+                chunk.at = chunk.bytes.len() - rest.len();
+                chunk.left = left;
+                Ok(chunk)
             }
-            let (key, value) = match self.chunks.next()? {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.to_string())),
-            };
-            self.keys.push(key.to_vec());
-            match decode::<Vec<Pair>>(&value) {
-                Ok(chunk) => self.chunk = chunk.into_iter(),
-                Err(e) => {
-                    return Some(Err(format!("the index chunk at {}: {e}", hex::encode(key))))
-                }
-            }
+            Err(e) => Err((e, chunk)),
         }
+    }
+
+    /// The next pair: where its id lies in the chunk, and its height.
+    /// Bytes left after the last are an error.
+    fn next(&mut self) -> Result<Option<(Range<usize>, u64)>, crate::codec::Error> {
+        let rest = &self.bytes[self.at..];
+        if self.left == 0 {
+            return match rest {
+                [] => Ok(None),
+                _ => Err(crate::codec::Error::DeserializeBadEncoding),
+            };
+        }
+        let (id, after_id) = postcard::take_from_bytes::<&str>(rest)?;
+        let (height, after) = postcard::take_from_bytes::<u64>(after_id)?;
+        let end = self.bytes.len() - after_id.len();
+        self.at = self.bytes.len() - after.len();
+        self.left -= 1;
+        Ok(Some((end - id.len()..end, height)))
+    }
+
+    /// The id at `range`, given by [`Self::next`].
+    fn id(&self, range: Range<usize>) -> &[u8] {
+        &self.bytes[range]
+    }
+
+    fn error(&self, e: crate::codec::Error) -> String {
+        format!("the index chunk at {}: {e}", hex::encode(&self.key))
     }
 }
 
@@ -949,20 +1030,23 @@ fn run_look_up(tree: &sled::Tree, number: u64, id: &str) -> Result<Option<u64>, 
         return Ok(None);
     };
     let (key, value) = kv.map_err(err)?;
-    let chunk: Vec<Pair> =
-        decode(&value).map_err(|e| err(format!("the chunk at {}: {e}", hex::encode(&key))))?;
-    Ok(chunk
-        .binary_search_by(|(k, _)| k.as_str().cmp(id))
-        .ok()
-        .map(|i| chunk[i].1))
+    let mut chunk = Pairs::new(key, value).map_err(|(e, chunk)| err(chunk.error(e)))?;
+    while let Some((at, height)) = chunk.next().map_err(|e| err(chunk.error(e)))? {
+        match chunk.id(at).cmp(id.as_bytes()) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => return Ok(Some(height)),
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 fn run_prefix(tag: u8, number: u64) -> Vec<u8> {
     [&[tag][..], &number.to_be_bytes()].concat()
 }
 
-fn run_key(number: u64, first: &str) -> Vec<u8> {
-    [&run_prefix(RUN_TAG, number)[..], first.as_bytes()].concat()
+fn run_key(number: u64, first: impl AsRef<[u8]>) -> Vec<u8> {
+    [&run_prefix(RUN_TAG, number)[..], first.as_ref()].concat()
 }
 
 /// The runs a stored manifest names, to tell their keys from those of
@@ -1140,9 +1224,10 @@ impl Filter {
 /// A 64-bit hash of an id that never changes: the filters are stored.
 /// FNV-1a over 8 bytes at a time (the last word padded with zeros, the
 /// length mixed in), then SplitMix64's finalizer to spread its bits.
-fn id_hash(id: &str) -> u64 {
+fn id_hash(id: impl AsRef<[u8]>) -> u64 {
+    let id = id.as_ref();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ id.len() as u64;
-    for word in id.as_bytes().chunks(8) {
+    for word in id.chunks(8) {
         let mut bytes = [0; 8];
         bytes[..word.len()].copy_from_slice(word);
         h ^= u64::from_le_bytes(bytes);
@@ -1253,7 +1338,7 @@ mod tests {
         let writer = std::sync::Arc::new(Writer::start(tree.clone(), Default::default()));
         let behind = REMOVALS_BEHIND + REMOVALS_PER_BATCH_BEHIND + REMOVALS_PER_BATCH;
         index.removals = (0..behind)
-            .map(|i| run_key(7, &format!("org1.{i:07}")))
+            .map(|i| run_key(7, format!("org1.{i:07}")))
             .collect();
         let mut removed_per_batch = Vec::new();
         for _ in 0..3 {
@@ -1278,11 +1363,11 @@ mod tests {
     fn a_filter_holds_every_id_put_in_and_few_others() {
         let mut filter = Filter::for_ids(10_000);
         for i in 0..10_000 {
-            filter.insert(id_hash(&format!("org1.in-{i}")));
+            filter.insert(id_hash(format!("org1.in-{i}")));
         }
-        assert!((0..10_000).all(|i| filter.may_hold(id_hash(&format!("org1.in-{i}")))));
+        assert!((0..10_000).all(|i| filter.may_hold(id_hash(format!("org1.in-{i}")))));
         let false_positives = (0..10_000)
-            .filter(|i| filter.may_hold(id_hash(&format!("org1.out-{i}"))))
+            .filter(|i| filter.may_hold(id_hash(format!("org1.out-{i}"))))
             .count();
         assert!(false_positives < 300, "{false_positives} of 10000");
         let back = Filter::from_bytes(&filter.to_bytes()).expect("whole");
@@ -1296,14 +1381,14 @@ mod tests {
         assert!(!refusals.may_hold(id_hash("org1.none")), "empty");
         let ids = 3 * REFUSAL_FILTER_IDS + 1;
         for i in 0..ids {
-            refusals.insert(id_hash(&format!("org1.in-{i}")));
+            refusals.insert(id_hash(format!("org1.in-{i}")));
         }
         let rooms: Vec<usize> = refusals.filters.iter().map(|(_, _, room)| *room).collect();
         let first = REFUSAL_FILTER_IDS;
         assert_eq!(rooms, [first, 2 * first, 4 * first], "doubling");
-        assert!((0..ids).all(|i| refusals.may_hold(id_hash(&format!("org1.in-{i}")))));
+        assert!((0..ids).all(|i| refusals.may_hold(id_hash(format!("org1.in-{i}")))));
         let false_positives = (0..10_000)
-            .filter(|i| refusals.may_hold(id_hash(&format!("org1.out-{i}"))))
+            .filter(|i| refusals.may_hold(id_hash(format!("org1.out-{i}"))))
             .count();
         assert!(false_positives < 600, "{false_positives} of 10000");
     }
@@ -1449,6 +1534,66 @@ mod tests {
         assert_eq!(height("org1.shared"), Some(4), "its latest height");
         assert_eq!(height("org1.r2-00042"), Some(3));
         assert!(!keys_of(4).is_empty(), "the merged run is stored");
+    }
+
+    /// A run's chunks are what `encode` writes of their pairs; a reader
+    /// gives them back in id order; a chunk cut short, with bytes left
+    /// over or with an id not UTF-8 is an error naming it.
+    #[test]
+    fn a_runs_chunks_read_back_as_encoded_and_bad_ones_are_refused() {
+        use crate::codec::{decode, encode};
+        use crate::raft::state_machine::writer::Writer;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let cancel = AtomicBool::new(false);
+        let id = |s: String| crate::ledger::TransferId::parse(&s).unwrap();
+        let ids =
+            (0..2_000u64).map(|i| (id(format!("org1.{}-{i}", "x".repeat(i as usize % 50))), i));
+        super::new_run(&writer, &cancel, 3, ids.collect()).unwrap();
+        writer.caught_up().unwrap();
+        let mut stored = Vec::new();
+        for kv in tree.scan_prefix(run_prefix(RUN_TAG, 3)) {
+            let (key, value) = kv.unwrap();
+            let pairs: Vec<(String, u64)> = decode(&value).unwrap();
+            assert_eq!(encode(&pairs), value.to_vec());
+            assert_eq!(key.to_vec(), run_key(3, pairs[0].0.as_bytes()));
+            stored.extend(pairs);
+        }
+        assert!(stored.len() == 2_000 && stored.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut reader = super::RunReader::new(&tree, 3);
+        let mut read = Vec::new();
+        reader.advance().unwrap();
+        while let Some((id, height)) = reader.head() {
+            read.push((String::from_utf8(id.to_vec()).unwrap(), height));
+            reader.advance().unwrap();
+        }
+        assert_eq!(read, stored);
+        assert_eq!(
+            super::run_look_up(&tree, 3, &stored[700].0).unwrap(),
+            Some(stored[700].1)
+        );
+        assert_eq!(super::run_look_up(&tree, 3, "org1.-5").unwrap(), None);
+
+        let good = encode(&vec![("org1.a".to_string(), 1u64), ("org1.b".into(), 2)]);
+        let cut = good[..good.len() - 3].to_vec();
+        let left_over = [&good[..], &[0]].concat();
+        let not_utf8 = encode(&(1u8, vec![0xffu8, 0xfe], 1u64));
+        for (number, bad) in [(10u64, cut), (11, left_over), (12, not_utf8)] {
+            tree.insert(run_key(number, b"org1.a"), bad).unwrap();
+            let e = super::run_look_up(&tree, number, "org1.z")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("the index chunk at"), "{e}");
+            let mut reader = super::RunReader::new(&tree, number);
+            let mut read = reader.advance();
+            while read.is_ok() && reader.head().is_some() {
+                read = reader.advance();
+            }
+            assert!(read.unwrap_err().contains("the index chunk at"));
+        }
     }
 
     /// A merge writes its first ids at once, then as ids come in; told
