@@ -675,7 +675,7 @@ fn merge(
         least.extend_from_slice(id);
         let mut height = 0;
         for reader in &mut readers {
-            if let Some((_, h)) = reader.head().filter(|(other, _)| *other == least) {
+            while let Some((_, h)) = reader.head().filter(|(other, _)| *other == least) {
                 height = height.max(h);
                 reader.advance()?;
             }
@@ -1030,15 +1030,15 @@ fn run_look_up(tree: &sled::Tree, number: u64, id: &str) -> Result<Option<u64>, 
         return Ok(None);
     };
     let (key, value) = kv.map_err(err)?;
+    // The whole chunk is decoded: one damaged past the id is refused.
     let mut chunk = Pairs::new(key, value).map_err(|(e, chunk)| err(chunk.error(e)))?;
+    let mut found = None;
     while let Some((at, height)) = chunk.next().map_err(|e| err(chunk.error(e)))? {
-        match chunk.id(at).cmp(id.as_bytes()) {
-            std::cmp::Ordering::Less => continue,
-            std::cmp::Ordering::Equal => return Ok(Some(height)),
-            std::cmp::Ordering::Greater => return Ok(None),
+        if found.is_none() && chunk.id(at) == id.as_bytes() {
+            found = Some(height);
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 fn run_prefix(tag: u8, number: u64) -> Vec<u8> {
@@ -1538,7 +1538,8 @@ mod tests {
 
     /// A run's chunks are what `encode` writes of their pairs; a reader
     /// gives them back in id order; a chunk cut short, with bytes left
-    /// over or with an id not UTF-8 is an error naming it.
+    /// over or with an id not UTF-8 is an error naming it, to a reader and
+    /// to a look-up of any id in it.
     #[test]
     fn a_runs_chunks_read_back_as_encoded_and_bad_ones_are_refused() {
         use crate::codec::{decode, encode};
@@ -1583,10 +1584,11 @@ mod tests {
         let not_utf8 = encode(&(1u8, vec![0xffu8, 0xfe], 1u64));
         for (number, bad) in [(10u64, cut), (11, left_over), (12, not_utf8)] {
             tree.insert(run_key(number, b"org1.a"), bad).unwrap();
-            let e = super::run_look_up(&tree, number, "org1.z")
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("the index chunk at"), "{e}");
+            // Past the damage, and before it.
+            for id in ["org1.z", "org1.a"] {
+                let e = super::run_look_up(&tree, number, id).unwrap_err();
+                assert!(e.to_string().contains("the index chunk at"), "{e}");
+            }
             let mut reader = super::RunReader::new(&tree, number);
             let mut read = reader.advance();
             while read.is_ok() && reader.head().is_some() {
@@ -1594,6 +1596,48 @@ mod tests {
             }
             assert!(read.unwrap_err().contains("the index chunk at"));
         }
+    }
+
+    /// An id twice in one input (a run written by another version, or
+    /// damaged) is still merged into one pair, at its greatest height.
+    #[test]
+    fn a_merge_writes_an_id_once_however_many_times_its_inputs_hold_it() {
+        use crate::codec::encode;
+        use crate::raft::state_machine::writer::Writer;
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let chunk = |pairs: &[(&str, u64)]| {
+            let pairs: Vec<(String, u64)> =
+                pairs.iter().map(|(i, h)| (i.to_string(), *h)).collect();
+            encode(&pairs)
+        };
+        let first = chunk(&[("org1.a", 1), ("org1.a", 3), ("org1.b", 1)]);
+        tree.insert(run_key(0, "org1.a"), first).unwrap();
+        tree.insert(run_key(1, "org1.a"), chunk(&[("org1.a", 2)]))
+            .unwrap();
+        let inputs = vec![RunMeta { number: 0, ids: 3 }, RunMeta { number: 1, ids: 1 }];
+        let pacing = Pacing {
+            pace: Arc::new(Pace::default()),
+            came_in: 0,
+            began: std::time::Instant::now(),
+            ahead: u64::MAX / 2,
+        };
+        let cancel = AtomicBool::new(false);
+        let built = super::merge(&writer, &tree, &cancel, 2, inputs, pacing).unwrap();
+        writer.caught_up().unwrap();
+        assert_eq!(built.run.ids, 2);
+        let stored: Vec<(String, u64)> = tree
+            .scan_prefix(run_prefix(RUN_TAG, 2))
+            .values()
+            .flat_map(|v| crate::codec::decode::<Vec<(String, u64)>>(&v.unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            stored,
+            [("org1.a".to_string(), 3), ("org1.b".to_string(), 1)]
+        );
     }
 
     /// A merge writes its first ids at once, then as ids come in; told
