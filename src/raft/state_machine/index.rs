@@ -959,7 +959,7 @@ impl RunReader {
             };
             let (key, value) = kv.map_err(|e| e.to_string())?;
             self.keys.push(key.to_vec());
-            self.chunk = Some(Pairs::new(key, value).map_err(|(e, chunk)| chunk.error(e))?);
+            self.chunk = Some(Pairs::new(key, value)?);
         }
     }
 }
@@ -976,20 +976,15 @@ struct Pairs {
 }
 
 impl Pairs {
-    fn new(key: sled::IVec, bytes: sled::IVec) -> Result<Self, (crate::codec::Error, Self)> {
-        let mut chunk = Self {
-            key,
-            bytes,
-            at: 0,
-            left: 0,
-        };
-        match postcard::take_from_bytes::<u64>(&chunk.bytes) {
-            Ok((left, rest)) => {
-                chunk.at = chunk.bytes.len() - rest.len();
-                chunk.left = left;
-                Ok(chunk)
-            }
-            Err(e) => Err((e, chunk)),
+    fn new(key: sled::IVec, bytes: sled::IVec) -> Result<Self, String> {
+        match postcard::take_from_bytes::<u64>(&bytes) {
+            Ok((left, rest)) => Ok(Self {
+                at: bytes.len() - rest.len(),
+                left,
+                key,
+                bytes,
+            }),
+            Err(e) => Err(chunk_error(&key, e)),
         }
     }
 
@@ -1017,8 +1012,12 @@ impl Pairs {
     }
 
     fn error(&self, e: crate::codec::Error) -> String {
-        format!("the index chunk at {}: {e}", hex::encode(&self.key))
+        chunk_error(&self.key, e)
     }
+}
+
+fn chunk_error(key: &[u8], e: crate::codec::Error) -> String {
+    format!("the index chunk at {}: {e}", hex::encode(key))
 }
 
 /// Where run `number` stores `id`, if it holds it.
@@ -1031,7 +1030,7 @@ fn run_look_up(tree: &sled::Tree, number: u64, id: &str) -> Result<Option<u64>, 
     };
     let (key, value) = kv.map_err(err)?;
     // The whole chunk is decoded: one damaged past the id is refused.
-    let mut chunk = Pairs::new(key, value).map_err(|(e, chunk)| err(chunk.error(e)))?;
+    let mut chunk = Pairs::new(key, value).map_err(err)?;
     let mut found = None;
     while let Some((at, height)) = chunk.next().map_err(|e| err(chunk.error(e)))? {
         if found.is_none() && chunk.id(at) == id.as_bytes() {
@@ -1487,16 +1486,30 @@ mod tests {
         assert!(thawed.contains(&filter_key(5)));
     }
 
+    /// A state tree and its writer, as the jobs write through them.
+    fn state() -> (sled::Db, sled::Tree, std::sync::Arc<super::Writer>) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let writer = super::Writer::start(tree.clone(), Default::default());
+        (db, tree, std::sync::Arc::new(writer))
+    }
+
+    /// A merge's pace that never holds it back.
+    fn unpaced() -> Pacing {
+        Pacing {
+            pace: std::sync::Arc::new(Pace::default()),
+            came_in: 0,
+            began: std::time::Instant::now(),
+            ahead: u64::MAX / 2,
+        }
+    }
+
     /// A merge replaces every key of its inputs, chunks and filters, and
     /// holds every id of them.
     #[test]
     fn a_merge_replaces_every_key_of_its_inputs() {
-        use crate::raft::state_machine::writer::Writer;
         use std::sync::atomic::AtomicBool;
-        use std::sync::Arc;
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("state").unwrap();
-        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let (_db, tree, writer) = state();
         let cancel = AtomicBool::new(false);
         let id = |s: String| crate::ledger::TransferId::parse(&s).unwrap();
         // Each input also holds one id of all four, at its own height.
@@ -1517,12 +1530,7 @@ mod tests {
         };
         let mut inputs_keys: Vec<Vec<u8>> = (0..4).flat_map(keys_of).collect();
         assert!(inputs_keys.len() > 4 * 10, "{} keys", inputs_keys.len());
-        let pacing = Pacing {
-            pace: Arc::new(Pace::default()),
-            came_in: 0,
-            began: std::time::Instant::now(),
-            ahead: u64::MAX / 2,
-        };
+        let pacing = unpaced();
         let built = super::merge(&writer, &tree, &cancel, 4, inputs, pacing).unwrap();
         writer.caught_up().unwrap();
         let mut replaced = built.replaced_keys.clone();
@@ -1543,12 +1551,8 @@ mod tests {
     #[test]
     fn a_runs_chunks_read_back_as_encoded_and_bad_ones_are_refused() {
         use crate::codec::{decode, encode};
-        use crate::raft::state_machine::writer::Writer;
         use std::sync::atomic::AtomicBool;
-        use std::sync::Arc;
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("state").unwrap();
-        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let (_db, tree, writer) = state();
         let cancel = AtomicBool::new(false);
         let id = |s: String| crate::ledger::TransferId::parse(&s).unwrap();
         let ids =
@@ -1603,12 +1607,8 @@ mod tests {
     #[test]
     fn a_merge_writes_an_id_once_however_many_times_its_inputs_hold_it() {
         use crate::codec::encode;
-        use crate::raft::state_machine::writer::Writer;
         use std::sync::atomic::AtomicBool;
-        use std::sync::Arc;
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("state").unwrap();
-        let writer = Arc::new(Writer::start(tree.clone(), Default::default()));
+        let (_db, tree, writer) = state();
         let chunk = |pairs: &[(&str, u64)]| {
             let pairs: Vec<(String, u64)> =
                 pairs.iter().map(|(i, h)| (i.to_string(), *h)).collect();
@@ -1619,12 +1619,7 @@ mod tests {
         tree.insert(run_key(1, "org1.a"), chunk(&[("org1.a", 2)]))
             .unwrap();
         let inputs = vec![RunMeta { number: 0, ids: 3 }, RunMeta { number: 1, ids: 1 }];
-        let pacing = Pacing {
-            pace: Arc::new(Pace::default()),
-            came_in: 0,
-            began: std::time::Instant::now(),
-            ahead: u64::MAX / 2,
-        };
+        let pacing = unpaced();
         let cancel = AtomicBool::new(false);
         let built = super::merge(&writer, &tree, &cancel, 2, inputs, pacing).unwrap();
         writer.caught_up().unwrap();
