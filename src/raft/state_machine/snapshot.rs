@@ -222,11 +222,11 @@ pub(super) fn write_pairs(
         }
         Ok::<_, StorageError>(())
     };
+    // Read before asking what the writer kept: a manifest written between
+    // the two is then found kept (see `Writer::kept`).
     let manifest_key = StateKey::IndexRuns.encode();
-    let manifest = match writer.kept(&manifest_key) {
-        Some(then) => then,
-        None => tree.get(&manifest_key).map_err(read_err)?,
-    };
+    let now = tree.get(&manifest_key).map_err(read_err)?;
+    let manifest = writer.kept(&manifest_key).unwrap_or(now);
     let listed = Listed::of(manifest.as_deref()).map_err(read_err)?;
     // Keys written since the freeze that the walk met, as they were then.
     let mut met = std::collections::HashSet::new();
