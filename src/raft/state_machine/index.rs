@@ -1044,6 +1044,12 @@ fn run_prefix(tag: u8, number: u64) -> Vec<u8> {
     [&[tag][..], &number.to_be_bytes()].concat()
 }
 
+/// The run number in a key of [`run_prefix`]'s, after its tag.
+fn run_number(key: &[u8]) -> Option<u64> {
+    let number = key.get(1..1 + std::mem::size_of::<u64>())?;
+    Some(u64::from_be_bytes(number.try_into().ok()?))
+}
+
 fn run_key(number: u64, first: impl AsRef<[u8]>) -> Vec<u8> {
     [&run_prefix(RUN_TAG, number)[..], first.as_ref()].concat()
 }
@@ -1068,12 +1074,8 @@ impl Listed {
     /// Whether `key` is a chunk's or a filter piece's of a run not named.
     pub fn unlisted(&self, key: &[u8]) -> bool {
         let run = |tag| key.first() == Some(&tag);
-        let number = key
-            .get(1..9)
-            .and_then(|n| n.try_into().ok())
-            .map(u64::from_be_bytes);
         (run(RUN_TAG) || run(FILTER_TAG))
-            && number.is_some_and(|n| self.0.binary_search(&n).is_err())
+            && run_number(key).is_some_and(|n| self.0.binary_search(&n).is_err())
     }
 }
 
@@ -1107,10 +1109,7 @@ fn unlisted(
             };
             for key in tree.range(from.clone()..to).keys() {
                 let key = key.map_err(err)?;
-                let number = key
-                    .get(1..9)
-                    .and_then(|n| Some(u64::from_be_bytes(n.try_into().ok()?)));
-                largest = largest.max(number);
+                largest = largest.max(run_number(&key));
                 keys.push(key.to_vec());
             }
             match number.and_then(|n| n.checked_add(1)) {
