@@ -37,10 +37,11 @@ const QUEUED_BYTES_MAX: usize = 64 << 20;
 
 /// Bytes of the transfer index job's batches queued and not yet written
 /// before the job waits for the writer ([`Writer::queue_job`]). A merge
-/// writes a run of millions of ids in batches of about 1 MiB, and with
-/// only [`QUEUED_BYTES_MAX`] to hold them it kept the queue full, tens of
-/// MB, for as long as it ran; now the jobs (a flush and the merges of
-/// several classes) have a few batches unwritten at a time.
+/// writes a run of millions of ids in batches of about 1 MiB as fast as
+/// its pace allows; bounded only by [`QUEUED_BYTES_MAX`], the jobs (a
+/// flush and the merges of several classes) could hold the queue full,
+/// tens of MB, for as long as they run. With this bound they hold a few
+/// batches unwritten at a time.
 const JOB_QUEUED_BYTES_MAX: usize = 8 << 20;
 
 /// What a write in a batch is counted as beyond its key's and value's
