@@ -39,28 +39,34 @@ pub struct Watch {
 /// Why a TLS handshake with `peer` failed, if TLS says: the peer refused
 /// this node's certificate (an alert: revoked, unknown CA), or this node
 /// refused the peer's.
-fn tls_refusal(e: &reqwest::Error, peer: NodeId) -> Option<String> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        // A TLS error read from the connection comes wrapped in an I/O one.
-        let io_inner = (s.downcast_ref::<std::io::Error>())
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        for e in [Some(s), io_inner].into_iter().flatten() {
-            match e.downcast_ref::<rustls::Error>() {
-                Some(rustls::Error::AlertReceived(alert)) => {
-                    return Some(format!("refused the TLS handshake with alert {alert:?}"));
-                }
-                Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
-                    return Some(format!("node {peer}'s certificate is revoked"));
-                }
-                Some(rustls::Error::InvalidCertificate(why)) => {
-                    return Some(format!("node {peer}'s certificate is refused: {why:?}"));
-                }
-                _ => {}
-            }
+fn tls_refusal(e: &(dyn std::error::Error + 'static), peer: NodeId) -> Option<String> {
+    match rustls_error(e)? {
+        rustls::Error::AlertReceived(alert) => {
+            Some(format!("refused the TLS handshake with alert {alert:?}"))
         }
-        source = s.source();
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+            Some(format!("node {peer}'s certificate is revoked"))
+        }
+        rustls::Error::InvalidCertificate(why) => {
+            Some(format!("node {peer}'s certificate is refused: {why:?}"))
+        }
+        _ => None,
+    }
+}
+
+/// The TLS error in `e`'s chain of causes, if there is one. A handshake's
+/// error may come wrapped in I/O errors several deep, and an I/O error's
+/// `source` skips the error it wraps: each is looked into.
+fn rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => c.source(),
+        };
     }
     None
 }
@@ -390,7 +396,25 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::clock_off;
+    use super::{clock_off, tls_refusal};
+    use std::io;
+
+    #[test]
+    fn a_refused_handshake_is_named_however_deep_its_tls_error_is_wrapped() {
+        let revoked = || rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked);
+        // As a connection's handshake fails: TLS in I/O in I/O.
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, revoked()));
+        let why = tls_refusal(&nested, 3);
+        assert_eq!(why.as_deref(), Some("node 3's certificate is revoked"));
+        // As an open connection reads an alert: TLS in I/O.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
+        let read = io::Error::new(io::ErrorKind::InvalidData, alert);
+        let why = tls_refusal(&read, 3).expect("an alert is a refusal");
+        assert!(why.contains("CertificateRevoked"), "{why}");
+        // Not TLS: no refusal.
+        let reset = io::Error::other(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(tls_refusal(&reset, 3), None);
+    }
 
     #[test]
     fn a_clock_is_off_when_most_of_the_group_disagrees_with_it() {
