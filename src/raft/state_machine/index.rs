@@ -252,7 +252,7 @@ impl Index {
     /// stored under, into a filter.
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
         let manifest = manifest(tree)?;
-        let (leftovers, largest) = unlisted(tree, &manifest)?;
+        let (leftovers, largest) = unlisted_keys(tree, &manifest)?;
         if largest == Some(u64::MAX) {
             return Err(err(
                 "the state holds chunks of a run numbered 2^64-1 that the manifest does not name",
@@ -578,13 +578,12 @@ fn place<T>(
     }
     let replaced = |r: &T| replaces.contains(&number(r));
     let at = list.iter().position(replaced);
-    let together = at.and_then(|at| list.get(at..at + replaces.len()));
-    if !together.is_some_and(|runs| runs.iter().all(replaced)) {
+    let together = at.and_then(|at| Some((at, list.get(at..at + replaces.len())?)));
+    let Some((at, _)) = together.filter(|(_, runs)| runs.iter().all(replaced)) else {
         return Err(err(format!(
             "a merged run's inputs {replaces:?} are not all among the runs, one after another"
         )));
-    }
-    let at = at.unwrap_or(0);
+    };
     list.drain(at..at + replaces.len());
     put(at, list);
     Ok(())
@@ -780,9 +779,21 @@ impl RunWriter {
         value.extend_from_slice(&self.chunk);
         self.chunk.clear();
         self.chunk_pairs = 0;
+        let key = run_key(self.number, &self.chunk_first);
+        self.put(writer, cancel, key, &value)
+    }
+
+    /// Adds a key to the batch, and queues the batch once it holds
+    /// [`RUN_BATCH_BYTES`].
+    fn put(
+        &mut self,
+        writer: &Writer,
+        cancel: &AtomicBool,
+        key: Vec<u8>,
+        value: &[u8],
+    ) -> Result<(), String> {
         self.batch_bytes += value.len();
-        self.batch
-            .insert(run_key(self.number, &self.chunk_first), value);
+        self.batch.insert(key, value);
         if self.batch_bytes >= RUN_BATCH_BYTES {
             self.queue(writer, cancel)?;
         }
@@ -814,11 +825,7 @@ impl RunWriter {
         for (n, piece) in (0u32..).zip(bytes.chunks(CHUNK_BYTES)) {
             let mut key = run_prefix(FILTER_TAG, self.number);
             key.extend_from_slice(&n.to_be_bytes());
-            self.batch.insert(key, piece);
-            self.batch_bytes += piece.len();
-            if self.batch_bytes >= RUN_BATCH_BYTES {
-                self.queue(writer, cancel)?;
-            }
+            self.put(writer, cancel, key, piece)?;
         }
         if self.batch_bytes > 0 {
             self.queue(writer, cancel)?;
@@ -1241,7 +1248,7 @@ fn id_hash(id: impl AsRef<[u8]>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{class, id_hash, merge_due, run_key, run_prefix, unlisted};
+    use super::{class, id_hash, merge_due, run_key, run_prefix, unlisted_keys};
     use super::{Filter, Manifest, Pace, Pacing, Run, RunMeta};
     use super::{Index, Limits};
     use super::{RefusalFilter, REFUSAL_FILTER_IDS};
@@ -1269,7 +1276,7 @@ mod tests {
             through: 9,
             next_run: 8,
         };
-        let (keys, largest) = unlisted(&tree, &manifest).unwrap();
+        let (keys, largest) = unlisted_keys(&tree, &manifest).unwrap();
         assert_eq!(largest, Some(7), "the largest unlisted run");
         for key in keys {
             tree.remove(key).unwrap();
