@@ -298,6 +298,16 @@ impl Index {
             }
             let filter = Filter::from_bytes(&bytes)
                 .ok_or_else(|| err(format!("run {}'s filter is cut short", meta.number)))?;
+            // A merge sizes its filter by its inputs' ids: ids a filter
+            // was not made for would size one past what the state holds.
+            if Filter::words_for(meta.ids).is_none_or(|words| filter.words.len() < words) {
+                return Err(err(format!(
+                    "run {} names {} ids, more than its filter of {} bytes was made for",
+                    meta.number,
+                    meta.ids,
+                    bytes.len()
+                )));
+            }
             live.push(Run {
                 meta: *meta,
                 filter,
@@ -305,7 +315,7 @@ impl Index {
             });
         }
         let mut tail = VecDeque::new();
-        for_each_transfer_block_from(tree, manifest.through + 1, |height, block| {
+        for_each_transfer_block_from(tree, manifest.through.saturating_add(1), |height, block| {
             for t in block {
                 ledger.hold_indexed(t.id.clone(), height);
                 tail.push_back((0, t.id, height));
@@ -1092,14 +1102,33 @@ fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
     manifest_of(value.as_deref())
 }
 
-/// The manifest stored as `value` (none: no run).
+/// The manifest stored as `value` (none: no run), if it is one an index
+/// writes: each run named once and numbered below the next run's number,
+/// which leaves a number for a new run.
 fn manifest_of(value: Option<&[u8]>) -> Result<Manifest, IndexError> {
-    value.map_or(Ok(Manifest::default()), |v| decode(v).map_err(err))
+    let Some(value) = value else {
+        return Ok(Manifest::default());
+    };
+    let manifest: Manifest = decode(value).map_err(err)?;
+    if manifest.next_run == u64::MAX {
+        return Err(err("the manifest leaves no number for a new run"));
+    }
+    let Listed(numbers) = Listed::named_by(&manifest);
+    if let Some(past) = numbers.iter().find(|n| **n >= manifest.next_run) {
+        return Err(err(format!(
+            "the manifest names run {past}, not below its next run's number {}",
+            manifest.next_run
+        )));
+    }
+    if let Some(twice) = numbers.windows(2).find(|w| w[0] == w[1]) {
+        return Err(err(format!("the manifest names run {} twice", twice[0])));
+    }
+    Ok(manifest)
 }
 
 /// The keys of chunks and filters of runs `manifest` does not name, and
 /// the largest such run's number.
-fn unlisted(
+fn unlisted_keys(
     tree: &sled::Tree,
     manifest: &Manifest,
 ) -> Result<(Vec<Vec<u8>>, Option<u64>), IndexError> {
@@ -1175,13 +1204,21 @@ struct Filter {
 const BLOCK_WORDS: usize = 8;
 
 impl Filter {
+    /// A filter for `ids`, which the filters in memory were made for (see
+    /// [`Self::words_for`]).
     fn for_ids(ids: usize) -> Self {
-        let blocks = (ids as u64 * FILTER_BITS_PER_ID)
+        let words = Self::words_for(ids as u64).expect("ids whose filters are in memory");
+        Self {
+            words: vec![0; words],
+        }
+    }
+
+    /// The words of a filter for `ids` (none: more than memory holds).
+    fn words_for(ids: u64) -> Option<usize> {
+        let blocks = (ids.checked_mul(FILTER_BITS_PER_ID)?)
             .div_ceil(64 * BLOCK_WORDS as u64)
             .max(1);
-        Self {
-            words: vec![0; blocks as usize * BLOCK_WORDS],
-        }
+        usize::try_from(blocks).ok()?.checked_mul(BLOCK_WORDS)
     }
 
     /// The id's block (its first word) and its bits there: 9 bits of a
@@ -1292,6 +1329,50 @@ mod tests {
         assert_eq!(runs_left(FILTER_TAG), [2, 5, u64::MAX]);
         assert!(tree.contains_key([RUN_TAG - 1]).unwrap(), "other keys stay");
         assert!(tree.contains_key([FILTER_TAG + 1]).unwrap());
+    }
+
+    /// A manifest no index writes (a hostile leader's snapshot, a damaged
+    /// disk) is refused with its fault named, before any filter is sized
+    /// by it.
+    #[test]
+    fn a_manifest_no_index_writes_is_refused_and_sizes_nothing() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        let mut piece = run_prefix(FILTER_TAG, 0);
+        piece.extend_from_slice(&0u32.to_be_bytes());
+        tree.insert(piece, Filter::for_ids(10).to_bytes()).unwrap();
+        let load = |runs: &[(u64, u64)], next_run: u64| {
+            let manifest = Manifest {
+                runs: (runs.iter())
+                    .map(|&(number, ids)| RunMeta { number, ids })
+                    .collect(),
+                through: u64::MAX,
+                next_run,
+            };
+            let key = crate::raft::store::StateKey::IndexRuns.encode();
+            tree.insert(key, crate::codec::encode(&manifest)).unwrap();
+            let mut ledger = crate::ledger::Ledger::new(Default::default());
+            Index::load(&tree, &mut ledger)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load(&[(0, 10)], 1), Ok(()), "the run as written");
+        let past = load(&[(0, 10)], 0).unwrap_err();
+        assert!(
+            past.contains("names run 0, not below its next run's number 0"),
+            "{past}"
+        );
+        let twice = load(&[(0, 10), (0, 10)], 1).unwrap_err();
+        assert!(twice.contains("names run 0 twice"), "{twice}");
+        let full = load(&[(0, 10)], u64::MAX).unwrap_err();
+        assert!(full.contains("no number for a new run"), "{full}");
+        // More ids than the filter was made for, up to more than any
+        // memory holds: refused, nothing allocated for them.
+        for ids in [10_000, u64::MAX / 4, u64::MAX] {
+            let many = load(&[(0, ids)], 1).unwrap_err();
+            let says = format!("run 0 names {ids} ids, more than its filter of 64 bytes");
+            assert!(many.contains(&says), "{many}");
+        }
     }
 
     /// A start finds the chunks of a run a stop cut short, numbered past
