@@ -332,6 +332,14 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// Largest body accepted on the peer listener: Raft batches and snapshots.
     pub peer_body_bytes_max: usize,
+    /// Bytes of request bodies one organization's callers may have on the
+    /// API listener at once, from the first byte read until each is
+    /// answered (429 past it).
+    pub body_bytes_in_flight_max: usize,
+    /// Bytes of bodies one peer node may have on the peer listener at
+    /// once, from the first byte read until each is answered (429 past
+    /// it).
+    pub peer_body_bytes_in_flight_max: usize,
     /// Longest transfer memo, in bytes.
     pub memo_bytes_max: usize,
     /// Most readers one account may grant.
@@ -388,6 +396,10 @@ impl Default for Limits {
             // Room for a full batch: 8190 transfers of ~300 bytes.
             body_bytes_max: 4 * 1024 * 1024,
             peer_body_bytes_max: 256 * 1024 * 1024,
+            // Room for 32 full batches at once.
+            body_bytes_in_flight_max: 128 * 1024 * 1024,
+            // Room for two of the largest peer bodies at once.
+            peer_body_bytes_in_flight_max: 512 * 1024 * 1024,
             memo_bytes_max: 512,
             readers_max: 64,
             // Room for thousands of sockets that never finish a handshake
@@ -501,10 +513,12 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 22] = [
+        let checks: [(bool, &str); 24] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
+            (l.body_bytes_in_flight_max >= l.body_bytes_max, "limits.body_bytes_in_flight_max must be >= body_bytes_max"),
+            (l.peer_body_bytes_in_flight_max >= l.peer_body_bytes_max, "limits.peer_body_bytes_in_flight_max must be >= peer_body_bytes_max"),
             (l.memo_bytes_max <= 64 * 1024, "limits.memo_bytes_max must be <= 65536"),
             (l.connections_max > 0 && l.in_flight_proposals_max > 0, "limits.*_max must be positive"),
             ((100..=600_000).contains(&l.request_timeout_ms), "limits.request_timeout_ms must be 100..=600000"),

@@ -6,7 +6,8 @@
 //! and every field is checked into a ledger type here, so the ledger only
 //! sees valid values.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest};
@@ -39,20 +40,122 @@ pub fn ensure_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Reads a request body of at most `max` bytes within `within`; a larger
-/// one is refused before it is buffered (the limit bounds memory per
-/// request), a slower one is cut off (a trickled body holds a connection).
+/// The bytes of request bodies each caller (an organization on the API
+/// listener, a node on the peer listener) has in memory on this node, from
+/// the first byte read until its request is answered, each caller within
+/// `max`: one caller's many or slow bodies cannot take the memory the
+/// others' need.
+#[derive(Debug)]
+pub struct BodyBudgets {
+    /// The config key of `max`, for the error.
+    limit: &'static str,
+    max: usize,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+impl BodyBudgets {
+    pub fn new(limit: &'static str, max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            max,
+            held: Mutex::default(),
+        })
+    }
+
+    /// A body of `caller`'s, counted against its budget as it is read.
+    pub fn hold(self: &Arc<Self>, caller: impl ToString) -> Held {
+        Held {
+            budgets: self.clone(),
+            caller: caller.to_string(),
+            bytes: 0,
+        }
+    }
+
+    /// The bytes `caller`'s bodies hold now.
+    pub fn held_by(&self, caller: &str) -> usize {
+        self.lock().get(caller).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One body's bytes, counted against its caller's budget until dropped.
+#[derive(Debug)]
+pub struct Held {
+    budgets: Arc<BodyBudgets>,
+    caller: String,
+    bytes: usize,
+}
+
+impl Held {
+    /// Counts `n` more bytes, unless the caller's budget has no room.
+    fn grow(&mut self, n: usize) -> Result<(), ApiError> {
+        let b = &self.budgets;
+        let mut held = b.lock();
+        let now = held.get(&self.caller).copied().unwrap_or(0);
+        if now.saturating_add(n) > b.max {
+            return Err(ApiError::BodiesInFlight {
+                limit: b.limit,
+                max: b.max,
+            });
+        }
+        held.insert(self.caller.clone(), now + n);
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.budgets.lock();
+        if let Some(now) = held.get_mut(&self.caller) {
+            *now = now.saturating_sub(self.bytes);
+            if *now == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// A request body, counted against its caller's budget for as long as it
+/// is kept.
+#[derive(Debug)]
+pub struct Body {
+    bytes: web::Bytes,
+    _held: Held,
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Reads a request body of at most `max` bytes within `within`, counted
+/// against its caller's budget (`held`); a larger one is refused before it
+/// is buffered (the limit bounds memory per request), one past the
+/// caller's budget as soon as it is, a slower one is cut off (a trickled
+/// body holds a connection).
 pub async fn read(
     payload: web::Payload,
     max: usize,
     within: std::time::Duration,
-) -> Result<web::Bytes, ApiError> {
-    tokio::time::timeout(within, read_all(payload, max))
+    mut held: Held,
+) -> Result<Body, ApiError> {
+    let bytes = tokio::time::timeout(within, read_all(payload, max, &mut held))
         .await
-        .unwrap_or(Err(ApiError::BodyTimeout))
+        .unwrap_or(Err(ApiError::BodyTimeout))?;
+    Ok(Body { bytes, _held: held })
 }
 
-async fn read_all(mut payload: web::Payload, max: usize) -> Result<web::Bytes, ApiError> {
+async fn read_all(
+    mut payload: web::Payload,
+    max: usize,
+    held: &mut Held,
+) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| match e {
@@ -62,6 +165,7 @@ async fn read_all(mut payload: web::Payload, max: usize) -> Result<web::Bytes, A
         if body.len() + chunk.len() > max {
             return Err(ApiError::BodyTooLarge(max));
         }
+        held.grow(chunk.len())?;
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
@@ -507,6 +611,38 @@ pub fn decode_signed(method: &str, path: &str, body: &[u8]) -> Option<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_caller_holds_its_own_budget_until_its_bodies_are_dropped() {
+        let budgets = BodyBudgets::new("limits.body_bytes_in_flight_max", 100);
+        let mut a = budgets.hold("org1");
+        a.grow(60).unwrap();
+        let mut b = budgets.hold("org1");
+        b.grow(40).unwrap();
+        let past = b.grow(1).unwrap_err();
+        assert_eq!(past.status().as_u16(), 429);
+        assert!(
+            past.message()
+                .contains("limits.body_bytes_in_flight_max (100 bytes)"),
+            "{}",
+            past.message()
+        );
+        assert_eq!(budgets.held_by("org1"), 100, "a refused grow holds nothing");
+        // Another caller is not held up, and a huge chunk does not wrap.
+        let mut other = budgets.hold("org2");
+        other.grow(100).unwrap();
+        assert!(other.grow(usize::MAX).is_err());
+        drop(a);
+        assert_eq!(budgets.held_by("org1"), 40);
+        b.grow(60).unwrap();
+        drop(b);
+        drop(other);
+        assert_eq!(budgets.held_by("org1"), 0);
+        assert!(
+            budgets.lock().is_empty(),
+            "no caller is remembered with nothing held"
+        );
+    }
 
     #[test]
     fn a_memo_refuses_what_would_hide_its_text_and_keeps_the_rest() {

@@ -46,6 +46,12 @@ pub enum ApiError {
     Rejected(Rejection),
     /// Too many writes in flight on this node.
     Overloaded,
+    /// The caller's request bodies on this node hold its budget (`limit`,
+    /// `max` bytes).
+    BodiesInFlight {
+        limit: &'static str,
+        max: usize,
+    },
     /// The public window's budget for this client is spent; retry after N s.
     RateLimited(u64),
     /// No leader reachable before the deadline; nothing was proposed.
@@ -76,7 +82,7 @@ impl ApiError {
             Self::NotFound(what) => what,
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Rejected(r) => r.code(),
-            Self::Overloaded => "overloaded",
+            Self::Overloaded | Self::BodiesInFlight { .. } => "overloaded",
             Self::RateLimited(_) => "rate_limited",
             Self::NoQuorum => "no_quorum",
             Self::OutcomeUnknown => "outcome_unknown",
@@ -99,7 +105,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Rejected(r) => rejection_status(*r),
-            Self::Overloaded | Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::BodiesInFlight { .. } | Self::RateLimited(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NoQuorum | Self::Unavailable(_) | Self::Diverged(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -135,6 +143,10 @@ impl ApiError {
             Self::MethodNotAllowed(allow) => format!("this route takes {allow} only"),
             Self::Rejected(r) => r.message().to_owned(),
             Self::Overloaded => "too many writes in flight on this node; retry later".to_owned(),
+            Self::BodiesInFlight { limit, max } => format!(
+                "the request bodies this node holds for you (your organization's, or a peer \
+                 node's) are at {limit} ({max} bytes); retry once some are answered"
+            ),
             Self::RateLimited(s) => format!("request budget spent; retry after {s} s"),
             Self::NoQuorum => "no leader with a quorum could be reached; nothing was written".to_owned(),
             Self::OutcomeUnknown => {

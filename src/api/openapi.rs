@@ -66,7 +66,11 @@ const WRITE_ERRORS: &[(u16, &str)] = &[
     ),
     (415, "the body is not declared as JSON"),
     (422, "the ledger refused the command"),
-    (429, "too many writes in flight on this node"),
+    (
+        429,
+        "too many writes in flight on this node, or your organization's request bodies on it \
+         hold its `limits.body_bytes_in_flight_max`",
+    ),
 ];
 
 /// The errors of the edge (not the ledger's rejections), one of each code,

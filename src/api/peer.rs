@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
-use super::body::{self, parse_json};
+use super::body::{self, parse_json, Body};
 use super::chain::Head;
 use super::error::{no_route, ApiError};
 use super::relay::BUNDLE_PATH;
@@ -34,17 +34,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A peer's request body, within the peer channel's limit.
-async fn read_body(svc: &Service, payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    body::read(payload, svc.limits().peer_body_bytes_max, svc.timeout()).await
-}
-
-/// A Raft RPC's request, in the binary peer encoding.
+/// A Raft RPC's request, in the binary peer encoding, and its body, which
+/// counts against `node`'s budget until the caller drops it.
 async fn rpc_of<T: serde::de::DeserializeOwned>(
     svc: &Service,
+    node: &NodePrincipal,
     body: web::Payload,
-) -> Result<T, ApiError> {
-    let bytes = read_body(svc, body).await?;
-    codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))
+) -> Result<(T, Body), ApiError> {
+    let bytes = svc.peer_body(node.id, body).await?;
+    let rpc = codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))?;
+    Ok((rpc, bytes))
 }
 
 /// A Raft RPC's answer, in the binary peer encoding.
@@ -85,7 +84,7 @@ async fn append(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: AppendEntriesRequest<TypeConfig> = rpc_of(&svc, body).await?;
+    let (rpc, _body): (AppendEntriesRequest<TypeConfig>, _) = rpc_of(&svc, &node, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     let (now, max) = (now_ms(), svc.limits().clock_offset_max_ms);
     if let Some((index, ahead_ms)) = clock::dated_ahead(&rpc.entries, now, max) {
@@ -123,7 +122,7 @@ async fn vote(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: VoteRequest<u64> = rpc_of(&svc, body).await?;
+    let (rpc, _body): (VoteRequest<u64>, _) = rpc_of(&svc, &node, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     Ok(rpc_reply(&raft.vote(rpc).await))
 }
@@ -134,7 +133,7 @@ async fn snapshot(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let rpc: InstallSnapshotRequest<TypeConfig> = rpc_of(&svc, body).await?;
+    let (rpc, _body): (InstallSnapshotRequest<TypeConfig>, _) = rpc_of(&svc, &node, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     Ok(rpc_reply(&raft.install_snapshot(rpc).await))
 }
@@ -144,7 +143,8 @@ async fn execute(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let fwd: Forwarded = parse_json(&read_body(&svc, body).await?)?;
+    let body = svc.peer_body(node.id, body).await?;
+    let fwd: Forwarded = parse_json(&body)?;
     Ok(HttpResponse::Ok().json(svc.execute_forwarded(&node, fwd).await))
 }
 
@@ -155,7 +155,7 @@ async fn bundle(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let bundle: Bundle = rpc_of(&svc, body).await?;
+    let (bundle, _body): (Bundle, _) = rpc_of(&svc, &node, body).await?;
     Ok(rpc_reply(&svc.accept_bundle(&node, bundle).await?))
 }
 

@@ -6,7 +6,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::body::{self, account_id, transfer_id, write_command, Shape};
+use super::body::{self, account_id, transfer_id, write_command, Body, Shape};
 use super::error::{no_route, respond, ApiError};
 use super::query::{parse_height, ReadQuery};
 use super::service::{Op, Read, Service};
@@ -105,11 +105,12 @@ async fn read(
 /// Reads a write's body: declared as JSON, within the API's limits.
 async fn read_body(
     svc: &Service,
+    principal: &Principal,
     req: &HttpRequest,
     payload: web::Payload,
-) -> Result<web::Bytes, ApiError> {
+) -> Result<Body, ApiError> {
     body::ensure_json(req)?;
-    body::read(payload, svc.limits().body_bytes_max, svc.timeout()).await
+    svc.api_body(principal.org(), payload).await
 }
 
 /// Every write route: the body parsed into its command ([`write_command`]),
@@ -122,7 +123,7 @@ async fn write(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&svc, &req, payload).await?;
+    let body = read_body(&svc, &principal, &req, payload).await?;
     let (method, path) = (req.method().as_str(), req.path());
     let (command, shape) = write_command(method, path, &body, svc.limits())?;
     if !principal.role().may_write() {

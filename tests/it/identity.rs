@@ -423,6 +423,72 @@ async fn bare_connections_do_not_delay_a_real_client() {
     );
 }
 
+/// A member's callers that open many request bodies and never finish them
+/// hold their own organization's budget on the node, not the node's
+/// memory: past `limits.body_bytes_in_flight_max` their next request is
+/// 429, another organization's callers on the same node are answered as
+/// before, and the budget comes back once the bodies are dropped.
+#[tokio::test]
+async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
+    use tokio::io::AsyncWriteExt;
+    const STALLED: usize = 3;
+    const STALLED_BYTES: usize = 10_900;
+    let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
+    opts.limits.body_bytes_max = 16 * 1024;
+    opts.limits.body_bytes_in_flight_max = 32 * 1024;
+    let c = Cluster::start_with(opts).await;
+    c.seed(1_000).await;
+    // org2's app at org1's node: bodies declared 16,000 bytes long, each
+    // stopped 10,900 bytes in, 32,700 bytes in all of the 32,768.
+    let hostile = c.app(2, 1);
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut tls = alliance::client::connect_tls(hostile.base(), hostile.http1_tls())
+            .await
+            .unwrap();
+        let head =
+            "POST /v1/transfers HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n\
+                    content-length: 16000\r\n\r\n";
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&[b' '; STALLED_BYTES]).await.unwrap();
+        tls.flush().await.unwrap();
+        stalled.push(tls);
+    }
+    // Its next write does not fit (once node 1 has read the stalled
+    // bytes; until then the probe is read and refused by the ledger).
+    let refused = crate::harness::eventually("org2's budget on node 1 to be full", || async {
+        let r = hostile
+            .transfer("org2.probe", "org2.ops", "org1.ops", 1)
+            .await
+            .ok()?;
+        (r.status == 429).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.code(), Some("overloaded"), "{:?}", refused.body);
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("limits.body_bytes_in_flight_max (32768 bytes)"),
+        "{message}"
+    );
+    // org1's callers on the same node are answered as before (and fund
+    // org2's account).
+    ok(c.app(1, 1)
+        .transfer("org1.beside", "org1.ops", "org2.ops", 1)
+        .await);
+    // The budget comes back with the connections: org2's signed write is
+    // read again, and written.
+    drop(stalled);
+    let answered = crate::harness::eventually("org2's budget on node 1 to come back", || async {
+        let r = hostile
+            .transfer("org2.more", "org2.ops", "org1.ops", 1)
+            .await
+            .ok()?;
+        (r.status != 429).then_some(r)
+    })
+    .await;
+    assert!(answered.is_success(), "{answered:?}");
+}
+
 /// A flood of refused certificates writes a few log lines a second, not one
 /// a connection, and says how many it left out.
 #[tokio::test]

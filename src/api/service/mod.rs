@@ -26,11 +26,12 @@ pub mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web::Payload;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::body::Shape;
+use super::body::{self, Body, BodyBudgets, Shape};
 use super::error::ApiError;
 use super::group;
 use super::metrics::NodeStats;
@@ -149,6 +150,10 @@ pub struct Service {
     /// What this node knows of its peers' chains.
     watch: Arc<Watch>,
     in_flight: Semaphore,
+    /// Request bodies in memory, per organization on the API listener
+    /// and per node on the peer listener.
+    bodies: Arc<BodyBudgets>,
+    peer_bodies: Arc<BodyBudgets>,
     /// What this node counts for `/metrics`.
     stats: Arc<NodeStats>,
     /// `GET /v1/openapi.json`, made once: it depends on the limits only.
@@ -224,6 +229,14 @@ impl Service {
         );
         Self {
             in_flight: Semaphore::new(limits.in_flight_proposals_max),
+            bodies: BodyBudgets::new(
+                "limits.body_bytes_in_flight_max",
+                limits.body_bytes_in_flight_max,
+            ),
+            peer_bodies: BodyBudgets::new(
+                "limits.peer_body_bytes_in_flight_max",
+                limits.peer_body_bytes_in_flight_max,
+            ),
             id,
             org,
             raft,
@@ -298,6 +311,24 @@ impl Service {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// Reads the body of a request of `org`'s caller on the API listener.
+    pub async fn api_body(&self, org: &OrgName, payload: Payload) -> Result<Body, ApiError> {
+        let held = self.bodies.hold(org);
+        body::read(payload, self.limits.body_bytes_max, self.timeout(), held).await
+    }
+
+    /// Reads the body of a request of peer node `node`.
+    pub async fn peer_body(&self, node: NodeId, payload: Payload) -> Result<Body, ApiError> {
+        let held = self.peer_bodies.hold(node);
+        body::read(
+            payload,
+            self.limits.peer_body_bytes_max,
+            self.timeout(),
+            held,
+        )
+        .await
     }
 
     pub fn witness(&self) -> &Arc<Witness> {
