@@ -46,6 +46,10 @@ use crate::raft::store::{
 /// Ids of the tail (on sled) that a new run takes, unless set otherwise
 /// ([`Limits::run_ids`]).
 pub const RUN_IDS: usize = 1 << 17;
+/// Past the largest run number an index reaches (a run per id would take
+/// millennia to get there): a manifest or run numbered past it is refused,
+/// so that a new run's number never overflows.
+const RUN_NUMBER_MAX: u64 = 1 << 48;
 
 /// Runs of one size merged into one.
 const MERGE_FAN: usize = 4;
@@ -253,10 +257,11 @@ impl Index {
     pub fn load(tree: &sled::Tree, ledger: &mut Ledger) -> Result<Self, IndexError> {
         let manifest = manifest(tree)?;
         let (leftovers, largest) = unlisted_keys(tree, &manifest)?;
-        if largest == Some(u64::MAX) {
-            return Err(err(
-                "the state holds chunks of a run numbered 2^64-1 that the manifest does not name",
-            ));
+        if let Some(past) = largest.filter(|n| *n >= RUN_NUMBER_MAX) {
+            return Err(err(format!(
+                "the state holds chunks of a run numbered {past}, past any an index makes \
+                 ({RUN_NUMBER_MAX}), that the manifest does not name"
+            )));
         }
         let mut index = Self::with_manifest(tree, manifest, ledger)?;
         if !leftovers.is_empty() {
@@ -1104,14 +1109,17 @@ fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
 
 /// The manifest stored as `value` (none: no run), if it is one an index
 /// writes: each run named once and numbered below the next run's number,
-/// which leaves a number for a new run.
+/// which is at most [`RUN_NUMBER_MAX`].
 fn manifest_of(value: Option<&[u8]>) -> Result<Manifest, IndexError> {
     let Some(value) = value else {
         return Ok(Manifest::default());
     };
     let manifest: Manifest = decode(value).map_err(err)?;
-    if manifest.next_run == u64::MAX {
-        return Err(err("the manifest leaves no number for a new run"));
+    if manifest.next_run > RUN_NUMBER_MAX {
+        return Err(err(format!(
+            "the manifest's next run number {} is past any an index makes ({RUN_NUMBER_MAX})",
+            manifest.next_run
+        )));
     }
     let Listed(numbers) = Listed::named_by(&manifest);
     if let Some(past) = numbers.iter().find(|n| **n >= manifest.next_run) {
@@ -1364,8 +1372,10 @@ mod tests {
         );
         let twice = load(&[(0, 10), (0, 10)], 1).unwrap_err();
         assert!(twice.contains("names run 0 twice"), "{twice}");
-        let full = load(&[(0, 10)], u64::MAX).unwrap_err();
-        assert!(full.contains("no number for a new run"), "{full}");
+        for next_run in [super::RUN_NUMBER_MAX + 1, u64::MAX] {
+            let far = load(&[(0, 10)], next_run).unwrap_err();
+            assert!(far.contains("past any an index makes"), "{far}");
+        }
         // More ids than the filter was made for, up to more than any
         // memory holds: refused, nothing allocated for them.
         for ids in [10_000, u64::MAX / 4, u64::MAX] {
@@ -1373,6 +1383,12 @@ mod tests {
             let says = format!("run 0 names {ids} ids, more than its filter of 64 bytes");
             assert!(many.contains(&says), "{many}");
         }
+        // Chunks of a run numbered past any an index makes, which the
+        // manifest does not name: a new run's number would overflow.
+        tree.insert(run_key(super::RUN_NUMBER_MAX, "org1.a"), &b"chunk"[..])
+            .unwrap();
+        let far = load(&[(0, 10)], 1).unwrap_err();
+        assert!(far.contains("past any an index makes"), "{far}");
     }
 
     /// A start finds the chunks of a run a stop cut short, numbered past
