@@ -101,7 +101,12 @@ impl Held {
                 max: b.max,
             });
         }
-        held.insert(self.caller.clone(), now + n);
+        match held.get_mut(&self.caller) {
+            Some(now) => *now += n,
+            None => {
+                held.insert(self.caller.clone(), n);
+            }
+        }
         self.bytes += n;
         Ok(())
     }

@@ -28,6 +28,9 @@ pub enum GroupError {
     NotLeader,
     /// The group may have been proposed; its fate is unknown.
     MaybeProposed,
+    /// The leader refused the group before proposing it (too busy): ask
+    /// again.
+    Refused,
 }
 
 /// The results of a unit's transfers, in order, and the log index of

@@ -10,11 +10,12 @@ use super::chain::Head;
 use super::error::{no_route, ApiError};
 use super::relay::BUNDLE_PATH;
 use super::service::write::now_ms;
-use super::service::{Forwarded, Service, EXECUTE_PATH, READ_INDEX_PATH};
+use super::service::READ_INDEX_PATH;
+use super::service::{Forwarded, PeerBody, Service, EXECUTE_PATH, FORWARDED_ORG_HEADER};
 use super::watch::{Watch, HEAD_PATH};
 use crate::codec;
 use crate::identity::NodePrincipal;
-use crate::ledger::Bundle;
+use crate::ledger::{Bundle, OrgName};
 use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::raft::{clock, membership, Raft, TypeConfig};
 
@@ -33,7 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(no_route));
 }
 
-/// A peer's request body, within the peer channel's limit.
 /// A Raft RPC's request, in the binary peer encoding, and its body, which
 /// counts against `node`'s budget until the caller drops it.
 async fn rpc_of<T: serde::de::DeserializeOwned>(
@@ -41,7 +41,7 @@ async fn rpc_of<T: serde::de::DeserializeOwned>(
     node: &NodePrincipal,
     body: web::Payload,
 ) -> Result<(T, Body), ApiError> {
-    let bytes = svc.peer_body(node.id, body).await?;
+    let bytes = svc.peer_body(node.id, PeerBody::Raft, body).await?;
     let rpc = codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))?;
     Ok((rpc, bytes))
 }
@@ -141,10 +141,29 @@ async fn snapshot(
 async fn execute(
     node: NodePrincipal,
     svc: web::Data<Service>,
+    req: actix_web::HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = svc.peer_body(node.id, body).await?;
+    // The caller's organization, named before the body is read so that
+    // the body counts against that organization's forwards.
+    let org = (req.headers().get(FORWARDED_ORG_HEADER))
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| OrgName::parse(h).ok())
+        .filter(|org| svc.is_member(org))
+        .ok_or_else(|| {
+            ApiError::MalformedRpc(format!(
+                "a forward names its caller's organization, a member, in {FORWARDED_ORG_HEADER}"
+            ))
+        })?;
+    let body = svc
+        .peer_body(node.id, PeerBody::Forward(&org), body)
+        .await?;
     let fwd: Forwarded = parse_json(&body)?;
+    if fwd.principal.org() != &org {
+        return Err(ApiError::MalformedRpc(format!(
+            "the forward's caller is not of {org}, which its {FORWARDED_ORG_HEADER} names"
+        )));
+    }
     Ok(HttpResponse::Ok().json(svc.execute_forwarded(&node, fwd).await))
 }
 
@@ -155,7 +174,9 @@ async fn bundle(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (bundle, _body): (Bundle, _) = rpc_of(&svc, &node, body).await?;
+    let bytes = svc.peer_body(node.id, PeerBody::Bundle, body).await?;
+    let bundle: Bundle =
+        codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))?;
     Ok(rpc_reply(&svc.accept_bundle(&node, bundle).await?))
 }
 

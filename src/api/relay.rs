@@ -100,6 +100,11 @@ async fn relay(route: Arc<Route>, batch: Vec<Queued<Grouped, GroupReply>>) {
                 let _ = reply.send(Err(GroupError::NotLeader));
             }
         }
+        Err(GroupError::Refused) => {
+            for reply in replies {
+                let _ = reply.send(Err(GroupError::Refused));
+            }
+        }
         Ok(_) | Err(GroupError::MaybeProposed) => {
             for reply in replies {
                 let _ = reply.send(Err(GroupError::MaybeProposed));
@@ -133,10 +138,14 @@ async fn send(route: &Route, items: Vec<Grouped>) -> Result<BundleAnswer, GroupE
         Err(e) if e.is_connect() => return Err(GroupError::NotLeader),
         Err(_) => return Err(GroupError::MaybeProposed),
     };
-    if route.peers.check_response(leader, &resp).is_err() || !resp.status().is_success() {
-        if !resp.status().is_success() {
-            tracing::warn!(status = %resp.status(), leader, "the leader refused a bundle");
-        }
+    if route.peers.check_response(leader, &resp).is_err() {
+        return Err(GroupError::MaybeProposed);
+    }
+    if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(GroupError::Refused);
+    }
+    if !resp.status().is_success() {
+        tracing::warn!(status = %resp.status(), leader, "the leader refused a bundle");
         return Err(GroupError::MaybeProposed);
     }
     let bytes = resp.bytes().await.map_err(|_| GroupError::MaybeProposed)?;

@@ -292,6 +292,11 @@ impl Trust {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether `org` is a member now.
+    pub fn is_member(&self, org: &OrgName) -> bool {
+        self.view().is_member(org)
+    }
+
     fn peering(&self) -> Peering {
         Peering {
             view: self.view.clone(),
@@ -912,6 +917,10 @@ pub struct ForwardedPrincipal {
 }
 
 impl ForwardedPrincipal {
+    pub fn org(&self) -> &OrgName {
+        &self.org
+    }
+
     /// Whether this names `p` (organization, role, name).
     pub fn names(&self, p: &Principal) -> bool {
         (&self.org, self.role, &self.name) == (&p.org, p.role, &p.name)

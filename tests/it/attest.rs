@@ -121,6 +121,7 @@ async fn a_node_cannot_forward_a_write_for_another_organizations_caller() {
     };
     let r = peer
         .post(format!("{leader_peer}/peer/v1/execute"))
+        .header("alliance-forwarded-org", "org2")
         .json(&forwarded)
         .send()
         .await

@@ -70,6 +70,21 @@ fn node_tls_of(c: &Cluster, id: u64) -> TlsFiles {
     }
 }
 
+/// A client of the peer listeners with node `id`'s certificate, sending
+/// `genesis` (hex) and `incarnation` as a node does.
+fn node_client(c: &Cluster, id: u64, genesis: &str, incarnation: &str) -> reqwest::Client {
+    let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    let tls = identity::client_config(roots, &node_tls_of(c, id)).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("alliance-genesis", genesis.parse().unwrap());
+    headers.insert("alliance-incarnation", incarnation.parse().unwrap());
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
@@ -284,18 +299,7 @@ async fn identity_comes_only_from_the_verified_session() {
         let req: VoteRequest<u64> = VoteRequest::new(Vote::new(0, candidate), None);
         alliance::codec::encode(&req)
     };
-    let as_node1 = |genesis: &str, incarnation: &str| {
-        let roots = identity::roots_from_files(&c.layout.ca_certs()).unwrap();
-        let tls = identity::client_config(roots, &node_tls_of(&c, 1)).unwrap();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("alliance-genesis", genesis.parse().unwrap());
-        headers.insert("alliance-incarnation", incarnation.parse().unwrap());
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .default_headers(headers)
-            .build()
-            .unwrap()
-    };
+    let as_node1 = |genesis: &str, incarnation: &str| node_client(&c, 1, genesis, incarnation);
     let post = |client: reqwest::Client, url: String, body: Vec<u8>| async move {
         let r = client.post(url).body(body).send().await.unwrap();
         let incarnation = r
@@ -487,6 +491,97 @@ async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
     })
     .await;
     assert!(answered.is_success(), "{answered:?}");
+}
+
+/// On the peer listener each purpose of a peer's bodies has its own budget,
+/// and forwards one per organization: a member's callers whose writes a
+/// node forwards cannot hold up that node's Raft messages or its forwards
+/// for another member. A forward names its caller's organization, a
+/// member, or is refused.
+#[tokio::test]
+async fn a_peers_forwards_for_one_member_hold_only_their_own_budget() {
+    use tokio::io::AsyncWriteExt;
+    let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
+    opts.limits.body_bytes_max = 16 * 1024;
+    opts.limits.peer_body_bytes_max = 16 * 1024;
+    opts.limits.peer_body_bytes_in_flight_max = 32 * 1024;
+    let c = Cluster::start_with(opts).await;
+    let genesis = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(&c.layout.genesis).unwrap(),
+        ))
+    };
+    let roots = || identity::roots_from_files(&c.layout.ca_certs()).unwrap();
+    // Node 2's incarnation, from the header every answer of its listener has.
+    let hello = format!("{}/peer/v1/hello", c.layout.node(2).peer_url);
+    let r = node_client(&c, 1, &genesis, "x")
+        .post(hello)
+        .send()
+        .await
+        .unwrap();
+    let incarnation = r.headers()["alliance-incarnation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let as_node2 = node_client(&c, 2, &genesis, &incarnation);
+    let node1 = c.layout.node(1).peer_url.clone();
+    let post = |path: &str, org: Option<&str>, body: Vec<u8>| {
+        let mut req = as_node2.post(format!("{node1}{path}")).body(body);
+        if let Some(org) = org {
+            req = req.header("alliance-forwarded-org", org);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    // A forward that names no member organization is refused unread.
+    for org in [None, Some("org9"), Some("not an org")] {
+        let (status, message) = post("/peer/v1/execute", org, b"{}".to_vec()).await;
+        assert_eq!(status, 400, "{org:?}: {message}");
+        assert!(message.contains("alliance-forwarded-org"), "{message}");
+    }
+    // Node 2 stalls three forwards for org2 on node 1: 32,700 bytes of
+    // org2's 32,768.
+    let tls = std::sync::Arc::new(identity::client_config(roots(), &node_tls_of(&c, 2)).unwrap());
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = alliance::client::connect_tls(&node1, tls.clone())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /peer/v1/execute HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n\
+             alliance-genesis: {genesis}\r\nalliance-incarnation: {incarnation}\r\n\
+             alliance-forwarded-org: org2\r\ncontent-length: 16000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b' '; 10_900]).await.unwrap();
+        s.flush().await.unwrap();
+        stalled.push(s);
+    }
+    let full = crate::harness::eventually("node 2's forwards for org2 to fill", || async {
+        let (status, message) = post("/peer/v1/execute", Some("org2"), vec![b' '; 100]).await;
+        (status == 429).then_some(message)
+    })
+    .await;
+    assert!(
+        full.contains("limits.peer_body_bytes_in_flight_max"),
+        "{full}"
+    );
+    // Its forwards for org3 and its Raft messages are read as before: a
+    // forward that is not one is malformed, a vote is answered.
+    let (status, message) = post("/peer/v1/execute", Some("org3"), b"{}".to_vec()).await;
+    assert_eq!(status, 400, "{message}");
+    let vote = VoteRequest::<u64>::new(Vote::new(0, 2), None);
+    let (status, message) = post("/raft/vote", None, alliance::codec::encode(&vote)).await;
+    assert_eq!(status, 200, "{message}");
+    drop(stalled);
 }
 
 /// A flood of refused certificates writes a few log lines a second, not one

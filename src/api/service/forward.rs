@@ -23,6 +23,9 @@ use crate::ledger::{Bundle, ClientSeal, Command, Evidence};
 
 /// Path of write forwarding on the peer listener.
 pub const EXECUTE_PATH: &str = "/peer/v1/execute";
+/// Header of a forward naming its caller's organization, whose budget on
+/// the leader its body counts against.
+pub const FORWARDED_ORG_HEADER: &str = "alliance-forwarded-org";
 /// Path of read-index requests on the peer listener.
 pub const READ_INDEX_PATH: &str = "/peer/v1/read-index";
 
@@ -145,7 +148,7 @@ impl Service {
         let written = self.group.write(Unit::Forwarded(bundle));
         Ok(match tokio::time::timeout(self.timeout(), written).await {
             Ok(Ok((results, log_index))) => BundleAnswer::Done { log_index, results },
-            Ok(Err(GroupError::NotLeader)) => BundleAnswer::NotLeader,
+            Ok(Err(GroupError::NotLeader | GroupError::Refused)) => BundleAnswer::NotLeader,
             Ok(Err(GroupError::MaybeProposed)) | Err(_) => BundleAnswer::OutcomeUnknown,
         })
     }
@@ -198,6 +201,7 @@ impl Service {
             .http
             .post(peer.url(EXECUTE_PATH))
             .timeout(deadline.saturating_duration_since(Instant::now()))
+            .header(FORWARDED_ORG_HEADER, principal.org().as_str())
             .json(&body)
             .send()
             .await;

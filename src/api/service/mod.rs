@@ -48,7 +48,8 @@ use crate::raft::network::Peers;
 use crate::raft::state_machine::SharedState;
 use crate::raft::Raft;
 
-pub use forward::{Forwarded, PeerAnswer, ReadIndex, EXECUTE_PATH, READ_INDEX_PATH};
+pub use forward::READ_INDEX_PATH;
+pub use forward::{Forwarded, PeerAnswer, ReadIndex, EXECUTE_PATH, FORWARDED_ORG_HEADER};
 
 /// How long `/readyz` on the leader waits for a quorum to confirm it.
 const READY_QUORUM_WAIT_MS: u64 = 1_000;
@@ -158,6 +159,16 @@ pub struct Service {
     stats: Arc<NodeStats>,
     /// `GET /v1/openapi.json`, made once: it depends on the limits only.
     openapi: std::sync::OnceLock<actix_web::web::Bytes>,
+}
+
+/// What a peer's request body is for, each with its own budget.
+pub enum PeerBody<'a> {
+    /// A Raft message: an append, a vote, a snapshot chunk.
+    Raft,
+    /// Single transfers a follower sealed for its callers.
+    Bundle,
+    /// A write the node forwards for a caller of this organization.
+    Forward(&'a OrgName),
 }
 
 /// Why one attempt did not produce an answer.
@@ -319,16 +330,28 @@ impl Service {
         body::read(payload, self.limits.body_bytes_max, self.timeout(), held).await
     }
 
-    /// Reads the body of a request of peer node `node`.
-    pub async fn peer_body(&self, node: NodeId, payload: Payload) -> Result<Body, ApiError> {
-        let held = self.peer_bodies.hold(node);
-        body::read(
-            payload,
-            self.limits.peer_body_bytes_max,
-            self.timeout(),
-            held,
-        )
-        .await
+    /// Reads the body of a request of peer node `node`: each purpose has
+    /// its own budget, and forwards one per organization, so that no
+    /// member's callers can hold up the Raft messages or another member's
+    /// forwards of the node that passes their writes on.
+    pub async fn peer_body(
+        &self,
+        node: NodeId,
+        purpose: PeerBody<'_>,
+        payload: Payload,
+    ) -> Result<Body, ApiError> {
+        let held = self.peer_bodies.hold(match purpose {
+            PeerBody::Raft => format!("node {node}"),
+            PeerBody::Bundle => format!("node {node}, bundles"),
+            PeerBody::Forward(org) => format!("node {node}, forwards for {org}"),
+        });
+        let max = self.limits.peer_body_bytes_max;
+        body::read(payload, max, self.timeout(), held).await
+    }
+
+    /// Whether `org` is a member now.
+    pub fn is_member(&self, org: &OrgName) -> bool {
+        self.witness.trust().is_member(org)
     }
 
     pub fn witness(&self) -> &Arc<Witness> {
