@@ -46,10 +46,14 @@ use crate::raft::store::{
 /// Ids of the tail (on sled) that a new run takes, unless set otherwise
 /// ([`Limits::run_ids`]).
 pub const RUN_IDS: usize = 1 << 17;
-/// Past the largest run number an index reaches (a run per id would take
-/// millennia to get there): a manifest or run numbered past it is refused,
-/// so that a new run's number never overflows.
-const RUN_NUMBER_MAX: u64 = 1 << 48;
+/// Past any run number an index reaches: a manifest or run numbered past
+/// it is refused, so that a new run's number never overflows.
+const RUN_NUMBER_MAX: u64 = 1 << 62;
+/// The largest run number a received snapshot may hold: a node that
+/// installs it numbers its runs from there, and would need a run per
+/// transfer for millennia to reach [`RUN_NUMBER_MAX`].
+const RUN_NUMBER_RECEIVED_MAX: u64 = 1 << 48;
+const _: () = assert!(RUN_NUMBER_RECEIVED_MAX < RUN_NUMBER_MAX >> 1);
 
 /// Runs of one size merged into one.
 const MERGE_FAN: usize = 4;
@@ -1101,6 +1105,31 @@ impl Listed {
     }
 }
 
+/// Refuses a pair of a received snapshot that an index would not load or
+/// would number its runs from past [`RUN_NUMBER_RECEIVED_MAX`]: a manifest
+/// no index writes, or keys of a run numbered at or past it.
+pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
+    let received_max = |what: String| {
+        err(format!(
+            "{what}, past any a snapshot holds ({RUN_NUMBER_RECEIVED_MAX})"
+        ))
+    };
+    if key == StateKey::IndexRuns.encode() {
+        let manifest = manifest_of(Some(value))?;
+        if manifest.next_run > RUN_NUMBER_RECEIVED_MAX {
+            let next = manifest.next_run;
+            return Err(received_max(format!(
+                "the manifest's next run number is {next}"
+            )));
+        }
+    }
+    let run = |tag| key.first() == Some(&tag);
+    match run_number(key).filter(|_| run(RUN_TAG) || run(FILTER_TAG)) {
+        Some(n) if n >= RUN_NUMBER_RECEIVED_MAX => Err(received_max(format!("keys of run {n}"))),
+        _ => Ok(()),
+    }
+}
+
 /// The stored manifest (none: no run).
 fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
     let value = tree.get(StateKey::IndexRuns.encode()).map_err(err)?;
@@ -1389,6 +1418,55 @@ mod tests {
             .unwrap();
         let far = load(&[(0, 10)], 1).unwrap_err();
         assert!(far.contains("past any an index makes"), "{far}");
+    }
+
+    /// A received snapshot's index is checked pair by pair before it
+    /// replaces anything: its manifest must be one an index writes, and
+    /// no run it holds numbered at or past the bound received snapshots
+    /// keep to, which leaves a node that starts from the bound room for
+    /// all the runs it will ever make.
+    #[test]
+    fn a_received_index_is_checked_before_it_replaces_anything() {
+        use super::{check_received, RUN_NUMBER_RECEIVED_MAX};
+        use crate::raft::store::StateKey;
+        let key = StateKey::IndexRuns.encode();
+        let manifest = |next_run| {
+            let runs = vec![RunMeta { number: 0, ids: 1 }];
+            let through = 0;
+            crate::codec::encode(&Manifest {
+                runs,
+                through,
+                next_run,
+            })
+        };
+        assert!(check_received(&key, &manifest(RUN_NUMBER_RECEIVED_MAX)).is_ok());
+        let far = check_received(&key, &manifest(RUN_NUMBER_RECEIVED_MAX + 1)).unwrap_err();
+        assert!(
+            far.to_string().contains("past any a snapshot holds"),
+            "{far}"
+        );
+        let bad = check_received(&key, &manifest(0)).unwrap_err();
+        assert!(
+            bad.to_string().contains("not below its next run's number"),
+            "{bad}"
+        );
+        assert!(check_received(&key, b"\xff\xff").is_err(), "not a manifest");
+        for tag in [RUN_TAG, FILTER_TAG] {
+            let below = run_key(RUN_NUMBER_RECEIVED_MAX - 1, "org1.a");
+            let at = run_key(RUN_NUMBER_RECEIVED_MAX, "org1.a");
+            let (mut below, mut at) = (below, at);
+            below[0] = tag;
+            at[0] = tag;
+            assert!(check_received(&below, b"chunk").is_ok());
+            let far = check_received(&at, b"chunk").unwrap_err();
+            assert!(far.to_string().contains("keys of run"), "{far}");
+        }
+        // Other keys pass as they are.
+        assert!(check_received(&[RUN_TAG - 1, 0xff], b"x").is_ok());
+        // A node that starts from the bound may number runs for longer
+        // than it will ever run, and still load its own manifest.
+        let after = manifest(RUN_NUMBER_RECEIVED_MAX + (1 << 40));
+        assert!(super::manifest_of(Some(&after)).is_ok());
     }
 
     /// A start finds the chunks of a run a stop cut short, numbered past

@@ -367,14 +367,12 @@ impl StateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         file: std::fs::File,
     ) -> Result<(), StorageError> {
-        let manifest_key = StateKey::IndexRuns.encode();
         for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
             let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            // A manifest no index writes is refused before it replaces
-            // anything: the state this node has stays.
-            if key == manifest_key {
-                index::Listed::of(Some(&value)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            }
+            // A transfer index no node would load or number runs from is
+            // refused before it replaces anything: the state this node has
+            // stays.
+            index::check_received(&key, &value).map_err(snapshot_err(meta, ErrorVerb::Read))?;
         }
         let size = file
             .metadata()
