@@ -112,6 +112,7 @@ impl Service {
             Ok(Err(e)) => PeerAnswer::Done(e.render()),
             Err(Attempt::RetryMaybeProposed) => PeerAnswer::OutcomeUnknown,
             Err(Attempt::Retry) => PeerAnswer::NotLeader,
+            Err(Attempt::RetryOverloaded) => PeerAnswer::Done(ApiError::Overloaded.render()),
         }
     }
 

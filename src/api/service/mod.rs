@@ -175,6 +175,9 @@ pub enum PeerBody<'a> {
 enum Attempt {
     /// Not sent, or refused before proposing: try again.
     Retry,
+    /// Refused by a leader too busy to propose it: try again, and if the
+    /// deadline passes, say so (429).
+    RetryOverloaded,
     /// May have been proposed: retry (writes are idempotent), but if the
     /// deadline passes the outcome is unknown.
     RetryMaybeProposed,
@@ -389,6 +392,8 @@ impl Service {
         }
         let deadline = Instant::now() + self.timeout();
         let mut maybe_proposed = false;
+        // Whether a leader refused an attempt as too busy to propose it.
+        let mut overloaded = false;
         let mut backoff = Duration::from_millis(RETRY_BACKOFF_MIN_MS);
         let metrics = self.raft.metrics();
         loop {
@@ -414,11 +419,14 @@ impl Service {
                 Ok(outcome) => return outcome,
                 Err(Attempt::RetryMaybeProposed) => maybe_proposed |= op.is_write(),
                 Err(Attempt::Retry) => {}
+                Err(Attempt::RetryOverloaded) => overloaded = true,
             }
             let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
             if wait.is_zero() {
                 return Err(if maybe_proposed {
                     ApiError::OutcomeUnknown
+                } else if overloaded {
+                    ApiError::Overloaded
                 } else {
                     ApiError::NoQuorum
                 });

@@ -169,7 +169,8 @@ impl Service {
                 let outcome = ledger::Outcome::Transfers(results);
                 Ok(self.answer(Some(outcome), principal, command, shape, index, None))
             }
-            Ok(Err(GroupError::NotLeader | GroupError::Refused)) => Err(Attempt::Retry),
+            Ok(Err(GroupError::NotLeader)) => Err(Attempt::Retry),
+            Ok(Err(GroupError::Refused)) => Err(Attempt::RetryOverloaded),
             Ok(Err(GroupError::MaybeProposed)) => Err(Attempt::RetryMaybeProposed),
         }
     }
