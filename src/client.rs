@@ -572,7 +572,7 @@ async fn refusal(base: &str, tls: Arc<rustls::ClientConfig>) -> Option<rustls::E
             Err(e) => e,
             Ok(mut stream) => stream.read(&mut [0u8; 1]).await.err()?,
         };
-        match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        match identity::rustls_error(&error)? {
             alert @ rustls::Error::AlertReceived(_) => Some(alert.clone()),
             _ => None,
         }

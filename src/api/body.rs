@@ -72,7 +72,8 @@ impl BodyBudgets {
     }
 
     /// The bytes `caller`'s bodies hold now.
-    pub fn held_by(&self, caller: &str) -> usize {
+    #[cfg(test)]
+    fn held_by(&self, caller: &str) -> usize {
         self.lock().get(caller).copied().unwrap_or(0)
     }
 
@@ -129,7 +130,15 @@ impl Drop for Held {
 #[derive(Debug)]
 pub struct Body {
     bytes: web::Bytes,
-    _held: Held,
+    held: Held,
+}
+
+impl Body {
+    /// Its place in the budget, without its bytes: for a caller that has
+    /// decoded them and goes on with what they decoded to.
+    pub fn into_held(self) -> Held {
+        self.held
+    }
 }
 
 impl std::ops::Deref for Body {
@@ -153,7 +162,7 @@ pub async fn read(
     let bytes = tokio::time::timeout(within, read_all(payload, max, &mut held))
         .await
         .unwrap_or(Err(ApiError::BodyTimeout))?;
-    Ok(Body { bytes, _held: held })
+    Ok(Body { bytes, held })
 }
 
 async fn read_all(

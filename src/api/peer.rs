@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse, ResponseError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
-use super::body::{self, parse_json, Body};
+use super::body::{self, parse_json, Held};
 use super::chain::Head;
 use super::error::{no_route, ApiError};
 use super::relay::BUNDLE_PATH;
@@ -34,16 +34,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(no_route));
 }
 
-/// A Raft RPC's request, in the binary peer encoding, and its body, which
-/// counts against `node`'s budget until the caller drops it.
+/// A peer's request for `purpose`, in the binary peer encoding, and its
+/// body's place in `node`'s budget, held until the caller drops it (the
+/// bytes themselves are dropped once decoded).
 async fn rpc_of<T: serde::de::DeserializeOwned>(
     svc: &Service,
     node: &NodePrincipal,
+    purpose: PeerBody<'_>,
     body: web::Payload,
-) -> Result<(T, Body), ApiError> {
-    let bytes = svc.peer_body(node.id, PeerBody::Raft, body).await?;
+) -> Result<(T, Held), ApiError> {
+    let bytes = svc.peer_body(node.id, purpose, body).await?;
     let rpc = codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))?;
-    Ok((rpc, bytes))
+    Ok((rpc, bytes.into_held()))
 }
 
 /// A Raft RPC's answer, in the binary peer encoding.
@@ -84,7 +86,8 @@ async fn append(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (rpc, _body): (AppendEntriesRequest<TypeConfig>, _) = rpc_of(&svc, &node, body).await?;
+    let (rpc, _held): (AppendEntriesRequest<TypeConfig>, _) =
+        rpc_of(&svc, &node, PeerBody::Raft, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     let (now, max) = (now_ms(), svc.limits().clock_offset_max_ms);
     if let Some((index, ahead_ms)) = clock::dated_ahead(&rpc.entries, now, max) {
@@ -122,7 +125,7 @@ async fn vote(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (rpc, _body): (VoteRequest<u64>, _) = rpc_of(&svc, &node, body).await?;
+    let (rpc, _held): (VoteRequest<u64>, _) = rpc_of(&svc, &node, PeerBody::Raft, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     Ok(rpc_reply(&raft.vote(rpc).await))
 }
@@ -133,7 +136,8 @@ async fn snapshot(
     raft: web::Data<Raft>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (rpc, _body): (InstallSnapshotRequest<TypeConfig>, _) = rpc_of(&svc, &node, body).await?;
+    let (rpc, _held): (InstallSnapshotRequest<TypeConfig>, _) =
+        rpc_of(&svc, &node, PeerBody::Raft, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
     Ok(rpc_reply(&raft.install_snapshot(rpc).await))
 }
@@ -155,7 +159,8 @@ async fn execute(
             ))
         })?;
     // Not a member in this node's view, which may lag the forwarding
-    // node's: not done this time, and the forwarding node asks again.
+    // node's: not done this time (503), which the forwarding node passes
+    // on, or asks again after an attempt that may have been proposed.
     if !svc.is_member(&org) {
         return Err(ApiError::Unavailable(format!(
             "{org} is not a member in this node's view of the consortium"
@@ -165,6 +170,7 @@ async fn execute(
         .peer_body(node.id, PeerBody::Forward(&org), body)
         .await?;
     let fwd: Forwarded = parse_json(&body)?;
+    let _held = body.into_held();
     if fwd.principal.org() != &org {
         return Err(ApiError::MalformedRpc(format!(
             "the forward's caller is not of {org}, which its {FORWARDED_ORG_HEADER} names"
@@ -180,9 +186,7 @@ async fn bundle(
     svc: web::Data<Service>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let bytes = svc.peer_body(node.id, PeerBody::Bundle, body).await?;
-    let bundle: Bundle =
-        codec::decode(&bytes).map_err(|e| ApiError::MalformedRpc(e.to_string()))?;
+    let (bundle, _held): (Bundle, _) = rpc_of(&svc, &node, PeerBody::Bundle, body).await?;
     Ok(rpc_reply(&svc.accept_bundle(&node, bundle).await?))
 }
 

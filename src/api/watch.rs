@@ -40,7 +40,7 @@ pub struct Watch {
 /// this node's certificate (an alert: revoked, unknown CA), or this node
 /// refused the peer's.
 fn tls_refusal(e: &(dyn std::error::Error + 'static), peer: NodeId) -> Option<String> {
-    match rustls_error(e)? {
+    match crate::identity::rustls_error(e)? {
         rustls::Error::AlertReceived(alert) => {
             Some(format!("refused the TLS handshake with alert {alert:?}"))
         }
@@ -52,23 +52,6 @@ fn tls_refusal(e: &(dyn std::error::Error + 'static), peer: NodeId) -> Option<St
         }
         _ => None,
     }
-}
-
-/// The TLS error in `e`'s chain of causes, if there is one. A handshake's
-/// error may come wrapped in I/O errors several deep, and an I/O error's
-/// `source` skips the error it wraps: each is looked into.
-fn rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        cause = match c.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as _),
-            None => c.source(),
-        };
-    }
-    None
 }
 
 /// How a peer answered a head exchange.

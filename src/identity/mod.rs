@@ -1033,6 +1033,23 @@ pub fn public_server_config(own: Arc<own::OwnIdentity>) -> Result<ServerConfig> 
         .with_cert_resolver(own))
 }
 
+/// The TLS error in `e`'s chain of causes, if there is one. A handshake's
+/// error may come wrapped in I/O errors several deep, and an I/O error's
+/// `source` skips the error it wraps: each is looked into.
+pub fn rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => c.source(),
+        };
+    }
+    None
+}
+
 /// A client config trusting `roots` and presenting `own`.
 pub fn client_config(roots: Arc<RootCertStore>, own: &TlsFiles) -> Result<ClientConfig> {
     let inner: Arc<dyn ServerCertVerifier> =

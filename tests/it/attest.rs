@@ -56,17 +56,25 @@ fn http_as(c: &Cluster, tls: &TlsFiles, headers: HeaderMap) -> reqwest::Client {
 /// A peer-channel client that is node 1, as a hostile member running node 1
 /// could make with the node certificate its own CA issued.
 pub(crate) async fn peer_as_node1(c: &Cluster) -> reqwest::Client {
+    peer_as_node(c, 1).await.0
+}
+
+/// A peer-channel client that is node `id`, and the genesis hash and
+/// incarnation it sends.
+pub(crate) async fn peer_as_node(c: &Cluster, id: u64) -> (reqwest::Client, String, String) {
+    let genesis = genesis(c).hash;
     let mut headers = HeaderMap::new();
-    headers.insert("alliance-genesis", genesis(c).hash.parse().unwrap());
-    // Without an incarnation node 1 refuses the probe and records nothing
+    headers.insert("alliance-genesis", genesis.parse().unwrap());
+    // Without an incarnation the node refuses the probe and records nothing
     // (with a made-up one it would record that as its own), and its answer
     // names its incarnation.
-    let probe = http_as(c, &node_tls(c, 1), headers.clone());
-    let hello = format!("{}/peer/v1/hello", c.layout.node(1).peer_url);
+    let probe = http_as(c, &node_tls(c, id), headers.clone());
+    let hello = format!("{}/peer/v1/hello", c.layout.node(id).peer_url);
     let own = probe.post(hello).send().await.unwrap();
     let incarnation = own.headers()["alliance-incarnation"].clone();
-    headers.insert("alliance-incarnation", incarnation);
-    http_as(c, &node_tls(c, 1), headers)
+    headers.insert("alliance-incarnation", incarnation.clone());
+    let incarnation = incarnation.to_str().unwrap().to_owned();
+    (http_as(c, &node_tls(c, id), headers), genesis, incarnation)
 }
 
 fn org2_theft(id: &str) -> NewTransfer {

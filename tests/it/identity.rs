@@ -81,6 +81,7 @@ fn node_client(c: &Cluster, id: u64, genesis: &str, incarnation: &str) -> reqwes
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .default_headers(headers)
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .unwrap()
 }
@@ -440,6 +441,8 @@ async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
     let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
     opts.limits.body_bytes_max = 16 * 1024;
     opts.limits.body_bytes_in_flight_max = 32 * 1024;
+    // The stalled bodies outlast the test: none is cut off as too slow.
+    opts.limits.request_timeout_ms = 120_000;
     let c = Cluster::start_with(opts).await;
     c.seed(1_000).await;
     // org2's app at org1's node: bodies declared 16,000 bytes long, each
@@ -505,26 +508,11 @@ async fn a_peers_forwards_for_one_member_hold_only_their_own_budget() {
     opts.limits.body_bytes_max = 16 * 1024;
     opts.limits.peer_body_bytes_max = 16 * 1024;
     opts.limits.peer_body_bytes_in_flight_max = 32 * 1024;
+    // The stalled bodies outlast the test: none is cut off as too slow.
+    opts.limits.request_timeout_ms = 120_000;
     let c = Cluster::start_with(opts).await;
-    let genesis = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(
-            std::fs::read(&c.layout.genesis).unwrap(),
-        ))
-    };
     let roots = || identity::roots_from_files(&c.layout.ca_certs()).unwrap();
-    // Node 2's incarnation, from the header every answer of its listener has.
-    let hello = format!("{}/peer/v1/hello", c.layout.node(2).peer_url);
-    let r = node_client(&c, 1, &genesis, "x")
-        .post(hello)
-        .send()
-        .await
-        .unwrap();
-    let incarnation = r.headers()["alliance-incarnation"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let as_node2 = node_client(&c, 2, &genesis, &incarnation);
+    let (as_node2, genesis, incarnation) = crate::attest::peer_as_node(&c, 2).await;
     let node1 = c.layout.node(1).peer_url.clone();
     let post = |path: &str, org: Option<&str>, body: Vec<u8>| {
         let mut req = as_node2.post(format!("{node1}{path}")).body(body);
