@@ -95,19 +95,14 @@ async fn relay(route: Arc<Route>, batch: Vec<Queued<Grouped, GroupReply>>) {
                 let _ = reply.send(Ok((vec![result], log_index)));
             }
         }
-        Ok(BundleAnswer::NotLeader) | Err(GroupError::NotLeader) => {
+        failed => {
+            let error = match failed {
+                Ok(BundleAnswer::NotLeader) | Err(GroupError::NotLeader) => GroupError::NotLeader,
+                Err(GroupError::Refused) => GroupError::Refused,
+                Ok(_) | Err(GroupError::MaybeProposed) => GroupError::MaybeProposed,
+            };
             for reply in replies {
-                let _ = reply.send(Err(GroupError::NotLeader));
-            }
-        }
-        Err(GroupError::Refused) => {
-            for reply in replies {
-                let _ = reply.send(Err(GroupError::Refused));
-            }
-        }
-        Ok(_) | Err(GroupError::MaybeProposed) => {
-            for reply in replies {
-                let _ = reply.send(Err(GroupError::MaybeProposed));
+                let _ = reply.send(Err(error));
             }
         }
     }

@@ -86,6 +86,28 @@ fn node_client(c: &Cluster, id: u64, genesis: &str, incarnation: &str) -> reqwes
         .unwrap()
 }
 
+/// A connection to `base` with `tls` whose POST to `path` (with the extra
+/// header lines `headers`) declares a body of 16,000 bytes and stops after
+/// `bytes` of them: a body that stays in the node's memory.
+async fn stall(
+    base: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &str,
+    bytes: usize,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = alliance::client::connect_tls(base, tls).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n{headers}\
+         content-length: 16000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; bytes]).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
@@ -435,7 +457,6 @@ async fn bare_connections_do_not_delay_a_real_client() {
 /// before, and the budget comes back once the bodies are dropped.
 #[tokio::test]
 async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
-    use tokio::io::AsyncWriteExt;
     const STALLED: usize = 3;
     const STALLED_BYTES: usize = 10_900;
     let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
@@ -450,16 +471,8 @@ async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
     let hostile = c.app(2, 1);
     let mut stalled = Vec::new();
     for _ in 0..STALLED {
-        let mut tls = alliance::client::connect_tls(hostile.base(), hostile.http1_tls())
-            .await
-            .unwrap();
-        let head =
-            "POST /v1/transfers HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n\
-                    content-length: 16000\r\n\r\n";
-        tls.write_all(head.as_bytes()).await.unwrap();
-        tls.write_all(&[b' '; STALLED_BYTES]).await.unwrap();
-        tls.flush().await.unwrap();
-        stalled.push(tls);
+        let tls = hostile.http1_tls();
+        stalled.push(stall(hostile.base(), tls, "/v1/transfers", "", STALLED_BYTES).await);
     }
     // Its next write does not fit (once node 1 has read the stalled
     // bytes; until then the probe is read and refused by the ledger).
@@ -503,7 +516,6 @@ async fn a_members_unfinished_bodies_hold_its_own_budget_only() {
 /// member, or is refused.
 #[tokio::test]
 async fn a_peers_forwards_for_one_member_hold_only_their_own_budget() {
-    use tokio::io::AsyncWriteExt;
     let mut opts = crate::harness::options(alliance::config::RaftTuning::default());
     opts.limits.body_bytes_max = 16 * 1024;
     opts.limits.peer_body_bytes_max = 16 * 1024;
@@ -542,20 +554,14 @@ async fn a_peers_forwards_for_one_member_hold_only_their_own_budget() {
     // Node 2 stalls three forwards for org2 on node 1: all 32,768 bytes of
     // the budget of its forwards for org2.
     let tls = std::sync::Arc::new(identity::client_config(roots(), &node_tls_of(&c, 2)).unwrap());
+    let headers = format!(
+        "alliance-genesis: {genesis}\r\nalliance-incarnation: {incarnation}\r\n\
+         alliance-forwarded-org: org2\r\n"
+    );
     let mut stalled = Vec::new();
     for bytes in [10_922, 10_923, 10_923] {
-        let mut s = alliance::client::connect_tls(&node1, tls.clone())
-            .await
-            .unwrap();
-        let head = format!(
-            "POST /peer/v1/execute HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n\
-             alliance-genesis: {genesis}\r\nalliance-incarnation: {incarnation}\r\n\
-             alliance-forwarded-org: org2\r\ncontent-length: 16000\r\n\r\n"
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(&vec![b' '; bytes]).await.unwrap();
-        s.flush().await.unwrap();
-        stalled.push(s);
+        let path = "/peer/v1/execute";
+        stalled.push(stall(&node1, tls.clone(), path, &headers, bytes).await);
     }
     let full = crate::harness::eventually("node 2's forwards for org2 to fill", || async {
         let (status, message) = post("/peer/v1/execute", Some("org2"), b"{}".to_vec()).await;

@@ -1070,6 +1070,12 @@ fn run_prefix(tag: u8, number: u64) -> Vec<u8> {
     [&[tag][..], &number.to_be_bytes()].concat()
 }
 
+/// The run number of a run's chunk or filter piece (none: another key).
+fn index_run_number(key: &[u8]) -> Option<u64> {
+    let tag = *key.first()?;
+    (tag == RUN_TAG || tag == FILTER_TAG).then(|| run_number(key))?
+}
+
 /// The run number in a key of [`run_prefix`]'s, after its tag.
 fn run_number(key: &[u8]) -> Option<u64> {
     let number = key.get(1..1 + std::mem::size_of::<u64>())?;
@@ -1099,9 +1105,7 @@ impl Listed {
 
     /// Whether `key` is a chunk's or a filter piece's of a run not named.
     pub fn unlisted(&self, key: &[u8]) -> bool {
-        let run = |tag| key.first() == Some(&tag);
-        (run(RUN_TAG) || run(FILTER_TAG))
-            && run_number(key).is_some_and(|n| self.0.binary_search(&n).is_err())
+        index_run_number(key).is_some_and(|n| self.0.binary_search(&n).is_err())
     }
 }
 
@@ -1123,8 +1127,7 @@ pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
             )));
         }
     }
-    let run = |tag| key.first() == Some(&tag);
-    match run_number(key).filter(|_| run(RUN_TAG) || run(FILTER_TAG)) {
+    match index_run_number(key) {
         Some(n) if n >= RUN_NUMBER_RECEIVED_MAX => Err(received_max(format!("keys of run {n}"))),
         _ => Ok(()),
     }
