@@ -1,5 +1,6 @@
-//! The Raft log on sled: entries by big-endian index, plus vote, purge marker
-//! and committed index. Nothing is acknowledged before it is synced
+//! The Raft log on sled: entries by big-endian index (a large one in
+//! pieces, see [`PIECE_BYTES`]), plus vote, purge marker and committed
+//! index. Nothing is acknowledged before it is synced
 //! ([`super::store::Durable`]). An append returns once its entries are in
 //! sled and reports their durability through openraft's callback: a leader
 //! replicates its own entries meanwhile and counts itself towards a quorum
@@ -15,9 +16,20 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
 
-use super::store::{log_key, storage_err, Store};
+use super::store::{log_key, storage_err, Store, CHUNK_BYTES};
 use super::{LogId, StorageError, TypeConfig};
 use crate::codec;
+
+/// An entry whose encoding is larger than this is stored in pieces of
+/// this size, under its index followed by the piece's number (u32,
+/// big-endian), all in one atomic write; a smaller one whole, under its
+/// index alone. sled writes a tree node larger than a quarter of its
+/// segment as a file of its own, whole again at every consolidation and
+/// split: with whole entries of a batch (about 550 KB at 8,000 transfers)
+/// in the log's leaves, such files came to about six times the entries'
+/// size. Pieces keep the log's leaves as small as the state's (see
+/// [`CHUNK_BYTES`]).
+pub const PIECE_BYTES: usize = CHUNK_BYTES;
 
 const VOTE_KEY: &[u8] = b"vote";
 const PURGED_KEY: &[u8] = b"last_purged";
@@ -169,10 +181,8 @@ impl CommitIndex {
 
 impl LogStore {
     pub fn new(store: Store) -> Self {
-        let last = store.log.last().ok().flatten().map(|(k, _)| k);
-        let last = last
-            .and_then(|k| <[u8; 8]>::try_from(&k[..]).ok())
-            .map(u64::from_be_bytes);
+        let last = store.log.last().ok().flatten();
+        let last = last.and_then(|(k, _)| key_index(&k));
         let purged: Option<LogId> = store
             .raft
             .get(PURGED_KEY)
@@ -270,19 +280,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(entries) = self.recent().get(start, recent_end) {
             return Ok(entries);
         }
+        // The pieces of the last entry sort after its index: the range
+        // ends before the next index.
         let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(log_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => i.checked_add(1).map(log_key),
+            Bound::Excluded(i) => Some(log_key(*i)),
+            Bound::Unbounded => None,
         };
-        self.store
-            .log
-            .range((Bound::Included(log_key(start)), end))
-            .map(|kv| {
-                let (_, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                Self::decode(&v)
-            })
-            .collect()
+        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut entries = Vec::new();
+        self.stored((Bound::Included(log_key(start)), end), |entry, _| {
+            entries.push(entry);
+            true
+        })?;
+        Ok(entries)
     }
 
     /// What openraft sends a follower in one append: entries from `start`,
@@ -311,15 +322,154 @@ impl LogStore {
         }
         let mut within = Within::new(bytes_max);
         let mut entries = Vec::new();
-        for kv in self.store.log.range(log_key(start)..log_key(end)) {
-            let (_, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            if !within.takes(v.len()) {
-                break;
+        self.stored(log_key(start)..log_key(end), |entry, size| {
+            let takes = within.takes(size);
+            if takes {
+                entries.push(entry);
             }
-            entries.push(Self::decode(&v)?);
-        }
+            takes
+        })?;
         Ok(entries)
     }
+
+    /// Stores `encoded` (the keys and values of entries from index `first`
+    /// on) in one atomic write. Entries from an index below `end` (where
+    /// the log continued) replace what the log holds from there on: keys
+    /// they do not overwrite (pieces of another size) are removed in the
+    /// same write.
+    fn write(
+        &self,
+        first: u64,
+        end: u64,
+        encoded: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let write_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let mut replaced = Vec::new();
+        if first < end {
+            for key in self.store.log.range(log_key(first)..).keys() {
+                replaced.push(key.map_err(write_err)?);
+            }
+        }
+        // One small entry is one insert, atomic on its own. A sled batch
+        // costs two extra buffer writes (sled seals its write buffer before
+        // and after a batch), so it is kept for writes of several keys.
+        match <[_; 1]>::try_from(encoded) {
+            Ok([(key, bytes)]) if replaced.is_empty() => {
+                self.store.log.insert(key, bytes).map_err(write_err)?;
+            }
+            Ok(one) => self.write_batch(replaced, one.into())?,
+            Err(encoded) => self.write_batch(replaced, encoded)?,
+        }
+        Ok(())
+    }
+
+    fn write_batch(
+        &self,
+        removed: Vec<sled::IVec>,
+        inserted: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        // Removals first: an insert of the same key replaces its removal.
+        for key in removed {
+            batch.remove(key);
+        }
+        for (key, bytes) in inserted {
+            batch.insert(key, bytes);
+        }
+        (self.store.log.apply_batch(batch))
+            .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
+    /// Calls `each` with every entry stored under `range` of keys, in
+    /// order, and its encoding's size, while `each` returns true. An entry
+    /// whose pieces are not numbered from 0 without a gap, or that does
+    /// not hold the index it is stored under, is a storage error.
+    fn stored<R: RangeBounds<[u8; 8]>>(
+        &self,
+        range: R,
+        mut each: impl FnMut(Entry<TypeConfig>, usize) -> bool,
+    ) -> Result<(), StorageError> {
+        let read_err = |e: String| storage_err(ErrorSubject::Logs, ErrorVerb::Read, io_err(e));
+        // The entry being put together from its pieces: index, pieces, bytes.
+        let mut pieced: Option<(u64, u32, Vec<u8>)> = None;
+        let finish = |index: u64, bytes: &[u8]| -> Result<Entry<TypeConfig>, StorageError> {
+            let entry = Self::decode(bytes)?;
+            if entry.log_id.index != index {
+                return Err(read_err(format!(
+                    "the log entry stored under index {index} is entry {}",
+                    entry.log_id.index
+                )));
+            }
+            Ok(entry)
+        };
+        for kv in self.store.log.range(range) {
+            let (k, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let (index, piece) = match (key_index(&k), k.get(8..).map(<[u8; 4]>::try_from)) {
+                (Some(index), Some(Err(_))) if k.len() == 8 => (index, None),
+                (Some(index), Some(Ok(n))) => (index, Some(u32::from_be_bytes(n))),
+                _ => return Err(read_err(format!("a log key of {} bytes", k.len()))),
+            };
+            match (&mut pieced, piece) {
+                (Some((at, next, bytes)), Some(n)) if *at == index => {
+                    if n != *next {
+                        return Err(read_err(format!(
+                            "log entry {index} lacks piece {next} (found {n})"
+                        )));
+                    }
+                    *next += 1;
+                    bytes.extend_from_slice(&v);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some((at, _, bytes)) = pieced.take() {
+                if !each(finish(at, &bytes)?, bytes.len()) {
+                    return Ok(());
+                }
+            }
+            match piece {
+                None => {
+                    if !each(finish(index, &v)?, v.len()) {
+                        return Ok(());
+                    }
+                }
+                Some(0) => pieced = Some((index, 1, v.to_vec())),
+                Some(n) => {
+                    return Err(read_err(format!(
+                        "log entry {index} lacks piece 0 (found {n})"
+                    )))
+                }
+            }
+        }
+        if let Some((at, _, bytes)) = pieced {
+            each(finish(at, &bytes)?, bytes.len());
+        }
+        Ok(())
+    }
+}
+
+/// The index a log key (an index, or an index and a piece number) is of.
+fn key_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+fn io_err(e: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+/// The keys and values that store entry `index`'s encoding `bytes`: one
+/// under the index if it is at most [`PIECE_BYTES`], else its pieces.
+fn entry_pairs(index: u64, bytes: Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if bytes.len() <= PIECE_BYTES {
+        return vec![(log_key(index).to_vec(), bytes)];
+    }
+    (0u32..)
+        .zip(bytes.chunks(PIECE_BYTES))
+        .map(|(n, piece)| {
+            let key = [&log_key(index)[..], &n.to_be_bytes()].concat();
+            (key, piece.to_vec())
+        })
+        .collect()
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -332,8 +482,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .log
             .last()
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        let last_log_id = match last {
-            Some((_, v)) => Some(Self::decode(&v)?.log_id),
+        let last_log_id = match last.and_then(|(k, _)| key_index(&k)) {
+            Some(index) => {
+                let mut last = None;
+                self.stored(log_key(index).., |entry, _| {
+                    last = Some(entry.log_id);
+                    false
+                })?;
+                last
+            }
             None => last_purged,
         };
         Ok(LogState {
@@ -392,23 +549,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let bytes = codec::encode(&entry);
             appended.push((entry.clone(), bytes.len()));
-            encoded.push((log_key(entry.log_id.index), bytes));
+            encoded.extend(entry_pairs(entry.log_id.index, bytes));
         }
+        let end = self.next_index.load(Ordering::Relaxed);
         self.assert_continues(&appended);
-        // One entry is one insert, atomic on its own. A sled batch costs
-        // two extra buffer writes (sled seals its write buffer before and
-        // after a batch), so it is kept for appends of several entries.
-        let written = match <[_; 1]>::try_from(encoded) {
-            Ok([(key, bytes)]) => self.store.log.insert(key, bytes).map(|_| ()),
-            Err(encoded) => {
-                let mut batch = sled::Batch::default();
-                for (key, bytes) in encoded {
-                    batch.insert(&key, bytes);
-                }
-                self.store.log.apply_batch(batch)
-            }
-        };
-        written.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        if let Some((first, _)) = appended.first() {
+            self.write(first.log_id.index, end, encoded)?;
+        }
         {
             let mut recent = self.recent();
             for (entry, size) in appended {
@@ -449,7 +596,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.next_index
             .fetch_max(log_id.index + 1, Ordering::Relaxed);
 
-        self.remove_range(..=log_key(log_id.index), ErrorSubject::Logs)?;
+        // Up to the next index: the pieces of the last sort after its own.
+        match log_id.index.checked_add(1) {
+            Some(next) => self.remove_range(..log_key(next), ErrorSubject::Logs)?,
+            None => self.remove_range::<std::ops::RangeFull>(.., ErrorSubject::Logs)?,
+        }
 
         self.sync(ErrorSubject::Logs).await
     }
@@ -592,6 +743,149 @@ mod tests {
         let log = LogStore::new(crate::raft::tests::reopen(dir.path()));
         assert!(log.recent().entries.is_empty());
         check(&log, "from sled");
+    }
+
+    /// Entry `index`, a membership change naming nodes with long
+    /// addresses: its encoding is about nine pieces long.
+    fn large_entry(index: u64) -> Entry<TypeConfig> {
+        membership_entry(index, 3)
+    }
+
+    /// Entry `index`, a membership of `n` voters with addresses of three
+    /// pieces each.
+    fn membership_entry(index: u64, n: u64) -> Entry<TypeConfig> {
+        let nodes = (1..=n).map(|n| (n, openraft::BasicNode::new("x".repeat(3 * PIECE_BYTES))));
+        let voters = (1..=n).collect::<std::collections::BTreeSet<_>>();
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: openraft::EntryPayload::Membership(openraft::Membership::new(
+                vec![voters],
+                nodes.collect::<std::collections::BTreeMap<_, _>>(),
+            )),
+        }
+    }
+
+    /// Stores `entries` as an append does (on sled only), where the log
+    /// continued at `end`.
+    fn store_entries(log: &LogStore, end: u64, entries: &[Entry<TypeConfig>]) {
+        let mut encoded = Vec::new();
+        for e in entries {
+            encoded.extend(entry_pairs(e.log_id.index, codec::encode(e)));
+        }
+        log.write(entries[0].log_id.index, end, encoded).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_large_entry_is_stored_in_pieces_and_read_back_whole() {
+        let (dir, log) = log_store();
+        let large = codec::encode(&large_entry(2));
+        let pairs = entry_pairs(2, large.clone());
+        assert_eq!(pairs.len(), large.len().div_ceil(PIECE_BYTES));
+        assert!(pairs.len() >= 9, "{} pieces", pairs.len());
+        assert!(pairs
+            .iter()
+            .all(|(k, v)| k.len() == 12 && v.len() <= PIECE_BYTES));
+        assert_eq!(
+            entry_pairs(1, codec::encode(&entry(1))).len(),
+            1,
+            "small: whole"
+        );
+        store_entries(
+            &log,
+            0,
+            &[entry(1), large_entry(2), entry(3), large_entry(4)],
+        );
+        drop(log);
+
+        let mut log = LogStore::new(crate::raft::tests::reopen(dir.path()));
+        assert_eq!(
+            log.next_index.load(Ordering::Relaxed),
+            5,
+            "after the last, pieced"
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(large_entry(4).log_id));
+        let read = log.try_get_log_entries(1..=4).await.unwrap();
+        let expected = [entry(1), large_entry(2), entry(3), large_entry(4)];
+        assert_eq!(read, expected, "read back whole, in order");
+        let one = log.try_get_log_entries(2..=2).await.unwrap();
+        assert_eq!(
+            one,
+            [large_entry(2)],
+            "an inclusive end takes all its pieces"
+        );
+        assert_eq!(
+            log.try_get_log_entries(4..).await.unwrap(),
+            [large_entry(4)]
+        );
+        // An append's bound counts a pieced entry's whole size.
+        let small = codec::encode(&entry(1)).len();
+        let within = |bytes| indexes(log.entries_within(1, 5, bytes).ok());
+        assert_eq!(within(small + large.len()), Some(vec![1, 2]));
+        assert_eq!(within(small + large.len() - 1), Some(vec![1]));
+
+        log.truncate(large_entry(4).log_id).await.unwrap();
+        assert_eq!(log.try_get_log_entries(1..).await.unwrap().len(), 3);
+        log.purge(large_entry(2).log_id).await.unwrap();
+        assert_eq!(log.try_get_log_entries(0..).await.unwrap(), [entry(3)]);
+        let keys: Vec<_> = log.store.log.iter().keys().map(|k| k.unwrap()).collect();
+        assert_eq!(
+            keys,
+            [log_key(3).to_vec()],
+            "no piece of a removed entry is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_written_over_the_logs_end_replace_all_it_held_from_there() {
+        let (_dir, mut log) = log_store();
+        store_entries(&log, 0, &[entry(1), large_entry(2), large_entry(3)]);
+        // Whole over pieces, then pieces over whole and over pieces.
+        store_entries(&log, 4, &[entry(2)]);
+        assert_eq!(
+            log.try_get_log_entries(1..).await.unwrap(),
+            [entry(1), entry(2)]
+        );
+        store_entries(&log, 3, &[large_entry(1), large_entry(2)]);
+        let read = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(read, [large_entry(1), large_entry(2)]);
+        let shorter = membership_entry(2, 1);
+        store_entries(&log, 3, std::slice::from_ref(&shorter));
+        let read = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(read, [large_entry(1), shorter]);
+    }
+
+    #[tokio::test]
+    async fn a_pieced_entry_with_a_piece_missing_or_misplaced_is_refused() {
+        let piece_key = |index: u64, n: u32| [&log_key(index)[..], &n.to_be_bytes()].concat();
+        let read = |remove: Vec<u8>| async move {
+            let (_dir, mut log) = log_store();
+            store_entries(&log, 0, &[large_entry(1), entry(2)]);
+            log.store.log.remove(remove).unwrap();
+            log.try_get_log_entries(1..3)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let gap = read(piece_key(1, 1)).await.unwrap_err();
+        assert!(gap.contains("log entry 1 lacks piece 1 (found 2)"), "{gap}");
+        let first = read(piece_key(1, 0)).await.unwrap_err();
+        assert!(
+            first.contains("log entry 1 lacks piece 0 (found 1)"),
+            "{first}"
+        );
+        // The last piece gone: the entry does not decode.
+        let pieces = codec::encode(&large_entry(1)).len().div_ceil(PIECE_BYTES) as u32;
+        assert!(read(piece_key(1, pieces - 1)).await.is_err());
+
+        let (_dir, mut log) = log_store();
+        for (key, value) in entry_pairs(1, codec::encode(&large_entry(7))) {
+            log.store.log.insert(key, value).unwrap();
+        }
+        let moved = log.try_get_log_entries(1..2).await.unwrap_err().to_string();
+        assert!(
+            moved.contains("the log entry stored under index 1 is entry 7"),
+            "{moved}"
+        );
     }
 
     #[test]
