@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -41,6 +41,11 @@ pub struct LogStore {
     store: Store,
     committed: CommitIndex,
     recent: Arc<Mutex<Recent>>,
+    /// Held by every read of entries from sled, and exclusively by every
+    /// write to the log tree: sled applies a batch atomically for each
+    /// step of an iterator, not across steps, and the pieces of one entry
+    /// span several of them.
+    entries: Arc<RwLock<()>>,
     /// The index after the last entry the log holds or purged (0: none):
     /// where the next append must start.
     next_index: Arc<AtomicU64>,
@@ -194,7 +199,8 @@ impl LogStore {
             store,
             committed: CommitIndex::default(),
             recent: Default::default(),
-            next_index: Arc::new(AtomicU64::new(last.map_or(0, |l| l + 1))),
+            entries: Default::default(),
+            next_index: Arc::new(AtomicU64::new(last.map_or(0, |l| l.saturating_add(1)))),
         }
     }
 
@@ -289,10 +295,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let end = end.map_or(Bound::Unbounded, Bound::Excluded);
         let mut entries = Vec::new();
-        self.stored((Bound::Included(log_key(start)), end), |entry, _| {
-            entries.push(entry);
-            true
-        })?;
+        let range = (Bound::Included(log_key(start)), end);
+        self.stored(range, |_| true, |entry| entries.push(entry))?;
         Ok(entries)
     }
 
@@ -322,31 +326,38 @@ impl LogStore {
         }
         let mut within = Within::new(bytes_max);
         let mut entries = Vec::new();
-        self.stored(log_key(start)..log_key(end), |entry, size| {
-            let takes = within.takes(size);
-            if takes {
-                entries.push(entry);
-            }
-            takes
-        })?;
+        let range = log_key(start)..log_key(end);
+        self.stored(
+            range,
+            |size| within.takes(size),
+            |entry| entries.push(entry),
+        )?;
         Ok(entries)
     }
 
-    /// Stores `encoded` (the keys and values of entries from index `first`
-    /// on) in one atomic write. Entries from an index below `end` (where
-    /// the log continued) replace what the log holds from there on: keys
-    /// they do not overwrite (pieces of another size) are removed in the
-    /// same write.
+    /// Stores `encoded` (the keys and values of entries `first..=last`)
+    /// in one atomic write. Entries at indexes below `end` (where the log
+    /// continued) replace what the log holds at those indexes: keys they
+    /// do not overwrite (pieces of another size) are removed in the same
+    /// write.
     fn write(
         &self,
-        first: u64,
+        (first, last): (u64, u64),
         end: u64,
         encoded: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StorageError> {
         let write_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e);
+        let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut replaced = Vec::new();
         if first < end {
-            for key in self.store.log.range(log_key(first)..).keys() {
+            let to = last.checked_add(1).map(log_key);
+            let to = to.map_or(Bound::Unbounded, Bound::Excluded);
+            for key in self
+                .store
+                .log
+                .range((Bound::Included(log_key(first)), to))
+                .keys()
+            {
                 replaced.push(key.map_err(write_err)?);
             }
         }
@@ -381,18 +392,30 @@ impl LogStore {
     }
 
     /// Calls `each` with every entry stored under `range` of keys, in
-    /// order, and its encoding's size, while `each` returns true. An entry
-    /// whose pieces are not numbered from 0 without a gap, or that does
-    /// not hold the index it is stored under, is a storage error.
+    /// order, while `takes` accepts the size of its encoding (asked before
+    /// it is decoded). An entry whose pieces are not numbered from 0
+    /// without a gap, that does not hold the index it is stored under, or
+    /// that does not follow the one before it is a storage error.
     fn stored<R: RangeBounds<[u8; 8]>>(
         &self,
         range: R,
-        mut each: impl FnMut(Entry<TypeConfig>, usize) -> bool,
+        mut takes: impl FnMut(usize) -> bool,
+        mut each: impl FnMut(Entry<TypeConfig>),
     ) -> Result<(), StorageError> {
         let read_err = |e: String| storage_err(ErrorSubject::Logs, ErrorVerb::Read, io_err(e));
+        let _reading = self.entries.read().unwrap_or_else(|p| p.into_inner());
         // The entry being put together from its pieces: index, pieces, bytes.
         let mut pieced: Option<(u64, u32, Vec<u8>)> = None;
-        let finish = |index: u64, bytes: &[u8]| -> Result<Entry<TypeConfig>, StorageError> {
+        let mut previous: Option<u64> = None;
+        // Whether to go on: false once `takes` refuses an entry.
+        let mut finish = |index: u64, bytes: &[u8]| -> Result<bool, StorageError> {
+            if previous.is_some_and(|p| p >= index) {
+                return Err(read_err(format!("log entry {index} is stored twice")));
+            }
+            previous = Some(index);
+            if !takes(bytes.len()) {
+                return Ok(false);
+            }
             let entry = Self::decode(bytes)?;
             if entry.log_id.index != index {
                 return Err(read_err(format!(
@@ -400,7 +423,8 @@ impl LogStore {
                     entry.log_id.index
                 )));
             }
-            Ok(entry)
+            each(entry);
+            Ok(true)
         };
         for kv in self.store.log.range(range) {
             let (k, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
@@ -423,13 +447,13 @@ impl LogStore {
                 _ => {}
             }
             if let Some((at, _, bytes)) = pieced.take() {
-                if !each(finish(at, &bytes)?, bytes.len()) {
+                if !finish(at, &bytes)? {
                     return Ok(());
                 }
             }
             match piece {
                 None => {
-                    if !each(finish(index, &v)?, v.len()) {
+                    if !finish(index, &v)? {
                         return Ok(());
                     }
                 }
@@ -442,7 +466,7 @@ impl LogStore {
             }
         }
         if let Some((at, _, bytes)) = pieced {
-            each(finish(at, &bytes)?, bytes.len());
+            finish(at, &bytes)?;
         }
         Ok(())
     }
@@ -484,11 +508,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = match last.and_then(|(k, _)| key_index(&k)) {
             Some(index) => {
-                let mut last = None;
-                self.stored(log_key(index).., |entry, _| {
-                    last = Some(entry.log_id);
-                    false
-                })?;
+                let (mut last, mut first) = (None, true);
+                let only_first = |_| std::mem::take(&mut first);
+                self.stored(log_key(index).., only_first, |e| last = Some(e.log_id))?;
                 last
             }
             None => last_purged,
@@ -553,8 +575,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let end = self.next_index.load(Ordering::Relaxed);
         self.assert_continues(&appended);
-        if let Some((first, _)) = appended.first() {
-            self.write(first.log_id.index, end, encoded)?;
+        if let (Some((first, _)), Some((last, _))) = (appended.first(), appended.last()) {
+            self.write((first.log_id.index, last.log_id.index), end, encoded)?;
         }
         {
             let mut recent = self.recent();
@@ -594,7 +616,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.recent().purge(log_id.index);
         self.next_index
-            .fetch_max(log_id.index + 1, Ordering::Relaxed);
+            .fetch_max(log_id.index.saturating_add(1), Ordering::Relaxed);
 
         // Up to the next index: the pieces of the last sort after its own.
         match log_id.index.checked_add(1) {
@@ -612,6 +634,7 @@ impl LogStore {
         range: R,
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
+        let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         for kv in self.store.log.range(range) {
             let (k, _) = kv.map_err(|e| storage_err(subject.clone(), ErrorVerb::Read, e))?;
@@ -746,7 +769,7 @@ mod tests {
     }
 
     /// Entry `index`, a membership change naming nodes with long
-    /// addresses: its encoding is about nine pieces long.
+    /// addresses: its encoding is about ten pieces long.
     fn large_entry(index: u64) -> Entry<TypeConfig> {
         membership_entry(index, 3)
     }
@@ -772,7 +795,9 @@ mod tests {
         for e in entries {
             encoded.extend(entry_pairs(e.log_id.index, codec::encode(e)));
         }
-        log.write(entries[0].log_id.index, end, encoded).unwrap();
+        let indexes = |e: Option<&Entry<TypeConfig>>| e.map(|e| e.log_id.index).unwrap();
+        let range = (indexes(entries.first()), indexes(entries.last()));
+        log.write(range, end, encoded).unwrap();
     }
 
     #[tokio::test]
@@ -805,6 +830,13 @@ mod tests {
         );
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(large_entry(4).log_id));
+        // A large entry stored whole (format 8) reads as before.
+        let whole = codec::encode(&large_entry(5));
+        log.store.log.insert(log_key(5), whole).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(large_entry(5).log_id));
+        let tail = log.try_get_log_entries(4..).await.unwrap();
+        assert_eq!(tail, [large_entry(4), large_entry(5)]);
         let read = log.try_get_log_entries(1..=4).await.unwrap();
         let expected = [entry(1), large_entry(2), entry(3), large_entry(4)];
         assert_eq!(read, expected, "read back whole, in order");
@@ -814,10 +846,6 @@ mod tests {
             [large_entry(2)],
             "an inclusive end takes all its pieces"
         );
-        assert_eq!(
-            log.try_get_log_entries(4..).await.unwrap(),
-            [large_entry(4)]
-        );
         // An append's bound counts a pieced entry's whole size.
         let small = codec::encode(&entry(1)).len();
         let within = |bytes| indexes(log.entries_within(1, 5, bytes).ok());
@@ -825,7 +853,11 @@ mod tests {
         assert_eq!(within(small + large.len() - 1), Some(vec![1]));
 
         log.truncate(large_entry(4).log_id).await.unwrap();
-        assert_eq!(log.try_get_log_entries(1..).await.unwrap().len(), 3);
+        assert_eq!(
+            log.try_get_log_entries(1..).await.unwrap().len(),
+            3,
+            "4 and 5 gone"
+        );
         log.purge(large_entry(2).log_id).await.unwrap();
         assert_eq!(log.try_get_log_entries(0..).await.unwrap(), [entry(3)]);
         let keys: Vec<_> = log.store.log.iter().keys().map(|k| k.unwrap()).collect();
@@ -837,22 +869,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn entries_written_over_the_logs_end_replace_all_it_held_from_there() {
+    async fn entries_written_where_the_log_holds_some_replace_them_whole() {
         let (_dir, mut log) = log_store();
         store_entries(&log, 0, &[entry(1), large_entry(2), large_entry(3)]);
-        // Whole over pieces, then pieces over whole and over pieces.
+        // Whole over pieces, then pieces over whole and over pieces; the
+        // entry after them stays.
         store_entries(&log, 4, &[entry(2)]);
-        assert_eq!(
-            log.try_get_log_entries(1..).await.unwrap(),
-            [entry(1), entry(2)]
-        );
-        store_entries(&log, 3, &[large_entry(1), large_entry(2)]);
+        let read = log.try_get_log_entries(1..).await.unwrap();
+        assert_eq!(read, [entry(1), entry(2), large_entry(3)]);
+        store_entries(&log, 4, &[large_entry(1), large_entry(2)]);
         let read = log.try_get_log_entries(0..).await.unwrap();
-        assert_eq!(read, [large_entry(1), large_entry(2)]);
+        assert_eq!(read, [large_entry(1), large_entry(2), large_entry(3)]);
         let shorter = membership_entry(2, 1);
-        store_entries(&log, 3, std::slice::from_ref(&shorter));
+        store_entries(&log, 4, std::slice::from_ref(&shorter));
         let read = log.try_get_log_entries(0..).await.unwrap();
-        assert_eq!(read, [large_entry(1), shorter]);
+        assert_eq!(read, [large_entry(1), shorter, large_entry(3)]);
     }
 
     #[tokio::test]
@@ -886,6 +917,16 @@ mod tests {
             moved.contains("the log entry stored under index 1 is entry 7"),
             "{moved}"
         );
+
+        // Whole and in pieces at once: refused, not read twice.
+        let (_dir, mut log) = log_store();
+        store_entries(&log, 0, &[large_entry(1)]);
+        log.store
+            .log
+            .insert(log_key(1), codec::encode(&entry(1)))
+            .unwrap();
+        let twice = log.try_get_log_entries(1..2).await.unwrap_err().to_string();
+        assert!(twice.contains("log entry 1 is stored twice"), "{twice}");
     }
 
     #[test]

@@ -96,7 +96,14 @@ impl Store {
 
 /// The encoding of everything stored (see [`crate::codec`]), kept in the
 /// default tree: a data dir written in another is refused, not misread.
-pub const FORMAT: &str = "alliance-postcard-8";
+/// Format 9 stores a large log entry in pieces (`log_store::PIECE_BYTES`).
+pub const FORMAT: &str = "alliance-postcard-9";
+
+/// The format before [`FORMAT`], which this alliance reads as it is (its
+/// log entries are whole) and marks as [`FORMAT`] at open: an alliance
+/// that reads only format 8 then refuses the data dir instead of
+/// misreading the log's pieces.
+const FORMAT_BEFORE: &str = "alliance-postcard-8";
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -104,6 +111,11 @@ fn check_format(db: &sled::Db) -> io::Result<()> {
     let found = db.get(FORMAT_KEY).map_err(io::Error::other)?;
     match found {
         Some(f) if *f == *FORMAT.as_bytes() => Ok(()),
+        Some(f) if *f == *FORMAT_BEFORE.as_bytes() => {
+            db.insert(FORMAT_KEY, FORMAT.as_bytes())
+                .map_err(io::Error::other)?;
+            Ok(())
+        }
         Some(f) => Err(io::Error::other(format!(
             "this data dir is in format {:?}; this alliance reads {FORMAT:?}",
             String::from_utf8_lossy(&f)

@@ -144,6 +144,39 @@ fn a_data_dir_in_another_format_is_refused() {
     assert_eq!(log.len(), 1, "refusing changes nothing");
 }
 
+/// A data dir of format 8 (whole log entries) opens and is marked as
+/// today's format, which an alliance of format 8 refuses; an older
+/// format is refused.
+#[test]
+fn a_data_dir_of_the_format_before_opens_and_is_marked_as_this_one() {
+    let marked = |dir: &std::path::Path, format: &str| {
+        let db = sled::open(dir).expect("sled");
+        db.insert(b"format", format.as_bytes()).expect("insert");
+        db.flush().expect("flush");
+    };
+    let format = |dir: &std::path::Path| {
+        let db = once_unlocked(|| sled::open(dir)).expect("sled");
+        String::from_utf8(db.get(b"format").unwrap().unwrap().to_vec()).unwrap()
+    };
+    let before = tempfile::tempdir().expect("temp dir");
+    marked(before.path(), "alliance-postcard-8");
+    drop(once_unlocked(|| Store::open(before.path())).expect("format 8 opens"));
+    assert_eq!(format(before.path()), super::store::FORMAT);
+    assert_eq!(super::store::FORMAT, "alliance-postcard-9");
+
+    let older = tempfile::tempdir().expect("temp dir");
+    marked(older.path(), "alliance-postcard-7");
+    let err = once_unlocked(|| Store::open(older.path()))
+        .err()
+        .expect("format 7 is refused");
+    assert!(
+        err.to_string()
+            .contains(r#"in format "alliance-postcard-7""#),
+        "{err}"
+    );
+    assert_eq!(format(older.path()), "alliance-postcard-7", "unchanged");
+}
+
 /// Applies `commands` (one entry each, as org1's admin) to a state machine
 /// on a fresh sled directory.
 async fn applied(dir: &std::path::Path, commands: Vec<Command>) -> StateMachine {
