@@ -1044,6 +1044,136 @@ async fn a_read_inside_a_long_run_reads_a_few_chunks() {
     );
 }
 
+/// The pairs of a snapshot's data (its magic line, then each key and
+/// value after its length, u32 big-endian), and back.
+fn snapshot_pairs(data: &[u8]) -> (Vec<u8>, Vec<Pair>) {
+    let magic = data.iter().position(|b| *b == b'\n').expect("a magic line") + 1;
+    let (mut rest, mut pairs) = (&data[magic..], Vec::new());
+    let take = |rest: &mut &[u8]| {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let part = rest[4..4 + len].to_vec();
+        *rest = &rest[4 + len..];
+        part
+    };
+    while !rest.is_empty() {
+        let key = take(&mut rest);
+        pairs.push((key, take(&mut rest)));
+    }
+    (data[..magic].to_vec(), pairs)
+}
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+
+fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
+    let mut data = magic.to_vec();
+    for part in pairs.iter().flat_map(|(k, v)| [k, v]) {
+        data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        data.extend_from_slice(part);
+    }
+    data
+}
+
+/// A received snapshot whose ledger records the node could not load (a
+/// head that does not decode, a pending record of a settled transfer or
+/// under another id, an account under another's key) is refused before
+/// it replaces anything: the node keeps the state it had.
+#[tokio::test]
+async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
+    use crate::raft::store::{StateKey, ACCOUNT_TAG, PENDING_TAG};
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+    let mut commands = one_payment();
+    commands.push(batch(vec![new_transfer(
+        "org1.held",
+        "org1.issue",
+        "org1.a",
+        7,
+        true,
+    )]));
+    let leader_dir = tempfile::tempdir().expect("temp dir");
+    let built = applied(leader_dir.path(), commands)
+        .await
+        .build_snapshot()
+        .await;
+    let built = built.expect("snapshot");
+    let meta = built.meta.clone();
+    let (magic, pairs) = snapshot_pairs(&bytes(built.snapshot).await);
+    assert!(
+        pairs.iter().any(|(k, _)| k[0] == PENDING_TAG),
+        "a pending record"
+    );
+    let head = StateKey::Head.encode();
+    type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
+    let tampered: [(&str, Tamper); 4] = [
+        (
+            "the snapshot's head does not decode",
+            Box::new(|k, v| {
+                if *k == head {
+                    *v = vec![0xff; 3];
+                }
+            }),
+        ),
+        (
+            "(Posted) as a pending transfer under the key of \"org1.held\"",
+            Box::new(|k, v| {
+                if k[0] == PENDING_TAG {
+                    let mut t: crate::ledger::Transfer = crate::codec::decode(v).unwrap();
+                    t.state = TransferState::Posted;
+                    *v = crate::codec::encode(&t);
+                }
+            }),
+        ),
+        (
+            "as a pending transfer under the key of \"org1.other\"",
+            Box::new(|k, _| {
+                if k[0] == PENDING_TAG {
+                    *k = [&[PENDING_TAG][..], b"org1.other"].concat();
+                }
+            }),
+        ),
+        (
+            "the snapshot holds account org1.a under the key of another",
+            Box::new(|k, _| {
+                if *k == [&[ACCOUNT_TAG][..], b"org1.a"].concat() {
+                    *k = [&[ACCOUNT_TAG][..], b"org1.z"].concat();
+                }
+            }),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), vec![account("org1.mine")]).await;
+    let before = sm.shared().read().last_applied;
+    assert!(before.is_some());
+    for (expected, tamper) in tampered {
+        let mut pairs = pairs.clone();
+        for (k, v) in &mut pairs {
+            tamper(k, v);
+        }
+        let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+        data.write_all(&snapshot_data(&magic, &pairs))
+            .await
+            .unwrap();
+        let err = sm.install_snapshot(&meta, data).await.expect_err("refused");
+        assert!(err.to_string().contains(expected), "{err}");
+        let state = sm.shared();
+        let read = state.read();
+        assert_eq!(read.last_applied, before, "{expected}: nothing installed");
+        let mine = AccountId::parse("org1.mine").unwrap();
+        assert!(
+            read.ledger.account(&mine).is_some(),
+            "{expected}: the old state"
+        );
+    }
+    // Untampered, it installs.
+    let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+    data.write_all(&snapshot_data(&magic, &pairs))
+        .await
+        .unwrap();
+    sm.install_snapshot(&meta, data).await.expect("installed");
+    assert_eq!(sm.shared().read().last_applied, meta.last_log_id);
+}
+
 /// A new state machine in `dir` that has installed `built`.
 async fn installed(
     dir: &std::path::Path,

@@ -7,7 +7,7 @@ use super::history::Tails;
 use super::index::Index;
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
-use crate::ledger::{BlockHeader, Hash, Ledger, TransferState};
+use crate::ledger::{Account, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
 use crate::raft::store::{for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, PENDING_TAG};
 use crate::raft::StorageError;
 
@@ -50,6 +50,56 @@ pub(super) fn load(
         index,
         tails,
     })
+}
+
+/// Checks a pair of a received snapshot that [`load`] reads: the
+/// singletons decode as what it makes of them, an account's record is
+/// the account its key names, and a pending record is a pending transfer
+/// under its own id (the ledger takes no other). Run on every pair before
+/// the snapshot replaces anything, so that a snapshot the node could not
+/// load leaves the node's state as it was. Other keys pass.
+pub(super) fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
+    fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
+        decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
+    }
+    match key {
+        [ACCOUNT_TAG, id @ ..] => {
+            let account: Account = decodes(value, "account record")?;
+            if account.id.as_str().as_bytes() != id {
+                return Err(format!(
+                    "the snapshot holds account {} under the key of another",
+                    account.id
+                ));
+            }
+        }
+        [PENDING_TAG, id @ ..] => {
+            let t: Transfer = decodes(value, "pending transfer record")?;
+            if t.id.as_str().as_bytes() != id || t.state != TransferState::Pending {
+                return Err(format!(
+                    "the snapshot holds transfer {} ({:?}) as a pending transfer under the key of {:?}",
+                    t.id,
+                    t.state,
+                    String::from_utf8_lossy(id)
+                ));
+            }
+        }
+        [_] => {
+            let is = |k: StateKey| key == k.encode();
+            if is(StateKey::Head) {
+                decodes::<BlockHeader>(value, "head")?;
+            } else if is(StateKey::Gov) {
+                decodes::<Gov>(value, "governance state")?;
+            } else if is(StateKey::LastApplied) {
+                decodes::<Option<crate::raft::LogId>>(value, "last applied log id")?;
+            } else if is(StateKey::Membership) {
+                decodes::<crate::raft::StoredMembership>(value, "membership")?;
+            } else if is(StateKey::Clock) || is(StateKey::TransferCount) {
+                decodes::<u64>(value, "clock or transfer count")?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
