@@ -25,9 +25,9 @@ use crate::codec;
 /// big-endian), all in one atomic write; a smaller one whole, under its
 /// index alone. sled writes a tree node larger than a quarter of its
 /// segment as a file of its own, whole again at every consolidation and
-/// split: with whole entries of a batch (about 550 KB at 8,000 transfers)
-/// in the log's leaves, such files came to about six times the entries'
-/// size. Pieces keep the log's leaves as small as the state's (see
+/// split: a leaf of whole entries of batches (hundreds of KB each) is
+/// such a file, and the files come to several times the entries' size.
+/// Pieces keep the log's leaves as small as the state's (see
 /// [`CHUNK_BYTES`]).
 pub const PIECE_BYTES: usize = CHUNK_BYTES;
 
@@ -395,7 +395,7 @@ impl LogStore {
     /// order, while `takes` accepts the size of its encoding (asked before
     /// it is decoded). An entry whose pieces are not numbered from 0
     /// without a gap, that does not hold the index it is stored under, or
-    /// that does not follow the one before it is a storage error.
+    /// that does not come after the one before it is a storage error.
     fn stored<R: RangeBounds<[u8; 8]>>(
         &self,
         range: R,
@@ -866,6 +866,42 @@ mod tests {
             [log_key(3).to_vec()],
             "no piece of a removed entry is left"
         );
+    }
+
+    /// Reads from sled while other threads append large entries and
+    /// purge them never see part of an entry: each read returns whole
+    /// entries, in order, or none.
+    #[test]
+    fn reads_never_see_part_of_an_entry_being_written_or_purged() {
+        let (_dir, log) = log_store();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 1..=300u64 {
+                    store_entries(&log, i, &[large_entry(i)]);
+                    if i > 3 {
+                        let purged = i - 3;
+                        log.remove_range(..log_key(purged + 1), ErrorSubject::Logs)
+                            .unwrap();
+                    }
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut reads = 0;
+        while !done.load(Ordering::Relaxed) {
+            let mut seen = Vec::new();
+            let read = log.stored(log_key(0).., |_| true, |e| seen.push(e));
+            assert!(read.is_ok(), "read {reads}: {read:?}");
+            for pair in seen.windows(2) {
+                assert_eq!(pair[1].log_id.index, pair[0].log_id.index + 1);
+            }
+            assert!(seen.iter().all(|e| *e == large_entry(e.log_id.index)));
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
     }
 
     #[tokio::test]

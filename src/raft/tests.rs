@@ -1075,12 +1075,14 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 }
 
 /// A received snapshot whose ledger records the node could not load (a
-/// head that does not decode, a pending record of a settled transfer or
-/// under another id, an account under another's key) is refused before
-/// it replaces anything: the node keeps the state it had.
+/// head or a height of the stored last pages that does not decode, a
+/// pending record of a settled transfer or under another id, an account
+/// under another's key, a last page of history under a key that is no
+/// account id) is refused before it replaces anything: the node keeps the
+/// state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
-    use crate::raft::store::{StateKey, ACCOUNT_TAG, PENDING_TAG};
+    use crate::raft::store::{StateKey, ACCOUNT_TAG, HISTORY_TAIL_TAG, PENDING_TAG};
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use tokio::io::AsyncWriteExt;
     let mut commands = one_payment();
@@ -1104,13 +1106,30 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         "a pending record"
     );
     let head = StateKey::Head.encode();
+    let tails = StateKey::TailsStored.encode();
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 4] = [
+    let tampered: [(&str, Tamper); 6] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
                 if *k == head {
                     *v = vec![0xff; 3];
+                }
+            }),
+        ),
+        (
+            "the snapshot's height of the stored last pages does not decode",
+            Box::new(|k, v| {
+                if *k == head {
+                    (*k, *v) = (tails.clone(), vec![0xff; 11]);
+                }
+            }),
+        ),
+        (
+            "a last page of history under a key that is not an account id",
+            Box::new(|k, _| {
+                if *k == [&[ACCOUNT_TAG][..], b"org1.issue"].concat() {
+                    *k = [&[HISTORY_TAIL_TAG][..], b"no id"].concat();
                 }
             }),
         ),
@@ -1165,6 +1184,18 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             "{expected}: the old state"
         );
     }
+    // What sled holds is the old state too: a restart loads it.
+    drop(sm);
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let store = reopen(dir.path());
+    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("reopen");
+    let mine = AccountId::parse("org1.mine").unwrap();
+    assert_eq!(
+        sm.shared().read().last_applied,
+        before,
+        "the old state on sled"
+    );
+    assert!(sm.shared().read().ledger.account(&mine).is_some());
     // Untampered, it installs.
     let mut data = sm.begin_receiving_snapshot().await.expect("a file");
     data.write_all(&snapshot_data(&magic, &pairs))

@@ -3,12 +3,15 @@
 //! transfer index and the history, which stay on disk (of the history,
 //! memory holds each account's last page).
 
-use super::history::Tails;
+use super::history::{Page, Tails};
 use super::index::Index;
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
-use crate::ledger::{Account, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
-use crate::raft::store::{for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, PENDING_TAG};
+use crate::ledger::{Account, AccountId, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
+use crate::raft::store::{
+    for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
+    REJECTED_TAG,
+};
 use crate::raft::StorageError;
 
 /// Reads the whole applied state from the state tree.
@@ -52,12 +55,15 @@ pub(super) fn load(
     })
 }
 
-/// Checks a pair of a received snapshot that [`load`] reads: the
-/// singletons decode as what it makes of them, an account's record is
-/// the account its key names, and a pending record is a pending transfer
-/// under its own id (the ledger takes no other). Run on every pair before
-/// the snapshot replaces anything, so that a snapshot the node could not
-/// load leaves the node's state as it was. Other keys pass.
+/// Checks a pair of a received snapshot that [`load`] reads on its own:
+/// the singletons decode as what it makes of them, an account's record
+/// is the account its key names, a pending record is a pending transfer
+/// under its own id (the ledger takes no other), an account's last page
+/// of history decodes under an account id, and a refusal's key is an id.
+/// Run on every pair before the snapshot replaces anything, so that such
+/// a pair leaves the node's state as it was. Other keys pass: the history
+/// runs after the stored last pages and the index's filters and newest
+/// blocks are read as a whole by `load`, and checked only there.
 pub(super) fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
@@ -83,6 +89,18 @@ pub(super) fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
                 ));
             }
         }
+        [HISTORY_TAIL_TAG, id @ ..] => {
+            let id = std::str::from_utf8(id)
+                .ok()
+                .and_then(|id| AccountId::parse(id).ok());
+            if id.is_none() {
+                return Err("the snapshot holds a last page of history under a key that is not an account id".into());
+            }
+            decodes::<Page>(value, "last page of an account's history")?;
+        }
+        [REJECTED_TAG, id @ ..] if std::str::from_utf8(id).is_err() => {
+            return Err("the snapshot holds a refusal under a key that is not an id".into());
+        }
         [_] => {
             let is = |k: StateKey| key == k.encode();
             if is(StateKey::Head) {
@@ -95,6 +113,8 @@ pub(super) fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
                 decodes::<crate::raft::StoredMembership>(value, "membership")?;
             } else if is(StateKey::Clock) || is(StateKey::TransferCount) {
                 decodes::<u64>(value, "clock or transfer count")?;
+            } else if is(StateKey::TailsStored) {
+                decodes::<u64>(value, "height of the stored last pages")?;
             }
         }
         _ => {}

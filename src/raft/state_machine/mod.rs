@@ -370,8 +370,9 @@ impl StateMachine {
         for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
             let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
             // A transfer index no node would load or number runs from, or
-            // records the ledger would not load, are refused before they
-            // replace anything: the state this node has stays.
+            // a record of the ledger's that load would fail on by itself,
+            // is refused before it replaces anything: the state this node
+            // has stays.
             index::check_received(&key, &value).map_err(snapshot_err(meta, ErrorVerb::Read))?;
             load::check_received(&key, &value)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
