@@ -1075,15 +1075,18 @@ impl SegmentAccountant {
         let config = self.config.clone();
 
         io_fail!(&config, "file truncation");
-        threadpool::spawn(move || {
-            debug!("truncating file to length {}", at);
-            let res = config
-                .file
-                .set_len(at)
-                .and_then(|_| config.file.sync_all())
-                .map_err(|e| e.into());
-            completer.fill(res);
-        })?;
+        // alliance: truncated here, not on the I/O thread pool. `bump_tip`
+        // waits for a pending truncation while it holds this accountant's
+        // lock, and the pool's threads writing buffers wait for that lock
+        // in `sa_stabilize`: with every pool thread there, the truncation
+        // never ran and the database hung.
+        debug!("truncating file to length {}", at);
+        let res = config
+            .file
+            .set_len(at)
+            .and_then(|_| config.file.sync_all())
+            .map_err(|e| e.into());
+        completer.fill(res);
 
         if self.async_truncations.insert(at, promise).is_some() {
             panic!(
