@@ -348,19 +348,13 @@ impl LogStore {
     ) -> Result<(), StorageError> {
         let write_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Write, e);
         let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let mut replaced = Vec::new();
-        if first < end {
+        let replaced = if first < end {
             let to = last.checked_add(1).map(log_key);
             let to = to.map_or(Bound::Unbounded, Bound::Excluded);
-            for key in self
-                .store
-                .log
-                .range((Bound::Included(log_key(first)), to))
-                .keys()
-            {
-                replaced.push(key.map_err(write_err)?);
-            }
-        }
+            self.keys_in((Bound::Included(log_key(first)), to))?
+        } else {
+            Vec::new()
+        };
         // One small entry is one insert, atomic on its own. A sled batch
         // costs two extra buffer writes (sled seals its write buffer before
         // and after a batch), so it is kept for writes of several keys.
@@ -603,7 +597,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         self.next_index.store(log_id.index, Ordering::Relaxed);
         self.recent().truncate(log_id.index);
-        self.remove_range(log_key(log_id.index).., ErrorSubject::Logs)?;
+        self.remove_range(log_key(log_id.index)..)?;
         self.sync(ErrorSubject::Logs).await
     }
 
@@ -620,8 +614,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
         // Up to the next index: the pieces of the last sort after its own.
         match log_id.index.checked_add(1) {
-            Some(next) => self.remove_range(..log_key(next), ErrorSubject::Logs)?,
-            None => self.remove_range::<std::ops::RangeFull>(.., ErrorSubject::Logs)?,
+            Some(next) => self.remove_range(..log_key(next))?,
+            None => self.remove_range::<std::ops::RangeFull>(..)?,
         }
 
         self.sync(ErrorSubject::Logs).await
@@ -629,21 +623,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 impl LogStore {
-    fn remove_range<R: RangeBounds<[u8; 8]>>(
-        &self,
-        range: R,
-        subject: ErrorSubject<u64>,
-    ) -> Result<(), StorageError> {
+    fn remove_range<R: RangeBounds<[u8; 8]>>(&self, range: R) -> Result<(), StorageError> {
         let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        for kv in self.store.log.range(range) {
-            let (k, _) = kv.map_err(|e| storage_err(subject.clone(), ErrorVerb::Read, e))?;
-            batch.remove(k);
-        }
-        self.store
-            .log
-            .apply_batch(batch)
-            .map_err(|e| storage_err(subject, ErrorVerb::Write, e))
+        let keys = self.keys_in(range)?;
+        self.write_batch(keys, Vec::new())
+    }
+
+    /// The keys the log tree holds in `range`.
+    fn keys_in<R: RangeBounds<[u8; 8]>>(&self, range: R) -> Result<Vec<sled::IVec>, StorageError> {
+        (self.store.log.range(range).keys())
+            .map(|k| k.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e)))
+            .collect()
     }
 }
 
@@ -882,8 +872,7 @@ mod tests {
                     store_entries(&log, i, &[large_entry(i)]);
                     if i > 3 {
                         let purged = i - 3;
-                        log.remove_range(..log_key(purged + 1), ErrorSubject::Logs)
-                            .unwrap();
+                        log.remove_range(..log_key(purged + 1)).unwrap();
                     }
                 }
                 done.store(true, Ordering::Relaxed);
