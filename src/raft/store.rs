@@ -530,13 +530,7 @@ pub fn for_each_transfer_block_from(
     let start = StateKey::height_prefix(TRANSFERS_TAG, from);
     for kv in state.range(start..[TRANSFERS_TAG + 1].to_vec()) {
         let (key, value) = kv.map_err(io::Error::other)?;
-        let height = key
-            .get(1..9)
-            .and_then(|h| <[u8; 8]>::try_from(h).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))?;
-        let chunk: Vec<Transfer> = decode(&value)
-            .map_err(|e| io::Error::other(format!("transfers of block {height}: {e}")))?;
+        let (height, chunk) = transfers_chunk(&key, &value)?;
         match &mut block {
             Some((h, records)) if *h == height => records.extend(chunk),
             _ => {
@@ -550,6 +544,19 @@ pub fn for_each_transfer_block_from(
         f(h, records);
     }
     Ok(())
+}
+
+/// A chunk of a block's transfer records ([`StateKey::Transfers`]): the
+/// block's height and the records.
+pub fn transfers_chunk(key: &[u8], value: &[u8]) -> io::Result<(u64, Vec<Transfer>)> {
+    let height = key
+        .get(1..9)
+        .and_then(|h| <[u8; 8]>::try_from(h).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))?;
+    let chunk =
+        decode(value).map_err(|e| io::Error::other(format!("transfers of block {height}: {e}")))?;
+    Ok((height, chunk))
 }
 
 /// Every stored transfer at its latest version: the blocks' transfer

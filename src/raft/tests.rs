@@ -1082,11 +1082,16 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// head or a height of the stored last pages that does not decode, a
 /// pending record of a settled transfer or under another id, an account
 /// under another's key, a last page of history under a key that is no
-/// account id) is refused before it replaces anything: the node keeps the
-/// state it had, in memory and on sled.
+/// account id, a run's filter cut short, a block's transfer records or
+/// runs of history that do not decode, runs of history that do not
+/// continue the last pages) is refused before it replaces anything: the
+/// node keeps the state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
-    use crate::raft::store::{StateKey, ACCOUNT_TAG, HISTORY_TAIL_TAG, PENDING_TAG};
+    use crate::raft::store::{
+        StateKey, ACCOUNT_TAG, FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
+        TRANSFERS_TAG,
+    };
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use tokio::io::AsyncWriteExt;
     let mut commands = one_payment();
@@ -1098,21 +1103,37 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         true,
     )]));
     let leader_dir = tempfile::tempdir().expect("temp dir");
-    let built = applied(leader_dir.path(), commands)
-        .await
-        .build_snapshot()
-        .await;
-    let built = built.expect("snapshot");
+    let mut leader = applied(leader_dir.path(), commands).await;
+    // A run of the transfer index on sled, with its filter (a run of each
+    // id here): the index's jobs run behind apply.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while leader.shared().read().index.runs() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no run of the index");
+        drop(leader.shared().read_stored());
+        apply_more(&mut leader, vec![Command::Tick]).await;
+    }
+    let built = leader.build_snapshot().await.expect("snapshot");
     let meta = built.meta.clone();
     let (magic, pairs) = snapshot_pairs(&bytes(built.snapshot).await);
     assert!(
         pairs.iter().any(|(k, _)| k[0] == PENDING_TAG),
         "a pending record"
     );
+    let keys_of = |tag: u8| {
+        pairs
+            .iter()
+            .filter(move |(k, _)| k[0] == tag)
+            .map(|(k, _)| k)
+    };
+    for tag in [FILTER_TAG, TRANSFERS_TAG] {
+        assert!(keys_of(tag).next().is_some(), "keys of {tag:#x}");
+    }
+    assert!(keys_of(HISTORY_RUNS_TAG).count() >= 2, "runs of two blocks");
+    let first_runs = keys_of(HISTORY_RUNS_TAG).min().expect("runs").clone();
     let head = StateKey::Head.encode();
     let tails = StateKey::TailsStored.encode();
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 6] = [
+    let tampered: [(&str, Tamper); 10] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1160,6 +1181,39 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             Box::new(|k, _| {
                 if *k == [&[ACCOUNT_TAG][..], b"org1.a"].concat() {
                     *k = [&[ACCOUNT_TAG][..], b"org1.z"].concat();
+                }
+            }),
+        ),
+        (
+            "filter is cut short",
+            Box::new(|k, v| {
+                if k[0] == FILTER_TAG {
+                    v.pop();
+                }
+            }),
+        ),
+        (
+            "the snapshot's transfer records: transfers of block",
+            Box::new(|k, v| {
+                if k[0] == TRANSFERS_TAG {
+                    *v = vec![0xff; 3];
+                }
+            }),
+        ),
+        (
+            "does not decode",
+            Box::new(|k, v| {
+                if k[0] == HISTORY_RUNS_TAG {
+                    *v = vec![0xff; 3];
+                }
+            }),
+        ),
+        (
+            // The first block's runs moved where no load reads them.
+            "but its tail ends at",
+            Box::new(|k, _| {
+                if *k == first_runs {
+                    *k = StateKey::HistoryRuns(0, 0).encode();
                 }
             }),
         ),

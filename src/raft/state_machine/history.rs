@@ -29,7 +29,7 @@
 //! from the history chunks, so a chunk that no longer decodes fails the
 //! reads of its items, not the start of the node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +116,19 @@ pub struct Tails {
     changed_max: Option<usize>,
 }
 
+/// A record of the stored tails that does not decode or fit, as an error.
+fn corrupt(key: &[u8], why: String) -> TailError {
+    TailError::Corrupt {
+        key: hex::encode(key),
+        why,
+    }
+}
+
+/// The first key of the runs stored after tails stored at `height`.
+fn runs_from(height: u64) -> Vec<u8> {
+    StateKey::HistoryRuns(height.saturating_add(1), 0).encode()
+}
+
 /// A run a block added to an account's tail, as stored for the blocks
 /// after the stored tails ([`StateKey::HistoryRuns`]); written with the
 /// account borrowed from the block's items, read back owned.
@@ -131,30 +144,61 @@ impl Tails {
     /// (one copy of each id in memory), with the runs of the blocks after
     /// them added.
     pub fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Self, TailError> {
-        let corrupt = |key: &[u8], why: String| TailError::Corrupt {
-            key: hex::encode(key),
-            why,
-        };
-        let own_id = |id: AccountId| ledger.account(&id).map_or(id, |a| a.id.clone());
-        let mut tails = Self::default();
         let key = StateKey::TailsStored.encode();
-        if let Some(v) = tree.get(&key)? {
-            tails.stored = decode(&v).map_err(|e| corrupt(&key, e.to_string()))?;
-        }
-        for kv in tree.scan_prefix([HISTORY_TAIL_TAG]) {
+        let stored = match tree.get(&key)? {
+            Some(v) => decode(&v).map_err(|e| corrupt(&key, e.to_string()))?,
+            None => 0,
+        };
+        let runs = tree.range(runs_from(stored)..);
+        Self::assemble(
+            stored,
+            tree.scan_prefix([HISTORY_TAIL_TAG]),
+            runs.take_while(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(key, _)| key.first() == Some(&HISTORY_RUNS_TAG))
+            }),
+            |id| ledger.account(&id).map_or(id, |a| a.id.clone()),
+        )
+    }
+
+    /// Checks what [`Self::load`] reads of a received snapshot: the height
+    /// its last pages cover, those pages and its stored runs, by key (a
+    /// key given twice counts once, as sled keeps it).
+    pub fn check_received(
+        stored: u64,
+        pages: &BTreeMap<Vec<u8>, Vec<u8>>,
+        runs: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), TailError> {
+        let runs = runs.range(runs_from(stored)..).map(Ok);
+        Self::assemble(stored, pages.iter().map(Ok), runs, |id| id).map(drop)
+    }
+
+    /// The tails of `pages` (under [`HISTORY_TAIL_TAG`]) stored at height
+    /// `stored`, with `runs` (of the blocks after it, in key order) added;
+    /// each account id as `own_id` gives it.
+    fn assemble<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        stored: u64,
+        pages: impl IntoIterator<Item = Result<(K, V), sled::Error>>,
+        runs: impl IntoIterator<Item = Result<(K, V), sled::Error>>,
+        own_id: impl Fn(AccountId) -> AccountId,
+    ) -> Result<Self, TailError> {
+        let mut tails = Self {
+            stored,
+            ..Self::default()
+        };
+        for kv in pages {
             let (key, value) = kv?;
-            let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(&key, e.to_string()))?;
-            let id = AccountId::parse(id).map_err(|e| corrupt(&key, e.to_string()))?;
-            let page: Page = decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+            let (key, value) = (key.as_ref(), value.as_ref());
+            let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(key, e.to_string()))?;
+            let id = AccountId::parse(id).map_err(|e| corrupt(key, e.to_string()))?;
+            let page: Page = decode(value).map_err(|e| corrupt(key, e.to_string()))?;
             tails.pages.insert(own_id(id), page);
         }
-        for kv in tree.range(StateKey::HistoryRuns(tails.stored + 1, 0).encode()..) {
+        for kv in runs {
             let (key, value) = kv?;
-            if key.first() != Some(&HISTORY_RUNS_TAG) {
-                break;
-            }
+            let (key, value) = (key.as_ref(), value.as_ref());
             let runs: Vec<AddedRun<AccountId>> =
-                decode(&value).map_err(|e| corrupt(&key, e.to_string()))?;
+                decode(value).map_err(|e| corrupt(key, e.to_string()))?;
             for AddedRun {
                 account,
                 first_seq,
@@ -166,7 +210,7 @@ impl Tails {
                     let why = format!(
                         "{account}'s run starts at item {first_seq}, but its tail ends at {end}"
                     );
-                    return Err(corrupt(&key, why));
+                    return Err(corrupt(key, why));
                 }
                 // The page this run may fill was stored with its block.
                 tails.add(own_id(account), first_seq, run);

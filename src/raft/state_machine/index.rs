@@ -305,18 +305,8 @@ impl Index {
             for kv in tree.scan_prefix(run_prefix(FILTER_TAG, meta.number)) {
                 bytes.extend_from_slice(&kv.map_err(err)?.1);
             }
-            let filter = Filter::from_bytes(&bytes)
-                .ok_or_else(|| err(format!("run {}'s filter is cut short", meta.number)))?;
-            // A merge sizes its filter by its inputs' ids: ids a filter
-            // was not made for would size one past what the state holds.
-            if Filter::words_for(meta.ids).is_none_or(|words| filter.words.len() < words) {
-                return Err(err(format!(
-                    "run {} names {} ids, more than its filter of {} bytes was made for",
-                    meta.number,
-                    meta.ids,
-                    bytes.len()
-                )));
-            }
+            check_filter(meta, bytes.len())?;
+            let filter = Filter::from_bytes(&bytes).expect("a filter check_filter takes");
             live.push(Run {
                 meta: *meta,
                 filter,
@@ -1133,6 +1123,42 @@ pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
     }
 }
 
+/// Checks the filters of a received snapshot's runs, given its manifest
+/// (none: no run) and the length of each of its filter pieces by key (a
+/// key given twice counts once, as sled keeps it): every run the manifest
+/// names has a filter [`Index::load`] takes.
+pub fn check_received_filters(
+    manifest: Option<&[u8]>,
+    pieces: &std::collections::BTreeMap<Vec<u8>, usize>,
+) -> Result<(), IndexError> {
+    for meta in &manifest_of(manifest)?.runs {
+        let prefix = run_prefix(FILTER_TAG, meta.number);
+        let of_run = pieces.range(prefix.clone()..);
+        let len = (of_run.take_while(|(key, _)| key.starts_with(&prefix)))
+            .map(|(_, len)| len)
+            .sum();
+        check_filter(meta, len)?;
+    }
+    Ok(())
+}
+
+/// Refuses a run's filter of `len` bytes that [`Filter::from_bytes`] does
+/// not take, or that is too small for the run's ids: a merge sizes its
+/// filter by its inputs' ids, so ids a filter was not made for would size
+/// one past what the state holds.
+fn check_filter(meta: &RunMeta, len: usize) -> Result<(), IndexError> {
+    if !Filter::whole(len) {
+        return Err(err(format!("run {}'s filter is cut short", meta.number)));
+    }
+    if Filter::words_for(meta.ids).is_none_or(|words| len / 8 < words) {
+        return Err(err(format!(
+            "run {} names {} ids, more than its filter of {len} bytes was made for",
+            meta.number, meta.ids,
+        )));
+    }
+    Ok(())
+}
+
 /// The stored manifest (none: no run).
 fn manifest(tree: &sled::Tree) -> Result<Manifest, IndexError> {
     let value = tree.get(StateKey::IndexRuns.encode()).map_err(err)?;
@@ -1253,6 +1279,11 @@ impl Filter {
         }
     }
 
+    /// Whether `len` bytes are a filter's: whole blocks, at least one.
+    fn whole(len: usize) -> bool {
+        len > 0 && len.is_multiple_of(8 * BLOCK_WORDS)
+    }
+
     /// The words of a filter for `ids` (none: more than memory holds).
     fn words_for(ids: u64) -> Option<usize> {
         let blocks = (ids.checked_mul(FILTER_BITS_PER_ID)?)
@@ -1292,7 +1323,7 @@ impl Filter {
     }
 
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.is_empty() || !bytes.len().is_multiple_of(8 * BLOCK_WORDS) {
+        if !Self::whole(bytes.len()) {
             return None;
         }
         let words = bytes

@@ -3,14 +3,16 @@
 //! transfer index and the history, which stay on disk (of the history,
 //! memory holds each account's last page).
 
+use std::collections::BTreeMap;
+
 use super::history::{Page, Tails};
-use super::index::Index;
+use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{Account, AccountId, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
 use crate::raft::store::{
-    for_each_transfer_block, StateKey, Store, ACCOUNT_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
-    REJECTED_TAG,
+    for_each_transfer_block, transfers_chunk, StateKey, Store, ACCOUNT_TAG, FILTER_TAG,
+    HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG, TRANSFERS_TAG,
 };
 use crate::raft::StorageError;
 
@@ -55,16 +57,70 @@ pub(super) fn load(
     })
 }
 
+/// What [`load`] and [`derive_index`] read of a received snapshot,
+/// checked before the snapshot replaces anything, so that a snapshot this
+/// node could not load leaves its state as it was: each pair as it comes
+/// ([`Self::pair`]), then what only the pairs together say
+/// ([`Self::finish`]). The pairs may come in any order; a key given
+/// twice is checked each time and counts as sled keeps it, the last.
+#[derive(Default)]
+pub(super) struct Received {
+    manifest: Option<Vec<u8>>,
+    tails_stored: u64,
+    /// The length of each of the index's filter pieces.
+    filter_pieces: BTreeMap<Vec<u8>, usize>,
+    /// The accounts' last pages of history and the runs stored after them.
+    tail_pages: BTreeMap<Vec<u8>, Vec<u8>>,
+    history_runs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Received {
+    /// Checks one pair ([`index::check_received`], [`check_received`];
+    /// a block's transfer records decode) and keeps what
+    /// [`Self::finish`] needs of it.
+    pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        index::check_received(key, value).map_err(|e| e.to_string())?;
+        check_received(key, value)?;
+        match key.first() {
+            Some(&TRANSFERS_TAG) => {
+                transfers_chunk(key, value)
+                    .map_err(|e| format!("the snapshot's transfer records: {e}"))?;
+            }
+            Some(&FILTER_TAG) => {
+                self.filter_pieces.insert(key.to_vec(), value.len());
+            }
+            Some(&HISTORY_TAIL_TAG) => {
+                self.tail_pages.insert(key.to_vec(), value.to_vec());
+            }
+            Some(&HISTORY_RUNS_TAG) => {
+                self.history_runs.insert(key.to_vec(), value.to_vec());
+            }
+            _ if key == StateKey::IndexRuns.encode() => self.manifest = Some(value.to_vec()),
+            _ if key == StateKey::TailsStored.encode() => {
+                self.tails_stored = decode(value).map_err(|e| e.to_string())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks that every run the manifest names has a whole filter made
+    /// for its ids, and that the runs stored after the last pages continue
+    /// them.
+    pub(super) fn finish(self) -> Result<(), String> {
+        index::check_received_filters(self.manifest.as_deref(), &self.filter_pieces)
+            .map_err(|e| format!("the snapshot's {e}"))?;
+        Tails::check_received(self.tails_stored, &self.tail_pages, &self.history_runs)
+            .map_err(|e| format!("the snapshot's history: {e}"))
+    }
+}
+
 /// Checks a pair of a received snapshot that [`load`] reads on its own:
 /// the singletons decode as what it makes of them, an account's record
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
 /// of history decodes under an account id, and a refusal's key is an id.
-/// Run on every pair before the snapshot replaces anything, so that such
-/// a pair leaves the node's state as it was. Other keys pass: the history
-/// runs after the stored last pages and the index's filters and newest
-/// blocks are read as a whole by `load`, and checked only there.
-pub(super) fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
+fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
     }

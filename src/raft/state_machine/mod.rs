@@ -367,17 +367,16 @@ impl StateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         file: std::fs::File,
     ) -> Result<(), StorageError> {
+        // A state this node could not load is refused before it replaces
+        // anything: the state this node has stays.
+        let refused = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let mut received = load::Received::default();
         for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
             let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            // A transfer index no node would load or number runs from, or
-            // a record of the ledger's that load would fail on by itself,
-            // is refused before it replaces anything: the state this node
-            // has stays.
-            index::check_received(&key, &value).map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            load::check_received(&key, &value)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            (received.pair(&key, &value).map_err(refused))
                 .map_err(snapshot_err(meta, ErrorVerb::Read))?;
         }
+        (received.finish().map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
         let size = file
             .metadata()
             .map_err(snapshot_err(meta, ErrorVerb::Read))?
