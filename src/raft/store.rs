@@ -546,14 +546,18 @@ pub fn for_each_transfer_block_from(
     Ok(())
 }
 
+/// The height of the block whose transfer records are under `key`.
+pub fn transfers_height(key: &[u8]) -> io::Result<u64> {
+    key.get(1..9)
+        .and_then(|h| <[u8; 8]>::try_from(h).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))
+}
+
 /// A chunk of a block's transfer records ([`StateKey::Transfers`]): the
 /// block's height and the records.
 pub fn transfers_chunk(key: &[u8], value: &[u8]) -> io::Result<(u64, Vec<Transfer>)> {
-    let height = key
-        .get(1..9)
-        .and_then(|h| <[u8; 8]>::try_from(h).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))?;
+    let height = transfers_height(key)?;
     let chunk =
         decode(value).map_err(|e| io::Error::other(format!("transfers of block {height}: {e}")))?;
     Ok((height, chunk))

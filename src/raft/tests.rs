@@ -1132,8 +1132,13 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
     let first_runs = keys_of(HISTORY_RUNS_TAG).min().expect("runs").clone();
     let head = StateKey::Head.encode();
     let tails = StateKey::TailsStored.encode();
+    let history = "the snapshot holds history the node could not load";
+    let undecodable = format!(
+        "{history}: the history record at key {}",
+        hex::encode(&first_runs)
+    );
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 10] = [
+    let tampered: [(&str, Tamper); 12] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1185,7 +1190,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             }),
         ),
         (
-            "filter is cut short",
+            "the snapshot holds the transfer index: run",
             Box::new(|k, v| {
                 if k[0] == FILTER_TAG {
                     v.pop();
@@ -1201,7 +1206,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             }),
         ),
         (
-            "does not decode",
+            &undecodable,
             Box::new(|k, v| {
                 if k[0] == HISTORY_RUNS_TAG {
                     *v = vec![0xff; 3];
@@ -1217,11 +1222,29 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
                 }
             }),
         ),
+        (
+            "the snapshot's last pages of history cover block 1000, past its head (0)",
+            Box::new(|k, v| {
+                if *k == head {
+                    (*k, *v) = (tails.clone(), crate::codec::encode(&1_000u64));
+                }
+            }),
+        ),
+        (
+            "the mark of an install under way",
+            Box::new(|k, _| {
+                if *k == StateKey::Clock.encode() {
+                    *k = StateKey::Installing.encode();
+                }
+            }),
+        ),
     ];
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sm = applied(dir.path(), vec![account("org1.mine")]).await;
     let before = sm.shared().read().last_applied;
     assert!(before.is_some());
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let mine = AccountId::parse("org1.mine").unwrap();
     for (expected, tamper) in tampered {
         let mut pairs = pairs.clone();
         for (k, v) in &mut pairs {
@@ -1233,27 +1256,28 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             .unwrap();
         let err = sm.install_snapshot(&meta, data).await.expect_err("refused");
         assert!(err.to_string().contains(expected), "{err}");
+        {
+            let state = sm.shared();
+            let read = state.read();
+            assert_eq!(read.last_applied, before, "{expected}: nothing installed");
+            assert!(
+                read.ledger.account(&mine).is_some(),
+                "{expected}: the old state"
+            );
+        }
+        // What sled holds is the old state too: a restart loads it.
+        drop(sm);
+        let store = reopen(dir.path());
+        sm = StateMachine::open(store, orgs.clone().into(), [0; 32], accept_all())
+            .unwrap_or_else(|e| panic!("{expected}: reopen: {e}"));
         let state = sm.shared();
         let read = state.read();
-        assert_eq!(read.last_applied, before, "{expected}: nothing installed");
-        let mine = AccountId::parse("org1.mine").unwrap();
-        assert!(
-            read.ledger.account(&mine).is_some(),
-            "{expected}: the old state"
+        assert_eq!(
+            read.last_applied, before,
+            "{expected}: the old state on sled"
         );
+        assert!(read.ledger.account(&mine).is_some(), "{expected}");
     }
-    // What sled holds is the old state too: a restart loads it.
-    drop(sm);
-    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
-    let store = reopen(dir.path());
-    let mut sm = StateMachine::open(store, orgs.into(), [0; 32], accept_all()).expect("reopen");
-    let mine = AccountId::parse("org1.mine").unwrap();
-    assert_eq!(
-        sm.shared().read().last_applied,
-        before,
-        "the old state on sled"
-    );
-    assert!(sm.shared().read().ledger.account(&mine).is_some());
     // Untampered, it installs.
     let mut data = sm.begin_receiving_snapshot().await.expect("a file");
     data.write_all(&snapshot_data(&magic, &pairs))

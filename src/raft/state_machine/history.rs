@@ -125,7 +125,7 @@ fn corrupt(key: &[u8], why: String) -> TailError {
 }
 
 /// The first key of the runs stored after tails stored at `height`.
-fn runs_from(height: u64) -> Vec<u8> {
+pub(super) fn runs_from(height: u64) -> Vec<u8> {
     StateKey::HistoryRuns(height.saturating_add(1), 0).encode()
 }
 

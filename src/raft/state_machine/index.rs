@@ -1123,23 +1123,55 @@ pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
     }
 }
 
-/// Checks the filters of a received snapshot's runs, given its manifest
-/// (none: no run) and the length of each of its filter pieces by key (a
-/// key given twice counts once, as sled keeps it): every run the manifest
-/// names has a filter [`Index::load`] takes.
-pub fn check_received_filters(
-    manifest: Option<&[u8]>,
-    pieces: &std::collections::BTreeMap<Vec<u8>, usize>,
-) -> Result<(), IndexError> {
-    for meta in &manifest_of(manifest)?.runs {
-        let prefix = run_prefix(FILTER_TAG, meta.number);
-        let of_run = pieces.range(prefix.clone()..);
-        let len = (of_run.take_while(|(key, _)| key.starts_with(&prefix)))
-            .map(|(_, len)| len)
-            .sum();
-        check_filter(meta, len)?;
+/// The filters of a received snapshot's runs, gathered to be checked
+/// against its manifest as [`Index::load`] reads them: the length of each
+/// piece of a run the manifest names, by key (a key given twice counts
+/// once, as sled keeps it).
+pub struct ReceivedFilters {
+    manifest: Manifest,
+    named: Listed,
+    pieces: std::collections::BTreeMap<Vec<u8>, usize>,
+}
+
+impl ReceivedFilters {
+    /// For the snapshot's manifest (none: no run), which
+    /// [`check_received`] has taken.
+    pub fn new(manifest: Option<&[u8]>) -> Result<Self, IndexError> {
+        let manifest = manifest_of(manifest)?;
+        Ok(Self {
+            named: Listed::named_by(&manifest),
+            manifest,
+            pieces: Default::default(),
+        })
     }
-    Ok(())
+
+    /// The height through which the runs hold every block: the load reads
+    /// the transfer records of the blocks after it.
+    pub fn through(&self) -> u64 {
+        self.manifest.through
+    }
+
+    /// Notes a pair of the snapshot: a piece of a named run's filter.
+    pub fn pair(&mut self, key: &[u8], len: usize) {
+        let named = |n| self.named.0.binary_search(&n).is_ok();
+        if key.first() == Some(&FILTER_TAG) && index_run_number(key).is_some_and(named) {
+            self.pieces.insert(key.to_vec(), len);
+        }
+    }
+
+    /// Checks that every run the manifest names has a filter the load
+    /// takes ([`check_filter`]).
+    pub fn finish(&self) -> Result<(), IndexError> {
+        for meta in &self.manifest.runs {
+            let prefix = run_prefix(FILTER_TAG, meta.number);
+            let of_run = self.pieces.range(prefix.clone()..);
+            let len = (of_run.take_while(|(key, _)| key.starts_with(&prefix)))
+                .map(|(_, len)| len)
+                .sum();
+            check_filter(meta, len)?;
+        }
+        Ok(())
+    }
 }
 
 /// Refuses a run's filter of `len` bytes that [`Filter::from_bytes`] does

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use super::history::{Page, Tails};
+use super::history::{runs_from, Page, Tails};
 use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{Account, AccountId, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
 use crate::raft::store::{
-    for_each_transfer_block, transfers_chunk, StateKey, Store, ACCOUNT_TAG, FILTER_TAG,
-    HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG, TRANSFERS_TAG,
+    for_each_transfer_block, transfers_chunk, transfers_height, StateKey, Store, ACCOUNT_TAG,
+    FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG, TRANSFERS_TAG,
 };
 use crate::raft::StorageError;
 
@@ -59,59 +59,103 @@ pub(super) fn load(
 
 /// What [`load`] and [`derive_index`] read of a received snapshot,
 /// checked before the snapshot replaces anything, so that a snapshot this
-/// node could not load leaves its state as it was: each pair as it comes
-/// ([`Self::pair`]), then what only the pairs together say
-/// ([`Self::finish`]). The pairs may come in any order; a key given
-/// twice is checked each time and counts as sled keeps it, the last.
+/// node could not load leaves its state as it was. The file is read
+/// twice: the first read checks each pair alone ([`Self::first`]) and
+/// keeps the keys that say what the load reads of the rest; the second
+/// ([`Self::second`]) keeps that, which [`Self::finish`] checks whole.
+/// The pairs may come in any order; a key given twice counts as sled
+/// keeps it, the last.
 #[derive(Default)]
 pub(super) struct Received {
     manifest: Option<Vec<u8>>,
+    head_height: u64,
+    indexed: Option<u64>,
     tails_stored: u64,
-    /// The length of each of the index's filter pieces.
-    filter_pieces: BTreeMap<Vec<u8>, usize>,
-    /// The accounts' last pages of history and the runs stored after them.
+    /// From the second read on.
+    whole: Option<Whole>,
+}
+
+/// What the second read keeps.
+struct Whole {
+    filters: index::ReceivedFilters,
+    /// Whether [`derive_index`] reads every block's transfer records.
+    derives: bool,
+    /// The accounts' last pages of history, and the runs stored after
+    /// them.
     tail_pages: BTreeMap<Vec<u8>, Vec<u8>>,
     history_runs: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Received {
-    /// Checks one pair ([`index::check_received`], [`check_received`];
-    /// a block's transfer records decode) and keeps what
-    /// [`Self::finish`] needs of it.
-    pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+    /// The first read: checks one pair alone ([`index::check_received`],
+    /// [`check_received`]).
+    pub(super) fn first(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         index::check_received(key, value).map_err(|e| e.to_string())?;
         check_received(key, value)?;
+        let is = |k: StateKey| key == k.encode();
+        if is(StateKey::IndexRuns) {
+            self.manifest = Some(value.to_vec());
+        } else if is(StateKey::Head) {
+            self.head_height = decode::<BlockHeader>(value).map_or(0, |h| h.height);
+        } else if is(StateKey::Indexed) {
+            self.indexed = decode(value).ok();
+        } else if is(StateKey::TailsStored) {
+            self.tails_stored = decode(value).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// The second read: checks that the blocks' transfer records the load
+    /// reads decode, and keeps the pieces of the filters of the runs the
+    /// manifest names, the last pages of history and the runs stored after
+    /// them.
+    pub(super) fn second(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        if self.whole.is_none() {
+            self.whole = Some(Whole {
+                filters: index::ReceivedFilters::new(self.manifest.as_deref())
+                    .map_err(|e| e.to_string())?,
+                derives: self.indexed != Some(self.head_height),
+                tail_pages: BTreeMap::new(),
+                history_runs: BTreeMap::new(),
+            });
+        }
+        let whole = self.whole.as_mut().expect("made above");
         match key.first() {
             Some(&TRANSFERS_TAG) => {
-                transfers_chunk(key, value)
-                    .map_err(|e| format!("the snapshot's transfer records: {e}"))?;
+                let records = |e| format!("the snapshot's transfer records: {e}");
+                let height = transfers_height(key).map_err(records)?;
+                if whole.derives || height > whole.filters.through() {
+                    transfers_chunk(key, value).map_err(records)?;
+                }
             }
-            Some(&FILTER_TAG) => {
-                self.filter_pieces.insert(key.to_vec(), value.len());
-            }
+            Some(&FILTER_TAG) => whole.filters.pair(key, value.len()),
             Some(&HISTORY_TAIL_TAG) => {
-                self.tail_pages.insert(key.to_vec(), value.to_vec());
+                whole.tail_pages.insert(key.to_vec(), value.to_vec());
             }
-            Some(&HISTORY_RUNS_TAG) => {
-                self.history_runs.insert(key.to_vec(), value.to_vec());
-            }
-            _ if key == StateKey::IndexRuns.encode() => self.manifest = Some(value.to_vec()),
-            _ if key == StateKey::TailsStored.encode() => {
-                self.tails_stored = decode(value).map_err(|e| e.to_string())?;
+            Some(&HISTORY_RUNS_TAG) if key >= runs_from(self.tails_stored).as_slice() => {
+                whole.history_runs.insert(key.to_vec(), value.to_vec());
             }
             _ => {}
         }
         Ok(())
     }
 
-    /// Checks that every run the manifest names has a whole filter made
-    /// for its ids, and that the runs stored after the last pages continue
-    /// them.
+    /// Checks that every run the manifest names has a filter the load
+    /// takes, that the last pages of history cover no block past the
+    /// head, and that the runs stored after them continue them.
     pub(super) fn finish(self) -> Result<(), String> {
-        index::check_received_filters(self.manifest.as_deref(), &self.filter_pieces)
-            .map_err(|e| format!("the snapshot's {e}"))?;
-        Tails::check_received(self.tails_stored, &self.tail_pages, &self.history_runs)
-            .map_err(|e| format!("the snapshot's history: {e}"))
+        let Some(whole) = self.whole else {
+            return Ok(());
+        };
+        (whole.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
+        if self.tails_stored > self.head_height {
+            return Err(format!(
+                "the snapshot's last pages of history cover block {}, past its head ({})",
+                self.tails_stored, self.head_height
+            ));
+        }
+        Tails::check_received(self.tails_stored, &whole.tail_pages, &whole.history_runs)
+            .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))
     }
 }
 
@@ -119,7 +163,8 @@ impl Received {
 /// the singletons decode as what it makes of them, an account's record
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
-/// of history decodes under an account id, and a refusal's key is an id.
+/// of history decodes under an account id, a refusal's key is an id, and
+/// no install is marked under way.
 fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
@@ -171,6 +216,10 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
                 decodes::<u64>(value, "clock or transfer count")?;
             } else if is(StateKey::TailsStored) {
                 decodes::<u64>(value, "height of the stored last pages")?;
+            } else if is(StateKey::Installing) {
+                // Written while a snapshot replaces the state, and read at
+                // start to finish it: never part of a state.
+                return Err("the snapshot holds the mark of an install under way".into());
             }
         }
         _ => {}

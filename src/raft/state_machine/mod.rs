@@ -370,17 +370,28 @@ impl StateMachine {
         // A state this node could not load is refused before it replaces
         // anything: the state this node has stays.
         let refused = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let started = std::time::Instant::now();
         let mut received = load::Received::default();
-        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
-            let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            (received.pair(&key, &value).map_err(refused))
-                .map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        for second in [false, true] {
+            for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+                let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+                let checked = match second {
+                    false => received.first(&key, &value),
+                    true => received.second(&key, &value),
+                };
+                (checked.map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
+            }
         }
         (received.finish().map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
         let size = file
             .metadata()
             .map_err(snapshot_err(meta, ErrorVerb::Read))?
             .len();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            bytes = size,
+            "checked the received snapshot"
+        );
         let free = rustix::fs::statvfs(&self.store.snapshots_incoming)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .map_err(snapshot_err(meta, ErrorVerb::Read))?;
@@ -423,6 +434,10 @@ impl StateMachine {
             (self.state.height).store(applied.ledger.height(), Ordering::Release);
         }
         (self.state.snapshots.installed).fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "installed the received snapshot"
+        );
         Ok(())
     }
 }
