@@ -30,7 +30,7 @@ all three nodes (SIGKILL), starts them again and prints the time until a
 transfer is acknowledged.
 
 Everything is kept under DIR and deleted at the end; at batches of 8,000
-the nodes write about 1.5 GB of disk per million transfers in all.
+the nodes keep about 1.9 GB of data per million transfers in all.
 
 Options:
   --millions M           millions of transfers, 3..100 (default: 10)

@@ -53,18 +53,20 @@ pub struct LogStore {
 
 /// Most entries, and most bytes of their stored encoding, kept in
 /// [`Recent`]. A follower normally lags by a few entries; one entry may
-/// carry a batch of thousands of transfers (about 40 bytes each encoded,
-/// about four times that decoded: 2 MiB of encoding hold about 8 MB).
+/// carry a batch of thousands of transfers (about 70 bytes each encoded
+/// with ids of 36 bytes, about four times that decoded: 2 MiB of encoding
+/// hold about 8 MB).
 pub const RECENT_ENTRIES_MAX: usize = 256;
 pub const RECENT_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// Most bytes of stored entries that one append to a follower carries,
 /// unless its first entry alone is larger: `raft.max_payload_entries` counts
 /// entries, and an entry may hold a batch of thousands of transfers (about
-/// 1.5 MB at 8,000). A follower catching up is sent appends back to back
-/// and holds each one decoded (about five times its encoding) while it
-/// stores it; at eight such entries an append held about 50 MB of it. At
-/// 2 MiB in all, an append carries one such entry, or a few smaller ones.
+/// 550 KB at 8,000 with ids of 36 bytes). A follower catching up is sent
+/// appends back to back and holds each one decoded (about five times its
+/// encoding) while it stores it: eight such entries would be about 22 MB of
+/// it. At 2 MiB in all, an append carries three such entries, or more
+/// smaller ones.
 pub const APPEND_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// The last entries appended, as they were appended. The leader reads each
