@@ -27,7 +27,7 @@
 //! past the manifest's height, and chunks of runs the manifest does not
 //! name (a job a stop cut short) are found, to be removed behind apply.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -1097,6 +1097,11 @@ impl Listed {
     pub fn unlisted(&self, key: &[u8]) -> bool {
         index_run_number(key).is_some_and(|n| self.0.binary_search(&n).is_err())
     }
+
+    /// Whether `key` is a chunk's or a filter piece's of a run named.
+    fn names(&self, key: &[u8]) -> bool {
+        index_run_number(key).is_some_and(|n| self.0.binary_search(&n).is_ok())
+    }
 }
 
 /// Refuses a pair of a received snapshot that an index would not load or
@@ -1130,7 +1135,7 @@ pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
 pub struct ReceivedFilters {
     manifest: Manifest,
     named: Listed,
-    pieces: std::collections::BTreeMap<Vec<u8>, usize>,
+    pieces: BTreeMap<Vec<u8>, usize>,
 }
 
 impl ReceivedFilters {
@@ -1153,8 +1158,7 @@ impl ReceivedFilters {
 
     /// Notes a pair of the snapshot: a piece of a named run's filter.
     pub fn pair(&mut self, key: &[u8], len: usize) {
-        let named = |n| self.named.0.binary_search(&n).is_ok();
-        if key.first() == Some(&FILTER_TAG) && index_run_number(key).is_some_and(named) {
+        if key.first() == Some(&FILTER_TAG) && self.named.names(key) {
             self.pieces.insert(key.to_vec(), len);
         }
     }

@@ -59,27 +59,29 @@ pub(super) fn load(
 
 /// What [`load`] and [`derive_index`] read of a received snapshot,
 /// checked before the snapshot replaces anything, so that a snapshot this
-/// node could not load leaves its state as it was. The file is read
-/// twice: the first read checks each pair alone ([`Self::first`]) and
-/// keeps the keys that say what the load reads of the rest; the second
-/// ([`Self::second`]) keeps that, which [`Self::finish`] checks whole.
-/// The pairs may come in any order; a key given twice counts as sled
-/// keeps it, the last.
+/// node could not start from leaves its state as it was. The file is read
+/// twice. The first read checks each pair alone ([`Self::first`]) and
+/// notes the keys that say what the load reads of the rest; the second
+/// ([`Received::second_read`], then [`Whole::pair`]) gathers that, which
+/// [`Whole::finish`] checks whole. The pairs may come in any order; of a
+/// key given twice, what is gathered is the last, as sled keeps it.
 #[derive(Default)]
 pub(super) struct Received {
     manifest: Option<Vec<u8>>,
     head_height: u64,
     indexed: Option<u64>,
     tails_stored: u64,
-    /// From the second read on.
-    whole: Option<Whole>,
 }
 
-/// What the second read keeps.
-struct Whole {
+/// The second read of a received snapshot.
+pub(super) struct Whole {
     filters: index::ReceivedFilters,
     /// Whether [`derive_index`] reads every block's transfer records.
     derives: bool,
+    head_height: u64,
+    tails_stored: u64,
+    /// The first key of the runs of history the load reads.
+    runs_from: Vec<u8>,
     /// The accounts' last pages of history, and the runs stored after
     /// them.
     tail_pages: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -90,7 +92,7 @@ impl Received {
     /// The first read: checks one pair alone ([`index::check_received`],
     /// [`check_received`]).
     pub(super) fn first(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        index::check_received(key, value).map_err(|e| e.to_string())?;
+        index::check_received(key, value).map_err(|e| format!("the snapshot holds {e}"))?;
         check_received(key, value)?;
         let is = |k: StateKey| key == k.encode();
         if is(StateKey::IndexRuns) {
@@ -105,35 +107,40 @@ impl Received {
         Ok(())
     }
 
-    /// The second read: checks that the blocks' transfer records the load
-    /// reads decode, and keeps the pieces of the filters of the runs the
-    /// manifest names, the last pages of history and the runs stored after
-    /// them.
-    pub(super) fn second(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        if self.whole.is_none() {
-            self.whole = Some(Whole {
-                filters: index::ReceivedFilters::new(self.manifest.as_deref())
-                    .map_err(|e| e.to_string())?,
-                derives: self.indexed != Some(self.head_height),
-                tail_pages: BTreeMap::new(),
-                history_runs: BTreeMap::new(),
-            });
-        }
-        let whole = self.whole.as_mut().expect("made above");
+    /// After the first read: the second.
+    pub(super) fn second_read(self) -> Result<Whole, String> {
+        Ok(Whole {
+            filters: index::ReceivedFilters::new(self.manifest.as_deref())
+                .map_err(|e| format!("the snapshot holds {e}"))?,
+            derives: derives(self.head_height, self.indexed),
+            head_height: self.head_height,
+            tails_stored: self.tails_stored,
+            runs_from: runs_from(self.tails_stored),
+            tail_pages: BTreeMap::new(),
+            history_runs: BTreeMap::new(),
+        })
+    }
+}
+
+impl Whole {
+    /// Checks that a block's transfer records the load reads decode, and
+    /// gathers the pieces of the filters of the runs the manifest names,
+    /// the last pages of history and the runs stored after them.
+    pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         match key.first() {
             Some(&TRANSFERS_TAG) => {
                 let records = |e| format!("the snapshot's transfer records: {e}");
                 let height = transfers_height(key).map_err(records)?;
-                if whole.derives || height > whole.filters.through() {
+                if self.derives || height > self.filters.through() {
                     transfers_chunk(key, value).map_err(records)?;
                 }
             }
-            Some(&FILTER_TAG) => whole.filters.pair(key, value.len()),
+            Some(&FILTER_TAG) => self.filters.pair(key, value.len()),
             Some(&HISTORY_TAIL_TAG) => {
-                whole.tail_pages.insert(key.to_vec(), value.to_vec());
+                self.tail_pages.insert(key.to_vec(), value.to_vec());
             }
-            Some(&HISTORY_RUNS_TAG) if key >= runs_from(self.tails_stored).as_slice() => {
-                whole.history_runs.insert(key.to_vec(), value.to_vec());
+            Some(&HISTORY_RUNS_TAG) if key >= self.runs_from.as_slice() => {
+                self.history_runs.insert(key.to_vec(), value.to_vec());
             }
             _ => {}
         }
@@ -144,17 +151,14 @@ impl Received {
     /// takes, that the last pages of history cover no block past the
     /// head, and that the runs stored after them continue them.
     pub(super) fn finish(self) -> Result<(), String> {
-        let Some(whole) = self.whole else {
-            return Ok(());
-        };
-        (whole.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
+        (self.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
         if self.tails_stored > self.head_height {
             return Err(format!(
                 "the snapshot's last pages of history cover block {}, past its head ({})",
                 self.tails_stored, self.head_height
             ));
         }
-        Tails::check_received(self.tails_stored, &whole.tail_pages, &whole.history_runs)
+        Tails::check_received(self.tails_stored, &self.tail_pages, &self.history_runs)
             .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))
     }
 }
@@ -163,8 +167,9 @@ impl Received {
 /// the singletons decode as what it makes of them, an account's record
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
-/// of history decodes under an account id, a refusal's key is an id, and
-/// no install is marked under way.
+/// of history decodes under an account id and a refusal's key is an id.
+/// Also refused: the mark of an install under way, which a node stopped
+/// in the middle of this install would read at start to finish it.
 fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
@@ -239,6 +244,12 @@ fn scan<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// Whether [`derive_index`] derives the records again, for a head at
+/// `head` and [`StateKey::Indexed`] at `covered`.
+fn derives(head: u64, covered: Option<u64>) -> bool {
+    covered != Some(head)
+}
+
 /// Derives the pending transfers' records and the transfer count
 /// ([`StateKey::Pending`], [`StateKey::TransferCount`]) from the blocks'
 /// transfer records, unless [`StateKey::Indexed`] says they cover the
@@ -254,7 +265,7 @@ pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
     };
     let covered = (tree.get(StateKey::Indexed.encode()).map_err(read_err)?)
         .and_then(|v| decode::<u64>(&v).ok());
-    if covered == Some(head) {
+    if !derives(head, covered) {
         return Ok(());
     }
     // Records of transfers no longer pending may be among those there.

@@ -371,18 +371,21 @@ impl StateMachine {
         // anything: the state this node has stays.
         let refused = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let started = std::time::Instant::now();
+        let check = |checked: Result<(), String>| {
+            (checked.map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))
+        };
         let mut received = load::Received::default();
-        for second in [false, true] {
-            for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
-                let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-                let checked = match second {
-                    false => received.first(&key, &value),
-                    true => received.second(&key, &value),
-                };
-                (checked.map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            }
+        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+            let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+            check(received.first(&key, &value))?;
         }
-        (received.finish().map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        let mut whole = (received.second_read().map_err(refused))
+            .map_err(snapshot_err(meta, ErrorVerb::Read))?;
+        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+            let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+            check(whole.pair(&key, &value))?;
+        }
+        check(whole.finish())?;
         let size = file
             .metadata()
             .map_err(snapshot_err(meta, ErrorVerb::Read))?
