@@ -424,10 +424,8 @@ impl LogStore {
         };
         for kv in self.store.log.range(range) {
             let (k, v) = kv.map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            let (index, piece) = match (key_index(&k), k.get(8..).map(<[u8; 4]>::try_from)) {
-                (Some(index), Some(Err(_))) if k.len() == 8 => (index, None),
-                (Some(index), Some(Ok(n))) => (index, Some(u32::from_be_bytes(n))),
-                _ => return Err(read_err(format!("a log key of {} bytes", k.len()))),
+            let Some((index, piece)) = key_parts(&k) else {
+                return Err(read_err(format!("a log key of {} bytes", k.len())));
             };
             match (&mut pieced, piece) {
                 (Some((at, next, bytes)), Some(n)) if *at == index => {
@@ -473,6 +471,21 @@ fn key_index(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
 }
 
+/// A log key's index and piece number (none: an entry stored whole).
+fn key_parts(key: &[u8]) -> Option<(u64, Option<u32>)> {
+    let index = key_index(key)?;
+    match key.len() {
+        8 => Some((index, None)),
+        12 => Some((index, Some(u32::from_be_bytes(key[8..].try_into().ok()?)))),
+        _ => None,
+    }
+}
+
+/// The key of piece `n` of entry `index`.
+fn piece_key(index: u64, n: u32) -> Vec<u8> {
+    [&log_key(index)[..], &n.to_be_bytes()].concat()
+}
+
 fn io_err(e: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
@@ -485,10 +498,7 @@ fn entry_pairs(index: u64, bytes: Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     (0u32..)
         .zip(bytes.chunks(PIECE_BYTES))
-        .map(|(n, piece)| {
-            let key = [&log_key(index)[..], &n.to_be_bytes()].concat();
-            (key, piece.to_vec())
-        })
+        .map(|(n, piece)| (piece_key(index, n), piece.to_vec()))
         .collect()
 }
 
@@ -915,7 +925,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_pieced_entry_with_a_piece_missing_or_misplaced_is_refused() {
-        let piece_key = |index: u64, n: u32| [&log_key(index)[..], &n.to_be_bytes()].concat();
         let read = |remove: Vec<u8>| async move {
             let (_dir, mut log) = log_store();
             store_entries(&log, 0, &[large_entry(1), entry(2)]);
