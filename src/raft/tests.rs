@@ -1084,8 +1084,9 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// under another's key, a last page of history under a key that is no
 /// account id, a run's filter cut short, a block's transfer records or
 /// runs of history that do not decode, runs of history that do not
-/// continue the last pages, last pages past the head, the mark of an
-/// install under way) is refused before it replaces anything: the node
+/// continue the last pages, last pages past the head, history that does
+/// not end where its account's does or whose account is not there, the
+/// mark of an install under way) is refused before it replaces anything: the node
 /// keeps the state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
@@ -1139,8 +1140,14 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         "{history}: the history record at key {}",
         hex::encode(&first_runs)
     );
+    let a_key = [&[ACCOUNT_TAG][..], b"org1.a"].concat();
+    let with_account = |v: &mut Vec<u8>, change: &dyn Fn(&mut crate::ledger::Account)| {
+        let mut a: crate::ledger::Account = crate::codec::decode(v).unwrap();
+        change(&mut a);
+        *v = crate::codec::encode(&a);
+    };
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 12] = [
+    let tampered: [(&str, Tamper); 14] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1229,6 +1236,27 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             Box::new(|k, v| {
                 if *k == head {
                     (*k, *v) = (tails.clone(), crate::codec::encode(&1_000u64));
+                }
+            }),
+        ),
+        (
+            "history the node could not load: account org1.a has 3 items of history, \
+             but its last page of history ends at item 2",
+            Box::new(|k, v| {
+                if *k == a_key {
+                    with_account(v, &|a| a.history_len += 1);
+                }
+            }),
+        ),
+        (
+            // org1.a as org1.b, with no history of its own.
+            "history the node could not load: the last page of history of account org1.a \
+             is stored, but the account is not",
+            Box::new(|k, v| {
+                if *k == a_key {
+                    let b = AccountId::parse("org1.b").unwrap();
+                    *k = [&[ACCOUNT_TAG][..], b"org1.b"].concat();
+                    with_account(v, &|a| (a.id, a.history_len) = (b.clone(), 0));
                 }
             }),
         ),

@@ -42,6 +42,11 @@ use crate::raft::store::{chunks, StateKey, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG};
 /// this many.
 pub const PAGE_RUNS: usize = 16;
 
+/// Past any sequence an account's history reaches (a million items a
+/// second for over 100,000 years): stored history that ends past it is
+/// refused, so that the next item's sequence never overflows.
+const SEQ_MAX: u64 = 1 << 62;
+
 /// Blocks between two stores of the tails that changed: the runs of fewer
 /// blocks than this are added to the stored tails at start.
 pub const TAILS_STORED_EVERY: u64 = 32;
@@ -78,6 +83,13 @@ impl Page {
         self.first_seq + self.runs.iter().map(|r| u64::from(r.items)).sum::<u64>()
     }
 
+    /// [`Self::end_seq`], if it is at most [`SEQ_MAX`].
+    fn checked_end_seq(&self) -> Option<u64> {
+        (self.runs.iter())
+            .try_fold(self.first_seq, |end, r| end.checked_add(u64::from(r.items)))
+            .filter(|end| *end <= SEQ_MAX)
+    }
+
     /// The run that holds item `seq`, with its first item's sequence.
     pub fn run_holding(&self, seq: u64) -> Option<(u64, Run)> {
         let mut first = self.first_seq;
@@ -99,6 +111,14 @@ pub enum TailError {
     Store(#[from] sled::Error),
     #[error("the history record at key {key} does not decode: {why}")]
     Corrupt { key: String, why: String },
+    #[error("account {account} has {items} items of history, but its last page of history ends at item {end}")]
+    Disagrees {
+        account: AccountId,
+        items: u64,
+        end: u64,
+    },
+    #[error("the last page of history of account {0} is stored, but the account is not")]
+    NoAccount(AccountId),
 }
 
 /// Every account's tail, as apply keeps them.
@@ -150,7 +170,7 @@ impl Tails {
             None => 0,
         };
         let runs = tree.range(runs_from(stored)..);
-        Self::assemble(
+        let tails = Self::assemble(
             stored,
             tree.scan_prefix([HISTORY_TAIL_TAG]),
             runs.take_while(|kv| {
@@ -158,19 +178,55 @@ impl Tails {
                     .map_or(true, |(key, _)| key.first() == Some(&HISTORY_RUNS_TAG))
             }),
             |id| ledger.account(&id).map_or(id, |a| a.id.clone()),
-        )
+        )?;
+        tails.check_accounts(ledger.accounts().map(|a| (&a.id, a.history_len)), |id| {
+            ledger.account(id).map(|a| a.history_len)
+        })?;
+        Ok(tails)
     }
 
     /// Checks what [`Self::load`] reads of a received snapshot: the height
     /// its last pages cover, those pages and its stored runs, by key (a
-    /// key given twice counts once, as sled keeps it).
+    /// key given twice counts once, as sled keeps it), against its
+    /// accounts' numbers of history items.
     pub fn check_received(
         stored: u64,
         pages: &BTreeMap<Vec<u8>, Vec<u8>>,
         runs: &BTreeMap<Vec<u8>, Vec<u8>>,
+        accounts: &HashMap<AccountId, u64, Seeded>,
     ) -> Result<(), TailError> {
         let runs = runs.range(runs_from(stored)..).map(Ok);
-        Self::assemble(stored, pages.iter().map(Ok), runs, |id| id).map(drop)
+        let tails = Self::assemble(stored, pages.iter().map(Ok), runs, |id| id)?;
+        tails.check_accounts(accounts.iter().map(|(id, n)| (id, *n)), |id| {
+            accounts.get(id).copied()
+        })
+    }
+
+    /// Checks that each of `accounts` (with its number of history items)
+    /// has a tail that ends at its last item (none: no item), and that
+    /// each tail's account is one `items_of` knows: apply appends an
+    /// account's next item to its tail, and an item that does not follow
+    /// the tail stops it.
+    fn check_accounts<'a>(
+        &self,
+        accounts: impl IntoIterator<Item = (&'a AccountId, u64)>,
+        items_of: impl Fn(&AccountId) -> Option<u64>,
+    ) -> Result<(), TailError> {
+        for (account, items) in accounts {
+            let end = self.get(account).map_or(0, Page::end_seq);
+            if end != items {
+                let account = account.clone();
+                return Err(TailError::Disagrees {
+                    account,
+                    items,
+                    end,
+                });
+            }
+        }
+        match self.pages.keys().find(|id| items_of(id).is_none()) {
+            Some(id) => Err(TailError::NoAccount(id.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The tails of `pages` (under [`HISTORY_TAIL_TAG`]) stored at height
@@ -192,6 +248,9 @@ impl Tails {
             let id = std::str::from_utf8(&key[1..]).map_err(|e| corrupt(key, e.to_string()))?;
             let id = AccountId::parse(id).map_err(|e| corrupt(key, e.to_string()))?;
             let page: Page = decode(value).map_err(|e| corrupt(key, e.to_string()))?;
+            if page.checked_end_seq().is_none() {
+                return Err(corrupt(key, format!("its items end past item {SEQ_MAX}")));
+            }
             tails.pages.insert(own_id(id), page);
         }
         for kv in runs {
@@ -210,6 +269,13 @@ impl Tails {
                     let why = format!(
                         "{account}'s run starts at item {first_seq}, but its tail ends at {end}"
                     );
+                    return Err(corrupt(key, why));
+                }
+                if first_seq
+                    .checked_add(u64::from(run.items))
+                    .is_none_or(|e| e > SEQ_MAX)
+                {
+                    let why = format!("{account}'s run ends past item {SEQ_MAX}");
                     return Err(corrupt(key, why));
                 }
                 // The page this run may fill was stored with its block.
@@ -415,5 +481,46 @@ mod tests {
             );
         }
         assert_eq!(stored, [3, 6, 9], "once more than 25 changed");
+    }
+
+    /// Stored history whose items' sequence would pass [`SEQ_MAX`] (a
+    /// last page, or a run added to it) is refused: the account's next
+    /// item would overflow it.
+    #[test]
+    fn history_ending_past_the_largest_sequence_is_refused() {
+        let a = AccountId::parse("org1.a").unwrap();
+        let run = |items| Run {
+            height: 1,
+            chunk: 0,
+            last_chunk: 0,
+            items,
+        };
+        let check = |first_seq: u64, items: u32, added: &[u32]| {
+            let page = Page {
+                first_seq,
+                runs: vec![run(items)],
+            };
+            let pages = BTreeMap::from([(StateKey::HistoryTail(&a).encode(), encode(&page))]);
+            let mut end = page.end_seq();
+            let mut runs = BTreeMap::new();
+            for (h, n) in (2..).zip(added) {
+                let added = AddedRun {
+                    account: &a,
+                    first_seq: end,
+                    run: run(*n),
+                };
+                runs.insert(StateKey::HistoryRuns(h, 0).encode(), encode(&vec![added]));
+                end = end.saturating_add(u64::from(*n));
+            }
+            let lens = HashMap::from_iter([(a.clone(), end)]);
+            Tails::check_received(1, &pages, &runs, &lens).map_err(|e| e.to_string())
+        };
+        assert_eq!(check(SEQ_MAX - 3, 1, &[2]), Ok(()));
+        let err = check(u64::MAX - 1, 5, &[]).unwrap_err();
+        assert!(err.contains("its items end past item"), "{err}");
+        let err = check(SEQ_MAX, 1, &[]).unwrap_err();
+        assert!(err.contains("its items end past item"), "{err}");
+        let err = check(SEQ_MAX - 3, 1, &[2, 1]).unwrap_err();
+        assert!(err.contains("org1.a's run ends past item"), "{err}");
     }
 }

@@ -3,13 +3,15 @@
 //! transfer index and the history, which stay on disk (of the history,
 //! memory holds each account's last page).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::history::{runs_from, Page, Tails};
 use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
-use crate::ledger::{Account, AccountId, BlockHeader, Gov, Hash, Ledger, Transfer, TransferState};
+use crate::ledger::{
+    Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded, Transfer, TransferState,
+};
 use crate::raft::store::{
     for_each_transfer_block, transfers_chunk, transfers_height, StateKey, Store, ACCOUNT_TAG,
     FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG, TRANSFERS_TAG,
@@ -86,6 +88,8 @@ pub(super) struct Whole {
     /// them.
     tail_pages: BTreeMap<Vec<u8>, Vec<u8>>,
     history_runs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Each account's number of history items.
+    history_lens: HashMap<AccountId, u64, Seeded>,
 }
 
 impl Received {
@@ -118,6 +122,7 @@ impl Received {
             runs_from: runs_from(self.tails_stored),
             tail_pages: BTreeMap::new(),
             history_runs: BTreeMap::new(),
+            history_lens: HashMap::default(),
         })
     }
 }
@@ -125,9 +130,16 @@ impl Received {
 impl Whole {
     /// Checks that a block's transfer records the load reads decode, and
     /// gathers the pieces of the filters of the runs the manifest names,
-    /// the last pages of history and the runs stored after them.
+    /// the last pages of history, the runs stored after them and the
+    /// accounts' numbers of history items.
     pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         match key.first() {
+            Some(&ACCOUNT_TAG) => {
+                // The first read checked that it decodes.
+                let account: Account = decode(value)
+                    .map_err(|e| format!("the snapshot's account record does not decode: {e}"))?;
+                self.history_lens.insert(account.id, account.history_len);
+            }
             Some(&TRANSFERS_TAG) => {
                 let records = |e| format!("the snapshot's transfer records: {e}");
                 let height = transfers_height(key).map_err(records)?;
@@ -149,7 +161,8 @@ impl Whole {
 
     /// Checks that every run the manifest names has a filter the load
     /// takes, that the last pages of history cover no block past the
-    /// head, and that the runs stored after them continue them.
+    /// head, that the runs stored after them continue them, and that the
+    /// pages with the runs end where the accounts' histories do.
     pub(super) fn finish(self) -> Result<(), String> {
         (self.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
         if self.tails_stored > self.head_height {
@@ -158,7 +171,8 @@ impl Whole {
                 self.tails_stored, self.head_height
             ));
         }
-        Tails::check_received(self.tails_stored, &self.tail_pages, &self.history_runs)
+        let (pages, runs) = (&self.tail_pages, &self.history_runs);
+        Tails::check_received(self.tails_stored, pages, runs, &self.history_lens)
             .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))
     }
 }
