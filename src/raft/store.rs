@@ -548,10 +548,16 @@ pub fn for_each_transfer_block_from(
 
 /// The height of the block whose transfer records are under `key`.
 pub fn transfers_height(key: &[u8]) -> io::Result<u64> {
+    key_height(key)
+        .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))
+}
+
+/// The height in a key made by [`StateKey::height_prefix`] (none: the key
+/// is too short to hold one).
+pub fn key_height(key: &[u8]) -> Option<u64> {
     key.get(1..9)
         .and_then(|h| <[u8; 8]>::try_from(h).ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| io::Error::other(format!("a transfers key of {} bytes", key.len())))
 }
 
 /// A chunk of a block's transfer records ([`StateKey::Transfers`]): the

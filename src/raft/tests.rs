@@ -1084,9 +1084,9 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// under another's key, a last page of history under a key that is no
 /// account id, a run's filter cut short, a block's transfer records or
 /// runs of history that do not decode, runs of history that do not
-/// continue the last pages, last pages past the head, history that does
-/// not end where its account's does or whose account is not there, the
-/// mark of an install under way) is refused before it replaces anything: the node
+/// continue the last pages, last pages or runs of history past the head,
+/// history that does not end where its account's does or whose account
+/// is not there, the mark of an install under way) is refused before it replaces anything: the node
 /// keeps the state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
@@ -1147,7 +1147,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         *v = crate::codec::encode(&a);
     };
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 14] = [
+    let tampered: [(&str, Tamper); 15] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1232,16 +1232,16 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             }),
         ),
         (
-            "the snapshot's last pages of history cover block 1000, past its head (0)",
+            "the snapshot's last pages of history cover block 1000, past its head (",
             Box::new(|k, v| {
-                if *k == head {
+                if *k == StateKey::Clock.encode() {
                     (*k, *v) = (tails.clone(), crate::codec::encode(&1_000u64));
                 }
             }),
         ),
         (
             "history the node could not load: account org1.a has 3 items of history, \
-             but its last page of history ends at item 2",
+             but its pages of history hold 2",
             Box::new(|k, v| {
                 if *k == a_key {
                     with_account(v, &|a| a.history_len += 1);
@@ -1257,6 +1257,14 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
                     let b = AccountId::parse("org1.b").unwrap();
                     *k = [&[ACCOUNT_TAG][..], b"org1.b"].concat();
                     with_account(v, &|a| (a.id, a.history_len) = (b.clone(), 0));
+                }
+            }),
+        ),
+        (
+            "the snapshot holds runs of history of block 1000, past its head (",
+            Box::new(|k, _| {
+                if *k == first_runs {
+                    *k = StateKey::HistoryRuns(1_000, 0).encode();
                 }
             }),
         ),
@@ -1508,6 +1516,32 @@ async fn corrupt_stored_records_are_read_errors() {
     assert!(e.to_string().contains("chunk"), "{e}");
     plant(StateKey::Blinding(height).encode());
     corrupt(shared.read().blinding(height).map(drop), "block blinding");
+}
+
+/// A node whose stored history disagrees with its accounts (an account
+/// with more items than its pages of history hold, as a faulty disk or an
+/// edit outside the node could leave it) refuses to start, naming the
+/// account, rather than stopping at the next transfer to it.
+#[tokio::test]
+async fn a_state_whose_history_disagrees_with_its_accounts_does_not_start() {
+    use crate::raft::store::ACCOUNT_TAG;
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(applied(dir.path(), one_payment()).await);
+    let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
+    let open = |store| StateMachine::open(store, orgs.clone().into(), [0; 32], accept_all());
+    let store = reopen(dir.path());
+    drop(open(store.clone()).expect("the state as it was starts"));
+    let key = [&[ACCOUNT_TAG][..], b"org1.a"].concat();
+    let mut a: crate::ledger::Account =
+        crate::codec::decode(&store.state.get(&key).unwrap().expect("stored")).unwrap();
+    assert_eq!(a.history_len, 1);
+    a.history_len = 2;
+    store.state.insert(key, crate::codec::encode(&a)).unwrap();
+    let err = open(store).map(drop).expect_err("refused").to_string();
+    assert!(
+        err.contains("account org1.a has 2 items of history, but its pages of history hold 1"),
+        "{err}"
+    );
 }
 
 /// A member's node vouching for another member's caller: the entry reaches

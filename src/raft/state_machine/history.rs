@@ -111,7 +111,7 @@ pub enum TailError {
     Store(#[from] sled::Error),
     #[error("the history record at key {key} does not decode: {why}")]
     Corrupt { key: String, why: String },
-    #[error("account {account} has {items} items of history, but its last page of history ends at item {end}")]
+    #[error("account {account} has {items} items of history, but its pages of history hold {end}")]
     Disagrees {
         account: AccountId,
         items: u64,
@@ -119,6 +119,8 @@ pub enum TailError {
     },
     #[error("the last page of history of account {0} is stored, but the account is not")]
     NoAccount(AccountId),
+    #[error("the history record at key {key} holds items of {account} past item {SEQ_MAX}")]
+    PastSeqMax { key: String, account: AccountId },
 }
 
 /// Every account's tail, as apply keeps them.
@@ -141,6 +143,14 @@ fn corrupt(key: &[u8], why: String) -> TailError {
     TailError::Corrupt {
         key: hex::encode(key),
         why,
+    }
+}
+
+/// A record of the stored tails whose items pass [`SEQ_MAX`], as an error.
+fn past_seq_max(key: &[u8], account: AccountId) -> TailError {
+    TailError::PastSeqMax {
+        key: hex::encode(key),
+        account,
     }
 }
 
@@ -203,7 +213,7 @@ impl Tails {
     }
 
     /// Checks that each of `accounts` (with its number of history items)
-    /// has a tail that ends at its last item (none: no item), and that
+    /// has a tail whose pages hold that many (none: no item), and that
     /// each tail's account is one `items_of` knows: apply appends an
     /// account's next item to its tail, and an item that does not follow
     /// the tail stops it.
@@ -249,7 +259,7 @@ impl Tails {
             let id = AccountId::parse(id).map_err(|e| corrupt(key, e.to_string()))?;
             let page: Page = decode(value).map_err(|e| corrupt(key, e.to_string()))?;
             if page.checked_end_seq().is_none() {
-                return Err(corrupt(key, format!("its items end past item {SEQ_MAX}")));
+                return Err(past_seq_max(key, id));
             }
             tails.pages.insert(own_id(id), page);
         }
@@ -275,8 +285,7 @@ impl Tails {
                     .checked_add(u64::from(run.items))
                     .is_none_or(|e| e > SEQ_MAX)
                 {
-                    let why = format!("{account}'s run ends past item {SEQ_MAX}");
-                    return Err(corrupt(key, why));
+                    return Err(past_seq_max(key, account));
                 }
                 // The page this run may fill was stored with its block.
                 tails.add(own_id(account), first_seq, run);
@@ -501,7 +510,7 @@ mod tests {
                 runs: vec![run(items)],
             };
             let pages = BTreeMap::from([(StateKey::HistoryTail(&a).encode(), encode(&page))]);
-            let mut end = page.end_seq();
+            let mut end = first_seq.saturating_add(u64::from(items));
             let mut runs = BTreeMap::new();
             for (h, n) in (2..).zip(added) {
                 let added = AddedRun {
@@ -516,11 +525,12 @@ mod tests {
             Tails::check_received(1, &pages, &runs, &lens).map_err(|e| e.to_string())
         };
         assert_eq!(check(SEQ_MAX - 3, 1, &[2]), Ok(()));
+        let past = "holds items of org1.a past item 4611686018427387904";
         let err = check(u64::MAX - 1, 5, &[]).unwrap_err();
-        assert!(err.contains("its items end past item"), "{err}");
+        assert!(err.contains(past), "{err}");
         let err = check(SEQ_MAX, 1, &[]).unwrap_err();
-        assert!(err.contains("its items end past item"), "{err}");
+        assert!(err.contains(past), "{err}");
         let err = check(SEQ_MAX - 3, 1, &[2, 1]).unwrap_err();
-        assert!(err.contains("org1.a's run ends past item"), "{err}");
+        assert!(err.contains(past), "{err}");
     }
 }

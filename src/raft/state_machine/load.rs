@@ -13,8 +13,9 @@ use crate::ledger::{
     Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded, Transfer, TransferState,
 };
 use crate::raft::store::{
-    for_each_transfer_block, transfers_chunk, transfers_height, StateKey, Store, ACCOUNT_TAG,
-    FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG, TRANSFERS_TAG,
+    for_each_transfer_block, key_height, transfers_chunk, transfers_height, StateKey, Store,
+    ACCOUNT_TAG, FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG,
+    TRANSFERS_TAG,
 };
 use crate::raft::StorageError;
 
@@ -128,7 +129,8 @@ impl Received {
 }
 
 impl Whole {
-    /// Checks that a block's transfer records the load reads decode, and
+    /// Checks that a block's transfer records the load reads decode and
+    /// that no runs of history are stored for a block past the head, and
     /// gathers the pieces of the filters of the runs the manifest names,
     /// the last pages of history, the runs stored after them and the
     /// accounts' numbers of history items.
@@ -151,8 +153,23 @@ impl Whole {
             Some(&HISTORY_TAIL_TAG) => {
                 self.tail_pages.insert(key.to_vec(), value.to_vec());
             }
-            Some(&HISTORY_RUNS_TAG) if key >= self.runs_from.as_slice() => {
-                self.history_runs.insert(key.to_vec(), value.to_vec());
+            Some(&HISTORY_RUNS_TAG) => {
+                // A block past the head would store its runs over these.
+                let Some(height) = key_height(key) else {
+                    return Err(format!(
+                        "the snapshot holds runs of history under a key of {} bytes",
+                        key.len()
+                    ));
+                };
+                if height > self.head_height {
+                    return Err(format!(
+                        "the snapshot holds runs of history of block {height}, past its head ({})",
+                        self.head_height
+                    ));
+                }
+                if key >= self.runs_from.as_slice() {
+                    self.history_runs.insert(key.to_vec(), value.to_vec());
+                }
             }
             _ => {}
         }
