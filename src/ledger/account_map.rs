@@ -94,20 +94,8 @@ mod tests {
 
     fn account(id: &str) -> Account {
         Account {
-            id: AccountId::parse(id).unwrap(),
-            owner: crate::ledger::OrgName::parse("org1").unwrap(),
-            asset: crate::ledger::Asset::parse("USD").unwrap(),
-            allow_negative: false,
-            readers: BTreeSet::new(),
-            closed: false,
-            balance_max: None,
-            debits_pending: 0,
-            credits_pending: 0,
-            debits_posted: 0,
-            credits_posted: 0,
-            created_height: 1,
             history_len: id.len() as u64,
-            readers_signed_at_ms: 0,
+            ..Account::for_test(id)
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::changes::Money;
 use super::state::At;
-use super::{Account, AccountId, Asset, BlockHeader, Ledger, Seeded};
+use super::{Account, AccountId, Asset, BlockHeader, Ledger, Seeded, Transfer, TransferId};
 
 impl Ledger {
     /// Sum of all posted balances per asset, and of pending debits minus
@@ -21,6 +21,93 @@ impl Ledger {
             t.1 += money.pending;
         }
         totals
+    }
+
+    /// [`check_stored`] of this ledger as loaded from storage (its
+    /// transfers in memory are then the pending ones).
+    pub fn check_loaded(&self) -> Result<(), String> {
+        let pending = self.transfers.values();
+        check_stored(
+            self.accounts.values(),
+            |id| self.accounts.get(id),
+            Some(pending),
+        )
+    }
+}
+
+/// Checks what apply takes for granted of stored `accounts` (each also
+/// found by `account`) and `pending` transfers (a node's own state, or a
+/// received snapshot's; none: not checked): every account without
+/// `allow_negative` covers its debits, posted and pending; every pending
+/// transfer is between two accounts of its asset; and each account's
+/// pending debits and credits are the sums of its pending transfers'
+/// amounts. Apply asserts what these keep (no account overdrawn, each
+/// block balanced in each asset, pending totals that cover what settles),
+/// so a state without them would stop the node at the first entry that
+/// meets them. Of several faults, the message names the least transfer,
+/// then account, id: the same whatever order they come in.
+pub fn check_stored<'a>(
+    accounts: impl IntoIterator<Item = &'a Account>,
+    account: impl Fn(&AccountId) -> Option<&'a Account>,
+    pending: Option<impl IntoIterator<Item = &'a Transfer>>,
+) -> Result<(), String> {
+    let checks_pending = pending.is_some();
+    let mut sums: HashMap<&AccountId, (u128, u128), Seeded> = HashMap::default();
+    let mut fault: Least<'a, TransferId> = None;
+    for t in pending.into_iter().flatten() {
+        for (side, debit) in [(&t.debit_account, true), (&t.credit_account, false)] {
+            let why = match account(side) {
+                Some(a) if a.asset == t.asset => None,
+                Some(a) => Some(format!(
+                    "pending transfer {} is in {}, but its account {side} holds {}",
+                    t.id, t.asset, a.asset
+                )),
+                None => Some(format!(
+                    "pending transfer {} names account {side}, which is not there",
+                    t.id
+                )),
+            };
+            keep_least(&mut fault, &t.id, why);
+            let sum = sums.entry(side).or_default();
+            let sum = if debit { &mut sum.0 } else { &mut sum.1 };
+            *sum = sum.saturating_add(u128::from(t.amount.units()));
+        }
+    }
+    if let Some((_, why)) = fault {
+        return Err(why);
+    }
+    let mut fault: Least<'a, AccountId> = None;
+    for a in accounts {
+        let (debits, credits) = sums.get(&a.id).copied().unwrap_or_default();
+        let why = if !a.can_debit(0) {
+            Some(format!(
+                "account {} is overdrawn: {} posted and {} pending in debits against {} in credits",
+                a.id, a.debits_posted, a.debits_pending, a.credits_posted
+            ))
+        } else if checks_pending && (debits, credits) != (a.debits_pending, a.credits_pending) {
+            Some(format!(
+                "account {} holds {} in pending debits and {} in pending credits, \
+                 but its pending transfers hold {debits} and {credits}",
+                a.id, a.debits_pending, a.credits_pending
+            ))
+        } else {
+            None
+        };
+        keep_least(&mut fault, &a.id, why);
+    }
+    fault.map_or(Ok(()), |(_, why)| Err(why))
+}
+
+/// A fault found, with the id it names.
+type Least<'a, K> = Option<(&'a K, String)>;
+
+/// Keeps `why`, a fault of `id`, in `least` if it is the first or names a
+/// lesser id than the one there.
+fn keep_least<'a, K: Ord>(least: &mut Least<'a, K>, id: &'a K, why: Option<String>) {
+    if let Some(why) = why {
+        if least.as_ref().is_none_or(|(kept, _)| id < *kept) {
+            *least = Some((id, why));
+        }
     }
 }
 

@@ -41,6 +41,27 @@ pub struct Account {
 pub const TOTAL_MAX: u128 = i128::MAX as u128;
 
 impl Account {
+    /// A new account `id` of org1 in USD, as tests make them.
+    #[cfg(test)]
+    pub fn for_test(id: &str) -> Self {
+        Self {
+            id: AccountId::parse(id).unwrap(),
+            owner: OrgName::parse("org1").unwrap(),
+            asset: Asset::parse("USD").unwrap(),
+            allow_negative: false,
+            readers: BTreeSet::new(),
+            closed: false,
+            balance_max: None,
+            debits_pending: 0,
+            credits_pending: 0,
+            debits_posted: 0,
+            credits_posted: 0,
+            created_height: 1,
+            history_len: 0,
+            readers_signed_at_ms: 0,
+        }
+    }
+
     /// Posted credits minus posted debits. Cannot overflow: totals stay at
     /// or below [`TOTAL_MAX`].
     pub fn balance(&self) -> i128 {

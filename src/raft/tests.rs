@@ -1086,7 +1086,8 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// runs of history that do not decode, runs of history that do not
 /// continue the last pages, last pages or runs of history past the head,
 /// history that does not end where its account's does or whose account
-/// is not there, the mark of an install under way) is refused before it replaces anything: the node
+/// is not there, an overdrawn account, pending debits that are not its
+/// pending transfers', the mark of an install under way) is refused before it replaces anything: the node
 /// keeps the state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
@@ -1147,7 +1148,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         *v = crate::codec::encode(&a);
     };
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 15] = [
+    let tampered: [(&str, Tamper); 17] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1250,13 +1251,32 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         ),
         (
             // org1.a as org1.b, with no history of its own.
-            "history the node could not load: the last page of history of account org1.a \
-             is stored, but the account is not",
+            "history the node could not load: the history of account org1.a is stored, \
+             but the account is not",
             Box::new(|k, v| {
                 if *k == a_key {
                     let b = AccountId::parse("org1.b").unwrap();
                     *k = [&[ACCOUNT_TAG][..], b"org1.b"].concat();
                     with_account(v, &|a| (a.id, a.history_len) = (b.clone(), 0));
+                }
+            }),
+        ),
+        (
+            "a ledger the node could not apply to: account org1.a holds 0 in pending debits \
+             and 7 in pending credits, but its pending transfers hold 0 and 8",
+            Box::new(|k, v| {
+                if k[0] == PENDING_TAG {
+                    let mut t: crate::ledger::Transfer = crate::codec::decode(v).unwrap();
+                    t.amount = crate::ledger::Amount::new(8).unwrap();
+                    *v = crate::codec::encode(&t);
+                }
+            }),
+        ),
+        (
+            "a ledger the node could not apply to: account org1.a is overdrawn",
+            Box::new(|k, v| {
+                if *k == a_key {
+                    with_account(v, &|a| a.debits_posted = a.credits_posted + 1);
                 }
             }),
         ),
@@ -1323,6 +1343,37 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         );
         assert!(read.ledger.account(&mine).is_some(), "{expected}");
     }
+    // Without the marker that its pending records and transfer count
+    // cover the head (a state of an alliance that does not keep them), it
+    // installs: they are derived again from the blocks, its pending
+    // transfer among them.
+    let indexed = StateKey::Indexed.encode();
+    assert!(pairs.iter().any(|(k, _)| *k == indexed), "the marker");
+    let unmarked: Vec<Pair> = pairs
+        .iter()
+        .filter(|(k, _)| *k != indexed)
+        .cloned()
+        .collect();
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut fresh = applied(other.path(), Vec::new()).await;
+    let mut data = fresh.begin_receiving_snapshot().await.expect("a file");
+    data.write_all(&snapshot_data(&magic, &unmarked))
+        .await
+        .unwrap();
+    fresh
+        .install_snapshot(&meta, data)
+        .await
+        .expect("installed");
+    let held = TransferId::parse("org1.held").unwrap();
+    let state = fresh.shared();
+    let read = state.read();
+    let t = read
+        .ledger
+        .transfers()
+        .find(|t| t.id == held)
+        .expect("held");
+    assert_eq!(t.state, TransferState::Pending);
+    drop(read);
     // Untampered, it installs.
     let mut data = sm.begin_receiving_snapshot().await.expect("a file");
     data.write_all(&snapshot_data(&magic, &pairs))
@@ -1518,30 +1569,42 @@ async fn corrupt_stored_records_are_read_errors() {
     corrupt(shared.read().blinding(height).map(drop), "block blinding");
 }
 
-/// A node whose stored history disagrees with its accounts (an account
-/// with more items than its pages of history hold, as a faulty disk or an
-/// edit outside the node could leave it) refuses to start, naming the
-/// account, rather than stopping at the next transfer to it.
+/// A node whose stored state breaks what apply takes for granted (an
+/// account with more items than its pages of history hold, or overdrawn,
+/// as a faulty disk or an edit outside the node could leave it) refuses
+/// to start, naming the account, rather than stopping at the next
+/// transfer to it.
 #[tokio::test]
-async fn a_state_whose_history_disagrees_with_its_accounts_does_not_start() {
+async fn a_state_apply_could_not_go_on_from_does_not_start() {
     use crate::raft::store::ACCOUNT_TAG;
-    let dir = tempfile::tempdir().expect("temp dir");
-    drop(applied(dir.path(), one_payment()).await);
+    type Change = fn(&mut crate::ledger::Account);
+    let cases: [(Change, &str); 2] = [
+        (
+            |a| a.history_len += 1,
+            "account org1.a has 2 items of history, but its pages of history hold 1",
+        ),
+        (
+            |a| a.debits_posted = a.credits_posted + 1,
+            "the stored ledger: account org1.a is overdrawn: 6 posted and 0 pending in debits \
+             against 5 in credits",
+        ),
+    ];
     let orgs = ["org1", "org2"].map(|o| OrgName::parse(o).unwrap());
     let open = |store| StateMachine::open(store, orgs.clone().into(), [0; 32], accept_all());
-    let store = reopen(dir.path());
-    drop(open(store.clone()).expect("the state as it was starts"));
-    let key = [&[ACCOUNT_TAG][..], b"org1.a"].concat();
-    let mut a: crate::ledger::Account =
-        crate::codec::decode(&store.state.get(&key).unwrap().expect("stored")).unwrap();
-    assert_eq!(a.history_len, 1);
-    a.history_len = 2;
-    store.state.insert(key, crate::codec::encode(&a)).unwrap();
-    let err = open(store).map(drop).expect_err("refused").to_string();
-    assert!(
-        err.contains("account org1.a has 2 items of history, but its pages of history hold 1"),
-        "{err}"
-    );
+    for (change, expected) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(applied(dir.path(), one_payment()).await);
+        let store = reopen(dir.path());
+        drop(open(store.clone()).expect("the state as it was starts"));
+        let key = [&[ACCOUNT_TAG][..], b"org1.a"].concat();
+        let stored = store.state.get(&key).unwrap().expect("stored");
+        let mut a: crate::ledger::Account = crate::codec::decode(&stored).unwrap();
+        assert_eq!((a.history_len, a.credits_posted), (1, 5));
+        change(&mut a);
+        store.state.insert(key, crate::codec::encode(&a)).unwrap();
+        let err = open(store).map(drop).expect_err("refused").to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 /// A member's node vouching for another member's caller: the entry reaches

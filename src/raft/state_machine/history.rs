@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::writer::StateBatch;
 use crate::codec::{decode, encode};
-use crate::ledger::{AccountId, HistoryItem, Ledger, Seeded};
+use crate::ledger::{Account, AccountId, HistoryItem, Ledger, Seeded};
 use crate::raft::store::{chunks, StateKey, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG};
 
 /// Runs in a page: a tail is stored as a page of its own once it has
@@ -117,9 +117,9 @@ pub enum TailError {
         items: u64,
         end: u64,
     },
-    #[error("the last page of history of account {0} is stored, but the account is not")]
+    #[error("the history of account {0} is stored, but the account is not")]
     NoAccount(AccountId),
-    #[error("the history record at key {key} holds items of {account} past item {SEQ_MAX}")]
+    #[error("the history record at key {key} holds items of {account} numbered {SEQ_MAX} or more")]
     PastSeqMax { key: String, account: AccountId },
 }
 
@@ -203,12 +203,12 @@ impl Tails {
         stored: u64,
         pages: &BTreeMap<Vec<u8>, Vec<u8>>,
         runs: &BTreeMap<Vec<u8>, Vec<u8>>,
-        accounts: &HashMap<AccountId, u64, Seeded>,
+        accounts: &HashMap<AccountId, Account, Seeded>,
     ) -> Result<(), TailError> {
         let runs = runs.range(runs_from(stored)..).map(Ok);
         let tails = Self::assemble(stored, pages.iter().map(Ok), runs, |id| id)?;
-        tails.check_accounts(accounts.iter().map(|(id, n)| (id, *n)), |id| {
-            accounts.get(id).copied()
+        tails.check_accounts(accounts.values().map(|a| (&a.id, a.history_len)), |id| {
+            accounts.get(id).map(|a| a.history_len)
         })
     }
 
@@ -216,24 +216,27 @@ impl Tails {
     /// has a tail whose pages hold that many (none: no item), and that
     /// each tail's account is one `items_of` knows: apply appends an
     /// account's next item to its tail, and an item that does not follow
-    /// the tail stops it.
+    /// the tail stops it. Of several accounts at fault, the error names
+    /// the least id.
     fn check_accounts<'a>(
         &self,
         accounts: impl IntoIterator<Item = (&'a AccountId, u64)>,
         items_of: impl Fn(&AccountId) -> Option<u64>,
     ) -> Result<(), TailError> {
-        for (account, items) in accounts {
-            let end = self.get(account).map_or(0, Page::end_seq);
-            if end != items {
-                let account = account.clone();
-                return Err(TailError::Disagrees {
-                    account,
-                    items,
-                    end,
-                });
-            }
+        let disagrees = (accounts.into_iter())
+            .map(|(account, items)| (account, items, self.get(account).map_or(0, Page::end_seq)))
+            .filter(|(_, items, end)| items != end)
+            .min_by(|a, b| a.0.cmp(b.0));
+        if let Some((account, items, end)) = disagrees {
+            let account = account.clone();
+            return Err(TailError::Disagrees {
+                account,
+                items,
+                end,
+            });
         }
-        match self.pages.keys().find(|id| items_of(id).is_none()) {
+        let unknown = self.pages.keys().filter(|id| items_of(id).is_none()).min();
+        match unknown {
             Some(id) => Err(TailError::NoAccount(id.clone())),
             None => Ok(()),
         }
@@ -521,11 +524,15 @@ mod tests {
                 runs.insert(StateKey::HistoryRuns(h, 0).encode(), encode(&vec![added]));
                 end = end.saturating_add(u64::from(*n));
             }
-            let lens = HashMap::from_iter([(a.clone(), end)]);
-            Tails::check_received(1, &pages, &runs, &lens).map_err(|e| e.to_string())
+            let account = Account {
+                history_len: end,
+                ..Account::for_test(a.as_str())
+            };
+            let accounts = HashMap::from_iter([(a.clone(), account)]);
+            Tails::check_received(1, &pages, &runs, &accounts).map_err(|e| e.to_string())
         };
         assert_eq!(check(SEQ_MAX - 3, 1, &[2]), Ok(()));
-        let past = "holds items of org1.a past item 4611686018427387904";
+        let past = "holds items of org1.a numbered 4611686018427387904 or more";
         let err = check(u64::MAX - 1, 5, &[]).unwrap_err();
         assert!(err.contains(past), "{err}");
         let err = check(SEQ_MAX, 1, &[]).unwrap_err();

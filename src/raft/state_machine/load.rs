@@ -10,7 +10,8 @@ use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{
-    Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded, Transfer, TransferState,
+    check_stored, Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded, Transfer,
+    TransferState,
 };
 use crate::raft::store::{
     for_each_transfer_block, key_height, transfers_chunk, transfers_height, StateKey, Store,
@@ -49,6 +50,8 @@ pub(super) fn load(
         Some(v) => decode(&v).map_err(read_err)?,
         None => founding.gov.clone(),
     });
+    (ledger.check_loaded())
+        .map_err(|e| read_err(std::io::Error::other(format!("the stored ledger: {e}"))))?;
     let index = Index::load(tree, &mut ledger).map_err(read_err)?;
     let tails = Tails::load(tree, &ledger).map_err(read_err)?;
     Ok(Applied {
@@ -89,8 +92,9 @@ pub(super) struct Whole {
     /// them.
     tail_pages: BTreeMap<Vec<u8>, Vec<u8>>,
     history_runs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Each account's number of history items.
-    history_lens: HashMap<AccountId, u64, Seeded>,
+    /// The accounts, and the pending transfers by key.
+    accounts: HashMap<AccountId, Account, Seeded>,
+    pending: HashMap<Vec<u8>, Transfer, Seeded>,
 }
 
 impl Received {
@@ -123,7 +127,8 @@ impl Received {
             runs_from: runs_from(self.tails_stored),
             tail_pages: BTreeMap::new(),
             history_runs: BTreeMap::new(),
-            history_lens: HashMap::default(),
+            accounts: HashMap::default(),
+            pending: HashMap::default(),
         })
     }
 }
@@ -132,15 +137,20 @@ impl Whole {
     /// Checks that a block's transfer records the load reads decode and
     /// that no runs of history are stored for a block past the head, and
     /// gathers the pieces of the filters of the runs the manifest names,
-    /// the last pages of history, the runs stored after them and the
-    /// accounts' numbers of history items.
+    /// the last pages of history, the runs stored after them, the
+    /// accounts and the pending transfers.
     pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         match key.first() {
             Some(&ACCOUNT_TAG) => {
                 // The first read checked that it decodes.
                 let account: Account = decode(value)
                     .map_err(|e| format!("the snapshot's account record does not decode: {e}"))?;
-                self.history_lens.insert(account.id, account.history_len);
+                self.accounts.insert(account.id.clone(), account);
+            }
+            Some(&PENDING_TAG) if !self.derives => {
+                let t: Transfer = decode(value)
+                    .map_err(|e| format!("the snapshot's pending transfer does not decode: {e}"))?;
+                self.pending.insert(key.to_vec(), t);
             }
             Some(&TRANSFERS_TAG) => {
                 let records = |e| format!("the snapshot's transfer records: {e}");
@@ -178,8 +188,13 @@ impl Whole {
 
     /// Checks that every run the manifest names has a filter the load
     /// takes, that the last pages of history cover no block past the
-    /// head, that the runs stored after them continue them, and that the
-    /// pages with the runs end where the accounts' histories do.
+    /// head, that the runs stored after them continue them, that the
+    /// pages with the runs end where the accounts' histories do, and that
+    /// the accounts and pending transfers hold what apply takes for
+    /// granted ([`check_stored`]). The pending transfers only when the
+    /// load keeps them: those [`derive_index`] derives again from the
+    /// blocks are checked by the load, after the install, and a node
+    /// whose derived ones fail it does not start.
     pub(super) fn finish(self) -> Result<(), String> {
         (self.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
         if self.tails_stored > self.head_height {
@@ -189,8 +204,12 @@ impl Whole {
             ));
         }
         let (pages, runs) = (&self.tail_pages, &self.history_runs);
-        Tails::check_received(self.tails_stored, pages, runs, &self.history_lens)
-            .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))
+        Tails::check_received(self.tails_stored, pages, runs, &self.accounts)
+            .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))?;
+        let accounts = &self.accounts;
+        let pending = (!self.derives).then(|| self.pending.values());
+        check_stored(accounts.values(), |id| accounts.get(id), pending)
+            .map_err(|e| format!("the snapshot holds a ledger the node could not apply to: {e}"))
     }
 }
 
