@@ -45,7 +45,7 @@ pub const PAGE_RUNS: usize = 16;
 /// Past any sequence an account's history reaches (a million items a
 /// second for over 100,000 years): stored history that ends past it is
 /// refused, so that the next item's sequence never overflows.
-const SEQ_MAX: u64 = 1 << 62;
+pub(super) const SEQ_MAX: u64 = 1 << 62;
 
 /// Blocks between two stores of the tails that changed: the runs of fewer
 /// blocks than this are added to the stored tails at start.
@@ -84,7 +84,7 @@ impl Page {
     }
 
     /// [`Self::end_seq`], if it is at most [`SEQ_MAX`].
-    fn checked_end_seq(&self) -> Option<u64> {
+    pub(super) fn checked_end_seq(&self) -> Option<u64> {
         (self.runs.iter())
             .try_fold(self.first_seq, |end, r| end.checked_add(u64::from(r.items)))
             .filter(|end| *end <= SEQ_MAX)

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::history::{runs_from, Page, Tails};
+use super::history::{runs_from, Page, Tails, SEQ_MAX};
 use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
@@ -15,8 +15,8 @@ use crate::ledger::{
 };
 use crate::raft::store::{
     for_each_transfer_block, key_height, transfers_chunk, transfers_height, StateKey, Store,
-    ACCOUNT_TAG, FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG, REJECTED_TAG,
-    TRANSFERS_TAG,
+    ACCOUNT_TAG, FILTER_TAG, HISTORY_PAGE_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
+    REJECTED_TAG, TRANSFERS_TAG,
 };
 use crate::raft::StorageError;
 
@@ -213,13 +213,21 @@ impl Whole {
     }
 }
 
+/// Past any block height a ledger reaches (a block a microsecond for over
+/// 100,000 years): a received head at or past it is refused, so that the
+/// next block's height never overflows.
+const HEIGHT_MAX: u64 = 1 << 62;
+
 /// Checks a pair of a received snapshot that [`load`] reads on its own:
 /// the singletons decode as what it makes of them, an account's record
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
 /// of history decodes under an account id and a refusal's key is an id.
-/// Also refused: the mark of an install under way, which a node stopped
-/// in the middle of this install would read at start to finish it.
+/// Also refused: a head at or past [`HEIGHT_MAX`]; a page of history that
+/// is not under its first item's number or holds items numbered
+/// [`SEQ_MAX`] or more (reads count items from its first); the mark of
+/// an install under way, which a node stopped in the middle of this
+/// install would read at start to finish it.
 fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
@@ -254,13 +262,35 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
             }
             decodes::<Page>(value, "last page of an account's history")?;
         }
+        [HISTORY_PAGE_TAG, rest @ ..] => {
+            let page = decodes::<Page>(value, "page of an account's history")?;
+            let seq = (rest.len().checked_sub(8))
+                .map(|at| u64::from_be_bytes(rest[at..].try_into().expect("8 bytes")));
+            if seq != Some(page.first_seq) {
+                return Err(format!(
+                    "the snapshot holds a page of history that starts at item {} under the key of another",
+                    page.first_seq
+                ));
+            }
+            if page.checked_end_seq().is_none() {
+                return Err(format!(
+                    "the snapshot holds a page of history with items numbered {SEQ_MAX} or more"
+                ));
+            }
+        }
         [REJECTED_TAG, id @ ..] if std::str::from_utf8(id).is_err() => {
             return Err("the snapshot holds a refusal under a key that is not an id".into());
         }
         [_] => {
             let is = |k: StateKey| key == k.encode();
             if is(StateKey::Head) {
-                decodes::<BlockHeader>(value, "head")?;
+                let head = decodes::<BlockHeader>(value, "head")?;
+                if head.height >= HEIGHT_MAX {
+                    return Err(format!(
+                        "the snapshot's head is block {}, past any a ledger reaches ({HEIGHT_MAX})",
+                        head.height
+                    ));
+                }
             } else if is(StateKey::Gov) {
                 decodes::<Gov>(value, "governance state")?;
             } else if is(StateKey::LastApplied) {
@@ -359,4 +389,54 @@ pub(super) fn derive_index(store: &Store) -> Result<(), StorageError> {
     batch.insert(StateKey::Indexed.encode(), encode(&head));
     tree.apply_batch(batch).map_err(write_err)?;
     store.durable.sync().map_err(write_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::state_machine::history::Run;
+
+    /// A head past any height a ledger reaches, and pages of history that
+    /// reads would misnumber, are refused pair by pair.
+    #[test]
+    fn heads_and_pages_that_would_overflow_are_refused() {
+        let mut head = BlockHeader::genesis([0; 32]);
+        let key = StateKey::Head.encode();
+        head.height = HEIGHT_MAX - 1;
+        assert_eq!(check_received(&key, &encode(&head)), Ok(()));
+        head.height = HEIGHT_MAX;
+        let err = check_received(&key, &encode(&head)).unwrap_err();
+        assert!(err.contains("past any a ledger reaches"), "{err}");
+
+        let a = AccountId::parse("org1.a").unwrap();
+        let page = |first_seq, items| Page {
+            first_seq,
+            runs: vec![Run {
+                height: 1,
+                chunk: 0,
+                last_chunk: 0,
+                items,
+            }],
+        };
+        let check = |at: u64, page: Page| {
+            check_received(&StateKey::HistoryPage(&a, at).encode(), &encode(&page))
+        };
+        assert_eq!(check(32, page(32, 16)), Ok(()));
+        assert_eq!(check(SEQ_MAX - 16, page(SEQ_MAX - 16, 16)), Ok(()));
+        let err = check(32, page(48, 16)).unwrap_err();
+        assert!(
+            err.contains("starts at item 48 under the key of another"),
+            "{err}"
+        );
+        let err = check(SEQ_MAX - 15, page(SEQ_MAX - 15, 16)).unwrap_err();
+        assert!(
+            err.contains("items numbered 4611686018427387904 or more"),
+            "{err}"
+        );
+        let err = check(u64::MAX - 1, page(u64::MAX - 1, 5)).unwrap_err();
+        assert!(
+            err.contains("items numbered 4611686018427387904 or more"),
+            "{err}"
+        );
+    }
 }
