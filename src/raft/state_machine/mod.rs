@@ -369,23 +369,24 @@ impl StateMachine {
     ) -> Result<(), StorageError> {
         // A state this node could not load is refused before it replaces
         // anything: the state this node has stays.
-        let refused = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let started = std::time::Instant::now();
-        let check = |checked: Result<(), String>| {
-            (checked.map_err(refused)).map_err(snapshot_err(meta, ErrorVerb::Read))
+        let refused = |e| {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            snapshot_err(meta, ErrorVerb::Read)(e)
+        };
+        // One read of the file, a pair at a time.
+        let each_pair = |check: &mut PairCheck| {
+            for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
+                let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
+                check(&key, &value).map_err(refused)?;
+            }
+            Ok::<_, StorageError>(())
         };
         let mut received = load::Received::default();
-        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
-            let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            check(received.first(&key, &value))?;
-        }
-        let mut whole = (received.second_read().map_err(refused))
-            .map_err(snapshot_err(meta, ErrorVerb::Read))?;
-        for pair in file_pairs(&file).map_err(snapshot_err(meta, ErrorVerb::Read))? {
-            let (key, value) = pair.map_err(snapshot_err(meta, ErrorVerb::Read))?;
-            check(whole.pair(&key, &value))?;
-        }
-        check(whole.finish())?;
+        each_pair(&mut |key, value| received.first(key, value))?;
+        let mut whole = received.second_read().map_err(refused)?;
+        each_pair(&mut |key, value| whole.pair(key, value))?;
+        whole.finish().map_err(refused)?;
         let size = file
             .metadata()
             .map_err(snapshot_err(meta, ErrorVerb::Read))?
@@ -452,6 +453,9 @@ fn snapshot_err<E: std::error::Error + Send + Sync + 'static>(
 ) -> impl Fn(E) -> StorageError + '_ {
     move |e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
 }
+
+/// A check of one key and value of a received snapshot.
+type PairCheck<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
 /// Keys removed, and bytes of pairs inserted, per batch while a snapshot
 /// replaces the state (and keys written while derived records are
