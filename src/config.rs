@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ledger::gov::{NodeRecord, GOV_ORG};
+use crate::ledger::gov::{NodeRecord, GOV_ORG, NODES_MAX};
 use crate::ledger::{OrgName, Policy, Threshold};
 
 /// Largest config or genesis file read, in bytes: these are small by nature,
@@ -124,6 +124,12 @@ impl Genesis {
     fn validate(&self) -> std::result::Result<(), String> {
         if self.orgs.is_empty() || self.nodes.is_empty() {
             return Err("genesis needs at least one org and one node".into());
+        }
+        if self.nodes.len() > NODES_MAX {
+            return Err(format!(
+                "genesis lists {} nodes; a consortium runs at most {NODES_MAX}",
+                self.nodes.len()
+            ));
         }
         if let Some(t) = &self.threshold {
             Threshold::parse(t).map_err(|e| format!("threshold {t:?}: {e}"))?;
@@ -666,6 +672,26 @@ mod tests {
             .check_against(&genesis())
             .map_err(|e| e.to_string())?;
         Ok(config)
+    }
+
+    #[test]
+    fn a_genesis_of_more_nodes_than_a_consortium_runs_is_refused() {
+        let mut g = genesis();
+        let node = g.nodes[0].clone();
+        let nodes = (1..=NODES_MAX as u64).map(|id| GenesisNode {
+            id,
+            api_addr: HostPort(format!("127.0.0.1:{}", 10_000 + 2 * id)),
+            raft_addr: HostPort(format!("127.0.0.1:{}", 10_001 + 2 * id)),
+            ..node.clone()
+        });
+        g.nodes = nodes.collect();
+        assert_eq!(g.validate(), Ok(()));
+        let mut one_more = g.nodes[0].clone();
+        (one_more.id, one_more.api_addr, one_more.raft_addr) =
+            (99, HostPort("h:1".into()), HostPort("h:2".into()));
+        g.nodes.push(one_more);
+        let err = g.validate().unwrap_err();
+        assert_eq!(err, "genesis lists 65 nodes; a consortium runs at most 64");
     }
 
     #[test]
