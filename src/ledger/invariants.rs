@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::changes::Money;
 use super::state::At;
-use super::{Account, AccountId, Asset, BlockHeader, Ledger, Seeded, Transfer, TransferId};
+use super::{Account, AccountId, Asset, BlockHeader, Gov, Ledger, Seeded, Transfer, TransferId};
 
 impl Ledger {
     /// Sum of all posted balances per asset, and of pending debits minus
@@ -26,12 +26,52 @@ impl Ledger {
     /// [`check_stored`] of this ledger as loaded from storage (its
     /// transfers in memory are then the pending ones).
     pub fn check_loaded(&self) -> Result<(), String> {
+        let (head, count) = (&self.head, self.transfer_count);
+        check_stored_head(Some(head), self.clock_ms, count, Some(&self.gov))?;
         let pending = self.transfers.values();
         check_stored(
             self.accounts.values(),
             |id| self.accounts.get(id),
             Some(pending),
         )
+    }
+}
+
+/// Past any block height or count of transfers a ledger reaches (a block,
+/// or a thousand transfers, a microsecond for over 100,000 years): a
+/// stored head or count at or past it is refused, so that the next one
+/// never overflows.
+pub const HEIGHT_MAX: u64 = 1 << 62;
+
+/// Checks what apply takes for granted of a stored ledger's head (none:
+/// genesis's), clock, count of transfers and governance state (none: the
+/// founding one, from genesis): the clock is the head's time, as each
+/// block sets both; neither the head's height nor the count is at or past
+/// [`HEIGHT_MAX`]; and what [`Gov::check_stored`] checks.
+pub fn check_stored_head(
+    head: Option<&BlockHeader>,
+    clock_ms: u64,
+    transfers: u64,
+    gov: Option<&Gov>,
+) -> Result<(), String> {
+    let (height, time_ms) = head.map_or((0, 0), |h| (h.height, h.timestamp_ms));
+    if clock_ms != time_ms {
+        return Err(format!(
+            "the ledger clock reads {clock_ms} ms, but the head, block {height}, \
+             was made at {time_ms} ms"
+        ));
+    }
+    if height >= HEIGHT_MAX || transfers >= HEIGHT_MAX {
+        return Err(format!(
+            "the head is block {height} after {transfers} transfers, \
+             past any a ledger reaches ({HEIGHT_MAX})"
+        ));
+    }
+    match gov {
+        Some(gov) => gov
+            .check_stored(height)
+            .map_err(|e| format!("the governance state: {e}")),
+        None => Ok(()),
     }
 }
 

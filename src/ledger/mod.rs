@@ -80,7 +80,7 @@ pub use gov::{
     Action, CertRef, Gov, Policy, Proposal, ProposalState, Revocation, Serial, Threshold,
 };
 pub use ids::{AccountId, Amount, Asset, InvalidAmount, InvalidId, OrgName, TransferId};
-pub use invariants::check_stored;
+pub use invariants::{check_stored, check_stored_head, HEIGHT_MAX};
 pub use leaf::transfer_leaf;
 pub use origin::{Bundle, ClientSeal, Evidence, Seal, Verdict};
 use rejection::ensure;

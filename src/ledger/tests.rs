@@ -1195,3 +1195,29 @@ fn leaf_hashes_are_blinded_by_the_entrys_blinding_and_are_the_same_on_every_repl
     assert_eq!(chain::leaf_blind(&blinding, 0), blind);
     assert_ne!(chain::leaf_blind(&blinding, 1), blind);
 }
+
+#[test]
+fn a_stored_head_clock_or_count_apply_could_not_go_on_from_is_refused() {
+    let mut head = BlockHeader::genesis([0; 32]);
+    assert_eq!(check_stored_head(None, 0, 0, None), Ok(()));
+    let err = check_stored_head(None, 5, 0, None).unwrap_err();
+    assert!(
+        err.contains("the ledger clock reads 5 ms, but the head, block 0, was made at 0 ms"),
+        "{err}"
+    );
+    (head.height, head.timestamp_ms) = (HEIGHT_MAX - 1, 7);
+    assert_eq!(
+        check_stored_head(Some(&head), 7, HEIGHT_MAX - 1, None),
+        Ok(())
+    );
+    let err = check_stored_head(Some(&head), 8, 0, None).unwrap_err();
+    assert!(err.contains("reads 8 ms"), "{err}");
+    let err = check_stored_head(Some(&head), 7, HEIGHT_MAX, None).unwrap_err();
+    assert!(err.contains("past any a ledger reaches"), "{err}");
+    head.height = HEIGHT_MAX;
+    let err = check_stored_head(Some(&head), 7, 0, None).unwrap_err();
+    assert!(
+        err.contains("the head is block 4611686018427387904 after 0 transfers"),
+        "{err}"
+    );
+}

@@ -1087,7 +1087,9 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// continue the last pages, last pages or runs of history past the head,
 /// history that does not end where its account's does or whose account
 /// is not there, an overdrawn account, pending debits that are not its
-/// pending transfers', the mark of an install under way) is refused before it replaces anything: the node
+/// pending transfers', the mark of an install under way, a ledger clock
+/// that is not its head's time, a registry of nodes that does not add up)
+/// is refused before it replaces anything: the node
 /// keeps the state it had, in memory and on sled.
 #[tokio::test]
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
@@ -1148,7 +1150,15 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
         *v = crate::codec::encode(&a);
     };
     type Tamper<'a> = Box<dyn Fn(&mut Vec<u8>, &mut Vec<u8>) + 'a>;
-    let tampered: [(&str, Tamper); 17] = [
+    let clock = StateKey::Clock.encode();
+    let count = StateKey::TransferCount.encode();
+    // A registry whose organization lists a node it does not run.
+    let members = [(OrgName::parse("org1").unwrap(), {
+        crate::ledger::gov::Gov::founder(Vec::new(), [1].into())
+    })];
+    let gov = crate::ledger::gov::Gov::founding(members, Default::default());
+    let could_not = "the snapshot holds a ledger the node could not apply to";
+    let tampered: [(&str, Tamper); 19] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1293,6 +1303,28 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             Box::new(|k, _| {
                 if *k == StateKey::Clock.encode() {
                     *k = StateKey::Installing.encode();
+                }
+            }),
+        ),
+        (
+            // Each block sets both.
+            &format!(
+                "{could_not}: the ledger clock reads 1 ms, but the head, block …, was made at"
+            ),
+            Box::new(|k, v| {
+                if *k == clock {
+                    *v = crate::codec::encode(&1u64);
+                }
+            }),
+        ),
+        (
+            &format!(
+                "{could_not}: the governance state: organization org1 lists nodes {{1}}, \
+                 but runs {{}}"
+            ),
+            Box::new(|k, v| {
+                if *k == count {
+                    (*k, *v) = (StateKey::Gov.encode(), crate::codec::encode(&gov));
                 }
             }),
         ),
@@ -1570,10 +1602,10 @@ async fn corrupt_stored_records_are_read_errors() {
 }
 
 /// A node whose stored state breaks what apply takes for granted (an
-/// account with more items than its pages of history hold, or overdrawn,
-/// as a faulty disk or an edit outside the node could leave it) refuses
-/// to start, naming the account, rather than stopping at the next
-/// transfer to it.
+/// account with more items than its pages of history hold, or overdrawn;
+/// a ledger clock that is not its head's time; as a faulty disk or an
+/// edit outside the node could leave it) refuses to start, naming what is
+/// wrong, rather than stopping at the next entry that meets it.
 #[tokio::test]
 async fn a_state_apply_could_not_go_on_from_does_not_start() {
     use crate::raft::store::ACCOUNT_TAG;
@@ -1605,6 +1637,18 @@ async fn a_state_apply_could_not_go_on_from_does_not_start() {
         let err = open(store).map(drop).expect_err("refused").to_string();
         assert!(err.contains(expected), "{err}");
     }
+    // A clock that is not the head's time.
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(applied(dir.path(), one_payment()).await);
+    let store = reopen(dir.path());
+    let key = crate::raft::store::StateKey::Clock.encode();
+    store
+        .state
+        .insert(key, crate::codec::encode(&1u64))
+        .unwrap();
+    let err = open(store).map(drop).expect_err("refused").to_string();
+    let expected = "the stored ledger: the ledger clock reads 1 ms, but the head, block 3,";
+    assert!(err.contains(expected), "{err}");
 }
 
 /// A member's node vouching for another member's caller: the entry reaches

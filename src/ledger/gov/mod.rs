@@ -19,11 +19,14 @@
 //!
 //! - this file: the values ([`Action`], [`Proposal`], [`Policy`], ...) and
 //!   the [`Gov`] state;
-//! - `apply.rs`: proposing, voting, revoking, expiry and execution.
+//! - `apply.rs`: proposing, voting, revoking, expiry and execution;
+//! - `stored.rs`: what apply takes for granted of a stored state.
 
 mod apply;
+mod stored;
 
 pub use apply::pem_sha256;
+pub use stored::PROPOSAL_ID_MAX;
 #[cfg(test)]
 pub(super) mod tests;
 

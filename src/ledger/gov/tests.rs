@@ -949,3 +949,150 @@ fn a_repeated_ballot_counts_again_after_a_member_left() {
     );
     assert!(g.l.gov().is_frozen(&acct("org3.a")));
 }
+
+#[test]
+fn a_stored_governance_state_apply_could_not_go_on_from_is_refused() {
+    let mut g = Gv::new(3);
+    // A node of each organization, as genesis registers them.
+    for n in 1..=3u64 {
+        let o = org(&format!("org{n}"));
+        let record = NodeRecord {
+            org: o.clone(),
+            api_addr: format!("n{n}:1"),
+            raft_addr: format!("n{n}:2"),
+            key_sha256: None,
+            removed: false,
+            since_height: 0,
+        };
+        g.l.gov.nodes.insert(n, record);
+        g.l.gov.orgs.get_mut(&o).unwrap().nodes.insert(n);
+    }
+    let executed = g.propose("org1", freeze("org2.a")).unwrap();
+    g.vote("org1", &executed, true).unwrap();
+    g.vote("org3", &executed, true).unwrap();
+    let open = g.propose("org2", freeze("org3.a")).unwrap();
+    let own = CertRef {
+        org: org("org1"),
+        serial: Serial::parse("1f").unwrap(),
+    };
+    let revoke = Command::Revoke(own.clone());
+    assert!(matches!(
+        g.signed(&admin("org1"), revoke),
+        Outcome::Revoked(Ok(_))
+    ));
+    // What apply made passes.
+    let height = g.l.height();
+    assert_eq!(g.l.gov().check_stored(height), Ok(()));
+
+    let refused = |why: &str, tamper: &dyn Fn(&mut Gov)| {
+        let mut gov = g.l.gov.clone();
+        tamper(&mut gov);
+        let err = gov.check_stored(height).unwrap_err();
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    let open_id = open.id;
+    refused("proposal 2 is under id 12", &|gov| {
+        let p = gov.proposals.remove(&open_id).unwrap();
+        gov.proposals.insert(open_id + 10, p);
+    });
+    refused("ids run from 1", &|gov| {
+        let mut p = gov.proposals.remove(&open_id).unwrap();
+        p.id = PROPOSAL_ID_MAX;
+        gov.proposals.insert(PROPOSAL_ID_MAX, p);
+    });
+    refused("proposal 2 is open but not due to expire", &|gov| {
+        gov.expiries.clear();
+    });
+    refused("proposal 2 is open but not due to expire", &|gov| {
+        let (due, id) = gov.expiries.pop_first().unwrap();
+        gov.expiries.insert((due + 1, id));
+    });
+    refused("proposal 1 is open but not due to expire", &|gov| {
+        gov.expiries.insert((0, executed.id));
+    });
+    refused("proposal 7 is open but not due to expire", &|gov| {
+        gov.expiries.insert((0, 7));
+    });
+    refused(
+        "organization org2 has 17 open proposals, more than 16",
+        &|gov| {
+            let template = gov.proposals[&open_id].clone();
+            for id in 10..26 {
+                let p = Proposal {
+                    id,
+                    ..template.clone()
+                };
+                gov.expiries.insert((p.expires_at_ms, id));
+                gov.proposals.insert(id, p);
+            }
+        },
+    );
+    refused("an organization is named \"gov\"", &|gov| {
+        let founder = Gov::founder(Vec::new(), BTreeSet::new());
+        gov.orgs.insert(org(GOV_ORG), founder);
+    });
+    refused("time to live of proposals, 0 ms", &|gov| {
+        gov.policy.proposal_ttl_ms = 0;
+    });
+    refused(
+        "node 1 is of organization org9, which is not registered",
+        &|gov| {
+            gov.nodes.get_mut(&1).unwrap().org = org("org9");
+        },
+    );
+    refused("node 0 is of organization org1", &|gov| {
+        let n1 = gov.nodes[&1].clone();
+        gov.nodes.insert(0, n1);
+    });
+    refused(
+        "organization org2 lists nodes {2, 7}, but runs {2}",
+        &|gov| {
+            gov.orgs.get_mut(&org("org2")).unwrap().nodes.insert(7);
+        },
+    );
+    refused("organization org2 lists nodes {}, but runs {2}", &|gov| {
+        gov.orgs.get_mut(&org("org2")).unwrap().nodes.clear();
+    });
+    refused("organization org3 is removed, but runs nodes {3}", &|gov| {
+        gov.orgs.get_mut(&org("org3")).unwrap().status = OrgStatus::Removed;
+    });
+    refused("65 nodes are registered, more than 64", &|gov| {
+        for n in 4..=65 {
+            let mut record = gov.nodes[&1].clone();
+            record.api_addr = format!("n{n}:1");
+            gov.nodes.insert(n, record);
+            gov.orgs.get_mut(&org("org1")).unwrap().nodes.insert(n);
+        }
+    });
+    refused("certificate 1f of org1 is under another's key", &|gov| {
+        let r = gov.revoked.remove(&own).unwrap();
+        let other = CertRef {
+            serial: Serial::parse("20").unwrap(),
+            ..own.clone()
+        };
+        gov.revoked.insert(other, r);
+    });
+    refused(
+        &format!("or in block {}, past the head", height + 1),
+        &|gov| {
+            gov.revoked.get_mut(&own).unwrap().height = height + 1;
+        },
+    );
+    refused(
+        "organization org1 revoked 1025 of its own certificates",
+        &|gov| {
+            let r = gov.revoked[&own].clone();
+            for serial in 0x1000..0x1000 + OWN_REVOCATIONS_PER_ORG_MAX {
+                let cert = CertRef {
+                    serial: Serial::parse(&format!("{serial:x}")).unwrap(),
+                    ..own.clone()
+                };
+                let r = Revocation {
+                    cert: cert.clone(),
+                    ..r.clone()
+                };
+                gov.revoked.insert(cert, r);
+            }
+        },
+    );
+}

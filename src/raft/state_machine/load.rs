@@ -10,8 +10,8 @@ use super::index::{self, Index};
 use super::{read_err, write_err, Applied, Founding, INSTALL_BATCH_KEYS};
 use crate::codec::{decode, encode};
 use crate::ledger::{
-    check_stored, Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded, Transfer,
-    TransferState,
+    check_stored, check_stored_head, Account, AccountId, BlockHeader, Gov, Hash, Ledger, Seeded,
+    Transfer, TransferState,
 };
 use crate::raft::store::{
     for_each_transfer_block, key_height, transfers_chunk, transfers_height, StateKey, Store,
@@ -74,9 +74,20 @@ pub(super) fn load(
 #[derive(Default)]
 pub(super) struct Received {
     manifest: Option<Vec<u8>>,
-    head_height: u64,
     indexed: Option<u64>,
     tails_stored: u64,
+    singletons: Singletons,
+}
+
+/// A received snapshot's head (none: genesis's), clock, count of
+/// transfers and governance state (none: the founding one), checked whole
+/// ([`check_stored_head`]).
+#[derive(Default)]
+struct Singletons {
+    head: Option<BlockHeader>,
+    clock_ms: u64,
+    transfers: u64,
+    gov: Option<Gov>,
 }
 
 /// The second read of a received snapshot.
@@ -85,6 +96,7 @@ pub(super) struct Whole {
     /// Whether [`derive_index`] reads every block's transfer records.
     derives: bool,
     head_height: u64,
+    singletons: Singletons,
     tails_stored: u64,
     /// The first key of the runs of history the load reads.
     runs_from: Vec<u8>,
@@ -104,10 +116,18 @@ impl Received {
         index::check_received(key, value).map_err(|e| format!("the snapshot holds {e}"))?;
         check_received(key, value)?;
         let is = |k: StateKey| key == k.encode();
+        let held = &mut self.singletons;
+        // check_received refused what does not decode.
         if is(StateKey::IndexRuns) {
             self.manifest = Some(value.to_vec());
         } else if is(StateKey::Head) {
-            self.head_height = decode::<BlockHeader>(value).map_or(0, |h| h.height);
+            held.head = decode(value).ok();
+        } else if is(StateKey::Clock) {
+            held.clock_ms = decode(value).unwrap_or_default();
+        } else if is(StateKey::TransferCount) {
+            held.transfers = decode(value).unwrap_or_default();
+        } else if is(StateKey::Gov) {
+            held.gov = decode(value).ok();
         } else if is(StateKey::Indexed) {
             self.indexed = decode(value).ok();
         } else if is(StateKey::TailsStored) {
@@ -118,11 +138,13 @@ impl Received {
 
     /// After the first read: the second.
     pub(super) fn second_read(self) -> Result<Whole, String> {
+        let head_height = self.singletons.head.as_ref().map_or(0, |h| h.height);
         Ok(Whole {
             filters: index::ReceivedFilters::new(self.manifest.as_deref())
                 .map_err(|e| format!("the snapshot holds {e}"))?,
-            derives: derives(self.head_height, self.indexed),
-            head_height: self.head_height,
+            derives: derives(head_height, self.indexed),
+            head_height,
+            singletons: self.singletons,
             tails_stored: self.tails_stored,
             runs_from: runs_from(self.tails_stored),
             tail_pages: BTreeMap::new(),
@@ -191,7 +213,8 @@ impl Whole {
     /// head, that the runs stored after them continue them, that the
     /// pages with the runs end where the accounts' histories do, and that
     /// the accounts and pending transfers hold what apply takes for
-    /// granted ([`check_stored`]). The pending transfers only when the
+    /// granted ([`check_stored`]), and so do the head, clock, count and
+    /// governance state ([`check_stored_head`]). The pending transfers only when the
     /// load keeps them: those [`derive_index`] derives again from the
     /// blocks are checked by the load, after the install, and a node
     /// whose derived ones fail it does not start.
@@ -208,22 +231,20 @@ impl Whole {
             .map_err(|e| format!("the snapshot holds history the node could not load: {e}"))?;
         let accounts = &self.accounts;
         let pending = (!self.derives).then(|| self.pending.values());
-        check_stored(accounts.values(), |id| accounts.get(id), pending)
-            .map_err(|e| format!("the snapshot holds a ledger the node could not apply to: {e}"))
+        let could_not = |e| format!("the snapshot holds a ledger the node could not apply to: {e}");
+        check_stored(accounts.values(), |id| accounts.get(id), pending).map_err(could_not)?;
+        let held = &self.singletons;
+        let (head, gov) = (held.head.as_ref(), held.gov.as_ref());
+        check_stored_head(head, held.clock_ms, held.transfers, gov).map_err(could_not)
     }
 }
-
-/// Past any block height a ledger reaches (a block a microsecond for over
-/// 100,000 years): a received head at or past it is refused, so that the
-/// next block's height never overflows.
-const HEIGHT_MAX: u64 = 1 << 62;
 
 /// Checks a pair of a received snapshot that [`load`] reads on its own:
 /// the singletons decode as what it makes of them, an account's record
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
 /// of history decodes under an account id and a refusal's key is an id.
-/// Also refused: a head at or past [`HEIGHT_MAX`]; a page of history that
+/// Also refused: a page of history that
 /// is not under its first item's number or holds items numbered
 /// [`SEQ_MAX`] or more (reads count items from its first); the mark of
 /// an install under way, which a node stopped in the middle of this
@@ -284,13 +305,7 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
         [_] => {
             let is = |k: StateKey| key == k.encode();
             if is(StateKey::Head) {
-                let head = decodes::<BlockHeader>(value, "head")?;
-                if head.height >= HEIGHT_MAX {
-                    return Err(format!(
-                        "the snapshot's head is block {}, past any a ledger reaches ({HEIGHT_MAX})",
-                        head.height
-                    ));
-                }
+                decodes::<BlockHeader>(value, "head")?;
             } else if is(StateKey::Gov) {
                 decodes::<Gov>(value, "governance state")?;
             } else if is(StateKey::LastApplied) {
@@ -396,18 +411,10 @@ mod tests {
     use super::*;
     use crate::raft::state_machine::history::Run;
 
-    /// A head past any height a ledger reaches, and pages of history that
-    /// reads would misnumber, are refused pair by pair.
+    /// Pages of history that reads would misnumber are refused pair by
+    /// pair.
     #[test]
-    fn heads_and_pages_that_would_overflow_are_refused() {
-        let mut head = BlockHeader::genesis([0; 32]);
-        let key = StateKey::Head.encode();
-        head.height = HEIGHT_MAX - 1;
-        assert_eq!(check_received(&key, &encode(&head)), Ok(()));
-        head.height = HEIGHT_MAX;
-        let err = check_received(&key, &encode(&head)).unwrap_err();
-        assert!(err.contains("past any a ledger reaches"), "{err}");
-
+    fn pages_that_would_overflow_are_refused() {
         let a = AccountId::parse("org1.a").unwrap();
         let page = |first_seq, items| Page {
             first_seq,
