@@ -37,10 +37,10 @@ impl Ledger {
     }
 }
 
-/// Past any block height or count of transfers a ledger reaches (a block,
-/// or a thousand transfers, a microsecond for over 100,000 years): a
-/// stored head or count at or past it is refused, so that the next one
-/// never overflows.
+/// Past any block height or count of transfers a ledger reaches (a block
+/// a microsecond, or a million transfers a second, for over 100,000
+/// years): a stored head or count at or past it is refused, so that the
+/// next one never overflows.
 pub const HEIGHT_MAX: u64 = 1 << 62;
 
 /// Checks what apply takes for granted of a stored ledger's head (none:

@@ -1087,8 +1087,9 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// continue the last pages, last pages or runs of history past the head,
 /// history that does not end where its account's does or whose account
 /// is not there, an overdrawn account, pending debits that are not its
-/// pending transfers', the mark of an install under way, a ledger clock
-/// that is not its head's time, a registry of nodes that does not add up)
+/// pending transfers', the mark of an install under way, a correction no
+/// proposal made, a ledger clock that is not its head's time, a registry
+/// of nodes that does not add up)
 /// is refused before it replaces anything: the node
 /// keeps the state it had, in memory and on sled.
 #[tokio::test]
@@ -1158,7 +1159,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
     })];
     let gov = crate::ledger::gov::Gov::founding(members, Default::default());
     let could_not = "the snapshot holds a ledger the node could not apply to";
-    let tampered: [(&str, Tamper); 19] = [
+    let tampered: [(&str, Tamper); 20] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1303,6 +1304,18 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             Box::new(|k, _| {
                 if *k == StateKey::Clock.encode() {
                     *k = StateKey::Installing.encode();
+                }
+            }),
+        ),
+        (
+            // Apply takes a correction's id to be new.
+            "the snapshot holds transfer gov.correction-1 in block …, which no executed \
+             correction made",
+            Box::new(|k, v| {
+                if k[0] == TRANSFERS_TAG {
+                    let (_, mut chunk) = crate::raft::store::transfers_chunk(k, v).unwrap();
+                    chunk[0].id = crate::ledger::TransferId::parse("gov.correction-1").unwrap();
+                    *v = crate::codec::encode(&chunk);
                 }
             }),
         ),

@@ -1,14 +1,15 @@
-//! What apply takes for granted of a stored governance state: checked when
-//! a node loads its own state and before it installs a received one, so
-//! that a state apply could not go on from is refused with the reason
-//! instead of stopping the node at the first entry that meets it.
+//! What apply keeps of a governance state: checked when a node loads its
+//! own state and before it installs a received one, so that a state apply
+//! could not go on from, or that no apply makes, is refused with the
+//! reason instead of stopping the node at the first entry that meets it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    Gov, OrgName, OrgStatus, ProposalState, RevokedBy, GOV_ORG, NODES_MAX,
+    Action, Gov, OrgName, OrgStatus, ProposalState, RevokedBy, GOV_ORG, NODES_MAX,
     OPEN_PROPOSALS_PER_ORG_MAX, OWN_REVOCATIONS_PER_ORG_MAX,
 };
+use crate::ledger::TransferId;
 
 /// Past any proposal id a consortium reaches (a proposal a microsecond for
 /// over 100,000 years): the next id, the last one's plus one, never
@@ -51,13 +52,33 @@ impl Gov {
         self.check_revocations(height)
     }
 
+    /// Whether a stored transfer under `id` is one apply makes: any
+    /// outside [`GOV_ORG`]'s namespace, and in it only the correction of a
+    /// proposal executed (apply takes a correction's id to be new, and
+    /// stops the node if it is not).
+    pub fn could_hold(&self, id: &TransferId) -> bool {
+        let Some(rest) = id
+            .as_str()
+            .strip_prefix(GOV_ORG)
+            .and_then(|r| r.strip_prefix('.'))
+        else {
+            return true;
+        };
+        let proposal = (rest.strip_prefix("correction-"))
+            .and_then(|n| n.parse::<u64>().ok().filter(|p| p.to_string() == n))
+            .and_then(|n| self.proposals.get(&n));
+        proposal.is_some_and(|p| {
+            p.state == ProposalState::Executed && matches!(p.action, Action::Correction { .. })
+        })
+    }
+
     fn check_proposals(&self) -> Result<(), String> {
         let mut open = BTreeSet::new();
         let mut open_of: BTreeMap<&OrgName, usize> = BTreeMap::new();
         for (&id, p) in &self.proposals {
             if p.id != id || !(1..PROPOSAL_ID_MAX).contains(&id) {
                 return Err(format!(
-                    "proposal {} is under id {id}; ids run from 1 to {PROPOSAL_ID_MAX}",
+                    "proposal {} is under id {id}; ids run from 1 and stay below {PROPOSAL_ID_MAX}",
                     p.id
                 ));
             }

@@ -980,9 +980,35 @@ fn a_stored_governance_state_apply_could_not_go_on_from_is_refused() {
         g.signed(&admin("org1"), revoke),
         Outcome::Revoked(Ok(_))
     ));
-    // What apply made passes.
+    let correct = |amount| Action::Correction {
+        debit_account: acct("org2.a"),
+        credit_account: acct("org1.a"),
+        amount: Amount::new(amount).unwrap(),
+        memo: None,
+    };
+    for amount in [1, 1_000] {
+        let p = g.propose("org1", correct(amount)).unwrap();
+        g.vote("org1", &p, true).unwrap();
+        g.vote("org3", &p, true).unwrap();
+    }
+    // What apply made passes; of the namespace of corrections, it holds
+    // only the executed one's.
     let height = g.l.height();
     assert_eq!(g.l.gov().check_stored(height), Ok(()));
+    let states: Vec<_> = g.l.gov().proposals_from(3).map(|p| p.state).collect();
+    assert_eq!(states, [ProposalState::Executed, ProposalState::Failed]);
+    for (id, made) in [
+        ("gov.correction-3", true),
+        ("org1.correction-9", true),
+        ("gov.correction-4", false),
+        ("gov.correction-5", false),
+        ("gov.correction-03", false),
+        ("gov.correction-1", false),
+        ("gov.x", false),
+    ] {
+        let id = TransferId::parse(id).unwrap();
+        assert_eq!(g.l.gov().could_hold(&id), made, "{id}");
+    }
 
     let refused = |why: &str, tamper: &dyn Fn(&mut Gov)| {
         let mut gov = g.l.gov.clone();

@@ -157,7 +157,9 @@ impl Received {
 
 impl Whole {
     /// Checks that a block's transfer records the load reads decode and
-    /// that no runs of history are stored for a block past the head, and
+    /// hold no transfer in the namespace of corrections but those of
+    /// executed proposals ([`Gov::could_hold`]), that no runs of history
+    /// are stored for a block past the head, and
     /// gathers the pieces of the filters of the runs the manifest names,
     /// the last pages of history, the runs stored after them, the
     /// accounts and the pending transfers.
@@ -178,7 +180,17 @@ impl Whole {
                 let records = |e| format!("the snapshot's transfer records: {e}");
                 let height = transfers_height(key).map_err(records)?;
                 if self.derives || height > self.filters.through() {
-                    transfers_chunk(key, value).map_err(records)?;
+                    // The load holds these ids.
+                    let (_, transfers) = transfers_chunk(key, value).map_err(records)?;
+                    let founding = Gov::default();
+                    let gov = self.singletons.gov.as_ref().unwrap_or(&founding);
+                    if let Some(t) = transfers.iter().find(|t| !gov.could_hold(&t.id)) {
+                        return Err(format!(
+                            "the snapshot holds transfer {} in block {height}, \
+                             which no executed correction made",
+                            t.id
+                        ));
+                    }
                 }
             }
             Some(&FILTER_TAG) => self.filters.pair(key, value.len()),
