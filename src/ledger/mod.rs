@@ -47,7 +47,9 @@
 //! - `settled.rs`: forgetting settled transfers and loading them back.
 //! - `gov/`: governance, the consortium's rules ([`Gov`]): proposals,
 //!   ballots, revocations, frozen accounts and corrections.
-//! - `invariants.rs`: the release-build assertions above, and [`Ledger::totals`].
+//! - `invariants.rs`: the release-build assertions above, the checks of a
+//!   stored state ([`check_stored`], [`check_stored_head`]) and
+//!   [`Ledger::totals`].
 //! - `ids.rs`, `types.rs`, `rejection.rs`: the values and refusals all of the
 //!   above speak in.
 

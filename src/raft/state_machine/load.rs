@@ -182,8 +182,9 @@ impl Whole {
                 if self.derives || height > self.filters.through() {
                     // The load holds these ids.
                     let (_, transfers) = transfers_chunk(key, value).map_err(records)?;
-                    let founding = Gov::default();
-                    let gov = self.singletons.gov.as_ref().unwrap_or(&founding);
+                    // No registry stored: no proposal was ever made.
+                    let none = Gov::default();
+                    let gov = self.singletons.gov.as_ref().unwrap_or(&none);
                     if let Some(t) = transfers.iter().find(|t| !gov.could_hold(&t.id)) {
                         return Err(format!(
                             "the snapshot holds transfer {} in block {height}, \
@@ -226,10 +227,10 @@ impl Whole {
     /// pages with the runs end where the accounts' histories do, and that
     /// the accounts and pending transfers hold what apply takes for
     /// granted ([`check_stored`]), and so do the head, clock, count and
-    /// governance state ([`check_stored_head`]). The pending transfers only when the
-    /// load keeps them: those [`derive_index`] derives again from the
-    /// blocks are checked by the load, after the install, and a node
-    /// whose derived ones fail it does not start.
+    /// governance state ([`check_stored_head`]). The pending transfers
+    /// only when the load keeps them: those [`derive_index`] derives again
+    /// from the blocks are checked by the load, after the install, and a
+    /// node whose derived ones fail it does not start.
     pub(super) fn finish(self) -> Result<(), String> {
         (self.filters.finish()).map_err(|e| format!("the snapshot holds {e}"))?;
         if self.tails_stored > self.head_height {
@@ -256,11 +257,11 @@ impl Whole {
 /// is the account its key names, a pending record is a pending transfer
 /// under its own id (the ledger takes no other), an account's last page
 /// of history decodes under an account id and a refusal's key is an id.
-/// Also refused: a page of history that
-/// is not under its first item's number or holds items numbered
-/// [`SEQ_MAX`] or more (reads count items from its first); the mark of
-/// an install under way, which a node stopped in the middle of this
-/// install would read at start to finish it.
+/// Also refused: a page of history that is not under its first item's
+/// number or holds items numbered [`SEQ_MAX`] or more (reads count items
+/// from its first); the mark of an install under way, which a node
+/// stopped in the middle of this install would read at start to finish
+/// it.
 fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
