@@ -17,8 +17,10 @@ them through the leader with 'alliance bench', one million transfers at a
 time in batches of N. For each million it prints the throughput, p99 and
 largest latency, the snapshots the leader built meanwhile, the largest
 resident memory of each node (sampled every half second, until the next
-million starts), the CPU seconds each node used during that million, and
-each node's data directory size.
+million starts), the largest the kernel recorded for each node since it
+started (VmHWM, read as the next million starts: it counts the moments
+between samples), the CPU seconds each node used during that million,
+and each node's data directory size.
 
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
@@ -182,13 +184,24 @@ cpu_used() { # "BEFORE" "AFTER" (from cpu_now): "s1/s2/s3" used between them
 
 seconds_since() { awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - t }'; }
 
+# The largest resident memory of each node since it started (MB), as
+# the kernel records it: "hwm1/hwm2/hwm3", "-" for a node not running.
+hwm_now() {
+	out=
+	for n in 1 2 3; do
+		h=$(awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$(cat "$dir/pid-$n")/status" 2>/dev/null || true)
+		out="$out${h:--}/"
+	done
+	echo "${out%/}"
+}
+
 # A million's row waits for the next million to start, so that its
 # largest RSS counts the samples until then (a follower catching up).
 row=
 print_row() {
 	[ -n "$row" ] || return 0
-	printf '%s\n' "$row" | awk -F'|' -v rss="$(rss_of "${row%%|*}")" \
-		'{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, rss, $7, $8 }'
+	printf '%s\n' "$row" | awk -F'|' -v rss="$(rss_of "${row%%|*}")" -v hwm="$(hwm_now)" \
+		'{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, rss, hwm, $7, $8 }'
 	row=
 }
 
@@ -197,8 +210,8 @@ caught_up() { # NODE TARGET: the node has applied index TARGET
 	[ -n "$a" ] && [ "$a" -ge "$2" ]
 }
 
-printf '%s\n' "| million | transfers/s | p99 ms | max ms | 5xx/errors | snapshots built | largest RSS MB (nodes 1/2/3) | CPU s (nodes 1/2/3) | data MB (nodes 1/2/3) |"
-printf '%s\n' "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "| million | transfers/s | p99 ms | max ms | 5xx/errors | snapshots built | largest RSS MB (nodes 1/2/3) | largest RSS since start MB (VmHWM) | CPU s (nodes 1/2/3) | data MB (nodes 1/2/3) |"
+printf '%s\n' "|---|---|---|---|---|---|---|---|---|---|"
 # The million a follower misses, and the one it catches up during.
 stopped=$((millions - 2))
 [ "$stopped" -ge 2 ] || stopped=2
@@ -214,6 +227,9 @@ for m in $(seq 1 "$millions"); do
 		wait_for "node $victim to apply what is committed" caught_up "$victim" \
 			"$(metric "$l" alliance_raft_commit_index)"
 	fi
+	# Before a node is killed or started: the row's VmHWM is then of
+	# the processes that ran its million.
+	print_row
 	if [ "$m" -eq "$stopped" ]; then
 		victim=$(for n in 1 2 3; do [ $n = "$l" ] || echo $n; done | tail -1)
 		log "killing follower $victim for one million transfers"
@@ -235,7 +251,6 @@ for m in $(seq 1 "$millions"); do
 		watcher=$!
 	fi
 	echo "$m" >"$dir/million"
-	print_row
 	built=$(metric "$l" alliance_snapshots_built_total)
 	cpu_before=$(cpu_now)
 	out=$("$alliance" bench --dir "$demo" --node "$l" --batch "$batch" --transfers 1000000 \
