@@ -1082,7 +1082,8 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 /// head or a height of the stored last pages that does not decode, a
 /// pending record of a settled transfer or under another id, an account
 /// under another's key, a last page of history under a key that is no
-/// account id, a run's filter cut short, a block's transfer records or
+/// account id, a run's filter cut short or chunk that a lookup could not
+/// read or that names a block past the head, a block's transfer records or
 /// runs of history that do not decode, runs of history that do not
 /// continue the last pages, last pages or runs of history past the head,
 /// history that does not end where its account's does or whose account
@@ -1096,7 +1097,7 @@ fn snapshot_data(magic: &[u8], pairs: &[Pair]) -> Vec<u8> {
 async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anything() {
     use crate::raft::store::{
         StateKey, ACCOUNT_TAG, FILTER_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
-        TRANSFERS_TAG,
+        RUN_TAG, TRANSFERS_TAG,
     };
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
     use tokio::io::AsyncWriteExt;
@@ -1159,7 +1160,7 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
     })];
     let gov = crate::ledger::gov::Gov::founding(members, Default::default());
     let could_not = "the snapshot holds a ledger the node could not apply to";
-    let tampered: [(&str, Tamper); 20] = [
+    let tampered: [(&str, Tamper); 22] = [
         (
             "the snapshot's head does not decode",
             Box::new(|k, v| {
@@ -1304,6 +1305,24 @@ async fn a_snapshot_the_ledger_could_not_load_is_refused_before_it_replaces_anyt
             Box::new(|k, _| {
                 if *k == StateKey::Clock.encode() {
                     *k = StateKey::Installing.encode();
+                }
+            }),
+        ),
+        (
+            "the snapshot holds the transfer index: the index chunk at …: ",
+            Box::new(|k, v| {
+                if k[0] == RUN_TAG {
+                    *v = vec![0xff; 3];
+                }
+            }),
+        ),
+        (
+            "the snapshot holds the transfer index: the index chunk at …: its ids are not in \
+             order from its key's, or one is stored in block 1000000, past the head",
+            Box::new(|k, v| {
+                if k[0] == RUN_TAG {
+                    let first = std::str::from_utf8(&k[9..]).unwrap();
+                    *v = postcard::to_allocvec(&(1u64, first, 1_000_000u64)).unwrap();
                 }
             }),
         ),

@@ -1156,11 +1156,21 @@ impl ReceivedFilters {
         self.manifest.through
     }
 
-    /// Notes a pair of the snapshot: a piece of a named run's filter.
-    pub fn pair(&mut self, key: &[u8], len: usize) {
-        if key.first() == Some(&FILTER_TAG) && self.named.names(key) {
-            self.pieces.insert(key.to_vec(), len);
+    /// Notes a pair of the snapshot: a piece of a named run's filter, or
+    /// checks a chunk of a named run ([`check_chunk`]) against the head,
+    /// block `head`.
+    pub fn pair(&mut self, key: &[u8], value: &[u8], head: u64) -> Result<(), IndexError> {
+        if !self.named.names(key) {
+            return Ok(());
         }
+        match key.first() {
+            Some(&FILTER_TAG) => {
+                self.pieces.insert(key.to_vec(), value.len());
+            }
+            Some(&RUN_TAG) => check_chunk(key, value, head)?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Checks that every run the manifest names has a filter the load
@@ -1176,6 +1186,33 @@ impl ReceivedFilters {
         }
         Ok(())
     }
+}
+
+/// Refuses a received chunk of a run (`key`, `value`) that a lookup could
+/// not read whole (a lookup that meets it stops apply), whose ids are not
+/// in order from the one its key names (a lookup finds the chunk by its
+/// key), or that stores an id in a block past the head, block `head`.
+fn check_chunk(key: &[u8], value: &[u8], head: u64) -> Result<(), IndexError> {
+    let first = key
+        .get(1 + std::mem::size_of::<u64>()..)
+        .unwrap_or_default();
+    let mut chunk = Pairs::new(key.into(), value.into()).map_err(err)?;
+    let mut last: Option<Range<usize>> = None;
+    while let Some((at, height)) = chunk.next().map_err(|e| err(chunk.error(e)))? {
+        let in_order = match &last {
+            None => chunk.id(at.clone()) == first,
+            Some(before) => chunk.id(before.clone()) < chunk.id(at.clone()),
+        };
+        if !in_order || height > head {
+            return Err(err(format!(
+                "the index chunk at {}: its ids are not in order from its key's, \
+                 or one is stored in block {height}, past the head ({head})",
+                hex::encode(key)
+            )));
+        }
+        last = Some(at);
+    }
+    Ok(())
 }
 
 /// Refuses a run's filter of `len` bytes that [`Filter::from_bytes`] does
@@ -1398,6 +1435,52 @@ mod tests {
     use super::{RefusalFilter, REFUSAL_FILTER_IDS};
     use super::{FILTER_TAG, RUN_IDS, RUN_TAG};
     use super::{REMOVALS_BEHIND, REMOVALS_PER_BATCH, REMOVALS_PER_BATCH_BEHIND};
+
+    /// A received chunk passes only as a lookup reads it: whole, its ids
+    /// in order from its key's, none stored past the head.
+    #[test]
+    fn a_received_chunk_a_lookup_could_not_use_is_refused() {
+        let check = |first: &str, value: &[u8]| super::check_chunk(&run_key(3, first), value, 10);
+        let chunk = |a: &str, ha: u64, b: &str, hb: u64| {
+            postcard::to_allocvec(&(2u64, a, ha, b, hb)).unwrap()
+        };
+        assert!(check("org1.a", &chunk("org1.a", 1, "org1.b", 10)).is_ok());
+        for (first, value, why) in [
+            (
+                "org1.a",
+                chunk("org1.a", 1, "org1.b", 11),
+                "stored in block 11, past the head (10)",
+            ),
+            (
+                "org1.0",
+                chunk("org1.a", 1, "org1.b", 2),
+                "not in order from its key's",
+            ),
+            (
+                "org1.a",
+                chunk("org1.a", 1, "org1.a", 2),
+                "not in order from its key's",
+            ),
+            (
+                "org1.b",
+                chunk("org1.b", 1, "org1.a", 2),
+                "not in order from its key's",
+            ),
+            (
+                "org1.a",
+                [&chunk("org1.a", 1, "org1.b", 2)[..], &[0]].concat(),
+                "index chunk at",
+            ),
+            (
+                "org1.a",
+                chunk("org1.a", 1, "org1.b", 2)[..9].to_vec(),
+                "index chunk at",
+            ),
+        ] {
+            let err = check(first, &value).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
 
     #[test]
     fn runs_the_manifest_does_not_name_are_found() {

@@ -16,7 +16,7 @@ use crate::ledger::{
 use crate::raft::store::{
     for_each_transfer_block, key_height, transfers_chunk, transfers_height, StateKey, Store,
     ACCOUNT_TAG, FILTER_TAG, HISTORY_PAGE_TAG, HISTORY_RUNS_TAG, HISTORY_TAIL_TAG, PENDING_TAG,
-    REJECTED_TAG, TRANSFERS_TAG,
+    REJECTED_TAG, RUN_TAG, TRANSFERS_TAG,
 };
 use crate::raft::StorageError;
 
@@ -159,8 +159,9 @@ impl Whole {
     /// Checks that a block's transfer records the load reads decode and
     /// hold no transfer in the namespace of corrections but those of
     /// executed proposals ([`Gov::could_hold`]), that no runs of history
-    /// are stored for a block past the head, and
-    /// gathers the pieces of the filters of the runs the manifest names,
+    /// are stored for a block past the head, that the chunks of the runs
+    /// the manifest names are ones a lookup reads, and gathers the pieces
+    /// of the filters of those runs,
     /// the last pages of history, the runs stored after them, the
     /// accounts and the pending transfers.
     pub(super) fn pair(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
@@ -194,7 +195,9 @@ impl Whole {
                     }
                 }
             }
-            Some(&FILTER_TAG) => self.filters.pair(key, value.len()),
+            Some(&FILTER_TAG | &RUN_TAG) => (self.filters)
+                .pair(key, value, self.head_height)
+                .map_err(|e| format!("the snapshot holds {e}"))?,
             Some(&HISTORY_TAIL_TAG) => {
                 self.tail_pages.insert(key.to_vec(), value.to_vec());
             }
