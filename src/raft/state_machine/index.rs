@@ -1131,7 +1131,8 @@ pub fn check_received(key: &[u8], value: &[u8]) -> Result<(), IndexError> {
 /// The filters of a received snapshot's runs, gathered to be checked
 /// against its manifest as [`Index::load`] reads them: the length of each
 /// piece of a run the manifest names, by key (a key given twice counts
-/// once, as sled keeps it).
+/// once, as sled keeps it). The chunks of those runs are checked as they
+/// come ([`Self::pair`]).
 pub struct ReceivedFilters {
     manifest: Manifest,
     named: Listed,
