@@ -114,24 +114,16 @@ impl Received {
     /// [`check_received`]).
     pub(super) fn first(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         index::check_received(key, value).map_err(|e| format!("the snapshot holds {e}"))?;
-        check_received(key, value)?;
-        let is = |k: StateKey| key == k.encode();
         let held = &mut self.singletons;
-        // check_received refused what does not decode.
-        if is(StateKey::IndexRuns) {
-            self.manifest = Some(value.to_vec());
-        } else if is(StateKey::Head) {
-            held.head = decode(value).ok();
-        } else if is(StateKey::Clock) {
-            held.clock_ms = decode(value).unwrap_or_default();
-        } else if is(StateKey::TransferCount) {
-            held.transfers = decode(value).unwrap_or_default();
-        } else if is(StateKey::Gov) {
-            held.gov = decode(value).ok();
-        } else if is(StateKey::Indexed) {
-            self.indexed = decode(value).ok();
-        } else if is(StateKey::TailsStored) {
-            self.tails_stored = decode(value).unwrap_or_default();
+        match check_received(key, value)? {
+            Some(Singleton::Head(head)) => held.head = Some(head),
+            Some(Singleton::Clock(ms)) => held.clock_ms = ms,
+            Some(Singleton::Transfers(n)) => held.transfers = n,
+            Some(Singleton::Gov(gov)) => held.gov = Some(*gov),
+            Some(Singleton::TailsStored(height)) => self.tails_stored = height,
+            None if key == StateKey::IndexRuns.encode() => self.manifest = Some(value.to_vec()),
+            None if key == StateKey::Indexed.encode() => self.indexed = decode(value).ok(),
+            None => {}
         }
         Ok(())
     }
@@ -264,8 +256,8 @@ impl Whole {
 /// number or holds items numbered [`SEQ_MAX`] or more (reads count items
 /// from its first); the mark of an install under way, which a node
 /// stopped in the middle of this install would read at start to finish
-/// it.
-fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
+/// it. Returns the singletons the install checks whole, decoded.
+fn check_received(key: &[u8], value: &[u8]) -> Result<Option<Singleton>, String> {
     fn decodes<T: serde::de::DeserializeOwned>(value: &[u8], what: &str) -> Result<T, String> {
         decode(value).map_err(|e| format!("the snapshot's {what} does not decode: {e}"))
     }
@@ -321,17 +313,25 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
         [_] => {
             let is = |k: StateKey| key == k.encode();
             if is(StateKey::Head) {
-                decodes::<BlockHeader>(value, "head")?;
+                return Ok(Some(Singleton::Head(decodes(value, "head")?)));
             } else if is(StateKey::Gov) {
-                decodes::<Gov>(value, "governance state")?;
+                let gov = decodes(value, "governance state")?;
+                return Ok(Some(Singleton::Gov(Box::new(gov))));
             } else if is(StateKey::LastApplied) {
                 decodes::<Option<crate::raft::LogId>>(value, "last applied log id")?;
             } else if is(StateKey::Membership) {
                 decodes::<crate::raft::StoredMembership>(value, "membership")?;
-            } else if is(StateKey::Clock) || is(StateKey::TransferCount) {
-                decodes::<u64>(value, "clock or transfer count")?;
+            } else if is(StateKey::Clock) {
+                return Ok(Some(Singleton::Clock(decodes(
+                    value,
+                    "clock or transfer count",
+                )?)));
+            } else if is(StateKey::TransferCount) {
+                let n = decodes(value, "clock or transfer count")?;
+                return Ok(Some(Singleton::Transfers(n)));
             } else if is(StateKey::TailsStored) {
-                decodes::<u64>(value, "height of the stored last pages")?;
+                let height = decodes(value, "height of the stored last pages")?;
+                return Ok(Some(Singleton::TailsStored(height)));
             } else if is(StateKey::Installing) {
                 // Written while a snapshot replaces the state, and read at
                 // start to finish it: never part of a state.
@@ -340,7 +340,16 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<(), String> {
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A singleton of a received snapshot that [`check_received`] decoded.
+enum Singleton {
+    Head(BlockHeader),
+    Clock(u64),
+    Transfers(u64),
+    Gov(Box<Gov>),
+    TailsStored(u64),
 }
 
 fn scan<T: serde::de::DeserializeOwned>(
@@ -442,7 +451,7 @@ mod tests {
             }],
         };
         let check = |at: u64, page: Page| {
-            check_received(&StateKey::HistoryPage(&a, at).encode(), &encode(&page))
+            check_received(&StateKey::HistoryPage(&a, at).encode(), &encode(&page)).map(|_| ())
         };
         assert_eq!(check(32, page(32, 16)), Ok(()));
         assert_eq!(check(SEQ_MAX - 16, page(SEQ_MAX - 16, 16)), Ok(()));
