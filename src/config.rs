@@ -330,6 +330,11 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The default of `limits.memory_soft_limit_mb`: below the 300 MB a node
+/// is meant to hold at most, by about what the allocator keeps freed
+/// between two checks while a follower catches up.
+pub const MEMORY_SOFT_LIMIT_MB: u64 = 240;
+
 /// Every input and queue has a limit; past it the caller gets a clear error.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -394,6 +399,10 @@ pub struct Limits {
     /// entries after: a re-send or a post soon after needs no disk read.
     /// The newest ids stay in memory until they are written to a run.
     pub transfer_index_held_max: usize,
+    /// Resident memory, in MiB, above which the node has its allocator
+    /// give back at once the memory it keeps freed ([`crate::memory`]);
+    /// 0: never.
+    pub memory_soft_limit_mb: u64,
 }
 
 impl Default for Limits {
@@ -428,6 +437,7 @@ impl Default for Limits {
             ready_lag_entries_max: 1_000,
             clock_offset_max_ms: 500,
             transfer_index_held_max: crate::raft::state_machine::INDEX_HELD_MAX,
+            memory_soft_limit_mb: MEMORY_SOFT_LIMIT_MB,
         }
     }
 }
@@ -519,7 +529,7 @@ impl NodeConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let l = &self.limits;
         let r = &self.raft;
-        let checks: [(bool, &str); 24] = [
+        let checks: [(bool, &str); 25] = [
             (self.id > 0, "id must be positive"),
             ((64..=64 * 1024 * 1024).contains(&l.body_bytes_max), "limits.body_bytes_max must be 64..=67108864"),
             (l.peer_body_bytes_max >= l.body_bytes_max, "limits.peer_body_bytes_max must be >= body_bytes_max"),
@@ -547,6 +557,7 @@ impl NodeConfig {
             ((1..=1_000_000_000).contains(&l.ready_lag_entries_max), "limits.ready_lag_entries_max must be 1..=1000000000"),
             ((10..=60_000).contains(&l.clock_offset_max_ms), "limits.clock_offset_max_ms must be 10..=60000"),
             (l.transfer_index_held_max <= 100_000_000, "limits.transfer_index_held_max must be 0..=100000000"),
+            (l.memory_soft_limit_mb <= 1 << 20, "limits.memory_soft_limit_mb must be 0..=1048576 (0: no limit)"),
             (
                 (1..=l.batch_transfers_max).contains(&l.group_commit_max) && (1..=64).contains(&l.group_commit_in_flight),
                 "limits.group_commit_max must be 1..=batch_transfers_max and group_commit_in_flight 1..=64",
@@ -758,6 +769,25 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         let err = config("[limits]\ntransfer_index_held_max = -1").unwrap_err();
         assert!(err.contains("transfer_index_held_max"), "{err}");
+    }
+
+    #[test]
+    fn the_memory_soft_limit_is_checked() {
+        assert_eq!(config("").unwrap().limits.memory_soft_limit_mb, 240);
+        let mut c = config("[limits]\nmemory_soft_limit_mb = 1048577").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.contains("limits.memory_soft_limit_mb must be 0..=1048576"),
+            "{err}"
+        );
+        for fine in [0, 1, 1 << 20] {
+            c.limits.memory_soft_limit_mb = fine;
+            assert_eq!(c.validate(), Ok(()), "{fine}");
+        }
+        for bad in ["-1", "\"240MB\"", "2.5"] {
+            let err = config(&format!("[limits]\nmemory_soft_limit_mb = {bad}")).unwrap_err();
+            assert!(err.contains("memory_soft_limit_mb"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!   writes, forwarding, group commit), typed answers rendered to JSON at
 //!   the edge. Its module docs draw its one-way imports.
 //! - [`node`]: wiring of one node; any panic (a failed invariant) stops it.
+//! - [`memory`]: the node's resident memory held to its soft limit.
 //! - [`client`]: the mTLS HTTP client used by `alliance client`, the demo and tests.
 //! - [`demo`]: the one-command local consortium (also the tests' harness).
 //! - [`bench`]: a load generator against a running demo consortium.
@@ -87,6 +88,7 @@ pub mod error;
 pub mod identity;
 pub mod import;
 pub mod ledger;
+pub mod memory;
 pub mod node;
 pub mod stats;
 // openraft's trait signatures fix `StorageError` (large) as the error type.

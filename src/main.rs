@@ -1,5 +1,8 @@
 //! `alliance`: command-line entry. Parses arguments and dispatches; no logic.
 
+// The library forbids unsafe code; here only the allocator's one call.
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +41,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// 99,400-107,100 transfers/s in the first million).
 const ALLOCATOR_OPTIONS: &[(&str, &str)] =
     &[("MIMALLOC_PURGE_DELAY", "100"), ("MIMALLOC_ALLOW_THP", "0")];
+
+extern "C" {
+    /// mimalloc's collection of freed memory: with `force`, the calling
+    /// thread's heap, and the freed memory of every arena given back to
+    /// the system whatever its purge delay.
+    fn mi_collect(force: bool);
+}
+
+/// Has mimalloc give the system the freed memory it keeps for its purge
+/// delay (`alliance::memory`, for `limits.memory_soft_limit_mb`). The one
+/// call into C of alliance's own code.
+#[allow(unsafe_code)]
+fn give_back_freed_memory() {
+    // SAFETY: `mi_collect` is part of mimalloc's public API (mimalloc.h),
+    // linked in as the global allocator above; it takes no pointer, may be
+    // called from any thread at any time, and lets one thread at a time
+    // purge the arenas.
+    unsafe { mi_collect(true) }
+}
 
 /// The allocator options the operator did not set.
 fn allocator_options_unset() -> Vec<(&'static str, &'static str)> {
@@ -571,7 +593,9 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 .await
                 .map(|_| ExitCode::SUCCESS)
         }
-        Cmd::Node { config } => node::run(&config).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Node { config } => {
+            (node::run(&config, give_back_freed_memory).await).map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Bench {
             dir,
             node,

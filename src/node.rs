@@ -37,10 +37,13 @@ const HTTP_WORKERS: usize = 2;
 /// How long an idle pooled peer connection is kept.
 const PEER_POOL_IDLE_MS: u64 = 90_000;
 
-/// Runs a node until it is told to stop.
-pub async fn run(config_path: &Path) -> Result<()> {
+/// Runs a node until it is told to stop. `give_back` has the process's
+/// allocator give the system the memory it keeps freed (see
+/// [`crate::memory`]).
+pub async fn run(config_path: &Path, give_back: fn()) -> Result<()> {
     stop_on_panic();
     let config = NodeConfig::load(config_path)?;
+    crate::memory::hold_to(config.limits.memory_soft_limit_mb, give_back)?;
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
     config.check_against(&genesis)?;
     let trust = Arc::new(Trust::from_genesis(&genesis)?);

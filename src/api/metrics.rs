@@ -225,24 +225,23 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
         &mut out,
         "process_resident_memory_bytes",
         "Resident memory of this node's process, in bytes.",
-        resident_bytes(),
+        crate::memory::resident_bytes(),
+    );
+    gauge(
+        &mut out,
+        "alliance_memory_above_soft_limit",
+        "Whether this node's resident memory was above limits.memory_soft_limit_mb at the last check.",
+        Some(u64::from(crate::memory::above_soft_limit())),
+    );
+    metric(
+        &mut out,
+        "alliance_memory_returns_total",
+        "counter",
+        "Times this node had its allocator give back the memory it kept freed, above its soft limit.",
+        &[(String::new(), crate::memory::returns())],
     );
     render_activity(&mut out, stats, certs);
     out
-}
-
-/// This process's resident memory (`VmRSS` in `/proc/self/status`), if
-/// the system says.
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status_kb(&status, "VmRSS:")?.checked_mul(1024)
-}
-
-/// The value, in kB, of field `key` (e.g. `VmRSS:`) of a
-/// `/proc/<pid>/status` text.
-pub fn status_kb(status: &str, key: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The counters and histograms of what this node did, and its

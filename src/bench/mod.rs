@@ -455,7 +455,7 @@ mod usage {
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb = |key| crate::api::metrics::status_kb(&status, key).map(|kb| kb as f64);
+        let kb = |key| crate::memory::status_kb(&status, key).map(|kb| kb as f64);
         Some(Usage {
             pid,
             cpu_seconds: ticks as f64 / TICKS_PER_SECOND,

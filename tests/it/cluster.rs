@@ -659,6 +659,17 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
     // A node holds more than a megabyte and less than its machine.
     let rss = sample(&text, "process_resident_memory_bytes").expect("rss");
     assert!((1 << 20..1 << 40).contains(&rss), "{text}");
+    // Far below the default soft limit: the allocator keeps what it frees.
+    assert_eq!(
+        sample(&text, "alliance_memory_above_soft_limit"),
+        Some(0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "alliance_memory_returns_total"),
+        Some(0),
+        "{text}"
+    );
     // Seeding proposed entries here, the leader: counted, timed, durable.
     assert!(
         sample(&text, "alliance_proposals_committed_total") >= Some(3),
@@ -704,6 +715,35 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
         .await;
         assert_eq!(sample(&text, "alliance_is_leader"), Some(0), "{text}");
         promtool_accepts(&text).await;
+    }
+}
+
+/// A node above `limits.memory_soft_limit_mb` (here every node, at 1 MiB)
+/// has its allocator give back the memory it keeps freed at every check,
+/// says so in its metrics, and serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_above_its_memory_soft_limit_gives_freed_memory_back_and_serves_on() {
+    let mut opts = options(RaftTuning::default());
+    opts.limits.memory_soft_limit_mb = 1;
+    let c = Cluster::start_with(opts).await;
+    c.seed(1_000).await;
+    let leader = c.wait_for_leader().await;
+    let r = transfer_until_ok(&c.app(1, leader), "org1.held", "org1.ops", "org2.ops", 5).await;
+    assert_eq!(r.body["state"], "posted", "{}", r.body);
+    for id in c.ids() {
+        let returns = |text: &str| sample(text, "alliance_memory_returns_total");
+        let (_, first) = c.ops_text(id, "/metrics").await.expect("metrics");
+        assert_eq!(
+            sample(&first, "alliance_memory_above_soft_limit"),
+            Some(1),
+            "{first}"
+        );
+        let before = returns(&first).expect("the returns counter");
+        eventually("the node to give freed memory back again", || async {
+            let (_, text) = c.ops_text(id, "/metrics").await?;
+            (returns(&text)? > before).then_some(())
+        })
+        .await;
     }
 }
 

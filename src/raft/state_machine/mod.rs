@@ -730,7 +730,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// This process's resident memory in MB, for the log (0 if unknown).
 fn resident_mb() -> u64 {
-    crate::api::metrics::resident_bytes().map_or(0, |b| b >> 20)
+    crate::memory::resident_bytes().map_or(0, |b| b >> 20)
 }
 
 #[cfg(test)]
