@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// transfers/s (250-256 MB held after a million transfers). At 100 ms:
 /// 84,800-90,100 /s, and 276-287 MB two seconds after a million transfers
 /// (299-310 MB at once); at 1000 ms 96,000-97,600 /s but 292-318 MB. At
-/// mimalloc's default (10 ms) a node holds more than at 100 ms: a thread
+/// 10 ms a node holds more than at 100 ms: a thread
 /// seems to return what it freed only when it allocates again, so threads
 /// that go idle keep it. mimalloc reads its options when the process
 /// starts, so `alliance node` sets this in its environment and runs itself
@@ -43,21 +43,26 @@ const ALLOCATOR_OPTIONS: &[(&str, &str)] =
     &[("MIMALLOC_PURGE_DELAY", "100"), ("MIMALLOC_ALLOW_THP", "0")];
 
 extern "C" {
-    /// mimalloc's collection of freed memory: with `force`, the calling
-    /// thread's heap, and the freed memory of every arena given back to
-    /// the system whatever its purge delay.
+    /// mimalloc's collection: with `force`, of the calling thread's heap
+    /// and of every arena's freed memory waiting for its purge delay.
+    /// Declared as libmimalloc-sys 0.1.49 (the version in Cargo.lock)
+    /// declares it under its `extended` feature: `void mi_collect(bool
+    /// force)`, which does not unwind.
     fn mi_collect(force: bool);
 }
 
-/// Has mimalloc give the system the freed memory it keeps for its purge
-/// delay (`alliance::memory`, for `limits.memory_soft_limit_mb`). The one
-/// call into C of alliance's own code.
+/// Has mimalloc purge the freed memory it holds for its purge delay
+/// (`alliance::memory`, for `limits.memory_soft_limit_mb`). alliance's
+/// one call into C.
 #[allow(unsafe_code)]
-fn give_back_freed_memory() {
-    // SAFETY: `mi_collect` is part of mimalloc's public API (mimalloc.h),
-    // linked in as the global allocator above; it takes no pointer, may be
-    // called from any thread at any time, and lets one thread at a time
-    // purge the arenas.
+fn purge_freed_memory() {
+    // SAFETY: the declaration matches the linked mimalloc's (above; Rust's
+    // bool is C's), which is linked in as the global allocator. It takes
+    // no pointer and leaves every allocation as it is: it collects the
+    // calling thread's own heap, and claims each arena's free slices with
+    // atomic operations before it purges them, so it runs beside
+    // allocations on other threads. It is called from an ordinary thread,
+    // never from a signal handler.
     unsafe { mi_collect(true) }
 }
 
@@ -594,7 +599,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 .map(|_| ExitCode::SUCCESS)
         }
         Cmd::Node { config } => {
-            (node::run(&config, give_back_freed_memory).await).map(|_| ExitCode::SUCCESS)
+            (node::run(&config, purge_freed_memory).await).map(|_| ExitCode::SUCCESS)
         }
         Cmd::Bench {
             dir,

@@ -37,13 +37,17 @@ const HTTP_WORKERS: usize = 2;
 /// How long an idle pooled peer connection is kept.
 const PEER_POOL_IDLE_MS: u64 = 90_000;
 
-/// Runs a node until it is told to stop. `give_back` has the process's
-/// allocator give the system the memory it keeps freed (see
+/// Runs a node until it is told to stop. `purge` has the process's
+/// allocator give the system the freed memory it holds for a while (see
 /// [`crate::memory`]).
-pub async fn run(config_path: &Path, give_back: fn()) -> Result<()> {
+pub async fn run(config_path: &Path, purge: fn()) -> Result<()> {
     stop_on_panic();
     let config = NodeConfig::load(config_path)?;
-    crate::memory::hold_to(config.limits.memory_soft_limit_mb, give_back)?;
+    (crate::memory::hold_to(config.limits.memory_soft_limit_mb, purge)).map_err(|e| {
+        Error::Io(std::io::Error::other(format!(
+            "cannot start the thread that holds limits.memory_soft_limit_mb: {e}"
+        )))
+    })?;
     let genesis = Arc::new(Genesis::load(&config.genesis)?);
     config.check_against(&genesis)?;
     let trust = Arc::new(Trust::from_genesis(&genesis)?);

@@ -229,16 +229,22 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
     );
     gauge(
         &mut out,
+        "alliance_memory_soft_limit_bytes",
+        "limits.memory_soft_limit_mb in bytes (0: no limit).",
+        Some(crate::memory::soft_limit_bytes()),
+    );
+    gauge(
+        &mut out,
         "alliance_memory_above_soft_limit",
-        "Whether this node's resident memory was above limits.memory_soft_limit_mb at the last check.",
+        "Whether this node's resident memory was above its soft limit at the last check.",
         Some(u64::from(crate::memory::above_soft_limit())),
     );
     metric(
         &mut out,
-        "alliance_memory_returns_total",
+        "alliance_memory_purges_total",
         "counter",
-        "Times this node had its allocator give back the memory it kept freed, above its soft limit.",
-        &[(String::new(), crate::memory::returns())],
+        "Purges of the allocator's freed memory this node asked for, above its soft limit.",
+        &[(String::new(), crate::memory::purges())],
     );
     render_activity(&mut out, stats, certs);
     out
