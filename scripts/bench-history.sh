@@ -25,7 +25,9 @@ and each node's data directory size.
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
 prints how long that node took to apply what the leader had committed when
-it came back, and whether the term changed meanwhile. With M of 4 or more
+it came back, whether the term changed meanwhile, and that node's largest
+resident memory (read every 0.1 s from its restart) and its mean from 3
+to 33 s after it. With M of 4 or more
 the last million waits for that node to be back in step, so the last and
 the first million both run with three nodes in step. At the end it kills
 all three nodes (SIGKILL), starts them again and prints the time until a
@@ -84,8 +86,10 @@ alliance=${CARGO_TARGET_DIR:-$root/target}/release/alliance
 [ -x "$alliance" ] || { log "no alliance binary at $alliance after the build"; exit 1; }
 
 sampler=
+follower_sampler=
 finish() {
 	[ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
+	[ -z "$follower_sampler" ] || kill "$follower_sampler" 2>/dev/null || true
 	for n in 1 2 3; do
 		[ -f "$dir/pid-$n" ] && kill -9 "$(cat "$dir/pid-$n")" 2>/dev/null || true
 	done
@@ -151,6 +155,19 @@ echo 0 >"$dir/million"
 	done
 ) &
 sampler=$!
+
+# The restarted follower's resident memory every 0.1 s while it runs:
+# lines "SECONDS-SINCE-ITS-START MB" (from statm: VmRSS in pages).
+page_kb=$(($(getconf PAGESIZE) / 1024))
+follow_memory() { # PID
+	start_ns=$(date +%s%N)
+	while read -r _size resident _rest <"/proc/$1/statm" 2>/dev/null; do
+		cs=$((($(date +%s%N) - start_ns) / 10000000))
+		printf '%d.%02d %d\n' $((cs / 100)) $((cs % 100)) \
+			$((resident * page_kb / 1024)) >>"$dir/follower-rss.txt"
+		sleep 0.1
+	done
+}
 
 rss_of() { # MILLION: "max1/max2/max3" MB
 	awk -v m="$1" '$1 == m { for (i = 2; i <= 4; i++) if ($i > x[i]) x[i] = $i }
@@ -241,6 +258,8 @@ for m in $(seq 1 "$millions"); do
 		target=$(metric "$l" alliance_raft_commit_index)
 		start_node "$victim"
 		back=$(date +%s.%N)
+		follow_memory "$(cat "$dir/pid-$victim")" &
+		follower_sampler=$!
 		(
 			WAIT_SECONDS=600
 			# Fails at once if the restarted node exits.
@@ -274,6 +293,10 @@ if [ -n "$victim" ]; then
 	l=$(leader)
 	printf 'follower %s, stopped for a million transfers: applied what was committed at its restart %.1f s later; term %s before, %s after\n' \
 		"$victim" "$(cat "$dir/caught-up")" "$term_before" "$(metric "$l" alliance_raft_term)"
+	[ ! -s "$dir/follower-rss.txt" ] ||
+		awk '{ if ($2 > top) top = $2 } $1 >= 3 && $1 <= 33 { sum += $2; n++ }
+			END { if (n) printf "follower %s: largest resident memory %d MB (read every 0.1 s since its restart), mean %d MB from 3 to 33 s after it\n", v, top, sum / n }' \
+			v="$victim" "$dir/follower-rss.txt"
 fi
 
 total=$((millions * 1000000))
@@ -283,7 +306,7 @@ for n in 1 2 3; do
 done
 
 log "killing all three nodes (SIGKILL) and starting them again"
-kill "$sampler" 2>/dev/null || true
+kill "$sampler" ${follower_sampler:+"$follower_sampler"} 2>/dev/null || true
 sampler=
 for n in 1 2 3; do kill -9 "$(cat "$dir/pid-$n")"; done
 for n in 1 2 3; do wait "$(cat "$dir/pid-$n")" 2>/dev/null || true; done

@@ -17,8 +17,8 @@
 //! use (a follower decoding appends), and the checks go on. Purges that
 //! leave it above for [`ABOVE_AFTER_PURGES`] checks in a row mean that
 //! what is above the limit is memory in use, which no purge gives back:
-//! the checks go to one every [`CHECK_EVERY_MAX`] until the node is under
-//! the limit again. So the limit is soft: nothing is refused, and a node
+//! the checks go to one every [`CHECK_EVERY_MAX`] until a purge brings
+//! the node under the limit, or it falls a sixteenth under it by itself. So the limit is soft: nothing is refused, and a node
 //! whose memory in use is above it pays for a purge a second, not two
 //! hundred.
 
@@ -40,6 +40,9 @@ pub const ABOVE_AFTER_PURGES: u32 = 200;
 /// How often, at most, the log says the checks back off.
 const SAY_EVERY: Duration = Duration::from_secs(60);
 
+/// Whether purges have left the node above its soft limit for
+/// [`ABOVE_AFTER_PURGES`] checks in a row, and the checks back off.
+static IN_USE_ABOVE: AtomicBool = AtomicBool::new(false);
 /// Whether the resident memory was above the soft limit at the last check.
 static ABOVE: AtomicBool = AtomicBool::new(false);
 /// Purges had because the node was above its limit.
@@ -51,6 +54,12 @@ static LIMIT_BYTES: AtomicU64 = AtomicU64::new(0);
 /// `limits.memory_soft_limit_mb` at the last check (false when off).
 pub fn above_soft_limit() -> bool {
     ABOVE.load(Ordering::Relaxed)
+}
+
+/// Whether purges leave this node above its soft limit, so that its
+/// memory in use is above it (the checks back off to one a second).
+pub fn in_use_above_soft_limit() -> bool {
+    IN_USE_ABOVE.load(Ordering::Relaxed)
 }
 
 /// Times this node had its allocator purge the freed memory it held
@@ -72,42 +81,49 @@ pub fn hold_to(soft_limit_mb: u64, purge: fn()) -> std::io::Result<()> {
         return Ok(());
     }
     let limit = soft_limit_mb.saturating_mul(1 << 20);
-    if LIMIT_BYTES.swap(limit, Ordering::Relaxed) != 0 {
+    let unset = LIMIT_BYTES.compare_exchange(0, limit, Ordering::Relaxed, Ordering::Relaxed);
+    if unset.is_err() {
         return Err(std::io::Error::other(
             "the memory soft limit is already held in this process",
         ));
     }
-    let mut guard = Guard {
-        soft_limit_mb,
-        limit,
-        above_after_purge: 0,
-        said: None,
-    };
+    let mut guard = Guard::new(soft_limit_mb);
     std::thread::Builder::new()
         .name("memory".into())
         .spawn(move || {
-            let Some(mut resident) = resident_bytes() else {
+            if resident_bytes().is_none() {
+                LIMIT_BYTES.store(0, Ordering::Relaxed);
                 tracing::warn!(
                     "limits.memory_soft_limit_mb is not held: this system does not say the \
-                     process's resident memory (VmRSS in /proc/self/status)"
+                     process's resident memory (/proc/self/statm)"
                 );
                 return;
-            };
+            }
             loop {
                 std::thread::sleep(guard.wait());
-                // Reading the memory allocates (the status text), which
-                // mimalloc's collection needs of the thread it runs on.
-                resident = resident_bytes().unwrap_or(resident);
+                // Reading the memory allocates (the statm text), which
+                // mimalloc's collection needs of the thread it runs on. A
+                // reading that fails (no file descriptor left) is skipped.
+                let Some(resident) = resident_bytes() else {
+                    continue;
+                };
                 let above = guard.check(resident, || {
                     purge();
                     PURGES.fetch_add(1, Ordering::Relaxed);
                     resident_bytes()
                 });
                 ABOVE.store(above, Ordering::Relaxed);
+                IN_USE_ABOVE.store(guard.backed_off(), Ordering::Relaxed);
             }
         })
         .map(|_| ())
 }
+
+/// Backed off, the checks come close again once a purge brings the node
+/// under its limit, or once it is this fraction of the limit under it by
+/// itself (15 MiB at 240): memory in use that hovers at the limit does
+/// not bring back a purge every check.
+const UNDER_BY: u64 = 16;
 
 /// The checks' state.
 struct Guard {
@@ -115,14 +131,32 @@ struct Guard {
     limit: u64,
     /// Checks in a row whose purge left the node above the limit.
     above_after_purge: u32,
-    /// When the checks last said they back off (at most a line a minute).
+    /// Whether the log said so of this row of checks.
+    said_of_row: bool,
+    /// When the log last said so (at most a line a minute).
     said: Option<std::time::Instant>,
 }
 
 impl Guard {
+    fn new(soft_limit_mb: u64) -> Self {
+        Self {
+            soft_limit_mb,
+            limit: soft_limit_mb.saturating_mul(1 << 20),
+            above_after_purge: 0,
+            said_of_row: false,
+            said: None,
+        }
+    }
+
+    /// Whether the checks back off: what is above the limit is memory in
+    /// use.
+    fn backed_off(&self) -> bool {
+        self.above_after_purge >= ABOVE_AFTER_PURGES
+    }
+
     /// Until the next check.
     fn wait(&self) -> Duration {
-        if self.above_after_purge >= ABOVE_AFTER_PURGES {
+        if self.backed_off() {
             CHECK_EVERY_MAX
         } else {
             CHECK_EVERY
@@ -133,18 +167,20 @@ impl Guard {
     /// `purge` purges and reads the resident memory after it.
     fn check(&mut self, resident: u64, purge: impl FnOnce() -> Option<u64>) -> bool {
         if resident <= self.limit {
-            self.above_after_purge = 0;
+            if !self.backed_off() || resident <= self.limit - self.limit / UNDER_BY {
+                self.close_checks();
+            }
             return false;
         }
         let after = purge().unwrap_or(resident);
         if after <= self.limit {
-            self.above_after_purge = 0;
+            self.close_checks();
             return true;
         }
         self.above_after_purge = self.above_after_purge.saturating_add(1);
         let quiet = self.said.is_some_and(|at| at.elapsed() < SAY_EVERY);
-        if self.above_after_purge == ABOVE_AFTER_PURGES && !quiet {
-            self.said = Some(std::time::Instant::now());
+        if self.backed_off() && !self.said_of_row && !quiet {
+            (self.said, self.said_of_row) = (Some(std::time::Instant::now()), true);
             tracing::info!(
                 resident_mb = after >> 20,
                 soft_limit_mb = self.soft_limit_mb,
@@ -154,6 +190,10 @@ impl Guard {
             );
         }
         true
+    }
+
+    fn close_checks(&mut self) {
+        (self.above_after_purge, self.said_of_row) = (0, false);
     }
 }
 
@@ -180,12 +220,7 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     fn guard() -> Guard {
-        Guard {
-            soft_limit_mb: 100,
-            limit: 100 * MB,
-            above_after_purge: 0,
-            said: None,
-        }
+        Guard::new(100)
     }
 
     #[test]
@@ -220,8 +255,11 @@ mod tests {
         assert_eq!(g.wait(), CHECK_EVERY_MAX);
         assert!(g.check(130 * MB, || Some(120 * MB)));
         assert_eq!(g.wait(), CHECK_EVERY_MAX);
-        // Under by itself, or by a purge: close checks again.
+        // Memory in use at the limit keeps them apart; clearly under by
+        // itself, or under by a purge, it brings them close again.
         assert!(!g.check(99 * MB, || panic!("purged under the limit")));
+        assert_eq!(g.wait(), CHECK_EVERY_MAX);
+        assert!(!g.check(100 * MB - 100 * MB / UNDER_BY, || panic!("purged under")));
         assert_eq!(g.wait(), CHECK_EVERY);
         for _ in 0..ABOVE_AFTER_PURGES {
             assert!(g.check(130 * MB, || Some(120 * MB)));
@@ -235,13 +273,18 @@ mod tests {
         let status = "Name:\talliance\nVmHWM:\t  301000 kB\nVmRSS:\t  250880 kB\n";
         assert_eq!(status_kb(status, "VmRSS:"), Some(250_880));
         assert_eq!(status_kb(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn the_resident_memory_is_what_vm_rss_says() {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let rss_kb = status_kb(&status, "VmRSS:").unwrap();
+        let rss = status_kb(&status, "VmRSS:").unwrap() * 1024;
         let statm = resident_bytes().unwrap();
-        // The same count, read a moment apart.
+        // The same count read a moment apart: not pages, not the
+        // virtual size.
         assert!(
-            statm.abs_diff(rss_kb * 1024) < 64 * MB,
-            "{statm} {rss_kb} kB"
+            rss / 2 <= statm && statm <= rss * 2,
+            "{statm} against {rss}"
         );
     }
 }

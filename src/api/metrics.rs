@@ -239,6 +239,12 @@ pub fn render(cluster: &ClusterView, stats: &NodeStats, certs: &[(String, i64)])
         "Whether this node's resident memory was above its soft limit at the last check.",
         Some(u64::from(crate::memory::above_soft_limit())),
     );
+    gauge(
+        &mut out,
+        "alliance_memory_in_use_above_soft_limit",
+        "Whether purges leave this node above its soft limit (memory in use is), so that its checks back off.",
+        Some(u64::from(crate::memory::in_use_above_soft_limit())),
+    );
     metric(
         &mut out,
         "alliance_memory_purges_total",

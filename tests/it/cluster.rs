@@ -1,7 +1,7 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
 use alliance::api::service::write::CLOCK_SKEW_FILE_VAR;
-use alliance::config::RaftTuning;
+use alliance::config::{RaftTuning, MEMORY_SOFT_LIMIT_MB};
 use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
 
 use crate::harness::{eventually, ok, options, sample, snapshot_often, transfer_until_ok, Cluster};
@@ -661,7 +661,8 @@ async fn metrics_show_each_node_its_role_and_the_answers_it_gave() {
     assert!((1 << 20..1 << 40).contains(&rss), "{text}");
     // Far below the default soft limit: the allocator holds what it frees.
     let limit = sample(&text, "alliance_memory_soft_limit_bytes");
-    assert_eq!(limit, Some(240 << 20), "{text}");
+    assert_eq!(limit, Some(MEMORY_SOFT_LIMIT_MB << 20), "{text}");
+    assert!(rss < MEMORY_SOFT_LIMIT_MB << 20, "{text}");
     assert_eq!(
         sample(&text, "alliance_memory_above_soft_limit"),
         Some(0),
@@ -762,6 +763,20 @@ async fn a_node_above_its_memory_soft_limit_purges_freed_memory_and_serves_on() 
             },
         )
         .await;
+        // Backed off: a purge a second at most, while it serves on.
+        let (_, text) = c.ops_text(id, "/metrics").await.expect("metrics");
+        let in_use = "alliance_memory_in_use_above_soft_limit";
+        assert_eq!(sample(&text, in_use), Some(1), "{text}");
+        let (before, since) = (purges(&text).expect("purges"), std::time::Instant::now());
+        let t = format!("org1.held-{id}");
+        let r = transfer_until_ok(&c.app(1, id), &t, "org1.ops", "org2.ops", 5).await;
+        assert_eq!(r.body["state"], "posted", "{}", r.body);
+        let (_, text) = c.ops_text(id, "/metrics").await.expect("metrics");
+        let more = purges(&text).expect("purges") - before;
+        assert!(
+            more <= since.elapsed().as_secs() + 2,
+            "{more} purges: {text}"
+        );
     }
 }
 
