@@ -10,17 +10,17 @@
 //! (BENCHMARKS.md, "The memory soft limit").
 //!
 //! A thread reads the process's resident memory every [`CHECK_EVERY`]
-//! (such a follower frees tens of MB in 20 ms).
-//! Above the soft limit, it has the allocator purge what it holds for its
-//! delay ([`hold_to`]'s `purge`), and reads the memory again. A purge that
-//! leaves the node above the limit now and then is a burst of memory in
-//! use (a follower decoding appends), and the checks go on. Purges that
-//! leave it above for [`ABOVE_AFTER_PURGES`] checks in a row mean that
-//! what is above the limit is memory in use, which no purge gives back:
-//! the checks go to one every [`CHECK_EVERY_MAX`] until a purge brings
-//! the node under the limit, or it falls a sixteenth under it by itself. So the limit is soft: nothing is refused, and a node
-//! whose memory in use is above it pays for a purge a second, not two
-//! hundred.
+//! (such a follower frees tens of MB in 20 ms). Above the soft limit, it
+//! has the allocator purge what it holds for its delay ([`hold_to`]'s
+//! `purge`), and reads the memory again. A purge that leaves the node
+//! above the limit now and then is a burst of memory in use (a follower
+//! decoding appends), and the checks go on. Purges that leave it above for
+//! [`ABOVE_AFTER_PURGES`] checks in a row mean that what is above the
+//! limit is memory in use, which no purge gives back: the checks go to
+//! one every [`CHECK_EVERY_MAX`] until a purge brings the node under the
+//! limit, or it falls a sixteenth under it by itself. So the limit is
+//! soft: nothing is refused, and a node whose memory in use is above it
+//! pays for a purge a second, not two hundred.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
