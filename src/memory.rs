@@ -80,14 +80,13 @@ pub fn hold_to(soft_limit_mb: u64, purge: fn()) -> std::io::Result<()> {
     if soft_limit_mb == 0 {
         return Ok(());
     }
-    let limit = soft_limit_mb.saturating_mul(1 << 20);
-    let unset = LIMIT_BYTES.compare_exchange(0, limit, Ordering::Relaxed, Ordering::Relaxed);
+    let mut guard = Guard::new(soft_limit_mb);
+    let unset = LIMIT_BYTES.compare_exchange(0, guard.limit, Ordering::Relaxed, Ordering::Relaxed);
     if unset.is_err() {
         return Err(std::io::Error::other(
             "the memory soft limit is already held in this process",
         ));
     }
-    let mut guard = Guard::new(soft_limit_mb);
     std::thread::Builder::new()
         .name("memory".into())
         .spawn(move || {
