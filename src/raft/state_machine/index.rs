@@ -1076,6 +1076,13 @@ fn run_key(number: u64, first: impl AsRef<[u8]>) -> Vec<u8> {
     [&run_prefix(RUN_TAG, number)[..], first.as_ref()].concat()
 }
 
+/// The first id a chunk's key of [`run_key`]'s names (empty: a key too
+/// short for one).
+fn run_key_first(key: &[u8]) -> &[u8] {
+    key.get(1 + std::mem::size_of::<u64>()..)
+        .unwrap_or_default()
+}
+
 /// The runs a stored manifest names, to tell their keys from those of
 /// runs it does not name: a merge's output not yet live, inputs not yet
 /// removed. A snapshot leaves those out (a start would remove them).
@@ -1194,9 +1201,7 @@ impl ReceivedFilters {
 /// in order from the one its key names (a lookup finds the chunk by its
 /// key), or that stores an id in a block past the head, block `head`.
 fn check_chunk(key: &[u8], value: &[u8], head: u64) -> Result<(), IndexError> {
-    let first = key
-        .get(1 + std::mem::size_of::<u64>()..)
-        .unwrap_or_default();
+    let first = run_key_first(key);
     let mut chunk = Pairs::new(key.into(), value.into()).map_err(err)?;
     let mut last: Option<Range<usize>> = None;
     while let Some((at, height)) = chunk.next().map_err(|e| err(chunk.error(e)))? {

@@ -322,12 +322,9 @@ fn check_received(key: &[u8], value: &[u8]) -> Result<Option<Singleton>, String>
             } else if is(StateKey::Membership) {
                 decodes::<crate::raft::StoredMembership>(value, "membership")?;
             } else if is(StateKey::Clock) {
-                return Ok(Some(Singleton::Clock(decodes(
-                    value,
-                    "clock or transfer count",
-                )?)));
+                return Ok(Some(Singleton::Clock(decodes(value, "clock")?)));
             } else if is(StateKey::TransferCount) {
-                let n = decodes(value, "clock or transfer count")?;
+                let n = decodes(value, "transfer count")?;
                 return Ok(Some(Singleton::Transfers(n)));
             } else if is(StateKey::TailsStored) {
                 let height = decodes(value, "height of the stored last pages")?;
