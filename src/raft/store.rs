@@ -21,11 +21,14 @@ use crate::stats::Histogram;
 /// transfers, the transfer index) in memory; sled's cache serves history
 /// and block reads, and the history and account records a block rewrites.
 /// Transfers spread over 10,000 accounts touch pages all over the tree:
-/// there 64 MiB gave 37% more throughput than 16 MiB for 27% less CPU, at
-/// the same resident memory (about 600 MB per node after a million
-/// transfers); 256 MiB gave no more throughput and 300 MB more memory.
-/// Between two accounts, 64 MiB holds about 40 MB more than 16 MiB.
-pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// there 64 MiB gave 37% more throughput than 16 MiB for 27% less CPU,
+/// and 256 MiB no more throughput for 300 MB more memory. 48 MiB runs as
+/// fast as 64, there and between two accounts, and holds less: at most
+/// 250 MB per node against 306 and 324 in a million transfers over
+/// 10,000 accounts, and 25-35 MB less on a follower catching up at 8
+/// million between two (BENCHMARKS.md, "sled's cache at 48 MiB"); 32 MiB
+/// ran about 7% slower over 10,000 accounts.
+pub const SLED_CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
 /// The sled trees of a node.
 #[derive(Clone)]
