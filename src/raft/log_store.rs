@@ -49,7 +49,15 @@ pub struct LogStore {
     /// The index after the last entry the log holds or purged (0: none):
     /// where the next append must start.
     next_index: Arc<AtomicU64>,
+    /// Held by the removal of purged entries from sled, one at a time.
+    removing: Arc<Mutex<()>>,
 }
+
+/// Keys of the log (pieces of about 4 KiB, or whole small entries) that one
+/// step of a purge's removal takes, rounded up to whole entries: each step
+/// holds the log's write lock, which the leader's reads for replication
+/// wait for.
+const PURGE_KEYS_PER_STEP: usize = 2048;
 
 /// Most entries, and most bytes of their stored encoding, kept in
 /// [`Recent`]. A follower normally lags by a few entries; one entry may
@@ -203,6 +211,7 @@ impl LogStore {
             recent: Default::default(),
             entries: Default::default(),
             next_index: Arc::new(AtomicU64::new(last.map_or(0, |l| l.saturating_add(1)))),
+            removing: Default::default(),
         }
     }
 
@@ -521,6 +530,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
+        // Entries a purge has yet to remove from sled lie below its marker.
+        let last_log_id = last_log_id.max(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id,
@@ -613,9 +624,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.sync(ErrorSubject::Logs).await
     }
 
+    /// Writes the purge marker and returns once it is durable; the purged
+    /// entries leave sled behind it, a bounded step at a time
+    /// ([`Self::remove_below`]). openraft awaits a purge on the task that
+    /// also sends heartbeats and answers clients, and a purge after a
+    /// snapshot can cover thousands of entries of a batch each (hundreds of
+    /// MB): removed inline, it held that task, and the log's write lock,
+    /// for as long as sled took to read and remove them all. What the
+    /// marker covers is purged whether or not it is still on sled: no read
+    /// asks for it, get_log_state and a restart go by the marker, and the
+    /// next purge removes what a stop left.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The marker first: a crash between the two steps leaves entries that
-        // get_log_state already treats as purged.
         self.store
             .raft
             .insert(PURGED_KEY, codec::encode(&log_id))
@@ -623,14 +642,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.recent().purge(log_id.index);
         self.next_index
             .fetch_max(log_id.index.saturating_add(1), Ordering::Relaxed);
+        self.sync(ErrorSubject::Logs).await?;
 
         // Up to the next index: the pieces of the last sort after its own.
-        match log_id.index.checked_add(1) {
-            Some(next) => self.remove_range(..log_key(next))?,
-            None => self.remove_range::<std::ops::RangeFull>(..)?,
-        }
-
-        self.sync(ErrorSubject::Logs).await
+        let end = log_id.index.checked_add(1).map(log_key);
+        let log = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = log.removing.lock().unwrap_or_else(|p| p.into_inner());
+            let began = std::time::Instant::now();
+            match log.remove_below(end, PURGE_KEYS_PER_STEP) {
+                Ok(0) => {}
+                Ok(keys) => tracing::info!(
+                    up_to = log_id.index,
+                    keys,
+                    ms = began.elapsed().as_millis() as u64,
+                    "purged log entries removed from disk"
+                ),
+                Err(e) => tracing::error!(
+                    up_to = log_id.index,
+                    error = %e,
+                    "removing purged log entries failed; the next purge removes them"
+                ),
+            }
+        });
+        Ok(())
     }
 }
 
@@ -639,6 +674,39 @@ impl LogStore {
         let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let keys = self.keys_in(range)?;
         self.write_batch(keys, Vec::new())
+    }
+
+    /// Removes the log's keys before `end` (none: all of them),
+    /// `keys_per_step` keys and then the rest of the last entry met per
+    /// sled batch, under the write lock for each batch only, so
+    /// that a read never sees part of an entry; returns the keys removed.
+    fn remove_below(
+        &self,
+        end: Option<[u8; 8]>,
+        keys_per_step: usize,
+    ) -> Result<usize, StorageError> {
+        let read_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let mut removed = 0;
+        loop {
+            let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let range = end.map_or(Bound::Unbounded, Bound::Excluded);
+            let mut keys = Vec::new();
+            for key in self.store.log.range((Bound::Unbounded, range)).keys() {
+                let key = key.map_err(read_err)?;
+                let whole = (keys.last()).is_some_and(|last: &sled::IVec| {
+                    keys.len() >= keys_per_step && key_index(last) != key_index(&key)
+                });
+                if whole {
+                    break;
+                }
+                keys.push(key);
+            }
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            removed += keys.len();
+            self.write_batch(keys, Vec::new())?;
+        }
     }
 
     /// The keys the log tree holds in `range`.
@@ -662,6 +730,18 @@ mod tests {
 
     fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
         entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    /// Waits for `done` to hold, up to a deadline.
+    fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not done in 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn log_store() -> (tempfile::TempDir, LogStore) {
@@ -726,6 +806,39 @@ mod tests {
             store.log.insert(log_key(i), bytes).unwrap();
         }
         assert_eq!(LogStore::new(store).next_index.load(Ordering::Relaxed), 4);
+    }
+
+    /// Entries a purge has yet to remove from sled (or that a stop left
+    /// there) lie below its marker: the log's state goes by the marker.
+    #[tokio::test]
+    async fn the_log_state_goes_by_the_purge_marker_over_entries_left_below_it() {
+        let (_dir, mut log) = log_store();
+        store_entries(&log, 0, &[entry(1), large_entry(2), entry(3)]);
+        let marker = entry(7).log_id;
+        log.store
+            .raft
+            .insert(PURGED_KEY, codec::encode(&marker))
+            .unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(marker));
+        assert_eq!(
+            state.last_log_id,
+            Some(marker),
+            "not entry 3, which sled still holds"
+        );
+        // The next purge removes them, and it leaves what follows it.
+        store_entries(&log, 8, &[large_entry(8)]);
+        log.purge(marker).await.unwrap();
+        let keys = || log.store.log.iter().keys().count();
+        until("the purge's removal", || {
+            keys() == entry_pairs(8, codec::encode(&large_entry(8))).len()
+        });
+        assert_eq!(
+            log.try_get_log_entries(8..).await.unwrap(),
+            [large_entry(8)]
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(large_entry(8).log_id));
     }
 
     #[tokio::test]
@@ -861,13 +974,9 @@ mod tests {
             "4 and 5 gone"
         );
         log.purge(large_entry(2).log_id).await.unwrap();
-        assert_eq!(log.try_get_log_entries(0..).await.unwrap(), [entry(3)]);
-        let keys: Vec<_> = log.store.log.iter().keys().map(|k| k.unwrap()).collect();
-        assert_eq!(
-            keys,
-            [log_key(3).to_vec()],
-            "no piece of a removed entry is left"
-        );
+        assert_eq!(log.try_get_log_entries(3..).await.unwrap(), [entry(3)]);
+        let keys = || -> Vec<_> { log.store.log.iter().keys().map(|k| k.unwrap()).collect() };
+        until("the purge's removal", || keys() == [log_key(3).to_vec()]);
     }
 
     /// Reads from sled while other threads append large entries and
@@ -883,8 +992,9 @@ mod tests {
                 for i in 1..=300u64 {
                     store_entries(&log, i, &[large_entry(i)]);
                     if i > 3 {
+                        // A key a step: each step removes one whole entry.
                         let purged = i - 3;
-                        log.remove_range(..log_key(purged + 1)).unwrap();
+                        log.remove_below(Some(log_key(purged + 1)), 1).unwrap();
                     }
                 }
                 done.store(true, Ordering::Relaxed);
