@@ -22,6 +22,20 @@ use crate::raft::{clock, membership, Raft, TypeConfig};
 /// A peer asks whether it is accepted (used by a node on empty storage).
 pub const HELLO_PATH: &str = "/peer/v1/hello";
 
+/// The environment variable that sets a pause, in ms, before a node takes
+/// each chunk of a snapshot from its leader: tests stand in for a snapshot
+/// of gigabytes, whose stream outlasts an election timeout, with it.
+pub const SNAPSHOT_CHUNK_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_CHUNK_DELAY_MS";
+
+fn snapshot_chunk_delay() -> std::time::Duration {
+    static DELAY: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        (std::env::var(SNAPSHOT_CHUNK_DELAY_VAR).ok())
+            .and_then(|ms| ms.parse().ok())
+            .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis)
+    })
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(HELLO_PATH, web::post().to(hello))
         .route(HEAD_PATH, web::post().to(head))
@@ -139,7 +153,22 @@ async fn snapshot(
     let (rpc, _held): (InstallSnapshotRequest<TypeConfig>, _) =
         rpc_of(&svc, &node, PeerBody::Raft, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    Ok(rpc_reply(&raft.install_snapshot(rpc).await))
+    // A chunk Raft takes (the sender's vote is at least this node's): this
+    // node holds off campaigning while it takes it (the last one's answer
+    // waits for the install) and for a while after.
+    let vote = rpc.vote;
+    if vote >= raft.metrics().borrow().vote {
+        svc.watch().snapshot_chunk();
+    }
+    let delay = snapshot_chunk_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let reply = raft.install_snapshot(rpc).await;
+    if reply.as_ref().is_ok_and(|r| vote >= r.vote) {
+        svc.watch().snapshot_chunk();
+    }
+    Ok(rpc_reply(&reply))
 }
 
 async fn execute(

@@ -34,7 +34,19 @@ pub struct Watch {
     verdict: Mutex<Verdict>,
     /// `limits.clock_offset_max_ms`.
     clock_offset_max_ms: u64,
+    /// When the last chunk of a snapshot from the leader came.
+    snapshot_chunk: Mutex<Option<Instant>>,
 }
+
+/// How long after the last chunk of a snapshot from its leader a node
+/// still does not campaign. openraft's leader sends no heartbeat to a
+/// follower while it streams it a snapshot, and a follower does not count
+/// the chunks as hearing from its leader: a stream longer than an election
+/// timeout (a snapshot of gigabytes) made the receiver campaign, the
+/// leader step down for its higher term, and the stream start over, again
+/// and again. Chunks come back to back; the last one's answer waits for
+/// the install.
+const SNAPSHOT_QUIET: Duration = Duration::from_secs(5);
 
 /// Why a TLS handshake with `peer` failed, if TLS says: the peer refused
 /// this node's certificate (an alert: revoked, unknown CA), or this node
@@ -139,7 +151,32 @@ impl Watch {
             peers,
             verdict: Mutex::default(),
             clock_offset_max_ms,
+            snapshot_chunk: Mutex::default(),
         }
+    }
+
+    /// A chunk of a snapshot came from the leader (or its install ended):
+    /// this node does not campaign while it receives and installs a
+    /// snapshot, and for [`SNAPSHOT_QUIET`] after.
+    pub fn snapshot_chunk(&self) {
+        let mut last = self
+            .snapshot_chunk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= SNAPSHOT_QUIET) {
+            tracing::info!("receiving a snapshot from the leader: this node does not campaign until it is installed");
+        }
+        *last = Some(Instant::now());
+        self.raft.runtime_config().elect(false);
+    }
+
+    /// Whether this node receives or installs a snapshot now.
+    fn receives_snapshot(&self) -> bool {
+        let last = *self
+            .snapshot_chunk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.state.installing() || last.is_some_and(|at| at.elapsed() < SNAPSHOT_QUIET)
     }
 
     fn verdict(&self) -> MutexGuard<'_, Verdict> {
@@ -284,7 +321,7 @@ impl Watch {
         // refuses them), a leader's followers stop hearing from it and
         // elect another node; without elections, this node never leads.
         let may_lead = off.is_none();
-        self.raft.runtime_config().elect(may_lead);
+        (self.raft.runtime_config()).elect(may_lead && !self.receives_snapshot());
         self.raft.runtime_config().heartbeat(may_lead);
         v.clock_off = off;
     }

@@ -1,5 +1,6 @@
 //! Replication: formation from genesis, failover, durability, snapshots.
 
+use alliance::api::peer::SNAPSHOT_CHUNK_DELAY_VAR;
 use alliance::api::service::write::CLOCK_SKEW_FILE_VAR;
 use alliance::config::{RaftTuning, MEMORY_SOFT_LIMIT_MB};
 use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
@@ -429,6 +430,35 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     .await;
     assert_eq!(c.status(leader).await.unwrap()["term"], term, "an election");
     assert_eq!(c.wait_for_leader().await, leader);
+}
+
+/// A node receiving a snapshot does not campaign: with each chunk taking
+/// 5 s to arrive (standing in for the stream of a snapshot of gigabytes,
+/// longer than any election timeout, during which the leader sends the
+/// node no heartbeat), the lagging node takes the snapshot and catches up
+/// with no election.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_receiving_a_long_snapshot_stream_does_not_campaign() {
+    let slow = (SNAPSHOT_CHUNK_DELAY_VAR.to_owned(), "5000".to_owned());
+    let mut c = Cluster::start_with_env(snapshot_often(), vec![slow]).await;
+    let (leader, lagging, _) = leave_a_follower_behind(&mut c, "c", 30).await;
+    let term = c.status(leader).await.unwrap()["term"].clone();
+
+    c.restart(lagging);
+    eventually("the lagging node to catch up", || async {
+        (c.balance(2, lagging, "org2.ops", false).await? == "30").then_some(())
+    })
+    .await;
+    let (_, text) = c.ops_text(lagging, "/metrics").await.unwrap();
+    let installed = sample(&text, "alliance_snapshots_installed_total");
+    assert!(installed >= Some(1), "it caught up by a snapshot: {text}");
+    assert_eq!(c.status(leader).await.unwrap()["term"], term, "an election");
+    assert_eq!(c.wait_for_leader().await, leader);
+    let log = std::fs::read_to_string(&c.layout.node(lagging).log).unwrap();
+    assert!(
+        log.contains("does not campaign until it is installed"),
+        "{log}"
+    );
 }
 
 /// A slow disk does not hold a request past its deadline: with each write
