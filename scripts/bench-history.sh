@@ -9,7 +9,8 @@ prog=bench-history.sh
 
 usage() {
 	cat <<EOF
-Usage: $prog [--millions M] [--batch N] [--snapshot-every ENTRIES] [--dir DIR]
+Usage: $prog [--millions M] [--batch N] [--snapshot-every ENTRIES]
+       [--logs-kept ENTRIES] [--dir DIR]
 
 Makes a fresh three-node demo consortium (release build), its nodes
 building a snapshot every ENTRIES log entries, starts the nodes and loads
@@ -25,9 +26,11 @@ and each node's data directory size.
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
 prints how long that node took to apply what the leader had committed when
-it came back, whether the term changed meanwhile, and that node's largest
-resident memory (read every 0.1 s from its restart) and its mean from 3
-to 33 s after it. With M of 4 or more
+it came back, whether the term changed meanwhile, the snapshots it
+installed and the other nodes sent meanwhile (it is sent one when the leader
+no longer holds the entries it lacks: see --logs-kept), and that node's
+largest resident memory (read every 0.1 s from its restart) and its mean
+from 3 to 33 s after it. With M of 4 or more
 the last million waits for that node to be back in step, so the last and
 the first million both run with three nodes in step. At the end it kills
 all three nodes (SIGKILL), starts them again and prints the time until a
@@ -41,6 +44,11 @@ Options:
   --batch N              transfers per request, 1..8189 (default: 8000)
   --snapshot-every E     log entries between snapshots, 10..100000 (default: 250,
                          at batches of 8,000 a snapshot every 2 million)
+  --logs-kept E          log entries a node keeps behind its snapshot for a
+                         follower that lags, 0..100000 (default: the demo's,
+                         1000); below the entries of a million (125 at
+                         batches of 8,000), with a snapshot built while the
+                         follower is stopped, it catches up from a snapshot
   --dir DIR              work directory (default: a new one under /tmp)
   -h, --help             show this help and exit
 EOF
@@ -49,15 +57,17 @@ EOF
 millions=10
 batch=8000
 snapshot_every=250
+logs_kept=
 dir=
 while [ $# -gt 0 ]; do
 	case $1 in
-	--millions | --batch | --snapshot-every | --dir)
+	--millions | --batch | --snapshot-every | --logs-kept | --dir)
 		[ $# -ge 2 ] || usage_error "$1 needs a value"
 		case $1 in
 		--millions) millions=$2 ;;
 		--batch) batch=$2 ;;
 		--snapshot-every) snapshot_every=$2 ;;
+		--logs-kept) logs_kept=$2 ;;
 		--dir) dir=$2 ;;
 		esac
 		shift 2
@@ -72,6 +82,7 @@ done
 in_range "$millions" 3 100 || usage_error "--millions must be 3..100"
 in_range "$batch" 1 8189 || usage_error "--batch must be 1..8189"
 in_range "$snapshot_every" 10 100000 || usage_error "--snapshot-every must be 10..100000"
+[ -z "$logs_kept" ] || in_range "$logs_kept" 0 100000 || usage_error "--logs-kept must be 0..100000"
 command -v curl >/dev/null || usage_error "curl is needed (to read the nodes' metrics)"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -108,6 +119,8 @@ log "making the demo consortium in $demo"
 for n in 1 2 3; do
 	sed -i "s/^snapshot_logs_since_last = .*/snapshot_logs_since_last = $snapshot_every/" \
 		"$demo/node$n/config.toml"
+	[ -z "$logs_kept" ] ||
+		sed -i "s/^snapshot_logs_kept = .*/snapshot_logs_kept = $logs_kept/" "$demo/node$n/config.toml"
 done
 
 start_node() { # N
@@ -222,6 +235,14 @@ print_row() {
 	row=
 }
 
+sent_by_others() { # snapshots the nodes other than $victim have sent
+	sum=0
+	for n in 1 2 3; do
+		[ "$n" = "$victim" ] || sum=$((sum + $(metric "$n" alliance_snapshots_sent_total)))
+	done
+	echo "$sum"
+}
+
 caught_up() { # NODE TARGET: the node has applied index TARGET
 	a=$(metric "$1" alliance_raft_applied_index)
 	[ -n "$a" ] && [ "$a" -ge "$2" ]
@@ -253,6 +274,7 @@ for m in $(seq 1 "$millions"); do
 		kill -9 "$(cat "$dir/pid-$victim")"
 		wait "$(cat "$dir/pid-$victim")" 2>/dev/null || true
 		term_before=$(metric "$l" alliance_raft_term)
+		sent_before=$(sent_by_others)
 	fi
 	if [ "$m" -eq "$restarted" ]; then
 		target=$(metric "$l" alliance_raft_commit_index)
@@ -293,6 +315,9 @@ if [ -n "$victim" ]; then
 	l=$(leader)
 	printf 'follower %s, stopped for a million transfers: applied what was committed at its restart %.1f s later; term %s before, %s after\n' \
 		"$victim" "$(cat "$dir/caught-up")" "$term_before" "$(metric "$l" alliance_raft_term)"
+	printf 'follower %s: %s snapshot(s) installed since its restart; the other nodes sent %s meanwhile\n' \
+		"$victim" "$(metric "$victim" alliance_snapshots_installed_total)" \
+		"$(($(sent_by_others) - sent_before))"
 	[ ! -s "$dir/follower-rss.txt" ] ||
 		awk '{ if ($2 > top) top = $2 } $1 >= 3 && $1 <= 33 { sum += $2; n++ }
 			END { if (n) printf "follower %s: largest resident memory %d MB (read every 0.1 s since its restart), mean %d MB from 3 to 33 s after it\n", v, top, sum / n }' \

@@ -322,6 +322,10 @@ fn bench_history_script_refuses_bad_arguments() {
             &["--batch", "8190"],
             &["--snapshot-every", "9"],
             &["--snapshot-every", "100001"],
+            &["--logs-kept"],
+            &["--logs-kept", "-1"],
+            &["--logs-kept", "100001"],
+            &["--logs-kept", "x"],
             &["--bogus"],
         ],
     );
