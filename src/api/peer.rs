@@ -153,22 +153,22 @@ async fn snapshot(
     let (rpc, _held): (InstallSnapshotRequest<TypeConfig>, _) =
         rpc_of(&svc, &node, PeerBody::Raft, body).await?;
     ensure_sender(&node, rpc.vote.leader_id().voted_for())?;
-    // A chunk Raft takes (the sender's vote is at least this node's): this
-    // node holds off campaigning while it takes it (the last one's answer
-    // waits for the install) and for a while after.
-    let vote = rpc.vote;
-    if vote >= raft.metrics().borrow().vote {
-        svc.watch().snapshot_chunk();
-    }
+    // A chunk from the leader this node follows (its committed vote, and
+    // the leader it knows): the node does not campaign while it takes it
+    // (the last one's call lasts until the snapshot is installed) and for
+    // a while after. Another member's node claiming a vote cannot hold off
+    // this node's elections.
+    let from_leader = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        rpc.vote == m.vote && rpc.vote.is_committed() && m.current_leader == Some(node.id)
+    };
+    let _taking = from_leader.then(|| svc.watch().snapshot_chunk());
     let delay = snapshot_chunk_delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let reply = raft.install_snapshot(rpc).await;
-    if reply.as_ref().is_ok_and(|r| vote >= r.vote) {
-        svc.watch().snapshot_chunk();
-    }
-    Ok(rpc_reply(&reply))
+    Ok(rpc_reply(&raft.install_snapshot(rpc).await))
 }
 
 async fn execute(

@@ -34,8 +34,29 @@ pub struct Watch {
     verdict: Mutex<Verdict>,
     /// `limits.clock_offset_max_ms`.
     clock_offset_max_ms: u64,
-    /// When the last chunk of a snapshot from the leader came.
-    snapshot_chunk: Mutex<Option<Instant>>,
+    /// Snapshot chunks from the leader: how many are being taken now, and
+    /// when the last one was.
+    snapshot_chunks: Mutex<Chunks>,
+}
+
+#[derive(Default)]
+struct Chunks {
+    taking: usize,
+    last: Option<Instant>,
+    /// Whether elections are off for them (to log when they come back).
+    holding_off: bool,
+}
+
+/// A snapshot chunk being taken ([`Watch::snapshot_chunk`]): the node does
+/// not campaign until it is dropped and [`SNAPSHOT_QUIET`] has passed.
+pub struct TakingChunk<'a>(&'a Watch);
+
+impl Drop for TakingChunk<'_> {
+    fn drop(&mut self) {
+        let mut chunks = self.0.chunks();
+        chunks.taking -= 1;
+        chunks.last = Some(Instant::now());
+    }
 }
 
 /// How long after the last chunk of a snapshot from its leader a node
@@ -44,8 +65,8 @@ pub struct Watch {
 /// the chunks as hearing from its leader: a stream longer than an election
 /// timeout (a snapshot of gigabytes) made the receiver campaign, the
 /// leader step down for its higher term, and the stream start over, again
-/// and again. Chunks come back to back; the last one's answer waits for
-/// the install.
+/// and again. Chunks come back to back; the last one's call lasts until
+/// the snapshot is installed.
 const SNAPSHOT_QUIET: Duration = Duration::from_secs(5);
 
 /// Why a TLS handshake with `peer` failed, if TLS says: the peer refused
@@ -151,32 +172,48 @@ impl Watch {
             peers,
             verdict: Mutex::default(),
             clock_offset_max_ms,
-            snapshot_chunk: Mutex::default(),
+            snapshot_chunks: Mutex::default(),
         }
     }
 
-    /// A chunk of a snapshot came from the leader (or its install ended):
-    /// this node does not campaign while it receives and installs a
-    /// snapshot, and for [`SNAPSHOT_QUIET`] after.
-    pub fn snapshot_chunk(&self) {
-        let mut last = self
-            .snapshot_chunk
+    fn chunks(&self) -> MutexGuard<'_, Chunks> {
+        self.snapshot_chunks
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= SNAPSHOT_QUIET) {
-            tracing::info!("receiving a snapshot from the leader: this node does not campaign until it is installed");
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A chunk of a snapshot from the leader this node follows is being
+    /// taken: this node does not campaign while the returned guard lives
+    /// (the last chunk's call lasts until the snapshot is installed), nor
+    /// for [`SNAPSHOT_QUIET`] after the last guard is dropped.
+    pub fn snapshot_chunk(&self) -> TakingChunk<'_> {
+        let mut chunks = self.chunks();
+        chunks.taking += 1;
+        if !chunks.holding_off {
+            tracing::info!(
+                "receiving a snapshot from the leader: this node does not campaign until it \
+                 is installed"
+            );
+            chunks.holding_off = true;
         }
-        *last = Some(Instant::now());
         self.raft.runtime_config().elect(false);
+        TakingChunk(self)
     }
 
-    /// Whether this node receives or installs a snapshot now.
-    fn receives_snapshot(&self) -> bool {
-        let last = *self
-            .snapshot_chunk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        self.state.installing() || last.is_some_and(|at| at.elapsed() < SNAPSHOT_QUIET)
+    /// Turns elections on or off: off while the clock is off (`may_lead`
+    /// false), or while a snapshot is taken or installed and for
+    /// [`SNAPSHOT_QUIET`] after its last chunk.
+    fn allow_elections(&self, may_lead: bool) {
+        let mut chunks = self.chunks();
+        let quiet = chunks.last.is_none_or(|at| at.elapsed() >= SNAPSHOT_QUIET);
+        let taking = chunks.taking > 0 || self.state.installing() || !quiet;
+        if chunks.holding_off && !taking {
+            tracing::info!(
+                "the snapshot from the leader is installed: this node may campaign again"
+            );
+            chunks.holding_off = false;
+        }
+        self.raft.runtime_config().elect(may_lead && !taking);
     }
 
     fn verdict(&self) -> MutexGuard<'_, Verdict> {
@@ -321,7 +358,7 @@ impl Watch {
         // refuses them), a leader's followers stop hearing from it and
         // elect another node; without elections, this node never leads.
         let may_lead = off.is_none();
-        (self.raft.runtime_config()).elect(may_lead && !self.receives_snapshot());
+        self.allow_elections(may_lead);
         self.raft.runtime_config().heartbeat(may_lead);
         v.clock_off = off;
     }

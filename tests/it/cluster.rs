@@ -436,7 +436,7 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
 /// 5 s to arrive (standing in for the stream of a snapshot of gigabytes,
 /// longer than any election timeout, during which the leader sends the
 /// node no heartbeat), the lagging node takes the snapshot and catches up
-/// with no election.
+/// with no election, and may campaign again after.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_receiving_a_long_snapshot_stream_does_not_campaign() {
     let slow = (SNAPSHOT_CHUNK_DELAY_VAR.to_owned(), "5000".to_owned());
@@ -454,11 +454,13 @@ async fn a_node_receiving_a_long_snapshot_stream_does_not_campaign() {
     assert!(installed >= Some(1), "it caught up by a snapshot: {text}");
     assert_eq!(c.status(leader).await.unwrap()["term"], term, "an election");
     assert_eq!(c.wait_for_leader().await, leader);
-    let log = std::fs::read_to_string(&c.layout.node(lagging).log).unwrap();
-    assert!(
-        log.contains("does not campaign until it is installed"),
-        "{log}"
-    );
+    let log = || std::fs::read_to_string(&c.layout.node(lagging).log).unwrap();
+    assert!(log().contains("does not campaign until it is installed"));
+    // And once it is installed, the node may campaign again.
+    eventually("elections back on at the lagging node", || async {
+        log().contains("this node may campaign again").then_some(())
+    })
+    .await;
 }
 
 /// A slow disk does not hold a request past its deadline: with each write
