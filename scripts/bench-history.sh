@@ -238,7 +238,7 @@ print_row() {
 sent_by_others() { # snapshots the nodes other than $victim have sent
 	sum=0
 	for n in 1 2 3; do
-		[ "$n" = "$victim" ] || sum=$((sum + $(metric "$n" alliance_snapshots_sent_total)))
+		[ "$n" = "$victim" ] || { v=$(metric "$n" alliance_snapshots_sent_total); sum=$((sum + ${v:-0})); }
 	done
 	echo "$sum"
 }

@@ -530,8 +530,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        // Entries a purge has yet to remove from sled lie below its marker.
-        let last_log_id = last_log_id.max(last_purged);
+        // Entries a purge has yet to remove from sled lie at or below its
+        // marker (by index: a leftover entry may be of a later term).
+        let last_log_id = match (last_log_id, last_purged) {
+            (Some(last), Some(purged)) if last.index <= purged.index => Some(purged),
+            (None, purged) => purged,
+            (last, _) => last,
+        };
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id,
