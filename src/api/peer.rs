@@ -29,11 +29,7 @@ pub const SNAPSHOT_CHUNK_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_CHUNK_DELAY_M
 
 fn snapshot_chunk_delay() -> std::time::Duration {
     static DELAY: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        (std::env::var(SNAPSHOT_CHUNK_DELAY_VAR).ok())
-            .and_then(|ms| ms.parse().ok())
-            .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis)
-    })
+    *DELAY.get_or_init(|| crate::raft::state_machine::delay_of(SNAPSHOT_CHUNK_DELAY_VAR))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -691,12 +691,15 @@ impl LogStore {
         keys_per_step: usize,
     ) -> Result<usize, StorageError> {
         let read_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let below = (
+            Bound::Unbounded,
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        );
         let mut removed = 0;
         loop {
             let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
-            let range = end.map_or(Bound::Unbounded, Bound::Excluded);
             let mut keys = Vec::new();
-            for key in self.store.log.range((Bound::Unbounded, range)).keys() {
+            for key in self.store.log.range(below).keys() {
                 let key = key.map_err(read_err)?;
                 let whole = (keys.last()).is_some_and(|last: &sled::IVec| {
                     keys.len() >= keys_per_step && key_index(last) != key_index(&key)

@@ -97,6 +97,14 @@ pub const SNAPSHOT_DELAY_VAR: &str = "ALLIANCE_TEST_SNAPSHOT_DELAY_MS";
 /// it.
 pub const WRITE_DELAY_VAR: &str = "ALLIANCE_TEST_STATE_WRITE_DELAY_MS";
 
+/// The pause, in ms, that the test environment variable `var` sets (none:
+/// no pause).
+pub fn delay_of(var: &str) -> Duration {
+    (std::env::var(var).ok())
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis)
+}
+
 /// The governance state in a snapshot's data, if it holds one.
 pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
     let key = StateKey::Gov.encode();
@@ -298,17 +306,15 @@ impl StateMachine {
         );
         origins.governance(applied.ledger.gov());
         let height = Arc::new(AtomicU64::new(applied.ledger.height()));
-        let delay = |var| {
-            (std::env::var(var).ok())
-                .and_then(|ms| ms.parse().ok())
-                .map_or(Duration::ZERO, Duration::from_millis)
-        };
-        let walk_delay = delay(SNAPSHOT_DELAY_VAR);
+        let walk_delay = delay_of(SNAPSHOT_DELAY_VAR);
         let state = SharedState {
             height,
             applied: Arc::new(RwLock::new(applied)),
             state: store.state.clone(),
-            writer: Arc::new(Writer::start(store.state.clone(), delay(WRITE_DELAY_VAR))),
+            writer: Arc::new(Writer::start(
+                store.state.clone(),
+                delay_of(WRITE_DELAY_VAR),
+            )),
             snapshots: Arc::default(),
             snapshot_lock: Arc::default(),
             walk_delay,
