@@ -309,6 +309,11 @@ fn render_activity(out: &mut String, stats: &NodeStats, certs: &[(String, i64)])
             &stats.snapshots.installed,
         ),
         count(
+            "alliance_snapshot_builds_deferred_total",
+            "Snapshot builds that waited while this node caught up with its leader.",
+            &stats.snapshots.deferred,
+        ),
+        count(
             "alliance_snapshots_sent_total",
             "Snapshots this node finished sending to a peer.",
             &stats.snapshots_sent,

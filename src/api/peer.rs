@@ -126,7 +126,15 @@ async fn append(
         _ => None,
     });
     svc.witness().check_ahead(entries.collect());
-    Ok(rpc_reply(&raft.append_entries(rpc).await))
+    let last = (rpc.entries.last().map(|e| e.log_id)).or(rpc.prev_log_id);
+    let behind = rpc
+        .leader_commit
+        .map_or(0, |c| c.index.saturating_sub(last.map_or(0, |l| l.index)));
+    let reply = raft.append_entries(rpc).await;
+    if reply.as_ref().is_ok_and(|r| r.is_success()) {
+        svc.state().appended(behind);
+    }
+    Ok(rpc_reply(&reply))
 }
 
 async fn vote(

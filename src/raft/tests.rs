@@ -1469,6 +1469,36 @@ fn one_payment() -> Vec<Command> {
     vec![account("org1.issue"), account("org1.a"), batch(vec![pay])]
 }
 
+/// A snapshot build on a node that an append found far behind its
+/// leader's commit index waits until the node has stopped catching up;
+/// one on a node only the entries in flight behind builds at once.
+#[tokio::test]
+async fn a_snapshot_build_waits_while_the_node_catches_up() {
+    use super::state_machine::{CATCHING_UP_ENTRIES, CATCHING_UP_QUIET};
+    use openraft::storage::RaftSnapshotBuilder;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(dir.path(), one_payment()).await;
+    let shared = sm.shared();
+    let deferred = || shared.snapshots.deferred.load(Ordering::Relaxed);
+    shared.appended(CATCHING_UP_ENTRIES);
+    sm.build_snapshot().await.expect("snapshot");
+    assert_eq!(deferred(), 0, "a node in step builds at once");
+
+    shared.appended(CATCHING_UP_ENTRIES + 1);
+    let behind_at = std::time::Instant::now();
+    apply_more(&mut sm, vec![account("org1.b")]).await;
+    let built = sm.build_snapshot().await.expect("snapshot");
+    assert!(
+        behind_at.elapsed() >= CATCHING_UP_QUIET,
+        "built {:?} after an append found the node behind",
+        behind_at.elapsed()
+    );
+    assert_eq!(deferred(), 1);
+    let applied = sm.shared().read().last_applied;
+    assert_eq!(built.meta.last_log_id, applied, "built from where apply is");
+}
+
 /// A snapshot's data is a file of its own, not a sled value (sled keeps a
 /// value that large in memory); sled holds only its metadata and file
 /// name. Building another replaces the file, and a restart reads it back.

@@ -238,6 +238,45 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
     );
 }
 
+/// A follower that catches up by log from far behind puts off the
+/// snapshot build its policy asks for meanwhile until it is in step, then
+/// builds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_catching_up_builds_its_snapshot_once_in_step() {
+    let mut c = Cluster::start_with(options(RaftTuning {
+        snapshot_logs_since_last: 10,
+        snapshot_logs_kept: 1000,
+        ..RaftTuning::default()
+    }))
+    .await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let lagging = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    c.kill(lagging);
+    for i in 0..60 {
+        let id = format!("org1.d-{i}");
+        transfer_until_ok(&c.app(1, leader), &id, "org1.ops", "org2.ops", 1).await;
+    }
+    c.restart(lagging);
+    eventually("the lagging node to catch up", || async {
+        (c.balance(2, lagging, "org2.ops", true).await? == "60").then_some(())
+    })
+    .await;
+    eventually("the lagging node to build once in step", || async {
+        let (_, text) = c.ops_text(lagging, "/metrics").await?;
+        let deferred = sample(&text, "alliance_snapshot_builds_deferred_total")?;
+        let built = sample(&text, "alliance_snapshots_built_total")?;
+        (deferred >= 1 && built >= 1).then_some(())
+    })
+    .await;
+    let (_, text) = c.ops_text(leader, "/metrics").await.unwrap();
+    assert_eq!(
+        sample(&text, "alliance_snapshot_builds_deferred_total"),
+        Some(0),
+        "the leader, in step throughout, put off no build: {text}"
+    );
+}
+
 /// A snapshot build holds up no request: with each build paused for 3 s
 /// after its point in time is fixed (standing in for a ledger that takes
 /// that long to walk), writes and reads on the leader answer within a

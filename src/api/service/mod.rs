@@ -361,6 +361,11 @@ impl Service {
         &self.witness
     }
 
+    /// The applied state this node serves.
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+
     pub fn watch(&self) -> &Arc<Watch> {
         &self.watch
     }

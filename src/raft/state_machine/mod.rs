@@ -29,8 +29,8 @@ mod writer;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
@@ -84,7 +84,21 @@ pub struct SharedState {
     walk_delay: Duration,
     /// Whether a snapshot is replacing the state now.
     installing: Arc<AtomicBool>,
+    /// When an append from the leader last found this node catching up
+    /// ([`SharedState::appended`]).
+    behind_at: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How far behind the leader's commit index an append must leave this
+/// node for it to count as catching up: a node in step is a few entries
+/// behind (those in flight).
+pub(crate) const CATCHING_UP_ENTRIES: u64 = 32;
+/// How long after the last append that found it catching up a node counts
+/// as catching up still.
+pub(crate) const CATCHING_UP_QUIET: Duration = Duration::from_secs(2);
+/// How long a snapshot build waits, at most, for this node to stop
+/// catching up before it walks the state.
+const BUILD_DEFERRED_MAX: Duration = Duration::from_secs(120);
 
 /// The environment variable that sets a pause, in ms, in each snapshot
 /// build and backup (after its point in time is fixed) and each install
@@ -118,6 +132,8 @@ pub fn gov_in(data: &[u8]) -> Option<crate::ledger::Gov> {
 pub struct SnapshotCounts {
     pub built: AtomicU64,
     pub installed: AtomicU64,
+    /// Builds that waited while this node caught up with its leader.
+    pub deferred: AtomicU64,
 }
 
 impl SharedState {
@@ -145,6 +161,40 @@ impl SharedState {
     /// Whether a snapshot is replacing the state now.
     pub fn installing(&self) -> bool {
         self.installing.load(Ordering::Acquire)
+    }
+
+    /// Notes an append from the leader this node follows that it took:
+    /// `behind` entries were committed past the append's last entry.
+    pub fn appended(&self, behind: u64) {
+        if behind > CATCHING_UP_ENTRIES {
+            *self.behind_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// Whether this node is catching up with its leader: a recent append
+    /// left it far behind the leader's commit index.
+    fn catching_up(&self) -> bool {
+        let at = *self.behind_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|at| at.elapsed() < CATCHING_UP_QUIET)
+    }
+
+    /// Waits, up to [`BUILD_DEFERRED_MAX`], while this node catches up
+    /// with its leader: a snapshot build waits so that its walk does not
+    /// run beside the catch-up's burst of applies (both take memory and
+    /// the cores), and so that what it builds is nearer the head.
+    fn defer_while_catching_up(&self) {
+        if !self.catching_up() {
+            return;
+        }
+        (self.snapshots.deferred).fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        while self.catching_up() && started.elapsed() < BUILD_DEFERRED_MAX {
+            std::thread::sleep(CATCHING_UP_QUIET / 20);
+        }
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "a snapshot build waited while this node caught up with its leader"
+        );
     }
 
     pub fn read(&self) -> StateRead<'_> {
@@ -319,6 +369,7 @@ impl StateMachine {
             snapshot_lock: Arc::default(),
             walk_delay,
             installing: Arc::default(),
+            behind_at: Arc::default(),
         };
         Ok(Self {
             store,
@@ -598,6 +649,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         std::thread::Builder::new()
             .name("snapshot-walk".into())
             .spawn(move || {
+                state.defer_while_catching_up();
                 let mut path = None;
                 let result = state
                     .walk(|_, writer| {
