@@ -56,16 +56,8 @@ pub struct LogStore {
 /// Keys of the log (pieces of about 4 KiB, or whole small entries) that one
 /// step of a purge's removal takes, rounded up to whole entries: each step
 /// holds the log's write lock, which the leader's reads for replication
-/// wait for, and sled reads back every leaf a step removes from (the
-/// purged entries are cold) and holds what it replaces until the step
-/// ends: a node's memory rose by 50-90 MB for the removal of 17,000 keys
-/// in steps of 256 or 2,048 (BENCHMARKS.md, "Snapshot builds beside a
-/// catch-up").
-const PURGE_KEYS_PER_STEP: usize = 32;
-/// Most a purge's removal pauses after each step: as long as the step
-/// took, up to this, so that the removal takes at most half of a core and
-/// the log's lock.
-const PURGE_PAUSE_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// wait for.
+const PURGE_KEYS_PER_STEP: usize = 2048;
 
 /// Most entries, and most bytes of their stored encoding, kept in
 /// [`Recent`]. A follower normally lags by a few entries; one entry may
@@ -710,7 +702,7 @@ impl LogStore {
                 // and the next purge removes what is left.
                 return Ok(removed);
             }
-            let writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
             let mut keys = Vec::new();
             for key in self.store.log.range(below).keys() {
                 let key = key.map_err(read_err)?;
@@ -726,10 +718,7 @@ impl LogStore {
                 return Ok(removed);
             }
             removed += keys.len();
-            let step = std::time::Instant::now();
             self.write_batch(keys, Vec::new())?;
-            drop(writing);
-            std::thread::sleep(step.elapsed().min(PURGE_PAUSE_MAX));
         }
     }
 
@@ -870,12 +859,13 @@ mod tests {
     #[tokio::test]
     async fn a_purge_removal_ends_when_the_log_is_dropped() {
         let (_dir, mut log) = log_store();
-        let entries: Vec<_> = (1..=200).map(large_entry).collect();
+        // Several steps' worth of keys.
+        let entries: Vec<_> = (1..=1000).map(large_entry).collect();
         store_entries(&log, 0, &entries);
         let stored = log.store.log.len();
         let removal = Arc::downgrade(&log.removing);
         let tree = log.store.log.clone();
-        log.purge(large_entry(200).log_id).await.unwrap();
+        log.purge(large_entry(1000).log_id).await.unwrap();
         drop(log);
         until("the removal to end", || removal.strong_count() == 0);
         let left = tree.len();
