@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -51,6 +51,9 @@ pub struct LogStore {
     next_index: Arc<AtomicU64>,
     /// Held by the removal of purged entries from sled, one at a time.
     removing: Arc<Mutex<()>>,
+    /// Held by every handle of the log but those of purges' removals: once
+    /// none is left the node is stopping, and a removal gives up.
+    alive: Arc<()>,
 }
 
 /// Keys of the log (pieces of about 4 KiB, or whole small entries) that one
@@ -212,6 +215,7 @@ impl LogStore {
             entries: Default::default(),
             next_index: Arc::new(AtomicU64::new(last.map_or(0, |l| l.saturating_add(1)))),
             removing: Default::default(),
+            alive: Default::default(),
         }
     }
 
@@ -651,11 +655,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
         // Up to the next index: the pieces of the last sort after its own.
         let end = log_id.index.checked_add(1).map(log_key);
-        let log = self.clone();
+        let alive = Arc::downgrade(&self.alive);
+        let log = Self {
+            alive: Arc::default(),
+            ..self.clone()
+        };
         tokio::task::spawn_blocking(move || {
             let _one = log.removing.lock().unwrap_or_else(|p| p.into_inner());
             let began = std::time::Instant::now();
-            match log.remove_below(end, PURGE_KEYS_PER_STEP) {
+            match log.remove_below(end, PURGE_KEYS_PER_STEP, &alive) {
+                Ok(keys) if alive.strong_count() == 0 => tracing::info!(
+                    up_to = log_id.index,
+                    keys,
+                    "the node is stopping: purged log entries left on disk for the next purge"
+                ),
                 Ok(0) => {}
                 Ok(keys) => tracing::info!(
                     up_to = log_id.index,
@@ -684,11 +697,13 @@ impl LogStore {
     /// Removes the log's keys before `end` (none: all of them),
     /// `keys_per_step` keys and then the rest of the last entry met per
     /// sled batch, under the write lock for each batch only, so
-    /// that a read never sees part of an entry; returns the keys removed.
+    /// that a read never sees part of an entry, until done or `alive` is
+    /// gone; returns the keys removed.
     fn remove_below(
         &self,
         end: Option<[u8; 8]>,
         keys_per_step: usize,
+        alive: &Weak<()>,
     ) -> Result<usize, StorageError> {
         let read_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let below = (
@@ -697,9 +712,7 @@ impl LogStore {
         );
         let mut removed = 0;
         loop {
-            if Arc::strong_count(&self.removing) == 1 {
-                // Only this removal holds the log: the node is stopping,
-                // and the next purge removes what is left.
+            if alive.strong_count() == 0 {
                 return Ok(removed);
             }
             let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
@@ -865,8 +878,20 @@ mod tests {
         let stored = log.store.log.len();
         let removal = Arc::downgrade(&log.removing);
         let tree = log.store.log.clone();
+        // The removal cannot take a step before the log is dropped: a
+        // thread holds the log's write lock until then.
+        let (lock, (taken, held)) = (log.entries.clone(), std::sync::mpsc::channel());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _writing = lock.write().unwrap();
+            taken.send(()).unwrap();
+            let _ = released.recv();
+        });
+        held.recv().unwrap();
         log.purge(large_entry(1000).log_id).await.unwrap();
         drop(log);
+        release.send(()).unwrap();
+        holder.join().unwrap();
         until("the removal to end", || removal.strong_count() == 0);
         let left = tree.len();
         assert!(
@@ -1028,7 +1053,9 @@ mod tests {
                     if i > 3 {
                         // A key a step: each step removes one whole entry.
                         let purged = i - 3;
-                        log.remove_below(Some(log_key(purged + 1)), 1).unwrap();
+                        let alive = Arc::downgrade(&log.alive);
+                        log.remove_below(Some(log_key(purged + 1)), 1, &alive)
+                            .unwrap();
                     }
                 }
                 done.store(true, Ordering::Relaxed);

@@ -84,9 +84,38 @@ pub struct SharedState {
     walk_delay: Duration,
     /// Whether a snapshot is replacing the state now.
     installing: Arc<AtomicBool>,
-    /// When an append from the leader last found this node catching up
-    /// ([`SharedState::appended`]).
-    behind_at: Arc<Mutex<Option<Instant>>>,
+    /// Whether this node is catching up with its leader, as its appends
+    /// say ([`SharedState::appended`]).
+    behind: Arc<Mutex<Behind>>,
+}
+
+#[derive(Default)]
+struct Behind {
+    /// When an append last left this node far behind its leader.
+    at: Option<Instant>,
+    /// Whether a build has waited [`BUILD_DEFERRED_MAX`] since an append
+    /// last found this node in step: the next builds do not wait until one
+    /// does, so that a leader that keeps this node behind (or claims to)
+    /// does not put off every build.
+    waited_out: bool,
+}
+
+impl Behind {
+    /// Notes an append that left this node `behind` entries behind its
+    /// leader's commit index.
+    fn note(&mut self, behind: u64) {
+        if behind > CATCHING_UP_ENTRIES {
+            self.at = Some(Instant::now());
+        } else {
+            self.waited_out = false;
+        }
+    }
+
+    /// Whether a build should wait: an append left this node far behind
+    /// lately, and no build has waited its longest since it was in step.
+    fn catching_up(&self) -> bool {
+        !self.waited_out && self.at.is_some_and(|at| at.elapsed() < CATCHING_UP_QUIET)
+    }
 }
 
 /// How far behind the leader's commit index an append must leave this
@@ -99,6 +128,8 @@ pub(crate) const CATCHING_UP_QUIET: Duration = Duration::from_secs(2);
 /// How long a snapshot build waits, at most, for this node to stop
 /// catching up before it walks the state.
 const BUILD_DEFERRED_MAX: Duration = Duration::from_secs(120);
+/// How often a build that waits looks again.
+const BUILD_DEFERRED_POLL: Duration = Duration::from_millis(100);
 
 /// The environment variable that sets a pause, in ms, in each snapshot
 /// build and backup (after its point in time is fixed) and each install
@@ -166,16 +197,15 @@ impl SharedState {
     /// Notes an append from the leader this node follows that it took:
     /// `behind` entries were committed past the append's last entry.
     pub fn appended(&self, behind: u64) {
-        if behind > CATCHING_UP_ENTRIES {
-            *self.behind_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        }
+        self.behind().note(behind);
     }
 
-    /// Whether this node is catching up with its leader: a recent append
-    /// left it far behind the leader's commit index.
+    fn behind(&self) -> std::sync::MutexGuard<'_, Behind> {
+        self.behind.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn catching_up(&self) -> bool {
-        let at = *self.behind_at.lock().unwrap_or_else(|p| p.into_inner());
-        at.is_some_and(|at| at.elapsed() < CATCHING_UP_QUIET)
+        self.behind().catching_up()
     }
 
     /// Waits, up to [`BUILD_DEFERRED_MAX`], while this node catches up
@@ -188,8 +218,17 @@ impl SharedState {
         }
         (self.snapshots.deferred).fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        while self.catching_up() && started.elapsed() < BUILD_DEFERRED_MAX {
-            std::thread::sleep(CATCHING_UP_QUIET / 20);
+        while self.catching_up() {
+            if started.elapsed() >= BUILD_DEFERRED_MAX {
+                self.behind().waited_out = true;
+                tracing::warn!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "a snapshot build waited as long as it may for this node to catch up \
+                     with its leader, and goes on; builds wait again once this node is in step"
+                );
+                return;
+            }
+            std::thread::sleep(BUILD_DEFERRED_POLL);
         }
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
@@ -369,7 +408,7 @@ impl StateMachine {
             snapshot_lock: Arc::default(),
             walk_delay,
             installing: Arc::default(),
-            behind_at: Arc::default(),
+            behind: Arc::default(),
         };
         Ok(Self {
             store,
@@ -800,7 +839,30 @@ fn resident_mb() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::room_to_install;
+    use super::{room_to_install, Behind, CATCHING_UP_ENTRIES};
+
+    /// A build that waited its longest does not make the next ones wait
+    /// until an append finds the node in step: a leader that keeps a node
+    /// behind, or says it does, cannot put off every build.
+    #[test]
+    fn builds_wait_again_only_once_the_node_was_in_step() {
+        let mut behind = Behind::default();
+        assert!(!behind.catching_up());
+        behind.note(CATCHING_UP_ENTRIES);
+        assert!(!behind.catching_up(), "in step");
+        behind.note(CATCHING_UP_ENTRIES + 1);
+        assert!(behind.catching_up());
+        behind.waited_out = true;
+        assert!(!behind.catching_up(), "a build waited its longest");
+        behind.note(u64::MAX);
+        assert!(!behind.catching_up(), "still behind: no wait again");
+        behind.note(0);
+        behind.note(CATCHING_UP_ENTRIES + 1);
+        assert!(
+            behind.catching_up(),
+            "in step once since: builds wait again"
+        );
+    }
 
     #[test]
     fn an_install_needs_room_for_the_state_written_anew() {
