@@ -56,6 +56,13 @@ pub struct LogStore {
     alive: Arc<()>,
 }
 
+/// How a removal of purged entries ended, with the keys it removed.
+enum Removed {
+    All(usize),
+    /// Given up: the node is stopping.
+    Stopped(usize),
+}
+
 /// Keys of the log (pieces of about 4 KiB, or whole small entries) that one
 /// step of a purge's removal takes, rounded up to whole entries: each step
 /// holds the log's write lock, which the leader's reads for replication
@@ -664,13 +671,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let _one = log.removing.lock().unwrap_or_else(|p| p.into_inner());
             let began = std::time::Instant::now();
             match log.remove_below(end, PURGE_KEYS_PER_STEP, &alive) {
-                Ok(keys) if alive.strong_count() == 0 => tracing::info!(
+                Ok(Removed::Stopped(keys)) => tracing::info!(
                     up_to = log_id.index,
                     keys,
                     "the node is stopping: purged log entries left on disk for the next purge"
                 ),
-                Ok(0) => {}
-                Ok(keys) => tracing::info!(
+                Ok(Removed::All(0)) => {}
+                Ok(Removed::All(keys)) => tracing::info!(
                     up_to = log_id.index,
                     keys,
                     ms = began.elapsed().as_millis() as u64,
@@ -698,13 +705,13 @@ impl LogStore {
     /// `keys_per_step` keys and then the rest of the last entry met per
     /// sled batch, under the write lock for each batch only, so
     /// that a read never sees part of an entry, until done or `alive` is
-    /// gone; returns the keys removed.
+    /// gone.
     fn remove_below(
         &self,
         end: Option<[u8; 8]>,
         keys_per_step: usize,
         alive: &Weak<()>,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<Removed, StorageError> {
         let read_err = |e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let below = (
             Bound::Unbounded,
@@ -712,10 +719,10 @@ impl LogStore {
         );
         let mut removed = 0;
         loop {
-            if alive.strong_count() == 0 {
-                return Ok(removed);
-            }
             let _writing = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            if alive.strong_count() == 0 {
+                return Ok(Removed::Stopped(removed));
+            }
             let mut keys = Vec::new();
             for key in self.store.log.range(below).keys() {
                 let key = key.map_err(read_err)?;
@@ -728,7 +735,7 @@ impl LogStore {
                 keys.push(key);
             }
             if keys.is_empty() {
-                return Ok(removed);
+                return Ok(Removed::All(removed));
             }
             removed += keys.len();
             self.write_batch(keys, Vec::new())?;
@@ -872,8 +879,8 @@ mod tests {
     #[tokio::test]
     async fn a_purge_removal_ends_when_the_log_is_dropped() {
         let (_dir, mut log) = log_store();
-        // Several steps' worth of keys.
-        let entries: Vec<_> = (1..=1000).map(large_entry).collect();
+        // More keys than a step takes.
+        let entries: Vec<_> = (1..=400).map(large_entry).collect();
         store_entries(&log, 0, &entries);
         let stored = log.store.log.len();
         let removal = Arc::downgrade(&log.removing);
@@ -888,7 +895,7 @@ mod tests {
             let _ = released.recv();
         });
         held.recv().unwrap();
-        log.purge(large_entry(1000).log_id).await.unwrap();
+        log.purge(large_entry(400).log_id).await.unwrap();
         drop(log);
         release.send(()).unwrap();
         holder.join().unwrap();
