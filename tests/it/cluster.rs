@@ -207,6 +207,21 @@ async fn leave_a_follower_behind(c: &mut Cluster, prefix: &str, n: u64) -> (u64,
     (leader, lagging, left_at)
 }
 
+/// A cluster whose nodes run with `env` and snapshot often, with a
+/// follower restarted 30 transfers behind (ids `org1.{prefix}-N`), past
+/// the leader's log: the cluster, the leader, the follower and the term
+/// before the restart.
+async fn restart_a_follower_far_behind(
+    env: (String, String),
+    prefix: &str,
+) -> (Cluster, u64, u64, serde_json::Value) {
+    let mut c = Cluster::start_with_env(snapshot_often(), vec![env]).await;
+    let (leader, lagging, _) = leave_a_follower_behind(&mut c, prefix, 30).await;
+    let term = c.status(leader).await.unwrap()["term"].clone();
+    c.restart(lagging);
+    (c, leader, lagging, term)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_far_behind_catches_up_by_snapshot() {
     let mut c = Cluster::start_with(snapshot_often()).await;
@@ -453,11 +468,7 @@ async fn a_leader_whose_clock_is_off_steps_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
-    let mut c = Cluster::start_with_env(snapshot_often(), vec![pause]).await;
-    let (leader, lagging, _) = leave_a_follower_behind(&mut c, "i", 30).await;
-    let term = c.status(leader).await.unwrap()["term"].clone();
-
-    c.restart(lagging);
+    let (c, leader, lagging, term) = restart_a_follower_far_behind(pause, "i").await;
     let installing = || async {
         let s = c.status(lagging).await?;
         Some(s["installing_snapshot"] == true)
@@ -502,11 +513,7 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_receiving_a_long_snapshot_stream_does_not_campaign() {
     let slow = (SNAPSHOT_CHUNK_DELAY_VAR.to_owned(), "5000".to_owned());
-    let mut c = Cluster::start_with_env(snapshot_often(), vec![slow]).await;
-    let (leader, lagging, _) = leave_a_follower_behind(&mut c, "c", 30).await;
-    let term = c.status(leader).await.unwrap()["term"].clone();
-
-    c.restart(lagging);
+    let (c, leader, lagging, term) = restart_a_follower_far_behind(slow, "c").await;
     eventually("the lagging node to catch up", || async {
         (c.balance(2, lagging, "org2.ops", false).await? == "30").then_some(())
     })

@@ -111,10 +111,12 @@ impl Behind {
         }
     }
 
-    /// Whether a build should wait: an append left this node far behind
-    /// lately, and no build has waited its longest since it was in step.
-    fn catching_up(&self) -> bool {
-        !self.waited_out && self.at.is_some_and(|at| at.elapsed() < CATCHING_UP_QUIET)
+    /// How long a build should wait yet, if it should: an append left
+    /// this node far behind lately, and no build has waited its longest
+    /// since it was in step. Another such append meanwhile makes it longer.
+    fn catching_up(&self) -> Option<Duration> {
+        let left = CATCHING_UP_QUIET.checked_sub(self.at?.elapsed())?;
+        (!self.waited_out && !left.is_zero()).then_some(left)
     }
 }
 
@@ -128,8 +130,6 @@ pub(crate) const CATCHING_UP_QUIET: Duration = Duration::from_secs(2);
 /// How long a snapshot build waits, at most, for this node to stop
 /// catching up before it walks the state.
 const BUILD_DEFERRED_MAX: Duration = Duration::from_secs(120);
-/// How often a build that waits looks again.
-const BUILD_DEFERRED_POLL: Duration = Duration::from_millis(100);
 
 /// The environment variable that sets a pause, in ms, in each snapshot
 /// build and backup (after its point in time is fixed) and each install
@@ -204,22 +204,19 @@ impl SharedState {
         self.behind.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn catching_up(&self) -> bool {
-        self.behind().catching_up()
-    }
-
     /// Waits, up to [`BUILD_DEFERRED_MAX`], while this node catches up
     /// with its leader: a snapshot build waits so that its walk does not
     /// run beside the catch-up's burst of applies (both take memory and
     /// the cores), and so that what it builds is nearer the head.
     fn defer_while_catching_up(&self) {
-        if !self.catching_up() {
+        let catching_up = || self.behind().catching_up();
+        if catching_up().is_none() {
             return;
         }
         (self.snapshots.deferred).fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        while self.catching_up() {
-            if started.elapsed() >= BUILD_DEFERRED_MAX {
+        while let Some(left) = catching_up() {
+            let Some(may_wait) = BUILD_DEFERRED_MAX.checked_sub(started.elapsed()) else {
                 self.behind().waited_out = true;
                 tracing::warn!(
                     ms = started.elapsed().as_millis() as u64,
@@ -227,8 +224,8 @@ impl SharedState {
                      with its leader, and goes on; builds wait again once this node is in step"
                 );
                 return;
-            }
-            std::thread::sleep(BUILD_DEFERRED_POLL);
+            };
+            std::thread::sleep(left.min(may_wait));
         }
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
@@ -839,7 +836,7 @@ fn resident_mb() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{room_to_install, Behind, CATCHING_UP_ENTRIES};
+    use super::{room_to_install, Behind, CATCHING_UP_ENTRIES, CATCHING_UP_QUIET};
 
     /// A build that waited its longest does not make the next ones wait
     /// until an append finds the node in step: a leader that keeps a node
@@ -847,19 +844,20 @@ mod tests {
     #[test]
     fn builds_wait_again_only_once_the_node_was_in_step() {
         let mut behind = Behind::default();
-        assert!(!behind.catching_up());
+        assert_eq!(behind.catching_up(), None);
         behind.note(CATCHING_UP_ENTRIES);
-        assert!(!behind.catching_up(), "in step");
+        assert_eq!(behind.catching_up(), None, "in step");
         behind.note(CATCHING_UP_ENTRIES + 1);
-        assert!(behind.catching_up());
+        let left = behind.catching_up().expect("behind");
+        assert!(left <= CATCHING_UP_QUIET, "{left:?}");
         behind.waited_out = true;
-        assert!(!behind.catching_up(), "a build waited its longest");
+        assert_eq!(behind.catching_up(), None, "a build waited its longest");
         behind.note(u64::MAX);
-        assert!(!behind.catching_up(), "still behind: no wait again");
+        assert_eq!(behind.catching_up(), None, "still behind: no wait again");
         behind.note(0);
         behind.note(CATCHING_UP_ENTRIES + 1);
         assert!(
-            behind.catching_up(),
+            behind.catching_up().is_some(),
             "in step once since: builds wait again"
         );
     }
