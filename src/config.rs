@@ -450,7 +450,8 @@ pub struct RaftTuning {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot every this many log entries, the nodes taking
+    /// turns ([`crate::raft::turns`]).
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind the last snapshot for slow followers.
     pub snapshot_logs_kept: u64,

@@ -84,6 +84,8 @@ pub async fn run(config_path: &Path, purge: fn()) -> Result<()> {
         peers.snapshots_sent.clone(),
     );
     let stats = Arc::new(NodeStats::new(opened.sync_us, snapshots));
+    let every = config.raft.snapshot_logs_since_last;
+    crate::raft::turns::take_turns(raft.clone(), every, opened.shared.clone());
     let replica = Replica {
         raft: raft.clone(),
         state: opened.shared,
@@ -619,7 +621,8 @@ fn raft_config(config: &NodeConfig, genesis: &Genesis) -> Result<Arc<openraft::C
         election_timeout_min: r.election_timeout_min_ms,
         election_timeout_max: r.election_timeout_max_ms,
         install_snapshot_timeout: config.limits.request_timeout_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+        // The nodes take turns instead (`crate::raft::turns`).
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: r.snapshot_logs_kept,
         max_payload_entries: r.max_payload_entries,
         ..Default::default()

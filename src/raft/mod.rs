@@ -18,6 +18,8 @@
 //!   old id (it would have forgotten its votes and acknowledged entries).
 //! - [`membership`]: the leader brings Raft's membership to the registry's
 //!   nodes, as governance adds and removes them.
+//! - [`turns`]: the nodes take turns building snapshots, so that they do
+//!   not all walk their state at once.
 //!
 //! Each entry's payload is a [`crate::ledger::Entry`], stamped by the leader
 //! (time, caller) before it is proposed, so `apply` is deterministic.
@@ -29,6 +31,7 @@ pub mod membership;
 pub mod network;
 pub mod state_machine;
 pub mod store;
+pub mod turns;
 
 use std::sync::Arc;
 

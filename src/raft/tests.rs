@@ -1470,8 +1470,9 @@ fn one_payment() -> Vec<Command> {
 }
 
 /// A snapshot build on a node that an append found far behind its
-/// leader's commit index waits until the node has stopped catching up;
-/// one on a node only the entries in flight behind builds at once.
+/// leader's commit index waits until an append finds it in step, and 2 s
+/// since the last that found it behind; one on a node only the entries in
+/// flight behind builds at once.
 #[tokio::test]
 async fn a_snapshot_build_waits_while_the_node_catches_up() {
     use super::state_machine::{CATCHING_UP_ENTRIES, CATCHING_UP_QUIET};
@@ -1488,16 +1489,26 @@ async fn a_snapshot_build_waits_while_the_node_catches_up() {
     let behind_at = std::time::Instant::now();
     shared.appended(CATCHING_UP_ENTRIES + 1);
     apply_more(&mut sm, vec![account("org1.b")]).await;
+    // The next append comes 3 s later, and finds the node in step.
+    let in_step_after = CATCHING_UP_QUIET + std::time::Duration::from_secs(1);
+    let next = {
+        let shared = sm.shared();
+        std::thread::spawn(move || {
+            std::thread::sleep(in_step_after);
+            shared.appended(0);
+        })
+    };
     let built = sm.build_snapshot().await.expect("snapshot");
     let waited = behind_at.elapsed();
+    next.join().unwrap();
     assert!(
-        waited >= CATCHING_UP_QUIET,
-        "built {waited:?} after an append found the node behind"
+        waited >= in_step_after,
+        "built {waited:?} after an append found the node behind, before one found it in step"
     );
     // Generous against a loaded machine, far short of the longest wait.
     assert!(
-        waited < CATCHING_UP_QUIET * 5,
-        "built {waited:?} after an append found the node behind: it waited on after it stopped catching up"
+        waited < in_step_after + CATCHING_UP_QUIET * 4,
+        "built {waited:?} after an append found the node behind: it waited on after it was in step"
     );
     assert_eq!(deferred(), 1);
     let applied = sm.shared().read().last_applied;

@@ -315,6 +315,58 @@ async fn a_follower_catching_up_builds_its_snapshot_once_in_step() {
     );
 }
 
+/// The nodes take turns building snapshots: with a build every 60
+/// entries, each builds at its own third of the cycle, in the order of
+/// their ids (at 0, 20 and 40 entries past a multiple of 60), where a
+/// count since the last snapshot alone has all three build at the same
+/// entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nodes_take_turns_building_snapshots() {
+    const EVERY: u64 = 60;
+    let c = Cluster::start_with(options(RaftTuning {
+        snapshot_logs_since_last: EVERY,
+        snapshot_logs_kept: 1000,
+        ..RaftTuning::default()
+    }))
+    .await;
+    c.seed(ISSUED).await;
+    let leader = c.wait_for_leader().await;
+    let mut ids = c.ids();
+    ids.sort_unstable();
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let mut sent = 0;
+    let snapshots = loop {
+        let mut at = Vec::new();
+        for id in &ids {
+            at.push(
+                c.status(*id)
+                    .await
+                    .and_then(|s| s["snapshot_index"].as_u64()),
+            );
+        }
+        if at.iter().all(|a| a.is_some_and(|a| a > 0)) {
+            break at.into_iter().flatten().collect::<Vec<_>>();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every node built a snapshot after {sent} transfers: {at:?}"
+        );
+        let id = format!("org1.t-{sent}");
+        transfer_until_ok(&c.app(1, leader), &id, "org1.ops", "org2.ops", 1).await;
+        sent += 1;
+    };
+    let third = EVERY / 3;
+    for (place, at) in snapshots.iter().enumerate() {
+        let from = third * place as u64;
+        assert!(
+            (from..from + third).contains(&(at % EVERY)),
+            "node {} (place {place}) built at entry {at}, not in its third of the cycle: \
+             every node's snapshot: {snapshots:?}",
+            ids[place]
+        );
+    }
+}
+
 /// A snapshot build holds up no request: with each build paused for 3 s
 /// after its point in time is fixed (standing in for a ledger that takes
 /// that long to walk), writes and reads on the leader answer within a

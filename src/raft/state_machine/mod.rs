@@ -93,30 +93,45 @@ pub struct SharedState {
 struct Behind {
     /// When an append last left this node far behind its leader.
     at: Option<Instant>,
+    /// Whether the last append this node took left it far behind: appends
+    /// to a node catching up may come seconds apart (the first ones after
+    /// a restart do), so it counts as catching up until one finds it in
+    /// step.
+    far: bool,
     /// Whether a build has waited [`BUILD_DEFERRED_MAX`] since an append
     /// last found this node in step: the next builds do not wait until one
     /// does, so that a leader that keeps this node behind (or claims to)
     /// does not put off every build.
     waited_out: bool,
+    /// Whether this node has taken an append since it started.
+    appended: bool,
 }
 
 impl Behind {
     /// Notes an append that left this node `behind` entries behind its
     /// leader's commit index.
     fn note(&mut self, behind: u64) {
-        if behind > CATCHING_UP_ENTRIES {
+        self.appended = true;
+        self.far = behind > CATCHING_UP_ENTRIES;
+        if self.far {
             self.at = Some(Instant::now());
         } else {
             self.waited_out = false;
         }
     }
 
-    /// How long a build should wait yet, if it should: an append left
-    /// this node far behind lately, and no build has waited its longest
-    /// since it was in step. Another such append meanwhile makes it longer.
+    /// How long a build should wait before it asks again, if it should
+    /// wait: the last append left this node far behind, or one did lately,
+    /// and no build has waited its longest since it was in step.
     fn catching_up(&self) -> Option<Duration> {
+        if self.waited_out {
+            return None;
+        }
+        if self.far {
+            return Some(FAR_BEHIND_RECHECK);
+        }
         let left = CATCHING_UP_QUIET.checked_sub(self.at?.elapsed())?;
-        (!self.waited_out && !left.is_zero()).then_some(left)
+        (!left.is_zero()).then_some(left)
     }
 }
 
@@ -127,6 +142,9 @@ pub(crate) const CATCHING_UP_ENTRIES: u64 = 32;
 /// How long after the last append that found it catching up a node counts
 /// as catching up still.
 pub(crate) const CATCHING_UP_QUIET: Duration = Duration::from_secs(2);
+/// How often a build waiting while the last append left this node far
+/// behind looks again.
+const FAR_BEHIND_RECHECK: Duration = Duration::from_millis(250);
 /// How long a snapshot build waits, at most, for this node to stop
 /// catching up before it walks the state.
 const BUILD_DEFERRED_MAX: Duration = Duration::from_secs(120);
@@ -198,6 +216,12 @@ impl SharedState {
     /// `behind` entries were committed past the append's last entry.
     pub fn appended(&self, behind: u64) {
         self.behind().note(behind);
+    }
+
+    /// Whether this node has taken an append from a leader since it
+    /// started: until then it cannot tell whether it is catching up.
+    pub fn took_an_append(&self) -> bool {
+        self.behind().appended
     }
 
     fn behind(&self) -> std::sync::MutexGuard<'_, Behind> {
@@ -850,6 +874,20 @@ mod tests {
         behind.note(CATCHING_UP_ENTRIES + 1);
         let left = behind.catching_up().expect("behind");
         assert!(left <= CATCHING_UP_QUIET, "{left:?}");
+        behind.at = std::time::Instant::now().checked_sub(CATCHING_UP_QUIET * 2);
+        assert!(
+            behind.catching_up().is_some(),
+            "the last append left it far behind, however long ago"
+        );
+        behind.note(CATCHING_UP_ENTRIES);
+        assert_eq!(behind.catching_up(), None, "in step, and not lately behind");
+        behind.note(CATCHING_UP_ENTRIES + 1);
+        behind.note(CATCHING_UP_ENTRIES);
+        assert!(
+            behind.catching_up().is_some_and(|l| l <= CATCHING_UP_QUIET),
+            "in step, but far behind lately"
+        );
+        behind.note(CATCHING_UP_ENTRIES + 1);
         behind.waited_out = true;
         assert_eq!(behind.catching_up(), None, "a build waited its longest");
         behind.note(u64::MAX);
