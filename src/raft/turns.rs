@@ -16,6 +16,7 @@
 //! knows that it is catching up, and its build waits until it is in step
 //! (see `state_machine`).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::state_machine::SharedState;
@@ -23,7 +24,9 @@ use super::Raft;
 
 /// How long a node waits before asking again for a build it asked for
 /// and did not get (one was running then: Raft builds one at a time), and
-/// between looks when Raft's metrics do not change.
+/// between looks when Raft's metrics do not change. A build that ends
+/// meanwhile starts the wait again: Raft's metrics show its snapshot a
+/// moment after it ends, and an ask in between would start another.
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 
 /// The log index at or past which a node builds its next snapshot, given
@@ -45,7 +48,9 @@ pub fn next_build(last: u64, every: u64, place: u64, places: u64) -> u64 {
 pub fn take_turns(raft: Raft, every: u64, state: SharedState) {
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
-        let mut asked: Option<(u64, Instant)> = None;
+        // The turn asked for last, when, and the builds and installs done
+        // by then.
+        let mut asked: Option<(u64, Instant, u64)> = None;
         loop {
             let due = {
                 let m = metrics.borrow();
@@ -61,13 +66,20 @@ pub fn take_turns(raft: Raft, every: u64, state: SharedState) {
                 (applied >= at && knows).then_some(at)
             };
             if let Some(at) = due {
-                let fresh =
-                    asked.is_none_or(|(was, when)| was != at || when.elapsed() >= ASK_AGAIN);
-                if fresh {
-                    if raft.trigger().snapshot().await.is_err() {
-                        return;
+                let counts = &state.snapshots;
+                let done =
+                    counts.built.load(Ordering::Relaxed) + counts.installed.load(Ordering::Relaxed);
+                match asked {
+                    Some((was, _, then)) if was == at && then != done => {
+                        asked = Some((at, Instant::now(), done));
                     }
-                    asked = Some((at, Instant::now()));
+                    Some((was, when, _)) if was == at && when.elapsed() < ASK_AGAIN => {}
+                    _ => {
+                        if raft.trigger().snapshot().await.is_err() {
+                            return;
+                        }
+                        asked = Some((at, Instant::now(), done));
+                    }
                 }
             }
             // Also every second: what a follower took comes without a

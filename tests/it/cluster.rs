@@ -254,7 +254,7 @@ async fn a_follower_far_behind_catches_up_by_snapshot() {
 }
 
 /// A follower that catches up by log from far behind puts off the
-/// snapshot build its policy asks for meanwhile until it is in step, then
+/// snapshot build its turn asks for meanwhile until it is in step, then
 /// builds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_catching_up_builds_its_snapshot_once_in_step() {
@@ -285,7 +285,7 @@ async fn a_follower_catching_up_builds_its_snapshot_once_in_step() {
     })
     .await;
     // The build put off walks once the node is in step: its snapshot is
-    // of the head (within a policy's 10 entries), where the one from
+    // of the head (within a turn's 10 entries), where the one from
     // before the stop is 120 entries back.
     let built = eventually(
         "the lagging node to build at the head once in step",
@@ -299,10 +299,10 @@ async fn a_follower_catching_up_builds_its_snapshot_once_in_step() {
         },
     )
     .await;
-    // Built as its policy asks beside the catch-up, it builds again and
-    // again (6 times, in a trial without the wait); put off, once, after
-    // at most one at its start (its own log) and one that an append's
-    // apply started before the append was noted.
+    // Built at each turn beside the catch-up, it builds again and again
+    // (6 times, in a trial without the wait); put off, the first build
+    // waits until it is in step, and at most two more turns come before
+    // its snapshot is of the head.
     assert!(
         built.is_some_and(|n| (1..=3).contains(&n)),
         "builds since its restart: {built:?}"
