@@ -286,17 +286,21 @@ impl SharedState {
         walk: impl FnOnce(&sled::Tree, &Writer) -> Result<T, StorageError>,
     ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let _one_walk = self.snapshot_lock.blocking_lock();
+        let fixing = std::time::Instant::now();
         let (last_applied, membership) = {
             let applied = self.read_stored();
             self.writer.caught_up().map_err(read_err)?;
             self.writer.freeze();
             (applied.last_applied, applied.membership.clone())
         };
+        // How long apply waited for the point to be fixed.
+        let fixed_ms = fixing.elapsed().as_millis() as u64;
         std::thread::sleep(self.walk_delay);
         let (started, rss) = (std::time::Instant::now(), resident_mb());
         let walked = walk(&self.state, &self.writer);
         self.writer.thaw();
         tracing::info!(
+            fixed_ms,
             ms = started.elapsed().as_millis() as u64,
             rss_mb_before = rss,
             rss_mb_after = resident_mb(),
@@ -734,14 +738,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let one_walk = self.state.snapshot_lock.clone();
-        let _one_walk = one_walk.lock().await;
-        let stored = self.save_snapshot(&meta, &path)?;
-        let file = tokio::fs::File::open(&stored).await.map_err(read_err)?;
-        if stored == path {
-            // Not stored (a newer snapshot is): this answer's only.
-            let _ = std::fs::remove_file(&path);
-        }
+        // Off the runtime's workers: storing syncs files and the folder,
+        // and removes the older snapshot file (gigabytes), which may take
+        // hundreds of ms; a worker blocked that long holds up requests and
+        // Raft.
+        let (this, saved) = (self.handle(), meta.clone());
+        let file = tokio::task::spawn_blocking(move || {
+            let _one_walk = this.state.snapshot_lock.blocking_lock();
+            let stored = this.save_snapshot(&saved, &path)?;
+            let file = std::fs::File::open(&stored).map_err(read_err)?;
+            if stored == path {
+                // Not stored (a newer snapshot is): this answer's only.
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok::<_, StorageError>(file)
+        })
+        .await
+        .map_err(write_err)??;
+        let file = tokio::fs::File::from_std(file);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
