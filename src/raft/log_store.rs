@@ -65,9 +65,10 @@ enum Removed {
 
 /// Keys of the log (pieces of about 4 KiB, or whole small entries) that one
 /// step of a purge's removal takes, rounded up to whole entries: each step
-/// holds the log's write lock, which the leader's reads for replication
-/// wait for.
-const PURGE_KEYS_PER_STEP: usize = 2048;
+/// holds the log's write lock, which appends and the leader's reads for
+/// replication wait for, so a step is small (BENCHMARKS.md, "The nodes
+/// take turns building snapshots").
+const PURGE_KEYS_PER_STEP: usize = 256;
 
 /// Most entries, and most bytes of their stored encoding, kept in
 /// [`Recent`]. A follower normally lags by a few entries; one entry may
