@@ -286,15 +286,16 @@ impl SharedState {
         walk: impl FnOnce(&sled::Tree, &Writer) -> Result<T, StorageError>,
     ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let _one_walk = self.snapshot_lock.blocking_lock();
-        let fixing = std::time::Instant::now();
-        let (last_applied, membership) = {
+        let (last_applied, membership, fixed_ms) = {
             let applied = self.read_stored();
+            let fixing = std::time::Instant::now();
             self.writer.caught_up().map_err(read_err)?;
             self.writer.freeze();
-            (applied.last_applied, applied.membership.clone())
+            let membership = applied.membership.clone();
+            // How long apply waited for the point to be fixed.
+            let fixed_ms = fixing.elapsed().as_millis() as u64;
+            (applied.last_applied, membership, fixed_ms)
         };
-        // How long apply waited for the point to be fixed.
-        let fixed_ms = fixing.elapsed().as_millis() as u64;
         std::thread::sleep(self.walk_delay);
         let (started, rss) = (std::time::Instant::now(), resident_mb());
         let walked = walk(&self.state, &self.writer);
@@ -728,7 +729,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(read_err)?;
         let (path, last_applied, membership) = walked.await.map_err(read_err)??;
         self.snapshots_built += 1;
-        (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshots_built),
             None => format!("none-{}", self.snapshots_built),
@@ -755,6 +755,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(write_err)??;
+        // Counted once stored: the nodes' turns take a count that moved
+        // as a build that ended (`crate::raft::turns`).
+        (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
         let file = tokio::fs::File::from_std(file);
         Ok(Snapshot {
             meta,
