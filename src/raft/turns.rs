@@ -62,8 +62,9 @@ pub fn take_turns(raft: Raft, every: u64, state: SharedState) {
                 let last = m.snapshot.map_or(0, |s| s.index);
                 let at = next_build(last, every, place, places);
                 let applied = m.last_applied.map_or(0, |a| a.index);
-                let knows = m.current_leader == Some(m.id) || state.took_an_append();
-                (applied >= at && knows).then_some(at)
+                // The lock behind `took_an_append` only once a turn is due.
+                let knows = || m.current_leader == Some(m.id) || state.took_an_append();
+                (applied >= at && knows()).then_some(at)
             };
             if let Some(at) = due {
                 let counts = &state.snapshots;

@@ -540,12 +540,7 @@ impl StateMachine {
         };
         drop(file);
         let _one_walk = self.state.snapshot_lock.blocking_lock();
-        let stored = self.save_snapshot(meta, &path)?;
-        let data = std::fs::File::open(&stored).map_err(snapshot_err(meta, ErrorVerb::Read))?;
-        if stored == path {
-            // Not stored (a newer snapshot is): installed from here only.
-            let _ = std::fs::remove_file(&path);
-        }
+        let data = self.store_snapshot(meta, &path)?;
         {
             let _installing = Installing::start(&self.state.installing);
             let mut applied = (self.state.applied.write()).unwrap_or_else(|p| p.into_inner());
@@ -745,13 +740,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (this, saved) = (self.handle(), meta.clone());
         let file = tokio::task::spawn_blocking(move || {
             let _one_walk = this.state.snapshot_lock.blocking_lock();
-            let stored = this.save_snapshot(&saved, &path)?;
-            let file = std::fs::File::open(&stored).map_err(read_err)?;
-            if stored == path {
-                // Not stored (a newer snapshot is): this answer's only.
-                let _ = std::fs::remove_file(&path);
-            }
-            Ok::<_, StorageError>(file)
+            this.store_snapshot(&saved, &path)
         })
         .await
         .map_err(write_err)??;

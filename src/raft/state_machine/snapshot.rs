@@ -218,6 +218,22 @@ impl StateMachine {
         Ok(dir.join(name))
     }
 
+    /// [`Self::save_snapshot`], then the snapshot's file opened: the one
+    /// stored, or the one at `path` if a newer snapshot is stored (then
+    /// removed once open: only this caller reads it).
+    pub(super) fn store_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        path: &Path,
+    ) -> Result<File, StorageError> {
+        let stored = self.save_snapshot(meta, path)?;
+        let file = File::open(&stored).map_err(io_err(meta, ErrorVerb::Read))?;
+        if stored == path {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(file)
+    }
+
     /// The stored snapshot, if there is one, its data read from its file
     /// as it is sent.
     pub(super) async fn stored_snapshot(
