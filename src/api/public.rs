@@ -99,7 +99,10 @@ async fn head(
     if let Some(resp) = limited(&req, &limiter, &svc) {
         return resp;
     }
-    HttpResponse::Ok().json(svc.head_view())
+    match svc.head_view() {
+        Ok(head) => HttpResponse::Ok().json(head),
+        Err(e) => e.render().into(),
+    }
 }
 
 async fn block(

@@ -266,7 +266,6 @@ impl Watch {
         }
     }
 
-    /// This node's head.
     /// This node's head; `None` while a snapshot is replacing its state.
     pub fn head(&self) -> Option<Head> {
         Some(Head::of(&self.state.try_read()?))
@@ -274,10 +273,7 @@ impl Watch {
 
     /// Our block hash at `height`, if we have that block.
     fn hash_at(&self, height: u64) -> Option<Hash> {
-        if self.state.installing() {
-            return None;
-        }
-        let state = self.state.read_stored();
+        let state = self.state.try_read_stored()?;
         chain::header(&state, self.genesis_hash, height)
             .ok()
             .flatten()

@@ -1463,6 +1463,44 @@ async fn installed(
     sm
 }
 
+/// A read never waits for an install: once a snapshot begins to replace
+/// the state, `install_begun` resolves and `try_read` answers `None` at
+/// once, both before the install has the state lock (a read held here
+/// keeps it from taking it); once installed, reads see the new state.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_meet_an_install_without_waiting_for_it() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut source = applied(dir.path(), one_payment()).await;
+    let built = (source.get_snapshot_builder().await.build_snapshot().await).expect("built");
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut sm = applied(other.path(), Vec::new()).await;
+    let state = sm.shared();
+    let begun = state.install_begun();
+    let held = state.read();
+    let mut data = sm.begin_receiving_snapshot().await.expect("a file");
+    data.write_all(&bytes(built.snapshot).await).await.unwrap();
+    let meta = built.meta.clone();
+    let install = tokio::spawn(async move { sm.install_snapshot(&meta, data).await });
+    let within = std::time::Duration::from_secs(30);
+    tokio::time::timeout(within, begun)
+        .await
+        .expect("the install begins");
+    assert!(state.installing());
+    assert!(state.try_read().is_none(), "a read waits for the install");
+    assert!(
+        state.try_read_stored().is_none(),
+        "a read waits for the install"
+    );
+    assert!(!install.is_finished(), "the install took the state lock");
+    drop(held);
+    install.await.expect("joined").expect("installed");
+    assert!(!state.installing());
+    let read = state.try_read().expect("a read after the install");
+    assert_eq!(read.last_applied, built.meta.last_log_id);
+}
+
 /// Two accounts and a payment between them.
 fn one_payment() -> Vec<Command> {
     let pay = new_transfer("org1.s-1", "org1.issue", "org1.a", 5, false);

@@ -79,9 +79,10 @@ impl Service {
         if let Some(e) = Expiry::now(&self.attester.cert()) {
             gauges.push(("{cert=\"node\"}".to_owned(), e.not_after));
         }
-        let cas: Vec<(String, Option<i64>)> = {
-            let state = self.state.read();
-            (state.ledger.gov().orgs())
+        // While a snapshot replaces the state, its CAs are left out.
+        let cas: Vec<(String, Option<i64>)> = match self.state.try_read() {
+            None => Vec::new(),
+            Some(state) => (state.ledger.gov().orgs())
                 .filter(|(_, m)| m.status != OrgStatus::Removed)
                 .map(|(org, m)| {
                     let first = (m.ca_certs.iter())
@@ -90,7 +91,7 @@ impl Service {
                         .min();
                     (org.to_string(), first)
                 })
-                .collect()
+                .collect(),
         };
         for (org, not_after) in cas {
             if let Some(t) = not_after {
@@ -114,15 +115,17 @@ impl Service {
         if let Some(e) = Expiry::now(&self.attester.cert()) {
             all.push((format!("this node's certificate (node {})", self.id), e));
         }
-        let cas: Vec<(String, String)> = {
-            let state = self.state.read();
-            (state.ledger.gov().orgs())
+        // While a snapshot replaces the state, its CAs wait for the next
+        // round.
+        let cas: Vec<(String, String)> = match self.state.try_read() {
+            None => Vec::new(),
+            Some(state) => (state.ledger.gov().orgs())
                 .flat_map(|(org, m)| {
                     m.ca_certs
                         .iter()
                         .map(move |pem| (org.to_string(), pem.clone()))
                 })
-                .collect()
+                .collect(),
         };
         for (org, pem) in cas {
             let expiry = first_cert_der(pem.as_bytes()).and_then(|der| Expiry::now(&der));

@@ -194,6 +194,14 @@ pub struct Replica {
     pub stats: Arc<NodeStats>,
 }
 
+/// The answer to a read while a snapshot replaces this node's state.
+fn installing_refusal() -> ApiError {
+    ApiError::Unavailable(
+        "this node is installing a snapshot from the leader: retry shortly, or ask another node"
+            .into(),
+    )
+}
+
 impl Service {
     pub fn new(
         (id, org): (NodeId, OrgName),
@@ -386,11 +394,7 @@ impl Service {
     /// a read here, after a read index from the leader (linearizable).
     pub async fn execute(&self, principal: &Principal, op: &Op) -> Outcome {
         if !op.is_write() && self.state.installing() {
-            return Err(ApiError::Unavailable(
-                "this node is installing a snapshot from the leader: retry shortly, or ask \
-                 another node"
-                    .into(),
-            ));
+            return Err(installing_refusal());
         }
         if let (true, Some(e)) = (op.is_write(), self.clock_off_refusal()) {
             return Err(e);

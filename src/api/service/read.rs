@@ -5,7 +5,7 @@
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::time::Instant;
 
-use super::{Attempt, Outcome, Read, Service};
+use super::{installing_refusal, Attempt, Outcome, Read, Service};
 use crate::api::chain;
 use crate::api::error::ApiError;
 use crate::api::gov as gov_views;
@@ -65,11 +65,15 @@ impl Service {
     ) -> Result<Outcome, Attempt> {
         let index = self.ask_read_index(leader, deadline).await?;
         let wait = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(wait))
-            .applied_index_at_least(Some(index), "read index")
-            .await
-            .map_err(|_| Attempt::Retry)?;
+        let applied = self.raft.wait(Some(wait));
+        // An install that begins meanwhile holds the state until it is
+        // done: the read answers now rather than wait for it.
+        tokio::select! {
+            applied = applied.applied_index_at_least(Some(index), "read index") => {
+                applied.map_err(|_| Attempt::Retry)?;
+            }
+            () = self.state.install_begun() => return Ok(Err(installing_refusal())),
+        }
         Ok(self.read_by(principal, read, deadline).await)
     }
 
@@ -112,9 +116,12 @@ fn serve(
             return Err(ApiError::Diverged(why));
         }
         let state = if read.needs_store() {
-            state.read_stored()
+            state.try_read_stored()
         } else {
-            state.read()
+            state.try_read()
+        };
+        let Some(state) = state else {
+            return Err(installing_refusal());
         };
         let r = Reader {
             as_of: state.last_applied.map_or(0, |l| l.index),
@@ -147,21 +154,24 @@ fn serve(
 
 impl Service {
     /// The chain head as the public window shows it.
-    pub fn head_view(&self) -> HeadView {
+    pub fn head_view(&self) -> Result<HeadView, ApiError> {
         let genesis = BlockHeader::genesis(self.genesis.hash_bytes());
-        let head = self.state.read().ledger.head().clone();
-        HeadView {
+        let state = self.state.try_read().ok_or_else(installing_refusal)?;
+        let head = state.ledger.head().clone();
+        drop(state);
+        Ok(HeadView {
             consortium: self.genesis.consortium.clone(),
             genesis_hash: to_hex(&genesis.hash()),
             height: head.height,
             hash: to_hex(&head.hash()),
             timestamp_ms: head.timestamp_ms,
-        }
+        })
     }
 
     /// Block `h`'s header from this node's state; None past the head.
     pub fn block_header(&self, h: u64) -> Result<Option<BlockHeader>, ApiError> {
-        chain::header(&self.state.read(), self.genesis.hash_bytes(), h).map_err(storage)
+        let state = self.state.try_read().ok_or_else(installing_refusal)?;
+        chain::header(&state, self.genesis.hash_bytes(), h).map_err(storage)
     }
 }
 

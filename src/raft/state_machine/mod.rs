@@ -28,7 +28,7 @@ mod snapshot;
 mod writer;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub struct SharedState {
     /// tests ([`SNAPSHOT_DELAY_VAR`]).
     walk_delay: Duration,
     /// Whether a snapshot is replacing the state now.
-    installing: Arc<AtomicBool>,
+    installing: Arc<InstallFlag>,
     /// Whether this node is catching up with its leader, as its appends
     /// say ([`SharedState::appended`]).
     behind: Arc<Mutex<Behind>>,
@@ -192,9 +192,33 @@ impl SharedState {
     }
 
     /// [`Self::read`], unless a snapshot is replacing the state: then
-    /// `None` at once, where `read` would wait until it is done.
+    /// `None` at once, where `read` would wait until it is done. A read
+    /// that finds no install takes the lock before one can ask for it, so
+    /// it never waits behind an install either.
     pub fn try_read(&self) -> Option<StateRead<'_>> {
+        let _gate = self.installing.gate();
         (!self.installing()).then(|| self.read())
+    }
+
+    /// [`Self::read_stored`], unless a snapshot is replacing the state, as
+    /// [`Self::try_read`].
+    pub fn try_read_stored(&self) -> Option<StateRead<'_>> {
+        // A failed writer fails the read under the lock as well.
+        let _ = self.writer.caught_up();
+        self.try_read()
+    }
+
+    /// Resolves once a snapshot is replacing the state (at once if one is
+    /// now): what a read waiting for this node to apply an index stops
+    /// waiting at, since the install holds the state until it is done.
+    pub fn install_begun(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut now = self.installing.now.subscribe();
+        async move {
+            if now.wait_for(|installing| *installing).await.is_err() {
+                // The state machine is gone, and no install will begin.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// [`Self::read`] for a read of the store: it first waits, without
@@ -209,7 +233,7 @@ impl SharedState {
 
     /// Whether a snapshot is replacing the state now.
     pub fn installing(&self) -> bool {
-        self.installing.load(Ordering::Acquire)
+        *self.installing.now.borrow()
     }
 
     /// Notes an append from the leader this node follows that it took:
@@ -683,18 +707,47 @@ fn room_to_install(free: u64, size: u64) -> std::io::Result<()> {
 }
 
 /// Marks the state as being replaced while it lives.
-struct Installing<'a>(&'a AtomicBool);
+/// Whether a snapshot is replacing the state, for readers that must not
+/// wait for it.
+struct InstallFlag {
+    /// Held by a reader from its look at [`Self::now`] until it has the
+    /// state lock, and by an install while it raises the flag: a reader
+    /// that finds the flag down holds the lock before the install asks for
+    /// it, and never queues behind the install's write.
+    gate: Mutex<()>,
+    now: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for InstallFlag {
+    fn default() -> Self {
+        Self {
+            gate: Mutex::new(()),
+            now: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl InstallFlag {
+    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The flag raised while an install replaces the state, lowered when the
+/// guard drops (after the state lock it is taken before).
+struct Installing<'a>(&'a InstallFlag);
 
 impl<'a> Installing<'a> {
-    fn start(flag: &'a AtomicBool) -> Self {
-        flag.store(true, Ordering::Release);
+    fn start(flag: &'a InstallFlag) -> Self {
+        let _gate = flag.gate();
+        flag.now.send_replace(true);
         Self(flag)
     }
 }
 
 impl Drop for Installing<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.now.send_replace(false);
     }
 }
 
