@@ -21,7 +21,10 @@ resident memory of each node (sampled every half second, until the next
 million starts), the largest the kernel recorded for each node since it
 started (VmHWM, read as the next million starts: it counts the moments
 between samples), the CPU seconds each node used during that million,
-and each node's data directory size.
+and each node's data directory size. After the table it prints, for
+each million and for the whole run, the largest latency of the writes
+that overlapped a snapshot build on some node (from the nodes' logs)
+and the p99 of the other writes.
 
 Before the third-to-last million (the second, if M is 3) it kills a
 follower (SIGKILL) and starts it again as the next million starts: it
@@ -295,7 +298,8 @@ for m in $(seq 1 "$millions"); do
 	built=$(metric "$l" alliance_snapshots_built_total)
 	cpu_before=$(cpu_now)
 	out=$("$alliance" bench --dir "$demo" --node "$l" --batch "$batch" --transfers 1000000 \
-		--warmup-seconds 0 --seconds 3600 2>/dev/null | tr '\n' ' ')
+		--warmup-seconds 0 --seconds 3600 --latencies "$dir/latencies-$m.txt" 2>/dev/null |
+		tr '\n' ' ')
 	printf '%s\n' "$out" >>"$dir/bench.txt"
 	cpu=$(cpu_used "$cpu_before" "$(cpu_now)")
 	built=$(($(metric "$l" alliance_snapshots_built_total) - built))
@@ -307,6 +311,53 @@ for m in $(seq 1 "$millions"); do
 	row="$m|$rate|$p99|$max|$errors|$built|$cpu|$(disk_of)"
 done
 print_row
+
+# The writes that overlapped a snapshot build on some node (each node's
+# log under DIR says when it stored a built snapshot and how long the
+# build took) against the others: "DURING LARGEST OTHERS P99", the
+# largest latency of the first and the p99 of the second in ms ("-"
+# where there are none).
+during_builds() { # LATENCY-FILE...
+	python3 - "$dir" "$@" <<'PY'
+import datetime, re, sys
+
+logs, paths = sys.argv[1], sys.argv[2:]
+stored = re.compile(r"^(\S+?)Z? .*stored the built snapshot.* ms=(\d+)")
+builds = []
+for n in (1, 2, 3):
+    try:
+        log = open(f"{logs}/node{n}.log", errors="replace")
+    except OSError:
+        continue
+    for line in log:
+        m = stored.match(line) if "stored the built snapshot" in line else None
+        if m:
+            at = datetime.datetime.fromisoformat(m.group(1))
+            end = at.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
+            builds.append((end - int(m.group(2)), end))
+during, others = [], []
+for path in paths:
+    for line in open(path):
+        sent, micros = map(int, line.split())
+        done = sent + micros / 1000
+        overlaps = any(start <= done and sent <= end for start, end in builds)
+        (during if overlaps else others).append(micros / 1000)
+others.sort()
+p99 = others[min(int(len(others) * 0.99), len(others) - 1)] if others else None
+show = lambda ms: "-" if ms is None else f"{ms:.0f}"
+print(len(during), show(max(during) if during else None), len(others), show(p99))
+PY
+}
+
+printf '\n%s\n' "| million | writes during a snapshot build | largest ms | other writes | their p99 ms |"
+printf '%s\n' "|---|---|---|---|---|"
+for m in $(seq 1 "$millions"); do
+	during_builds "$dir/latencies-$m.txt" |
+		awk -v m="$m" '{ printf "| %s | %s | %s | %s | %s |\n", m, $1, $2, $3, $4 }'
+done
+# shellcheck disable=SC2046 # the files' names have no spaces
+during_builds $(for m in $(seq 1 "$millions"); do echo "$dir/latencies-$m.txt"; done) |
+	awk '{ printf "all millions: %s writes during a snapshot build, the largest %s ms; the p99 of the %s others %s ms\n", $1, $2, $3, $4 }'
 
 if [ -n "$victim" ]; then
 	if [ -n "$watcher" ]; then

@@ -155,6 +155,10 @@ enum Cmd {
         /// issuer and one sink.
         #[arg(long)]
         accounts: Option<usize>,
+        /// Write each measured request's send time (Unix ms) and latency
+        /// (µs) to this file, a line per request (it is replaced).
+        #[arg(long)]
+        latencies: Option<std::path::PathBuf>,
     },
     /// Recompute the chain (and, on a stopped node's files, every balance)
     /// and report the first mismatch. Exit 0 if all adds up, 1 if not.
@@ -610,6 +614,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
             batch,
             transfers,
             accounts,
+            latencies,
         } => {
             let opts = bench::Options {
                 node,
@@ -619,6 +624,7 @@ async fn dispatch(cmd: Cmd) -> ExitCode {
                 batch,
                 transfers,
                 accounts,
+                latencies,
             };
             bench::run(&dir, &opts).await.map(|_| ExitCode::SUCCESS)
         }

@@ -42,6 +42,9 @@ pub struct Options {
     /// Spread transfers uniformly over this many accounts instead of one
     /// issuer and one sink.
     pub accounts: Option<usize>,
+    /// Write each measured request's send time and latency to this file
+    /// ([`write_latencies`]).
+    pub latencies: Option<std::path::PathBuf>,
 }
 
 /// What a run acknowledged.
@@ -84,6 +87,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 struct Tally {
     /// Per request.
     latencies: Vec<Duration>,
+    /// When each request of `latencies` was sent (Unix ms).
+    sent_ms: Vec<u64>,
     errors: BTreeMap<String, u64>,
     /// Transfers acknowledged (in the measured window or not).
     acked: u64,
@@ -96,16 +101,17 @@ struct Tally {
 
 impl Tally {
     /// A 2xx answer to a request for `asked` transfers, `acked` of them
-    /// applied; `latency` is the request's if it was sent in the measured
-    /// window.
-    fn ack(&mut self, asked: u64, acked: u64, latency: Option<Duration>) {
+    /// applied; `latency` is when the request was sent (wall clock) and
+    /// how long its answer took, if it was sent in the measured window.
+    fn ack(&mut self, asked: u64, acked: u64, latency: Option<(SystemTime, Duration)>) {
         if acked != asked {
             self.error("batch_item_refused".into());
         }
         self.acked += acked;
-        if let Some(latency) = latency {
+        if let Some((sent, latency)) = latency {
             self.measured += acked;
             self.latencies.push(latency);
+            self.sent_ms.push(unix_ms(sent));
         }
     }
 
@@ -115,6 +121,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         self.latencies.extend(other.latencies);
+        self.sent_ms.extend(other.sent_ms);
         self.acked += other.acked;
         self.measured += other.measured;
         self.unanswered += other.unanswered;
@@ -142,6 +149,17 @@ struct Load {
 
 pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     check_options(opts)?;
+    // Made before any load, so that a path it cannot write sends nothing.
+    let latencies = (opts.latencies.as_deref())
+        .map(|path| {
+            std::fs::File::create(path).map_err(|e| {
+                Error::Config(format!(
+                    "--latencies {}: {e}; give a file in a folder that exists",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     let layout = read_layout(dir)?;
     let org = layout
         .nodes
@@ -191,6 +209,10 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         .saturating_duration_since(measure_from);
     let after = load.accounts.totals(&admin).await?;
     report(opts, &all, window);
+    if let (Some(file), Some(path)) = (latencies, &opts.latencies) {
+        write_latencies(file, &all)
+            .map_err(|e| Error::Other(format!("writing --latencies {}: {e}", path.display())))?;
+    }
     if let Some(n) = opts.transfers.filter(|_| load.budget.spent()) {
         println!(
             "stopped: the --transfers budget of {n} was sent ({} acknowledged)",
@@ -282,7 +304,7 @@ async fn send_until_answered(
             tally.unanswered += n;
             return;
         }
-        let sent = Instant::now();
+        let (sent, sent_at) = (Instant::now(), SystemTime::now());
         let answer = conn.post_json("/v1/transfers", body.clone()).await;
         let measured = sent >= load.measure_from && sent < load.end;
         match answer {
@@ -295,7 +317,7 @@ async fn send_until_answered(
                     ok_items(&a.read())
                 };
                 load.acked.fetch_add(n, Ordering::Relaxed);
-                tally.ack(n, ok, measured.then(|| sent.elapsed()));
+                tally.ack(n, ok, measured.then(|| (sent_at, sent.elapsed())));
                 return;
             }
             answer => {
@@ -378,6 +400,29 @@ fn report(opts: &Options, t: &Tally, window: Duration) {
         l.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
     println!("errors by code: {:?}", t.errors);
+}
+
+/// Writes one line per measured request, in the order sent: when it was
+/// sent (Unix ms) and its latency (µs), e.g. `1796656000123 5210`.
+fn write_latencies(file: std::fs::File, t: &Tally) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut lines: Vec<(u64, Duration)> = t
+        .sent_ms
+        .iter()
+        .copied()
+        .zip(t.latencies.iter().copied())
+        .collect();
+    lines.sort();
+    let mut out = std::io::BufWriter::new(file);
+    for (sent, latency) in lines {
+        writeln!(out, "{sent} {}", latency.as_micros())?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One transfer of a batch, as the bench sends it.

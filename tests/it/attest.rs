@@ -2,8 +2,6 @@
 //! organization's callers, and any other caller's write must carry the
 //! caller's own signature, which every replica checks.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use alliance::api::service::Forwarded;
 use alliance::config::{Genesis, TlsFiles};
 use alliance::identity::attest::{Attested, Attester};
@@ -13,14 +11,7 @@ use alliance::ledger::{Actor, Bundle, Command, Grouped, NewTransfer};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::harness::{ok, Cluster, REQUEST_TIMEOUT};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use crate::harness::{now_ms, ok, Cluster, REQUEST_TIMEOUT};
 
 fn node_tls(c: &Cluster, id: u64) -> TlsFiles {
     let org = &c.layout.node(id).org;

@@ -5,7 +5,9 @@ use alliance::api::service::write::CLOCK_SKEW_FILE_VAR;
 use alliance::config::{RaftTuning, MEMORY_SOFT_LIMIT_MB};
 use alliance::raft::state_machine::{SNAPSHOT_DELAY_VAR, WRITE_DELAY_VAR};
 
-use crate::harness::{eventually, ok, options, sample, snapshot_often, transfer_until_ok, Cluster};
+use crate::harness::{
+    eventually, now_ms, ok, options, sample, snapshot_often, transfer_until_ok, Cluster,
+};
 
 const ISSUED: u64 = 1_000_000;
 
@@ -430,10 +432,6 @@ async fn a_leader_whose_clock_is_off_steps_down() {
             .create_account(&format!("org{id}.funds"), "USD", true, &[])
             .await);
     }
-    let now_ms = || {
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        since.unwrap().as_millis() as u64
-    };
     let mut stamps = Vec::new();
     let mut n = 0;
     let mut write_via = |id: u64| {
@@ -704,8 +702,9 @@ async fn the_demo_stops_its_nodes_on_sigterm() {
 
 /// `alliance bench --transfers N` sends exactly N transfers, warm-up
 /// included, the last request carrying what is left of the budget; its own
-/// conservation check passes, also with `--accounts`. A budget of 0, or a
-/// single account, is refused before any load.
+/// conservation check passes, also with `--accounts`; `--latencies` writes
+/// a line per measured request. A budget of 0, a single account, or a
+/// latencies file it cannot write, is refused before any load.
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_stops_after_its_transfer_budget() {
     use alliance::bench::{run, Options};
@@ -722,7 +721,9 @@ async fn bench_stops_after_its_transfer_budget() {
         batch: 40,
         transfers: Some(250),
         accounts: None,
+        latencies: Some(c.layout.dir.join("latencies.txt")),
     };
+    let started_ms = now_ms();
     let summary = run(&c.layout.dir, &opts).await.expect("bench runs");
     assert_eq!(summary.acked, 250, "{summary:?}");
     let sink = "org1.bench.sink";
@@ -730,9 +731,35 @@ async fn bench_stops_after_its_transfer_budget() {
         c.balance(1, node, sink, false).await.as_deref(),
         Some("250")
     );
+    // Six requests of 40 and one of 10; the warm-up (1 ms) may take some.
+    let lines = std::fs::read_to_string(c.layout.dir.join("latencies.txt")).unwrap();
+    let requests: Vec<(u64, u64)> = (lines.lines())
+        .map(|l| {
+            let (sent, micros) = l.split_once(' ').expect("two fields");
+            (sent.parse().unwrap(), micros.parse().unwrap())
+        })
+        .collect();
+    assert!((1..=7).contains(&requests.len()), "{lines}");
+    for (sent, micros) in &requests {
+        assert!(*sent >= started_ms && *sent <= now_ms(), "{lines}");
+        assert!(*micros > 0 && *micros < 60_000_000, "{lines}");
+    }
+    assert!(requests.windows(2).all(|w| w[0].0 <= w[1].0), "{lines}");
+    let unwritable = Options {
+        latencies: Some(c.layout.dir.join("no-such-folder/latencies.txt")),
+        ..opts
+    };
+    let refused = run(&c.layout.dir, &unwritable).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("--latencies")));
+    assert_eq!(
+        c.balance(1, node, sink, false).await.as_deref(),
+        Some("250"),
+        "a refused run sends nothing"
+    );
 
     let zero = Options {
         transfers: Some(0),
+        latencies: None,
         ..opts
     };
     let refused = run(&c.layout.dir, &zero).await;

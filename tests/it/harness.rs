@@ -295,6 +295,12 @@ impl Drop for Cluster {
     }
 }
 
+/// This machine's wall clock, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.expect("a clock after 1970").as_millis() as u64
+}
+
 /// Polls `check` until it returns `Some`, or panics after [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

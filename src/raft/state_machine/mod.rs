@@ -763,6 +763,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .name("snapshot-walk".into())
             .spawn(move || {
                 state.defer_while_catching_up();
+                let started = std::time::Instant::now();
                 let mut path = None;
                 let result = state
                     .walk(|_, writer| {
@@ -770,12 +771,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                         Ok(())
                     })
                     .map(|(last_applied, membership)| {
-                        (path.expect("the walk ran"), last_applied, membership)
+                        (
+                            path.expect("the walk ran"),
+                            last_applied,
+                            membership,
+                            started,
+                        )
                     });
                 let _ = done.send(result);
             })
             .map_err(read_err)?;
-        let (path, last_applied, membership) = walked.await.map_err(read_err)??;
+        let (path, last_applied, membership, started) = walked.await.map_err(read_err)??;
         self.snapshots_built += 1;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshots_built),
@@ -800,6 +806,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Counted once stored: the nodes' turns take a count that moved
         // as a build that ended (`crate::raft::turns`).
         (self.state.snapshots.built).fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            index = last_applied.map_or(0, |l| l.index),
+            ms = started.elapsed().as_millis() as u64,
+            "stored the built snapshot"
+        );
         let file = tokio::fs::File::from_std(file);
         Ok(Snapshot {
             meta,
