@@ -312,21 +312,22 @@ for m in $(seq 1 "$millions"); do
 done
 print_row
 
-# The writes that overlapped a snapshot build on some node (each node's
-# log under DIR says when it stored a built snapshot and how long the
-# build took) against the others: "DURING LARGEST OTHERS P99", the
-# largest latency of the first and the p99 of the second in ms ("-"
-# where there are none).
-during_builds() { # LATENCY-FILE...
+# The writes of the millions given that overlapped a snapshot build on
+# some node (each node's log under DIR says when it stored a built
+# snapshot and how long the build took; a build a kill cut short says
+# nothing) against the others: "DURING LARGEST OTHERS P99", the largest
+# latency of the first and the p99 of the second in ms ("-" where there
+# are none).
+during_builds() { # MILLION...
 	python3 - "$dir" "$@" <<'PY'
 import datetime, re, sys
 
-logs, paths = sys.argv[1], sys.argv[2:]
+work, millions = sys.argv[1], sys.argv[2:]
 stored = re.compile(r"^(\S+?)Z? .*stored the built snapshot.* ms=(\d+)")
 builds = []
 for n in (1, 2, 3):
     try:
-        log = open(f"{logs}/node{n}.log", errors="replace")
+        log = open(f"{work}/node{n}.log", errors="replace")
     except OSError:
         continue
     for line in log:
@@ -336,8 +337,8 @@ for n in (1, 2, 3):
             end = at.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
             builds.append((end - int(m.group(2)), end))
 during, others = [], []
-for path in paths:
-    for line in open(path):
+for million in millions:
+    for line in open(f"{work}/latencies-{million}.txt"):
         sent, micros = map(int, line.split())
         done = sent + micros / 1000
         overlaps = any(start <= done and sent <= end for start, end in builds)
@@ -352,11 +353,11 @@ PY
 printf '\n%s\n' "| million | writes during a snapshot build | largest ms | other writes | their p99 ms |"
 printf '%s\n' "|---|---|---|---|---|"
 for m in $(seq 1 "$millions"); do
-	during_builds "$dir/latencies-$m.txt" |
+	during_builds "$m" |
 		awk -v m="$m" '{ printf "| %s | %s | %s | %s | %s |\n", m, $1, $2, $3, $4 }'
 done
-# shellcheck disable=SC2046 # the files' names have no spaces
-during_builds $(for m in $(seq 1 "$millions"); do echo "$dir/latencies-$m.txt"; done) |
+# shellcheck disable=SC2046 # numbers
+during_builds $(seq 1 "$millions") |
 	awk '{ printf "all millions: %s writes during a snapshot build, the largest %s ms; the p99 of the %s others %s ms\n", $1, $2, $3, $4 }'
 
 if [ -n "$victim" ]; then

@@ -155,8 +155,8 @@ enum Cmd {
         /// issuer and one sink.
         #[arg(long)]
         accounts: Option<usize>,
-        /// Write each measured request's send time (Unix ms) and latency
-        /// (µs) to this file, a line per request (it is replaced).
+        /// Write each acknowledged request's send time (Unix ms) and
+        /// latency (µs) to this file, a line per request (it is replaced).
         #[arg(long)]
         latencies: Option<std::path::PathBuf>,
     },

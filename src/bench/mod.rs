@@ -42,8 +42,8 @@ pub struct Options {
     /// Spread transfers uniformly over this many accounts instead of one
     /// issuer and one sink.
     pub accounts: Option<usize>,
-    /// Write each measured request's send time and latency to this file
-    /// ([`write_latencies`]).
+    /// Write each acknowledged request's send time and latency to this
+    /// file ([`write_latencies`]).
     pub latencies: Option<std::path::PathBuf>,
 }
 
@@ -209,10 +209,11 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
         .saturating_duration_since(measure_from);
     let after = load.accounts.totals(&admin).await?;
     report(opts, &all, window);
-    if let (Some(file), Some(path)) = (latencies, &opts.latencies) {
-        write_latencies(file, &all)
-            .map_err(|e| Error::Other(format!("writing --latencies {}: {e}", path.display())))?;
-    }
+    let written = match (latencies, &opts.latencies) {
+        (Some(file), Some(path)) => write_latencies(file, &all)
+            .map_err(|e| Error::Other(format!("writing --latencies {}: {e}", path.display()))),
+        _ => Ok(()),
+    };
     if let Some(n) = opts.transfers.filter(|_| load.budget.spent()) {
         println!(
             "stopped: the --transfers budget of {n} was sent ({} acknowledged)",
@@ -221,6 +222,7 @@ pub async fn run(dir: &Path, opts: &Options) -> Result<Summary> {
     }
     usage::report(&layout, &usage_before, start.elapsed());
     check_conservation(before, after, all.acked, all.unanswered)?;
+    written?;
     Ok(Summary { acked: all.acked })
 }
 
@@ -402,8 +404,10 @@ fn report(opts: &Options, t: &Tally, window: Duration) {
     println!("errors by code: {:?}", t.errors);
 }
 
-/// Writes one line per measured request, in the order sent: when it was
-/// sent (Unix ms) and its latency (µs), e.g. `1796656000123 5210`.
+/// Writes one line per request acknowledged in the measured window, in
+/// the order sent: when it was sent (Unix ms) and its latency (µs), e.g.
+/// `1796656000123 5210`; of a request sent again, its last attempt (as
+/// the latency figures count it).
 fn write_latencies(file: std::fs::File, t: &Tally) -> std::io::Result<()> {
     use std::io::Write;
     let mut lines: Vec<(u64, Duration)> = t

@@ -512,9 +512,10 @@ async fn a_leader_whose_clock_is_off_steps_down() {
 
 /// A node installing a snapshot answers at once: with each install paused
 /// 3 s while it replaces the state (standing in for a large ledger), the
-/// node's status says so and every read there answers 503 within a
-/// second; the install causes no election, and the node then serves
-/// every transfer.
+/// node's status says so, every read there answers 503 within a second,
+/// and so does a single transfer posted there (refused: more than the
+/// account holds); the install causes no election, and the node then
+/// serves every transfer.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     let pause = (SNAPSHOT_DELAY_VAR.to_owned(), "3000".to_owned());
@@ -528,7 +529,14 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
     })
     .await;
     let reader = c.app(2, lagging);
+    // Its own organization's app, whose single transfers the node checks
+    // at the edge on its own state.
+    let (own, writer) = (
+        format!("org{lagging}.ops"),
+        c.app(lagging as usize, lagging),
+    );
     let mut refused = 0;
+    let mut n = 0;
     while installing().await == Some(true) {
         let started = std::time::Instant::now();
         let r = reader.account("org2.ops", false).await.expect("an answer");
@@ -545,6 +553,24 @@ async fn a_node_installing_a_snapshot_answers_reads_with_503_at_once() {
             );
             refused += 1;
         }
+        n += 1;
+        let started = std::time::Instant::now();
+        let id = format!("org{lagging}.during-install-{n}");
+        let to = format!("org{leader}.ops");
+        let w = writer.transfer(&id, &own, &to, ISSUED + 1).await;
+        let took = started.elapsed();
+        let w = w.expect("an answer");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "a transfer took {took:?}: {}",
+            w.body
+        );
+        let code = w.body["error"]["code"].as_str();
+        assert!(
+            w.status == 503 || code == Some("insufficient_funds"),
+            "{}",
+            w.body
+        );
     }
     assert!(refused > 0, "no read met the install");
     eventually("the lagging node to catch up", || async {

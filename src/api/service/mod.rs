@@ -465,13 +465,11 @@ impl Service {
     }
 
     /// The owner of account `id` on this node's applied state, for checks
-    /// at the edge (apply checks again).
+    /// at the edge (apply checks again); `None` while a snapshot replaces
+    /// the state, rather than wait for it.
     pub fn account_owner(&self, id: &AccountId) -> Option<OrgName> {
-        self.state
-            .read()
-            .ledger
-            .account(id)
-            .map(|a| a.owner.clone())
+        let state = self.state.try_read()?;
+        state.ledger.account(id).map(|a| a.owner.clone())
     }
 
     /// This node's view of the cluster.

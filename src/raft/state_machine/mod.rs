@@ -203,6 +203,9 @@ impl SharedState {
     /// [`Self::read_stored`], unless a snapshot is replacing the state, as
     /// [`Self::try_read`].
     pub fn try_read_stored(&self) -> Option<StateRead<'_>> {
+        if self.installing() {
+            return None;
+        }
         // A failed writer fails the read under the lock as well.
         let _ = self.writer.caught_up();
         self.try_read()
@@ -706,7 +709,6 @@ fn room_to_install(free: u64, size: u64) -> std::io::Result<()> {
     ))
 }
 
-/// Marks the state as being replaced while it lives.
 /// Whether a snapshot is replacing the state, for readers that must not
 /// wait for it.
 struct InstallFlag {
