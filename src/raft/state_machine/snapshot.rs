@@ -172,29 +172,49 @@ pub(super) fn incoming_path(store: &Store, file: &File) -> std::io::Result<Optio
     Ok(None)
 }
 
-/// Removes the file at `path`, then, on a thread of its own (returned),
-/// cuts it down [`REMOVE_STEP_BYTES`] at a time before its blocks are
-/// freed, unless this process has it open elsewhere (a snapshot being
-/// sent): then its blocks are freed as that reader closes it, all at once.
-pub(super) fn remove_gently(path: &Path) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+/// Held while the stored snapshot's name is read and its file opened to
+/// be sent, and while a new one is stored and the older files removed:
+/// a send opens the file the metadata names, whole, or the newer one.
+static SNAPSHOT_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn snapshot_files() -> std::sync::MutexGuard<'static, ()> {
+    SNAPSHOT_FILES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes the regular file at `path`, then, on a thread of its own
+/// (returned, with the number of cuts), cuts it down
+/// [`REMOVE_STEP_BYTES`] at a time before its blocks are freed; unless
+/// it has another name (a hard link) or this process has it open
+/// elsewhere (a snapshot being sent): then it is only removed, and its
+/// blocks are freed as the last reader closes it. Readers in other
+/// processes are not seen: a copy of the data directory taken meanwhile
+/// may hold a cut file of an older snapshot (never the current one).
+pub(super) fn remove_gently(path: &Path) -> std::io::Result<Option<std::thread::JoinHandle<u64>>> {
     use std::os::unix::fs::MetadataExt;
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let regular = std::fs::symlink_metadata(path)?.file_type().is_file();
+    let file = match regular.then(|| std::fs::OpenOptions::new().write(true).open(path)) {
+        Some(Ok(file)) => file,
+        _ => return std::fs::remove_file(path).map(|()| None),
+    };
     // Once unlinked, nothing opens it by name any more: whoever has it
     // open now is all there will be.
     std::fs::remove_file(path)?;
     let me = file.metadata()?;
-    if open_elsewhere(&file, me.dev(), me.ino()) {
+    let alone = me.is_file() && me.nlink() == 0 && !open_elsewhere(&file, me.dev(), me.ino());
+    if !alone || me.len() <= REMOVE_STEP_BYTES {
         return Ok(None);
     }
     let cut = move || {
-        let mut len = me.len();
+        let (mut len, mut cuts) = (me.len(), 0);
         while len > REMOVE_STEP_BYTES {
             len -= REMOVE_STEP_BYTES;
             if file.set_len(len).is_err() {
-                return;
+                break;
             }
+            cuts += 1;
             std::thread::sleep(REMOVE_STEP_PAUSE);
         }
+        cuts
     };
     // Without a thread, the blocks are freed at once as `cut` drops.
     Ok((std::thread::Builder::new().name("snapshot-remove".into()))
@@ -256,6 +276,7 @@ impl StateMachine {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(&io_err)?;
+        let _files = snapshot_files();
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode(meta));
         batch.insert(SNAPSHOT_FILE, name.as_bytes());
@@ -264,10 +285,18 @@ impl StateMachine {
             .apply_batch(batch)
             .map_err(|e| storage_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Write, e))?;
         self.store.durable.sync().map_err(&io_err)?;
+        // The new snapshot is stored: an older file left here is only
+        // space, removed with the next one stored.
         for entry in std::fs::read_dir(dir).map_err(&io_err)? {
             let path = entry.map_err(&io_err)?.path();
             if path.file_name().is_some_and(|f| f != name.as_str()) {
-                drop(remove_gently(&path).map_err(&io_err)?);
+                if let Err(e) = remove_gently(&path) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        error = %e,
+                        "could not remove an older snapshot file; the next snapshot stored tries again"
+                    );
+                }
             }
         }
         Ok(dir.join(name))
@@ -294,10 +323,11 @@ impl StateMachine {
     pub(super) async fn stored_snapshot(
         &self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let files = snapshot_files();
         let Some((meta, path)) = stored_file(&self.store)? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        let file = File::open(&path).map_err(|e| {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             StorageError::from_io_error(
                 ErrorSubject::Snapshot(None),
@@ -305,9 +335,10 @@ impl StateMachine {
                 std::io::Error::new(e.kind(), format!("snapshot file {name}: {e}")),
             )
         })?;
+        drop(files);
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 }
@@ -518,8 +549,8 @@ mod tests {
     }
 
     /// A removed snapshot file is cut down on a thread of its own, unless
-    /// it is open elsewhere in this process (being sent): then it is left
-    /// whole for that reader, which reads all of it.
+    /// it is open elsewhere in this process (being sent), then left whole
+    /// for that reader, which reads all of it, or has another name.
     #[test]
     fn a_removed_snapshot_file_is_cut_down_unless_it_is_being_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -542,10 +573,21 @@ mod tests {
         assert_eq!(back.len(), 40 << 20);
         assert!(back.chunks(1 << 20).all(|c| c == piece.as_slice()));
 
+        // A file with another name is only unlinked here.
+        let linked = write("linked.snap");
+        let other = dir.path().join("backup.snap");
+        std::fs::hard_link(&linked, &other).unwrap();
+        assert!(
+            remove_gently(&linked).unwrap().is_none(),
+            "a linked file is not cut"
+        );
+        assert_eq!(std::fs::metadata(&other).unwrap().len(), 40 << 20);
+
+        // 40 MiB: cut once to 8 MiB, then freed.
         let idle = write("idle.snap");
         let cut = remove_gently(&idle).unwrap().expect("cut on a thread");
         assert!(!idle.exists());
-        cut.join().unwrap();
+        assert_eq!(cut.join().unwrap(), 1);
     }
 
     fn batch(pairs: &[(&str, &str)]) -> super::super::writer::StateBatch {
