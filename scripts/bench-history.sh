@@ -312,17 +312,15 @@ for m in $(seq 1 "$millions"); do
 done
 print_row
 
-# The writes of the millions given that overlapped a snapshot build on
-# some node (each node's log under DIR says when it stored a built
-# snapshot and how long the build took; a build a kill cut short says
-# nothing) against the others: "DURING LARGEST OTHERS P99", the largest
-# latency of the first and the p99 of the second in ms ("-" where there
-# are none).
-during_builds() { # MILLION...
-	python3 - "$dir" "$@" <<'PY'
+# The writes that overlapped a snapshot build on some node (each node's
+# log under DIR says when it stored a built snapshot and how long the
+# build took; a build a kill cut short says nothing) against the others:
+# per million and for the whole run, the largest latency of the first
+# and the p99 of the second in ms ("-" where there are none).
+python3 - "$dir" "$millions" <<'PY'
 import datetime, re, sys
 
-work, millions = sys.argv[1], sys.argv[2:]
+work, millions = sys.argv[1], int(sys.argv[2])
 stored = re.compile(r"^(\S+?)Z? .*stored the built snapshot.* ms=(\d+)")
 builds = []
 for n in (1, 2, 3):
@@ -336,29 +334,33 @@ for n in (1, 2, 3):
             at = datetime.datetime.fromisoformat(m.group(1))
             end = at.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
             builds.append((end - int(m.group(2)), end))
-during, others = [], []
-for million in millions:
+
+def split(million):
+    during, others = [], []
     for line in open(f"{work}/latencies-{million}.txt"):
         sent, micros = map(int, line.split())
         done = sent + micros / 1000
         overlaps = any(start <= done and sent <= end for start, end in builds)
         (during if overlaps else others).append(micros / 1000)
-others.sort()
-p99 = others[min(int(len(others) * 0.99), len(others) - 1)] if others else None
-show = lambda ms: "-" if ms is None else f"{ms:.0f}"
-print(len(during), show(max(during) if during else None), len(others), show(p99))
-PY
-}
+    return during, others
 
-printf '\n%s\n' "| million | writes during a snapshot build | largest ms | other writes | their p99 ms |"
-printf '%s\n' "|---|---|---|---|---|"
-for m in $(seq 1 "$millions"); do
-	during_builds "$m" |
-		awk -v m="$m" '{ printf "| %s | %s | %s | %s | %s |\n", m, $1, $2, $3, $4 }'
-done
-# shellcheck disable=SC2046 # numbers
-during_builds $(seq 1 "$millions") |
-	awk '{ printf "all millions: %s writes during a snapshot build, the largest %s ms; the p99 of the %s others %s ms\n", $1, $2, $3, $4 }'
+def summary(during, others):
+    others = sorted(others)
+    p99 = others[min(int(len(others) * 0.99), len(others) - 1)] if others else None
+    show = lambda ms: "-" if ms is None else f"{ms:.0f}"
+    return len(during), show(max(during) if during else None), len(others), show(p99)
+
+print("\n| million | writes during a snapshot build | largest ms | other writes | their p99 ms |")
+print("|---|---|---|---|---|")
+run_during, run_others = [], []
+for million in range(1, millions + 1):
+    during, others = split(million)
+    run_during += during
+    run_others += others
+    print("| %s | %s | %s | %s | %s |" % ((million,) + summary(during, others)))
+print("all millions: %s writes during a snapshot build, the largest %s ms; the p99 of the %s others %s ms"
+      % summary(run_during, run_others))
+PY
 
 if [ -n "$victim" ]; then
 	if [ -n "$watcher" ]; then

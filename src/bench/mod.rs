@@ -86,9 +86,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Default)]
 struct Tally {
     /// Per request.
-    latencies: Vec<Duration>,
-    /// When each request of `latencies` was sent (Unix ms).
-    sent_ms: Vec<u64>,
+    /// Per request: when it was sent (Unix ms) and how long it took.
+    latencies: Vec<(u64, Duration)>,
     errors: BTreeMap<String, u64>,
     /// Transfers acknowledged (in the measured window or not).
     acked: u64,
@@ -103,15 +102,14 @@ impl Tally {
     /// A 2xx answer to a request for `asked` transfers, `acked` of them
     /// applied; `latency` is when the request was sent (wall clock) and
     /// how long its answer took, if it was sent in the measured window.
-    fn ack(&mut self, asked: u64, acked: u64, latency: Option<(SystemTime, Duration)>) {
+    fn ack(&mut self, asked: u64, acked: u64, latency: Option<(u64, Duration)>) {
         if acked != asked {
             self.error("batch_item_refused".into());
         }
         self.acked += acked;
-        if let Some((sent, latency)) = latency {
+        if let Some(latency) = latency {
             self.measured += acked;
             self.latencies.push(latency);
-            self.sent_ms.push(unix_ms(sent));
         }
     }
 
@@ -121,7 +119,6 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         self.latencies.extend(other.latencies);
-        self.sent_ms.extend(other.sent_ms);
         self.acked += other.acked;
         self.measured += other.measured;
         self.unanswered += other.unanswered;
@@ -306,7 +303,7 @@ async fn send_until_answered(
             tally.unanswered += n;
             return;
         }
-        let (sent, sent_at) = (Instant::now(), SystemTime::now());
+        let (sent, sent_ms) = (Instant::now(), unix_ms(SystemTime::now()));
         let answer = conn.post_json("/v1/transfers", body.clone()).await;
         let measured = sent >= load.measure_from && sent < load.end;
         match answer {
@@ -319,7 +316,7 @@ async fn send_until_answered(
                     ok_items(&a.read())
                 };
                 load.acked.fetch_add(n, Ordering::Relaxed);
-                tally.ack(n, ok, measured.then(|| (sent_at, sent.elapsed())));
+                tally.ack(n, ok, measured.then(|| (sent_ms, sent.elapsed())));
                 return;
             }
             answer => {
@@ -377,7 +374,7 @@ fn is_retried(code: &str) -> bool {
 }
 
 fn report(opts: &Options, t: &Tally, window: Duration) {
-    let mut l = t.latencies.clone();
+    let mut l: Vec<Duration> = t.latencies.iter().map(|(_, d)| *d).collect();
     l.sort();
     let pct = |p: f64| {
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
@@ -410,12 +407,7 @@ fn report(opts: &Options, t: &Tally, window: Duration) {
 /// the latency figures count it).
 fn write_latencies(file: std::fs::File, t: &Tally) -> std::io::Result<()> {
     use std::io::Write;
-    let mut lines: Vec<(u64, Duration)> = t
-        .sent_ms
-        .iter()
-        .copied()
-        .zip(t.latencies.iter().copied())
-        .collect();
+    let mut lines = t.latencies.clone();
     lines.sort();
     let mut out = std::io::BufWriter::new(file);
     for (sent, latency) in lines {

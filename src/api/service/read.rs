@@ -156,9 +156,10 @@ impl Service {
     /// The chain head as the public window shows it.
     pub fn head_view(&self) -> Result<HeadView, ApiError> {
         let genesis = BlockHeader::genesis(self.genesis.hash_bytes());
-        let state = self.state.try_read().ok_or_else(installing_refusal)?;
-        let head = state.ledger.head().clone();
-        drop(state);
+        let head = (self.state.try_read().ok_or_else(installing_refusal)?)
+            .ledger
+            .head()
+            .clone();
         Ok(HeadView {
             consortium: self.genesis.consortium.clone(),
             genesis_hash: to_hex(&genesis.hash()),

@@ -203,6 +203,7 @@ impl SharedState {
     /// [`Self::read_stored`], unless a snapshot is replacing the state, as
     /// [`Self::try_read`].
     pub fn try_read_stored(&self) -> Option<StateRead<'_>> {
+        // Not to wait for the writer only to answer `None`.
         if self.installing() {
             return None;
         }

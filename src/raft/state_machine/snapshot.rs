@@ -563,6 +563,12 @@ mod tests {
             }
             path
         };
+        // 40 MiB with nothing written: only its length counts.
+        let sparse = |name: &str| {
+            let path = dir.path().join(name);
+            File::create(&path).unwrap().set_len(40 << 20).unwrap();
+            path
+        };
         let sent = write("sent.snap");
         let mut reader = File::open(&sent).unwrap();
         let cut = remove_gently(&sent).unwrap();
@@ -574,7 +580,7 @@ mod tests {
         assert!(back.chunks(1 << 20).all(|c| c == piece.as_slice()));
 
         // A file with another name is only unlinked here.
-        let linked = write("linked.snap");
+        let linked = sparse("linked.snap");
         let other = dir.path().join("backup.snap");
         std::fs::hard_link(&linked, &other).unwrap();
         assert!(
@@ -584,7 +590,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&other).unwrap().len(), 40 << 20);
 
         // 40 MiB: cut once to 8 MiB, then freed.
-        let idle = write("idle.snap");
+        let idle = sparse("idle.snap");
         let cut = remove_gently(&idle).unwrap().expect("cut on a thread");
         assert!(!idle.exists());
         assert_eq!(cut.join().unwrap(), 1);
