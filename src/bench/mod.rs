@@ -85,7 +85,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Tally {
-    /// Per request.
     /// Per request: when it was sent (Unix ms) and how long it took.
     latencies: Vec<(u64, Duration)>,
     errors: BTreeMap<String, u64>,

@@ -173,8 +173,10 @@ pub(super) fn incoming_path(store: &Store, file: &File) -> std::io::Result<Optio
 }
 
 /// Held while the stored snapshot's name is read and its file opened to
-/// be sent, and while a new one is stored and the older files removed:
-/// a send opens the file the metadata names, whole, or the newer one.
+/// be sent, and while older files are removed once a new one is stored:
+/// a send opens the file the metadata names before it can be removed.
+/// (A send that reads the name after the new metadata is applied opens
+/// the new file, already synced; the store's own sync needs no lock.)
 static SNAPSHOT_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn snapshot_files() -> std::sync::MutexGuard<'static, ()> {
@@ -276,7 +278,6 @@ impl StateMachine {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(&io_err)?;
-        let _files = snapshot_files();
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META, encode(meta));
         batch.insert(SNAPSHOT_FILE, name.as_bytes());
@@ -287,6 +288,7 @@ impl StateMachine {
         self.store.durable.sync().map_err(&io_err)?;
         // The new snapshot is stored: an older file left here is only
         // space, removed with the next one stored.
+        let _files = snapshot_files();
         for entry in std::fs::read_dir(dir).map_err(&io_err)? {
             let path = entry.map_err(&io_err)?.path();
             if path.file_name().is_some_and(|f| f != name.as_str()) {
